@@ -1,0 +1,277 @@
+/*
+ * agent.h - the bgcopy agent: security flags, HRESULTs, URLs, the origin
+ * client and the job engine.  The CLI (cli.c) and the bgcopy binary build on
+ * this; tests link the same library.
+ *
+ * Errors follow cache.h: 0 or a negative BG_E* code.  HRESULTs are the job
+ * errors users see; they are produced here and nowhere else.
+ */
+#ifndef BG_AGENT_H
+#define BG_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache.h"
+
+/* ---- Limits ------------------------------------------------------------ */
+#define ORIGIN_MAX_HOPS 10                 /* redirects followed per request chain */
+#define ORIGIN_HEADER_MAX (256 * 1024)     /* bytes of response headers per response */
+#define ORIGIN_REDIRECT_BODY_MAX (1 << 20) /* bytes of a redirect/error body read before giving up */
+#define ORIGIN_CONNECT_TIMEOUT 30          /* seconds */
+#define ORIGIN_LOW_SPEED_TIME 60           /* seconds below 1 byte/s before a transfer is transient-failed */
+#define ORIGIN_MAX_RESTARTS 3              /* validator changes tolerated in one attempt */
+#define JOB_HEADERS_MAX 64                 /* custom request headers per job */
+#define JOB_FILES_MAX 1000000              /* files per job */
+#define JOB_NAME_MAX 256                   /* bytes */
+
+/* ---- Security flags (IBackgroundCopyJobHttpOptions::SetSecurityFlags) --- */
+#define BG_SSL_ENABLE_CRL_CHECK 0x0001u
+#define BG_SSL_IGNORE_CERT_CN_INVALID 0x0002u
+#define BG_SSL_IGNORE_CERT_DATE_INVALID 0x0004u
+#define BG_SSL_IGNORE_UNKNOWN_CA 0x0008u
+#define BG_SSL_IGNORE_CERT_WRONG_USAGE 0x0010u
+#define BG_HTTP_REDIRECT_POLICY_ALLOW_SILENT 0x0000u
+#define BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT 0x0100u
+#define BG_HTTP_REDIRECT_POLICY_DISALLOW 0x0200u
+#define BG_HTTP_REDIRECT_POLICY_MASK 0x0700u
+#define BG_HTTP_REDIRECT_POLICY_ALLOW_HTTPS_TO_HTTP 0x0800u
+#define BG_SECURITY_FLAGS_VALID 0x0F1Fu
+
+/* Parses a FLAGS argument: a number (decimal, 0x hex) or names joined by '|'
+ * or ',' (long BG_* names or the short names of INTERFACE.md, any case,
+ * spaces around names allowed).  Unknown bits, unknown names, an empty list
+ * and a redirect policy other than 0x000, 0x100, 0x200 give BG_ENOTIMPL and
+ * leave *out alone. */
+int flags_parse(const char *s, uint32_t *out) BG_WUR;
+/* Writes "0x%04X name|name" (short names; the redirect policy always named)
+ * into buf; returns buf. */
+char *flags_format(uint32_t flags, char *buf, size_t len);
+/* Validates a flag value (same rules as flags_parse). */
+bool flags_valid(uint32_t flags);
+
+/* ---- HRESULTs ---------------------------------------------------------- */
+#define HR_MAP(XX)                                                                           \
+	XX(S_OK, 0x00000000u, false, "success")                                              \
+	XX(E_NOTIMPL, 0x80004001u, false, "flag value not supported")                        \
+	XX(E_ACCESSDENIED, 0x80070005u, false, "access denied")                              \
+	XX(ERROR_PATH_NOT_FOUND, 0x80070003u, false, "path not found")                       \
+	XX(ERROR_CRC, 0x80070017u, false, "content does not match its expected SHA-256")     \
+	XX(ERROR_WRITE_FAULT, 0x8007001Du, false, "cannot write the file")                   \
+	XX(ERROR_DISK_FULL, 0x80070070u, false, "disk full")                                 \
+	XX(HTTP_STATUS_AMBIGUOUS, 0x8007012Cu, false, "redirect (300) refused by policy")    \
+	XX(HTTP_STATUS_MOVED, 0x8007012Du, false, "redirect (301) refused by policy")        \
+	XX(HTTP_STATUS_REDIRECT, 0x8007012Eu, false, "redirect (302) refused by policy")     \
+	XX(HTTP_STATUS_REDIRECT_METHOD, 0x8007012Fu, false, "redirect (303) refused by policy") \
+	XX(HTTP_STATUS_REDIRECT_KEEP_VERB, 0x80070133u, false, "redirect (307) refused by policy") \
+	XX(HTTP_STATUS_PERMANENT_REDIRECT, 0x80070134u, false, "redirect (308) refused by policy") \
+	XX(ERROR_WINHTTP_TIMEOUT, 0x80072EE2u, true, "the operation timed out")               \
+	XX(ERROR_WINHTTP_NAME_NOT_RESOLVED, 0x80072EE7u, true, "the server name could not be resolved") \
+	XX(ERROR_WINHTTP_CANNOT_CONNECT, 0x80072EFDu, true, "cannot connect to the server")   \
+	XX(ERROR_WINHTTP_CONNECTION_ERROR, 0x80072EFEu, true, "the connection was reset or closed") \
+	XX(ERROR_WINHTTP_SECURE_CERT_DATE_INVALID, 0x80072F05u, false, "certificate expired or not yet valid") \
+	XX(ERROR_WINHTTP_SECURE_CERT_CN_INVALID, 0x80072F06u, false, "certificate host name mismatch") \
+	XX(ERROR_WINHTTP_SECURE_INVALID_CA, 0x80072F0Du, false, "unknown or untrusted certificate authority") \
+	XX(ERROR_WINHTTP_SECURE_CERT_REV_FAILED, 0x80072F19u, false, "revocation check failed") \
+	XX(ERROR_WINHTTP_INVALID_SERVER_RESPONSE, 0x80072F78u, false, "invalid server response") \
+	XX(ERROR_WINHTTP_REDIRECT_FAILED, 0x80072F7Cu, false, "redirect refused")             \
+	XX(ERROR_WINHTTP_SECURE_CERT_REVOKED, 0x80072F8Au, false, "certificate revoked")      \
+	XX(ERROR_WINHTTP_SECURE_FAILURE, 0x80072F8Fu, false, "TLS failure")                   \
+	XX(ERROR_WINHTTP_SECURE_CERT_WRONG_USAGE, 0x80072F93u, false, "certificate not valid for server use")
+
+enum hr_code {
+#define XX(sym, code, transient, msg) HR_##sym = code,
+	HR_MAP(XX)
+#undef XX
+};
+
+#define HR_HTTP_ERROR_BASE 0x80190000u /* BG_E_HTTP_ERROR_xxx = base | status */
+#define HR_FROM_WIN32(x) (0x80070000u | ((uint32_t)(x) & 0xFFFFu))
+
+/* Symbol of an HRESULT ("HTTP_STATUS_REDIRECT", "BG_E_HTTP_ERROR_404");
+ * writes into buf when it has to compose one; returns buf or a static. */
+const char *hr_symbol(uint32_t hr, char *buf, size_t len);
+/* Short description of an HRESULT (static). */
+const char *hr_message(uint32_t hr);
+/* Whether BITS treats the error as transient (retry after a delay). */
+bool hr_transient(uint32_t hr);
+/* HRESULT for an HTTP error status (>= 400, or an unusable 2xx/3xx). */
+uint32_t hr_from_http(long status);
+/* HRESULT for a redirect status refused under DISALLOW. */
+uint32_t hr_from_redirect(long status);
+/* HRESULT for a local error code (disk full, access denied, ...). */
+uint32_t hr_from_bg(int err);
+
+/* ---- URLs (libcurl's URL API) ------------------------------------------ */
+#define URL_MAX STORE_URL_MAX
+
+/* Parses an absolute http or https URL given by a user and writes its
+ * canonical form (as libcurl prints it, fragment and default port dropped)
+ * as a new string into *out (caller frees).  BG_EINVAL for a malformed URL,
+ * BG_ENOTIMPL for another scheme, BG_ELIMIT for one longer than URL_MAX. */
+int url_canonical(const char *in, char **out) BG_WUR;
+/* Resolves a Location header value against base (absolute or relative, as
+ * RFC 3986), dropping any fragment and user:password.  *out (caller frees)
+ * may have any scheme: callers check it with url_scheme_ok().
+ * BG_EINVAL when it cannot be parsed. */
+int url_resolve(const char *base, const char *location, char **out) BG_WUR;
+/* Whether the URL's scheme is http or https; *https tells which. */
+bool url_scheme_ok(const char *url, bool *https);
+/* Whether a and b have the same scheme, host and port (the "host" that
+ * credentials were set for). */
+bool url_same_origin(const char *a, const char *b);
+
+/* ---- Origin client ----------------------------------------------------- */
+struct origin;
+
+struct origin_response {
+	long status;            /* 200 or 206 */
+	const char *final_url;  /* URL that answered (after redirects) */
+	uint64_t start;         /* first byte of the body: the offset asked, or 0 on a restart */
+	int64_t total;          /* size of the whole file, -1 when unknown */
+	const char *etag;       /* NULL when absent */
+	const char *last_modified;
+};
+
+/* The receiver of one fetch.  Return 0 to go on, a BG_E* code to stop the
+ * transfer (the code comes back as origin_result.local_err). */
+struct origin_sink {
+	int (*on_start)(void *arg, const struct origin_response *resp);
+	int (*on_data)(void *arg, const void *p, size_t len);
+	void *arg;
+};
+
+struct origin_request {
+	const char *url;            /* where the chain starts (the file's remote URL) */
+	uint32_t security_flags;
+	const char *ca_file;        /* trust anchors, or NULL for the system store */
+	const char *const *headers; /* custom "Name: value" lines, NULL-terminated, or NULL */
+	const char *headers_for;    /* URL whose origin the sensitive headers were set for */
+	uint64_t offset;            /* resume from this byte; 0 for the whole file */
+	const char *if_range;       /* validator for If-Range; NULL sends no Range at all */
+	const char *user;           /* basic auth credentials, or NULL */
+	const char *password;
+};
+
+struct origin_result {
+	uint32_t hr;           /* HR_S_OK or the job error */
+	int local_err;         /* a sink's BG_E* code when the sink stopped the transfer */
+	long status;           /* last HTTP status seen */
+	char *remote_url;      /* URL the file's remote name becomes (caller frees), or NULL */
+	char *final_url;       /* URL that answered last (caller frees), or NULL */
+	char message[512];     /* what happened, for the job error */
+};
+
+/* Creates a client.  One per thread. */
+int origin_new(struct origin **out) BG_WUR;
+void origin_free(struct origin *o);
+/* Fetches req->url, following redirects by the job's policy, and feeds the
+ * final response to sink.  Returns 0 when the request ran (res->hr tells
+ * the outcome), or a BG_E* code when it could not be attempted.
+ * res->remote_url is set when the policy changes the file's remote name:
+ * the final URL under ALLOW_REPORT (on success), the redirect target under
+ * DISALLOW.  Free res with origin_result_clear(). */
+int origin_fetch(struct origin *o, const struct origin_request *req,
+                 const struct origin_sink *sink, struct origin_result *res) BG_WUR;
+void origin_result_clear(struct origin_result *res);
+
+/* ---- Jobs -------------------------------------------------------------- */
+enum job_state {
+	JOB_QUEUED,
+	JOB_CONNECTING,
+	JOB_TRANSFERRING,
+	JOB_SUSPENDED,
+	JOB_ERROR,
+	JOB_TRANSIENT_ERROR,
+	JOB_TRANSFERRED,
+	JOB_ACKNOWLEDGED,
+	JOB_CANCELLED,
+};
+const char *job_state_name(enum job_state s);
+int job_state_parse(const char *s, enum job_state *out) BG_WUR;
+/* Whether the state is final (ACKNOWLEDGED or CANCELLED). */
+bool job_state_final(enum job_state s);
+
+enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRIO_LOW };
+const char *job_priority_name(enum job_priority p);
+int job_priority_parse(const char *s, enum job_priority *out) BG_WUR;
+
+struct job_options {
+	const char *name;
+	enum job_priority priority;
+	uint32_t security_flags;
+	const char *ca_file;          /* NULL: system store */
+	const char *const *headers;   /* NULL-terminated, or NULL */
+	bool cache_both;              /* --cache-key both */
+	bool no_cache;
+	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
+};
+
+/* Creates a job (SUSPENDED, no files) and writes its id (STORE_JOB_ID_LEN
+ * characters + NUL) into id. */
+int job_create(struct bg_store *st, const struct job_options *opt,
+               char id[STORE_JOB_ID_LEN + 1]) BG_WUR;
+/* Adds a file.  url must be canonical (url_canonical); local_path absolute.
+ * expect_sha256 (64 hex digits) or NULL.  BG_EINVAL for a job not in a state
+ * that takes files. */
+int job_add_file(struct bg_store *st, const char *id, const char *url, const char *local_path,
+                 const char *expect_sha256) BG_WUR;
+/* Finds the newest job made by a `get` with this key that is not
+ * ACKNOWLEDGED or CANCELLED; BG_ENOENT if none.  *errored tells whether it
+ * is in ERROR. */
+int job_find_get(struct bg_store *st, const char *get_key, char id[STORE_JOB_ID_LEN + 1],
+                 bool *errored) BG_WUR;
+/* Reads or changes the job's security flags.  Setting validates (BG_ENOTIMPL). */
+int job_get_flags(struct bg_store *st, const char *id, uint32_t *out) BG_WUR;
+int job_set_flags(struct bg_store *st, const char *id, uint32_t flags) BG_WUR;
+/* Sets state to s (checks nothing: callers hold the job). */
+int job_set_state(struct bg_store *st, const char *id, enum job_state s) BG_WUR;
+/* Applies the options of a repeated `get` to its job (flags, headers, CA). */
+int job_update_options(struct bg_store *st, const char *id, const struct job_options *opt) BG_WUR;
+/* Builds the job document of INTERFACE.md (caller json_decref()s). */
+int job_document(struct bg_store *st, const char *id, json_t **out) BG_WUR;
+/* Calls fn with each job's document. */
+int job_list(struct bg_store *st, bool all, int (*fn)(json_t *doc, void *arg), void *arg) BG_WUR;
+
+/* Exclusive ownership of a job by this process (an flock on a lock file in
+ * the home, released by the kernel when the process dies).  BG_EBUSY when
+ * another process holds it. */
+struct job_lock;
+int job_lock(const char *home, const char *id, struct job_lock **out) BG_WUR;
+void job_unlock(struct job_lock *l);
+
+/* Progress reports from job_run. */
+struct job_progress {
+	uint64_t bytes_done;  /* of the job */
+	int64_t bytes_total;  /* -1 when unknown */
+	uint32_t file_index;
+	uint32_t files_total;
+};
+
+struct job_run_options {
+	void (*progress)(void *arg, const struct job_progress *p);
+	void *progress_arg;
+	unsigned transient_retries; /* immediate retries of transient errors (foreground get) */
+	volatile const int *stop;   /* set non-zero (e.g. from a signal handler) to stop */
+};
+
+/* Transfers every unfinished file of the job, in order.  Ends with the job
+ * TRANSFERRED, ERROR or TRANSIENT_ERROR (or as it was when stopped).  The
+ * caller holds the job's lock.  Returns 0 when the job was run (its state
+ * tells the outcome), a BG_E* code when the store failed. */
+int job_run(struct bg_store *st, struct origin *o, const char *id,
+            const struct job_run_options *ro) BG_WUR;
+/* Moves each transferred file from its partial file to its local path
+ * (atomically, fsync'd) and sets ACKNOWLEDGED.  BG_EINVAL unless TRANSFERRED. */
+int job_complete(struct bg_store *st, const char *id) BG_WUR;
+/* Deletes the partial files of the job and the stored bytes of its
+ * unfinished files (they restart from byte 0); the state is unchanged. */
+int job_discard_partials(struct bg_store *st, const char *id) BG_WUR;
+/* Removes partial data and sets CANCELLED. */
+int job_cancel(struct bg_store *st, const char *id) BG_WUR;
+
+/* Generates a random job id. */
+int job_new_id(char id[STORE_JOB_ID_LEN + 1]) BG_WUR;
+
+#endif /* BG_AGENT_H */

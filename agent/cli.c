@@ -1,0 +1,1111 @@
+/*
+ * cli.c - the bgcopy commands: argument checks, the store, and output for
+ * people (tables, a progress bar) and scripts (--json, exit statuses).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "cli.h"
+
+#define SHA256_HEX_LEN 64
+#define GET_TRANSIENT_RETRIES 3 /* immediate retries of a transient error by `get` */
+#define LIST_LINE_MAX (URL_MAX + PATH_MAX + 16) /* bytes of one line of an --from list */
+
+struct ctx {
+	const struct cli_globals *g;
+	char home[PATH_MAX];
+	struct bg_store *st;
+};
+
+static volatile int stop_flag;
+
+static void __attribute__((format(printf, 1, 2)))
+complain(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("bgcopy: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void
+cli_usage(FILE *f)
+{
+	fputs("usage: bgcopy [--home DIR] [--ca-file FILE] COMMAND [ARGS]\n"
+	      "\n"
+	      "Background downloads with BITS security flags, kept in a content store.\n"
+	      "\n"
+	      "  get [OPTIONS] URL [-o FILE]   download one file now (a foreground job)\n"
+	      "      --security-flags FLAGS    e.g. 0x0100 or redirect-report|ignore-unknown-ca\n"
+	      "      --ca-file FILE            trust anchors for HTTPS instead of the system store\n"
+	      "      --header 'Name: value'    extra request header (repeatable)\n"
+	      "      --cache-key remote|both   also key the content under the original URL\n"
+	      "      --sha256 HEX              expected SHA-256 of the content\n"
+	      "      --no-cache                do not keep the content in the store\n"
+	      "      --json                    print the job document\n"
+	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
+	      "  add JOB URL FILE | add JOB --from LIST   (LIST lines: URL LOCALPATH)\n"
+	      "  set-security-flags JOB FLAGS | get-security-flags JOB\n"
+	      "  info JOB [--json] | list [--all] [--json]\n"
+	      "  cache list [--json] | cache show URL | cache rm URL | cache gc\n"
+	      "\n"
+	      "Home: --home, else $BGCOPY_HOME, else ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy.\n"
+	      "Exit status: 0 done, 1 job ended in ERROR, 2 usage error or E_NOTIMPL, 3 store or\n"
+	      "system error.\n",
+	      f);
+}
+
+/* ---- Home and store ---------------------------------------------------- */
+
+static int
+resolve_home(struct ctx *c)
+{
+	const char *h = c->g->home;
+	bool explicit = h != NULL;
+	int n;
+
+	if (h == NULL)
+		h = getenv("BGCOPY_HOME");
+	if (h != NULL && h[0] != '\0') {
+		n = snprintf(c->home, sizeof(c->home), "%s", h);
+	} else {
+		const char *xdg = getenv("XDG_STATE_HOME");
+		const char *home = getenv("HOME");
+
+		explicit = false;
+		if (xdg != NULL && xdg[0] == '/')
+			n = snprintf(c->home, sizeof(c->home), "%s/bgcopy", xdg);
+		else if (home != NULL && home[0] == '/')
+			n = snprintf(c->home, sizeof(c->home), "%s/.local/state/bgcopy", home);
+		else {
+			complain("no home: set --home, BGCOPY_HOME or HOME");
+			return EXIT_USAGE;
+		}
+	}
+	if (n < 0 || (size_t)n >= sizeof(c->home)) {
+		complain("home path too long");
+		return EXIT_USAGE;
+	}
+	if (!explicit) {
+		/* The default lives under the user's state folder: make the whole
+		 * path, as XDG asks. */
+		for (char *p = c->home + 1; *p != '\0'; p++) {
+			if (*p != '/')
+				continue;
+			*p = '\0';
+			if (mkdir(c->home, 0700) != 0 && errno != EEXIST) {
+				complain("cannot create %s: %s", c->home, strerror(errno));
+				return EXIT_SYSTEM;
+			}
+			*p = '/';
+		}
+	}
+	if (mkdir(c->home, 0700) != 0 && errno != EEXIST) {
+		complain("cannot create home %s: %s", c->home, strerror(errno));
+		return EXIT_SYSTEM;
+	}
+	return EXIT_DONE;
+}
+
+static int
+open_store(struct ctx *c)
+{
+	int rc, err;
+
+	if (c->st != NULL)
+		return EXIT_DONE;
+	if ((rc = resolve_home(c)) != EXIT_DONE)
+		return rc;
+	if ((err = store_open(c->home, 0, NULL, &c->st)) != 0) {
+		complain("cannot open the store in %s: %s", c->home, bg_strerror(err));
+		return EXIT_SYSTEM;
+	}
+	return EXIT_DONE;
+}
+
+static int
+store_failed(const char *what, int err)
+{
+	complain("%s: %s", what, bg_strerror(err));
+	return EXIT_SYSTEM;
+}
+
+/* Looks a job id up; prints the error and returns an exit status. */
+static int
+check_job(struct ctx *c, const char *id)
+{
+	json_t *doc = NULL;
+	int err = job_document(c->st, id, &doc);
+
+	json_decref(doc);
+	if (err == BG_ENOENT) {
+		complain("no such job: %s", id);
+		return EXIT_USAGE;
+	}
+	if (err != 0)
+		return store_failed(id, err);
+	return EXIT_DONE;
+}
+
+/* ---- Argument checks --------------------------------------------------- */
+
+static int
+parse_flags_arg(const char *s, uint32_t *out)
+{
+	if (flags_parse(s, out) != 0) {
+		complain("E_NOTIMPL (0x%08X): security flags '%s' not supported", HR_E_NOTIMPL, s);
+		return EXIT_USAGE;
+	}
+	return EXIT_DONE;
+}
+
+static int
+parse_url_arg(const char *s, char **out)
+{
+	int err = url_canonical(s, out);
+
+	if (err == BG_ENOTIMPL)
+		complain("unsupported URL scheme (only http and https): %s", s);
+	else if (err == BG_ELIMIT)
+		complain("URL longer than %d bytes", URL_MAX);
+	else if (err != 0)
+		complain("malformed URL: %s", s);
+	return err == 0 ? EXIT_DONE : EXIT_USAGE;
+}
+
+static bool
+valid_header(const char *h)
+{
+	const char *colon = strchr(h, ':');
+
+	if (colon == NULL || colon == h || strpbrk(h, "\r\n") != NULL)
+		return false;
+	for (const char *p = h; p < colon; p++)
+		if (*p <= ' ' || *p >= 127)
+			return false;
+	return true;
+}
+
+/* Makes an absolute path of a local file name. */
+static int
+absolute_path(const char *in, char *out, size_t len)
+{
+	char cwd[PATH_MAX];
+	int n;
+
+	if (in[0] == '/') {
+		n = snprintf(out, len, "%s", in);
+	} else {
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			return bg_err_from_errno(errno);
+		n = snprintf(out, len, "%s/%s", cwd, in);
+	}
+	return n < 0 || (size_t)n >= len ? BG_ELIMIT : 0;
+}
+
+/* The last path segment of a URL, for `get` without -o. */
+static void
+name_from_url(const char *url, char *out, size_t len)
+{
+	const char *p = strstr(url, "://");
+	const char *path, *end, *slash;
+
+	p = p != NULL ? p + 3 : url;
+	path = strchr(p, '/');
+	if (path == NULL) {
+		snprintf(out, len, "index.html");
+		return;
+	}
+	end = path + strcspn(path, "?#");
+	slash = path;
+	for (const char *q = path; q < end; q++)
+		if (*q == '/')
+			slash = q;
+	if (end - slash <= 1 || (end - slash == 2 && slash[1] == '.') ||
+	    (end - slash == 3 && slash[1] == '.' && slash[2] == '.'))
+		snprintf(out, len, "index.html");
+	else
+		snprintf(out, len, "%.*s", (int)(end - slash - 1), slash + 1);
+}
+
+/* Checks that a file can be created in the folder of path; the job writes
+ * its partial file there and renames it at the end. */
+static int
+check_writable(const char *path)
+{
+	char dir[PATH_MAX], probe[PATH_MAX + 32];
+	const char *slash = strrchr(path, '/');
+	struct stat sb;
+	int fd;
+
+	if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
+		return EXIT_USAGE;
+	if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	else
+		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	if (slash[1] == '\0') {
+		complain("cannot write %s: no file name", path);
+		return EXIT_USAGE;
+	}
+	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+		complain("cannot write %s: it is a folder", path);
+		return EXIT_SYSTEM;
+	}
+	snprintf(probe, sizeof(probe), "%s/.bgcopy-probe-XXXXXX", dir);
+	if ((fd = mkstemp(probe)) < 0) {
+		complain("cannot write %s: %s", path, strerror(errno));
+		return EXIT_SYSTEM;
+	}
+	close(fd);
+	unlink(probe);
+	return EXIT_DONE;
+}
+
+/* ---- Output ------------------------------------------------------------ */
+
+static void
+print_json(json_t *doc)
+{
+	char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	if (s != NULL) {
+		fputs(s, stdout);
+		fputc('\n', stdout);
+		free(s);
+	}
+}
+
+static const char *
+doc_error_line(json_t *doc, char *buf, size_t len)
+{
+	json_t *e = json_object_get(doc, "error");
+
+	snprintf(buf, len, "%s %s: %s", json_string_value(json_object_get(e, "code")),
+	         json_string_value(json_object_get(e, "symbol")),
+	         json_string_value(json_object_get(e, "message")));
+	return buf;
+}
+
+static void
+print_info_text(json_t *doc)
+{
+	json_t *files = json_object_get(doc, "files"), *f, *err;
+	char flags[160], line[1024];
+	size_t i;
+
+	printf("job %s '%s'\n", json_string_value(json_object_get(doc, "id")),
+	       json_string_value(json_object_get(doc, "name")));
+	printf("  state          %s\n", json_string_value(json_object_get(doc, "state")));
+	printf("  priority       %s\n", json_string_value(json_object_get(doc, "priority")));
+	printf("  security flags %s\n",
+	       flags_format((uint32_t)json_integer_value(json_object_get(doc, "security_flags")),
+	                    flags, sizeof(flags)));
+	printf("  files          %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT " transferred\n",
+	       json_integer_value(json_object_get(doc, "files_transferred")),
+	       json_integer_value(json_object_get(doc, "files_total")));
+	if (json_is_integer(json_object_get(doc, "bytes_total")))
+		printf("  bytes          %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT "\n",
+		       json_integer_value(json_object_get(doc, "bytes_transferred")),
+		       json_integer_value(json_object_get(doc, "bytes_total")));
+	else
+		printf("  bytes          %" JSON_INTEGER_FORMAT " of unknown\n",
+		       json_integer_value(json_object_get(doc, "bytes_transferred")));
+	if (json_is_object(err = json_object_get(doc, "error")))
+		printf("  error          %s\n", doc_error_line(doc, line, sizeof(line)));
+	json_array_foreach(files, i, f) {
+		const char *orig = json_string_value(json_object_get(f, "original_url"));
+		const char *remote = json_string_value(json_object_get(f, "remote_url"));
+
+		printf("  [%zu] %s %s\n", i, json_is_true(json_object_get(f, "done")) ? "done" : "    ",
+		       json_string_value(json_object_get(f, "local_path")));
+		printf("      from %s\n", orig);
+		if (remote != NULL && orig != NULL && strcmp(remote, orig) != 0)
+			printf("      remote name now %s\n", remote);
+		if (json_is_string(json_object_get(f, "sha256")))
+			printf("      sha256 %s\n", json_string_value(json_object_get(f, "sha256")));
+	}
+}
+
+/* ---- get --------------------------------------------------------------- */
+
+static void
+on_stop_signal(int sig)
+{
+	(void)sig;
+	stop_flag = 1;
+}
+
+static void
+on_progress(void *arg, const struct job_progress *p)
+{
+	progress_draw(arg, p->bytes_done, p->bytes_total, false);
+}
+
+struct get_opts {
+	struct job_options jo;
+	const char *url_arg;
+	const char *out_arg;
+	const char *sha256;
+	const char *headers[JOB_HEADERS_MAX + 1];
+	size_t nheaders;
+	bool json;
+};
+
+static int
+parse_get(int argc, char **argv, struct get_opts *o)
+{
+	static const struct option longopts[] = {
+		{"security-flags", required_argument, NULL, 'f'},
+		{"ca-file", required_argument, NULL, 'c'},
+		{"peer", required_argument, NULL, 'p'},
+		{"peer-key", required_argument, NULL, 'k'},
+		{"cache-key", required_argument, NULL, 'K'},
+		{"sha256", required_argument, NULL, 's'},
+		{"header", required_argument, NULL, 'H'},
+		{"no-cache", no_argument, NULL, 'n'},
+		{"json", no_argument, NULL, 'j'},
+		{"output", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int ch, rc;
+
+	optind = 0;
+	opterr = 0;
+	/* GNU getopt permutes: options may follow the URL, as with curl. */
+	while ((ch = getopt_long(argc, argv, ":o:H:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'f':
+			if ((rc = parse_flags_arg(optarg, &o->jo.security_flags)) != EXIT_DONE)
+				return rc;
+			break;
+		case 'c':
+			o->jo.ca_file = optarg;
+			break;
+		case 'p':
+		case 'k':
+			complain("%s: peer caching is not available in this version", argv[optind - 1]);
+			return EXIT_USAGE;
+		case 'K':
+			if (strcmp(optarg, "both") == 0)
+				o->jo.cache_both = true;
+			else if (strcmp(optarg, "remote") == 0)
+				o->jo.cache_both = false;
+			else {
+				complain("--cache-key takes remote or both, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 's':
+			if (strlen(optarg) != SHA256_HEX_LEN ||
+			    strspn(optarg, "0123456789abcdefABCDEF") != SHA256_HEX_LEN) {
+				complain("--sha256 takes 64 hex digits, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			o->sha256 = optarg;
+			break;
+		case 'H':
+			if (!valid_header(optarg)) {
+				complain("--header takes 'Name: value', not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			if (o->nheaders >= JOB_HEADERS_MAX) {
+				complain("at most %d headers", JOB_HEADERS_MAX);
+				return EXIT_USAGE;
+			}
+			o->headers[o->nheaders++] = optarg;
+			break;
+		case 'n':
+			o->jo.no_cache = true;
+			break;
+		case 'j':
+			o->json = true;
+			break;
+		case 'o':
+			o->out_arg = optarg;
+			break;
+		case 'h':
+			cli_usage(stdout);
+			return -1;
+		case ':':
+			complain("option %s needs a value", argv[optind - 1]);
+			return EXIT_USAGE;
+		default:
+			complain("get: unknown option '%s'", argv[optind - 1]);
+			return EXIT_USAGE;
+		}
+	}
+	for (; optind < argc; optind++) {
+		if (o->url_arg != NULL) {
+			complain("get takes one URL ('%s' and '%s' given)", o->url_arg, argv[optind]);
+			return EXIT_USAGE;
+		}
+		o->url_arg = argv[optind];
+	}
+	if (o->url_arg == NULL) {
+		complain("get: no URL given");
+		return EXIT_USAGE;
+	}
+	return EXIT_DONE;
+}
+
+/* Whether a job in ERROR kept bytes that a repeated get can continue from. */
+static bool
+resumable(struct bg_store *st, const char *id)
+{
+	json_t *doc = NULL;
+	bool yes;
+
+	if (job_document(st, id, &doc) != 0)
+		return false;
+	yes = json_integer_value(json_object_get(doc, "bytes_transferred")) > 0 &&
+	      json_integer_value(json_object_get(doc, "files_transferred")) <
+	          json_integer_value(json_object_get(doc, "files_total"));
+	json_decref(doc);
+	return yes;
+}
+
+static int
+cmd_get(struct ctx *c, int argc, char **argv)
+{
+	struct get_opts o;
+	char *url = NULL, *key = NULL, id[STORE_JOB_ID_LEN + 1];
+	char out[PATH_MAX], name[PATH_MAX];
+	struct job_lock *lock = NULL;
+	struct origin *origin = NULL;
+	struct progress_bar *bar = NULL;
+	struct job_run_options ro;
+	struct sigaction sa;
+	json_t *doc = NULL;
+	bool errored = false;
+	const char *state;
+	int rc, err;
+
+	memset(&o, 0, sizeof(o));
+	o.jo.priority = JOB_PRIO_FOREGROUND;
+	o.jo.ca_file = c->g->ca_file;
+	if ((rc = parse_get(argc, argv, &o)) != EXIT_DONE)
+		return rc < 0 ? EXIT_DONE : rc;
+	o.jo.headers = o.headers;
+	if ((rc = parse_url_arg(o.url_arg, &url)) != EXIT_DONE)
+		goto out;
+	if (o.out_arg == NULL) {
+		name_from_url(url, name, sizeof(name));
+		o.out_arg = name;
+	}
+	if (absolute_path(o.out_arg, out, sizeof(out)) != 0) {
+		complain("output path too long: %s", o.out_arg);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if ((rc = check_writable(out)) != EXIT_DONE)
+		goto out;
+	if (o.jo.ca_file != NULL && access(o.jo.ca_file, R_OK) != 0) {
+		complain("cannot read CA file %s: %s", o.jo.ca_file, strerror(errno));
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if ((rc = open_store(c)) != EXIT_DONE)
+		goto out;
+
+	/* A repeated get (same URL, same output) resumes its job. */
+	if (asprintf(&key, "%s\n%s", url, out) < 0) {
+		key = NULL;
+		rc = store_failed("get", BG_ENOMEM);
+		goto out;
+	}
+	o.jo.get_key = key;
+	err = job_find_get(c->st, key, id, &errored);
+	if (err == 0 && errored && !resumable(c->st, id)) {
+		/* Nothing kept to continue from: a fresh job, as a new get. */
+		if ((err = job_cancel(c->st, id)) != 0) {
+			rc = store_failed("get", err);
+			goto out;
+		}
+		err = BG_ENOENT;
+	}
+	if (err == 0) {
+		if ((err = job_update_options(c->st, id, &o.jo)) != 0) {
+			rc = store_failed("get", err);
+			goto out;
+		}
+	} else if (err == BG_ENOENT) {
+		if ((err = job_create(c->st, &o.jo, id)) != 0 ||
+		    (err = job_add_file(c->st, id, url, out, o.sha256)) != 0) {
+			rc = store_failed("cannot create the job", err);
+			goto out;
+		}
+	} else {
+		rc = store_failed("get", err);
+		goto out;
+	}
+	if ((err = job_lock(c->home, id, &lock)) != 0) {
+		if (err == BG_EBUSY)
+			complain("job %s (%s) is being transferred by another process", id, url);
+		else
+			complain("cannot lock job %s: %s", id, bg_strerror(err));
+		rc = EXIT_SYSTEM;
+		goto out;
+	}
+	if ((err = origin_new(&origin)) != 0) {
+		rc = store_failed("get", err);
+		goto out;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	memset(&ro, 0, sizeof(ro));
+	ro.transient_retries = GET_TRANSIENT_RETRIES;
+	ro.stop = &stop_flag;
+	if (isatty(STDERR_FILENO)) {
+		bar = progress_new(stderr);
+		ro.progress = on_progress;
+		ro.progress_arg = bar;
+	}
+	err = job_run(c->st, origin, id, &ro);
+	if (err == BG_ECANCELED) {
+		progress_end(bar);
+		bar = NULL;
+		complain("interrupted; run the same command again to resume");
+		rc = EXIT_SYSTEM;
+		goto out;
+	}
+	if (err != 0) {
+		progress_end(bar);
+		bar = NULL;
+		rc = store_failed("transfer stopped", err);
+		goto out;
+	}
+	if ((err = job_document(c->st, id, &doc)) != 0) {
+		rc = store_failed("get", err);
+		goto out;
+	}
+	state = json_string_value(json_object_get(doc, "state"));
+	if (bar != NULL) {
+		progress_draw(bar, (uint64_t)json_integer_value(json_object_get(doc, "bytes_transferred")),
+		              json_is_integer(json_object_get(doc, "bytes_total"))
+		                  ? json_integer_value(json_object_get(doc, "bytes_total"))
+		                  : -1,
+		              true);
+		progress_end(bar);
+		bar = NULL;
+	}
+	if (strcmp(state, "TRANSFERRED") == 0) {
+		/* The document shows the job as it ended its transfer; completing
+		 * it then makes the file appear at its path. */
+		if ((err = job_complete(c->st, id)) != 0) {
+			complain("cannot move the download to %s: %s", out, bg_strerror(err));
+			rc = EXIT_SYSTEM;
+			goto out;
+		}
+		if (o.json)
+			print_json(doc);
+		else if (isatty(STDERR_FILENO))
+			fprintf(stderr, "saved %s\n", out);
+		rc = EXIT_DONE;
+	} else {
+		char line[1024];
+		const char *ctx = json_string_value(
+			json_object_get(json_object_get(doc, "error"), "context"));
+		bool keep = json_integer_value(json_object_get(doc, "bytes_transferred")) > 0 &&
+		            (strcmp(state, "TRANSIENT_ERROR") == 0 ||
+		             (ctx != NULL && strcmp(ctx, "local_file") == 0));
+
+		/* Nobody retries a foreground job once get returns: it ends in
+		 * ERROR.  A fatal error leaves nothing half-written; bytes kept
+		 * through a broken connection or a full disk stay, so that the
+		 * same get resumes them. */
+		if ((!keep && (err = job_discard_partials(c->st, id)) != 0) ||
+		    (err = job_set_state(c->st, id, JOB_ERROR)) != 0) {
+			rc = store_failed("get", err);
+			goto out;
+		}
+		json_decref(doc);
+		doc = NULL;
+		if ((err = job_document(c->st, id, &doc)) != 0) {
+			rc = store_failed("get", err);
+			goto out;
+		}
+		if (o.json)
+			print_json(doc);
+		complain("job %s ERROR %s", id, doc_error_line(doc, line, sizeof(line)));
+		rc = EXIT_JOB_ERROR;
+	}
+out:
+	progress_end(bar);
+	json_decref(doc);
+	origin_free(origin);
+	job_unlock(lock);
+	free(key);
+	free(url);
+	return rc;
+}
+
+/* ---- Job commands ------------------------------------------------------ */
+
+static int
+cmd_create(struct ctx *c, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"name", required_argument, NULL, 'n'},
+		{"priority", required_argument, NULL, 'p'},
+		{NULL, 0, NULL, 0},
+	};
+	struct job_options jo;
+	char id[STORE_JOB_ID_LEN + 1];
+	int ch, rc, err;
+
+	memset(&jo, 0, sizeof(jo));
+	jo.priority = JOB_PRIO_NORMAL;
+	jo.ca_file = c->g->ca_file;
+	optind = 0;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'n':
+			if (strlen(optarg) > JOB_NAME_MAX) {
+				complain("--name longer than %d bytes", JOB_NAME_MAX);
+				return EXIT_USAGE;
+			}
+			jo.name = optarg;
+			break;
+		case 'p':
+			if (job_priority_parse(optarg, &jo.priority) != 0) {
+				complain("--priority takes foreground, high, normal or low, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		default:
+			complain("usage: bgcopy create [--name N] [--priority P]");
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		complain("usage: bgcopy create [--name N] [--priority P]");
+		return EXIT_USAGE;
+	}
+	if ((rc = open_store(c)) != EXIT_DONE)
+		return rc;
+	if ((err = job_create(c->st, &jo, id)) != 0)
+		return store_failed("create", err);
+	printf("%s\n", id);
+	return EXIT_DONE;
+}
+
+static int
+add_one(struct ctx *c, const char *id, const char *url_arg, const char *path_arg)
+{
+	char *url = NULL, path[PATH_MAX];
+	int rc, err;
+
+	if ((rc = parse_url_arg(url_arg, &url)) != EXIT_DONE)
+		return rc;
+	if (absolute_path(path_arg, path, sizeof(path)) != 0) {
+		complain("path too long: %s", path_arg);
+		free(url);
+		return EXIT_USAGE;
+	}
+	err = job_add_file(c->st, id, url, path, NULL);
+	free(url);
+	if (err == BG_EINVAL) {
+		complain("job %s takes no more files (it has finished)", id);
+		return EXIT_USAGE;
+	}
+	if (err != 0)
+		return store_failed("add", err);
+	return EXIT_DONE;
+}
+
+static int
+add_from_list(struct ctx *c, const char *id, const char *list)
+{
+	FILE *f = strcmp(list, "-") == 0 ? stdin : fopen(list, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	unsigned lineno = 0;
+	int rc = EXIT_DONE;
+
+	if (f == NULL) {
+		complain("cannot read %s: %s", list, strerror(errno));
+		return EXIT_USAGE;
+	}
+	while ((n = getline(&line, &cap, f)) >= 0) {
+		char *p = line, *u, *path;
+
+		lineno++;
+		if (n > LIST_LINE_MAX) {
+			complain("%s:%u: line too long", list, lineno);
+			rc = EXIT_USAGE;
+			break;
+		}
+		line[strcspn(line, "\r\n")] = '\0';
+		p += strspn(p, " \t");
+		if (*p == '\0' || *p == '#')
+			continue;
+		u = p;
+		p += strcspn(p, " \t");
+		if (*p != '\0')
+			*p++ = '\0';
+		p += strspn(p, " \t");
+		path = p;
+		if (*path == '\0') {
+			complain("%s:%u: expected 'URL LOCALPATH'", list, lineno);
+			rc = EXIT_USAGE;
+			break;
+		}
+		if ((rc = add_one(c, id, u, path)) != EXIT_DONE) {
+			complain("%s:%u: not added", list, lineno);
+			break;
+		}
+	}
+	free(line);
+	if (f != stdin)
+		fclose(f);
+	return rc;
+}
+
+static int
+cmd_add(struct ctx *c, int argc, char **argv)
+{
+	int rc;
+
+	if (argc != 4) {
+		complain("usage: bgcopy add JOB URL FILE | bgcopy add JOB --from LIST");
+		return EXIT_USAGE;
+	}
+	if ((rc = open_store(c)) != EXIT_DONE || (rc = check_job(c, argv[1])) != EXIT_DONE)
+		return rc;
+	if (strcmp(argv[2], "--from") == 0)
+		return add_from_list(c, argv[1], argv[3]);
+	return add_one(c, argv[1], argv[2], argv[3]);
+}
+
+static int
+cmd_set_flags(struct ctx *c, int argc, char **argv)
+{
+	uint32_t flags;
+	int rc, err;
+
+	if (argc != 3) {
+		complain("usage: bgcopy set-security-flags JOB FLAGS");
+		return EXIT_USAGE;
+	}
+	if ((rc = parse_flags_arg(argv[2], &flags)) != EXIT_DONE)
+		return rc;
+	if ((rc = open_store(c)) != EXIT_DONE || (rc = check_job(c, argv[1])) != EXIT_DONE)
+		return rc;
+	if ((err = job_set_flags(c->st, argv[1], flags)) != 0)
+		return store_failed("set-security-flags", err);
+	return EXIT_DONE;
+}
+
+static int
+cmd_get_flags(struct ctx *c, int argc, char **argv)
+{
+	char buf[256];
+	uint32_t flags;
+	int rc, err;
+
+	if (argc != 2) {
+		complain("usage: bgcopy get-security-flags JOB");
+		return EXIT_USAGE;
+	}
+	if ((rc = open_store(c)) != EXIT_DONE || (rc = check_job(c, argv[1])) != EXIT_DONE)
+		return rc;
+	if ((err = job_get_flags(c->st, argv[1], &flags)) != 0)
+		return store_failed("get-security-flags", err);
+	printf("%s\n", flags_format(flags, buf, sizeof(buf)));
+	return EXIT_DONE;
+}
+
+static bool
+take_flag(int *argc, char **argv, const char *flag)
+{
+	for (int i = 1; i < *argc; i++) {
+		if (strcmp(argv[i], flag) == 0) {
+			memmove(&argv[i], &argv[i + 1], (size_t)(*argc - i) * sizeof(*argv));
+			(*argc)--;
+			return true;
+		}
+	}
+	return false;
+}
+
+static int
+cmd_info(struct ctx *c, int argc, char **argv)
+{
+	bool json = take_flag(&argc, argv, "--json");
+	json_t *doc = NULL;
+	int rc, err;
+
+	if (argc != 2) {
+		complain("usage: bgcopy info JOB [--json]");
+		return EXIT_USAGE;
+	}
+	if ((rc = open_store(c)) != EXIT_DONE)
+		return rc;
+	if ((err = job_document(c->st, argv[1], &doc)) != 0) {
+		if (err == BG_ENOENT) {
+			complain("no such job: %s", argv[1]);
+			return EXIT_USAGE;
+		}
+		return store_failed("info", err);
+	}
+	if (json)
+		print_json(doc);
+	else
+		print_info_text(doc);
+	json_decref(doc);
+	return EXIT_DONE;
+}
+
+static int
+list_text_fn(json_t *doc, void *arg)
+{
+	json_t *bt = json_object_get(doc, "bytes_total");
+	char total[32];
+
+	(void)arg;
+	if (json_is_integer(bt))
+		snprintf(total, sizeof(total), "%" JSON_INTEGER_FORMAT, json_integer_value(bt));
+	else
+		snprintf(total, sizeof(total), "?");
+	printf("%-36s  %-15s  %-10s  %5" JSON_INTEGER_FORMAT "/%-5" JSON_INTEGER_FORMAT
+	       "  %12" JSON_INTEGER_FORMAT "/%-12s  %s\n",
+	       json_string_value(json_object_get(doc, "id")),
+	       json_string_value(json_object_get(doc, "state")),
+	       json_string_value(json_object_get(doc, "priority")),
+	       json_integer_value(json_object_get(doc, "files_transferred")),
+	       json_integer_value(json_object_get(doc, "files_total")),
+	       json_integer_value(json_object_get(doc, "bytes_transferred")), total,
+	       json_string_value(json_object_get(doc, "name")));
+	return 0;
+}
+
+static int
+list_json_fn(json_t *doc, void *arg)
+{
+	return json_array_append(arg, doc) == 0 ? 0 : BG_ENOMEM;
+}
+
+static int
+cmd_list(struct ctx *c, int argc, char **argv)
+{
+	bool json = take_flag(&argc, argv, "--json");
+	bool all = take_flag(&argc, argv, "--all");
+	json_t *arr = NULL;
+	int rc, err;
+
+	if (argc != 1) {
+		complain("usage: bgcopy list [--all] [--json]");
+		return EXIT_USAGE;
+	}
+	if ((rc = open_store(c)) != EXIT_DONE)
+		return rc;
+	if (json) {
+		if ((arr = json_array()) == NULL)
+			return store_failed("list", BG_ENOMEM);
+		if ((err = job_list(c->st, all, list_json_fn, arr)) == 0)
+			print_json(arr);
+		json_decref(arr);
+	} else {
+		printf("%-36s  %-15s  %-10s  %11s  %25s  %s\n", "ID", "STATE", "PRIORITY", "FILES",
+		       "BYTES", "NAME");
+		err = job_list(c->st, all, list_text_fn, NULL);
+	}
+	return err != 0 ? store_failed("list", err) : EXIT_DONE;
+}
+
+/* ---- cache ------------------------------------------------------------- */
+
+static json_t *
+key_json(const struct store_key *k)
+{
+	char hex[BG_SHA256_HEX_LEN + 1];
+	json_t *o = json_object();
+
+	bg_sha256_hex(k->sha256, hex);
+	if (o == NULL || json_object_set_new(o, "url", json_string(k->url)) != 0 ||
+	    json_object_set_new(o, "size", json_integer((json_int_t)k->size)) != 0 ||
+	    json_object_set_new(o, "sha256", json_string(hex)) != 0 ||
+	    json_object_set_new(o, "etag", k->etag ? json_string(k->etag) : json_null()) != 0 ||
+	    json_object_set_new(o, "last_modified",
+	                        k->last_modified ? json_string(k->last_modified) : json_null()) != 0 ||
+	    json_object_set_new(o, "stored", json_integer((json_int_t)k->stored)) != 0 ||
+	    json_object_set_new(o, "validated", json_integer((json_int_t)k->validated)) != 0 ||
+	    json_object_set_new(o, "private", json_boolean(k->flags & STORE_KEY_PRIVATE)) != 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int
+key_list_fn(const struct store_key *k, void *arg)
+{
+	json_t *o = key_json(k);
+
+	if (o == NULL || json_array_append_new(arg, o) != 0)
+		return BG_ENOMEM;
+	return 0;
+}
+
+static int
+key_list_txn(struct bg_txn *txn, void *arg)
+{
+	json_array_clear(arg);
+	return txn_key_each(txn, key_list_fn, arg);
+}
+
+struct key_args {
+	const char *url;
+	struct store_key k;
+	bool del;
+};
+
+static int
+key_get_txn(struct bg_txn *txn, void *arg)
+{
+	struct key_args *a = arg;
+
+	store_key_clear(&a->k);
+	return txn_key_get(txn, a->url, &a->k);
+}
+
+static int
+key_del_txn(struct bg_txn *txn, void *arg)
+{
+	struct key_args *a = arg;
+
+	return txn_key_del(txn, a->url);
+}
+
+static int
+cmd_cache(struct ctx *c, int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : "";
+	int rc, err;
+
+	if ((rc = open_store(c)) != EXIT_DONE)
+		return rc;
+	if (strcmp(sub, "list") == 0) {
+		bool json = take_flag(&argc, argv, "--json");
+		json_t *arr = json_array(), *v;
+		size_t i;
+
+		if (argc != 2) {
+			json_decref(arr);
+			complain("usage: bgcopy cache list [--json]");
+			return EXIT_USAGE;
+		}
+		if (arr == NULL || (err = store_view(c->st, key_list_txn, arr)) != 0) {
+			json_decref(arr);
+			return store_failed("cache list", arr == NULL ? BG_ENOMEM : err);
+		}
+		if (json) {
+			print_json(arr);
+		} else {
+			printf("%-64s  %12s  %s\n", "SHA256", "SIZE", "URL");
+			json_array_foreach(arr, i, v)
+				printf("%-64s  %12" JSON_INTEGER_FORMAT "  %s\n",
+				       json_string_value(json_object_get(v, "sha256")),
+				       json_integer_value(json_object_get(v, "size")),
+				       json_string_value(json_object_get(v, "url")));
+		}
+		json_decref(arr);
+		return EXIT_DONE;
+	}
+	if ((strcmp(sub, "show") == 0 || strcmp(sub, "rm") == 0) && argc == 3) {
+		struct key_args a;
+		char *canon = NULL;
+
+		memset(&a, 0, sizeof(a));
+		/* Keys are canonical URLs; anything else is looked up as typed. */
+		a.url = url_canonical(argv[2], &canon) == 0 ? canon : argv[2];
+		if (sub[0] == 's') {
+			err = store_view(c->st, key_get_txn, &a);
+			if (err == 0) {
+				json_t *o = key_json(&a.k);
+
+				print_json(o);
+				json_decref(o);
+			}
+		} else {
+			err = store_update(c->st, key_del_txn, &a);
+		}
+		store_key_clear(&a.k);
+		free(canon);
+		if (err == BG_ENOENT) {
+			complain("not in the cache: %s", argv[2]);
+			return EXIT_JOB_ERROR;
+		}
+		return err != 0 ? store_failed("cache", err) : EXIT_DONE;
+	}
+	if (strcmp(sub, "gc") == 0 && argc == 2) {
+		uint64_t entries = 0, bytes = 0;
+
+		if ((err = store_gc(c->st, &entries, &bytes)) != 0)
+			return store_failed("cache gc", err);
+		printf("freed %" PRIu64 " entries, %" PRIu64 " bytes\n", entries, bytes);
+		return EXIT_DONE;
+	}
+	complain("usage: bgcopy cache list [--json] | show URL | rm URL | gc");
+	return EXIT_USAGE;
+}
+
+/* ---- Dispatch ---------------------------------------------------------- */
+
+static const struct command {
+	const char *name;
+	int (*fn)(struct ctx *c, int argc, char **argv);
+} commands[] = {
+	{"get", cmd_get},
+	{"create", cmd_create},
+	{"add", cmd_add},
+	{"set-security-flags", cmd_set_flags},
+	{"get-security-flags", cmd_get_flags},
+	{"info", cmd_info},
+	{"list", cmd_list},
+	{"cache", cmd_cache},
+};
+
+int
+cli_run(const struct cli_globals *g, int argc, char **argv)
+{
+	struct ctx c;
+	int rc = -1;
+
+	memset(&c, 0, sizeof(c));
+	c.g = g;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+		if (strcmp(argv[0], commands[i].name) == 0) {
+			rc = commands[i].fn(&c, argc, argv);
+			break;
+		}
+	}
+	if (rc < 0) {
+		complain("unknown command '%s' (see bgcopy --help)", argv[0]);
+		rc = EXIT_USAGE;
+	}
+	store_close(c.st);
+	return rc;
+}

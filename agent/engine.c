@@ -1,0 +1,906 @@
+/*
+ * engine.c - runs a job: each unfinished file is fetched from the origin
+ * into its partial file and the store, committed chunk by chunk, verified,
+ * and at the end keyed in the content store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "agent.h"
+#include "agent_int.h"
+
+#define REHASH_BLOCK (1024 * 1024) /* bytes read at a time when re-hashing a partial file */
+#define RETRY_DELAY_MAX 30         /* seconds between immediate retries of a transient error */
+
+struct run {
+	struct bg_store *st;
+	struct origin *o;
+	const char *id;
+	const struct job_run_options *ro;
+	json_t *job;
+	uint32_t nfiles;
+	uint64_t bytes_before; /* job bytes in files before the current one */
+	/* The error that stopped the job, if any. */
+	uint32_t hr;
+	bool local; /* the error is about the local file, not the remote one */
+	char message[512];
+};
+
+struct fsink {
+	struct run *r;
+	uint32_t index;
+	json_t *rec;
+	int fd;
+	uint64_t blob;
+	uint64_t committed; /* bytes good in both the partial file and the store */
+	unsigned char *buf;
+	size_t fill;
+	EVP_MD_CTX *md;
+	bool cache;
+	bool progressed;
+};
+
+static bool
+stopping(const struct run *r)
+{
+	return r->ro != NULL && r->ro->stop != NULL && *r->ro->stop;
+}
+
+static void
+report_progress(struct fsink *s)
+{
+	const struct job_run_options *ro = s->r->ro;
+	struct job_progress p;
+	int64_t t = jint(s->rec, "bytes_total", -1);
+
+	if (ro == NULL || ro->progress == NULL)
+		return;
+	p.bytes_done = s->r->bytes_before + s->committed + s->fill;
+	p.bytes_total = t < 0 ? -1 : (int64_t)s->r->bytes_before + t;
+	p.file_index = s->index;
+	p.files_total = s->r->nfiles;
+	ro->progress(ro->progress_arg, &p);
+}
+
+static int
+pwrite_all(int fd, const void *p, size_t len, uint64_t off)
+{
+	const char *c = p;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, c, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return bg_err_from_errno(errno);
+		}
+		c += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* Commits the file record (and the job record when with_job), plus one
+ * chunk when chunk != NULL, and a restart of the blob when drop. */
+static int
+commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with_job)
+{
+	struct job_commit c = {
+		.id = s->r->id,
+		.index = s->index,
+		.job = with_job ? s->r->job : NULL,
+		.file = s->rec,
+		.blob_in = s->blob,
+		.drop_blob = drop,
+		.chunk = s->committed / STORE_CHUNK_BYTES,
+		.data = s->cache ? chunk : NULL,
+		.len = len,
+	};
+	int err;
+
+	if ((err = job_commit(s->r->st, &c)) == 0)
+		s->blob = c.blob_out;
+	return err;
+}
+
+static int
+flush_chunk(struct fsink *s)
+{
+	int err;
+
+	if (s->fill == 0)
+		return 0;
+	if ((err = pwrite_all(s->fd, s->buf, s->fill, s->committed)) != 0)
+		return err;
+	if (EVP_DigestUpdate(s->md, s->buf, s->fill) != 1)
+		return BG_ENOMEM;
+	if ((err = jset_int(s->rec, "bytes_committed", (int64_t)(s->committed + s->fill))) != 0 ||
+	    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)(s->committed + s->fill))) != 0)
+		return err;
+	if ((err = commit_file(s, s->buf, s->fill, false, false)) != 0)
+		return err;
+	s->committed += s->fill;
+	s->fill = 0;
+	s->progressed = true;
+	report_progress(s);
+	return 0;
+}
+
+static int
+reset_digest(struct fsink *s)
+{
+	return EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) == 1 ? 0 : BG_ENOMEM;
+}
+
+/* Throws away every byte of the file kept so far (partial file and blob). */
+static int
+restart_file(struct fsink *s)
+{
+	int err;
+
+	if (ftruncate(s->fd, 0) != 0)
+		return bg_err_from_errno(errno);
+	s->committed = 0;
+	s->fill = 0;
+	if ((err = reset_digest(s)) != 0)
+		return err;
+	if ((err = jset_int(s->rec, "bytes_committed", 0)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_from_origin", 0)) != 0)
+		return err;
+	return commit_file(s, NULL, 0, true, false);
+}
+
+static bool
+strong_etag(const char *etag)
+{
+	return etag != NULL && etag[0] == '"' && strlen(etag) >= 2 &&
+	       strlen(etag) <= STORE_VALIDATOR_MAX && etag[strlen(etag) - 1] == '"';
+}
+
+/* Validators are kept only when they are what RFC 9110 allows: visible
+ * ASCII and spaces, of a sane length.  Anything else is not used to resume
+ * (the file then restarts from byte 0 after an interruption). */
+static const char *
+usable_validator(const char *v)
+{
+	if (v == NULL || v[0] == '\0' || strlen(v) > STORE_VALIDATOR_MAX)
+		return NULL;
+	for (const char *p = v; *p != '\0'; p++)
+		if (*p < 0x20 || *p > 0x7E)
+			return NULL;
+	return v;
+}
+
+static int
+sink_start(void *arg, const struct origin_response *resp)
+{
+	struct fsink *s = arg;
+	struct run *r = s->r;
+	uint32_t policy = (uint32_t)jint(r->job, "security_flags", 0) & BG_HTTP_REDIRECT_POLICY_MASK;
+	int err;
+
+	if (resp->start != s->committed) {
+		if (resp->start != 0)
+			return BG_EPROTO; /* the origin client never asks for that */
+		if ((err = restart_file(s)) != 0)
+			return err;
+	}
+	if ((err = jset_str(s->rec, "etag", usable_validator(resp->etag))) != 0 ||
+	    (err = jset_str(s->rec, "last_modified", usable_validator(resp->last_modified))) != 0 ||
+	    (err = jset_int(s->rec, "bytes_total", resp->total)) != 0)
+		return err;
+	/* ALLOW_REPORT: the remote name becomes the URL that answered, now,
+	 * so that a resume after a crash goes straight there, as BITS does. */
+	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT &&
+	    (err = jset_str(s->rec, "remote_url", resp->final_url)) != 0)
+		return err;
+	if ((err = jset_str(r->job, "state", job_state_name(JOB_TRANSFERRING))) != 0)
+		return err;
+	if ((err = commit_file(s, NULL, 0, false, true)) != 0)
+		return err;
+	report_progress(s);
+	return 0;
+}
+
+static int
+sink_data(void *arg, const void *p, size_t len)
+{
+	struct fsink *s = arg;
+	const unsigned char *c = p;
+	int64_t total = jint(s->rec, "bytes_total", -1);
+	int err;
+
+	if (stopping(s->r))
+		return BG_ECANCELED;
+	if (total >= 0 && s->committed + s->fill + len > (uint64_t)total)
+		return BG_EPROTO; /* more bytes than announced */
+	while (len > 0) {
+		size_t n = STORE_CHUNK_BYTES - s->fill;
+
+		if (n > len)
+			n = len;
+		memcpy(s->buf + s->fill, c, n);
+		s->fill += n;
+		c += n;
+		len -= n;
+		if (s->fill == STORE_CHUNK_BYTES && (err = flush_chunk(s)) != 0)
+			return err;
+	}
+	return 0;
+}
+
+struct chunk_read {
+	uint64_t blob, index;
+	unsigned char *dst;
+	size_t got;
+};
+
+static int
+read_chunk_fn(struct bg_txn *txn, void *arg)
+{
+	struct chunk_read *c = arg;
+	const void *data;
+	size_t len;
+	int err;
+
+	if ((err = txn_blob_get(txn, c->blob, c->index, &data, &len)) != 0)
+		return err;
+	if (len > STORE_CHUNK_BYTES)
+		return BG_ECORRUPT;
+	memcpy(c->dst, data, len);
+	c->got = len;
+	return 0;
+}
+
+/* Copies chunk index of blob into dst (STORE_CHUNK_BYTES long). */
+static int
+read_chunk(struct bg_store *st, uint64_t blob, uint64_t index, unsigned char *dst, size_t *got)
+{
+	struct chunk_read c = {blob, index, dst, 0};
+	int err;
+
+	if (blob == 0)
+		return BG_ENOENT;
+	if ((err = store_view(st, read_chunk_fn, &c)) == 0)
+		*got = c.got;
+	return err;
+}
+
+/* Makes the partial file hold exactly the committed bytes, repairing it
+ * from the store when it lost some (power loss), and re-hashes them. */
+static int
+prepare_partial(struct fsink *s)
+{
+	struct stat sb;
+	uint64_t committed = (uint64_t)jint(s->rec, "bytes_committed", 0);
+	unsigned char *block = NULL;
+	int err = 0;
+
+	if (fstat(s->fd, &sb) != 0)
+		return bg_err_from_errno(errno);
+	if (!strong_etag(jstr(s->rec, "etag")) && jstr(s->rec, "last_modified") == NULL)
+		committed = 0; /* nothing to guard a Range with: start over */
+	if ((uint64_t)sb.st_size < committed) {
+		if (!s->cache) {
+			committed = (uint64_t)sb.st_size - (uint64_t)sb.st_size % STORE_CHUNK_BYTES;
+		} else {
+			uint64_t first = (uint64_t)sb.st_size / STORE_CHUNK_BYTES;
+
+			for (uint64_t off = first * STORE_CHUNK_BYTES; off < committed;
+			     off += STORE_CHUNK_BYTES) {
+				size_t got = 0;
+
+				if ((block = block ? block : malloc(STORE_CHUNK_BYTES)) == NULL) {
+					err = BG_ENOMEM;
+					goto out;
+				}
+				err = read_chunk(s->r->st, s->blob, off / STORE_CHUNK_BYTES, block, &got);
+				if (err != 0 || got == 0) {
+					committed = off; /* keep what both still have */
+					err = 0;
+					break;
+				}
+				if ((err = pwrite_all(s->fd, block, got, off)) != 0)
+					goto out;
+			}
+		}
+	}
+	if (ftruncate(s->fd, (off_t)committed) != 0) {
+		err = bg_err_from_errno(errno);
+		goto out;
+	}
+	if ((err = reset_digest(s)) != 0)
+		goto out;
+	if (committed > 0) {
+		if ((block = block ? block : malloc(STORE_CHUNK_BYTES)) == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
+		for (uint64_t off = 0; off < committed;) {
+			size_t want = committed - off < STORE_CHUNK_BYTES ? (size_t)(committed - off)
+			                                                   : STORE_CHUNK_BYTES;
+			ssize_t n = pread(s->fd, block, want, (off_t)off);
+
+			if (n <= 0) {
+				err = n < 0 ? bg_err_from_errno(errno) : BG_EIO;
+				goto out;
+			}
+			if (EVP_DigestUpdate(s->md, block, (size_t)n) != 1) {
+				err = BG_ENOMEM;
+				goto out;
+			}
+			off += (uint64_t)n;
+		}
+	}
+	if (committed != (uint64_t)jint(s->rec, "bytes_committed", 0)) {
+		if ((err = jset_int(s->rec, "bytes_committed", (int64_t)committed)) != 0 ||
+		    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)committed)) != 0)
+			goto out;
+		/* Chunks past the good prefix must go, or a later append would
+		 * leave a stale chunk behind it. */
+		struct job_commit c = {.id = s->r->id, .index = s->index, .file = s->rec,
+		                       .blob_in = s->blob, .drop_blob = committed == 0};
+		if ((err = job_commit(s->r->st, &c)) != 0)
+			goto out;
+		s->blob = c.blob_out;
+	}
+	s->committed = committed;
+out:
+	free(block);
+	return err;
+}
+
+static int
+temp_path_for(const char *id, const char *local, char *out, size_t len)
+{
+	const char *slash = strrchr(local, '/');
+	const char *base = slash != NULL ? slash + 1 : local;
+	int dirlen = slash != NULL ? (int)(slash - local) : 1;
+	const char *dir = slash != NULL ? local : ".";
+	int n;
+
+	if (slash == local) {
+		dir = "/";
+		dirlen = 0;
+	}
+	n = snprintf(out, len, "%.*s/.%s.bgcopy-%.8s.part", dirlen, dir, base, id);
+	return n < 0 || (size_t)n >= len ? BG_ELIMIT : 0;
+}
+
+struct final_args {
+	struct fsink *s;
+	unsigned char sha[BG_SHA256_LEN];
+	uint64_t size;
+	const char *keys[2];
+	unsigned key_flags;
+};
+
+static int
+final_fn(struct bg_txn *txn, void *arg)
+{
+	struct final_args *a = arg;
+	struct fsink *s = a->s;
+	int64_t now = (int64_t)time(NULL);
+	int err;
+
+	if (s->cache) {
+		struct store_content c;
+
+		err = txn_content_get(txn, a->sha, &c);
+		if (err == 0) {
+			/* The same bytes are stored already: keep one copy. */
+			if (s->blob != 0 && c.blob != s->blob &&
+			    (err = txn_blob_truncate(txn, s->blob, 0)) != 0)
+				return err;
+		} else if (err == BG_ENOENT) {
+			c.blob = s->blob;
+			c.size = a->size;
+			c.created = now;
+			c.last_used = now;
+			if ((err = txn_content_put(txn, a->sha, &c)) != 0)
+				return err;
+		} else {
+			return err;
+		}
+		for (size_t i = 0; i < 2 && a->keys[i] != NULL; i++) {
+			struct store_key k = {
+				.url = (char *)a->keys[i],
+				.size = a->size,
+				.etag = (char *)jstr(s->rec, "etag"),
+				.last_modified = (char *)jstr(s->rec, "last_modified"),
+				.stored = now,
+				.validated = now,
+				.flags = a->key_flags,
+			};
+			memcpy(k.sha256, a->sha, BG_SHA256_LEN);
+			if ((err = txn_key_put(txn, &k)) != 0)
+				return err;
+		}
+	}
+	if ((err = jset_int(s->rec, "blob", 0)) != 0)
+		return err;
+	return txn_file_put(txn, s->r->id, s->index, s->rec);
+}
+
+static bool
+job_is_private(const json_t *job)
+{
+	json_t *h = json_object_get(job, "headers"), *v;
+	size_t i;
+
+	if (jstr(job, "user") != NULL)
+		return true;
+	json_array_foreach(h, i, v) {
+		const char *line = json_string_value(v);
+
+		if (line != NULL && (strncasecmp(line, "authorization:", 14) == 0 ||
+		                     strncasecmp(line, "cookie:", 7) == 0))
+			return true;
+	}
+	return false;
+}
+
+/* Verifies and records a file whose bytes are all in. */
+static int
+finish_file(struct fsink *s)
+{
+	struct run *r = s->r;
+	struct final_args a = {.s = s};
+	int64_t total = jint(s->rec, "bytes_total", -1);
+	const char *expect = jstr(s->rec, "expect_sha256");
+	const char *remote = jstr(s->rec, "remote_url");
+	const char *original = jstr(s->rec, "original_url");
+	char hex[BG_SHA256_HEX_LEN + 1];
+	unsigned int mdlen = 0;
+	int err;
+
+	if ((err = flush_chunk(s)) != 0)
+		return err;
+	if (total >= 0 && s->committed != (uint64_t)total) {
+		r->hr = HR_ERROR_WINHTTP_CONNECTION_ERROR;
+		snprintf(r->message, sizeof(r->message), "%s: got %" PRIu64 " of %" PRId64 " bytes",
+		         remote, s->committed, total);
+		return 0;
+	}
+	if (EVP_DigestFinal_ex(s->md, a.sha, &mdlen) != 1)
+		return BG_ENOMEM;
+	bg_sha256_hex(a.sha, hex);
+	if (expect != NULL && strcasecmp(expect, hex) != 0) {
+		r->hr = HR_ERROR_CRC;
+		snprintf(r->message, sizeof(r->message),
+		         "%s: content SHA-256 is %s, expected %s", remote, hex, expect);
+		/* Wrong bytes are never kept: the next attempt starts over. */
+		return restart_file(s);
+	}
+	a.size = s->committed;
+	a.key_flags = job_is_private(r->job) ? STORE_KEY_PRIVATE : 0;
+	a.keys[0] = remote;
+	if (jbool(r->job, "cache_both") && original != NULL && strcmp(original, remote) != 0)
+		a.keys[1] = original;
+	if ((err = jset(s->rec, "done", json_true())) != 0 ||
+	    (err = jset_str(s->rec, "sha256", hex)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_total", (int64_t)a.size)) != 0 ||
+	    (err = jset_str(s->rec, "cache_key", s->cache ? remote : NULL)) != 0)
+		return err;
+	return store_update(r->st, final_fn, &a);
+}
+
+static void
+set_local_error(struct run *r, int err, const char *what, const char *path)
+{
+	r->hr = hr_from_bg(err);
+	r->local = true;
+	snprintf(r->message, sizeof(r->message), "%s %s: %s", what, path, bg_strerror(err));
+}
+
+/* Runs one attempt at file index.  Returns a BG_E* code only for failures
+ * of the store; transfer outcomes are left in r->hr / r->message. */
+static int
+run_file(struct run *r, uint32_t index, bool *progressed)
+{
+	struct fsink s = {.r = r, .index = index, .fd = -1};
+	struct origin_request req;
+	struct origin_result res;
+	struct origin_sink sink = {sink_start, sink_data, &s};
+	const char **headers = NULL;
+	char temp[PATH_MAX];
+	json_t *hv, *v;
+	size_t i;
+	int err;
+
+	memset(&res, 0, sizeof(res));
+	r->hr = HR_S_OK;
+	r->local = false;
+	r->message[0] = '\0';
+	if ((err = job_load_file(r->st, r->id, index, &s.rec)) != 0)
+		return err;
+	if (jbool(s.rec, "done"))
+		goto out;
+	s.cache = !jbool(r->job, "no_cache");
+	s.blob = (uint64_t)jint(s.rec, "blob", 0);
+	if ((s.md = EVP_MD_CTX_new()) == NULL || (s.buf = malloc(STORE_CHUNK_BYTES)) == NULL) {
+		err = BG_ENOMEM;
+		goto out;
+	}
+	if (jstr(s.rec, "temp_path") == NULL) {
+		const char *local = jstr(s.rec, "local_path");
+
+		if (local == NULL) {
+			err = BG_ECORRUPT;
+			goto out;
+		}
+		if ((err = temp_path_for(r->id, local, temp, sizeof(temp))) != 0) {
+			set_local_error(r, err, "cannot name a partial file for", local);
+			err = 0;
+			goto out;
+		}
+		/* Recorded before the file exists, so that no crash can leave a
+		 * partial file nobody knows about. */
+		if ((err = jset_str(s.rec, "temp_path", temp)) != 0 ||
+		    (err = commit_file(&s, NULL, 0, false, false)) != 0)
+			goto out;
+	}
+	snprintf(temp, sizeof(temp), "%s", jstr(s.rec, "temp_path"));
+	if ((s.fd = open(temp, O_RDWR | O_CREAT | O_CLOEXEC, 0666)) < 0) {
+		set_local_error(r, bg_err_from_errno(errno), "cannot write", temp);
+		goto out;
+	}
+	if ((err = prepare_partial(&s)) != 0) {
+		if (err == BG_ENOMEM || err == BG_ECORRUPT)
+			goto out;
+		set_local_error(r, err, "cannot prepare", temp);
+		err = 0;
+		goto out;
+	}
+
+	/* All bytes were committed before an interruption: only the final
+	 * checks remain. */
+	if (s.committed > 0 && jint(s.rec, "bytes_total", -1) == (int64_t)s.committed) {
+		err = finish_file(&s);
+		goto check;
+	}
+
+	hv = json_object_get(r->job, "headers");
+	if ((headers = calloc(json_array_size(hv) + 1, sizeof(*headers))) == NULL) {
+		err = BG_ENOMEM;
+		goto out;
+	}
+	json_array_foreach(hv, i, v) headers[i] = json_string_value(v);
+
+	memset(&req, 0, sizeof(req));
+	req.url = jstr(s.rec, "remote_url");
+	req.security_flags = (uint32_t)jint(r->job, "security_flags", 0);
+	req.ca_file = jstr(r->job, "ca_file");
+	req.headers = headers;
+	req.headers_for = jstr(s.rec, "original_url");
+	req.offset = s.committed;
+	if (s.committed > 0)
+		req.if_range = strong_etag(jstr(s.rec, "etag")) ? jstr(s.rec, "etag")
+		                                                 : jstr(s.rec, "last_modified");
+	req.user = jstr(r->job, "user");
+	req.password = jstr(r->job, "password");
+	if (req.url == NULL) {
+		err = BG_ECORRUPT;
+		goto out;
+	}
+	if ((err = jset_str(r->job, "state", job_state_name(JOB_CONNECTING))) != 0)
+		goto out;
+	if ((err = origin_fetch(r->o, &req, &sink, &res)) != 0)
+		goto out;
+	if (res.remote_url != NULL) {
+		/* DISALLOW: the remote name becomes the redirect target. */
+		if ((err = jset_str(s.rec, "remote_url", res.remote_url)) != 0 ||
+		    (err = commit_file(&s, NULL, 0, false, false)) != 0)
+			goto out;
+	}
+	if (res.hr != HR_S_OK) {
+		r->hr = res.hr;
+		snprintf(r->message, sizeof(r->message), "%s", res.message);
+		if (res.local_err != 0) {
+			if (res.local_err == BG_ENOMEM || res.local_err == BG_ECORRUPT ||
+			    res.local_err == BG_ECANCELED) {
+				err = res.local_err;
+				goto out;
+			}
+			if (res.local_err == BG_EPROTO) {
+				r->hr = HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE;
+				snprintf(r->message, sizeof(r->message),
+				         "%s sent more bytes than it announced", req.url);
+				/* What was kept is suspect: start over next time. */
+				if ((err = restart_file(&s)) != 0)
+					goto out;
+			} else {
+				set_local_error(r, res.local_err, "cannot write", temp);
+			}
+		} else if (s.fill > 0 && hr_transient(res.hr)) {
+			/* Keep whole bytes received before the break: they are good
+			 * and the resume picks up after them. */
+			if ((err = flush_chunk(&s)) != 0) {
+				if (err == BG_ENOMEM || err == BG_ECORRUPT)
+					goto out;
+				set_local_error(r, err, "cannot write", temp);
+				err = 0;
+			}
+		}
+		goto out;
+	}
+	err = finish_file(&s);
+check:
+	if (err != 0 && err != BG_ENOMEM && err != BG_ECORRUPT && err != BG_EIO) {
+		set_local_error(r, err, "cannot write", temp);
+		err = 0;
+	}
+out:
+	if (progressed != NULL)
+		*progressed = s.progressed;
+	origin_result_clear(&res);
+	free(headers);
+	if (s.fd >= 0)
+		close(s.fd);
+	free(s.buf);
+	EVP_MD_CTX_free(s.md);
+	json_decref(s.rec);
+	return err;
+}
+
+static int
+set_job_error(struct run *r, uint32_t index, enum job_state state)
+{
+	json_t *e = json_object(), *f = NULL;
+	char code[16], sym[48];
+	const char *url = NULL;
+	int err;
+
+	if (e == NULL)
+		return BG_ENOMEM;
+	if (job_load_file(r->st, r->id, index, &f) == 0)
+		url = jstr(f, "remote_url");
+	snprintf(code, sizeof(code), "0x%08X", (unsigned)r->hr);
+	if ((err = jset_str(e, "code", code)) != 0 ||
+	    (err = jset_str(e, "symbol", hr_symbol(r->hr, sym, sizeof(sym)))) != 0 ||
+	    (err = jset_str(e, "context", r->local ? "local_file" : "remote_file")) != 0 ||
+	    (err = jset_int(e, "file_index", index)) != 0 ||
+	    (err = jset_str(e, "url", url)) != 0 ||
+	    (err = jset_str(e, "message", r->message[0] ? r->message : hr_message(r->hr))) != 0)
+		goto out;
+	if ((err = jset(r->job, "error", e)) != 0) {
+		e = NULL;
+		goto out;
+	}
+	e = NULL;
+	if ((err = jset_str(r->job, "state", job_state_name(state))) != 0)
+		goto out;
+	struct job_commit c = {.id = r->id, .job = r->job};
+	err = job_commit(r->st, &c);
+out:
+	json_decref(e);
+	json_decref(f);
+	return err;
+}
+
+static void
+sleep_unless_stopped(const struct run *r, unsigned seconds)
+{
+	for (unsigned i = 0; i < seconds * 10 && !stopping(r); i++) {
+		struct timespec ts = {0, 100 * 1000 * 1000};
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+int
+job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_run_options *ro)
+{
+	struct run r = {.st = st, .o = o, .id = id, .ro = ro};
+	int err;
+
+	if ((err = job_load(st, id, &r.job)) != 0)
+		return err;
+	r.nfiles = (uint32_t)jint(r.job, "nfiles", 0);
+	if ((err = jset(r.job, "error", json_null())) != 0 ||
+	    (err = jset_str(r.job, "state", job_state_name(JOB_CONNECTING))) != 0)
+		goto out;
+	{
+		struct job_commit c = {.id = id, .job = r.job};
+		if ((err = job_commit(st, &c)) != 0)
+			goto out;
+	}
+	for (uint32_t i = 0; i < r.nfiles; i++) {
+		unsigned attempts = 0, delay = 1;
+		json_t *f = NULL;
+
+		for (;;) {
+			bool progressed = false;
+
+			err = run_file(&r, i, &progressed);
+			if (err == BG_ECANCELED || (err == 0 && r.hr != HR_S_OK && stopping(&r))) {
+				/* Interrupted: the job stays resumable. */
+				err = job_set_state(st, id, JOB_QUEUED);
+				err = err != 0 ? err : BG_ECANCELED;
+				goto out;
+			}
+			if (err != 0)
+				goto out;
+			if (r.hr == HR_S_OK)
+				break;
+			if (progressed) {
+				attempts = 0;
+				delay = 1;
+			}
+			if (!hr_transient(r.hr) || ro == NULL || attempts >= ro->transient_retries) {
+				err = set_job_error(&r, i,
+				                    hr_transient(r.hr) ? JOB_TRANSIENT_ERROR : JOB_ERROR);
+				goto out;
+			}
+			attempts++;
+			sleep_unless_stopped(&r, delay);
+			delay = delay * 2 > RETRY_DELAY_MAX ? RETRY_DELAY_MAX : delay * 2;
+		}
+		if ((err = job_load_file(st, id, i, &f)) != 0)
+			goto out;
+		r.bytes_before += (uint64_t)jint(f, "bytes_committed", 0);
+		json_decref(f);
+	}
+	if ((err = jset_str(r.job, "state", job_state_name(JOB_TRANSFERRED))) != 0)
+		goto out;
+	{
+		struct job_commit c = {.id = id, .job = r.job};
+		if ((err = job_commit(st, &c)) != 0)
+			goto out;
+	}
+	/* TRANSFERRED is a promise: make it survive a power loss too. */
+	err = store_sync(st);
+out:
+	json_decref(r.job);
+	return err;
+}
+
+static int
+fsync_path(const char *path, int flags)
+{
+	int fd = open(path, flags | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return bg_err_from_errno(errno);
+	if (fsync(fd) != 0)
+		err = bg_err_from_errno(errno);
+	close(fd);
+	return err;
+}
+
+static int
+parent_dir(const char *path, char *out, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return snprintf(out, len, ".") < 0 ? BG_EINVAL : 0;
+	if (slash == path)
+		return snprintf(out, len, "/") < 0 ? BG_EINVAL : 0;
+	if ((size_t)(slash - path) >= len)
+		return BG_ELIMIT;
+	memcpy(out, path, (size_t)(slash - path));
+	out[slash - path] = '\0';
+	return 0;
+}
+
+int
+job_complete(struct bg_store *st, const char *id)
+{
+	json_t *job = NULL, *f = NULL;
+	uint32_t n;
+	int err;
+
+	if ((err = job_load(st, id, &job)) != 0)
+		return err;
+	if (strcmp(jstr(job, "state"), job_state_name(JOB_TRANSFERRED)) != 0) {
+		err = BG_EINVAL;
+		goto out;
+	}
+	n = (uint32_t)jint(job, "nfiles", 0);
+	for (uint32_t i = 0; i < n; i++) {
+		const char *temp, *local;
+		char dir[PATH_MAX];
+		struct stat sb;
+
+		json_decref(f);
+		f = NULL;
+		if ((err = job_load_file(st, id, i, &f)) != 0)
+			goto out;
+		temp = jstr(f, "temp_path");
+		local = jstr(f, "local_path");
+		if (local == NULL) {
+			err = BG_ECORRUPT;
+			goto out;
+		}
+		if (temp == NULL || stat(temp, &sb) != 0) {
+			/* Renamed before an interruption: nothing left to do. */
+			if (stat(local, &sb) == 0)
+				continue;
+			err = BG_ENOENT;
+			goto out;
+		}
+		/* The bytes reach the disk before the name does, so that the
+		 * file a user sees is never empty or partial after a crash. */
+		if ((err = fsync_path(temp, O_RDONLY)) != 0)
+			goto out;
+		if (rename(temp, local) != 0) {
+			err = bg_err_from_errno(errno);
+			goto out;
+		}
+		if ((err = parent_dir(local, dir, sizeof(dir))) != 0 ||
+		    (err = fsync_path(dir, O_RDONLY | O_DIRECTORY)) != 0)
+			goto out;
+	}
+	if ((err = jset_str(job, "state", job_state_name(JOB_ACKNOWLEDGED))) != 0)
+		goto out;
+	{
+		struct job_commit c = {.id = id, .job = job};
+		err = job_commit(st, &c);
+	}
+out:
+	json_decref(f);
+	json_decref(job);
+	return err;
+}
+
+int
+job_discard_partials(struct bg_store *st, const char *id)
+{
+	json_t *job = NULL, *f = NULL;
+	uint32_t n;
+	int err;
+
+	if ((err = job_load(st, id, &job)) != 0)
+		return err;
+	n = (uint32_t)jint(job, "nfiles", 0);
+	for (uint32_t i = 0; i < n; i++) {
+		const char *temp;
+
+		json_decref(f);
+		f = NULL;
+		if ((err = job_load_file(st, id, i, &f)) != 0)
+			goto out;
+		if ((temp = jstr(f, "temp_path")) != NULL && unlink(temp) != 0 && errno != ENOENT) {
+			err = bg_err_from_errno(errno);
+			goto out;
+		}
+		if (jbool(f, "done"))
+			continue;
+		if ((err = jset_int(f, "bytes_committed", 0)) != 0 ||
+		    (err = jset_int(f, "bytes_from_origin", 0)) != 0)
+			goto out;
+		struct job_commit c = {.id = id, .index = i, .file = f,
+		                       .blob_in = (uint64_t)jint(f, "blob", 0), .drop_blob = true};
+		if ((err = job_commit(st, &c)) != 0)
+			goto out;
+	}
+out:
+	json_decref(f);
+	json_decref(job);
+	return err;
+}
+
+int
+job_cancel(struct bg_store *st, const char *id)
+{
+	int err;
+
+	if ((err = job_discard_partials(st, id)) != 0)
+		return err;
+	return job_set_state(st, id, JOB_CANCELLED);
+}

@@ -1,0 +1,749 @@
+/*
+ * job.c - jobs and their files: records in the store, the job document, and
+ * the transfer engine that runs a job's files in order.
+ *
+ * A file's bytes go to a hidden partial file next to its local path and, in
+ * the same step, to a blob in the store.  Progress is committed chunk by
+ * chunk: the file record's "bytes_committed" says how many bytes of both are
+ * good, so a process killed at any moment resumes from there.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "agent.h"
+#include "agent_int.h"
+
+static const char *const state_names[] = {
+	[JOB_QUEUED] = "QUEUED",           [JOB_CONNECTING] = "CONNECTING",
+	[JOB_TRANSFERRING] = "TRANSFERRING", [JOB_SUSPENDED] = "SUSPENDED",
+	[JOB_ERROR] = "ERROR",             [JOB_TRANSIENT_ERROR] = "TRANSIENT_ERROR",
+	[JOB_TRANSFERRED] = "TRANSFERRED", [JOB_ACKNOWLEDGED] = "ACKNOWLEDGED",
+	[JOB_CANCELLED] = "CANCELLED",
+};
+
+static const char *const prio_names[] = {
+	[JOB_PRIO_FOREGROUND] = "foreground",
+	[JOB_PRIO_HIGH] = "high",
+	[JOB_PRIO_NORMAL] = "normal",
+	[JOB_PRIO_LOW] = "low",
+};
+
+const char *
+job_state_name(enum job_state s)
+{
+	if ((unsigned)s >= sizeof(state_names) / sizeof(state_names[0]))
+		return "UNKNOWN";
+	return state_names[s];
+}
+
+int
+job_state_parse(const char *s, enum job_state *out)
+{
+	for (size_t i = 0; i < sizeof(state_names) / sizeof(state_names[0]); i++) {
+		if (s != NULL && strcmp(s, state_names[i]) == 0) {
+			*out = (enum job_state)i;
+			return 0;
+		}
+	}
+	return BG_EINVAL;
+}
+
+bool
+job_state_final(enum job_state s)
+{
+	return s == JOB_ACKNOWLEDGED || s == JOB_CANCELLED;
+}
+
+const char *
+job_priority_name(enum job_priority p)
+{
+	if ((unsigned)p >= sizeof(prio_names) / sizeof(prio_names[0]))
+		return "normal";
+	return prio_names[p];
+}
+
+int
+job_priority_parse(const char *s, enum job_priority *out)
+{
+	for (size_t i = 0; i < sizeof(prio_names) / sizeof(prio_names[0]); i++) {
+		if (s != NULL && strcasecmp(s, prio_names[i]) == 0) {
+			*out = (enum job_priority)i;
+			return 0;
+		}
+	}
+	return BG_EINVAL;
+}
+
+int
+job_new_id(char id[STORE_JOB_ID_LEN + 1])
+{
+	unsigned char r[16];
+
+	if (RAND_bytes(r, sizeof(r)) != 1)
+		return BG_EIO;
+	/* A version 4 GUID, as BITS job ids are GUIDs. */
+	r[6] = (unsigned char)((r[6] & 0x0F) | 0x40);
+	r[8] = (unsigned char)((r[8] & 0x3F) | 0x80);
+	snprintf(id, STORE_JOB_ID_LEN + 1,
+	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1],
+	         r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14],
+	         r[15]);
+	return 0;
+}
+
+/* ---- JSON field helpers ------------------------------------------------ */
+
+const char *
+jstr(const json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+int64_t
+jint(const json_t *o, const char *key, int64_t def)
+{
+	json_t *v = json_object_get(o, key);
+
+	return json_is_integer(v) ? (int64_t)json_integer_value(v) : def;
+}
+
+bool
+jbool(const json_t *o, const char *key)
+{
+	return json_is_true(json_object_get(o, key));
+}
+
+int
+jset(json_t *o, const char *key, json_t *v)
+{
+	/* json_object_set_new steals v even on failure. */
+	if (v == NULL || json_object_set_new(o, key, v) != 0)
+		return BG_ENOMEM;
+	return 0;
+}
+
+int
+jset_str(json_t *o, const char *key, const char *s)
+{
+	return jset(o, key, s != NULL ? json_string(s) : json_null());
+}
+
+int
+jset_int(json_t *o, const char *key, int64_t v)
+{
+	return jset(o, key, json_integer((json_int_t)v));
+}
+
+static enum job_state
+rec_state(const json_t *job)
+{
+	enum job_state s = JOB_ERROR;
+
+	if (job_state_parse(jstr(job, "state"), &s) != 0)
+		return JOB_ERROR;
+	return s;
+}
+
+/* ---- Transactions ------------------------------------------------------ */
+
+struct get_args {
+	const char *id;
+	uint32_t index;
+	json_t *job;
+	json_t *file;
+	uint32_t count;
+};
+
+static int
+get_job_fn(struct bg_txn *txn, void *arg)
+{
+	struct get_args *a = arg;
+	int err;
+
+	if ((err = txn_job_get(txn, a->id, &a->job)) != 0)
+		return err;
+	if (!json_is_string(json_object_get(a->job, "state"))) {
+		json_decref(a->job);
+		a->job = NULL;
+		return BG_ECORRUPT;
+	}
+	return 0;
+}
+
+int
+job_load(struct bg_store *st, const char *id, json_t **out)
+{
+	struct get_args a = {.id = id};
+	int err;
+
+	if (strlen(id) != STORE_JOB_ID_LEN)
+		return BG_ENOENT;
+	if ((err = store_view(st, get_job_fn, &a)) != 0)
+		return err;
+	*out = a.job;
+	return 0;
+}
+
+static int
+get_file_fn(struct bg_txn *txn, void *arg)
+{
+	struct get_args *a = arg;
+
+	return txn_file_get(txn, a->id, a->index, &a->file);
+}
+
+int
+job_load_file(struct bg_store *st, const char *id, uint32_t index, json_t **out)
+{
+	struct get_args a = {.id = id, .index = index};
+	int err;
+
+	if ((err = store_view(st, get_file_fn, &a)) != 0)
+		return err;
+	*out = a.file;
+	return 0;
+}
+
+static int
+commit_fn(struct bg_txn *txn, void *arg)
+{
+	struct job_commit *c = arg;
+	uint64_t blob = c->blob_in;
+	int err;
+
+	if (c->drop_blob && blob != 0) {
+		if ((err = txn_blob_truncate(txn, blob, 0)) != 0)
+			return err;
+	}
+	if (c->data != NULL) {
+		/* A new blob id is taken inside the transaction so that a retry
+		 * after map growth takes it again rather than reusing a stale one. */
+		if (blob == 0 && (err = txn_blob_new(txn, &blob)) != 0)
+			return err;
+		if ((err = txn_blob_put(txn, blob, c->chunk, c->data, c->len)) != 0)
+			return err;
+	}
+	c->blob_out = blob;
+	if (c->file != NULL) {
+		if ((err = jset_int(c->file, "blob", (int64_t)blob)) != 0)
+			return err;
+		if ((err = txn_file_put(txn, c->id, c->index, c->file)) != 0)
+			return err;
+	}
+	if (c->job != NULL && (err = txn_job_put(txn, c->id, c->job)) != 0)
+		return err;
+	return 0;
+}
+
+int
+job_commit(struct bg_store *st, struct job_commit *c)
+{
+	if (c->job != NULL && jset_int(c->job, "modified", (int64_t)time(NULL)) != 0)
+		return BG_ENOMEM;
+	return store_update(st, commit_fn, c);
+}
+
+static int
+put_job(struct bg_store *st, const char *id, json_t *job)
+{
+	struct job_commit c = {.id = id, .job = job};
+
+	return job_commit(st, &c);
+}
+
+/* ---- Creating jobs ----------------------------------------------------- */
+
+static json_t *
+headers_array(const char *const *headers)
+{
+	json_t *a = json_array();
+
+	for (const char *const *p = headers; a != NULL && p != NULL && *p != NULL; p++) {
+		if (json_array_append_new(a, json_string(*p)) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static int
+apply_options(json_t *job, const struct job_options *opt)
+{
+	int err = 0;
+
+	if (!flags_valid(opt->security_flags))
+		return BG_ENOTIMPL;
+	if ((err = jset_int(job, "security_flags", opt->security_flags)) != 0 ||
+	    (err = jset_str(job, "ca_file", opt->ca_file)) != 0 ||
+	    (err = jset(job, "headers", headers_array(opt->headers))) != 0 ||
+	    (err = jset(job, "cache_both", json_boolean(opt->cache_both))) != 0 ||
+	    (err = jset(job, "no_cache", json_boolean(opt->no_cache))) != 0)
+		return err;
+	return 0;
+}
+
+int
+job_create(struct bg_store *st, const struct job_options *opt, char id[STORE_JOB_ID_LEN + 1])
+{
+	json_t *job = NULL;
+	int64_t now = (int64_t)time(NULL);
+	int err;
+
+	if (opt->name != NULL && strlen(opt->name) > JOB_NAME_MAX)
+		return BG_ELIMIT;
+	if ((err = job_new_id(id)) != 0)
+		return err;
+	if ((job = json_object()) == NULL)
+		return BG_ENOMEM;
+	if ((err = jset_str(job, "id", id)) != 0 ||
+	    (err = jset_str(job, "name", opt->name != NULL ? opt->name : "")) != 0 ||
+	    (err = jset_str(job, "type", "download")) != 0 ||
+	    (err = jset_str(job, "state", job_state_name(JOB_SUSPENDED))) != 0 ||
+	    (err = jset_str(job, "priority", job_priority_name(opt->priority))) != 0 ||
+	    (err = jset_str(job, "peer_caching", "off")) != 0 ||
+	    (err = jset_int(job, "created", now)) != 0 ||
+	    (err = jset_int(job, "nfiles", 0)) != 0 ||
+	    (err = jset(job, "error", json_null())) != 0 ||
+	    (err = jset_str(job, "get_key", opt->get_key)) != 0 ||
+	    (err = apply_options(job, opt)) != 0)
+		goto out;
+	err = put_job(st, id, job);
+out:
+	json_decref(job);
+	return err;
+}
+
+int
+job_update_options(struct bg_store *st, const char *id, const struct job_options *opt)
+{
+	json_t *job = NULL;
+	int err;
+
+	if ((err = job_load(st, id, &job)) != 0)
+		return err;
+	if ((err = apply_options(job, opt)) == 0)
+		err = put_job(st, id, job);
+	json_decref(job);
+	return err;
+}
+
+struct add_args {
+	const char *id;
+	json_t *file;
+	uint32_t index;
+};
+
+static int
+add_fn(struct bg_txn *txn, void *arg)
+{
+	struct add_args *a = arg;
+	json_t *job = NULL;
+	enum job_state s;
+	int64_t n;
+	int err;
+
+	if ((err = txn_job_get(txn, a->id, &job)) != 0)
+		return err;
+	s = rec_state(job);
+	/* BITS takes new files only while the job has not finished. */
+	if (s == JOB_TRANSFERRED || job_state_final(s)) {
+		err = BG_EINVAL;
+		goto out;
+	}
+	n = jint(job, "nfiles", 0);
+	if (n < 0 || n >= JOB_FILES_MAX) {
+		err = BG_ELIMIT;
+		goto out;
+	}
+	a->index = (uint32_t)n;
+	if ((err = txn_file_put(txn, a->id, a->index, a->file)) != 0 ||
+	    (err = jset_int(job, "nfiles", n + 1)) != 0 ||
+	    (err = jset_int(job, "modified", (int64_t)time(NULL))) != 0)
+		goto out;
+	err = txn_job_put(txn, a->id, job);
+out:
+	json_decref(job);
+	return err;
+}
+
+int
+job_add_file(struct bg_store *st, const char *id, const char *url, const char *local_path,
+             const char *expect_sha256)
+{
+	json_t *f = json_object();
+	struct add_args a = {.id = id};
+	int err;
+
+	if (f == NULL)
+		return BG_ENOMEM;
+	if ((err = jset_str(f, "original_url", url)) != 0 ||
+	    (err = jset_str(f, "remote_url", url)) != 0 ||
+	    (err = jset_str(f, "local_path", local_path)) != 0 ||
+	    (err = jset_str(f, "temp_path", NULL)) != 0 ||
+	    (err = jset_int(f, "bytes_total", -1)) != 0 ||
+	    (err = jset_int(f, "bytes_committed", 0)) != 0 ||
+	    (err = jset(f, "done", json_false())) != 0 ||
+	    (err = jset_int(f, "bytes_from_origin", 0)) != 0 ||
+	    (err = jset_int(f, "bytes_from_peers", 0)) != 0 ||
+	    (err = jset_str(f, "cache_key", NULL)) != 0 ||
+	    (err = jset_str(f, "sha256", NULL)) != 0 ||
+	    (err = jset_str(f, "expect_sha256", expect_sha256)) != 0 ||
+	    (err = jset_int(f, "blob", 0)) != 0 ||
+	    (err = jset_str(f, "etag", NULL)) != 0 ||
+	    (err = jset_str(f, "last_modified", NULL)) != 0)
+		goto out;
+	a.file = f;
+	err = store_update(st, add_fn, &a);
+out:
+	json_decref(f);
+	return err;
+}
+
+struct find_args {
+	const char *key;
+	char id[STORE_JOB_ID_LEN + 1];
+	int64_t created;
+	bool found;
+	bool errored;
+};
+
+static int
+find_fn(const char *id, json_t *rec, void *arg)
+{
+	struct find_args *a = arg;
+	const char *k = jstr(rec, "get_key");
+	enum job_state s = rec_state(rec);
+	int64_t created = jint(rec, "created", 0);
+
+	if (k == NULL || strcmp(k, a->key) != 0 || job_state_final(s))
+		return 0;
+	/* The newest job of a key is the one a repeated get continues. */
+	if (a->found && created < a->created)
+		return 0;
+	snprintf(a->id, sizeof(a->id), "%s", id);
+	a->created = created;
+	a->found = true;
+	a->errored = s == JOB_ERROR;
+	return 0;
+}
+
+static int
+find_txn_fn(struct bg_txn *txn, void *arg)
+{
+	return txn_job_each(txn, find_fn, arg);
+}
+
+int
+job_find_get(struct bg_store *st, const char *get_key, char id[STORE_JOB_ID_LEN + 1],
+             bool *errored)
+{
+	struct find_args a = {.key = get_key};
+	int err;
+
+	if ((err = store_view(st, find_txn_fn, &a)) != 0)
+		return err;
+	if (errored != NULL)
+		*errored = a.errored;
+	if (!a.found)
+		return BG_ENOENT;
+	memcpy(id, a.id, sizeof(a.id));
+	return 0;
+}
+
+int
+job_get_flags(struct bg_store *st, const char *id, uint32_t *out)
+{
+	json_t *job = NULL;
+	int err;
+
+	if ((err = job_load(st, id, &job)) != 0)
+		return err;
+	*out = (uint32_t)jint(job, "security_flags", 0);
+	json_decref(job);
+	return 0;
+}
+
+int
+job_set_flags(struct bg_store *st, const char *id, uint32_t flags)
+{
+	json_t *job = NULL;
+	int err;
+
+	if (!flags_valid(flags))
+		return BG_ENOTIMPL;
+	if ((err = job_load(st, id, &job)) != 0)
+		return err;
+	if ((err = jset_int(job, "security_flags", flags)) == 0)
+		err = put_job(st, id, job);
+	json_decref(job);
+	return err;
+}
+
+int
+job_set_state(struct bg_store *st, const char *id, enum job_state s)
+{
+	json_t *job = NULL;
+	int err;
+
+	if ((err = job_load(st, id, &job)) != 0)
+		return err;
+	if ((err = jset_str(job, "state", job_state_name(s))) == 0)
+		err = put_job(st, id, job);
+	json_decref(job);
+	return err;
+}
+
+/* ---- The job document -------------------------------------------------- */
+
+static json_t *
+size_or_null(int64_t v)
+{
+	return v < 0 ? json_null() : json_integer((json_int_t)v);
+}
+
+struct doc_args {
+	const char *id;
+	json_t *job;
+	json_t *files;
+};
+
+static int
+doc_fn(struct bg_txn *txn, void *arg)
+{
+	struct doc_args *a = arg;
+	uint32_t n = 0;
+	int err;
+
+	json_decref(a->job);
+	json_decref(a->files);
+	a->job = NULL;
+	if ((a->files = json_array()) == NULL)
+		return BG_ENOMEM;
+	if ((err = txn_job_get(txn, a->id, &a->job)) != 0)
+		return err;
+	if ((err = txn_file_count(txn, a->id, &n)) != 0)
+		return err;
+	for (uint32_t i = 0; i < n; i++) {
+		json_t *f = NULL;
+
+		if ((err = txn_file_get(txn, a->id, i, &f)) != 0)
+			return err;
+		if (json_array_append_new(a->files, f) != 0)
+			return BG_ENOMEM;
+	}
+	return 0;
+}
+
+static json_t *
+file_document(const json_t *f)
+{
+	json_t *d = json_object();
+	int64_t total = jint(f, "bytes_total", -1);
+
+	if (d == NULL)
+		return NULL;
+	if (jset_str(d, "original_url", jstr(f, "original_url")) != 0 ||
+	    jset_str(d, "remote_url", jstr(f, "remote_url")) != 0 ||
+	    jset_str(d, "local_path", jstr(f, "local_path")) != 0 ||
+	    jset(d, "bytes_total", size_or_null(total)) != 0 ||
+	    jset_int(d, "bytes_transferred", jint(f, "bytes_committed", 0)) != 0 ||
+	    jset(d, "done", json_boolean(jbool(f, "done"))) != 0 ||
+	    jset_int(d, "bytes_from_origin", jint(f, "bytes_from_origin", 0)) != 0 ||
+	    jset_int(d, "bytes_from_peers", jint(f, "bytes_from_peers", 0)) != 0 ||
+	    jset_str(d, "cache_key", jstr(f, "cache_key")) != 0 ||
+	    jset_str(d, "sha256", jstr(f, "sha256")) != 0) {
+		json_decref(d);
+		return NULL;
+	}
+	return d;
+}
+
+static json_t *
+make_document(const json_t *job, const json_t *files)
+{
+	json_t *d = json_object(), *fa = json_array(), *err;
+	int64_t total = 0, done_bytes = 0, ndone = 0;
+	size_t i;
+	json_t *f;
+
+	if (d == NULL || fa == NULL)
+		goto fail;
+	json_array_foreach(files, i, f) {
+		int64_t t = jint(f, "bytes_total", -1);
+
+		if (total >= 0)
+			total = t < 0 ? -1 : total + t;
+		done_bytes += jint(f, "bytes_committed", 0);
+		ndone += jbool(f, "done");
+		if (json_array_append_new(fa, file_document(f)) != 0)
+			goto fail;
+	}
+	err = json_object_get(job, "error");
+	if (jset_str(d, "id", jstr(job, "id")) != 0 || jset_str(d, "name", jstr(job, "name")) != 0 ||
+	    jset_str(d, "type", jstr(job, "type")) != 0 ||
+	    jset_str(d, "state", jstr(job, "state")) != 0 ||
+	    jset_str(d, "priority", jstr(job, "priority")) != 0 ||
+	    jset_int(d, "security_flags", jint(job, "security_flags", 0)) != 0 ||
+	    jset_str(d, "peer_caching", jstr(job, "peer_caching")) != 0 ||
+	    jset(d, "bytes_total", size_or_null(total)) != 0 ||
+	    jset_int(d, "bytes_transferred", done_bytes) != 0 ||
+	    jset_int(d, "files_total", (int64_t)json_array_size(files)) != 0 ||
+	    jset_int(d, "files_transferred", ndone) != 0 ||
+	    jset_int(d, "created", jint(job, "created", 0)) != 0 ||
+	    jset_int(d, "modified", jint(job, "modified", 0)) != 0)
+		goto fail;
+	if (json_object_set_new(d, "files", fa) != 0) {
+		fa = NULL;
+		goto fail;
+	}
+	fa = NULL;
+	if (jset(d, "error", err != NULL ? json_deep_copy(err) : json_null()) != 0)
+		goto fail;
+	return d;
+fail:
+	json_decref(fa);
+	json_decref(d);
+	return NULL;
+}
+
+int
+job_document(struct bg_store *st, const char *id, json_t **out)
+{
+	struct doc_args a = {.id = id};
+	json_t *d;
+	int err;
+
+	if (strlen(id) != STORE_JOB_ID_LEN)
+		return BG_ENOENT;
+	err = store_view(st, doc_fn, &a);
+	if (err == 0) {
+		if ((d = make_document(a.job, a.files)) == NULL)
+			err = BG_ENOMEM;
+		else
+			*out = d;
+	}
+	json_decref(a.job);
+	json_decref(a.files);
+	return err;
+}
+
+struct list_args {
+	bool all;
+	json_t *ids;
+};
+
+static int
+list_fn(const char *id, json_t *rec, void *arg)
+{
+	struct list_args *a = arg;
+
+	if (!a->all && job_state_final(rec_state(rec)))
+		return 0;
+	return json_array_append_new(a->ids, json_string(id)) == 0 ? 0 : BG_ENOMEM;
+}
+
+static int
+list_txn_fn(struct bg_txn *txn, void *arg)
+{
+	struct list_args *a = arg;
+
+	json_array_clear(a->ids);
+	return txn_job_each(txn, list_fn, arg);
+}
+
+int
+job_list(struct bg_store *st, bool all, int (*fn)(json_t *doc, void *arg), void *arg)
+{
+	struct list_args a = {.all = all, .ids = json_array()};
+	size_t i;
+	json_t *v;
+	int err;
+
+	if (a.ids == NULL)
+		return BG_ENOMEM;
+	if ((err = store_view(st, list_txn_fn, &a)) != 0)
+		goto out;
+	json_array_foreach(a.ids, i, v) {
+		json_t *doc = NULL;
+
+		err = job_document(st, json_string_value(v), &doc);
+		if (err == BG_ENOENT)
+			continue; /* removed meanwhile */
+		if (err != 0)
+			goto out;
+		err = fn(doc, arg);
+		json_decref(doc);
+		if (err != 0)
+			goto out;
+	}
+out:
+	json_decref(a.ids);
+	return err;
+}
+
+/* ---- Ownership --------------------------------------------------------- */
+
+struct job_lock {
+	int fd;
+};
+
+int
+job_lock(const char *home, const char *id, struct job_lock **out)
+{
+	char path[PATH_MAX];
+	struct job_lock *l;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/locks", home);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return bg_err_from_errno(errno);
+	snprintf(path, sizeof(path), "%s/locks/%s", home, id);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return bg_err_from_errno(errno);
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+
+		close(fd);
+		return e == EWOULDBLOCK ? BG_EBUSY : bg_err_from_errno(e);
+	}
+	if ((l = malloc(sizeof(*l))) == NULL) {
+		close(fd);
+		return BG_ENOMEM;
+	}
+	/* The holder's pid, for messages naming who owns the job. */
+	if (ftruncate(fd, 0) == 0) {
+		char pid[32];
+		int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+
+		if (pwrite(fd, pid, (size_t)n, 0) < 0) {
+			/* Informative only. */
+		}
+	}
+	l->fd = fd;
+	*out = l;
+	return 0;
+}
+
+void
+job_unlock(struct job_lock *l)
+{
+	if (l == NULL)
+		return;
+	close(l->fd);
+	free(l);
+}

@@ -1,0 +1,608 @@
+/*
+ * origin.c - the origin client: one libcurl transfer per hop, redirects
+ * followed here (never by libcurl) so that every hop is checked against the
+ * job's policy, and resume guarded by If-Range and checked before any byte
+ * of a body is taken.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "agent.h"
+
+struct origin {
+	CURL *easy;
+};
+
+/* What the header callback decided about a response. */
+enum verdict {
+	V_NONE,     /* headers not complete yet */
+	V_BODY,     /* the body goes to the sink */
+	V_REDIRECT, /* a redirect: the transfer was stopped after the headers */
+	V_RESTART,  /* the ranged answer cannot be used: ask again from byte 0 */
+	V_ERROR,    /* hr/message say why; the transfer was stopped */
+};
+
+struct hop {
+	const struct origin_request *req;
+	const struct origin_sink *sink;
+	const char *url;
+	uint64_t offset; /* Range start asked; 0 when no Range was sent */
+	const char *if_range;
+
+	long status;
+	size_t header_bytes;
+	char *location;
+	char *etag;
+	char *last_modified;
+	char *content_range;
+	int64_t content_length;
+
+	enum verdict verdict;
+	uint32_t hr;
+	int sink_err;
+	uint64_t body_bytes;
+	char message[512];
+};
+
+int
+origin_new(struct origin **out)
+{
+	struct origin *o;
+
+	if ((o = calloc(1, sizeof(*o))) == NULL)
+		return BG_ENOMEM;
+	if ((o->easy = curl_easy_init()) == NULL) {
+		free(o);
+		return BG_ENOMEM;
+	}
+	*out = o;
+	return 0;
+}
+
+void
+origin_free(struct origin *o)
+{
+	if (o == NULL)
+		return;
+	curl_easy_cleanup(o->easy);
+	free(o);
+}
+
+void
+origin_result_clear(struct origin_result *res)
+{
+	if (res == NULL)
+		return;
+	free(res->remote_url);
+	free(res->final_url);
+	memset(res, 0, sizeof(*res));
+}
+
+static void
+hop_reset_headers(struct hop *h)
+{
+	free(h->location);
+	free(h->etag);
+	free(h->last_modified);
+	free(h->content_range);
+	h->location = h->etag = h->last_modified = h->content_range = NULL;
+	h->content_length = -1;
+	h->status = 0;
+}
+
+static bool
+is_redirect(long status, const char *location)
+{
+	switch (status) {
+	case 301:
+	case 302:
+	case 303:
+	case 307:
+	case 308:
+		return true;
+	case 300:
+		/* 300 Multiple Choices is a redirect only when the server picks one. */
+		return location != NULL;
+	default:
+		return false;
+	}
+}
+
+static void __attribute__((format(printf, 3, 4)))
+hop_fail(struct hop *h, uint32_t hr, const char *fmt, ...)
+{
+	va_list ap;
+
+	h->verdict = V_ERROR;
+	h->hr = hr;
+	va_start(ap, fmt);
+	vsnprintf(h->message, sizeof(h->message), fmt, ap);
+	va_end(ap);
+}
+
+/* Parses "bytes A-B/T" (T may be "*").  Returns 0 or BG_EPROTO. */
+static int
+parse_content_range(const char *s, uint64_t *first, uint64_t *last, int64_t *total)
+{
+	char *end;
+	unsigned long long a, b, t;
+
+	if (strncasecmp(s, "bytes", 5) != 0)
+		return BG_EPROTO;
+	s += 5;
+	while (*s == ' ')
+		s++;
+	if (!isdigit((unsigned char)*s))
+		return BG_EPROTO;
+	errno = 0;
+	a = strtoull(s, &end, 10);
+	if (errno || *end != '-' || !isdigit((unsigned char)end[1]))
+		return BG_EPROTO;
+	b = strtoull(end + 1, &end, 10);
+	if (errno || *end != '/' || b < a)
+		return BG_EPROTO;
+	if (end[1] == '*' && end[2] == '\0') {
+		*total = -1;
+	} else {
+		if (!isdigit((unsigned char)end[1]))
+			return BG_EPROTO;
+		t = strtoull(end + 1, &end, 10);
+		if (errno || *end != '\0' || t <= b || t > INT64_MAX)
+			return BG_EPROTO;
+		*total = (int64_t)t;
+	}
+	*first = a;
+	*last = b;
+	return 0;
+}
+
+/* Whether the validator of a 206 matches the one the If-Range carried.  A
+ * server that ignores If-Range would otherwise splice two versions. */
+static bool
+validator_matches(const struct hop *h)
+{
+	const char *v = h->if_range;
+
+	if (v == NULL)
+		return true;
+	if (v[0] == '"')
+		return h->etag != NULL && strcmp(h->etag, v) == 0;
+	return h->last_modified != NULL && strcmp(h->last_modified, v) == 0;
+}
+
+/* Called once the headers of a final (non-1xx) response are complete. */
+static void
+decide(struct hop *h)
+{
+	struct origin_response resp;
+	uint64_t first = 0, last = 0;
+	int64_t total = h->content_length;
+	int err;
+
+	if (is_redirect(h->status, h->location)) {
+		if (h->location == NULL || h->location[0] == '\0')
+			hop_fail(h, hr_from_http(h->status), "HTTP %ld without a Location header",
+			         h->status);
+		else
+			h->verdict = V_REDIRECT;
+		return;
+	}
+	if (h->status == 416 && h->offset > 0) {
+		h->verdict = V_RESTART;
+		return;
+	}
+	if (h->status == 206) {
+		if (h->offset == 0 || h->content_range == NULL ||
+		    parse_content_range(h->content_range, &first, &last, &total) != 0 ||
+		    first != h->offset) {
+			hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
+			         "unusable 206 answer (asked from byte %" PRIu64 ", got Content-Range: %s)",
+			         h->offset, h->content_range ? h->content_range : "none");
+			return;
+		}
+		if (!validator_matches(h)) {
+			h->verdict = V_RESTART;
+			return;
+		}
+	} else if (h->status != 200) {
+		hop_fail(h, hr_from_http(h->status), "HTTP %ld from %s", h->status, h->url);
+		return;
+	}
+	memset(&resp, 0, sizeof(resp));
+	resp.status = h->status;
+	resp.final_url = h->url;
+	/* A 200 to a ranged request is the whole (possibly new) file: the
+	 * sink starts over instead of appending it. */
+	resp.start = h->status == 206 ? h->offset : 0;
+	if (h->status == 200)
+		resp.total = h->content_length;
+	else
+		resp.total = total;
+	resp.etag = h->etag;
+	resp.last_modified = h->last_modified;
+	if ((err = h->sink->on_start(h->sink->arg, &resp)) != 0) {
+		h->sink_err = err;
+		hop_fail(h, hr_from_bg(err), "%s", bg_strerror(err));
+		return;
+	}
+	h->verdict = V_BODY;
+}
+
+static char *
+dup_value(const char *p, size_t n)
+{
+	while (n > 0 && (*p == ' ' || *p == '\t'))
+		p++, n--;
+	while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r' || p[n - 1] == '\n'))
+		n--;
+	return strndup(p, n);
+}
+
+static void
+take_header(char **slot, const char *p, size_t n)
+{
+	/* The first occurrence wins; a repeated Location must not swap the
+	 * target after the first one was seen. */
+	if (*slot == NULL && n <= STORE_URL_MAX)
+		*slot = dup_value(p, n);
+}
+
+static size_t
+on_header(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct hop *h = arg;
+	size_t n = size * nitems;
+	const char *colon;
+	size_t namelen;
+
+	h->header_bytes += n;
+	if (h->header_bytes > ORIGIN_HEADER_MAX) {
+		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
+		         "response headers larger than %d bytes", ORIGIN_HEADER_MAX);
+		return 0;
+	}
+	if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+		const char *sp = memchr(buf, ' ', n);
+
+		hop_reset_headers(h);
+		h->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+		return n;
+	}
+	if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+		if (h->status >= 100 && h->status < 200)
+			return n; /* interim response: the real one follows */
+		decide(h);
+		return h->verdict == V_BODY ? n : 0;
+	}
+	if ((colon = memchr(buf, ':', n)) == NULL)
+		return n;
+	namelen = (size_t)(colon - buf);
+	colon++;
+	n -= namelen + 1;
+#define IS(name) (namelen == sizeof(name) - 1 && strncasecmp(buf, name, namelen) == 0)
+	if (IS("Location"))
+		take_header(&h->location, colon, n);
+	else if (IS("ETag"))
+		take_header(&h->etag, colon, n);
+	else if (IS("Last-Modified"))
+		take_header(&h->last_modified, colon, n);
+	else if (IS("Content-Range"))
+		take_header(&h->content_range, colon, n);
+	else if (IS("Content-Length")) {
+		char *end;
+		char *v = dup_value(colon, n);
+
+		if (v != NULL) {
+			errno = 0;
+			long long cl = strtoll(v, &end, 10);
+			if (errno == 0 && *end == '\0' && end != v && cl >= 0)
+				h->content_length = cl;
+			free(v);
+		}
+	}
+#undef IS
+	return size * nitems;
+}
+
+static size_t
+on_body(char *p, size_t size, size_t nmemb, void *arg)
+{
+	struct hop *h = arg;
+	size_t n = size * nmemb;
+	int err;
+
+	if (h->verdict != V_BODY)
+		return 0;
+	if ((err = h->sink->on_data(h->sink->arg, p, n)) != 0) {
+		h->sink_err = err;
+		hop_fail(h, hr_from_bg(err), "%s", bg_strerror(err));
+		return 0;
+	}
+	h->body_bytes += n;
+	return n;
+}
+
+static bool
+sensitive_header(const char *line)
+{
+	static const char *const names[] = {"authorization:", "cookie:", "proxy-authorization:"};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strncasecmp(line, names[i], strlen(names[i])) == 0)
+			return true;
+	return false;
+}
+
+/* Maps a libcurl failure that happened outside our callbacks. */
+static uint32_t
+hr_from_curl(CURL *easy, CURLcode rc)
+{
+	long vr = 0;
+
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		return HR_ERROR_WINHTTP_NAME_NOT_RESOLVED;
+	case CURLE_COULDNT_CONNECT:
+		return HR_ERROR_WINHTTP_CANNOT_CONNECT;
+	case CURLE_OPERATION_TIMEDOUT:
+		return HR_ERROR_WINHTTP_TIMEOUT;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_GOT_NOTHING:
+	case CURLE_PARTIAL_FILE:
+		return HR_ERROR_WINHTTP_CONNECTION_ERROR;
+	case CURLE_PEER_FAILED_VERIFICATION:
+		curl_easy_getinfo(easy, CURLINFO_SSL_VERIFYRESULT, &vr);
+		switch (vr) {
+		case 9:  /* X509_V_ERR_CERT_NOT_YET_VALID */
+		case 10: /* X509_V_ERR_CERT_HAS_EXPIRED */
+			return HR_ERROR_WINHTTP_SECURE_CERT_DATE_INVALID;
+		case 2:  /* unable to get issuer certificate */
+		case 18: /* self-signed leaf */
+		case 19: /* self-signed in chain */
+		case 20: /* unable to get local issuer */
+		case 21: /* unable to verify leaf signature */
+		case 27: /* certificate not trusted */
+			return HR_ERROR_WINHTTP_SECURE_INVALID_CA;
+		case 26: /* invalid purpose */
+		case 28: /* certificate rejected */
+			return HR_ERROR_WINHTTP_SECURE_CERT_WRONG_USAGE;
+		case 23:
+			return HR_ERROR_WINHTTP_SECURE_CERT_REVOKED;
+		case 0:
+		case 1:
+		case 62: /* host name mismatch: libcurl checks it after the chain */
+			return HR_ERROR_WINHTTP_SECURE_CERT_CN_INVALID;
+		default:
+			return HR_ERROR_WINHTTP_SECURE_FAILURE;
+		}
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_USE_SSL_FAILED:
+		return HR_ERROR_WINHTTP_SECURE_FAILURE;
+	default:
+		return HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE;
+	}
+}
+
+/* Runs one request of the chain. */
+static int
+run_hop(struct origin *o, struct hop *h, bool send_sensitive)
+{
+	const struct origin_request *req = h->req;
+	struct curl_slist *list = NULL, *tmp;
+	char range[48], ifr[STORE_VALIDATOR_MAX + 16];
+	CURLcode rc;
+	CURL *e = o->easy;
+	int err = 0;
+
+	/* Everything is set anew for each hop; the handle keeps its connection
+	 * pool and DNS cache across resets. */
+	curl_easy_reset(e);
+	for (const char *const *p = req->headers; p != NULL && *p != NULL; p++) {
+		if (!send_sensitive && sensitive_header(*p))
+			continue;
+		if ((tmp = curl_slist_append(list, *p)) == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
+		list = tmp;
+	}
+	if (h->offset > 0) {
+		snprintf(range, sizeof(range), "%" PRIu64 "-", h->offset);
+		snprintf(ifr, sizeof(ifr), "If-Range: %s", h->if_range);
+		if ((tmp = curl_slist_append(list, ifr)) == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
+		list = tmp;
+		curl_easy_setopt(e, CURLOPT_RANGE, range);
+	}
+	/* No Accept-Encoding is sent and none is decoded: the bytes stored are
+	 * the bytes the origin sent. */
+	curl_easy_setopt(e, CURLOPT_URL, h->url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgcopy/" BGCOPY_VERSION);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)ORIGIN_CONNECT_TIMEOUT);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)ORIGIN_LOW_SPEED_TIME);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (req->ca_file != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+	if (req->user != NULL && send_sensitive) {
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		curl_easy_setopt(e, CURLOPT_USERNAME, req->user);
+		curl_easy_setopt(e, CURLOPT_PASSWORD, req->password ? req->password : "");
+	}
+
+	rc = curl_easy_perform(e);
+	if (h->verdict == V_BODY && rc != CURLE_OK && h->sink_err == 0) {
+		/* The body broke off: transient, resumable from what was kept. */
+		hop_fail(h, hr_from_curl(e, rc), "transfer from %s failed after %" PRIu64 " bytes: %s",
+		         h->url, h->body_bytes, curl_easy_strerror(rc));
+	} else if (h->verdict == V_NONE && rc != CURLE_OK) {
+		hop_fail(h, hr_from_curl(e, rc), "%s: %s", h->url, curl_easy_strerror(rc));
+	} else if (h->verdict == V_NONE) {
+		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE, "%s: no usable response", h->url);
+	}
+out:
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(list);
+	return err;
+}
+
+static void __attribute__((format(printf, 3, 4)))
+result_fail(struct origin_result *res, uint32_t hr, const char *fmt, ...)
+{
+	va_list ap;
+
+	res->hr = hr;
+	va_start(ap, fmt);
+	vsnprintf(res->message, sizeof(res->message), fmt, ap);
+	va_end(ap);
+}
+
+int
+origin_fetch(struct origin *o, const struct origin_request *req, const struct origin_sink *sink,
+             struct origin_result *res)
+{
+	char *visited[ORIGIN_MAX_HOPS + 2] = {NULL};
+	size_t nvisited = 0;
+	char *url = NULL, *target = NULL;
+	uint64_t offset = req->if_range != NULL ? req->offset : 0;
+	const char *if_range = req->if_range;
+	uint32_t policy = req->security_flags & BG_HTTP_REDIRECT_POLICY_MASK;
+	unsigned restarts = 0;
+	int err = 0;
+
+	memset(res, 0, sizeof(*res));
+	if ((url = strdup(req->url)) == NULL)
+		return BG_ENOMEM;
+	for (;;) {
+		struct hop h;
+		bool https_from, https_to;
+
+		memset(&h, 0, sizeof(h));
+		h.req = req;
+		h.sink = sink;
+		h.url = url;
+		h.offset = offset;
+		h.if_range = offset > 0 ? if_range : NULL;
+		h.content_length = -1;
+		err = run_hop(o, &h, req->headers_for == NULL || url_same_origin(url, req->headers_for));
+		res->status = h.status;
+		if (err != 0) {
+			hop_reset_headers(&h);
+			goto out;
+		}
+		if (h.verdict == V_BODY) {
+			res->hr = HR_S_OK;
+			res->final_url = url;
+			url = NULL;
+			hop_reset_headers(&h);
+			goto out;
+		}
+		if (h.verdict == V_ERROR) {
+			res->hr = h.hr;
+			res->local_err = h.sink_err;
+			memcpy(res->message, h.message, sizeof(res->message));
+			hop_reset_headers(&h);
+			goto out;
+		}
+		if (h.verdict == V_RESTART) {
+			hop_reset_headers(&h);
+			if (++restarts > ORIGIN_MAX_RESTARTS) {
+				result_fail(res, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
+				            "%s keeps changing while it is downloaded", url);
+				goto out;
+			}
+			/* The file changed (or the range is gone): start over from byte
+			 * 0 at the same URL, never splicing two versions. */
+			offset = 0;
+			if_range = NULL;
+			continue;
+		}
+
+		/* V_REDIRECT */
+		err = url_resolve(url, h.location, &target);
+		if (policy == BG_HTTP_REDIRECT_POLICY_DISALLOW) {
+			result_fail(res, hr_from_redirect(h.status),
+			            "HTTP %ld redirect from %s to %s refused by policy (DISALLOW)",
+			            h.status, url, err == 0 ? target : h.location);
+			if (err == 0) {
+				res->remote_url = target;
+				target = NULL;
+			}
+			err = 0;
+			hop_reset_headers(&h);
+			goto out;
+		}
+		if (err != 0) {
+			result_fail(res, HR_ERROR_WINHTTP_REDIRECT_FAILED,
+			            "redirect from %s to an unusable Location (%.200s)", url, h.location);
+			err = 0;
+			hop_reset_headers(&h);
+			goto out;
+		}
+		hop_reset_headers(&h);
+		if (!url_scheme_ok(target, &https_to)) {
+			result_fail(res, HR_ERROR_WINHTTP_REDIRECT_FAILED,
+			            "redirect to %.300s refused: only http and https are followed", target);
+			goto out;
+		}
+		url_scheme_ok(url, &https_from);
+		if (https_from && !https_to &&
+		    !(req->security_flags & BG_HTTP_REDIRECT_POLICY_ALLOW_HTTPS_TO_HTTP)) {
+			result_fail(res, HR_ERROR_WINHTTP_REDIRECT_FAILED,
+			            "redirect from %s to %.300s refused: https to http needs "
+			            "allow-https-to-http (0x0800)",
+			            url, target);
+			goto out;
+		}
+		if (nvisited >= ORIGIN_MAX_HOPS) {
+			result_fail(res, HR_ERROR_WINHTTP_REDIRECT_FAILED,
+			            "more than %d redirects from %s", ORIGIN_MAX_HOPS, req->url);
+			goto out;
+		}
+		visited[nvisited++] = url;
+		url = NULL;
+		for (size_t i = 0; i < nvisited; i++) {
+			if (strcmp(visited[i], target) == 0) {
+				result_fail(res, HR_ERROR_WINHTTP_REDIRECT_FAILED,
+				            "redirect loop: %.300s was already visited", target);
+				goto out;
+			}
+		}
+		url = target;
+		target = NULL;
+	}
+out:
+	for (size_t i = 0; i < nvisited; i++)
+		free(visited[i]);
+	free(url);
+	free(target);
+	return err;
+}

@@ -1,0 +1,166 @@
+/* url.c - URL canonicalisation and Location resolution with libcurl's URL API. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#include "agent.h"
+
+/* Parser flags for URLs that arrive from outside: spaces in a Location are
+ * common enough to accept (they are percent-encoded on output), any scheme
+ * is parsed so that it can be refused by name. */
+#define PARSE_FLAGS (CURLU_NON_SUPPORT_SCHEME | CURLU_ALLOW_SPACE)
+
+static int
+from_curlu(CURLUcode uc)
+{
+	switch (uc) {
+	case CURLUE_OK:
+		return 0;
+	case CURLUE_OUT_OF_MEMORY:
+		return BG_ENOMEM;
+	case CURLUE_UNSUPPORTED_SCHEME:
+		return BG_ENOTIMPL;
+	default:
+		return BG_EINVAL;
+	}
+}
+
+/* Prints u in canonical form into a malloc'd string. */
+static int
+print_url(CURLU *u, char **out)
+{
+	char *s = NULL, *copy;
+	int err;
+
+	/* Fragments are never sent to a server, and credentials embedded in a
+	 * URL must not travel with it into keys, documents or other hosts. */
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_FRAGMENT, NULL, 0))) != 0 ||
+	    (err = from_curlu(curl_url_set(u, CURLUPART_USER, NULL, 0))) != 0 ||
+	    (err = from_curlu(curl_url_set(u, CURLUPART_PASSWORD, NULL, 0))) != 0)
+		return err;
+	if ((err = from_curlu(curl_url_get(u, CURLUPART_URL, &s, CURLU_NO_DEFAULT_PORT))) != 0)
+		return err;
+	if (strlen(s) > URL_MAX) {
+		curl_free(s);
+		return BG_ELIMIT;
+	}
+	/* Keys, documents and headers take the URL as it is printed: only
+	 * visible ASCII may pass (libcurl percent-encodes spaces). */
+	for (const char *p = s; *p != '\0'; p++) {
+		if (*p < 0x21 || *p > 0x7E) {
+			curl_free(s);
+			return BG_EINVAL;
+		}
+	}
+	copy = strdup(s);
+	curl_free(s);
+	if (copy == NULL)
+		return BG_ENOMEM;
+	*out = copy;
+	return 0;
+}
+
+static bool
+scheme_is(const char *url, const char *scheme)
+{
+	size_t n = strlen(scheme);
+
+	return strncasecmp(url, scheme, n) == 0 && url[n] == ':';
+}
+
+bool
+url_scheme_ok(const char *url, bool *https)
+{
+	bool s = scheme_is(url, "https");
+
+	if (https != NULL)
+		*https = s;
+	return s || scheme_is(url, "http");
+}
+
+int
+url_canonical(const char *in, char **out)
+{
+	CURLU *u = NULL;
+	char *scheme = NULL;
+	int err;
+
+	if (strlen(in) > URL_MAX)
+		return BG_ELIMIT;
+	if ((u = curl_url()) == NULL)
+		return BG_ENOMEM;
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, in, PARSE_FLAGS))) != 0)
+		goto out;
+	if ((err = from_curlu(curl_url_get(u, CURLUPART_SCHEME, &scheme, 0))) != 0)
+		goto out;
+	if (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0) {
+		err = BG_ENOTIMPL;
+		goto out;
+	}
+	err = print_url(u, out);
+out:
+	curl_free(scheme);
+	curl_url_cleanup(u);
+	return err;
+}
+
+int
+url_resolve(const char *base, const char *location, char **out)
+{
+	CURLU *u = NULL;
+	int err;
+
+	if (strlen(location) > URL_MAX)
+		return BG_ELIMIT;
+	if ((u = curl_url()) == NULL)
+		return BG_ENOMEM;
+	/* Setting a URL on a handle that holds one resolves it as a relative
+	 * reference against the old one (RFC 3986 section 5). */
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, base, PARSE_FLAGS))) != 0 ||
+	    (err = from_curlu(curl_url_set(u, CURLUPART_URL, location, PARSE_FLAGS))) != 0)
+		goto out;
+	err = print_url(u, out);
+out:
+	curl_url_cleanup(u);
+	return err;
+}
+
+/* Fills scheme, host and port (default port filled in) of url. */
+static int
+origin_parts(const char *url, char **scheme, char **host, char **port)
+{
+	CURLU *u = curl_url();
+	int err;
+
+	*scheme = *host = *port = NULL;
+	if (u == NULL)
+		return BG_ENOMEM;
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, url, PARSE_FLAGS))) == 0 &&
+	    (err = from_curlu(curl_url_get(u, CURLUPART_SCHEME, scheme, 0))) == 0 &&
+	    (err = from_curlu(curl_url_get(u, CURLUPART_HOST, host, 0))) == 0)
+		err = from_curlu(curl_url_get(u, CURLUPART_PORT, port, CURLU_DEFAULT_PORT));
+	curl_url_cleanup(u);
+	return err;
+}
+
+bool
+url_same_origin(const char *a, const char *b)
+{
+	char *sa, *ha, *pa, *sb, *hb, *pb;
+	bool same;
+
+	int ea = origin_parts(a, &sa, &ha, &pa);
+	int eb = origin_parts(b, &sb, &hb, &pb);
+
+	same = ea == 0 && eb == 0 && strcasecmp(sa, sb) == 0 && strcasecmp(ha, hb) == 0 &&
+	       strcmp(pa, pb) == 0;
+	curl_free(sa);
+	curl_free(ha);
+	curl_free(pa);
+	curl_free(sb);
+	curl_free(hb);
+	curl_free(pb);
+	return same;
+}

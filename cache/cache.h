@@ -1,0 +1,237 @@
+/*
+ * cache.h - the bgcopy core: error space, SHA-256 helpers and the LMDB store.
+ *
+ * The store is one LMDB environment in the home folder ("store.mdb" plus its
+ * lock file).  It holds jobs, the files of jobs, content (deduplicated by
+ * SHA-256, kept in fixed-size chunks) and URL keys pointing at content.  The
+ * agent opens it read-write, bgcopy-peerd read-only; several processes may
+ * have it open at once.
+ *
+ * This header includes neither libcurl nor libmicrohttpd.  Records whose
+ * schema belongs to the agent (jobs, files) are stored as JSON objects
+ * (jansson); content and key records are typed here because peerd reads them.
+ *
+ * Thread safety: a struct bg_store may be shared by threads for store_view()
+ * and store_read_content() (the environment is opened MDB_NOTLS).  Only one
+ * thread of a process may be inside store_update() at a time (LMDB's writer
+ * lock serialises processes, a mutex in the store serialises threads).
+ */
+#ifndef BG_CACHE_H
+#define BG_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#define BG_WUR __attribute__((warn_unused_result))
+
+/* ---- Errors ------------------------------------------------------------
+ * One error space for the whole project: 0 is success, every error is a
+ * negative int from this table.  Foreign codes (errno, MDB_*, CURLcode, MHD,
+ * OpenSSL) are translated at the module edge.  HRESULTs are for users (job
+ * errors) and are not part of this space. */
+#define BG_ERRNO_MAP(XX)                                                   \
+	XX(ENOMEM, -1, "out of memory")                                    \
+	XX(EIO, -2, "input/output error")                                  \
+	XX(ENOENT, -3, "not found")                                        \
+	XX(EEXIST, -4, "already exists")                                   \
+	XX(EINVAL, -5, "invalid argument")                                 \
+	XX(ECORRUPT, -6, "store record is damaged")                        \
+	XX(EBUSY, -7, "in use by another process")                         \
+	XX(ENOSPC, -8, "no space left on device")                          \
+	XX(EACCES, -9, "permission denied")                                \
+	XX(EVERSION, -10, "store format version not supported")            \
+	XX(ELIMIT, -11, "limit exceeded")                                  \
+	XX(ERDONLY, -12, "store is open read-only")                        \
+	XX(ENOTIMPL, -13, "not supported")                                 \
+	XX(EPROTO, -14, "protocol error")                                  \
+	XX(ECANCELED, -15, "cancelled")                                    \
+	XX(EDIGEST, -16, "content digest mismatch")                        \
+	XX(ETIMEDOUT, -17, "timed out")                                    \
+	XX(EAGAIN, -18, "try again")
+
+enum bg_err {
+	BG_OK = 0,
+#define XX(name, value, msg) BG_##name = value,
+	BG_ERRNO_MAP(XX)
+#undef XX
+};
+
+/* Returns a static description of err (never NULL; unknown codes give
+ * "unknown error"). */
+const char *bg_strerror(int err);
+/* Returns the symbolic name of err ("BG_ENOENT"), or "BG_UNKNOWN". */
+const char *bg_err_name(int err);
+/* Translates an errno value into the table: ENOMEM, ENOENT, EEXIST, ENOSPC,
+ * EDQUOT, EACCES, EPERM, EROFS, EBUSY, EAGAIN, EINVAL map to their
+ * counterparts, anything else to BG_EIO. */
+int bg_err_from_errno(int errnum);
+
+/* ---- Digests ----------------------------------------------------------- */
+#define BG_SHA256_LEN 32
+#define BG_SHA256_HEX_LEN 64
+
+/* Writes the lower-case hex form of d and a NUL into out[65]. */
+void bg_sha256_hex(const unsigned char d[BG_SHA256_LEN], char out[BG_SHA256_HEX_LEN + 1]);
+/* Parses exactly 64 hex digits (either case) into d.  Returns 0 or BG_EINVAL. */
+int bg_sha256_from_hex(const char *hex, unsigned char d[BG_SHA256_LEN]) BG_WUR;
+/* One-shot SHA-256 of len bytes at p (OpenSSL EVP). */
+void bg_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);
+
+/* ---- Limits (every size an origin, a peer or a file can grow) ---------- */
+#define STORE_CHUNK_BYTES (64 * 4096 - 16) /* fills 64 LMDB overflow pages exactly */
+#define STORE_URL_MAX 8192                 /* bytes, longest URL kept as a key */
+#define STORE_VALIDATOR_MAX 1024           /* bytes, longest ETag / Last-Modified kept */
+#define STORE_JOB_ID_LEN 36                /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
+#define STORE_RECORD_MAX (1024 * 1024)     /* bytes, largest JSON record accepted */
+
+/* ---- The store --------------------------------------------------------- */
+struct bg_store;
+struct bg_txn;
+
+#define STORE_RDONLY 0x1u /* open read-only (peerd); update functions give BG_ERDONLY */
+
+struct store_options {
+	uint64_t initial_map_bytes; /* 0: default (1 GiB or the current file size, if larger) */
+};
+
+/* Opens (creating if needed, unless STORE_RDONLY) the environment in home,
+ * which must exist.  Creates the named databases on first use, checks the
+ * format version (BG_EVERSION when newer than this build), and clears stale
+ * reader slots left by dead processes.  opts may be NULL.
+ * Errors: BG_ENOENT (no store and STORE_RDONLY), BG_EACCES, BG_EVERSION,
+ * BG_ENOMEM, BG_EIO.  Also BG_ECORRUPT (not an LMDB file, damaged version
+ * record) and BG_EINVAL (bad arguments).  With STORE_RDONLY, BG_ENOENT also
+ * covers a store the agent has created but not finished setting up (empty
+ * file, databases not created yet): retry later. */
+int store_open(const char *home, unsigned flags, const struct store_options *opts,
+               struct bg_store **out) BG_WUR;
+/* Closes the store; NULL is accepted.  No transaction may be active. */
+void store_close(struct bg_store *st);
+/* Current map size in bytes (for tests and `cache stats`). */
+uint64_t store_map_bytes(struct bg_store *st);
+/* Forces committed data to disk (fdatasync of the environment).  Commits are
+ * made without a sync (MDB_NOSYNC): a kill -9 loses nothing committed, a power
+ * loss may lose commits since the last store_sync().  Call it before
+ * reporting anything as durable.  BG_ERDONLY on a read-only store. */
+int store_sync(struct bg_store *st) BG_WUR;
+
+/* Runs fn inside one write transaction and commits it.  If fn returns an
+ * error the transaction is aborted and that error returned.  On MDB_MAP_FULL
+ * (from fn's calls or from the commit) the transaction is aborted, the map
+ * is doubled and fn is run again from the start: fn must therefore have no
+ * side effects outside the transaction.  Errors: fn's, BG_ERDONLY,
+ * BG_ENOSPC (the map cannot grow), BG_EIO.
+ * After the map fills, txn_* calls return a private code until fn returns:
+ * fn should pass any error of a txn_* call back unchanged (the retry happens
+ * whatever fn returns).  A txn_* call that fails inside LMDB (anything but
+ * BG_ENOENT / BG_EEXIST) spoils the transaction: store_update returns that
+ * error even if fn ignored it.  fn must not call store_update, store_view,
+ * store_read_content or store_gc on the same store (BG_EINVAL: nesting
+ * could deadlock against a map resize). */
+int store_update(struct bg_store *st, int (*fn)(struct bg_txn *txn, void *arg), void *arg) BG_WUR;
+/* Runs fn inside one read transaction (restarted after MDB_MAP_RESIZED).
+ * Memory borrowed from the store inside fn is valid only until fn returns.
+ * The same no-nesting rule as store_update applies. */
+int store_view(struct bg_store *st, int (*fn)(struct bg_txn *txn, void *arg), void *arg) BG_WUR;
+
+/* -- Jobs and files.  The agent owns the schema; the store keeps the JSON.
+ * Ids are STORE_JOB_ID_LEN characters.  Getters return a new reference the
+ * caller must json_decref(); BG_ENOENT when absent; BG_ECORRUPT when the
+ * stored bytes are not a JSON object. */
+int txn_job_put(struct bg_txn *txn, const char *id, json_t *rec) BG_WUR;
+int txn_job_get(struct bg_txn *txn, const char *id, json_t **out) BG_WUR;
+/* Deletes the job and all its file records (not their blobs).  BG_ENOENT
+ * when there is no job record (stray file records of the id still go). */
+int txn_job_del(struct bg_txn *txn, const char *id) BG_WUR;
+/* Calls fn(id, rec, arg) for every job in id order; a non-zero return of fn
+ * stops the walk and is returned.  rec is borrowed for the call. */
+int txn_job_each(struct bg_txn *txn, int (*fn)(const char *id, json_t *rec, void *arg),
+                 void *arg) BG_WUR;
+int txn_file_put(struct bg_txn *txn, const char *job_id, uint32_t index, json_t *rec) BG_WUR;
+int txn_file_get(struct bg_txn *txn, const char *job_id, uint32_t index, json_t **out) BG_WUR;
+/* Number of file records of a job (they are indexed 0..n-1). */
+int txn_file_count(struct bg_txn *txn, const char *job_id, uint32_t *out) BG_WUR;
+
+/* -- Blobs: numbered sequences of chunks.  A download in progress appends to
+ * a blob of its own; at completion the blob becomes content (or is dropped
+ * if identical content is already stored).  Chunk i holds bytes
+ * [i * STORE_CHUNK_BYTES, ...); every chunk but the last of a blob is full. */
+/* Allocates a fresh blob id (never 0, never reused).  Blob 0 passed to any
+ * blob function gives BG_EINVAL.  store_gc() keeps a blob only while content
+ * owns it or a file record names it in "blob": write that file record in
+ * the same transaction that allocates the blob. */
+int txn_blob_new(struct bg_txn *txn, uint64_t *out) BG_WUR;
+/* Stores chunk index of blob (replacing any).  len <= STORE_CHUNK_BYTES. */
+int txn_blob_put(struct bg_txn *txn, uint64_t blob, uint64_t index, const void *data,
+                 size_t len) BG_WUR;
+/* Borrows chunk index of blob: *data stays valid until the transaction ends.
+ * BG_ENOENT when absent. */
+int txn_blob_get(struct bg_txn *txn, uint64_t blob, uint64_t index, const void **data,
+                 size_t *len) BG_WUR;
+/* Deletes chunks index >= first of blob (first 0 drops the whole blob). */
+int txn_blob_truncate(struct bg_txn *txn, uint64_t blob, uint64_t first) BG_WUR;
+
+/* -- Content: SHA-256 -> blob.  The blob holds exactly the content's bytes
+ * (ceil(size / STORE_CHUNK_BYTES) chunks); blob 0 is refused on put. */
+struct store_content {
+	uint64_t blob;
+	uint64_t size;      /* bytes */
+	int64_t created;    /* unix seconds */
+	int64_t last_used;  /* unix seconds */
+};
+int txn_content_get(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                    struct store_content *out) BG_WUR;
+int txn_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                    const struct store_content *c) BG_WUR;
+/* Deletes the content record and its blob's chunks.  A damaged record is
+ * deleted too (its chunks are then left to store_gc()). */
+int txn_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN]) BG_WUR;
+/* Calls fn for each content record in digest order (rec borrowed). */
+int txn_content_each(struct bg_txn *txn,
+                     int (*fn)(const unsigned char sha[BG_SHA256_LEN],
+                               const struct store_content *c, void *arg),
+                     void *arg) BG_WUR;
+
+/* -- Keys: URL -> content.  The URL is used byte for byte (the agent
+ * canonicalises it); the LMDB key is SHA-256(url), the URL kept in the value. */
+#define STORE_KEY_PRIVATE 0x1u /* fetched with credentials: never offered to peers */
+struct store_key {
+	char *url;                   /* owned */
+	unsigned char sha256[BG_SHA256_LEN];
+	uint64_t size;               /* bytes */
+	char *etag;                  /* origin ETag as sent (quotes included), or NULL; owned */
+	char *last_modified;         /* origin Last-Modified, or NULL; owned */
+	int64_t stored;              /* unix seconds */
+	int64_t validated;           /* unix seconds the origin last confirmed it */
+	unsigned flags;              /* STORE_KEY_* */
+};
+/* Frees what k owns and zeroes it; NULL is accepted. */
+void store_key_clear(struct store_key *k);
+/* Stores k under k->url (replacing any).  BG_ELIMIT for a URL longer than
+ * STORE_URL_MAX or validators longer than STORE_VALIDATOR_MAX; BG_EINVAL for
+ * an empty URL, a size above INT64_MAX, or a URL or validator that is not
+ * valid UTF-8 (the record is JSON). */
+int txn_key_put(struct bg_txn *txn, const struct store_key *k) BG_WUR;
+/* Fills *out (owned copies; store_key_clear() it) or BG_ENOENT. */
+int txn_key_get(struct bg_txn *txn, const char *url, struct store_key *out) BG_WUR;
+int txn_key_del(struct bg_txn *txn, const char *url) BG_WUR;
+/* Calls fn for each key (k borrowed for the call) in SHA-256(url) order. */
+int txn_key_each(struct bg_txn *txn, int (*fn)(const struct store_key *k, void *arg),
+                 void *arg) BG_WUR;
+
+/* -- Convenience operations, each its own short transaction(s). */
+/* Copies up to len bytes of content sha from offset into buf, in read
+ * transactions of at most a few chunks (no transaction outlives the call).
+ * *got receives the bytes copied (less than len only at the end).
+ * BG_ENOENT when the content is absent, BG_ECORRUPT when a chunk is missing
+ * or has the wrong size. */
+int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
+                       uint64_t offset, void *buf, size_t len, size_t *got) BG_WUR;
+/* Deletes every content record that no key points at, and every blob that
+ * is neither content nor named in a file record's "blob" field.
+ * *freed_entries / *freed_bytes (may be NULL) receive what was removed. */
+int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes) BG_WUR;
+
+#endif /* BG_CACHE_H */

@@ -1,0 +1,146 @@
+/*
+ * cache_int.h - internals shared by the files of the cache module.  Nothing
+ * outside cache/ may include this header.
+ */
+#ifndef BG_CACHE_INT_H
+#define BG_CACHE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <lmdb.h>
+
+#include "cache.h"
+
+/* A txn_* call hit MDB_MAP_FULL.  The code never leaves the module:
+ * store_update() sees the flag in struct bg_txn, grows the map and runs fn
+ * again, whatever fn did with the code. */
+#define BG_EMAPFULL_INT (-1000)
+
+#define STORE_FORMAT_VERSION 1u
+#define STORE_MAP_DEFAULT ((uint64_t)1 << 30) /* 1 GiB */
+#define STORE_MAP_MAX ((uint64_t)1 << 40)     /* 1 TiB: growth stops here */
+#define STORE_FILE_NAME "store.mdb"
+
+/* Content record: version byte, then blob, size, created, last_used as
+ * 8-byte little-endian integers. */
+#define STORE_CONTENT_VERSION 1u
+#define STORE_CONTENT_REC_LEN (1 + 4 * 8)
+
+/* Key lengths of the named databases. */
+#define STORE_FILE_KEY_LEN (STORE_JOB_ID_LEN + 4)
+#define STORE_BLOB_KEY_LEN 16
+#define STORE_WALK_KEY_MAX 64 /* longest key any walk has to remember */
+
+enum store_db {
+	DB_META,
+	DB_JOBS,
+	DB_FILES,
+	DB_BLOBS,
+	DB_CONTENT,
+	DB_KEYS,
+	DB_COUNT
+};
+
+struct bg_store {
+	MDB_env *env;
+	MDB_dbi dbi[DB_COUNT];
+	unsigned flags;              /* STORE_RDONLY */
+	/* Set when a remap failed and LMDB was left without a map: every
+	 * later call fails with this code instead of touching the env. */
+	int broken;
+	/* One thread of this process inside store_update() at a time. */
+	pthread_mutex_t write_lock;
+	/* Every transaction holds it shared; mdb_env_set_mapsize() needs it
+	 * exclusive because LMDB forbids remapping while any transaction of
+	 * this process is open. */
+	pthread_rwlock_t map_lock;
+	atomic_int open_txns;        /* checks the rule above */
+	int have_write_lock;
+	int have_map_lock;
+};
+
+struct bg_txn {
+	struct bg_store *st;
+	MDB_txn *mtxn;
+	MDB_dbi dbi[DB_COUNT];
+	int rdonly;
+	int map_full;                /* MDB_MAP_FULL seen: retry after growth */
+	int err;                     /* first LMDB failure; the txn is unusable */
+};
+
+/* store.c */
+int store_mdb_error(int mrc);
+int txn_check(struct bg_txn *txn, int write);
+int txn_fail(struct bg_txn *txn, int mrc);
+int txn_raw_get(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+                MDB_val *val);
+int txn_raw_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+                const void *data, size_t dlen);
+int txn_raw_del(struct bg_txn *txn, enum store_db db, const void *key, size_t klen);
+int txn_walk(struct bg_txn *txn, enum store_db db, const void *start, size_t start_len,
+             size_t prefix_len,
+             int (*visit)(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx),
+             void *ctx);
+int txn_delete_range(struct bg_txn *txn, enum store_db db, const void *start,
+                     size_t start_len, size_t prefix_len, uint64_t *count, uint64_t *bytes);
+
+/* records.c */
+int store_json_decode(const MDB_val *v, json_t **out);
+int store_content_decode(const MDB_val *v, struct store_content *out);
+int store_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out);
+int blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *chunks,
+              uint64_t *bytes);
+
+/* digest.c: bg_sha256() with its failure reported. */
+int bg_sha256_checked(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);
+
+static inline void put_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (unsigned char)(v & 0xff);
+		v >>= 8;
+	}
+}
+
+static inline uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static inline void put_be32(unsigned char *p, uint32_t v)
+{
+	for (int i = 3; i >= 0; i--) {
+		p[i] = (unsigned char)(v & 0xff);
+		v >>= 8;
+	}
+}
+
+static inline uint32_t get_be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void put_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) {
+		p[i] = (unsigned char)(v & 0xff);
+		v >>= 8;
+	}
+}
+
+static inline uint64_t get_le64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+#endif /* BG_CACHE_INT_H */

@@ -1,0 +1,704 @@
+/*
+ * records.c - the typed records of the store: jobs and files (JSON owned by
+ * the agent), blobs (raw chunks), content (a fixed binary record) and keys
+ * (JSON with a schema of our own).  Stored bytes are never trusted: every
+ * decoder checks lengths and types and answers BG_ECORRUPT.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+#include "cache_int.h"
+
+/* ---- JSON records ------------------------------------------------------- */
+
+int store_json_decode(const MDB_val *v, json_t **out)
+{
+	json_error_t jerr;
+	json_t *j;
+
+	*out = NULL;
+	if (v->mv_size == 0 || v->mv_size > STORE_RECORD_MAX)
+		return BG_ECORRUPT;
+	/* JSON_ALLOW_NUL because json_dumpb writes "\u0000" for strings that
+	 * contain NUL, and whatever was stored must read back. */
+	j = json_loadb(v->mv_data, v->mv_size, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (j == NULL)
+		return json_error_code(&jerr) == json_error_out_of_memory ? BG_ENOMEM : BG_ECORRUPT;
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return BG_ECORRUPT;
+	}
+	*out = j;
+	return 0;
+}
+
+/* Serialises rec with json_dumpb into a buffer of our own, so that the
+ * record is measured before anything is allocated and the buffer is freed
+ * with the allocator that made it whatever jansson was told to use. */
+static int json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+                    const json_t *rec)
+{
+	const size_t flags = JSON_COMPACT;
+	char *buf = NULL;
+	size_t need;
+	int rc;
+
+	rc = txn_check(txn, 1);
+	if (rc != 0)
+		goto out;
+	if (!json_is_object(rec)) {
+		rc = BG_EINVAL;
+		goto out;
+	}
+	/* 0 means jansson cannot encode it (invalid UTF-8, NaN, no memory). */
+	need = json_dumpb(rec, NULL, 0, flags);
+	if (need == 0) {
+		rc = BG_EINVAL;
+		goto out;
+	}
+	if (need > STORE_RECORD_MAX) {
+		rc = BG_ELIMIT;
+		goto out;
+	}
+	buf = malloc(need);
+	if (buf == NULL) {
+		rc = BG_ENOMEM;
+		goto out;
+	}
+	if (json_dumpb(rec, buf, need, flags) != need) {
+		rc = BG_EINVAL;
+		goto out;
+	}
+	rc = txn_raw_put(txn, db, key, klen, buf, need);
+out:
+	free(buf);
+	return rc;
+}
+
+static int json_get(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+                    json_t **out)
+{
+	MDB_val v;
+	int rc;
+
+	rc = txn_raw_get(txn, db, key, klen, &v);
+	if (rc != 0)
+		return rc;
+	return store_json_decode(&v, out);
+}
+
+/* ---- Jobs and files ----------------------------------------------------- */
+
+static int job_id_check(const char *id)
+{
+	if (id == NULL || strnlen(id, STORE_JOB_ID_LEN + 1) != STORE_JOB_ID_LEN)
+		return BG_EINVAL;
+	return 0;
+}
+
+static void file_key(unsigned char key[STORE_FILE_KEY_LEN], const char *job_id, uint32_t index)
+{
+	memcpy(key, job_id, STORE_JOB_ID_LEN);
+	put_be32(key + STORE_JOB_ID_LEN, index);
+}
+
+int txn_job_put(struct bg_txn *txn, const char *id, json_t *rec)
+{
+	int rc = job_id_check(id);
+
+	if (rc != 0)
+		return rc;
+	return json_put(txn, DB_JOBS, id, STORE_JOB_ID_LEN, rec);
+}
+
+int txn_job_get(struct bg_txn *txn, const char *id, json_t **out)
+{
+	int rc;
+
+	if (out == NULL)
+		return BG_EINVAL;
+	*out = NULL;
+	rc = job_id_check(id);
+	if (rc != 0)
+		return rc;
+	return json_get(txn, DB_JOBS, id, STORE_JOB_ID_LEN, out);
+}
+
+/* Removes the job's file records first and then the job; BG_ENOENT when
+ * there was no job record, even though stray file records of that id are
+ * gone as well (within the txn, should the caller still commit it). */
+int txn_job_del(struct bg_txn *txn, const char *id)
+{
+	unsigned char start[STORE_FILE_KEY_LEN];
+	int rc;
+
+	rc = txn_check(txn, 1);
+	if (rc != 0)
+		return rc;
+	rc = job_id_check(id);
+	if (rc != 0)
+		return rc;
+	file_key(start, id, 0);
+	rc = txn_delete_range(txn, DB_FILES, start, sizeof(start), STORE_JOB_ID_LEN, NULL, NULL);
+	if (rc != 0)
+		return rc;
+	return txn_raw_del(txn, DB_JOBS, id, STORE_JOB_ID_LEN);
+}
+
+struct job_each_ctx {
+	int (*fn)(const char *id, json_t *rec, void *arg);
+	void *arg;
+};
+
+static int job_each_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	struct job_each_ctx *c = ctx;
+	char id[STORE_JOB_ID_LEN + 1];
+	json_t *rec = NULL;
+	int rc;
+
+	(void)txn;
+	if (k->mv_size != STORE_JOB_ID_LEN || memchr(k->mv_data, '\0', k->mv_size) != NULL)
+		return BG_ECORRUPT;
+	memcpy(id, k->mv_data, STORE_JOB_ID_LEN);
+	id[STORE_JOB_ID_LEN] = '\0';
+	rc = store_json_decode(v, &rec);
+	if (rc != 0)
+		return rc;
+	rc = c->fn(id, rec, c->arg);
+	json_decref(rec);
+	return rc;
+}
+
+int txn_job_each(struct bg_txn *txn, int (*fn)(const char *id, json_t *rec, void *arg), void *arg)
+{
+	struct job_each_ctx c = { .fn = fn, .arg = arg };
+
+	if (fn == NULL)
+		return BG_EINVAL;
+	return txn_walk(txn, DB_JOBS, NULL, 0, 0, job_each_visit, &c);
+}
+
+int txn_file_put(struct bg_txn *txn, const char *job_id, uint32_t index, json_t *rec)
+{
+	unsigned char key[STORE_FILE_KEY_LEN];
+	int rc = job_id_check(job_id);
+
+	if (rc != 0)
+		return rc;
+	file_key(key, job_id, index);
+	return json_put(txn, DB_FILES, key, sizeof(key), rec);
+}
+
+int txn_file_get(struct bg_txn *txn, const char *job_id, uint32_t index, json_t **out)
+{
+	unsigned char key[STORE_FILE_KEY_LEN];
+	int rc;
+
+	if (out == NULL)
+		return BG_EINVAL;
+	*out = NULL;
+	rc = job_id_check(job_id);
+	if (rc != 0)
+		return rc;
+	file_key(key, job_id, index);
+	return json_get(txn, DB_FILES, key, sizeof(key), out);
+}
+
+static int file_count_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	uint64_t *n = ctx;
+
+	(void)txn;
+	(void)v;
+	if (k->mv_size != STORE_FILE_KEY_LEN)
+		return BG_ECORRUPT;
+	if (++*n > UINT32_MAX)
+		return BG_ELIMIT;
+	return 0;
+}
+
+int txn_file_count(struct bg_txn *txn, const char *job_id, uint32_t *out)
+{
+	unsigned char start[STORE_FILE_KEY_LEN];
+	uint64_t n = 0;
+	int rc;
+
+	if (out == NULL)
+		return BG_EINVAL;
+	*out = 0;
+	rc = job_id_check(job_id);
+	if (rc != 0)
+		return rc;
+	file_key(start, job_id, 0);
+	rc = txn_walk(txn, DB_FILES, start, sizeof(start), STORE_JOB_ID_LEN, file_count_visit, &n);
+	if (rc == 0)
+		*out = (uint32_t)n;
+	return rc;
+}
+
+/* ---- Blobs -------------------------------------------------------------- */
+
+static void blob_key(unsigned char key[STORE_BLOB_KEY_LEN], uint64_t blob, uint64_t index)
+{
+	put_be64(key, blob);
+	put_be64(key + 8, index);
+}
+
+int txn_blob_new(struct bg_txn *txn, uint64_t *out)
+{
+	static const char name[] = "next_blob";
+	unsigned char buf[8];
+	uint64_t next = 1;
+	MDB_val v;
+	int rc;
+
+	if (out == NULL)
+		return BG_EINVAL;
+	*out = 0;
+	rc = txn_check(txn, 1);
+	if (rc != 0)
+		return rc;
+	rc = txn_raw_get(txn, DB_META, name, sizeof(name) - 1, &v);
+	if (rc == 0) {
+		if (v.mv_size != sizeof(buf))
+			return BG_ECORRUPT;
+		next = get_le64(v.mv_data);
+		if (next == 0)
+			return BG_ECORRUPT;
+	} else if (rc != BG_ENOENT) {
+		return rc;
+	}
+	if (next == UINT64_MAX)
+		return BG_ELIMIT;
+	put_le64(buf, next + 1);
+	rc = txn_raw_put(txn, DB_META, name, sizeof(name) - 1, buf, sizeof(buf));
+	if (rc != 0)
+		return rc;
+	*out = next;
+	return 0;
+}
+
+int txn_blob_put(struct bg_txn *txn, uint64_t blob, uint64_t index, const void *data, size_t len)
+{
+	unsigned char key[STORE_BLOB_KEY_LEN];
+
+	if (blob == 0 || len > STORE_CHUNK_BYTES || (data == NULL && len > 0))
+		return BG_EINVAL;
+	blob_key(key, blob, index);
+	return txn_raw_put(txn, DB_BLOBS, key, sizeof(key), data, len);
+}
+
+int txn_blob_get(struct bg_txn *txn, uint64_t blob, uint64_t index, const void **data,
+                 size_t *len)
+{
+	unsigned char key[STORE_BLOB_KEY_LEN];
+	MDB_val v;
+	int rc;
+
+	if (data == NULL || len == NULL)
+		return BG_EINVAL;
+	*data = NULL;
+	*len = 0;
+	if (blob == 0)
+		return BG_EINVAL;
+	blob_key(key, blob, index);
+	rc = txn_raw_get(txn, DB_BLOBS, key, sizeof(key), &v);
+	if (rc != 0)
+		return rc;
+	if (v.mv_size > STORE_CHUNK_BYTES)
+		return BG_ECORRUPT;
+	*data = v.mv_data;
+	*len = v.mv_size;
+	return 0;
+}
+
+int blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *chunks,
+              uint64_t *bytes)
+{
+	unsigned char start[STORE_BLOB_KEY_LEN];
+
+	blob_key(start, blob, first);
+	return txn_delete_range(txn, DB_BLOBS, start, sizeof(start), 8, chunks, bytes);
+}
+
+int txn_blob_truncate(struct bg_txn *txn, uint64_t blob, uint64_t first)
+{
+	if (blob == 0)
+		return BG_EINVAL;
+	return blob_drop(txn, blob, first, NULL, NULL);
+}
+
+/* ---- Content ------------------------------------------------------------ */
+
+int store_content_decode(const MDB_val *v, struct store_content *out)
+{
+	const unsigned char *p = v->mv_data;
+
+	if (v->mv_size != STORE_CONTENT_REC_LEN || p[0] != STORE_CONTENT_VERSION)
+		return BG_ECORRUPT;
+	out->blob = get_le64(p + 1);
+	out->size = get_le64(p + 9);
+	out->created = (int64_t)get_le64(p + 17);
+	out->last_used = (int64_t)get_le64(p + 25);
+	/* Blob ids start at 1; 0 is never allocated. */
+	if (out->blob == 0)
+		return BG_ECORRUPT;
+	return 0;
+}
+
+int txn_content_get(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                    struct store_content *out)
+{
+	MDB_val v;
+	int rc;
+
+	if (sha == NULL || out == NULL)
+		return BG_EINVAL;
+	memset(out, 0, sizeof(*out));
+	rc = txn_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
+	if (rc != 0)
+		return rc;
+	rc = store_content_decode(&v, out);
+	if (rc != 0)
+		memset(out, 0, sizeof(*out));
+	return rc;
+}
+
+int txn_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                    const struct store_content *c)
+{
+	unsigned char rec[STORE_CONTENT_REC_LEN];
+
+	if (sha == NULL || c == NULL || c->blob == 0)
+		return BG_EINVAL;
+	rec[0] = STORE_CONTENT_VERSION;
+	put_le64(rec + 1, c->blob);
+	put_le64(rec + 9, c->size);
+	put_le64(rec + 17, (uint64_t)c->created);
+	put_le64(rec + 25, (uint64_t)c->last_used);
+	return txn_raw_put(txn, DB_CONTENT, sha, BG_SHA256_LEN, rec, sizeof(rec));
+}
+
+/* A damaged record is still deleted (that is how it gets repaired); its
+ * chunks cannot be found and are left for store_gc(). */
+int txn_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN])
+{
+	struct store_content c;
+	int have_blob;
+	MDB_val v;
+	int rc;
+
+	if (sha == NULL)
+		return BG_EINVAL;
+	rc = txn_check(txn, 1);
+	if (rc != 0)
+		return rc;
+	rc = txn_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
+	if (rc != 0)
+		return rc;
+	have_blob = store_content_decode(&v, &c) == 0;
+	rc = txn_raw_del(txn, DB_CONTENT, sha, BG_SHA256_LEN);
+	if (rc != 0 || !have_blob)
+		return rc;
+	return blob_drop(txn, c.blob, 0, NULL, NULL);
+}
+
+struct content_each_ctx {
+	int (*fn)(const unsigned char sha[BG_SHA256_LEN], const struct store_content *c,
+	          void *arg);
+	void *arg;
+};
+
+static int content_each_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v,
+                              void *ctx)
+{
+	struct content_each_ctx *c = ctx;
+	unsigned char sha[BG_SHA256_LEN];
+	struct store_content rec;
+	int rc;
+
+	(void)txn;
+	if (k->mv_size != BG_SHA256_LEN)
+		return BG_ECORRUPT;
+	memcpy(sha, k->mv_data, BG_SHA256_LEN);
+	rc = store_content_decode(v, &rec);
+	if (rc != 0)
+		return rc;
+	return c->fn(sha, &rec, c->arg);
+}
+
+int txn_content_each(struct bg_txn *txn,
+                     int (*fn)(const unsigned char sha[BG_SHA256_LEN],
+                               const struct store_content *c, void *arg),
+                     void *arg)
+{
+	struct content_each_ctx c = { .fn = fn, .arg = arg };
+
+	if (fn == NULL)
+		return BG_EINVAL;
+	return txn_walk(txn, DB_CONTENT, NULL, 0, 0, content_each_visit, &c);
+}
+
+/* ---- Keys --------------------------------------------------------------- */
+
+void store_key_clear(struct store_key *k)
+{
+	if (k == NULL)
+		return;
+	free(k->url);
+	free(k->etag);
+	free(k->last_modified);
+	memset(k, 0, sizeof(*k));
+}
+
+/* A URL hashes to its LMDB key; 0 or BG_ENOMEM (OpenSSL failed). */
+static int url_key(const char *url, size_t len, unsigned char key[BG_SHA256_LEN])
+{
+	return bg_sha256_checked(url, len, key);
+}
+
+static json_t *json_text_or_null(const char *s)
+{
+	return s == NULL ? json_null() : json_string(s);
+}
+
+int txn_key_put(struct bg_txn *txn, const struct store_key *k)
+{
+	char hex[BG_SHA256_HEX_LEN + 1];
+	unsigned char key[BG_SHA256_LEN];
+	json_t *rec = NULL;
+	size_t url_len;
+	int rc;
+
+	rc = txn_check(txn, 1);
+	if (rc != 0)
+		goto out;
+	if (k == NULL || k->url == NULL || k->size > INT64_MAX) {
+		rc = BG_EINVAL;
+		goto out;
+	}
+	url_len = strnlen(k->url, STORE_URL_MAX + 1);
+	if (url_len == 0) {
+		rc = BG_EINVAL;
+		goto out;
+	}
+	if (url_len > STORE_URL_MAX ||
+	    (k->etag != NULL && strnlen(k->etag, STORE_VALIDATOR_MAX + 1) > STORE_VALIDATOR_MAX) ||
+	    (k->last_modified != NULL &&
+	     strnlen(k->last_modified, STORE_VALIDATOR_MAX + 1) > STORE_VALIDATOR_MAX)) {
+		rc = BG_ELIMIT;
+		goto out;
+	}
+	rc = url_key(k->url, url_len, key);
+	if (rc != 0)
+		goto out;
+	bg_sha256_hex(k->sha256, hex);
+	rec = json_object();
+	if (rec == NULL) {
+		rc = BG_ENOMEM;
+		goto out;
+	}
+	/* json_string() refuses text that is not UTF-8 and returns NULL,
+	 * which json_object_set_new() reports as failure. */
+	if (json_object_set_new(rec, "url", json_string(k->url)) != 0 ||
+	    json_object_set_new(rec, "sha256", json_string(hex)) != 0 ||
+	    json_object_set_new(rec, "size", json_integer((json_int_t)k->size)) != 0 ||
+	    json_object_set_new(rec, "etag", json_text_or_null(k->etag)) != 0 ||
+	    json_object_set_new(rec, "last_modified", json_text_or_null(k->last_modified)) != 0 ||
+	    json_object_set_new(rec, "stored", json_integer(k->stored)) != 0 ||
+	    json_object_set_new(rec, "validated", json_integer(k->validated)) != 0 ||
+	    json_object_set_new(rec, "flags", json_integer(k->flags)) != 0) {
+		rc = BG_EINVAL;
+		goto out;
+	}
+	rc = json_put(txn, DB_KEYS, key, sizeof(key), rec);
+out:
+	json_decref(rec);
+	return rc;
+}
+
+/* Copies a JSON string field of at most max bytes without NUL into *out;
+ * null is allowed (and gives NULL) only when nullable. */
+static int key_text(const json_t *rec, const char *name, size_t max, int nullable, char **out)
+{
+	const json_t *j = json_object_get(rec, name);
+	size_t len;
+	char *s;
+
+	*out = NULL;
+	if (j == NULL)
+		return BG_ECORRUPT;
+	if (json_is_null(j) && nullable)
+		return 0;
+	if (!json_is_string(j))
+		return BG_ECORRUPT;
+	len = json_string_length(j);
+	if (len > max || memchr(json_string_value(j), '\0', len) != NULL)
+		return BG_ECORRUPT;
+	s = malloc(len + 1);
+	if (s == NULL)
+		return BG_ENOMEM;
+	memcpy(s, json_string_value(j), len + 1);
+	*out = s;
+	return 0;
+}
+
+static int key_int(const json_t *rec, const char *name, json_int_t min, json_int_t max,
+                   json_int_t *out)
+{
+	const json_t *j = json_object_get(rec, name);
+
+	if (!json_is_integer(j))
+		return BG_ECORRUPT;
+	*out = json_integer_value(j);
+	if (*out < min || *out > max)
+		return BG_ECORRUPT;
+	return 0;
+}
+
+int store_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out)
+{
+	unsigned char key[BG_SHA256_LEN];
+	char *sha_hex = NULL;
+	json_t *rec = NULL;
+	json_int_t n;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	if (k->mv_size != BG_SHA256_LEN) {
+		rc = BG_ECORRUPT;
+		goto out;
+	}
+	rc = store_json_decode(v, &rec);
+	if (rc != 0)
+		goto out;
+	rc = key_text(rec, "url", STORE_URL_MAX, 0, &out->url);
+	if (rc != 0)
+		goto out;
+	/* The record must belong to the key it is filed under. */
+	rc = url_key(out->url, strlen(out->url), key);
+	if (rc != 0)
+		goto out;
+	if (out->url[0] == '\0' || memcmp(key, k->mv_data, BG_SHA256_LEN) != 0) {
+		rc = BG_ECORRUPT;
+		goto out;
+	}
+	rc = key_text(rec, "sha256", BG_SHA256_HEX_LEN, 0, &sha_hex);
+	if (rc != 0)
+		goto out;
+	if (bg_sha256_from_hex(sha_hex, out->sha256) != 0) {
+		rc = BG_ECORRUPT;
+		goto out;
+	}
+	rc = key_int(rec, "size", 0, INT64_MAX, &n);
+	if (rc != 0)
+		goto out;
+	out->size = (uint64_t)n;
+	rc = key_text(rec, "etag", STORE_VALIDATOR_MAX, 1, &out->etag);
+	if (rc != 0)
+		goto out;
+	rc = key_text(rec, "last_modified", STORE_VALIDATOR_MAX, 1, &out->last_modified);
+	if (rc != 0)
+		goto out;
+	rc = key_int(rec, "stored", INT64_MIN, INT64_MAX, &n);
+	if (rc != 0)
+		goto out;
+	out->stored = n;
+	rc = key_int(rec, "validated", INT64_MIN, INT64_MAX, &n);
+	if (rc != 0)
+		goto out;
+	out->validated = n;
+	rc = key_int(rec, "flags", 0, UINT_MAX, &n);
+	if (rc != 0)
+		goto out;
+	out->flags = (unsigned)n;
+out:
+	if (rc != 0)
+		store_key_clear(out);
+	free(sha_hex);
+	json_decref(rec);
+	return rc;
+}
+
+int txn_key_get(struct bg_txn *txn, const char *url, struct store_key *out)
+{
+	unsigned char key[BG_SHA256_LEN];
+	MDB_val k = { .mv_size = sizeof(key), .mv_data = key };
+	size_t url_len;
+	MDB_val v;
+	int rc;
+
+	if (out == NULL)
+		return BG_EINVAL;
+	memset(out, 0, sizeof(*out));
+	if (url == NULL)
+		return BG_EINVAL;
+	url_len = strnlen(url, STORE_URL_MAX + 1);
+	/* Nothing that long can have been stored. */
+	if (url_len == 0 || url_len > STORE_URL_MAX)
+		return BG_ENOENT;
+	rc = url_key(url, url_len, key);
+	if (rc != 0)
+		return rc;
+	rc = txn_raw_get(txn, DB_KEYS, key, sizeof(key), &v);
+	if (rc != 0)
+		return rc;
+	rc = store_key_decode(&k, &v, out);
+	if (rc == 0 && strcmp(out->url, url) != 0) {
+		store_key_clear(out);
+		rc = BG_ECORRUPT;
+	}
+	return rc;
+}
+
+int txn_key_del(struct bg_txn *txn, const char *url)
+{
+	unsigned char key[BG_SHA256_LEN];
+	size_t url_len;
+	int rc;
+
+	rc = txn_check(txn, 1);
+	if (rc != 0)
+		return rc;
+	if (url == NULL)
+		return BG_EINVAL;
+	url_len = strnlen(url, STORE_URL_MAX + 1);
+	if (url_len == 0 || url_len > STORE_URL_MAX)
+		return BG_ENOENT;
+	rc = url_key(url, url_len, key);
+	if (rc != 0)
+		return rc;
+	return txn_raw_del(txn, DB_KEYS, key, sizeof(key));
+}
+
+struct key_each_ctx {
+	int (*fn)(const struct store_key *k, void *arg);
+	void *arg;
+};
+
+static int key_each_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	struct key_each_ctx *c = ctx;
+	struct store_key key;
+	int rc;
+
+	(void)txn;
+	rc = store_key_decode(k, v, &key);
+	if (rc != 0)
+		return rc;
+	rc = c->fn(&key, c->arg);
+	store_key_clear(&key);
+	return rc;
+}
+
+int txn_key_each(struct bg_txn *txn, int (*fn)(const struct store_key *k, void *arg), void *arg)
+{
+	struct key_each_ctx c = { .fn = fn, .arg = arg };
+
+	if (fn == NULL)
+		return BG_EINVAL;
+	return txn_walk(txn, DB_KEYS, NULL, 0, 0, key_each_visit, &c);
+}

@@ -1,0 +1,695 @@
+#!/usr/bin/env python3
+"""Integration cases for `bgcopy get` against a real nginx origin (see origin.py).
+
+Usage: test_get.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_get.py CASE)
+       test_get.py --list                    prints the case names, one a line
+       test_get.py --all [PATH/TO/bgcopy]    runs every case, prints a summary
+
+Each case prints one line per thing it checks ('ok' or 'FAIL', with expected and got), and
+on failure the bgcopy commands it ran and the origin's access log. Exit 0 when every check
+passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp dirs."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from origin import MiB, Bgcopy, Origin, range_start, sha256_bytes, sha256_file  # noqa: E402
+
+A_SIZE = 300_000          # the ordinary served file, /files/a.bin
+BIG_SIZE = 24 * MiB       # served with limit_rate 4m for the interruption cases
+KILL_AFTER = 6 * MiB      # partial size at which the first get is killed
+ABSENT = object()         # "this key is missing" in job documents
+
+CASES = {}
+
+
+def case(name):
+    def deco(fn):
+        assert name not in CASES, name
+        CASES[name] = fn
+        return fn
+    return deco
+
+
+class Checker:
+    """Collects checks of one case; prints each; remembers context to dump on failure."""
+
+    def __init__(self, name):
+        self.name = name
+        self.failed = 0
+        self.results = []
+        self.origins = []
+
+    def ok(self, what, cond, detail=""):
+        if cond:
+            print(f"  ok    {what}", flush=True)
+        else:
+            self.failed += 1
+            print(f"  FAIL  {what}" + (f"\n          {detail}" if detail else ""), flush=True)
+        return bool(cond)
+
+    def eq(self, what, got, want):
+        if got == want:
+            print(f"  ok    {what}: {_show(got)}", flush=True)
+            return True
+        self.failed += 1
+        print(f"  FAIL  {what}\n          expected: {_show(want)}\n          got:      {_show(got)}", flush=True)
+        return False
+
+    def note(self, text):
+        print(f"  note  {text}", flush=True)
+
+    def ran(self, result):
+        """Registers a bgcopy Result (shown on failure) and returns it."""
+        self.results.append(result)
+        print(f"  ran   {' '.join(result.argv[1:])}  -> exit {result.rc} ({result.elapsed:.2f}s)", flush=True)
+        return result
+
+    def dump(self):
+        for r in self.results:
+            print(r.describe())
+        for o in self.origins:
+            print(f"access log of {o.base}" + (f" / {o.base2}" if o.base2 else "")
+                  + (f" / {o.tls_base}" if o.tls_base else "") + ":")
+            print(o.format_log())
+
+
+def _show(v):
+    if v is ABSENT:
+        return "(absent)"
+    return repr(v)
+
+
+def field(doc, *path):
+    """doc[path[0]][path[1]]..., or ABSENT."""
+    cur = doc
+    for p in path:
+        try:
+            cur = cur[p]
+        except (TypeError, KeyError, IndexError):
+            return ABSENT
+    return cur
+
+
+def listing(d):
+    try:
+        return sorted(os.listdir(d))
+    except FileNotFoundError:
+        return ABSENT
+
+
+def partials(d, name):
+    return sorted(glob.glob(os.path.join(d, f".{name}.bgcopy-*.part")))
+
+
+# ---- shared expectations ---------------------------------------------------------------
+
+def expect_transferred(t, r, out, want_sha, size=None, remote_url=ABSENT, cache_key=ABSENT, json_doc=True):
+    """Exit 0, TRANSFERRED, file written with WANT_SHA, nothing else in the output folder."""
+    t.eq("exit status", r.rc, 0)
+    if json_doc:
+        t.ok("--json printed a job document on stdout", isinstance(r.doc, dict), f"stdout: {r.out[:300]!r}")
+        t.eq("state", field(r.doc, "state"), "TRANSFERRED")
+        t.eq("error", field(r.doc, "error"), None)
+        if remote_url is not ABSENT:
+            t.eq("files[0].remote_url", field(r.doc, "files", 0, "remote_url"), remote_url)
+        if cache_key is not ABSENT:
+            t.eq("files[0].cache_key", field(r.doc, "files", 0, "cache_key"), cache_key)
+        t.eq("files[0].sha256", field(r.doc, "files", 0, "sha256"), want_sha)
+        if size is not None:
+            t.eq("files[0].bytes_transferred", field(r.doc, "files", 0, "bytes_transferred"), size)
+    got = sha256_file(out) if os.path.exists(out) else ABSENT
+    t.eq(f"SHA-256 of output {os.path.basename(out)}", got, want_sha)
+    t.eq("output folder holds only the output file", listing(os.path.dirname(out)), [os.path.basename(out)])
+
+
+def expect_error(t, r, out, code, symbol=None, remote_url=ABSENT, allow_partial=False):
+    """Exit 1, ERROR with CODE, no output file, nothing left in the output folder."""
+    t.eq("exit status", r.rc, 1)
+    t.ok("--json printed a job document on stdout (also on ERROR)", isinstance(r.doc, dict),
+         f"stdout: {r.out[:300]!r}")
+    t.eq("state", field(r.doc, "state"), "ERROR")
+    t.eq("error.code", field(r.doc, "error", "code"), code)
+    if symbol is not None:
+        t.eq("error.symbol", field(r.doc, "error", "symbol"), symbol)
+    if remote_url is not ABSENT:
+        t.eq("files[0].remote_url", field(r.doc, "files", 0, "remote_url"), remote_url)
+    t.ok("stderr names the HRESULT", code.lower() in r.err.lower(), f"stderr: {r.err.strip()[:300]!r}")
+    t.eq("output file exists", os.path.exists(out), False)
+    left = listing(os.path.dirname(out))
+    if allow_partial and left is not ABSENT:
+        left = [x for x in left if not (x.startswith(f".{os.path.basename(out)}.bgcopy-") and x.endswith(".part"))]
+    t.eq("output folder left empty", left, [])
+
+
+def expect_refused_early(t, r, out, rc, origin, needles=()):
+    """Usage / system errors: exit RC, a one-line message on stderr, no output, no request."""
+    t.eq("exit status", r.rc, rc)
+    lines = r.err.strip().splitlines()
+    t.eq("stderr message line count", len(lines), 1)
+    for n in needles:
+        t.ok(f"output mentions {' or '.join(n)}", any(x in r.out + r.err for x in n),
+             f"stdout+stderr: {(r.out + r.err).strip()[:300]!r}")
+    t.eq("output file exists", os.path.exists(out), False)
+    if os.path.isdir(os.path.dirname(out)):
+        t.eq("output folder left empty", listing(os.path.dirname(out)), [])
+
+
+# ---- redirect policy matrix: 6 kinds x 3 policies ----------------------------------------
+
+REDIRECT_CODES = (300, 301, 302, 303, 307, 308)
+DISALLOW_CODES = {300: ("0x8007012C", "HTTP_STATUS_AMBIGUOUS"),
+                  301: ("0x8007012D", "HTTP_STATUS_MOVED"),
+                  302: ("0x8007012E", "HTTP_STATUS_REDIRECT"),
+                  303: ("0x8007012F", "HTTP_STATUS_REDIRECT_METHOD"),
+                  307: ("0x80070133", "HTTP_STATUS_REDIRECT_KEEP_VERB"),
+                  308: ("0x80070134", "HTTP_STATUS_PERMANENT_REDIRECT")}
+POLICIES = {"silent": "redirect-silent", "report": "redirect-report", "disallow": "redirect-disallow"}
+POLICY_NAMES = {"silent": "keeps_original_url", "report": "reports_final_url", "disallow": "sets_remote_url"}
+
+
+def redirect_locations(o):
+    out = []
+    for code in REDIRECT_CODES:
+        if code == 300:
+            out.append(f"location = /r/300 {{ add_header Location {o.base}/files/a.bin always; return 300; }}")
+        else:
+            out.append(f"location = /r/{code} {{ return {code} {o.base}/files/a.bin; }}")
+    return "\n        ".join(out)
+
+
+def make_redirect_case(code, policy):
+    def run(bg):
+        with Origin(files={"a.bin": A_SIZE}, locations=redirect_locations) as o:
+            t = bg.t
+            t.origins.append(o)
+            agent = Bgcopy(bg.exe, o.path("home"))
+            src, dst, out = o.url(f"/r/{code}"), o.url("/files/a.bin"), o.path("out", "a.bin")
+            print(f"checks: GET {src} ({code} -> {dst}) under {POLICIES[policy]}")
+            r = t.ran(agent.get(src, out, flags=POLICIES[policy]))
+            if policy == "silent":
+                expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=src, cache_key=src)
+            elif policy == "report":
+                expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=dst, cache_key=dst)
+            else:
+                hr, sym = DISALLOW_CODES[code]
+                expect_error(t, r, out, hr, sym, remote_url=dst)
+                t.eq("files[0].cache_key", field(r.doc, "files", 0, "cache_key"), None)
+                t.eq("requests for the redirect target", len(o.requests("/files/a.bin")), 0)
+    return run
+
+
+for _code in REDIRECT_CODES:
+    for _policy in POLICIES:
+        case(f"redirect_{_policy}_{_code}_{POLICY_NAMES[_policy]}")(make_redirect_case(_code, _policy))
+
+
+class Run:
+    """What a case function gets: the bgcopy path and the checker."""
+
+    def __init__(self, exe, t):
+        self.exe, self.t = exe, t
+
+
+def started(bg, o):
+    bg.t.origins.append(o)
+    return o, Bgcopy(bg.exe, o.path("home")), bg.t
+
+
+# ---- redirects: resolution, chains, refused targets --------------------------------------
+
+@case("redirect_relative_dotdot_location_resolved")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, locations="location = /rel/go { return 302 ../files/a.bin; }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: Location '../files/a.bin' from /rel/go resolves to /files/a.bin (report policy)")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/rel/go"), out, flags="redirect-report"))
+        t.eq("origin sent a relative Location", field(o.requests("/rel/go"), 0, "location"), "../files/a.bin")
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"),
+                           cache_key=o.url("/files/a.bin"))
+
+
+@case("redirect_relative_path_location_resolved")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE},
+                locations="location = /abs/go { absolute_redirect off; return 302 /files/a.bin; }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: Location '/files/a.bin' (absolute path, no host) resolves against the request URL")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/abs/go"), out, flags="redirect-report"))
+        t.eq("origin sent a relative Location", field(o.requests("/abs/go"), 0, "location"), "/files/a.bin")
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"),
+                           cache_key=o.url("/files/a.bin"))
+
+
+@case("redirect_disallow_relative_location_reports_absolute_url")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, locations="location = /rel/go { return 302 ../files/a.bin; }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: under DISALLOW the remote URL becomes the resolved (absolute) redirect target")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/rel/go"), out, flags="redirect-disallow"))
+        expect_error(t, r, out, "0x8007012E", "HTTP_STATUS_REDIRECT", remote_url=o.url("/files/a.bin"))
+
+
+def chain_locations(prefix, n, final):
+    """/PREFIX/1 -> /PREFIX/2 -> ... -> /PREFIX/N -> FINAL (N redirects from /PREFIX/1)."""
+    def gen(o):
+        locs = []
+        for i in range(1, n + 1):
+            target = f"{o.base}/{prefix}/{i + 1}" if i < n else f"{o.base}{final}"
+            locs.append(f"location = /{prefix}/{i} {{ return 302 {target}; }}")
+        return "\n        ".join(locs)
+    return gen
+
+
+@case("redirect_chain_3_hops_report_gives_last_url")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, locations=chain_locations("c", 3, "/files/a.bin")) as o:
+        o, agent, t = started(bg, o)
+        print("checks: /c/1 -> /c/2 -> /c/3 -> /files/a.bin under report: remote_url is the last URL")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/c/1"), out, flags="redirect-report"))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"),
+                           cache_key=o.url("/files/a.bin"))
+        for i in (1, 2, 3):
+            t.ok(f"hop /c/{i} was requested", len(o.requests(f"/c/{i}")) >= 1)
+
+
+@case("redirect_chain_10_hops_followed")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, locations=chain_locations("h", 11, "/files/a.bin")) as o:
+        o, agent, t = started(bg, o)
+        print("checks: 10 redirects (/h/2 ... /h/11 -> /files/a.bin) are followed")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/h/2"), out, flags="redirect-report"))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"))
+
+
+@case("redirect_chain_11_hops_refused")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, locations=chain_locations("h", 11, "/files/a.bin")) as o:
+        o, agent, t = started(bg, o)
+        print("checks: 11 redirects (/h/1 ... /h/11 -> /files/a.bin) -> 0x80072F7C, target never fetched")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/h/1"), out, flags="redirect-report"))
+        expect_error(t, r, out, "0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
+        t.eq("requests for /files/a.bin", len(o.requests("/files/a.bin")), 0)
+
+
+@case("redirect_loop_refused")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE},
+                locations=lambda o: f"location = /loop/a {{ return 302 {o.base}/loop/b; }}\n"
+                                    f"        location = /loop/b {{ return 302 {o.base}/loop/a; }}") as o:
+        o, agent, t = started(bg, o)
+        print("checks: /loop/a -> /loop/b -> /loop/a ... ends in 0x80072F7C after at most 11 requests")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/loop/a"), out))
+        expect_error(t, r, out, "0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
+        n = len(o.log())
+        t.ok(f"origin saw at most 11 requests (saw {n})", n <= 11)
+
+
+def make_scheme_case(scheme_url):
+    def run(bg):
+        with Origin(files={"a.bin": A_SIZE}, locations=f"location = /r/x {{ return 302 {scheme_url}; }}") as o:
+            o, agent, t = started(bg, o)
+            print(f"checks: a redirect to {scheme_url} is refused with 0x80072F7C, nothing written")
+            out = o.path("out", "x.bin")
+            r = t.ran(agent.get(o.url("/r/x"), out, flags="redirect-report"))
+            expect_error(t, r, out, "0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
+            t.eq("origin saw only the redirecting request", [x["uri"] for x in o.log()], ["/r/x"])
+    return run
+
+
+case("redirect_to_file_scheme_refused")(make_scheme_case("file:///etc/passwd"))
+case("redirect_to_smb_scheme_refused")(make_scheme_case("smb://host/share"))
+case("redirect_to_ftp_scheme_refused")(make_scheme_case("ftp://127.0.0.1/x"))
+
+
+HTTPS_DOWN = "location = /down { return 302 @BASE@/files/a.bin; }"
+
+
+@case("https_get_with_ca_file_succeeds")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, https=True) as o:
+        o, agent, t = started(bg, o)
+        print("checks: plain HTTPS download trusting the test CA via get --ca-file")
+        out = o.path("out", "a.bin")
+        url = o.tls_url("/files/a.bin")
+        r = t.ran(agent.get(url, out, extra=["--ca-file", o.ca_file]))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=url, cache_key=url)
+
+
+@case("redirect_https_to_http_refused_without_0x0800")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, tls_locations=HTTPS_DOWN) as o:
+        o, agent, t = started(bg, o)
+        print("checks: https -> http redirect under report without 0x0800 -> 0x80072F7C, http never asked")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.tls_url("/down"), out, flags="redirect-report", extra=["--ca-file", o.ca_file]))
+        t.eq("origin answered the https request with 302",
+             [(x["server"], x["uri"], x["status"]) for x in o.requests("/down")], [("tls", "/down", 302)])
+        expect_error(t, r, out, "0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
+        t.eq("requests to the http server", len(o.requests(server="main")), 0)
+
+
+@case("redirect_https_to_http_allowed_with_0x0800")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, tls_locations=HTTPS_DOWN) as o:
+        o, agent, t = started(bg, o)
+        print("checks: https -> http redirect with redirect-report|allow-https-to-http (0x0900) succeeds")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.tls_url("/down"), out, flags="redirect-report|allow-https-to-http",
+                            extra=["--ca-file", o.ca_file]))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"),
+                           cache_key=o.url("/files/a.bin"))
+        t.eq("security_flags in the job document", field(r.doc, "security_flags"), 0x0900)
+
+
+# ---- HTTP errors ------------------------------------------------------------------------
+
+@case("http_404_fails_0x80190194")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: 404 -> ERROR 0x80190194, exit 1, nothing written")
+        out = o.path("out", "missing.bin")
+        r = t.ran(agent.get(o.url("/files/missing.bin"), out))
+        expect_error(t, r, out, "0x80190194", "BG_E_HTTP_ERROR_404")
+        t.note(f"origin saw {len(o.log())} request(s)")
+
+
+@case("http_500_fails_0x801901f4")
+def _(bg):
+    with Origin(locations="location = /err500 { return 500; }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: 500 -> ERROR 0x801901F4, exit 1, nothing written (retries allowed, bounded)")
+        out = o.path("out", "e.bin")
+        r = t.ran(agent.get(o.url("/err500"), out, timeout=90))
+        expect_error(t, r, out, "0x801901F4", "BG_E_HTTP_ERROR_500")
+        t.ok(f"finished within 60 s (took {r.elapsed:.1f} s)", r.elapsed < 60)
+        t.note(f"origin saw {len(o.log())} request(s)")
+
+
+# ---- headers across hosts ---------------------------------------------------------------
+
+def make_cross_host_case(header, value, logkey):
+    def run(bg):
+        with Origin(files={"a.bin": A_SIZE}, second=True,
+                    locations="location = /x/go { return 302 @BASE2@/files/a.bin; }") as o:
+            o, agent, t = started(bg, o)
+            print(f"checks: '{header}: {value}' goes to {o.base} only, not to {o.base2} after a 302")
+            out = o.path("out", "a.bin")
+            r = t.ran(agent.get(o.url("/x/go"), out, extra=["--header", f"{header}: {value}"]))
+            expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE)
+            first = o.requests("/x/go", "main")
+            t.eq(f"{header} seen by the first server", [x[logkey] for x in first][:1], [value])
+            second = o.requests(server="second")
+            t.ok("second server was asked for the file", any(x["uri"] == "/files/a.bin" for x in second))
+            t.eq(f"{header} seen by the second server ('-' in the log)", [x[logkey] for x in second],
+                 [None] * len(second))
+    return run
+
+
+case("redirect_cross_host_drops_authorization")(make_cross_host_case("Authorization", "Bearer x", "authorization"))
+case("redirect_cross_host_drops_cookie")(make_cross_host_case("Cookie", "session=s3cr3t", "cookie"))
+
+
+# ---- content store ----------------------------------------------------------------------
+
+@case("cache_key_both_findable_under_both_urls")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, locations="location = /r/302 { return 302 @BASE@/files/a.bin; }") as o:
+        o, agent, t = started(bg, o)
+        src, dst = o.url("/r/302"), o.url("/files/a.bin")
+        print("checks: --cache-key both under report: stored under the final URL, found under both")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(src, out, flags="redirect-report", extra=["--cache-key", "both"]))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=dst, cache_key=dst)
+        for url in (dst, src):
+            s = t.ran(agent.run("cache", "show", url))
+            t.eq(f"cache show {url}: exit", s.rc, 0)
+            t.eq(f"cache show {url}: sha256", field(s.doc, "sha256"), o.sha("a.bin"))
+
+
+@case("cache_list_same_bytes_two_urls_same_sha256")
+def _(bg):
+    body = os.urandom(A_SIZE)
+    with Origin(files={"a.bin": body, "copy-of-a.bin": body}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: two URLs serving identical bytes: both keys listed, same sha256")
+        want = sha256_bytes(body)
+        for name in ("a.bin", "copy-of-a.bin"):
+            os.makedirs(o.path("out", name + ".d"))
+            out = o.path("out", name + ".d", name)
+            r = t.ran(agent.get(o.url(f"/files/{name}"), out))
+            expect_transferred(t, r, out, want, A_SIZE, cache_key=o.url(f"/files/{name}"))
+        s = t.ran(agent.run("cache", "list", "--json"))
+        t.eq("cache list --json: exit", s.rc, 0)
+        t.ok("cache list --json prints an array", isinstance(s.doc, list), f"stdout: {s.out[:300]!r}")
+        entries = {e.get("url"): e for e in (s.doc or []) if isinstance(e, dict)}
+        for name in ("a.bin", "copy-of-a.bin"):
+            u = o.url(f"/files/{name}")
+            t.eq(f"entry {u}: sha256", field(entries, u, "sha256"), want)
+            t.eq(f"entry {u}: size", field(entries, u, "size"), A_SIZE)
+
+
+@case("cache_show_unknown_url_exits_1")
+def _(bg):
+    with Origin() as o:
+        o, agent, t = started(bg, o)
+        print("checks: cache show of a URL never stored exits 1")
+        s = t.ran(agent.run("cache", "show", o.url("/files/never.bin")))
+        t.eq("exit status", s.rc, 1)
+
+
+@case("no_cache_writes_file_and_stores_nothing")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: --no-cache writes the file, cache_key null, cache list empty")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/files/a.bin"), out, extra=["--no-cache"]))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, cache_key=None)
+        s = t.ran(agent.run("cache", "list", "--json"))
+        t.eq("cache list --json: exit", s.rc, 0)
+        t.eq("cache list --json", s.doc, [])
+
+
+@case("sha256_mismatch_fails_without_output")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: --sha256 with a wrong digest -> exit 1, ERROR, no output file")
+        out = o.path("out", "a.bin")
+        wrong = sha256_bytes(b"not the content")
+        r = t.ran(agent.get(o.url("/files/a.bin"), out, extra=["--sha256", wrong]))
+        t.eq("exit status", r.rc, 1)
+        t.eq("state", field(r.doc, "state"), "ERROR")
+        t.ok("error is set", isinstance(field(r.doc, "error"), dict), f"error: {field(r.doc, 'error')!r}")
+        t.note(f"error: {field(r.doc, 'error')!r}")
+        t.eq("output file exists", os.path.exists(out), False)
+        left = [x for x in listing(o.path("out")) if not x.endswith(".part")]
+        t.eq("output folder holds nothing but a hidden partial", left, [])
+        s = t.ran(agent.run("cache", "show", o.url("/files/a.bin")))
+        t.eq("content with the wrong digest is not stored (cache show exit)", s.rc, 1)
+
+
+@case("sha256_match_succeeds")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: --sha256 with the right digest (upper-case hex) -> exit 0")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(o.url("/files/a.bin"), out, extra=["--sha256", o.sha("a.bin").upper()]))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE)
+
+
+# ---- bad input --------------------------------------------------------------------------
+
+def make_bad_input_case(desc, rc, url_fn, out_fn, flags=None, needles=()):
+    def run(bg):
+        with Origin(files={"a.bin": A_SIZE}) as o:
+            o, agent, t = started(bg, o)
+            url, out = url_fn(o), out_fn(o)
+            print(f"checks: {desc} -> exit {rc}, one-line message on stderr, nothing written, no request")
+            r = t.ran(agent.get(url, out, flags=flags, json_out=False))
+            expect_refused_early(t, r, out, rc, o, needles)
+            if flags is not None or rc == 2:
+                t.eq("requests made to the origin", len(o.log()), 0)
+    return run
+
+
+def _a_bin_out(o):
+    return o.path("out", "a.bin")
+
+
+ENOTIMPL = (("E_NOTIMPL", "0x80004001"),)
+case("bad_url_malformed_exits_2")(make_bad_input_case(
+    "URL 'http://'", 2, lambda o: "http://", _a_bin_out))
+case("bad_url_unsupported_scheme_exits_2")(make_bad_input_case(
+    "URL 'ftp://x/y'", 2, lambda o: "ftp://x/y", _a_bin_out))
+case("bad_output_missing_dir_exits_3")(make_bad_input_case(
+    "-o under a folder that does not exist", 3, lambda o: o.url("/files/a.bin"),
+    lambda o: o.path("out", "no-such-dir", "a.bin")))
+case("bad_output_under_proc_exits_3")(make_bad_input_case(
+    "-o /proc/nope/x", 3, lambda o: o.url("/files/a.bin"), lambda o: "/proc/nope/x"))
+case("bad_flags_0x300_e_notimpl_exit_2")(make_bad_input_case(
+    "--security-flags 0x300 (redirect policy field 0x300)", 2, lambda o: o.url("/files/a.bin"),
+    _a_bin_out, flags="0x300", needles=ENOTIMPL))
+case("bad_flags_0x20_e_notimpl_exit_2")(make_bad_input_case(
+    "--security-flags 0x20 (unknown bit)", 2, lambda o: o.url("/files/a.bin"),
+    _a_bin_out, flags="0x20", needles=ENOTIMPL))
+case("bad_flags_unknown_name_e_notimpl_exit_2")(make_bad_input_case(
+    "--security-flags nope (unknown name)", 2, lambda o: o.url("/files/a.bin"),
+    _a_bin_out, flags="nope", needles=ENOTIMPL))
+
+
+# ---- interruption and resume ------------------------------------------------------------
+
+BIG_LOC = "location = /files/big.bin { limit_rate 4m; }"
+
+
+def start_and_kill(t, o, agent, url, out):
+    """Starts `get URL -o OUT` in the background, SIGKILLs it once its partial file has grown
+    past KILL_AFTER bytes. Returns the partial size at the kill, or None on failure."""
+    p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
+    outdir, name = os.path.dirname(out), os.path.basename(out)
+    deadline = time.monotonic() + 30
+    size = 0
+    try:
+        while True:
+            parts = partials(outdir, name)
+            size = max((os.path.getsize(x) for x in parts if os.path.exists(x)), default=0)
+            if size >= KILL_AFTER:
+                break
+            if p.poll() is not None:
+                t.ok("first get still running when the partial reached 6 MiB", False,
+                     f"it exited with {p.returncode} with partial size {size}; folder: {listing(outdir)}; "
+                     f"stderr: {open(o.path('first-get.err'), errors='replace').read()[-500:]!r}")
+                return None
+            if time.monotonic() > deadline:
+                t.ok("partial file .NAME.bgcopy-*.part grew past 6 MiB within 30 s", False,
+                     f"folder: {listing(outdir)}, largest partial {size}")
+                return None
+            time.sleep(0.02)
+    finally:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    t.note(f"killed the first get (pid {p.pid}) with the partial at {size} bytes of {BIG_SIZE}")
+    t.eq("output file exists after the kill", os.path.exists(out), False)
+    t.ok("partial file is still there after the kill", partials(outdir, name) != [],
+         f"folder: {listing(outdir)}")
+    return size
+
+
+@case("kill9_resume_uses_range_with_if_range")
+def _(bg):
+    with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
+        print("checks: get killed with SIGKILL mid-transfer; the same get again resumes with one "
+              "Range request guarded by If-Range; the origin does not send the file twice")
+        if start_and_kill(t, o, agent, url, out) is None:
+            return
+        r = t.ran(agent.get(url, out, timeout=90))
+        expect_transferred(t, r, out, o.sha("big.bin"), BIG_SIZE, remote_url=url)
+        recs = o.wait_requests("/files/big.bin", 2)
+        resumed = [x for x in recs if x["status"] == 206 and (range_start(x["range"]) or 0) > 0]
+        t.eq("206 answers with a Range starting past byte 0", len(resumed), 1)
+        for x in resumed:
+            t.ok(f"the resume request ({x['range']}) carries If-Range", x["if_range"] is not None,
+                 f"If-Range: {x['if_range']!r}")
+        refetch = [x for x in recs if x["status"] == 200 and (range_start(x["range"]) or 0) > 0]
+        t.eq("Range requests the origin answered with the whole file", len(refetch), 0)
+        total = sum(x["bytes_sent"] for x in recs)
+        t.ok(f"bytes sent by the origin for the file ({total}) <= 1.25 x size ({int(BIG_SIZE * 1.25)})",
+             total <= BIG_SIZE * 1.25)
+
+
+@case("kill9_origin_changed_gets_new_file_whole")
+def _(bg):
+    with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
+        print("checks: the file changes on the origin (new bytes, mtime, ETag) while the get is "
+              "killed; the resumed get returns the new file entirely, never a splice")
+        old_sha = o.sha("big.bin")
+        old_mtime = os.stat(o.file_path("big.bin")).st_mtime
+        if start_and_kill(t, o, agent, url, out) is None:
+            return
+        o.put_file("big.bin", os.urandom(BIG_SIZE), mtime=int(old_mtime) - 7200)
+        new_sha = o.sha("big.bin")
+        r = t.ran(agent.get(url, out, timeout=90))
+        expect_transferred(t, r, out, new_sha, BIG_SIZE, remote_url=url)
+        t.ok("output is not the old file", not os.path.exists(out) or sha256_file(out) != old_sha)
+        recs = o.wait_requests("/files/big.bin", 2)
+        t.eq("206 answers for the file (a changed file must not be resumed)",
+             [(x["range"], x["status"]) for x in recs if x["status"] == 206], [])
+        for x in recs:
+            if (range_start(x["range"]) or 0) > 0:
+                t.ok(f"Range request {x['range']} carries If-Range", x["if_range"] is not None,
+                     f"If-Range: {x['if_range']!r}")
+        t.ok("a full 200 answer came after the change",
+             sum(1 for x in recs if x["status"] == 200 and x["method"] == "GET") >= 2,
+             "GET records: " + repr([(x["status"], x["range"], x["bytes_sent"]) for x in recs]))
+
+
+# ---- driver -----------------------------------------------------------------------------
+
+def run_case(name, exe):
+    t = Checker(name)
+    print(f"== {name}", flush=True)
+    try:
+        CASES[name](Run(exe, t))
+    except Exception as e:  # a crash in the case is a failure with its traceback
+        import traceback
+        traceback.print_exc()
+        t.failed += 1
+        print(f"  FAIL  case raised {type(e).__name__}: {e}")
+    if t.failed:
+        print(f"-- context for {name}:")
+        t.dump()
+        print(f"== {name}: FAILED ({t.failed} check(s))", flush=True)
+    else:
+        print(f"== {name}: passed", flush=True)
+    return t.failed == 0
+
+
+def main(argv):
+    def _term(signum, frame):
+        raise SystemExit(f"terminated by signal {signum}")
+    signal.signal(signal.SIGTERM, _term)
+
+    if len(argv) >= 2 and argv[1] == "--list":
+        print("\n".join(CASES))
+        return 0
+    if len(argv) < 2 or len(argv) > 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    exe = argv[2] if len(argv) == 3 else os.environ.get("BGCOPY", "")
+    if not exe or not os.access(exe, os.X_OK):
+        print(f"bgcopy binary not found or not executable: {exe!r} (set BGCOPY or pass it)", file=sys.stderr)
+        return 2
+    exe = os.path.abspath(exe)
+    if argv[1] == "--all":
+        failed = [n for n in CASES if not run_case(n, exe)]
+        print(f"{len(CASES) - len(failed)} passed, {len(failed)} failed" + (": " + " ".join(failed) if failed else ""))
+        return 1 if failed else 0
+    if argv[1] not in CASES:
+        print(f"unknown case {argv[1]!r}; --list shows the names", file=sys.stderr)
+        return 2
+    return 0 if run_case(argv[1], exe) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,1713 @@
+/*
+ * test_store.c - unit tests of cache/: the error table, the digest helpers
+ * and the LMDB store (records, chunked content, map growth in one and in
+ * two processes, garbage collection, damaged records, read-only use).
+ *
+ * Every test works in a fresh mkdtemp() home under /tmp, removed at the end.
+ * Damaged records are written with plain LMDB calls while the store is
+ * closed, since LMDB forbids one process to open an environment twice.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "cache.h"
+#include "check.h"
+
+#define CHECK_RC(expr, want)                                                           \
+	do {                                                                           \
+		int rc_ = (expr);                                                      \
+		int want_ = (want);                                                    \
+		if (!check_report(rc_ == want_, __FILE__, __LINE__, #expr " == " #want)) \
+			fprintf(stderr, "    got %s (%d), want %s (%d)\n", bg_err_name(rc_), \
+			        rc_, bg_err_name(want_), want_);                       \
+	} while (0)
+#define CHECK_OK(expr) CHECK_RC(expr, 0)
+
+#define JOB_A "aaaaaaaa-0000-4000-8000-000000000001"
+#define JOB_B "bbbbbbbb-0000-4000-8000-000000000002"
+#define JOB_C "cccccccc-0000-4000-8000-000000000003"
+#define MIB ((uint64_t)1 << 20)
+
+/* ---- Helpers ------------------------------------------------------------- */
+
+static char *home_new(void)
+{
+	char tmpl[] = "/tmp/bgstore-test-XXXXXX";
+	char *dir = mkdtemp(tmpl);
+
+	if (dir == NULL) {
+		perror("mkdtemp");
+		exit(2);
+	}
+	return strdup(dir);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)sb;
+	(void)type;
+	(void)ftw;
+	return remove(path);
+}
+
+static void home_free(char *home)
+{
+	if (home == NULL)
+		return;
+	if (nftw(home, rm_entry, 8, FTW_DEPTH | FTW_PHYS) != 0)
+		fprintf(stderr, "cannot remove %s: %s\n", home, strerror(errno));
+	free(home);
+}
+
+static char *home_file(const char *home, const char *name)
+{
+	static char path[4096];
+
+	snprintf(path, sizeof(path), "%s/%s", home, name);
+	return path;
+}
+
+/* Counts this process's descriptors of the store that a program it starts
+ * would inherit (no FD_CLOEXEC). */
+static int store_fds_cloexec(const char *home)
+{
+	char link[64];
+	char target[4096];
+	char prefix[4096];
+	int leaks = 0;
+
+	snprintf(prefix, sizeof(prefix), "%s/store.mdb", home);
+	for (int fd = 0; fd < 1024; fd++) {
+		ssize_t n;
+
+		snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+		n = readlink(link, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = '\0';
+		if (strncmp(target, prefix, strlen(prefix)) == 0 && !(fcntl(fd, F_GETFD) & FD_CLOEXEC))
+			leaks++;
+	}
+	return leaks;
+}
+
+static struct bg_store *open_rw(const char *home, uint64_t map)
+{
+	struct store_options opts = { .initial_map_bytes = map };
+	struct bg_store *st = NULL;
+
+	CHECK_OK(store_open(home, 0, &opts, &st));
+	return st;
+}
+
+/* Deterministic bytes of a content at a given offset. */
+static unsigned char pattern(uint64_t seed, uint64_t i)
+{
+	uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+
+	x ^= x >> 29;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 32;
+	return (unsigned char)x;
+}
+
+static unsigned char *pattern_buf(uint64_t seed, size_t len)
+{
+	unsigned char *p = malloc(len ? len : 1);
+
+	for (size_t i = 0; i < len; i++)
+		p[i] = pattern(seed, i);
+	return p;
+}
+
+/* Writes, with raw LMDB, one record of a named database of a closed store;
+ * data NULL deletes it.  Returns the LMDB code. */
+static int raw_put(const char *home, const char *db, const void *key, size_t klen,
+                   const void *data, size_t dlen)
+{
+	MDB_env *env = NULL;
+	MDB_txn *txn = NULL;
+	MDB_dbi dbi;
+	MDB_val k = { klen, (void *)key };
+	MDB_val v = { dlen, (void *)data };
+	int rc;
+
+	rc = mdb_env_create(&env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(env, 16);
+	if (rc == 0)
+		rc = mdb_env_set_mapsize(env, 256 * MIB);
+	if (rc == 0)
+		rc = mdb_env_open(env, home_file(home, "store.mdb"), MDB_NOSUBDIR, 0600);
+	if (rc == 0)
+		rc = mdb_txn_begin(env, NULL, 0, &txn);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, db, MDB_CREATE, &dbi);
+	if (rc == 0)
+		rc = data != NULL ? mdb_put(txn, dbi, &k, &v, 0) : mdb_del(txn, dbi, &k, NULL);
+	if (rc == 0) {
+		rc = mdb_txn_commit(txn);
+		txn = NULL;
+	}
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return rc;
+}
+
+/* Reads one record with raw LMDB into buf; returns the LMDB code. */
+static int raw_get(const char *home, const char *db, const void *key, size_t klen,
+                   void *buf, size_t cap, size_t *len)
+{
+	MDB_env *env = NULL;
+	MDB_txn *txn = NULL;
+	MDB_dbi dbi;
+	MDB_val k = { klen, (void *)key };
+	MDB_val v;
+	int rc;
+
+	*len = 0;
+	rc = mdb_env_create(&env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(env, 16);
+	if (rc == 0)
+		rc = mdb_env_open(env, home_file(home, "store.mdb"), MDB_NOSUBDIR | MDB_RDONLY, 0600);
+	if (rc == 0)
+		rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, db, 0, &dbi);
+	if (rc == 0)
+		rc = mdb_get(txn, dbi, &k, &v);
+	if (rc == 0) {
+		*len = v.mv_size;
+		memcpy(buf, v.mv_data, v.mv_size < cap ? v.mv_size : cap);
+	}
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return rc;
+}
+
+static void blob_key(unsigned char key[16], uint64_t blob, uint64_t index)
+{
+	for (int i = 0; i < 8; i++) {
+		key[i] = (unsigned char)(blob >> (56 - 8 * i));
+		key[8 + i] = (unsigned char)(index >> (56 - 8 * i));
+	}
+}
+
+/* Stores len bytes of pattern(seed) as blob chunks and a content record, in
+ * updates of at most chunks_per_txn chunks.  *sha receives the digest. */
+struct put_content {
+	const unsigned char *data;
+	size_t len;
+	uint64_t blob;
+	uint64_t first;     /* first chunk of this update */
+	uint64_t count;     /* chunks in this update */
+	int last;           /* write the content record too */
+	unsigned char sha[BG_SHA256_LEN];
+	int calls;          /* how often fn ran: retries after map growth */
+};
+
+static int put_content_fn(struct bg_txn *txn, void *arg)
+{
+	struct put_content *p = arg;
+	int rc = 0;
+
+	p->calls++;
+	/* The first update allocates the blob.  When it is run again after
+	 * map growth, the earlier allocation was rolled back with the rest of
+	 * the txn, so it must allocate again rather than reuse p->blob. */
+	if (p->first == 0)
+		rc = txn_blob_new(txn, &p->blob);
+	for (uint64_t i = p->first; rc == 0 && i < p->first + p->count; i++) {
+		size_t off = (size_t)i * STORE_CHUNK_BYTES;
+		size_t n = p->len - off < STORE_CHUNK_BYTES ? p->len - off : STORE_CHUNK_BYTES;
+
+		rc = txn_blob_put(txn, p->blob, i, p->data + off, n);
+	}
+	if (rc == 0 && p->last) {
+		struct store_content c = { .blob = p->blob, .size = p->len, .created = 10,
+			                   .last_used = 20 };
+
+		rc = txn_content_put(txn, p->sha, &c);
+	}
+	return rc;
+}
+
+static int store_put_content(struct bg_store *st, const unsigned char *data, size_t len,
+                             uint64_t chunks_per_txn, unsigned char sha[BG_SHA256_LEN],
+                             int *calls, int *updates)
+{
+	struct put_content p = { .data = data, .len = len };
+	uint64_t nchunks = (len + STORE_CHUNK_BYTES - 1) / STORE_CHUNK_BYTES;
+
+	if (nchunks == 0)
+		nchunks = 1;
+	int rc = 0;
+
+	bg_sha256(data, len, p.sha);
+	if (updates != NULL)
+		*updates = 0;
+	do {
+		p.count = nchunks - p.first < chunks_per_txn ? nchunks - p.first : chunks_per_txn;
+		p.last = p.first + p.count == nchunks;
+		rc = store_update(st, put_content_fn, &p);
+		if (updates != NULL)
+			(*updates)++;
+		p.first += p.count;
+	} while (rc == 0 && !p.last);
+	memcpy(sha, p.sha, BG_SHA256_LEN);
+	if (calls != NULL)
+		*calls = p.calls;
+	return rc;
+}
+
+/* ---- Errors and digests -------------------------------------------------- */
+
+static void test_errors(void)
+{
+	CHECK_EQ_STR(bg_err_name(BG_ENOENT), "BG_ENOENT");
+	CHECK_EQ_STR(bg_err_name(BG_EAGAIN), "BG_EAGAIN");
+	CHECK_EQ_STR(bg_err_name(0), "BG_OK");
+	CHECK_EQ_STR(bg_err_name(-999), "BG_UNKNOWN");
+	CHECK_EQ_STR(bg_strerror(BG_ECORRUPT), "store record is damaged");
+	CHECK_EQ_STR(bg_strerror(12345), "unknown error");
+	CHECK_EQ_INT(bg_err_from_errno(ENOMEM), BG_ENOMEM);
+	CHECK_EQ_INT(bg_err_from_errno(EDQUOT), BG_ENOSPC);
+	CHECK_EQ_INT(bg_err_from_errno(EROFS), BG_EACCES);
+	CHECK_EQ_INT(bg_err_from_errno(EPERM), BG_EACCES);
+	CHECK_EQ_INT(bg_err_from_errno(EWOULDBLOCK), BG_EAGAIN);
+	CHECK_EQ_INT(bg_err_from_errno(EPIPE), BG_EIO);
+}
+
+static void test_digest(void)
+{
+	unsigned char d[BG_SHA256_LEN];
+	unsigned char e[BG_SHA256_LEN];
+	char hex[BG_SHA256_HEX_LEN + 1];
+
+	bg_sha256("abc", 3, d);
+	bg_sha256_hex(d, hex);
+	CHECK_EQ_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	bg_sha256("", 0, d);
+	bg_sha256_hex(d, hex);
+	CHECK_EQ_STR(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	CHECK_OK(bg_sha256_from_hex(hex, e));
+	CHECK_EQ_MEM(d, e, BG_SHA256_LEN);
+	CHECK_OK(bg_sha256_from_hex(
+		"E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", e));
+	CHECK_EQ_MEM(d, e, BG_SHA256_LEN);
+	CHECK_RC(bg_sha256_from_hex("e3b0", e), BG_EINVAL);
+	CHECK_RC(bg_sha256_from_hex(
+			 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b8550", e),
+		 BG_EINVAL);
+	CHECK_RC(bg_sha256_from_hex(
+			 "g3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", e),
+		 BG_EINVAL);
+	CHECK_RC(bg_sha256_from_hex(NULL, e), BG_EINVAL);
+}
+
+/* ---- Open, close, version ------------------------------------------------ */
+
+static void test_open(void)
+{
+	char *home = home_new();
+	struct bg_store *st = NULL;
+	unsigned char buf[16];
+	size_t len;
+	struct stat sb;
+
+	CHECK_RC(store_open(NULL, 0, NULL, &st), BG_EINVAL);
+	CHECK_RC(store_open("/nonexistent/bgcopy-home", 0, NULL, &st), BG_ENOENT);
+	CHECK(st == NULL);
+
+	CHECK_OK(store_open(home, 0, NULL, &st));
+	CHECK(store_map_bytes(st) >= ((uint64_t)1 << 30));
+	CHECK_EQ_INT(store_fds_cloexec(home), 0);
+	CHECK(stat(home_file(home, "store.mdb"), &sb) == 0 && (sb.st_mode & 0777) == 0600);
+	CHECK(stat(home_file(home, "store.mdb-lock"), &sb) == 0 && (sb.st_mode & 0777) == 0600);
+	CHECK_OK(store_sync(st));
+	store_close(st);
+	store_close(NULL);
+
+	/* Reopen, then look at the version record with plain LMDB. */
+	st = NULL;
+	CHECK_OK(store_open(home, 0, NULL, &st));
+	store_close(st);
+	CHECK_EQ_INT(raw_get(home, "meta", "version", 7, buf, sizeof(buf), &len), 0);
+	CHECK_EQ_INT(len, 8);
+	CHECK(len == 8 && buf[0] == 1 && buf[1] == 0 && buf[7] == 0);
+
+	/* A newer format is refused, a damaged version record too. */
+	memset(buf, 0, 8);
+	buf[0] = 2;
+	CHECK_EQ_INT(raw_put(home, "meta", "version", 7, buf, 8), 0);
+	st = NULL;
+	CHECK_RC(store_open(home, 0, NULL, &st), BG_EVERSION);
+	CHECK_RC(store_open(home, STORE_RDONLY, NULL, &st), BG_EVERSION);
+	CHECK(st == NULL);
+	CHECK_EQ_INT(raw_put(home, "meta", "version", 7, buf, 3), 0);
+	CHECK_RC(store_open(home, 0, NULL, &st), BG_ECORRUPT);
+	buf[0] = 1;
+	CHECK_EQ_INT(raw_put(home, "meta", "version", 7, buf, 8), 0);
+	CHECK_OK(store_open(home, 0, NULL, &st));
+	store_close(st);
+	home_free(home);
+}
+
+/* ---- Jobs and files ------------------------------------------------------ */
+
+static int jobs_put_fn(struct bg_txn *txn, void *arg)
+{
+	json_t *a = json_pack("{s:s, s:i}", "name", "first", "state", 1);
+	json_t *b = json_pack("{s:s}", "name", "second");
+	json_t *f = NULL;
+	int rc;
+
+	(void)arg;
+	/* B goes in first: the walk must still give id order. */
+	rc = txn_job_put(txn, JOB_B, b);
+	if (rc == 0)
+		rc = txn_job_put(txn, JOB_A, a);
+	for (int i = 0; rc == 0 && i < 3; i++) {
+		f = json_pack("{s:i}", "index", i);
+		rc = txn_file_put(txn, JOB_A, (uint32_t)i, f);
+		json_decref(f);
+	}
+	if (rc == 0) {
+		f = json_pack("{s:s}", "name", "b0");
+		rc = txn_file_put(txn, JOB_B, 0, f);
+		json_decref(f);
+	}
+	json_decref(a);
+	json_decref(b);
+	return rc;
+}
+
+struct job_list {
+	char ids[8][STORE_JOB_ID_LEN + 1];
+	int n;
+	int stop_after;
+	struct bg_txn *txn; /* to delete from inside the walk */
+};
+
+static int job_list_fn(const char *id, json_t *rec, void *arg)
+{
+	struct job_list *l = arg;
+
+	if (!json_is_object(rec))
+		return BG_EINVAL;
+	if (l->n < 8)
+		snprintf(l->ids[l->n], sizeof(l->ids[0]), "%s", id);
+	l->n++;
+	if (l->txn != NULL)
+		return txn_job_del(l->txn, id);
+	return l->stop_after != 0 && l->n == l->stop_after ? 77 : 0;
+}
+
+static int jobs_view_fn(struct bg_txn *txn, void *arg)
+{
+	struct job_list list = { .n = 0 };
+	json_t *rec = NULL;
+	json_t *junk = json_pack("{s:i}", "x", 1);
+	uint32_t n = 99;
+
+	(void)arg;
+	CHECK_OK(txn_job_get(txn, JOB_A, &rec));
+	CHECK_EQ_STR(json_string_value(json_object_get(rec, "name")), "first");
+	CHECK_EQ_INT(json_integer_value(json_object_get(rec, "state")), 1);
+	json_decref(rec);
+	CHECK_RC(txn_job_get(txn, JOB_C, &rec), BG_ENOENT);
+	CHECK(rec == NULL);
+	CHECK_RC(txn_job_get(txn, "short-id", &rec), BG_EINVAL);
+
+	CHECK_OK(txn_job_each(txn, job_list_fn, &list));
+	CHECK_EQ_INT(list.n, 2);
+	CHECK_EQ_STR(list.ids[0], JOB_A);
+	CHECK_EQ_STR(list.ids[1], JOB_B);
+	memset(&list, 0, sizeof(list));
+	list.stop_after = 1;
+	CHECK_RC(txn_job_each(txn, job_list_fn, &list), 77);
+	CHECK_EQ_INT(list.n, 1);
+
+	CHECK_OK(txn_file_count(txn, JOB_A, &n));
+	CHECK_EQ_INT(n, 3);
+	CHECK_OK(txn_file_count(txn, JOB_B, &n));
+	CHECK_EQ_INT(n, 1);
+	CHECK_OK(txn_file_count(txn, JOB_C, &n));
+	CHECK_EQ_INT(n, 0);
+	CHECK_OK(txn_file_get(txn, JOB_A, 1, &rec));
+	CHECK_EQ_INT(json_integer_value(json_object_get(rec, "index")), 1);
+	json_decref(rec);
+	CHECK_RC(txn_file_get(txn, JOB_A, 3, &rec), BG_ENOENT);
+
+	/* Writes in a read txn. */
+	CHECK_RC(txn_job_put(txn, JOB_C, junk), BG_ERDONLY);
+	CHECK_RC(txn_job_del(txn, JOB_A), BG_ERDONLY);
+	CHECK_RC(txn_file_put(txn, JOB_A, 9, junk), BG_ERDONLY);
+	json_decref(junk);
+	return 0;
+}
+
+static int jobs_del_a_fn(struct bg_txn *txn, void *arg)
+{
+	(void)arg;
+	return txn_job_del(txn, JOB_A);
+}
+
+static int jobs_after_del_fn(struct bg_txn *txn, void *arg)
+{
+	json_t *rec = NULL;
+	uint32_t n = 99;
+
+	(void)arg;
+	CHECK_RC(txn_job_get(txn, JOB_A, &rec), BG_ENOENT);
+	CHECK_OK(txn_file_count(txn, JOB_A, &n));
+	CHECK_EQ_INT(n, 0);
+	CHECK_RC(txn_file_get(txn, JOB_A, 0, &rec), BG_ENOENT);
+	CHECK_OK(txn_file_count(txn, JOB_B, &n));
+	CHECK_EQ_INT(n, 1);
+	CHECK_OK(txn_job_get(txn, JOB_B, &rec));
+	json_decref(rec);
+	return 0;
+}
+
+static int jobs_bad_put_fn(struct bg_txn *txn, void *arg)
+{
+	json_t *arr = json_pack("[i]", 1);
+	json_t *obj = json_pack("{s:i}", "x", 1);
+	int rc;
+
+	(void)arg;
+	CHECK_RC(txn_job_put(txn, JOB_C, arr), BG_EINVAL);
+	CHECK_RC(txn_job_put(txn, JOB_C, NULL), BG_EINVAL);
+	CHECK_RC(txn_job_put(txn, "x", obj), BG_EINVAL);
+	/* Written, then undone by the error this fn returns. */
+	rc = txn_job_put(txn, JOB_C, obj);
+	json_decref(arr);
+	json_decref(obj);
+	return rc == 0 ? BG_ECANCELED : rc;
+}
+
+static int jobs_delete_all_fn(struct bg_txn *txn, void *arg)
+{
+	struct job_list *l = arg;
+	json_t *rec = json_pack("{}");
+	int rc;
+
+	rc = txn_job_put(txn, JOB_A, rec);
+	if (rc == 0)
+		rc = txn_job_put(txn, JOB_C, rec);
+	json_decref(rec);
+	if (rc != 0)
+		return rc;
+	/* The walk must survive its callback deleting the current record. */
+	memset(l, 0, sizeof(*l));
+	l->txn = txn;
+	rc = txn_job_each(txn, job_list_fn, l);
+	l->txn = NULL;
+	return rc;
+}
+
+static int jobs_count_fn(struct bg_txn *txn, void *arg)
+{
+	struct job_list *l = arg;
+
+	memset(l, 0, sizeof(*l));
+	return txn_job_each(txn, job_list_fn, l);
+}
+
+static int nested_view_fn(struct bg_txn *txn, void *arg)
+{
+	(void)txn;
+	return store_view(arg, jobs_count_fn, NULL);
+}
+
+static int nested_update_fn(struct bg_txn *txn, void *arg)
+{
+	(void)txn;
+	return store_update(arg, jobs_del_a_fn, NULL);
+}
+
+static void test_jobs(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct job_list list;
+
+	CHECK_OK(store_update(st, jobs_put_fn, NULL));
+	CHECK_OK(store_view(st, jobs_view_fn, NULL));
+	CHECK_OK(store_update(st, jobs_del_a_fn, NULL));
+	CHECK_OK(store_view(st, jobs_after_del_fn, NULL));
+	CHECK_RC(store_update(st, jobs_del_a_fn, NULL), BG_ENOENT);
+	CHECK_RC(store_update(st, jobs_bad_put_fn, NULL), BG_ECANCELED);
+	CHECK_OK(store_view(st, jobs_count_fn, &list));
+	CHECK_EQ_INT(list.n, 1);
+
+	CHECK_OK(store_update(st, jobs_delete_all_fn, &list));
+	CHECK_EQ_INT(list.n, 3);
+	CHECK_OK(store_view(st, jobs_count_fn, &list));
+	CHECK_EQ_INT(list.n, 0);
+
+	/* Nested transactions are refused rather than risking a deadlock. */
+	CHECK_RC(store_update(st, nested_view_fn, st), BG_EINVAL);
+	CHECK_RC(store_view(st, nested_update_fn, st), BG_EINVAL);
+	CHECK_RC(store_view(st, nested_view_fn, st), BG_EINVAL);
+	store_close(st);
+	home_free(home);
+}
+
+/* ---- Blobs --------------------------------------------------------------- */
+
+struct blob_ctx {
+	uint64_t ids[4];
+	unsigned char *full;
+};
+
+static int blob_put_fn(struct bg_txn *txn, void *arg)
+{
+	struct blob_ctx *c = arg;
+	static const char small[100] = "small";
+	int rc;
+
+	rc = txn_blob_new(txn, &c->ids[0]);
+	if (rc == 0)
+		rc = txn_blob_new(txn, &c->ids[1]);
+	if (rc == 0)
+		rc = txn_blob_put(txn, c->ids[0], 0, c->full, STORE_CHUNK_BYTES);
+	if (rc == 0)
+		rc = txn_blob_put(txn, c->ids[0], 1, small, sizeof(small));
+	if (rc == 0)
+		rc = txn_blob_put(txn, c->ids[0], 2, small, 50);
+	if (rc == 0)
+		rc = txn_blob_put(txn, c->ids[1], 0, small, 10);
+	CHECK_RC(txn_blob_put(txn, c->ids[1], 1, c->full, STORE_CHUNK_BYTES + 1), BG_EINVAL);
+	CHECK_RC(txn_blob_put(txn, 0, 0, small, 10), BG_EINVAL);
+	return rc;
+}
+
+static int blob_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct blob_ctx *c = arg;
+	const void *data = NULL;
+	size_t len = 0;
+
+	CHECK_EQ_INT(c->ids[0], 1);
+	CHECK_EQ_INT(c->ids[1], 2);
+	CHECK_OK(txn_blob_get(txn, c->ids[0], 0, &data, &len));
+	CHECK_EQ_INT(len, STORE_CHUNK_BYTES);
+	CHECK_EQ_MEM(data, c->full, STORE_CHUNK_BYTES);
+	CHECK_OK(txn_blob_get(txn, c->ids[0], 1, &data, &len));
+	CHECK_EQ_INT(len, 100);
+	CHECK_EQ_STR(data, "small");
+	CHECK_OK(txn_blob_get(txn, c->ids[0], 2, &data, &len));
+	CHECK_EQ_INT(len, 50);
+	CHECK_RC(txn_blob_get(txn, c->ids[0], 3, &data, &len), BG_ENOENT);
+	CHECK(data == NULL && len == 0);
+	CHECK_OK(txn_blob_get(txn, c->ids[1], 0, &data, &len));
+	CHECK_EQ_INT(len, 10);
+	CHECK_RC(txn_blob_truncate(txn, c->ids[0], 1), BG_ERDONLY);
+	CHECK_RC(txn_blob_new(txn, &c->ids[3]), BG_ERDONLY);
+	return 0;
+}
+
+static int blob_trunc_fn(struct bg_txn *txn, void *arg)
+{
+	struct blob_ctx *c = arg;
+	int rc = txn_blob_truncate(txn, c->ids[0], 1);
+
+	if (rc == 0)
+		rc = txn_blob_truncate(txn, c->ids[1], 0);
+	/* Truncating what is not there is not an error. */
+	if (rc == 0)
+		rc = txn_blob_truncate(txn, 999, 0);
+	if (rc == 0)
+		rc = txn_blob_new(txn, &c->ids[2]);
+	return rc;
+}
+
+static int blob_after_trunc_fn(struct bg_txn *txn, void *arg)
+{
+	struct blob_ctx *c = arg;
+	const void *data;
+	size_t len;
+
+	CHECK_OK(txn_blob_get(txn, c->ids[0], 0, &data, &len));
+	CHECK_RC(txn_blob_get(txn, c->ids[0], 1, &data, &len), BG_ENOENT);
+	CHECK_RC(txn_blob_get(txn, c->ids[0], 2, &data, &len), BG_ENOENT);
+	CHECK_RC(txn_blob_get(txn, c->ids[1], 0, &data, &len), BG_ENOENT);
+	CHECK_EQ_INT(c->ids[2], 3);
+	return 0;
+}
+
+static int blob_new_fn(struct bg_txn *txn, void *arg)
+{
+	return txn_blob_new(txn, arg);
+}
+
+static void test_blobs(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct blob_ctx c = { .full = pattern_buf(1, STORE_CHUNK_BYTES) };
+	uint64_t id = 0;
+
+	CHECK_OK(store_update(st, blob_put_fn, &c));
+	CHECK_OK(store_view(st, blob_check_fn, &c));
+	CHECK_OK(store_update(st, blob_trunc_fn, &c));
+	CHECK_OK(store_view(st, blob_after_trunc_fn, &c));
+	store_close(st);
+	/* Ids survive a reopen and are never reused. */
+	st = open_rw(home, 0);
+	CHECK_OK(store_update(st, blob_new_fn, &id));
+	CHECK_EQ_INT(id, 4);
+	store_close(st);
+	free(c.full);
+	home_free(home);
+}
+
+/* ---- Content ------------------------------------------------------------- */
+
+struct content_ctx {
+	unsigned char sha[BG_SHA256_LEN];
+	uint64_t blob;
+	int seen;
+};
+
+static int content_put_fn(struct bg_txn *txn, void *arg)
+{
+	struct content_ctx *c = arg;
+	struct store_content rec = { .size = 11, .created = 100, .last_used = -5 };
+	int rc;
+
+	rc = txn_blob_new(txn, &c->blob);
+	rec.blob = c->blob;
+	if (rc == 0)
+		rc = txn_blob_put(txn, c->blob, 0, "content one", 11);
+	if (rc == 0)
+		rc = txn_content_put(txn, c->sha, &rec);
+	rec.blob = 0;
+	CHECK_RC(txn_content_put(txn, c->sha, &rec), BG_EINVAL);
+	return rc;
+}
+
+static int content_seen_fn(const unsigned char sha[BG_SHA256_LEN], const struct store_content *rec,
+                           void *arg)
+{
+	struct content_ctx *c = arg;
+
+	CHECK_EQ_MEM(sha, c->sha, BG_SHA256_LEN);
+	CHECK_EQ_INT(rec->blob, c->blob);
+	c->seen++;
+	return 0;
+}
+
+static int content_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct content_ctx *c = arg;
+	struct store_content rec;
+	unsigned char other[BG_SHA256_LEN] = { 1 };
+
+	CHECK_OK(txn_content_get(txn, c->sha, &rec));
+	CHECK_EQ_INT(rec.blob, c->blob);
+	CHECK_EQ_INT(rec.size, 11);
+	CHECK_EQ_INT(rec.created, 100);
+	CHECK_EQ_INT(rec.last_used, -5);
+	CHECK_RC(txn_content_get(txn, other, &rec), BG_ENOENT);
+	c->seen = 0;
+	CHECK_OK(txn_content_each(txn, content_seen_fn, c));
+	CHECK_EQ_INT(c->seen, 1);
+	CHECK_RC(txn_content_del(txn, c->sha), BG_ERDONLY);
+	return 0;
+}
+
+static int content_del_fn(struct bg_txn *txn, void *arg)
+{
+	struct content_ctx *c = arg;
+
+	return txn_content_del(txn, c->sha);
+}
+
+static int content_gone_fn(struct bg_txn *txn, void *arg)
+{
+	struct content_ctx *c = arg;
+	struct store_content rec;
+	const void *data;
+	size_t len;
+
+	CHECK_RC(txn_content_get(txn, c->sha, &rec), BG_ENOENT);
+	CHECK_RC(txn_blob_get(txn, c->blob, 0, &data, &len), BG_ENOENT);
+	return 0;
+}
+
+static void test_content(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct content_ctx c;
+
+	bg_sha256("content one", 11, c.sha);
+	CHECK_OK(store_update(st, content_put_fn, &c));
+	CHECK_OK(store_view(st, content_check_fn, &c));
+	CHECK_OK(store_update(st, content_del_fn, &c));
+	CHECK_OK(store_view(st, content_gone_fn, &c));
+	CHECK_RC(store_update(st, content_del_fn, &c), BG_ENOENT);
+	store_close(st);
+	home_free(home);
+}
+
+/* ---- Keys ---------------------------------------------------------------- */
+
+#define URL_PUBLIC "https://example.com/pub/file.iso"
+#define URL_PRIVATE "https://example.com/private/report.pdf?token=x"
+
+struct key_ctx {
+	unsigned char sha[BG_SHA256_LEN];
+	char urls[4][128];
+	int n;
+};
+
+static int key_put_fn(struct bg_txn *txn, void *arg)
+{
+	struct key_ctx *c = arg;
+	struct store_key pub = { .url = URL_PUBLIC, .size = 1234, .etag = "\"abc\"",
+		                 .last_modified = "Mon, 01 Jan 2024 00:00:00 GMT",
+		                 .stored = 1700000000, .validated = 1700000500 };
+	struct store_key priv = { .url = URL_PRIVATE, .size = 0, .stored = -1,
+		                  .validated = 0, .flags = STORE_KEY_PRIVATE };
+	int rc;
+
+	memcpy(pub.sha256, c->sha, BG_SHA256_LEN);
+	memcpy(priv.sha256, c->sha, BG_SHA256_LEN);
+	rc = txn_key_put(txn, &pub);
+	if (rc == 0)
+		rc = txn_key_put(txn, &priv);
+	return rc;
+}
+
+static int key_seen_fn(const struct store_key *k, void *arg)
+{
+	struct key_ctx *c = arg;
+
+	if (c->n < 4)
+		snprintf(c->urls[c->n], sizeof(c->urls[0]), "%s", k->url);
+	c->n++;
+	return 0;
+}
+
+static int key_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct key_ctx *c = arg;
+	struct store_key k;
+	unsigned char h1[BG_SHA256_LEN];
+	unsigned char h2[BG_SHA256_LEN];
+
+	CHECK_OK(txn_key_get(txn, URL_PUBLIC, &k));
+	CHECK_EQ_STR(k.url, URL_PUBLIC);
+	CHECK_EQ_MEM(k.sha256, c->sha, BG_SHA256_LEN);
+	CHECK_EQ_INT(k.size, 1234);
+	CHECK_EQ_STR(k.etag, "\"abc\"");
+	CHECK_EQ_STR(k.last_modified, "Mon, 01 Jan 2024 00:00:00 GMT");
+	CHECK_EQ_INT(k.stored, 1700000000);
+	CHECK_EQ_INT(k.validated, 1700000500);
+	CHECK_EQ_INT(k.flags, 0);
+	store_key_clear(&k);
+	CHECK(k.url == NULL);
+	store_key_clear(NULL);
+
+	CHECK_OK(txn_key_get(txn, URL_PRIVATE, &k));
+	CHECK_EQ_INT(k.flags, STORE_KEY_PRIVATE);
+	CHECK(k.etag == NULL);
+	CHECK(k.last_modified == NULL);
+	CHECK_EQ_INT(k.stored, -1);
+	store_key_clear(&k);
+
+	CHECK_RC(txn_key_get(txn, "https://example.com/none", &k), BG_ENOENT);
+	CHECK_RC(txn_key_get(txn, "", &k), BG_ENOENT);
+
+	c->n = 0;
+	CHECK_OK(txn_key_each(txn, key_seen_fn, c));
+	CHECK_EQ_INT(c->n, 2);
+	/* Walk order is SHA-256(url) order. */
+	bg_sha256(c->urls[0], strlen(c->urls[0]), h1);
+	bg_sha256(c->urls[1], strlen(c->urls[1]), h2);
+	CHECK(memcmp(h1, h2, BG_SHA256_LEN) < 0);
+	CHECK_RC(txn_key_del(txn, URL_PUBLIC), BG_ERDONLY);
+	return 0;
+}
+
+static int key_limits_fn(struct bg_txn *txn, void *arg)
+{
+	size_t n = STORE_URL_MAX + 2;
+	char *url = malloc(n);
+	char *tag = malloc(STORE_VALIDATOR_MAX + 2);
+	struct store_key k = { .url = url };
+	struct store_key got;
+	int rc;
+
+	(void)arg;
+	memset(url, 'u', n - 1);
+	url[n - 1] = '\0';
+	CHECK_RC(txn_key_put(txn, &k), BG_ELIMIT);
+	url[STORE_URL_MAX] = '\0';
+	rc = txn_key_put(txn, &k);
+	CHECK_OK(rc);
+	CHECK_OK(txn_key_get(txn, url, &got));
+	CHECK_EQ_INT(strlen(got.url), STORE_URL_MAX);
+	store_key_clear(&got);
+	memset(tag, 't', STORE_VALIDATOR_MAX + 1);
+	tag[STORE_VALIDATOR_MAX + 1] = '\0';
+	k.etag = tag;
+	CHECK_RC(txn_key_put(txn, &k), BG_ELIMIT);
+	k.etag = NULL;
+	k.last_modified = tag;
+	CHECK_RC(txn_key_put(txn, &k), BG_ELIMIT);
+	k.last_modified = NULL;
+	k.url = "";
+	CHECK_RC(txn_key_put(txn, &k), BG_EINVAL);
+	k.url = "https://example.com/\xff";
+	CHECK_RC(txn_key_put(txn, &k), BG_EINVAL);
+	k.url = "https://example.com/ok";
+	k.size = (uint64_t)INT64_MAX + 1;
+	CHECK_RC(txn_key_put(txn, &k), BG_EINVAL);
+	CHECK_RC(txn_key_put(txn, NULL), BG_EINVAL);
+	free(url);
+	free(tag);
+	return rc;
+}
+
+static int key_del_fn(struct bg_txn *txn, void *arg)
+{
+	return txn_key_del(txn, arg);
+}
+
+static int key_after_del_fn(struct bg_txn *txn, void *arg)
+{
+	struct key_ctx *c = arg;
+	struct store_key k;
+
+	CHECK_RC(txn_key_get(txn, URL_PUBLIC, &k), BG_ENOENT);
+	CHECK_OK(txn_key_get(txn, URL_PRIVATE, &k));
+	store_key_clear(&k);
+	c->n = 0;
+	CHECK_OK(txn_key_each(txn, key_seen_fn, c));
+	/* The private key and the longest URL of key_limits_fn. */
+	CHECK_EQ_INT(c->n, 2);
+	return 0;
+}
+
+static void test_keys(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct key_ctx c;
+
+	bg_sha256("some content", 12, c.sha);
+	CHECK_OK(store_update(st, key_put_fn, &c));
+	CHECK_OK(store_view(st, key_check_fn, &c));
+	CHECK_OK(store_update(st, key_limits_fn, NULL));
+	CHECK_OK(store_update(st, key_del_fn, URL_PUBLIC));
+	CHECK_RC(store_update(st, key_del_fn, URL_PUBLIC), BG_ENOENT);
+	CHECK_OK(store_view(st, key_after_del_fn, &c));
+	store_close(st);
+	home_free(home);
+}
+
+/* ---- Dedupe and garbage collection --------------------------------------- */
+
+struct dedupe_ctx {
+	unsigned char sha[BG_SHA256_LEN];
+	uint64_t blob;
+};
+
+static int dedupe_put_fn(struct bg_txn *txn, void *arg)
+{
+	struct dedupe_ctx *c = arg;
+	struct store_key k1 = { .url = "https://a.example/x.bin", .size = 5 };
+	struct store_key k2 = { .url = "https://mirror.example/x.bin", .size = 5 };
+	struct store_content rec = { .size = 5 };
+	int rc;
+
+	rc = txn_blob_new(txn, &c->blob);
+	rec.blob = c->blob;
+	memcpy(k1.sha256, c->sha, BG_SHA256_LEN);
+	memcpy(k2.sha256, c->sha, BG_SHA256_LEN);
+	if (rc == 0)
+		rc = txn_blob_put(txn, c->blob, 0, "hello", 5);
+	if (rc == 0)
+		rc = txn_content_put(txn, c->sha, &rec);
+	if (rc == 0)
+		rc = txn_key_put(txn, &k1);
+	if (rc == 0)
+		rc = txn_key_put(txn, &k2);
+	return rc;
+}
+
+static int dedupe_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct dedupe_ctx *c = arg;
+	struct store_key k1;
+	struct store_key k2;
+	struct store_content rec;
+
+	CHECK_OK(txn_key_get(txn, "https://a.example/x.bin", &k1));
+	CHECK_OK(txn_key_get(txn, "https://mirror.example/x.bin", &k2));
+	CHECK_EQ_MEM(k1.sha256, k2.sha256, BG_SHA256_LEN);
+	CHECK_OK(txn_content_get(txn, k1.sha256, &rec));
+	CHECK_EQ_INT(rec.blob, c->blob);
+	store_key_clear(&k1);
+	store_key_clear(&k2);
+	return 0;
+}
+
+static void test_dedupe(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct dedupe_ctx c;
+	uint64_t entries = 99;
+	uint64_t bytes = 99;
+	unsigned char buf[8];
+	size_t got = 0;
+
+	bg_sha256("hello", 5, c.sha);
+	CHECK_OK(store_update(st, dedupe_put_fn, &c));
+	CHECK_OK(store_view(st, dedupe_check_fn, &c));
+	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_EQ_INT(entries, 0);
+	CHECK_EQ_INT(bytes, 0);
+	CHECK_OK(store_update(st, key_del_fn, "https://a.example/x.bin"));
+	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_EQ_INT(entries, 0);
+	CHECK_OK(store_read_content(st, c.sha, 0, buf, sizeof(buf), &got));
+	CHECK_EQ_INT(got, 5);
+	CHECK_EQ_MEM(buf, "hello", 5);
+	CHECK_OK(store_update(st, key_del_fn, "https://mirror.example/x.bin"));
+	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_EQ_INT(entries, 1);
+	CHECK_EQ_INT(bytes, 5);
+	CHECK_RC(store_read_content(st, c.sha, 0, buf, sizeof(buf), &got), BG_ENOENT);
+	store_close(st);
+	home_free(home);
+}
+
+struct gc_ctx {
+	unsigned char sha_a[BG_SHA256_LEN], sha_b[BG_SHA256_LEN], sha_e[BG_SHA256_LEN];
+	uint64_t a, b, c, d, e;
+	unsigned char *big;
+};
+
+static int gc_put_fn(struct bg_txn *txn, void *arg)
+{
+	struct gc_ctx *g = arg;
+	struct store_key k = { .url = "https://example.com/a" };
+	struct store_content rec = { 0 };
+	json_t *f;
+	int rc = 0;
+
+	if (rc == 0)
+		rc = txn_blob_new(txn, &g->a);
+	if (rc == 0)
+		rc = txn_blob_new(txn, &g->b);
+	if (rc == 0)
+		rc = txn_blob_new(txn, &g->c);
+	if (rc == 0)
+		rc = txn_blob_new(txn, &g->d);
+	if (rc == 0)
+		rc = txn_blob_new(txn, &g->e);
+	/* a: content with a key. */
+	if (rc == 0)
+		rc = txn_blob_put(txn, g->a, 0, g->big, 1000);
+	rec.blob = g->a;
+	rec.size = 1000;
+	if (rc == 0)
+		rc = txn_content_put(txn, g->sha_a, &rec);
+	memcpy(k.sha256, g->sha_a, BG_SHA256_LEN);
+	if (rc == 0)
+		rc = txn_key_put(txn, &k);
+	/* b: content nobody points at, two chunks. */
+	if (rc == 0)
+		rc = txn_blob_put(txn, g->b, 0, g->big, STORE_CHUNK_BYTES);
+	if (rc == 0)
+		rc = txn_blob_put(txn, g->b, 1, g->big, 500);
+	rec.blob = g->b;
+	rec.size = STORE_CHUNK_BYTES + 500;
+	if (rc == 0)
+		rc = txn_content_put(txn, g->sha_b, &rec);
+	/* c: an orphan blob. */
+	if (rc == 0)
+		rc = txn_blob_put(txn, g->c, 0, g->big, 300);
+	/* d: a download in progress, named by a file record. */
+	if (rc == 0)
+		rc = txn_blob_put(txn, g->d, 0, g->big, 400);
+	/* e: content nobody points at whose blob a file still names. */
+	if (rc == 0)
+		rc = txn_blob_put(txn, g->e, 0, g->big, 200);
+	rec.blob = g->e;
+	rec.size = 200;
+	if (rc == 0)
+		rc = txn_content_put(txn, g->sha_e, &rec);
+	f = json_pack("{}");
+	if (rc == 0)
+		rc = txn_job_put(txn, JOB_A, f);
+	json_decref(f);
+	f = json_pack("{s:I}", "blob", (json_int_t)g->d);
+	if (rc == 0)
+		rc = txn_file_put(txn, JOB_A, 0, f);
+	json_decref(f);
+	f = json_pack("{s:I}", "blob", (json_int_t)g->e);
+	if (rc == 0)
+		rc = txn_file_put(txn, JOB_A, 1, f);
+	json_decref(f);
+	f = json_pack("{s:s}", "blob", "not a number");
+	if (rc == 0)
+		rc = txn_file_put(txn, JOB_A, 2, f);
+	json_decref(f);
+	return rc;
+}
+
+static int blob_exists(struct bg_txn *txn, uint64_t blob, uint64_t index)
+{
+	const void *data;
+	size_t len;
+
+	return txn_blob_get(txn, blob, index, &data, &len) == 0;
+}
+
+static int gc_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct gc_ctx *g = arg;
+	struct store_content rec;
+
+	CHECK_OK(txn_content_get(txn, g->sha_a, &rec));
+	CHECK(blob_exists(txn, g->a, 0));
+	CHECK_RC(txn_content_get(txn, g->sha_b, &rec), BG_ENOENT);
+	CHECK(!blob_exists(txn, g->b, 0));
+	CHECK(!blob_exists(txn, g->b, 1));
+	CHECK(!blob_exists(txn, g->c, 0));
+	CHECK(blob_exists(txn, g->d, 0));
+	CHECK_RC(txn_content_get(txn, g->sha_e, &rec), BG_ENOENT);
+	CHECK(blob_exists(txn, g->e, 0));
+	return 0;
+}
+
+static void test_gc(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct gc_ctx g = { .big = pattern_buf(3, STORE_CHUNK_BYTES) };
+	uint64_t entries = 0;
+	uint64_t bytes = 0;
+
+	bg_sha256("a", 1, g.sha_a);
+	bg_sha256("b", 1, g.sha_b);
+	bg_sha256("e", 1, g.sha_e);
+	CHECK_OK(store_update(st, gc_put_fn, &g));
+	CHECK_OK(store_gc(st, &entries, &bytes));
+	/* b (content), c (orphan blob), e (content record only). */
+	CHECK_EQ_INT(entries, 3);
+	CHECK_EQ_INT(bytes, STORE_CHUNK_BYTES + 500 + 300);
+	CHECK_OK(store_view(st, gc_check_fn, &g));
+	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_EQ_INT(entries, 0);
+	CHECK_EQ_INT(bytes, 0);
+	/* Once the job is gone its blobs are orphans. */
+	CHECK_OK(store_update(st, jobs_del_a_fn, NULL));
+	CHECK_OK(store_gc(st, &entries, NULL));
+	CHECK_EQ_INT(entries, 2);
+	CHECK_OK(store_gc(st, NULL, NULL));
+	free(g.big);
+	store_close(st);
+	home_free(home);
+}
+
+/* ---- Reading content ----------------------------------------------------- */
+
+static int chunk_put_fn(struct bg_txn *txn, void *arg)
+{
+	struct put_content *p = arg;
+
+	return txn_blob_put(txn, p->blob, p->first, p->data, p->len);
+}
+
+static int chunk_drop_fn(struct bg_txn *txn, void *arg)
+{
+	struct put_content *p = arg;
+
+	return txn_blob_truncate(txn, p->blob, p->first);
+}
+
+static int content_blob_fn(struct bg_txn *txn, void *arg)
+{
+	struct put_content *p = arg;
+	struct store_content c;
+	int rc = txn_content_get(txn, p->sha, &c);
+
+	p->blob = c.blob;
+	return rc;
+}
+
+static void test_read_content(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	size_t size = 2 * STORE_CHUNK_BYTES + 1000;
+	unsigned char *data = pattern_buf(7, size);
+	unsigned char *buf = malloc(size + 100);
+	unsigned char sha[BG_SHA256_LEN];
+	unsigned char none[BG_SHA256_LEN] = { 9 };
+	struct put_content p = { 0 };
+	size_t got = 0;
+	size_t off;
+	int ok = 1;
+
+	CHECK_OK(store_put_content(st, data, size, 2, sha, NULL, NULL));
+
+	CHECK_OK(store_read_content(st, sha, 0, buf, size + 100, &got));
+	CHECK_EQ_INT(got, size);
+	CHECK_EQ_MEM(buf, data, size);
+	/* Across the first boundary, into the last chunk, at the end. */
+	CHECK_OK(store_read_content(st, sha, STORE_CHUNK_BYTES - 10, buf, 20, &got));
+	CHECK_EQ_INT(got, 20);
+	CHECK_EQ_MEM(buf, data + STORE_CHUNK_BYTES - 10, 20);
+	CHECK_OK(store_read_content(st, sha, 2 * STORE_CHUNK_BYTES - 5, buf, 100, &got));
+	CHECK_EQ_INT(got, 100);
+	CHECK_EQ_MEM(buf, data + 2 * STORE_CHUNK_BYTES - 5, 100);
+	CHECK_OK(store_read_content(st, sha, size - 10, buf, 100, &got));
+	CHECK_EQ_INT(got, 10);
+	CHECK_EQ_MEM(buf, data + size - 10, 10);
+	CHECK_OK(store_read_content(st, sha, size, buf, 100, &got));
+	CHECK_EQ_INT(got, 0);
+	CHECK_OK(store_read_content(st, sha, size + 12345, buf, 100, &got));
+	CHECK_EQ_INT(got, 0);
+	CHECK_OK(store_read_content(st, sha, 5, buf, 0, &got));
+	CHECK_EQ_INT(got, 0);
+	/* Odd-sized pieces, as a peer would ask for them. */
+	for (off = 0; off < size; off += got) {
+		if (store_read_content(st, sha, off, buf, 77777, &got) != 0 || got == 0 ||
+		    memcmp(buf, data + off, got) != 0) {
+			ok = 0;
+			break;
+		}
+	}
+	CHECK(ok && off == size);
+	CHECK_RC(store_read_content(st, none, 0, buf, 10, &got), BG_ENOENT);
+	CHECK_RC(store_read_content(st, sha, 0, NULL, 10, &got), BG_EINVAL);
+
+	/* A short middle chunk, then a missing one. */
+	memcpy(p.sha, sha, BG_SHA256_LEN);
+	CHECK_OK(store_view(st, content_blob_fn, &p));
+	p.first = 1;
+	p.data = data + STORE_CHUNK_BYTES;
+	p.len = STORE_CHUNK_BYTES - 1;
+	CHECK_OK(store_update(st, chunk_put_fn, &p));
+	CHECK_RC(store_read_content(st, sha, 0, buf, size, &got), BG_ECORRUPT);
+	CHECK_EQ_INT(got, 0);
+	/* The first chunk alone is still fine. */
+	CHECK_OK(store_read_content(st, sha, 0, buf, 100, &got));
+	CHECK_EQ_INT(got, 100);
+	CHECK_OK(store_update(st, chunk_drop_fn, &p));
+	CHECK_RC(store_read_content(st, sha, STORE_CHUNK_BYTES, buf, 10, &got), BG_ECORRUPT);
+	CHECK_RC(store_read_content(st, sha, size - 1, buf, 10, &got), BG_ECORRUPT);
+	/* A last chunk longer than the content says. */
+	p.first = 1;
+	p.data = data + STORE_CHUNK_BYTES;
+	p.len = STORE_CHUNK_BYTES;
+	CHECK_OK(store_update(st, chunk_put_fn, &p));
+	p.first = 2;
+	p.data = data;
+	p.len = 1001;
+	CHECK_OK(store_update(st, chunk_put_fn, &p));
+	CHECK_RC(store_read_content(st, sha, size - 1, buf, 1, &got), BG_ECORRUPT);
+
+	free(data);
+	free(buf);
+	store_close(st);
+	home_free(home);
+}
+
+/* ---- Damaged records ----------------------------------------------------- */
+
+static int damage_setup_fn(struct bg_txn *txn, void *arg)
+{
+	json_t *rec = json_pack("{s:s}", "name", "ok");
+	struct store_key k = { .url = "https://example.com/good", .size = 1 };
+	int rc;
+
+	(void)arg;
+	rc = txn_job_put(txn, JOB_A, rec);
+	if (rc == 0)
+		rc = txn_job_put(txn, JOB_B, rec);
+	if (rc == 0)
+		rc = txn_key_put(txn, &k);
+	json_decref(rec);
+	return rc;
+}
+
+struct damage_ctx {
+	const char *url;
+	unsigned char sha[BG_SHA256_LEN];
+	int want;
+};
+
+static int count_key_fn(const struct store_key *k, void *arg)
+{
+	(void)k;
+	++*(int *)arg;
+	return 0;
+}
+
+static int damaged_key_fn(struct bg_txn *txn, void *arg)
+{
+	struct damage_ctx *d = arg;
+	struct store_key k;
+	int n = 0;
+
+	CHECK_RC(txn_key_get(txn, d->url, &k), d->want);
+	CHECK(d->want == 0 || k.url == NULL);
+	store_key_clear(&k);
+	CHECK_RC(txn_key_each(txn, count_key_fn, &n), d->want);
+	return 0;
+}
+
+static int damaged_jobs_fn(struct bg_txn *txn, void *arg)
+{
+	struct job_list list = { .n = 0 };
+	json_t *rec = NULL;
+
+	(void)arg;
+	CHECK_RC(txn_job_get(txn, JOB_A, &rec), BG_ECORRUPT);
+	CHECK(rec == NULL);
+	CHECK_RC(txn_job_get(txn, JOB_B, &rec), BG_ECORRUPT);
+	CHECK_RC(txn_job_get(txn, JOB_C, &rec), BG_ECORRUPT);
+	CHECK_RC(txn_job_each(txn, job_list_fn, &list), BG_ECORRUPT);
+	return 0;
+}
+
+static int damaged_misc_fn(struct bg_txn *txn, void *arg)
+{
+	struct damage_ctx *d = arg;
+	struct store_content c;
+	const void *data;
+	size_t len;
+	uint64_t id;
+
+	CHECK_RC(txn_content_get(txn, d->sha, &c), BG_ECORRUPT);
+	CHECK_RC(txn_blob_get(txn, 5, 0, &data, &len), BG_ECORRUPT);
+	CHECK_RC(txn_blob_new(txn, &id), BG_ERDONLY);
+	return 0;
+}
+
+static int damaged_blob_new_fn(struct bg_txn *txn, void *arg)
+{
+	uint64_t id;
+
+	(void)arg;
+	CHECK_RC(txn_blob_new(txn, &id), BG_ECORRUPT);
+	return 0;
+}
+
+static int damaged_cleanup_fn(struct bg_txn *txn, void *arg)
+{
+	struct damage_ctx *d = arg;
+	int rc;
+
+	/* Damaged records can still be deleted: that is the repair. */
+	rc = txn_job_del(txn, JOB_A);
+	if (rc == 0)
+		rc = txn_job_del(txn, JOB_B);
+	if (rc == 0)
+		rc = txn_job_del(txn, JOB_C);
+	if (rc == 0)
+		rc = txn_content_del(txn, d->sha);
+	return rc;
+}
+
+/* Copies tmpl into out with @URL@ and @SHA@ replaced. */
+static void fill(char *out, size_t cap, const char *tmpl, const char *url, const char *sha)
+{
+	size_t n = 0;
+
+	while (*tmpl != '\0' && n + 1 < cap) {
+		const char *sub = NULL;
+
+		if (strncmp(tmpl, "@URL@", 5) == 0)
+			sub = url;
+		else if (strncmp(tmpl, "@SHA@", 5) == 0)
+			sub = sha;
+		if (sub != NULL) {
+			size_t len = strlen(sub);
+
+			if (n + len + 1 > cap)
+				break;
+			memcpy(out + n, sub, len);
+			n += len;
+			tmpl += 5;
+		} else {
+			out[n++] = *tmpl++;
+		}
+	}
+	out[n] = '\0';
+}
+
+/* Files a key record with the given JSON under SHA-256(url). */
+static void damage_key(const char *home, const char *url, const char *json)
+{
+	unsigned char k[BG_SHA256_LEN];
+
+	bg_sha256(url, strlen(url), k);
+	CHECK_EQ_INT(raw_put(home, "keys", k, sizeof(k), json, strlen(json)), 0);
+}
+
+static void test_damaged(void)
+{
+	static const char *const bad_keys[] = {
+		"garbage{",
+		"[1,2,3]",
+		"\"just a string\"",
+		"{}",
+		/* Every field in turn: wrong type, range, form or missing. */
+		"{\"url\":\"@URL@\",\"sha256\":\"zz\",\"size\":1,\"etag\":null,"
+		"\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":0}",
+		"{\"url\":\"@URL@\",\"sha256\":\"@SHA@\",\"size\":-1,\"etag\":null,"
+		"\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":0}",
+		"{\"url\":\"@URL@\",\"sha256\":\"@SHA@\",\"size\":1,\"etag\":7,"
+		"\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":0}",
+		"{\"url\":\"@URL@\",\"sha256\":\"@SHA@\",\"size\":1,\"etag\":null,"
+		"\"stored\":0,\"validated\":0,\"flags\":0}",
+		"{\"url\":\"@URL@\",\"sha256\":\"@SHA@\",\"size\":1,\"etag\":null,"
+		"\"last_modified\":null,\"stored\":\"now\",\"validated\":0,\"flags\":0}",
+		"{\"url\":\"@URL@\",\"sha256\":\"@SHA@\",\"size\":1,\"etag\":null,"
+		"\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":-3}",
+		"{\"url\":\"@URL@\",\"sha256\":\"@SHA@\",\"size\":1.5,\"etag\":null,"
+		"\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":0}",
+		"{\"url\":\"@URL@\\u0000x\",\"sha256\":\"@SHA@\",\"size\":1,\"etag\":null,"
+		"\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":0}",
+		"{\"url\":\"@URL@\",\"sha256\":\"@SHA@\",\"size\":1,\"etag\":null,"
+		"\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":0,"
+		"\"flags\":1}",
+		/* A well-formed record filed under another URL's key. */
+		"{\"url\":\"https://example.com/other\",\"sha256\":\"@SHA@\",\"size\":1,"
+		"\"etag\":null,\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":0}",
+	};
+	const char *url = "https://example.com/damaged";
+	char hex[BG_SHA256_HEX_LEN + 1];
+	char json[1024];
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct damage_ctx d = { .url = url, .want = BG_ECORRUPT };
+	unsigned char key[16];
+	unsigned char *big;
+	uint64_t entries;
+
+	CHECK_OK(store_update(st, damage_setup_fn, NULL));
+	store_close(st);
+
+	bg_sha256("x", 1, d.sha);
+	bg_sha256_hex(d.sha, hex);
+	for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++) {
+		fill(json, sizeof(json), bad_keys[i], url, hex);
+		damage_key(home, url, json);
+		st = open_rw(home, 0);
+		CHECK_OK(store_view(st, damaged_key_fn, &d));
+		CHECK_RC(store_gc(st, &entries, NULL), BG_ECORRUPT);
+		store_close(st);
+	}
+	/* The same record, well-formed, reads fine: the templates are right. */
+	fill(json, sizeof(json),
+	     "{\"url\":\"@URL@\",\"sha256\":\"@SHA@\",\"size\":1,\"etag\":\"\\\"e\\\"\","
+	     "\"last_modified\":null,\"stored\":0,\"validated\":0,\"flags\":0}",
+	     url, hex);
+	damage_key(home, url, json);
+	d.want = 0;
+	st = open_rw(home, 0);
+	CHECK_OK(store_view(st, damaged_key_fn, &d));
+	CHECK_OK(store_update(st, key_del_fn, (void *)url));
+	store_close(st);
+
+	/* Jobs: not JSON, not an object, empty. */
+	CHECK_EQ_INT(raw_put(home, "jobs", JOB_A, STORE_JOB_ID_LEN, "{\"a\":", 5), 0);
+	CHECK_EQ_INT(raw_put(home, "jobs", JOB_B, STORE_JOB_ID_LEN, "[1]", 3), 0);
+	CHECK_EQ_INT(raw_put(home, "jobs", JOB_C, STORE_JOB_ID_LEN, "", 0), 0);
+	/* Content of the wrong length, a chunk that is too long, a damaged
+	 * blob counter. */
+	CHECK_EQ_INT(raw_put(home, "content", d.sha, BG_SHA256_LEN, "\x01\x02\x03", 3), 0);
+	big = pattern_buf(5, STORE_CHUNK_BYTES + 1);
+	blob_key(key, 5, 0);
+	CHECK_EQ_INT(raw_put(home, "blobs", key, sizeof(key), big, STORE_CHUNK_BYTES + 1), 0);
+	free(big);
+	st = open_rw(home, 0);
+	CHECK_OK(store_view(st, damaged_jobs_fn, NULL));
+	CHECK_OK(store_view(st, damaged_misc_fn, &d));
+	CHECK_OK(store_update(st, damaged_cleanup_fn, &d));
+	CHECK_OK(store_view(st, jobs_count_fn, &(struct job_list){ .n = 0 }));
+	store_close(st);
+
+	/* A content record of the right length but an unknown version. */
+	memset(json, 0, 33);
+	json[0] = 2;
+	json[1] = 1;
+	CHECK_EQ_INT(raw_put(home, "content", d.sha, BG_SHA256_LEN, json, 33), 0);
+	CHECK_EQ_INT(raw_put(home, "meta", "next_blob", 9, "\x01\x02\x03", 3), 0);
+	st = open_rw(home, 0);
+	CHECK_OK(store_view(st, damaged_misc_fn, &d));
+	CHECK_OK(store_update(st, damaged_blob_new_fn, NULL));
+	store_close(st);
+	home_free(home);
+}
+
+/* ---- Map growth ---------------------------------------------------------- */
+
+static void test_map_growth(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, MIB);
+	size_t size = 20 * MIB;
+	unsigned char *data = pattern_buf(11, size);
+	unsigned char *buf = malloc(size);
+	unsigned char sha[BG_SHA256_LEN];
+	uint64_t before = store_map_bytes(st);
+	int calls = 0;
+	int updates = 0;
+	size_t got = 0;
+
+	CHECK(before < 2 * MIB);
+	CHECK_OK(store_put_content(st, data, size, 8, sha, &calls, &updates));
+	CHECK(store_map_bytes(st) >= size);
+	/* Growth made some updates run fn again. */
+	CHECK(calls > updates);
+	CHECK_OK(store_read_content(st, sha, 0, buf, size, &got));
+	CHECK_EQ_INT(got, size);
+	CHECK(memcmp(buf, data, size) == 0);
+	store_close(st);
+
+	/* A small map asked for at reopen is raised to what the data needs. */
+	st = open_rw(home, MIB);
+	CHECK(store_map_bytes(st) >= size);
+	memset(buf, 0, size);
+	CHECK_OK(store_read_content(st, sha, 0, buf, size, &got));
+	CHECK_EQ_INT(got, size);
+	CHECK(memcmp(buf, data, size) == 0);
+	store_close(st);
+	free(data);
+	free(buf);
+	home_free(home);
+}
+
+/* ---- A second process grows the map -------------------------------------- */
+
+static int first_chunk_fn(struct bg_txn *txn, void *arg)
+{
+	struct put_content *p = arg;
+	struct store_content c;
+	const void *data;
+	size_t len;
+	int rc;
+
+	rc = txn_content_get(txn, p->sha, &c);
+	if (rc == 0)
+		rc = txn_blob_get(txn, c.blob, 0, &data, &len);
+	if (rc == 0 && (len != STORE_CHUNK_BYTES || memcmp(data, p->data, len) != 0))
+		rc = BG_EDIGEST;
+	return rc;
+}
+
+static void test_two_processes(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, MIB);
+	size_t size = 8 * MIB;
+	unsigned char *data = pattern_buf(13, size);
+	unsigned char *buf = malloc(size);
+	struct put_content p = { .data = data };
+	uint64_t before;
+	size_t got = 0;
+	int status = -1;
+	pid_t pid;
+
+	CHECK_OK(store_update(st, jobs_put_fn, NULL));
+	before = store_map_bytes(st);
+	CHECK(before < 2 * MIB);
+	bg_sha256(data, size, p.sha);
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		/* The child never touches the parent's handle: LMDB environments
+		 * do not survive fork().  It opens its own. */
+		struct store_options opts = { .initial_map_bytes = MIB };
+		struct bg_store *cst = NULL;
+		unsigned char sha[BG_SHA256_LEN];
+		int rc = store_open(home, 0, &opts, &cst);
+
+		if (rc == 0)
+			rc = store_put_content(cst, data, size, 4, sha, NULL, NULL);
+		store_close(cst);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	CHECK(pid > 0);
+	CHECK(waitpid(pid, &status, 0) == pid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	/* The data now reaches past this process's map: the read txn meets
+	 * MDB_MAP_RESIZED and must adopt the new size. */
+	CHECK_OK(store_view(st, first_chunk_fn, &p));
+	CHECK(store_map_bytes(st) > before);
+	CHECK_OK(store_read_content(st, p.sha, 0, buf, size, &got));
+	CHECK_EQ_INT(got, size);
+	CHECK(memcmp(buf, data, size) == 0);
+	CHECK_OK(store_update(st, jobs_del_a_fn, NULL));
+	store_close(st);
+	free(data);
+	free(buf);
+	home_free(home);
+}
+
+/* ---- Threads: readers while a writer grows the map ------------------------ */
+
+struct reader {
+	struct bg_store *st;
+	const unsigned char *sha;
+	const unsigned char *data;
+	size_t size;
+	atomic_int *stop;
+	int errors;
+	int reads;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	unsigned char *buf = malloc(r->size);
+	size_t got;
+
+	while (!atomic_load(r->stop) || r->reads == 0) {
+		if (store_read_content(r->st, r->sha, 0, buf, r->size, &got) != 0 ||
+		    got != r->size || memcmp(buf, r->data, got) != 0)
+			r->errors++;
+		r->reads++;
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, MIB);
+	size_t small = STORE_CHUNK_BYTES + 4321;
+	size_t size = 12 * MIB;
+	unsigned char *data = pattern_buf(17, size);
+	unsigned char sha_small[BG_SHA256_LEN];
+	unsigned char sha[BG_SHA256_LEN];
+	struct reader r[4];
+	pthread_t tid[4];
+	atomic_int stop;
+	uint64_t before;
+
+	atomic_init(&stop, 0);
+	CHECK_OK(store_put_content(st, data, small, 8, sha_small, NULL, NULL));
+	before = store_map_bytes(st);
+	for (int i = 0; i < 4; i++) {
+		r[i] = (struct reader){ .st = st, .sha = sha_small, .data = data, .size = small,
+			                .stop = &stop };
+		CHECK(pthread_create(&tid[i], NULL, reader_main, &r[i]) == 0);
+	}
+	CHECK_OK(store_put_content(st, data, size, 4, sha, NULL, NULL));
+	atomic_store(&stop, 1);
+	for (int i = 0; i < 4; i++) {
+		pthread_join(tid[i], NULL);
+		CHECK_EQ_INT(r[i].errors, 0);
+		CHECK(r[i].reads > 0);
+	}
+	CHECK(store_map_bytes(st) > before);
+	store_close(st);
+	free(data);
+	home_free(home);
+}
+
+/* ---- Read-only use ------------------------------------------------------- */
+
+static int ro_view_fn(struct bg_txn *txn, void *arg)
+{
+	json_t *rec = NULL;
+	json_t *obj = json_pack("{}");
+	uint64_t id;
+
+	(void)arg;
+	CHECK_OK(txn_job_get(txn, JOB_B, &rec));
+	json_decref(rec);
+	CHECK_RC(txn_job_put(txn, JOB_C, obj), BG_ERDONLY);
+	CHECK_RC(txn_blob_new(txn, &id), BG_ERDONLY);
+	json_decref(obj);
+	return 0;
+}
+
+static void test_readonly(void)
+{
+	char *home = home_new();
+	struct bg_store *st = NULL;
+	MDB_env *env = NULL;
+	uint64_t entries;
+	struct stat sb;
+
+	/* Nothing there yet, and nothing left behind by looking. */
+	CHECK_RC(store_open(home, STORE_RDONLY, NULL, &st), BG_ENOENT);
+	CHECK(st == NULL);
+	CHECK(stat(home_file(home, "store.mdb-lock"), &sb) != 0 && errno == ENOENT);
+
+	/* A file a writer has just created, still empty. */
+	fclose(fopen(home_file(home, "store.mdb"), "w"));
+	CHECK_RC(store_open(home, STORE_RDONLY, NULL, &st), BG_ENOENT);
+	CHECK(stat(home_file(home, "store.mdb-lock"), &sb) != 0 && errno == ENOENT);
+
+	/* An environment without our databases (a writer still setting up). */
+	CHECK_EQ_INT(mdb_env_create(&env), 0);
+	CHECK_EQ_INT(mdb_env_open(env, home_file(home, "store.mdb"), MDB_NOSUBDIR, 0600), 0);
+	mdb_env_close(env);
+	CHECK_RC(store_open(home, STORE_RDONLY, NULL, &st), BG_ENOENT);
+
+	st = open_rw(home, 0);
+	CHECK_OK(store_update(st, jobs_put_fn, NULL));
+	store_close(st);
+
+	st = NULL;
+	CHECK_OK(store_open(home, STORE_RDONLY, NULL, &st));
+	CHECK_OK(store_view(st, ro_view_fn, NULL));
+	CHECK_RC(store_update(st, jobs_del_a_fn, NULL), BG_ERDONLY);
+	CHECK_RC(store_gc(st, &entries, NULL), BG_ERDONLY);
+	CHECK_RC(store_sync(st), BG_ERDONLY);
+	store_close(st);
+	home_free(home);
+}
+
+int main(void)
+{
+	test_errors();
+	test_digest();
+	test_open();
+	test_jobs();
+	test_blobs();
+	test_content();
+	test_keys();
+	test_dedupe();
+	test_gc();
+	test_read_content();
+	test_damaged();
+	test_map_growth();
+	test_two_processes();
+	test_threads();
+	test_readonly();
+	return check_done();
+}
