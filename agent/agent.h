@@ -116,6 +116,9 @@ int url_canonical(const char *in, char **out) BG_WUR;
  * may have any scheme: callers check it with url_scheme_ok().
  * BG_EINVAL when it cannot be parsed. */
 int url_resolve(const char *base, const char *location, char **out) BG_WUR;
+/* Writes the host of url (brackets of an IPv6 literal removed) into buf.
+ * BG_EINVAL when it has none, BG_ELIMIT when it does not fit. */
+int url_host(const char *url, char *buf, size_t len) BG_WUR;
 /* Whether the URL's scheme is http or https; *https tells which. */
 bool url_scheme_ok(const char *url, bool *https);
 /* Whether a and b have the same scheme, host and port (the "host" that
@@ -150,6 +153,7 @@ struct origin_request {
 	const char *headers_for;    /* URL whose origin the sensitive headers were set for */
 	uint64_t offset;            /* resume from this byte; 0 for the whole file */
 	const char *if_range;       /* validator for If-Range; NULL sends no Range at all */
+	const char *crl_dir;        /* where CRLs are kept (for 0x0001), or NULL */
 	const char *user;           /* basic auth credentials, or NULL */
 	const char *password;
 };
@@ -217,6 +221,14 @@ int job_create(struct bg_store *st, const struct job_options *opt,
  * that takes files. */
 int job_add_file(struct bg_store *st, const char *id, const char *url, const char *local_path,
                  const char *expect_sha256) BG_WUR;
+/* Adds n files in one transaction: all or none. */
+struct job_file_spec {
+	const char *url;           /* canonical */
+	const char *local_path;    /* absolute */
+	const char *expect_sha256; /* or NULL */
+};
+int job_add_files(struct bg_store *st, const char *id, const struct job_file_spec *files,
+                  size_t n) BG_WUR;
 /* Finds the newest job made by a `get` with this key that is not
  * ACKNOWLEDGED or CANCELLED; BG_ENOENT if none.  *errored tells whether it
  * is in ERROR. */
@@ -254,6 +266,7 @@ struct job_run_options {
 	void *progress_arg;
 	unsigned transient_retries; /* immediate retries of transient errors (foreground get) */
 	volatile const int *stop;   /* set non-zero (e.g. from a signal handler) to stop */
+	const char *crl_dir;        /* where CRLs are kept (HOME/crl) */
 };
 
 /* Transfers every unfinished file of the job, in order.  Ends with the job
@@ -270,6 +283,20 @@ int job_complete(struct bg_store *st, const char *id) BG_WUR;
 int job_discard_partials(struct bg_store *st, const char *id) BG_WUR;
 /* Removes partial data and sets CANCELLED. */
 int job_cancel(struct bg_store *st, const char *id) BG_WUR;
+
+/* ---- CRL cache (crl.c) ------------------------------------------------ */
+/* Calls fn for each CRL kept in dir with its record (url, fetched,
+ * this_update, next_update, issuer, bytes, current); damaged records are
+ * skipped. */
+int crl_each(const char *dir, int (*fn)(json_t *info, void *arg), void *arg) BG_WUR;
+/* Downloads the CRL at url (http or https, CRL_MAX_REDIRS redirects, size
+ * and time limits) and keeps it in dir.  The CRL's signature is checked
+ * when it is used, against the issuer of the certificate it covers.
+ * ca_file: trust anchors for an https URL (NULL: system store).  On error
+ * a reason is written into err. */
+int crl_fetch(const char *dir, const char *url, const char *ca_file, char *err, size_t errlen) BG_WUR;
+/* Deletes every CRL kept in dir; *removed (may be NULL) gets how many. */
+int crl_clear(const char *dir, unsigned *removed) BG_WUR;
 
 /* Generates a random job id. */
 int job_new_id(char id[STORE_JOB_ID_LEN + 1]) BG_WUR;

@@ -2,6 +2,9 @@
 #ifndef BG_AGENT_INT_H
 #define BG_AGENT_INT_H
 
+#include <curl/curl.h>
+#include <openssl/x509.h>
+
 #include "agent.h"
 
 /* JSON record access.  Getters return NULL/def when the field is absent or
@@ -34,5 +37,59 @@ struct job_commit {
 	size_t len;
 };
 int job_commit(struct bg_store *st, struct job_commit *c) BG_WUR;
+
+/* ---- TLS verification by BITS flags (tls.c) ----------------------------
+ * One struct tls_policy lives as long as the connection pool it belongs to
+ * (libcurl keeps SSL_CTXs per connection and calls back into them on later
+ * handshakes).  Before each transfer the origin client sets the host and
+ * resets the verdict; the certificate callback fills the verdict. */
+enum tls_fault {
+	TLS_FAULT_CN = 0x01,
+	TLS_FAULT_DATE = 0x02,
+	TLS_FAULT_CA = 0x04,
+	TLS_FAULT_USAGE = 0x08,
+	TLS_FAULT_REVOKED = 0x10,
+	TLS_FAULT_REVFAILED = 0x20,
+	TLS_FAULT_OTHER = 0x40,
+	TLS_FAULT_NEEDCRL = 0x80, /* a CRL must be downloaded before deciding */
+};
+#define TLS_MAX_CRL_URLS 8 /* CRLs one handshake may ask to download */
+
+struct tls_policy {
+	uint32_t flags;        /* the job's security flags */
+	const char *crl_dir;   /* where CRLs are kept, or NULL */
+	char host[256];        /* host name or IP literal the certificate must name */
+	unsigned faults;       /* TLS_FAULT_* seen in the last handshake */
+	unsigned fatal;        /* faults the flags do not ignore */
+	char message[512];     /* the reason for the most important fatal fault */
+	char fault_msg[8][384]; /* first message per fault class (index: bit number) */
+	char *need_crl[TLS_MAX_CRL_URLS]; /* CRL URLs to download (owned) */
+	size_t nneed;
+};
+
+/* Installs the policy on an SSL_CTX (a CURLOPT_SSL_CTX_FUNCTION). */
+CURLcode tls_ssl_ctx_cb(CURL *curl, void *ssl_ctx, void *policy);
+/* Clears the verdict before a handshake. */
+void tls_policy_reset(struct tls_policy *p);
+/* The HRESULT for the policy's fatal faults (HR_S_OK when none). */
+uint32_t tls_policy_hr(const struct tls_policy *p);
+
+/* ---- CRLs (crl.c) ------------------------------------------------------
+ * CRLs are kept in a folder (HOME/crl): NAME.crl (DER) and NAME.json (url,
+ * fetched, this_update, next_update, issuer, bytes), NAME = SHA-256 of the
+ * URL in hex.  A kept CRL is used while it is current (before nextUpdate;
+ * without nextUpdate, CRL_TTL_NO_NEXT_UPDATE after it was fetched). */
+#define CRL_MAX_BYTES (256LL * 1024 * 1024) /* largest CRL downloaded */
+#define CRL_FETCH_TIMEOUT 120              /* seconds for one download */
+#define CRL_CONNECT_TIMEOUT 15             /* seconds */
+#define CRL_MAX_REDIRS 3
+#define CRL_TTL_NO_NEXT_UPDATE (24 * 3600) /* seconds */
+
+/* Returns (new reference, X509_CRL_free it) the current CRL kept for url.
+ * BG_ENOENT when none is kept, BG_ETIMEDOUT when the kept one is past its
+ * nextUpdate (*expired_at gets its nextUpdate, unix seconds, may be NULL),
+ * BG_ECORRUPT when the files are damaged. */
+int crl_lookup(const char *dir, const char *url, X509_CRL **out, int64_t *expired_at) BG_WUR;
+
 
 #endif /* BG_AGENT_INT_H */

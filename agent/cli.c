@@ -64,6 +64,7 @@ cli_usage(FILE *f)
 	      "  set-security-flags JOB FLAGS | get-security-flags JOB\n"
 	      "  info JOB [--json] | list [--all] [--json]\n"
 	      "  cache list [--json] | cache show URL | cache rm URL | cache gc\n"
+	      "  crl list [--json] | crl refresh | crl clear\n"
 	      "\n"
 	      "Home: --home, else $BGCOPY_HOME, else ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy.\n"
 	      "Exit status: 0 done, 1 job ended in ERROR, 2 usage error or E_NOTIMPL, 3 store or\n"
@@ -280,6 +281,14 @@ check_writable(const char *path)
 
 /* ---- Output ------------------------------------------------------------ */
 
+static const char *
+jstr_or(const json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s != NULL ? s : "";
+}
+
 static void
 print_json(json_t *doc)
 {
@@ -487,7 +496,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 {
 	struct get_opts o;
 	char *url = NULL, *key = NULL, id[STORE_JOB_ID_LEN + 1];
-	char out[PATH_MAX], name[PATH_MAX];
+	char out[PATH_MAX], name[PATH_MAX], crl_dir[PATH_MAX + 8];
 	struct job_lock *lock = NULL;
 	struct origin *origin = NULL;
 	struct progress_bar *bar = NULL;
@@ -573,6 +582,8 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	memset(&ro, 0, sizeof(ro));
+	snprintf(crl_dir, sizeof(crl_dir), "%s/crl", c->home);
+	ro.crl_dir = crl_dir;
 	ro.transient_retries = GET_TRANSIENT_RETRIES;
 	ro.stop = &stop_flag;
 	if (isatty(STDERR_FILENO)) {
@@ -710,34 +721,83 @@ cmd_create(struct ctx *c, int argc, char **argv)
 	return EXIT_DONE;
 }
 
-static int
-add_one(struct ctx *c, const char *id, const char *url_arg, const char *path_arg)
+struct add_list {
+	struct job_file_spec *files;
+	char **owned; /* strings to free: two per file */
+	size_t n, cap;
+};
+
+static void
+add_list_free(struct add_list *l)
 {
-	char *url = NULL, path[PATH_MAX];
-	int rc, err;
+	for (size_t i = 0; i < 2 * l->n; i++)
+		free(l->owned[i]);
+	free(l->owned);
+	free(l->files);
+}
+
+/* Checks one URL and path and appends them to l. */
+static int
+add_list_push(struct add_list *l, const char *url_arg, const char *path_arg)
+{
+	char *url = NULL, *path = NULL, abs[PATH_MAX];
+	int rc;
 
 	if ((rc = parse_url_arg(url_arg, &url)) != EXIT_DONE)
 		return rc;
-	if (absolute_path(path_arg, path, sizeof(path)) != 0) {
+	if (absolute_path(path_arg, abs, sizeof(abs)) != 0) {
 		complain("path too long: %s", path_arg);
 		free(url);
 		return EXIT_USAGE;
 	}
-	err = job_add_file(c->st, id, url, path, NULL);
-	free(url);
-	if (err == BG_EINVAL) {
-		complain("job %s takes no more files (it has finished)", id);
-		return EXIT_USAGE;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		struct job_file_spec *f = realloc(l->files, cap * sizeof(*f));
+		char **o;
+
+		if (f != NULL)
+			l->files = f;
+		o = f != NULL ? realloc(l->owned, 2 * cap * sizeof(*o)) : NULL;
+		if (o == NULL) {
+			free(url);
+			return store_failed("add", BG_ENOMEM);
+		}
+		l->owned = o;
+		l->cap = cap;
 	}
-	if (err != 0)
-		return store_failed("add", err);
+	if ((path = strdup(abs)) == NULL) {
+		free(url);
+		return store_failed("add", BG_ENOMEM);
+	}
+	l->owned[2 * l->n] = url;
+	l->owned[2 * l->n + 1] = path;
+	l->files[l->n++] = (struct job_file_spec){url, path, NULL};
 	return EXIT_DONE;
 }
 
 static int
+add_list_commit(struct ctx *c, const char *id, struct add_list *l)
+{
+	int err = job_add_files(c->st, id, l->files, l->n);
+
+	if (err == BG_EINVAL) {
+		complain("job %s takes no more files (it has finished)", id);
+		return EXIT_USAGE;
+	}
+	if (err == BG_ELIMIT) {
+		complain("job %s would have more than %d files", id, JOB_FILES_MAX);
+		return EXIT_USAGE;
+	}
+	return err != 0 ? store_failed("add", err) : EXIT_DONE;
+}
+
+/* Reads "URL LOCALPATH" lines; every line is checked before any file is
+ * added, so a bad list adds nothing. */
+static int
 add_from_list(struct ctx *c, const char *id, const char *list)
 {
 	FILE *f = strcmp(list, "-") == 0 ? stdin : fopen(list, "r");
+	struct add_list l = {0};
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
@@ -772,14 +832,29 @@ add_from_list(struct ctx *c, const char *id, const char *list)
 			rc = EXIT_USAGE;
 			break;
 		}
-		if ((rc = add_one(c, id, u, path)) != EXIT_DONE) {
-			complain("%s:%u: not added", list, lineno);
+		if ((rc = add_list_push(&l, u, path)) != EXIT_DONE) {
+			complain("%s:%u: nothing added", list, lineno);
 			break;
 		}
 	}
 	free(line);
 	if (f != stdin)
 		fclose(f);
+	if (rc == EXIT_DONE && l.n > 0)
+		rc = add_list_commit(c, id, &l);
+	add_list_free(&l);
+	return rc;
+}
+
+static int
+add_one(struct ctx *c, const char *id, const char *url_arg, const char *path_arg)
+{
+	struct add_list l = {0};
+	int rc;
+
+	if ((rc = add_list_push(&l, url_arg, path_arg)) == EXIT_DONE)
+		rc = add_list_commit(c, id, &l);
+	add_list_free(&l);
 	return rc;
 }
 
@@ -1072,6 +1147,102 @@ cmd_cache(struct ctx *c, int argc, char **argv)
 	return EXIT_USAGE;
 }
 
+/* ---- crl --------------------------------------------------------------- */
+
+static int
+crl_text_fn(json_t *info, void *arg)
+{
+	json_t *nu = json_object_get(info, "next_update");
+	char when[32] = "(none)";
+
+	(void)arg;
+	if (json_is_integer(nu)) {
+		time_t t = (time_t)json_integer_value(nu);
+		struct tm tm;
+
+		if (gmtime_r(&t, &tm) != NULL)
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
+	}
+	printf("%-8s  %-20s  %10" JSON_INTEGER_FORMAT "  %s\n",
+	       json_is_true(json_object_get(info, "current")) ? "current" : "expired", when,
+	       json_integer_value(json_object_get(info, "bytes")), jstr_or(info, "url"));
+	return 0;
+}
+
+static int
+crl_collect_fn(json_t *info, void *arg)
+{
+	return json_array_append(arg, info) == 0 ? 0 : BG_ENOMEM;
+}
+
+static int
+cmd_crl(struct ctx *c, int argc, char **argv)
+{
+	const char *sub = argc > 1 ? argv[1] : "";
+	char dir[PATH_MAX + 8];
+	json_t *arr = NULL, *v;
+	size_t i;
+	int rc, err;
+
+	if ((rc = resolve_home(c)) != EXIT_DONE)
+		return rc;
+	snprintf(dir, sizeof(dir), "%s/crl", c->home);
+	if (strcmp(sub, "list") == 0) {
+		bool json = take_flag(&argc, argv, "--json");
+
+		if (argc != 2)
+			goto usage;
+		if ((arr = json_array()) == NULL)
+			return store_failed("crl list", BG_ENOMEM);
+		if ((err = crl_each(dir, crl_collect_fn, arr)) != 0) {
+			json_decref(arr);
+			return store_failed("crl list", err);
+		}
+		if (json) {
+			print_json(arr);
+		} else {
+			printf("%-8s  %-20s  %10s  %s\n", "STATE", "NEXT UPDATE", "BYTES", "URL");
+			json_array_foreach(arr, i, v) crl_text_fn(v, NULL);
+		}
+		json_decref(arr);
+		return EXIT_DONE;
+	}
+	if (strcmp(sub, "refresh") == 0 && argc == 2) {
+		unsigned ok = 0, failed = 0;
+
+		if ((arr = json_array()) == NULL)
+			return store_failed("crl refresh", BG_ENOMEM);
+		if ((err = crl_each(dir, crl_collect_fn, arr)) != 0) {
+			json_decref(arr);
+			return store_failed("crl refresh", err);
+		}
+		json_array_foreach(arr, i, v) {
+			char why[512];
+
+			if (crl_fetch(dir, jstr_or(v, "url"), c->g->ca_file, why, sizeof(why)) == 0) {
+				ok++;
+			} else {
+				failed++;
+				complain("%s", why);
+			}
+		}
+		json_decref(arr);
+		printf("refreshed %u CRLs, %u failed\n", ok, failed);
+		return failed ? EXIT_SYSTEM : EXIT_DONE;
+	}
+	if (strcmp(sub, "clear") == 0 && argc == 2) {
+		unsigned n = 0;
+
+		if ((err = crl_clear(dir, &n)) != 0)
+			return store_failed("crl clear", err);
+		printf("removed %u CRLs\n", n);
+		return EXIT_DONE;
+	}
+usage:
+	complain("usage: bgcopy crl list [--json] | crl refresh | crl clear");
+	return EXIT_USAGE;
+}
+
 /* ---- Dispatch ---------------------------------------------------------- */
 
 static const struct command {
@@ -1086,6 +1257,7 @@ static const struct command {
 	{"info", cmd_info},
 	{"list", cmd_list},
 	{"cache", cmd_cache},
+	{"crl", cmd_crl},
 };
 
 int

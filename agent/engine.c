@@ -590,6 +590,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	if (s.committed > 0)
 		req.if_range = strong_etag(jstr(s.rec, "etag")) ? jstr(s.rec, "etag")
 		                                                 : jstr(s.rec, "last_modified");
+	req.crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
 	req.user = jstr(r->job, "user");
 	req.password = jstr(r->job, "password");
 	if (req.url == NULL) {

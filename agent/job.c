@@ -342,10 +342,32 @@ job_update_options(struct bg_store *st, const char *id, const struct job_options
 	return err;
 }
 
+static json_t *
+new_file_record(const struct job_file_spec *spec)
+{
+	json_t *f = json_object();
+
+	if (f == NULL)
+		return NULL;
+	if (jset_str(f, "original_url", spec->url) != 0 ||
+	    jset_str(f, "remote_url", spec->url) != 0 ||
+	    jset_str(f, "local_path", spec->local_path) != 0 || jset_str(f, "temp_path", NULL) != 0 ||
+	    jset_int(f, "bytes_total", -1) != 0 || jset_int(f, "bytes_committed", 0) != 0 ||
+	    jset(f, "done", json_false()) != 0 || jset_int(f, "bytes_from_origin", 0) != 0 ||
+	    jset_int(f, "bytes_from_peers", 0) != 0 || jset_str(f, "cache_key", NULL) != 0 ||
+	    jset_str(f, "sha256", NULL) != 0 ||
+	    jset_str(f, "expect_sha256", spec->expect_sha256) != 0 || jset_int(f, "blob", 0) != 0 ||
+	    jset_str(f, "etag", NULL) != 0 || jset_str(f, "last_modified", NULL) != 0) {
+		json_decref(f);
+		return NULL;
+	}
+	return f;
+}
+
 struct add_args {
 	const char *id;
-	json_t *file;
-	uint32_t index;
+	const struct job_file_spec *files;
+	size_t n;
 };
 
 static int
@@ -366,13 +388,23 @@ add_fn(struct bg_txn *txn, void *arg)
 		goto out;
 	}
 	n = jint(job, "nfiles", 0);
-	if (n < 0 || n >= JOB_FILES_MAX) {
+	if (n < 0 || (uint64_t)n + a->n > JOB_FILES_MAX) {
 		err = BG_ELIMIT;
 		goto out;
 	}
-	a->index = (uint32_t)n;
-	if ((err = txn_file_put(txn, a->id, a->index, a->file)) != 0 ||
-	    (err = jset_int(job, "nfiles", n + 1)) != 0 ||
+	for (size_t i = 0; i < a->n; i++) {
+		json_t *f = new_file_record(&a->files[i]);
+
+		if (f == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
+		err = txn_file_put(txn, a->id, (uint32_t)(n + (int64_t)i), f);
+		json_decref(f);
+		if (err != 0)
+			goto out;
+	}
+	if ((err = jset_int(job, "nfiles", n + (int64_t)a->n)) != 0 ||
 	    (err = jset_int(job, "modified", (int64_t)time(NULL))) != 0)
 		goto out;
 	err = txn_job_put(txn, a->id, job);
@@ -382,36 +414,20 @@ out:
 }
 
 int
+job_add_files(struct bg_store *st, const char *id, const struct job_file_spec *files, size_t n)
+{
+	struct add_args a = {.id = id, .files = files, .n = n};
+
+	return store_update(st, add_fn, &a);
+}
+
+int
 job_add_file(struct bg_store *st, const char *id, const char *url, const char *local_path,
              const char *expect_sha256)
 {
-	json_t *f = json_object();
-	struct add_args a = {.id = id};
-	int err;
+	struct job_file_spec spec = {url, local_path, expect_sha256};
 
-	if (f == NULL)
-		return BG_ENOMEM;
-	if ((err = jset_str(f, "original_url", url)) != 0 ||
-	    (err = jset_str(f, "remote_url", url)) != 0 ||
-	    (err = jset_str(f, "local_path", local_path)) != 0 ||
-	    (err = jset_str(f, "temp_path", NULL)) != 0 ||
-	    (err = jset_int(f, "bytes_total", -1)) != 0 ||
-	    (err = jset_int(f, "bytes_committed", 0)) != 0 ||
-	    (err = jset(f, "done", json_false())) != 0 ||
-	    (err = jset_int(f, "bytes_from_origin", 0)) != 0 ||
-	    (err = jset_int(f, "bytes_from_peers", 0)) != 0 ||
-	    (err = jset_str(f, "cache_key", NULL)) != 0 ||
-	    (err = jset_str(f, "sha256", NULL)) != 0 ||
-	    (err = jset_str(f, "expect_sha256", expect_sha256)) != 0 ||
-	    (err = jset_int(f, "blob", 0)) != 0 ||
-	    (err = jset_str(f, "etag", NULL)) != 0 ||
-	    (err = jset_str(f, "last_modified", NULL)) != 0)
-		goto out;
-	a.file = f;
-	err = store_update(st, add_fn, &a);
-out:
-	json_decref(f);
-	return err;
+	return job_add_files(st, id, &spec, 1);
 }
 
 struct find_args {
@@ -478,18 +494,58 @@ job_get_flags(struct bg_store *st, const char *id, uint32_t *out)
 	return 0;
 }
 
+static int
+restart_partial_https(struct bg_store *st, const char *id, int64_t nfiles)
+{
+	json_t *f = NULL;
+	int err = 0;
+
+	for (int64_t i = 0; i < nfiles && err == 0; i++) {
+		const char *url, *temp;
+
+		json_decref(f);
+		f = NULL;
+		if ((err = job_load_file(st, id, (uint32_t)i, &f)) != 0)
+			break;
+		url = jstr(f, "remote_url");
+		if (jbool(f, "done") || jint(f, "bytes_committed", 0) == 0 || url == NULL ||
+		    strncasecmp(url, "https:", 6) != 0)
+			continue;
+		if ((temp = jstr(f, "temp_path")) != NULL && truncate(temp, 0) != 0 && errno != ENOENT) {
+			err = bg_err_from_errno(errno);
+			break;
+		}
+		if ((err = jset_int(f, "bytes_committed", 0)) != 0 ||
+		    (err = jset_int(f, "bytes_from_origin", 0)) != 0)
+			break;
+		struct job_commit c = {.id = id, .index = (uint32_t)i, .file = f,
+		                       .blob_in = (uint64_t)jint(f, "blob", 0), .drop_blob = true};
+		err = job_commit(st, &c);
+	}
+	json_decref(f);
+	return err;
+}
+
 int
 job_set_flags(struct bg_store *st, const char *id, uint32_t flags)
 {
 	json_t *job = NULL;
+	uint32_t old;
 	int err;
 
 	if (!flags_valid(flags))
 		return BG_ENOTIMPL;
 	if ((err = job_load(st, id, &job)) != 0)
 		return err;
-	if ((err = jset_int(job, "security_flags", flags)) == 0)
-		err = put_job(st, id, job);
+	old = (uint32_t)jint(job, "security_flags", 0);
+	if ((err = jset_int(job, "security_flags", flags)) != 0 || (err = put_job(st, id, job)) != 0)
+		goto out;
+	/* BITS: turning CRL checking on restarts the partly downloaded https
+	 * file from byte 0 (its bytes came over an unchecked connection);
+	 * files already transferred are kept. */
+	if ((flags & BG_SSL_ENABLE_CRL_CHECK) && !(old & BG_SSL_ENABLE_CRL_CHECK))
+		err = restart_partial_https(st, id, jint(job, "nfiles", 0));
+out:
 	json_decref(job);
 	return err;
 }

@@ -16,9 +16,25 @@
 #include <curl/curl.h>
 
 #include "agent.h"
+#include "agent_int.h"
+
+#define ORIGIN_POOLS 4 /* connection pools kept, one per security flag set and CA file */
+
+/* Connections and TLS sessions verified under one set of flags are never
+ * used for a transfer under another: libcurl's connection cache and session
+ * cache know nothing of our verification callback, so each flag set gets an
+ * easy handle (with its own caches) of its own. */
+struct pool {
+	CURL *easy;
+	uint32_t tls_flags; /* the certificate-related bits of the flags */
+	char *ca_file;
+	uint64_t last_used;
+	struct tls_policy policy; /* stays put: SSL_CTXs of live connections point at it */
+};
 
 struct origin {
-	CURL *easy;
+	struct pool pools[ORIGIN_POOLS];
+	uint64_t tick;
 };
 
 /* What the header callback decided about a response. */
@@ -28,6 +44,7 @@ enum verdict {
 	V_REDIRECT, /* a redirect: the transfer was stopped after the headers */
 	V_RESTART,  /* the ranged answer cannot be used: ask again from byte 0 */
 	V_ERROR,    /* hr/message say why; the transfer was stopped */
+	V_NEEDCRL,  /* the handshake needs CRLs that are not kept yet */
 };
 
 struct hop {
@@ -50,6 +67,8 @@ struct hop {
 	int sink_err;
 	uint64_t body_bytes;
 	char message[512];
+	char *need_crl[TLS_MAX_CRL_URLS]; /* V_NEEDCRL: what to download (owned) */
+	size_t nneed;
 };
 
 int
@@ -59,12 +78,17 @@ origin_new(struct origin **out)
 
 	if ((o = calloc(1, sizeof(*o))) == NULL)
 		return BG_ENOMEM;
-	if ((o->easy = curl_easy_init()) == NULL) {
-		free(o);
-		return BG_ENOMEM;
-	}
 	*out = o;
 	return 0;
+}
+
+static void
+pool_clear(struct pool *p)
+{
+	curl_easy_cleanup(p->easy);
+	free(p->ca_file);
+	tls_policy_reset(&p->policy);
+	memset(p, 0, sizeof(*p));
 }
 
 void
@@ -72,8 +96,50 @@ origin_free(struct origin *o)
 {
 	if (o == NULL)
 		return;
-	curl_easy_cleanup(o->easy);
+	for (size_t i = 0; i < ORIGIN_POOLS; i++)
+		pool_clear(&o->pools[i]);
 	free(o);
+}
+
+static bool
+same_ca(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The pool for a flag set and CA file; the least recently used one makes
+ * room when all are taken. */
+static int
+pool_for(struct origin *o, uint32_t flags, const char *ca_file, struct pool **out)
+{
+	uint32_t tls = flags & (BG_SSL_ENABLE_CRL_CHECK | BG_SSL_IGNORE_CERT_CN_INVALID |
+	                        BG_SSL_IGNORE_CERT_DATE_INVALID | BG_SSL_IGNORE_UNKNOWN_CA |
+	                        BG_SSL_IGNORE_CERT_WRONG_USAGE);
+	struct pool *p = NULL;
+
+	for (size_t i = 0; i < ORIGIN_POOLS; i++) {
+		struct pool *c = &o->pools[i];
+
+		if (c->easy != NULL && c->tls_flags == tls && same_ca(c->ca_file, ca_file)) {
+			p = c;
+			break;
+		}
+		if (p == NULL || c->easy == NULL || (p->easy != NULL && c->last_used < p->last_used))
+			p = c;
+	}
+	if (p->easy == NULL || p->tls_flags != tls || !same_ca(p->ca_file, ca_file)) {
+		pool_clear(p);
+		if ((p->easy = curl_easy_init()) == NULL)
+			return BG_ENOMEM;
+		if (ca_file != NULL && (p->ca_file = strdup(ca_file)) == NULL) {
+			pool_clear(p);
+			return BG_ENOMEM;
+		}
+		p->tls_flags = tls;
+	}
+	p->last_used = ++o->tick;
+	*out = p;
+	return 0;
 }
 
 void
@@ -84,6 +150,14 @@ origin_result_clear(struct origin_result *res)
 	free(res->remote_url);
 	free(res->final_url);
 	memset(res, 0, sizeof(*res));
+}
+
+static void
+hop_free_crls(struct hop *h)
+{
+	for (size_t i = 0; i < h->nneed; i++)
+		free(h->need_crl[i]);
+	h->nneed = 0;
 }
 
 static void
@@ -404,9 +478,21 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	const struct origin_request *req = h->req;
 	struct curl_slist *list = NULL, *tmp;
 	char range[48], ifr[STORE_VALIDATOR_MAX + 16];
+	struct tls_policy *tp;
+	struct pool *pool;
 	CURLcode rc;
-	CURL *e = o->easy;
-	int err = 0;
+	CURL *e;
+	int err;
+
+	if ((err = pool_for(o, req->security_flags, req->ca_file, &pool)) != 0)
+		return err;
+	e = pool->easy;
+	tp = &pool->policy;
+	tls_policy_reset(tp);
+	tp->flags = req->security_flags;
+	tp->crl_dir = req->crl_dir;
+	if ((err = url_host(h->url, tp->host, sizeof(tp->host))) != 0)
+		return err;
 
 	/* Everything is set anew for each hop; the handle keeps its connection
 	 * pool and DNS cache across resets. */
@@ -448,8 +534,19 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)ORIGIN_LOW_SPEED_TIME);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	/* The chain and the host name are checked by the policy's callback
+	 * (tls.c), which fails the handshake on any fault the flags do not
+	 * ignore; libcurl's own host check would not let 0x0002 work. */
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, tls_ssl_ctx_cb);
+	curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, tp);
+	if (req->security_flags & BG_SSL_ENABLE_CRL_CHECK) {
+		/* BITS checks revocation before each file: a new handshake, never
+		 * a resumed session, whose verification would be skipped. */
+		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(e, CURLOPT_SSL_SESSIONID_CACHE, 0L);
+	}
 	if (req->ca_file != NULL)
 		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
 	if (req->user != NULL && send_sensitive) {
@@ -463,6 +560,17 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		/* The body broke off: transient, resumable from what was kept. */
 		hop_fail(h, hr_from_curl(e, rc), "transfer from %s failed after %" PRIu64 " bytes: %s",
 		         h->url, h->body_bytes, curl_easy_strerror(rc));
+	} else if (h->verdict == V_NONE && rc != CURLE_OK && (tp->faults & TLS_FAULT_NEEDCRL)) {
+		h->verdict = V_NEEDCRL;
+		snprintf(h->message, sizeof(h->message), "%s", tp->message);
+		for (size_t i = 0; i < tp->nneed; i++) {
+			h->need_crl[i] = tp->need_crl[i];
+			tp->need_crl[i] = NULL;
+		}
+		h->nneed = tp->nneed;
+		tp->nneed = 0;
+	} else if (h->verdict == V_NONE && rc != CURLE_OK && tp->fatal != 0) {
+		hop_fail(h, tls_policy_hr(tp), "%s: %s", h->url, tp->message);
 	} else if (h->verdict == V_NONE && rc != CURLE_OK) {
 		hop_fail(h, hr_from_curl(e, rc), "%s: %s", h->url, curl_easy_strerror(rc));
 	} else if (h->verdict == V_NONE) {
@@ -496,6 +604,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 	const char *if_range = req->if_range;
 	uint32_t policy = req->security_flags & BG_HTTP_REDIRECT_POLICY_MASK;
 	unsigned restarts = 0;
+	bool crls_fetched = false;
 	int err = 0;
 
 	memset(res, 0, sizeof(*res));
@@ -531,6 +640,32 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 			memcpy(res->message, h.message, sizeof(res->message));
 			hop_reset_headers(&h);
 			goto out;
+		}
+		if (h.verdict == V_NEEDCRL) {
+			char why[512] = "";
+
+			hop_reset_headers(&h);
+			if (crls_fetched) {
+				hop_free_crls(&h);
+				result_fail(res, HR_ERROR_WINHTTP_SECURE_CERT_REV_FAILED, "%s", h.message);
+				goto out;
+			}
+			/* Download what the handshake asked for, outside any libcurl
+			 * callback, then shake hands again: the CRLs are kept now. */
+			for (size_t i = 0; i < h.nneed; i++) {
+				char e1[384];
+
+				if (crl_fetch(req->crl_dir, h.need_crl[i], req->ca_file, e1, sizeof(e1)) != 0)
+					snprintf(why, sizeof(why), "%s", e1);
+			}
+			hop_free_crls(&h);
+			crls_fetched = true;
+			if (why[0] != '\0') {
+				result_fail(res, HR_ERROR_WINHTTP_SECURE_CERT_REV_FAILED,
+				            "%s: CRL not obtainable: %s", url, why);
+				goto out;
+			}
+			continue;
 		}
 		if (h.verdict == V_RESTART) {
 			hop_reset_headers(&h);
@@ -598,6 +733,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 		}
 		url = target;
 		target = NULL;
+		crls_fetched = false;
 	}
 out:
 	for (size_t i = 0; i < nvisited; i++)

@@ -164,3 +164,36 @@ url_same_origin(const char *a, const char *b)
 	curl_free(pb);
 	return same;
 }
+
+int
+url_host(const char *url, char *buf, size_t len)
+{
+	CURLU *u = curl_url();
+	char *host = NULL;
+	size_t n;
+	int err;
+
+	if (u == NULL)
+		return BG_ENOMEM;
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, url, PARSE_FLAGS))) == 0 &&
+	    (err = from_curlu(curl_url_get(u, CURLUPART_HOST, &host, 0))) == 0) {
+		const char *h = host;
+
+		n = strlen(h);
+		if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
+			h++;
+			n -= 2;
+		}
+		if (n == 0)
+			err = BG_EINVAL;
+		else if (n >= len)
+			err = BG_ELIMIT;
+		else {
+			memcpy(buf, h, n);
+			buf[n] = '\0';
+		}
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return err;
+}

@@ -23,7 +23,10 @@ What it does:
   start waits until every port accepts connections (polling, no fixed sleep);
 - the access log is one JSON object per request (log_format escape=json), see log();
 - __exit__ stops nginx (TERM to the pid from the pid file, wait; KILL after 5 s) even when
-  the test failed, and removes the dir unless BGCOPY_KEEP_TMP=1.
+  the test failed, and removes the dir unless BGCOPY_KEEP_TMP=1;
+- stop() stops nginx in the middle of a test (TERM: transfers in flight are cut, new
+  connections refused) and restart() starts it again on the same ports with the same
+  config; the access log goes on in the same file.
 
 Python 3.11 standard library only."""
 
@@ -55,6 +58,8 @@ LOG_FIELDS = [
     ("location", "$sent_http_location"),
     ("etag", "$sent_http_etag"),
     ("user_agent", "$http_user_agent"),
+    ("accept_encoding", "$http_accept_encoding"),
+    ("content_encoding", "$sent_http_content_encoding"),
     ("request_time", "$request_time"),
 ]
 INT_FIELDS = ("port", "status", "bytes_sent", "body_bytes_sent")
@@ -98,11 +103,17 @@ class OriginError(RuntimeError):
 
 class Origin:
     def __init__(self, files=None, locations="", locations2="", tls_locations="",
-                 second=False, https=False, http_extra=""):
+                 second=False, https=False, http_extra="", extra_ports=0, before_start=None):
         """files: {name: size_in_bytes | bytes}, served as /files/NAME on every server.
         locations / locations2 / tls_locations: extra nginx `location` blocks for the main,
         second and HTTPS server (str with @TOKENS@, or callable(origin) -> str).
-        http_extra: directives added to the http{} block."""
+        http_extra: directives added to the http{} block.
+        extra_ports: how many more kernel-chosen ports to pick (o.extra_ports, a list), for
+        servers the test writes itself in http_extra; start waits for them too, and log()
+        names them 'extra0', 'extra1', ...
+        before_start: callable(origin) run once the ports are picked and before the config is
+        written and nginx started (e.g. to make certificates that embed o.base); run again
+        when a port was taken and new ones are picked."""
         self.files_spec = dict(files or {})
         self.locations = locations
         self.locations2 = locations2
@@ -110,6 +121,9 @@ class Origin:
         self.want_second = second or bool(locations2)
         self.want_https = https or bool(tls_locations)
         self.http_extra = http_extra
+        self.want_extra_ports = extra_ports
+        self.before_start = before_start
+        self.extra_ports = []
         self.data = {}
         self.dir = None
         self.proc = None
@@ -296,17 +310,17 @@ http {{
             self.port = free_port()
             self.port2 = free_port() if self.want_second else None
             self.tls_port = free_port() if self.want_https else None
-            conf = self.path("nginx.conf")
-            with open(conf, "w") as f:
+            self.extra_ports = []
+            while len(self.extra_ports) < self.want_extra_ports:
+                p = free_port()
+                if p not in (self.port, self.port2, self.tls_port, *self.extra_ports):
+                    self.extra_ports.append(p)
+            if self.before_start is not None:
+                self.before_start(self)
+            with open(self.path("nginx.conf"), "w") as f:
                 f.write(self._config())
-            self.stderr_path = self.path("logs", "nginx.stderr")
-            with open(self.stderr_path, "wb") as errf:
-                self.proc = subprocess.Popen(
-                    [self.nginx, "-c", conf, "-p", self.dir + "/", "-e", self.path("logs", "error.log")],
-                    stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, start_new_session=True)
-            ports = [p for p in (self.port, self.port2, self.tls_port) if p]
             try:
-                self._wait_ready(ports, timeout=10)
+                self._launch("wb")
                 return
             except OriginError as e:
                 last_err = e
@@ -314,6 +328,34 @@ http {{
                 if "Address already in use" not in str(e):
                     break
         raise last_err
+
+    def _launch(self, stderr_mode):
+        """Runs nginx with the config in the dir and waits until every port accepts."""
+        self.stderr_path = self.path("logs", "nginx.stderr")
+        with open(self.stderr_path, stderr_mode) as errf:
+            self.proc = subprocess.Popen(
+                [self.nginx, "-c", self.path("nginx.conf"), "-p", self.dir + "/",
+                 "-e", self.path("logs", "error.log")],
+                stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, start_new_session=True)
+        ports = [p for p in (self.port, self.port2, self.tls_port, *self.extra_ports) if p]
+        self._wait_ready(ports, timeout=10)
+
+    def stop(self):
+        """Stops nginx now, as __exit__ does (TERM: connections in flight are closed, new
+        ones refused), keeping the dir, the ports and the logs for restart()."""
+        self._stop()
+
+    def restart(self):
+        """Starts nginx again after stop(), on the same ports with the same config (no new
+        port is picked: a client that resumes reaches the same URLs). The access log
+        continues in the same file. Raises OriginError if a port is taken meanwhile."""
+        if self.proc is not None:
+            raise OriginError("restart() while nginx is running; stop() first")
+        try:
+            self._launch("ab")
+        except BaseException:
+            self._stop()
+            raise
 
     def _wait_ready(self, ports, timeout):
         deadline = time.monotonic() + timeout
@@ -395,7 +437,9 @@ http {{
             for k in INT_FIELDS:
                 if r.get(k) is not None:
                     r[k] = int(r[k])
-            r["server"] = {self.port: "main", self.port2: "second", self.tls_port: "tls"}.get(r["port"], "?")
+            names = {p: f"extra{i}" for i, p in enumerate(self.extra_ports)}
+            names.update({self.port: "main", self.port2: "second", self.tls_port: "tls"})
+            r["server"] = names.get(r["port"], "?")
             recs.append(r)
         return recs
 
@@ -470,12 +514,12 @@ class Bgcopy:
     def argv(self, *args, global_args=()):
         return [self.exe, "--home", self.home, *global_args, *args]
 
-    def run(self, *args, timeout=60, global_args=()):
+    def run(self, *args, timeout=60, global_args=(), cwd=None):
         argv = self.argv(*args, global_args=global_args)
         t0 = time.monotonic()
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL, env=self.env())
+                               stdin=subprocess.DEVNULL, env=self.env(), cwd=cwd)
             rc, out, err = p.returncode, p.stdout, p.stderr
         except subprocess.TimeoutExpired as e:
             rc = "TIMEOUT"
@@ -511,6 +555,57 @@ class Bgcopy:
             if log_prefix:
                 so.close()
                 se.close()
+
+    def run_on_terminal(self, *args, timeout=60, global_args=()):
+        """Runs a command with stdout and stderr on a pseudo-terminal (raw mode: the bytes
+        the program wrote, no \\n -> \\r\\n translation). Returns a Result whose `out` holds
+        everything read from the terminal (both streams, interleaved) and `err` is empty."""
+        import pty
+        import select
+        import tty
+        argv = self.argv(*args, global_args=global_args)
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        chunks = []
+        t0 = time.monotonic()
+        try:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                                 env=self.env())
+        except BaseException:
+            os.close(master)
+            os.close(slave)
+            raise
+        os.close(slave)  # the child holds the only other end: EOF (EIO) when it exits
+        deadline = t0 + timeout
+        rc = None
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    p.kill()
+                    p.wait()
+                    rc = "TIMEOUT"
+                    chunks.append(f"\n(killed after {timeout}s)".encode())
+                    break
+                ready, _, _ = select.select([master], [], [], min(left, 1.0))
+                if not ready:
+                    continue
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every slave fd is closed
+                    data = b""
+                if not data:
+                    break
+                chunks.append(data)
+            if rc is None:
+                rc = p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            os.close(master)
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        return Result(argv, rc, b"".join(chunks).decode(errors="replace"), "",
+                      time.monotonic() - t0)
 
     def env(self):
         env = dict(os.environ)

@@ -10,7 +10,9 @@ on failure the bgcopy commands it ran and the origin's access log. Exit 0 when e
 passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp dirs."""
 
 import glob
+import gzip
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Bgcopy, Origin, range_start, sha256_bytes, sha256_file  # noqa: E402
+from origin import MiB, Bgcopy, Origin, Result, range_start, sha256_bytes, sha256_file  # noqa: E402
 
 A_SIZE = 300_000          # the ordinary served file, /files/a.bin
 BIG_SIZE = 24 * MiB       # served with limit_rate 4m for the interruption cases
@@ -513,6 +515,71 @@ def _(bg):
         expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE)
 
 
+def cache_urls(t, agent):
+    """The key URLs of `cache list --json` (checked: exit 0, an array)."""
+    s = t.ran(agent.run("cache", "list", "--json"))
+    t.eq("cache list --json: exit", s.rc, 0)
+    t.ok("cache list --json prints an array", isinstance(s.doc, list), f"stdout: {s.out[:300]!r}")
+    return [e.get("url") for e in (s.doc or []) if isinstance(e, dict)]
+
+
+def cache_gc(t, agent, want):
+    s = t.ran(agent.run("cache", "gc"))
+    t.eq("cache gc: exit", s.rc, 0)
+    t.eq("cache gc prints", s.out.strip(), want)
+
+
+@case("cache_rm_then_gc_frees_content")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/a.bin"), o.path("out", "a.bin")
+        print("checks: cache rm drops the key (show exits 1, list lacks it); cache gc then frees "
+              "the content it pointed at, once; a second rm exits 1; the output file stays")
+        r = t.ran(agent.get(url, out))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, cache_key=url)
+        s = t.ran(agent.run("cache", "show", url))
+        t.eq("cache show before rm: exit", s.rc, 0)
+        s = t.ran(agent.run("cache", "rm", url))
+        t.eq("cache rm: exit", s.rc, 0)
+        s = t.ran(agent.run("cache", "show", url))
+        t.eq("cache show after rm: exit", s.rc, 1)
+        t.ok(f"cache list --json lacks {url}", url not in cache_urls(t, agent))
+        cache_gc(t, agent, f"freed 1 entries, {A_SIZE} bytes")
+        cache_gc(t, agent, "freed 0 entries, 0 bytes")
+        s = t.ran(agent.run("cache", "rm", url))
+        t.eq("second cache rm of the same URL: exit", s.rc, 1)
+        got = sha256_file(out) if os.path.exists(out) else ABSENT
+        t.eq("output file unchanged by cache rm and gc (SHA-256)", got, o.sha("a.bin"))
+
+
+@case("cache_rm_one_of_two_keys_gc_keeps_shared_content")
+def _(bg):
+    body = os.urandom(A_SIZE)
+    with Origin(files={"a.bin": body, "copy-of-a.bin": body}) as o:
+        o, agent, t = started(bg, o)
+        a, b = o.url("/files/a.bin"), o.url("/files/copy-of-a.bin")
+        print("checks: two URLs, same bytes (stored once); rm one key: gc frees nothing and the "
+              "other key still shows; rm the other too: gc frees the content")
+        want = sha256_bytes(body)
+        for name in ("a.bin", "copy-of-a.bin"):
+            os.makedirs(o.path("out", name + ".d"))
+            out = o.path("out", name + ".d", name)
+            r = t.ran(agent.get(o.url(f"/files/{name}"), out))
+            expect_transferred(t, r, out, want, A_SIZE, cache_key=o.url(f"/files/{name}"))
+        s = t.ran(agent.run("cache", "rm", a))
+        t.eq(f"cache rm {a}: exit", s.rc, 0)
+        cache_gc(t, agent, "freed 0 entries, 0 bytes")
+        s = t.ran(agent.run("cache", "show", b))
+        t.eq(f"cache show {b}: exit", s.rc, 0)
+        t.eq(f"cache show {b}: sha256", field(s.doc, "sha256"), want)
+        t.eq(f"cache show {b}: size", field(s.doc, "size"), A_SIZE)
+        t.eq("cache list --json keys", cache_urls(t, agent), [b])
+        s = t.ran(agent.run("cache", "rm", b))
+        t.eq(f"cache rm {b}: exit", s.rc, 0)
+        cache_gc(t, agent, f"freed 1 entries, {A_SIZE} bytes")
+
+
 # ---- bad input --------------------------------------------------------------------------
 
 def make_bad_input_case(desc, rc, url_fn, out_fn, flags=None, needles=()):
@@ -553,9 +620,148 @@ case("bad_flags_unknown_name_e_notimpl_exit_2")(make_bad_input_case(
     _a_bin_out, flags="nope", needles=ENOTIMPL))
 
 
+@case("missing_home_parent_exits_3")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, _agent, t = started(bg, o)
+        home = o.path("no-such-dir", "x", "y")
+        agent = Bgcopy(bg.exe, home)
+        out = o.path("out", "a.bin")
+        print(f"checks: --home {home} (its parent is missing) -> exit 3, one-line message naming "
+              "the path, nothing created, no request")
+        r = t.ran(agent.get(o.url("/files/a.bin"), out, json_out=False))
+        expect_refused_early(t, r, out, 3, o, needles=((home,),))
+        t.eq("requests made to the origin", len(o.log()), 0)
+        t.eq("parent of the home created", os.path.exists(o.path("no-such-dir")), False)
+
+
+# ---- terminal output, encodings, repeated gets ------------------------------------------
+
+TTY_SIZE = 8 * MiB
+TTY_LOC = "location = /files/p.bin { limit_rate 8m; }"
+
+
+@case("progress_bar_on_terminal")
+def _(bg):
+    with Origin(files={"p.bin": TTY_SIZE}, locations=TTY_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/p.bin"), o.path("out", "p.bin")
+        print("checks: get with stdout and stderr on a terminal draws a progress bar: redraws "
+              "starting with \\r, a percentage ending at 100%, a rate or ETA")
+        r = t.ran(agent.run_on_terminal(*Bgcopy.get_args(url, out, json_out=False)))
+        expect_transferred(t, r, out, o.sha("p.bin"), TTY_SIZE, json_doc=False)
+        draws = re.findall(r"\r *(\d+)%", r.out)
+        t.ok("terminal output has \\r-led redraws with a percentage", draws != [],
+             f"terminal output: {r.out[-500:]!r}")
+        t.ok("a redraw shows 100%", "100" in draws, f"percentages drawn: {draws}")
+        t.ok("the bar shows a rate (/s) or an ETA", "/s" in r.out or "ETA" in r.out,
+             f"terminal output: {r.out[-500:]!r}")
+        t.note(f"{len(draws)} redraw(s), percentages {draws}; {r.out.count(chr(13))} carriage return(s)")
+
+
+@case("silent_when_not_a_terminal")
+def _(bg):
+    with Origin(files={"p.bin": TTY_SIZE}, locations=TTY_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/p.bin"), o.path("out", "p.bin")
+        print("checks: the same get with stdout and stderr on pipes and no --json prints nothing")
+        r = t.ran(agent.get(url, out, json_out=False))
+        expect_transferred(t, r, out, o.sha("p.bin"), TTY_SIZE, json_doc=False)
+        t.eq("stdout", r.out, "")
+        t.eq("stderr", r.err, "")
+
+
+GZ_LOC = "location = /files/data.txt.gz { gzip off; add_header Content-Encoding gzip; }"
+
+
+@case("gzip_body_stored_as_sent")
+def _(bg):
+    text = b"".join(f"line {i}: the same words again and again, to compress well\n".encode()
+                    for i in range(20000))
+    gz = gzip.compress(text, mtime=0)
+    with Origin(files={"data.txt.gz": gz}, locations=GZ_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/data.txt.gz"), o.path("out", "data.txt.gz")
+        print(f"checks: a body sent with Content-Encoding: gzip ({len(gz)} bytes, {len(text)} "
+              "decoded) is written and stored as sent, and no Accept-Encoding is asked for")
+        r = t.ran(agent.get(url, out))
+        expect_transferred(t, r, out, sha256_bytes(gz), len(gz), cache_key=url)
+        head = open(out, "rb").read(2) if os.path.exists(out) else ABSENT
+        t.eq("output starts with the gzip magic", head, b"\x1f\x8b")
+        recs = o.requests("/files/data.txt.gz")
+        t.eq("origin answered 200 with Content-Encoding gzip",
+             [(x["status"], x["content_encoding"]) for x in recs], [(200, "gzip")])
+        t.eq("Accept-Encoding in the request ('-' in the log)", [x["accept_encoding"] for x in recs],
+             [None])
+        s = t.ran(agent.run("cache", "show", url))
+        t.eq("cache show: sha256", field(s.doc, "sha256"), sha256_bytes(gz))
+        t.eq("cache show: size", field(s.doc, "size"), len(gz))
+
+
+@case("same_get_after_success_downloads_again")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/a.bin"), o.path("out", "a.bin")
+        print("checks: the same get after a successful one is a new job that downloads the whole "
+              "file again (only an unfinished job is resumed)")
+        r1 = t.ran(agent.get(url, out))
+        expect_transferred(t, r1, out, o.sha("a.bin"), A_SIZE)
+        r2 = t.ran(agent.get(url, out))
+        expect_transferred(t, r2, out, o.sha("a.bin"), A_SIZE)
+        id1, id2 = field(r1.doc, "id"), field(r2.doc, "id")
+        t.ok(f"two different job ids ({id1!r}, {id2!r})",
+             isinstance(id1, str) and isinstance(id2, str) and id1 != id2)
+        recs = o.wait_requests("/files/a.bin", 2)
+        t.eq("answers for the file (status, Range, body bytes)",
+             [(x["status"], x["range"], x["body_bytes_sent"]) for x in recs], [(200, None, A_SIZE)] * 2)
+
 # ---- interruption and resume ------------------------------------------------------------
 
 BIG_LOC = "location = /files/big.bin { limit_rate 4m; }"
+
+
+def wait_partial(t, o, p, out, log_name, at_least=KILL_AFTER, timeout=30):
+    """Polls the partial file of OUT (.NAME.bgcopy-*.part) until it holds AT_LEAST bytes while
+    P, a background get whose output went to LOG_NAME.out/.err, runs. Returns the size seen,
+    or None after a failed check (P exited first, or TIMEOUT seconds passed)."""
+    outdir, name = os.path.dirname(out), os.path.basename(out)
+    want = f"{at_least / MiB:g} MiB" if at_least >= MiB else f"{at_least} byte(s)"
+    deadline = time.monotonic() + timeout
+    size = 0
+    while True:
+        parts = partials(outdir, name)
+        size = max((os.path.getsize(x) for x in parts if os.path.exists(x)), default=0)
+        if size >= at_least:
+            return size
+        if p.poll() is not None:
+            t.ok(f"{log_name} still running when the partial reached {want}", False,
+                 f"it exited with {p.returncode} with partial size {size}; folder: {listing(outdir)}; "
+                 f"stderr: {open(o.path(log_name + '.err'), errors='replace').read()[-500:]!r}")
+            return None
+        if time.monotonic() > deadline:
+            t.ok(f"partial file .NAME.bgcopy-*.part grew past {want} within {timeout} s", False,
+                 f"folder: {listing(outdir)}, largest partial {size}")
+            return None
+        time.sleep(0.02)
+
+
+def stop_background(p):
+    """SIGKILLs a background get if it still runs, and reaps it."""
+    if p.poll() is None:
+        os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+def background_result(p, o, log_name, t0):
+    """The Result of a finished background get whose output went to LOG_NAME.out/.err."""
+    def read(ext):
+        try:
+            with open(o.path(log_name + ext), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+    return Result(list(p.args), p.returncode, read(".out"), read(".err"), time.monotonic() - t0)
 
 
 def start_and_kill(t, o, agent, url, out):
@@ -563,28 +769,12 @@ def start_and_kill(t, o, agent, url, out):
     past KILL_AFTER bytes. Returns the partial size at the kill, or None on failure."""
     p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
     outdir, name = os.path.dirname(out), os.path.basename(out)
-    deadline = time.monotonic() + 30
-    size = 0
     try:
-        while True:
-            parts = partials(outdir, name)
-            size = max((os.path.getsize(x) for x in parts if os.path.exists(x)), default=0)
-            if size >= KILL_AFTER:
-                break
-            if p.poll() is not None:
-                t.ok("first get still running when the partial reached 6 MiB", False,
-                     f"it exited with {p.returncode} with partial size {size}; folder: {listing(outdir)}; "
-                     f"stderr: {open(o.path('first-get.err'), errors='replace').read()[-500:]!r}")
-                return None
-            if time.monotonic() > deadline:
-                t.ok("partial file .NAME.bgcopy-*.part grew past 6 MiB within 30 s", False,
-                     f"folder: {listing(outdir)}, largest partial {size}")
-                return None
-            time.sleep(0.02)
+        size = wait_partial(t, o, p, out, "first-get")
     finally:
-        if p.poll() is None:
-            os.kill(p.pid, signal.SIGKILL)
-        p.wait()
+        stop_background(p)
+    if size is None:
+        return None
     t.note(f"killed the first get (pid {p.pid}) with the partial at {size} bytes of {BIG_SIZE}")
     t.eq("output file exists after the kill", os.path.exists(out), False)
     t.ok("partial file is still there after the kill", partials(outdir, name) != [],
@@ -644,13 +834,140 @@ def _(bg):
              "GET records: " + repr([(x["status"], x["range"], x["bytes_sent"]) for x in recs]))
 
 
+def expect_resumed(t, o, recs, size, unlogged=0):
+    """RECS (requests for the file) hold one 206 for a Range past byte 0, with If-Range, and
+    the origin sent the file about once in all: the bytes_sent of every logged request for
+    it, plus UNLOGGED (bytes a request cut by stopping nginx delivered: nginx stopped with
+    TERM does not log the requests it drops), at most 1.25 x SIZE."""
+    resumed = [x for x in recs if x["status"] == 206 and (range_start(x["range"]) or 0) > 0]
+    t.eq("206 answers with a Range starting past byte 0", len(resumed), 1)
+    for x in resumed:
+        t.ok(f"the resume request ({x['range']}) carries If-Range", x["if_range"] is not None,
+             f"If-Range: {x['if_range']!r}")
+    total = sum(x["bytes_sent"] for x in o.requests("/files/big.bin")) + unlogged
+    what = "bytes sent by the origin for the file" + (f" (logged + {unlogged} unlogged)" if unlogged else "")
+    t.ok(f"{what} ({total}) <= 1.25 x size ({int(size * 1.25)})", total <= size * 1.25)
+
+
+@case("transient_error_keeps_partial_then_resumes")
+def _(bg):
+    with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
+        outdir = os.path.dirname(out)
+        print("checks: the origin goes away mid-transfer (nginx stopped: connection cut, then "
+              "refused); get retries, gives up with exit 1 and ERROR 0x80072EFD/0x80072EFE, "
+              "keeping the partial; with the origin back on the same port the same get resumes "
+              "with a Range request")
+        t0 = time.monotonic()
+        p = agent.popen_get(url, out, json_out=True, log_prefix=o.path("first-get"))
+        try:
+            size = wait_partial(t, o, p, out, "first-get")
+            if size is not None:
+                o.stop()
+                t.note(f"stopped nginx with the partial at {size} bytes of {BIG_SIZE}")
+                p.wait(timeout=60)
+        finally:
+            stop_background(p)
+        if size is None:
+            return
+        first = t.ran(background_result(p, o, "first-get", t0))
+        t.eq("exit status", first.rc, 1)
+        t.ok("--json printed a job document on stdout", isinstance(first.doc, dict),
+             f"stdout: {first.out[:300]!r}")
+        t.eq("state", field(first.doc, "state"), "ERROR")
+        code = field(first.doc, "error", "code")
+        t.ok(f"error.code {code!r} is 0x80072EFD (cannot connect) or 0x80072EFE (connection error)",
+             code in ("0x80072EFD", "0x80072EFE"))
+        t.ok("stderr names the HRESULT", isinstance(code, str) and code.lower() in first.err.lower(),
+             f"stderr: {first.err.strip()[:300]!r}")
+        t.eq("output file exists", os.path.exists(out), False)
+        t.ok("partial file is still there", partials(outdir, "big.bin") != [], f"folder: {listing(outdir)}")
+        t.note(f"job document: bytes_transferred {field(first.doc, 'bytes_transferred')!r}, "
+               f"error {field(first.doc, 'error')!r}")
+        before = len(o.requests("/files/big.bin"))
+        # nginx stopped with TERM logs no line for the request it cut; that request delivered
+        # at least the partial file's bytes.
+        unlogged = size if before == 0 else 0
+        t.note(f"{before} request(s) for the file logged before the restart")
+        o.restart()
+        t.note(f"nginx restarted on port {o.port}")
+        r = t.ran(agent.get(url, out, timeout=90))
+        expect_transferred(t, r, out, o.sha("big.bin"), BIG_SIZE, remote_url=url)
+        recs = o.wait_requests("/files/big.bin", before + 1)
+        expect_resumed(t, o, recs[before:], BIG_SIZE, unlogged=unlogged)
+
+
+@case("sigint_interrupts_and_same_get_resumes")
+def _(bg):
+    with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
+        outdir = os.path.dirname(out)
+        print("checks: SIGINT (Ctrl-C) mid-transfer: exit 3, 'interrupted' on stderr, partial "
+              "kept, no output; the same get again resumes with a Range request")
+        t0 = time.monotonic()
+        p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
+        try:
+            size = wait_partial(t, o, p, out, "first-get")
+            if size is not None:
+                os.kill(p.pid, signal.SIGINT)
+                t.note(f"sent SIGINT with the partial at {size} bytes of {BIG_SIZE}")
+                p.wait(timeout=30)
+        finally:
+            stop_background(p)
+        if size is None:
+            return
+        first = t.ran(background_result(p, o, "first-get", t0))
+        t.eq("exit status", first.rc, 3)
+        t.ok("stderr says it was interrupted", "interrupt" in first.err.lower(),
+             f"stderr: {first.err.strip()[:300]!r}")
+        t.eq("output file exists", os.path.exists(out), False)
+        t.ok("partial file is still there", partials(outdir, "big.bin") != [], f"folder: {listing(outdir)}")
+        r = t.ran(agent.get(url, out, timeout=90))
+        expect_transferred(t, r, out, o.sha("big.bin"), BIG_SIZE, remote_url=url)
+        recs = o.wait_requests("/files/big.bin", 2)
+        expect_resumed(t, o, recs, BIG_SIZE)
+
+
+@case("concurrent_get_of_same_job_refused")
+def _(bg):
+    with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
+        print("checks: while a get transfers, the same get is refused (exit 3, another process) "
+              "without a request; the first one completes")
+        t0 = time.monotonic()
+        p = agent.popen_get(url, out, json_out=True, log_prefix=o.path("first-get"))
+        second = None
+        try:
+            if wait_partial(t, o, p, out, "first-get", at_least=1) is not None:
+                second = t.ran(agent.get(url, out, json_out=False))
+                t.ok("the first get was still running when the second returned", p.poll() is None)
+                p.wait(timeout=90)
+        finally:
+            stop_background(p)
+        if second is None:
+            return
+        t.eq("second get: exit status", second.rc, 3)
+        t.ok("second get: stderr says another process has the job", "another process" in second.err,
+             f"stderr: {second.err.strip()[:300]!r}")
+        t.eq("second get: stdout", second.out, "")
+        first = t.ran(background_result(p, o, "first-get", t0))
+        expect_transferred(t, first, out, o.sha("big.bin"), BIG_SIZE, remote_url=url)
+        recs = o.wait_requests("/files/big.bin", 1)
+        t.eq("requests for the file (status, Range)", [(x["status"], x["range"]) for x in recs],
+             [(200, None)])
+
+
 # ---- driver -----------------------------------------------------------------------------
 
-def run_case(name, exe):
+def run_case(name, exe, cases=None):
+    cases = CASES if cases is None else cases
     t = Checker(name)
     print(f"== {name}", flush=True)
     try:
-        CASES[name](Run(exe, t))
+        cases[name](Run(exe, t))
     except Exception as e:  # a crash in the case is a failure with its traceback
         import traceback
         traceback.print_exc()
@@ -665,16 +982,19 @@ def run_case(name, exe):
     return t.failed == 0
 
 
-def main(argv):
+def main(argv, cases=None, doc=None):
+    """The command line of a case script: CASES (default: this file's) by name."""
+    cases = CASES if cases is None else cases
+
     def _term(signum, frame):
         raise SystemExit(f"terminated by signal {signum}")
     signal.signal(signal.SIGTERM, _term)
 
     if len(argv) >= 2 and argv[1] == "--list":
-        print("\n".join(CASES))
+        print("\n".join(cases))
         return 0
     if len(argv) < 2 or len(argv) > 3:
-        print(__doc__, file=sys.stderr)
+        print(doc or __doc__, file=sys.stderr)
         return 2
     exe = argv[2] if len(argv) == 3 else os.environ.get("BGCOPY", "")
     if not exe or not os.access(exe, os.X_OK):
@@ -682,13 +1002,13 @@ def main(argv):
         return 2
     exe = os.path.abspath(exe)
     if argv[1] == "--all":
-        failed = [n for n in CASES if not run_case(n, exe)]
-        print(f"{len(CASES) - len(failed)} passed, {len(failed)} failed" + (": " + " ".join(failed) if failed else ""))
+        failed = [n for n in cases if not run_case(n, exe, cases)]
+        print(f"{len(cases) - len(failed)} passed, {len(failed)} failed" + (": " + " ".join(failed) if failed else ""))
         return 1 if failed else 0
-    if argv[1] not in CASES:
+    if argv[1] not in cases:
         print(f"unknown case {argv[1]!r}; --list shows the names", file=sys.stderr)
         return 2
-    return 0 if run_case(argv[1], exe) else 1
+    return 0 if run_case(argv[1], exe, cases) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Integration cases for the job commands of bgcopy: create, add, info, list and the security
+flags of a job (see origin.py for the nginx origin each case starts, test_get.py for the
+checker and the driver these cases share).
+
+Usage: test_jobs.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_jobs.py CASE)
+       test_jobs.py --list                    prints the case names, one a line
+       test_jobs.py --all [PATH/TO/bgcopy]    runs every case, prints a summary
+
+Each case prints one line per thing it checks ('ok' or 'FAIL', with expected and got), and
+on failure the bgcopy commands it ran and the origin's access log. Exit 0 when every check
+passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp dirs.
+
+A created job is SUSPENDED and nothing here resumes one, so every case also checks that the
+origin saw no request at all."""
+
+import os
+import re
+import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from origin import Origin  # noqa: E402
+from test_get import A_SIZE, ABSENT, field, main, started  # noqa: E402
+
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+ENOTIMPL = ("E_NOTIMPL", "0x80004001")
+
+CASES = {}
+
+
+def case(name):
+    def deco(fn):
+        assert name not in CASES, name
+        CASES[name] = fn
+        return fn
+    return deco
+
+
+# ---- shared steps -----------------------------------------------------------------------
+
+def create(t, agent, *args):
+    """`bgcopy create ARGS`: checks exit 0 and a lone GUID-like id on stdout; returns the id
+    (None when there is none)."""
+    r = t.ran(agent.run("create", *args))
+    t.eq("create: exit status", r.rc, 0)
+    out = r.out.strip()
+    t.ok(f"create printed one GUID-like id of 36 characters ({out!r})",
+         GUID.fullmatch(out) is not None and len(out) == 36 and r.out.count("\n") == 1,
+         f"stdout: {r.out!r}")
+    return out if GUID.fullmatch(out) else None
+
+
+def info(t, agent, job):
+    """`bgcopy info JOB --json`: checks exit 0 and a JSON object; returns it (or None)."""
+    r = t.ran(agent.run("info", job, "--json"))
+    t.eq(f"info {job} --json: exit status", r.rc, 0)
+    t.ok("info --json printed a job document", isinstance(r.doc, dict), f"stdout: {r.out[:300]!r}")
+    return r.doc
+
+
+def list_ids(t, agent):
+    """Ids in `bgcopy list --json` (checked: exit 0, an array)."""
+    r = t.ran(agent.run("list", "--json"))
+    t.eq("list --json: exit status", r.rc, 0)
+    t.ok("list --json printed an array", isinstance(r.doc, list), f"stdout: {r.out[:300]!r}")
+    return [d.get("id") for d in (r.doc or []) if isinstance(d, dict)]
+
+
+def expect_usage_error(t, r, needles=()):
+    """Exit 2, nothing on stdout, a message on stderr that mentions one of each NEEDLES."""
+    t.eq("exit status", r.rc, 2)
+    t.eq("stdout", r.out, "")
+    t.ok("a message on stderr", r.err.strip() != "", "stderr is empty")
+    for n in needles:
+        t.ok(f"stderr mentions {' or '.join(n)}", any(x in r.err for x in n),
+             f"stderr: {r.err.strip()[:300]!r}")
+
+
+def expect_no_requests(t, o):
+    t.eq("requests made to the origin", len(o.log()), 0)
+
+
+def write_list(o, name, lines):
+    path = o.path(name)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def file_rows(doc):
+    """(original_url, local_path) of every file of a job document."""
+    files = field(doc, "files")
+    if not isinstance(files, list):
+        return ABSENT
+    return [(f.get("original_url"), f.get("local_path")) for f in files if isinstance(f, dict)]
+
+
+# ---- create -----------------------------------------------------------------------------
+
+@case("create_prints_job_id_job_is_suspended")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: create --name prints a GUID-like id; the job is SUSPENDED, empty, normal "
+              "priority, named as given, flags 0; a second create gives another id")
+        job = create(t, agent, "--name", "nightly sync")
+        if job is None:
+            return
+        doc = info(t, agent, job)
+        t.eq("id", field(doc, "id"), job)
+        t.eq("name", field(doc, "name"), "nightly sync")
+        t.eq("type", field(doc, "type"), "download")
+        t.eq("state", field(doc, "state"), "SUSPENDED")
+        t.eq("priority (default)", field(doc, "priority"), "normal")
+        t.eq("security_flags", field(doc, "security_flags"), 0)
+        t.eq("files_total", field(doc, "files_total"), 0)
+        t.eq("files_transferred", field(doc, "files_transferred"), 0)
+        t.eq("files", field(doc, "files"), [])
+        t.eq("bytes_transferred", field(doc, "bytes_transferred"), 0)
+        t.eq("error", field(doc, "error"), None)
+        other = create(t, agent)
+        t.ok(f"a second create gives another id ({other!r})", other is not None and other != job)
+        expect_no_requests(t, o)
+
+
+@case("create_priority_shown_bad_priority_exits_2")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: create --priority P shows P in info for each of foreground, high, normal, "
+              "low; --priority urgent exits 2 and creates no job")
+        made = []
+        for prio in ("high", "foreground", "normal", "low"):
+            job = create(t, agent, "--priority", prio)
+            if job is not None:
+                made.append(job)
+                t.eq(f"priority of the job created with --priority {prio}",
+                     field(info(t, agent, job), "priority"), prio)
+        r = t.ran(agent.run("create", "--priority", "urgent"))
+        expect_usage_error(t, r, needles=(("urgent", "priority"),))
+        t.eq("jobs listed after the refused create", sorted(list_ids(t, agent)), sorted(made))
+        expect_no_requests(t, o)
+
+
+# ---- add --------------------------------------------------------------------------------
+
+@case("add_file_records_url_and_absolute_path")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        url = o.url("/files/a.bin")
+        print("checks: add JOB URL FILE (FILE relative to the current folder) adds one file with "
+              "original_url URL and an absolute local_path; nothing is transferred")
+        job = create(t, agent, "--name", "one file")
+        if job is None:
+            return
+        r = t.ran(agent.run("add", job, url, "a.bin", cwd=o.path("out")))
+        t.eq("add: exit status", r.rc, 0)
+        doc = info(t, agent, job)
+        t.eq("files_total", field(doc, "files_total"), 1)
+        t.eq("files[0].original_url", field(doc, "files", 0, "original_url"), url)
+        t.eq("files[0].remote_url", field(doc, "files", 0, "remote_url"), url)
+        t.eq("files[0].local_path (absolute)", field(doc, "files", 0, "local_path"), o.path("out", "a.bin"))
+        t.eq("files[0].done", field(doc, "files", 0, "done"), False)
+        t.eq("files[0].bytes_transferred", field(doc, "files", 0, "bytes_transferred"), 0)
+        t.eq("state (a created job stays SUSPENDED)", field(doc, "state"), "SUSPENDED")
+        t.eq("output folder", sorted(os.listdir(o.path("out"))), [])
+        expect_no_requests(t, o)
+
+
+@case("add_from_list_skips_comments_and_blank_lines")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE, "b.bin": 1000, "c.bin": 2000, "d.bin": 3000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: add JOB --from LIST with 3 'URL LOCALPATH' lines, a comment, a blank line "
+              "and extra blanks adds 3 files in order, after one added before: files_total 4")
+        job = create(t, agent)
+        if job is None:
+            return
+        want = [(o.url(f"/files/{n}"), o.path("out", n)) for n in ("a.bin", "b.bin", "c.bin", "d.bin")]
+        r = t.ran(agent.run("add", job, *want[0]))
+        t.eq("add: exit status", r.rc, 0)
+        lst = write_list(o, "files.list", [
+            "# URL LOCALPATH, one a line",
+            f"{want[1][0]} {want[1][1]}",
+            "",
+            f"  {want[2][0]}\t {want[2][1]}",
+            "   # an indented comment",
+            f"{want[3][0]}  {want[3][1]}",
+        ])
+        r = t.ran(agent.run("add", job, "--from", lst))
+        t.eq("add --from: exit status", r.rc, 0)
+        doc = info(t, agent, job)
+        t.eq("files_total", field(doc, "files_total"), 4)
+        t.eq("files (original_url, local_path)", file_rows(doc), want)
+        expect_no_requests(t, o)
+
+
+@case("add_from_list_bad_url_exits_2_adds_nothing")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: add --from LIST whose line 4 holds a malformed URL exits 2 with a message "
+              "naming line 4")
+        job = create(t, agent)
+        if job is None:
+            return
+        lst = write_list(o, "bad.list", [
+            "# line 1: a comment",
+            f"{o.url('/files/a.bin')} {o.path('out', 'a.bin')}",
+            "",
+            f"http:// {o.path('out', 'bad.bin')}",
+            f"{o.url('/files/a.bin')} {o.path('out', 'a2.bin')}",
+        ])
+        r = t.ran(agent.run("add", job, "--from", lst))
+        t.eq("exit status", r.rc, 2)
+        t.ok("stderr names line 4 (':4:' or 'line 4')", re.search(r"(:|line )4\b", r.err) is not None,
+             f"stderr: {r.err.strip()[:300]!r}")
+        # A list is taken whole or not at all (as BITS AddFileSet): the good line before the
+        # bad one is not added either.
+        t.eq("files of the job after the refused list", file_rows(info(t, agent, job)), [])
+        expect_no_requests(t, o)
+
+
+@case("add_to_unknown_job_exits_2")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print(f"checks: add to a job id that does not exist ({UNKNOWN_ID}) exits 2, one file or "
+              "--from LIST, and creates no job")
+        r = t.ran(agent.run("add", UNKNOWN_ID, o.url("/files/a.bin"), o.path("out", "a.bin")))
+        expect_usage_error(t, r, needles=((UNKNOWN_ID,),))
+        lst = write_list(o, "files.list", [f"{o.url('/files/a.bin')} {o.path('out', 'a.bin')}"])
+        r = t.ran(agent.run("add", UNKNOWN_ID, "--from", lst))
+        expect_usage_error(t, r, needles=((UNKNOWN_ID,),))
+        t.eq("jobs listed", list_ids(t, agent), [])
+        expect_no_requests(t, o)
+
+
+# ---- security flags ---------------------------------------------------------------------
+
+def get_flags(t, agent, job):
+    r = t.ran(agent.run("get-security-flags", job))
+    t.eq("get-security-flags: exit status", r.rc, 0)
+    return r.out.strip()
+
+
+@case("security_flags_set_0x0108_get_prints_names")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: set-security-flags JOB 0x0108, then get-security-flags prints "
+              "'0x0108 ignore-unknown-ca|redirect-report' and info --json shows 264")
+        job = create(t, agent)
+        if job is None:
+            return
+        t.eq("get-security-flags of a new job", get_flags(t, agent, job), "0x0000 redirect-silent")
+        r = t.ran(agent.run("set-security-flags", job, "0x0108"))
+        t.eq("set-security-flags 0x0108: exit status", r.rc, 0)
+        t.eq("get-security-flags", get_flags(t, agent, job), "0x0108 ignore-unknown-ca|redirect-report")
+        t.eq("info --json security_flags", field(info(t, agent, job), "security_flags"), 264)
+        r = t.ran(agent.run("set-security-flags", job, "redirect-disallow,crl-check"))
+        t.eq("set-security-flags redirect-disallow,crl-check: exit status", r.rc, 0)
+        got = get_flags(t, agent, job).split(" ")
+        t.eq("get-security-flags value", got[0], "0x0201")
+        t.eq("get-security-flags names (any order)", sorted("".join(got[1:2]).split("|")),
+             ["crl-check", "redirect-disallow"])
+        t.eq("info --json security_flags", field(info(t, agent, job), "security_flags"), 0x0201)
+        expect_no_requests(t, o)
+
+
+@case("set_security_flags_0x400_refused_flags_unchanged")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: set-security-flags with 0x400 (redirect policy field 0x400), an unknown bit "
+              "or an unknown name exits 2 with E_NOTIMPL and leaves the job's flags at 0x0108")
+        job = create(t, agent)
+        if job is None:
+            return
+        r = t.ran(agent.run("set-security-flags", job, "0x0108"))
+        t.eq("set-security-flags 0x0108: exit status", r.rc, 0)
+        for bad in ("0x400", "0x0020", "nope", "redirect-report|redirect-disallow"):
+            print(f"  -- set-security-flags {bad}")
+            r = t.ran(agent.run("set-security-flags", job, bad))
+            expect_usage_error(t, r, needles=(ENOTIMPL,))
+            t.eq(f"get-security-flags after the refused {bad}", get_flags(t, agent, job),
+                 "0x0108 ignore-unknown-ca|redirect-report")
+        t.eq("info --json security_flags", field(info(t, agent, job), "security_flags"), 264)
+        expect_no_requests(t, o)
+
+
+# ---- list and info ----------------------------------------------------------------------
+
+@case("list_shows_created_jobs")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: list --json holds every created job with its state; list prints a header "
+              "line, then one line per job with its id")
+        a = create(t, agent, "--name", "first")
+        b = create(t, agent, "--name", "second", "--priority", "low")
+        if a is None or b is None:
+            return
+        r = t.ran(agent.run("list", "--json"))
+        t.eq("list --json: exit status", r.rc, 0)
+        docs = {d.get("id"): d for d in (r.doc if isinstance(r.doc, list) else []) if isinstance(d, dict)}
+        t.eq("ids in list --json", sorted(docs), sorted([a, b]))
+        for job, name, prio in ((a, "first", "normal"), (b, "second", "low")):
+            t.eq(f"list --json {name}: (state, name, priority)",
+                 (field(docs, job, "state"), field(docs, job, "name"), field(docs, job, "priority")),
+                 ("SUSPENDED", name, prio))
+        r = t.ran(agent.run("list"))
+        t.eq("list: exit status", r.rc, 0)
+        lines = r.out.splitlines()
+        t.ok("list: first line is a header (ID, STATE)",
+             bool(lines) and "ID" in lines[0] and "STATE" in lines[0] and a not in lines[0],
+             f"stdout: {r.out[:300]!r}")
+        for job in (a, b):
+            row = [x for x in lines[1:] if job in x]
+            t.eq(f"list: lines with {job}", len(row), 1)
+            t.ok(f"list: the line of {job} shows SUSPENDED", any("SUSPENDED" in x for x in row),
+                 f"line: {row!r}")
+        t.eq("list: line count (header + 2 jobs)", len(lines), 3)
+        expect_no_requests(t, o)
+
+
+@case("info_unknown_job_exits_2")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: info of an unknown job id exits 2 (with and without --json), naming it; so "
+              "do get-security-flags and set-security-flags")
+        create(t, agent)
+        for args in (("info", UNKNOWN_ID), ("info", UNKNOWN_ID, "--json"),
+                     ("get-security-flags", UNKNOWN_ID), ("set-security-flags", UNKNOWN_ID, "0x0100")):
+            print(f"  -- {' '.join(args)}")
+            r = t.ran(agent.run(*args))
+            expect_usage_error(t, r, needles=((UNKNOWN_ID,),))
+        expect_no_requests(t, o)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv, CASES, __doc__))
