@@ -30,7 +30,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from origin import Bgcopy, Origin, OriginError, sha256_file  # noqa: E402
-from test_get import ABSENT, Checker, Run, field, listing  # noqa: E402
+from test_get import ABSENT, Checker, Run, _show, field, listing  # noqa: E402
 
 F_SIZE = 100_000   # the served files /files/f.bin, g.bin, h.bin
 
@@ -161,7 +161,7 @@ def check_combination(o, leaf, r, out, cls):
     doc = r.doc if isinstance(r.doc, dict) else None
     state = field(doc, "state")
     code = field(doc, "error", "code")
-    got = f"exit {r.rc}, {state}" + (f", {code} {field(doc, 'error', 'symbol')}" if code not in (ABSENT, None) else "")
+    got = f"exit {r.rc}, {_show(state)}" + (f", {code} {field(doc, 'error', 'symbol')}" if code not in (ABSENT, None) else "")
     if doc is None:
         problems.append(f"--json printed no job document: stdout {r.out[:200]!r}")
     if cls is None:
@@ -169,25 +169,25 @@ def check_combination(o, leaf, r, out, cls):
         if r.rc != 0:
             problems.append(f"exit status {r.rc}, expected 0")
         if state != "TRANSFERRED":
-            problems.append(f"state {state!r}, expected 'TRANSFERRED'")
+            problems.append(f"state {_show(state)}, expected 'TRANSFERRED'")
         if field(doc, "error") is not None:
-            problems.append(f"error {field(doc, 'error')!r}, expected null")
+            problems.append(f"error {_show(field(doc, 'error'))}, expected null")
         if field(doc, "files", 0, "sha256") != want_sha:
-            problems.append(f"files[0].sha256 {field(doc, 'files', 0, 'sha256')!r}, expected {want_sha}")
+            problems.append(f"files[0].sha256 {_show(field(doc, 'files', 0, 'sha256'))}, expected {want_sha}")
         file_sha = sha256_file(out) if os.path.exists(out) else ABSENT
         if file_sha != want_sha:
-            problems.append(f"SHA-256 of the output {file_sha!r}, expected {want_sha}")
+            problems.append(f"SHA-256 of the output {_show(file_sha)}, expected {want_sha}")
         return not problems, got, problems
     want_code, want_sym = CODES[cls]
     if r.rc != 1:
         problems.append(f"exit status {r.rc}, expected 1")
     if state != "ERROR":
-        problems.append(f"state {state!r}, expected 'ERROR'")
+        problems.append(f"state {_show(state)}, expected 'ERROR'")
     if code != want_code:
-        problems.append(f"error.code {code!r}, expected {want_code!r}")
+        problems.append(f"error.code {_show(code)}, expected {want_code!r}")
     sym = field(doc, "error", "symbol")
     if sym != want_sym:
-        problems.append(f"error.symbol {sym!r}, expected {want_sym!r}")
+        problems.append(f"error.symbol {_show(sym)}, expected {want_sym!r}")
     msg = field(doc, "error", "message")
     msg = msg if isinstance(msg, str) else ""
     if cls != "REVFAILED":
