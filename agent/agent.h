@@ -25,6 +25,8 @@
 #define JOB_HEADERS_MAX 64                 /* custom request headers per job */
 #define JOB_FILES_MAX 1000000              /* files per job */
 #define JOB_NAME_MAX 256                   /* bytes */
+#define JOB_MIN_RETRY_DELAY 600            /* seconds, BITS default */
+#define JOB_NO_PROGRESS_TIMEOUT (14 * 24 * 3600) /* seconds, BITS default */
 
 /* ---- Security flags (IBackgroundCopyJobHttpOptions::SetSecurityFlags) --- */
 #define BG_SSL_ENABLE_CRL_CHECK 0x0001u
@@ -237,7 +239,13 @@ int job_find_get(struct bg_store *st, const char *get_key, char id[STORE_JOB_ID_
 /* Reads or changes the job's security flags.  Setting validates (BG_ENOTIMPL). */
 int job_get_flags(struct bg_store *st, const char *id, uint32_t *out) BG_WUR;
 int job_set_flags(struct bg_store *st, const char *id, uint32_t flags) BG_WUR;
-/* Sets state to s (checks nothing: callers hold the job). */
+/* Changes a job on behalf of a user: fn edits the record inside one
+ * transaction; the job's "generation" is then bumped, so that a process
+ * transferring the job notices at its next commit and reloads it.
+ * fn may also change file records through txn. */
+int job_modify(struct bg_store *st, const char *id,
+               int (*fn)(json_t *job, struct bg_txn *txn, void *arg), void *arg) BG_WUR;
+/* Sets state to s (checks no transition: see job_transition()). */
 int job_set_state(struct bg_store *st, const char *id, enum job_state s) BG_WUR;
 /* Applies the options of a repeated `get` to its job (flags, headers, CA). */
 int job_update_options(struct bg_store *st, const char *id, const struct job_options *opt) BG_WUR;

@@ -21,7 +21,7 @@ int job_load(struct bg_store *st, const char *id, json_t **out) BG_WUR;
 /* Loads file record index of a job (new reference) or BG_ENOENT. */
 int job_load_file(struct bg_store *st, const char *id, uint32_t index, json_t **out) BG_WUR;
 
-/* Puts records (any may be NULL) and optionally one chunk of the file's
+/* Puts records (any may be NULL), patches the job record, and optionally one chunk of the file's
  * blob, in one transaction.  The file record's "blob" field is set to the
  * blob used (a new one is allocated for the first chunk). */
 struct job_commit {
@@ -35,6 +35,12 @@ struct job_commit {
 	uint64_t chunk;    /* index of the chunk */
 	const void *data;  /* chunk to store, or NULL */
 	size_t len;
+	/* Job-level parts, applied to the stored record (never a stale copy). */
+	int64_t generation; /* >= 0: BG_EAGAIN unless the job still has this generation */
+	const char *state;  /* new state name, or NULL */
+	json_t *error;      /* new error (borrowed; json_null() clears it), or NULL */
+	bool progress;      /* bytes arrived: stamp last_progress */
+	int64_t retry_at;   /* > 0: when a TRANSIENT_ERROR job is tried again */
 };
 int job_commit(struct bg_store *st, struct job_commit *c) BG_WUR;
 

@@ -475,6 +475,22 @@ parse_get(int argc, char **argv, struct get_opts *o)
 	return EXIT_DONE;
 }
 
+static int
+lock_job(struct ctx *c, const char *id, const char *what, struct job_lock **lock)
+{
+	int err = job_lock(c->home, id, lock);
+
+	if (err == BG_EBUSY) {
+		complain("job %s (%s) is being transferred by another process", id, what);
+		return EXIT_SYSTEM;
+	}
+	if (err != 0) {
+		complain("cannot lock job %s: %s", id, bg_strerror(err));
+		return EXIT_SYSTEM;
+	}
+	return EXIT_DONE;
+}
+
 /* Whether a job in ERROR kept bytes that a repeated get can continue from. */
 static bool
 resumable(struct bg_store *st, const char *id)
@@ -542,13 +558,21 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	}
 	o.jo.get_key = key;
 	err = job_find_get(c->st, key, id, &errored);
-	if (err == 0 && errored && !resumable(c->st, id)) {
-		/* Nothing kept to continue from: a fresh job, as a new get. */
-		if ((err = job_cancel(c->st, id)) != 0) {
-			rc = store_failed("get", err);
+	if (err == 0) {
+		/* Ours before anything about it changes: a get still running
+		 * the job must not see its settings move. */
+		if ((rc = lock_job(c, id, url, &lock)) != EXIT_DONE)
 			goto out;
+		if (errored && !resumable(c->st, id)) {
+			/* Nothing kept to continue from: a fresh job, as a new get. */
+			if ((err = job_cancel(c->st, id)) != 0) {
+				rc = store_failed("get", err);
+				goto out;
+			}
+			job_unlock(lock);
+			lock = NULL;
+			err = BG_ENOENT;
 		}
-		err = BG_ENOENT;
 	}
 	if (err == 0) {
 		if ((err = job_update_options(c->st, id, &o.jo)) != 0) {
@@ -561,16 +585,10 @@ cmd_get(struct ctx *c, int argc, char **argv)
 			rc = store_failed("cannot create the job", err);
 			goto out;
 		}
+		if ((rc = lock_job(c, id, url, &lock)) != EXIT_DONE)
+			goto out;
 	} else {
 		rc = store_failed("get", err);
-		goto out;
-	}
-	if ((err = job_lock(c->home, id, &lock)) != 0) {
-		if (err == BG_EBUSY)
-			complain("job %s (%s) is being transferred by another process", id, url);
-		else
-			complain("cannot lock job %s: %s", id, bg_strerror(err));
-		rc = EXIT_SYSTEM;
 		goto out;
 	}
 	if ((err = origin_new(&origin)) != 0) {

@@ -29,6 +29,7 @@ struct run {
 	const char *id;
 	const struct job_run_options *ro;
 	json_t *job;
+	int64_t generation; /* of the job record as loaded: commits check it */
 	uint32_t nfiles;
 	uint64_t bytes_before; /* job bytes in files before the current one */
 	/* The error that stopped the job, if any. */
@@ -101,13 +102,15 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 	struct job_commit c = {
 		.id = s->r->id,
 		.index = s->index,
-		.job = with_job ? s->r->job : NULL,
 		.file = s->rec,
 		.blob_in = s->blob,
 		.drop_blob = drop,
 		.chunk = s->committed / STORE_CHUNK_BYTES,
 		.data = s->cache ? chunk : NULL,
 		.len = len,
+		.generation = s->r->generation,
+		.state = with_job ? job_state_name(JOB_TRANSFERRING) : NULL,
+		.progress = chunk != NULL,
 	};
 	int err;
 
@@ -207,7 +210,8 @@ sink_start(void *arg, const struct origin_response *resp)
 	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT &&
 	    (err = jset_str(s->rec, "remote_url", resp->final_url)) != 0)
 		return err;
-	if ((err = jset_str(r->job, "state", job_state_name(JOB_TRANSFERRING))) != 0)
+	if ((err = jset(s->rec, "crl_checked",
+	                json_boolean(jint(r->job, "security_flags", 0) & BG_SSL_ENABLE_CRL_CHECK))) != 0)
 		return err;
 	if ((err = commit_file(s, NULL, 0, false, true)) != 0)
 		return err;
@@ -293,6 +297,12 @@ prepare_partial(struct fsink *s)
 		return bg_err_from_errno(errno);
 	if (!strong_etag(jstr(s->rec, "etag")) && jstr(s->rec, "last_modified") == NULL)
 		committed = 0; /* nothing to guard a Range with: start over */
+	/* BITS: with CRL checking turned on after part of an https file came
+	 * in unchecked, that file starts again from byte 0. */
+	if ((jint(s->r->job, "security_flags", 0) & BG_SSL_ENABLE_CRL_CHECK) &&
+	    !jbool(s->rec, "crl_checked") && jstr(s->rec, "remote_url") != NULL &&
+	    strncasecmp(jstr(s->rec, "remote_url"), "https:", 6) == 0)
+		committed = 0;
 	if ((uint64_t)sb.st_size < committed) {
 		if (!s->cache) {
 			committed = (uint64_t)sb.st_size - (uint64_t)sb.st_size % STORE_CHUNK_BYTES;
@@ -352,7 +362,8 @@ prepare_partial(struct fsink *s)
 		/* Chunks past the good prefix must go, or a later append would
 		 * leave a stale chunk behind it. */
 		struct job_commit c = {.id = s->r->id, .index = s->index, .file = s->rec,
-		                       .blob_in = s->blob, .drop_blob = committed == 0};
+		                       .blob_in = s->blob, .drop_blob = committed == 0,
+		                       .generation = s->r->generation};
 		if ((err = job_commit(s->r->st, &c)) != 0)
 			goto out;
 		s->blob = c.blob_out;
@@ -394,8 +405,15 @@ final_fn(struct bg_txn *txn, void *arg)
 	struct final_args *a = arg;
 	struct fsink *s = a->s;
 	int64_t now = (int64_t)time(NULL);
+	json_t *job = NULL;
 	int err;
 
+	if ((err = txn_job_get(txn, s->r->id, &job)) != 0)
+		return err;
+	err = jint(job, "generation", 0) != s->r->generation ? BG_EAGAIN : 0;
+	json_decref(job);
+	if (err != 0)
+		return err;
 	if (s->cache) {
 		struct store_content c;
 
@@ -506,6 +524,14 @@ set_local_error(struct run *r, int err, const char *what, const char *path)
 	snprintf(r->message, sizeof(r->message), "%s %s: %s", what, path, bg_strerror(err));
 }
 
+/* Errors that end the attempt without being the job's error: the store
+ * failed, a user changed the job (BG_EAGAIN), or we were told to stop. */
+static bool
+propagated(int err)
+{
+	return err == BG_ENOMEM || err == BG_ECORRUPT || err == BG_EAGAIN || err == BG_ECANCELED;
+}
+
 /* Runs one attempt at file index.  Returns a BG_E* code only for failures
  * of the store; transfer outcomes are left in r->hr / r->message. */
 static int
@@ -559,7 +585,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		goto out;
 	}
 	if ((err = prepare_partial(&s)) != 0) {
-		if (err == BG_ENOMEM || err == BG_ECORRUPT)
+		if (propagated(err))
 			goto out;
 		set_local_error(r, err, "cannot prepare", temp);
 		err = 0;
@@ -597,8 +623,6 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		err = BG_ECORRUPT;
 		goto out;
 	}
-	if ((err = jset_str(r->job, "state", job_state_name(JOB_CONNECTING))) != 0)
-		goto out;
 	if ((err = origin_fetch(r->o, &req, &sink, &res)) != 0)
 		goto out;
 	if (res.remote_url != NULL) {
@@ -611,8 +635,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		r->hr = res.hr;
 		snprintf(r->message, sizeof(r->message), "%s", res.message);
 		if (res.local_err != 0) {
-			if (res.local_err == BG_ENOMEM || res.local_err == BG_ECORRUPT ||
-			    res.local_err == BG_ECANCELED) {
+			if (propagated(res.local_err)) {
 				err = res.local_err;
 				goto out;
 			}
@@ -630,7 +653,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 			/* Keep whole bytes received before the break: they are good
 			 * and the resume picks up after them. */
 			if ((err = flush_chunk(&s)) != 0) {
-				if (err == BG_ENOMEM || err == BG_ECORRUPT)
+				if (propagated(err))
 					goto out;
 				set_local_error(r, err, "cannot write", temp);
 				err = 0;
@@ -640,7 +663,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	}
 	err = finish_file(&s);
 check:
-	if (err != 0 && err != BG_ENOMEM && err != BG_ECORRUPT && err != BG_EIO) {
+	if (err != 0 && !propagated(err) && err != BG_EIO) {
 		set_local_error(r, err, "cannot write", temp);
 		err = 0;
 	}
@@ -657,16 +680,25 @@ out:
 	return err;
 }
 
+/* Records the error that stopped the job and puts it in ERROR or, for a
+ * transient error, TRANSIENT_ERROR until its retry time, unless the job
+ * made no progress for longer than its no-progress timeout. */
 static int
-set_job_error(struct run *r, uint32_t index, enum job_state state)
+set_job_error(struct run *r, uint32_t index)
 {
 	json_t *e = json_object(), *f = NULL;
 	char code[16], sym[48];
 	const char *url = NULL;
+	int64_t now = (int64_t)time(NULL);
+	int64_t npt = jint(r->job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT);
+	int64_t since = jint(r->job, "last_progress", jint(r->job, "created", now));
+	enum job_state state = JOB_ERROR;
 	int err;
 
 	if (e == NULL)
 		return BG_ENOMEM;
+	if (hr_transient(r->hr) && npt > 0 && now - since < npt)
+		state = JOB_TRANSIENT_ERROR;
 	if (job_load_file(r->st, r->id, index, &f) == 0)
 		url = jstr(f, "remote_url");
 	snprintf(code, sizeof(code), "0x%08X", (unsigned)r->hr);
@@ -677,19 +709,58 @@ set_job_error(struct run *r, uint32_t index, enum job_state state)
 	    (err = jset_str(e, "url", url)) != 0 ||
 	    (err = jset_str(e, "message", r->message[0] ? r->message : hr_message(r->hr))) != 0)
 		goto out;
-	if ((err = jset(r->job, "error", e)) != 0) {
-		e = NULL;
-		goto out;
-	}
-	e = NULL;
-	if ((err = jset_str(r->job, "state", job_state_name(state))) != 0)
-		goto out;
-	struct job_commit c = {.id = r->id, .job = r->job};
+	struct job_commit c = {
+		.id = r->id,
+		.generation = r->generation,
+		.state = job_state_name(state),
+		.error = e,
+		.retry_at = state == JOB_TRANSIENT_ERROR
+		                ? now + jint(r->job, "min_retry_delay", JOB_MIN_RETRY_DELAY)
+		                : 0,
+	};
 	err = job_commit(r->st, &c);
 out:
 	json_decref(e);
 	json_decref(f);
 	return err;
+}
+
+/* Patches the job's state (and clears its error when clear). */
+static int
+set_run_state(struct run *r, enum job_state s, bool clear)
+{
+	struct job_commit c = {
+		.id = r->id,
+		.generation = r->generation,
+		.state = job_state_name(s),
+		.error = clear ? json_null() : NULL,
+	};
+	int err = job_commit(r->st, &c);
+
+	json_decref(c.error);
+	return err;
+}
+
+/* Loads the job again after a user changed it; BG_EAGAIN when it is no
+ * longer ours to run (suspended, cancelled, completed...). */
+static int
+reload(struct run *r)
+{
+	json_t *job = NULL;
+	enum job_state s;
+	int err;
+
+	if ((err = job_load(r->st, r->id, &job)) != 0)
+		return err;
+	json_decref(r->job);
+	r->job = job;
+	r->generation = jint(job, "generation", 0);
+	r->nfiles = (uint32_t)jint(job, "nfiles", 0);
+	if (job_state_parse(jstr(job, "state"), &s) != 0)
+		return BG_ECORRUPT;
+	if (s != JOB_QUEUED && s != JOB_CONNECTING && s != JOB_TRANSFERRING)
+		return BG_EAGAIN;
+	return 0;
 }
 
 static void
@@ -710,15 +781,10 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 
 	if ((err = job_load(st, id, &r.job)) != 0)
 		return err;
+	r.generation = jint(r.job, "generation", 0);
 	r.nfiles = (uint32_t)jint(r.job, "nfiles", 0);
-	if ((err = jset(r.job, "error", json_null())) != 0 ||
-	    (err = jset_str(r.job, "state", job_state_name(JOB_CONNECTING))) != 0)
+	if ((err = set_run_state(&r, JOB_CONNECTING, true)) != 0)
 		goto out;
-	{
-		struct job_commit c = {.id = id, .job = r.job};
-		if ((err = job_commit(st, &c)) != 0)
-			goto out;
-	}
 	for (uint32_t i = 0; i < r.nfiles; i++) {
 		unsigned attempts = 0, delay = 1;
 		json_t *f = NULL;
@@ -727,10 +793,17 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 			bool progressed = false;
 
 			err = run_file(&r, i, &progressed);
+			if (err == BG_EAGAIN) {
+				/* A user changed the job: carry on with the new settings
+				 * (the same file again), unless it is no longer to run. */
+				if ((err = reload(&r)) != 0)
+					goto out;
+				continue;
+			}
 			if (err == BG_ECANCELED || (err == 0 && r.hr != HR_S_OK && stopping(&r))) {
-				/* Interrupted: the job stays resumable. */
-				err = job_set_state(st, id, JOB_QUEUED);
-				err = err != 0 ? err : BG_ECANCELED;
+				/* Stopped from outside: the job stays resumable. */
+				err = set_run_state(&r, JOB_QUEUED, false);
+				err = err != 0 && err != BG_EAGAIN ? err : BG_ECANCELED;
 				goto out;
 			}
 			if (err != 0)
@@ -742,8 +815,7 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 				delay = 1;
 			}
 			if (!hr_transient(r.hr) || ro == NULL || attempts >= ro->transient_retries) {
-				err = set_job_error(&r, i,
-				                    hr_transient(r.hr) ? JOB_TRANSIENT_ERROR : JOB_ERROR);
+				err = set_job_error(&r, i);
 				goto out;
 			}
 			attempts++;
@@ -755,13 +827,8 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 		r.bytes_before += (uint64_t)jint(f, "bytes_committed", 0);
 		json_decref(f);
 	}
-	if ((err = jset_str(r.job, "state", job_state_name(JOB_TRANSFERRED))) != 0)
+	if ((err = set_run_state(&r, JOB_TRANSFERRED, false)) != 0)
 		goto out;
-	{
-		struct job_commit c = {.id = id, .job = r.job};
-		if ((err = job_commit(st, &c)) != 0)
-			goto out;
-	}
 	/* TRANSFERRED is a promise: make it survive a power loss too. */
 	err = store_sync(st);
 out:
@@ -850,7 +917,7 @@ job_complete(struct bg_store *st, const char *id)
 	if ((err = jset_str(job, "state", job_state_name(JOB_ACKNOWLEDGED))) != 0)
 		goto out;
 	{
-		struct job_commit c = {.id = id, .job = job};
+		struct job_commit c = {.id = id, .job = job, .generation = -1};
 		err = job_commit(st, &c);
 	}
 out:
@@ -885,7 +952,7 @@ job_discard_partials(struct bg_store *st, const char *id)
 		if ((err = jset_int(f, "bytes_committed", 0)) != 0 ||
 		    (err = jset_int(f, "bytes_from_origin", 0)) != 0)
 			goto out;
-		struct job_commit c = {.id = id, .index = i, .file = f,
+		struct job_commit c = {.id = id, .index = i, .file = f, .generation = -1,
 		                       .blob_in = (uint64_t)jint(f, "blob", 0), .drop_blob = true};
 		if ((err = job_commit(st, &c)) != 0)
 			goto out;

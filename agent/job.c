@@ -218,6 +218,34 @@ job_load_file(struct bg_store *st, const char *id, uint32_t index, json_t **out)
 	return 0;
 }
 
+/* Applies the job-level parts of a commit to the stored record. */
+static int
+patch_job(struct bg_txn *txn, struct job_commit *c)
+{
+	json_t *job = NULL;
+	int64_t now = (int64_t)time(NULL);
+	int err;
+
+	if ((err = txn_job_get(txn, c->id, &job)) != 0)
+		return err;
+	/* Someone changed the job since its runner loaded it: the runner
+	 * must reload rather than write over the change. */
+	if (c->generation >= 0 && jint(job, "generation", 0) != c->generation) {
+		err = BG_EAGAIN;
+		goto out;
+	}
+	if ((c->state != NULL && (err = jset_str(job, "state", c->state)) != 0) ||
+	    (c->error != NULL && (err = jset(job, "error", json_incref(c->error))) != 0) ||
+	    (c->progress && (err = jset_int(job, "last_progress", now)) != 0) ||
+	    (c->retry_at > 0 && (err = jset_int(job, "retry_at", c->retry_at)) != 0) ||
+	    (err = jset_int(job, "modified", now)) != 0)
+		goto out;
+	err = txn_job_put(txn, c->id, job);
+out:
+	json_decref(job);
+	return err;
+}
+
 static int
 commit_fn(struct bg_txn *txn, void *arg)
 {
@@ -225,6 +253,11 @@ commit_fn(struct bg_txn *txn, void *arg)
 	uint64_t blob = c->blob_in;
 	int err;
 
+	if (c->generation >= 0 || c->state != NULL || c->error != NULL || c->progress ||
+	    c->retry_at > 0) {
+		if ((err = patch_job(txn, c)) != 0)
+			return err;
+	}
 	if (c->drop_blob && blob != 0) {
 		if ((err = txn_blob_truncate(txn, blob, 0)) != 0)
 			return err;
@@ -260,9 +293,45 @@ job_commit(struct bg_store *st, struct job_commit *c)
 static int
 put_job(struct bg_store *st, const char *id, json_t *job)
 {
-	struct job_commit c = {.id = id, .job = job};
+	struct job_commit c = {.id = id, .job = job, .generation = -1};
 
 	return job_commit(st, &c);
+}
+
+struct modify_args {
+	const char *id;
+	int (*fn)(json_t *job, struct bg_txn *txn, void *arg);
+	void *arg;
+};
+
+static int
+modify_fn(struct bg_txn *txn, void *arg)
+{
+	struct modify_args *a = arg;
+	json_t *job = NULL;
+	int err;
+
+	if ((err = txn_job_get(txn, a->id, &job)) != 0)
+		return err;
+	if ((err = a->fn(job, txn, a->arg)) != 0 ||
+	    (err = jset_int(job, "generation", jint(job, "generation", 0) + 1)) != 0 ||
+	    (err = jset_int(job, "modified", (int64_t)time(NULL))) != 0)
+		goto out;
+	err = txn_job_put(txn, a->id, job);
+out:
+	json_decref(job);
+	return err;
+}
+
+int
+job_modify(struct bg_store *st, const char *id, int (*fn)(json_t *job, struct bg_txn *txn, void *arg),
+           void *arg)
+{
+	struct modify_args a = {id, fn, arg};
+
+	if (strlen(id) != STORE_JOB_ID_LEN)
+		return BG_ENOENT;
+	return store_update(st, modify_fn, &a);
 }
 
 /* ---- Creating jobs ----------------------------------------------------- */
@@ -328,18 +397,17 @@ out:
 	return err;
 }
 
+static int
+update_options_fn(json_t *job, struct bg_txn *txn, void *arg)
+{
+	(void)txn;
+	return apply_options(job, arg);
+}
+
 int
 job_update_options(struct bg_store *st, const char *id, const struct job_options *opt)
 {
-	json_t *job = NULL;
-	int err;
-
-	if ((err = job_load(st, id, &job)) != 0)
-		return err;
-	if ((err = apply_options(job, opt)) == 0)
-		err = put_job(st, id, job);
-	json_decref(job);
-	return err;
+	return job_modify(st, id, update_options_fn, (void *)opt);
 }
 
 static json_t *
@@ -495,73 +563,34 @@ job_get_flags(struct bg_store *st, const char *id, uint32_t *out)
 }
 
 static int
-restart_partial_https(struct bg_store *st, const char *id, int64_t nfiles)
+set_flags_fn(json_t *job, struct bg_txn *txn, void *arg)
 {
-	json_t *f = NULL;
-	int err = 0;
-
-	for (int64_t i = 0; i < nfiles && err == 0; i++) {
-		const char *url, *temp;
-
-		json_decref(f);
-		f = NULL;
-		if ((err = job_load_file(st, id, (uint32_t)i, &f)) != 0)
-			break;
-		url = jstr(f, "remote_url");
-		if (jbool(f, "done") || jint(f, "bytes_committed", 0) == 0 || url == NULL ||
-		    strncasecmp(url, "https:", 6) != 0)
-			continue;
-		if ((temp = jstr(f, "temp_path")) != NULL && truncate(temp, 0) != 0 && errno != ENOENT) {
-			err = bg_err_from_errno(errno);
-			break;
-		}
-		if ((err = jset_int(f, "bytes_committed", 0)) != 0 ||
-		    (err = jset_int(f, "bytes_from_origin", 0)) != 0)
-			break;
-		struct job_commit c = {.id = id, .index = (uint32_t)i, .file = f,
-		                       .blob_in = (uint64_t)jint(f, "blob", 0), .drop_blob = true};
-		err = job_commit(st, &c);
-	}
-	json_decref(f);
-	return err;
+	(void)txn;
+	/* Turning CRL checking on restarts a partly downloaded https file:
+	 * whoever transfers the job next sees that its bytes were not fetched
+	 * under CRL checking (the file record's "crl_checked"). */
+	return jset_int(job, "security_flags", *(uint32_t *)arg);
 }
 
 int
 job_set_flags(struct bg_store *st, const char *id, uint32_t flags)
 {
-	json_t *job = NULL;
-	uint32_t old;
-	int err;
-
 	if (!flags_valid(flags))
 		return BG_ENOTIMPL;
-	if ((err = job_load(st, id, &job)) != 0)
-		return err;
-	old = (uint32_t)jint(job, "security_flags", 0);
-	if ((err = jset_int(job, "security_flags", flags)) != 0 || (err = put_job(st, id, job)) != 0)
-		goto out;
-	/* BITS: turning CRL checking on restarts the partly downloaded https
-	 * file from byte 0 (its bytes came over an unchecked connection);
-	 * files already transferred are kept. */
-	if ((flags & BG_SSL_ENABLE_CRL_CHECK) && !(old & BG_SSL_ENABLE_CRL_CHECK))
-		err = restart_partial_https(st, id, jint(job, "nfiles", 0));
-out:
-	json_decref(job);
-	return err;
+	return job_modify(st, id, set_flags_fn, &flags);
+}
+
+static int
+set_state_fn(json_t *job, struct bg_txn *txn, void *arg)
+{
+	(void)txn;
+	return jset_str(job, "state", job_state_name(*(enum job_state *)arg));
 }
 
 int
 job_set_state(struct bg_store *st, const char *id, enum job_state s)
 {
-	json_t *job = NULL;
-	int err;
-
-	if ((err = job_load(st, id, &job)) != 0)
-		return err;
-	if ((err = jset_str(job, "state", job_state_name(s))) == 0)
-		err = put_job(st, id, job);
-	json_decref(job);
-	return err;
+	return job_modify(st, id, set_state_fn, &s);
 }
 
 /* ---- The job document -------------------------------------------------- */
