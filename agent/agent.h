@@ -156,6 +156,7 @@ struct origin_request {
 	uint64_t offset;            /* resume from this byte; 0 for the whole file */
 	const char *if_range;       /* validator for If-Range; NULL sends no Range at all */
 	const char *crl_dir;        /* where CRLs are kept (for 0x0001), or NULL */
+	const char *proxy;          /* proxy URL, "none", or NULL for libcurl's default */
 	const char *user;           /* basic auth credentials, or NULL */
 	const char *password;
 };
@@ -198,6 +199,26 @@ const char *job_state_name(enum job_state s);
 int job_state_parse(const char *s, enum job_state *out) BG_WUR;
 /* Whether the state is final (ACKNOWLEDGED or CANCELLED). */
 bool job_state_final(enum job_state s);
+
+/* What happens to a job (state.c).  agent/README.md has the table. */
+enum job_event {
+	JOB_EV_RESUME,    /* `resume` */
+	JOB_EV_SUSPEND,   /* `suspend` */
+	JOB_EV_CANCEL,    /* `cancel` */
+	JOB_EV_COMPLETE,  /* `complete` */
+	JOB_EV_START,     /* a runner takes the job */
+	JOB_EV_RECEIVE,   /* a body starts arriving */
+	JOB_EV_DONE,      /* every file is in */
+	JOB_EV_TRANSIENT, /* a transient error (retried after the minimum retry delay) */
+	JOB_EV_FATAL,     /* a fatal error, or no progress for the no-progress timeout */
+	JOB_EV_RETRY,     /* the retry time of a transient error came */
+	JOB_EV_STOP,      /* the runner was stopped (daemon stopping, another job's turn) */
+	JOB_EV_ADD,       /* files were added */
+};
+/* Where event ev takes a job in state from; BG_EINVAL when ev is not
+ * allowed there (e.g. complete before TRANSFERRED, anything after cancel). */
+int job_transition(enum job_state from, enum job_event ev, enum job_state *to) BG_WUR;
+const char *job_event_name(enum job_event ev);
 
 enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRIO_LOW };
 const char *job_priority_name(enum job_priority p);
@@ -245,6 +266,21 @@ int job_set_flags(struct bg_store *st, const char *id, uint32_t flags) BG_WUR;
  * fn may also change file records through txn. */
 int job_modify(struct bg_store *st, const char *id,
                int (*fn)(json_t *job, struct bg_txn *txn, void *arg), void *arg) BG_WUR;
+/* Applies a user event (resume, suspend, cancel, complete's state change)
+ * through job_transition(), atomically.  BG_EINVAL when not allowed in the
+ * job's state; BG_ENOENT for resume of a job without files (or no job).
+ * *from / *to (may be NULL) receive the states. */
+int job_event(struct bg_store *st, const char *id, enum job_event ev, enum job_state *from,
+              enum job_state *to) BG_WUR;
+/* Sets one setting of the job record (borrowed value).  BG_EINVAL once the
+ * job is ACKNOWLEDGED or CANCELLED. */
+int job_set_field(struct bg_store *st, const char *id, const char *key, json_t *value) BG_WUR;
+/* Replaces OLD by NEW at the start of the remote URL of every unfinished
+ * file whose current remote URL starts with OLD; *changed gets how many.
+ * BG_EINVAL when a resulting URL is not a valid http(s) URL (nothing
+ * changes then). */
+int job_replace_remote_prefix(struct bg_store *st, const char *id, const char *old_prefix,
+                              const char *new_prefix, unsigned *changed) BG_WUR;
 /* Sets state to s (checks no transition: see job_transition()). */
 int job_set_state(struct bg_store *st, const char *id, enum job_state s) BG_WUR;
 /* Applies the options of a repeated `get` to its job (flags, headers, CA). */

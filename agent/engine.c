@@ -617,6 +617,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		req.if_range = strong_etag(jstr(s.rec, "etag")) ? jstr(s.rec, "etag")
 		                                                 : jstr(s.rec, "last_modified");
 	req.crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
+	req.proxy = jstr(r->job, "proxy");
 	req.user = jstr(r->job, "user");
 	req.password = jstr(r->job, "password");
 	if (req.url == NULL) {

@@ -387,6 +387,10 @@ job_create(struct bg_store *st, const struct job_options *opt, char id[STORE_JOB
 	    (err = jset_str(job, "peer_caching", "off")) != 0 ||
 	    (err = jset_int(job, "created", now)) != 0 ||
 	    (err = jset_int(job, "nfiles", 0)) != 0 ||
+	    (err = jset_int(job, "generation", 0)) != 0 ||
+	    (err = jset_int(job, "last_progress", now)) != 0 ||
+	    (err = jset_int(job, "min_retry_delay", JOB_MIN_RETRY_DELAY)) != 0 ||
+	    (err = jset_int(job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT)) != 0 ||
 	    (err = jset(job, "error", json_null())) != 0 ||
 	    (err = jset_str(job, "get_key", opt->get_key)) != 0 ||
 	    (err = apply_options(job, opt)) != 0)
@@ -449,12 +453,10 @@ add_fn(struct bg_txn *txn, void *arg)
 
 	if ((err = txn_job_get(txn, a->id, &job)) != 0)
 		return err;
-	s = rec_state(job);
-	/* BITS takes new files only while the job has not finished. */
-	if (s == JOB_TRANSFERRED || job_state_final(s)) {
-		err = BG_EINVAL;
+	/* BITS takes new files until the job is completed or cancelled; a
+	 * transferred job is queued again. */
+	if ((err = job_transition(rec_state(job), JOB_EV_ADD, &s)) != 0)
 		goto out;
-	}
 	n = jint(job, "nfiles", 0);
 	if (n < 0 || (uint64_t)n + a->n > JOB_FILES_MAX) {
 		err = BG_ELIMIT;
@@ -473,6 +475,8 @@ add_fn(struct bg_txn *txn, void *arg)
 			goto out;
 	}
 	if ((err = jset_int(job, "nfiles", n + (int64_t)a->n)) != 0 ||
+	    (err = jset_str(job, "state", job_state_name(s))) != 0 ||
+	    (err = jset_int(job, "generation", jint(job, "generation", 0) + 1)) != 0 ||
 	    (err = jset_int(job, "modified", (int64_t)time(NULL))) != 0)
 		goto out;
 	err = txn_job_put(txn, a->id, job);
@@ -831,4 +835,142 @@ job_unlock(struct job_lock *l)
 		return;
 	close(l->fd);
 	free(l);
+}
+
+/* ---- User operations --------------------------------------------------- */
+
+struct event_args {
+	enum job_event ev;
+	enum job_state from, to;
+};
+
+static int
+event_fn(json_t *job, struct bg_txn *txn, void *arg)
+{
+	struct event_args *a = arg;
+	int err;
+
+	(void)txn;
+	a->from = rec_state(job);
+	if (a->ev == JOB_EV_RESUME && jint(job, "nfiles", 0) == 0)
+		return BG_ENOENT; /* BITS refuses to resume an empty job */
+	if ((err = job_transition(a->from, a->ev, &a->to)) != 0)
+		return err;
+	if ((err = jset_str(job, "state", job_state_name(a->to))) != 0)
+		return err;
+	if (a->ev == JOB_EV_RESUME && a->from != a->to) {
+		/* A resumed job starts its no-progress clock again and is tried
+		 * at once, whatever its retry time was. */
+		if ((err = jset(job, "error", json_null())) != 0 ||
+		    (err = jset_int(job, "last_progress", (int64_t)time(NULL))) != 0 ||
+		    (err = jset_int(job, "retry_at", 0)) != 0)
+			return err;
+	}
+	return 0;
+}
+
+int
+job_event(struct bg_store *st, const char *id, enum job_event ev, enum job_state *from,
+          enum job_state *to)
+{
+	struct event_args a = {.ev = ev};
+	int err = job_modify(st, id, event_fn, &a);
+
+	if (from != NULL)
+		*from = a.from;
+	if (to != NULL)
+		*to = a.to;
+	return err;
+}
+
+struct field_args {
+	const char *key;
+	json_t *value;
+};
+
+static int
+field_fn(json_t *job, struct bg_txn *txn, void *arg)
+{
+	struct field_args *a = arg;
+
+	(void)txn;
+	if (job_state_final(rec_state(job)))
+		return BG_EINVAL;
+	return jset(job, a->key, json_incref(a->value));
+}
+
+int
+job_set_field(struct bg_store *st, const char *id, const char *key, json_t *value)
+{
+	struct field_args a = {key, value};
+
+	return job_modify(st, id, field_fn, &a);
+}
+
+struct prefix_args {
+	const char *id;
+	const char *old, *new_prefix;
+	unsigned changed;
+	int bad; /* BG_ELIMIT / BG_EINVAL for a resulting URL that is not acceptable */
+};
+
+static int
+prefix_fn(json_t *job, struct bg_txn *txn, void *arg)
+{
+	struct prefix_args *a = arg;
+	int64_t n = jint(job, "nfiles", 0);
+	size_t oldlen = strlen(a->old);
+	int err = 0;
+
+	if (job_state_final(rec_state(job)))
+		return BG_EINVAL;
+	a->changed = 0;
+	for (int64_t i = 0; i < n; i++) {
+		json_t *f = NULL;
+		const char *remote;
+		char *joined = NULL, *canon = NULL;
+
+		if ((err = txn_file_get(txn, a->id, (uint32_t)i, &f)) != 0)
+			return err;
+		remote = jstr(f, "remote_url");
+		/* Only the current remote name counts: a file whose name was
+		 * already replaced by ALLOW_REPORT is not found under the
+		 * original prefix, as BITS documents. */
+		if (remote == NULL || strncmp(remote, a->old, oldlen) != 0 || jbool(f, "done")) {
+			json_decref(f);
+			continue;
+		}
+		if (asprintf(&joined, "%s%s", a->new_prefix, remote + oldlen) < 0) {
+			json_decref(f);
+			return BG_ENOMEM;
+		}
+		err = url_canonical(joined, &canon);
+		free(joined);
+		if (err != 0) {
+			a->bad = err;
+			json_decref(f);
+			return BG_EINVAL;
+		}
+		err = jset_str(f, "remote_url", canon);
+		free(canon);
+		if (err == 0)
+			err = txn_file_put(txn, a->id, (uint32_t)i, f);
+		json_decref(f);
+		if (err != 0)
+			return err;
+		a->changed++;
+	}
+	return 0;
+}
+
+int
+job_replace_remote_prefix(struct bg_store *st, const char *id, const char *old_prefix,
+                          const char *new_prefix, unsigned *changed)
+{
+	struct prefix_args a = {id, old_prefix, new_prefix, 0, 0};
+	int err = job_modify(st, id, prefix_fn, &a);
+
+	if (changed != NULL)
+		*changed = a.changed;
+	return err;
 }

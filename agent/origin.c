@@ -549,6 +549,10 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	}
 	if (req->ca_file != NULL)
 		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+	/* "none": no proxy, whatever the environment says (an empty string
+	 * turns libcurl's proxy use off). */
+	if (req->proxy != NULL)
+		curl_easy_setopt(e, CURLOPT_PROXY, strcmp(req->proxy, "none") == 0 ? "" : req->proxy);
 	if (req->user != NULL && send_sensitive) {
 		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
 		curl_easy_setopt(e, CURLOPT_USERNAME, req->user);
