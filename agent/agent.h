@@ -311,6 +311,7 @@ struct job_run_options {
 	unsigned transient_retries; /* immediate retries of transient errors (foreground get) */
 	volatile const int *stop;   /* set non-zero (e.g. from a signal handler) to stop */
 	const char *crl_dir;        /* where CRLs are kept (HOME/crl) */
+	const char *ca_file;        /* trust anchors for jobs that set none (--ca-file) */
 };
 
 /* Transfers every unfinished file of the job, in order.  Ends with the job
@@ -327,6 +328,22 @@ int job_complete(struct bg_store *st, const char *id) BG_WUR;
 int job_discard_partials(struct bg_store *st, const char *id) BG_WUR;
 /* Removes partial data and sets CANCELLED. */
 int job_cancel(struct bg_store *st, const char *id) BG_WUR;
+
+/* ---- The daemon (daemon.c) -------------------------------------------- */
+#define DAEMON_MAX_TRANSFERS 4 /* background jobs transferring at once, by default */
+#define DAEMON_MAX_WORKERS 64  /* jobs transferring at once, foreground ones included */
+#define DAEMON_SLICE 30        /* seconds a background job runs while others of its level wait */
+
+struct daemon_options {
+	const char *home;
+	const char *ca_file;      /* trust anchors for jobs that set none, or NULL */
+	unsigned max_transfers;   /* background jobs at once (1..DAEMON_MAX_WORKERS) */
+	unsigned slice_seconds;   /* round-robin time slice */
+};
+/* Runs queued jobs until SIGTERM or SIGINT (installed here), then stops
+ * every transfer cleanly (jobs back to QUEUED) and returns 0.  Writes one
+ * line per event on stderr. */
+int daemon_run(struct bg_store *st, const struct daemon_options *opt) BG_WUR;
 
 /* ---- CRL cache (crl.c) ------------------------------------------------ */
 /* Calls fn for each CRL kept in dir with its record (url, fetched,

@@ -19,21 +19,17 @@
 
 #include "agent.h"
 #include "cli.h"
+#include "cli_int.h"
 
 #define SHA256_HEX_LEN 64
 #define GET_TRANSIENT_RETRIES 3 /* immediate retries of a transient error by `get` */
 #define LIST_LINE_MAX (URL_MAX + PATH_MAX + 16) /* bytes of one line of an --from list */
 
-struct ctx {
-	const struct cli_globals *g;
-	char home[PATH_MAX];
-	struct bg_store *st;
-};
 
 static volatile int stop_flag;
 
-static void __attribute__((format(printf, 1, 2)))
-complain(const char *fmt, ...)
+void
+cli_complain(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -74,8 +70,8 @@ cli_usage(FILE *f)
 
 /* ---- Home and store ---------------------------------------------------- */
 
-static int
-resolve_home(struct ctx *c)
+int
+cli_resolve_home(struct ctx *c)
 {
 	const char *h = c->g->home;
 	bool explicit = h != NULL;
@@ -95,12 +91,12 @@ resolve_home(struct ctx *c)
 		else if (home != NULL && home[0] == '/')
 			n = snprintf(c->home, sizeof(c->home), "%s/.local/state/bgcopy", home);
 		else {
-			complain("no home: set --home, BGCOPY_HOME or HOME");
+			cli_complain("no home: set --home, BGCOPY_HOME or HOME");
 			return EXIT_USAGE;
 		}
 	}
 	if (n < 0 || (size_t)n >= sizeof(c->home)) {
-		complain("home path too long");
+		cli_complain("home path too long");
 		return EXIT_USAGE;
 	}
 	if (!explicit) {
@@ -111,87 +107,100 @@ resolve_home(struct ctx *c)
 				continue;
 			*p = '\0';
 			if (mkdir(c->home, 0700) != 0 && errno != EEXIST) {
-				complain("cannot create %s: %s", c->home, strerror(errno));
+				cli_complain("cannot create %s: %s", c->home, strerror(errno));
 				return EXIT_SYSTEM;
 			}
 			*p = '/';
 		}
 	}
 	if (mkdir(c->home, 0700) != 0 && errno != EEXIST) {
-		complain("cannot create home %s: %s", c->home, strerror(errno));
+		cli_complain("cannot create home %s: %s", c->home, strerror(errno));
 		return EXIT_SYSTEM;
 	}
 	return EXIT_DONE;
 }
 
-static int
-open_store(struct ctx *c)
+int
+cli_open_store(struct ctx *c)
 {
 	int rc, err;
 
 	if (c->st != NULL)
 		return EXIT_DONE;
-	if ((rc = resolve_home(c)) != EXIT_DONE)
+	if ((rc = cli_resolve_home(c)) != EXIT_DONE)
 		return rc;
 	if ((err = store_open(c->home, 0, NULL, &c->st)) != 0) {
-		complain("cannot open the store in %s: %s", c->home, bg_strerror(err));
+		cli_complain("cannot open the store in %s: %s", c->home, bg_strerror(err));
 		return EXIT_SYSTEM;
 	}
 	return EXIT_DONE;
 }
 
-static int
-store_failed(const char *what, int err)
+int
+cli_store_failed(const char *what, int err)
 {
-	complain("%s: %s", what, bg_strerror(err));
+	cli_complain("%s: %s", what, bg_strerror(err));
 	return EXIT_SYSTEM;
 }
 
 /* Looks a job id up; prints the error and returns an exit status. */
-static int
-check_job(struct ctx *c, const char *id)
+int
+cli_check_job(struct ctx *c, const char *id)
 {
 	json_t *doc = NULL;
 	int err = job_document(c->st, id, &doc);
 
 	json_decref(doc);
 	if (err == BG_ENOENT) {
-		complain("no such job: %s", id);
+		cli_complain("no such job: %s", id);
 		return EXIT_USAGE;
 	}
 	if (err != 0)
-		return store_failed(id, err);
+		return cli_store_failed(id, err);
 	return EXIT_DONE;
+}
+
+void
+cli_wake(struct ctx *c)
+{
+	char path[PATH_MAX + 8];
+	int fd;
+
+	/* A daemon watches this file (inotify, IN_CLOSE_WRITE); nothing else
+	 * reads it.  Failing to wake one only delays it to its next timer. */
+	snprintf(path, sizeof(path), "%s/wake", c->home);
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0)
+		close(fd);
 }
 
 /* ---- Argument checks --------------------------------------------------- */
 
-static int
-parse_flags_arg(const char *s, uint32_t *out)
+int
+cli_parse_flags(const char *s, uint32_t *out)
 {
 	if (flags_parse(s, out) != 0) {
-		complain("E_NOTIMPL (0x%08X): security flags '%s' not supported", HR_E_NOTIMPL, s);
+		cli_complain("E_NOTIMPL (0x%08X): security flags '%s' not supported", HR_E_NOTIMPL, s);
 		return EXIT_USAGE;
 	}
 	return EXIT_DONE;
 }
 
-static int
-parse_url_arg(const char *s, char **out)
+int
+cli_parse_url(const char *s, char **out)
 {
 	int err = url_canonical(s, out);
 
 	if (err == BG_ENOTIMPL)
-		complain("unsupported URL scheme (only http and https): %s", s);
+		cli_complain("unsupported URL scheme (only http and https): %s", s);
 	else if (err == BG_ELIMIT)
-		complain("URL longer than %d bytes", URL_MAX);
+		cli_complain("URL longer than %d bytes", URL_MAX);
 	else if (err != 0)
-		complain("malformed URL: %s", s);
+		cli_complain("malformed URL: %s", s);
 	return err == 0 ? EXIT_DONE : EXIT_USAGE;
 }
 
-static bool
-valid_header(const char *h)
+bool
+cli_valid_header(const char *h)
 {
 	const char *colon = strchr(h, ':');
 
@@ -204,8 +213,8 @@ valid_header(const char *h)
 }
 
 /* Makes an absolute path of a local file name. */
-static int
-absolute_path(const char *in, char *out, size_t len)
+int
+cli_absolute_path(const char *in, char *out, size_t len)
 {
 	char cwd[PATH_MAX];
 	int n;
@@ -262,16 +271,16 @@ check_writable(const char *path)
 	else
 		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
 	if (slash[1] == '\0') {
-		complain("cannot write %s: no file name", path);
+		cli_complain("cannot write %s: no file name", path);
 		return EXIT_USAGE;
 	}
 	if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-		complain("cannot write %s: it is a folder", path);
+		cli_complain("cannot write %s: it is a folder", path);
 		return EXIT_SYSTEM;
 	}
 	snprintf(probe, sizeof(probe), "%s/.bgcopy-probe-XXXXXX", dir);
 	if ((fd = mkstemp(probe)) < 0) {
-		complain("cannot write %s: %s", path, strerror(errno));
+		cli_complain("cannot write %s: %s", path, strerror(errno));
 		return EXIT_SYSTEM;
 	}
 	close(fd);
@@ -281,16 +290,16 @@ check_writable(const char *path)
 
 /* ---- Output ------------------------------------------------------------ */
 
-static const char *
-jstr_or(const json_t *o, const char *key)
+const char *
+cli_jstr(const json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
 
 	return s != NULL ? s : "";
 }
 
-static void
-print_json(json_t *doc)
+void
+cli_print_json(json_t *doc)
 {
 	char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 
@@ -301,8 +310,8 @@ print_json(json_t *doc)
 	}
 }
 
-static const char *
-doc_error_line(json_t *doc, char *buf, size_t len)
+const char *
+cli_error_line(json_t *doc, char *buf, size_t len)
 {
 	json_t *e = json_object_get(doc, "error");
 
@@ -337,7 +346,7 @@ print_info_text(json_t *doc)
 		printf("  bytes          %" JSON_INTEGER_FORMAT " of unknown\n",
 		       json_integer_value(json_object_get(doc, "bytes_transferred")));
 	if (json_is_object(err = json_object_get(doc, "error")))
-		printf("  error          %s\n", doc_error_line(doc, line, sizeof(line)));
+		printf("  error          %s\n", cli_error_line(doc, line, sizeof(line)));
 	json_array_foreach(files, i, f) {
 		const char *orig = json_string_value(json_object_get(f, "original_url"));
 		const char *remote = json_string_value(json_object_get(f, "remote_url"));
@@ -402,7 +411,7 @@ parse_get(int argc, char **argv, struct get_opts *o)
 	while ((ch = getopt_long(argc, argv, ":o:H:", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'f':
-			if ((rc = parse_flags_arg(optarg, &o->jo.security_flags)) != EXIT_DONE)
+			if ((rc = cli_parse_flags(optarg, &o->jo.security_flags)) != EXIT_DONE)
 				return rc;
 			break;
 		case 'c':
@@ -410,7 +419,7 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			break;
 		case 'p':
 		case 'k':
-			complain("%s: peer caching is not available in this version", argv[optind - 1]);
+			cli_complain("%s: peer caching is not available in this version", argv[optind - 1]);
 			return EXIT_USAGE;
 		case 'K':
 			if (strcmp(optarg, "both") == 0)
@@ -418,25 +427,25 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			else if (strcmp(optarg, "remote") == 0)
 				o->jo.cache_both = false;
 			else {
-				complain("--cache-key takes remote or both, not '%s'", optarg);
+				cli_complain("--cache-key takes remote or both, not '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			break;
 		case 's':
 			if (strlen(optarg) != SHA256_HEX_LEN ||
 			    strspn(optarg, "0123456789abcdefABCDEF") != SHA256_HEX_LEN) {
-				complain("--sha256 takes 64 hex digits, not '%s'", optarg);
+				cli_complain("--sha256 takes 64 hex digits, not '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			o->sha256 = optarg;
 			break;
 		case 'H':
-			if (!valid_header(optarg)) {
-				complain("--header takes 'Name: value', not '%s'", optarg);
+			if (!cli_valid_header(optarg)) {
+				cli_complain("--header takes 'Name: value', not '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			if (o->nheaders >= JOB_HEADERS_MAX) {
-				complain("at most %d headers", JOB_HEADERS_MAX);
+				cli_complain("at most %d headers", JOB_HEADERS_MAX);
 				return EXIT_USAGE;
 			}
 			o->headers[o->nheaders++] = optarg;
@@ -454,38 +463,38 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			cli_usage(stdout);
 			return -1;
 		case ':':
-			complain("option %s needs a value", argv[optind - 1]);
+			cli_complain("option %s needs a value", argv[optind - 1]);
 			return EXIT_USAGE;
 		default:
-			complain("get: unknown option '%s'", argv[optind - 1]);
+			cli_complain("get: unknown option '%s'", argv[optind - 1]);
 			return EXIT_USAGE;
 		}
 	}
 	for (; optind < argc; optind++) {
 		if (o->url_arg != NULL) {
-			complain("get takes one URL ('%s' and '%s' given)", o->url_arg, argv[optind]);
+			cli_complain("get takes one URL ('%s' and '%s' given)", o->url_arg, argv[optind]);
 			return EXIT_USAGE;
 		}
 		o->url_arg = argv[optind];
 	}
 	if (o->url_arg == NULL) {
-		complain("get: no URL given");
+		cli_complain("get: no URL given");
 		return EXIT_USAGE;
 	}
 	return EXIT_DONE;
 }
 
-static int
-lock_job(struct ctx *c, const char *id, const char *what, struct job_lock **lock)
+int
+cli_lock_job(struct ctx *c, const char *id, const char *what, struct job_lock **lock)
 {
 	int err = job_lock(c->home, id, lock);
 
 	if (err == BG_EBUSY) {
-		complain("job %s (%s) is being transferred by another process", id, what);
+		cli_complain("job %s (%s) is being transferred by another process", id, what);
 		return EXIT_SYSTEM;
 	}
 	if (err != 0) {
-		complain("cannot lock job %s: %s", id, bg_strerror(err));
+		cli_complain("cannot lock job %s: %s", id, bg_strerror(err));
 		return EXIT_SYSTEM;
 	}
 	return EXIT_DONE;
@@ -529,31 +538,31 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	if ((rc = parse_get(argc, argv, &o)) != EXIT_DONE)
 		return rc < 0 ? EXIT_DONE : rc;
 	o.jo.headers = o.headers;
-	if ((rc = parse_url_arg(o.url_arg, &url)) != EXIT_DONE)
+	if ((rc = cli_parse_url(o.url_arg, &url)) != EXIT_DONE)
 		goto out;
 	if (o.out_arg == NULL) {
 		name_from_url(url, name, sizeof(name));
 		o.out_arg = name;
 	}
-	if (absolute_path(o.out_arg, out, sizeof(out)) != 0) {
-		complain("output path too long: %s", o.out_arg);
+	if (cli_absolute_path(o.out_arg, out, sizeof(out)) != 0) {
+		cli_complain("output path too long: %s", o.out_arg);
 		rc = EXIT_USAGE;
 		goto out;
 	}
 	if ((rc = check_writable(out)) != EXIT_DONE)
 		goto out;
 	if (o.jo.ca_file != NULL && access(o.jo.ca_file, R_OK) != 0) {
-		complain("cannot read CA file %s: %s", o.jo.ca_file, strerror(errno));
+		cli_complain("cannot read CA file %s: %s", o.jo.ca_file, strerror(errno));
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	if ((rc = open_store(c)) != EXIT_DONE)
+	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		goto out;
 
 	/* A repeated get (same URL, same output) resumes its job. */
 	if (asprintf(&key, "%s\n%s", url, out) < 0) {
 		key = NULL;
-		rc = store_failed("get", BG_ENOMEM);
+		rc = cli_store_failed("get", BG_ENOMEM);
 		goto out;
 	}
 	o.jo.get_key = key;
@@ -561,12 +570,12 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	if (err == 0) {
 		/* Ours before anything about it changes: a get still running
 		 * the job must not see its settings move. */
-		if ((rc = lock_job(c, id, url, &lock)) != EXIT_DONE)
+		if ((rc = cli_lock_job(c, id, url, &lock)) != EXIT_DONE)
 			goto out;
 		if (errored && !resumable(c->st, id)) {
 			/* Nothing kept to continue from: a fresh job, as a new get. */
 			if ((err = job_cancel(c->st, id)) != 0) {
-				rc = store_failed("get", err);
+				rc = cli_store_failed("get", err);
 				goto out;
 			}
 			job_unlock(lock);
@@ -576,23 +585,23 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	}
 	if (err == 0) {
 		if ((err = job_update_options(c->st, id, &o.jo)) != 0) {
-			rc = store_failed("get", err);
+			rc = cli_store_failed("get", err);
 			goto out;
 		}
 	} else if (err == BG_ENOENT) {
 		if ((err = job_create(c->st, &o.jo, id)) != 0 ||
 		    (err = job_add_file(c->st, id, url, out, o.sha256)) != 0) {
-			rc = store_failed("cannot create the job", err);
+			rc = cli_store_failed("cannot create the job", err);
 			goto out;
 		}
-		if ((rc = lock_job(c, id, url, &lock)) != EXIT_DONE)
+		if ((rc = cli_lock_job(c, id, url, &lock)) != EXIT_DONE)
 			goto out;
 	} else {
-		rc = store_failed("get", err);
+		rc = cli_store_failed("get", err);
 		goto out;
 	}
 	if ((err = origin_new(&origin)) != 0) {
-		rc = store_failed("get", err);
+		rc = cli_store_failed("get", err);
 		goto out;
 	}
 	memset(&sa, 0, sizeof(sa));
@@ -613,18 +622,18 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	if (err == BG_ECANCELED) {
 		progress_end(bar);
 		bar = NULL;
-		complain("interrupted; run the same command again to resume");
+		cli_complain("interrupted; run the same command again to resume");
 		rc = EXIT_SYSTEM;
 		goto out;
 	}
 	if (err != 0) {
 		progress_end(bar);
 		bar = NULL;
-		rc = store_failed("transfer stopped", err);
+		rc = cli_store_failed("transfer stopped", err);
 		goto out;
 	}
 	if ((err = job_document(c->st, id, &doc)) != 0) {
-		rc = store_failed("get", err);
+		rc = cli_store_failed("get", err);
 		goto out;
 	}
 	state = json_string_value(json_object_get(doc, "state"));
@@ -641,12 +650,12 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		/* The document shows the job as it ended its transfer; completing
 		 * it then makes the file appear at its path. */
 		if ((err = job_complete(c->st, id)) != 0) {
-			complain("cannot move the download to %s: %s", out, bg_strerror(err));
+			cli_complain("cannot move the download to %s: %s", out, bg_strerror(err));
 			rc = EXIT_SYSTEM;
 			goto out;
 		}
 		if (o.json)
-			print_json(doc);
+			cli_print_json(doc);
 		else if (isatty(STDERR_FILENO))
 			fprintf(stderr, "saved %s\n", out);
 		rc = EXIT_DONE;
@@ -664,18 +673,18 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		 * same get resumes them. */
 		if ((!keep && (err = job_discard_partials(c->st, id)) != 0) ||
 		    (err = job_set_state(c->st, id, JOB_ERROR)) != 0) {
-			rc = store_failed("get", err);
+			rc = cli_store_failed("get", err);
 			goto out;
 		}
 		json_decref(doc);
 		doc = NULL;
 		if ((err = job_document(c->st, id, &doc)) != 0) {
-			rc = store_failed("get", err);
+			rc = cli_store_failed("get", err);
 			goto out;
 		}
 		if (o.json)
-			print_json(doc);
-		complain("job %s ERROR %s", id, doc_error_line(doc, line, sizeof(line)));
+			cli_print_json(doc);
+		cli_complain("job %s ERROR %s", id, cli_error_line(doc, line, sizeof(line)));
 		rc = EXIT_JOB_ERROR;
 	}
 out:
@@ -711,30 +720,30 @@ cmd_create(struct ctx *c, int argc, char **argv)
 		switch (ch) {
 		case 'n':
 			if (strlen(optarg) > JOB_NAME_MAX) {
-				complain("--name longer than %d bytes", JOB_NAME_MAX);
+				cli_complain("--name longer than %d bytes", JOB_NAME_MAX);
 				return EXIT_USAGE;
 			}
 			jo.name = optarg;
 			break;
 		case 'p':
 			if (job_priority_parse(optarg, &jo.priority) != 0) {
-				complain("--priority takes foreground, high, normal or low, not '%s'", optarg);
+				cli_complain("--priority takes foreground, high, normal or low, not '%s'", optarg);
 				return EXIT_USAGE;
 			}
 			break;
 		default:
-			complain("usage: bgcopy create [--name N] [--priority P]");
+			cli_complain("usage: bgcopy create [--name N] [--priority P]");
 			return EXIT_USAGE;
 		}
 	}
 	if (optind != argc) {
-		complain("usage: bgcopy create [--name N] [--priority P]");
+		cli_complain("usage: bgcopy create [--name N] [--priority P]");
 		return EXIT_USAGE;
 	}
-	if ((rc = open_store(c)) != EXIT_DONE)
+	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		return rc;
 	if ((err = job_create(c->st, &jo, id)) != 0)
-		return store_failed("create", err);
+		return cli_store_failed("create", err);
 	printf("%s\n", id);
 	return EXIT_DONE;
 }
@@ -761,10 +770,10 @@ add_list_push(struct add_list *l, const char *url_arg, const char *path_arg)
 	char *url = NULL, *path = NULL, abs[PATH_MAX];
 	int rc;
 
-	if ((rc = parse_url_arg(url_arg, &url)) != EXIT_DONE)
+	if ((rc = cli_parse_url(url_arg, &url)) != EXIT_DONE)
 		return rc;
-	if (absolute_path(path_arg, abs, sizeof(abs)) != 0) {
-		complain("path too long: %s", path_arg);
+	if (cli_absolute_path(path_arg, abs, sizeof(abs)) != 0) {
+		cli_complain("path too long: %s", path_arg);
 		free(url);
 		return EXIT_USAGE;
 	}
@@ -778,14 +787,14 @@ add_list_push(struct add_list *l, const char *url_arg, const char *path_arg)
 		o = f != NULL ? realloc(l->owned, 2 * cap * sizeof(*o)) : NULL;
 		if (o == NULL) {
 			free(url);
-			return store_failed("add", BG_ENOMEM);
+			return cli_store_failed("add", BG_ENOMEM);
 		}
 		l->owned = o;
 		l->cap = cap;
 	}
 	if ((path = strdup(abs)) == NULL) {
 		free(url);
-		return store_failed("add", BG_ENOMEM);
+		return cli_store_failed("add", BG_ENOMEM);
 	}
 	l->owned[2 * l->n] = url;
 	l->owned[2 * l->n + 1] = path;
@@ -798,15 +807,18 @@ add_list_commit(struct ctx *c, const char *id, struct add_list *l)
 {
 	int err = job_add_files(c->st, id, l->files, l->n);
 
+	if (err == 0)
+		cli_wake(c);
+
 	if (err == BG_EINVAL) {
-		complain("job %s takes no more files (it has finished)", id);
+		cli_complain("job %s takes no more files (it has finished)", id);
 		return EXIT_USAGE;
 	}
 	if (err == BG_ELIMIT) {
-		complain("job %s would have more than %d files", id, JOB_FILES_MAX);
+		cli_complain("job %s would have more than %d files", id, JOB_FILES_MAX);
 		return EXIT_USAGE;
 	}
-	return err != 0 ? store_failed("add", err) : EXIT_DONE;
+	return err != 0 ? cli_store_failed("add", err) : EXIT_DONE;
 }
 
 /* Reads "URL LOCALPATH" lines; every line is checked before any file is
@@ -823,7 +835,7 @@ add_from_list(struct ctx *c, const char *id, const char *list)
 	int rc = EXIT_DONE;
 
 	if (f == NULL) {
-		complain("cannot read %s: %s", list, strerror(errno));
+		cli_complain("cannot read %s: %s", list, strerror(errno));
 		return EXIT_USAGE;
 	}
 	while ((n = getline(&line, &cap, f)) >= 0) {
@@ -831,7 +843,7 @@ add_from_list(struct ctx *c, const char *id, const char *list)
 
 		lineno++;
 		if (n > LIST_LINE_MAX) {
-			complain("%s:%u: line too long", list, lineno);
+			cli_complain("%s:%u: line too long", list, lineno);
 			rc = EXIT_USAGE;
 			break;
 		}
@@ -846,12 +858,12 @@ add_from_list(struct ctx *c, const char *id, const char *list)
 		p += strspn(p, " \t");
 		path = p;
 		if (*path == '\0') {
-			complain("%s:%u: expected 'URL LOCALPATH'", list, lineno);
+			cli_complain("%s:%u: expected 'URL LOCALPATH'", list, lineno);
 			rc = EXIT_USAGE;
 			break;
 		}
 		if ((rc = add_list_push(&l, u, path)) != EXIT_DONE) {
-			complain("%s:%u: nothing added", list, lineno);
+			cli_complain("%s:%u: nothing added", list, lineno);
 			break;
 		}
 	}
@@ -882,10 +894,10 @@ cmd_add(struct ctx *c, int argc, char **argv)
 	int rc;
 
 	if (argc != 4) {
-		complain("usage: bgcopy add JOB URL FILE | bgcopy add JOB --from LIST");
+		cli_complain("usage: bgcopy add JOB URL FILE | bgcopy add JOB --from LIST");
 		return EXIT_USAGE;
 	}
-	if ((rc = open_store(c)) != EXIT_DONE || (rc = check_job(c, argv[1])) != EXIT_DONE)
+	if ((rc = cli_open_store(c)) != EXIT_DONE || (rc = cli_check_job(c, argv[1])) != EXIT_DONE)
 		return rc;
 	if (strcmp(argv[2], "--from") == 0)
 		return add_from_list(c, argv[1], argv[3]);
@@ -899,15 +911,16 @@ cmd_set_flags(struct ctx *c, int argc, char **argv)
 	int rc, err;
 
 	if (argc != 3) {
-		complain("usage: bgcopy set-security-flags JOB FLAGS");
+		cli_complain("usage: bgcopy set-security-flags JOB FLAGS");
 		return EXIT_USAGE;
 	}
-	if ((rc = parse_flags_arg(argv[2], &flags)) != EXIT_DONE)
+	if ((rc = cli_parse_flags(argv[2], &flags)) != EXIT_DONE)
 		return rc;
-	if ((rc = open_store(c)) != EXIT_DONE || (rc = check_job(c, argv[1])) != EXIT_DONE)
+	if ((rc = cli_open_store(c)) != EXIT_DONE || (rc = cli_check_job(c, argv[1])) != EXIT_DONE)
 		return rc;
 	if ((err = job_set_flags(c->st, argv[1], flags)) != 0)
-		return store_failed("set-security-flags", err);
+		return cli_store_failed("set-security-flags", err);
+	cli_wake(c);
 	return EXIT_DONE;
 }
 
@@ -919,19 +932,19 @@ cmd_get_flags(struct ctx *c, int argc, char **argv)
 	int rc, err;
 
 	if (argc != 2) {
-		complain("usage: bgcopy get-security-flags JOB");
+		cli_complain("usage: bgcopy get-security-flags JOB");
 		return EXIT_USAGE;
 	}
-	if ((rc = open_store(c)) != EXIT_DONE || (rc = check_job(c, argv[1])) != EXIT_DONE)
+	if ((rc = cli_open_store(c)) != EXIT_DONE || (rc = cli_check_job(c, argv[1])) != EXIT_DONE)
 		return rc;
 	if ((err = job_get_flags(c->st, argv[1], &flags)) != 0)
-		return store_failed("get-security-flags", err);
+		return cli_store_failed("get-security-flags", err);
 	printf("%s\n", flags_format(flags, buf, sizeof(buf)));
 	return EXIT_DONE;
 }
 
-static bool
-take_flag(int *argc, char **argv, const char *flag)
+bool
+cli_take_flag(int *argc, char **argv, const char *flag)
 {
 	for (int i = 1; i < *argc; i++) {
 		if (strcmp(argv[i], flag) == 0) {
@@ -946,25 +959,25 @@ take_flag(int *argc, char **argv, const char *flag)
 static int
 cmd_info(struct ctx *c, int argc, char **argv)
 {
-	bool json = take_flag(&argc, argv, "--json");
+	bool json = cli_take_flag(&argc, argv, "--json");
 	json_t *doc = NULL;
 	int rc, err;
 
 	if (argc != 2) {
-		complain("usage: bgcopy info JOB [--json]");
+		cli_complain("usage: bgcopy info JOB [--json]");
 		return EXIT_USAGE;
 	}
-	if ((rc = open_store(c)) != EXIT_DONE)
+	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		return rc;
 	if ((err = job_document(c->st, argv[1], &doc)) != 0) {
 		if (err == BG_ENOENT) {
-			complain("no such job: %s", argv[1]);
+			cli_complain("no such job: %s", argv[1]);
 			return EXIT_USAGE;
 		}
-		return store_failed("info", err);
+		return cli_store_failed("info", err);
 	}
 	if (json)
-		print_json(doc);
+		cli_print_json(doc);
 	else
 		print_info_text(doc);
 	json_decref(doc);
@@ -1003,29 +1016,29 @@ list_json_fn(json_t *doc, void *arg)
 static int
 cmd_list(struct ctx *c, int argc, char **argv)
 {
-	bool json = take_flag(&argc, argv, "--json");
-	bool all = take_flag(&argc, argv, "--all");
+	bool json = cli_take_flag(&argc, argv, "--json");
+	bool all = cli_take_flag(&argc, argv, "--all");
 	json_t *arr = NULL;
 	int rc, err;
 
 	if (argc != 1) {
-		complain("usage: bgcopy list [--all] [--json]");
+		cli_complain("usage: bgcopy list [--all] [--json]");
 		return EXIT_USAGE;
 	}
-	if ((rc = open_store(c)) != EXIT_DONE)
+	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		return rc;
 	if (json) {
 		if ((arr = json_array()) == NULL)
-			return store_failed("list", BG_ENOMEM);
+			return cli_store_failed("list", BG_ENOMEM);
 		if ((err = job_list(c->st, all, list_json_fn, arr)) == 0)
-			print_json(arr);
+			cli_print_json(arr);
 		json_decref(arr);
 	} else {
 		printf("%-36s  %-15s  %-10s  %11s  %25s  %s\n", "ID", "STATE", "PRIORITY", "FILES",
 		       "BYTES", "NAME");
 		err = job_list(c->st, all, list_text_fn, NULL);
 	}
-	return err != 0 ? store_failed("list", err) : EXIT_DONE;
+	return err != 0 ? cli_store_failed("list", err) : EXIT_DONE;
 }
 
 /* ---- cache ------------------------------------------------------------- */
@@ -1098,24 +1111,24 @@ cmd_cache(struct ctx *c, int argc, char **argv)
 	const char *sub = argc > 1 ? argv[1] : "";
 	int rc, err;
 
-	if ((rc = open_store(c)) != EXIT_DONE)
+	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		return rc;
 	if (strcmp(sub, "list") == 0) {
-		bool json = take_flag(&argc, argv, "--json");
+		bool json = cli_take_flag(&argc, argv, "--json");
 		json_t *arr = json_array(), *v;
 		size_t i;
 
 		if (argc != 2) {
 			json_decref(arr);
-			complain("usage: bgcopy cache list [--json]");
+			cli_complain("usage: bgcopy cache list [--json]");
 			return EXIT_USAGE;
 		}
 		if (arr == NULL || (err = store_view(c->st, key_list_txn, arr)) != 0) {
 			json_decref(arr);
-			return store_failed("cache list", arr == NULL ? BG_ENOMEM : err);
+			return cli_store_failed("cache list", arr == NULL ? BG_ENOMEM : err);
 		}
 		if (json) {
-			print_json(arr);
+			cli_print_json(arr);
 		} else {
 			printf("%-64s  %12s  %s\n", "SHA256", "SIZE", "URL");
 			json_array_foreach(arr, i, v)
@@ -1139,7 +1152,7 @@ cmd_cache(struct ctx *c, int argc, char **argv)
 			if (err == 0) {
 				json_t *o = key_json(&a.k);
 
-				print_json(o);
+				cli_print_json(o);
 				json_decref(o);
 			}
 		} else {
@@ -1148,20 +1161,20 @@ cmd_cache(struct ctx *c, int argc, char **argv)
 		store_key_clear(&a.k);
 		free(canon);
 		if (err == BG_ENOENT) {
-			complain("not in the cache: %s", argv[2]);
+			cli_complain("not in the cache: %s", argv[2]);
 			return EXIT_JOB_ERROR;
 		}
-		return err != 0 ? store_failed("cache", err) : EXIT_DONE;
+		return err != 0 ? cli_store_failed("cache", err) : EXIT_DONE;
 	}
 	if (strcmp(sub, "gc") == 0 && argc == 2) {
 		uint64_t entries = 0, bytes = 0;
 
 		if ((err = store_gc(c->st, &entries, &bytes)) != 0)
-			return store_failed("cache gc", err);
+			return cli_store_failed("cache gc", err);
 		printf("freed %" PRIu64 " entries, %" PRIu64 " bytes\n", entries, bytes);
 		return EXIT_DONE;
 	}
-	complain("usage: bgcopy cache list [--json] | show URL | rm URL | gc");
+	cli_complain("usage: bgcopy cache list [--json] | show URL | rm URL | gc");
 	return EXIT_USAGE;
 }
 
@@ -1183,7 +1196,7 @@ crl_text_fn(json_t *info, void *arg)
 	}
 	printf("%-8s  %-20s  %10" JSON_INTEGER_FORMAT "  %s\n",
 	       json_is_true(json_object_get(info, "current")) ? "current" : "expired", when,
-	       json_integer_value(json_object_get(info, "bytes")), jstr_or(info, "url"));
+	       json_integer_value(json_object_get(info, "bytes")), cli_jstr(info, "url"));
 	return 0;
 }
 
@@ -1202,22 +1215,22 @@ cmd_crl(struct ctx *c, int argc, char **argv)
 	size_t i;
 	int rc, err;
 
-	if ((rc = resolve_home(c)) != EXIT_DONE)
+	if ((rc = cli_resolve_home(c)) != EXIT_DONE)
 		return rc;
 	snprintf(dir, sizeof(dir), "%s/crl", c->home);
 	if (strcmp(sub, "list") == 0) {
-		bool json = take_flag(&argc, argv, "--json");
+		bool json = cli_take_flag(&argc, argv, "--json");
 
 		if (argc != 2)
 			goto usage;
 		if ((arr = json_array()) == NULL)
-			return store_failed("crl list", BG_ENOMEM);
+			return cli_store_failed("crl list", BG_ENOMEM);
 		if ((err = crl_each(dir, crl_collect_fn, arr)) != 0) {
 			json_decref(arr);
-			return store_failed("crl list", err);
+			return cli_store_failed("crl list", err);
 		}
 		if (json) {
-			print_json(arr);
+			cli_print_json(arr);
 		} else {
 			printf("%-8s  %-20s  %10s  %s\n", "STATE", "NEXT UPDATE", "BYTES", "URL");
 			json_array_foreach(arr, i, v) crl_text_fn(v, NULL);
@@ -1229,19 +1242,19 @@ cmd_crl(struct ctx *c, int argc, char **argv)
 		unsigned ok = 0, failed = 0;
 
 		if ((arr = json_array()) == NULL)
-			return store_failed("crl refresh", BG_ENOMEM);
+			return cli_store_failed("crl refresh", BG_ENOMEM);
 		if ((err = crl_each(dir, crl_collect_fn, arr)) != 0) {
 			json_decref(arr);
-			return store_failed("crl refresh", err);
+			return cli_store_failed("crl refresh", err);
 		}
 		json_array_foreach(arr, i, v) {
 			char why[512];
 
-			if (crl_fetch(dir, jstr_or(v, "url"), c->g->ca_file, why, sizeof(why)) == 0) {
+			if (crl_fetch(dir, cli_jstr(v, "url"), c->g->ca_file, why, sizeof(why)) == 0) {
 				ok++;
 			} else {
 				failed++;
-				complain("%s", why);
+				cli_complain("%s", why);
 			}
 		}
 		json_decref(arr);
@@ -1252,12 +1265,12 @@ cmd_crl(struct ctx *c, int argc, char **argv)
 		unsigned n = 0;
 
 		if ((err = crl_clear(dir, &n)) != 0)
-			return store_failed("crl clear", err);
+			return cli_store_failed("crl clear", err);
 		printf("removed %u CRLs\n", n);
 		return EXIT_DONE;
 	}
 usage:
-	complain("usage: bgcopy crl list [--json] | crl refresh | crl clear");
+	cli_complain("usage: bgcopy crl list [--json] | crl refresh | crl clear");
 	return EXIT_USAGE;
 }
 
@@ -1276,6 +1289,22 @@ static const struct command {
 	{"list", cmd_list},
 	{"cache", cmd_cache},
 	{"crl", cmd_crl},
+	{"resume", cmd_resume},
+	{"suspend", cmd_suspend},
+	{"cancel", cmd_cancel},
+	{"complete", cmd_complete},
+	{"set-priority", cmd_set_priority},
+	{"set-notify-cmd", cmd_set_notify_cmd},
+	{"set-min-retry-delay", cmd_set_min_retry_delay},
+	{"set-no-progress-timeout", cmd_set_no_progress_timeout},
+	{"set-headers", cmd_set_headers},
+	{"set-credentials", cmd_set_credentials},
+	{"set-proxy", cmd_set_proxy},
+	{"set-ca-file", cmd_set_ca_file},
+	{"set-peer-caching", cmd_set_peer_caching},
+	{"replace-remote-prefix", cmd_replace_remote_prefix},
+	{"wait", cmd_wait},
+	{"daemon", cmd_daemon},
 };
 
 int
@@ -1293,7 +1322,7 @@ cli_run(const struct cli_globals *g, int argc, char **argv)
 		}
 	}
 	if (rc < 0) {
-		complain("unknown command '%s' (see bgcopy --help)", argv[0]);
+		cli_complain("unknown command '%s' (see bgcopy --help)", argv[0]);
 		rc = EXIT_USAGE;
 	}
 	store_close(c.st);

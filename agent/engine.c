@@ -610,6 +610,8 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	req.url = jstr(s.rec, "remote_url");
 	req.security_flags = (uint32_t)jint(r->job, "security_flags", 0);
 	req.ca_file = jstr(r->job, "ca_file");
+	if (req.ca_file == NULL && r->ro != NULL)
+		req.ca_file = r->ro->ca_file;
 	req.headers = headers;
 	req.headers_for = jstr(s.rec, "original_url");
 	req.offset = s.committed;

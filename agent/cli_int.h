@@ -1,0 +1,59 @@
+/* cli_int.h - helpers shared by the command files of the CLI. */
+#ifndef BG_CLI_INT_H
+#define BG_CLI_INT_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "agent.h"
+#include "cli.h"
+
+struct ctx {
+	const struct cli_globals *g;
+	char home[PATH_MAX];
+	struct bg_store *st;
+};
+
+/* Prints "bgcopy: MESSAGE" on stderr. */
+void cli_complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Resolves (and creates) the home; returns an exit status. */
+int cli_resolve_home(struct ctx *c);
+/* Opens the store in the home (once); returns an exit status. */
+int cli_open_store(struct ctx *c);
+/* Reports a store or system failure; returns EXIT_SYSTEM. */
+int cli_store_failed(const char *what, int err);
+/* EXIT_DONE when the job exists, else reports and returns an exit status. */
+int cli_check_job(struct ctx *c, const char *id);
+int cli_parse_flags(const char *s, uint32_t *out);
+int cli_parse_url(const char *s, char **out);
+int cli_absolute_path(const char *in, char *out, size_t len);
+const char *cli_jstr(const json_t *o, const char *key);
+void cli_print_json(json_t *doc);
+const char *cli_error_line(json_t *doc, char *buf, size_t len);
+int cli_lock_job(struct ctx *c, const char *id, const char *what, struct job_lock **lock);
+bool cli_valid_header(const char *h);
+/* Removes flag from argv if present; returns whether it was. */
+bool cli_take_flag(int *argc, char **argv, const char *flag);
+/* Tells a running daemon that jobs changed (HOME/wake). */
+void cli_wake(struct ctx *c);
+
+/* Commands in cli_jobs.c. */
+int cmd_resume(struct ctx *c, int argc, char **argv);
+int cmd_suspend(struct ctx *c, int argc, char **argv);
+int cmd_cancel(struct ctx *c, int argc, char **argv);
+int cmd_complete(struct ctx *c, int argc, char **argv);
+int cmd_set_priority(struct ctx *c, int argc, char **argv);
+int cmd_set_notify_cmd(struct ctx *c, int argc, char **argv);
+int cmd_set_min_retry_delay(struct ctx *c, int argc, char **argv);
+int cmd_set_no_progress_timeout(struct ctx *c, int argc, char **argv);
+int cmd_set_headers(struct ctx *c, int argc, char **argv);
+int cmd_set_credentials(struct ctx *c, int argc, char **argv);
+int cmd_set_proxy(struct ctx *c, int argc, char **argv);
+int cmd_set_ca_file(struct ctx *c, int argc, char **argv);
+int cmd_set_peer_caching(struct ctx *c, int argc, char **argv);
+int cmd_replace_remote_prefix(struct ctx *c, int argc, char **argv);
+int cmd_wait(struct ctx *c, int argc, char **argv);
+int cmd_daemon(struct ctx *c, int argc, char **argv);
+
+#endif /* BG_CLI_INT_H */

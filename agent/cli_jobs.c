@@ -1,0 +1,566 @@
+/*
+ * cli_jobs.c - the commands that manage background jobs: resume, suspend,
+ * cancel, complete, the set-* settings, replace-remote-prefix, wait and
+ * daemon.  Every change goes through job_modify()/job_event(), so that a
+ * process transferring the job sees it at its next commit, and then wakes
+ * a running daemon.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli_int.h"
+
+#define SECONDS_MAX (10LL * 365 * 24 * 3600) /* longest delay or timeout accepted */
+#define PASSWORD_MAX 1024                     /* bytes */
+#define NOTIFY_ARGS_MAX 64
+
+static volatile sig_atomic_t wait_interrupted;
+
+static void
+on_wait_signal(int sig)
+{
+	(void)sig;
+	wait_interrupted = 1;
+}
+
+/* Opens the store and checks the job; returns an exit status. */
+static int
+prepare(struct ctx *c, const char *id)
+{
+	int rc;
+
+	if ((rc = cli_open_store(c)) != EXIT_DONE)
+		return rc;
+	return cli_check_job(c, id);
+}
+
+static int
+finished_job(const char *id, int err)
+{
+	if (err == BG_EINVAL) {
+		cli_complain("job %s is completed or cancelled: it cannot change", id);
+		return EXIT_USAGE;
+	}
+	return cli_store_failed(id, err);
+}
+
+static int
+event_command(struct ctx *c, int argc, char **argv, enum job_event ev)
+{
+	enum job_state from, to;
+	int rc, err;
+
+	if (argc != 2) {
+		cli_complain("usage: bgcopy %s JOB", argv[0]);
+		return EXIT_USAGE;
+	}
+	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+		return rc;
+	err = job_event(c->st, argv[1], ev, &from, &to);
+	if (err == BG_ENOENT && ev == JOB_EV_RESUME) {
+		cli_complain("job %s has no files: add some first", argv[1]);
+		return EXIT_USAGE;
+	}
+	if (err == BG_EINVAL) {
+		cli_complain("cannot %s job %s: it is %s", argv[0], argv[1], job_state_name(from));
+		return EXIT_USAGE;
+	}
+	if (err != 0)
+		return cli_store_failed(argv[0], err);
+	cli_wake(c);
+	return EXIT_DONE;
+}
+
+int
+cmd_resume(struct ctx *c, int argc, char **argv)
+{
+	return event_command(c, argc, argv, JOB_EV_RESUME);
+}
+
+int
+cmd_suspend(struct ctx *c, int argc, char **argv)
+{
+	return event_command(c, argc, argv, JOB_EV_SUSPEND);
+}
+
+int
+cmd_cancel(struct ctx *c, int argc, char **argv)
+{
+	struct job_lock *lock = NULL;
+	int rc, err;
+
+	if ((rc = event_command(c, argc, argv, JOB_EV_CANCEL)) != EXIT_DONE)
+		return rc;
+	/* Partial data goes now if nobody transfers the job; otherwise its
+	 * runner sees the change at its next commit and removes it. */
+	if (job_lock(c->home, argv[1], &lock) == 0) {
+		err = job_discard_partials(c->st, argv[1]);
+		job_unlock(lock);
+		if (err != 0)
+			return cli_store_failed("cancel", err);
+	}
+	return EXIT_DONE;
+}
+
+int
+cmd_complete(struct ctx *c, int argc, char **argv)
+{
+	struct job_lock *lock = NULL;
+	json_t *doc = NULL;
+	const char *state;
+	int rc, err;
+
+	if (argc != 2) {
+		cli_complain("usage: bgcopy complete JOB");
+		return EXIT_USAGE;
+	}
+	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+		return rc;
+	if ((rc = cli_lock_job(c, argv[1], "complete", &lock)) != EXIT_DONE)
+		return rc;
+	if ((err = job_document(c->st, argv[1], &doc)) != 0) {
+		rc = cli_store_failed("complete", err);
+		goto out;
+	}
+	state = cli_jstr(doc, "state");
+	if (strcmp(state, "TRANSFERRED") != 0) {
+		cli_complain("cannot complete job %s: it is %s, not TRANSFERRED", argv[1], state);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if ((err = job_complete(c->st, argv[1])) != 0) {
+		cli_complain("cannot complete job %s: %s", argv[1], bg_strerror(err));
+		rc = EXIT_SYSTEM;
+		goto out;
+	}
+	cli_wake(c);
+	rc = EXIT_DONE;
+out:
+	json_decref(doc);
+	job_unlock(lock);
+	return rc;
+}
+
+/* Sets one field of a job (value stolen). */
+static int
+set_field(struct ctx *c, const char *id, const char *key, json_t *value)
+{
+	int rc, err;
+
+	if (value == NULL)
+		return cli_store_failed(key, BG_ENOMEM);
+	if ((rc = prepare(c, id)) != EXIT_DONE) {
+		json_decref(value);
+		return rc;
+	}
+	err = job_set_field(c->st, id, key, value);
+	json_decref(value);
+	if (err != 0)
+		return finished_job(id, err);
+	cli_wake(c);
+	return EXIT_DONE;
+}
+
+int
+cmd_set_priority(struct ctx *c, int argc, char **argv)
+{
+	enum job_priority p;
+
+	if (argc != 3 || job_priority_parse(argv[2], &p) != 0) {
+		cli_complain("usage: bgcopy set-priority JOB foreground|high|normal|low");
+		return EXIT_USAGE;
+	}
+	return set_field(c, argv[1], "priority", json_string(job_priority_name(p)));
+}
+
+int
+cmd_set_notify_cmd(struct ctx *c, int argc, char **argv)
+{
+	json_t *cmd;
+
+	if (argc < 3 || argc - 2 > NOTIFY_ARGS_MAX) {
+		cli_complain("usage: bgcopy set-notify-cmd JOB PROGRAM [ARG...]   ('' clears it)");
+		return EXIT_USAGE;
+	}
+	if (argc == 3 && argv[2][0] == '\0')
+		return set_field(c, argv[1], "notify_cmd", json_null());
+	if ((cmd = json_array()) == NULL)
+		return cli_store_failed("set-notify-cmd", BG_ENOMEM);
+	for (int i = 2; i < argc; i++) {
+		if (json_array_append_new(cmd, json_string(argv[i])) != 0) {
+			json_decref(cmd);
+			return cli_store_failed("set-notify-cmd", BG_ENOMEM);
+		}
+	}
+	return set_field(c, argv[1], "notify_cmd", cmd);
+}
+
+static int
+parse_seconds(const char *s, int64_t *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < 0 || v > SECONDS_MAX)
+		return BG_EINVAL;
+	*out = v;
+	return 0;
+}
+
+static int
+seconds_command(struct ctx *c, int argc, char **argv, const char *key)
+{
+	int64_t v;
+
+	if (argc != 3 || parse_seconds(argv[2], &v) != 0) {
+		cli_complain("usage: bgcopy %s JOB SECONDS (0 to %lld)", argv[0], SECONDS_MAX);
+		return EXIT_USAGE;
+	}
+	return set_field(c, argv[1], key, json_integer((json_int_t)v));
+}
+
+int
+cmd_set_min_retry_delay(struct ctx *c, int argc, char **argv)
+{
+	return seconds_command(c, argc, argv, "min_retry_delay");
+}
+
+int
+cmd_set_no_progress_timeout(struct ctx *c, int argc, char **argv)
+{
+	return seconds_command(c, argc, argv, "no_progress_timeout");
+}
+
+int
+cmd_set_headers(struct ctx *c, int argc, char **argv)
+{
+	json_t *h;
+
+	if (argc < 2 || argc - 2 > JOB_HEADERS_MAX) {
+		cli_complain("usage: bgcopy set-headers JOB ['Name: value'...]   (none clears them)");
+		return EXIT_USAGE;
+	}
+	for (int i = 2; i < argc; i++) {
+		if (!cli_valid_header(argv[i])) {
+			cli_complain("set-headers takes 'Name: value', not '%s'", argv[i]);
+			return EXIT_USAGE;
+		}
+	}
+	if ((h = json_array()) == NULL)
+		return cli_store_failed("set-headers", BG_ENOMEM);
+	for (int i = 2; i < argc; i++) {
+		if (json_array_append_new(h, json_string(argv[i])) != 0) {
+			json_decref(h);
+			return cli_store_failed("set-headers", BG_ENOMEM);
+		}
+	}
+	return set_field(c, argv[1], "headers", h);
+}
+
+/* Reads one line: from a file, or from standard input (without echo on a
+ * terminal). */
+static int
+read_password(const char *file, char *buf, size_t len)
+{
+	FILE *f = file != NULL ? fopen(file, "r") : stdin;
+	struct termios old, quiet;
+	bool tty = file == NULL && isatty(STDIN_FILENO);
+	bool ok;
+
+	if (f == NULL) {
+		cli_complain("cannot read %s: %s", file, strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (tty) {
+		fprintf(stderr, "password: ");
+		tcgetattr(STDIN_FILENO, &old);
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	}
+	ok = fgets(buf, (int)len, f) != NULL;
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fputc('\n', stderr);
+	}
+	if (f != stdin)
+		fclose(f);
+	if (!ok) {
+		buf[0] = '\0';
+		return EXIT_DONE; /* an empty password */
+	}
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return EXIT_DONE;
+}
+
+struct cred_args {
+	const char *user, *password;
+};
+
+static int
+cred_fn(json_t *job, struct bg_txn *txn, void *arg)
+{
+	struct cred_args *a = arg;
+	json_t *u = a->user != NULL ? json_string(a->user) : json_null();
+	json_t *p = a->password != NULL ? json_string(a->password) : json_null();
+
+	(void)txn;
+	if (u == NULL || p == NULL || json_object_set_new(job, "user", u) != 0) {
+		json_decref(p);
+		return BG_ENOMEM;
+	}
+	return json_object_set_new(job, "password", p) == 0 ? 0 : BG_ENOMEM;
+}
+
+int
+cmd_set_credentials(struct ctx *c, int argc, char **argv)
+{
+	const char *file = NULL;
+	char password[PASSWORD_MAX];
+	struct cred_args a;
+	int rc, err;
+
+	if (argc == 5 && strcmp(argv[3], "--password-file") == 0)
+		file = argv[4];
+	else if (argc != 3) {
+		cli_complain("usage: bgcopy set-credentials JOB USER [--password-file F]   "
+		             "(USER '' clears them)");
+		return EXIT_USAGE;
+	}
+	if (strchr(argv[2], ':') != NULL || strpbrk(argv[2], "\r\n") != NULL) {
+		cli_complain("a user name for basic authentication cannot hold ':' or line breaks");
+		return EXIT_USAGE;
+	}
+	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+		return rc;
+	a.user = argv[2][0] != '\0' ? argv[2] : NULL;
+	a.password = NULL;
+	if (a.user != NULL) {
+		if ((rc = read_password(file, password, sizeof(password))) != EXIT_DONE)
+			return rc;
+		a.password = password;
+	}
+	/* The store is readable by its owner only (home 0700, files 0600). */
+	err = job_modify(c->st, argv[1], cred_fn, &a);
+	explicit_bzero(password, sizeof(password));
+	if (err != 0)
+		return finished_job(argv[1], err);
+	cli_wake(c);
+	return EXIT_DONE;
+}
+
+int
+cmd_set_proxy(struct ctx *c, int argc, char **argv)
+{
+	if (argc != 3 || (strcmp(argv[2], "none") != 0 && strstr(argv[2], "://") == NULL) ||
+	    strpbrk(argv[2], " \r\n") != NULL) {
+		cli_complain("usage: bgcopy set-proxy JOB URL|none");
+		return EXIT_USAGE;
+	}
+	return set_field(c, argv[1], "proxy", json_string(argv[2]));
+}
+
+int
+cmd_set_ca_file(struct ctx *c, int argc, char **argv)
+{
+	char path[PATH_MAX];
+
+	if (argc != 3) {
+		cli_complain("usage: bgcopy set-ca-file JOB FILE|none");
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[2], "none") == 0)
+		return set_field(c, argv[1], "ca_file", json_null());
+	if (access(argv[2], R_OK) != 0) {
+		cli_complain("cannot read CA file %s: %s", argv[2], strerror(errno));
+		return EXIT_USAGE;
+	}
+	if (cli_absolute_path(argv[2], path, sizeof(path)) != 0) {
+		cli_complain("path too long: %s", argv[2]);
+		return EXIT_USAGE;
+	}
+	return set_field(c, argv[1], "ca_file", json_string(path));
+}
+
+int
+cmd_set_peer_caching(struct ctx *c, int argc, char **argv)
+{
+	static const char *const modes[] = {"off", "client", "server", "both"};
+
+	for (size_t i = 0; argc == 3 && i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (strcmp(argv[2], modes[i]) == 0)
+			return set_field(c, argv[1], "peer_caching", json_string(modes[i]));
+	cli_complain("usage: bgcopy set-peer-caching JOB off|client|server|both");
+	return EXIT_USAGE;
+}
+
+int
+cmd_replace_remote_prefix(struct ctx *c, int argc, char **argv)
+{
+	unsigned changed = 0;
+	int rc, err;
+
+	if (argc != 4 || argv[2][0] == '\0') {
+		cli_complain("usage: bgcopy replace-remote-prefix JOB OLD NEW");
+		return EXIT_USAGE;
+	}
+	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+		return rc;
+	err = job_replace_remote_prefix(c->st, argv[1], argv[2], argv[3], &changed);
+	if (err == BG_EINVAL) {
+		cli_complain("replacing '%s' by '%s' does not give valid http(s) URLs, or the job "
+		             "has finished: nothing changed",
+		             argv[2], argv[3]);
+		return EXIT_USAGE;
+	}
+	if (err != 0)
+		return cli_store_failed("replace-remote-prefix", err);
+	printf("%u file%s changed\n", changed, changed == 1 ? "" : "s");
+	if (changed > 0)
+		cli_wake(c);
+	return EXIT_DONE;
+}
+
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int
+cmd_wait(struct ctx *c, int argc, char **argv)
+{
+	bool has_timeout = false;
+	int64_t timeout = 0;
+	struct progress_bar *bar = NULL;
+	struct sigaction sa;
+	char path[PATH_MAX + 16], line[1024];
+	double start = now_seconds();
+	int ino = -1, rc, err;
+
+	if (argc == 4 && strcmp(argv[2], "--timeout") == 0 && parse_seconds(argv[3], &timeout) == 0)
+		has_timeout = true;
+	else if (argc != 2) {
+		cli_complain("usage: bgcopy wait JOB [--timeout SECONDS]");
+		return EXIT_USAGE;
+	}
+	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+		return rc;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_wait_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	/* Woken by every commit to the store (and by CLI changes), with a
+	 * one-second tick as a fallback. */
+	if ((ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) >= 0) {
+		snprintf(path, sizeof(path), "%s/store.mdb", c->home);
+		inotify_add_watch(ino, path, IN_MODIFY);
+		snprintf(path, sizeof(path), "%s/wake", c->home);
+		inotify_add_watch(ino, c->home, IN_CLOSE_WRITE);
+	}
+	if (isatty(STDERR_FILENO))
+		bar = progress_new(stderr);
+	for (;;) {
+		json_t *doc = NULL;
+		const char *state;
+		json_t *bt;
+
+		if ((err = job_document(c->st, argv[1], &doc)) != 0) {
+			rc = cli_store_failed("wait", err);
+			break;
+		}
+		state = cli_jstr(doc, "state");
+		bt = json_object_get(doc, "bytes_total");
+		progress_draw(bar, (uint64_t)json_integer_value(json_object_get(doc, "bytes_transferred")),
+		              json_is_integer(bt) ? json_integer_value(bt) : -1, false);
+		if (strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ACKNOWLEDGED") == 0) {
+			json_decref(doc);
+			rc = EXIT_DONE;
+			break;
+		}
+		if (strcmp(state, "ERROR") == 0 || strcmp(state, "CANCELLED") == 0) {
+			progress_end(bar);
+			bar = NULL;
+			if (strcmp(state, "ERROR") == 0)
+				cli_complain("job %s ERROR %s", argv[1], cli_error_line(doc, line, sizeof(line)));
+			else
+				cli_complain("job %s was cancelled", argv[1]);
+			json_decref(doc);
+			rc = EXIT_JOB_ERROR;
+			break;
+		}
+		json_decref(doc);
+		if (wait_interrupted) {
+			rc = EXIT_SYSTEM;
+			break;
+		}
+		if (has_timeout && now_seconds() - start >= (double)timeout) {
+			progress_end(bar);
+			bar = NULL;
+			cli_complain("timed out after %" PRId64 " s; job %s is %s", timeout, argv[1], state);
+			rc = EXIT_SYSTEM;
+			break;
+		}
+		{
+			struct pollfd pfd = {ino, POLLIN, 0};
+			char buf[4096];
+
+			if (poll(&pfd, ino >= 0 ? 1 : 0, 1000) > 0) {
+				while (read(ino, buf, sizeof(buf)) > 0)
+					;
+				/* Coalesce a burst of commits into one look. */
+				poll(NULL, 0, 50);
+			}
+		}
+	}
+	progress_end(bar);
+	if (ino >= 0)
+		close(ino);
+	return rc;
+}
+
+int
+cmd_daemon(struct ctx *c, int argc, char **argv)
+{
+	struct daemon_options opt;
+	int64_t v;
+	int rc;
+
+	memset(&opt, 0, sizeof(opt));
+	opt.max_transfers = DAEMON_MAX_TRANSFERS;
+	opt.slice_seconds = DAEMON_SLICE;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--max-transfers") == 0 && i + 1 < argc &&
+		    parse_seconds(argv[i + 1], &v) == 0 && v >= 1 && v <= DAEMON_MAX_WORKERS) {
+			opt.max_transfers = (unsigned)v;
+			i++;
+		} else if (strcmp(argv[i], "--slice") == 0 && i + 1 < argc &&
+		           parse_seconds(argv[i + 1], &v) == 0 && v >= 1) {
+			opt.slice_seconds = (unsigned)v;
+			i++;
+		} else {
+			cli_complain("usage: bgcopy daemon [--max-transfers N (1-%d)] [--slice SECONDS]",
+			             DAEMON_MAX_WORKERS);
+			return EXIT_USAGE;
+		}
+	}
+	if ((rc = cli_open_store(c)) != EXIT_DONE)
+		return rc;
+	opt.home = c->home;
+	opt.ca_file = c->g->ca_file;
+	return daemon_run(c->st, &opt) == 0 ? EXIT_DONE : EXIT_SYSTEM;
+}

@@ -1,0 +1,500 @@
+/*
+ * daemon.c - the job service: runs queued jobs in worker threads until
+ * SIGTERM, by priority, a bounded number at a time.
+ *
+ * The main thread schedules; each running job has a worker thread with its
+ * own origin client (kept per worker slot, so connections are reused across
+ * files and jobs).  A job is run only while its lock is held (job_lock), so
+ * no job is ever transferred by two processes; a job whose runner died
+ * (its lock free, its state still CONNECTING or TRANSFERRING) is taken over.
+ * The CLI touches HOME/wake after each change; the daemon waits on that
+ * with inotify, on its workers' completion pipe, and on its next timer
+ * (a retry time or the end of a time slice), never polling the store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "agent_int.h"
+
+#define IDLE_WAKEUP_MS (60 * 1000) /* longest sleep with nothing scheduled */
+
+extern char **environ;
+
+struct worker {
+	struct daemon *d;
+	pthread_t thread;
+	bool busy;             /* a job is assigned; the thread is joined by reap() */
+	atomic_int finished;   /* set by the thread when job_run returned */
+	volatile int stop;     /* asks job_run to stop (SIGTERM, preemption) */
+	bool preempted;
+	char id[STORE_JOB_ID_LEN + 1];
+	enum job_priority prio;
+	time_t started;
+	struct job_lock *lock;
+	struct origin *origin;
+	int result;
+};
+
+struct daemon {
+	struct bg_store *st;
+	const struct daemon_options *opt;
+	char crl_dir[PATH_MAX];
+	struct worker workers[DAEMON_MAX_WORKERS];
+	int pipe[2];      /* workers and signals write a byte here */
+	int ino;          /* inotify on HOME (the wake file) */
+	json_t *last_run; /* job id -> time it last started: round robin */
+	json_t *cleaned;  /* cancelled jobs whose partial data was removed */
+};
+
+static volatile sig_atomic_t stop_requested;
+static int signal_fd = -1;
+
+static void
+on_signal(int sig)
+{
+	int saved = errno;
+
+	(void)sig;
+	stop_requested = 1;
+	if (signal_fd >= 0 && write(signal_fd, "s", 1) < 0) {
+		/* The flag is enough; the pipe only shortens the wait. */
+	}
+	errno = saved;
+}
+
+static void __attribute__((format(printf, 1, 2)))
+note(const char *fmt, ...)
+{
+	char when[32];
+	time_t t = time(NULL);
+	struct tm tm;
+	va_list ap;
+
+	localtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "bgcopy daemon %s: ", when);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct job_run_options ro;
+
+	memset(&ro, 0, sizeof(ro));
+	ro.stop = &w->stop;
+	ro.crl_dir = w->d->crl_dir;
+	ro.ca_file = w->d->opt->ca_file;
+	ro.transient_retries = 0; /* the daemon retries after the job's delay */
+	w->result = job_run(w->d->st, w->origin, w->id, &ro);
+	atomic_store(&w->finished, 1);
+	if (write(w->d->pipe[1], "w", 1) < 0) {
+		/* The main thread also wakes on its timer. */
+	}
+	return NULL;
+}
+
+/* Runs the job's notification command, without a shell, with the job id
+ * as its last argument. */
+static void
+notify(const char *id, json_t *cmd)
+{
+	size_t n = json_array_size(cmd);
+	char **argv;
+	pid_t pid;
+	int err;
+
+	if (n == 0 || (argv = calloc(n + 2, sizeof(*argv))) == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		argv[i] = (char *)json_string_value(json_array_get(cmd, i));
+	argv[n] = (char *)id;
+	if (argv[0] != NULL) {
+		err = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+		if (err != 0)
+			note("job %s: cannot run notify command %s: %s", id, argv[0], strerror(err));
+	}
+	free(argv);
+}
+
+static void
+after_run(struct daemon *d, struct worker *w)
+{
+	json_t *job = NULL;
+	const char *state;
+
+	if (w->result != 0 && w->result != BG_ECANCELED && w->result != BG_EAGAIN)
+		note("job %s: stopped: %s", w->id, bg_strerror(w->result));
+	if (job_load(d->st, w->id, &job) == 0) {
+		state = jstr(job, "state");
+		note("job %s: %s%s", w->id, state != NULL ? state : "?",
+		     w->preempted ? " (its turn ended)" : "");
+		if (state != NULL && strcmp(state, "CANCELLED") == 0) {
+			/* Cancelled while it ran: its runner removes the partial data. */
+			if (job_discard_partials(d->st, w->id) == 0)
+				json_object_set_new(d->cleaned, w->id, json_true());
+		} else if (state != NULL &&
+		           (strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ERROR") == 0)) {
+			notify(w->id, json_object_get(job, "notify_cmd"));
+		}
+	}
+	json_decref(job);
+	job_unlock(w->lock);
+	w->lock = NULL;
+	w->busy = false;
+	w->preempted = false;
+}
+
+static void
+reap(struct daemon *d)
+{
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++) {
+		struct worker *w = &d->workers[i];
+
+		if (w->busy && atomic_load(&w->finished)) {
+			pthread_join(w->thread, NULL);
+			after_run(d, w);
+		}
+	}
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		; /* notification commands that ended */
+}
+
+struct candidate {
+	char id[STORE_JOB_ID_LEN + 1];
+	enum job_priority prio;
+	int64_t last_run;
+	int64_t created;
+};
+
+struct scan {
+	struct daemon *d;
+	struct candidate *c;
+	size_t n, cap;
+	int64_t now;
+	int64_t next_retry; /* earliest future retry time, 0 if none */
+	json_t *cancelled;  /* ids to clean up */
+};
+
+static bool
+running(struct daemon *d, const char *id)
+{
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++)
+		if (d->workers[i].busy && strcmp(d->workers[i].id, id) == 0)
+			return true;
+	return false;
+}
+
+static int
+scan_fn(const char *id, json_t *rec, void *arg)
+{
+	struct scan *s = arg;
+	const char *state = jstr(rec, "state");
+	enum job_priority prio = JOB_PRIO_NORMAL;
+	struct candidate *c;
+
+	/* A get runs its own job in the foreground. */
+	if (state == NULL || jstr(rec, "get_key") != NULL || running(s->d, id))
+		return 0;
+	if (strcmp(state, "CANCELLED") == 0) {
+		if (json_object_get(s->d->cleaned, id) == NULL)
+			json_array_append_new(s->cancelled, json_string(id));
+		return 0;
+	}
+	if (strcmp(state, "TRANSIENT_ERROR") == 0) {
+		int64_t at = jint(rec, "retry_at", 0);
+
+		if (at > s->now) {
+			if (s->next_retry == 0 || at < s->next_retry)
+				s->next_retry = at;
+			return 0;
+		}
+	} else if (strcmp(state, "QUEUED") != 0 && strcmp(state, "CONNECTING") != 0 &&
+	           strcmp(state, "TRANSFERRING") != 0) {
+		return 0;
+	}
+	if (job_priority_parse(jstr(rec, "priority"), &prio) != 0)
+		prio = JOB_PRIO_NORMAL;
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 32;
+		struct candidate *nc = realloc(s->c, cap * sizeof(*nc));
+
+		if (nc == NULL)
+			return BG_ENOMEM;
+		s->c = nc;
+		s->cap = cap;
+	}
+	c = &s->c[s->n++];
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	c->prio = prio;
+	c->last_run = json_integer_value(json_object_get(s->d->last_run, id));
+	c->created = jint(rec, "created", 0);
+	return 0;
+}
+
+static int
+scan_txn(struct bg_txn *txn, void *arg)
+{
+	struct scan *s = arg;
+
+	s->n = 0;
+	s->next_retry = 0;
+	json_array_clear(s->cancelled);
+	return txn_job_each(txn, scan_fn, arg);
+}
+
+/* Higher priority first; within a level, the job that ran least recently
+ * (round robin), then the oldest. */
+static int
+by_turn(const void *a, const void *b)
+{
+	const struct candidate *x = a, *y = b;
+
+	if (x->prio != y->prio)
+		return x->prio < y->prio ? -1 : 1;
+	if (x->last_run != y->last_run)
+		return x->last_run < y->last_run ? -1 : 1;
+	return x->created < y->created ? -1 : x->created > y->created;
+}
+
+static int
+start(struct daemon *d, const struct candidate *c)
+{
+	struct worker *w = NULL;
+	int err;
+
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS && w == NULL; i++)
+		if (!d->workers[i].busy)
+			w = &d->workers[i];
+	if (w == NULL)
+		return BG_ELIMIT;
+	/* Somebody else (a get, another daemon) may own it. */
+	if ((err = job_lock(d->opt->home, c->id, &w->lock)) != 0)
+		return err;
+	if (w->origin == NULL && (err = origin_new(&w->origin)) != 0) {
+		job_unlock(w->lock);
+		w->lock = NULL;
+		return err;
+	}
+	w->d = d;
+	snprintf(w->id, sizeof(w->id), "%s", c->id);
+	w->prio = c->prio;
+	w->started = time(NULL);
+	w->stop = 0;
+	w->preempted = false;
+	atomic_store(&w->finished, 0);
+	json_object_set_new(d->last_run, c->id, json_integer((json_int_t)w->started));
+	if ((err = pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
+		job_unlock(w->lock);
+		w->lock = NULL;
+		return bg_err_from_errno(err);
+	}
+	w->busy = true;
+	note("job %s: started (%s)", c->id, job_priority_name(c->prio));
+	return 0;
+}
+
+static void
+cleanup_cancelled(struct daemon *d, json_t *ids)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach(ids, i, v) {
+		const char *id = json_string_value(v);
+		struct job_lock *lock = NULL;
+
+		if (job_lock(d->opt->home, id, &lock) != 0)
+			continue;
+		if (job_discard_partials(d->st, id) == 0)
+			json_object_set_new(d->cleaned, id, json_true());
+		job_unlock(lock);
+	}
+}
+
+/* Starts what may run, asks what must yield to stop; returns how long the
+ * main loop may sleep (ms). */
+static int
+schedule(struct daemon *d)
+{
+	struct scan s = {.d = d, .now = (int64_t)time(NULL), .cancelled = json_array()};
+	unsigned running_bg = 0;
+	int64_t wake = 0;
+	size_t next = 0;
+	int err, timeout_ms;
+
+	if (s.cancelled == NULL)
+		return 1000;
+	if ((err = store_view(d->st, scan_txn, &s)) != 0) {
+		note("cannot read the jobs: %s", bg_strerror(err));
+		goto out;
+	}
+	cleanup_cancelled(d, s.cancelled);
+	qsort(s.c, s.n, sizeof(*s.c), by_turn);
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++)
+		if (d->workers[i].busy && d->workers[i].prio != JOB_PRIO_FOREGROUND)
+			running_bg++;
+	/* Foreground jobs start at once, beside everything else. */
+	for (size_t i = 0; i < s.n; i++)
+		if (s.c[i].prio == JOB_PRIO_FOREGROUND && start(d, &s.c[i]) == 0)
+			s.c[i].id[0] = '\0';
+	for (; next < s.n && running_bg < d->opt->max_transfers; next++) {
+		if (s.c[next].id[0] == '\0' || s.c[next].prio == JOB_PRIO_FOREGROUND)
+			continue;
+		if (start(d, &s.c[next]) == 0) {
+			s.c[next].id[0] = '\0';
+			running_bg++;
+		}
+	}
+	/* The best job still waiting takes a turn from a running one of lower
+	 * priority at once, or from one of its own level whose slice is over. */
+	for (; next < s.n && s.c[next].id[0] == '\0'; next++)
+		;
+	if (next < s.n) {
+		const struct candidate *c = &s.c[next];
+		struct worker *victim = NULL;
+
+		for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++) {
+			struct worker *w = &d->workers[i];
+
+			if (!w->busy || w->stop || w->prio == JOB_PRIO_FOREGROUND || w->prio < c->prio)
+				continue;
+			if (w->prio == c->prio) {
+				int64_t end = (int64_t)w->started + d->opt->slice_seconds;
+
+				if (end > s.now) {
+					if (wake == 0 || end < wake)
+						wake = end;
+					continue;
+				}
+			}
+			if (victim == NULL || w->prio > victim->prio ||
+			    (w->prio == victim->prio && w->started < victim->started))
+				victim = w;
+		}
+		if (victim != NULL) {
+			victim->preempted = true;
+			victim->stop = 1;
+		}
+	}
+out:
+	if (s.next_retry != 0 && (wake == 0 || s.next_retry < wake))
+		wake = s.next_retry;
+	timeout_ms = IDLE_WAKEUP_MS;
+	if (wake != 0) {
+		int64_t ms = (wake - (int64_t)time(NULL)) * 1000 + 50;
+
+		timeout_ms = ms < 0 ? 0 : ms < IDLE_WAKEUP_MS ? (int)ms : IDLE_WAKEUP_MS;
+	}
+	free(s.c);
+	json_decref(s.cancelled);
+	return timeout_ms;
+}
+
+static void
+drain(int fd)
+{
+	char buf[4096];
+
+	while (fd >= 0 && read(fd, buf, sizeof(buf)) > 0)
+		;
+}
+
+int
+daemon_run(struct bg_store *st, const struct daemon_options *opt)
+{
+	struct daemon *d = calloc(1, sizeof(*d));
+	struct sigaction sa;
+	int err = 0;
+
+	if (d == NULL)
+		return BG_ENOMEM;
+	d->st = st;
+	d->opt = opt;
+	d->ino = -1;
+	d->pipe[0] = d->pipe[1] = -1;
+	snprintf(d->crl_dir, sizeof(d->crl_dir), "%s/crl", opt->home);
+	if ((d->last_run = json_object()) == NULL || (d->cleaned = json_object()) == NULL) {
+		err = BG_ENOMEM;
+		goto out;
+	}
+	if (pipe2(d->pipe, O_CLOEXEC | O_NONBLOCK) != 0 ||
+	    (d->ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0 ||
+	    inotify_add_watch(d->ino, opt->home, IN_CLOSE_WRITE) < 0) {
+		err = bg_err_from_errno(errno);
+		note("cannot watch %s: %s", opt->home, strerror(errno));
+		goto out;
+	}
+	signal_fd = d->pipe[1];
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	note("running (home %s, %u transfers at a time, %u s slices)", opt->home,
+	     opt->max_transfers, opt->slice_seconds);
+
+	while (!stop_requested) {
+		struct pollfd pfd[2] = {{d->pipe[0], POLLIN, 0}, {d->ino, POLLIN, 0}};
+		int timeout;
+
+		reap(d);
+		timeout = schedule(d);
+		if (stop_requested)
+			break;
+		if (poll(pfd, 2, timeout) < 0 && errno != EINTR) {
+			err = bg_err_from_errno(errno);
+			break;
+		}
+		drain(d->pipe[0]);
+		drain(d->ino);
+	}
+
+	/* Stop transfers cleanly: each job goes back to QUEUED with what it
+	 * committed, and carries on at the next start. */
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++)
+		if (d->workers[i].busy)
+			d->workers[i].stop = 1;
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++) {
+		struct worker *w = &d->workers[i];
+
+		if (w->busy) {
+			pthread_join(w->thread, NULL);
+			after_run(d, w);
+		}
+	}
+	note("stopped");
+out:
+	signal_fd = -1;
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++)
+		origin_free(d->workers[i].origin);
+	if (d->ino >= 0)
+		close(d->ino);
+	if (d->pipe[0] >= 0)
+		close(d->pipe[0]);
+	if (d->pipe[1] >= 0)
+		close(d->pipe[1]);
+	json_decref(d->last_run);
+	json_decref(d->cleaned);
+	free(d);
+	return err;
+}
