@@ -348,7 +348,8 @@ schedule(struct daemon *d)
 		goto out;
 	}
 	cleanup_cancelled(d, s.cancelled);
-	qsort(s.c, s.n, sizeof(*s.c), by_turn);
+	if (s.n > 1)
+		qsort(s.c, s.n, sizeof(*s.c), by_turn);
 	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++)
 		if (d->workers[i].busy && d->workers[i].prio != JOB_PRIO_FOREGROUND)
 			running_bg++;
