@@ -234,4 +234,32 @@ int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LE
  * *freed_entries / *freed_bytes (may be NULL) receive what was removed. */
 int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes) BG_WUR;
 
+/* ---- Peer protocol authentication (peerauth.c) --------------------------
+ * Shared by the peer client (agent) and bgcopy-peerd.  With a key on both
+ * sides, a request carries PEER_AUTH_HEADER: "t=UNIX_SECONDS,sig=HEX" where
+ * sig = HMAC-SHA256(key, METHOD "\n" PATH "\n" KEY_URL "\n" UNIX_SECONDS),
+ * KEY_URL being the url= argument as decoded.  A signature is valid for
+ * PEER_AUTH_WINDOW seconds either side of the server's clock; the server
+ * refuses one it has already seen (replay). */
+#define PEER_AUTH_HEADER "X-Bgcopy-Auth"
+#define PEER_AUTH_WINDOW 300     /* seconds */
+#define PEER_KEY_MIN 16          /* bytes */
+#define PEER_KEY_MAX 4096        /* bytes */
+#define PEER_AUTH_VALUE_MAX 128  /* bytes of the header value */
+
+/* Reads a key file (its bytes, a trailing newline dropped) into key
+ * (PEER_KEY_MAX bytes).  BG_EINVAL when shorter than PEER_KEY_MIN or
+ * longer than PEER_KEY_MAX; errno-based errors otherwise. */
+int peer_key_load(const char *path, unsigned char *key, size_t *keylen) BG_WUR;
+/* Writes the header value for a request into out (PEER_AUTH_VALUE_MAX). */
+int peer_auth_sign(const unsigned char *key, size_t keylen, const char *method,
+                   const char *path, const char *url, int64_t now, char *out,
+                   size_t outlen) BG_WUR;
+/* Checks a header value in constant time.  0 when it is right and within
+ * the window (sig receives the signature, for replay checks), BG_EACCES
+ * otherwise (missing, malformed, wrong, too old or too new). */
+int peer_auth_check(const unsigned char *key, size_t keylen, const char *method,
+                    const char *path, const char *url, const char *value, int64_t now,
+                    unsigned char sig[BG_SHA256_LEN]) BG_WUR;
+
 #endif /* BG_CACHE_H */

@@ -1,0 +1,118 @@
+/* peerauth.c - HMAC-SHA256 request signatures of the peer protocol. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "cache.h"
+
+int
+peer_key_load(const char *path, unsigned char *key, size_t *keylen)
+{
+	unsigned char buf[PEER_KEY_MAX + 2];
+	size_t n = 0;
+	ssize_t r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return bg_err_from_errno(errno);
+	while (n < sizeof(buf) && (r = read(fd, buf + n, sizeof(buf) - n)) != 0) {
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			close(fd);
+			return bg_err_from_errno(e);
+		}
+		n += (size_t)r;
+	}
+	close(fd);
+	if (n > 0 && buf[n - 1] == '\n')
+		n--;
+	if (n > 0 && buf[n - 1] == '\r')
+		n--;
+	if (n < PEER_KEY_MIN || n > PEER_KEY_MAX) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		return BG_EINVAL;
+	}
+	memcpy(key, buf, n);
+	*keylen = n;
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return 0;
+}
+
+static int
+mac(const unsigned char *key, size_t keylen, const char *method, const char *path,
+    const char *url, int64_t t, unsigned char out[BG_SHA256_LEN])
+{
+	char ts[32];
+	unsigned int len = 0;
+	int ok;
+
+	snprintf(ts, sizeof(ts), "%" PRId64, t);
+	size_t mlen = strlen(method), plen = strlen(path), ulen = strlen(url), tlen = strlen(ts);
+	size_t total = mlen + plen + ulen + tlen + 3;
+	unsigned char *msg = malloc(total);
+
+	if (msg == NULL)
+		return BG_ENOMEM;
+	memcpy(msg, method, mlen);
+	msg[mlen] = '\n';
+	memcpy(msg + mlen + 1, path, plen);
+	msg[mlen + 1 + plen] = '\n';
+	memcpy(msg + mlen + plen + 2, url, ulen);
+	msg[mlen + plen + 2 + ulen] = '\n';
+	memcpy(msg + mlen + plen + ulen + 3, ts, tlen);
+	ok = HMAC(EVP_sha256(), key, (int)keylen, msg, total, out, &len) != NULL &&
+	     len == BG_SHA256_LEN;
+	free(msg);
+	return ok ? 0 : BG_ENOMEM;
+}
+
+int
+peer_auth_sign(const unsigned char *key, size_t keylen, const char *method, const char *path,
+               const char *url, int64_t now, char *out, size_t outlen)
+{
+	unsigned char sig[BG_SHA256_LEN];
+	char hex[BG_SHA256_HEX_LEN + 1];
+	int n, err;
+
+	if ((err = mac(key, keylen, method, path, url, now, sig)) != 0)
+		return err;
+	bg_sha256_hex(sig, hex);
+	n = snprintf(out, outlen, "t=%" PRId64 ",sig=%s", now, hex);
+	return n < 0 || (size_t)n >= outlen ? BG_ELIMIT : 0;
+}
+
+int
+peer_auth_check(const unsigned char *key, size_t keylen, const char *method, const char *path,
+                const char *url, const char *value, int64_t now, unsigned char sig[BG_SHA256_LEN])
+{
+	unsigned char want[BG_SHA256_LEN], got[BG_SHA256_LEN];
+	char *end;
+	long long t;
+
+	if (value == NULL || strlen(value) > PEER_AUTH_VALUE_MAX || strncmp(value, "t=", 2) != 0)
+		return BG_EACCES;
+	errno = 0;
+	t = strtoll(value + 2, &end, 10);
+	if (errno != 0 || end == value + 2 || strncmp(end, ",sig=", 5) != 0)
+		return BG_EACCES;
+	if (bg_sha256_from_hex(end + 5, got) != 0)
+		return BG_EACCES;
+	if (t < now - PEER_AUTH_WINDOW || t > now + PEER_AUTH_WINDOW)
+		return BG_EACCES;
+	if (mac(key, keylen, method, path, url, (int64_t)t, want) != 0)
+		return BG_EACCES;
+	if (CRYPTO_memcmp(want, got, BG_SHA256_LEN) != 0)
+		return BG_EACCES;
+	memcpy(sig, got, BG_SHA256_LEN);
+	return 0;
+}
