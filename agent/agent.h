@@ -25,6 +25,7 @@
 #define JOB_HEADERS_MAX 64                 /* custom request headers per job */
 #define JOB_FILES_MAX 1000000              /* files per job */
 #define JOB_NAME_MAX 256                   /* bytes */
+#define JOB_PEERS_MAX 16                   /* peers asked for one file */
 #define JOB_MIN_RETRY_DELAY 600            /* seconds, BITS default */
 #define JOB_NO_PROGRESS_TIMEOUT (14 * 24 * 3600) /* seconds, BITS default */
 
@@ -157,6 +158,7 @@ struct origin_request {
 	const char *if_range;       /* validator for If-Range; NULL sends no Range at all */
 	const char *crl_dir;        /* where CRLs are kept (for 0x0001), or NULL */
 	const char *proxy;          /* proxy URL, "none", or NULL for libcurl's default */
+	bool head;                  /* HEAD: the sink's on_start only (validators, size) */
 	const char *user;           /* basic auth credentials, or NULL */
 	const char *password;
 };
@@ -231,6 +233,8 @@ struct job_options {
 	const char *ca_file;          /* NULL: system store */
 	const char *const *headers;   /* NULL-terminated, or NULL */
 	bool cache_both;              /* --cache-key both */
+	const char *const *peers;     /* HOST:PORT to ask first (NULL-terminated), or NULL */
+	const char *peer_key;         /* HMAC key file for the peers, or NULL */
 	bool no_cache;
 	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
 };
@@ -312,6 +316,9 @@ struct job_run_options {
 	volatile const int *stop;   /* set non-zero (e.g. from a signal handler) to stop */
 	const char *crl_dir;        /* where CRLs are kept (HOME/crl) */
 	const char *ca_file;        /* trust anchors for jobs that set none (--ca-file) */
+	const char *const *peers;   /* HOST:PORT of peers for jobs that name none (daemon) */
+	size_t npeers;
+	const char *peer_key;       /* key file for those peers, or NULL */
 };
 
 /* Transfers every unfinished file of the job, in order.  Ends with the job
@@ -339,6 +346,9 @@ struct daemon_options {
 	const char *ca_file;      /* trust anchors for jobs that set none, or NULL */
 	unsigned max_transfers;   /* background jobs at once (1..DAEMON_MAX_WORKERS) */
 	unsigned slice_seconds;   /* round-robin time slice */
+	const char *const *peers; /* peers for jobs that are peer-caching clients */
+	size_t npeers;
+	const char *peer_key;     /* HMAC key file for them, or NULL */
 };
 /* Runs queued jobs until SIGTERM or SIGINT (installed here), then stops
  * every transfer cleanly (jobs back to QUEUED) and returns 0.  Writes one

@@ -98,4 +98,37 @@ uint32_t tls_policy_hr(const struct tls_policy *p);
 int crl_lookup(const char *dir, const char *url, X509_CRL **out, int64_t *expired_at) BG_WUR;
 
 
+/* ---- Peer client (peer.c) ---------------------------------------------- */
+#define PEER_CONNECT_TIMEOUT 3 /* seconds */
+#define PEER_LOOKUP_TIMEOUT 5  /* seconds for a HEAD */
+#define PEER_STALL_TIMEOUT 5   /* seconds without a byte before a peer is dropped */
+
+struct peer_config {
+	unsigned char key[PEER_KEY_MAX]; /* HMAC key (--peer-key), keylen 0: none */
+	size_t keylen;
+};
+
+/* What a peer says it has under a key (its HEAD answer). */
+struct peer_entry {
+	uint64_t size;
+	unsigned char sha256[BG_SHA256_LEN];
+	bool has_sha;
+	char *origin_etag;   /* the origin's ETag it was stored with, or NULL (owned) */
+	char *last_modified; /* the origin's Last-Modified, or NULL (owned) */
+};
+void peer_entry_clear(struct peer_entry *e);
+
+/* HEAD /v1/content?url=key at peer.  0 and *out filled on a hit; BG_ENOENT
+ * on a miss; BG_EIO / BG_EPROTO when the peer failed (why says how). */
+int peer_lookup(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+                struct peer_entry *out, char *why, size_t whylen) BG_WUR;
+/* GETs the entry from offset into sink (on_start, then on_data).  Refuses
+ * an answer that is not the entry `want` (digest, size, range).  0 when the
+ * body was complete; a sink's error comes back in *sink_err. */
+int peer_fetch(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+               const struct peer_entry *want, uint64_t offset, const struct origin_sink *sink,
+               int *sink_err, char *why, size_t whylen) BG_WUR;
+/* The easy handle an origin client keeps for talking to peers. */
+CURL *origin_peer_handle(struct origin *o);
+
 #endif /* BG_AGENT_INT_H */

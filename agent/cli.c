@@ -219,6 +219,20 @@ cli_valid_header(const char *h)
 	return true;
 }
 
+/* HOST:PORT, HOST a name, an IPv4 address or a bracketed IPv6 one. */
+bool
+valid_peer(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	char *end;
+	long port;
+
+	if (colon == NULL || colon == s || strlen(s) > 300 || strpbrk(s, "/?#@ \t\r\n") != NULL)
+		return false;
+	port = strtol(colon + 1, &end, 10);
+	return *end == '\0' && end != colon + 1 && port > 0 && port < 65536;
+}
+
 /* Makes an absolute path of a local file name. */
 int
 cli_absolute_path(const char *in, char *out, size_t len)
@@ -390,6 +404,9 @@ struct get_opts {
 	const char *sha256;
 	const char *headers[JOB_HEADERS_MAX + 1];
 	size_t nheaders;
+	const char *peers[JOB_PEERS_MAX + 1];
+	size_t npeers;
+	char peer_key[PATH_MAX];
 	bool json;
 };
 
@@ -425,9 +442,24 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			o->jo.ca_file = optarg;
 			break;
 		case 'p':
+			if (!valid_peer(optarg)) {
+				cli_complain("--peer takes HOST:PORT, not '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			if (o->npeers >= JOB_PEERS_MAX) {
+				cli_complain("at most %d peers", JOB_PEERS_MAX);
+				return EXIT_USAGE;
+			}
+			o->peers[o->npeers++] = optarg;
+			break;
 		case 'k':
-			cli_complain("%s: peer caching is not available in this version", argv[optind - 1]);
-			return EXIT_USAGE;
+			if (access(optarg, R_OK) != 0 ||
+			    cli_absolute_path(optarg, o->peer_key, sizeof(o->peer_key)) != 0) {
+				cli_complain("cannot read peer key %s: %s", optarg, strerror(errno));
+				return EXIT_USAGE;
+			}
+			o->jo.peer_key = o->peer_key;
+			break;
 		case 'K':
 			if (strcmp(optarg, "both") == 0)
 				o->jo.cache_both = true;
@@ -545,6 +577,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	if ((rc = parse_get(argc, argv, &o)) != EXIT_DONE)
 		return rc < 0 ? EXIT_DONE : rc;
 	o.jo.headers = o.headers;
+	o.jo.peers = o.peers;
 	if ((rc = cli_parse_url(o.url_arg, &url)) != EXIT_DONE)
 		goto out;
 	if (o.out_arg == NULL) {

@@ -33,6 +33,8 @@ void cli_print_json(json_t *doc);
 const char *cli_error_line(json_t *doc, char *buf, size_t len);
 int cli_lock_job(struct ctx *c, const char *id, const char *what, struct job_lock **lock);
 bool cli_valid_header(const char *h);
+/* Whether s is HOST:PORT. */
+bool valid_peer(const char *s);
 /* Removes flag from argv if present; returns whether it was. */
 bool cli_take_flag(int *argc, char **argv, const char *flag);
 /* Tells a running daemon that jobs changed (HOME/wake). */

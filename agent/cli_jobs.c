@@ -537,6 +537,8 @@ int
 cmd_daemon(struct ctx *c, int argc, char **argv)
 {
 	struct daemon_options opt;
+	const char *peers[JOB_PEERS_MAX];
+	size_t npeers = 0;
 	int64_t v;
 	int rc;
 
@@ -548,12 +550,22 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 		    parse_seconds(argv[i + 1], &v) == 0 && v >= 1 && v <= DAEMON_MAX_WORKERS) {
 			opt.max_transfers = (unsigned)v;
 			i++;
+		} else if (strcmp(argv[i], "--peer") == 0 && i + 1 < argc && valid_peer(argv[i + 1]) &&
+		           npeers < JOB_PEERS_MAX) {
+			peers[npeers++] = argv[++i];
+		} else if (strcmp(argv[i], "--peer-key") == 0 && i + 1 < argc) {
+			if (access(argv[i + 1], R_OK) != 0) {
+				cli_complain("cannot read peer key %s: %s", argv[i + 1], strerror(errno));
+				return EXIT_USAGE;
+			}
+			opt.peer_key = argv[++i];
 		} else if (strcmp(argv[i], "--slice") == 0 && i + 1 < argc &&
 		           parse_seconds(argv[i + 1], &v) == 0 && v >= 1) {
 			opt.slice_seconds = (unsigned)v;
 			i++;
 		} else {
-			cli_complain("usage: bgcopy daemon [--max-transfers N (1-%d)] [--slice SECONDS]",
+			cli_complain("usage: bgcopy daemon [--max-transfers N (1-%d)] [--slice SECONDS] "
+			             "[--peer HOST:PORT]... [--peer-key FILE]",
 			             DAEMON_MAX_WORKERS);
 			return EXIT_USAGE;
 		}
@@ -562,5 +574,7 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 		return rc;
 	opt.home = c->home;
 	opt.ca_file = c->g->ca_file;
+	opt.peers = peers;
+	opt.npeers = npeers;
 	return daemon_run(c->st, &opt) == 0 ? EXIT_DONE : EXIT_SYSTEM;
 }

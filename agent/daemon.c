@@ -103,6 +103,9 @@ worker_main(void *arg)
 	ro.stop = &w->stop;
 	ro.crl_dir = w->d->crl_dir;
 	ro.ca_file = w->d->opt->ca_file;
+	ro.peers = w->d->opt->peers;
+	ro.npeers = w->d->opt->npeers;
+	ro.peer_key = w->d->opt->peer_key;
 	ro.transient_retries = 0; /* the daemon retries after the job's delay */
 	w->result = job_run(w->d->st, w->origin, w->id, &ro);
 	atomic_store(&w->finished, 1);

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "agent.h"
@@ -30,6 +31,9 @@ struct run {
 	const struct job_run_options *ro;
 	json_t *job;
 	int64_t generation; /* of the job record as loaded: commits check it */
+	const char *peers[JOB_PEERS_MAX]; /* HOST:PORT of the peers to ask (borrowed) */
+	size_t npeers;
+	struct peer_config pc;
 	uint32_t nfiles;
 	uint64_t bytes_before; /* job bytes in files before the current one */
 	/* The error that stopped the job, if any. */
@@ -50,6 +54,11 @@ struct fsink {
 	EVP_MD_CTX *md;
 	bool cache;
 	bool progressed;
+	bool from_peer;             /* the bytes arriving now come from a peer */
+	uint64_t from_origin;       /* committed bytes by source */
+	uint64_t from_peers;
+	bool has_want;              /* the content must have this digest (a peer's entry) */
+	unsigned char want[BG_SHA256_LEN];
 };
 
 static bool
@@ -130,8 +139,13 @@ flush_chunk(struct fsink *s)
 		return err;
 	if (EVP_DigestUpdate(s->md, s->buf, s->fill) != 1)
 		return BG_ENOMEM;
+	if (s->from_peer)
+		s->from_peers += s->fill;
+	else
+		s->from_origin += s->fill;
 	if ((err = jset_int(s->rec, "bytes_committed", (int64_t)(s->committed + s->fill))) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)(s->committed + s->fill))) != 0)
+	    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)s->from_origin)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_from_peers", (int64_t)s->from_peers)) != 0)
 		return err;
 	if ((err = commit_file(s, s->buf, s->fill, false, false)) != 0)
 		return err;
@@ -158,10 +172,12 @@ restart_file(struct fsink *s)
 		return bg_err_from_errno(errno);
 	s->committed = 0;
 	s->fill = 0;
+	s->from_origin = s->from_peers = 0;
 	if ((err = reset_digest(s)) != 0)
 		return err;
 	if ((err = jset_int(s->rec, "bytes_committed", 0)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_origin", 0)) != 0)
+	    (err = jset_int(s->rec, "bytes_from_origin", 0)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_from_peers", 0)) != 0)
 		return err;
 	return commit_file(s, NULL, 0, true, false);
 }
@@ -207,7 +223,7 @@ sink_start(void *arg, const struct origin_response *resp)
 		return err;
 	/* ALLOW_REPORT: the remote name becomes the URL that answered, now,
 	 * so that a resume after a crash goes straight there, as BITS does. */
-	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT &&
+	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT && resp->final_url != NULL &&
 	    (err = jset_str(s->rec, "remote_url", resp->final_url)) != 0)
 		return err;
 	if ((err = jset(s->rec, "crl_checked",
@@ -355,9 +371,14 @@ prepare_partial(struct fsink *s)
 			off += (uint64_t)n;
 		}
 	}
+	s->from_peers = (uint64_t)jint(s->rec, "bytes_from_peers", 0);
+	if (s->from_peers > committed)
+		s->from_peers = committed;
+	s->from_origin = committed - s->from_peers;
 	if (committed != (uint64_t)jint(s->rec, "bytes_committed", 0)) {
 		if ((err = jset_int(s->rec, "bytes_committed", (int64_t)committed)) != 0 ||
-		    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)committed)) != 0)
+		    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)s->from_origin)) != 0 ||
+		    (err = jset_int(s->rec, "bytes_from_peers", (int64_t)s->from_peers)) != 0)
 			goto out;
 		/* Chunks past the good prefix must go, or a later append would
 		 * leave a stale chunk behind it. */
@@ -471,6 +492,15 @@ job_is_private(const json_t *job)
 	return false;
 }
 
+/* Whether the job's peer-caching mode includes side ("client", "server"). */
+static bool
+peer_mode(const json_t *job, const char *side)
+{
+	const char *m = jstr(job, "peer_caching");
+
+	return m != NULL && (strcmp(m, "both") == 0 || strcmp(m, side) == 0);
+}
+
 /* Verifies and records a file whose bytes are all in. */
 static int
 finish_file(struct fsink *s)
@@ -496,6 +526,14 @@ finish_file(struct fsink *s)
 	if (EVP_DigestFinal_ex(s->md, a.sha, &mdlen) != 1)
 		return BG_ENOMEM;
 	bg_sha256_hex(a.sha, hex);
+	if (s->has_want && memcmp(a.sha, s->want, BG_SHA256_LEN) != 0) {
+		/* Not the content a peer described: none of it is kept, and the
+		 * caller fetches the file again from the origin alone. */
+		int e2 = restart_file(s);
+
+		s->has_want = false;
+		return e2 != 0 ? e2 : BG_EDIGEST;
+	}
 	if (expect != NULL && strcasecmp(expect, hex) != 0) {
 		r->hr = HR_ERROR_CRC;
 		snprintf(r->message, sizeof(r->message),
@@ -504,7 +542,7 @@ finish_file(struct fsink *s)
 		return restart_file(s);
 	}
 	a.size = s->committed;
-	a.key_flags = job_is_private(r->job) ? STORE_KEY_PRIVATE : 0;
+	a.key_flags = job_is_private(r->job) || !peer_mode(r->job, "server") ? STORE_KEY_PRIVATE : 0;
 	a.keys[0] = remote;
 	if (jbool(r->job, "cache_both") && original != NULL && strcmp(original, remote) != 0)
 		a.keys[1] = original;
@@ -532,6 +570,187 @@ propagated(int err)
 	return err == BG_ENOMEM || err == BG_ECORRUPT || err == BG_EAGAIN || err == BG_ECANCELED;
 }
 
+static void
+origin_request_for(struct run *r, struct fsink *s, const char **headers,
+                   struct origin_request *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->url = jstr(s->rec, "remote_url");
+	req->security_flags = (uint32_t)jint(r->job, "security_flags", 0);
+	req->ca_file = jstr(r->job, "ca_file");
+	if (req->ca_file == NULL && r->ro != NULL)
+		req->ca_file = r->ro->ca_file;
+	req->headers = headers;
+	req->headers_for = jstr(s->rec, "original_url");
+	req->offset = s->committed;
+	if (s->committed > 0)
+		req->if_range = strong_etag(jstr(s->rec, "etag")) ? jstr(s->rec, "etag")
+		                                                   : jstr(s->rec, "last_modified");
+	req->crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
+	req->proxy = jstr(r->job, "proxy");
+	req->user = jstr(r->job, "user");
+	req->password = jstr(r->job, "password");
+}
+
+/* What a HEAD of the origin said. */
+struct head_result {
+	int64_t total;
+	char *etag, *last_modified, *final_url;
+};
+
+static int
+head_start(void *arg, const struct origin_response *resp)
+{
+	struct head_result *h = arg;
+
+	h->total = resp->total;
+	h->etag = resp->etag != NULL ? strdup(resp->etag) : NULL;
+	h->last_modified = resp->last_modified != NULL ? strdup(resp->last_modified) : NULL;
+	h->final_url = resp->final_url != NULL ? strdup(resp->final_url) : NULL;
+	return 0;
+}
+
+static int
+head_data(void *arg, const void *p, size_t len)
+{
+	(void)arg;
+	(void)p;
+	(void)len;
+	return BG_EPROTO; /* a HEAD has no body */
+}
+
+static bool
+same_validator(const char *a, const char *b)
+{
+	return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+/* Whether a peer's entry is the file as the origin has it now: the
+ * expected SHA-256 when the job gives one, else the origin's current size
+ * and ETag or Last-Modified, asked with the job's flags and redirect
+ * policy.  Under ALLOW_REPORT the file's remote name becomes the URL that
+ * answered, as for a download (the key already looked up does not change). */
+static bool
+peer_entry_valid(struct run *r, struct fsink *s, const char **headers, const struct peer_entry *e,
+                 char *why, size_t whylen)
+{
+	const char *expect = jstr(s->rec, "expect_sha256");
+	struct head_result h = {.total = -1};
+	struct origin_sink sink = {head_start, head_data, &h};
+	struct origin_request req;
+	struct origin_result res;
+	bool ok = false;
+
+	if (expect != NULL) {
+		unsigned char want[BG_SHA256_LEN];
+
+		ok = bg_sha256_from_hex(expect, want) == 0 && memcmp(want, e->sha256, BG_SHA256_LEN) == 0;
+		if (!ok)
+			snprintf(why, whylen, "its digest is not the one expected");
+		return ok;
+	}
+	origin_request_for(r, s, headers, &req);
+	req.head = true;
+	req.offset = 0;
+	req.if_range = NULL;
+	if (origin_fetch(r->o, &req, &sink, &res) != 0 || res.hr != HR_S_OK) {
+		snprintf(why, whylen, "the origin could not confirm it: %s", res.message);
+		goto out;
+	}
+	ok = h.total >= 0 && (uint64_t)h.total == e->size &&
+	     (same_validator(h.etag, e->origin_etag) || same_validator(h.last_modified, e->last_modified));
+	if (!ok) {
+		snprintf(why, whylen, "stale: the origin has size %" PRId64 ", ETag %s, Last-Modified %s",
+		         h.total, h.etag ? h.etag : "none", h.last_modified ? h.last_modified : "none");
+		goto out;
+	}
+	if ((jint(r->job, "security_flags", 0) & BG_HTTP_REDIRECT_POLICY_MASK) ==
+	        BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT &&
+	    h.final_url != NULL && jset_str(s->rec, "remote_url", h.final_url) != 0)
+		ok = false;
+out:
+	origin_result_clear(&res);
+	free(h.etag);
+	free(h.last_modified);
+	free(h.final_url);
+	return ok;
+}
+
+static void
+note_lookup(struct fsink *s, const char *key, const char *peer, const char *result,
+            const char *detail)
+{
+	json_t *o = json_object();
+
+	if (o == NULL || jset_str(o, "key", key) != 0 || jset_str(o, "peer", peer) != 0 ||
+	    jset_str(o, "result", result) != 0 || jset_str(o, "detail", detail) != 0) {
+		json_decref(o);
+		return;
+	}
+	jset(s->rec, "peer_lookup", o);
+}
+
+/* Asks the peers, in order, for the file under its current remote URL and
+ * takes the first valid entry.  *done when all bytes came in (the caller
+ * verifies them); otherwise what arrived stays committed and the origin
+ * carries on from there. */
+static int
+try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const char **headers,
+          bool *done)
+{
+	CURL *e = origin_peer_handle(r->o);
+	char *key = strdup(jstr(s->rec, "remote_url"));
+	int err = 0;
+
+	*done = false;
+	if (e == NULL || key == NULL) {
+		free(key);
+		return BG_ENOMEM;
+	}
+	for (size_t i = 0; i < r->npeers && !*done; i++) {
+		const char *peer = r->peers[i];
+		struct peer_entry ent;
+		char why[384] = "";
+		int serr = 0;
+
+		err = peer_lookup(e, &r->pc, peer, key, &ent, why, sizeof(why));
+		if (err != 0) {
+			note_lookup(s, key, peer, err == BG_ENOENT ? "miss" : "error", why);
+			err = 0;
+			continue;
+		}
+		if (!peer_entry_valid(r, s, headers, &ent, why, sizeof(why))) {
+			note_lookup(s, key, peer, "stale", why);
+			peer_entry_clear(&ent);
+			continue;
+		}
+		note_lookup(s, key, peer, "hit", NULL);
+		s->from_peer = true;
+		s->has_want = true;
+		memcpy(s->want, ent.sha256, BG_SHA256_LEN);
+		err = peer_fetch(e, &r->pc, peer, key, &ent, s->committed, sink, &serr, why, sizeof(why));
+		peer_entry_clear(&ent);
+		if (err == 0) {
+			*done = true;
+		} else if (serr != 0 && propagated(serr)) {
+			err = serr;
+			break;
+		} else {
+			/* Broken off: what came in whole is kept (checked at the end
+			 * against the digest), and the next source goes on from it. */
+			note_lookup(s, key, peer, "failed", why);
+			err = serr == 0 || serr == BG_EPROTO ? flush_chunk(s) : 0;
+			if (err != 0 && propagated(err))
+				break;
+			err = 0;
+		}
+		s->from_peer = false;
+	}
+	s->from_peer = false;
+	free(key);
+	return err;
+}
+
 /* Runs one attempt at file index.  Returns a BG_E* code only for failures
  * of the store; transfer outcomes are left in r->hr / r->message. */
 static int
@@ -544,6 +763,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	const char **headers = NULL;
 	char temp[PATH_MAX];
 	json_t *hv, *v;
+	bool retried_alone = false;
 	size_t i;
 	int err;
 
@@ -605,27 +825,26 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		goto out;
 	}
 	json_array_foreach(hv, i, v) headers[i] = json_string_value(v);
-
-	memset(&req, 0, sizeof(req));
-	req.url = jstr(s.rec, "remote_url");
-	req.security_flags = (uint32_t)jint(r->job, "security_flags", 0);
-	req.ca_file = jstr(r->job, "ca_file");
-	if (req.ca_file == NULL && r->ro != NULL)
-		req.ca_file = r->ro->ca_file;
-	req.headers = headers;
-	req.headers_for = jstr(s.rec, "original_url");
-	req.offset = s.committed;
-	if (s.committed > 0)
-		req.if_range = strong_etag(jstr(s.rec, "etag")) ? jstr(s.rec, "etag")
-		                                                 : jstr(s.rec, "last_modified");
-	req.crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
-	req.proxy = jstr(r->job, "proxy");
-	req.user = jstr(r->job, "user");
-	req.password = jstr(r->job, "password");
-	if (req.url == NULL) {
+	if (jstr(s.rec, "remote_url") == NULL) {
 		err = BG_ECORRUPT;
 		goto out;
 	}
+
+	/* Peers first, when the job is a peer-caching client. */
+	if (peer_mode(r->job, "client") && r->npeers > 0 && s.committed == 0) {
+		bool done = false;
+
+		if ((err = try_peers(r, &s, &sink, headers, &done)) != 0)
+			goto out;
+		if (done) {
+			err = finish_file(&s);
+			if (err != BG_EDIGEST)
+				goto check;
+			/* The peer's bytes were not what it said: the origin alone. */
+		}
+	}
+again:
+	origin_request_for(r, &s, headers, &req);
 	if ((err = origin_fetch(r->o, &req, &sink, &res)) != 0)
 		goto out;
 	if (res.remote_url != NULL) {
@@ -665,8 +884,20 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		goto out;
 	}
 	err = finish_file(&s);
+	if (err == BG_EDIGEST && !retried_alone) {
+		/* Bytes kept from a peer plus the origin's rest did not make the
+		 * content the peer described: once more, from the origin alone. */
+		retried_alone = true;
+		origin_result_clear(&res);
+		goto again;
+	}
 check:
-	if (err != 0 && !propagated(err) && err != BG_EIO) {
+	if (err == BG_EDIGEST) {
+		r->hr = HR_ERROR_CRC;
+		snprintf(r->message, sizeof(r->message), "%s: the content does not match its digest",
+		         jstr(s.rec, "remote_url"));
+		err = 0;
+	} else if (err != 0 && !propagated(err) && err != BG_EIO) {
 		set_local_error(r, err, "cannot write", temp);
 		err = 0;
 	}
@@ -744,6 +975,33 @@ set_run_state(struct run *r, enum job_state s, bool clear)
 	return err;
 }
 
+/* The peers a job asks: its own list, else the runner's (the daemon's). */
+static void
+load_peers(struct run *r)
+{
+	json_t *list = json_object_get(r->job, "peers"), *v;
+	const char *keyfile = jstr(r->job, "peer_key");
+	size_t i;
+
+	r->npeers = 0;
+	json_array_foreach(list, i, v) {
+		if (r->npeers < JOB_PEERS_MAX && json_is_string(v))
+			r->peers[r->npeers++] = json_string_value(v);
+	}
+	if (r->npeers == 0 && r->ro != NULL) {
+		for (i = 0; i < r->ro->npeers && r->npeers < JOB_PEERS_MAX; i++)
+			r->peers[r->npeers++] = r->ro->peers[i];
+	}
+	if (keyfile == NULL && r->ro != NULL)
+		keyfile = r->ro->peer_key;
+	r->pc.keylen = 0;
+	if (keyfile != NULL && peer_key_load(keyfile, r->pc.key, &r->pc.keylen) != 0) {
+		/* Without its key no peer would answer: ask none. */
+		r->pc.keylen = 0;
+		r->npeers = 0;
+	}
+}
+
 /* Loads the job again after a user changed it; BG_EAGAIN when it is no
  * longer ours to run (suspended, cancelled, completed...). */
 static int
@@ -759,6 +1017,7 @@ reload(struct run *r)
 	r->job = job;
 	r->generation = jint(job, "generation", 0);
 	r->nfiles = (uint32_t)jint(job, "nfiles", 0);
+	load_peers(r);
 	if (job_state_parse(jstr(job, "state"), &s) != 0)
 		return BG_ECORRUPT;
 	if (s != JOB_QUEUED && s != JOB_CONNECTING && s != JOB_TRANSFERRING)
@@ -786,6 +1045,7 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 		return err;
 	r.generation = jint(r.job, "generation", 0);
 	r.nfiles = (uint32_t)jint(r.job, "nfiles", 0);
+	load_peers(&r);
 	if ((err = set_run_state(&r, JOB_CONNECTING, true)) != 0)
 		goto out;
 	for (uint32_t i = 0; i < r.nfiles; i++) {
@@ -835,6 +1095,7 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 	/* TRANSFERRED is a promise: make it survive a power loss too. */
 	err = store_sync(st);
 out:
+	OPENSSL_cleanse(r.pc.key, sizeof(r.pc.key));
 	json_decref(r.job);
 	return err;
 }

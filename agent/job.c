@@ -357,6 +357,15 @@ apply_options(json_t *job, const struct job_options *opt)
 
 	if (!flags_valid(opt->security_flags))
 		return BG_ENOTIMPL;
+	if (opt->peers != NULL && opt->peers[0] != NULL) {
+		/* Peers named: the job asks them (client) and, as every job,
+		 * offers what it fetched (server). */
+		if ((err = jset(job, "peers", headers_array(opt->peers))) != 0 ||
+		    (err = jset_str(job, "peer_caching", "both")) != 0)
+			return err;
+	}
+	if ((err = jset_str(job, "peer_key", opt->peer_key)) != 0)
+		return err;
 	if ((err = jset_int(job, "security_flags", opt->security_flags)) != 0 ||
 	    (err = jset_str(job, "ca_file", opt->ca_file)) != 0 ||
 	    (err = jset(job, "headers", headers_array(opt->headers))) != 0 ||
@@ -384,7 +393,7 @@ job_create(struct bg_store *st, const struct job_options *opt, char id[STORE_JOB
 	    (err = jset_str(job, "type", "download")) != 0 ||
 	    (err = jset_str(job, "state", job_state_name(JOB_SUSPENDED))) != 0 ||
 	    (err = jset_str(job, "priority", job_priority_name(opt->priority))) != 0 ||
-	    (err = jset_str(job, "peer_caching", "off")) != 0 ||
+	    (err = jset_str(job, "peer_caching", "server")) != 0 ||
 	    (err = jset_int(job, "created", now)) != 0 ||
 	    (err = jset_int(job, "nfiles", 0)) != 0 ||
 	    (err = jset_int(job, "generation", 0)) != 0 ||
@@ -655,7 +664,9 @@ file_document(const json_t *f)
 	    jset_int(d, "bytes_from_origin", jint(f, "bytes_from_origin", 0)) != 0 ||
 	    jset_int(d, "bytes_from_peers", jint(f, "bytes_from_peers", 0)) != 0 ||
 	    jset_str(d, "cache_key", jstr(f, "cache_key")) != 0 ||
-	    jset_str(d, "sha256", jstr(f, "sha256")) != 0) {
+	    jset_str(d, "sha256", jstr(f, "sha256")) != 0 ||
+	    (json_object_get(f, "peer_lookup") != NULL &&
+	     jset(d, "peer_lookup", json_deep_copy(json_object_get(f, "peer_lookup"))) != 0)) {
 		json_decref(d);
 		return NULL;
 	}

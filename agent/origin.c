@@ -35,7 +35,16 @@ struct pool {
 struct origin {
 	struct pool pools[ORIGIN_POOLS];
 	uint64_t tick;
+	CURL *peer; /* for peer.c: plain http to LAN peers, its own connections */
 };
+
+CURL *
+origin_peer_handle(struct origin *o)
+{
+	if (o->peer == NULL)
+		o->peer = curl_easy_init();
+	return o->peer;
+}
 
 /* What the header callback decided about a response. */
 enum verdict {
@@ -98,6 +107,7 @@ origin_free(struct origin *o)
 		return;
 	for (size_t i = 0; i < ORIGIN_POOLS; i++)
 		pool_clear(&o->pools[i]);
+	curl_easy_cleanup(o->peer);
 	free(o);
 }
 
@@ -506,6 +516,8 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		}
 		list = tmp;
 	}
+	if (req->head)
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	if (h->offset > 0) {
 		snprintf(range, sizeof(range), "%" PRIu64 "-", h->offset);
 		snprintf(ifr, sizeof(ifr), "If-Range: %s", h->if_range);

@@ -1,0 +1,311 @@
+/*
+ * peer.c - the peer-caching client: asks bgcopy-peerd on other machines for
+ * a file's content under a key (the file's remote URL) and streams it into
+ * the same sink as an origin transfer.  Nothing from a peer is trusted: the
+ * caller checks the entry against the origin's validators (or --sha256)
+ * before asking for the body, and the SHA-256 of what arrived before keeping
+ * it.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "agent.h"
+#include "agent_int.h"
+
+struct peer_xfer {
+	const struct peer_entry *want; /* GET: the entry the HEAD described */
+	const struct origin_sink *sink;
+	const char *key;
+	uint64_t offset;
+	long status;
+	struct peer_entry got;
+	char *content_range;
+	bool started;
+	int sink_err;
+	bool refused; /* the answer is not the content we asked for */
+};
+
+void
+peer_entry_clear(struct peer_entry *e)
+{
+	free(e->origin_etag);
+	free(e->last_modified);
+	memset(e, 0, sizeof(*e));
+}
+
+static char *
+header_value(const char *p, size_t n)
+{
+	while (n > 0 && (*p == ' ' || *p == '\t'))
+		p++, n--;
+	while (n > 0 && isspace((unsigned char)p[n - 1]))
+		n--;
+	if (n > STORE_VALIDATOR_MAX)
+		return NULL;
+	return strndup(p, n);
+}
+
+static bool
+parse_quoted_sha(const char *v, unsigned char out[BG_SHA256_LEN])
+{
+	char hex[BG_SHA256_HEX_LEN + 1];
+
+	if (v == NULL || strlen(v) != BG_SHA256_HEX_LEN + 2 || v[0] != '"' ||
+	    v[BG_SHA256_HEX_LEN + 1] != '"')
+		return false;
+	memcpy(hex, v + 1, BG_SHA256_HEX_LEN);
+	hex[BG_SHA256_HEX_LEN] = '\0';
+	return bg_sha256_from_hex(hex, out) == 0;
+}
+
+static int
+begin_body(struct peer_xfer *x)
+{
+	struct origin_response resp;
+	uint64_t first = 0, last = 0;
+	int64_t total = -1;
+	int err;
+
+	if (x->status == 206 && x->content_range != NULL &&
+	    sscanf(x->content_range, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNd64, &first, &last, &total) == 3 &&
+	    first == x->offset && total == (int64_t)x->want->size) {
+		/* The part asked for. */
+	} else if (x->status == 200 && x->offset == 0) {
+		/* The whole entry. */
+	} else {
+		x->refused = true;
+		return BG_EPROTO;
+	}
+	/* A peer that now describes other content than its HEAD did is
+	 * dropped before a byte is taken. */
+	if (!x->got.has_sha || memcmp(x->got.sha256, x->want->sha256, BG_SHA256_LEN) != 0) {
+		x->refused = true;
+		return BG_EPROTO;
+	}
+	memset(&resp, 0, sizeof(resp));
+	resp.status = x->status;
+	resp.final_url = NULL; /* a peer never changes the file's remote name */
+	resp.start = x->offset;
+	resp.total = (int64_t)x->want->size;
+	resp.etag = x->want->origin_etag;
+	resp.last_modified = x->want->last_modified;
+	if ((err = x->sink->on_start(x->sink->arg, &resp)) != 0) {
+		x->sink_err = err;
+		return err;
+	}
+	x->started = true;
+	return 0;
+}
+
+static size_t
+on_peer_header(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct peer_xfer *x = arg;
+	size_t n = size * nitems;
+	const char *colon;
+	size_t namelen;
+
+	if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+		const char *sp = memchr(buf, ' ', n);
+
+		x->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+		free(x->content_range);
+		x->content_range = NULL;
+		peer_entry_clear(&x->got);
+		return n;
+	}
+	if (n <= 2)
+		return (x->sink == NULL || (x->status != 200 && x->status != 206) || begin_body(x) == 0)
+		           ? n
+		           : 0;
+	if ((colon = memchr(buf, ':', n)) == NULL)
+		return n;
+	namelen = (size_t)(colon - buf);
+	colon++;
+	n -= namelen + 1;
+#define IS(name) (namelen == sizeof(name) - 1 && strncasecmp(buf, name, namelen) == 0)
+	if (IS("ETag")) {
+		char *v = header_value(colon, n);
+
+		x->got.has_sha = parse_quoted_sha(v, x->got.sha256);
+		free(v);
+	} else if (IS("X-Origin-ETag")) {
+		free(x->got.origin_etag);
+		x->got.origin_etag = header_value(colon, n);
+	} else if (IS("Last-Modified")) {
+		free(x->got.last_modified);
+		x->got.last_modified = header_value(colon, n);
+	} else if (IS("Content-Range")) {
+		free(x->content_range);
+		x->content_range = header_value(colon, n);
+	} else if (IS("Content-Length")) {
+		char *v = header_value(colon, n), *end;
+
+		if (v != NULL) {
+			errno = 0;
+			unsigned long long cl = strtoull(v, &end, 10);
+			if (errno == 0 && end != v && *end == '\0')
+				x->got.size = cl;
+			free(v);
+		}
+	}
+#undef IS
+	return size * nitems;
+}
+
+static size_t
+on_peer_body(char *p, size_t size, size_t nmemb, void *arg)
+{
+	struct peer_xfer *x = arg;
+	size_t n = size * nmemb;
+	int err;
+
+	if (x->sink == NULL || !x->started)
+		return 0;
+	if ((err = x->sink->on_data(x->sink->arg, p, n)) != 0) {
+		x->sink_err = err;
+		return 0;
+	}
+	return n;
+}
+
+/* Sets up a request for key at peer ("host:port"). */
+static int
+prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+        const char *method, struct curl_slist **headers)
+{
+	char *esc = curl_easy_escape(e, key, 0);
+	char url[URL_MAX * 3 + 300], auth[PEER_AUTH_VALUE_MAX + 32], value[PEER_AUTH_VALUE_MAX];
+	struct curl_slist *h = NULL;
+	int n, err;
+
+	if (esc == NULL)
+		return BG_ENOMEM;
+	n = snprintf(url, sizeof(url), "http://%s/v1/content?url=%s", peer, esc);
+	curl_free(esc);
+	if (n < 0 || (size_t)n >= sizeof(url))
+		return BG_ELIMIT;
+	curl_easy_reset(e);
+	if (pc->keylen > 0) {
+		if ((err = peer_auth_sign(pc->key, pc->keylen, method, "/v1/content", key,
+		                          (int64_t)time(NULL), value, sizeof(value))) != 0)
+			return err;
+		snprintf(auth, sizeof(auth), "%s: %s", PEER_AUTH_HEADER, value);
+		if ((h = curl_slist_append(NULL, auth)) == NULL)
+			return BG_ENOMEM;
+	}
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgcopy/" BGCOPY_VERSION);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)PEER_CONNECT_TIMEOUT);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)PEER_STALL_TIMEOUT);
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
+	/* A peer is never a proxy user: it is on the LAN. */
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	*headers = h;
+	return 0;
+}
+
+int
+peer_lookup(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+            struct peer_entry *out, char *why, size_t whylen)
+{
+	struct peer_xfer x;
+	struct curl_slist *h = NULL;
+	CURLcode rc;
+	int err;
+
+	memset(&x, 0, sizeof(x));
+	memset(out, 0, sizeof(*out));
+	if ((err = prepare(e, pc, peer, key, "HEAD", &h)) != 0) {
+		snprintf(why, whylen, "%s", bg_strerror(err));
+		return err;
+	}
+	curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_peer_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)PEER_LOOKUP_TIMEOUT);
+	rc = curl_easy_perform(e);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(h);
+	free(x.content_range);
+	if (rc != CURLE_OK) {
+		snprintf(why, whylen, "%s", curl_easy_strerror(rc));
+		peer_entry_clear(&x.got);
+		return BG_EIO;
+	}
+	if (x.status == 404) {
+		snprintf(why, whylen, "not found");
+		peer_entry_clear(&x.got);
+		return BG_ENOENT;
+	}
+	if (x.status != 200 || !x.got.has_sha) {
+		snprintf(why, whylen, "HTTP %ld%s", x.status, x.got.has_sha ? "" : " without a digest");
+		peer_entry_clear(&x.got);
+		return BG_EPROTO;
+	}
+	*out = x.got;
+	return 0;
+}
+
+int
+peer_fetch(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+           const struct peer_entry *want, uint64_t offset, const struct origin_sink *sink,
+           int *sink_err, char *why, size_t whylen)
+{
+	struct peer_xfer x;
+	struct curl_slist *h = NULL;
+	char range[48];
+	CURLcode rc;
+	int err;
+
+	memset(&x, 0, sizeof(x));
+	x.want = want;
+	x.sink = sink;
+	x.key = key;
+	x.offset = offset;
+	*sink_err = 0;
+	if ((err = prepare(e, pc, peer, key, "GET", &h)) != 0) {
+		snprintf(why, whylen, "%s", bg_strerror(err));
+		return err;
+	}
+	if (offset > 0) {
+		snprintf(range, sizeof(range), "%" PRIu64 "-", offset);
+		curl_easy_setopt(e, CURLOPT_RANGE, range);
+	}
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_peer_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_peer_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
+	rc = curl_easy_perform(e);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(h);
+	free(x.content_range);
+	peer_entry_clear(&x.got);
+	*sink_err = x.sink_err;
+	if (rc == CURLE_OK && x.started)
+		return 0;
+	if (x.sink_err != 0 && !x.refused) {
+		snprintf(why, whylen, "%s", bg_strerror(x.sink_err));
+		return x.sink_err;
+	}
+	if (x.refused)
+		snprintf(why, whylen, "the answer (HTTP %ld) is not the entry described", x.status);
+	else if (rc != CURLE_OK)
+		snprintf(why, whylen, "%s", curl_easy_strerror(rc));
+	else
+		snprintf(why, whylen, "HTTP %ld", x.status);
+	return BG_EIO;
+}
