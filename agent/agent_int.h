@@ -98,6 +98,19 @@ uint32_t tls_policy_hr(const struct tls_policy *p);
 int crl_lookup(const char *dir, const char *url, X509_CRL **out, int64_t *expired_at) BG_WUR;
 
 
+/* ---- HTTP response lines (http.c) ------------------------------------- */
+/* The status of a status line ("HTTP/1.1 200 OK"), or -1 for another line. */
+long http_status_line(const char *line, size_t n);
+/* Splits "Name: value\r\n" (not NUL-terminated) at its colon. */
+bool http_header_split(const char *line, size_t n, const char **name, size_t *namelen,
+                       const char **value, size_t *valuelen);
+bool http_header_is(const char *name, size_t namelen, const char *want);
+/* The value without surrounding blanks, as a new string; NULL when longer
+ * than max bytes (or out of memory). */
+char *http_value_dup(const char *p, size_t n, size_t max);
+/* A decimal value (Content-Length). */
+bool http_value_u64(const char *p, size_t n, uint64_t *out);
+
 /* ---- Peer client (peer.c) ---------------------------------------------- */
 #define PEER_CONNECT_TIMEOUT 3 /* seconds */
 #define PEER_LOOKUP_TIMEOUT 5  /* seconds for a HEAD */

@@ -42,24 +42,33 @@ static const char *const prio_names[] = {
 	[JOB_PRIO_LOW] = "low",
 };
 
+/* The index of s in names (n entries), or -1. */
+static int
+name_index(const char *const *names, size_t n, const char *s, bool any_case)
+{
+	for (size_t i = 0; s != NULL && i < n; i++)
+		if ((any_case ? strcasecmp(s, names[i]) : strcmp(s, names[i])) == 0)
+			return (int)i;
+	return -1;
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
 const char *
 job_state_name(enum job_state s)
 {
-	if ((unsigned)s >= sizeof(state_names) / sizeof(state_names[0]))
-		return "UNKNOWN";
-	return state_names[s];
+	return (unsigned)s < COUNT(state_names) ? state_names[s] : "UNKNOWN";
 }
 
 int
 job_state_parse(const char *s, enum job_state *out)
 {
-	for (size_t i = 0; i < sizeof(state_names) / sizeof(state_names[0]); i++) {
-		if (s != NULL && strcmp(s, state_names[i]) == 0) {
-			*out = (enum job_state)i;
-			return 0;
-		}
-	}
-	return BG_EINVAL;
+	int i = name_index(state_names, COUNT(state_names), s, false);
+
+	if (i < 0)
+		return BG_EINVAL;
+	*out = (enum job_state)i;
+	return 0;
 }
 
 bool
@@ -71,21 +80,18 @@ job_state_final(enum job_state s)
 const char *
 job_priority_name(enum job_priority p)
 {
-	if ((unsigned)p >= sizeof(prio_names) / sizeof(prio_names[0]))
-		return "normal";
-	return prio_names[p];
+	return (unsigned)p < COUNT(prio_names) ? prio_names[p] : "normal";
 }
 
 int
 job_priority_parse(const char *s, enum job_priority *out)
 {
-	for (size_t i = 0; i < sizeof(prio_names) / sizeof(prio_names[0]); i++) {
-		if (s != NULL && strcasecmp(s, prio_names[i]) == 0) {
-			*out = (enum job_priority)i;
-			return 0;
-		}
-	}
-	return BG_EINVAL;
+	int i = name_index(prio_names, COUNT(prio_names), s, true);
+
+	if (i < 0)
+		return BG_EINVAL;
+	*out = (enum job_priority)i;
+	return 0;
 }
 
 int

@@ -320,32 +320,23 @@ decide(struct hop *h)
 	h->verdict = V_BODY;
 }
 
-static char *
-dup_value(const char *p, size_t n)
-{
-	while (n > 0 && (*p == ' ' || *p == '\t'))
-		p++, n--;
-	while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r' || p[n - 1] == '\n'))
-		n--;
-	return strndup(p, n);
-}
-
 static void
 take_header(char **slot, const char *p, size_t n)
 {
 	/* The first occurrence wins; a repeated Location must not swap the
 	 * target after the first one was seen. */
-	if (*slot == NULL && n <= STORE_URL_MAX)
-		*slot = dup_value(p, n);
+	if (*slot == NULL)
+		*slot = http_value_dup(p, n, STORE_URL_MAX);
 }
 
 static size_t
 on_header(char *buf, size_t size, size_t nitems, void *arg)
 {
 	struct hop *h = arg;
-	size_t n = size * nitems;
-	const char *colon;
-	size_t namelen;
+	size_t n = size * nitems, namelen, vlen;
+	const char *name, *value;
+	long status;
+	uint64_t cl;
 
 	h->header_bytes += n;
 	if (h->header_bytes > ORIGIN_HEADER_MAX) {
@@ -353,11 +344,9 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		         "response headers larger than %d bytes", ORIGIN_HEADER_MAX);
 		return 0;
 	}
-	if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
-		const char *sp = memchr(buf, ' ', n);
-
+	if ((status = http_status_line(buf, n)) >= 0) {
 		hop_reset_headers(h);
-		h->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+		h->status = status;
 		return n;
 	}
 	if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
@@ -366,34 +355,20 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		decide(h);
 		return h->verdict == V_BODY ? n : 0;
 	}
-	if ((colon = memchr(buf, ':', n)) == NULL)
+	if (!http_header_split(buf, n, &name, &namelen, &value, &vlen))
 		return n;
-	namelen = (size_t)(colon - buf);
-	colon++;
-	n -= namelen + 1;
-#define IS(name) (namelen == sizeof(name) - 1 && strncasecmp(buf, name, namelen) == 0)
-	if (IS("Location"))
-		take_header(&h->location, colon, n);
-	else if (IS("ETag"))
-		take_header(&h->etag, colon, n);
-	else if (IS("Last-Modified"))
-		take_header(&h->last_modified, colon, n);
-	else if (IS("Content-Range"))
-		take_header(&h->content_range, colon, n);
-	else if (IS("Content-Length")) {
-		char *end;
-		char *v = dup_value(colon, n);
-
-		if (v != NULL) {
-			errno = 0;
-			long long cl = strtoll(v, &end, 10);
-			if (errno == 0 && *end == '\0' && end != v && cl >= 0)
-				h->content_length = cl;
-			free(v);
-		}
-	}
-#undef IS
-	return size * nitems;
+	if (http_header_is(name, namelen, "Location"))
+		take_header(&h->location, value, vlen);
+	else if (http_header_is(name, namelen, "ETag"))
+		take_header(&h->etag, value, vlen);
+	else if (http_header_is(name, namelen, "Last-Modified"))
+		take_header(&h->last_modified, value, vlen);
+	else if (http_header_is(name, namelen, "Content-Range"))
+		take_header(&h->content_range, value, vlen);
+	else if (http_header_is(name, namelen, "Content-Length") &&
+	         http_value_u64(value, vlen, &cl) && cl <= INT64_MAX)
+		h->content_length = (int64_t)cl;
+	return n;
 }
 
 static size_t

@@ -41,18 +41,6 @@ peer_entry_clear(struct peer_entry *e)
 	memset(e, 0, sizeof(*e));
 }
 
-static char *
-header_value(const char *p, size_t n)
-{
-	while (n > 0 && (*p == ' ' || *p == '\t'))
-		p++, n--;
-	while (n > 0 && isspace((unsigned char)p[n - 1]))
-		n--;
-	if (n > STORE_VALIDATOR_MAX)
-		return NULL;
-	return strndup(p, n);
-}
-
 static bool
 parse_quoted_sha(const char *v, unsigned char out[BG_SHA256_LEN])
 {
@@ -109,14 +97,12 @@ static size_t
 on_peer_header(char *buf, size_t size, size_t nitems, void *arg)
 {
 	struct peer_xfer *x = arg;
-	size_t n = size * nitems;
-	const char *colon;
-	size_t namelen;
+	size_t n = size * nitems, namelen, vlen;
+	const char *name, *value;
+	long status;
 
-	if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
-		const char *sp = memchr(buf, ' ', n);
-
-		x->status = sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+	if ((status = http_status_line(buf, n)) >= 0) {
+		x->status = status;
 		free(x->content_range);
 		x->content_range = NULL;
 		peer_entry_clear(&x->got);
@@ -126,39 +112,27 @@ on_peer_header(char *buf, size_t size, size_t nitems, void *arg)
 		return (x->sink == NULL || (x->status != 200 && x->status != 206) || begin_body(x) == 0)
 		           ? n
 		           : 0;
-	if ((colon = memchr(buf, ':', n)) == NULL)
+	if (!http_header_split(buf, n, &name, &namelen, &value, &vlen))
 		return n;
-	namelen = (size_t)(colon - buf);
-	colon++;
-	n -= namelen + 1;
-#define IS(name) (namelen == sizeof(name) - 1 && strncasecmp(buf, name, namelen) == 0)
-	if (IS("ETag")) {
-		char *v = header_value(colon, n);
+	if (http_header_is(name, namelen, "ETag")) {
+		char *v = http_value_dup(value, vlen, STORE_VALIDATOR_MAX);
 
 		x->got.has_sha = parse_quoted_sha(v, x->got.sha256);
 		free(v);
-	} else if (IS("X-Origin-ETag")) {
+	} else if (http_header_is(name, namelen, "X-Origin-ETag")) {
 		free(x->got.origin_etag);
-		x->got.origin_etag = header_value(colon, n);
-	} else if (IS("Last-Modified")) {
+		x->got.origin_etag = http_value_dup(value, vlen, STORE_VALIDATOR_MAX);
+	} else if (http_header_is(name, namelen, "Last-Modified")) {
 		free(x->got.last_modified);
-		x->got.last_modified = header_value(colon, n);
-	} else if (IS("Content-Range")) {
+		x->got.last_modified = http_value_dup(value, vlen, STORE_VALIDATOR_MAX);
+	} else if (http_header_is(name, namelen, "Content-Range")) {
 		free(x->content_range);
-		x->content_range = header_value(colon, n);
-	} else if (IS("Content-Length")) {
-		char *v = header_value(colon, n), *end;
-
-		if (v != NULL) {
-			errno = 0;
-			unsigned long long cl = strtoull(v, &end, 10);
-			if (errno == 0 && end != v && *end == '\0')
-				x->got.size = cl;
-			free(v);
-		}
+		x->content_range = http_value_dup(value, vlen, STORE_VALIDATOR_MAX);
+	} else if (http_header_is(name, namelen, "Content-Length")) {
+		if (!http_value_u64(value, vlen, &x->got.size))
+			x->got.size = 0;
 	}
-#undef IS
-	return size * nitems;
+	return n;
 }
 
 static size_t

@@ -1,0 +1,72 @@
+/* http.c - the small pieces of HTTP response parsing that the origin and
+ * peer clients share (libcurl hands header callbacks one raw line each). */
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "agent.h"
+#include "agent_int.h"
+
+long
+http_status_line(const char *line, size_t n)
+{
+	const char *sp;
+
+	if (n < 5 || strncmp(line, "HTTP/", 5) != 0)
+		return -1;
+	sp = memchr(line, ' ', n);
+	return sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+}
+
+bool
+http_header_split(const char *line, size_t n, const char **name, size_t *namelen,
+                  const char **value, size_t *valuelen)
+{
+	const char *colon = memchr(line, ':', n);
+
+	if (colon == NULL || colon == line)
+		return false;
+	*name = line;
+	*namelen = (size_t)(colon - line);
+	*value = colon + 1;
+	*valuelen = n - *namelen - 1;
+	return true;
+}
+
+bool
+http_header_is(const char *name, size_t namelen, const char *want)
+{
+	return namelen == strlen(want) && strncasecmp(name, want, namelen) == 0;
+}
+
+char *
+http_value_dup(const char *p, size_t n, size_t max)
+{
+	while (n > 0 && (*p == ' ' || *p == '\t'))
+		p++, n--;
+	while (n > 0 && isspace((unsigned char)p[n - 1]))
+		n--;
+	if (n > max)
+		return NULL;
+	return strndup(p, n);
+}
+
+bool
+http_value_u64(const char *p, size_t n, uint64_t *out)
+{
+	char *v = http_value_dup(p, n, 32), *end;
+	unsigned long long x;
+	bool ok;
+
+	if (v == NULL)
+		return false;
+	errno = 0;
+	x = strtoull(v, &end, 10);
+	ok = errno == 0 && end != v && *end == '\0' && isdigit((unsigned char)v[0]);
+	free(v);
+	if (ok)
+		*out = x;
+	return ok;
+}
