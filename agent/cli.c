@@ -80,32 +80,19 @@ cli_usage(FILE *f)
 int
 cli_resolve_home(struct ctx *c)
 {
-	const char *h = c->g->home;
-	bool explicit = h != NULL;
-	int n;
+	bool is_default;
+	bool explicit;
+	int err = bg_home_path(c->g->home, c->home, sizeof(c->home), &is_default);
 
-	if (h == NULL)
-		h = getenv("BGCOPY_HOME");
-	if (h != NULL && h[0] != '\0') {
-		n = snprintf(c->home, sizeof(c->home), "%s", h);
-	} else {
-		const char *xdg = getenv("XDG_STATE_HOME");
-		const char *home = getenv("HOME");
-
-		explicit = false;
-		if (xdg != NULL && xdg[0] == '/')
-			n = snprintf(c->home, sizeof(c->home), "%s/bgcopy", xdg);
-		else if (home != NULL && home[0] == '/')
-			n = snprintf(c->home, sizeof(c->home), "%s/.local/state/bgcopy", home);
-		else {
-			cli_complain("no home: set --home, BGCOPY_HOME or HOME");
-			return EXIT_USAGE;
-		}
+	if (err == BG_ENOENT) {
+		cli_complain("no home: set --home, BGCOPY_HOME or HOME");
+		return EXIT_USAGE;
 	}
-	if (n < 0 || (size_t)n >= sizeof(c->home)) {
+	if (err != 0) {
 		cli_complain("home path too long");
 		return EXIT_USAGE;
 	}
+	explicit = !is_default;
 	if (!explicit) {
 		/* The default lives under the user's state folder: make the whole
 		 * path, as XDG asks. */

@@ -445,7 +445,11 @@ final_fn(struct bg_txn *txn, void *arg)
 			    (err = txn_blob_truncate(txn, s->blob, 0)) != 0)
 				return err;
 		} else if (err == BG_ENOENT) {
+			/* An empty file has no chunk, hence no blob yet: it gets an
+			 * id of its own so that content always names one. */
 			c.blob = s->blob;
+			if (c.blob == 0 && (err = txn_blob_new(txn, &c.blob)) != 0)
+				return err;
 			c.size = a->size;
 			c.created = now;
 			c.last_used = now;
@@ -680,13 +684,25 @@ static void
 note_lookup(struct fsink *s, const char *key, const char *peer, const char *result,
             const char *detail)
 {
-	json_t *o = json_object();
+	json_t *o = json_object(), *list, *last;
 
 	if (o == NULL || jset_str(o, "key", key) != 0 || jset_str(o, "peer", peer) != 0 ||
 	    jset_str(o, "result", result) != 0 || jset_str(o, "detail", detail) != 0) {
 		json_decref(o);
 		return;
 	}
+	/* The last lookup, and one per peer asked in this attempt, in order
+	 * (a hit that went wrong later replaces its own entry). */
+	if (!json_is_array(json_object_get(s->rec, "peer_lookups")))
+		jset(s->rec, "peer_lookups", json_array());
+	list = json_object_get(s->rec, "peer_lookups");
+	last = json_array_get(list, json_array_size(list) - 1);
+	if (last != NULL && peer != NULL && jstr(last, "peer") != NULL &&
+	    strcmp(jstr(last, "peer"), peer) == 0 && jstr(last, "result") != NULL &&
+	    strcmp(jstr(last, "result"), "hit") == 0)
+		json_array_set(list, json_array_size(list) - 1, o);
+	else
+		json_array_append(list, o);
 	jset(s->rec, "peer_lookup", o);
 }
 
@@ -731,7 +747,27 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 		err = peer_fetch(e, &r->pc, peer, key, &ent, s->committed, sink, &serr, why, sizeof(why));
 		peer_entry_clear(&ent);
 		if (err == 0) {
-			*done = true;
+			/* The last, partial chunk is the peer's too; then the
+			 * digest decides.  A peer whose bytes are not what it
+			 * described is passed over for the next source. */
+			if ((err = flush_chunk(s)) != 0)
+				break;
+			err = finish_file(s);
+			if (err == 0 && r->hr != HR_S_OK) {
+				/* Not whole after all: start over with the next source. */
+				note_lookup(s, key, peer, "rejected", r->message);
+				r->hr = HR_S_OK;
+				r->message[0] = '\0';
+				if ((err = restart_file(s)) != 0)
+					break;
+			} else if (err == BG_EDIGEST) {
+				note_lookup(s, key, peer, "rejected", "the content does not match its digest");
+				err = 0;
+			} else if (err != 0) {
+				break;
+			} else {
+				*done = true;
+			}
 		} else if (serr != 0 && propagated(serr)) {
 			err = serr;
 			break;
@@ -832,16 +868,18 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 
 	/* Peers first, when the job is a peer-caching client. */
 	if (peer_mode(r->job, "client") && r->npeers > 0 && s.committed == 0) {
+		json_object_del(s.rec, "peer_lookups");
 		bool done = false;
 
-		if ((err = try_peers(r, &s, &sink, headers, &done)) != 0)
+		if ((err = try_peers(r, &s, &sink, headers, &done)) != 0) {
+			if (!propagated(err)) {
+				set_local_error(r, err, "cannot write", temp);
+				err = 0;
+			}
 			goto out;
-		if (done) {
-			err = finish_file(&s);
-			if (err != BG_EDIGEST)
-				goto check;
-			/* The peer's bytes were not what it said: the origin alone. */
 		}
+		if (done)
+			goto out;
 	}
 again:
 	origin_request_for(r, &s, headers, &req);

@@ -672,7 +672,9 @@ file_document(const json_t *f)
 	    jset_str(d, "cache_key", jstr(f, "cache_key")) != 0 ||
 	    jset_str(d, "sha256", jstr(f, "sha256")) != 0 ||
 	    (json_object_get(f, "peer_lookup") != NULL &&
-	     jset(d, "peer_lookup", json_deep_copy(json_object_get(f, "peer_lookup"))) != 0)) {
+	     jset(d, "peer_lookup", json_deep_copy(json_object_get(f, "peer_lookup"))) != 0) ||
+	    (json_object_get(f, "peer_lookups") != NULL &&
+	     jset(d, "peer_lookups", json_deep_copy(json_object_get(f, "peer_lookups"))) != 0)) {
 		json_decref(d);
 		return NULL;
 	}

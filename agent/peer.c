@@ -169,7 +169,7 @@ prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *key
 		return BG_ELIMIT;
 	curl_easy_reset(e);
 	if (pc->keylen > 0) {
-		if ((err = peer_auth_sign(pc->key, pc->keylen, method, "/v1/content", key,
+		if ((err = peer_auth_sign(pc->key, pc->keylen, method, PEER_PATH_CONTENT, key,
 		                          (int64_t)time(NULL), value, sizeof(value))) != 0)
 			return err;
 		snprintf(auth, sizeof(auth), "%s: %s", PEER_AUTH_HEADER, value);

@@ -79,12 +79,21 @@ int bg_sha256_from_hex(const char *hex, unsigned char d[BG_SHA256_LEN]) BG_WUR;
 /* One-shot SHA-256 of len bytes at p (OpenSSL EVP). */
 void bg_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);
 
+/* ---- The home ------------------------------------------------------------
+ * bgcopy and bgcopy-peerd find the home the same way: arg (--home), else
+ * $BGCOPY_HOME, else ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy
+ * (*is_default tells the last case).  Nothing is created here.  BG_ENOENT
+ * when neither variable helps, BG_ELIMIT when the path does not fit. */
+#include <stdbool.h>
+int bg_home_path(const char *arg, char *out, size_t outlen, bool *is_default) BG_WUR;
+
 /* ---- Limits (every size an origin, a peer or a file can grow) ---------- */
 #define STORE_CHUNK_BYTES (64 * 4096 - 16) /* fills 64 LMDB overflow pages exactly */
 #define STORE_URL_MAX 8192                 /* bytes, longest URL kept as a key */
 #define STORE_VALIDATOR_MAX 1024           /* bytes, longest ETag / Last-Modified kept */
 #define STORE_JOB_ID_LEN 36                /* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
 #define STORE_RECORD_MAX (1024 * 1024)     /* bytes, largest JSON record accepted */
+#define STORE_MAX_READERS 256              /* LMDB reader slots, shared by all processes */
 
 /* ---- The store --------------------------------------------------------- */
 struct bg_store;
@@ -242,6 +251,7 @@ int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes
  * PEER_AUTH_WINDOW seconds either side of the server's clock; the server
  * refuses one it has already seen (replay). */
 #define PEER_AUTH_HEADER "X-Bgcopy-Auth"
+#define PEER_PATH_CONTENT "/v1/content" /* the path signed for content requests */
 #define PEER_AUTH_WINDOW 300     /* seconds */
 #define PEER_KEY_MIN 16          /* bytes */
 #define PEER_KEY_MAX 4096        /* bytes */

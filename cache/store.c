@@ -14,7 +14,6 @@
 #include "cache_int.h"
 
 #define STORE_MAX_DBS 16
-#define STORE_MAX_READERS 256
 /* A default map is never smaller than the file, rounded up to this. */
 #define STORE_MAP_ROUND ((uint64_t)1 << 20)
 /* MDB_MAP_RESIZED means another process grew the map; adopting its size

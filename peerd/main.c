@@ -1,0 +1,314 @@
+/*
+ * main.c - the bgcopy-peerd binary: options, the home, the store (read-only),
+ * then peerd_start() and a wait for SIGTERM or SIGINT.
+ *
+ * Exit statuses (as bgcopy's): 0 stopped by a signal; 2 usage error;
+ * 3 store or system error (no store, port taken, ...).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "peerd.h"
+
+enum {
+	EXIT_DONE = 0,
+	EXIT_USAGE = 2,
+	EXIT_SYSTEM = 3,
+};
+
+static void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+complain(const char *fmt, ...)
+{
+	char msg[1200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* One write per message: the pool threads log too. */
+	fprintf(stderr, "bgcopy-peerd: %s\n", msg);
+}
+
+static void
+log_cb(void *cls, const char *fmt, va_list ap)
+{
+	char msg[1100];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	complain("%s", msg);
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: bgcopy-peerd [--home DIR] [--listen ADDR] [--port N] [--port-file F]\n"
+	        "                    [--threads N] [--max-connections N] [--timeout SECONDS]\n"
+	        "                    [--peer-key FILE]\n"
+	        "\n"
+	        "Serves the bgcopy content store (read-only) to LAN peers over HTTP:\n"
+	        "  GET|HEAD /v1/content?url=KEY   GET /v1/health   GET /metrics\n"
+	        "\n"
+	        "  --home DIR            the bgcopy home (else $BGCOPY_HOME, else\n"
+	        "                        ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy)\n"
+	        "  --listen ADDR         numeric IPv4 or IPv6 address (default %s)\n"
+	        "  --port N              TCP port, 0: any free one (default %u)\n"
+	        "  --port-file F         write the port listened on to F once listening\n"
+	        "  --threads N           polling threads (default: one per online CPU)\n"
+	        "  --max-connections N   open connections at most (default %u)\n"
+	        "  --timeout SECONDS     close connections idle that long (default %u)\n"
+	        "  --peer-key FILE       require HMAC-signed requests (X-Bgcopy-Auth)\n"
+	        "  --help, --version\n"
+	        "\n"
+	        "Runs until SIGTERM or SIGINT.  Exit status: 0 stopped by a signal, 2 usage\n"
+	        "error, 3 store or system error.\n",
+	        PEERD_LISTEN_DEFAULT, PEERD_PORT_DEFAULT, PEERD_CONNECTIONS_DEFAULT,
+	        PEERD_TIMEOUT_DEFAULT);
+}
+
+/* Parses a decimal number in [lo, hi]; false for anything else. */
+static bool
+parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (s == NULL || *s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < lo || v > hi)
+		return false;
+	*out = (unsigned)v;
+	return true;
+}
+
+/* The home, as bgcopy finds it.  Unlike bgcopy, nothing is created: a
+ * read-only server has no business making the agent's folders. */
+static int
+resolve_home(const char *arg, char *out, size_t outlen)
+{
+	bool is_default;
+	int err = bg_home_path(arg, out, outlen, &is_default);
+
+	if (err == BG_ENOENT) {
+		complain("no home: set --home, BGCOPY_HOME or HOME");
+		return EXIT_USAGE;
+	}
+	if (err != 0) {
+		complain("home path too long");
+		return EXIT_USAGE;
+	}
+	return EXIT_DONE;
+}
+
+/* Writes "PORT\n" to path atomically (temp file in the same folder, fsync,
+ * rename), so that a reader never sees a partial file. */
+static int
+write_port_file(const char *path, unsigned port)
+{
+	char tmp[PATH_MAX], line[16];
+	int fd, n, len;
+
+	n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+	if (n < 0 || (size_t)n >= sizeof(tmp)) {
+		complain("port file path too long: %s", path);
+		return -1;
+	}
+	len = snprintf(line, sizeof(line), "%u\n", port);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		complain("cannot write %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (write(fd, line, (size_t)len) != len || fsync(fd) != 0) {
+		complain("cannot write %s: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		return -1;
+	}
+	if (close(fd) != 0 || rename(tmp, path) != 0) {
+		complain("cannot write %s: %s", path, strerror(errno));
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"home", required_argument, NULL, 'H'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"port", required_argument, NULL, 'p'},
+	    {"port-file", required_argument, NULL, 'f'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"max-connections", required_argument, NULL, 'c'},
+	    {"timeout", required_argument, NULL, 'T'},
+	    {"peer-key", required_argument, NULL, 'k'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct peerd_config cfg;
+	struct sockaddr_storage sa;
+	struct bg_store *st = NULL;
+	struct peerd *pd = NULL;
+	const char *home_arg = NULL, *port_file = NULL, *key_file = NULL;
+	char home[PATH_MAX];
+	unsigned char key[PEER_KEY_MAX];
+	size_t keylen = 0;
+	unsigned salen;
+	sigset_t stop_set;
+	int opt, err, sig, rc = EXIT_SYSTEM;
+	bool wrote_port_file = false;
+
+	peerd_config_init(&cfg);
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'H':
+			home_arg = optarg;
+			break;
+		case 'l':
+			cfg.listen = optarg;
+			break;
+		case 'p':
+			if (!parse_uint(optarg, 0, 65535, &cfg.port)) {
+				complain("--port: expected 0..65535, got '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'f':
+			port_file = optarg;
+			break;
+		case 't':
+			if (!parse_uint(optarg, 1, PEERD_THREADS_MAX, &cfg.threads)) {
+				complain("--threads: expected 1..%d, got '%s'", PEERD_THREADS_MAX, optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'c':
+			if (!parse_uint(optarg, 1, PEERD_CONNECTIONS_MAX, &cfg.max_connections)) {
+				complain("--max-connections: expected 1..%d, got '%s'",
+				         PEERD_CONNECTIONS_MAX, optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'T':
+			if (!parse_uint(optarg, 1, PEERD_TIMEOUT_MAX, &cfg.timeout)) {
+				complain("--timeout: expected 1..%d seconds, got '%s'", PEERD_TIMEOUT_MAX,
+				         optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'k':
+			key_file = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_DONE;
+		case 'V':
+			printf("bgcopy-peerd %s (libmicrohttpd %s)\n", BGCOPY_VERSION,
+			       peerd_mhd_version());
+			return EXIT_DONE;
+		default:
+			complain("unknown or incomplete option '%s' (see bgcopy-peerd --help)",
+			         argv[optind - 1]);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		complain("unexpected argument '%s' (see bgcopy-peerd --help)", argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (peerd_parse_listen(cfg.listen, cfg.port, &sa, &salen) != 0) {
+		complain("--listen: expected a numeric IPv4 or IPv6 address, got '%s'", cfg.listen);
+		return EXIT_USAGE;
+	}
+	if (cfg.threads != 0 && cfg.max_connections < cfg.threads) {
+		complain("--max-connections (%u) must be at least --threads (%u)",
+		         cfg.max_connections, cfg.threads);
+		return EXIT_USAGE;
+	}
+	if ((rc = resolve_home(home_arg, home, sizeof(home))) != EXIT_DONE)
+		return rc;
+	rc = EXIT_SYSTEM;
+	if (key_file != NULL) {
+		if ((err = peer_key_load(key_file, key, &keylen)) != 0) {
+			complain("cannot use the peer key %s: %s%s", key_file, bg_strerror(err),
+			         err == BG_EINVAL ? " (it must hold 16 to 4096 bytes)" : "");
+			return err == BG_EINVAL ? EXIT_USAGE : EXIT_SYSTEM;
+		}
+		cfg.peer_key = key;
+		cfg.peer_key_len = keylen;
+	}
+	cfg.log = log_cb;
+
+	if ((err = store_open(home, STORE_RDONLY, NULL, &st)) != 0) {
+		if (err == BG_ENOENT)
+			complain("no store in %s (bgcopy creates it on first use; check --home)", home);
+		else
+			complain("cannot open the store in %s: %s", home, bg_strerror(err));
+		goto out;
+	}
+
+	/* Block the stop signals in every thread (libmicrohttpd's inherit this
+	 * mask) and wait for them here. */
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGTERM);
+	sigaddset(&stop_set, SIGINT);
+	if (pthread_sigmask(SIG_BLOCK, &stop_set, NULL) != 0) {
+		complain("cannot block signals");
+		goto out;
+	}
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((err = peerd_start(&cfg, st, &pd)) != 0) {
+		if (err == BG_EIO)
+			complain("cannot listen on %s port %u (see above)", cfg.listen, cfg.port);
+		else
+			complain("cannot serve on %s port %u: %s", cfg.listen, cfg.port,
+			         bg_strerror(err));
+		goto out;
+	}
+	if (port_file != NULL) {
+		if (write_port_file(port_file, peerd_port(pd)) != 0)
+			goto out;
+		wrote_port_file = true;
+	}
+	complain("serving %s on %s port %u%s", home, cfg.listen, peerd_port(pd),
+	         keylen != 0 ? " (peer key required)" : "");
+
+	do {
+		err = sigwait(&stop_set, &sig);
+	} while (err == EINTR);
+	if (err != 0) {
+		complain("sigwait failed: %s", strerror(err));
+		goto out;
+	}
+	complain("stopping on signal %d", sig);
+	rc = EXIT_DONE;
+out:
+	peerd_stop(pd);
+	store_close(st);
+	if (wrote_port_file)
+		unlink(port_file);
+	OPENSSL_cleanse(key, sizeof(key));
+	return rc;
+}

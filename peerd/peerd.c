@@ -1,0 +1,690 @@
+/*
+ * peerd.c - the HTTP side of bgcopy-peerd: libmicrohttpd set-up, routing,
+ * content responses with Range, authentication, metrics.
+ *
+ * Every request runs in one of libmicrohttpd's pool threads.  Looking a key
+ * up is one short read transaction (store_view); the body is produced by a
+ * content-reader callback that reads one block per call with
+ * store_read_content(), its own transaction each time.  No transaction is
+ * ever open while a socket is written, so a slow peer pins no store pages.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "peerd.h"
+
+#define PATH_CONTENT PEER_PATH_CONTENT
+#define PATH_HEALTH "/v1/health"
+#define PATH_METRICS "/metrics"
+#define AUTH_SCHEME "BGCOPY-HMAC-SHA256"
+#define ETAG_LEN (BG_SHA256_HEX_LEN + 2)     /* the hex digest in quotes */
+#define REPR_DIGEST_LEN (9 + 44 + 1)         /* "sha-256=:" base64(32 bytes) ":" */
+
+/* Statuses counted by /metrics; anything else falls in the last slot. */
+static const unsigned counted_status[] = {200, 206, 400, 401, 404, 405, 414, 416, 500, 503};
+#define N_STATUS (sizeof(counted_status) / sizeof(counted_status[0]))
+
+struct peerd {
+	struct MHD_Daemon *mhd;
+	struct bg_store *st; /* borrowed */
+	unsigned port;
+	unsigned char key[PEER_KEY_MAX];
+	size_t keylen; /* 0: no authentication */
+	struct peerd_replay *replay;
+	void (*log)(void *cls, const char *fmt, va_list ap);
+	void *log_cls;
+
+	atomic_uint_fast64_t requests[N_STATUS + 1]; /* by counted_status, then "other" */
+	atomic_uint_fast64_t bytes_served;           /* body bytes handed to libmicrohttpd */
+	atomic_uint_fast64_t hits;                   /* content answered 200/206 */
+	atomic_uint_fast64_t misses;                 /* content answered 404 */
+};
+
+/* What the body callback of one response reads: bytes [start, start + len)
+ * of content sha.  Owned by the response (freed by its free callback). */
+struct body {
+	struct peerd *pd;
+	unsigned char sha[BG_SHA256_LEN];
+	uint64_t start;
+	uint64_t len;
+};
+
+/* Marks the first call of the access handler for a request. */
+static int first_call_seen;
+
+static void plog(struct peerd *pd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+plog(struct peerd *pd, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (pd->log == NULL)
+		return;
+	va_start(ap, fmt);
+	pd->log(pd->log_cls, fmt, ap);
+	va_end(ap);
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	struct peerd *pd = cls;
+	char msg[1024];
+	size_t n;
+
+	if (pd->log == NULL)
+		return;
+	/* libmicrohttpd's messages end with a newline; ours do not. */
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	plog(pd, "%s", msg);
+}
+
+void
+peerd_config_init(struct peerd_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->listen = PEERD_LISTEN_DEFAULT;
+	c->port = PEERD_PORT_DEFAULT;
+	c->threads = 0;
+	c->max_connections = PEERD_CONNECTIONS_DEFAULT;
+	c->timeout = PEERD_TIMEOUT_DEFAULT;
+	c->connection_memory = PEERD_CONNECTION_MEMORY_DEFAULT;
+}
+
+int
+peerd_parse_listen(const char *addr, unsigned port, struct sockaddr_storage *sa, unsigned *salen)
+{
+	char host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+	struct addrinfo hints, *res = NULL;
+	bool bracketed = false;
+	size_t n;
+
+	if (addr == NULL || port > 65535)
+		return BG_EINVAL;
+	n = strlen(addr);
+	if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
+		addr++;
+		n -= 2;
+		bracketed = true;
+	}
+	if (n == 0 || n >= sizeof(host))
+		return BG_EINVAL;
+	memcpy(host, addr, n);
+	host[n] = '\0';
+	memset(sa, 0, sizeof(*sa));
+	/* inet_pton wants exactly four decimal parts ("1.2.3" or "010.1.1.1"
+	 * would mean something else to inet_aton, which getaddrinfo uses). */
+	struct sockaddr_in *sin = (struct sockaddr_in *)sa;
+	if (!bracketed && inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		*salen = sizeof(*sin);
+		return 0;
+	}
+	if (strchr(host, ':') == NULL)
+		return BG_EINVAL;
+	/* IPv6, with an optional %zone that only getaddrinfo understands. */
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_INET6;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL)
+		return BG_EINVAL;
+	if (res->ai_family != AF_INET6 || res->ai_addrlen != sizeof(struct sockaddr_in6)) {
+		freeaddrinfo(res);
+		return BG_EINVAL;
+	}
+	memcpy(sa, res->ai_addr, sizeof(struct sockaddr_in6));
+	((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+	*salen = sizeof(struct sockaddr_in6);
+	freeaddrinfo(res);
+	return 0;
+}
+
+/* ---- Responses ----------------------------------------------------------- */
+
+static void
+count_status(struct peerd *pd, unsigned status)
+{
+	size_t i;
+
+	for (i = 0; i < N_STATUS; i++)
+		if (counted_status[i] == status)
+			break;
+	atomic_fetch_add_explicit(&pd->requests[i], 1, memory_order_relaxed);
+}
+
+/* Queues r with status and drops our reference to it.  r may be NULL (out of
+ * memory): the connection is then closed. */
+static enum MHD_Result
+send_response(struct peerd *pd, struct MHD_Connection *conn, unsigned status,
+              struct MHD_Response *r)
+{
+	enum MHD_Result ret;
+
+	if (r == NULL)
+		return MHD_NO;
+	ret = MHD_queue_response(conn, status, r);
+	if (ret == MHD_YES)
+		count_status(pd, status);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* A short text/plain answer (the message is static). */
+static enum MHD_Result
+send_text(struct peerd *pd, struct MHD_Connection *conn, unsigned status, const char *msg)
+{
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_PERSISTENT);
+
+	if (r == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain") != MHD_YES)
+		goto fail;
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED &&
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD") != MHD_YES)
+		goto fail;
+	if (status == MHD_HTTP_UNAUTHORIZED &&
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, AUTH_SCHEME) != MHD_YES)
+		goto fail;
+	if (status == MHD_HTTP_SERVICE_UNAVAILABLE &&
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1") != MHD_YES)
+		goto fail;
+	return send_response(pd, conn, status, r);
+fail:
+	MHD_destroy_response(r);
+	return MHD_NO;
+}
+
+/* True when v can be sent as a header value as it is: printable ASCII,
+ * spaces and tabs only (stored validators are checked, never trusted). */
+static bool
+header_safe(const char *v)
+{
+	if (v == NULL || *v == '\0')
+		return false;
+	for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
+		if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+			return false;
+	return true;
+}
+
+static ssize_t
+read_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct body *b = cls;
+	size_t want, got = 0;
+	int err;
+
+	if (pos >= b->len)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	want = b->len - pos < max ? (size_t)(b->len - pos) : max;
+	if (want > PEERD_BLOCK_BYTES)
+		want = PEERD_BLOCK_BYTES;
+	err = store_read_content(b->pd->st, b->sha, b->start + pos, buf, want, &got);
+	if (err != 0 || got == 0) {
+		/* The content went away or is damaged mid-stream: cut the
+		 * connection so that the peer sees a short body, never wrong or
+		 * missing bytes presented as complete.  0 bytes would make
+		 * libmicrohttpd spin. */
+		plog(b->pd, "content read at %" PRIu64 " failed: %s", b->start + pos,
+		     err != 0 ? bg_strerror(err) : "content shorter than its record");
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+	atomic_fetch_add_explicit(&b->pd->bytes_served, got, memory_order_relaxed);
+	return (ssize_t)got;
+}
+
+static void
+free_body(void *cls)
+{
+	free(cls);
+}
+
+/* ---- Content lookup ---------------------------------------------------- */
+
+struct lookup {
+	const char *url;
+	struct store_key key;
+	struct store_content content;
+};
+
+static int
+lookup_fn(struct bg_txn *txn, void *arg)
+{
+	struct lookup *l = arg;
+	int err;
+
+	/* store_view may run this again after a map resize. */
+	store_key_clear(&l->key);
+	if ((err = txn_key_get(txn, l->url, &l->key)) != 0)
+		return err;
+	/* Content fetched with credentials is never offered: answer as if absent. */
+	if (l->key.flags & STORE_KEY_PRIVATE)
+		return BG_ENOENT;
+	return txn_content_get(txn, l->key.sha256, &l->content);
+}
+
+static enum MHD_Result
+send_content(struct peerd *pd, struct MHD_Connection *conn, const struct lookup *l)
+{
+	char etag[ETAG_LEN + 1], hex[BG_SHA256_HEX_LEN + 1], digest[REPR_DIGEST_LEN + 1];
+	char crange[96];
+	unsigned char b64[48];
+	uint64_t total = l->content.size, start = 0, len = total;
+	enum peerd_range rr = PEERD_RANGE_NONE;
+	struct MHD_Response *r = NULL;
+	struct body *b = NULL;
+	unsigned status = MHD_HTTP_OK;
+	const char *range, *if_range;
+
+	bg_sha256_hex(l->key.sha256, hex);
+	snprintf(etag, sizeof(etag), "\"%s\"", hex);
+	EVP_EncodeBlock(b64, l->key.sha256, BG_SHA256_LEN);
+	snprintf(digest, sizeof(digest), "sha-256=:%s:", (const char *)b64);
+
+	range = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
+	if_range = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_RANGE);
+	/* If-Range names the representation the client holds part of: only our
+	 * strong ETag matches; a date or another tag means "send it all". */
+	if (range != NULL && (if_range == NULL || strcmp(if_range, etag) == 0))
+		rr = peerd_range_parse(range, total, &start, &len);
+
+	if (rr == PEERD_RANGE_UNSATISFIABLE) {
+		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+		if (r == NULL)
+			return MHD_NO;
+		snprintf(crange, sizeof(crange), "bytes */%" PRIu64, total);
+		if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, crange) != MHD_YES ||
+		    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes") != MHD_YES ||
+		    MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES)
+			goto fail;
+		return send_response(pd, conn, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
+	}
+	if (rr == PEERD_RANGE_OK) {
+		status = MHD_HTTP_PARTIAL_CONTENT;
+		snprintf(crange, sizeof(crange), "bytes %" PRIu64 "-%" PRIu64 "/%" PRIu64, start,
+		         start + len - 1, total);
+	} else {
+		start = 0;
+		len = total;
+	}
+
+	if (len == 0) {
+		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	} else {
+		if ((b = malloc(sizeof(*b))) == NULL)
+			return MHD_NO;
+		b->pd = pd;
+		memcpy(b->sha, l->key.sha256, BG_SHA256_LEN);
+		b->start = start;
+		b->len = len;
+		/* The size given here becomes Content-Length (also for HEAD, whose
+		 * body libmicrohttpd leaves out without calling read_body). */
+		r = MHD_create_response_from_callback(len, PEERD_BLOCK_BYTES, read_body, b, free_body);
+		if (r == NULL) {
+			free(b);
+			return MHD_NO;
+		}
+		b = NULL; /* transferred */
+	}
+	if (r == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream") !=
+	        MHD_YES ||
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes") != MHD_YES ||
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES ||
+	    MHD_add_response_header(r, "Repr-Digest", digest) != MHD_YES)
+		goto fail;
+	if (status == MHD_HTTP_PARTIAL_CONTENT &&
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, crange) != MHD_YES)
+		goto fail;
+	if (header_safe(l->key.last_modified) &&
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, l->key.last_modified) != MHD_YES)
+		goto fail;
+	if (header_safe(l->key.etag) &&
+	    MHD_add_response_header(r, "X-Origin-ETag", l->key.etag) != MHD_YES)
+		goto fail;
+	if (send_response(pd, conn, status, r) != MHD_YES)
+		return MHD_NO;
+	atomic_fetch_add_explicit(&pd->hits, 1, memory_order_relaxed);
+	return MHD_YES;
+fail:
+	MHD_destroy_response(r);
+	return MHD_NO;
+}
+
+/* ---- Authentication ------------------------------------------------------ */
+
+/* 0 when the request may go on; otherwise the status to answer (401 or 503). */
+static unsigned
+check_auth(struct peerd *pd, struct MHD_Connection *conn, const char *method, const char *path,
+           const char *url)
+{
+	unsigned char sig[BG_SHA256_LEN];
+	const char *value;
+	int64_t now = (int64_t)time(NULL);
+
+	if (pd->keylen == 0)
+		return 0;
+	value = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, PEER_AUTH_HEADER);
+	if (peer_auth_check(pd->key, pd->keylen, method, path, url, value, now, sig) != 0)
+		return MHD_HTTP_UNAUTHORIZED;
+	/* A valid signature carries a timestamp t within the window of now; it
+	 * stays acceptable until t + PEER_AUTH_WINDOW, so remember it that long
+	 * (at most 2 * PEER_AUTH_WINDOW).  peer_auth_check accepted t, so the
+	 * header parses. */
+	int64_t t = strtoll(value + 2, NULL, 10);
+	switch (peerd_replay_check(pd->replay, sig, t + PEER_AUTH_WINDOW, now)) {
+	case PEERD_REPLAY_NEW:
+		return 0;
+	case PEERD_REPLAY_SEEN:
+		return MHD_HTTP_UNAUTHORIZED;
+	case PEERD_REPLAY_FULL:
+	default:
+		plog(pd, "replay set full: refusing an authenticated request");
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+}
+
+/* ---- Routes -------------------------------------------------------------- */
+
+static enum MHD_Result
+count_url_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	unsigned *n = cls;
+
+	if (strcmp(key, "url") == 0)
+		(*n)++;
+	return MHD_YES;
+}
+
+static enum MHD_Result
+serve_content(struct peerd *pd, struct MHD_Connection *conn, const char *method)
+{
+	struct lookup l;
+	const char *url = NULL;
+	size_t url_len = 0;
+	unsigned n_url = 0, status;
+	enum MHD_Result ret;
+	int err;
+
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, count_url_arg, &n_url);
+	if (n_url != 1 ||
+	    MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "url", 3, &url, &url_len) !=
+	        MHD_YES ||
+	    url == NULL || url_len == 0)
+		return send_text(pd, conn, MHD_HTTP_BAD_REQUEST, "exactly one non-empty url= argument\n");
+	/* A decoded %00 would cut the key short: no stored key holds one. */
+	if (memchr(url, '\0', url_len) != NULL)
+		return send_text(pd, conn, MHD_HTTP_BAD_REQUEST, "NUL in url\n");
+	if (url_len > STORE_URL_MAX)
+		return send_text(pd, conn, MHD_HTTP_URI_TOO_LONG, "url longer than any stored key\n");
+	if ((status = check_auth(pd, conn, method, PATH_CONTENT, url)) != 0)
+		return send_text(pd, conn, status,
+		                 status == MHD_HTTP_UNAUTHORIZED ? "authentication required\n"
+		                                                 : "busy, retry\n");
+
+	memset(&l, 0, sizeof(l));
+	l.url = url;
+	err = store_view(pd->st, lookup_fn, &l);
+	if (err == BG_ENOENT) {
+		atomic_fetch_add_explicit(&pd->misses, 1, memory_order_relaxed);
+		ret = send_text(pd, conn, MHD_HTTP_NOT_FOUND, "not found\n");
+	} else if (err != 0) {
+		plog(pd, "lookup failed: %s", bg_strerror(err));
+		ret = send_text(pd, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "store error\n");
+	} else {
+		ret = send_content(pd, conn, &l);
+	}
+	store_key_clear(&l.key);
+	return ret;
+}
+
+static enum MHD_Result
+serve_metrics(struct peerd *pd, struct MHD_Connection *conn, const char *method)
+{
+	const union MHD_DaemonInfo *info;
+	struct MHD_Response *r;
+	unsigned status;
+	char *buf;
+	size_t off = 0;
+	int n;
+
+	if ((status = check_auth(pd, conn, method, PATH_METRICS, "")) != 0)
+		return send_text(pd, conn, status,
+		                 status == MHD_HTTP_UNAUTHORIZED ? "authentication required\n"
+		                                                 : "busy, retry\n");
+	if ((buf = malloc(PEERD_METRICS_MAX)) == NULL)
+		return MHD_NO;
+#define EMIT(...)                                                                  \
+	do {                                                                       \
+		n = snprintf(buf + off, PEERD_METRICS_MAX - off, __VA_ARGS__);     \
+		if (n < 0 || (size_t)n >= PEERD_METRICS_MAX - off)                 \
+			goto too_long;                                             \
+		off += (size_t)n;                                                  \
+	} while (0)
+	/* This request is counted as it is queued: the 200 shown here excludes
+	 * the answer being built. */
+	EMIT("# HELP bgcopy_peerd_requests_total Responses queued by peerd, by status.\n"
+	     "# TYPE bgcopy_peerd_requests_total counter\n");
+	for (size_t i = 0; i <= N_STATUS; i++) {
+		uint64_t v = atomic_load_explicit(&pd->requests[i], memory_order_relaxed);
+
+		if (i < N_STATUS)
+			EMIT("bgcopy_peerd_requests_total{status=\"%u\"} %" PRIu64 "\n",
+			     counted_status[i], v);
+		else
+			EMIT("bgcopy_peerd_requests_total{status=\"other\"} %" PRIu64 "\n", v);
+	}
+	EMIT("# HELP bgcopy_peerd_bytes_served_total Content body bytes handed to the network.\n"
+	     "# TYPE bgcopy_peerd_bytes_served_total counter\n"
+	     "bgcopy_peerd_bytes_served_total %" PRIu64 "\n",
+	     (uint64_t)atomic_load_explicit(&pd->bytes_served, memory_order_relaxed));
+	EMIT("# HELP bgcopy_peerd_hits_total Content requests answered 200 or 206.\n"
+	     "# TYPE bgcopy_peerd_hits_total counter\n"
+	     "bgcopy_peerd_hits_total %" PRIu64 "\n",
+	     (uint64_t)atomic_load_explicit(&pd->hits, memory_order_relaxed));
+	EMIT("# HELP bgcopy_peerd_misses_total Content requests answered 404 (absent or private).\n"
+	     "# TYPE bgcopy_peerd_misses_total counter\n"
+	     "bgcopy_peerd_misses_total %" PRIu64 "\n",
+	     (uint64_t)atomic_load_explicit(&pd->misses, memory_order_relaxed));
+	info = MHD_get_daemon_info(pd->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+	if (info != NULL)
+		EMIT("# HELP bgcopy_peerd_connections Open connections.\n"
+		     "# TYPE bgcopy_peerd_connections gauge\n"
+		     "bgcopy_peerd_connections %u\n",
+		     info->num_connections);
+#undef EMIT
+	r = MHD_create_response_from_buffer(off, buf, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(buf);
+		return MHD_NO;
+	}
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                            "text/plain; version=0.0.4") != MHD_YES) {
+		MHD_destroy_response(r);
+		return MHD_NO;
+	}
+	return send_response(pd, conn, MHD_HTTP_OK, r);
+too_long:
+	free(buf);
+	return send_text(pd, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "metrics too long\n");
+}
+
+/* True when the request announces a body (none of our routes takes one). */
+static bool
+has_body(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	                                MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+		return true;
+	return cl != NULL && strspn(cl, "0") != strlen(cl);
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *path, const char *method,
+           const char *version, const char *upload_data, size_t *upload_data_size,
+           void **req_cls)
+{
+	struct peerd *pd = cls;
+	bool known = strcmp(path, PATH_CONTENT) == 0 || strcmp(path, PATH_HEALTH) == 0 ||
+	             strcmp(path, PATH_METRICS) == 0;
+	bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+	bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+
+	if (*req_cls == NULL) {
+		*req_cls = &first_call_seen;
+		/* Queueing on the first call makes libmicrohttpd close the
+		 * connection after the answer, which is what a request that comes
+		 * with a body deserves: no route takes one, and we will not read
+		 * it.  Everything else is answered on the second call, which keeps
+		 * the connection alive. */
+		if (!has_body(conn))
+			return MHD_YES;
+	} else if (*upload_data_size != 0) {
+		/* Only reached if a body arrives unannounced: drop it. */
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+
+	if (!known)
+		return send_text(pd, conn, MHD_HTTP_NOT_FOUND, "no such path\n");
+	if (!(get || head))
+		return send_text(pd, conn, MHD_HTTP_METHOD_NOT_ALLOWED, "GET or HEAD only\n");
+	if (has_body(conn))
+		return send_text(pd, conn, MHD_HTTP_BAD_REQUEST, "no request body expected\n");
+	if (strcmp(path, PATH_HEALTH) == 0)
+		return send_text(pd, conn, MHD_HTTP_OK, "ok\n");
+	if (strcmp(path, PATH_METRICS) == 0)
+		return serve_metrics(pd, conn, method);
+	return serve_content(pd, conn, method);
+}
+
+/* ---- Life cycle ------------------------------------------------------------ */
+
+int
+peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **out)
+{
+	struct sockaddr_storage sa;
+	const union MHD_DaemonInfo *info;
+	struct peerd *pd = NULL;
+	unsigned salen = 0, threads = c->threads;
+	unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	int err;
+
+	if (threads == 0) {
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+		threads = ncpu < 1 ? 1 : ncpu > PEERD_THREADS_MAX ? PEERD_THREADS_MAX : (unsigned)ncpu;
+	}
+	if (st == NULL || threads > PEERD_THREADS_MAX || c->max_connections < threads ||
+	    c->max_connections > PEERD_CONNECTIONS_MAX || c->timeout == 0 ||
+	    c->timeout > PEERD_TIMEOUT_MAX || c->connection_memory < 4096 ||
+	    (c->peer_key != NULL && (c->peer_key_len < PEER_KEY_MIN ||
+	                             c->peer_key_len > PEER_KEY_MAX)))
+		return BG_EINVAL;
+	if ((err = peerd_parse_listen(c->listen, c->port, &sa, &salen)) != 0)
+		return err;
+	if (sa.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&sa;
+
+		/* "::" means every address, IPv4 ones included (mapped). */
+		flags |= IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+	}
+
+	if ((pd = calloc(1, sizeof(*pd))) == NULL)
+		return BG_ENOMEM;
+	pd->st = st;
+	pd->log = c->log;
+	pd->log_cls = c->log_cls;
+	for (size_t i = 0; i <= N_STATUS; i++)
+		atomic_init(&pd->requests[i], 0);
+	atomic_init(&pd->bytes_served, 0);
+	atomic_init(&pd->hits, 0);
+	atomic_init(&pd->misses, 0);
+	if (c->peer_key != NULL) {
+		memcpy(pd->key, c->peer_key, c->peer_key_len);
+		pd->keylen = c->peer_key_len;
+		if ((pd->replay = peerd_replay_new()) == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
+	}
+
+	pd->mhd = MHD_start_daemon(
+	    flags, 0, NULL, NULL, on_request, pd,
+	    /* First, so that libmicrohttpd logs nothing on its own. */
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, pd,
+	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+	    MHD_OPTION_THREAD_POOL_SIZE, threads,
+	    MHD_OPTION_CONNECTION_LIMIT, c->max_connections,
+	    MHD_OPTION_CONNECTION_TIMEOUT, c->timeout,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, c->connection_memory,
+	    MHD_OPTION_END);
+	if (pd->mhd == NULL) {
+		err = BG_EIO;
+		goto out;
+	}
+	info = MHD_get_daemon_info(pd->mhd, MHD_DAEMON_INFO_BIND_PORT);
+	if (info == NULL || info->port == 0) {
+		plog(pd, "cannot tell the port listened on");
+		err = BG_EIO;
+		goto out;
+	}
+	pd->port = info->port;
+	*out = pd;
+	pd = NULL; /* transferred */
+	err = 0;
+out:
+	peerd_stop(pd);
+	return err;
+}
+
+const char *
+peerd_mhd_version(void)
+{
+	return MHD_get_version();
+}
+
+unsigned
+peerd_port(const struct peerd *pd)
+{
+	return pd->port;
+}
+
+void
+peerd_stop(struct peerd *pd)
+{
+	if (pd == NULL)
+		return;
+	if (pd->mhd != NULL)
+		MHD_stop_daemon(pd->mhd);
+	peerd_replay_free(pd->replay);
+	OPENSSL_cleanse(pd->key, sizeof(pd->key));
+	free(pd);
+}

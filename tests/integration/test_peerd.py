@@ -1,0 +1,892 @@
+#!/usr/bin/env python3
+"""Integration cases for bgcopy-peerd, the LAN peer cache (peer protocol of INTERFACE.md).
+
+Usage: test_peerd.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_peerd.py CASE)
+       test_peerd.py --list                    prints the case names, one a line
+       test_peerd.py --all [PATH/TO/bgcopy]    runs every case, prints a summary
+
+Environment: BGCOPY (the agent binary), BGCOPY_PEERD (default: bgcopy-peerd next to BGCOPY),
+BGCOPY_KEEP_TMP=1 keeps the temp dirs.
+
+Content gets into a store the real way: `bgcopy --home H get URL -o OUT` from an nginx origin
+(origin.py) stores the file under its URL. peerd is then started on that home with
+`--port 0 --port-file F` (the port is polled from F, never guessed) and stopped by the case,
+even when it fails (the Peerd context manager). Requests go through http.client, or raw
+sockets for malformed ones. Each case prints one line per check, and on failure the bgcopy
+commands it ran, the origin's access log and peerd's stderr."""
+
+import base64
+import hashlib
+import hmac
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from origin import MiB, Origin  # noqa: E402
+from test_get import ABSENT, main, started  # noqa: E402
+
+A_SIZE = 300_000                # crosses the first chunk boundary of the store
+CHUNK = 64 * 4096 - 16          # STORE_CHUNK_BYTES (cache.h)
+BIG_SIZE = 1024 * MiB           # the flat-memory case
+RSS_ANON_LIMIT = 64 * MiB       # peerd's anonymous memory while it streams BIG_SIZE
+AUTH_WINDOW = 300               # PEER_AUTH_WINDOW (cache.h), seconds
+
+CASES = {}
+
+
+def case(name):
+    def deco(fn):
+        assert name not in CASES, name
+        CASES[name] = fn
+        return fn
+    return deco
+
+
+def peerd_exe(bg):
+    exe = os.environ.get("BGCOPY_PEERD") or os.path.join(os.path.dirname(bg.exe), "bgcopy-peerd")
+    if not os.access(exe, os.X_OK):
+        raise RuntimeError(f"bgcopy-peerd not found or not executable: {exe!r} (set BGCOPY_PEERD)")
+    return exe
+
+
+def q(key):
+    """The url= argument as clients send it: everything but unreserved characters encoded."""
+    return "/v1/content?url=" + urllib.parse.quote(key, safe="")
+
+
+def repr_digest(data):
+    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
+
+
+def sign(key, method, path, url, t):
+    """The X-Bgcopy-Auth value (cache.h): t=T,sig=HMAC-SHA256(key, METHOD\\nPATH\\nURL\\nT)."""
+    msg = f"{method}\n{path}\n{url}\n{t}".encode()
+    return f"t={t},sig={hmac.new(key, msg, hashlib.sha256).hexdigest()}"
+
+
+class Reply:
+    def __init__(self, status, headers, body, will_close):
+        self.status, self.headers, self.body, self.will_close = status, headers, body, will_close
+
+    def h(self, name):
+        return self.headers.get(name.lower(), ABSENT)
+
+
+class Peerd:
+    """bgcopy-peerd on a home, port from the kernel via --port-file. A context manager:
+    __exit__ stops it (TERM, then KILL after 5 s) whatever happened, and prints its stderr
+    when the case has failed checks."""
+
+    def __init__(self, bg, home, *args, workdir):
+        self.exe = peerd_exe(bg)
+        self.t = bg.t
+        self.home = home
+        self.args = list(args)
+        self.workdir = workdir
+        self.port_file = os.path.join(workdir, "peerd.port")
+        self.err_path = os.path.join(workdir, "peerd.stderr")
+        self.proc = None
+        self.port = None
+        self.rc = None
+        self._conn = None
+
+    def __enter__(self):
+        argv = [self.exe, "--home", self.home, "--port", "0", "--port-file", self.port_file,
+                *self.args]
+        print(f"  start {' '.join(argv[1:])}", flush=True)
+        with open(self.err_path, "wb") as errf:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"bgcopy-peerd exited with {self.proc.returncode}: {self.stderr()}")
+                try:
+                    with open(self.port_file) as f:
+                        text = f.read()
+                    if text.endswith("\n"):
+                        self.port = int(text)
+                        break
+                except FileNotFoundError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no port file after 15 s: {self.stderr()}")
+                time.sleep(0.02)
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._stop()
+        if exc_type is None:
+            # Every case ends with a clean stop; under the sanitizers a report makes the exit
+            # status non-zero, and the report is in the log.
+            self.t.eq("peerd exit status after SIGTERM", self.rc, 0)
+            log = self.stderr()
+            self.t.ok("no sanitizer report in peerd's stderr",
+                      "Sanitizer" not in log and "runtime error" not in log)
+        if self.t.failed or exc_type is not None:
+            print(f"-- peerd stderr ({self.err_path}):\n{self.stderr()}")
+        return False
+
+    def stderr(self):
+        try:
+            with open(self.err_path, errors="replace") as f:
+                return f.read()[-4000:].strip() or "(empty)"
+        except OSError:
+            return "(none)"
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """TERM; returns the exit status."""
+        self._stop()
+        return self.rc
+
+    def _stop(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.rc = self.proc.returncode
+        self.proc = None
+
+    # ---- requests -------------------------------------------------------------
+    def conn(self, timeout=30):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, headers=None, keep=False):
+        """One request; a fresh connection unless KEEP (then the shared keep-alive one)."""
+        if keep:
+            if self._conn is None:
+                self._conn = self.conn()
+            c = self._conn
+        else:
+            c = self.conn()
+        try:
+            c.request(method, path, headers=headers or {})
+            r = c.getresponse()
+            body = r.read()
+            return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, body, r.will_close)
+        finally:
+            if not keep:
+                c.close()
+
+    def metrics(self, headers=None):
+        r = self.request("GET", "/metrics", headers)
+        out = {}
+        if r.status != 200:
+            return r, out
+        for line in r.body.decode().splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name, value = line.rsplit(" ", 1)
+            out[name] = int(value)
+        return r, out
+
+    def rss_anon(self):
+        """RssAnon of the process in bytes (from /proc), or None once it is gone."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, AttributeError):
+            return None
+        return None
+
+
+def store_file(t, agent, o, name, extra=()):
+    """`bgcopy get` of /files/NAME into the home: the content is then stored under its URL."""
+    url, out = o.url(f"/files/{name}"), o.path("out", name)
+    r = t.ran(agent.get(url, out, extra=extra))
+    t.eq(f"get {name}: exit status", r.rc, 0)
+    return url
+
+
+def origin_validators(o, name):
+    c = http.client.HTTPConnection("127.0.0.1", o.port, timeout=10)
+    try:
+        c.request("HEAD", f"/files/{name}")
+        r = c.getresponse()
+        r.read()
+        return r.getheader("ETag"), r.getheader("Last-Modified")
+    finally:
+        c.close()
+
+
+def expect_content_headers(t, what, r, data, size=None):
+    t.eq(f"{what}: ETag", r.h("etag"), '"' + hashlib.sha256(data).hexdigest() + '"')
+    t.eq(f"{what}: Repr-Digest", r.h("repr-digest"), repr_digest(data))
+    t.eq(f"{what}: Accept-Ranges", r.h("accept-ranges"), "bytes")
+    t.eq(f"{what}: Content-Type", r.h("content-type"), "application/octet-stream")
+    t.eq(f"{what}: Content-Length", r.h("content-length"), str(len(data) if size is None else size))
+
+
+# ---- raw sockets ---------------------------------------------------------------------------
+
+def raw_exchange(port, payload, wait=5.0, chunks=None, pause=0.0):
+    """Sends PAYLOAD (or CHUNKS with PAUSE seconds between them) on a fresh connection, then
+    reads until the server closes or WAIT seconds pass. Returns (status or None, bytes read,
+    closed_by_server)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=wait)
+    got = b""
+    closed = False
+    try:
+        try:
+            for i, part in enumerate(chunks if chunks is not None else [payload]):
+                if i and pause:
+                    time.sleep(pause)
+                s.sendall(part)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not data:
+                closed = True
+                break
+            got += data
+            # One response is enough unless we wait for the close.
+            if b"\r\n\r\n" in got and _complete(got):
+                break
+    finally:
+        s.close()
+    m = re.match(rb"HTTP/1\.[01] (\d{3}) ", got)
+    return (int(m.group(1)) if m else None), got, closed
+
+
+def _complete(buf):
+    head, _, body = buf.partition(b"\r\n\r\n")
+    m = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    return m is not None and len(body) >= int(m.group(1))
+
+
+# ---- cases ---------------------------------------------------------------------------------
+
+@case("peerd_serves_stored_content")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE, "q.bin": 5000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: GET of a stored URL -> 200 with the bytes, ETag = quoted SHA-256, "
+              "Repr-Digest, the origin's ETag (X-Origin-ETag) and Last-Modified; HEAD -> the same "
+              "headers, no body, connection kept; a key with a query string, percent-encoded; "
+              "unknown url -> 404; /v1/health -> 200 ok")
+        url = store_file(t, agent, o, "a.bin")
+        qurl = o.url("/files/q.bin?x=1&y=a%20b")
+        r = t.ran(agent.get(qurl, o.path("out", "q.bin")))
+        t.eq("get q.bin?x=1&y=a%20b: exit status", r.rc, 0)
+        qkey = (r.doc or {}).get("files", [{}])[0].get("cache_key") or qurl
+        etag, lastmod = origin_validators(o, "a.bin")
+        data = o.data["a.bin"]
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            r = p.request("GET", q(url), keep=True)
+            t.eq("GET: status", r.status, 200)
+            t.ok("GET: body is the stored file", r.body == data, f"{len(r.body)} bytes")
+            expect_content_headers(t, "GET", r, data)
+            t.eq("GET: X-Origin-ETag (nginx's ETag)", r.h("x-origin-etag"), etag)
+            t.eq("GET: Last-Modified (nginx's)", r.h("last-modified"), lastmod)
+            t.eq("GET: connection kept alive", r.will_close, False)
+
+            h = p.request("HEAD", q(url), keep=True)
+            t.eq("HEAD: status", h.status, 200)
+            t.eq("HEAD: no body", h.body, b"")
+            expect_content_headers(t, "HEAD", h, data)
+            for name in ("etag", "repr-digest", "x-origin-etag", "last-modified", "content-length"):
+                t.eq(f"HEAD and GET agree on {name}", h.h(name), r.h(name))
+            # A body after the HEAD answer would corrupt the next response on the connection.
+            n = p.request("GET", "/v1/health", keep=True)
+            t.eq("GET /v1/health on the same connection after HEAD", (n.status, n.body), (200, b"ok\n"))
+
+            r = p.request("GET", q(qkey))
+            t.eq(f"GET of the key {qkey!r} (percent-encoded): status", r.status, 200)
+            t.ok("its body is q.bin", r.body == o.data["q.bin"])
+
+            for miss in (o.url("/files/nope.bin"), url + "x", url.upper()):
+                r = p.request("GET", q(miss))
+                t.eq(f"GET url={miss}: status", r.status, 404)
+            r = p.request("HEAD", q(o.url("/files/nope.bin")))
+            t.eq("HEAD of an unknown url: status", r.status, 404)
+            r = p.request("GET", "/v1/health")
+            t.eq("/v1/health: status and body", (r.status, r.body), (200, b"ok\n"))
+            t.eq("peerd still running", p.alive(), True)
+            t.eq("exit status after SIGTERM", p.stop(), 0)
+            t.eq("port file removed at exit", os.path.exists(p.port_file), False)
+
+
+RANGE_CASES = [
+    # (Range, If-Range or None, expected status, expected (start, end) or None)
+    ("bytes=0-0", None, 206, (0, 0)),
+    ("bytes=10-19", None, 206, (10, 19)),
+    ("bytes=100-", None, 206, (100, A_SIZE - 1)),
+    ("bytes=-100", None, 206, (A_SIZE - 100, A_SIZE - 1)),
+    (f"bytes=-{A_SIZE + 5}", None, 206, (0, A_SIZE - 1)),
+    (f"bytes={A_SIZE - 10}-{A_SIZE + 1000}", None, 206, (A_SIZE - 10, A_SIZE - 1)),
+    (f"bytes={CHUNK - 100}-{CHUNK + 99}", None, 206, (CHUNK - 100, CHUNK + 99)),
+    (f"bytes={A_SIZE - 1}-", None, 206, (A_SIZE - 1, A_SIZE - 1)),
+    ("BYTES=5-9", None, 206, (5, 9)),
+    (f"bytes={A_SIZE}-", None, 416, None),
+    (f"bytes={A_SIZE}-{A_SIZE + 10}", None, 416, None),
+    ("bytes=99999999999999999999999-", None, 416, None),
+    ("bytes=-0", None, 416, None),
+    ("bytes=0-1,5-6", None, 200, None),
+    ("bytes=0-1, 5-6", None, 200, None),
+    ("bytes=abc", None, 200, None),
+    ("bytes=5-2", None, 200, None),
+    ("bytes=-", None, 200, None),
+    ("items=0-10", None, 200, None),
+    ("bytes 0-10", None, 200, None),
+    ("", None, 200, None),
+    ("bytes=10-19", "ETAG", 206, (10, 19)),
+    ("bytes=10-19", '"0000"', 200, None),
+    ("bytes=10-19", "Wed, 21 Oct 2015 07:28:00 GMT", 200, None),
+    (f"bytes={A_SIZE}-", '"0000"', 200, None),
+]
+
+
+@case("peerd_range_cases")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: one range -> 206 with Content-Range and exactly those bytes (clamped at the "
+              "end, across a chunk boundary); start >= size or -0 -> 416 with bytes */SIZE; several "
+              "ranges, malformed ones or another unit -> 200 with everything; If-Range equal to "
+              "the ETag -> 206, anything else -> 200; all on one kept-alive connection; HEAD "
+              "with a Range -> 206 headers, no body")
+        url = store_file(t, agent, o, "a.bin")
+        data = o.data["a.bin"]
+        etag = '"' + hashlib.sha256(data).hexdigest() + '"'
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            for rng, if_range, want, span in RANGE_CASES:
+                hdrs = {"Range": rng}
+                if if_range is not None:
+                    hdrs["If-Range"] = etag if if_range == "ETAG" else if_range
+                r = p.request("GET", q(url), hdrs, keep=True)
+                what = f"Range {rng!r}" + (f" If-Range {hdrs['If-Range']!r}" if if_range else "")
+                t.eq(f"{what}: status", r.status, want)
+                if want == 206:
+                    a, b = span
+                    t.eq(f"{what}: Content-Range", r.h("content-range"), f"bytes {a}-{b}/{A_SIZE}")
+                    t.eq(f"{what}: Content-Length", r.h("content-length"), str(b - a + 1))
+                    t.ok(f"{what}: body is bytes {a}..{b}", r.body == data[a:b + 1],
+                         f"{len(r.body)} bytes")
+                    t.eq(f"{what}: ETag", r.h("etag"), etag)
+                elif want == 416:
+                    t.eq(f"{what}: Content-Range", r.h("content-range"), f"bytes */{A_SIZE}")
+                else:
+                    t.eq(f"{what}: no Content-Range", r.h("content-range"), ABSENT)
+                    t.ok(f"{what}: whole body", r.body == data, f"{len(r.body)} bytes")
+                t.eq(f"{what}: connection kept alive", r.will_close, False)
+            r = p.request("HEAD", q(url), {"Range": "bytes=10-19"}, keep=True)
+            t.eq("HEAD with Range: status, Content-Range, Content-Length, body",
+                 (r.status, r.h("content-range"), r.h("content-length"), r.body),
+                 (206, f"bytes 10-19/{A_SIZE}", "10", b""))
+            n = p.request("GET", "/v1/health", keep=True)
+            t.eq("health on the same connection afterwards", (n.status, n.body), (200, b"ok\n"))
+
+
+@case("peerd_concurrent_requests_all_correct")
+def _(bg):
+    import random
+    with Origin(files={"a.bin": A_SIZE, "b.bin": 3 * CHUNK + 7}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: 16 clients at once, each 40 requests on its own kept-alive connection "
+              "(whole bodies, random ranges, HEADs, misses) on 2 threads: every answer right")
+        urls = {name: store_file(t, agent, o, name) for name in ("a.bin", "b.bin")}
+        with Peerd(bg, agent.home, "--threads", "2", workdir=o.dir) as p:
+            errors = []
+
+            def client(seed):
+                rnd = random.Random(seed)
+                c = p.conn(timeout=30)
+                try:
+                    for _ in range(40):
+                        name = rnd.choice(("a.bin", "b.bin"))
+                        data = o.data[name]
+                        kind = rnd.choice(("full", "range", "range", "head", "miss"))
+                        hdrs, path, method = {}, q(urls[name]), "GET"
+                        want = (200, data)
+                        if kind == "range":
+                            a = rnd.randrange(len(data))
+                            b = rnd.randrange(a, len(data))
+                            hdrs["Range"] = f"bytes={a}-{b}"
+                            want = (206, data[a:b + 1])
+                        elif kind == "head":
+                            method = "HEAD"
+                            want = (200, b"")
+                        elif kind == "miss":
+                            path = q(urls[name] + "?miss")
+                            want = (404, b"not found\n")
+                        c.request(method, path, headers=hdrs)
+                        r = c.getresponse()
+                        body = r.read()
+                        if (r.status, body) != want:
+                            errors.append(f"{kind} {name} {hdrs}: got {r.status}, {len(body)} bytes")
+                except Exception as e:  # reported as a failed check below
+                    errors.append(f"client {seed}: {type(e).__name__}: {e}")
+                finally:
+                    c.close()
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            t.eq("wrong answers", errors[:5], [])
+            _, m = p.metrics()
+            t.eq("every request answered (requests_total over 200, 206, 404)",
+                 sum(m.get(f'bgcopy_peerd_requests_total{{status="{s}"}}', 0) for s in (200, 206, 404)),
+                 16 * 40)
+
+
+@case("peerd_private_content_not_served")
+def _(bg):
+    with Origin(files={"pub.bin": 40_000, "priv.bin": 50_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: content fetched with an Authorization header is stored (cache list shows "
+              "it private) but peerd answers 404 for it, GET and HEAD, counted as misses; a public "
+              "entry of the same store is served")
+        pub = store_file(t, agent, o, "pub.bin")
+        priv = store_file(t, agent, o, "priv.bin", extra=["--header", "Authorization: Bearer x"])
+        s = t.ran(agent.run("cache", "list", "--json"))
+        entries = {e.get("url"): e for e in (s.doc or []) if isinstance(e, dict)}
+        t.eq("cache list: the private entry is stored, marked private",
+             (entries.get(priv) or {}).get("private", ABSENT), True)
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            _, m0 = p.metrics()
+            r = p.request("GET", q(priv))
+            t.eq("GET of the private entry: status", r.status, 404)
+            t.ok("no byte of it in the answer", o.data["priv.bin"][:64] not in r.body)
+            t.eq("no ETag in the answer", r.h("etag"), ABSENT)
+            r = p.request("HEAD", q(priv))
+            t.eq("HEAD of the private entry: status", r.status, 404)
+            r = p.request("GET", q(pub))
+            t.eq("GET of the public entry: status", r.status, 200)
+            t.ok("public body right", r.body == o.data["pub.bin"])
+            _, m1 = p.metrics()
+            t.eq("misses_total went up by 2",
+                 m1.get("bgcopy_peerd_misses_total", 0) - m0.get("bgcopy_peerd_misses_total", 0), 2)
+            t.eq("hits_total went up by 1",
+                 m1.get("bgcopy_peerd_hits_total", 0) - m0.get("bgcopy_peerd_hits_total", 0), 1)
+
+
+@case("peerd_peer_key_required")
+def _(bg):
+    with Origin(files={"a.bin": 20_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: with --peer-key, content and /metrics need a valid X-Bgcopy-Auth: none, a "
+              "wrong signature, a stale or future timestamp, another url or method -> 401 with "
+              "WWW-Authenticate; a good one -> 200; the same header again -> 401 (replay); "
+              "/v1/health stays open")
+        url = store_file(t, agent, o, "a.bin")
+        key = os.urandom(16).hex().encode()
+        key_file = o.path("peer.key")
+        with open(key_file, "wb") as f:
+            f.write(key + b"\n")   # the trailing newline is not part of the key
+        path = "/v1/content"
+        now = int(time.time())
+        with Peerd(bg, agent.home, "--peer-key", key_file, workdir=o.dir) as p:
+            def get(hdr, method="GET", target=None):
+                return p.request(method, target or q(url), {"X-Bgcopy-Auth": hdr} if hdr else {})
+
+            r = get(None)
+            t.eq("no header: status", r.status, 401)
+            t.eq("no header: WWW-Authenticate", r.h("www-authenticate"), "BGCOPY-HMAC-SHA256")
+            good = sign(key, "GET", path, url, now)
+            bad = good[:-1] + ("0" if good[-1] != "0" else "1")
+            for what, hdr, method in (
+                    ("wrong signature", bad, "GET"),
+                    ("garbage header", "nonsense", "GET"),
+                    ("signed with another key", sign(b"x" * 32, "GET", path, url, now), "GET"),
+                    ("stale timestamp", sign(key, "GET", path, url, now - AUTH_WINDOW - 60), "GET"),
+                    ("future timestamp", sign(key, "GET", path, url, now + AUTH_WINDOW + 60), "GET"),
+                    ("signed for another url", sign(key, "GET", path, url + "x", now), "GET"),
+                    ("GET signature on a HEAD", sign(key, "GET", path, url, now - 1), "HEAD")):
+                r = get(hdr, method)
+                t.eq(f"{what}: status", r.status, 401)
+                t.eq(f"{what}: WWW-Authenticate", r.h("www-authenticate"), "BGCOPY-HMAC-SHA256")
+                t.ok(f"{what}: no content", o.data["a.bin"][:64] not in r.body)
+            r = get(good)
+            t.eq("good signature: status", r.status, 200)
+            t.ok("good signature: body", r.body == o.data["a.bin"])
+            r = get(good)
+            t.eq("the same header replayed: status", r.status, 401)
+            r = get(sign(key, "GET", path, url, now - 2))
+            t.eq("a fresh signature (another timestamp): status", r.status, 200)
+            r = get(sign(key, "HEAD", path, url, now - 3), "HEAD")
+            t.eq("HEAD with a HEAD signature: status", r.status, 200)
+            nope = o.url("/files/nope.bin")
+            r = get(sign(key, "GET", path, nope, now), target=q(nope))
+            t.eq("signed request for an absent url: status", r.status, 404)
+            r = p.request("GET", "/v1/health")
+            t.eq("/v1/health without a header", (r.status, r.body), (200, b"ok\n"))
+            r = p.request("GET", "/metrics")
+            t.eq("/metrics without a header: status", r.status, 401)
+            r, m = p.metrics({"X-Bgcopy-Auth": sign(key, "GET", "/metrics", "", now)})
+            t.eq("/metrics signed over GET\\n/metrics\\n\\nT: status", r.status, 200)
+            t.eq("metrics: 401 answers counted", m.get('bgcopy_peerd_requests_total{status="401"}'), 10)
+            t.eq("peerd still running", p.alive(), True)
+
+
+@case("peerd_malformed_requests_no_crash")
+def _(bg):
+    with Origin(files={"a.bin": 20_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: garbage, huge headers, traversal, bad escapes, NUL, empty or missing url, "
+              "other methods, an overlong url, a stalled request: each gets a 4xx or a closed "
+              "connection, never a crash; the stalled one is closed after --timeout; health is 200 "
+              "and the stored entry still served afterwards")
+        url = store_file(t, agent, o, "a.bin")
+        with Peerd(bg, agent.home, "--timeout", "2", workdir=o.dir) as p:
+            long_url = "http://x/" + "a" * 9000
+            reqs = [
+                ("garbage request line", b"\x00\x01\x02 garbage \xff\r\n\r\n", (400, None)),
+                ("no HTTP version", b"GET /v1/health\r\n\r\n", (400, None, 200)),
+                ("64 KiB header", b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 65536
+                 + b"\r\n\r\n", (400, 413, 431, None)),
+                ("traversal", b"GET /v1/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", (404,)),
+                ("encoded traversal", b"GET /v1/%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+                 (404,)),
+                ("url=%zz", b"GET /v1/content?url=%zz HTTP/1.1\r\nHost: x\r\n\r\n", (400, 404)),
+                ("url=%", b"GET /v1/content?url=% HTTP/1.1\r\nHost: x\r\n\r\n", (400, 404)),
+                ("url=%00", b"GET /v1/content?url=%00 HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+                ("url with %00 inside", b"GET /v1/content?url=" + urllib.parse.quote(url, safe="").encode()
+                 + b"%00x HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+                ("url= empty", b"GET /v1/content?url= HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+                ("url without =", b"GET /v1/content?url HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+                ("no url argument", b"GET /v1/content HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+                ("two url arguments", b"GET /v1/content?url=a&url=b HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+                ("POST with a body", b"POST /v1/content?url=a HTTP/1.1\r\nHost: x\r\nContent-Length: 5"
+                 b"\r\n\r\nhello", (405,)),
+                ("POST without a body", b"POST /v1/content?url=a HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Length: 0\r\n\r\n", (405,)),
+                ("PUT chunked", b"PUT /v1/health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
+                 b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n", (405,)),
+                ("DELETE unknown path", b"DELETE /nope HTTP/1.1\r\nHost: x\r\n\r\n", (404,)),
+                ("GET with a body", b"GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+                 (400,)),
+                ("bad Content-Length", b"GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+                 (400, None)),
+                # The longest key a store holds, every byte percent-encoded: still a request.
+                ("key of 8192 bytes, all encoded", ("GET " + q("/" * 8192) + " HTTP/1.1\r\nHost: x\r\n"
+                 "User-Agent: " + "u" * 200 + "\r\n\r\n").encode(), (404,)),
+                ("key of 8193 bytes", ("GET " + q("/" * 8193) + " HTTP/1.1\r\nHost: x\r\n\r\n").encode(),
+                 (414,)),
+                ("url longer than 9000 bytes", ("GET " + q(long_url) + " HTTP/1.1\r\nHost: x\r\n\r\n")
+                 .encode(), (414,)),
+                ("request target of 40 KiB", b"GET /v1/content?url=" + b"b" * 40960
+                 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414, 400, 431, None)),
+                ("header without colon", b"GET /v1/health HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n",
+                 (400, 200, None)),
+                ("absolute-form target", b"GET http://x/v1/health HTTP/1.1\r\nHost: x\r\n\r\n",
+                 (200, 400, 404)),
+                ("HTTP/1.0 health", b"GET /v1/health HTTP/1.0\r\n\r\n", (200,)),
+                ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", (400, 404, 405, 505, None)),
+                ("bad method chars", b"G(T /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", (400, 404, 405, 501, None)),
+            ]
+            for what, payload, allowed in reqs:
+                status, got, closed = raw_exchange(p.port, payload)
+                t.ok(f"{what}: status {status} in {allowed}", status in allowed,
+                     f"got {got[:200]!r} (closed: {closed})")
+                t.eq(f"{what}: peerd alive", p.alive(), True)
+
+            # Headers sent slowly, then nothing: the idle connection is closed after --timeout.
+            t0 = time.monotonic()
+            status, got, closed = raw_exchange(
+                p.port, None, wait=20, pause=0.3,
+                chunks=[b"GET /v1/health HTTP/1.1\r\n", b"Host: x\r\n", b"X-A: 1\r\n", b"X-B: 2\r\n"])
+            took = time.monotonic() - t0
+            t.ok(f"stalled request: connection closed by peerd ({took:.1f}s, --timeout 2)",
+                 closed and took < 15, f"closed={closed} got={got[:200]!r}")
+            t.eq("stalled request: no answer to the incomplete request", status, None)
+
+            r = p.request("GET", "/v1/health")
+            t.eq("health afterwards", (r.status, r.body), (200, b"ok\n"))
+            r = p.request("GET", q(url))
+            t.eq("content afterwards: status", r.status, 200)
+            t.ok("content afterwards: body", r.body == o.data["a.bin"])
+            t.eq("peerd still running", p.alive(), True)
+            t.eq("exit status after SIGTERM", p.stop(), 0)
+
+
+def write_big_file(path, size):
+    """SIZE bytes made of one random MiB repeated; returns the SHA-256 hex."""
+    block = os.urandom(MiB)
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(block)
+            h.update(block)
+    os.chmod(path, 0o644)
+    return h.hexdigest()
+
+
+@case("peerd_streams_large_entry_with_flat_memory")
+def _(bg):
+    with Origin() as o:
+        o, agent, t = started(bg, o)
+        print(f"checks: a {BIG_SIZE // MiB} MiB entry streams through peerd with the right SHA-256 "
+              f"while peerd's RssAnon stays below {RSS_ANON_LIMIT // MiB} MiB (body read block by "
+              "block, nothing buffered whole)")
+        big = o.file_path("big.bin")
+        want = write_big_file(big, BIG_SIZE)
+        url = o.url("/files/big.bin")
+        r = t.ran(agent.get(url, o.path("out", "big.bin"), timeout=240))
+        t.eq("get big.bin: exit status", r.rc, 0)
+        # The origin's copy and the output are no longer needed: only the store serves now.
+        os.unlink(big)
+        if os.path.exists(o.path("out", "big.bin")):
+            os.unlink(o.path("out", "big.bin"))
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            base = p.rss_anon()
+            peak = [base or 0]
+            stop = threading.Event()
+
+            def sample():
+                while not stop.is_set():
+                    v = p.rss_anon()
+                    if v is not None:
+                        peak[0] = max(peak[0], v)
+                    stop.wait(0.02)
+            th = threading.Thread(target=sample, daemon=True)
+            th.start()
+            h = hashlib.sha256()
+            n = 0
+            t0 = time.monotonic()
+            c = p.conn(timeout=60)
+            try:
+                c.request("GET", q(url))
+                resp = c.getresponse()
+                t.eq("status", resp.status, 200)
+                t.eq("Content-Length", resp.getheader("Content-Length"), str(BIG_SIZE))
+                while True:
+                    piece = resp.read(MiB)
+                    if not piece:
+                        break
+                    h.update(piece)
+                    n += len(piece)
+            finally:
+                c.close()
+                stop.set()
+                th.join()
+            took = time.monotonic() - t0
+            t.note(f"{n} bytes in {took:.1f}s; RssAnon before {base // 1024 if base else '?'} KiB, "
+                   f"peak {peak[0] // 1024} KiB")
+            t.eq("bytes received", n, BIG_SIZE)
+            t.eq("SHA-256 of what was received", h.hexdigest(), want)
+            t.ok(f"RssAnon peak {peak[0] // MiB} MiB < {RSS_ANON_LIMIT // MiB} MiB",
+                 0 < peak[0] < RSS_ANON_LIMIT)
+            _, m = p.metrics()
+            t.eq("bytes_served_total", m.get("bgcopy_peerd_bytes_served_total"), BIG_SIZE)
+
+
+@case("peerd_content_removed_mid_stream_cuts_connection")
+def _(bg):
+    size = 48 * MiB
+    with Origin() as o:
+        o, agent, t = started(bg, o)
+        print("checks: when the content is removed (cache rm + cache gc) while peerd streams it, "
+              "the connection is cut: the client gets a short body whose bytes are all right, "
+              "never wrong bytes; peerd keeps serving")
+        want = write_big_file(o.file_path("m.bin"), size)
+        with open(o.file_path("m.bin"), "rb") as f:
+            data = f.read()
+        url = o.url("/files/m.bin")
+        r = t.ran(agent.get(url, o.path("out", "m.bin"), timeout=120))
+        t.eq("get m.bin: exit status", r.rc, 0)
+        t.eq("stored digest", (r.doc or {}).get("files", [{}])[0].get("sha256"), want)
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            c = p.conn(timeout=30)
+            got = b""
+            short = False
+            try:
+                c.request("GET", q(url))
+                resp = c.getresponse()
+                t.eq("status", resp.status, 200)
+                got = resp.read(MiB)
+                s = t.ran(agent.run("cache", "rm", url))
+                t.eq("cache rm: exit", s.rc, 0)
+                s = t.ran(agent.run("cache", "gc"))
+                t.eq("cache gc: exit", s.rc, 0)
+                try:
+                    while True:
+                        piece = resp.read(MiB)
+                        if not piece:
+                            break
+                        got += piece
+                except (http.client.IncompleteRead, ConnectionError) as e:
+                    short = True
+                    if isinstance(e, http.client.IncompleteRead):
+                        got += e.partial
+            finally:
+                c.close()
+            t.note(f"received {len(got)} of {size} bytes")
+            t.ok("the body was cut short", short or len(got) < size, f"{len(got)} bytes")
+            t.ok("every byte received is right", got == data[:len(got)])
+            r = p.request("GET", q(url))
+            t.eq("the entry is now absent: status", r.status, 404)
+            r = p.request("GET", "/v1/health")
+            t.eq("health afterwards", r.status, 200)
+            t.eq("peerd still running", p.alive(), True)
+
+
+@case("peerd_metrics")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: /metrics is Prometheus text; after a hit, a 206, a HEAD, a miss and a 416 "
+              "the counters moved by exactly that much")
+        url = store_file(t, agent, o, "a.bin")
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            r0, m0 = p.metrics()
+            t.eq("metrics: status", r0.status, 200)
+            t.ok("metrics: text/plain", str(r0.h("content-type")).startswith("text/plain"))
+            t.ok("metrics: # TYPE lines", b"# TYPE bgcopy_peerd_requests_total counter" in r0.body)
+            t.eq("a fresh peerd counts nothing yet",
+                 (m0.get("bgcopy_peerd_hits_total"), m0.get("bgcopy_peerd_misses_total"),
+                  m0.get("bgcopy_peerd_bytes_served_total")), (0, 0, 0))
+            t.eq("GET hit", p.request("GET", q(url)).status, 200)
+            t.eq("GET 206", p.request("GET", q(url), {"Range": "bytes=0-99"}).status, 206)
+            t.eq("HEAD hit", p.request("HEAD", q(url)).status, 200)
+            t.eq("GET miss", p.request("GET", q(url + "?nope")).status, 404)
+            t.eq("GET 416", p.request("GET", q(url), {"Range": f"bytes={A_SIZE}-"}).status, 416)
+            t.eq("GET unknown path", p.request("GET", "/nope").status, 404)
+            _, m1 = p.metrics()
+
+            def d(name):
+                return m1.get(name, 0) - m0.get(name, 0)
+            t.eq("hits_total delta (200, 206, HEAD)", d("bgcopy_peerd_hits_total"), 3)
+            t.eq("misses_total delta (content 404 only)", d("bgcopy_peerd_misses_total"), 1)
+            t.eq("bytes_served_total delta (HEAD sends no body)",
+                 d("bgcopy_peerd_bytes_served_total"), A_SIZE + 100)
+            t.eq('requests_total{status="200"} delta (GET, HEAD, the first /metrics)',
+                 d('bgcopy_peerd_requests_total{status="200"}'), 3)
+            t.eq('requests_total{status="206"} delta', d('bgcopy_peerd_requests_total{status="206"}'), 1)
+            t.eq('requests_total{status="404"} delta', d('bgcopy_peerd_requests_total{status="404"}'), 2)
+            t.eq('requests_total{status="416"} delta', d('bgcopy_peerd_requests_total{status="416"}'), 1)
+            t.ok("connections gauge present", "bgcopy_peerd_connections" in m1)
+
+
+@case("peerd_listens_on_ipv6_loopback")
+def _(bg):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        print(f"  note  no IPv6 loopback here ({e}); nothing to check")
+        return
+    with Origin(files={"a.bin": 10_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: --listen ::1 (and [::1]) serves over IPv6; nothing listens on 127.0.0.1 then")
+        url = store_file(t, agent, o, "a.bin")
+        for addr in ("::1", "[::1]"):
+            with Peerd(bg, agent.home, "--listen", addr, workdir=o.dir) as p:
+                c = http.client.HTTPConnection("::1", p.port, timeout=10)
+                c.request("GET", q(url))
+                r = c.getresponse()
+                body = r.read()
+                c.close()
+                t.eq(f"--listen {addr}: GET over IPv6", (r.status, body == o.data["a.bin"]), (200, True))
+                try:
+                    socket.create_connection(("127.0.0.1", p.port), timeout=2).close()
+                    v4 = "accepted"
+                except OSError:
+                    v4 = "refused"
+                t.eq(f"--listen {addr}: 127.0.0.1 port {p.port}", v4, "refused")
+
+
+def run_peerd(bg, *args, env_extra=None, timeout=20):
+    env = dict(os.environ)
+    env.pop("BGCOPY_HOME", None)
+    env.update(env_extra or {})
+    argv = [peerd_exe(bg), *args]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL, env=env)
+    print(f"  ran   {' '.join(args)}  -> exit {p.returncode}", flush=True)
+    return p
+
+
+@case("peerd_missing_store_exits_3")
+def _(bg):
+    with Origin() as o:
+        o, agent, t = started(bg, o)
+        print("checks: no store in the home (empty folder, missing folder, via --home or "
+              "BGCOPY_HOME) -> exit 3 at once with a message naming the home; no port file")
+        empty = o.path("empty-home")
+        os.makedirs(empty)
+        missing = o.path("no-such-home")
+        pf = o.path("pf")
+        for what, args, env in (("empty --home", ["--home", empty], None),
+                                ("missing --home", ["--home", missing], None),
+                                ("BGCOPY_HOME without a store", [], {"BGCOPY_HOME": missing})):
+            p = run_peerd(bg, *args, "--port", "0", "--port-file", pf, env_extra=env)
+            t.eq(f"{what}: exit status", p.returncode, 3)
+            t.eq(f"{what}: stdout", p.stdout, "")
+            home = env["BGCOPY_HOME"] if env else args[1]
+            t.ok(f"{what}: stderr names the home", home in p.stderr, f"stderr: {p.stderr.strip()!r}")
+            t.eq(f"{what}: port file", os.path.exists(pf), False)
+        t.eq("missing home not created", os.path.exists(missing), False)
+
+
+@case("peerd_bad_flag_exits_2")
+def _(bg):
+    with Origin(files={"a.bin": 1000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: unknown options and bad values exit 2 with a message, before opening "
+              "anything; --help and --version exit 0; a port in use exits 3")
+        store_file(t, agent, o, "a.bin")
+        home = agent.home
+        short_key = o.path("short.key")
+        with open(short_key, "w") as f:
+            f.write("tooshort\n")
+        for args in (["--bogus"], ["--port", "70000"], ["--port", "abc"], ["--port", "-1"],
+                     ["--port"], ["--listen", "localhost"], ["--listen", "1.2.3"],
+                     ["--threads", "0"], ["--threads", "x"], ["--timeout", "0"],
+                     ["--max-connections", "0"], ["--threads", "4", "--max-connections", "2"],
+                     ["stray-argument"], ["--peer-key", short_key]):
+            p = run_peerd(bg, "--home", home, *args)
+            t.eq(f"{' '.join(args)}: exit status", p.returncode, 2)
+            t.ok(f"{' '.join(args)}: a message on stderr", p.stderr.strip() != "")
+            t.eq(f"{' '.join(args)}: stdout", p.stdout, "")
+        p = run_peerd(bg, "--home", home, "--peer-key", o.path("no-such.key"))
+        t.eq("--peer-key of a missing file: exit status", p.returncode, 3)
+        p = run_peerd(bg, "--help")
+        t.eq("--help: exit status", p.returncode, 0)
+        t.ok("--help prints the usage on stdout", "usage: bgcopy-peerd" in p.stdout)
+        p = run_peerd(bg, "--version")
+        t.eq("--version: exit status", p.returncode, 0)
+        t.ok("--version prints the name", p.stdout.startswith("bgcopy-peerd "), repr(p.stdout))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            p = run_peerd(bg, "--home", home, "--port", str(s.getsockname()[1]))
+            t.eq("port in use: exit status", p.returncode, 3)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv, CASES, __doc__))
