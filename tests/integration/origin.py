@@ -518,7 +518,8 @@ class Bgcopy:
         argv = self.argv(*args, global_args=global_args)
         t0 = time.monotonic()
         try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+            # errors="replace": a bad byte in the output is a finding to show, not a crash.
+            p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
                                stdin=subprocess.DEVNULL, env=self.env(), cwd=cwd)
             rc, out, err = p.returncode, p.stdout, p.stderr
         except subprocess.TimeoutExpired as e:

@@ -1,0 +1,1188 @@
+#!/usr/bin/env python3
+"""Integration cases for the background-job service of bgcopy: `bgcopy daemon` and the job
+commands that drive it (resume, suspend, cancel, complete, wait, set-priority,
+set-notify-cmd, set-min-retry-delay, set-no-progress-timeout, set-credentials, set-headers,
+set-security-flags, replace-remote-prefix), against a real nginx origin (origin.py). The
+checker and the driver are test_get.py's.
+
+Usage: test_daemon.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_daemon.py CASE)
+       test_daemon.py --list                    prints the case names, one a line
+       test_daemon.py --all [PATH/TO/bgcopy]    runs every case, prints a summary
+
+Each case prints one line per thing it checks ('ok' or 'FAIL', with expected and got), and
+on failure the bgcopy commands it ran, the daemon log(s) and the origin's access log. Exit 0
+when every check passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp dirs;
+BGCOPY_SOAK_SEED=N replays the kill moments of daemon_kill9_soak_outputs_intact.
+
+Nothing here asserts a duration: the cases poll job states, partial files, daemon log lines
+and the access log until a deadline, and the deadline only bounds a hang. The order of
+events comes from the daemon log (one line per event, in order) and the access log."""
+
+import base64
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from origin import MiB, Origin, OriginError, free_port, range_start, sha256_file  # noqa: E402
+from test_get import ABSENT, field, listing, main, partials, started  # noqa: E402
+
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+STATES = ("QUEUED", "CONNECTING", "TRANSFERRING", "SUSPENDED", "ERROR", "TRANSIENT_ERROR",
+          "TRANSFERRED", "ACKNOWLEDGED", "CANCELLED")
+STATE_LINE = re.compile(r"^(" + "|".join(STATES) + r")\b")
+EVENT_LINE = re.compile(r"^bgcopy daemon .*?: job (\S+): (.*)$")
+CANNOT_CONNECT = "0x80072EFD"
+HTTP_404 = "0x80190194"
+
+
+def paced(rate):
+    """nginx directives for a smooth RATE. limit_rate alone sends a second's worth at once,
+    once a second (its clock has second resolution), and a client stopped just after such a
+    burst wastes it in the socket buffers; with small sendfile chunks each is paced."""
+    return f"limit_rate {rate}; sendfile_max_chunk 64k;"
+
+
+CASES = {}
+
+
+def case(name):
+    def deco(fn):
+        assert name not in CASES, name
+        CASES[name] = fn
+        return fn
+    return deco
+
+
+# ---- the daemon -------------------------------------------------------------------------
+
+class DaemonLog:
+    """What Checker.dump() prints for a daemon: its stderr (kept in memory, since the file
+    goes with the origin's temp dir)."""
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+
+    def describe(self):
+        d = self.daemon
+        text = d.text().rstrip() or "(empty)"
+        return (f"$ {' '.join(d.argv[1:])}   [{d.label}: started {d.starts} time(s), "
+                f"exit statuses {d.exits}]\n  " + text.replace("\n", "\n  "))
+
+
+class Daemon:
+    """`bgcopy --home H [GLOBAL_ARGS] daemon [ARGS]` as a context manager: started on enter
+    (unless start=False), stopped on exit even when the case failed: SIGTERM, then SIGKILL
+    of its process group after 10 s. stderr and stdout go to LABEL.log in the origin's dir;
+    every start appends to it. On exit it checks that the daemon was still running (it did
+    not die on its own) and that SIGTERM stopped it with exit status 0."""
+
+    def __init__(self, t, agent, o, *args, global_args=(), label="daemon", start=True):
+        self.t, self.agent, self.o = t, agent, o
+        self.args, self.global_args, self.label = list(args), list(global_args), label
+        self.argv = agent.argv("daemon", *args, global_args=global_args)
+        self.log_path = o.path(f"{label}.log")
+        self.proc = None
+        self.starts = 0
+        self.exits = []
+        self.kills = 0          # SIGKILLs sent on purpose
+        self.died = []          # exit statuses of runs that ended without us asking
+        self._text = ""
+        self.autostart = start
+        t.results.append(DaemonLog(self))
+
+    # ---- lifecycle
+    def __enter__(self):
+        if self.autostart:
+            self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        was_running = self.proc is not None
+        rc, forced = self.stop()
+        if was_running:
+            self.t.ok(f"{self.label} still running at the end of the case (did not die on its own)",
+                      not self.died, f"it exited by itself with {self.died}")
+            self.t.ok(f"{self.label} stopped by SIGTERM with exit status 0 (got {rc}"
+                      f"{', after SIGKILL' if forced else ''})", rc == 0 and not forced)
+        return False
+
+    def start(self, wait=True, timeout=15):
+        """Starts the daemon; with WAIT, polls its log until it says it runs."""
+        self._check_died()
+        if self.proc is not None:
+            raise RuntimeError(f"{self.label} already running")
+        self.starts += 1
+        with open(self.log_path, "ab") as f:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+                                         env=self.agent.env(), start_new_session=True)
+        if wait:
+            deadline = time.monotonic() + timeout
+            while self.text().count(": running (") < self.starts:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.t.ok(f"{self.label} started and logged 'running'", False,
+                              f"exit {self.proc.poll()}; log: {self.text()[-1500:]!r}")
+                    return False
+                time.sleep(0.02)
+        return True
+
+    def _check_died(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            self.died.append(self.proc.returncode)
+            self.exits.append(self.proc.returncode)
+            self.proc = None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        """Sends SIG and waits up to TIMEOUT s; then SIGKILLs the process group. Returns
+        (exit status or None when it was not running, whether SIGKILL was needed)."""
+        self._check_died()
+        if self.proc is None:
+            return None, False
+        forced = False
+        try:
+            os.kill(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            forced = True
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            rc = self.proc.wait(timeout=10)
+        self.exits.append(rc)
+        self.proc = None
+        self.text()
+        return rc, forced
+
+    def kill9(self):
+        """SIGKILL now (the daemon only: no clean-up of any kind), and reap it."""
+        self._check_died()
+        if self.proc is None:
+            return
+        try:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+        self.kills += 1
+        self.exits.append(self.proc.returncode)
+        self.proc = None
+
+    # ---- the log
+    def text(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                self._text = f.read()
+        except OSError:
+            pass
+        return self._text
+
+    def events(self, job=None):
+        """[(job id, message)] of the 'job ID: MESSAGE' lines, in order."""
+        out = []
+        for line in self.text().splitlines():
+            m = EVENT_LINE.match(line)
+            if m and (job is None or m.group(1) == job):
+                out.append((m.group(1), m.group(2)))
+        return out
+
+    def wait_event(self, job, pattern, timeout, count=1):
+        """Polls the log until COUNT lines 'job JOB: ...' match PATTERN (a regex searched in
+        the message). Returns whether they came."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            if sum(1 for _, m in self.events(job) if rx.search(m)) >= count:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
+# ---- shared steps -----------------------------------------------------------------------
+
+def cmd(t, agent, *args, rc=0, timeout=60):
+    """Runs a bgcopy command, registers it, checks its exit status."""
+    r = t.ran(agent.run(*args, timeout=timeout))
+    t.eq(f"{args[0]}: exit status", r.rc, rc)
+    return r
+
+
+def new_job(t, agent, files, *create_args):
+    """`create ARGS` then `add JOB URL PATH` for each of FILES. Returns the id or None."""
+    r = t.ran(agent.run("create", *create_args))
+    out = r.out.strip()
+    if not t.ok(f"create{''.join(' ' + a for a in create_args)}: exit 0 and a job id ({out!r})",
+                r.rc == 0 and GUID.fullmatch(out) is not None, f"exit {r.rc}, stderr {r.err.strip()!r}"):
+        return None
+    for url, path in files:
+        r = t.ran(agent.run("add", out, url, path))
+        t.eq(f"add {url}: exit status", r.rc, 0)
+    return out
+
+
+def doc_of(agent, job):
+    """The job document (info --json) or None; not registered (used in polls)."""
+    r = agent.run("info", job, "--json")
+    return r.doc if isinstance(r.doc, dict) else None
+
+
+def info(t, agent, job):
+    r = t.ran(agent.run("info", job, "--json"))
+    t.ok(f"info {job[:8]} --json: exit 0 and a job document", r.rc == 0 and isinstance(r.doc, dict),
+         f"exit {r.rc}; stdout {r.out[:300]!r}; stderr {r.err.strip()!r}")
+    return r.doc if isinstance(r.doc, dict) else None
+
+
+def poll_state(t, agent, job, states, timeout, label=None):
+    """Polls `info JOB --json` until its state is one of STATES (a str or tuple) or TIMEOUT
+    seconds passed. Checks it; returns (last document, distinct states seen in order)."""
+    states = (states,) if isinstance(states, str) else tuple(states)
+    label = label or f"job {job[:8]}"
+    deadline = time.monotonic() + timeout
+    seen, d = [], None
+    while True:
+        d = doc_of(agent, job)
+        s = field(d, "state")
+        if not seen or seen[-1] != s:
+            seen.append(s)
+        if s in states:
+            t.ok(f"{label} reached {s} (states seen: {' -> '.join(map(str, seen))})", True)
+            return d, seen
+        if time.monotonic() > deadline:
+            t.ok(f"{label} reached {' or '.join(states)} within {timeout} s", False,
+                 f"states seen: {seen}; last error: {field(d, 'error')!r}")
+            return d, seen
+        time.sleep(0.1)
+
+
+def read_text(path, missing=""):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return missing
+
+
+def partial_size(outdir, name):
+    size = 0
+    for p in partials(outdir, name):
+        try:
+            size = max(size, os.path.getsize(p))
+        except OSError:
+            pass
+    return size
+
+
+def wait_partial(t, agent, job, out, at_least, timeout=30):
+    """Polls the partial file of OUT until it holds AT_LEAST bytes. Returns the size seen or
+    None (checked failure: timeout, or the job stopped being active first)."""
+    outdir, name = os.path.dirname(out), os.path.basename(out)
+    deadline = time.monotonic() + timeout
+    last_check = 0.0
+    while True:
+        size = partial_size(outdir, name)
+        if size >= at_least:
+            return size
+        now = time.monotonic()
+        if now - last_check > 1.0:
+            last_check = now
+            s = field(doc_of(agent, job), "state")
+            if s not in ("QUEUED", "CONNECTING", "TRANSFERRING", "TRANSIENT_ERROR"):
+                t.ok(f"partial of {name} reached {at_least} bytes while the job was active", False,
+                     f"job is {s} with the partial at {size} bytes; folder {listing(outdir)}")
+                return None
+        if now > deadline:
+            t.ok(f"partial of {name} reached {at_least} bytes within {timeout} s", False,
+                 f"largest partial {size}; folder {listing(outdir)}")
+            return None
+        time.sleep(0.02)
+
+
+def complete_and_check(t, agent, job, outputs):
+    """`complete JOB`; then every (path, sha) of OUTPUTS exists with that SHA-256, the job
+    is ACKNOWLEDGED and no partial file is left beside the outputs."""
+    cmd(t, agent, "complete", job)
+    for path, sha in outputs:
+        got = sha256_file(path) if os.path.exists(path) else ABSENT
+        t.eq(f"SHA-256 of {os.path.basename(path)} after complete", got, sha)
+    t.eq("state after complete", field(info(t, agent, job), "state"), "ACKNOWLEDGED")
+    left = [os.path.basename(x) for p, _ in outputs for x in partials(os.path.dirname(p), os.path.basename(p))]
+    t.eq("partial files of the job left after complete", left, [])
+
+
+def running_at_most(events, jobs):
+    """The largest number of JOBS running at once according to the daemon EVENTS
+    ('started' opens a run; a state line closes it)."""
+    running, most = set(), 0
+    for job, msg in events:
+        if job not in jobs:
+            continue
+        if msg.startswith("started"):
+            running.add(job)
+            most = max(most, len(running))
+        elif STATE_LINE.match(msg):
+            running.discard(job)
+    return most
+
+
+def first_index(events, job, pattern):
+    rx = re.compile(pattern)
+    for i, (j, m) in enumerate(events):
+        if j == job and rx.search(m):
+            return i
+    return None
+
+
+def settled_log(o, quiet=2.0, timeout=15.0):
+    """Waits until the access log has not grown for QUIET seconds (nginx logs a request cut
+    by a client when it notices the closed socket), at most TIMEOUT s. Returns the records."""
+    deadline = time.monotonic() + timeout
+    n, since = len(o.log()), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        m = len(o.log())
+        if m != n:
+            n, since = m, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return o.log()
+
+
+def show_recs(recs):
+    return [(r["server"], r["uri"], r["status"], r["range"], r["bytes_sent"]) for r in recs]
+
+
+def expect_bytes_bound(t, o, uri, size, factor=1.1, recs=None):
+    recs = o.requests(uri) if recs is None else recs
+    total = sum(r["bytes_sent"] or 0 for r in recs)
+    t.ok(f"bytes sent by the origin for {uri} ({total} in {len(recs)} request(s)) <= "
+         f"{factor} x size ({int(size * factor)})", total <= size * factor, repr(show_recs(recs)))
+
+
+def expect_resumed_with_range(t, recs, uri):
+    resumed = [r for r in recs if r["status"] == 206 and (range_start(r["range"]) or 0) > 0]
+    t.ok(f"a 206 answer to a Range past byte 0 for {uri} ({[r['range'] for r in resumed]})",
+         len(resumed) >= 1, repr(show_recs(recs)))
+    bad = [r for r in recs if (range_start(r["range"]) or 0) > 0 and r["status"] != 206]
+    t.eq(f"Range requests for {uri} answered other than 206", show_recs(bad), [])
+    return resumed
+
+
+# ---- 1. the BITS session ----------------------------------------------------------------
+
+@case("bits_session_create_add_resume_wait_complete")
+def _(bg):
+    with Origin(files={"a.bin": MiB + 123, "b.bin": 300_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: create, add 2 files, resume, daemon, wait exits 0; before complete only "
+              "the partial files exist; complete makes both outputs appear with the right "
+              "SHA-256, the job ACKNOWLEDGED, no partial left")
+        outdir = o.path("out")
+        outs = {n: os.path.join(outdir, n) for n in ("a.bin", "b.bin")}
+        with Daemon(t, agent, o):
+            job = new_job(t, agent, [(o.url(f"/files/{n}"), outs[n]) for n in outs], "--name", "session")
+            if job is None:
+                return
+            cmd(t, agent, "resume", job)
+            r = t.ran(agent.run("wait", job, "--timeout", "40", timeout=60))
+            t.eq("wait: exit status", r.rc, 0)
+            d = info(t, agent, job)
+            t.eq("state after wait", field(d, "state"), "TRANSFERRED")
+            t.eq("files_transferred", field(d, "files_transferred"), 2)
+            t.eq("bytes_transferred", field(d, "bytes_transferred"), MiB + 123 + 300_000)
+            t.eq("error", field(d, "error"), None)
+            t.eq("outputs exist before complete (a.bin, b.bin)",
+                 [os.path.exists(p) for p in outs.values()], [False, False])
+            for n in outs:
+                ps = partials(outdir, n)
+                t.eq(f"partial files of {n} before complete", len(ps), 1)
+                t.ok(f"partial of {n} is named .{n}.bgcopy-{job[:8]}.part",
+                     [os.path.basename(p) for p in ps] == [f".{n}.bgcopy-{job[:8]}.part"], repr(ps))
+                if ps:
+                    t.eq(f"SHA-256 of the partial of {n}", sha256_file(ps[0]), o.sha(n))
+            complete_and_check(t, agent, job, [(outs[n], o.sha(n)) for n in outs])
+            t.eq("output folder after complete", listing(outdir), ["a.bin", "b.bin"])
+            t.eq("requests per file (a.bin, b.bin)",
+                 [len(o.wait_requests(f"/files/{n}", 1)) for n in outs], [1, 1])
+
+
+# ---- 2. a new job waits for resume ------------------------------------------------------
+
+@case("new_job_is_suspended_until_resume")
+def _(bg):
+    with Origin(files={"a.bin": 300_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: with the daemon running, a created job with a file stays SUSPENDED and "
+              "nothing reaches the origin for 2 s; after resume it is transferred")
+        out = o.path("out", "a.bin")
+        with Daemon(t, agent, o) as d:
+            job = new_job(t, agent, [(o.url("/files/a.bin"), out)])
+            if job is None:
+                return
+            seen = set()
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                seen.add(field(doc_of(agent, job), "state"))
+                time.sleep(0.1)
+            t.eq("states seen during 2 s without resume", sorted(map(str, seen)), ["SUSPENDED"])
+            t.eq("requests at the origin before resume", show_recs(o.log()), [])
+            t.eq("daemon log lines about the job before resume", d.events(job), [])
+            cmd(t, agent, "resume", job)
+            poll_state(t, agent, job, "TRANSFERRED", 30)
+            complete_and_check(t, agent, job, [(out, o.sha("a.bin"))])
+            t.eq("requests for the file", [x["status"] for x in o.wait_requests("/files/a.bin", 1)], [200])
+
+
+# ---- 3. priorities ----------------------------------------------------------------------
+
+@case("priorities_high_before_normal_before_low")
+def _(bg):
+    files = {"slow/h.bin": 2 * MiB, "slow/n.bin": 2 * MiB, "slower/l.bin": 6 * MiB, "f.bin": 200_000}
+    locs = ("location /files/slow/ { " + paced("2m") + " }\n"
+            "        location /files/slower/ { " + paced("1m") + " }")
+    with Origin(files=files, locations=locs) as o:
+        o, agent, t = started(bg, o)
+        print("checks: --max-transfers 1; low (set-priority), normal and high jobs queued before "
+              "the daemon starts run high, then normal, then low, one at a time; a foreground job resumed "
+              "while the low one transfers starts at once beside it")
+        outdir = o.path("out")
+        jobs = {}
+        for prio, name in (("low", "slower/l.bin"), ("normal", "slow/n.bin"), ("high", "slow/h.bin")):
+            # The low one is created normal and lowered with set-priority.
+            jobs[prio] = new_job(t, agent, [(o.url(f"/files/{name}"), os.path.join(outdir, os.path.basename(name)))],
+                                 "--name", prio, *(() if prio == "low" else ("--priority", prio)))
+        if jobs["low"] is not None:
+            cmd(t, agent, "set-priority", jobs["low"], "low")
+            t.eq("priority after set-priority low", field(info(t, agent, jobs["low"]), "priority"), "low")
+        jobs["foreground"] = new_job(t, agent, [(o.url("/files/f.bin"), os.path.join(outdir, "f.bin"))],
+                                     "--name", "fg", "--priority", "foreground")
+        if None in jobs.values():
+            return
+        names = {v: k for k, v in jobs.items()}
+        for prio in ("low", "normal", "high"):
+            cmd(t, agent, "resume", jobs[prio])
+        with Daemon(t, agent, o, "--max-transfers", "1") as d:
+            if not t.ok("the low job started", d.wait_event(jobs["low"], r"^started", 40)):
+                return
+            cmd(t, agent, "resume", jobs["foreground"])
+            for prio in ("foreground", "high", "normal", "low"):
+                poll_state(t, agent, jobs[prio], "TRANSFERRED", 40, label=f"{prio} job")
+            ev = d.events()
+            order = []
+            for j, m in ev:
+                if m.startswith("started") and j not in order:
+                    order.append(j)
+            t.eq("order of the first 'started' line per job",
+                 [names.get(j, j) for j in order], ["high", "normal", "low", "foreground"])
+            bg_jobs = {jobs[p] for p in ("high", "normal", "low")}
+            t.eq("background jobs running at once, at most (--max-transfers 1)",
+                 running_at_most(ev, bg_jobs), 1)
+            fg_start = first_index(ev, jobs["foreground"], r"^started \(foreground\)")
+            low_start = first_index(ev, jobs["low"], r"^started")
+            low_end = first_index(ev, jobs["low"], r"^TRANSFERRED")
+            t.ok(f"foreground job started while the low job was transferring (log lines: low "
+                 f"started #{low_start}, foreground started #{fg_start}, low TRANSFERRED #{low_end})",
+                 None not in (fg_start, low_start, low_end) and low_start < fg_start < low_end)
+            fg_end = first_index(ev, jobs["foreground"], r"^TRANSFERRED")
+            t.ok(f"foreground job TRANSFERRED before the low one (#{fg_end} < #{low_end})",
+                 None not in (fg_end, low_end) and fg_end < low_end)
+            t.eq("'turn ended' lines (nothing of the same level was waiting)",
+                 [m for _, m in ev if "turn ended" in m], [])
+        for prio, name in (("high", "slow/h.bin"), ("normal", "slow/n.bin"), ("low", "slower/l.bin"),
+                           ("foreground", "f.bin")):
+            complete_and_check(t, agent, jobs[prio], [(os.path.join(outdir, os.path.basename(name)), o.sha(name))])
+
+
+# ---- 4. round robin ---------------------------------------------------------------------
+
+RR_SIZE = 16 * MiB
+
+
+@case("round_robin_within_level")
+def _(bg):
+    with Origin(files={"a.bin": RR_SIZE, "b.bin": RR_SIZE},
+                http_extra=paced("2m")) as o:
+        o, agent, t = started(bg, o)
+        print("checks: --max-transfers 1 --slice 2, two normal jobs of ~8 s each: they take "
+              "turns (a turn ends, the other starts) before either is TRANSFERRED; each resumes "
+              "with Range; both complete with the right bytes; the origin sends each file "
+              "<= 1.1 x its size")
+        outdir = o.path("out")
+        a = new_job(t, agent, [(o.url("/files/a.bin"), os.path.join(outdir, "a.bin"))], "--name", "A")
+        b = new_job(t, agent, [(o.url("/files/b.bin"), os.path.join(outdir, "b.bin"))], "--name", "B")
+        if a is None or b is None:
+            return
+        cmd(t, agent, "resume", a)
+        cmd(t, agent, "resume", b)
+        with Daemon(t, agent, o, "--max-transfers", "1", "--slice", "2") as d:
+            for j, n in ((a, "A"), (b, "B")):
+                poll_state(t, agent, j, "TRANSFERRED", 55, label=f"job {n}")
+            ev = d.events()
+        done_at = [i for i, (_, m) in enumerate(ev) if m.startswith("TRANSFERRED")]
+        before = ev[:done_at[0]] if done_at else ev
+        for j, n in ((a, "A"), (b, "B")):
+            t.ok(f"job {n} started before the first job was TRANSFERRED",
+                 any(x == j and m.startswith("started") for x, m in before), repr(ev))
+        t.ok("a turn ended before the first job was TRANSFERRED",
+             any("its turn ended" in m for _, m in before), repr(ev))
+        turns = {n: sum(1 for x, m in ev if x == j and m.startswith("started")) for j, n in ((a, "A"), (b, "B"))}
+        t.ok(f"each job had more than one turn ({turns})", min(turns.values()) >= 2)
+        t.eq("jobs running at once, at most", running_at_most(ev, {a, b}), 1)
+        complete_and_check(t, agent, a, [(os.path.join(outdir, "a.bin"), o.sha("a.bin"))])
+        complete_and_check(t, agent, b, [(os.path.join(outdir, "b.bin"), o.sha("b.bin"))])
+        settled_log(o)
+        for n in ("a.bin", "b.bin"):
+            recs = o.requests(f"/files/{n}")
+            expect_resumed_with_range(t, recs, f"/files/{n}")
+            expect_bytes_bound(t, o, f"/files/{n}", RR_SIZE, recs=recs)
+
+
+# ---- 5./6./7. errors --------------------------------------------------------------------
+
+@case("origin_down_then_up_transient_then_transferred")
+def _(bg):
+    with Origin(files={"a.bin": MiB}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: origin down when the job is resumed (set-min-retry-delay 2): the job goes "
+              f"TRANSIENT_ERROR with {CANNOT_CONNECT}; with the origin back on the same port a "
+              "retry transfers it")
+        out = o.path("out", "a.bin")
+        job = new_job(t, agent, [(o.url("/files/a.bin"), out)])
+        if job is None:
+            return
+        cmd(t, agent, "set-min-retry-delay", job, "2")
+        o.stop()
+        t.note(f"nginx stopped (port {o.port} refuses connections)")
+        with Daemon(t, agent, o) as d:
+            cmd(t, agent, "resume", job)
+            doc, _ = poll_state(t, agent, job, "TRANSIENT_ERROR", 20)
+            t.eq("error.code in TRANSIENT_ERROR", field(doc, "error", "code"), CANNOT_CONNECT)
+            d.wait_event(job, r"^TRANSIENT_ERROR", 10, count=2)
+            o.restart()
+            t.note(f"nginx restarted on port {o.port}")
+            doc, _ = poll_state(t, agent, job, "TRANSFERRED", 30)
+            t.eq("error after the transfer", field(doc, "error"), None)
+            ev = [m for _, m in d.events(job)]
+            t.ok(f"the daemon retried: more than one 'started' line ({ev})",
+                 sum(1 for m in ev if m.startswith("started")) >= 2)
+            t.eq("states the daemon logged for the job", [m for m in ev if STATE_LINE.match(m)][-1:],
+                 ["TRANSFERRED"])
+            t.eq("states before the last one are all TRANSIENT_ERROR",
+                 sorted({m for m in ev if STATE_LINE.match(m)} - {"TRANSFERRED"}), ["TRANSIENT_ERROR"])
+        complete_and_check(t, agent, job, [(out, o.sha("a.bin"))])
+
+
+def first_states(d, job):
+    """The state lines the daemon logged for JOB, in order."""
+    return [m for _, m in d.events(job) if STATE_LINE.match(m)]
+
+
+@case("no_progress_timeout_goes_to_error")
+def _(bg):
+    with Origin(files={"a.bin": 100_000, "b.bin": 100_000, "c.bin": 100_000, "x.bin": 12 * MiB},
+                locations="location = /files/x.bin { " + paced("2m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: origin down; set-min-retry-delay 1 and set-no-progress-timeout 3: "
+              f"retried, then ERROR {CANNOT_CONNECT}; set-no-progress-timeout 0 on another "
+              "job: its first error is ERROR, never TRANSIENT_ERROR. The no-progress timer "
+              "starts at the first transient error (BITS), so a first error is retried even "
+              "when the job sat idle (resumed 4 s after create) or waited in the queue (behind "
+              "another job, --max-transfers 1) for longer than the timeout")
+        a = new_job(t, agent, [(o.url("/files/a.bin"), o.path("out", "a.bin"))], "--name", "npt3")
+        b = new_job(t, agent, [(o.url("/files/b.bin"), o.path("out", "b.bin"))], "--name", "npt0")
+        c = new_job(t, agent, [(o.url("/files/c.bin"), o.path("out", "c.bin"))], "--name", "late")
+        created_c = time.monotonic()
+        if None in (a, b, c):
+            return
+        for j in (a, c):
+            cmd(t, agent, "set-min-retry-delay", j, "1")
+            cmd(t, agent, "set-no-progress-timeout", j, "3")
+        cmd(t, agent, "set-no-progress-timeout", b, "0")
+        o.stop()
+        t.note(f"nginx stopped (port {o.port} refuses connections)")
+        with Daemon(t, agent, o, "--max-transfers", "1") as d:
+            cmd(t, agent, "resume", a)
+            cmd(t, agent, "resume", b)
+            doc, seen = poll_state(t, agent, b, ("ERROR", "TRANSFERRED"), 20, label="job npt0")
+            t.eq("npt0: state", field(doc, "state"), "ERROR")
+            t.eq("npt0: error.code", field(doc, "error", "code"), CANNOT_CONNECT)
+            t.ok(f"npt0: never seen in TRANSIENT_ERROR ({seen})", "TRANSIENT_ERROR" not in seen)
+            evb = [m for _, m in d.events(b)]
+            t.eq("npt0: daemon lines (one run, then ERROR)",
+                 [("started" if m.startswith("started") else m) for m in evb
+                  if m.startswith("started") or STATE_LINE.match(m)], ["started", "ERROR"])
+            doc, seen = poll_state(t, agent, a, ("ERROR", "TRANSFERRED"), 25, label="job npt3")
+            t.eq("npt3: state", field(doc, "state"), "ERROR")
+            t.eq("npt3: error.code", field(doc, "error", "code"), CANNOT_CONNECT)
+            eva = [m for _, m in d.events(a)]
+            t.ok(f"npt3: retried (TRANSIENT_ERROR then another run) before ERROR ({eva})",
+                 "TRANSIENT_ERROR" in eva and sum(1 for m in eva if m.startswith("started")) >= 2)
+            t.eq("npt3: last state the daemon logged", first_states(d, a)[-1:], ["ERROR"])
+
+            idle = 4.0 - (time.monotonic() - created_c)
+            if idle > 0:
+                time.sleep(idle)  # the precondition: idle for longer than its timeout
+            cmd(t, agent, "resume", c)
+            d.wait_event(c, r"^(ERROR|TRANSIENT_ERROR)", 15)
+            t.eq("late (resumed 4 s after create): first state the daemon logged",
+                 first_states(d, c)[:1], ["TRANSIENT_ERROR"])
+            doc, _ = poll_state(t, agent, c, ("ERROR", "TRANSFERRED"), 25, label="job late")
+            t.eq("late: error.code", field(doc, "error", "code"), CANNOT_CONNECT)
+            t.eq("output files (not partials) after the errors",
+                 [x for x in (listing(o.path("out")) or []) if not x.startswith(".")], [])
+
+            # A job that waits in the queue longer than its timeout: its first error too.
+            o.restart()
+            dead_url = f"http://127.0.0.1:{free_port()}/files/q.bin"
+            t.note(f"nginx restarted on port {o.port}; the queued job's URL {dead_url} is on a "
+                   "port nothing listens on")
+            x = new_job(t, agent, [(o.url("/files/x.bin"), o.path("out", "x.bin"))], "--name", "blocker")
+            q = new_job(t, agent, [(dead_url, o.path("out", "q.bin"))], "--name", "queued",
+                        "--priority", "low")
+            if x is None or q is None:
+                return
+            cmd(t, agent, "set-min-retry-delay", q, "1")
+            cmd(t, agent, "set-no-progress-timeout", q, "3")
+            cmd(t, agent, "resume", x)
+            if not t.ok("blocker job started", d.wait_event(x, r"^started", 15)):
+                return
+            cmd(t, agent, "resume", q)
+            poll_state(t, agent, x, "TRANSFERRED", 30, label="blocker job")
+            d.wait_event(q, r"^(ERROR|TRANSIENT_ERROR)", 15)
+            ev = d.events()
+            q_start, x_end = first_index(ev, q, r"^started"), first_index(ev, x, r"^TRANSFERRED")
+            t.ok(f"queued job ran only after the blocker (log lines #{q_start} > #{x_end})",
+                 None not in (q_start, x_end) and q_start > x_end)
+            t.eq("queued (waited > 3 s for its turn): first state the daemon logged",
+                 first_states(d, q)[:1], ["TRANSIENT_ERROR"])
+            doc, _ = poll_state(t, agent, q, ("ERROR", "TRANSFERRED"), 25, label="job queued")
+            t.eq("queued: error.code", field(doc, "error", "code"), CANNOT_CONNECT)
+        complete_and_check(t, agent, x, [(o.path("out", "x.bin"), o.sha("x.bin"))])
+
+
+@case("fatal_error_goes_to_error_resume_retries")
+def _(bg):
+    with Origin(files={"a.bin": 100_000}) as o:
+        o, agent, t = started(bg, o)
+        print(f"checks: a 404 URL: ERROR {HTTP_404} at once (one run, no retry); once the file "
+              "exists on the origin, resume transfers it")
+        out = o.path("out", "late.bin")
+        job = new_job(t, agent, [(o.url("/files/late.bin"), out)])
+        if job is None:
+            return
+        with Daemon(t, agent, o) as d:
+            cmd(t, agent, "resume", job)
+            doc, seen = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 20)
+            t.eq("state", field(doc, "state"), "ERROR")
+            t.eq("error.code", field(doc, "error", "code"), HTTP_404)
+            t.eq("error.symbol", field(doc, "error", "symbol"), "BG_E_HTTP_ERROR_404")
+            t.ok(f"never TRANSIENT_ERROR ({seen})", "TRANSIENT_ERROR" not in seen)
+            ev = [m for _, m in d.events(job)]
+            t.eq("daemon lines for the job (one run, then ERROR)",
+                 [("started" if m.startswith("started") else m) for m in ev
+                  if m.startswith("started") or STATE_LINE.match(m)], ["started", "ERROR"])
+            t.eq("output file exists after the 404", os.path.exists(out), False)
+            o.put_file("late.bin", os.urandom(400_000))
+            cmd(t, agent, "resume", job)
+            doc, _ = poll_state(t, agent, job, "TRANSFERRED", 30)
+            t.eq("error after the transfer", field(doc, "error"), None)
+        complete_and_check(t, agent, job, [(out, o.sha("late.bin"))])
+        t.eq("requests for the file (statuses)",
+             [x["status"] for x in o.wait_requests("/files/late.bin", 2)], [404, 200])
+
+
+# ---- 8. credentials across hosts --------------------------------------------------------
+
+@case("credentials_not_sent_after_cross_host_redirect")
+def _(bg):
+    locs = ("location = /x/a.bin { return 302 @BASE2@/files/a.bin; }\n"
+            "        location = /x/b.bin { return 302 @BASE2@/files/b.bin; }")
+    with Origin(files={"a.bin": 200_000, "b.bin": 200_000}, second=True, locations=locs) as o:
+        o, agent, t = started(bg, o)
+        print("checks: set-credentials (basic, password file) and set-headers 'Authorization: "
+              "Bearer x' reach the first server only; after a 302 to another port nothing is "
+              "sent there; both jobs complete")
+        pw = o.path("password.txt")
+        with open(pw, "w") as f:
+            f.write("s3cr3t pass\n")
+        os.chmod(pw, 0o600)
+        out_a, out_b = o.path("out", "a.bin"), o.path("out", "b.bin")
+        ja = new_job(t, agent, [(o.url("/x/a.bin"), out_a)], "--name", "basic")
+        jb = new_job(t, agent, [(o.url("/x/b.bin"), out_b)], "--name", "bearer")
+        if ja is None or jb is None:
+            return
+        cmd(t, agent, "set-credentials", ja, "alice", "--password-file", pw)
+        cmd(t, agent, "set-headers", jb, "Authorization: Bearer x")
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", ja)
+            cmd(t, agent, "resume", jb)
+            poll_state(t, agent, ja, "TRANSFERRED", 30, label="job basic")
+            poll_state(t, agent, jb, "TRANSFERRED", 30, label="job bearer")
+        complete_and_check(t, agent, ja, [(out_a, o.sha("a.bin"))])
+        complete_and_check(t, agent, jb, [(out_b, o.sha("b.bin"))])
+        basic = "Basic " + base64.b64encode(b"alice:s3cr3t pass").decode()
+        for n, want in (("a.bin", basic), ("b.bin", "Bearer x")):
+            first = o.wait_requests(f"/x/{n}", 1, server="main")
+            t.eq(f"Authorization seen by server 1 for /x/{n}", [x["authorization"] for x in first], [want])
+            t.eq(f"server 1 answered /x/{n} with", [x["status"] for x in first], [302])
+            second = o.wait_requests(f"/files/{n}", 1, server="second")
+            t.eq(f"server 2 requests for /files/{n} (status, Authorization)",
+                 [(x["status"], x["authorization"]) for x in second], [(200, None)])
+        t.eq("requests to server 2 carrying any Authorization",
+             [x["uri"] for x in o.requests(server="second") if x["authorization"]], [])
+
+
+# ---- 9. CRL checking turned on mid-file -------------------------------------------------
+
+CRL_BIG = 24 * MiB
+
+
+def mkcerts_path():
+    p = os.environ.get("MKCERTS") or os.path.join(HERE, "..", "..", "scripts", "mkcerts")
+    return os.path.abspath(p)
+
+
+class CrlOrigin(Origin):
+    """A plain server serving the CRLs of the test PKI under /crl/, and one HTTPS server
+    (o.extra_ports[0], 'extra0' in the log) with the `good` leaf of scripts/mkcerts, which
+    serves /files/big.bin at 4 MiB/s."""
+
+    def __init__(self, files):
+        super().__init__(files=files, locations="location /crl/ { alias @DIR@/crl/; }",
+                         http_extra=self._tls_server, extra_ports=1, before_start=self._make_pki)
+
+    def pki(self, name):
+        return self.path("pki", name)
+
+    def tls_file_url(self, name):
+        return f"https://127.0.0.1:{self.extra_ports[0]}/files/{name}"
+
+    def _make_pki(self, o):
+        r = subprocess.run([mkcerts_path(), self.path("pki"), f"{self.base}/crl"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise OriginError(f"mkcerts failed ({r.returncode}): {r.stdout}{r.stderr}")
+        os.makedirs(self.path("crl"), exist_ok=True)
+        os.chmod(self.path("crl"), 0o755)
+        for name in ("inter.crl", "root.crl"):
+            shutil.copyfile(self.pki(name), self.path("crl", name))
+            os.chmod(self.path("crl", name), 0o644)
+
+    def _tls_server(self, o):
+        return f"""    server {{
+        listen 127.0.0.1:{self.extra_ports[0]} ssl;
+        server_name leaf-good;
+        ssl_certificate {self.pki('good.pem')};
+        ssl_certificate_key {self.pki('good.key')};
+        root {self.dir}/www;
+        location /files/ {{ }}
+        location = /files/big.bin {{ {paced('4m')} }}
+    }}"""
+
+
+@case("crl_turned_on_mid_file_restarts_it")
+def _(bg):
+    if not os.access(mkcerts_path(), os.X_OK):
+        print(f"  FAIL  scripts/mkcerts not found at {mkcerts_path()} (set MKCERTS)")
+        bg.t.failed += 1
+        return
+    with CrlOrigin(files={"f.bin": 100_000, "big.bin": CRL_BIG}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: an https job (daemon --ca-file root.pem, leaf good) of a small file then "
+              "a large rate-limited one; set-security-flags crl-check once the large file's "
+              "partial passes 4 MiB: that file restarts from byte 0 (a new request without "
+              "Range), the small finished file is not fetched again, the job ends TRANSFERRED "
+              "with the right bytes")
+        outdir = o.path("out")
+        out_f, out_big = os.path.join(outdir, "f.bin"), os.path.join(outdir, "big.bin")
+        job = new_job(t, agent, [(o.tls_file_url("f.bin"), out_f), (o.tls_file_url("big.bin"), out_big)])
+        if job is None:
+            return
+        with Daemon(t, agent, o, global_args=("--ca-file", o.pki("root.pem"))) as d:
+            cmd(t, agent, "resume", job)
+            size = wait_partial(t, agent, job, out_big, 4 * MiB)
+            if size is None:
+                return
+            d_before = doc_of(agent, job)
+            t.eq("files_transferred when crl-check is set", field(d_before, "files_transferred"), 1)
+            n_before = len(o.requests("/files/big.bin"))
+            cmd(t, agent, "set-security-flags", job, "crl-check")
+            t.note(f"crl-check set with the partial of big.bin at {size} bytes "
+                   f"({n_before} finished request(s) for it logged then)")
+            r = cmd(t, agent, "get-security-flags", job)
+            t.ok(f"get-security-flags shows 0x0001 ({r.out.strip()!r})", r.out.startswith("0x0001"))
+            doc, _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR"), 45)
+            t.eq("state", field(doc, "state"), "TRANSFERRED")
+            t.eq("error", field(doc, "error"), None)
+        complete_and_check(t, agent, job, [(out_f, o.sha("f.bin")), (out_big, o.sha("big.bin"))])
+        recs = settled_log(o)
+        big = [x for x in recs if x["uri"] == "/files/big.bin"]
+        t.eq("requests for big.bin with a Range (it must restart from byte 0, never resume)",
+             [x["range"] for x in big if x["range"]], [])
+        t.ok(f"big.bin asked twice from byte 0: the cut first request, then a 200 of the whole "
+             f"file ({show_recs(big)})",
+             len(big) >= 2 and all(x["status"] == 200 for x in big)
+             and big[0]["body_bytes_sent"] < CRL_BIG and big[-1]["body_bytes_sent"] == CRL_BIG)
+        t.eq("requests for f.bin (transferred before the change: not fetched again)",
+             [x["status"] for x in recs if x["uri"] == "/files/f.bin"], [200])
+        t.ok("the CRL of the intermediate was fetched after crl-check was set",
+             any(x["uri"] == "/crl/inter.crl" and x["status"] == 200 for x in recs), repr(show_recs(recs)))
+
+
+# ---- 10./11. cancel, suspend ------------------------------------------------------------
+
+@case("cancel_removes_partial_data")
+def _(bg):
+    with Origin(files={"big.bin": 16 * MiB, "other.bin": 300_000},
+                locations="location = /files/big.bin { " + paced("2m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: cancel while the job transfers: CANCELLED, its partial file removed, no "
+              "output; the daemon keeps running and transfers another job afterwards")
+        out = o.path("out", "big.bin")
+        out2 = o.path("out2", "other.bin")
+        os.makedirs(os.path.dirname(out2))
+        job = new_job(t, agent, [(o.url("/files/big.bin"), out)], "--name", "doomed")
+        other = new_job(t, agent, [(o.url("/files/other.bin"), out2)], "--name", "other")
+        if job is None or other is None:
+            return
+        with Daemon(t, agent, o) as d:
+            cmd(t, agent, "resume", job)
+            if wait_partial(t, agent, job, out, 2 * MiB) is None:
+                return
+            cmd(t, agent, "cancel", job)
+            poll_state(t, agent, job, "CANCELLED", 10)
+            deadline = time.monotonic() + 15
+            while partials(o.path("out"), "big.bin") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            t.eq("partial files of the cancelled job", partials(o.path("out"), "big.bin"), [])
+            t.eq("output folder of the cancelled job", listing(o.path("out")), [])
+            t.ok("the daemon logged the job CANCELLED", d.wait_event(job, r"^CANCELLED", 10), repr(d.events(job)))
+            cmd(t, agent, "complete", job, rc=2)
+            cmd(t, agent, "resume", job, rc=2)
+            cmd(t, agent, "resume", other)
+            poll_state(t, agent, other, "TRANSFERRED", 30, label="the other job")
+            t.ok("the daemon is still running", d.alive())
+        complete_and_check(t, agent, other, [(out2, o.sha("other.bin"))])
+        recs = o.wait_requests("/files/big.bin", 1)
+        t.ok(f"the cancelled transfer was cut (bytes sent {[x['body_bytes_sent'] for x in recs]} "
+             f"< {16 * MiB})", recs and all(x["body_bytes_sent"] < 16 * MiB for x in recs))
+        time.sleep(0.5)
+        t.eq("partial files of the cancelled job at the end", partials(o.path("out"), "big.bin"), [])
+
+
+@case("suspend_then_resume_continues_with_range")
+def _(bg):
+    size = 16 * MiB
+    with Origin(files={"big.bin": size}, locations="location = /files/big.bin { " + paced("4m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: suspend mid-transfer: SUSPENDED and the partial stops growing; resume: "
+              "continues with a Range request answered 206; the origin sends <= 1.1 x the file")
+        out = o.path("out", "big.bin")
+        job = new_job(t, agent, [(o.url("/files/big.bin"), out)])
+        if job is None:
+            return
+        with Daemon(t, agent, o) as d:
+            cmd(t, agent, "resume", job)
+            if wait_partial(t, agent, job, out, 4 * MiB) is None:
+                return
+            cmd(t, agent, "suspend", job)
+            poll_state(t, agent, job, "SUSPENDED", 10)
+            t.ok("the daemon's run of the job ended (log: SUSPENDED)",
+                 d.wait_event(job, r"^SUSPENDED", 10), repr(d.events(job)))
+            s1 = partial_size(o.path("out"), "big.bin")
+            time.sleep(1.5)
+            s2 = partial_size(o.path("out"), "big.bin")
+            t.ok(f"partial size stays at {s1} while suspended (1.5 s later: {s2})", s1 == s2 and s1 > 0)
+            t.eq("state still SUSPENDED", field(doc_of(agent, job), "state"), "SUSPENDED")
+            n = len(o.wait_requests("/files/big.bin", 1))
+            t.eq("requests for the file logged after the suspend (the cut one)", n, 1)
+            cmd(t, agent, "resume", job)
+            poll_state(t, agent, job, "TRANSFERRED", 30)
+        complete_and_check(t, agent, job, [(out, o.sha("big.bin"))])
+        recs = o.wait_requests("/files/big.bin", 2)
+        expect_resumed_with_range(t, recs, "/files/big.bin")
+        expect_bytes_bound(t, o, "/files/big.bin", size, recs=recs)
+
+
+# ---- 12. notification command -----------------------------------------------------------
+
+@case("notify_cmd_runs_with_job_id")
+def _(bg):
+    with Origin(files={"a.bin": 100_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: set-notify-cmd PROGRAM ARGS runs (without a shell) with the job id as last "
+              "argument when the job reaches TRANSFERRED, and when another reaches ERROR")
+        ok_out, bad_out = o.path("out", "a.bin"), o.path("out", "missing.bin")
+        good = new_job(t, agent, [(o.url("/files/a.bin"), ok_out)], "--name", "good")
+        bad = new_job(t, agent, [(o.url("/files/missing.bin"), bad_out)], "--name", "bad")
+        if good is None or bad is None:
+            return
+        marks = {good: o.path("notified-good.txt"), bad: o.path("notified-bad.txt")}
+        for j, path in marks.items():
+            code = f"import sys; f = open({path!r}, 'a'); f.write(sys.argv[1] + '\\n'); f.close()"
+            cmd(t, agent, "set-notify-cmd", j, sys.executable, "-c", code)
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", good)
+            cmd(t, agent, "resume", bad)
+            poll_state(t, agent, good, "TRANSFERRED", 30, label="good job")
+            doc, _ = poll_state(t, agent, bad, "ERROR", 30, label="bad job")
+            t.eq("bad job error.code", field(doc, "error", "code"), HTTP_404)
+            deadline = time.monotonic() + 15
+            while not all(read_text(p).endswith("\n") for p in marks.values()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        for j, path in marks.items():
+            got = read_text(path, ABSENT)
+            t.eq(f"{os.path.basename(path)}: the job id, written once", got, j + "\n")
+        complete_and_check(t, agent, good, [(ok_out, o.sha("a.bin"))])
+
+
+# ---- 13. replace-remote-prefix ----------------------------------------------------------
+
+@case("replace_remote_prefix_then_transfers_from_new_host")
+def _(bg):
+    locs = ("location = /r/big.bin { return 302 @BASE@/files/big.bin; }\n"
+            "        location = /files/big.bin { " + paced("4m") + " }")
+    big = 12 * MiB
+    with Origin(files={"a.bin": 200_000, "b.bin": 300_000, "big.bin": big}, second=True, locations=locs) as o:
+        o, agent, t = started(bg, o)
+        print("checks: replace-remote-prefix of a job's 2 files from server 1 to server 2 prints "
+              "'2 files changed'; server 2 serves them, server 1 sees nothing; info keeps the "
+              "original URL. Under redirect-report a file whose remote URL became the final "
+              "URL is not matched by its original prefix ('0 files changed'), mid-transfer and "
+              "after the transfer")
+        p1, p2 = o.base + "/", o.base2 + "/"
+        outs = {n: o.path("out", n) for n in ("a.bin", "b.bin")}
+        job = new_job(t, agent, [(o.url(f"/files/{n}"), outs[n]) for n in outs], "--name", "moved")
+        if job is None:
+            return
+        r = cmd(t, agent, "replace-remote-prefix", job, p1, p2)
+        t.eq("replace-remote-prefix output", r.out.strip(), "2 files changed")
+        d0 = info(t, agent, job)
+        t.eq("remote_url of the files", [field(d0, "files", i, "remote_url") for i in (0, 1)],
+             [o.url2("/files/a.bin"), o.url2("/files/b.bin")])
+        t.eq("original_url of the files", [field(d0, "files", i, "original_url") for i in (0, 1)],
+             [o.url("/files/a.bin"), o.url("/files/b.bin")])
+        r = cmd(t, agent, "replace-remote-prefix", job, p1, p2)
+        t.eq("replace-remote-prefix again (nothing starts with the old prefix now)", r.out.strip(),
+             "0 files changed")
+
+        out_big = o.path("out", "big.bin")
+        rep = new_job(t, agent, [(o.url("/r/big.bin"), out_big)], "--name", "reported")
+        if rep is None:
+            return
+        cmd(t, agent, "set-security-flags", rep, "redirect-report")
+        with Daemon(t, agent, o) as d:
+            cmd(t, agent, "resume", job)
+            doc, _ = poll_state(t, agent, job, "TRANSFERRED", 30, label="moved job")
+            t.eq("remote_url after the transfer", [field(doc, "files", i, "remote_url") for i in (0, 1)],
+                 [o.url2("/files/a.bin"), o.url2("/files/b.bin")])
+            cmd(t, agent, "resume", rep)
+            if wait_partial(t, agent, rep, out_big, 2 * MiB) is None:
+                return
+            cmd(t, agent, "suspend", rep)
+            poll_state(t, agent, rep, "SUSPENDED", 10, label="reported job")
+            d.wait_event(rep, r"^SUSPENDED", 10)
+            dr = info(t, agent, rep)
+            t.eq("reported job mid-transfer: remote_url (the final URL)", field(dr, "files", 0, "remote_url"),
+                 o.url("/files/big.bin"))
+            t.eq("reported job mid-transfer: original_url", field(dr, "files", 0, "original_url"),
+                 o.url("/r/big.bin"))
+            t.eq("reported job mid-transfer: done", field(dr, "files", 0, "done"), False)
+            r = cmd(t, agent, "replace-remote-prefix", rep, o.url("/r/"), o.url2("/r/"))
+            t.eq("replace-remote-prefix with the original /r/ prefix, mid-transfer", r.out.strip(),
+                 "0 files changed")
+            t.eq("remote_url unchanged", field(info(t, agent, rep), "files", 0, "remote_url"),
+                 o.url("/files/big.bin"))
+            cmd(t, agent, "resume", rep)
+            poll_state(t, agent, rep, "TRANSFERRED", 30, label="reported job")
+            r = cmd(t, agent, "replace-remote-prefix", rep, o.url("/r/"), o.url2("/r/"))
+            t.eq("replace-remote-prefix with the /r/ prefix after the transfer", r.out.strip(),
+                 "0 files changed")
+        complete_and_check(t, agent, job, [(outs[n], o.sha(n)) for n in outs])
+        complete_and_check(t, agent, rep, [(out_big, o.sha("big.bin"))])
+        recs = settled_log(o, quiet=1.0)
+        t.eq("server 1 requests for a.bin / b.bin",
+             show_recs([x for x in recs if x["server"] == "main" and x["uri"] in ("/files/a.bin", "/files/b.bin")]), [])
+        t.eq("server 2 requests (uri, status)", sorted((x["uri"], x["status"]) for x in recs if x["server"] == "second"),
+             [("/files/a.bin", 200), ("/files/b.bin", 200)])
+        t.eq("requests for /r/big.bin (the resume went straight to the final URL)",
+             [x["status"] for x in recs if x["uri"] == "/r/big.bin"], [302])
+
+
+# ---- 14. kill -9 soak -------------------------------------------------------------------
+
+SOAK_FILES = 6
+SOAK_SIZE = 16 * MiB
+SOAK_KILLS = 20
+
+
+@case("daemon_kill9_soak_outputs_intact")
+def _(bg):
+    names = [f"f{i}.bin" for i in range(SOAK_FILES)]
+    with Origin(files={n: SOAK_SIZE for n in names},
+                http_extra=paced("5m")) as o:
+        o, agent, t = started(bg, o)
+        seed = int(os.environ.get("BGCOPY_SOAK_SEED") or random.SystemRandom().randrange(1 << 30))
+        rng = random.Random(seed)
+        print(f"checks: one job of {SOAK_FILES} x {SOAK_SIZE // MiB} MiB; the daemon is killed "
+              f"with SIGKILL at {SOAK_KILLS} random moments (seed {seed}: BGCOPY_SOAK_SEED={seed} "
+              "replays them) and restarted at once; then it finishes: every output has the right "
+              "SHA-256 and the origin sent <= 1.1 x the total")
+        outs = {n: o.path("out", n) for n in names}
+        job = new_job(t, agent, [(o.url(f"/files/{n}"), outs[n]) for n in names], "--name", "soak")
+        if job is None:
+            return
+        cmd(t, agent, "resume", job)
+        with Daemon(t, agent, o) as d:
+            moments = []
+            for _ in range(SOAK_KILLS):
+                delay = rng.uniform(0.15, 1.4)
+                time.sleep(delay)
+                d.kill9()
+                moments.append(round(delay, 2))
+                if not d.start(wait=False):
+                    return
+                state = field(doc_of(agent, job), "state")
+                if state in ("TRANSFERRED", "ERROR"):
+                    t.note(f"the job was {state} after {len(moments)} kill(s)")
+                    break
+            dd = doc_of(agent, job)
+            t.note(f"killed {d.kills} times (seconds between restart and kill: {moments}); job then "
+                   f"{field(dd, 'state')} with {field(dd, 'bytes_transferred')} bytes, "
+                   f"{field(dd, 'files_transferred')} file(s)")
+            doc, _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR"), 50)
+            t.eq("state", field(doc, "state"), "TRANSFERRED")
+            t.eq("error", field(doc, "error"), None)
+        t.eq("outputs before complete", [x for x in (listing(o.path("out")) or []) if not x.startswith(".")], [])
+        complete_and_check(t, agent, job, [(outs[n], o.sha(n)) for n in names])
+        settled_log(o)
+        o.stop()  # every request nginx still had is logged or gone; the log is final
+        recs = [x for x in o.log() if x["uri"] in {f"/files/{n}" for n in names}]
+        t.note(f"{len(recs)} requests for the files: {sum(1 for x in recs if x['status'] == 206)} "
+               f"answered 206, {sum(1 for x in recs if x['status'] == 200)} answered 200")
+        bad = [x for x in recs if (range_start(x["range"]) or 0) > 0 and x["status"] != 206]
+        t.eq("Range requests answered other than 206", show_recs(bad), [])
+        total = sum(x["bytes_sent"] or 0 for x in recs)
+        want = SOAK_FILES * SOAK_SIZE
+        t.ok(f"bytes sent by the origin for the files ({total}) <= 1.1 x total ({int(want * 1.1)})",
+             total <= want * 1.1, repr(show_recs(recs)))
+
+
+# ---- 15. two daemons --------------------------------------------------------------------
+
+@case("two_daemons_never_transfer_the_same_job")
+def _(bg):
+    names = ("a.bin", "b.bin", "c.bin")
+    size = 4 * MiB
+    with Origin(files={n: size for n in names}, http_extra=paced("2m")) as o:
+        o, agent, t = started(bg, o)
+        print("checks: two daemons on the same home, 3 jobs: each file is fetched exactly once "
+              "(one request, 200, whole file), each job run by one daemon, all TRANSFERRED")
+        outs = {n: o.path("out", n) for n in names}
+        jobs = {n: new_job(t, agent, [(o.url(f"/files/{n}"), outs[n])], "--name", n) for n in names}
+        if None in jobs.values():
+            return
+        with Daemon(t, agent, o, label="daemon1") as d1, Daemon(t, agent, o, label="daemon2") as d2:
+            for n in names:
+                cmd(t, agent, "resume", jobs[n])
+            for n in names:
+                poll_state(t, agent, jobs[n], "TRANSFERRED", 40, label=f"job {n}")
+            for n in names:
+                runs = [(lbl, m) for lbl, d in (("daemon1", d1), ("daemon2", d2))
+                        for _, m in d.events(jobs[n]) if m.startswith("started")]
+                t.eq(f"job {n}: daemons that ran it", [lbl for lbl, _ in runs][:1] * len(runs),
+                     [lbl for lbl, _ in runs])
+        for n in names:
+            complete_and_check(t, agent, jobs[n], [(outs[n], o.sha(n))])
+        recs = settled_log(o, quiet=1.0)
+        for n in names:
+            got = [(x["status"], x["range"], x["body_bytes_sent"]) for x in recs if x["uri"] == f"/files/{n}"]
+            t.eq(f"requests for {n} (status, Range, body bytes)", got, [(200, None, size)])
+
+
+# ---- 16. SIGTERM ------------------------------------------------------------------------
+
+@case("sigterm_stops_cleanly_and_restart_resumes")
+def _(bg):
+    size = 16 * MiB
+    with Origin(files={"big.bin": size}, locations="location = /files/big.bin { " + paced("4m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: SIGTERM mid-transfer: the daemon exits 0 (within 10 s), logs 'stopped', "
+              "the job is QUEUED with its partial kept; a new daemon resumes it with a Range "
+              "request; the origin sends <= 1.1 x the file")
+        out = o.path("out", "big.bin")
+        job = new_job(t, agent, [(o.url("/files/big.bin"), out)])
+        if job is None:
+            return
+        with Daemon(t, agent, o) as d:
+            cmd(t, agent, "resume", job)
+            if wait_partial(t, agent, job, out, 4 * MiB) is None:
+                return
+            rc, forced = d.stop(signal.SIGTERM, timeout=10)
+            t.eq("daemon exit status after SIGTERM", rc, 0)
+            t.eq("daemon needed SIGKILL after 10 s", forced, False)
+            t.ok("daemon logged 'stopped'", d.text().rstrip().endswith("stopped"), d.text()[-300:])
+            doc = info(t, agent, job)
+            t.eq("state after the daemon stopped", field(doc, "state"), "QUEUED")
+            kept = partial_size(o.path("out"), "big.bin")
+            t.ok(f"partial kept ({kept} bytes)", 0 < kept < size)
+            t.ok(f"bytes_transferred kept ({field(doc, 'bytes_transferred')})",
+                 isinstance(field(doc, "bytes_transferred"), int) and field(doc, "bytes_transferred") > 0)
+            d.start()
+            poll_state(t, agent, job, "TRANSFERRED", 30)
+        complete_and_check(t, agent, job, [(out, o.sha("big.bin"))])
+        recs = o.wait_requests("/files/big.bin", 2)
+        expect_resumed_with_range(t, recs, "/files/big.bin")
+        expect_bytes_bound(t, o, "/files/big.bin", size, recs=recs)
+
+
+# ---- 17. wait ---------------------------------------------------------------------------
+
+@case("wait_timeout_exits_3_and_error_exits_1")
+def _(bg):
+    with Origin(files={"slow.bin": 8 * MiB}, locations="location = /files/slow.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: wait --timeout 1 on a job still transferring exits 3 and says it timed "
+              f"out; wait on a job that ends in ERROR ({HTTP_404}) exits 1 naming the code; wait "
+              "on a cancelled job exits 1")
+        slow = new_job(t, agent, [(o.url("/files/slow.bin"), o.path("out", "slow.bin"))], "--name", "slow")
+        bad = new_job(t, agent, [(o.url("/files/none.bin"), o.path("out", "none.bin"))], "--name", "bad")
+        if slow is None or bad is None:
+            return
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", slow)
+            poll_state(t, agent, slow, "TRANSFERRING", 20, label="slow job")
+            r = t.ran(agent.run("wait", slow, "--timeout", "1", timeout=30))
+            t.eq("wait --timeout 1: exit status", r.rc, 3)
+            t.ok("wait --timeout 1: stderr says it timed out", "timed out" in r.err, f"stderr: {r.err!r}")
+            t.ok("wait --timeout 1: the message is clean text ending with the job's state "
+                 f"({r.err.strip()!r})", "\ufffd" not in r.err
+                 and re.search(r"\b(" + "|".join(STATES) + r")\s*$", r.err.strip()) is not None)
+            t.ok("slow job still active after the wait timed out",
+                 field(doc_of(agent, slow), "state") in ("CONNECTING", "TRANSFERRING", "QUEUED"))
+            cmd(t, agent, "resume", bad)
+            r = t.ran(agent.run("wait", bad, "--timeout", "30", timeout=60))
+            t.eq("wait on the failing job: exit status", r.rc, 1)
+            t.ok(f"wait on the failing job: stderr names {HTTP_404}", HTTP_404.lower() in r.err.lower(),
+                 f"stderr: {r.err!r}")
+            cmd(t, agent, "cancel", slow)
+            r = t.ran(agent.run("wait", slow, "--timeout", "30", timeout=60))
+            t.eq("wait on the cancelled job: exit status", r.rc, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv, CASES, __doc__))
