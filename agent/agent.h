@@ -319,6 +319,7 @@ struct job_run_options {
 	const char *const *peers;   /* HOST:PORT of peers for jobs that name none (daemon) */
 	size_t npeers;
 	const char *peer_key;       /* key file for those peers, or NULL */
+	bool only_if_due;           /* run only a job QUEUED, due for retry, or orphaned */
 };
 
 /* Transfers every unfinished file of the job, in order.  Ends with the job

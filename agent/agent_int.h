@@ -41,6 +41,8 @@ struct job_commit {
 	json_t *error;      /* new error (borrowed; json_null() clears it), or NULL */
 	bool progress;      /* bytes arrived: stamp last_progress */
 	int64_t retry_at;   /* > 0: when a TRANSIENT_ERROR job is tried again */
+	bool transient;     /* a transient error: TRANSIENT_ERROR or, past the job's
+	                     * no-progress timeout, ERROR (set in state) */
 };
 int job_commit(struct bg_store *st, struct job_commit *c) BG_WUR;
 

@@ -503,8 +503,8 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 			rc = EXIT_JOB_ERROR;
 			break;
 		}
-		json_decref(doc);
 		if (wait_interrupted) {
+			json_decref(doc);
 			rc = EXIT_SYSTEM;
 			break;
 		}
@@ -512,9 +512,11 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 			progress_end(bar);
 			bar = NULL;
 			cli_complain("timed out after %" PRId64 " s; job %s is %s", timeout, argv[1], state);
+			json_decref(doc);
 			rc = EXIT_SYSTEM;
 			break;
 		}
+		json_decref(doc);
 		{
 			struct pollfd pfd = {ino, POLLIN, 0};
 			char buf[4096];

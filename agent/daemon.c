@@ -107,6 +107,7 @@ worker_main(void *arg)
 	ro.npeers = w->d->opt->npeers;
 	ro.peer_key = w->d->opt->peer_key;
 	ro.transient_retries = 0; /* the daemon retries after the job's delay */
+	ro.only_if_due = true;
 	w->result = job_run(w->d->st, w->origin, w->id, &ro);
 	atomic_store(&w->finished, 1);
 	if (write(w->d->pipe[1], "w", 1) < 0) {
@@ -154,8 +155,9 @@ after_run(struct daemon *d, struct worker *w)
 			/* Cancelled while it ran: its runner removes the partial data. */
 			if (job_discard_partials(d->st, w->id) == 0)
 				json_object_set_new(d->cleaned, w->id, json_true());
-		} else if (state != NULL &&
+		} else if (w->result == 0 && state != NULL &&
 		           (strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ERROR") == 0)) {
+			/* Only a run that got there notifies (once per arrival). */
 			notify(w->id, json_object_get(job, "notify_cmd"));
 		}
 	}

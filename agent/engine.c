@@ -961,16 +961,10 @@ set_job_error(struct run *r, uint32_t index)
 	json_t *e = json_object(), *f = NULL;
 	char code[16], sym[48];
 	const char *url = NULL;
-	int64_t now = (int64_t)time(NULL);
-	int64_t npt = jint(r->job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT);
-	int64_t since = jint(r->job, "last_progress", jint(r->job, "created", now));
-	enum job_state state = JOB_ERROR;
 	int err;
 
 	if (e == NULL)
 		return BG_ENOMEM;
-	if (hr_transient(r->hr) && npt > 0 && now - since < npt)
-		state = JOB_TRANSIENT_ERROR;
 	if (job_load_file(r->st, r->id, index, &f) == 0)
 		url = jstr(f, "remote_url");
 	snprintf(code, sizeof(code), "0x%08X", (unsigned)r->hr);
@@ -981,14 +975,14 @@ set_job_error(struct run *r, uint32_t index)
 	    (err = jset_str(e, "url", url)) != 0 ||
 	    (err = jset_str(e, "message", r->message[0] ? r->message : hr_message(r->hr))) != 0)
 		goto out;
+	/* Transient or fatal is decided in the transaction, from the stored
+	 * record's no-progress clock (see patch_job). */
 	struct job_commit c = {
 		.id = r->id,
 		.generation = r->generation,
-		.state = job_state_name(state),
+		.state = hr_transient(r->hr) ? NULL : job_state_name(JOB_ERROR),
+		.transient = hr_transient(r->hr),
 		.error = e,
-		.retry_at = state == JOB_TRANSIENT_ERROR
-		                ? now + jint(r->job, "min_retry_delay", JOB_MIN_RETRY_DELAY)
-		                : 0,
 	};
 	err = job_commit(r->st, &c);
 out:
@@ -1084,6 +1078,19 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 	r.generation = jint(r.job, "generation", 0);
 	r.nfiles = (uint32_t)jint(r.job, "nfiles", 0);
 	load_peers(&r);
+	if (ro != NULL && ro->only_if_due) {
+		/* A scheduler chose the job before it held its lock: the job may
+		 * have been suspended, cancelled or finished by someone else
+		 * since.  Only a job that is still due is started. */
+		enum job_state st0, to;
+
+		if (job_state_parse(jstr(r.job, "state"), &st0) != 0 ||
+		    job_transition(st0, JOB_EV_START, &to) != 0 ||
+		    (st0 == JOB_TRANSIENT_ERROR && jint(r.job, "retry_at", 0) > (int64_t)time(NULL))) {
+			err = BG_EAGAIN;
+			goto out;
+		}
+	}
 	if ((err = set_run_state(&r, JOB_CONNECTING, true)) != 0)
 		goto out;
 	for (uint32_t i = 0; i < r.nfiles; i++) {

@@ -240,9 +240,28 @@ patch_job(struct bg_txn *txn, struct job_commit *c)
 		err = BG_EAGAIN;
 		goto out;
 	}
+	if (c->transient) {
+		/* BITS: the no-progress interval begins at the first transient
+		 * error since the job last made progress; once it has passed (or
+		 * when it is 0) the error is fatal. */
+		int64_t npt = jint(job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT);
+		int64_t since = jint(job, "transient_since", 0);
+
+		if (since == 0)
+			since = now;
+		if (npt > 0 && now - since < npt) {
+			c->state = job_state_name(JOB_TRANSIENT_ERROR);
+			c->retry_at = now + jint(job, "min_retry_delay", JOB_MIN_RETRY_DELAY);
+			if ((err = jset_int(job, "transient_since", since)) != 0)
+				goto out;
+		} else {
+			c->state = job_state_name(JOB_ERROR);
+		}
+	}
 	if ((c->state != NULL && (err = jset_str(job, "state", c->state)) != 0) ||
 	    (c->error != NULL && (err = jset(job, "error", json_incref(c->error))) != 0) ||
-	    (c->progress && (err = jset_int(job, "last_progress", now)) != 0) ||
+	    (c->progress && ((err = jset_int(job, "last_progress", now)) != 0 ||
+	                     (err = jset_int(job, "transient_since", 0)) != 0)) ||
 	    (c->retry_at > 0 && (err = jset_int(job, "retry_at", c->retry_at)) != 0) ||
 	    (err = jset_int(job, "modified", now)) != 0)
 		goto out;
@@ -260,7 +279,7 @@ commit_fn(struct bg_txn *txn, void *arg)
 	int err;
 
 	if (c->generation >= 0 || c->state != NULL || c->error != NULL || c->progress ||
-	    c->retry_at > 0) {
+	    c->retry_at > 0 || c->transient) {
 		if ((err = patch_job(txn, c)) != 0)
 			return err;
 	}
@@ -882,6 +901,7 @@ event_fn(json_t *job, struct bg_txn *txn, void *arg)
 		 * at once, whatever its retry time was. */
 		if ((err = jset(job, "error", json_null())) != 0 ||
 		    (err = jset_int(job, "last_progress", (int64_t)time(NULL))) != 0 ||
+		    (err = jset_int(job, "transient_since", 0)) != 0 ||
 		    (err = jset_int(job, "retry_at", 0)) != 0)
 			return err;
 	}
