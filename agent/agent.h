@@ -320,6 +320,7 @@ struct job_run_options {
 	size_t npeers;
 	const char *peer_key;       /* key file for those peers, or NULL */
 	bool only_if_due;           /* run only a job QUEUED, due for retry, or orphaned */
+	bool sync;                  /* TRANSFERRED only once the store is on disk (power loss) */
 };
 
 /* Transfers every unfinished file of the job, in order.  Ends with the job
@@ -329,8 +330,10 @@ struct job_run_options {
 int job_run(struct bg_store *st, struct origin *o, const char *id,
             const struct job_run_options *ro) BG_WUR;
 /* Moves each transferred file from its partial file to its local path
- * (atomically, fsync'd) and sets ACKNOWLEDGED.  BG_EINVAL unless TRANSFERRED. */
-int job_complete(struct bg_store *st, const char *id) BG_WUR;
+ * (atomically: rename) and sets ACKNOWLEDGED; with sync, each file and its
+ * folder are fsync'd first and the store after.  BG_EINVAL unless
+ * TRANSFERRED. */
+int job_complete(struct bg_store *st, const char *id, bool sync) BG_WUR;
 /* Deletes the partial files of the job and the stored bytes of its
  * unfinished files (they restart from byte 0); the state is unchanged. */
 int job_discard_partials(struct bg_store *st, const char *id) BG_WUR;
@@ -350,6 +353,7 @@ struct daemon_options {
 	const char *const *peers; /* peers for jobs that are peer-caching clients */
 	size_t npeers;
 	const char *peer_key;     /* HMAC key file for them, or NULL */
+	bool sync;                /* fsync the store before a job is TRANSFERRED */
 };
 /* Runs queued jobs until SIGTERM or SIGINT (installed here), then stops
  * every transfer cleanly (jobs back to QUEUED) and returns 0.  Writes one

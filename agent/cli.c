@@ -54,6 +54,7 @@ cli_usage(FILE *f)
 	      "      --cache-key remote|both   also key the content under the original URL\n"
 	      "      --sha256 HEX              expected SHA-256 of the content\n"
 	      "      --no-cache                do not keep the content in the store\n"
+	      "      --sync                    fsync the file and the store before finishing\n"
 	      "      --json                    print the job document\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
 	      "  add JOB URL FILE | add JOB --from LIST   (LIST lines: URL LOCALPATH)\n"
@@ -152,6 +153,14 @@ cli_check_job(struct ctx *c, const char *id)
 	if (err != 0)
 		return cli_store_failed(id, err);
 	return EXIT_DONE;
+}
+
+bool
+cli_sync_wanted(void)
+{
+	const char *v = getenv("BGCOPY_SYNC");
+
+	return v != NULL && v[0] != '\0' && strcmp(v, "0") != 0;
 }
 
 void
@@ -395,6 +404,7 @@ struct get_opts {
 	size_t npeers;
 	char peer_key[PATH_MAX];
 	bool json;
+	bool sync;
 };
 
 static int
@@ -409,6 +419,7 @@ parse_get(int argc, char **argv, struct get_opts *o)
 		{"sha256", required_argument, NULL, 's'},
 		{"header", required_argument, NULL, 'H'},
 		{"no-cache", no_argument, NULL, 'n'},
+		{"sync", no_argument, NULL, 'S'},
 		{"json", no_argument, NULL, 'j'},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
@@ -478,6 +489,9 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			break;
 		case 'n':
 			o->jo.no_cache = true;
+			break;
+		case 'S':
+			o->sync = true;
 			break;
 		case 'j':
 			o->json = true;
@@ -560,6 +574,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 
 	memset(&o, 0, sizeof(o));
 	o.jo.priority = JOB_PRIO_FOREGROUND;
+	o.sync = cli_sync_wanted();
 	o.jo.ca_file = c->g->ca_file;
 	if ((rc = parse_get(argc, argv, &o)) != EXIT_DONE)
 		return rc < 0 ? EXIT_DONE : rc;
@@ -639,6 +654,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	snprintf(crl_dir, sizeof(crl_dir), "%s/crl", c->home);
 	ro.crl_dir = crl_dir;
 	ro.transient_retries = GET_TRANSIENT_RETRIES;
+	ro.sync = o.sync;
 	ro.stop = &stop_flag;
 	if (isatty(STDERR_FILENO)) {
 		bar = progress_new(stderr);
@@ -676,7 +692,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	if (strcmp(state, "TRANSFERRED") == 0) {
 		/* The document shows the job as it ended its transfer; completing
 		 * it then makes the file appear at its path. */
-		if ((err = job_complete(c->st, id)) != 0) {
+		if ((err = job_complete(c->st, id, o.sync)) != 0) {
 			cli_complain("cannot move the download to %s: %s", out, bg_strerror(err));
 			rc = EXIT_SYSTEM;
 			goto out;

@@ -37,6 +37,8 @@ bool cli_valid_header(const char *h);
 bool valid_peer(const char *s);
 /* Removes flag from argv if present; returns whether it was. */
 bool cli_take_flag(int *argc, char **argv, const char *flag);
+/* Whether BGCOPY_SYNC asks for power-loss durability (fsync at the end). */
+bool cli_sync_wanted(void);
 /* Tells a running daemon that jobs changed (HOME/wake). */
 void cli_wake(struct ctx *c);
 

@@ -137,7 +137,7 @@ cmd_complete(struct ctx *c, int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	if ((err = job_complete(c->st, argv[1])) != 0) {
+	if ((err = job_complete(c->st, argv[1], cli_sync_wanted())) != 0) {
 		cli_complain("cannot complete job %s: %s", argv[1], bg_strerror(err));
 		rc = EXIT_SYSTEM;
 		goto out;
@@ -578,5 +578,6 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 	opt.ca_file = c->g->ca_file;
 	opt.peers = peers;
 	opt.npeers = npeers;
+	opt.sync = cli_sync_wanted();
 	return daemon_run(c->st, &opt) == 0 ? EXIT_DONE : EXIT_SYSTEM;
 }

@@ -108,6 +108,7 @@ worker_main(void *arg)
 	ro.peer_key = w->d->opt->peer_key;
 	ro.transient_retries = 0; /* the daemon retries after the job's delay */
 	ro.only_if_due = true;
+	ro.sync = w->d->opt->sync;
 	w->result = job_run(w->d->st, w->origin, w->id, &ro);
 	atomic_store(&w->finished, 1);
 	if (write(w->d->pipe[1], "w", 1) < 0) {

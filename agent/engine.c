@@ -58,6 +58,7 @@ struct fsink {
 	uint64_t from_origin;       /* committed bytes by source */
 	uint64_t from_peers;
 	bool has_want;              /* the content must have this digest (a peer's entry) */
+	bool state_pending;         /* TRANSFERRING (and the response's validators) not committed yet */
 	unsigned char want[BG_SHA256_LEN];
 };
 
@@ -128,13 +129,13 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 	return err;
 }
 
+/* Writes the buffered bytes to the partial file, hashes them and counts
+ * them in the file record; the caller commits them. */
 static int
-flush_chunk(struct fsink *s)
+write_pending(struct fsink *s)
 {
 	int err;
 
-	if (s->fill == 0)
-		return 0;
 	if ((err = pwrite_all(s->fd, s->buf, s->fill, s->committed)) != 0)
 		return err;
 	if (EVP_DigestUpdate(s->md, s->buf, s->fill) != 1)
@@ -147,12 +148,33 @@ flush_chunk(struct fsink *s)
 	    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)s->from_origin)) != 0 ||
 	    (err = jset_int(s->rec, "bytes_from_peers", (int64_t)s->from_peers)) != 0)
 		return err;
-	if ((err = commit_file(s, s->buf, s->fill, false, false)) != 0)
-		return err;
+	return 0;
+}
+
+static void
+pending_committed(struct fsink *s)
+{
 	s->committed += s->fill;
 	s->fill = 0;
 	s->progressed = true;
 	report_progress(s);
+}
+
+/* Commits the buffered bytes: partial file, blob chunk and file record in
+ * one step (the job's state too, the first time after a response began). */
+static int
+flush_chunk(struct fsink *s)
+{
+	int err;
+
+	if (s->fill == 0)
+		return 0;
+	if ((err = write_pending(s)) != 0)
+		return err;
+	if ((err = commit_file(s, s->buf, s->fill, false, s->state_pending)) != 0)
+		return err;
+	s->state_pending = false;
+	pending_committed(s);
 	return 0;
 }
 
@@ -229,8 +251,10 @@ sink_start(void *arg, const struct origin_response *resp)
 	if ((err = jset(s->rec, "crl_checked",
 	                json_boolean(jint(r->job, "security_flags", 0) & BG_SSL_ENABLE_CRL_CHECK))) != 0)
 		return err;
-	if ((err = commit_file(s, NULL, 0, false, true)) != 0)
-		return err;
+	/* Committed with the first chunk or, for a small file, with the file
+	 * itself: one transaction per small file.  Until then a crash loses
+	 * nothing that a resume could use. */
+	s->state_pending = true;
 	report_progress(s);
 	return 0;
 }
@@ -445,10 +469,14 @@ final_fn(struct bg_txn *txn, void *arg)
 			    (err = txn_blob_truncate(txn, s->blob, 0)) != 0)
 				return err;
 		} else if (err == BG_ENOENT) {
-			/* An empty file has no chunk, hence no blob yet: it gets an
-			 * id of its own so that content always names one. */
+			/* A file without a chunk yet (small or empty) gets a blob
+			 * here, so that content always names one. */
 			c.blob = s->blob;
 			if (c.blob == 0 && (err = txn_blob_new(txn, &c.blob)) != 0)
+				return err;
+			if (s->fill > 0 &&
+			    (err = txn_blob_put(txn, c.blob, s->committed / STORE_CHUNK_BYTES, s->buf,
+			                        s->fill)) != 0)
 				return err;
 			c.size = a->size;
 			c.created = now;
@@ -519,17 +547,20 @@ finish_file(struct fsink *s)
 	unsigned int mdlen = 0;
 	int err;
 
-	if ((err = flush_chunk(s)) != 0)
-		return err;
-	if (total >= 0 && s->committed != (uint64_t)total) {
+	if (total >= 0 && s->committed + s->fill != (uint64_t)total) {
 		r->hr = HR_ERROR_WINHTTP_CONNECTION_ERROR;
 		snprintf(r->message, sizeof(r->message), "%s: got %" PRIu64 " of %" PRId64 " bytes",
-		         remote, s->committed, total);
-		return 0;
+		         remote, s->committed + s->fill, total);
+		return flush_chunk(s); /* whole bytes are kept for the resume */
 	}
+	/* The last, partial chunk goes into the same transaction as the file's
+	 * completion. */
+	if (s->fill > 0 && (err = write_pending(s)) != 0)
+		return err;
 	if (EVP_DigestFinal_ex(s->md, a.sha, &mdlen) != 1)
 		return BG_ENOMEM;
 	bg_sha256_hex(a.sha, hex);
+	a.size = s->committed + s->fill;
 	if (s->has_want && memcmp(a.sha, s->want, BG_SHA256_LEN) != 0) {
 		/* Not the content a peer described: none of it is kept, and the
 		 * caller fetches the file again from the origin alone. */
@@ -545,7 +576,6 @@ finish_file(struct fsink *s)
 		/* Wrong bytes are never kept: the next attempt starts over. */
 		return restart_file(s);
 	}
-	a.size = s->committed;
 	a.key_flags = job_is_private(r->job) || !peer_mode(r->job, "server") ? STORE_KEY_PRIVATE : 0;
 	a.keys[0] = remote;
 	if (jbool(r->job, "cache_both") && original != NULL && strcmp(original, remote) != 0)
@@ -555,7 +585,10 @@ finish_file(struct fsink *s)
 	    (err = jset_int(s->rec, "bytes_total", (int64_t)a.size)) != 0 ||
 	    (err = jset_str(s->rec, "cache_key", s->cache ? remote : NULL)) != 0)
 		return err;
-	return store_update(r->st, final_fn, &a);
+	if ((err = store_update(r->st, final_fn, &a)) != 0)
+		return err;
+	pending_committed(s);
+	return 0;
 }
 
 static void
@@ -829,10 +862,10 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 			err = 0;
 			goto out;
 		}
-		/* Recorded before the file exists, so that no crash can leave a
-		 * partial file nobody knows about. */
-		if ((err = jset_str(s.rec, "temp_path", temp)) != 0 ||
-		    (err = commit_file(&s, NULL, 0, false, false)) != 0)
+		/* The name follows from the job and the local path, so a crash
+		 * before the first commit leaves no file nobody can find: a
+		 * resume, a cancel or a complete computes the same name. */
+		if ((err = jset_str(s.rec, "temp_path", temp)) != 0)
 			goto out;
 	}
 	snprintf(temp, sizeof(temp), "%s", jstr(s.rec, "temp_path"));
@@ -1137,12 +1170,29 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 	}
 	if ((err = set_run_state(&r, JOB_TRANSFERRED, false)) != 0)
 		goto out;
-	/* TRANSFERRED is a promise: make it survive a power loss too. */
-	err = store_sync(st);
+	/* Committed is safe from any crash of bgcopy; with sync, TRANSFERRED
+	 * also survives a power loss. */
+	if (ro != NULL && ro->sync)
+		err = store_sync(st);
 out:
 	OPENSSL_cleanse(r.pc.key, sizeof(r.pc.key));
 	json_decref(r.job);
 	return err;
+}
+
+/* The partial file of a file record: recorded, or derived as run_file
+ * derives it (a crash may come before the first commit records it). */
+static const char *
+partial_of(const char *id, const json_t *f, char *buf, size_t len)
+{
+	const char *temp = jstr(f, "temp_path");
+	const char *local = jstr(f, "local_path");
+
+	if (temp != NULL)
+		return temp;
+	if (local == NULL || temp_path_for(id, local, buf, len) != 0)
+		return NULL;
+	return buf;
 }
 
 static int
@@ -1176,9 +1226,10 @@ parent_dir(const char *path, char *out, size_t len)
 }
 
 int
-job_complete(struct bg_store *st, const char *id)
+job_complete(struct bg_store *st, const char *id, bool sync)
 {
 	json_t *job = NULL, *f = NULL;
+	char dir[PATH_MAX], last_dir[PATH_MAX] = "", tbuf[PATH_MAX];
 	uint32_t n;
 	int err;
 
@@ -1191,14 +1242,13 @@ job_complete(struct bg_store *st, const char *id)
 	n = (uint32_t)jint(job, "nfiles", 0);
 	for (uint32_t i = 0; i < n; i++) {
 		const char *temp, *local;
-		char dir[PATH_MAX];
 		struct stat sb;
 
 		json_decref(f);
 		f = NULL;
 		if ((err = job_load_file(st, id, i, &f)) != 0)
 			goto out;
-		temp = jstr(f, "temp_path");
+		temp = partial_of(id, f, tbuf, sizeof(tbuf));
 		local = jstr(f, "local_path");
 		if (local == NULL) {
 			err = BG_ECORRUPT;
@@ -1211,24 +1261,31 @@ job_complete(struct bg_store *st, const char *id)
 			err = BG_ENOENT;
 			goto out;
 		}
-		/* The bytes reach the disk before the name does, so that the
-		 * file a user sees is never empty or partial after a crash. */
-		if ((err = fsync_path(temp, O_RDONLY)) != 0)
+		/* With sync, the bytes reach the disk before the name does, so
+		 * that the file is never empty after a power loss.  A crash of
+		 * bgcopy itself cannot show a partial file either way: the
+		 * rename is atomic. */
+		if (sync && (err = fsync_path(temp, O_RDONLY)) != 0)
 			goto out;
 		if (rename(temp, local) != 0) {
 			err = bg_err_from_errno(errno);
 			goto out;
 		}
-		if ((err = parent_dir(local, dir, sizeof(dir))) != 0 ||
-		    (err = fsync_path(dir, O_RDONLY | O_DIRECTORY)) != 0)
+		if ((err = parent_dir(local, dir, sizeof(dir))) != 0)
 			goto out;
+		if (sync && strcmp(dir, last_dir) != 0) {
+			if ((err = fsync_path(dir, O_RDONLY | O_DIRECTORY)) != 0)
+				goto out;
+			memcpy(last_dir, dir, sizeof(dir));
+		}
 	}
-	if ((err = jset_str(job, "state", job_state_name(JOB_ACKNOWLEDGED))) != 0)
-		goto out;
 	{
-		struct job_commit c = {.id = id, .job = job, .generation = -1};
+		struct job_commit c = {.id = id, .generation = -1,
+		                       .state = job_state_name(JOB_ACKNOWLEDGED)};
 		err = job_commit(st, &c);
 	}
+	if (err == 0 && sync)
+		err = store_sync(st);
 out:
 	json_decref(f);
 	json_decref(job);
@@ -1239,6 +1296,7 @@ int
 job_discard_partials(struct bg_store *st, const char *id)
 {
 	json_t *job = NULL, *f = NULL;
+	char tbuf[PATH_MAX];
 	uint32_t n;
 	int err;
 
@@ -1252,7 +1310,8 @@ job_discard_partials(struct bg_store *st, const char *id)
 		f = NULL;
 		if ((err = job_load_file(st, id, i, &f)) != 0)
 			goto out;
-		if ((temp = jstr(f, "temp_path")) != NULL && unlink(temp) != 0 && errno != ENOENT) {
+		if ((temp = partial_of(id, f, tbuf, sizeof(tbuf))) != NULL && unlink(temp) != 0 &&
+		    errno != ENOENT) {
 			err = bg_err_from_errno(errno);
 			goto out;
 		}
