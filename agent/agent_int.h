@@ -113,6 +113,23 @@ char *http_value_dup(const char *p, size_t n, size_t max);
 /* A decimal value (Content-Length). */
 bool http_value_u64(const char *p, size_t n, uint64_t *out);
 
+/* ---- Hashing beside the download (hasher.c) ----------------------------- */
+#define HASHER_RING 4 /* chunk buffers: the one filled, the ones being hashed */
+struct hasher;
+int hasher_new(struct hasher **out) BG_WUR;
+/* Stops the thread (if any) and frees everything; NULL is accepted. */
+void hasher_free(struct hasher *h);
+/* The buffer to fill next (STORE_CHUNK_BYTES long). */
+unsigned char *hasher_buffer(struct hasher *h);
+/* Hands the filled buffer (len bytes) over; it stays readable, unchanged,
+ * until HASHER_RING - 1 more buffers were submitted.  May wait until the
+ * next buffer is free. */
+int hasher_submit(struct hasher *h, size_t len) BG_WUR;
+/* Hashes bytes of the caller's at once (after everything submitted). */
+int hasher_update(struct hasher *h, const void *p, size_t len) BG_WUR;
+int hasher_reset(struct hasher *h) BG_WUR;
+int hasher_final(struct hasher *h, unsigned char out[BG_SHA256_LEN]) BG_WUR;
+
 /* ---- Peer client (peer.c) ---------------------------------------------- */
 #define PEER_CONNECT_TIMEOUT 3 /* seconds */
 #define PEER_LOOKUP_TIMEOUT 5  /* seconds for a HEAD */

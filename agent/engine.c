@@ -49,9 +49,10 @@ struct fsink {
 	int fd;
 	uint64_t blob;
 	uint64_t committed; /* bytes good in both the partial file and the store */
-	unsigned char *buf;
+	unsigned char *buf;            /* the chunk being filled (the hasher's) */
+	const unsigned char *pending;  /* the chunk just written, for the store */
 	size_t fill;
-	EVP_MD_CTX *md;
+	struct hasher *hash;
 	bool cache;
 	bool progressed;
 	bool from_peer;             /* the bytes arriving now come from a peer */
@@ -138,8 +139,10 @@ write_pending(struct fsink *s)
 
 	if ((err = pwrite_all(s->fd, s->buf, s->fill, s->committed)) != 0)
 		return err;
-	if (EVP_DigestUpdate(s->md, s->buf, s->fill) != 1)
-		return BG_ENOMEM;
+	s->pending = s->buf;
+	if ((err = hasher_submit(s->hash, s->fill)) != 0)
+		return err;
+	s->buf = hasher_buffer(s->hash);
 	if (s->from_peer)
 		s->from_peers += s->fill;
 	else
@@ -171,7 +174,7 @@ flush_chunk(struct fsink *s)
 		return 0;
 	if ((err = write_pending(s)) != 0)
 		return err;
-	if ((err = commit_file(s, s->buf, s->fill, false, s->state_pending)) != 0)
+	if ((err = commit_file(s, s->pending, s->fill, false, s->state_pending)) != 0)
 		return err;
 	s->state_pending = false;
 	pending_committed(s);
@@ -181,7 +184,7 @@ flush_chunk(struct fsink *s)
 static int
 reset_digest(struct fsink *s)
 {
-	return EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) == 1 ? 0 : BG_ENOMEM;
+	return hasher_reset(s->hash);
 }
 
 /* Throws away every byte of the file kept so far (partial file and blob). */
@@ -388,10 +391,8 @@ prepare_partial(struct fsink *s)
 				err = n < 0 ? bg_err_from_errno(errno) : BG_EIO;
 				goto out;
 			}
-			if (EVP_DigestUpdate(s->md, block, (size_t)n) != 1) {
-				err = BG_ENOMEM;
+			if ((err = hasher_update(s->hash, block, (size_t)n)) != 0)
 				goto out;
-			}
 			off += (uint64_t)n;
 		}
 	}
@@ -475,7 +476,7 @@ final_fn(struct bg_txn *txn, void *arg)
 			if (c.blob == 0 && (err = txn_blob_new(txn, &c.blob)) != 0)
 				return err;
 			if (s->fill > 0 &&
-			    (err = txn_blob_put(txn, c.blob, s->committed / STORE_CHUNK_BYTES, s->buf,
+			    (err = txn_blob_put(txn, c.blob, s->committed / STORE_CHUNK_BYTES, s->pending,
 			                        s->fill)) != 0)
 				return err;
 			c.size = a->size;
@@ -544,7 +545,6 @@ finish_file(struct fsink *s)
 	const char *remote = jstr(s->rec, "remote_url");
 	const char *original = jstr(s->rec, "original_url");
 	char hex[BG_SHA256_HEX_LEN + 1];
-	unsigned int mdlen = 0;
 	int err;
 
 	if (total >= 0 && s->committed + s->fill != (uint64_t)total) {
@@ -557,8 +557,8 @@ finish_file(struct fsink *s)
 	 * completion. */
 	if (s->fill > 0 && (err = write_pending(s)) != 0)
 		return err;
-	if (EVP_DigestFinal_ex(s->md, a.sha, &mdlen) != 1)
-		return BG_ENOMEM;
+	if ((err = hasher_final(s->hash, a.sha)) != 0)
+		return err;
 	bg_sha256_hex(a.sha, hex);
 	a.size = s->committed + s->fill;
 	if (s->has_want && memcmp(a.sha, s->want, BG_SHA256_LEN) != 0) {
@@ -846,10 +846,9 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		goto out;
 	s.cache = !jbool(r->job, "no_cache");
 	s.blob = (uint64_t)jint(s.rec, "blob", 0);
-	if ((s.md = EVP_MD_CTX_new()) == NULL || (s.buf = malloc(STORE_CHUNK_BYTES)) == NULL) {
-		err = BG_ENOMEM;
+	if ((err = hasher_new(&s.hash)) != 0)
 		goto out;
-	}
+	s.buf = hasher_buffer(s.hash);
 	if (jstr(s.rec, "temp_path") == NULL) {
 		const char *local = jstr(s.rec, "local_path");
 
@@ -979,8 +978,7 @@ out:
 	free(headers);
 	if (s.fd >= 0)
 		close(s.fd);
-	free(s.buf);
-	EVP_MD_CTX_free(s.md);
+	hasher_free(s.hash);
 	json_decref(s.rec);
 	return err;
 }
