@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "agent_int.h"
 #include "cli_int.h"
 
 #define SECONDS_MAX (10LL * 365 * 24 * 3600) /* longest delay or timeout accepted */
@@ -449,7 +450,7 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 	struct progress_bar *bar = NULL;
 	struct sigaction sa;
 	char path[PATH_MAX + 16], line[1024];
-	double start = now_seconds();
+	double start = now_seconds(), last_draw = 0;
 	int ino = -1, rc, err;
 
 	if (argc == 4 && strcmp(argv[2], "--timeout") == 0 && parse_seconds(argv[3], &timeout) == 0)
@@ -475,36 +476,47 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 	if (isatty(STDERR_FILENO))
 		bar = progress_new(stderr);
 	for (;;) {
-		json_t *doc = NULL;
+		json_t *job = NULL, *doc = NULL;
 		const char *state;
-		json_t *bt;
 
-		if ((err = job_document(c->st, argv[1], &doc)) != 0) {
+		/* The job record alone says the state; the whole document (every
+		 * file) is read only to draw the bar, a few times a second. */
+		if ((err = job_load(c->st, argv[1], &job)) != 0) {
 			rc = cli_store_failed("wait", err);
 			break;
 		}
-		state = cli_jstr(doc, "state");
-		bt = json_object_get(doc, "bytes_total");
-		progress_draw(bar, (uint64_t)json_integer_value(json_object_get(doc, "bytes_transferred")),
-		              json_is_integer(bt) ? json_integer_value(bt) : -1, false);
-		if (strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ACKNOWLEDGED") == 0) {
+		state = cli_jstr(job, "state");
+		if (bar != NULL && now_seconds() - last_draw >= 0.2) {
+			if (job_document(c->st, argv[1], &doc) == 0) {
+				json_t *bt = json_object_get(doc, "bytes_total");
+
+				progress_draw(bar,
+				              (uint64_t)json_integer_value(json_object_get(doc, "bytes_transferred")),
+				              json_is_integer(bt) ? json_integer_value(bt) : -1, false);
+			}
 			json_decref(doc);
+			doc = NULL;
+			last_draw = now_seconds();
+		}
+		if (strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ACKNOWLEDGED") == 0) {
+			json_decref(job);
 			rc = EXIT_DONE;
 			break;
 		}
 		if (strcmp(state, "ERROR") == 0 || strcmp(state, "CANCELLED") == 0) {
 			progress_end(bar);
 			bar = NULL;
-			if (strcmp(state, "ERROR") == 0)
+			if (strcmp(state, "ERROR") == 0 && job_document(c->st, argv[1], &doc) == 0)
 				cli_complain("job %s ERROR %s", argv[1], cli_error_line(doc, line, sizeof(line)));
 			else
 				cli_complain("job %s was cancelled", argv[1]);
 			json_decref(doc);
+			json_decref(job);
 			rc = EXIT_JOB_ERROR;
 			break;
 		}
 		if (wait_interrupted) {
-			json_decref(doc);
+			json_decref(job);
 			rc = EXIT_SYSTEM;
 			break;
 		}
@@ -512,11 +524,11 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 			progress_end(bar);
 			bar = NULL;
 			cli_complain("timed out after %" PRId64 " s; job %s is %s", timeout, argv[1], state);
-			json_decref(doc);
+			json_decref(job);
 			rc = EXIT_SYSTEM;
 			break;
 		}
-		json_decref(doc);
+		json_decref(job);
 		{
 			struct pollfd pfd = {ino, POLLIN, 0};
 			char buf[4096];
@@ -524,7 +536,7 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 			if (poll(&pfd, ino >= 0 ? 1 : 0, 1000) > 0) {
 				while (read(ino, buf, sizeof(buf)) > 0)
 					;
-				/* Coalesce a burst of commits into one look. */
+				/* A burst of commits is looked at once. */
 				poll(NULL, 0, 50);
 			}
 		}
