@@ -34,6 +34,8 @@ struct run {
 	const char *peers[JOB_PEERS_MAX]; /* HOST:PORT of the peers to ask (borrowed) */
 	size_t npeers;
 	struct peer_config pc;
+	struct hasher *hash;
+	uint64_t file_bytes; /* bytes of the file run_file last finished */
 	uint32_t nfiles;
 	uint64_t bytes_before; /* job bytes in files before the current one */
 	/* The error that stopped the job, if any. */
@@ -846,7 +848,11 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		goto out;
 	s.cache = !jbool(r->job, "no_cache");
 	s.blob = (uint64_t)jint(s.rec, "blob", 0);
-	if ((err = hasher_new(&s.hash)) != 0)
+	/* One hasher per run: its buffers and thread serve file after file. */
+	if (r->hash == NULL && (err = hasher_new(&r->hash)) != 0)
+		goto out;
+	s.hash = r->hash;
+	if ((err = hasher_reset(s.hash)) != 0)
 		goto out;
 	s.buf = hasher_buffer(s.hash);
 	if (jstr(s.rec, "temp_path") == NULL) {
@@ -972,13 +978,13 @@ check:
 		err = 0;
 	}
 out:
+	r->file_bytes = s.rec != NULL ? (uint64_t)jint(s.rec, "bytes_committed", 0) : 0;
 	if (progressed != NULL)
 		*progressed = s.progressed;
 	origin_result_clear(&res);
 	free(headers);
 	if (s.fd >= 0)
 		close(s.fd);
-	hasher_free(s.hash);
 	json_decref(s.rec);
 	return err;
 }
@@ -1126,7 +1132,6 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 		goto out;
 	for (uint32_t i = 0; i < r.nfiles; i++) {
 		unsigned attempts = 0, delay = 1;
-		json_t *f = NULL;
 
 		for (;;) {
 			bool progressed = false;
@@ -1161,10 +1166,7 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 			sleep_unless_stopped(&r, delay);
 			delay = delay * 2 > RETRY_DELAY_MAX ? RETRY_DELAY_MAX : delay * 2;
 		}
-		if ((err = job_load_file(st, id, i, &f)) != 0)
-			goto out;
-		r.bytes_before += (uint64_t)jint(f, "bytes_committed", 0);
-		json_decref(f);
+		r.bytes_before += r.file_bytes;
 	}
 	if ((err = set_run_state(&r, JOB_TRANSFERRED, false)) != 0)
 		goto out;
@@ -1173,6 +1175,7 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 	if (ro != NULL && ro->sync)
 		err = store_sync(st);
 out:
+	hasher_free(r.hash);
 	OPENSSL_cleanse(r.pc.key, sizeof(r.pc.key));
 	json_decref(r.job);
 	return err;

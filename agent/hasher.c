@@ -24,6 +24,7 @@ struct hasher {
 	size_t len[HASHER_RING];
 	uint64_t submitted; /* buffers handed over so far */
 	uint64_t hashed;    /* buffers the thread has hashed */
+	uint64_t this_file; /* buffers submitted since the last reset */
 	bool threaded;
 	bool stop;
 	bool failed;
@@ -120,14 +121,17 @@ hasher_submit(struct hasher *h, size_t len)
 {
 	unsigned slot = (unsigned)(h->submitted % HASHER_RING);
 
-	if (!h->threaded && h->submitted == 0) {
-		/* The first chunk is hashed here: a file that fits in one never
-		 * costs a thread. */
+	h->this_file++;
+	if (!h->threaded && h->this_file == 1) {
+		/* A file's first chunk is hashed here: a file that fits in one
+		 * never costs a thread. */
+		unsigned next = (unsigned)((h->submitted + 1) % HASHER_RING);
+
 		if (EVP_DigestUpdate(h->md, h->buf[slot], len) != 1)
 			return BG_ENOMEM;
-		h->submitted = h->hashed = 1;
-		return h->buf[1 % HASHER_RING] != NULL ||
-		               (h->buf[1 % HASHER_RING] = malloc(STORE_CHUNK_BYTES)) != NULL
+		h->submitted++;
+		h->hashed++;
+		return h->buf[next] != NULL || (h->buf[next] = malloc(STORE_CHUNK_BYTES)) != NULL
 		           ? 0
 		           : BG_ENOMEM;
 	}
@@ -168,6 +172,7 @@ hasher_reset(struct hasher *h)
 {
 	drain(h);
 	h->failed = false;
+	h->this_file = 0;
 	return EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) == 1 ? 0 : BG_ENOMEM;
 }
 
