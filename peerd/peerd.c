@@ -268,6 +268,7 @@ struct lookup {
 	const char *url;
 	struct store_key key;
 	struct store_content content;
+	unsigned char *small; /* the whole body of a small entry, read with the lookup */
 };
 
 static int
@@ -283,11 +284,29 @@ lookup_fn(struct bg_txn *txn, void *arg)
 	/* Content fetched with credentials is never offered: answer as if absent. */
 	if (l->key.flags & STORE_KEY_PRIVATE)
 		return BG_ENOENT;
-	return txn_content_get(txn, l->key.sha256, &l->content);
+	if ((err = txn_content_get(txn, l->key.sha256, &l->content)) != 0)
+		return err;
+	free(l->small);
+	l->small = NULL;
+	if (l->content.size > 0 && l->content.size <= PEERD_SMALL_BYTES) {
+		/* A small entry is one chunk: read it in the same transaction and
+		 * answer from memory, one transaction per request. */
+		const void *data;
+		size_t len;
+
+		if ((err = txn_blob_get(txn, l->content.blob, 0, &data, &len)) != 0)
+			return err == BG_ENOENT ? BG_ECORRUPT : err;
+		if (len != l->content.size)
+			return BG_ECORRUPT;
+		if ((l->small = malloc(len)) == NULL)
+			return BG_ENOMEM;
+		memcpy(l->small, data, len);
+	}
+	return 0;
 }
 
 static enum MHD_Result
-send_content(struct peerd *pd, struct MHD_Connection *conn, const struct lookup *l)
+send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l)
 {
 	char etag[ETAG_LEN + 1], hex[BG_SHA256_HEX_LEN + 1], digest[REPR_DIGEST_LEN + 1];
 	char crange[96];
@@ -333,6 +352,22 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, const struct lookup 
 
 	if (len == 0) {
 		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	} else if (l->small != NULL) {
+		unsigned char *part = l->small;
+
+		if (start > 0) {
+			if ((part = malloc(len)) == NULL)
+				return MHD_NO;
+			memcpy(part, l->small + start, len);
+		} else {
+			l->small = NULL; /* transferred to the response */
+		}
+		r = MHD_create_response_from_buffer_with_free_callback(len, part, free);
+		if (r == NULL) {
+			free(part);
+			return MHD_NO;
+		}
+		atomic_fetch_add_explicit(&pd->bytes_served, len, memory_order_relaxed);
 	} else {
 		if ((b = malloc(sizeof(*b))) == NULL)
 			return MHD_NO;
@@ -458,6 +493,7 @@ serve_content(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 	} else {
 		ret = send_content(pd, conn, &l);
 	}
+	free(l.small);
 	store_key_clear(&l.key);
 	return ret;
 }

@@ -44,6 +44,9 @@
  * sent: with every connection streaming, max_connections * 256 KiB (250 MiB
  * at the default limit) is the worst case. */
 #define PEERD_BLOCK_BYTES STORE_CHUNK_BYTES
+/* Entries up to this size are read with their lookup and answered from
+ * memory (one transaction, no read callback). */
+#define PEERD_SMALL_BYTES (64 * 1024)
 #define PEERD_METRICS_MAX 4096               /* bytes of the /metrics body */
 
 /* The replay set: signatures seen whose timestamp is still inside the
