@@ -30,6 +30,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from origin import Bgcopy, Origin, OriginError, sha256_file  # noqa: E402
+import test_get  # noqa: E402
 from test_get import ABSENT, Checker, Run, _show, field, listing  # noqa: E402
 
 F_SIZE = 100_000   # the served files /files/f.bin, g.bin, h.bin
@@ -402,54 +403,7 @@ def _(bg):
                  f"$ {' '.join(argv)}\n          exit {rc}\n          stdout: {so.strip()!r}\n          stderr: {se.strip()[:500]!r}")
 
 
-# ---- driver --------------------------------------------------------------------------
-
-def run_case(name, exe):
-    t = Checker(name)
-    print(f"== {name}", flush=True)
-    try:
-        CASES[name](Run(exe, t))
-    except Exception as e:  # a crash in the case is a failure with its traceback
-        import traceback
-        traceback.print_exc()
-        t.failed += 1
-        print(f"  FAIL  case raised {type(e).__name__}: {e}")
-    if t.failed:
-        print(f"-- context for {name}:")
-        t.dump()
-        print(f"== {name}: FAILED ({t.failed} check(s))", flush=True)
-    else:
-        print(f"== {name}: passed", flush=True)
-    return t.failed == 0
-
-
-def main(argv):
-    import signal
-
-    def _term(signum, frame):
-        raise SystemExit(f"terminated by signal {signum}")
-    signal.signal(signal.SIGTERM, _term)
-
-    if len(argv) >= 2 and argv[1] == "--list":
-        print("\n".join(CASES))
-        return 0
-    if len(argv) < 2 or len(argv) > 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    exe = argv[2] if len(argv) == 3 else os.environ.get("BGCOPY", "")
-    if not exe or not os.access(exe, os.X_OK):
-        print(f"bgcopy binary not found or not executable: {exe!r} (set BGCOPY or pass it)", file=sys.stderr)
-        return 2
-    exe = os.path.abspath(exe)
-    if argv[1] == "--all":
-        failed = [n for n in CASES if not run_case(n, exe)]
-        print(f"{len(CASES) - len(failed)} passed, {len(failed)} failed" + (": " + " ".join(failed) if failed else ""))
-        return 1 if failed else 0
-    if argv[1] not in CASES:
-        print(f"unknown case {argv[1]!r}; --list shows the names", file=sys.stderr)
-        return 2
-    return 0 if run_case(argv[1], exe) else 1
-
+# ---- driver: test_get.py's, with this file's cases --------------------------------------
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(test_get.main(sys.argv, CASES, __doc__))
