@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from origin import Bgcopy, Origin, OriginError, sha256_file  # noqa: E402
 import test_get  # noqa: E402
-from test_get import ABSENT, Checker, Run, _show, field, listing  # noqa: E402
+from test_get import ABSENT, Run, _show, field, listing  # noqa: E402
 
 F_SIZE = 100_000   # the served files /files/f.bin, g.bin, h.bin
 
