@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "agent.h"
 #include "cli.h"
 #include "cli_int.h"
@@ -67,7 +69,7 @@ cli_usage(FILE *f)
 	      "  replace-remote-prefix JOB OLD NEW\n"
 	      "  info JOB [--json] | list [--all] [--json] | wait JOB [--timeout SECONDS]\n"
 	      "  daemon [--max-transfers N] [--slice SECONDS]   runs queued jobs until SIGTERM\n"
-	      "  cache list [--json] | cache show URL | cache rm URL | cache gc\n"
+	      "  cache list [--json] | cache show URL | cache rm URL | cache gc | cache verify [--json]\n"
 	      "  crl list [--json] | crl refresh | crl clear\n"
 	      "\n"
 	      "Home: --home, else $BGCOPY_HOME, else ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy.\n"
@@ -115,6 +117,25 @@ cli_resolve_home(struct ctx *c)
 	return EXIT_DONE;
 }
 
+bool
+cli_peer_key_usable(const char *path)
+{
+	unsigned char key[PEER_KEY_MAX];
+	size_t len;
+	int err = peer_key_load(path, key, &len);
+
+	OPENSSL_cleanse(key, sizeof(key));
+	if (err == BG_EUNSAFE)
+		cli_complain("peer key %s must be a file only its owner can read (chmod 600 %s)",
+		             path, path);
+	else if (err == BG_EINVAL)
+		cli_complain("peer key %s must hold %d to %d bytes", path, PEER_KEY_MIN,
+		             PEER_KEY_MAX);
+	else if (err != 0)
+		cli_complain("cannot read peer key %s: %s", path, bg_strerror(err));
+	return err == 0;
+}
+
 int
 cli_open_store(struct ctx *c)
 {
@@ -125,7 +146,11 @@ cli_open_store(struct ctx *c)
 	if ((rc = cli_resolve_home(c)) != EXIT_DONE)
 		return rc;
 	if ((err = store_open(c->home, 0, NULL, &c->st)) != 0) {
-		cli_complain("cannot open the store in %s: %s", c->home, bg_strerror(err));
+		if (err == BG_EUNSAFE)
+			cli_complain("refusing the home %s: it or its store.mdb is writable by other "
+			             "users (chmod go-w)", c->home);
+		else
+			cli_complain("cannot open the store in %s: %s", c->home, bg_strerror(err));
 		return EXIT_SYSTEM;
 	}
 	return EXIT_DONE;
@@ -451,8 +476,9 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			o->peers[o->npeers++] = optarg;
 			break;
 		case 'k':
-			if (access(optarg, R_OK) != 0 ||
-			    cli_absolute_path(optarg, o->peer_key, sizeof(o->peer_key)) != 0) {
+			if (!cli_peer_key_usable(optarg))
+				return EXIT_USAGE;
+			if (cli_absolute_path(optarg, o->peer_key, sizeof(o->peer_key)) != 0) {
 				cli_complain("cannot read peer key %s: %s", optarg, strerror(errno));
 				return EXIT_USAGE;
 			}
@@ -1148,6 +1174,93 @@ key_del_txn(struct bg_txn *txn, void *arg)
 	return txn_key_del(txn, a->url);
 }
 
+struct verify_out {
+	bool json;
+	json_t *bad; /* array, with --json */
+};
+
+static const char *
+verify_problem(const struct store_verify_bad *b)
+{
+	switch (b->problem) {
+	case BG_EDIGEST:
+		return "digest mismatch";
+	case BG_ENOENT:
+		return "key names absent content";
+	default:
+		return b->is_key ? "damaged key record" : "damaged or missing chunk";
+	}
+}
+
+static int
+verify_report_fn(const struct store_verify_bad *b, void *arg)
+{
+	struct verify_out *o = arg;
+	char hex[BG_SHA256_HEX_LEN + 1];
+	json_t *e, *urls;
+
+	bg_sha256_hex(b->sha256, hex);
+	if (!o->json) {
+		printf("%s %s  %" PRIu64 " bytes  %s: removed\n", b->is_key ? "key    " : "content",
+		       hex, b->size, verify_problem(b));
+		for (size_t i = 0; i < b->nurls; i++)
+			printf("  key %s\n", b->urls[i]);
+		return 0;
+	}
+	if ((e = json_object()) == NULL || (urls = json_array()) == NULL ||
+	    json_object_set_new(e, "urls", urls) != 0) {
+		json_decref(e);
+		return BG_ENOMEM;
+	}
+	for (size_t i = 0; i < b->nurls; i++)
+		if (json_array_append_new(urls, json_string(b->urls[i])) != 0)
+			goto nomem;
+	if (json_object_set_new(e, "kind", json_string(b->is_key ? "key" : "content")) != 0 ||
+	    json_object_set_new(e, "sha256", json_string(hex)) != 0 ||
+	    json_object_set_new(e, "size", json_integer((json_int_t)b->size)) != 0 ||
+	    json_object_set_new(e, "problem", json_string(verify_problem(b))) != 0 ||
+	    json_array_append_new(o->bad, e) != 0)
+		goto nomem;
+	return 0;
+nomem:
+	json_decref(e);
+	return BG_ENOMEM;
+}
+
+/* cache verify: exit 0 when everything was sound, 1 when something was
+ * found (and removed), 3 when the store could not be read. */
+static int
+cache_verify(struct ctx *c, bool json)
+{
+	struct verify_out o = { json, NULL };
+	struct store_verify_stats vs;
+	json_t *doc = NULL;
+	int err;
+
+	if (json && (o.bad = json_array()) == NULL)
+		return cli_store_failed("cache verify", BG_ENOMEM);
+	err = store_verify(c->st, verify_report_fn, &o, &vs);
+	if (err != 0) {
+		json_decref(o.bad);
+		return cli_store_failed("cache verify", err);
+	}
+	if (json) {
+		doc = json_pack("{sI sI sI sI sI so}", "entries", (json_int_t)vs.entries,
+		                "bytes", (json_int_t)vs.bytes, "corrupt", (json_int_t)vs.corrupt,
+		                "keys", (json_int_t)vs.keys, "keys_removed",
+		                (json_int_t)vs.keys_removed, "removed", o.bad);
+		if (doc == NULL)
+			return cli_store_failed("cache verify", BG_ENOMEM);
+		cli_print_json(doc);
+		json_decref(doc);
+	} else {
+		printf("verified %" PRIu64 " entries (%" PRIu64 " bytes) and %" PRIu64
+		       " keys: %" PRIu64 " corrupt entries and %" PRIu64 " keys removed\n",
+		       vs.entries, vs.bytes, vs.keys, vs.corrupt, vs.keys_removed);
+	}
+	return vs.corrupt != 0 || vs.keys_removed != 0 ? EXIT_JOB_ERROR : EXIT_DONE;
+}
+
 static int
 cmd_cache(struct ctx *c, int argc, char **argv)
 {
@@ -1217,11 +1330,17 @@ cmd_cache(struct ctx *c, int argc, char **argv)
 		printf("freed %" PRIu64 " entries, %" PRIu64 " bytes\n", entries, bytes);
 		return EXIT_DONE;
 	}
-	cli_complain("usage: bgcopy cache list [--json] | show URL | rm URL | gc");
+	if (strcmp(sub, "verify") == 0) {
+		bool json = cli_take_flag(&argc, argv, "--json");
+
+		if (argc == 2)
+			return cache_verify(c, json);
+	}
+	cli_complain("usage: bgcopy cache list [--json] | show URL | rm URL | gc | verify [--json]");
 	return EXIT_USAGE;
 }
 
-/* ---- crl --------------------------------------------------------------- */
+
 
 static int
 crl_text_fn(json_t *info, void *arg)

@@ -20,6 +20,9 @@ void cli_complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Resolves (and creates) the home; returns an exit status. */
 int cli_resolve_home(struct ctx *c);
 /* Opens the store in the home (once); returns an exit status. */
+/* Loads the peer key at path to check it; complains and returns false when
+ * it cannot be used (unreadable, wrong size, readable by others). */
+bool cli_peer_key_usable(const char *path);
 int cli_open_store(struct ctx *c);
 /* Reports a store or system failure; returns EXIT_SYSTEM. */
 int cli_store_failed(const char *what, int err);

@@ -568,10 +568,8 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 		           npeers < JOB_PEERS_MAX) {
 			peers[npeers++] = argv[++i];
 		} else if (strcmp(argv[i], "--peer-key") == 0 && i + 1 < argc) {
-			if (access(argv[i + 1], R_OK) != 0) {
-				cli_complain("cannot read peer key %s: %s", argv[i + 1], strerror(errno));
+			if (!cli_peer_key_usable(argv[i + 1]))
 				return EXIT_USAGE;
-			}
 			opt.peer_key = argv[++i];
 		} else if (strcmp(argv[i], "--slice") == 0 && i + 1 < argc &&
 		           parse_seconds(argv[i + 1], &v) == 0 && v >= 1) {

@@ -49,7 +49,8 @@
 	XX(ECANCELED, -15, "cancelled")                                    \
 	XX(EDIGEST, -16, "content digest mismatch")                        \
 	XX(ETIMEDOUT, -17, "timed out")                                    \
-	XX(EAGAIN, -18, "try again")
+	XX(EAGAIN, -18, "try again")                                       \
+	XX(EUNSAFE, -19, "writable or readable by other users")
 
 enum bg_err {
 	BG_OK = 0,
@@ -109,6 +110,8 @@ struct store_options {
  * which must exist.  Creates the named databases on first use, checks the
  * format version (BG_EVERSION when newer than this build), and clears stale
  * reader slots left by dead processes.  opts may be NULL.
+ * Refuses (BG_EUNSAFE) a home or store file that group or others may write:
+ * whoever can replace the store decides what bgcopy and its peers receive.
  * Errors: BG_ENOENT (no store and STORE_RDONLY), BG_EACCES, BG_EVERSION,
  * BG_ENOMEM, BG_EIO.  Also BG_ECORRUPT (not an LMDB file, damaged version
  * record) and BG_EINVAL (bad arguments).  With STORE_RDONLY, BG_ENOENT also
@@ -243,6 +246,37 @@ int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LE
  * *freed_entries / *freed_bytes (may be NULL) receive what was removed. */
 int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes) BG_WUR;
 
+/* What store_verify() found wrong and removed. */
+struct store_verify_bad {
+	int is_key;          /* 0: a content entry; 1: a key on its own */
+	int problem;         /* BG_EDIGEST: the bytes do not hash to the digest;
+	                      * BG_ECORRUPT: a damaged record or a missing or
+	                      * wrongly sized chunk; BG_ENOENT (keys): the
+	                      * content it names is not in the store */
+	unsigned char sha256[BG_SHA256_LEN]; /* zero for an undecodable key */
+	uint64_t size;       /* bytes, as recorded */
+	char **urls;         /* the keys removed with it (borrowed for the call) */
+	size_t nurls;
+};
+struct store_verify_stats {
+	uint64_t entries;      /* content entries checked */
+	uint64_t bytes;        /* bytes re-hashed */
+	uint64_t corrupt;      /* content entries removed */
+	uint64_t keys;         /* keys checked */
+	uint64_t keys_removed; /* with the content, or on their own */
+};
+/* Re-hashes every content entry, reading it back in short read transactions.
+ * An entry whose bytes do not hash to its digest, or that cannot be read
+ * whole, is removed with every key pointing at it, in one write transaction
+ * that first checks the record is still the one read (content replaced or
+ * removed meanwhile is left alone).  Then keys that cannot be decoded or
+ * name absent content are removed.  fn (may be NULL) is called after each
+ * removal is committed; a non-zero return stops further calls and is
+ * returned at the end.  stats (may be NULL) receives the counts.
+ * Errors: fn's, BG_ERDONLY, and store errors. */
+int store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *bad, void *arg),
+                 void *arg, struct store_verify_stats *stats) BG_WUR;
+
 /* ---- Peer protocol authentication (peerauth.c) --------------------------
  * Shared by the peer client (agent) and bgcopy-peerd.  With a key on both
  * sides, a request carries PEER_AUTH_HEADER: "t=UNIX_SECONDS,sig=HEX" where
@@ -259,7 +293,9 @@ int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes
 
 /* Reads a key file (its bytes, a trailing newline dropped) into key
  * (PEER_KEY_MAX bytes).  BG_EINVAL when shorter than PEER_KEY_MIN or
- * longer than PEER_KEY_MAX; errno-based errors otherwise. */
+ * longer than PEER_KEY_MAX; BG_EUNSAFE when the file is not a regular file
+ * or group or others may read or write it (a shared secret); errno-based
+ * errors otherwise. */
 int peer_key_load(const char *path, unsigned char *key, size_t *keylen) BG_WUR;
 /* Writes the header value for a request into out (PEER_AUTH_VALUE_MAX). */
 int peer_auth_sign(const unsigned char *key, size_t keylen, const char *method,

@@ -1,6 +1,7 @@
 /* peerauth.c - HMAC-SHA256 request signatures of the peer protocol. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,10 +20,16 @@ peer_key_load(const char *path, unsigned char *key, size_t *keylen)
 	unsigned char buf[PEER_KEY_MAX + 2];
 	size_t n = 0;
 	ssize_t r;
+	struct stat sb;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 	if (fd < 0)
 		return bg_err_from_errno(errno);
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+	    (sb.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+		close(fd);
+		return BG_EUNSAFE;
+	}
 	while (n < sizeof(buf) && (r = read(fd, buf + n, sizeof(buf) - n)) != 0) {
 		if (r < 0) {
 			if (errno == EINTR)

@@ -591,9 +591,21 @@ int store_open(const char *home, unsigned flags, const struct store_options *opt
 	}
 	st->have_map_lock = 1;
 
+	if (stat(home, &sb) != 0) {
+		rc = bg_err_from_errno(errno);
+		goto out;
+	}
+	if ((sb.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		rc = BG_EUNSAFE;
+		goto out;
+	}
 	have_file = stat(path, &sb) == 0;
 	if (!have_file && errno != ENOENT) {
 		rc = bg_err_from_errno(errno);
+		goto out;
+	}
+	if (have_file && (sb.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		rc = BG_EUNSAFE;
 		goto out;
 	}
 	if (flags & STORE_RDONLY) {

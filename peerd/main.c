@@ -252,8 +252,11 @@ main(int argc, char **argv)
 	if (key_file != NULL) {
 		if ((err = peer_key_load(key_file, key, &keylen)) != 0) {
 			complain("cannot use the peer key %s: %s%s", key_file, bg_strerror(err),
-			         err == BG_EINVAL ? " (it must hold 16 to 4096 bytes)" : "");
-			return err == BG_EINVAL ? EXIT_USAGE : EXIT_SYSTEM;
+			         err == BG_EINVAL   ? " (it must hold 16 to 4096 bytes)"
+			         : err == BG_EUNSAFE ? " (it must be a file only its owner can read: "
+			                               "chmod 600)"
+			                             : "");
+			return err == BG_EINVAL || err == BG_EUNSAFE ? EXIT_USAGE : EXIT_SYSTEM;
 		}
 		cfg.peer_key = key;
 		cfg.peer_key_len = keylen;
@@ -264,7 +267,10 @@ main(int argc, char **argv)
 		if (err == BG_ENOENT)
 			complain("no store in %s (bgcopy creates it on first use; check --home)", home);
 		else
-			complain("cannot open the store in %s: %s", home, bg_strerror(err));
+			complain("cannot open the store in %s: %s%s", home, bg_strerror(err),
+			         err == BG_EUNSAFE ? " (the home or its store.mdb is writable by "
+			                             "other users: chmod go-w)"
+			                           : "");
 		goto out;
 	}
 

@@ -31,7 +31,7 @@ import urllib.parse
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Origin  # noqa: E402
+from origin import MiB, Bgcopy, Origin  # noqa: E402
 from test_get import ABSENT, main, started  # noqa: E402
 
 A_SIZE = 300_000                # crosses the first chunk boundary of the store
@@ -508,6 +508,7 @@ def _(bg):
         key_file = o.path("peer.key")
         with open(key_file, "wb") as f:
             f.write(key + b"\n")   # the trailing newline is not part of the key
+        os.chmod(key_file, 0o600)
         path = "/v1/content"
         now = int(time.time())
         with Peerd(bg, agent.home, "--peer-key", key_file, workdir=o.dir) as p:
@@ -853,6 +854,55 @@ def _(bg):
         t.eq("missing home not created", os.path.exists(missing), False)
 
 
+@case("unsafe_home_and_peer_key_refused")
+def _(bg):
+    with Origin(files={"a.bin": 1000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: a new home is 0700 and its store.mdb 0600; a home or store.mdb that group "
+              "or others may write is refused by bgcopy and bgcopy-peerd (exit 3, a message "
+              "saying what to chmod); a peer key others may read is refused (exit 2)")
+        url = store_file(t, agent, o, "a.bin")
+        home = agent.home
+        store = os.path.join(home, "store.mdb")
+        fresh = Bgcopy(bg.exe, o.path("fresh-home"))
+        t.eq("bgcopy cache list in a new home: exit status", fresh.run("cache", "list").rc, 0)
+        t.eq("new home mode", oct(os.stat(fresh.home).st_mode & 0o777), oct(0o700))
+        t.eq("new store.mdb mode",
+             oct(os.stat(os.path.join(fresh.home, "store.mdb")).st_mode & 0o777), oct(0o600))
+        for what, path, mode in (("group-writable home", home, 0o770),
+                                 ("world-writable home", home, 0o707),
+                                 ("group-writable store.mdb", store, 0o620),
+                                 ("world-writable store.mdb", store, 0o606)):
+            good = os.stat(path).st_mode & 0o777
+            os.chmod(path, mode)
+            try:
+                r = agent.run("cache", "list")
+                t.eq(f"{what}: bgcopy exit status", r.rc, 3)
+                t.ok(f"{what}: bgcopy says chmod go-w", "chmod go-w" in r.err, r.err.strip())
+                p = run_peerd(bg, "--home", home, "--port", "0")
+                t.eq(f"{what}: peerd exit status", p.returncode, 3)
+                t.ok(f"{what}: peerd says chmod go-w", "chmod go-w" in p.stderr, p.stderr.strip())
+            finally:
+                os.chmod(path, good)
+        r = agent.run("cache", "show", url)
+        t.eq("after chmod back: the entry is there", r.rc, 0)
+        key = o.path("shared.key")
+        with open(key, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef\n")
+        for mode in (0o640, 0o604, 0o660):
+            os.chmod(key, mode)
+            r = agent.get(url, o.path("out", "b.bin"), extra=["--peer", "127.0.0.1:9",
+                                                             "--peer-key", key])
+            t.eq(f"get --peer-key with a {oct(mode)} key: exit status", r.rc, 2)
+            t.ok(f"get --peer-key with a {oct(mode)} key: says chmod 600", "chmod 600" in r.err,
+                 r.err.strip())
+        t.eq("no output written", os.path.exists(o.path("out", "b.bin")), False)
+        os.chmod(key, 0o600)
+        r = agent.get(url, o.path("out", "b.bin"), extra=["--peer", "127.0.0.1:9",
+                                                         "--peer-key", key])
+        t.eq("get --peer-key with a 0600 key: exit status", r.rc, 0)
+
+
 @case("peerd_bad_flag_exits_2")
 def _(bg):
     with Origin(files={"a.bin": 1000}) as o:
@@ -864,11 +914,17 @@ def _(bg):
         short_key = o.path("short.key")
         with open(short_key, "w") as f:
             f.write("tooshort\n")
+        os.chmod(short_key, 0o600)
+        shared_key = o.path("shared.key")
+        with open(shared_key, "w") as f:
+            f.write("0123456789abcdef0123456789abcdef\n")
+        os.chmod(shared_key, 0o644)
         for args in (["--bogus"], ["--port", "70000"], ["--port", "abc"], ["--port", "-1"],
                      ["--port"], ["--listen", "localhost"], ["--listen", "1.2.3"],
                      ["--threads", "0"], ["--threads", "x"], ["--timeout", "0"],
                      ["--max-connections", "0"], ["--threads", "4", "--max-connections", "2"],
-                     ["stray-argument"], ["--peer-key", short_key]):
+                     ["stray-argument"], ["--peer-key", short_key],
+                     ["--peer-key", shared_key]):
             p = run_peerd(bg, "--home", home, *args)
             t.eq(f"{' '.join(args)}: exit status", p.returncode, 2)
             t.ok(f"{' '.join(args)}: a message on stderr", p.stderr.strip() != "")

@@ -1467,6 +1467,160 @@ static void test_damaged(void)
 	home_free(home);
 }
 
+/* ---- Verify -------------------------------------------------------------- */
+
+struct verify_setup {
+	unsigned char sha[6][BG_SHA256_LEN]; /* A B C D E, absent */
+	unsigned char *bytes;                /* 2 chunks + 100 bytes */
+};
+
+static const char *const verify_urls[] = {
+	"https://v.example/a1", "https://v.example/a2", "https://v.example/b",
+	"https://v.example/c",  "https://v.example/d",  "https://v.example/e",
+	"https://v.example/stray",
+};
+#define VERIFY_LEN (2 * STORE_CHUNK_BYTES + 100)
+
+static int verify_put_content(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                              const unsigned char *data, size_t len, size_t chunks_stored)
+{
+	struct store_content c = { .size = len, .created = 1, .last_used = 1 };
+	int rc = txn_blob_new(txn, &c.blob);
+
+	for (size_t i = 0; rc == 0 && i * STORE_CHUNK_BYTES < len && i < chunks_stored; i++) {
+		size_t n = len - i * STORE_CHUNK_BYTES;
+
+		rc = txn_blob_put(txn, c.blob, i, data + i * STORE_CHUNK_BYTES,
+		                  n < STORE_CHUNK_BYTES ? n : STORE_CHUNK_BYTES);
+	}
+	return rc != 0 ? rc : txn_content_put(txn, sha, &c);
+}
+
+static int verify_put_key(struct bg_txn *txn, const char *url,
+                          const unsigned char sha[BG_SHA256_LEN], uint64_t size)
+{
+	struct store_key k = { .url = (char *)url, .size = size, .stored = 1, .validated = 1 };
+
+	memcpy(k.sha256, sha, BG_SHA256_LEN);
+	return txn_key_put(txn, &k);
+}
+
+static int verify_setup_fn(struct bg_txn *txn, void *arg)
+{
+	struct verify_setup *v = arg;
+	int rc;
+
+	/* A: good, 3 chunks, two keys.  B: good, small.  C: bytes that do not
+	 * hash to its digest.  D: its middle chunk missing.  E: a damaged
+	 * record (written raw below).  A key pointing at absent content. */
+	if ((rc = verify_put_content(txn, v->sha[0], v->bytes, VERIFY_LEN, 3)) != 0 ||
+	    (rc = verify_put_content(txn, v->sha[1], v->bytes, 100, 1)) != 0 ||
+	    (rc = verify_put_content(txn, v->sha[2], v->bytes + 1, 1000, 1)) != 0 ||
+	    (rc = verify_put_content(txn, v->sha[3], v->bytes, VERIFY_LEN, 1)) != 0)
+		return rc;
+	if ((rc = verify_put_key(txn, verify_urls[0], v->sha[0], VERIFY_LEN)) != 0 ||
+	    (rc = verify_put_key(txn, verify_urls[1], v->sha[0], VERIFY_LEN)) != 0 ||
+	    (rc = verify_put_key(txn, verify_urls[2], v->sha[1], 100)) != 0 ||
+	    (rc = verify_put_key(txn, verify_urls[3], v->sha[2], 1000)) != 0 ||
+	    (rc = verify_put_key(txn, verify_urls[4], v->sha[3], VERIFY_LEN)) != 0 ||
+	    (rc = verify_put_key(txn, verify_urls[5], v->sha[4], 10)) != 0 ||
+	    (rc = verify_put_key(txn, verify_urls[6], v->sha[5], 10)) != 0)
+		return rc;
+	return 0;
+}
+
+struct verify_seen {
+	int content[32]; /* by -problem */
+	int keys[32];
+	char urls[512];
+};
+
+static int verify_seen_fn(const struct store_verify_bad *b, void *arg)
+{
+	struct verify_seen *s = arg;
+
+	if (b->problem < 0 && -b->problem < 32)
+		(b->is_key ? s->keys : s->content)[-b->problem]++;
+	for (size_t i = 0; i < b->nurls; i++) {
+		strncat(s->urls, b->urls[i] + strlen("https://v.example/"),
+		        sizeof(s->urls) - strlen(s->urls) - 2);
+		strcat(s->urls, " ");
+	}
+	return 0;
+}
+
+static int verify_left_fn(const struct store_key *k, void *arg)
+{
+	strncat(arg, k->url + strlen("https://v.example/"), 64);
+	strcat(arg, " ");
+	return 0;
+}
+
+static int verify_left_txn(struct bg_txn *txn, void *arg)
+{
+	((char *)arg)[0] = '\0';
+	return txn_key_each(txn, verify_left_fn, arg);
+}
+
+static void test_verify(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct verify_setup v;
+	struct verify_seen seen;
+	struct store_verify_stats vs;
+	unsigned char garbage_key[BG_SHA256_LEN];
+	char left[512];
+	unsigned char buf[128];
+	size_t got;
+
+	memset(&seen, 0, sizeof(seen));
+	v.bytes = pattern_buf(11, VERIFY_LEN + 1);
+	bg_sha256(v.bytes, VERIFY_LEN, v.sha[0]);
+	bg_sha256(v.bytes, 100, v.sha[1]);
+	bg_sha256("not these bytes", 15, v.sha[2]);
+	bg_sha256(v.bytes, VERIFY_LEN, v.sha[3]);
+	v.sha[3][0] ^= 1; /* D is A's bytes under another digest, one chunk stored */
+	bg_sha256("e", 1, v.sha[4]);
+	bg_sha256("absent", 6, v.sha[5]);
+	CHECK_OK(store_update(st, verify_setup_fn, &v));
+	store_close(st);
+	CHECK_EQ_INT(raw_put(home, "content", v.sha[4], BG_SHA256_LEN, "\x01\x02", 2), 0);
+	bg_sha256("https://v.example/garbage", 25, garbage_key);
+	CHECK_EQ_INT(raw_put(home, "keys", garbage_key, BG_SHA256_LEN, "{oops", 5), 0);
+
+	st = open_rw(home, 0);
+	CHECK_OK(store_verify(st, verify_seen_fn, &seen, &vs));
+	CHECK_EQ_INT(vs.entries, 5);
+	CHECK_EQ_INT(vs.bytes, VERIFY_LEN + 100 + 1000); /* D fails in its first read */
+	CHECK_EQ_INT(vs.corrupt, 3);
+	CHECK_EQ_INT(vs.keys, 5); /* a1 a2 b stray garbage remained for the key pass */
+	CHECK_EQ_INT(vs.keys_removed, 5);
+	CHECK_EQ_INT(seen.content[-BG_EDIGEST], 1);
+	CHECK_EQ_INT(seen.content[-BG_ECORRUPT], 2);
+	CHECK_EQ_INT(seen.keys[-BG_ENOENT], 1);
+	CHECK_EQ_INT(seen.keys[-BG_ECORRUPT], 1);
+	CHECK(strstr(seen.urls, "c ") != NULL);
+	CHECK(strstr(seen.urls, "d ") != NULL);
+	CHECK(strstr(seen.urls, "e ") != NULL);
+	CHECK(strstr(seen.urls, "stray ") != NULL);
+	CHECK_OK(store_view(st, verify_left_txn, left));
+	CHECK(strstr(left, "a1 ") != NULL && strstr(left, "a2 ") != NULL &&
+	      strstr(left, "b ") != NULL);
+	CHECK_EQ_INT(strlen(left), strlen("a1 a2 b "));
+	/* The good content is intact and a second verify finds nothing. */
+	CHECK_OK(store_read_content(st, v.sha[0], 2 * STORE_CHUNK_BYTES, buf, 100, &got));
+	CHECK_EQ_INT(got, 100);
+	CHECK(memcmp(buf, v.bytes + 2 * STORE_CHUNK_BYTES, 100) == 0);
+	CHECK_OK(store_verify(st, NULL, NULL, &vs));
+	CHECK_EQ_INT(vs.entries, 2);
+	CHECK_EQ_INT(vs.corrupt + vs.keys_removed, 0);
+	CHECK_EQ_INT(vs.keys, 3);
+	free(v.bytes);
+	store_close(st);
+	home_free(home);
+}
+
 /* ---- Map growth ---------------------------------------------------------- */
 
 static void test_map_growth(void)
@@ -1705,6 +1859,7 @@ int main(void)
 	test_gc();
 	test_read_content();
 	test_damaged();
+	test_verify();
 	test_map_growth();
 	test_two_processes();
 	test_threads();
