@@ -22,6 +22,8 @@
 #define STORE_MAP_DEFAULT ((uint64_t)1 << 30) /* 1 GiB */
 #define STORE_MAP_MAX ((uint64_t)1 << 40)     /* 1 TiB: growth stops here */
 #define STORE_FILE_NAME "store.mdb"
+/* bytes: with less free space than this left, a failed write is "disk full" */
+#define STORE_SPACE_MIN ((uint64_t)4 * STORE_CHUNK_BYTES)
 
 /* Content record: version byte, then blob, size, created, last_used as
  * 8-byte little-endian integers. */

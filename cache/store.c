@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "cache.h"
 #include "cache_int.h"
@@ -212,6 +213,19 @@ static int store_txn_end(struct bg_store *st, struct bg_txn *txn, int commit)
 	return mrc;
 }
 
+/* LMDB reports a write that stopped short as EIO, which is what a commit
+ * meets when the filesystem fills: tell the two apart by looking at the
+ * space left, so that users see "disk full", not an I/O error. */
+static int store_disk_full(struct bg_store *st)
+{
+	mdb_filehandle_t fd;
+	struct statvfs sv;
+
+	if (mdb_env_get_fd(st->env, &fd) != 0 || fstatvfs(fd, &sv) != 0)
+		return 0;
+	return (uint64_t)sv.f_bavail * sv.f_frsize < STORE_SPACE_MIN;
+}
+
 /* Runs fn in a transaction until it neither fills the map nor meets a map
  * resized elsewhere.  Read transactions are aborted unless commit_read is
  * set, which only store_open() needs: committing is what makes database
@@ -255,6 +269,8 @@ static int store_run(struct bg_store *st, int write, int commit_read,
 			continue;
 		}
 		rc = store_mdb_error(mrc);
+		if (rc == BG_EIO && store_disk_full(st))
+			rc = BG_ENOSPC;
 		goto out;
 	}
 out:
