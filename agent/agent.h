@@ -239,10 +239,6 @@ struct job_options {
 	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
 };
 
-/* Creates a job (SUSPENDED, no files) and writes its id (STORE_JOB_ID_LEN
- * characters + NUL) into id. */
-int job_create(struct bg_store *st, const struct job_options *opt,
-               char id[STORE_JOB_ID_LEN + 1]) BG_WUR;
 /* Adds a file.  url must be canonical (url_canonical); local_path absolute.
  * expect_sha256 (64 hex digits) or NULL.  BG_EINVAL for a job not in a state
  * that takes files. */
@@ -254,6 +250,13 @@ struct job_file_spec {
 	const char *local_path;    /* absolute */
 	const char *expect_sha256; /* or NULL */
 };
+/* Creates a job (SUSPENDED) with its first nfiles files (files may be NULL
+ * when nfiles is 0), all in one transaction, and writes its id
+ * (STORE_JOB_ID_LEN characters + NUL) into id. */
+int job_create(struct bg_store *st, const struct job_options *opt,
+               const struct job_file_spec *files, size_t nfiles,
+               char id[STORE_JOB_ID_LEN + 1]) BG_WUR;
+
 int job_add_files(struct bg_store *st, const char *id, const struct job_file_spec *files,
                   size_t n) BG_WUR;
 /* Finds the newest job made by a `get` with this key that is not

@@ -657,8 +657,9 @@ cmd_get(struct ctx *c, int argc, char **argv)
 			goto out;
 		}
 	} else if (err == BG_ENOENT) {
-		if ((err = job_create(c->st, &o.jo, id)) != 0 ||
-		    (err = job_add_file(c->st, id, url, out, o.sha256)) != 0) {
+		struct job_file_spec spec = {url, out, o.sha256};
+
+		if ((err = job_create(c->st, &o.jo, &spec, 1, id)) != 0) {
 			rc = cli_store_failed("cannot create the job", err);
 			goto out;
 		}
@@ -811,7 +812,7 @@ cmd_create(struct ctx *c, int argc, char **argv)
 	}
 	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		return rc;
-	if ((err = job_create(c->st, &jo, id)) != 0)
+	if ((err = job_create(c->st, &jo, NULL, 0, id)) != 0)
 		return cli_store_failed("create", err);
 	printf("%s\n", id);
 	return EXIT_DONE;

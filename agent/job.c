@@ -400,8 +400,33 @@ apply_options(json_t *job, const struct job_options *opt)
 	return 0;
 }
 
+static int put_new_files(struct bg_txn *txn, const char *id, json_t *job,
+                         const struct job_file_spec *files, size_t n);
+
+struct create_args {
+	const char *id;
+	json_t *job;
+	const struct job_file_spec *files;
+	size_t n;
+};
+
+/* The job and its first files in one transaction: a crash never leaves a
+ * job without the files it was created for. */
+static int
+create_fn(struct bg_txn *txn, void *arg)
+{
+	struct create_args *a = arg;
+	int err;
+
+	if ((err = jset_int(a->job, "nfiles", 0)) != 0 ||
+	    (err = put_new_files(txn, a->id, a->job, a->files, a->n)) != 0)
+		return err;
+	return txn_job_put(txn, a->id, a->job);
+}
+
 int
-job_create(struct bg_store *st, const struct job_options *opt, char id[STORE_JOB_ID_LEN + 1])
+job_create(struct bg_store *st, const struct job_options *opt, const struct job_file_spec *files,
+           size_t nfiles, char id[STORE_JOB_ID_LEN + 1])
 {
 	json_t *job = NULL;
 	int64_t now = (int64_t)time(NULL);
@@ -429,7 +454,13 @@ job_create(struct bg_store *st, const struct job_options *opt, char id[STORE_JOB
 	    (err = jset_str(job, "get_key", opt->get_key)) != 0 ||
 	    (err = apply_options(job, opt)) != 0)
 		goto out;
-	err = put_job(st, id, job);
+	if (nfiles == 0) {
+		err = put_job(st, id, job);
+	} else {
+		struct create_args a = {.id = id, .job = job, .files = files, .n = nfiles};
+
+		err = store_update(st, create_fn, &a);
+	}
 out:
 	json_decref(job);
 	return err;
@@ -470,6 +501,29 @@ new_file_record(const struct job_file_spec *spec)
 	return f;
 }
 
+/* Files n records after the job's current ones and counts them in job. */
+static int
+put_new_files(struct bg_txn *txn, const char *id, json_t *job, const struct job_file_spec *files,
+              size_t n)
+{
+	int64_t have = jint(job, "nfiles", 0);
+	int err;
+
+	if (have < 0 || (uint64_t)have + n > JOB_FILES_MAX)
+		return BG_ELIMIT;
+	for (size_t i = 0; i < n; i++) {
+		json_t *f = new_file_record(&files[i]);
+
+		if (f == NULL)
+			return BG_ENOMEM;
+		err = txn_file_put(txn, id, (uint32_t)(have + (int64_t)i), f);
+		json_decref(f);
+		if (err != 0)
+			return err;
+	}
+	return jset_int(job, "nfiles", have + (int64_t)n);
+}
+
 struct add_args {
 	const char *id;
 	const struct job_file_spec *files;
@@ -482,7 +536,6 @@ add_fn(struct bg_txn *txn, void *arg)
 	struct add_args *a = arg;
 	json_t *job = NULL;
 	enum job_state s;
-	int64_t n;
 	int err;
 
 	if ((err = txn_job_get(txn, a->id, &job)) != 0)
@@ -491,25 +544,9 @@ add_fn(struct bg_txn *txn, void *arg)
 	 * transferred job is queued again. */
 	if ((err = job_transition(rec_state(job), JOB_EV_ADD, &s)) != 0)
 		goto out;
-	n = jint(job, "nfiles", 0);
-	if (n < 0 || (uint64_t)n + a->n > JOB_FILES_MAX) {
-		err = BG_ELIMIT;
+	if ((err = put_new_files(txn, a->id, job, a->files, a->n)) != 0)
 		goto out;
-	}
-	for (size_t i = 0; i < a->n; i++) {
-		json_t *f = new_file_record(&a->files[i]);
-
-		if (f == NULL) {
-			err = BG_ENOMEM;
-			goto out;
-		}
-		err = txn_file_put(txn, a->id, (uint32_t)(n + (int64_t)i), f);
-		json_decref(f);
-		if (err != 0)
-			goto out;
-	}
-	if ((err = jset_int(job, "nfiles", n + (int64_t)a->n)) != 0 ||
-	    (err = jset_str(job, "state", job_state_name(s))) != 0 ||
+	if ((err = jset_str(job, "state", job_state_name(s))) != 0 ||
 	    (err = jset_int(job, "generation", jint(job, "generation", 0) + 1)) != 0 ||
 	    (err = jset_int(job, "modified", (int64_t)time(NULL))) != 0)
 		goto out;
