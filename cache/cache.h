@@ -277,6 +277,85 @@ struct store_verify_stats {
 int store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *bad, void *arg),
                  void *arg, struct store_verify_stats *stats) BG_WUR;
 
+/* ---- Limits, use and counters (policy.c) ---------------------------------
+ * The store keeps its content within a size limit by evicting the least
+ * recently used content, and drops keys the origin has not confirmed for
+ * max_age_days (content goes when no key names it).  Content a job that is
+ * not over has finished into is pinned (txn_pin) and never evicted. */
+#define STORE_DEFAULT_MAX_PERCENT 1     /* of the filesystem holding the home */
+#define STORE_DEFAULT_MAX_AGE_DAYS 90
+#define STORE_MAX_AGE_DAYS_MAX 36500
+
+/* "Now" for everything the store dates: time(NULL) plus $BGCOPY_TIME_OFFSET
+ * seconds when set (a clock tests can move; bgcopy and bgcopy-peerd both
+ * read it). */
+int64_t bg_now(void);
+
+struct store_config {
+	uint64_t max_size_bytes;    /* the limit in bytes, or 0 when given in percent */
+	unsigned max_size_percent;  /* 1..100 of the filesystem, or 0 */
+	uint32_t max_age_days;      /* 1..STORE_MAX_AGE_DAYS_MAX */
+};
+/* The configuration, or the defaults when none was set. */
+int txn_config_get(struct bg_txn *txn, struct store_config *out) BG_WUR;
+/* BG_EINVAL unless exactly one of bytes and percent is set and the values
+ * are in range. */
+int txn_config_put(struct bg_txn *txn, const struct store_config *c) BG_WUR;
+/* The limit in bytes: c's bytes, or its percent of the filesystem that
+ * holds the store. */
+int store_limit_bytes(struct bg_store *st, const struct store_config *c, uint64_t *out) BG_WUR;
+
+struct store_stats {
+	uint64_t entries, bytes, keys;  /* what the store holds now */
+	uint64_t evicted, evicted_bytes; /* content evicted for room */
+	uint64_t expired;               /* keys dropped for age */
+	uint64_t local_hits, local_misses; /* lookups bgcopy-peerd answered from here */
+	uint64_t peer_hits, peer_misses;   /* lookups this node's downloads made of peers */
+	uint64_t not_kept, not_kept_bytes; /* files larger than the limit, delivered only */
+};
+int txn_stats_get(struct bg_txn *txn, struct store_stats *out) BG_WUR;
+/* Adds (sign >= 0) or subtracts every field of d. */
+int txn_stats_add(struct bg_txn *txn, const struct store_stats *d, int sign) BG_WUR;
+
+/* Marks content used at `when` (never moves it back in time). */
+int txn_content_touch(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                      int64_t when) BG_WUR;
+/* Pins content to a job: not evicted while job_unfinished() says the job
+ * is not over (see txn_enforce_limits). */
+int txn_pin(struct bg_txn *txn, const char *job_id, const unsigned char sha[BG_SHA256_LEN]) BG_WUR;
+/* Deletes content and every key naming it; *keys (may be NULL) counts the
+ * keys.  0 when the content was absent. */
+int txn_content_drop(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                     uint64_t *keys) BG_WUR;
+
+struct store_enforce_result {
+	uint64_t evicted, evicted_bytes;   /* content evicted, least recently used first */
+	uint64_t expired;                  /* keys validated more than max age ago */
+	uint64_t expired_entries, expired_bytes; /* content gone with its last key */
+	uint64_t keys_removed;
+	uint64_t over_limit;               /* bytes still above the limit (pinned content) */
+};
+/* Drops expired keys (and content no key names any more), then evicts
+ * unpinned content, least recently used first, until the content fits in
+ * limit bytes.  job_unfinished(job record) says whether a pinning job is
+ * not over; pins of jobs that are over, or gone, are deleted. */
+int txn_enforce_limits(struct bg_txn *txn, uint64_t limit, int64_t now, uint32_t max_age_days,
+                       int (*job_unfinished)(const json_t *job),
+                       struct store_enforce_result *res) BG_WUR;
+
+/* What bgcopy-peerd saw: content served (hit, with its digest) or a lookup
+ * of a URL it does not have (miss).  peerd opens the store read-only, so it
+ * appends these to HOME/usage.log (0600, whole records under flock), and
+ * the agent folds the log into the store (last use, counters) before it
+ * enforces limits or reports them. */
+struct store_usage {
+	int hit;
+	int64_t when;
+	unsigned char sha256[BG_SHA256_LEN];
+};
+int store_usage_append(const char *home, const struct store_usage *u, size_t n) BG_WUR;
+int store_usage_fold(struct bg_store *st, const char *home) BG_WUR;
+
 /* ---- Peer protocol authentication (peerauth.c) --------------------------
  * Shared by the peer client (agent) and bgcopy-peerd.  With a key on both
  * sides, a request carries PEER_AUTH_HEADER: "t=UNIX_SECONDS,sig=HEX" where

@@ -18,7 +18,9 @@
  * again, whatever fn did with the code. */
 #define BG_EMAPFULL_INT (-1000)
 
-#define STORE_FORMAT_VERSION 1u
+/* 2: the indexes of policy.c and the counters; a version 1 store is
+ * upgraded when the agent opens it. */
+#define STORE_FORMAT_VERSION 2u
 #define STORE_MAP_DEFAULT ((uint64_t)1 << 30) /* 1 GiB */
 #define STORE_MAP_MAX ((uint64_t)1 << 40)     /* 1 TiB: growth stops here */
 #define STORE_FILE_NAME "store.mdb"
@@ -33,7 +35,7 @@
 /* Key lengths of the named databases. */
 #define STORE_FILE_KEY_LEN (STORE_JOB_ID_LEN + 4)
 #define STORE_BLOB_KEY_LEN 16
-#define STORE_WALK_KEY_MAX 64 /* longest key any walk has to remember */
+#define STORE_WALK_KEY_MAX 80 /* longest key any walk has to remember */
 
 enum store_db {
 	DB_META,
@@ -42,6 +44,10 @@ enum store_db {
 	DB_BLOBS,
 	DB_CONTENT,
 	DB_KEYS,
+	DB_LRU,                      /* indexes: see policy.c */
+	DB_REFS,
+	DB_AGED,
+	DB_PINS,
 	DB_COUNT
 };
 
@@ -94,6 +100,30 @@ int store_content_decode(const MDB_val *v, struct store_content *out);
 int store_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out);
 int blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *chunks,
               uint64_t *bytes);
+
+int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+                   const json_t *rec);
+/* Key deletions that keep the indexes: by SHA-256(url) whatever the record
+ * holds; only if it names sha (else BG_ENOENT); only if it was validated at
+ * that time (else BG_ENOENT), giving the content it named. */
+int store_key_del_raw(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN]);
+int store_key_del_hash(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                       const unsigned char sha[BG_SHA256_LEN]);
+int store_key_validated_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                            int64_t validated, unsigned char sha[BG_SHA256_LEN]);
+
+/* policy.c: index upkeep for records.c */
+int idx_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                    const struct store_content *old, const struct store_content *c);
+int idx_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                    const struct store_content *old);
+int idx_key_put(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                const struct store_key *old, const struct store_key *k);
+int idx_key_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                const struct store_key *old, int count);
+/* Rebuilds the indexes and counters from the records (format upgrade,
+ * `cache verify`). */
+int store_reindex(struct bg_txn *txn);
 
 /* digest.c: bg_sha256() with its failure reported. */
 int bg_sha256_checked(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);

@@ -236,7 +236,12 @@ static int gc_txn(struct bg_txn *txn, void *arg)
 	if (c.content_blobs.n > 0)
 		qsort(c.content_blobs.v, c.content_blobs.n, sizeof(uint64_t), u64_cmp);
 	for (size_t i = 0; i < c.nvictims; i++) {
+		struct store_content old;
+		int have = txn_content_get(txn, c.victims[i].sha, &old) == 0;
+
 		rc = txn_raw_del(txn, DB_CONTENT, c.victims[i].sha, BG_SHA256_LEN);
+		if (rc == 0 && have)
+			rc = idx_content_del(txn, c.victims[i].sha, &old);
 		if (rc != 0)
 			goto out;
 		res->entries++;

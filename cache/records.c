@@ -37,8 +37,8 @@ int store_json_decode(const MDB_val *v, json_t **out)
 /* Serialises rec with json_dumpb into a buffer of our own, so that the
  * record is measured before anything is allocated and the buffer is freed
  * with the allocator that made it whatever jansson was told to use. */
-static int json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
-                    const json_t *rec)
+int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+                   const json_t *rec)
 {
 	const size_t flags = JSON_COMPACT;
 	char *buf = NULL;
@@ -110,7 +110,7 @@ int txn_job_put(struct bg_txn *txn, const char *id, json_t *rec)
 
 	if (rc != 0)
 		return rc;
-	return json_put(txn, DB_JOBS, id, STORE_JOB_ID_LEN, rec);
+	return store_json_put(txn, DB_JOBS, id, STORE_JOB_ID_LEN, rec);
 }
 
 int txn_job_get(struct bg_txn *txn, const char *id, json_t **out)
@@ -189,7 +189,7 @@ int txn_file_put(struct bg_txn *txn, const char *job_id, uint32_t index, json_t 
 	if (rc != 0)
 		return rc;
 	file_key(key, job_id, index);
-	return json_put(txn, DB_FILES, key, sizeof(key), rec);
+	return store_json_put(txn, DB_FILES, key, sizeof(key), rec);
 }
 
 int txn_file_get(struct bg_txn *txn, const char *job_id, uint32_t index, json_t **out)
@@ -371,15 +371,28 @@ int txn_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
                     const struct store_content *c)
 {
 	unsigned char rec[STORE_CONTENT_REC_LEN];
+	struct store_content old;
+	MDB_val v;
+	int rc, have_old;
 
 	if (sha == NULL || c == NULL || c->blob == 0)
 		return BG_EINVAL;
+	rc = txn_check(txn, 1);
+	if (rc != 0)
+		return rc;
+	rc = txn_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
+	if (rc != 0 && rc != BG_ENOENT)
+		return rc;
+	have_old = rc == 0 && store_content_decode(&v, &old) == 0;
 	rec[0] = STORE_CONTENT_VERSION;
 	put_le64(rec + 1, c->blob);
 	put_le64(rec + 9, c->size);
 	put_le64(rec + 17, (uint64_t)c->created);
 	put_le64(rec + 25, (uint64_t)c->last_used);
-	return txn_raw_put(txn, DB_CONTENT, sha, BG_SHA256_LEN, rec, sizeof(rec));
+	rc = txn_raw_put(txn, DB_CONTENT, sha, BG_SHA256_LEN, rec, sizeof(rec));
+	if (rc != 0)
+		return rc;
+	return idx_content_put(txn, sha, have_old ? &old : NULL, c);
 }
 
 /* A damaged record is still deleted (that is how it gets repaired); its
@@ -402,6 +415,8 @@ int txn_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN])
 	have_blob = store_content_decode(&v, &c) == 0;
 	rc = txn_raw_del(txn, DB_CONTENT, sha, BG_SHA256_LEN);
 	if (rc != 0 || !have_blob)
+		return rc;
+	if ((rc = idx_content_del(txn, sha, &c)) != 0)
 		return rc;
 	return blob_drop(txn, c.blob, 0, NULL, NULL);
 }
@@ -514,7 +529,22 @@ int txn_key_put(struct bg_txn *txn, const struct store_key *k)
 		rc = BG_EINVAL;
 		goto out;
 	}
-	rc = json_put(txn, DB_KEYS, key, sizeof(key), rec);
+	{
+		struct store_key old;
+		MDB_val kk = { .mv_size = sizeof(key), .mv_data = key };
+		MDB_val v;
+		int have_old;
+
+		rc = txn_raw_get(txn, DB_KEYS, key, sizeof(key), &v);
+		if (rc != 0 && rc != BG_ENOENT)
+			goto out;
+		have_old = rc == 0 && store_key_decode(&kk, &v, &old) == 0;
+		rc = store_json_put(txn, DB_KEYS, key, sizeof(key), rec);
+		if (rc == 0)
+			rc = idx_key_put(txn, key, have_old ? &old : NULL, k);
+		if (have_old)
+			store_key_clear(&old);
+	}
 out:
 	json_decref(rec);
 	return rc;
@@ -671,7 +701,87 @@ int txn_key_del(struct bg_txn *txn, const char *url)
 	rc = url_key(url, url_len, key);
 	if (rc != 0)
 		return rc;
-	return txn_raw_del(txn, DB_KEYS, key, sizeof(key));
+	return store_key_del_raw(txn, key);
+}
+
+int store_key_del_raw(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN])
+{
+	MDB_val k = { .mv_size = BG_SHA256_LEN, .mv_data = (void *)urlhash };
+	struct store_key old;
+	MDB_val v;
+	int rc, have_old;
+
+	rc = txn_raw_get(txn, DB_KEYS, urlhash, BG_SHA256_LEN, &v);
+	if (rc != 0)
+		return rc;
+	have_old = store_key_decode(&k, &v, &old) == 0;
+	rc = txn_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
+	if (rc == 0) {
+		if (have_old) {
+			rc = idx_key_del(txn, urlhash, &old, 1);
+		} else {
+			/* Its index entries cannot be found: walkers drop them
+			 * as stale.  The count still goes down. */
+			struct store_stats d;
+
+			memset(&d, 0, sizeof(d));
+			d.keys = 1;
+			rc = txn_stats_add(txn, &d, -1);
+		}
+	}
+	if (have_old)
+		store_key_clear(&old);
+	return rc;
+}
+
+int store_key_del_hash(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                       const unsigned char sha[BG_SHA256_LEN])
+{
+	MDB_val k = { .mv_size = BG_SHA256_LEN, .mv_data = (void *)urlhash };
+	struct store_key old;
+	MDB_val v;
+	int rc;
+
+	rc = txn_raw_get(txn, DB_KEYS, urlhash, BG_SHA256_LEN, &v);
+	if (rc != 0)
+		return rc;
+	rc = store_key_decode(&k, &v, &old);
+	if (rc != 0)
+		return rc;
+	if (memcmp(old.sha256, sha, BG_SHA256_LEN) != 0) {
+		store_key_clear(&old);
+		return BG_ENOENT; /* the key names other content now */
+	}
+	rc = txn_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
+	if (rc == 0)
+		rc = idx_key_del(txn, urlhash, &old, 1);
+	store_key_clear(&old);
+	return rc;
+}
+
+int store_key_validated_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                            int64_t validated, unsigned char sha[BG_SHA256_LEN])
+{
+	MDB_val k = { .mv_size = BG_SHA256_LEN, .mv_data = (void *)urlhash };
+	struct store_key old;
+	MDB_val v;
+	int rc;
+
+	rc = txn_raw_get(txn, DB_KEYS, urlhash, BG_SHA256_LEN, &v);
+	if (rc != 0)
+		return rc;
+	if (store_key_decode(&k, &v, &old) != 0)
+		return BG_ENOENT; /* verify's business */
+	if (old.validated != validated) {
+		store_key_clear(&old);
+		return BG_ENOENT; /* validated again since */
+	}
+	memcpy(sha, old.sha256, BG_SHA256_LEN);
+	rc = txn_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
+	if (rc == 0)
+		rc = idx_key_del(txn, urlhash, &old, 1);
+	store_key_clear(&old);
+	return rc;
 }
 
 struct key_each_ctx {

@@ -31,6 +31,10 @@ static const char *const store_db_names[DB_COUNT] = {
 	[DB_BLOBS] = "blobs",
 	[DB_CONTENT] = "content",
 	[DB_KEYS] = "keys",
+	[DB_LRU] = "lru",
+	[DB_REFS] = "refs",
+	[DB_AGED] = "aged",
+	[DB_PINS] = "pins",
 };
 
 /* The store this thread is inside (store_update/store_view), used to refuse
@@ -508,7 +512,8 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 	struct bg_store *st = txn->st;
 	unsigned dflags = txn->rdonly ? 0 : MDB_CREATE;
 	unsigned char buf[8];
-	uint64_t version;
+	uint64_t version = STORE_FORMAT_VERSION;
+	int fresh = 0;
 	MDB_val v;
 	int rc;
 	int mrc;
@@ -516,6 +521,12 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 	(void)arg;
 	for (int i = 0; i < DB_COUNT; i++) {
 		mrc = mdb_dbi_open(txn->mtxn, store_db_names[i], dflags, &st->dbi[i]);
+		/* A reader of a version 1 store finds no indexes: it needs none
+		 * (only the agent, which creates them, evicts). */
+		if (mrc == MDB_NOTFOUND && txn->rdonly && i >= DB_LRU) {
+			st->dbi[i] = 0;
+			continue;
+		}
 		if (mrc != 0)
 			return txn_fail(txn, mrc);
 		txn->dbi[i] = st->dbi[i];
@@ -527,6 +538,7 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 			rc = txn_raw_put(txn, DB_META, "version", strlen("version"), buf, sizeof(buf));
 			if (rc != 0)
 				return rc;
+			fresh = 1;
 			continue;
 		}
 		/* The databases and the version are created in one txn, so a
@@ -542,6 +554,14 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 			return BG_ECORRUPT;
 		if (version > STORE_FORMAT_VERSION)
 			return BG_EVERSION;
+	}
+	if (!txn->rdonly && !fresh && version < STORE_FORMAT_VERSION) {
+		if ((rc = store_reindex(txn)) != 0)
+			return rc;
+		put_le64(buf, STORE_FORMAT_VERSION);
+		rc = txn_raw_put(txn, DB_META, "version", strlen("version"), buf, sizeof(buf));
+		if (rc != 0)
+			return rc;
 	}
 	return 0;
 }

@@ -171,7 +171,12 @@ key_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
 	store_key_clear(&key);
 	if (rc != 0)
 		return rc;
-	return txn_raw_del(txn, DB_KEYS, k->mv_data, k->mv_size);
+	{
+		unsigned char hash[BG_SHA256_LEN];
+
+		memcpy(hash, k->mv_data, BG_SHA256_LEN);
+		return store_key_del_raw(txn, hash);
+	}
 }
 
 static void
@@ -281,7 +286,14 @@ stray_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
 		key.url = NULL; /* transferred */
 	}
 	store_key_clear(&key);
-	return txn_raw_del(txn, DB_KEYS, k->mv_data, k->mv_size);
+	if (k->mv_size != BG_SHA256_LEN)
+		return txn_raw_del(txn, DB_KEYS, k->mv_data, k->mv_size);
+	{
+		unsigned char hash[BG_SHA256_LEN];
+
+		memcpy(hash, k->mv_data, BG_SHA256_LEN);
+		return store_key_del_raw(txn, hash);
+	}
 }
 
 static int
@@ -291,6 +303,13 @@ stray_txn(struct bg_txn *txn, void *arg)
 
 	key_pass_clear(p);
 	return txn_walk(txn, DB_KEYS, NULL, 0, 0, stray_visit, p);
+}
+
+static int
+reindex_txn(struct bg_txn *txn, void *arg)
+{
+	(void)arg;
+	return store_reindex(txn);
 }
 
 int
@@ -350,6 +369,10 @@ store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *bad, 
 	if ((rc = store_update(st, stray_txn, &kp)) != 0)
 		goto out;
 	stats->keys = kp.keys;
+	/* The indexes and counters are derived from the records: rebuilt,
+	 * they are right whatever happened to them. */
+	if ((rc = store_update(st, reindex_txn, NULL)) != 0)
+		goto out;
 	for (size_t i = 0; i < kp.n; i++) {
 		stats->keys_removed++;
 		if (fn != NULL && cb_rc == 0)

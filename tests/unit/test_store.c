@@ -347,11 +347,11 @@ static void test_open(void)
 	store_close(st);
 	CHECK_EQ_INT(raw_get(home, "meta", "version", 7, buf, sizeof(buf), &len), 0);
 	CHECK_EQ_INT(len, 8);
-	CHECK(len == 8 && buf[0] == 1 && buf[1] == 0 && buf[7] == 0);
+	CHECK(len == 8 && buf[0] == 2 && buf[1] == 0 && buf[7] == 0);
 
 	/* A newer format is refused, a damaged version record too. */
 	memset(buf, 0, 8);
-	buf[0] = 2;
+	buf[0] = 3;
 	CHECK_EQ_INT(raw_put(home, "meta", "version", 7, buf, 8), 0);
 	st = NULL;
 	CHECK_RC(store_open(home, 0, NULL, &st), BG_EVERSION);
@@ -1621,6 +1621,300 @@ static void test_verify(void)
 	home_free(home);
 }
 
+/* ---- Limits, LRU eviction, age ----------------------------------------------- */
+
+#define POL_N 10
+#define POL_JOB "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+
+struct pol {
+	unsigned char sha[POL_N + 1][BG_SHA256_LEN]; /* POL_N entries, then X */
+	char url[POL_N + 2][64];                     /* POL_N keys, then X's two */
+	struct store_enforce_result res;
+	uint64_t limit;
+	int64_t now;
+	uint32_t days;
+	const char *job_state;
+};
+
+static int pol_unfinished(const json_t *job)
+{
+	const char *s = json_string_value(json_object_get(job, "state"));
+
+	return s != NULL && strcmp(s, "DONE") != 0;
+}
+
+static int pol_key(struct bg_txn *txn, const char *url, const unsigned char sha[BG_SHA256_LEN],
+                   uint64_t size, int64_t validated)
+{
+	struct store_key k = { .url = (char *)url, .size = size, .stored = validated,
+	                       .validated = validated };
+
+	memcpy(k.sha256, sha, BG_SHA256_LEN);
+	return txn_key_put(txn, &k);
+}
+
+static int pol_setup_fn(struct bg_txn *txn, void *arg)
+{
+	struct pol *p = arg;
+	unsigned char data[100];
+	int rc;
+
+	for (int i = 0; i < POL_N; i++) {
+		struct store_content c = { .size = sizeof(data), .created = 1, .last_used = 1 + i };
+
+		memset(data, 'a' + i, sizeof(data));
+		bg_sha256(data, sizeof(data), p->sha[i]);
+		if ((rc = txn_blob_new(txn, &c.blob)) != 0 ||
+		    (rc = txn_blob_put(txn, c.blob, 0, data, sizeof(data))) != 0 ||
+		    (rc = txn_content_put(txn, p->sha[i], &c)) != 0 ||
+		    (rc = pol_key(txn, p->url[i], p->sha[i], sizeof(data), 1000)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int pol_enforce_fn(struct bg_txn *txn, void *arg)
+{
+	struct pol *p = arg;
+
+	return txn_enforce_limits(txn, p->limit, p->now, p->days, pol_unfinished, &p->res);
+}
+
+static int pol_stats_fn(struct bg_txn *txn, void *arg)
+{
+	return txn_stats_get(txn, arg);
+}
+
+static int pol_touch_fn(struct bg_txn *txn, void *arg)
+{
+	struct pol *p = arg;
+
+	return txn_content_touch(txn, p->sha[0], 100);
+}
+
+static int pol_pin_fn(struct bg_txn *txn, void *arg)
+{
+	struct pol *p = arg;
+	json_t *job = json_pack("{ss}", "state", p->job_state);
+	int rc = txn_job_put(txn, POL_JOB, job);
+
+	json_decref(job);
+	return rc != 0 ? rc : txn_pin(txn, POL_JOB, p->sha[4]);
+}
+
+static int pol_job_state_fn(struct bg_txn *txn, void *arg)
+{
+	struct pol *p = arg;
+	json_t *job = json_pack("{ss}", "state", p->job_state);
+	int rc = txn_job_put(txn, POL_JOB, job);
+
+	json_decref(job);
+	return rc;
+}
+
+/* Which of the POL_N entries are still there, as a string of digits. */
+struct pol_left {
+	struct pol *p;
+	char s[POL_N + 1];
+};
+
+static int pol_left_fn(struct bg_txn *txn, void *arg)
+{
+	struct pol_left *l = arg;
+	struct store_content c;
+	struct store_key k;
+	size_t n = 0;
+
+	for (int i = 0; i < POL_N; i++) {
+		int have_c = txn_content_get(txn, l->p->sha[i], &c) == 0;
+		int have_k = txn_key_get(txn, l->p->url[i], &k) == 0;
+
+		store_key_clear(&k);
+		if (have_c != have_k)
+			l->s[n++] = '!'; /* a key without content or the reverse */
+		else if (have_c)
+			l->s[n++] = (char)('0' + i);
+	}
+	l->s[n] = '\0';
+	return 0;
+}
+
+static const char *pol_left(struct bg_store *st, struct pol *p)
+{
+	static struct pol_left l;
+
+	l.p = p;
+	CHECK_OK(store_view(st, pol_left_fn, &l));
+	return l.s;
+}
+
+static int pol_shared_fn(struct bg_txn *txn, void *arg)
+{
+	struct pol *p = arg;
+	unsigned char data[300];
+	struct store_content c = { .size = sizeof(data), .created = 1, .last_used = 50 };
+	int rc;
+
+	memset(data, 'x', sizeof(data));
+	bg_sha256(data, sizeof(data), p->sha[POL_N]);
+	if ((rc = txn_blob_new(txn, &c.blob)) != 0 ||
+	    (rc = txn_blob_put(txn, c.blob, 0, data, sizeof(data))) != 0 ||
+	    (rc = txn_content_put(txn, p->sha[POL_N], &c)) != 0 ||
+	    (rc = pol_key(txn, p->url[POL_N], p->sha[POL_N], sizeof(data), 2000)) != 0)
+		return rc;
+	return pol_key(txn, p->url[POL_N + 1], p->sha[POL_N], sizeof(data), 5000);
+}
+
+static int pol_shared_left_fn(struct bg_txn *txn, void *arg)
+{
+	struct pol *p = arg;
+	struct store_content c;
+	struct store_key k;
+	int *v = (int *)&p->res; /* scratch: reuse the result's memory for 3 flags */
+	int rc;
+
+	(void)v;
+	rc = txn_content_get(txn, p->sha[POL_N], &c);
+	p->res.evicted = rc == 0;
+	rc = txn_key_get(txn, p->url[POL_N], &k);
+	store_key_clear(&k);
+	p->res.expired = rc == 0;
+	rc = txn_key_get(txn, p->url[POL_N + 1], &k);
+	store_key_clear(&k);
+	p->res.keys_removed = rc == 0;
+	return 0;
+}
+
+static int pol_config_fn(struct bg_txn *txn, void *arg)
+{
+	struct store_config *c = arg;
+
+	return txn_config_put(txn, c);
+}
+
+static int pol_config_get_fn(struct bg_txn *txn, void *arg)
+{
+	return txn_config_get(txn, arg);
+}
+
+static void test_policy(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct store_config cfg;
+	struct store_stats s, s2;
+	struct pol p;
+	uint64_t limit;
+
+	memset(&p, 0, sizeof(p));
+	for (int i = 0; i < POL_N + 2; i++)
+		snprintf(p.url[i], sizeof(p.url[i]), "https://pol.example/%d", i);
+
+	/* Configuration: defaults, a round trip, refusals. */
+	CHECK_OK(store_view(st, pol_config_get_fn, &cfg));
+	CHECK_EQ_INT(cfg.max_size_percent, STORE_DEFAULT_MAX_PERCENT);
+	CHECK_EQ_INT(cfg.max_size_bytes, 0);
+	CHECK_EQ_INT(cfg.max_age_days, STORE_DEFAULT_MAX_AGE_DAYS);
+	CHECK_OK(store_limit_bytes(st, &cfg, &limit));
+	CHECK(limit > 0);
+	cfg = (struct store_config){ .max_size_bytes = 12345, .max_age_days = 7 };
+	CHECK_OK(store_update(st, pol_config_fn, &cfg));
+	memset(&cfg, 0, sizeof(cfg));
+	CHECK_OK(store_view(st, pol_config_get_fn, &cfg));
+	CHECK_EQ_INT(cfg.max_size_bytes, 12345);
+	CHECK_EQ_INT(cfg.max_size_percent, 0);
+	CHECK_EQ_INT(cfg.max_age_days, 7);
+	CHECK_OK(store_limit_bytes(st, &cfg, &limit));
+	CHECK_EQ_INT(limit, 12345);
+	cfg = (struct store_config){ .max_size_bytes = 1, .max_size_percent = 1, .max_age_days = 7 };
+	CHECK_RC(store_update(st, pol_config_fn, &cfg), BG_EINVAL);
+	cfg = (struct store_config){ .max_size_percent = 101, .max_age_days = 7 };
+	CHECK_RC(store_update(st, pol_config_fn, &cfg), BG_EINVAL);
+	cfg = (struct store_config){ .max_size_percent = 5, .max_age_days = 0 };
+	CHECK_RC(store_update(st, pol_config_fn, &cfg), BG_EINVAL);
+
+	/* Ten entries of 100 bytes, used at 1..10; the first is used again at
+	 * 100, so it is the most recent one. */
+	CHECK_OK(store_update(st, pol_setup_fn, &p));
+	CHECK_OK(store_view(st, pol_stats_fn, &s));
+	CHECK_EQ_INT(s.entries, POL_N);
+	CHECK_EQ_INT(s.bytes, POL_N * 100);
+	CHECK_EQ_INT(s.keys, POL_N);
+	CHECK_OK(store_update(st, pol_touch_fn, &p));
+	CHECK_EQ_STR(pol_left(st, &p), "0123456789");
+
+	p.now = 2000;
+	p.days = 1;
+	p.limit = 700;
+	CHECK_OK(store_update(st, pol_enforce_fn, &p));
+	CHECK_EQ_INT(p.res.evicted, 3);
+	CHECK_EQ_INT(p.res.evicted_bytes, 300);
+	CHECK_EQ_INT(p.res.keys_removed, 3);
+	CHECK_EQ_INT(p.res.over_limit, 0);
+	CHECK_EQ_STR(pol_left(st, &p), "0456789");
+	CHECK_OK(store_view(st, pol_stats_fn, &s));
+	CHECK_EQ_INT(s.entries, 7);
+	CHECK_EQ_INT(s.bytes, 700);
+	CHECK_EQ_INT(s.keys, 7);
+	CHECK_EQ_INT(s.evicted, 3);
+
+	/* Entry 4 is pinned by a job that is not over: 5 and 6 go instead. */
+	p.job_state = "RUNNING";
+	CHECK_OK(store_update(st, pol_pin_fn, &p));
+	p.limit = 500;
+	CHECK_OK(store_update(st, pol_enforce_fn, &p));
+	CHECK_EQ_INT(p.res.evicted, 2);
+	CHECK_EQ_STR(pol_left(st, &p), "04789");
+	/* Everything but the pinned entry goes when the limit is 0. */
+	p.limit = 0;
+	CHECK_OK(store_update(st, pol_enforce_fn, &p));
+	CHECK_EQ_STR(pol_left(st, &p), "4");
+	CHECK_EQ_INT(p.res.over_limit, 100);
+	/* Once the job is over, its pin goes and so does the entry. */
+	p.job_state = "DONE";
+	CHECK_OK(store_update(st, pol_job_state_fn, &p));
+	CHECK_OK(store_update(st, pol_enforce_fn, &p));
+	CHECK_EQ_STR(pol_left(st, &p), "");
+	CHECK_EQ_INT(p.res.over_limit, 0);
+	CHECK_OK(store_view(st, pol_stats_fn, &s));
+	CHECK_EQ_INT(s.entries, 0);
+	CHECK_EQ_INT(s.bytes, 0);
+	CHECK_EQ_INT(s.keys, 0);
+	CHECK_EQ_INT(s.evicted, POL_N);
+
+	/* Age: content X under two keys validated at 2000 and 5000.  With a
+	 * max age of one day, at 2000 + 86400 + 1 the first key has expired
+	 * and X stays for the second; at 5000 + 86400 + 1 both are gone. */
+	CHECK_OK(store_update(st, pol_shared_fn, &p));
+	p.limit = 1 << 20;
+	p.now = 2000 + 86400 + 1;
+	CHECK_OK(store_update(st, pol_enforce_fn, &p));
+	CHECK_EQ_INT(p.res.expired, 1);
+	CHECK_EQ_INT(p.res.expired_entries, 0);
+	CHECK_OK(store_view(st, pol_shared_left_fn, &p));
+	CHECK_EQ_INT(p.res.evicted, 1);      /* X is there */
+	CHECK_EQ_INT(p.res.expired, 0);      /* its first key is not */
+	CHECK_EQ_INT(p.res.keys_removed, 1); /* its second key is */
+	p.now = 5000 + 86400 + 1;
+	CHECK_OK(store_update(st, pol_enforce_fn, &p));
+	CHECK_EQ_INT(p.res.expired, 1);
+	CHECK_EQ_INT(p.res.expired_entries, 1);
+	CHECK_EQ_INT(p.res.expired_bytes, 300);
+	CHECK_OK(store_view(st, pol_shared_left_fn, &p));
+	CHECK_EQ_INT(p.res.evicted + p.res.expired + p.res.keys_removed, 0);
+
+	/* The counters rebuilt from the records are the counters kept. */
+	CHECK_OK(store_update(st, pol_setup_fn, &p));
+	CHECK_OK(store_view(st, pol_stats_fn, &s));
+	CHECK_OK(store_verify(st, NULL, NULL, NULL)); /* rebuilds them */
+	CHECK_OK(store_view(st, pol_stats_fn, &s2));
+	CHECK(memcmp(&s, &s2, sizeof(s)) == 0);
+	CHECK_EQ_INT(s2.entries, POL_N);
+	CHECK_EQ_INT(s2.bytes, POL_N * 100);
+	store_close(st);
+	home_free(home);
+}
+
 /* ---- Map growth ---------------------------------------------------------- */
 
 static void test_map_growth(void)
@@ -1860,6 +2154,7 @@ int main(void)
 	test_read_content();
 	test_damaged();
 	test_verify();
+	test_policy();
 	test_map_growth();
 	test_two_processes();
 	test_threads();
