@@ -161,6 +161,8 @@ struct origin_request {
 	bool head;                  /* HEAD: the sink's on_start only (validators, size) */
 	const char *user;           /* basic auth credentials, or NULL */
 	const char *password;
+	volatile const int *stop;   /* non-zero: abort now, even while the origin is silent;
+	                             * the result's local_err is then BG_ECANCELED (or NULL) */
 };
 
 struct origin_result {

@@ -133,7 +133,11 @@ int hasher_final(struct hasher *h, unsigned char out[BG_SHA256_LEN]) BG_WUR;
 /* ---- Peer client (peer.c) ---------------------------------------------- */
 #define PEER_CONNECT_TIMEOUT 3 /* seconds */
 #define PEER_LOOKUP_TIMEOUT 5  /* seconds for a HEAD */
-#define PEER_STALL_TIMEOUT 5   /* seconds without a byte before a peer is dropped */
+#define PEER_STALL_TIMEOUT 5   /* seconds below PEER_MIN_SPEED before a peer is dropped */
+/* Bytes/s a peer must keep up (libcurl's low-speed check, over PEER_STALL_TIMEOUT).
+ * Not 1: a peer that trickles a few bytes a second is never "stalled" and would hold
+ * the file for hours; a LAN peer slower than this is no better than the origin. */
+#define PEER_MIN_SPEED (16 * 1024)
 
 struct peer_config {
 	unsigned char key[PEER_KEY_MAX]; /* HMAC key (--peer-key), keylen 0: none */

@@ -63,10 +63,15 @@ static int64_t
 expiry_of(const json_t *meta)
 {
 	json_t *nu = json_object_get(meta, "next_update");
+	int64_t fetched;
 
 	if (json_is_integer(nu))
 		return (int64_t)json_integer_value(nu);
-	return (int64_t)json_integer_value(json_object_get(meta, "fetched")) + CRL_TTL_NO_NEXT_UPDATE;
+	fetched = (int64_t)json_integer_value(json_object_get(meta, "fetched"));
+	/* A damaged record's time cannot make a CRL current forever. */
+	if (fetched > INT64_MAX - CRL_TTL_NO_NEXT_UPDATE)
+		return 0;
+	return fetched + CRL_TTL_NO_NEXT_UPDATE;
 }
 
 static X509_CRL *

@@ -54,6 +54,7 @@ struct fsink {
 	unsigned char *buf;            /* the chunk being filled (the hasher's) */
 	const unsigned char *pending;  /* the chunk just written, for the store */
 	size_t fill;
+	size_t preloaded; /* bytes at the start of buf committed before: counted already */
 	struct hasher *hash;
 	bool cache;
 	bool progressed;
@@ -146,9 +147,10 @@ write_pending(struct fsink *s)
 		return err;
 	s->buf = hasher_buffer(s->hash);
 	if (s->from_peer)
-		s->from_peers += s->fill;
+		s->from_peers += s->fill - s->preloaded;
 	else
-		s->from_origin += s->fill;
+		s->from_origin += s->fill - s->preloaded;
+	s->preloaded = 0;
 	if ((err = jset_int(s->rec, "bytes_committed", (int64_t)(s->committed + s->fill))) != 0 ||
 	    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)s->from_origin)) != 0 ||
 	    (err = jset_int(s->rec, "bytes_from_peers", (int64_t)s->from_peers)) != 0)
@@ -172,7 +174,9 @@ flush_chunk(struct fsink *s)
 {
 	int err;
 
-	if (s->fill == 0)
+	/* Nothing new (a resumed short chunk is in the store already): no
+	 * commit, and no progress that would reset the retries. */
+	if (s->fill == s->preloaded)
 		return 0;
 	if ((err = write_pending(s)) != 0)
 		return err;
@@ -199,6 +203,7 @@ restart_file(struct fsink *s)
 		return bg_err_from_errno(errno);
 	s->committed = 0;
 	s->fill = 0;
+	s->preloaded = 0;
 	s->from_origin = s->from_peers = 0;
 	if ((err = reset_digest(s)) != 0)
 		return err;
@@ -238,7 +243,7 @@ sink_start(void *arg, const struct origin_response *resp)
 	uint32_t policy = (uint32_t)jint(r->job, "security_flags", 0) & BG_HTTP_REDIRECT_POLICY_MASK;
 	int err;
 
-	if (resp->start != s->committed) {
+	if (resp->start != s->committed + s->fill) {
 		if (resp->start != 0)
 			return BG_EPROTO; /* the origin client never asks for that */
 		if ((err = restart_file(s)) != 0)
@@ -329,14 +334,18 @@ read_chunk(struct bg_store *st, uint64_t blob, uint64_t index, unsigned char *ds
 }
 
 /* Makes the partial file hold exactly the committed bytes, repairing it
- * from the store when it lost some (power loss), and re-hashes them. */
+ * from the store when it lost some (power loss), and re-hashes them.  Also
+ * after a source broke off within a run. */
 static int
 prepare_partial(struct fsink *s)
 {
 	struct stat sb;
-	uint64_t committed = (uint64_t)jint(s->rec, "bytes_committed", 0);
+	uint64_t committed = (uint64_t)jint(s->rec, "bytes_committed", 0), aligned;
 	unsigned char *block = NULL;
 	int err = 0;
+
+	s->fill = 0;
+	s->preloaded = 0;
 
 	if (fstat(s->fd, &sb) != 0)
 		return bg_err_from_errno(errno);
@@ -379,14 +388,28 @@ prepare_partial(struct fsink *s)
 	}
 	if ((err = reset_digest(s)) != 0)
 		goto out;
-	if (committed > 0) {
+	/* Chunk i of the blob holds bytes [i * STORE_CHUNK_BYTES, ...) (cache.h),
+	 * but bytes kept through a break end in a short chunk.  Those go back
+	 * into the buffer, so that the next commit writes that chunk again,
+	 * whole, rather than a chunk that starts in its middle. */
+	aligned = s->cache ? committed - committed % STORE_CHUNK_BYTES : committed;
+	if (aligned < committed) {
+		size_t n = (size_t)(committed - aligned);
+
+		if (pread(s->fd, s->buf, n, (off_t)aligned) != (ssize_t)n) {
+			err = BG_EIO;
+			goto out;
+		}
+		s->fill = s->preloaded = n;
+	}
+	if (aligned > 0) {
 		if ((block = block ? block : malloc(STORE_CHUNK_BYTES)) == NULL) {
 			err = BG_ENOMEM;
 			goto out;
 		}
-		for (uint64_t off = 0; off < committed;) {
-			size_t want = committed - off < STORE_CHUNK_BYTES ? (size_t)(committed - off)
-			                                                   : STORE_CHUNK_BYTES;
+		for (uint64_t off = 0; off < aligned;) {
+			size_t want = aligned - off < STORE_CHUNK_BYTES ? (size_t)(aligned - off)
+			                                                 : STORE_CHUNK_BYTES;
 			ssize_t n = pread(s->fd, block, want, (off_t)off);
 
 			if (n <= 0) {
@@ -416,7 +439,7 @@ prepare_partial(struct fsink *s)
 			goto out;
 		s->blob = c.blob_out;
 	}
-	s->committed = committed;
+	s->committed = aligned;
 out:
 	free(block);
 	return err;
@@ -621,14 +644,15 @@ origin_request_for(struct run *r, struct fsink *s, const char **headers,
 		req->ca_file = r->ro->ca_file;
 	req->headers = headers;
 	req->headers_for = jstr(s->rec, "original_url");
-	req->offset = s->committed;
-	if (s->committed > 0)
+	req->offset = s->committed + s->fill;
+	if (req->offset > 0)
 		req->if_range = strong_etag(jstr(s->rec, "etag")) ? jstr(s->rec, "etag")
 		                                                   : jstr(s->rec, "last_modified");
 	req->crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
 	req->proxy = jstr(r->job, "proxy");
 	req->user = jstr(r->job, "user");
 	req->password = jstr(r->job, "password");
+	req->stop = r->ro != NULL ? r->ro->stop : NULL;
 }
 
 /* What a HEAD of the origin said. */
@@ -779,7 +803,8 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 		s->from_peer = true;
 		s->has_want = true;
 		memcpy(s->want, ent.sha256, BG_SHA256_LEN);
-		err = peer_fetch(e, &r->pc, peer, key, &ent, s->committed, sink, &serr, why, sizeof(why));
+		err = peer_fetch(e, &r->pc, peer, key, &ent, s->committed + s->fill, sink, &serr, why,
+		                 sizeof(why));
 		peer_entry_clear(&ent);
 		if (err == 0) {
 			/* The last, partial chunk is the peer's too; then the
@@ -812,6 +837,11 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 			note_lookup(s, key, peer, "failed", why);
 			err = serr == 0 || serr == BG_EPROTO ? flush_chunk(s) : 0;
 			if (err != 0 && propagated(err))
+				break;
+			/* The next source appends from a chunk boundary, as a
+			 * resume does (prepare_partial). */
+			if (err == 0 && s->cache && s->committed % STORE_CHUNK_BYTES != 0 &&
+			    (err = prepare_partial(s)) != 0)
 				break;
 			err = 0;
 		}
@@ -888,7 +918,8 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 
 	/* All bytes were committed before an interruption: only the final
 	 * checks remain. */
-	if (s.committed > 0 && jint(s.rec, "bytes_total", -1) == (int64_t)s.committed) {
+	if (s.committed + s.fill > 0 &&
+	    jint(s.rec, "bytes_total", -1) == (int64_t)(s.committed + s.fill)) {
 		err = finish_file(&s);
 		goto check;
 	}
@@ -905,7 +936,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	}
 
 	/* Peers first, when the job is a peer-caching client. */
-	if (peer_mode(r->job, "client") && r->npeers > 0 && s.committed == 0) {
+	if (peer_mode(r->job, "client") && r->npeers > 0 && s.committed + s.fill == 0) {
 		json_object_del(s.rec, "peer_lookups");
 		bool done = false;
 

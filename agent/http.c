@@ -13,11 +13,21 @@ long
 http_status_line(const char *line, size_t n)
 {
 	const char *sp;
+	char code[16];
+	size_t len;
 
 	if (n < 5 || strncmp(line, "HTTP/", 5) != 0)
 		return -1;
-	sp = memchr(line, ' ', n);
-	return sp != NULL ? strtol(sp + 1, NULL, 10) : 0;
+	if ((sp = memchr(line, ' ', n)) == NULL)
+		return 0;
+	/* libcurl's header lines are not NUL-terminated: strtol must not run
+	 * past the line ("HTTP/1.1 200" at the end of a buffer). */
+	len = n - (size_t)(sp + 1 - line);
+	if (len >= sizeof(code))
+		len = sizeof(code) - 1;
+	memcpy(code, sp + 1, len);
+	code[len] = '\0';
+	return strtol(code, NULL, 10);
 }
 
 bool

@@ -750,9 +750,14 @@ make_document(const json_t *job, const json_t *files)
 	json_array_foreach(files, i, f) {
 		int64_t t = jint(f, "bytes_total", -1);
 
-		if (total >= 0)
-			total = t < 0 ? -1 : total + t;
-		done_bytes += jint(f, "bytes_committed", 0);
+		int64_t c = jint(f, "bytes_committed", 0);
+
+		/* Stored numbers are not trusted: a sum that does not fit (a
+		 * damaged record) is unknown, not undefined behaviour. */
+		if (total >= 0 && (t < 0 || __builtin_add_overflow(total, t, &total)))
+			total = -1;
+		if (__builtin_add_overflow(done_bytes, c, &done_bytes))
+			done_bytes = c < 0 ? INT64_MIN : INT64_MAX;
 		ndone += jbool(f, "done");
 		if (json_array_append_new(fa, file_document(f)) != 0)
 			goto fail;

@@ -64,6 +64,7 @@ struct hop {
 	const char *if_range;
 
 	long status;
+	bool want_status; /* the next header line starts a response (curl's view) */
 	size_t header_bytes;
 	char *location;
 	char *etag;
@@ -76,6 +77,7 @@ struct hop {
 	int sink_err;
 	uint64_t body_bytes;
 	char message[512];
+	char curl_error[CURL_ERROR_SIZE]; /* libcurl's own account of a failure */
 	char *need_crl[TLS_MAX_CRL_URLS]; /* V_NEEDCRL: what to download (owned) */
 	size_t nneed;
 };
@@ -200,6 +202,18 @@ is_redirect(long status, const char *location)
 	}
 }
 
+/* Job error messages go into JSON documents (UTF-8 only) and onto
+ * terminals; text an origin chose (a Location, curl's account of a reply)
+ * must bring neither invalid UTF-8 nor control sequences there.  Anything
+ * but printable ASCII becomes '?'. */
+static void
+printable(char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7E)
+			*s = '?';
+}
+
 static void __attribute__((format(printf, 3, 4)))
 hop_fail(struct hop *h, uint32_t hr, const char *fmt, ...)
 {
@@ -210,6 +224,7 @@ hop_fail(struct hop *h, uint32_t hr, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(h->message, sizeof(h->message), fmt, ap);
 	va_end(ap);
+	printable(h->message);
 }
 
 /* Parses "bytes A-B/T" (T may be "*").  Returns 0 or BG_EPROTO. */
@@ -284,12 +299,18 @@ decide(struct hop *h)
 		return;
 	}
 	if (h->status == 206) {
-		if (h->offset == 0 || h->content_range == NULL ||
+		if (h->offset == 0) {
+			hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
+			         "206 answer to a request without Range (Content-Range: %s)",
+			         h->content_range ? h->content_range : "none");
+			return;
+		}
+		/* Not the range asked for (or no single range at all): nothing
+		 * of it is taken; the file is asked for again from byte 0. */
+		if (h->content_range == NULL ||
 		    parse_content_range(h->content_range, &first, &last, &total) != 0 ||
 		    first != h->offset) {
-			hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
-			         "unusable 206 answer (asked from byte %" PRIu64 ", got Content-Range: %s)",
-			         h->offset, h->content_range ? h->content_range : "none");
+			h->verdict = V_RESTART;
 			return;
 		}
 		if (!validator_matches(h)) {
@@ -321,12 +342,37 @@ decide(struct hop *h)
 }
 
 static void
-take_header(char **slot, const char *p, size_t n)
+take_header(char **slot, const char *p, size_t n, size_t max)
 {
 	/* The first occurrence wins; a repeated Location must not swap the
 	 * target after the first one was seen. */
 	if (*slot == NULL)
-		*slot = http_value_dup(p, n, STORE_URL_MAX);
+		*slot = http_value_dup(p, n, max);
+}
+
+/* A Content-Length value: digits, or a list of the same digits ("42, 42",
+ * which RFC 9110 8.6 lets a recipient take as one). */
+static bool
+content_length_value(const char *p, size_t n, uint64_t *out)
+{
+	bool any = false;
+	uint64_t v = 0, first = 0;
+
+	while (n > 0) {
+		const char *comma = memchr(p, ',', n);
+		size_t len = comma != NULL ? (size_t)(comma - p) : n;
+
+		if (!http_value_u64(p, len, &v) || v > INT64_MAX || (any && v != first))
+			return false;
+		first = v;
+		any = true;
+		if (comma == NULL)
+			break;
+		n -= len + 1;
+		p = comma + 1;
+	}
+	*out = first;
+	return any;
 }
 
 static size_t
@@ -344,12 +390,19 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		         "response headers larger than %d bytes", ORIGIN_HEADER_MAX);
 		return 0;
 	}
-	if ((status = http_status_line(buf, n)) >= 0) {
-		hop_reset_headers(h);
-		h->status = status;
-		return n;
+	/* Only the first line of a response is its status line, as for
+	 * libcurl: a header line that merely starts with "HTTP/" (a 404
+	 * carrying "HTTP/1.1 200 OK: x") must not change the status. */
+	if (h->want_status) {
+		h->want_status = false;
+		if ((status = http_status_line(buf, n)) >= 0) {
+			hop_reset_headers(h);
+			h->status = status;
+			return n;
+		}
 	}
 	if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+		h->want_status = true;
 		if (h->status >= 100 && h->status < 200)
 			return n; /* interim response: the real one follows */
 		decide(h);
@@ -357,17 +410,38 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 	}
 	if (!http_header_split(buf, n, &name, &namelen, &value, &vlen))
 		return n;
+	/* A Location is kept whatever its length (the headers are bounded):
+	 * one too long to follow is a refused redirect, not a missing one. */
 	if (http_header_is(name, namelen, "Location"))
-		take_header(&h->location, value, vlen);
+		take_header(&h->location, value, vlen, ORIGIN_HEADER_MAX);
 	else if (http_header_is(name, namelen, "ETag"))
-		take_header(&h->etag, value, vlen);
+		take_header(&h->etag, value, vlen, STORE_URL_MAX);
 	else if (http_header_is(name, namelen, "Last-Modified"))
-		take_header(&h->last_modified, value, vlen);
+		take_header(&h->last_modified, value, vlen, STORE_URL_MAX);
 	else if (http_header_is(name, namelen, "Content-Range"))
-		take_header(&h->content_range, value, vlen);
-	else if (http_header_is(name, namelen, "Content-Length") &&
-	         http_value_u64(value, vlen, &cl) && cl <= INT64_MAX)
+		take_header(&h->content_range, value, vlen, STORE_URL_MAX);
+	else if (http_header_is(name, namelen, "Content-Length")) {
+		/* RFC 9112 6.3: a length that is not digits, or lengths that
+		 * differ, make the framing unknowable.  libcurl 7.88 would frame
+		 * "1e3" as 1 byte and take the last of two lengths. */
+		if (!content_length_value(value, vlen, &cl)) {
+			while (vlen > 0 && (*value == ' ' || *value == '\t'))
+				value++, vlen--;
+			while (vlen > 0 && isspace((unsigned char)value[vlen - 1]))
+				vlen--;
+			hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
+			         "%s: invalid Content-Length: %.*s", h->url, vlen > 64 ? 64 : (int)vlen,
+			         value);
+			return 0;
+		}
+		if (h->content_length >= 0 && (uint64_t)h->content_length != cl) {
+			hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
+			         "%s: conflicting Content-Length headers (%" PRId64 " and %" PRIu64 ")",
+			         h->url, h->content_length, cl);
+			return 0;
+		}
 		h->content_length = (int64_t)cl;
+	}
 	return n;
 }
 
@@ -387,6 +461,20 @@ on_body(char *p, size_t size, size_t nmemb, void *arg)
 	}
 	h->body_bytes += n;
 	return n;
+}
+
+/* Stops a transfer the runner was asked to stop, also while the origin
+ * sends nothing (libcurl calls this about once a second then). */
+static int
+on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct hop *h = arg;
+
+	(void)dltotal;
+	(void)dlnow;
+	(void)ultotal;
+	(void)ulnow;
+	return *h->req->stop ? 1 : 0;
 }
 
 static bool
@@ -456,6 +544,15 @@ hr_from_curl(CURL *easy, CURLcode rc)
 	}
 }
 
+/* What libcurl said about a failure: its error buffer names the cause
+ * ("Invalid Content-Length: value", "Received HTTP/0.9 when not allowed")
+ * where the code alone would say "Weird server reply". */
+static const char *
+curl_text(const struct hop *h, CURLcode rc)
+{
+	return h->curl_error[0] != '\0' ? h->curl_error : curl_easy_strerror(rc);
+}
+
 /* Runs one request of the chain. */
 static int
 run_hop(struct origin *o, struct hop *h, bool send_sensitive)
@@ -514,6 +611,11 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, list);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
+	/* Through a proxy, libcurl hands the answer to its CONNECT to the
+	 * header callback too: a proxy's "200 Connection established" would
+	 * start the sink (a resume would restart from byte 0) and its 3xx would
+	 * be followed as if the https origin had sent it. */
+	curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
@@ -521,6 +623,12 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)ORIGIN_LOW_SPEED_TIME);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->curl_error);
+	if (req->stop != NULL) {
+		curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+		curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+		curl_easy_setopt(e, CURLOPT_XFERINFODATA, h);
+	}
 	/* The chain and the host name are checked by the policy's callback
 	 * (tls.c), which fails the handshake on any fault the flags do not
 	 * ignore; libcurl's own host check would not let 0x0002 work. */
@@ -546,11 +654,17 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		curl_easy_setopt(e, CURLOPT_PASSWORD, req->password ? req->password : "");
 	}
 
+	h->want_status = true;
 	rc = curl_easy_perform(e);
-	if (h->verdict == V_BODY && rc != CURLE_OK && h->sink_err == 0) {
+	if (rc == CURLE_ABORTED_BY_CALLBACK && req->stop != NULL && *req->stop &&
+	    h->sink_err == 0) {
+		/* Stopped from outside (on_progress): like a sink that stops. */
+		h->sink_err = BG_ECANCELED;
+		hop_fail(h, HR_ERROR_WINHTTP_CONNECTION_ERROR, "%s: stopped", h->url);
+	} else if (h->verdict == V_BODY && rc != CURLE_OK && h->sink_err == 0) {
 		/* The body broke off: transient, resumable from what was kept. */
 		hop_fail(h, hr_from_curl(e, rc), "transfer from %s failed after %" PRIu64 " bytes: %s",
-		         h->url, h->body_bytes, curl_easy_strerror(rc));
+		         h->url, h->body_bytes, curl_text(h, rc));
 	} else if (h->verdict == V_NONE && rc != CURLE_OK && (tp->faults & TLS_FAULT_NEEDCRL)) {
 		h->verdict = V_NEEDCRL;
 		snprintf(h->message, sizeof(h->message), "%s", tp->message);
@@ -562,12 +676,20 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		tp->nneed = 0;
 	} else if (h->verdict == V_NONE && rc != CURLE_OK && tp->fatal != 0) {
 		hop_fail(h, tls_policy_hr(tp), "%s: %s", h->url, tp->message);
+	} else if (h->verdict == V_NONE && rc == CURLE_OUT_OF_MEMORY && h->curl_error[0] == '\0') {
+		/* What libcurl 7.88 says, and all it says, about a status or
+		 * header line longer than it accepts. */
+		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
+		         "%s: a response %s line longer than %d bytes", h->url,
+		         h->status != 0 ? "header" : "status", CURL_MAX_HTTP_HEADER);
 	} else if (h->verdict == V_NONE && rc != CURLE_OK) {
-		hop_fail(h, hr_from_curl(e, rc), "%s: %s", h->url, curl_easy_strerror(rc));
+		hop_fail(h, hr_from_curl(e, rc), "%s: %s", h->url, curl_text(h, rc));
 	} else if (h->verdict == V_NONE) {
 		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE, "%s: no usable response", h->url);
 	}
 out:
+	/* The handle outlives the hop: nothing may point into it. */
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
 	curl_slist_free_all(list);
 	return err;
@@ -582,6 +704,7 @@ result_fail(struct origin_result *res, uint32_t hr, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(res->message, sizeof(res->message), fmt, ap);
 	va_end(ap);
+	printable(res->message);
 }
 
 int

@@ -183,7 +183,7 @@ prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *key
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgcopy/" BGCOPY_VERSION);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)PEER_CONNECT_TIMEOUT);
-	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, (long)PEER_MIN_SPEED);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)PEER_STALL_TIMEOUT);
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
 	/* A peer is never a proxy user: it is on the LAN. */

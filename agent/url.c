@@ -27,6 +27,25 @@ from_curlu(CURLUcode uc)
 	}
 }
 
+/* Replaces *s (curl_free'd) by what libcurl prints after parsing it. */
+static int
+reprint(char **s)
+{
+	CURLU *u = curl_url();
+	char *again = NULL;
+	int err;
+
+	if (u == NULL)
+		return BG_ENOMEM;
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, *s, PARSE_FLAGS))) == 0 &&
+	    (err = from_curlu(curl_url_get(u, CURLUPART_URL, &again, CURLU_NO_DEFAULT_PORT))) == 0) {
+		curl_free(*s);
+		*s = again;
+	}
+	curl_url_cleanup(u);
+	return err;
+}
+
 /* Prints u in canonical form into a malloc'd string. */
 static int
 print_url(CURLU *u, char **out)
@@ -42,6 +61,14 @@ print_url(CURLU *u, char **out)
 		return err;
 	if ((err = from_curlu(curl_url_get(u, CURLUPART_URL, &s, CURLU_NO_DEFAULT_PORT))) != 0)
 		return err;
+	/* libcurl normalises a numeric IPv4 host before it decodes %XX in it:
+	 * "http://%30/" prints as "http://0/", which prints as
+	 * "http://0.0.0.0/".  One more round makes the canonical form a fixed
+	 * point, so that a key shown by `cache list` finds itself again. */
+	if ((err = reprint(&s)) != 0) {
+		curl_free(s);
+		return err;
+	}
 	if (strlen(s) > URL_MAX) {
 		curl_free(s);
 		return BG_ELIMIT;
@@ -106,6 +133,30 @@ out:
 	return err;
 }
 
+/* Whether a Location names an http(s) URL without a host: "http:/x" and
+ * "http:x" (RFC 3986: a scheme, then a path, no authority), "http:///x" and
+ * "///x" (an empty authority, invalid for http by RFC 9110 section 4.2.1).
+ * libcurl 7.88 would take the first path segment for the host name. */
+static bool
+lacks_http_host(const char *loc)
+{
+	size_t n = strspn(loc, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.");
+	const char *p = loc;
+
+	if (n > 0 && loc[n] == ':') {
+		/* Other schemes are refused by name once resolved. */
+		if (!scheme_is(loc, "http") && !scheme_is(loc, "https"))
+			return false;
+		p = loc + n + 1;
+		if (strncmp(p, "//", 2) != 0)
+			return true;
+	} else if (strncmp(loc, "//", 2) != 0) {
+		return false; /* a path, a query or a fragment: the base's host */
+	}
+	p += 2;
+	return *p == '\0' || *p == '/' || *p == '\\' || *p == '?' || *p == '#';
+}
+
 int
 url_resolve(const char *base, const char *location, char **out)
 {
@@ -114,6 +165,8 @@ url_resolve(const char *base, const char *location, char **out)
 
 	if (strlen(location) > URL_MAX)
 		return BG_ELIMIT;
+	if (lacks_http_host(location))
+		return BG_EINVAL;
 	if ((u = curl_url()) == NULL)
 		return BG_ENOMEM;
 	/* Setting a URL on a handle that holds one resolves it as a relative
