@@ -322,6 +322,7 @@ struct job_run_options {
 	const char *crl_dir;        /* where CRLs are kept (HOME/crl) */
 	const char *ca_file;        /* trust anchors for jobs that set none (--ca-file) */
 	const char *const *peers;   /* HOST:PORT of peers for jobs that name none (daemon) */
+	const char *home;           /* the home (HOME/usage.log is folded in), or NULL */
 	size_t npeers;
 	const char *peer_key;       /* key file for those peers, or NULL */
 	bool only_if_due;           /* run only a job QUEUED, due for retry, or orphaned */

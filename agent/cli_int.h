@@ -19,10 +19,10 @@ struct ctx {
 void cli_complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Resolves (and creates) the home; returns an exit status. */
 int cli_resolve_home(struct ctx *c);
-/* Opens the store in the home (once); returns an exit status. */
 /* Loads the peer key at path to check it; complains and returns false when
  * it cannot be used (unreadable, wrong size, readable by others). */
 bool cli_peer_key_usable(const char *path);
+/* Opens the store in the home (once); returns an exit status. */
 int cli_open_store(struct ctx *c);
 /* Reports a store or system failure; returns EXIT_SYSTEM. */
 int cli_store_failed(const char *what, int err);
@@ -44,6 +44,12 @@ bool cli_take_flag(int *argc, char **argv, const char *flag);
 bool cli_sync_wanted(void);
 /* Tells a running daemon that jobs changed (HOME/wake). */
 void cli_wake(struct ctx *c);
+
+/* cache ... (cli_cache.c). */
+int cmd_cache(struct ctx *c, int argc, char **argv);
+/* Folds peerd's usage log in, then drops expired keys and evicts down to
+ * the configured limit; res (may be NULL) receives what went. */
+int cli_enforce_limits(struct ctx *c, struct store_enforce_result *res);
 
 /* Commands in cli_jobs.c. */
 int cmd_resume(struct ctx *c, int argc, char **argv);

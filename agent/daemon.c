@@ -102,6 +102,7 @@ worker_main(void *arg)
 	memset(&ro, 0, sizeof(ro));
 	ro.stop = &w->stop;
 	ro.crl_dir = w->d->crl_dir;
+	ro.home = w->d->opt->home;
 	ro.ca_file = w->d->opt->ca_file;
 	ro.peers = w->d->opt->peers;
 	ro.npeers = w->d->opt->npeers;

@@ -57,6 +57,7 @@ struct fsink {
 	size_t preloaded; /* bytes at the start of buf committed before: counted already */
 	struct hasher *hash;
 	bool cache;
+	bool too_big;               /* larger than the store's limit: delivered, not kept */
 	bool progressed;
 	bool from_peer;             /* the bytes arriving now come from a peer */
 	uint64_t from_origin;       /* committed bytes by source */
@@ -236,6 +237,22 @@ usable_validator(const char *v)
 }
 
 static int
+limit_txn(struct bg_txn *txn, void *arg)
+{
+	return txn_config_get(txn, arg);
+}
+
+/* The store's size limit in bytes, as configured now. */
+static int
+store_limit_now(struct bg_store *st, uint64_t *limit)
+{
+	struct store_config cfg;
+	int err = store_view(st, limit_txn, &cfg);
+
+	return err != 0 ? err : store_limit_bytes(st, &cfg, limit);
+}
+
+static int
 sink_start(void *arg, const struct origin_response *resp)
 {
 	struct fsink *s = arg;
@@ -261,6 +278,22 @@ sink_start(void *arg, const struct origin_response *resp)
 	if ((err = jset(s->rec, "crl_checked",
 	                json_boolean(jint(r->job, "security_flags", 0) & BG_SSL_ENABLE_CRL_CHECK))) != 0)
 		return err;
+	/* A file larger than the store's limit is not written to it at all:
+	 * it would only be dropped at the end. */
+	if (s->cache && resp->total >= 0 && resp->start == 0) {
+		uint64_t limit;
+
+		if ((err = store_limit_now(r->st, &limit)) != 0)
+			return err;
+		/* Remembered in the file record: a resume must not start
+		 * storing a file whose first part never was. */
+		if ((uint64_t)resp->total > limit) {
+			s->cache = false;
+			s->too_big = true;
+			if ((err = jset(s->rec, "not_stored", json_true())) != 0)
+				return err;
+		}
+	}
 	/* Committed with the first chunk or, for a small file, with the file
 	 * itself: one transaction per small file.  Until then a crash loses
 	 * nothing that a resume could use. */
@@ -468,23 +501,86 @@ struct final_args {
 	uint64_t size;
 	const char *keys[2];
 	unsigned key_flags;
+	json_t *rec;       /* the file record as committed (a copy per attempt) */
+	struct store_enforce_result evicted;
 };
+
+/* Whether a job whose record this is has not ended: its content is pinned. */
+static int
+job_unfinished(const json_t *job)
+{
+	enum job_state st;
+
+	if (job_state_parse(jstr(job, "state"), &st) != 0)
+		return 0;
+	return st != JOB_ACKNOWLEDGED && st != JOB_CANCELLED;
+}
+
+/* The counters of the peer client: a file the peers were asked for either
+ * came (in part) from one, or not. */
+static int
+count_peer_lookup(struct bg_txn *txn, const json_t *rec)
+{
+	struct store_stats d;
+
+	if (json_array_size(json_object_get(rec, "peer_lookups")) == 0)
+		return 0;
+	memset(&d, 0, sizeof(d));
+	if (jint(rec, "bytes_from_peers", 0) > 0)
+		d.peer_hits = 1;
+	else
+		d.peer_misses = 1;
+	return txn_stats_add(txn, &d, 1);
+}
 
 static int
 final_fn(struct bg_txn *txn, void *arg)
 {
 	struct final_args *a = arg;
 	struct fsink *s = a->s;
-	int64_t now = (int64_t)time(NULL);
+	int64_t now = bg_now();
+	struct store_config cfg;
+	uint64_t limit;
 	json_t *job = NULL;
 	int err;
 
+	/* The record is rebuilt from s->rec each time (the transaction may
+	 * run twice). */
+	json_decref(a->rec);
+	if ((a->rec = json_deep_copy(s->rec)) == NULL)
+		return BG_ENOMEM;
+	memset(&a->evicted, 0, sizeof(a->evicted));
 	if ((err = txn_job_get(txn, s->r->id, &job)) != 0)
 		return err;
 	err = jint(job, "generation", 0) != s->r->generation ? BG_EAGAIN : 0;
 	json_decref(job);
 	if (err != 0)
 		return err;
+	if ((err = count_peer_lookup(txn, a->rec)) != 0)
+		return err;
+	if (s->cache || s->too_big) {
+		if ((err = txn_config_get(txn, &cfg)) != 0 ||
+		    (err = store_limit_bytes(s->r->st, &cfg, &limit)) != 0)
+			return err;
+		if (s->too_big || a->size > limit) {
+			/* Delivered, not kept: it would push out everything else. */
+			struct store_stats d;
+			char note[96];
+
+			memset(&d, 0, sizeof(d));
+			d.not_kept = 1;
+			d.not_kept_bytes = a->size;
+			snprintf(note, sizeof(note), "not kept: larger than the cache limit (%" PRIu64
+			         " bytes)", limit);
+			if ((s->blob != 0 && (err = txn_blob_truncate(txn, s->blob, 0)) != 0) ||
+			    (err = txn_stats_add(txn, &d, 1)) != 0 ||
+			    (err = jset_str(a->rec, "cache_key", NULL)) != 0 ||
+			    (err = jset(a->rec, "cached", json_false())) != 0 ||
+			    (err = jset_str(a->rec, "cache_note", note)) != 0)
+				return err;
+			goto file;
+		}
+	}
 	if (s->cache) {
 		struct store_content c;
 
@@ -493,6 +589,8 @@ final_fn(struct bg_txn *txn, void *arg)
 			/* The same bytes are stored already: keep one copy. */
 			if (s->blob != 0 && c.blob != s->blob &&
 			    (err = txn_blob_truncate(txn, s->blob, 0)) != 0)
+				return err;
+			if ((err = txn_content_touch(txn, a->sha, now)) != 0)
 				return err;
 		} else if (err == BG_ENOENT) {
 			/* A file without a chunk yet (small or empty) gets a blob
@@ -526,10 +624,21 @@ final_fn(struct bg_txn *txn, void *arg)
 			if ((err = txn_key_put(txn, &k)) != 0)
 				return err;
 		}
-	}
-	if ((err = jset_int(s->rec, "blob", 0)) != 0)
+		/* Kept while the job has not ended; then the oldest content
+		 * makes room for it, in this same transaction, so that the
+		 * store never stays above its limit. */
+		if ((err = jset(a->rec, "cached", json_true())) != 0 ||
+		    (err = txn_pin(txn, s->r->id, a->sha)) != 0 ||
+		    (err = txn_enforce_limits(txn, limit, now, cfg.max_age_days, job_unfinished,
+		                              &a->evicted)) != 0)
+			return err;
+	} else if ((err = jset(a->rec, "cached", json_false())) != 0) {
 		return err;
-	return txn_file_put(txn, s->r->id, s->index, s->rec);
+	}
+file:
+	if ((err = jset_int(a->rec, "blob", 0)) != 0)
+		return err;
+	return txn_file_put(txn, s->r->id, s->index, a->rec);
 }
 
 static bool
@@ -610,7 +719,20 @@ finish_file(struct fsink *s)
 	    (err = jset_int(s->rec, "bytes_total", (int64_t)a.size)) != 0 ||
 	    (err = jset_str(s->rec, "cache_key", s->cache ? remote : NULL)) != 0)
 		return err;
-	if ((err = store_update(r->st, final_fn, &a)) != 0)
+	/* What peerd served since the last time counts as use before the
+	 * limits decide what goes. */
+	if (s->cache && r->ro != NULL && r->ro->home != NULL &&
+	    store_usage_fold(r->st, r->ro->home) != 0) {
+		/* Only a hint for the order of eviction: the file goes on. */
+	}
+	err = store_update(r->st, final_fn, &a);
+	if (err == 0) {
+		json_decref(s->rec);
+		s->rec = a.rec; /* transferred */
+		a.rec = NULL;
+	}
+	json_decref(a.rec);
+	if (err != 0)
 		return err;
 	pending_committed(s);
 	return 0;
@@ -877,6 +999,10 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	if (jbool(s.rec, "done"))
 		goto out;
 	s.cache = !jbool(r->job, "no_cache");
+	if (s.cache && jbool(s.rec, "not_stored")) {
+		s.cache = false; /* its first part was never stored */
+		s.too_big = true;
+	}
 	s.blob = (uint64_t)jint(s.rec, "blob", 0);
 	/* One hasher per run: its buffers and thread serve file after file. */
 	if (r->hash == NULL && (err = hasher_new(&r->hash)) != 0)

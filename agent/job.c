@@ -727,6 +727,9 @@ file_document(const json_t *f)
 	    jset_int(d, "bytes_from_peers", jint(f, "bytes_from_peers", 0)) != 0 ||
 	    jset_str(d, "cache_key", jstr(f, "cache_key")) != 0 ||
 	    jset_str(d, "sha256", jstr(f, "sha256")) != 0 ||
+	    (json_object_get(f, "cached") != NULL &&
+	     jset(d, "cached", json_boolean(jbool(f, "cached"))) != 0) ||
+	    (jstr(f, "cache_note") != NULL && jset_str(d, "cache_note", jstr(f, "cache_note")) != 0) ||
 	    (json_object_get(f, "peer_lookup") != NULL &&
 	     jset(d, "peer_lookup", json_deep_copy(json_object_get(f, "peer_lookup"))) != 0) ||
 	    (json_object_get(f, "peer_lookups") != NULL &&

@@ -123,6 +123,8 @@ int store_open(const char *home, unsigned flags, const struct store_options *opt
 void store_close(struct bg_store *st);
 /* Current map size in bytes (for tests and `cache stats`). */
 uint64_t store_map_bytes(struct bg_store *st);
+/* Size of store.mdb on disk in bytes (0 when unknown). */
+uint64_t store_file_bytes(struct bg_store *st);
 /* Forces committed data to disk (fdatasync of the environment).  Commits are
  * made without a sync (MDB_NOSYNC): a kill -9 loses nothing committed, a power
  * loss may lose commits since the last store_sync().  Call it before
@@ -246,6 +248,15 @@ int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LE
  * *freed_entries / *freed_bytes (may be NULL) receive what was removed. */
 int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes) BG_WUR;
 
+/* Rewrites the store without its free pages (LMDB files never shrink) and
+ * swaps the copy in atomically.  Only when no other process has the store
+ * open: otherwise BG_EBUSY, with *holder set to the pid of one that has (0
+ * when it cannot be seen).  *before / *after receive the file sizes.  On
+ * success st may only be closed (it still maps the old file); processes
+ * opening the store meanwhile wait for that.  BG_ERDONLY on a read-only
+ * store. */
+int store_compact(struct bg_store *st, uint64_t *before, uint64_t *after, int *holder) BG_WUR;
+
 /* What store_verify() found wrong and removed. */
 struct store_verify_bad {
 	int is_key;          /* 0: a content entry; 1: a key on its own */
@@ -350,9 +361,11 @@ int txn_enforce_limits(struct bg_txn *txn, uint64_t limit, int64_t now, uint32_t
  * enforces limits or reports them. */
 struct store_usage {
 	int hit;
-	int64_t when;
+	uint32_t count;     /* times (0 counts as 1) */
+	int64_t when;       /* the last of them */
 	unsigned char sha256[BG_SHA256_LEN];
 };
+/* BG_ELIMIT once the log holds 16 MiB that nobody folded: use is dropped. */
 int store_usage_append(const char *home, const struct store_usage *u, size_t n) BG_WUR;
 int store_usage_fold(struct bg_store *st, const char *home) BG_WUR;
 

@@ -24,6 +24,7 @@
 #define STORE_MAP_DEFAULT ((uint64_t)1 << 30) /* 1 GiB */
 #define STORE_MAP_MAX ((uint64_t)1 << 40)     /* 1 TiB: growth stops here */
 #define STORE_FILE_NAME "store.mdb"
+#define STORE_USE_LOCK_NAME "store.mdb-open" /* flock: shared by users, exclusive to compact */
 /* bytes: with less free space than this left, a failed write is "disk full" */
 #define STORE_SPACE_MIN ((uint64_t)4 * STORE_CHUNK_BYTES)
 
@@ -67,6 +68,8 @@ struct bg_store {
 	atomic_int open_txns;        /* checks the rule above */
 	int have_write_lock;
 	int have_map_lock;
+	int use_fd;                  /* the use lock (STORE_USE_LOCK_NAME), or -1 */
+	char *path;                  /* of store.mdb */
 };
 
 struct bg_txn {
@@ -156,6 +159,19 @@ static inline void put_be32(unsigned char *p, uint32_t v)
 static inline uint32_t get_be32(const unsigned char *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void put_le32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++) {
+		p[i] = (unsigned char)(v & 0xff);
+		v >>= 8;
+	}
+}
+
+static inline uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
 static inline void put_le64(unsigned char *p, uint64_t v)

@@ -586,8 +586,9 @@ int txn_enforce_limits(struct bg_txn *txn, uint64_t limit, int64_t now, uint32_t
 
 /* ---- What bgcopy-peerd reports ------------------------------------------------------- */
 
-/* A usage record: 'U', kind ('H' served, 'M' not found), 6 bytes of zero,
- * the time (8 bytes LE), the content digest (zero for 'M'). */
+/* A usage record: 'U', kind ('H' served, 'M' not found), 2 bytes of zero,
+ * how many times (4 bytes LE), the last time (8 bytes LE), the content
+ * digest (zero for 'M'). */
 #define USAGE_REC_LEN 48
 #define USAGE_FILE "usage.log"
 #define USAGE_MAX_BYTES (16 * 1024 * 1024) /* a log this long is dropped, not read */
@@ -597,6 +598,7 @@ int store_usage_append(const char *home, const struct store_usage *u, size_t n)
 	char path[4096];
 	unsigned char *buf;
 	size_t len = n * USAGE_REC_LEN, off = 0;
+	struct stat sb;
 	int fd, rc = 0;
 
 	if (n == 0)
@@ -610,6 +612,7 @@ int store_usage_append(const char *home, const struct store_usage *u, size_t n)
 
 		r[0] = 'U';
 		r[1] = u[i].hit ? 'H' : 'M';
+		put_le32(r + 4, u[i].count ? u[i].count : 1);
 		put_le64(r + 8, (uint64_t)u[i].when);
 		if (u[i].hit)
 			memcpy(r + 16, u[i].sha256, BG_SHA256_LEN);
@@ -621,8 +624,13 @@ int store_usage_append(const char *home, const struct store_usage *u, size_t n)
 	}
 	/* Whole records only: the reader holds the same lock while it reads
 	 * and truncates. */
-	if (flock(fd, LOCK_EX) != 0) {
+	if (flock(fd, LOCK_EX) != 0 || fstat(fd, &sb) != 0) {
 		rc = bg_err_from_errno(errno);
+		goto out;
+	}
+	/* Nobody folds it (no agent runs here): stop growing, forget use. */
+	if (sb.st_size >= USAGE_MAX_BYTES) {
+		rc = BG_ELIMIT;
 		goto out;
 	}
 	while (off < len) {
@@ -661,10 +669,10 @@ static int fold_txn(struct bg_txn *txn, void *arg)
 		if (r[0] != 'U' || (r[1] != 'H' && r[1] != 'M'))
 			continue;
 		if (r[1] == 'M') {
-			d.local_misses++;
+			d.local_misses += get_le32(r + 4);
 			continue;
 		}
-		d.local_hits++;
+		d.local_hits += get_le32(r + 4);
 		rc = txn_content_touch(txn, r + 16, (int64_t)get_le64(r + 8));
 		if (rc != 0 && rc != BG_ENOENT && rc != BG_ECORRUPT)
 			return rc;

@@ -4,12 +4,17 @@
  * content in short transactions.
  */
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "cache.h"
 #include "cache_int.h"
@@ -578,6 +583,35 @@ static int store_path(const char *home, char **out)
 	return 0;
 }
 
+static int use_lock_path(const char *home, char *out, size_t len)
+{
+	return snprintf(out, len, "%s/%s", home, STORE_USE_LOCK_NAME) < (int)len ? 0 : BG_ELIMIT;
+}
+
+static int use_lock_open(struct bg_store *st, const char *home, unsigned flags)
+{
+	char lp[PATH_MAX];
+	int rc;
+
+	if ((rc = use_lock_path(home, lp, sizeof(lp))) != 0)
+		return rc;
+	st->use_fd = open(lp, (flags & STORE_RDONLY ? O_RDONLY : O_RDWR | O_CREAT) | O_CLOEXEC |
+	                          O_NOFOLLOW, 0600);
+	if (st->use_fd < 0) {
+		/* A reader of a store made before the lock existed, or one
+		 * that may not create files in the home: it goes without (and
+		 * a compaction cannot see it). */
+		if ((flags & STORE_RDONLY) && (errno == ENOENT || errno == EACCES))
+			return 0;
+		return bg_err_from_errno(errno);
+	}
+	while (flock(st->use_fd, LOCK_SH) != 0) {
+		if (errno != EINTR)
+			return bg_err_from_errno(errno);
+	}
+	return 0;
+}
+
 int store_open(const char *home, unsigned flags, const struct store_options *opts,
                struct bg_store **out)
 {
@@ -606,6 +640,7 @@ int store_open(const char *home, unsigned flags, const struct store_options *opt
 		goto out;
 	}
 	st->flags = flags;
+	st->use_fd = -1;
 	atomic_init(&st->open_txns, 0);
 	if (pthread_mutex_init(&st->write_lock, NULL) != 0) {
 		rc = BG_ENOMEM;
@@ -640,6 +675,17 @@ int store_open(const char *home, unsigned flags, const struct store_options *opt
 		rc = bg_err_from_errno(errno);
 		goto out;
 	}
+	if (have_file && (sb.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+		rc = BG_EUNSAFE;
+		goto out;
+	}
+	/* Every process with the store open holds the use lock shared;
+	 * store_compact() takes it exclusive to swap the file.  Taking it
+	 * before LMDB opens the file means an open waits for a compaction to
+	 * finish and then opens the new file. */
+	if ((rc = use_lock_open(st, home, flags)) != 0)
+		goto out;
+	have_file = stat(path, &sb) == 0;
 	if (have_file && (sb.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
 		rc = BG_EUNSAFE;
 		goto out;
@@ -696,6 +742,8 @@ int store_open(const char *home, unsigned flags, const struct store_options *opt
 	rc = store_run(st, !(flags & STORE_RDONLY), 1, store_init_txn, NULL);
 	if (rc != 0)
 		goto out;
+	st->path = path;
+	path = NULL; /* transferred */
 	*out = st;
 	st = NULL;
 out:
@@ -715,7 +763,20 @@ void store_close(struct bg_store *st)
 		pthread_rwlock_destroy(&st->map_lock);
 	if (st->have_write_lock)
 		pthread_mutex_destroy(&st->write_lock);
+	if (st->use_fd >= 0)
+		close(st->use_fd); /* releases the use lock */
+	free(st->path);
 	free(st);
+}
+
+uint64_t store_file_bytes(struct bg_store *st)
+{
+	mdb_filehandle_t fd;
+	struct stat sb;
+
+	if (st == NULL || st->env == NULL || mdb_env_get_fd(st->env, &fd) != 0 || fstat(fd, &sb) != 0)
+		return 0;
+	return (uint64_t)sb.st_size;
 }
 
 uint64_t store_map_bytes(struct bg_store *st)
@@ -835,5 +896,121 @@ int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LE
 	} while (rc == 0 && !c.done);
 	if (got != NULL)
 		*got = rc == 0 ? c.got : 0;
+	return rc;
+}
+
+/* ---- Compaction ---------------------------------------------------------- */
+
+/* The first other process that has path open, or 0. */
+static int lock_holder(const char *path)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *de;
+	int found = 0;
+
+	if (proc == NULL)
+		return 0;
+	while (found == 0 && (de = readdir(proc)) != NULL) {
+		char fdpath[64], link[PATH_MAX];
+		struct dirent *fe;
+		DIR *fds;
+		int pid = atoi(de->d_name);
+
+		if (pid <= 0 || pid == (int)getpid())
+			continue;
+		snprintf(fdpath, sizeof(fdpath), "/proc/%d/fd", pid);
+		if ((fds = opendir(fdpath)) == NULL)
+			continue;
+		while ((fe = readdir(fds)) != NULL) {
+			char fp[96];
+			ssize_t n;
+
+			snprintf(fp, sizeof(fp), "%s/%s", fdpath, fe->d_name);
+			n = readlink(fp, link, sizeof(link) - 1);
+			if (n <= 0)
+				continue;
+			link[n] = '\0';
+			if (strcmp(link, path) == 0) {
+				found = pid;
+				break;
+			}
+		}
+		closedir(fds);
+	}
+	closedir(proc);
+	return found;
+}
+
+int store_compact(struct bg_store *st, uint64_t *before, uint64_t *after, int *holder)
+{
+	char tmp[PATH_MAX], lp[PATH_MAX], dir[PATH_MAX], *slash;
+	mdb_filehandle_t envfd;
+	struct stat sb;
+	int fd = -1, rc, mrc;
+
+	*holder = 0;
+	if (st->flags & STORE_RDONLY)
+		return BG_ERDONLY;
+	if (st->use_fd < 0 || st->broken != 0)
+		return BG_EINVAL;
+	if (snprintf(dir, sizeof(dir), "%s", st->path) >= (int)sizeof(dir) ||
+	    (slash = strrchr(dir, '/')) == NULL)
+		return BG_ELIMIT;
+	*slash = '\0';
+	if ((rc = use_lock_path(dir, lp, sizeof(lp))) != 0)
+		return rc;
+	if (flock(st->use_fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK)
+			return bg_err_from_errno(errno);
+		{
+			char real[PATH_MAX];
+
+			*holder = lock_holder(realpath(lp, real) != NULL ? real : lp);
+		}
+		return BG_EBUSY;
+	}
+	if (mdb_env_get_fd(st->env, &envfd) != 0 || fstat(envfd, &sb) != 0) {
+		rc = BG_EIO;
+		goto out;
+	}
+	*before = (uint64_t)sb.st_size;
+	if (snprintf(tmp, sizeof(tmp), "%s.compact", st->path) >= (int)sizeof(tmp)) {
+		rc = BG_ELIMIT;
+		goto out;
+	}
+	(void)unlink(tmp);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
+		rc = bg_err_from_errno(errno);
+		goto out;
+	}
+	/* A consistent copy from a read transaction, free pages left out. */
+	if ((mrc = mdb_env_copyfd2(st->env, fd, MDB_CP_COMPACT)) != 0) {
+		rc = store_mdb_error(mrc);
+		goto out;
+	}
+	if (fsync(fd) != 0 || fstat(fd, &sb) != 0) {
+		rc = bg_err_from_errno(errno);
+		goto out;
+	}
+	*after = (uint64_t)sb.st_size;
+	close(fd);
+	fd = -1;
+	if (rename(tmp, st->path) != 0) {
+		rc = bg_err_from_errno(errno);
+		goto out;
+	}
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0)
+		(void)fsync(fd);
+	/* This handle still maps the old file: it may only be closed now.
+	 * The exclusive lock keeps everybody else out until it is. */
+	st->broken = BG_EAGAIN;
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (rc != 0) {
+		(void)unlink(tmp);
+		(void)flock(st->use_fd, LOCK_SH);
+	}
 	return rc;
 }

@@ -262,6 +262,7 @@ main(int argc, char **argv)
 		cfg.peer_key_len = keylen;
 	}
 	cfg.log = log_cb;
+	cfg.home = home;
 
 	if ((err = store_open(home, STORE_RDONLY, NULL, &st)) != 0) {
 		if (err == BG_ENOENT)

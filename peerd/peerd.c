@@ -14,6 +14,7 @@
 #include <net/if.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -54,6 +55,20 @@ struct peerd {
 	atomic_uint_fast64_t bytes_served;           /* body bytes handed to libmicrohttpd */
 	atomic_uint_fast64_t hits;                   /* content answered 200/206 */
 	atomic_uint_fast64_t misses;                 /* content answered 404 */
+
+	/* Keys the origin has not confirmed for this long are not served
+	 * (the store's max age), reloaded at most once a second. */
+	atomic_int_fast64_t max_age;                 /* seconds */
+	atomic_int_fast64_t max_age_loaded;          /* when, unix seconds; 0: never */
+
+	/* What was served and not found, for the agent's LRU order and
+	 * counters (HOME/usage.log), appended in batches. */
+	char *home;                                  /* NULL: not reported */
+	pthread_mutex_t usage_lock;
+	struct store_usage usage[PEERD_USAGE_BATCH];
+	size_t nusage;
+	int64_t usage_flushed;                       /* unix seconds */
+	atomic_int usage_failed;                     /* reported once, then dropped */
 };
 
 /* What the body callback of one response reads: bytes [start, start + len)
@@ -262,9 +277,69 @@ free_body(void *cls)
 	free(cls);
 }
 
+/* ---- Usage reports -------------------------------------------------------- */
+
+static void
+usage_flush_locked(struct peerd *pd, int64_t now, struct store_usage *out, size_t *n)
+{
+	*n = pd->nusage;
+	memcpy(out, pd->usage, pd->nusage * sizeof(*out));
+	pd->nusage = 0;
+	pd->usage_flushed = now;
+}
+
+static void
+usage_write(struct peerd *pd, const struct store_usage *u, size_t n)
+{
+	int err = store_usage_append(pd->home, u, n);
+
+	if (err != 0 && atomic_exchange(&pd->usage_failed, 1) == 0) {
+		plog(pd, "cannot report use to %s/usage.log (%s): eviction will not see what "
+		     "peers fetched", pd->home, bg_strerror(err));
+	}
+}
+
+/* Notes a hit (sha) or a miss (NULL).  Hits of the same content and all
+ * misses are counted in one record each, so the log grows with the number
+ * of different entries served, not of requests; the batch goes to the log
+ * when it holds PEERD_USAGE_BATCH entries or is PEERD_USAGE_FLUSH_SECONDS
+ * old. */
+static void
+usage_note(struct peerd *pd, int64_t now, const unsigned char *sha)
+{
+	struct store_usage batch[PEERD_USAGE_BATCH];
+	struct store_usage *u = NULL;
+	size_t n = 0;
+
+	if (pd->home == NULL || atomic_load(&pd->usage_failed))
+		return;
+	pthread_mutex_lock(&pd->usage_lock);
+	for (size_t i = 0; i < pd->nusage && u == NULL; i++)
+		if (pd->usage[i].hit == (sha != NULL) &&
+		    (sha == NULL || memcmp(pd->usage[i].sha256, sha, BG_SHA256_LEN) == 0))
+			u = &pd->usage[i];
+	if (u == NULL) {
+		u = &pd->usage[pd->nusage++];
+		memset(u, 0, sizeof(*u));
+		u->hit = sha != NULL;
+		if (sha != NULL)
+			memcpy(u->sha256, sha, BG_SHA256_LEN);
+	}
+	if (u->count < UINT32_MAX)
+		u->count++;
+	u->when = now;
+	if (pd->nusage == PEERD_USAGE_BATCH || now - pd->usage_flushed >= PEERD_USAGE_FLUSH_SECONDS)
+		usage_flush_locked(pd, now, batch, &n);
+	pthread_mutex_unlock(&pd->usage_lock);
+	if (n > 0)
+		usage_write(pd, batch, n);
+}
+
 /* ---- Content lookup ---------------------------------------------------- */
 
 struct lookup {
+	struct peerd *pd;
+	int64_t now;
 	const char *url;
 	struct store_key key;
 	struct store_content content;
@@ -283,6 +358,17 @@ lookup_fn(struct bg_txn *txn, void *arg)
 		return err;
 	/* Content fetched with credentials is never offered: answer as if absent. */
 	if (l->key.flags & STORE_KEY_PRIVATE)
+		return BG_ENOENT;
+	if (l->now - atomic_load(&l->pd->max_age_loaded) >= 1) {
+		struct store_config cfg;
+
+		if (txn_config_get(txn, &cfg) == 0) {
+			atomic_store(&l->pd->max_age, (int64_t)cfg.max_age_days * 86400);
+			atomic_store(&l->pd->max_age_loaded, l->now);
+		}
+	}
+	/* Expired: the agent drops it at its next transfer or gc. */
+	if (l->key.validated < l->now - atomic_load(&l->pd->max_age))
 		return BG_ENOENT;
 	if ((err = txn_content_get(txn, l->key.sha256, &l->content)) != 0)
 		return err;
@@ -482,16 +568,21 @@ serve_content(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 		                                                 : "busy, retry\n");
 
 	memset(&l, 0, sizeof(l));
+	l.pd = pd;
+	l.now = bg_now();
 	l.url = url;
 	err = store_view(pd->st, lookup_fn, &l);
 	if (err == BG_ENOENT) {
 		atomic_fetch_add_explicit(&pd->misses, 1, memory_order_relaxed);
 		ret = send_text(pd, conn, MHD_HTTP_NOT_FOUND, "not found\n");
+		usage_note(pd, l.now, NULL);
 	} else if (err != 0) {
 		plog(pd, "lookup failed: %s", bg_strerror(err));
 		ret = send_text(pd, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "store error\n");
 	} else {
 		ret = send_content(pd, conn, &l);
+		if (ret == MHD_YES && strcmp(method, MHD_HTTP_METHOD_GET) == 0)
+			usage_note(pd, l.now, l.key.sha256);
 	}
 	free(l.small);
 	store_key_clear(&l.key);
@@ -663,6 +754,17 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	atomic_init(&pd->bytes_served, 0);
 	atomic_init(&pd->hits, 0);
 	atomic_init(&pd->misses, 0);
+	atomic_init(&pd->max_age, (int64_t)STORE_DEFAULT_MAX_AGE_DAYS * 86400);
+	atomic_init(&pd->max_age_loaded, 0);
+	if (pthread_mutex_init(&pd->usage_lock, NULL) != 0) {
+		free(pd);
+		return BG_ENOMEM;
+	}
+	pd->usage_flushed = bg_now();
+	if (c->home != NULL && (pd->home = strdup(c->home)) == NULL) {
+		err = BG_ENOMEM;
+		goto out;
+	}
 	if (c->peer_key != NULL) {
 		memcpy(pd->key, c->peer_key, c->peer_key_len);
 		pd->keylen = c->peer_key_len;
@@ -720,6 +822,10 @@ peerd_stop(struct peerd *pd)
 		return;
 	if (pd->mhd != NULL)
 		MHD_stop_daemon(pd->mhd);
+	if (pd->home != NULL && pd->nusage > 0 && !pd->usage_failed)
+		usage_write(pd, pd->usage, pd->nusage);
+	free(pd->home);
+	pthread_mutex_destroy(&pd->usage_lock);
 	peerd_replay_free(pd->replay);
 	OPENSSL_cleanse(pd->key, sizeof(pd->key));
 	free(pd);

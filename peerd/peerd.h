@@ -47,6 +47,10 @@
 /* Entries up to this size are read with their lookup and answered from
  * memory (one transaction, no read callback). */
 #define PEERD_SMALL_BYTES (64 * 1024)
+/* What was served is reported to the agent (HOME/usage.log) in batches of
+ * this many requests, or this often, whichever comes first. */
+#define PEERD_USAGE_BATCH 256
+#define PEERD_USAGE_FLUSH_SECONDS 2
 #define PEERD_METRICS_MAX 4096               /* bytes of the /metrics body */
 
 /* The replay set: signatures seen whose timestamp is still inside the
@@ -67,6 +71,7 @@ struct peerd_config {
 	unsigned max_connections;    /* >= threads */
 	unsigned timeout;            /* seconds idle before a connection is closed */
 	size_t connection_memory;    /* bytes per connection for the request */
+	const char *home;            /* where to report use (HOME/usage.log); NULL: nowhere */
 	const unsigned char *peer_key; /* NULL: no authentication; copied by peerd_start */
 	size_t peer_key_len;
 	/* Diagnostics (libmicrohttpd's and peerd's own), one message per call

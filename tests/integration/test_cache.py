@@ -10,13 +10,23 @@ Usage: test_cache.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_ca
 Exit 0 when every check passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp
 dirs."""
 
+import hashlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import threading
+import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Origin  # noqa: E402
+from origin import MiB, Bgcopy, Origin  # noqa: E402
 from test_get import main, started  # noqa: E402
+from test_peerd import Peerd, q  # noqa: E402
+
+KiB = 1024
+DAY = 86400
 
 CASES = {}
 
@@ -99,6 +109,332 @@ def _(bg):
         doc = verify(t, agent, 0)
         t.eq("second verify: entries", doc.get("entries"), 2)
         t.eq("second verify: nothing removed", doc.get("removed"), [])
+
+
+def set_clock(offset):
+    """Moves the clock of every bgcopy and bgcopy-peerd started from now on (store dates)."""
+    os.environ["BGCOPY_TIME_OFFSET"] = str(int(offset))
+
+
+def stats(t, agent):
+    r = t.ran(agent.run("cache", "stats", "--json"))
+    t.eq("cache stats --json: exit status", r.rc, 0)
+    return r.doc or {}
+
+
+def listed(t, agent):
+    r = t.ran(agent.run("cache", "list", "--json"))
+    t.eq("cache list --json: exit status", r.rc, 0)
+    return r.doc or []
+
+
+def config(t, agent, *args, rc=0):
+    r = t.ran(agent.run("cache", "config", *args))
+    t.eq(f"cache config {' '.join(args)}: exit status", r.rc, rc)
+    return r
+
+
+@case("cache_config_defaults_set_and_refused")
+def _(bg):
+    with Origin() as o:
+        o, agent, t = started(bg, o)
+        print("checks: a new home's limits are BITS's defaults (1% of the filesystem, 90 days); "
+              "cache config sets bytes (with K/M/G suffixes), a percentage and days, shown by "
+              "cache config and cache stats; bad values exit 2 and change nothing")
+        r = config(t, agent)
+        t.ok("default max-size is 1% of the filesystem", "max-size 1% of the filesystem" in r.out,
+             r.out)
+        t.ok("default max-age is 90 days", "max-age 90 days" in r.out, r.out)
+        st = os.statvfs(agent.home)
+        d = stats(t, agent)
+        t.eq("stats: limit is 1% of the filesystem", d.get("limit"),
+             st.f_blocks * st.f_frsize // 100)
+        t.eq("stats: max_age_days", d.get("max_age_days"), 90)
+        r = config(t, agent, "--max-size", "3M", "--max-age", "7")
+        t.ok("max-size 3M is 3145728 bytes", "max-size 3145728 bytes" in r.out, r.out)
+        d = stats(t, agent)
+        t.eq("stats: limit after 3M", d.get("limit"), 3 * MiB)
+        t.eq("stats: max_age_days after 7", d.get("max_age_days"), 7)
+        config(t, agent, "--max-size", "5%")
+        t.eq("stats: limit after 5%", stats(t, agent).get("limit"),
+             st.f_blocks * st.f_frsize // 100 * 5)
+        for bad in (["--max-size", "0"], ["--max-size", "101%"], ["--max-size", "0%"],
+                    ["--max-size", "abc"], ["--max-size", "-5"], ["--max-size", "1X"],
+                    ["--max-size", "99999999999999999999"], ["--max-age", "0"],
+                    ["--max-age", "x"], ["--max-age", "36501"], ["--bogus"], ["--max-size"]):
+            r = config(t, agent, *bad, rc=2)
+            t.ok(f"{' '.join(bad)}: a message", r.err.strip() != "", r.err)
+        d = stats(t, agent)
+        t.eq("after the refusals: limit unchanged", d.get("limit"), st.f_blocks * st.f_frsize // 100 * 5)
+        t.eq("after the refusals: max age unchanged", d.get("max_age_days"), 7)
+
+
+@case("cache_size_bound_and_lru_order")
+def _(bg):
+    n, size = 10, 16 * KiB
+    files = {f"f{i}.bin": size for i in range(n)}
+    with Origin(files=files) as o:
+        o, agent, t = started(bg, o)
+        print("checks: with max-size 100 KiB, ten 16 KiB files fetched one a minute (moved "
+              "clock): after every get the stored bytes stay within the limit; f0, fetched "
+              "again after f5, is used recently and survives; the four least recently used "
+              "(f1-f4) are evicted, with their keys; peerd answers 404 for them, 200 for f0")
+        config(t, agent, "--max-size", "100K")
+        clock = 0
+        for i in list(range(6)) + [0] + list(range(6, n)):
+            clock += 60
+            set_clock(clock)
+            fetch(t, agent, o, f"f{i}.bin")
+            d = stats(t, agent)
+            t.ok(f"after f{i}: {d.get('bytes')} bytes stored <= 100 KiB",
+                 isinstance(d.get("bytes"), int) and d["bytes"] <= 100 * KiB)
+        urls = sorted(e["url"] for e in listed(t, agent))
+        want = sorted(o.url(f"/files/f{i}.bin") for i in (0, 5, 6, 7, 8, 9))
+        t.eq("what is left", urls, want)
+        d = stats(t, agent)
+        t.eq("entries", d.get("entries"), 6)
+        t.eq("keys", d.get("keys"), 6)
+        t.eq("evictions", d.get("evictions"), 4)
+        t.eq("evicted bytes", d.get("evicted_bytes"), 4 * size)
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            t.eq("peerd: evicted f1 is 404",
+                 p.request("GET", q(o.url("/files/f1.bin"))).status, 404)
+            r = p.request("GET", q(o.url("/files/f0.bin")))
+            t.eq("peerd: f0 is 200", r.status, 200)
+            t.eq("peerd: f0's bytes", hashlib.sha256(r.body).hexdigest(), o.sha("f0.bin"))
+        r = t.ran(agent.run("cache", "verify"))
+        t.eq("cache verify afterwards", r.rc, 0)
+
+
+@case("cache_file_larger_than_limit_delivered_not_kept")
+def _(bg):
+    with Origin(files={"big.bin": 300 * KiB, "small.bin": 10 * KiB}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: with max-size 100 KiB a 300 KiB file is delivered whole (exit 0, right "
+              "bytes) but not kept: its job document says cached false with the reason, cache "
+              "list lacks it, what was stored stays, and stats count it as not kept")
+        config(t, agent, "--max-size", "100K")
+        fetch(t, agent, o, "small.bin")
+        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
+        r = t.ran(agent.get(url, out))
+        t.eq("get of the big file: exit status", r.rc, 0)
+        f = r.file0()
+        t.eq("its sha256", f.get("sha256"), o.sha("big.bin"))
+        t.eq("cached", f.get("cached"), False)
+        t.ok("cache_note says why", "larger than the cache limit" in (f.get("cache_note") or ""),
+             f.get("cache_note"))
+        t.eq("cache_key", f.get("cache_key"), None)
+        t.eq("what is listed", [e["url"] for e in listed(t, agent)], [o.url("/files/small.bin")])
+        d = stats(t, agent)
+        t.eq("not_kept", d.get("not_kept"), 1)
+        t.eq("stored bytes", d.get("bytes"), 10 * KiB)
+        t.ok("store.mdb holds no copy of it", d.get("store_file_bytes", 0) < 300 * KiB,
+             d.get("store_file_bytes"))
+        r = t.ran(agent.get(o.url("/files/small.bin"), o.path("out", "s2.bin")))
+        t.eq("a small file after: cached", r.file0().get("cached"), True)
+
+
+@case("cache_max_age_expiry_with_clock")
+def _(bg):
+    with Origin(files={"a.bin": 20 * KiB, "b.bin": 20 * KiB}) as o:
+        o, agent, t = started(bg, o)
+        o.data["copy.bin"] = o.data["a.bin"]
+        with open(o.file_path("copy.bin"), "wb") as f:
+            f.write(o.data["a.bin"])
+        print("checks: max age 90 days since the origin last confirmed a key: a.bin fetched at "
+              "day 0, copy.bin (same bytes) at day 50, b.bin at day 80; at day 91 peerd answers "
+              "404 for a.bin but 200 for copy.bin, cache gc drops a.bin's key and keeps the "
+              "shared content for copy.bin; at day 141 the content goes with its last key")
+        set_clock(0)
+        fetch(t, agent, o, "a.bin")
+        set_clock(50 * DAY)
+        fetch(t, agent, o, "copy.bin")
+        set_clock(80 * DAY)
+        fetch(t, agent, o, "b.bin")
+        set_clock(91 * DAY)
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            t.eq("day 91: peerd a.bin", p.request("GET", q(o.url("/files/a.bin"))).status, 404)
+            t.eq("day 91: peerd copy.bin", p.request("GET", q(o.url("/files/copy.bin"))).status,
+                 200)
+        r = t.ran(agent.run("cache", "gc"))
+        t.eq("day 91: cache gc exit status", r.rc, 0)
+        t.ok("day 91: gc says one key expired", "expired 1 keys (0 entries" in r.out, r.out)
+        left = {e["url"]: e["sha256"] for e in listed(t, agent)}
+        t.eq("day 91: keys left", sorted(left),
+             sorted([o.url("/files/copy.bin"), o.url("/files/b.bin")]))
+        t.eq("day 91: copy.bin still names the shared content",
+             left.get(o.url("/files/copy.bin")), o.sha("a.bin"))
+        t.eq("day 91: entries", stats(t, agent).get("entries"), 2)
+        set_clock(141 * DAY)
+        r = t.ran(agent.run("cache", "gc"))
+        t.ok("day 141: gc says one key and its entry expired", "expired 1 keys (1 entries" in r.out,
+             r.out)
+        t.eq("day 141: keys left", [e["url"] for e in listed(t, agent)], [o.url("/files/b.bin")])
+        d = stats(t, agent)
+        t.eq("day 141: entries", d.get("entries"), 1)
+        t.eq("day 141: expired keys counted", d.get("expired"), 2)
+
+
+@case("cache_clear_empties_it")
+def _(bg):
+    with Origin(files={"a.bin": 20 * KiB, "b.bin": 30 * KiB}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: cache clear removes every entry and key (list empty, stats 0 entries "
+              "and bytes, peerd 404); the outputs and the job records stay")
+        fetch(t, agent, o, "a.bin")
+        fetch(t, agent, o, "b.bin")
+        r = t.ran(agent.run("cache", "clear"))
+        t.eq("cache clear: exit status", r.rc, 0)
+        t.ok("it says what went", "removed 2 entries (51200 bytes) and 2 keys" in r.out, r.out)
+        t.eq("list", listed(t, agent), [])
+        d = stats(t, agent)
+        t.eq("entries", d.get("entries"), 0)
+        t.eq("bytes", d.get("bytes"), 0)
+        t.eq("keys", d.get("keys"), 0)
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            t.eq("peerd a.bin", p.request("GET", q(o.url("/files/a.bin"))).status, 404)
+        t.eq("outputs stay", os.path.getsize(o.path("out", "a.bin")), 20 * KiB)
+        r = t.ran(agent.run("list", "--all", "--json"))
+        t.eq("the jobs stay", len(r.doc or []), 2)
+
+
+@case("cache_compact_shrinks_and_refuses_while_open")
+def _(bg):
+    with Origin(files={f"m{i}.bin": 4 * MiB for i in range(3)}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: after two of three 4 MiB entries are removed, store.mdb keeps its size; "
+              "cache compact refuses while bgcopy-peerd has the store open (exit 3, naming its "
+              "pid and name) and changes nothing; once peerd stops it rewrites the store to "
+              "under half its size, and the entry left is intact (verify, peerd)")
+        for i in range(3):
+            fetch(t, agent, o, f"m{i}.bin")
+        for i in range(2):
+            t.eq(f"cache rm m{i}", t.ran(agent.run("cache", "rm", o.url(f"/files/m{i}.bin"))).rc, 0)
+        t.eq("cache gc", t.ran(agent.run("cache", "gc")).rc, 0)
+        store = os.path.join(agent.home, "store.mdb")
+        before = os.path.getsize(store)
+        t.ok(f"store.mdb still holds the freed pages ({before} bytes)", before > 12 * MiB)
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            r = t.ran(agent.run("cache", "compact"))
+            t.eq("compact with peerd running: exit status", r.rc, 3)
+            t.ok("the message names peerd's pid", str(p.proc.pid) in r.err, r.err)
+            t.ok("the message names the program", "bgcopy-peerd" in r.err, r.err)
+            t.eq("store.mdb unchanged", os.path.getsize(store), before)
+        r = t.ran(agent.run("cache", "compact"))
+        t.eq("compact: exit status", r.rc, 0)
+        after = os.path.getsize(store)
+        t.ok(f"store.mdb shrank from {before} to {after} bytes (< half)", after < before // 2,
+             r.out)
+        t.ok("compact says the sizes", f"from {before} to {after} bytes" in r.out, r.out)
+        r = t.ran(agent.run("cache", "verify"))
+        t.eq("verify after compact", r.rc, 0)
+        t.ok("one entry verified", "verified 1 entries (4194304 bytes)" in r.out, r.out)
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            r = p.request("GET", q(o.url("/files/m2.bin")))
+            t.eq("peerd serves the entry after compact", hashlib.sha256(r.body).hexdigest(),
+                 o.sha("m2.bin"))
+        fetch(t, agent, o, "m0.bin")
+        t.eq("a new get after compact is stored", len(listed(t, agent)), 2)
+
+
+@case("cache_pinned_until_job_completed")
+def _(bg):
+    with Origin(files={"p.bin": 64 * KiB, "q.bin": 64 * KiB}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: content of a job that is TRANSFERRED but not completed is pinned: a "
+              "limit of 1 byte evicts everything else but keeps it (gc says it is over the "
+              "limit); once the job is completed, gc evicts it")
+        fetch(t, agent, o, "q.bin")
+        r = t.ran(agent.run("create", "--name", "pin"))
+        job = r.out.strip()
+        t.eq("add", t.ran(agent.run("add", job, o.url("/files/p.bin"), o.path("out", "p.bin"))).rc, 0)
+        daemon = subprocess.Popen(agent.argv("daemon"), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            t.eq("resume", t.ran(agent.run("resume", job)).rc, 0)
+            t.eq("wait", t.ran(agent.run("wait", job, "--timeout", "60")).rc, 0)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=20)
+        config(t, agent, "--max-size", "1")
+        t.eq("only the pinned content is left", [e["url"] for e in listed(t, agent)],
+             [o.url("/files/p.bin")])
+        r = t.ran(agent.run("cache", "gc"))
+        t.ok("gc says it is over the limit", "over the limit" in r.out, r.out)
+        t.eq("complete", t.ran(agent.run("complete", job)).rc, 0)
+        r = t.ran(agent.run("cache", "gc"))
+        t.eq("after complete: nothing left", listed(t, agent), [])
+
+
+@case("cache_hits_and_misses_counted")
+def _(bg):
+    with Origin(files={"h.bin": 50 * KiB, "n.bin": 10 * KiB}) as o:
+        o, a, t = started(bg, o)
+        b = Bgcopy(bg.exe, o.path("homeB"))
+        print("checks: node B gets h.bin from A's peerd (a hit for both: A served it, B found "
+              "it) and n.bin, which A lacks (a miss for both); A's peerd reports to A's store "
+              "(cache stats after peerd stops); B's counters come from its downloads")
+        fetch(t, a, o, "h.bin")
+        with Peerd(bg, a.home, workdir=o.dir) as p:
+            for name in ("h.bin", "n.bin"):
+                r = t.ran(b.get(o.url(f"/files/{name}"), o.path("out", "B-" + name),
+                                extra=["--peer", f"127.0.0.1:{p.port}"]))
+                t.eq(f"B get {name}: exit status", r.rc, 0)
+                t.eq(f"B get {name}: sha256", r.file0().get("sha256"), o.sha(name))
+        da, db = stats(t, a), stats(t, b)
+        t.eq("A: local hits (served)", (da.get("hits") or {}).get("local"), 1)
+        t.ok("A: local misses (n.bin not found)", (da.get("misses") or {}).get("local", 0) >= 1,
+             da.get("misses"))
+        t.eq("B: peer hits", (db.get("hits") or {}).get("peer"), 1)
+        t.eq("B: peer misses", (db.get("misses") or {}).get("peer"), 1)
+
+
+@case("cache_eviction_during_peer_transfer")
+def _(bg):
+    size = 48 * MiB
+    with Origin(files={"e.bin": size}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: a slow client reads a 48 MiB entry from peerd while the agent evicts it "
+              "(cache config --max-size 1); the client gets either every byte right or a cut "
+              "connection after a correct prefix, never a wrong byte; peerd then answers 404")
+        url = fetch(t, agent, o, "e.bin")
+        data = o.data["e.bin"]
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            s = socket.create_connection(("127.0.0.1", p.port), timeout=30)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KiB)
+            s.sendall(f"GET {q(url)} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            got = bytearray()
+            while b"\r\n\r\n" not in got:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+            head, _, body = bytes(got).partition(b"\r\n\r\n")
+            t.ok("200 to the slow client", head.startswith(b"HTTP/1.1 200"), head[:100])
+            body = bytearray(body)
+            # Read a little, then evict while the transfer is under way.
+            while len(body) < 2 * MiB:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+            config(t, agent, "--max-size", "1")
+            t.eq("evicted: nothing listed", listed(t, agent), [])
+            while True:
+                try:
+                    chunk = s.recv(1 << 20)
+                except (ConnectionResetError, socket.timeout):
+                    break
+                if not chunk:
+                    break
+                body += chunk
+            s.close()
+            t.ok(f"received {len(body)} bytes: a prefix of the content (no wrong byte)",
+                 bytes(body) == data[:len(body)])
+            t.ok("either complete or cut", len(body) == size or len(body) < size)
+            print(f"  (the stream {'completed' if len(body) == size else 'was cut'} after "
+                  f"{len(body)} bytes)")
+            t.eq("peerd after eviction", p.request("GET", q(url)).status, 404)
 
 
 if __name__ == "__main__":
