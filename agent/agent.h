@@ -161,6 +161,8 @@ struct origin_request {
 	bool head;                  /* HEAD: the sink's on_start only (validators, size) */
 	const char *user;           /* basic auth credentials, or NULL */
 	const char *password;
+	unsigned stall_seconds;     /* without a byte before the transfer fails (transient);
+	                             * 0: ORIGIN_LOW_SPEED_TIME */
 	volatile const int *stop;   /* non-zero: abort now, even while the origin is silent;
 	                             * the result's local_err is then BG_ECANCELED (or NULL) */
 };
@@ -320,9 +322,9 @@ struct job_run_options {
 	unsigned transient_retries; /* immediate retries of transient errors (foreground get) */
 	volatile const int *stop;   /* set non-zero (e.g. from a signal handler) to stop */
 	const char *crl_dir;        /* where CRLs are kept (HOME/crl) */
+	const char *home;           /* the home (HOME/usage.log is folded in), or NULL */
 	const char *ca_file;        /* trust anchors for jobs that set none (--ca-file) */
 	const char *const *peers;   /* HOST:PORT of peers for jobs that name none (daemon) */
-	const char *home;           /* the home (HOME/usage.log is folded in), or NULL */
 	size_t npeers;
 	const char *peer_key;       /* key file for those peers, or NULL */
 	bool only_if_due;           /* run only a job QUEUED, due for retry, or orphaned */

@@ -154,17 +154,25 @@ struct peer_entry {
 };
 void peer_entry_clear(struct peer_entry *e);
 
-/* HEAD /v1/content?url=key at peer.  0 and *out filled on a hit; BG_ENOENT
+/* HEAD /v1/content?url=key at peer (on share sh).  0 and *out filled on a hit; BG_ENOENT
  * on a miss; BG_EIO / BG_EPROTO when the peer failed (why says how). */
-int peer_lookup(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+int peer_lookup(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
                 struct peer_entry *out, char *why, size_t whylen) BG_WUR;
 /* GETs the entry from offset into sink (on_start, then on_data).  Refuses
  * an answer that is not the entry `want` (digest, size, range).  0 when the
  * body was complete; a sink's error comes back in *sink_err. */
-int peer_fetch(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+int peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
                const struct peer_entry *want, uint64_t offset, const struct origin_sink *sink,
                int *sink_err, char *why, size_t whylen) BG_WUR;
-/* The easy handle an origin client keeps for talking to peers. */
-CURL *origin_peer_handle(struct origin *o);
+/* The connections an origin client keeps for talking to peers (a share:
+ * each request gets an easy handle of its own, see origin.c), or NULL. */
+CURLSH *origin_peer_share(struct origin *o);
+/* A fresh easy handle on share sh (connections, TLS sessions, DNS), or
+ * NULL.  libcurl 7.88 reads freed memory when a reused handle meets a
+ * folded header line first in a response (curl PR #11103, fixed in 8.1.0):
+ * handles are therefore never reused, only the share is. */
+CURL *origin_easy_on(CURLSH *sh);
+/* A share of connections, TLS sessions and DNS for one thread, or NULL. */
+CURLSH *origin_share_new(void);
 
 #endif /* BG_AGENT_INT_H */

@@ -775,6 +775,14 @@ origin_request_for(struct run *r, struct fsink *s, const char **headers,
 	req->user = jstr(r->job, "user");
 	req->password = jstr(r->job, "password");
 	req->stop = r->ro != NULL ? r->ro->stop : NULL;
+	/* A silent origin is a transient error after the job's no-progress
+	 * timeout at most: a job told to give up after 30 s without progress
+	 * does not wait a minute for the stall to count. */
+	{
+		int64_t npt = jint(r->job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT);
+
+		req->stall_seconds = npt > 0 && npt < ORIGIN_LOW_SPEED_TIME ? (unsigned)npt : 0;
+	}
 }
 
 /* What a HEAD of the origin said. */
@@ -895,7 +903,7 @@ static int
 try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const char **headers,
           bool *done)
 {
-	CURL *e = origin_peer_handle(r->o);
+	CURLSH *e = origin_peer_share(r->o);
 	char *key = strdup(jstr(s->rec, "remote_url"));
 	int err = 0;
 

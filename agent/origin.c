@@ -25,7 +25,7 @@
  * cache know nothing of our verification callback, so each flag set gets an
  * easy handle (with its own caches) of its own. */
 struct pool {
-	CURL *easy;
+	CURLSH *share;      /* connections and TLS sessions of this flag set */
 	uint32_t tls_flags; /* the certificate-related bits of the flags */
 	char *ca_file;
 	uint64_t last_used;
@@ -35,14 +35,42 @@ struct pool {
 struct origin {
 	struct pool pools[ORIGIN_POOLS];
 	uint64_t tick;
-	CURL *peer; /* for peer.c: plain http to LAN peers, its own connections */
+	CURLSH *peer; /* for peer.c: plain http to LAN peers, its own connections */
 };
 
+CURLSH *
+origin_share_new(void)
+{
+	CURLSH *sh = curl_share_init();
+
+	/* Used by one thread at a time (an origin client is per thread): no
+	 * lock callbacks. */
+	if (sh != NULL && (curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK ||
+	                   curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+	                   curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK)) {
+		curl_share_cleanup(sh);
+		sh = NULL;
+	}
+	return sh;
+}
+
 CURL *
-origin_peer_handle(struct origin *o)
+origin_easy_on(CURLSH *sh)
+{
+	CURL *e = curl_easy_init();
+
+	if (e != NULL && curl_easy_setopt(e, CURLOPT_SHARE, sh) != CURLE_OK) {
+		curl_easy_cleanup(e);
+		e = NULL;
+	}
+	return e;
+}
+
+CURLSH *
+origin_peer_share(struct origin *o)
 {
 	if (o->peer == NULL)
-		o->peer = curl_easy_init();
+		o->peer = origin_share_new();
 	return o->peer;
 }
 
@@ -96,7 +124,7 @@ origin_new(struct origin **out)
 static void
 pool_clear(struct pool *p)
 {
-	curl_easy_cleanup(p->easy);
+	curl_share_cleanup(p->share);
 	free(p->ca_file);
 	tls_policy_reset(&p->policy);
 	memset(p, 0, sizeof(*p));
@@ -109,7 +137,7 @@ origin_free(struct origin *o)
 		return;
 	for (size_t i = 0; i < ORIGIN_POOLS; i++)
 		pool_clear(&o->pools[i]);
-	curl_easy_cleanup(o->peer);
+	curl_share_cleanup(o->peer);
 	free(o);
 }
 
@@ -132,16 +160,16 @@ pool_for(struct origin *o, uint32_t flags, const char *ca_file, struct pool **ou
 	for (size_t i = 0; i < ORIGIN_POOLS; i++) {
 		struct pool *c = &o->pools[i];
 
-		if (c->easy != NULL && c->tls_flags == tls && same_ca(c->ca_file, ca_file)) {
+		if (c->share != NULL && c->tls_flags == tls && same_ca(c->ca_file, ca_file)) {
 			p = c;
 			break;
 		}
-		if (p == NULL || c->easy == NULL || (p->easy != NULL && c->last_used < p->last_used))
+		if (p == NULL || c->share == NULL || (p->share != NULL && c->last_used < p->last_used))
 			p = c;
 	}
-	if (p->easy == NULL || p->tls_flags != tls || !same_ca(p->ca_file, ca_file)) {
+	if (p->share == NULL || p->tls_flags != tls || !same_ca(p->ca_file, ca_file)) {
 		pool_clear(p);
-		if ((p->easy = curl_easy_init()) == NULL)
+		if ((p->share = origin_share_new()) == NULL)
 			return BG_ENOMEM;
 		if (ca_file != NULL && (p->ca_file = strdup(ca_file)) == NULL) {
 			pool_clear(p);
@@ -568,7 +596,8 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 
 	if ((err = pool_for(o, req->security_flags, req->ca_file, &pool)) != 0)
 		return err;
-	e = pool->easy;
+	if ((e = origin_easy_on(pool->share)) == NULL)
+		return BG_ENOMEM;
 	tp = &pool->policy;
 	tls_policy_reset(tp);
 	tp->flags = req->security_flags;
@@ -576,9 +605,8 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	if ((err = url_host(h->url, tp->host, sizeof(tp->host))) != 0)
 		return err;
 
-	/* Everything is set anew for each hop; the handle keeps its connection
-	 * pool and DNS cache across resets. */
-	curl_easy_reset(e);
+	/* Everything is set anew for each hop, on a new handle; the pool's
+	 * share keeps the connections, TLS sessions and DNS answers. */
 	for (const char *const *p = req->headers; p != NULL && *p != NULL; p++) {
 		if (!send_sensitive && sensitive_header(*p))
 			continue;
@@ -621,7 +649,10 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)ORIGIN_CONNECT_TIMEOUT);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)ORIGIN_LOW_SPEED_TIME);
+	curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+	                 (long)(req->stall_seconds > 0 && req->stall_seconds < ORIGIN_LOW_SPEED_TIME
+	                            ? req->stall_seconds
+	                            : ORIGIN_LOW_SPEED_TIME));
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->curl_error);
 	if (req->stop != NULL) {
@@ -688,9 +719,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE, "%s: no usable response", h->url);
 	}
 out:
-	/* The handle outlives the hop: nothing may point into it. */
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_cleanup(e);
 	curl_slist_free_all(list);
 	return err;
 }

@@ -31,7 +31,27 @@ struct peer_xfer {
 	bool started;
 	int sink_err;
 	bool refused; /* the answer is not the content we asked for */
+	const struct peer_config *pc;
+	char request_auth[PEER_AUTH_VALUE_MAX]; /* our request's signature, with a key */
+	char *answer_auth;                       /* the answer's, or NULL */
 };
+
+/* With a key, an answer must be signed for our request and the entry it
+ * describes (cache.h): else it may come from whoever answered in the
+ * peer's place. */
+static bool
+answer_authentic(const struct peer_xfer *x, const struct peer_entry *e, uint64_t size)
+{
+	char hex[BG_SHA256_HEX_LEN + 1];
+
+	if (x->pc->keylen == 0)
+		return true;
+	if (!e->has_sha)
+		return false;
+	bg_sha256_hex(e->sha256, hex);
+	return peer_auth_check_answer(x->pc->key, x->pc->keylen, x->request_auth, hex, size,
+	                              e->origin_etag, e->last_modified, x->answer_auth) == 0;
+}
 
 void
 peer_entry_clear(struct peer_entry *e)
@@ -74,7 +94,8 @@ begin_body(struct peer_xfer *x)
 	}
 	/* A peer that now describes other content than its HEAD did is
 	 * dropped before a byte is taken. */
-	if (!x->got.has_sha || memcmp(x->got.sha256, x->want->sha256, BG_SHA256_LEN) != 0) {
+	if (!x->got.has_sha || memcmp(x->got.sha256, x->want->sha256, BG_SHA256_LEN) != 0 ||
+	    !answer_authentic(x, &x->got, x->want->size)) {
 		x->refused = true;
 		return BG_EPROTO;
 	}
@@ -105,6 +126,8 @@ on_peer_header(char *buf, size_t size, size_t nitems, void *arg)
 		x->status = status;
 		free(x->content_range);
 		x->content_range = NULL;
+		free(x->answer_auth);
+		x->answer_auth = NULL;
 		peer_entry_clear(&x->got);
 		return n;
 	}
@@ -128,6 +151,9 @@ on_peer_header(char *buf, size_t size, size_t nitems, void *arg)
 	} else if (http_header_is(name, namelen, "Content-Range")) {
 		free(x->content_range);
 		x->content_range = http_value_dup(value, vlen, STORE_VALIDATOR_MAX);
+	} else if (http_header_is(name, namelen, PEER_AUTH_HEADER)) {
+		free(x->answer_auth);
+		x->answer_auth = http_value_dup(value, vlen, PEER_AUTH_VALUE_MAX);
 	} else if (http_header_is(name, namelen, "Content-Length")) {
 		if (!http_value_u64(value, vlen, &x->got.size))
 			x->got.size = 0;
@@ -154,7 +180,7 @@ on_peer_body(char *p, size_t size, size_t nmemb, void *arg)
 /* Sets up a request for key at peer ("host:port"). */
 static int
 prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
-        const char *method, struct curl_slist **headers)
+        const char *method, struct curl_slist **headers, struct peer_xfer *x)
 {
 	char *esc = curl_easy_escape(e, key, 0);
 	char url[URL_MAX * 3 + 300], auth[PEER_AUTH_VALUE_MAX + 32], value[PEER_AUTH_VALUE_MAX];
@@ -167,12 +193,12 @@ prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *key
 	curl_free(esc);
 	if (n < 0 || (size_t)n >= sizeof(url))
 		return BG_ELIMIT;
-	curl_easy_reset(e);
 	if (pc->keylen > 0) {
 		if ((err = peer_auth_sign(pc->key, pc->keylen, method, PEER_PATH_CONTENT, key,
 		                          (int64_t)time(NULL), value, sizeof(value))) != 0)
 			return err;
 		snprintf(auth, sizeof(auth), "%s: %s", PEER_AUTH_HEADER, value);
+		snprintf(x->request_auth, sizeof(x->request_auth), "%s", value);
 		if ((h = curl_slist_append(NULL, auth)) == NULL)
 			return BG_ENOMEM;
 	}
@@ -193,18 +219,25 @@ prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *key
 }
 
 int
-peer_lookup(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+peer_lookup(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
             struct peer_entry *out, char *why, size_t whylen)
 {
 	struct peer_xfer x;
 	struct curl_slist *h = NULL;
 	CURLcode rc;
+	CURL *e;
 	int err;
 
 	memset(&x, 0, sizeof(x));
 	memset(out, 0, sizeof(*out));
-	if ((err = prepare(e, pc, peer, key, "HEAD", &h)) != 0) {
+	x.pc = pc;
+	if ((e = origin_easy_on(sh)) == NULL) {
+		snprintf(why, whylen, "%s", bg_strerror(BG_ENOMEM));
+		return BG_ENOMEM;
+	}
+	if ((err = prepare(e, pc, peer, key, "HEAD", &h, &x)) != 0) {
 		snprintf(why, whylen, "%s", bg_strerror(err));
+		curl_easy_cleanup(e);
 		return err;
 	}
 	curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -212,30 +245,34 @@ peer_lookup(CURL *e, const struct peer_config *pc, const char *peer, const char 
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)PEER_LOOKUP_TIMEOUT);
 	rc = curl_easy_perform(e);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_cleanup(e);
 	curl_slist_free_all(h);
 	free(x.content_range);
-	if (rc != CURLE_OK) {
-		snprintf(why, whylen, "%s", curl_easy_strerror(rc));
+	if (rc != CURLE_OK || x.status == 404) {
+		snprintf(why, whylen, "%s", rc != CURLE_OK ? curl_easy_strerror(rc) : "not found");
 		peer_entry_clear(&x.got);
-		return BG_EIO;
-	}
-	if (x.status == 404) {
-		snprintf(why, whylen, "not found");
-		peer_entry_clear(&x.got);
-		return BG_ENOENT;
+		free(x.answer_auth);
+		return rc != CURLE_OK ? BG_EIO : BG_ENOENT;
 	}
 	if (x.status != 200 || !x.got.has_sha) {
 		snprintf(why, whylen, "HTTP %ld%s", x.status, x.got.has_sha ? "" : " without a digest");
 		peer_entry_clear(&x.got);
+		free(x.answer_auth);
 		return BG_EPROTO;
 	}
+	if (!answer_authentic(&x, &x.got, x.got.size)) {
+		snprintf(why, whylen, "the answer is not signed with the peer key");
+		peer_entry_clear(&x.got);
+		free(x.answer_auth);
+		return BG_EPROTO;
+	}
+	free(x.answer_auth);
 	*out = x.got;
 	return 0;
 }
 
 int
-peer_fetch(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
+peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
            const struct peer_entry *want, uint64_t offset, const struct origin_sink *sink,
            int *sink_err, char *why, size_t whylen)
 {
@@ -243,6 +280,7 @@ peer_fetch(CURL *e, const struct peer_config *pc, const char *peer, const char *
 	struct curl_slist *h = NULL;
 	char range[48];
 	CURLcode rc;
+	CURL *e;
 	int err;
 
 	memset(&x, 0, sizeof(x));
@@ -250,9 +288,15 @@ peer_fetch(CURL *e, const struct peer_config *pc, const char *peer, const char *
 	x.sink = sink;
 	x.key = key;
 	x.offset = offset;
+	x.pc = pc;
 	*sink_err = 0;
-	if ((err = prepare(e, pc, peer, key, "GET", &h)) != 0) {
+	if ((e = origin_easy_on(sh)) == NULL) {
+		snprintf(why, whylen, "%s", bg_strerror(BG_ENOMEM));
+		return BG_ENOMEM;
+	}
+	if ((err = prepare(e, pc, peer, key, "GET", &h, &x)) != 0) {
 		snprintf(why, whylen, "%s", bg_strerror(err));
+		curl_easy_cleanup(e);
 		return err;
 	}
 	if (offset > 0) {
@@ -264,9 +308,10 @@ peer_fetch(CURL *e, const struct peer_config *pc, const char *peer, const char *
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_peer_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
 	rc = curl_easy_perform(e);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_cleanup(e);
 	curl_slist_free_all(h);
 	free(x.content_range);
+	free(x.answer_auth);
 	peer_entry_clear(&x.got);
 	*sink_err = x.sink_err;
 	if (rc == CURLE_OK && x.started)

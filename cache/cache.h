@@ -400,4 +400,20 @@ int peer_auth_check(const unsigned char *key, size_t keylen, const char *method,
                     const char *path, const char *url, const char *value, int64_t now,
                     unsigned char sig[BG_SHA256_LEN]) BG_WUR;
 
+/* With a key, peerd also signs its content answers (HEAD and GET, 200 and
+ * 206) with PEER_AUTH_HEADER: "sig=HEX", HMAC-SHA256(key, "answer" "\n"
+ * REQUEST_VALUE "\n" SHA256_HEX "\n" SIZE "\n" ORIGIN_ETAG "\n"
+ * LAST_MODIFIED "\n"), REQUEST_VALUE being the request's own header value
+ * (unique: replays are refused), SIZE the entry's whole size and absent
+ * validators empty.  A client holding the key thus knows the entry it is
+ * described came from a holder of the key, for this request: a machine
+ * answering in a peer's place cannot describe other bytes. */
+int peer_auth_sign_answer(const unsigned char *key, size_t keylen, const char *request_value,
+                          const char *sha_hex, uint64_t size, const char *origin_etag,
+                          const char *last_modified, char *out, size_t outlen) BG_WUR;
+/* 0 when value is the right signature, BG_EACCES otherwise. */
+int peer_auth_check_answer(const unsigned char *key, size_t keylen, const char *request_value,
+                           const char *sha_hex, uint64_t size, const char *origin_etag,
+                           const char *last_modified, const char *value) BG_WUR;
+
 #endif /* BG_CACHE_H */

@@ -123,3 +123,74 @@ peer_auth_check(const unsigned char *key, size_t keylen, const char *method, con
 	memcpy(sig, got, BG_SHA256_LEN);
 	return 0;
 }
+
+/* ---- Answers --------------------------------------------------------------- */
+
+#define ANSWER_PARTS 6
+
+static int
+answer_mac(const unsigned char *key, size_t keylen, const char *request_value,
+           const char *sha_hex, uint64_t size, const char *origin_etag,
+           const char *last_modified, unsigned char out[BG_SHA256_LEN])
+{
+	char sz[32];
+	const char *parts[ANSWER_PARTS] = { "answer", request_value, sha_hex, sz,
+		                            origin_etag != NULL ? origin_etag : "",
+		                            last_modified != NULL ? last_modified : "" };
+	size_t total = 0, off = 0;
+	unsigned char *msg;
+	unsigned int len = 0;
+	int ok;
+
+	snprintf(sz, sizeof(sz), "%" PRIu64, size);
+	for (int i = 0; i < ANSWER_PARTS; i++)
+		total += strlen(parts[i]) + 1;
+	if ((msg = malloc(total)) == NULL)
+		return BG_ENOMEM;
+	for (int i = 0; i < ANSWER_PARTS; i++) {
+		size_t n = strlen(parts[i]);
+
+		memcpy(msg + off, parts[i], n);
+		off += n;
+		msg[off++] = '\n';
+	}
+	ok = HMAC(EVP_sha256(), key, (int)keylen, msg, total, out, &len) != NULL &&
+	     len == BG_SHA256_LEN;
+	free(msg);
+	return ok ? 0 : BG_ENOMEM;
+}
+
+int
+peer_auth_sign_answer(const unsigned char *key, size_t keylen, const char *request_value,
+                      const char *sha_hex, uint64_t size, const char *origin_etag,
+                      const char *last_modified, char *out, size_t outlen)
+{
+	unsigned char sig[BG_SHA256_LEN];
+	char hex[BG_SHA256_HEX_LEN + 1];
+	int n, err;
+
+	if (request_value == NULL || sha_hex == NULL)
+		return BG_EINVAL;
+	if ((err = answer_mac(key, keylen, request_value, sha_hex, size, origin_etag,
+	                      last_modified, sig)) != 0)
+		return err;
+	bg_sha256_hex(sig, hex);
+	n = snprintf(out, outlen, "sig=%s", hex);
+	return n < 0 || (size_t)n >= outlen ? BG_ELIMIT : 0;
+}
+
+int
+peer_auth_check_answer(const unsigned char *key, size_t keylen, const char *request_value,
+                       const char *sha_hex, uint64_t size, const char *origin_etag,
+                       const char *last_modified, const char *value)
+{
+	unsigned char want[BG_SHA256_LEN], got[BG_SHA256_LEN];
+
+	if (value == NULL || request_value == NULL || sha_hex == NULL ||
+	    strncmp(value, "sig=", 4) != 0 || bg_sha256_from_hex(value + 4, got) != 0)
+		return BG_EACCES;
+	if (answer_mac(key, keylen, request_value, sha_hex, size, origin_etag, last_modified,
+	               want) != 0)
+		return BG_EACCES;
+	return CRYPTO_memcmp(want, got, BG_SHA256_LEN) == 0 ? 0 : BG_EACCES;
+}

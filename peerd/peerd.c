@@ -487,6 +487,19 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l)
 	if (header_safe(l->key.etag) &&
 	    MHD_add_response_header(r, "X-Origin-ETag", l->key.etag) != MHD_YES)
 		goto fail;
+	if (pd->keylen > 0) {
+		/* The request was authenticated (check_auth): answer in kind. */
+		const char *req = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, PEER_AUTH_HEADER);
+		char sig[PEER_AUTH_VALUE_MAX];
+
+		if (peer_auth_sign_answer(pd->key, pd->keylen, req, hex, total,
+		                          header_safe(l->key.etag) ? l->key.etag : NULL,
+		                          header_safe(l->key.last_modified) ? l->key.last_modified
+		                                                            : NULL,
+		                          sig, sizeof(sig)) != 0 ||
+		    MHD_add_response_header(r, PEER_AUTH_HEADER, sig) != MHD_YES)
+			goto fail;
+	}
 	if (send_response(pd, conn, status, r) != MHD_YES)
 		return MHD_NO;
 	atomic_fetch_add_explicit(&pd->hits, 1, memory_order_relaxed);
