@@ -1,0 +1,64 @@
+/*
+ * fuzz_http.c - the HTTP response line helpers (agent/http.c) that the
+ * origin client's and the peer client's header callbacks run on every line
+ * an origin or a peer sends.
+ *
+ * Input: a response head; each line (its "\n" included) is handed over the
+ * way libcurl's header callback gets it: in a buffer of exactly its length,
+ * not NUL-terminated.
+ * Properties: nothing is read outside the line; a split header's name and
+ * value lie inside it; a parsed number is what the digits say.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "agent_int.h"
+#include "fuzz.h"
+
+static const char *const names[] = {"Location", "ETag", "Last-Modified", "Content-Range",
+                                    "Content-Length", "X-Origin-ETag"};
+
+static void
+one_line(const uint8_t *p, size_t n)
+{
+	char *line = malloc(n > 0 ? n : 1);
+	const char *name, *value;
+	size_t namelen, vlen;
+	uint64_t v;
+
+	if (line == NULL)
+		return;
+	memcpy(line, p, n);
+	(void)http_status_line(line, n);
+	if (http_header_split(line, n, &name, &namelen, &value, &vlen)) {
+		FUZZ_ASSERT(name == line && namelen > 0 && namelen < n);
+		FUZZ_ASSERT(value >= line && value + vlen == line + n);
+		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+			(void)http_header_is(name, namelen, names[i]);
+		free(http_value_dup(value, vlen, STORE_VALIDATOR_MAX));
+		if (http_value_u64(value, vlen, &v)) {
+			char *s = http_value_dup(value, vlen, 64), digits[32];
+
+			FUZZ_ASSERT(s != NULL);
+			snprintf(digits, sizeof(digits), "%" PRIu64, v);
+			/* Leading zeros aside, the value is the digits sent. */
+			FUZZ_ASSERT(strcmp(s + strspn(s, "0"), v == 0 ? "" : digits) == 0);
+			free(s);
+		}
+	}
+	free(line);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	while (size > 0) {
+		const uint8_t *nl = memchr(data, '\n', size);
+		size_t n = nl != NULL ? (size_t)(nl - data) + 1 : size;
+
+		one_line(data, n);
+		data += n;
+		size -= n;
+	}
+	return 0;
+}
