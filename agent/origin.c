@@ -603,7 +603,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	tp->flags = req->security_flags;
 	tp->crl_dir = req->crl_dir;
 	if ((err = url_host(h->url, tp->host, sizeof(tp->host))) != 0)
-		return err;
+		goto out;
 
 	/* Everything is set anew for each hop, on a new handle; the pool's
 	 * share keeps the connections, TLS sessions and DNS answers. */
