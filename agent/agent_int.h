@@ -75,6 +75,13 @@ struct tls_policy {
 	size_t nneed;
 };
 
+/* The http and https URIs of a certificate's CRL distribution points (at
+ * most URL_MAX bytes, no NUL), or NULL; free with tls_cdp_uris_free(). */
+STACK_OF(OPENSSL_STRING) *tls_cdp_uris(X509 *cert);
+void tls_cdp_uris_free(STACK_OF(OPENSSL_STRING) *uris);
+/* The subject (RFC 2253) and notAfter of a certificate as they appear in
+ * job errors: UTF-8 without control characters. */
+void tls_cert_describe(X509 *cert, char *subject, size_t slen, char *not_after, size_t alen);
 /* Installs the policy on an SSL_CTX (a CURLOPT_SSL_CTX_FUNCTION). */
 CURLcode tls_ssl_ctx_cb(CURL *curl, void *ssl_ctx, void *policy);
 /* Clears the verdict before a handshake. */
@@ -112,6 +119,10 @@ bool http_header_is(const char *name, size_t namelen, const char *want);
 char *http_value_dup(const char *p, size_t n, size_t max);
 /* A decimal value (Content-Length). */
 bool http_value_u64(const char *p, size_t n, uint64_t *out);
+/* Replaces, in place, control characters and bytes that are not valid UTF-8
+ * with '?': text a server chose (a certificate's subject, say) can then go
+ * into JSON documents and onto terminals. */
+void text_make_safe(char *s);
 
 /* ---- Hashing beside the download (hasher.c) ----------------------------- */
 #define HASHER_RING 4 /* chunk buffers: the one filled, the ones being hashed */

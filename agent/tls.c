@@ -163,6 +163,9 @@ subject_of(X509 *cert, char *buf, size_t len)
 	snprintf(buf, len, "%.*s", (int)(n < 0 ? 0 : n), p);
 out:
 	BIO_free(b);
+	/* A subject is the certificate issuer's text: it goes into job errors
+	 * (JSON) and onto terminals. */
+	text_make_safe(buf);
 }
 
 static void
@@ -238,9 +241,8 @@ is_ip_literal(const char *host)
 	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
-/* The http and https URIs of a certificate's CRL distribution points. */
-static STACK_OF(OPENSSL_STRING) *
-cdp_uris(X509 *cert)
+STACK_OF(OPENSSL_STRING) *
+tls_cdp_uris(X509 *cert)
 {
 	STACK_OF(DIST_POINT) *dps = X509_get_ext_d2i(cert, NID_crl_distribution_points, NULL, NULL);
 	STACK_OF(OPENSSL_STRING) *out = NULL;
@@ -288,6 +290,19 @@ static void
 free_string(char *s)
 {
 	OPENSSL_free(s);
+}
+
+void
+tls_cdp_uris_free(STACK_OF(OPENSSL_STRING) *uris)
+{
+	sk_OPENSSL_STRING_pop_free(uris, free_string);
+}
+
+void
+tls_cert_describe(X509 *cert, char *subject, size_t slen, char *not_after, size_t alen)
+{
+	subject_of(cert, subject, slen);
+	time_of(X509_get0_notAfter(cert), not_after, alen);
 }
 
 static void
@@ -379,7 +394,7 @@ check_revocation(struct tls_policy *p, X509_STORE_CTX *ctx)
 	for (int i = 0; i < n; i++) {
 		X509 *cert = sk_X509_value(chain, i);
 		X509 *issuer = NULL;
-		STACK_OF(OPENSSL_STRING) *uris = cdp_uris(cert);
+		STACK_OF(OPENSSL_STRING) *uris = tls_cdp_uris(cert);
 
 		/* A certificate without a distribution point (a trust anchor, as a
 		 * rule) is not revocation-checked. */
