@@ -734,33 +734,14 @@ int store_key_del_raw(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_
 	return rc;
 }
 
-int store_key_del_hash(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
-                       const unsigned char sha[BG_SHA256_LEN])
-{
-	MDB_val k = { .mv_size = BG_SHA256_LEN, .mv_data = (void *)urlhash };
-	struct store_key old;
-	MDB_val v;
-	int rc;
-
-	rc = txn_raw_get(txn, DB_KEYS, urlhash, BG_SHA256_LEN, &v);
-	if (rc != 0)
-		return rc;
-	rc = store_key_decode(&k, &v, &old);
-	if (rc != 0)
-		return rc;
-	if (memcmp(old.sha256, sha, BG_SHA256_LEN) != 0) {
-		store_key_clear(&old);
-		return BG_ENOENT; /* the key names other content now */
-	}
-	rc = txn_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
-	if (rc == 0)
-		rc = idx_key_del(txn, urlhash, &old, 1);
-	store_key_clear(&old);
-	return rc;
-}
-
-int store_key_validated_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
-                            int64_t validated, unsigned char sha[BG_SHA256_LEN])
+/* Deletes the key filed under urlhash, with its index entries, if the
+ * record decodes and names content sha (when sha is given) or was
+ * validated at `validated` (when sha is NULL); *named receives the content
+ * it named.  BG_ENOENT when absent or not the record expected: the caller's
+ * index entry is stale.  A record that does not decode is left to verify. */
+static int key_del_if(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                      const unsigned char *sha, int64_t validated,
+                      unsigned char named[BG_SHA256_LEN])
 {
 	MDB_val k = { .mv_size = BG_SHA256_LEN, .mv_data = (void *)urlhash };
 	struct store_key old;
@@ -771,17 +752,30 @@ int store_key_validated_del(struct bg_txn *txn, const unsigned char urlhash[BG_S
 	if (rc != 0)
 		return rc;
 	if (store_key_decode(&k, &v, &old) != 0)
-		return BG_ENOENT; /* verify's business */
-	if (old.validated != validated) {
+		return BG_ENOENT;
+	if (sha != NULL ? memcmp(old.sha256, sha, BG_SHA256_LEN) != 0 : old.validated != validated) {
 		store_key_clear(&old);
-		return BG_ENOENT; /* validated again since */
+		return BG_ENOENT; /* pointed elsewhere, or validated again, since */
 	}
-	memcpy(sha, old.sha256, BG_SHA256_LEN);
+	if (named != NULL)
+		memcpy(named, old.sha256, BG_SHA256_LEN);
 	rc = txn_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
 	if (rc == 0)
 		rc = idx_key_del(txn, urlhash, &old, 1);
 	store_key_clear(&old);
 	return rc;
+}
+
+int store_key_del_hash(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                       const unsigned char sha[BG_SHA256_LEN])
+{
+	return key_del_if(txn, urlhash, sha, 0, NULL);
+}
+
+int store_key_validated_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                            int64_t validated, unsigned char sha[BG_SHA256_LEN])
+{
+	return key_del_if(txn, urlhash, NULL, validated, sha);
 }
 
 struct key_each_ctx {

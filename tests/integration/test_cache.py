@@ -22,21 +22,13 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from origin import MiB, Bgcopy, Origin  # noqa: E402
-from test_get import main, started  # noqa: E402
+from test_get import case_registry, main, started  # noqa: E402
 from test_peerd import Peerd, q  # noqa: E402
 
 KiB = 1024
 DAY = 86400
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 def fetch(t, agent, o, name):

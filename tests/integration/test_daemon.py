@@ -32,7 +32,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from origin import MiB, Origin, OriginError, free_port, range_start, sha256_file  # noqa: E402
-from test_get import ABSENT, field, listing, main, partials, started  # noqa: E402
+from test_get import ABSENT, case_registry, field, listing, main, partials, started  # noqa: E402
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 STATES = ("QUEUED", "CONNECTING", "TRANSFERRING", "SUSPENDED", "ERROR", "TRANSIENT_ERROR",
@@ -50,15 +50,7 @@ def paced(rate):
     return f"limit_rate {rate}; sendfile_max_chunk 64k;"
 
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 # ---- the daemon -------------------------------------------------------------------------

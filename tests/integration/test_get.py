@@ -27,15 +27,21 @@ BIG_SIZE = 24 * MiB       # served with limit_rate 4m for the interruption cases
 KILL_AFTER = 6 * MiB      # partial size at which the first get is killed
 ABSENT = object()         # "this key is missing" in job documents
 
-CASES = {}
+def case_registry():
+    """(CASES, case): an empty {name: function} table and the decorator that fills it; every
+    case script makes its own."""
+    cases = {}
+
+    def case(name):
+        def deco(fn):
+            assert name not in cases, name
+            cases[name] = fn
+            return fn
+        return deco
+    return cases, case
 
 
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 class Checker:

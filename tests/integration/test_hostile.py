@@ -28,7 +28,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile import CLOSE, KEEP, STALL, Hostile, chunked, response, serve_file  # noqa: E402
 from origin import MiB, Bgcopy, Result, sha256_bytes, sha256_file  # noqa: E402
-from test_get import ABSENT, field, listing, main, partials  # noqa: E402
+from test_get import ABSENT, case_registry, field, listing, main, partials  # noqa: E402
 
 SIZE = 300_000      # the file most cases serve (one chunk and a bit: 262,128 + 37,872)
 CUT = 100_000       # where a first answer breaks off
@@ -39,15 +39,7 @@ CONNECTION_ERROR = ("0x80072EFE", "ERROR_WINHTTP_CONNECTION_ERROR")
 SANITIZER = re.compile(r"ERROR: \w+Sanitizer|runtime error:|SUMMARY: \w+Sanitizer|LeakSanitizer")
 TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 def started(bg, h):

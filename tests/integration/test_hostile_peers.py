@@ -33,7 +33,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from origin import Bgcopy, Origin  # noqa: E402
-from test_get import ABSENT, field, listing, main, started  # noqa: E402
+from test_get import ABSENT, case_registry, field, listing, main, started  # noqa: E402
 from test_peerd import Peerd, origin_validators, repr_digest  # noqa: E402
 
 A_SIZE = 300_000                # the true file: crosses the store's first chunk boundary
@@ -48,15 +48,7 @@ PEER_LOOKUP_TIMEOUT = 5         # agent/agent_int.h: seconds for a HEAD
 GET_TIMEOUT = 90                # a get that takes longer than this has hung: the case fails
 FAST = 10.0                     # seconds a get may take when no timeout of the agent is involved
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 # ---- the fake peer ---------------------------------------------------------------------------

@@ -21,21 +21,13 @@ import sys
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from origin import Origin  # noqa: E402
-from test_get import A_SIZE, ABSENT, field, main, started  # noqa: E402
+from test_get import A_SIZE, ABSENT, case_registry, field, main, started  # noqa: E402
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 ENOTIMPL = ("E_NOTIMPL", "0x80004001")
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 # ---- shared steps -----------------------------------------------------------------------

@@ -32,7 +32,7 @@ import urllib.parse
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from origin import MiB, Bgcopy, Origin  # noqa: E402
-from test_get import ABSENT, main, started  # noqa: E402
+from test_get import ABSENT, case_registry, main, started  # noqa: E402
 
 A_SIZE = 300_000                # crosses the first chunk boundary of the store
 CHUNK = 64 * 4096 - 16          # STORE_CHUNK_BYTES (cache.h)
@@ -40,15 +40,7 @@ BIG_SIZE = 1024 * MiB           # the flat-memory case
 RSS_ANON_LIMIT = 64 * MiB       # peerd's anonymous memory while it streams BIG_SIZE
 AUTH_WINDOW = 300               # PEER_AUTH_WINDOW (cache.h), seconds
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 def peerd_exe(bg):

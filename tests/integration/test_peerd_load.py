@@ -47,7 +47,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from origin import MiB, Origin  # noqa: E402
-from test_get import main, started  # noqa: E402
+from test_get import case_registry, main, started  # noqa: E402
 from test_peerd import Peerd, q, sign, store_file  # noqa: E402
 
 SMALL_SIZE = 4096               # what wrk asks for: answered from memory (<= PEERD_SMALL_BYTES)
@@ -82,15 +82,7 @@ PEER_KEY = b"load-test-key-0123456789abcdef\n"
 # only reported.
 RSS_LIMIT = 64 * MiB
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 def env_int(name, default, lo, hi):

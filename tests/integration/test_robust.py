@@ -21,17 +21,9 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from origin import MiB, Bgcopy, Origin, sha256_file  # noqa: E402
-from test_get import SKIPPED, main, started  # noqa: E402
+from test_get import case_registry, main, SKIPPED, started  # noqa: E402
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 class Tmpfs:

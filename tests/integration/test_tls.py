@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from origin import Bgcopy, Origin, OriginError, sha256_file  # noqa: E402
 import test_get  # noqa: E402
-from test_get import ABSENT, Run, _show, field, listing  # noqa: E402
+from test_get import _show, ABSENT, case_registry, field, listing, Run  # noqa: E402
 
 F_SIZE = 100_000   # the served files /files/f.bin, g.bin, h.bin
 
@@ -57,15 +57,7 @@ FLAG_NAMES = {0x01: "crl-check", 0x02: "ignore-cn-invalid", 0x04: "ignore-date-i
 # Subject CNs that may be named in a certificate error (the leaf's is added per leaf).
 CA_CNS = ("bgcopy Test Root", "bgcopy Test Intermediate", "bgcopy Untrusted Root")
 
-CASES = {}
-
-
-def case(name):
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
+CASES, case = case_registry()
 
 
 def expected_class(leaf, flags):
