@@ -462,61 +462,30 @@ cache_gc(struct ctx *c)
 }
 
 struct clear_args {
+	struct bg_txn *txn;
 	uint64_t entries, bytes, keys;
 };
 
+/* The walk places its cursor again after each visit: dropping what was
+ * just visited is allowed. */
 static int
 clear_visit(const unsigned char sha[BG_SHA256_LEN], const struct store_content *ct, void *arg)
 {
-	(void)sha;
 	struct clear_args *a = arg;
 
 	a->entries++;
 	a->bytes += ct->size;
-	return 0;
-}
-
-struct sha_list {
-	unsigned char (*v)[BG_SHA256_LEN];
-	size_t n, cap;
-};
-
-static int
-collect_sha(const unsigned char sha[BG_SHA256_LEN], const struct store_content *ct, void *arg)
-{
-	struct sha_list *l = arg;
-
-	(void)ct;
-	if (l->n == l->cap) {
-		size_t ncap = l->cap ? l->cap * 2 : 256;
-		void *p = realloc(l->v, ncap * BG_SHA256_LEN);
-
-		if (p == NULL)
-			return BG_ENOMEM;
-		l->v = p;
-		l->cap = ncap;
-	}
-	memcpy(l->v[l->n++], sha, BG_SHA256_LEN);
-	return 0;
+	return txn_content_drop(a->txn, sha, &a->keys);
 }
 
 static int
 clear_txn(struct bg_txn *txn, void *arg)
 {
 	struct clear_args *a = arg;
-	struct sha_list l = { NULL, 0, 0 };
-	int err;
 
 	memset(a, 0, sizeof(*a));
-	if ((err = txn_content_each(txn, clear_visit, a)) != 0 ||
-	    (err = txn_content_each(txn, collect_sha, &l)) != 0)
-		goto out;
-	for (size_t i = 0; i < l.n; i++)
-		if ((err = txn_content_drop(txn, l.v[i], &a->keys)) != 0)
-			goto out;
-out:
-	free(l.v);
-	return err;
+	a->txn = txn;
+	return txn_content_each(txn, clear_visit, a);
 }
 
 static int

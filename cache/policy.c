@@ -402,7 +402,6 @@ struct pin_set {
 	char job[STORE_JOB_ID_LEN + 1]; /* the job of the last pin seen */
 	int job_live;
 	int (*job_unfinished)(const json_t *job);
-	struct bg_txn *txn;
 };
 
 static int sha_cmp(const void *a, const void *b)
