@@ -11,6 +11,7 @@
 #ifndef BG_FUZZ_H
 #define BG_FUZZ_H
 
+#include <ftw.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -76,5 +77,21 @@ fuzz_split(const uint8_t *data, size_t size, struct fuzz_part *parts, size_t max
 			abort();                                                       \
 		}                                                                      \
 	} while (0)
+
+static inline int
+fuzz_rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)sb;
+	(void)type;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Removes a temporary folder and everything in it (harnesses' atexit). */
+static inline void
+fuzz_rm_tree(const char *path)
+{
+	nftw(path, fuzz_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
 
 #endif /* BG_FUZZ_H */

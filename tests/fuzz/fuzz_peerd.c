@@ -22,7 +22,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -44,22 +43,13 @@ static char home[64];
 static struct bg_store *store;
 static struct peerd *daemons[2];
 
-static int
-rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-	(void)sb;
-	(void)type;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 teardown(void)
 {
 	for (int i = 0; i < 2; i++)
 		peerd_stop(daemons[i]);
 	store_close(store);
-	nftw(home, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	fuzz_rm_tree(home);
 }
 
 static int

@@ -23,7 +23,6 @@
  * well-formed.
  */
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -46,19 +45,10 @@ enum { META, JOBS, FILES, BLOBS, CONTENT, KEYS, NDBS };
 static char home[64];
 static char store_path[96];
 
-static int
-rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw)
-{
-	(void)sb;
-	(void)type;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 remove_home(void)
 {
-	nftw(home, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+	fuzz_rm_tree(home);
 }
 
 static void
