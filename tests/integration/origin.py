@@ -22,6 +22,9 @@ What it does:
 - ports come from the kernel; nginx runs in the foreground as our child (`daemon off`), and
   start waits until every port accepts connections (polling, no fixed sleep);
 - the access log is one JSON object per request (log_format escape=json), see log();
+  nginx writes a request's line when the request ends, which can be just after the client
+  has read the last byte and exited, so log() first waits (bounded) until every request
+  nginx has counted (stub_status on a port of its own, not logged) has its line;
 - __exit__ stops nginx (TERM to the pid from the pid file, wait; KILL after 5 s) even when
   the test failed, and removes the dir unless BGCOPY_KEEP_TMP=1;
 - stop() stops nginx in the middle of a test (TERM: transfers in flight are cut, new
@@ -128,6 +131,9 @@ class Origin:
         self.dir = None
         self.proc = None
         self.port = self.port2 = self.tls_port = None
+        self.status_port = None
+        self._status_queries = 0
+        self._lines_at_launch = 0
         self.ca_file = None
         self._final_records = None
 
@@ -301,6 +307,11 @@ http {{
     keepalive_timeout 10s;
     sendfile on;
 {self._subst(self.http_extra)}
+    server {{
+        listen 127.0.0.1:{self.status_port};
+        access_log off;
+        location = /status {{ stub_status; }}
+    }}
 {servers}}}
 """
 
@@ -311,10 +322,15 @@ http {{
             self.port2 = free_port() if self.want_second else None
             self.tls_port = free_port() if self.want_https else None
             self.extra_ports = []
-            while len(self.extra_ports) < self.want_extra_ports:
+            self.status_port = None
+            while len(self.extra_ports) < self.want_extra_ports or self.status_port is None:
                 p = free_port()
-                if p not in (self.port, self.port2, self.tls_port, *self.extra_ports):
+                if p in (self.port, self.port2, self.tls_port, *self.extra_ports):
+                    continue
+                if len(self.extra_ports) < self.want_extra_ports:
                     self.extra_ports.append(p)
+                else:
+                    self.status_port = p
             if self.before_start is not None:
                 self.before_start(self)
             with open(self.path("nginx.conf"), "w") as f:
@@ -332,12 +348,15 @@ http {{
     def _launch(self, stderr_mode):
         """Runs nginx with the config in the dir and waits until every port accepts."""
         self.stderr_path = self.path("logs", "nginx.stderr")
+        self._status_queries = 0
+        self._lines_at_launch = len(self._log_lines())
         with open(self.stderr_path, stderr_mode) as errf:
             self.proc = subprocess.Popen(
                 [self.nginx, "-c", self.path("nginx.conf"), "-p", self.dir + "/",
                  "-e", self.path("logs", "error.log")],
                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, start_new_session=True)
-        ports = [p for p in (self.port, self.port2, self.tls_port, *self.extra_ports) if p]
+        ports = [p for p in (self.port, self.port2, self.tls_port, *self.extra_ports,
+                             self.status_port) if p]
         self._wait_ready(ports, timeout=10)
 
     def stop(self):
@@ -415,21 +434,52 @@ http {{
         self.proc = None
 
     # ---- access log -----------------------------------------------------------------
-    def log(self):
-        """All requests so far, oldest first: dicts with the LOG_FIELDS keys. Empty header
-        values are None; port, status and byte counts are ints; 'server' is 'main',
-        'second' or 'tls'."""
-        if self._final_records is not None:
-            return list(self._final_records)
-        recs = []
+    def _requests_counted(self):
+        """Requests nginx has begun since it started (its stub_status counter) less our
+        own status queries, or None when nginx does not answer."""
+        self._status_queries += 1
+        try:
+            with socket.create_connection(("127.0.0.1", self.status_port), timeout=2) as s:
+                s.sendall(b"GET /status HTTP/1.0\r\nHost: status\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+        except OSError:
+            return None
+        m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)\s*\n", data)
+        return int(m.group(3)) - self._status_queries if m else None
+
+    def _log_lines(self):
         try:
             with open(self.path("logs", "access.log"), encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
+                return [line for line in f.read().splitlines() if line.strip()]
         except FileNotFoundError:
-            return recs
+            return []
+
+    def log(self, settle=True, timeout=5.0):
+        """All requests so far, oldest first: dicts with the LOG_FIELDS keys. Empty header
+        values are None; port, status and byte counts are ints; 'server' is 'main',
+        'second' or 'tls'. With SETTLE, first waits up to TIMEOUT seconds until every
+        request nginx has begun is logged (requests still in flight when it gives up are
+        missing, as without SETTLE). The counter starts again at 0 when nginx is restarted,
+        so settling then only covers the requests since the restart."""
+        if self._final_records is not None:
+            return list(self._final_records)
+        lines = self._log_lines()
+        if settle and self.proc is not None and self.status_port:
+            deadline = time.monotonic() + timeout
+            while True:
+                counted = self._requests_counted()
+                if counted is None or len(lines) - self._lines_at_launch >= counted:
+                    break
+                if time.monotonic() > deadline:
+                    print(f"(origin log: {counted - len(lines) + self._lines_at_launch} "
+                          f"request(s) still in flight after {timeout:g} s)")
+                    break
+                time.sleep(0.01)
+                lines = self._log_lines()
+        recs = []
         for line in lines:
-            if not line.strip():
-                continue
             r = json.loads(line)
             for k, v in list(r.items()):
                 if v in ("", "-"):
@@ -443,8 +493,8 @@ http {{
             recs.append(r)
         return recs
 
-    def requests(self, uri=None, server=None):
-        return [r for r in self.log()
+    def requests(self, uri=None, server=None, settle=True):
+        return [r for r in self.log(settle)
                 if (uri is None or r["uri"] == uri) and (server is None or r["server"] == server)]
 
     def wait_requests(self, uri, count, timeout=10.0, server=None):
@@ -452,7 +502,7 @@ http {{
         request when it ends, e.g. when it notices a killed client). Returns what is there."""
         deadline = time.monotonic() + timeout
         while True:
-            recs = self.requests(uri, server)
+            recs = self.requests(uri, server, settle=False)
             if len(recs) >= count or time.monotonic() > deadline:
                 return recs
             time.sleep(0.05)

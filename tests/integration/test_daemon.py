@@ -811,7 +811,7 @@ def _(bg):
                 return
             d_before = doc_of(agent, job)
             t.eq("files_transferred when crl-check is set", field(d_before, "files_transferred"), 1)
-            n_before = len(o.requests("/files/big.bin"))
+            n_before = len(o.requests("/files/big.bin", settle=False))
             cmd(t, agent, "set-security-flags", job, "crl-check")
             t.note(f"crl-check set with the partial of big.bin at {size} bytes "
                    f"({n_before} finished request(s) for it logged then)")
