@@ -21,6 +21,23 @@ int job_load(struct bg_store *st, const char *id, json_t **out) BG_WUR;
 /* Loads file record index of a job (new reference) or BG_ENOENT. */
 int job_load_file(struct bg_store *st, const char *id, uint32_t index, json_t **out) BG_WUR;
 
+/* What a job's runner knows of the stored job record, so that a commit
+ * need not decode it (a job record costs about as much to decode as a
+ * small file's other work): bytes known to carry generation and, when
+ * stamped >= 0, a progress stamp of that second (last_progress, modified).
+ * Only a cache: whatever it holds, a mismatch means decoding as before. */
+struct job_memo {
+	unsigned char *raw;
+	size_t len;
+	int64_t generation;
+	int64_t stamped;
+};
+void job_memo_clear(struct job_memo *m);
+/* 0 when the stored job record still has generation, else BG_EAGAIN (or a
+ * store error).  memo may be NULL. */
+int txn_job_check_generation(struct bg_txn *txn, const char *id, int64_t generation,
+                             struct job_memo *memo) BG_WUR;
+
 /* Puts records (any may be NULL), patches the job record, and optionally one chunk of the file's
  * blob, in one transaction.  The file record's "blob" field is set to the
  * blob used (a new one is allocated for the first chunk). */
@@ -43,6 +60,7 @@ struct job_commit {
 	int64_t retry_at;   /* > 0: when a TRANSIENT_ERROR job is tried again */
 	bool transient;     /* a transient error: TRANSIENT_ERROR or, past the job's
 	                     * no-progress timeout, ERROR (set in state) */
+	struct job_memo *memo; /* the runner's, or NULL (used only with generation >= 0) */
 };
 int job_commit(struct bg_store *st, struct job_commit *c) BG_WUR;
 

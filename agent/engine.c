@@ -31,6 +31,7 @@ struct run {
 	const struct job_run_options *ro;
 	json_t *job;
 	int64_t generation; /* of the job record as loaded: commits check it */
+	struct job_memo memo; /* spares decoding the job record at each commit */
 	const char *peers[JOB_PEERS_MAX]; /* HOST:PORT of the peers to ask (borrowed) */
 	size_t npeers;
 	struct peer_config pc;
@@ -126,6 +127,7 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 		.generation = s->r->generation,
 		.state = with_job ? job_state_name(JOB_TRANSFERRING) : NULL,
 		.progress = chunk != NULL,
+		.memo = &s->r->memo,
 	};
 	int err;
 
@@ -467,7 +469,7 @@ prepare_partial(struct fsink *s)
 		 * leave a stale chunk behind it. */
 		struct job_commit c = {.id = s->r->id, .index = s->index, .file = s->rec,
 		                       .blob_in = s->blob, .drop_blob = committed == 0,
-		                       .generation = s->r->generation};
+		                       .generation = s->r->generation, .memo = &s->r->memo};
 		if ((err = job_commit(s->r->st, &c)) != 0)
 			goto out;
 		s->blob = c.blob_out;
@@ -541,7 +543,6 @@ final_fn(struct bg_txn *txn, void *arg)
 	int64_t now = bg_now();
 	struct store_config cfg;
 	uint64_t limit;
-	json_t *job = NULL;
 	int err;
 
 	/* The record is rebuilt from s->rec each time (the transaction may
@@ -550,11 +551,7 @@ final_fn(struct bg_txn *txn, void *arg)
 	if ((a->rec = json_deep_copy(s->rec)) == NULL)
 		return BG_ENOMEM;
 	memset(&a->evicted, 0, sizeof(a->evicted));
-	if ((err = txn_job_get(txn, s->r->id, &job)) != 0)
-		return err;
-	err = jint(job, "generation", 0) != s->r->generation ? BG_EAGAIN : 0;
-	json_decref(job);
-	if (err != 0)
+	if ((err = txn_job_check_generation(txn, s->r->id, s->r->generation, &s->r->memo)) != 0)
 		return err;
 	if ((err = count_peer_lookup(txn, a->rec)) != 0)
 		return err;
@@ -1185,6 +1182,7 @@ set_job_error(struct run *r, uint32_t index)
 		.state = hr_transient(r->hr) ? NULL : job_state_name(JOB_ERROR),
 		.transient = hr_transient(r->hr),
 		.error = e,
+		.memo = &r->memo,
 	};
 	err = job_commit(r->st, &c);
 out:
@@ -1202,6 +1200,7 @@ set_run_state(struct run *r, enum job_state s, bool clear)
 		.generation = r->generation,
 		.state = job_state_name(s),
 		.error = clear ? json_null() : NULL,
+		.memo = &r->memo,
 	};
 	int err = job_commit(r->st, &c);
 
@@ -1272,7 +1271,7 @@ sleep_unless_stopped(const struct run *r, unsigned seconds)
 int
 job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_run_options *ro)
 {
-	struct run r = {.st = st, .o = o, .id = id, .ro = ro};
+	struct run r = {.st = st, .o = o, .id = id, .ro = ro, .memo = {.stamped = -1}};
 	int err;
 
 	if ((err = job_load(st, id, &r.job)) != 0)
@@ -1341,6 +1340,7 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 		err = store_sync(st);
 out:
 	hasher_free(r.hash);
+	job_memo_clear(&r.memo);
 	OPENSSL_cleanse(r.pc.key, sizeof(r.pc.key));
 	json_decref(r.job);
 	return err;

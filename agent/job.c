@@ -224,19 +224,87 @@ job_load_file(struct bg_store *st, const char *id, uint32_t index, json_t **out)
 	return 0;
 }
 
+void
+job_memo_clear(struct job_memo *m)
+{
+	free(m->raw);
+	memset(m, 0, sizeof(*m));
+	m->stamped = -1;
+}
+
+/* Whether the stored job record is the memo's bytes, of generation. */
+static bool
+memo_matches(struct bg_txn *txn, const char *id, const struct job_memo *m, int64_t generation)
+{
+	const void *v;
+	size_t n;
+
+	return m != NULL && m->raw != NULL && generation >= 0 && m->generation == generation &&
+	       txn_job_raw(txn, id, &v, &n) == 0 && n == m->len && memcmp(v, m->raw, n) == 0;
+}
+
+/* Remembers the stored job record's bytes as carrying generation (and the
+ * stamp).  Also inside a transaction that is later aborted: the bytes do
+ * carry that generation, whether or not they stay.  Failing to remember
+ * only costs a decode later. */
+static void
+memo_take(struct bg_txn *txn, const char *id, struct job_memo *m, int64_t generation,
+          int64_t stamped)
+{
+	const void *v;
+	size_t n;
+	unsigned char *p;
+
+	if (m == NULL || generation < 0)
+		return;
+	if (txn_job_raw(txn, id, &v, &n) != 0 || (p = realloc(m->raw, n > 0 ? n : 1)) == NULL) {
+		job_memo_clear(m);
+		return;
+	}
+	memcpy(p, v, n);
+	m->raw = p;
+	m->len = n;
+	m->generation = generation;
+	m->stamped = stamped;
+}
+
+int
+txn_job_check_generation(struct bg_txn *txn, const char *id, int64_t generation,
+                         struct job_memo *memo)
+{
+	json_t *job = NULL;
+	int err;
+
+	if (memo_matches(txn, id, memo, generation))
+		return 0;
+	if ((err = txn_job_get(txn, id, &job)) != 0)
+		return err;
+	err = jint(job, "generation", 0) != generation ? BG_EAGAIN : 0;
+	json_decref(job);
+	if (err == 0)
+		memo_take(txn, id, memo, generation, -1);
+	return err;
+}
+
 /* Applies the job-level parts of a commit to the stored record. */
 static int
 patch_job(struct bg_txn *txn, struct job_commit *c)
 {
 	json_t *job = NULL;
 	int64_t now = (int64_t)time(NULL);
+	bool known = memo_matches(txn, c->id, c->memo, c->generation);
 	int err;
 
+	/* Progress alone, stamped this same second already: writing the
+	 * record again would not change a byte of it. */
+	if (known && c->memo->stamped == now && c->progress && c->state == NULL &&
+	    c->error == NULL && c->retry_at <= 0 && !c->transient)
+		return 0;
 	if ((err = txn_job_get(txn, c->id, &job)) != 0)
 		return err;
 	/* Someone changed the job since its runner loaded it: the runner
 	 * must reload rather than write over the change. */
-	if (c->generation >= 0 && jint(job, "generation", 0) != c->generation) {
+	if (!known && c->generation >= 0 && jint(job, "generation", 0) != c->generation) {
 		err = BG_EAGAIN;
 		goto out;
 	}
@@ -265,7 +333,9 @@ patch_job(struct bg_txn *txn, struct job_commit *c)
 	    (c->retry_at > 0 && (err = jset_int(job, "retry_at", c->retry_at)) != 0) ||
 	    (err = jset_int(job, "modified", now)) != 0)
 		goto out;
-	err = txn_job_put(txn, c->id, job);
+	if ((err = txn_job_put(txn, c->id, job)) == 0)
+		memo_take(txn, c->id, c->memo, c->generation,
+		          c->progress && !c->transient ? now : -1);
 out:
 	json_decref(job);
 	return err;

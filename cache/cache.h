@@ -156,6 +156,9 @@ int store_view(struct bg_store *st, int (*fn)(struct bg_txn *txn, void *arg), vo
  * stored bytes are not a JSON object. */
 int txn_job_put(struct bg_txn *txn, const char *id, json_t *rec) BG_WUR;
 int txn_job_get(struct bg_txn *txn, const char *id, json_t **out) BG_WUR;
+/* The stored bytes of the job record, undecoded: valid until the
+ * transaction ends or writes. */
+int txn_job_raw(struct bg_txn *txn, const char *id, const void **data, size_t *len) BG_WUR;
 /* Deletes the job and all its file records (not their blobs).  BG_ENOENT
  * when there is no job record (stray file records of the id still go). */
 int txn_job_del(struct bg_txn *txn, const char *id) BG_WUR;

@@ -126,6 +126,24 @@ int txn_job_get(struct bg_txn *txn, const char *id, json_t **out)
 	return json_get(txn, DB_JOBS, id, STORE_JOB_ID_LEN, out);
 }
 
+int txn_job_raw(struct bg_txn *txn, const char *id, const void **data, size_t *len)
+{
+	MDB_val v;
+	int rc;
+
+	if (data == NULL || len == NULL)
+		return BG_EINVAL;
+	rc = job_id_check(id);
+	if (rc != 0)
+		return rc;
+	rc = txn_raw_get(txn, DB_JOBS, id, STORE_JOB_ID_LEN, &v);
+	if (rc != 0)
+		return rc;
+	*data = v.mv_data;
+	*len = v.mv_size;
+	return 0;
+}
+
 /* Removes the job's file records first and then the job; BG_ENOENT when
  * there was no job record, even though stray file records of that id are
  * gone as well (within the txn, should the caller still commit it). */
