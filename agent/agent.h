@@ -124,6 +124,10 @@ int url_resolve(const char *base, const char *location, char **out) BG_WUR;
 int url_host(const char *url, char *buf, size_t len) BG_WUR;
 /* Whether the URL's scheme is http or https; *https tells which. */
 bool url_scheme_ok(const char *url, bool *https);
+/* Checks a proxy given to set-proxy: SCHEME://[USER[:PASSWORD]@]HOST[:PORT][/]
+ * with a scheme libcurl proxies through (http, https, socks4, socks4a,
+ * socks5, socks5h).  0, or BG_EINVAL with the reason in why. */
+int url_proxy_check(const char *proxy, char *why, size_t len) BG_WUR;
 /* Whether a and b have the same scheme, host and port (the "host" that
  * credentials were set for). */
 bool url_same_origin(const char *a, const char *b);

@@ -364,9 +364,17 @@ cmd_set_credentials(struct ctx *c, int argc, char **argv)
 int
 cmd_set_proxy(struct ctx *c, int argc, char **argv)
 {
-	if (argc != 3 || (strcmp(argv[2], "none") != 0 && strstr(argv[2], "://") == NULL) ||
-	    strpbrk(argv[2], " \r\n") != NULL) {
+	char why[160];
+	int err;
+
+	if (argc != 3) {
 		cli_complain("usage: bgcopy set-proxy JOB URL|none");
+		return EXIT_USAGE;
+	}
+	if (strcmp(argv[2], "none") != 0 && (err = url_proxy_check(argv[2], why, sizeof(why))) != 0) {
+		if (err == BG_ENOMEM)
+			return cli_store_failed("set-proxy", err);
+		cli_complain("set-proxy: %s   (usage: bgcopy set-proxy JOB URL|none)", why);
 		return EXIT_USAGE;
 	}
 	return set_field(c, argv[1], "proxy", json_string(argv[2]));

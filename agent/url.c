@@ -1,4 +1,5 @@
 /* url.c - URL canonicalisation and Location resolution with libcurl's URL API. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -247,6 +248,62 @@ url_host(const char *url, char *buf, size_t len)
 		}
 	}
 	curl_free(host);
+	curl_url_cleanup(u);
+	return err;
+}
+
+int
+url_proxy_check(const char *proxy, char *why, size_t len)
+{
+	static const char *const schemes[] = {"http", "https", "socks4", "socks4a", "socks5",
+	                                      "socks5h"};
+	CURLU *u;
+	char *scheme = NULL, *host = NULL, *path = NULL, *query = NULL, *fragment = NULL;
+	bool known = false;
+	int err = BG_EINVAL;
+
+	for (const char *p = proxy; *p != '\0'; p++) {
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+			snprintf(why, len, "a proxy URL cannot hold spaces, control or non-ASCII characters");
+			return BG_EINVAL;
+		}
+	}
+	/* Without "://" libcurl would guess a scheme (and take "host:3128" for
+	 * a URL of scheme "host"): the scheme must be written out. */
+	if (strstr(proxy, "://") == NULL) {
+		snprintf(why, len, "a proxy is a URL with its scheme, e.g. http://proxy.example:3128");
+		return BG_EINVAL;
+	}
+	if ((u = curl_url()) == NULL)
+		return BG_ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, proxy, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
+		snprintf(why, len, "not a URL with a host");
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+		known = known || strcasecmp(scheme, schemes[i]) == 0;
+	if (!known) {
+		snprintf(why, len, "scheme %s is not one of http, https, socks4, socks4a, socks5, socks5h",
+		         scheme);
+		goto out;
+	}
+	(void)curl_url_get(u, CURLUPART_PATH, &path, 0);
+	(void)curl_url_get(u, CURLUPART_QUERY, &query, 0);
+	(void)curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0);
+	if ((path != NULL && strcmp(path, "/") != 0 && path[0] != '\0') || query != NULL ||
+	    fragment != NULL) {
+		snprintf(why, len, "a proxy URL has no path, query or fragment");
+		goto out;
+	}
+	err = 0;
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(path);
+	curl_free(query);
+	curl_free(fragment);
 	curl_url_cleanup(u);
 	return err;
 }

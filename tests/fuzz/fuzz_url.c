@@ -8,7 +8,9 @@
  * Properties: what url_canonical() and url_resolve() give is printable
  * ASCII without a fragment or credentials, at most URL_MAX bytes, and
  * canonical again (the cache key of a URL must not depend on how often it
- * was normalised); a canonical URL is of its own origin.
+ * was normalised); a canonical URL is of its own origin.  Each line is also
+ * checked as a set-proxy value: a proxy taken is printable ASCII with a
+ * scheme and a host, and a refusal says why.
  */
 #include <stdio.h>
 
@@ -28,6 +30,24 @@ check_output(const char *u)
 	(void)url_scheme_ok(u, &https);
 	if (url_host(u, host, sizeof(host)) == 0)
 		FUZZ_ASSERT(host[0] != '\0' && strlen(host) < sizeof(host));
+}
+
+static void
+check_proxy(const char *in)
+{
+	char why[160] = "";
+	char host[256];
+	int err = url_proxy_check(in, why, sizeof(why));
+
+	if (err != 0) {
+		FUZZ_ASSERT(err == BG_EINVAL || err == BG_ENOMEM);
+		FUZZ_ASSERT(err == BG_ENOMEM || why[0] != '\0');
+		return;
+	}
+	for (const char *p = in; *p != '\0'; p++)
+		FUZZ_ASSERT(*p > 0x20 && *p < 0x7f);
+	FUZZ_ASSERT(strstr(in, "://") != NULL);
+	FUZZ_ASSERT(url_host(in, host, sizeof(host)) != BG_EINVAL);
 }
 
 static void
@@ -64,6 +84,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		goto out;
 	check_canonical(base);
 	check_canonical(loc);
+	check_proxy(base);
+	check_proxy(loc);
 	if (url_host(base, host, sizeof(host)) == 0)
 		FUZZ_ASSERT(host[0] != '\0');
 	(void)url_scheme_ok(loc, NULL);

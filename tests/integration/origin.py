@@ -50,6 +50,7 @@ LOG_FIELDS = [
     ("port", "$server_port"),
     ("method", "$request_method"),
     ("uri", "$request_uri"),
+    ("request", "$request"),
     ("status", "$status"),
     ("bytes_sent", "$bytes_sent"),
     ("body_bytes_sent", "$body_bytes_sent"),
@@ -659,7 +660,11 @@ class Bgcopy:
                       time.monotonic() - t0)
 
     def env(self):
-        env = dict(os.environ)
+        """The environment of bgcopy commands: the test's own without BGCOPY_HOME and
+        without proxy variables (every request goes to loopback; a case that wants a proxy
+        sets one)."""
+        env = {k: v for k, v in os.environ.items()
+               if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
         env.pop("BGCOPY_HOME", None)
         return env
 

@@ -1176,5 +1176,77 @@ def _(bg):
             t.eq("wait on the cancelled job: exit status", r.rc, 1)
 
 
+# ---- set-proxy ----------------------------------------------------------------------------
+
+def proxy_server(o):
+    """A forward proxy for the origin's main server on o.extra_ports[0] (nginx takes the
+    absolute-form request line a client sends to a proxy; its access log names it
+    'extra0')."""
+    return f"""    server {{
+        listen 127.0.0.1:{o.extra_ports[0]};
+        location / {{ proxy_pass http://127.0.0.1:{o.port}; }}
+    }}
+"""
+
+
+@case("set_proxy_routes_job_through_proxy")
+def _(bg):
+    with Origin(files={"a.bin": 300_000}, extra_ports=1, http_extra=proxy_server) as o:
+        o, agent, t = started(bg, o)
+        proxy = f"http://127.0.0.1:{o.extra_ports[0]}"
+        print(f"checks: set-proxy JOB {proxy} (an nginx forward proxy): the daemon sends the "
+              "proxy an absolute-form request for the file, the origin gets it from the proxy, "
+              "the job ends TRANSFERRED with the right bytes; malformed proxies given later are "
+              "refused (exit 2) and leave the setting as it was")
+        out = o.path("out", "a.bin")
+        job = new_job(t, agent, [(o.url("/files/a.bin"), out)])
+        if job is None:
+            return
+        cmd(t, agent, "set-proxy", job, proxy)
+        for bad in ("127.0.0.1:1", "ftp://127.0.0.1:21", f"{proxy}/path", "http://", "http://a b:1"):
+            r = cmd(t, agent, "set-proxy", job, bad, rc=2)
+            t.ok(f"set-proxy {bad!r}: stderr says why", "set-proxy:" in r.err, f"stderr: {r.err!r}")
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", job)
+            doc, _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR"), 30)
+        t.eq("state", field(doc, "state"), "TRANSFERRED")
+        complete_and_check(t, agent, job, [(out, o.sha("a.bin"))])
+        via = o.requests(server="extra0")
+        t.eq("requests the proxy received (request line)", [r["request"] for r in via],
+             [f"GET {o.url('/files/a.bin')} HTTP/1.1"])
+        t.eq("requests the origin received (from the proxy)",
+             [r["uri"] for r in o.requests(server="main")], ["/files/a.bin"])
+
+
+@case("set_proxy_none_bypasses_environment_proxy")
+def _(bg):
+    with Origin(files={"a.bin": 200_000, "b.bin": 100_000}) as o:
+        o, agent, t = started(bg, o)
+        dead = f"http://127.0.0.1:{free_port()}"
+        print(f"checks: with http_proxy={dead} (nothing listens there) in the daemon's "
+              f"environment, a job without set-proxy goes to that proxy and fails with "
+              f"{CANNOT_CONNECT} (the origin never sees it), while a job with set-proxy none "
+              "goes straight to the origin and ends TRANSFERRED")
+        base_env = agent.env
+        agent.env = lambda: {**base_env(), "http_proxy": dead}
+        out_a, out_b = o.path("out", "a.bin"), o.path("out", "b.bin")
+        env_job = new_job(t, agent, [(o.url("/files/a.bin"), out_a)], "--name", "env")
+        direct = new_job(t, agent, [(o.url("/files/b.bin"), out_b)], "--name", "direct")
+        if env_job is None or direct is None:
+            return
+        cmd(t, agent, "set-proxy", direct, "none")
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", direct)
+            cmd(t, agent, "resume", env_job)
+            d_direct, _ = poll_state(t, agent, direct, ("TRANSFERRED", "ERROR"), 30, label="direct")
+            d_env, _ = poll_state(t, agent, env_job, ("TRANSIENT_ERROR", "ERROR"), 30, label="env")
+        t.eq("job with set-proxy none: state", field(d_direct, "state"), "TRANSFERRED")
+        complete_and_check(t, agent, direct, [(out_b, o.sha("b.bin"))])
+        t.eq("job through the environment's proxy: error.code", field(d_env, "error", "code"),
+             CANNOT_CONNECT)
+        t.eq("origin requests for a.bin (the proxied job)", len(o.requests("/files/a.bin")), 0)
+        t.eq("origin requests for b.bin", len(o.requests("/files/b.bin")), 1)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))
