@@ -24,8 +24,10 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -1246,6 +1248,130 @@ def _(bg):
              CANNOT_CONNECT)
         t.eq("origin requests for a.bin (the proxied job)", len(o.requests("/files/a.bin")), 0)
         t.eq("origin requests for b.bin", len(o.requests("/files/b.bin")), 1)
+
+
+class ConnectProxy:
+    """A forward proxy for https: answers CONNECT HOST:PORT by connecting to 127.0.0.1:PORT
+    (whatever HOST names: nothing is resolved, and nothing leaves loopback) and relaying bytes
+    both ways. Records each CONNECT target. Threads and real sockets, standard library only."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.targets = []
+        self._lock = threading.Lock()
+        self._stop = False
+
+    def __enter__(self):
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self.sock.close()
+        return False
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        up = None
+        try:
+            c.settimeout(30)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 65536:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            parts = line.split()
+            with self._lock:
+                self.targets.append(line)
+            if len(parts) != 3 or parts[0] != "CONNECT":
+                c.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            up = socket.create_connection(("127.0.0.1", int(parts[1].rsplit(":", 1)[1])), timeout=30)
+            c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            if rest:
+                up.sendall(rest)
+            t = threading.Thread(target=self._pipe, args=(up, c), daemon=True)
+            t.start()
+            self._pipe(c, up)
+            t.join(30)
+        except (OSError, ValueError):
+            pass
+        finally:
+            c.close()
+            if up is not None:
+                up.close()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@case("set_proxy_https_tunnel_keeps_origin_certificate_checks")
+def _(bg):
+    with Origin(files={"a.bin": 300_000}, https=True) as o, ConnectProxy() as proxy:
+        o, agent, t = started(bg, o)
+        port = o.tls_port
+        good = f"https://127.0.0.1:{port}/files/a.bin"
+        wrong = f"https://bgcopy-test.invalid:{port}/files/a.bin"
+        print(f"checks: https through a CONNECT proxy (set-proxy, set-ca-file): {good} arrives "
+              f"whole through a tunnel to 127.0.0.1:{port}; the certificate checks are the "
+              f"origin's, not the proxy's: {wrong} (tunnelled to the same server, whose "
+              "certificate does not name it) ends in ERROR 0x80072F06, and with "
+              "ignore-cn-invalid it arrives")
+        outs = {k: o.path("out", f"{k}.bin") for k in ("good", "wrong", "ignored")}
+        jobs = {}
+        for k, url, flags in (("good", good, None), ("wrong", wrong, None),
+                              ("ignored", wrong, "ignore-cn-invalid")):
+            jobs[k] = new_job(t, agent, [(url, outs[k])], "--name", k)
+            if jobs[k] is None:
+                return
+            cmd(t, agent, "set-proxy", jobs[k], f"http://127.0.0.1:{proxy.port}")
+            cmd(t, agent, "set-ca-file", jobs[k], o.ca_file)
+            if flags:
+                cmd(t, agent, "set-security-flags", jobs[k], flags)
+        with Daemon(t, agent, o):
+            docs = {}
+            for k, job in jobs.items():
+                cmd(t, agent, "resume", job)
+                docs[k], _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR"), 30, label=k)
+        t.eq("through the tunnel: state", field(docs["good"], "state"), "TRANSFERRED")
+        complete_and_check(t, agent, jobs["good"], [(outs["good"], o.sha("a.bin"))])
+        t.eq("a name the certificate lacks: state", field(docs["wrong"], "state"), "ERROR")
+        t.eq("a name the certificate lacks: error.code", field(docs["wrong"], "error", "code"),
+             "0x80072F06")
+        t.eq("output of the refused job", os.path.exists(outs["wrong"]), False)
+        t.eq("the same with ignore-cn-invalid: state", field(docs["ignored"], "state"), "TRANSFERRED")
+        complete_and_check(t, agent, jobs["ignored"], [(outs["ignored"], o.sha("a.bin"))])
+        t.ok("the proxy was asked to CONNECT to each origin (and for nothing else)",
+             set(proxy.targets) == {f"CONNECT 127.0.0.1:{port} HTTP/1.1",
+                                    f"CONNECT bgcopy-test.invalid:{port} HTTP/1.1"},
+             repr(proxy.targets))
+        t.eq("requests the TLS origin answered (the refused job sent none)",
+             len(o.requests("/files/a.bin", server="tls")), 2)
 
 
 if __name__ == "__main__":
