@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from origin import MiB, Bgcopy, Origin  # noqa: E402
 from test_get import case_registry, main, started  # noqa: E402
 from test_peerd import Peerd, q  # noqa: E402
+from test_daemon import Daemon, cmd, new_job, poll_state  # noqa: E402
 
 KiB = 1024
 DAY = 86400
@@ -427,6 +428,75 @@ def _(bg):
             print(f"  (the stream {'completed' if len(body) == size else 'was cut'} after "
                   f"{len(body)} bytes)")
             t.eq("peerd after eviction", p.request("GET", q(url)).status, 404)
+
+
+@case("set_peer_caching_modes_ask_and_offer")
+def _(bg):
+    modes = ("off", "client", "server", "both")
+    size = 200 * KiB
+    with Origin(files={f"{m}.bin": size for m in modes}) as o:
+        o, a, t = started(bg, o)
+        b = Bgcopy(bg.exe, o.path("homeB"))
+        print("checks: node A holds four files and serves them; on node B one daemon job per "
+              "set-peer-caching mode (daemon --peer A): the document shows the mode; 'client' "
+              "and 'both' take their bytes from A, 'off' and 'server' from the origin; then "
+              "B's own peerd serves what 'server' and 'both' stored and answers 404 for 'off' "
+              "and 'client' (kept private); a bad mode exits 2")
+        urls = {m: fetch(t, a, o, f"{m}.bin") for m in modes}
+        for d in ("pa", "pb"):
+            os.makedirs(o.path(d), exist_ok=True)
+        with Peerd(bg, a.home, workdir=o.path("pa")) as pa:
+            jobs = {}
+            for m in modes:
+                jobs[m] = new_job(t, b, [(urls[m], o.path("out", f"B-{m}.bin"))], "--name", m)
+                if jobs[m] is None:
+                    return
+                cmd(t, b, "set-peer-caching", jobs[m], m)
+            cmd(t, b, "set-peer-caching", jobs["off"], "sometimes", rc=2)
+            docs = {}
+            with Daemon(t, b, o, "--peer", f"127.0.0.1:{pa.port}", label="daemonB"):
+                for m in modes:
+                    cmd(t, b, "resume", jobs[m])
+                for m in modes:
+                    docs[m], _ = poll_state(t, b, jobs[m], ("TRANSFERRED", "ERROR"), 30, label=m)
+        for m in modes:
+            f0 = ((docs[m] or {}).get("files") or [{}])[0]
+            t.eq(f"{m}: peer_caching in the document", (docs[m] or {}).get("peer_caching"), m)
+            t.eq(f"{m}: state", (docs[m] or {}).get("state"), "TRANSFERRED")
+            from_peer = m in ("client", "both")
+            t.eq(f"{m}: bytes_from_peers", f0.get("bytes_from_peers"), size if from_peer else 0)
+            t.eq(f"{m}: bytes_from_origin", f0.get("bytes_from_origin"), 0 if from_peer else size)
+            t.eq(f"{m}: sha256", f0.get("sha256"), o.sha(f"{m}.bin"))
+        with Peerd(bg, b.home, workdir=o.path("pb")) as pb:
+            for m in modes:
+                r = pb.request("GET", q(urls[m]))
+                want = 200 if m in ("server", "both") else 404
+                t.eq(f"B's peerd answers for the '{m}' job's file", r.status, want)
+                if want == 200:
+                    t.ok(f"  ... with the file's bytes", hashlib.sha256(r.body).hexdigest() == o.sha(f"{m}.bin"))
+
+
+@case("peer_entry_stale_after_origin_changed")
+def _(bg):
+    with Origin(files={"v.bin": 150 * KiB}) as o:
+        o, a, t = started(bg, o)
+        b = Bgcopy(bg.exe, o.path("homeB"))
+        print("checks: node A stores v.bin; the origin then publishes new bytes under the same "
+              "URL (new Last-Modified and ETag); node B asking A's peerd finds A's entry stale "
+              "against the origin's current validators, never takes A's bytes, and gets the "
+              "new file from the origin")
+        url = fetch(t, a, o, "v.bin")
+        old = o.data["v.bin"]
+        o.put_file("v.bin", os.urandom(150 * KiB), mtime=time.time() + 120)
+        with Peerd(bg, a.home, workdir=o.dir) as p:
+            r = t.ran(b.get(url, o.path("out", "B-v.bin"), extra=["--peer", f"127.0.0.1:{p.port}"]))
+        f0 = (r.doc or {}).get("files", [{}])[0] if isinstance(r.doc, dict) else {}
+        t.eq("B get: exit status", r.rc, 0)
+        t.eq("B got the new bytes", f0.get("sha256"), o.sha("v.bin"))
+        t.ok("... not A's old ones", f0.get("sha256") != hashlib.sha256(old).hexdigest())
+        t.eq("bytes_from_peers", f0.get("bytes_from_peers"), 0)
+        t.eq("bytes_from_origin", f0.get("bytes_from_origin"), 150 * KiB)
+        t.eq("peer lookups (result)", [x.get("result") for x in f0.get("peer_lookups") or []], ["stale"])
 
 
 if __name__ == "__main__":

@@ -334,5 +334,55 @@ def _(bg):
         expect_no_requests(t, o)
 
 
+@case("bad_values_exit_2_and_change_nothing")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: each job command and get option given a bad value (an unknown name, a "
+              "negative or non-numeric number, a header without a name or with a line break, a "
+              "missing file, an unknown job, a job in the wrong state) exits 2 with a message, "
+              "and leaves the job document as it was; no get makes a job or a request")
+        job = create(t, agent)
+        if job is None:
+            return
+        url, out = o.url("/files/a.bin"), o.path("out", "a.bin")
+        t.eq("add: exit status", t.ran(agent.run("add", job, url, out)).rc, 0)
+        before = info(t, agent, job)
+        unknown = "00000000-0000-4000-8000-000000000000"
+        bad = [
+            ("set-priority", job, "urgent"),
+            ("set-min-retry-delay", job, "-1"),
+            ("set-min-retry-delay", job, "x"),
+            ("set-no-progress-timeout", job, "-5"),
+            ("set-credentials", job, "a:b"),
+            ("set-credentials", job, "user", "--password-file", o.path("absent")),
+            ("set-ca-file", job, o.path("absent.pem")),
+            ("set-headers", job, "NoColon"),
+            ("set-headers", job, "X: a\r\nInjected: b"),
+            ("set-headers", job, ": no name"),
+            ("set-peer-caching", job, "sometimes"),
+            ("set-proxy", job, "ftp://127.0.0.1:21"),
+            ("replace-remote-prefix", job),
+            ("replace-remote-prefix", job, o.base + "/", "ftp://x/"),
+            ("add", job, "ftp://127.0.0.1/x", o.path("out", "x")),
+            ("complete", job),
+            ("get", "--cache-key", "foo", url, "-o", out),
+            ("get", "--peer", "nohost", url, "-o", out),
+            ("get", "--sha256", "zz", url, "-o", out),
+            ("get", "--header", "NoColon", url, "-o", out),
+            ("get", "--header", "X: a\nInjected: b", url, "-o", out),
+        ] + [(c, unknown) for c in ("resume", "suspend", "cancel", "complete", "info")]
+        for args in bad:
+            r = t.ran(agent.run(*args))
+            t.eq(f"{' '.join(a[:40] for a in args[:1] + args[2:])}: exit status", r.rc, 2)
+            t.ok("  a message on stderr", r.err.strip() != "", "stderr is empty")
+        after = info(t, agent, job)
+        for k in sorted(set(before or {}) | set(after or {})):
+            if k != "modified":
+                t.eq(f"job document field {k!r} unchanged", (after or {}).get(k), (before or {}).get(k))
+        t.eq("jobs listed (no get made one)", list_ids(t, agent), [job])
+        expect_no_requests(t, o)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))
