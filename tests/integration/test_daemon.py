@@ -672,10 +672,13 @@ def _(bg):
 def _(bg):
     with Origin(files={"a.bin": 100_000}) as o:
         o, agent, t = started(bg, o)
-        print(f"checks: a 404 URL: ERROR {HTTP_404} at once (one run, no retry); once the file "
-              "exists on the origin, resume transfers it")
-        out = o.path("out", "late.bin")
-        job = new_job(t, agent, [(o.url("/files/late.bin"), out)])
+        print(f"checks: a job of a.bin then a 404 URL: ERROR {HTTP_404} at once (one run, no "
+              "retry) naming the second file (file_index 1, its URL, remote_file) with the "
+              "first one transferred; once the file exists on the origin, resume transfers it "
+              "and a.bin is not fetched again")
+        out_a, out = o.path("out", "a.bin"), o.path("out", "late.bin")
+        late = o.url("/files/late.bin")
+        job = new_job(t, agent, [(o.url("/files/a.bin"), out_a), (late, out)])
         if job is None:
             return
         with Daemon(t, agent, o) as d:
@@ -684,6 +687,10 @@ def _(bg):
             t.eq("state", field(doc, "state"), "ERROR")
             t.eq("error.code", field(doc, "error", "code"), HTTP_404)
             t.eq("error.symbol", field(doc, "error", "symbol"), "BG_E_HTTP_ERROR_404")
+            t.eq("error.context", field(doc, "error", "context"), "remote_file")
+            t.eq("error.file_index", field(doc, "error", "file_index"), 1)
+            t.eq("error.url", field(doc, "error", "url"), late)
+            t.eq("files_transferred at the error", field(doc, "files_transferred"), 1)
             t.ok(f"never TRANSIENT_ERROR ({seen})", "TRANSIENT_ERROR" not in seen)
             ev = [m for _, m in d.events(job)]
             t.eq("daemon lines for the job (one run, then ERROR)",
@@ -694,9 +701,10 @@ def _(bg):
             cmd(t, agent, "resume", job)
             doc, _ = poll_state(t, agent, job, "TRANSFERRED", 30)
             t.eq("error after the transfer", field(doc, "error"), None)
-        complete_and_check(t, agent, job, [(out, o.sha("late.bin"))])
+        complete_and_check(t, agent, job, [(out_a, o.sha("a.bin")), (out, o.sha("late.bin"))])
         t.eq("requests for the file (statuses)",
              [x["status"] for x in o.wait_requests("/files/late.bin", 2)], [404, 200])
+        t.eq("requests for a.bin (not fetched again)", len(o.requests("/files/a.bin")), 1)
 
 
 # ---- 8. credentials across hosts --------------------------------------------------------

@@ -129,8 +129,16 @@ def expect_transferred(t, r, out, want_sha, size=None, remote_url=ABSENT, cache_
         if cache_key is not ABSENT:
             t.eq("files[0].cache_key", field(r.doc, "files", 0, "cache_key"), cache_key)
         t.eq("files[0].sha256", field(r.doc, "files", 0, "sha256"), want_sha)
+        t.eq("files[0].done", field(r.doc, "files", 0, "done"), True)
+        t.eq("files_transferred / files_total", (field(r.doc, "files_transferred"),
+                                                 field(r.doc, "files_total")), (1, 1))
+        if "get" in r.argv:
+            t.eq("priority of a get's job", field(r.doc, "priority"), "foreground")
         if size is not None:
             t.eq("files[0].bytes_transferred", field(r.doc, "files", 0, "bytes_transferred"), size)
+            t.eq("files[0].bytes_total", field(r.doc, "files", 0, "bytes_total"), size)
+            t.eq("bytes_transferred / bytes_total", (field(r.doc, "bytes_transferred"),
+                                                     field(r.doc, "bytes_total")), (size, size))
     got = sha256_file(out) if os.path.exists(out) else ABSENT
     t.eq(f"SHA-256 of output {os.path.basename(out)}", got, want_sha)
     t.eq("output folder holds only the output file", listing(os.path.dirname(out)), [os.path.basename(out)])
@@ -354,6 +362,62 @@ def _(bg):
         url = o.tls_url("/files/a.bin")
         r = t.ran(agent.get(url, out, extra=["--ca-file", o.ca_file]))
         expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=url, cache_key=url)
+
+
+@case("redirect_http_to_https_hop_certificate_checked")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}, https=True,
+                locations="location = /up { return 302 @TLSBASE@/files/a.bin; }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: http /up -> 302 -> https on a server whose certificate comes from the "
+              "test CA: the hop's certificate is checked as a first request's would be: "
+              "without the CA 0x80072F0D and the https hop never answers; with --ca-file, or "
+              "with ignore-unknown-ca, the file arrives")
+        target = o.tls_url("/files/a.bin")
+        out = o.path("out", "a.bin")
+        print("  -- no CA")
+        r = t.ran(agent.get(o.url("/up"), out, flags="redirect-silent"))
+        expect_error(t, r, out, "0x80072F0D", "ERROR_WINHTTP_SECURE_INVALID_CA")
+        t.eq("error.url: the file's remote name (ALLOW_SILENT keeps the original)",
+             field(r.doc, "error", "url"), o.url("/up"))
+        t.ok("error.message names the https hop", target in str(field(r.doc, "error", "message")),
+             repr(field(r.doc, "error", "message")))
+        t.eq("requests the https server answered", len(o.requests(server="tls")), 0)
+        for what, flags, extra in (("--ca-file", "redirect-silent", ["--ca-file", o.ca_file]),
+                                   ("ignore-unknown-ca", "redirect-silent|ignore-unknown-ca", [])):
+            print(f"  -- {what}")
+            os.makedirs(o.path("out"), exist_ok=True)
+            r = t.ran(agent.get(o.url("/up"), out, flags=flags, extra=extra))
+            expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/up"))
+            os.remove(out)
+        t.eq("requests the https server answered", len(o.requests("/files/a.bin", server="tls")), 2)
+
+
+@case("https_to_a_plain_http_port_fails_0x80072f8f")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        url = f"https://127.0.0.1:{o.port}/files/a.bin"
+        print(f"checks: {url} (TLS to a port that speaks plain HTTP) ends in ERROR "
+              "0x80072F8F ERROR_WINHTTP_SECURE_FAILURE, context remote_file, nothing written")
+        out = o.path("out", "a.bin")
+        r = t.ran(agent.get(url, out))
+        expect_error(t, r, out, "0x80072F8F", "ERROR_WINHTTP_SECURE_FAILURE")
+        t.eq("error.context", field(r.doc, "error", "context"), "remote_file")
+        t.eq("error.file_index", field(r.doc, "error", "file_index"), 0)
+        t.eq("error.url", field(r.doc, "error", "url"), url)
+
+
+@case("get_without_o_writes_the_url_basename_here")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: get URL without -o writes the URL's last path segment into the working "
+              "directory, as curl -O and wget do")
+        here = o.path("out")
+        r = t.ran(agent.run("get", "--json", o.url("/files/a.bin"), cwd=here))
+        expect_transferred(t, r, os.path.join(here, "a.bin"), o.sha("a.bin"), A_SIZE)
+        t.eq("files[0].local_path", field(r.doc, "files", 0, "local_path"), os.path.join(here, "a.bin"))
 
 
 @case("redirect_https_to_http_refused_without_0x0800")

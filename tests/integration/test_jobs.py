@@ -384,5 +384,28 @@ def _(bg):
         expect_no_requests(t, o)
 
 
+@case("list_all_includes_ended_jobs")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: list shows jobs that have not ended; after cancel (CANCELLED) only "
+              "list --all shows that job, with its state; the other job stays in both")
+        keep, gone = create(t, agent), create(t, agent)
+        if keep is None or gone is None:
+            return
+        t.eq("list before", sorted(list_ids(t, agent)), sorted([keep, gone]))
+        t.eq("cancel: exit status", t.ran(agent.run("cancel", gone)).rc, 0)
+        t.eq("list after cancel", list_ids(t, agent), [keep])
+        r = t.ran(agent.run("list", "--all", "--json"))
+        t.eq("list --all --json: exit status", r.rc, 0)
+        states = {d.get("id"): d.get("state") for d in (r.doc or []) if isinstance(d, dict)}
+        t.eq("list --all: ids and states", states, {keep: "SUSPENDED", gone: "CANCELLED"})
+        r = t.ran(agent.run("list", "--all"))
+        t.ok("list --all (text) names the cancelled job", gone in r.out, r.out[:300])
+        r = t.ran(agent.run("list"))
+        t.ok("list (text) does not", gone not in r.out and keep in r.out, r.out[:300])
+        expect_no_requests(t, o)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))
