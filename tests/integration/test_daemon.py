@@ -759,19 +759,21 @@ def mkcerts_path():
 
 
 class CrlOrigin(Origin):
-    """A plain server serving the CRLs of the test PKI under /crl/, and one HTTPS server
-    (o.extra_ports[0], 'extra0' in the log) with the `good` leaf of scripts/mkcerts, which
-    serves /files/big.bin at 4 MiB/s."""
+    """A plain server serving the CRLs of the test PKI under /crl/ (plus LOCATIONS), and one
+    HTTPS server per leaf of scripts/mkcerts named in LEAVES (o.extra_ports[i], 'extrai' in
+    the log), each serving /files/ with /files/big.bin at 4 MiB/s."""
 
-    def __init__(self, files):
-        super().__init__(files=files, locations="location /crl/ { alias @DIR@/crl/; }",
-                         http_extra=self._tls_server, extra_ports=1, before_start=self._make_pki)
+    def __init__(self, files, leaves=("good",), locations=""):
+        self.leaves = tuple(leaves)
+        super().__init__(files=files, locations="location /crl/ { alias @DIR@/crl/; }\n" + locations,
+                         http_extra=self._tls_servers, extra_ports=len(self.leaves),
+                         before_start=self._make_pki)
 
     def pki(self, name):
         return self.path("pki", name)
 
-    def tls_file_url(self, name):
-        return f"https://127.0.0.1:{self.extra_ports[0]}/files/{name}"
+    def tls_file_url(self, name, leaf="good"):
+        return f"https://127.0.0.1:{self.extra_ports[self.leaves.index(leaf)]}/files/{name}"
 
     def _make_pki(self, o):
         r = subprocess.run([mkcerts_path(), self.path("pki"), f"{self.base}/crl"],
@@ -784,16 +786,55 @@ class CrlOrigin(Origin):
             shutil.copyfile(self.pki(name), self.path("crl", name))
             os.chmod(self.path("crl", name), 0o644)
 
-    def _tls_server(self, o):
-        return f"""    server {{
-        listen 127.0.0.1:{self.extra_ports[0]} ssl;
-        server_name leaf-good;
-        ssl_certificate {self.pki('good.pem')};
-        ssl_certificate_key {self.pki('good.key')};
+    def _tls_servers(self, o):
+        return "\n".join(f"""    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name leaf-{leaf};
+        ssl_certificate {self.pki(leaf + '.pem')};
+        ssl_certificate_key {self.pki(leaf + '.key')};
         root {self.dir}/www;
         location /files/ {{ }}
         location = /files/big.bin {{ {paced('4m')} }}
-    }}"""
+    }}""" for leaf, port in zip(self.leaves, self.extra_ports))
+
+
+@case("revoked_unreachable_crl_and_disallowed_redirect_are_fatal")
+def _(bg):
+    with CrlOrigin(files={"f.bin": 100_000}, leaves=("revoked", "crlunreachable"),
+                   locations="location = /moved { return 302 @BASE@/files/f.bin; }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: BITS puts these jobs in the fatal error state: a daemon job (crl-check) "
+              "on a revoked leaf ends ERROR 0x80072F8A, one whose CRL cannot be fetched ERROR "
+              "0x80072F19, one under redirect-disallow meeting a 302 ERROR 0x8007012E with "
+              "the target as its remote URL; each after one run, never TRANSIENT_ERROR")
+        cases = (("revoked", o.tls_file_url("f.bin", "revoked"), "crl-check", "0x80072F8A"),
+                 ("crlunreachable", o.tls_file_url("f.bin", "crlunreachable"), "crl-check",
+                  "0x80072F19"),
+                 ("disallow", o.url("/moved"), "redirect-disallow", "0x8007012E"))
+        jobs = {}
+        for name, url, flags, _ in cases:
+            jobs[name] = new_job(t, agent, [(url, o.path("out", f"{name}.bin"))], "--name", name)
+            if jobs[name] is None:
+                return
+            cmd(t, agent, "set-security-flags", jobs[name], flags)
+        with Daemon(t, agent, o, global_args=("--ca-file", o.pki("root.pem"))) as d:
+            for name, _, _, _ in cases:
+                cmd(t, agent, "resume", jobs[name])
+            for name, url, _, code in cases:
+                doc, seen = poll_state(t, agent, jobs[name], ("ERROR", "TRANSFERRED"), 30, label=name)
+                t.eq(f"{name}: state", field(doc, "state"), "ERROR")
+                t.eq(f"{name}: error.code", field(doc, "error", "code"), code)
+                t.ok(f"{name}: never TRANSIENT_ERROR ({seen})", "TRANSIENT_ERROR" not in seen)
+                ev = [m for _, m in d.events(jobs[name])]
+                t.eq(f"{name}: daemon lines for the job (one run, then ERROR)",
+                     [("started" if m.startswith("started") else m) for m in ev
+                      if m.startswith("started") or STATE_LINE.match(m)], ["started", "ERROR"])
+                t.eq(f"{name}: no output", os.path.exists(o.path("out", f"{name}.bin")), False)
+            t.eq("disallow: remote_url is the redirect target",
+                 field(doc_of(agent, jobs["disallow"]), "files", 0, "remote_url"), o.url("/files/f.bin"))
+        t.eq("the refused https servers answered no request",
+             [len(o.requests(server=f"extra{i}")) for i in range(2)], [0, 0])
+        t.eq("the disallowed redirect's target was never fetched", len(o.requests("/files/f.bin")), 0)
 
 
 @case("crl_turned_on_mid_file_restarts_it")
