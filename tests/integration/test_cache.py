@@ -499,5 +499,38 @@ def _(bg):
         t.eq("peer lookups (result)", [x.get("result") for x in f0.get("peer_lookups") or []], ["stale"])
 
 
+@case("content_fetched_with_credentials_or_cookie_not_offered")
+def _(bg):
+    with Origin(files={"cred.bin": 30 * KiB, "cookie.bin": 20 * KiB, "pub.bin": 10 * KiB}) as o:
+        o, a, t = started(bg, o)
+        print("checks: a daemon job with set-credentials and a get with a Cookie header store "
+              "their content marked private, and peerd answers 404 for both; a plain get's "
+              "content is served")
+        pw = o.path("pw")
+        with open(pw, "w") as f:
+            f.write("secret\n")
+        os.chmod(pw, 0o600)
+        cred = o.url("/files/cred.bin")
+        job = new_job(t, a, [(cred, o.path("out", "cred.bin"))])
+        if job is None:
+            return
+        cmd(t, a, "set-credentials", job, "user", "--password-file", pw)
+        with Daemon(t, a, o):
+            cmd(t, a, "resume", job)
+            doc, _ = poll_state(t, a, job, ("TRANSFERRED", "ERROR"), 30)
+        t.eq("credentials job: state", (doc or {}).get("state"), "TRANSFERRED")
+        r = t.ran(a.get(o.url("/files/cookie.bin"), o.path("out", "cookie.bin"),
+                        extra=["--header", "Cookie: session=1"]))
+        t.eq("get with a Cookie: exit status", r.rc, 0)
+        pub = fetch(t, a, o, "pub.bin")
+        s = t.ran(a.run("cache", "list", "--json"))
+        private = {e.get("url"): e.get("private") for e in (s.doc or []) if isinstance(e, dict)}
+        t.eq("cache list: private flags", private,
+             {cred: True, o.url("/files/cookie.bin"): True, pub: False})
+        with Peerd(bg, a.home, workdir=o.dir) as p:
+            for url, want in ((cred, 404), (o.url("/files/cookie.bin"), 404), (pub, 200)):
+                t.eq(f"peerd answer for {url.rsplit('/', 1)[1]}", p.request("GET", q(url)).status, want)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))

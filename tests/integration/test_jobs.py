@@ -16,11 +16,12 @@ origin saw no request at all."""
 
 import os
 import re
+import subprocess
 import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import Origin  # noqa: E402
+from origin import Bgcopy, Origin  # noqa: E402
 from test_get import A_SIZE, ABSENT, case_registry, field, main, started  # noqa: E402
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -404,6 +405,40 @@ def _(bg):
         t.ok("list --all (text) names the cancelled job", gone in r.out, r.out[:300])
         r = t.ran(agent.run("list"))
         t.ok("list (text) does not", gone not in r.out and keep in r.out, r.out[:300])
+        expect_no_requests(t, o)
+
+
+@case("home_from_flag_env_xdg_and_home_help_version")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: --help and --version exit 0 on stdout; without --home the store is in "
+              "$BGCOPY_HOME, else $XDG_STATE_HOME/bgcopy, else $HOME/.local/state/bgcopy (the "
+              "last folder made, 0700), and --home wins over them all")
+        base = {k: v for k, v in agent.env().items() if k not in ("XDG_STATE_HOME", "HOME")}
+        for flag, needle in (("--help", "usage: bgcopy"), ("--version", "bgcopy ")):
+            p = subprocess.run([bg.exe, flag], capture_output=True, text=True, env=base, timeout=20)
+            t.eq(f"{flag}: exit status", p.returncode, 0)
+            t.ok(f"{flag}: stdout starts with {needle!r}", p.stdout.startswith(needle), p.stdout[:200])
+        for d in ("xdg", "hm/.local/state", "other"):
+            os.makedirs(o.path(d), exist_ok=True)
+        cases = (("BGCOPY_HOME", {"BGCOPY_HOME": o.path("env-home"), "XDG_STATE_HOME": o.path("xdg"),
+                                  "HOME": o.path("hm")}, [], o.path("env-home")),
+                 ("XDG_STATE_HOME", {"XDG_STATE_HOME": o.path("xdg"), "HOME": o.path("hm")}, [],
+                  o.path("xdg", "bgcopy")),
+                 ("HOME", {"HOME": o.path("hm")}, [], o.path("hm", ".local", "state", "bgcopy")),
+                 ("--home", {"BGCOPY_HOME": o.path("env-home")}, ["--home", o.path("other", "h")],
+                  o.path("other", "h")))
+        for what, env, args, home in cases:
+            p = subprocess.run([bg.exe, *args, "create", "--name", what], capture_output=True,
+                               text=True, env={**base, **env}, timeout=20)
+            t.eq(f"{what}: create exit status", p.returncode, 0)
+            t.ok(f"{what}: the store is {home}/store.mdb", os.path.exists(os.path.join(home, "store.mdb")))
+            if os.path.isdir(home):
+                t.eq(f"{what}: {home} mode", oct(os.stat(home).st_mode & 0o777), "0o700")
+            job = p.stdout.strip()
+            r = t.ran(Bgcopy(bg.exe, home).run("info", job, "--json"))
+            t.eq(f"{what}: the job is in that store", field(r.doc, "name"), what)
         expect_no_requests(t, o)
 
 

@@ -813,6 +813,24 @@ def _(bg):
                 t.eq(f"--listen {addr}: 127.0.0.1 port {p.port}", v4, "refused")
 
 
+@case("peerd_listens_on_127_0_0_1_by_default")
+def _(bg):
+    with Origin(files={"a.bin": 10_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: without --listen peerd serves on 127.0.0.1 only: the same port on "
+              "127.0.0.2 (also loopback) refuses the connection")
+        url = store_file(t, agent, o, "a.bin")
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            r = p.request("GET", q(url))
+            t.eq("GET on 127.0.0.1", (r.status, r.body == o.data["a.bin"]), (200, True))
+            try:
+                socket.create_connection(("127.0.0.2", p.port), timeout=2).close()
+                other = "accepted"
+            except OSError:
+                other = "refused"
+            t.eq(f"127.0.0.2 port {p.port}", other, "refused")
+
+
 def run_peerd(bg, *args, env_extra=None, timeout=20):
     env = dict(os.environ)
     env.pop("BGCOPY_HOME", None)
