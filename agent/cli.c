@@ -342,6 +342,17 @@ cli_jstr(const json_t *o, const char *key)
 }
 
 void
+cli_draw_document(struct progress_bar *bar, const json_t *doc, bool force)
+{
+	const json_t *total = json_object_get(doc, "bytes_total");
+
+	if (bar == NULL)
+		return;
+	progress_draw(bar, (uint64_t)json_integer_value(json_object_get(doc, "bytes_transferred")),
+	              json_is_integer(total) ? json_integer_value(total) : -1, force);
+}
+
+void
 cli_print_json(json_t *doc)
 {
 	char *s = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -710,11 +721,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	}
 	state = json_string_value(json_object_get(doc, "state"));
 	if (bar != NULL) {
-		progress_draw(bar, (uint64_t)json_integer_value(json_object_get(doc, "bytes_transferred")),
-		              json_is_integer(json_object_get(doc, "bytes_total"))
-		                  ? json_integer_value(json_object_get(doc, "bytes_total"))
-		                  : -1,
-		              true);
+		cli_draw_document(bar, doc, true);
 		progress_end(bar);
 		bar = NULL;
 	}

@@ -32,6 +32,8 @@ int cli_parse_flags(const char *s, uint32_t *out);
 int cli_parse_url(const char *s, char **out);
 int cli_absolute_path(const char *in, char *out, size_t len);
 const char *cli_jstr(const json_t *o, const char *key);
+/* Draws the bar for a job document's bytes (a no-op without a bar). */
+void cli_draw_document(struct progress_bar *bar, const json_t *doc, bool force);
 void cli_print_json(json_t *doc);
 const char *cli_error_line(json_t *doc, char *buf, size_t len);
 int cli_lock_job(struct ctx *c, const char *id, const char *what, struct job_lock **lock);

@@ -453,7 +453,7 @@ now_seconds(void)
 int
 cmd_wait(struct ctx *c, int argc, char **argv)
 {
-	bool has_timeout = false;
+	bool has_timeout = false, done;
 	int64_t timeout = 0;
 	struct progress_bar *bar = NULL;
 	struct sigaction sa;
@@ -494,19 +494,16 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 			break;
 		}
 		state = cli_jstr(job, "state");
-		if (bar != NULL && now_seconds() - last_draw >= 0.2) {
-			if (job_document(c->st, argv[1], &doc) == 0) {
-				json_t *bt = json_object_get(doc, "bytes_total");
-
-				progress_draw(bar,
-				              (uint64_t)json_integer_value(json_object_get(doc, "bytes_transferred")),
-				              json_is_integer(bt) ? json_integer_value(bt) : -1, false);
-			}
+		done = strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ACKNOWLEDGED") == 0;
+		/* The last draw, at the end, shows where the job ended. */
+		if (bar != NULL && (done || now_seconds() - last_draw >= 0.2)) {
+			if (job_document(c->st, argv[1], &doc) == 0)
+				cli_draw_document(bar, doc, done);
 			json_decref(doc);
 			doc = NULL;
 			last_draw = now_seconds();
 		}
-		if (strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ACKNOWLEDGED") == 0) {
+		if (done) {
 			json_decref(job);
 			rc = EXIT_DONE;
 			break;

@@ -1299,6 +1299,35 @@ def _(bg):
         t.eq("origin requests for b.bin", len(o.requests("/files/b.bin")), 1)
 
 
+@case("wait_draws_progress_on_a_terminal_silent_otherwise")
+def _(bg):
+    size = 8 * MiB
+    with Origin(files={"p.bin": size, "q.bin": size},
+                locations="".join(f"location = /files/{n} {{ {paced('8m')} }}\n"
+                                  for n in ("p.bin", "q.bin"))) as o:
+        o, agent, t = started(bg, o)
+        print("checks: wait with stderr on a terminal draws a progress bar (\\r-led redraws, "
+              "a percentage reaching 100%) and exits 0; on pipes it prints nothing and exits 0")
+        outs = {n: o.path("out", n) for n in ("p.bin", "q.bin")}
+        jobs = {n: new_job(t, agent, [(o.url(f"/files/{n}"), outs[n])]) for n in outs}
+        if None in jobs.values():
+            return
+        with Daemon(t, agent, o):
+            for n in outs:
+                cmd(t, agent, "resume", jobs[n])
+            r = t.ran(agent.run_on_terminal("wait", jobs["p.bin"]))
+            t.eq("wait on a terminal: exit status", r.rc, 0)
+            draws = re.findall(r"\r *(\d+)%", r.out)
+            t.ok("terminal output has \\r-led redraws with a percentage", draws != [],
+                 f"terminal output: {r.out[-500:]!r}")
+            t.ok("a redraw shows 100%", "100" in draws, f"percentages drawn: {draws}")
+            r = t.ran(agent.run("wait", jobs["q.bin"], timeout=60))
+            t.eq("wait on pipes: exit status", r.rc, 0)
+            t.eq("wait on pipes: stdout and stderr", (r.out, r.err), ("", ""))
+        complete_and_check(t, agent, jobs["p.bin"], [(outs["p.bin"], o.sha("p.bin"))])
+        complete_and_check(t, agent, jobs["q.bin"], [(outs["q.bin"], o.sha("q.bin"))])
+
+
 class ConnectProxy:
     """A forward proxy for https: answers CONNECT HOST:PORT by connecting to 127.0.0.1:PORT
     (whatever HOST names: nothing is resolved, and nothing leaves loopback) and relaying bytes

@@ -437,13 +437,18 @@ def _(bg):
 def _(bg):
     with Origin(files={"a.bin": A_SIZE}, tls_locations=HTTPS_DOWN) as o:
         o, agent, t = started(bg, o)
-        print("checks: https -> http redirect with redirect-report|allow-https-to-http (0x0900) succeeds")
+        print("checks: https -> http redirect with allow-https-to-http (0x0800) succeeds under "
+              "report (0x0900: remote_url and cache key the final http URL) and under silent "
+              "(0x0800: both stay the original https URL)")
         out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.tls_url("/down"), out, flags="redirect-report|allow-https-to-http",
-                            extra=["--ca-file", o.ca_file]))
-        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"),
-                           cache_key=o.url("/files/a.bin"))
-        t.eq("security_flags in the job document", field(r.doc, "security_flags"), 0x0900)
+        for flags, value, name in (("redirect-report|allow-https-to-http", 0x0900, o.url("/files/a.bin")),
+                                   ("redirect-silent|allow-https-to-http", 0x0800, o.tls_url("/down"))):
+            print(f"  -- {flags}")
+            os.makedirs(o.path("out"), exist_ok=True)
+            r = t.ran(agent.get(o.tls_url("/down"), out, flags=flags, extra=["--ca-file", o.ca_file]))
+            expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=name, cache_key=name)
+            t.eq("security_flags in the job document", field(r.doc, "security_flags"), value)
+            os.remove(out)
 
 
 # ---- HTTP errors ------------------------------------------------------------------------
