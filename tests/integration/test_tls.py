@@ -36,14 +36,15 @@ from test_get import _show, ABSENT, case_registry, field, listing, Run  # noqa: 
 F_SIZE = 100_000   # the served files /files/f.bin, g.bin, h.bin
 
 LEAVES = ("good", "expired", "notyet", "wronghost", "selfsigned", "missinginter", "wrongusage",
-          "revoked", "crlunreachable", "expiredwronghost", "untrustedroot")
+          "revoked", "crlunreachable", "expiredwronghost", "untrustedroot", "revokedinter")
 FAULTS = {"good": set(), "expired": {"DATE"}, "notyet": {"DATE"}, "wronghost": {"CN"},
           "selfsigned": {"CA"}, "missinginter": {"CA"}, "wrongusage": {"USAGE"},
           "revoked": set(), "crlunreachable": set(), "expiredwronghost": {"DATE", "CN"},
-          "untrustedroot": {"CA"}}
+          "untrustedroot": {"CA"}, "revokedinter": set()}
 # What CRL checking adds. missinginter: its issuer is not in the chain, so the signature of
 # inter.crl cannot be checked. selfsigned and untrustedroot carry no CDP.
-CRL_FAULTS = {"revoked": "REVOKED", "crlunreachable": "REVFAILED", "missinginter": "REVFAILED"}
+CRL_FAULTS = {"revoked": "REVOKED", "crlunreachable": "REVFAILED", "missinginter": "REVFAILED",
+              "revokedinter": "REVOKED"}
 IGNORES = {0x02: "CN", 0x04: "DATE", 0x08: "CA", 0x10: "USAGE"}
 PRECEDENCE = ("REVOKED", "REVFAILED", "CA", "DATE", "USAGE", "CN")
 CODES = {"REVOKED": ("0x80072F8A", "ERROR_WINHTTP_SECURE_CERT_REVOKED"),
@@ -55,7 +56,8 @@ CODES = {"REVOKED": ("0x80072F8A", "ERROR_WINHTTP_SECURE_CERT_REVOKED"),
 FLAG_NAMES = {0x01: "crl-check", 0x02: "ignore-cn-invalid", 0x04: "ignore-date-invalid",
               0x08: "ignore-unknown-ca", 0x10: "ignore-wrong-usage"}
 # Subject CNs that may be named in a certificate error (the leaf's is added per leaf).
-CA_CNS = ("bgcopy Test Root", "bgcopy Test Intermediate", "bgcopy Untrusted Root")
+CA_CNS = ("bgcopy Test Root", "bgcopy Test Intermediate", "bgcopy Test Intermediate 2",
+          "bgcopy Untrusted Root")
 
 CASES, case = case_registry()
 
@@ -120,7 +122,7 @@ class TlsOrigin(Origin):
             raise OriginError(f"mkcerts failed ({r.returncode}): {r.stdout}{r.stderr}")
         os.makedirs(self.path("crl"), mode=0o755, exist_ok=True)
         os.chmod(self.path("crl"), 0o755)
-        for name in ("inter.crl", "root.crl"):
+        for name in ("inter.crl", "inter2.crl", "root.crl"):
             self.serve_crl(name, self.pki(name))
 
     def _leaf_servers(self, o):
