@@ -156,6 +156,8 @@ def expect_error(t, r, out, code, symbol=None, remote_url=ABSENT, allow_partial=
     if remote_url is not ABSENT:
         t.eq("files[0].remote_url", field(r.doc, "files", 0, "remote_url"), remote_url)
     t.ok("stderr names the HRESULT", code.lower() in r.err.lower(), f"stderr: {r.err.strip()[:300]!r}")
+    if symbol is not None:
+        t.ok("stderr names the symbol", symbol in r.err, f"stderr: {r.err.strip()[:300]!r}")
     t.eq("output file exists", os.path.exists(out), False)
     left = listing(os.path.dirname(out))
     if allow_partial and left is not ABSENT:
