@@ -359,10 +359,14 @@ HTTPS_DOWN = "location = /down { return 302 @BASE@/files/a.bin; }"
 def _(bg):
     with Origin(files={"a.bin": A_SIZE}, https=True) as o:
         o, agent, t = started(bg, o)
-        print("checks: plain HTTPS download trusting the test CA via get --ca-file")
+        print("checks: plain HTTPS download trusting the test CA via get --ca-file, and via "
+              "the global form bgcopy --ca-file FILE get")
         out = o.path("out", "a.bin")
         url = o.tls_url("/files/a.bin")
         r = t.ran(agent.get(url, out, extra=["--ca-file", o.ca_file]))
+        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=url, cache_key=url)
+        os.remove(out)
+        r = t.ran(agent.run(*Bgcopy.get_args(url, out), global_args=("--ca-file", o.ca_file)))
         expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=url, cache_key=url)
 
 
