@@ -58,7 +58,7 @@ parse_number(const char *s, uint32_t *out)
 }
 
 static int
-parse_name(const char *s, size_t len, uint32_t *value, bool *is_policy)
+parse_name(const char *s, size_t len, uint32_t *value)
 {
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		const struct flag_name *n = &names[i];
@@ -66,8 +66,6 @@ parse_name(const char *s, size_t len, uint32_t *value, bool *is_policy)
 		if ((strlen(n->lname) == len && strncasecmp(n->lname, s, len) == 0) ||
 		    (strlen(n->sname) == len && strncasecmp(n->sname, s, len) == 0)) {
 			*value = n->value;
-			*is_policy = (n->value & BG_HTTP_REDIRECT_POLICY_MASK) != 0 ||
-			             n->value == BG_HTTP_REDIRECT_POLICY_ALLOW_SILENT;
 			return 0;
 		}
 	}
@@ -77,8 +75,8 @@ parse_name(const char *s, size_t len, uint32_t *value, bool *is_policy)
 int
 flags_parse(const char *s, uint32_t *out)
 {
-	uint32_t flags = 0, policy = 0;
-	int npolicies = 0, nnames = 0;
+	uint32_t flags = 0;
+	int nnames = 0;
 	const char *p;
 
 	if (s == NULL)
@@ -95,21 +93,15 @@ flags_parse(const char *s, uint32_t *out)
 		const char *end = p + strcspn(p, "|,");
 		const char *a = p, *b = end;
 		uint32_t v;
-		bool is_policy;
 
 		while (a < b && isspace((unsigned char)*a))
 			a++;
 		while (b > a && isspace((unsigned char)b[-1]))
 			b--;
-		if (a == b || parse_name(a, (size_t)(b - a), &v, &is_policy) != 0)
+		if (a == b || parse_name(a, (size_t)(b - a), &v) != 0)
 			return BG_ENOTIMPL;
-		if (is_policy) {
-			/* Two different policies named at once have no meaning. */
-			if (npolicies > 0 && policy != v)
-				return BG_ENOTIMPL;
-			policy = v;
-			npolicies++;
-		}
+		/* Names are OR'ed, as the values they stand for: the policy
+		 * field they make is checked with the rest (flags_valid). */
 		flags |= v;
 		nnames++;
 		if (*end == '\0')

@@ -34,6 +34,9 @@ main(void)
 	accepts("0x0901", 0x0901);
 	accepts("2305", 0x0901);
 	accepts("0x100", 0x100);
+	/* Names are OR'ed: silent is 0, so with report the field is 0x100. */
+	accepts("redirect-silent|redirect-report", 0x100);
+	accepts("redirect-disallow,redirect-silent", 0x200);
 	accepts("0x200", 0x200);
 	accepts("0x1F", 0x1F);
 	accepts("0x091F", 0x091F);
@@ -65,7 +68,6 @@ main(void)
 	refuses("no-such-flag");
 	refuses("redirect-report|nope");
 	refuses("redirect-report|redirect-disallow");
-	refuses("redirect-silent|redirect-report");
 	refuses("");
 	refuses("|");
 	refuses("redirect-report|");
