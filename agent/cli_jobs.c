@@ -453,7 +453,7 @@ now_seconds(void)
 int
 cmd_wait(struct ctx *c, int argc, char **argv)
 {
-	bool has_timeout = false, done;
+	bool has_timeout = false, done, last, timed_out;
 	int64_t timeout = 0;
 	struct progress_bar *bar = NULL;
 	struct sigaction sa;
@@ -495,10 +495,13 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 		}
 		state = cli_jstr(job, "state");
 		done = strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ACKNOWLEDGED") == 0;
-		/* The last draw, at the end, shows where the job ended. */
-		if (bar != NULL && (done || now_seconds() - last_draw >= 0.2)) {
+		/* The last draw, when wait returns, shows where the job is. */
+		timed_out = has_timeout && now_seconds() - start >= (double)timeout;
+		last = done || strcmp(state, "ERROR") == 0 || strcmp(state, "CANCELLED") == 0 ||
+		       wait_interrupted || timed_out;
+		if (bar != NULL && (last || now_seconds() - last_draw >= 0.2)) {
 			if (job_document(c->st, argv[1], &doc) == 0)
-				cli_draw_document(bar, doc, done);
+				cli_draw_document(bar, doc, last);
 			json_decref(doc);
 			doc = NULL;
 			last_draw = now_seconds();
@@ -525,7 +528,7 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 			rc = EXIT_SYSTEM;
 			break;
 		}
-		if (has_timeout && now_seconds() - start >= (double)timeout) {
+		if (timed_out) {
 			progress_end(bar);
 			bar = NULL;
 			cli_complain("timed out after %" PRId64 " s; job %s is %s", timeout, argv[1], state);

@@ -252,6 +252,16 @@ url_host(const char *url, char *buf, size_t len)
 	return err;
 }
 
+/* Whether s (may be NULL) holds printable ASCII only. */
+static bool
+text_printable(const char *s)
+{
+	for (; s != NULL && *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
 int
 url_proxy_check(const char *proxy, char *why, size_t len)
 {
@@ -259,14 +269,14 @@ url_proxy_check(const char *proxy, char *why, size_t len)
 	                                      "socks5h"};
 	CURLU *u;
 	char *scheme = NULL, *host = NULL, *path = NULL, *query = NULL, *fragment = NULL;
+	char *user = NULL, *password = NULL, *port = NULL;
+	CURLUcode uc;
 	bool known = false;
 	int err = BG_EINVAL;
 
-	for (const char *p = proxy; *p != '\0'; p++) {
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-			snprintf(why, len, "a proxy URL cannot hold spaces, control or non-ASCII characters");
-			return BG_EINVAL;
-		}
+	if (!text_printable(proxy) || strchr(proxy, ' ') != NULL) {
+		snprintf(why, len, "a proxy URL cannot hold spaces, control or non-ASCII characters");
+		return BG_EINVAL;
 	}
 	/* Without "://" libcurl would guess a scheme (and take "host:3128" for
 	 * a URL of scheme "host"): the scheme must be written out. */
@@ -289,12 +299,44 @@ url_proxy_check(const char *proxy, char *why, size_t len)
 		         scheme);
 		goto out;
 	}
-	(void)curl_url_get(u, CURLUPART_PATH, &path, 0);
-	(void)curl_url_get(u, CURLUPART_QUERY, &query, 0);
-	(void)curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0);
-	if ((path != NULL && strcmp(path, "/") != 0 && path[0] != '\0') || query != NULL ||
-	    fragment != NULL) {
+	uc = curl_url_get(u, CURLUPART_PATH, &path, 0);
+	if (uc == CURLUE_OK)
+		uc = curl_url_get(u, CURLUPART_QUERY, &query, 0);
+	if (uc == CURLUE_OK || uc == CURLUE_NO_QUERY)
+		uc = curl_url_get(u, CURLUPART_FRAGMENT, &fragment, 0);
+	if (uc == CURLUE_OUT_OF_MEMORY) {
+		err = BG_ENOMEM;
+		goto out;
+	}
+	if (uc != CURLUE_NO_FRAGMENT || query != NULL || (path[0] != '\0' && strcmp(path, "/") != 0)) {
 		snprintf(why, len, "a proxy URL has no path, query or fragment");
+		goto out;
+	}
+	/* libcurl drops a proxy whose user or password decodes to a control
+	 * character, and goes direct: refuse it here instead. */
+	if ((uc = curl_url_get(u, CURLUPART_USER, &user, CURLU_URLDECODE)) == CURLUE_OK)
+		uc = curl_url_get(u, CURLUPART_PASSWORD, &password, CURLU_URLDECODE);
+	if (uc == CURLUE_OUT_OF_MEMORY) {
+		err = BG_ENOMEM;
+		goto out;
+	}
+	if ((uc != CURLUE_OK && uc != CURLUE_NO_USER && uc != CURLUE_NO_PASSWORD) ||
+	    !text_printable(user) || !text_printable(password)) {
+		snprintf(why, len, "the user name or password of a proxy URL must decode to printable "
+		         "characters");
+		goto out;
+	}
+	/* Without a port libcurl goes to 1080 for every proxy: right for
+	 * socks, a surprise for http and https. */
+	uc = curl_url_get(u, CURLUPART_PORT, &port, 0);
+	if (uc == CURLUE_OUT_OF_MEMORY) {
+		err = BG_ENOMEM;
+		goto out;
+	}
+	if ((uc == CURLUE_NO_PORT && strncasecmp(scheme, "http", 4) == 0) ||
+	    (uc == CURLUE_OK && strcmp(port, "0") == 0)) {
+		snprintf(why, len, "an http or https proxy URL names its port (1 to 65535), e.g. "
+		         "http://proxy.example:3128");
 		goto out;
 	}
 	err = 0;
@@ -304,6 +346,9 @@ out:
 	curl_free(path);
 	curl_free(query);
 	curl_free(fragment);
+	curl_free(user);
+	curl_free(password);
+	curl_free(port);
 	curl_url_cleanup(u);
 	return err;
 }

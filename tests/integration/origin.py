@@ -438,10 +438,10 @@ http {{
     def _requests_counted(self):
         """Requests nginx has begun since it started (its stub_status counter) less our
         own status queries, or None when nginx does not answer."""
-        self._status_queries += 1
         try:
             with socket.create_connection(("127.0.0.1", self.status_port), timeout=2) as s:
                 s.sendall(b"GET /status HTTP/1.0\r\nHost: status\r\n\r\n")
+                self._status_queries += 1  # counted by nginx once it has the request
                 data = b""
                 while chunk := s.recv(4096):
                     data += chunk

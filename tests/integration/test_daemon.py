@@ -345,10 +345,10 @@ def settled_log(o, quiet=2.0, timeout=15.0):
     """Waits until the access log has not grown for QUIET seconds (nginx logs a request cut
     by a client when it notices the closed socket), at most TIMEOUT s. Returns the records."""
     deadline = time.monotonic() + timeout
-    n, since = len(o.log()), time.monotonic()
+    n, since = len(o.log(settle=False)), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.2)
-        m = len(o.log())
+        m = len(o.log(settle=False))
         if m != n:
             n, since = m, time.monotonic()
         elif time.monotonic() - since >= quiet:
@@ -1254,7 +1254,8 @@ def _(bg):
         if job is None:
             return
         cmd(t, agent, "set-proxy", job, proxy)
-        for bad in ("127.0.0.1:1", "ftp://127.0.0.1:21", f"{proxy}/path", "http://", "http://a b:1"):
+        for bad in ("127.0.0.1:1", "ftp://127.0.0.1:21", f"{proxy}/path", "http://", "http://a b:1",
+                    "http://127.0.0.1", f"http://u:p%0a@127.0.0.1:{o.extra_ports[0]}"):
             r = cmd(t, agent, "set-proxy", job, bad, rc=2)
             t.ok(f"set-proxy {bad!r}: stderr says why", "set-proxy:" in r.err, f"stderr: {r.err!r}")
         with Daemon(t, agent, o):
