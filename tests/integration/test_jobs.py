@@ -375,7 +375,8 @@ def _(bg):
         ] + [(c, unknown) for c in ("resume", "suspend", "cancel", "complete", "info")]
         for args in bad:
             r = t.ran(agent.run(*args))
-            t.eq(f"{' '.join(a[:40] for a in args[:1] + args[2:])}: exit status", r.rc, 2)
+            label = " ".join("JOB" if a in (job, unknown) else a[:40] for a in args)
+            t.eq(f"{label}: exit status", r.rc, 2)
             t.ok("  a message on stderr", r.err.strip() != "", "stderr is empty")
         after = info(t, agent, job)
         for k in sorted(set(before or {}) | set(after or {})):
