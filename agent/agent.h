@@ -302,6 +302,9 @@ int job_set_state(struct bg_store *st, const char *id, enum job_state s) BG_WUR;
 int job_update_options(struct bg_store *st, const char *id, const struct job_options *opt) BG_WUR;
 /* Builds the job document of INTERFACE.md (caller json_decref()s). */
 int job_document(struct bg_store *st, const char *id, json_t **out) BG_WUR;
+/* Loads the job record alone, without its files (new reference), or
+ * BG_ENOENT: enough for the state and the settings. */
+int job_load(struct bg_store *st, const char *id, json_t **out) BG_WUR;
 /* Calls fn with each job's document. */
 int job_list(struct bg_store *st, bool all, int (*fn)(json_t *doc, void *arg), void *arg) BG_WUR;
 

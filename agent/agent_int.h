@@ -16,8 +16,6 @@ int jset(json_t *o, const char *key, json_t *v); /* steals v */
 int jset_str(json_t *o, const char *key, const char *s);
 int jset_int(json_t *o, const char *key, int64_t v);
 
-/* Loads a job record (new reference) or BG_ENOENT. */
-int job_load(struct bg_store *st, const char *id, json_t **out) BG_WUR;
 /* Loads file record index of a job (new reference) or BG_ENOENT. */
 int job_load_file(struct bg_store *st, const char *id, uint32_t index, json_t **out) BG_WUR;
 

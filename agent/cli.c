@@ -168,10 +168,11 @@ cli_store_failed(const char *what, int err)
 int
 cli_check_job(struct ctx *c, const char *id)
 {
-	json_t *doc = NULL;
-	int err = job_document(c->st, id, &doc);
+	json_t *job = NULL;
+	/* The job record alone: its files need not be decoded to know it exists. */
+	int err = job_load(c->st, id, &job);
 
-	json_decref(doc);
+	json_decref(job);
 	if (err == BG_ENOENT) {
 		cli_complain("no such job: %s", id);
 		return EXIT_USAGE;

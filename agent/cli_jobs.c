@@ -116,7 +116,7 @@ int
 cmd_complete(struct ctx *c, int argc, char **argv)
 {
 	struct job_lock *lock = NULL;
-	json_t *doc = NULL;
+	json_t *job = NULL;
 	const char *state;
 	int rc, err;
 
@@ -128,11 +128,12 @@ cmd_complete(struct ctx *c, int argc, char **argv)
 		return rc;
 	if ((rc = cli_lock_job(c, argv[1], "complete", &lock)) != EXIT_DONE)
 		return rc;
-	if ((err = job_document(c->st, argv[1], &doc)) != 0) {
-		rc = cli_store_failed("complete", err);
+	/* The state is in the job record: the files are read by job_complete. */
+	if ((err = job_load(c->st, argv[1], &job)) != 0) {
+		rc = err == BG_ENOENT ? cli_check_job(c, argv[1]) : cli_store_failed("complete", err);
 		goto out;
 	}
-	state = cli_jstr(doc, "state");
+	state = cli_jstr(job, "state");
 	if (strcmp(state, "TRANSFERRED") != 0) {
 		cli_complain("cannot complete job %s: it is %s, not TRANSFERRED", argv[1], state);
 		rc = EXIT_USAGE;
@@ -146,7 +147,7 @@ cmd_complete(struct ctx *c, int argc, char **argv)
 	cli_wake(c);
 	rc = EXIT_DONE;
 out:
-	json_decref(doc);
+	json_decref(job);
 	job_unlock(lock);
 	return rc;
 }
