@@ -35,13 +35,14 @@ int store_json_decode(const MDB_val *v, json_t **out)
 }
 
 /* Serialises rec with json_dumpb into a buffer of our own, so that the
- * record is measured before anything is allocated and the buffer is freed
- * with the allocator that made it whatever jansson was told to use. */
+ * buffer is freed with the allocator that made it whatever jansson was
+ * told to use.  Records fit the stack buffer as a rule: encoded once; a
+ * larger one is measured by that first pass and encoded again. */
 int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
                    const json_t *rec)
 {
 	const size_t flags = JSON_COMPACT;
-	char *buf = NULL;
+	char small[4096], *buf = small, *big = NULL;
 	size_t need;
 	int rc;
 
@@ -53,7 +54,7 @@ int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t
 		goto out;
 	}
 	/* 0 means jansson cannot encode it (invalid UTF-8, NaN, no memory). */
-	need = json_dumpb(rec, NULL, 0, flags);
+	need = json_dumpb(rec, small, sizeof(small), flags);
 	if (need == 0) {
 		rc = BG_EINVAL;
 		goto out;
@@ -62,18 +63,19 @@ int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t
 		rc = BG_ELIMIT;
 		goto out;
 	}
-	buf = malloc(need);
-	if (buf == NULL) {
-		rc = BG_ENOMEM;
-		goto out;
-	}
-	if (json_dumpb(rec, buf, need, flags) != need) {
-		rc = BG_EINVAL;
-		goto out;
+	if (need > sizeof(small)) {
+		if ((buf = big = malloc(need)) == NULL) {
+			rc = BG_ENOMEM;
+			goto out;
+		}
+		if (json_dumpb(rec, big, need, flags) != need) {
+			rc = BG_EINVAL;
+			goto out;
+		}
 	}
 	rc = txn_raw_put(txn, db, key, klen, buf, need);
 out:
-	free(buf);
+	free(big);
 	return rc;
 }
 

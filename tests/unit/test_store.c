@@ -540,6 +540,46 @@ static int nested_update_fn(struct bg_txn *txn, void *arg)
 	return store_update(arg, jobs_del_a_fn, NULL);
 }
 
+/* Records of every size class come back as they went in ({"t":"...","n":N}
+ * is 14 bytes more than its string: 4082 fills the 4096-byte buffer): encoded in one
+ * pass below the encoder's stack buffer, in two above it, refused above
+ * STORE_RECORD_MAX. */
+static int jobs_sizes_fn(struct bg_txn *txn, void *arg)
+{
+	static const size_t sizes[] = {0, 4070, 4081, 4082, 4083, 4084, 4096, 5000, 200000};
+	char *text = malloc(STORE_RECORD_MAX + 1);
+	int rc = 0;
+
+	(void)arg;
+	if (text == NULL)
+		return BG_ENOMEM;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]) && rc == 0; i++) {
+		json_t *rec, *back = NULL;
+
+		memset(text, 'a' + (int)i, sizes[i]);
+		text[sizes[i]] = '\0';
+		rec = json_pack("{s:s,s:i}", "t", text, "n", (int)i);
+		rc = txn_job_put(txn, JOB_C, rec);
+		if (rc == 0)
+			rc = txn_job_get(txn, JOB_C, &back);
+		if (!CHECK(rc == 0 && json_equal(rec, back)))
+			fprintf(stderr, "    record with a %zu-byte string\n", sizes[i]);
+		json_decref(back);
+		json_decref(rec);
+	}
+	if (rc == 0) {
+		json_t *rec;
+
+		memset(text, 'z', STORE_RECORD_MAX);
+		text[STORE_RECORD_MAX] = '\0';
+		rec = json_pack("{s:s}", "t", text);
+		CHECK_RC(txn_job_put(txn, JOB_C, rec), BG_ELIMIT);
+		json_decref(rec);
+	}
+	free(text);
+	return rc;
+}
+
 static void test_jobs(void)
 {
 	char *home = home_new();
@@ -554,6 +594,7 @@ static void test_jobs(void)
 	CHECK_RC(store_update(st, jobs_bad_put_fn, NULL), BG_ECANCELED);
 	CHECK_OK(store_view(st, jobs_count_fn, &list));
 	CHECK_EQ_INT(list.n, 1);
+	CHECK_OK(store_update(st, jobs_sizes_fn, NULL));
 
 	CHECK_OK(store_update(st, jobs_delete_all_fn, &list));
 	CHECK_EQ_INT(list.n, 3);
