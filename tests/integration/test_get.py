@@ -414,6 +414,29 @@ def _(bg):
         t.eq("error.url", field(r.doc, "error", "url"), url)
 
 
+@case("unresolvable_host_fails_0x80072ee7")
+def _(bg):
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        print(f"skipped: cannot make a network namespace (unshare -n: {probe.stderr.strip()!r})")
+        return SKIPPED
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        url = "http://bgcopy-test.invalid/files/a.bin"
+        print(f"checks: get {url} inside a new network namespace with no interface up (so the "
+              "lookup fails without leaving the machine) ends in ERROR 0x80072EE7 "
+              "ERROR_WINHTTP_NAME_NOT_RESOLVED once get has retried it (a transient error), nothing "
+              "written")
+        out = o.path("out", "a.bin")
+        argv = ["unshare", "-n", *agent.argv(*Bgcopy.get_args(url, out))]
+        t0 = time.monotonic()
+        p = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=60,
+                           stdin=subprocess.DEVNULL, env=agent.env())
+        r = t.ran(Result(argv, p.returncode, p.stdout, p.stderr, time.monotonic() - t0))
+        expect_error(t, r, out, "0x80072EE7", "ERROR_WINHTTP_NAME_NOT_RESOLVED")
+        t.eq("error.context", field(r.doc, "error", "context"), "remote_file")
+
+
 @case("get_without_o_writes_the_url_basename_here")
 def _(bg):
     with Origin(files={"a.bin": A_SIZE}) as o:
