@@ -173,14 +173,28 @@ on_crl_data(char *p, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* Opens a new file of its own beside path (PATH.SUFFIX.XXXXXX, 0600),
+ * writing its name into tmp: fetches of the same CRL by two workers or two
+ * processes never write into, or rename, each other's file. */
+static int
+open_temp(const char *path, const char *suffix, char *tmp, size_t len)
+{
+	int n = snprintf(tmp, len, "%s.%s.XXXXXX", path, suffix), fd;
+
+	if (n < 0 || (size_t)n >= len)
+		return -1;
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0)
+		tmp[0] = '\0';
+	return fd;
+}
+
 static int
 write_file_atomic(const char *path, const void *data, size_t len)
 {
 	char tmp[PATH_MAX + 16];
 	int fd, err = 0;
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+	if ((fd = open_temp(path, "tmp", tmp, sizeof(tmp))) < 0)
 		return bg_err_from_errno(errno);
 	for (const char *p = data; len > 0;) {
 		ssize_t n = write(fd, p, len);
@@ -217,7 +231,7 @@ crl_fetch(const char *dir, const char *url, const char *ca_file, char *errbuf, s
 	char issuer[256] = "";
 	CURLcode rc;
 	long status = 0;
-	int derlen, err = 0;
+	int derlen, fd, err = 0;
 
 	errbuf[0] = '\0';
 	if (!url_scheme_ok(url, NULL)) {
@@ -231,10 +245,14 @@ crl_fetch(const char *dir, const char *url, const char *ca_file, char *errbuf, s
 	}
 	if ((err = paths_for(dir, url, crlpath, metapath, sizeof(crlpath))) != 0)
 		return err;
-	snprintf(tmp, sizeof(tmp), "%s.download", crlpath);
-	if ((d.f = fopen(tmp, "wbe")) == NULL) {
+	if ((fd = open_temp(crlpath, "download", tmp, sizeof(tmp))) < 0 ||
+	    (d.f = fdopen(fd, "wb")) == NULL) {
 		err = bg_err_from_errno(errno);
-		snprintf(errbuf, errlen, "cannot write %s: %s", tmp, bg_strerror(err));
+		snprintf(errbuf, errlen, "cannot write a file in %s: %s", dir, bg_strerror(err));
+		if (fd >= 0) {
+			close(fd);
+			unlink(tmp);
+		}
 		return err;
 	}
 	if ((e = curl_easy_init()) == NULL) {

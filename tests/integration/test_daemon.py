@@ -824,6 +824,7 @@ def _(bg):
                 doc, seen = poll_state(t, agent, jobs[name], ("ERROR", "TRANSFERRED"), 30, label=name)
                 t.eq(f"{name}: state", field(doc, "state"), "ERROR")
                 t.eq(f"{name}: error.code", field(doc, "error", "code"), code)
+                t.note(f"{name}: error.message {field(doc, 'error', 'message')!r}")
                 t.ok(f"{name}: never TRANSIENT_ERROR ({seen})", "TRANSIENT_ERROR" not in seen)
                 ev = [m for _, m in d.events(jobs[name])]
                 t.eq(f"{name}: daemon lines for the job (one run, then ERROR)",

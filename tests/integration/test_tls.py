@@ -324,6 +324,34 @@ def _(bg):
              {"inter.crl": 2, "root.crl": 2, "missing.crl": 0})
 
 
+@case("tls_crl_fetched_by_concurrent_gets_in_one_home")
+def _(bg):
+    with TlsOrigin() as o:
+        o, t = started(bg, o)
+        agent = agent_for(bg, o, "home")
+        rounds = 8
+        print(f"checks: {rounds} rounds of two gets with crl-check started together on one home "
+              "(each round after crl clear, so both download the same two CRLs at once): every "
+              "get succeeds; the fetches never write into or rename each other's file")
+        results = []
+        for i in range(rounds):
+            t.eq(f"round {i}: crl clear", agent.run("crl", "clear").rc, 0)
+            procs = []
+            for name in ("f.bin", "g.bin"):
+                out = o.path("out", f"r{i}-{name}")
+                argv = agent.argv(*Bgcopy.get_args(o.leaf_url("good", f"/files/{name}"), out,
+                                                   flags="crl-check", extra=["--ca-file", o.root_ca]))
+                procs.append((name, out, subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                                          stderr=subprocess.PIPE, text=True,
+                                                          env=agent.env())))
+            for name, out, p in procs:
+                so, se = p.communicate(timeout=60)
+                results.append((i, name, p.returncode, se.strip()[-200:]))
+                t.ok(f"round {i} {name}: exit 0, right bytes",
+                     p.returncode == 0 and sha256_file(out) == o.sha(name), f"exit {p.returncode}: {se.strip()[-300:]!r}")
+        t.eq("gets that failed", [r for r in results if r[2] != 0], [])
+
+
 @case("tls_crl_expired_refetched")
 def _(bg):
     with TlsOrigin() as o:
