@@ -142,6 +142,9 @@ struct origin_response {
 	int64_t total;          /* size of the whole file, -1 when unknown */
 	const char *etag;       /* NULL when absent */
 	const char *last_modified;
+	const char *date;       /* the response's Date, NULL when absent */
+	bool has_digest;        /* the origin said what the whole file's SHA-256 is */
+	unsigned char digest[BG_SHA256_LEN]; /* (Repr-Digest, or Content-Digest of a 200; RFC 9530) */
 };
 
 /* The receiver of one fetch.  Return 0 to go on, a BG_E* code to stop the

@@ -135,6 +135,18 @@ bool http_header_is(const char *name, size_t namelen, const char *want);
 char *http_value_dup(const char *p, size_t n, size_t max);
 /* A decimal value (Content-Length). */
 bool http_value_u64(const char *p, size_t n, uint64_t *out);
+/* The sha-256 member of a Repr-Digest or Content-Digest value (RFC 9530:
+ * an RFC 8941 dictionary such as "sha-256=:BASE64:, sha-512=:...:") into
+ * out.  False when the field has none or does not parse; out is then
+ * unspecified. */
+bool http_digest_sha256(const char *p, size_t n, unsigned char out[BG_SHA256_LEN]);
+/* RFC 9110 section 8.8.2.2: a Last-Modified is a strong validator only
+ * when the response that gave it had a Date at least
+ * HTTP_STRONG_DATE_SECONDS later (a second write within the same second
+ * would otherwise share the date).  False when either is absent or does
+ * not parse. */
+#define HTTP_STRONG_DATE_SECONDS 60
+bool http_date_strong(const char *last_modified, const char *date);
 /* Replaces, in place, control characters and bytes that are not valid UTF-8
  * with '?': text a server chose (a certificate's subject, say) can then go
  * into JSON documents and onto terminals. */

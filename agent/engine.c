@@ -224,6 +224,23 @@ strong_etag(const char *etag)
 	       strlen(etag) <= STORE_VALIDATOR_MAX && etag[strlen(etag) - 1] == '"';
 }
 
+/* The validator a resume may put in If-Range, or NULL when the file must
+ * start over from byte 0 (RFC 9110 section 13.1.5): a strong entity tag;
+ * else, only when the response carried no entity tag at all (a weak one
+ * included), its Last-Modified, and only if that date is strong (see
+ * http_date_strong).  nginx and lighttpd answer a date If-Range by string
+ * equality: with a weaker date a file rewritten within the same second
+ * would come back as a 206 of the new version, spliced onto the old. */
+static const char *
+resume_validator(const json_t *rec)
+{
+	const char *etag = jstr(rec, "etag"), *lm = jstr(rec, "last_modified");
+
+	if (etag != NULL)
+		return strong_etag(etag) ? etag : NULL;
+	return http_date_strong(lm, jstr(rec, "date")) ? lm : NULL;
+}
+
 /* Validators are kept only when they are what RFC 9110 allows: visible
  * ASCII and spaces, of a sane length.  Anything else is not used to resume
  * (the file then restarts from byte 0 after an interruption). */
@@ -268,10 +285,28 @@ sink_start(void *arg, const struct origin_response *resp)
 		if ((err = restart_file(s)) != 0)
 			return err;
 	}
+	/* The Date is kept to judge the Last-Modified's strength; none is kept
+	 * when the response had an entity tag that is not kept, since a date
+	 * must then never stand in for it. */
 	if ((err = jset_str(s->rec, "etag", usable_validator(resp->etag))) != 0 ||
 	    (err = jset_str(s->rec, "last_modified", usable_validator(resp->last_modified))) != 0 ||
+	    (err = jset_str(s->rec, "date",
+	                    resp->etag != NULL && usable_validator(resp->etag) == NULL
+	                        ? NULL
+	                        : usable_validator(resp->date))) != 0 ||
 	    (err = jset_int(s->rec, "bytes_total", resp->total)) != 0)
 		return err;
+	/* The digest the origin announced for the whole file (RFC 9530) is
+	 * checked when the file is finished.  A 206 without one keeps the
+	 * one of the response it continues (the validator vouched for that). */
+	if (resp->start == 0 || resp->has_digest) {
+		char dhex[BG_SHA256_HEX_LEN + 1];
+
+		if (resp->has_digest)
+			bg_sha256_hex(resp->digest, dhex);
+		if ((err = jset_str(s->rec, "origin_sha256", resp->has_digest ? dhex : NULL)) != 0)
+			return err;
+	}
 	/* ALLOW_REPORT: the remote name becomes the URL that answered, now,
 	 * so that a resume after a crash goes straight there, as BITS does. */
 	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT && resp->final_url != NULL &&
@@ -384,7 +419,7 @@ prepare_partial(struct fsink *s)
 
 	if (fstat(s->fd, &sb) != 0)
 		return bg_err_from_errno(errno);
-	if (!strong_etag(jstr(s->rec, "etag")) && jstr(s->rec, "last_modified") == NULL)
+	if (resume_validator(s->rec) == NULL)
 		committed = 0; /* nothing to guard a Range with: start over */
 	/* BITS: with CRL checking turned on after part of an https file came
 	 * in unchecked, that file starts again from byte 0. */
@@ -673,6 +708,7 @@ finish_file(struct fsink *s)
 	struct final_args a = {.s = s};
 	int64_t total = jint(s->rec, "bytes_total", -1);
 	const char *expect = jstr(s->rec, "expect_sha256");
+	const char *announced = jstr(s->rec, "origin_sha256");
 	const char *remote = jstr(s->rec, "remote_url");
 	const char *original = jstr(s->rec, "original_url");
 	char hex[BG_SHA256_HEX_LEN + 1];
@@ -706,6 +742,19 @@ finish_file(struct fsink *s)
 		         "%s: content SHA-256 is %s, expected %s", remote, hex, expect);
 		/* Wrong bytes are never kept: the next attempt starts over. */
 		return restart_file(s);
+	}
+	if (announced != NULL && strcasecmp(announced, hex) != 0) {
+		/* Not what the origin's Repr-Digest or Content-Digest said: a
+		 * damaged transfer, or two versions put together.  None of it is
+		 * kept, and the caller asks once more from byte 0. */
+		int e2;
+
+		r->hr = HR_ERROR_CRC;
+		snprintf(r->message, sizeof(r->message),
+		         "%s: content SHA-256 is %s, the origin's digest says %s", remote, hex,
+		         announced);
+		e2 = restart_file(s);
+		return e2 != 0 ? e2 : BG_EDIGEST;
 	}
 	a.key_flags = job_is_private(r->job) || !peer_mode(r->job, "server") ? STORE_KEY_PRIVATE : 0;
 	a.keys[0] = remote;
@@ -765,8 +814,7 @@ origin_request_for(struct run *r, struct fsink *s, const char **headers,
 	req->headers_for = jstr(s->rec, "original_url");
 	req->offset = s->committed + s->fill;
 	if (req->offset > 0)
-		req->if_range = strong_etag(jstr(s->rec, "etag")) ? jstr(s->rec, "etag")
-		                                                   : jstr(s->rec, "last_modified");
+		req->if_range = resume_validator(s->rec);
 	req->crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
 	req->proxy = jstr(r->job, "proxy");
 	req->user = jstr(r->job, "user");
@@ -1124,16 +1172,20 @@ again:
 	err = finish_file(&s);
 	if (err == BG_EDIGEST && !retried_alone) {
 		/* Bytes kept from a peer plus the origin's rest did not make the
-		 * content the peer described: once more, from the origin alone. */
+		 * content the peer described, or the origin's bytes not the
+		 * digest it announced: once more, from the origin alone. */
 		retried_alone = true;
+		r->hr = HR_S_OK;
 		origin_result_clear(&res);
 		goto again;
 	}
 check:
 	if (err == BG_EDIGEST) {
+		/* finish_file said why when the origin's digest disagreed. */
+		if (r->hr != HR_ERROR_CRC)
+			snprintf(r->message, sizeof(r->message),
+			         "%s: the content does not match its digest", jstr(s.rec, "remote_url"));
 		r->hr = HR_ERROR_CRC;
-		snprintf(r->message, sizeof(r->message), "%s: the content does not match its digest",
-		         jstr(s.rec, "remote_url"));
 		err = 0;
 	} else if (err != 0 && !propagated(err) && err != BG_EIO) {
 		set_local_error(r, err, "cannot write", temp);

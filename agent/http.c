@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "agent.h"
 #include "agent_int.h"
@@ -124,4 +125,147 @@ text_make_safe(char *s)
 		}
 		p += n;
 	}
+}
+
+/* Value of one base64 character (RFC 4648 section 4), or -1. */
+static int
+b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/* Decodes exactly BG_SHA256_LEN bytes of padded base64 (44 characters, the
+ * last one '='), as an RFC 8941 byte sequence carries them. */
+static bool
+b64_sha256(const char *p, size_t n, unsigned char out[BG_SHA256_LEN])
+{
+	uint32_t acc = 0;
+	size_t o = 0, bits = 0;
+
+	if (n != 44 || p[43] != '=')
+		return false;
+	for (size_t i = 0; i < 43; i++) {
+		int v = b64_value((unsigned char)p[i]);
+
+		if (v < 0)
+			return false;
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (unsigned char)(acc >> bits);
+		}
+	}
+	/* 43 characters carry 258 bits: the 2 left over must be zero. */
+	return o == BG_SHA256_LEN && (acc & ((1u << bits) - 1)) == 0;
+}
+
+static bool
+sf_key_char(unsigned char c, bool first)
+{
+	if (c >= 'a' && c <= 'z')
+		return true;
+	if (c == '*')
+		return true;
+	return !first && ((c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.');
+}
+
+bool
+http_digest_sha256(const char *p, size_t n, unsigned char out[BG_SHA256_LEN])
+{
+	const char *end = p + n;
+	bool found = false;
+
+	/* RFC 8941 section 4.2.2: a Dictionary; a member is key[=item]
+	 * with parameters, members separated by "," and optional blanks.  A
+	 * field that does not parse is ignored whole (section 4.2). */
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	while (end > p && isspace((unsigned char)end[-1]))
+		end--;
+	while (p < end) {
+		const char *key = p, *val = NULL;
+		size_t keylen, vlen = 0;
+
+		if (!sf_key_char((unsigned char)*p, true))
+			return false;
+		while (p < end && sf_key_char((unsigned char)*p, false))
+			p++;
+		keylen = (size_t)(p - key);
+		if (p < end && *p == '=') {
+			p++;
+			if (p < end && *p == ':') {
+				/* A byte sequence: ":" base64 ":". */
+				const char *close = memchr(p + 1, ':', (size_t)(end - p - 1));
+
+				if (close == NULL)
+					return false;
+				val = p + 1;
+				vlen = (size_t)(close - val);
+				p = close + 1;
+			} else {
+				/* Another bare item (a token, number or string): skipped
+				 * up to its parameters or the next member. */
+				bool quoted = p < end && *p == '"';
+
+				if (quoted) {
+					for (p++; p < end && *p != '"'; p++)
+						if (*p == '\\' && p + 1 < end)
+							p++;
+					if (p >= end)
+						return false;
+					p++;
+				} else {
+					while (p < end && *p != ';' && *p != ',' && *p != ' ' && *p != '\t')
+						p++;
+				}
+			}
+		}
+		/* Parameters: ";key[=value]"... (never quoted commas in ours). */
+		while (p < end && *p == ';') {
+			p++;
+			while (p < end && *p != ';' && *p != ',')
+				p++;
+		}
+		if (keylen == 7 && memcmp(key, "sha-256", 7) == 0) {
+			/* The last of duplicated keys wins (section 4.2.2). */
+			found = val != NULL && b64_sha256(val, vlen, out);
+		}
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p == end)
+			break;
+		if (*p != ',')
+			return false;
+		p++;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p == end)
+			return false; /* a trailing comma */
+	}
+	return found;
+}
+
+bool
+http_date_strong(const char *last_modified, const char *date)
+{
+	time_t lm, d;
+
+	if (last_modified == NULL || date == NULL)
+		return false;
+	/* curl_getdate reads the three forms RFC 9110 section 5.6.7 makes a
+	 * recipient accept (IMF-fixdate, RFC 850, asctime); -1 when none. */
+	lm = curl_getdate(last_modified, NULL);
+	d = curl_getdate(date, NULL);
+	return lm != -1 && d != -1 && d - lm >= HTTP_STRONG_DATE_SECONDS;
 }

@@ -97,8 +97,12 @@ struct hop {
 	char *location;
 	char *etag;
 	char *last_modified;
+	char *date;
 	char *content_range;
 	int64_t content_length;
+	/* RFC 9530 digests of the response, sha-256 only. */
+	bool has_repr_digest, has_content_digest;
+	unsigned char repr_digest[BG_SHA256_LEN], content_digest[BG_SHA256_LEN];
 
 	enum verdict verdict;
 	uint32_t hr;
@@ -206,9 +210,11 @@ hop_reset_headers(struct hop *h)
 	free(h->location);
 	free(h->etag);
 	free(h->last_modified);
+	free(h->date);
 	free(h->content_range);
-	h->location = h->etag = h->last_modified = h->content_range = NULL;
+	h->location = h->etag = h->last_modified = h->date = h->content_range = NULL;
 	h->content_length = -1;
+	h->has_repr_digest = h->has_content_digest = false;
 	h->status = 0;
 }
 
@@ -361,6 +367,17 @@ decide(struct hop *h)
 		resp.total = total;
 	resp.etag = h->etag;
 	resp.last_modified = h->last_modified;
+	resp.date = h->date;
+	/* RFC 9530: Repr-Digest is of the whole representation, whatever part
+	 * of it the message carries; Content-Digest is of this message's
+	 * content, which is the whole representation only in a 200. */
+	if (h->has_repr_digest) {
+		resp.has_digest = true;
+		memcpy(resp.digest, h->repr_digest, BG_SHA256_LEN);
+	} else if (h->has_content_digest && h->status == 200) {
+		resp.has_digest = true;
+		memcpy(resp.digest, h->content_digest, BG_SHA256_LEN);
+	}
 	if ((err = h->sink->on_start(h->sink->arg, &resp)) != 0) {
 		h->sink_err = err;
 		hop_fail(h, hr_from_bg(err), "%s", bg_strerror(err));
@@ -446,6 +463,12 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		take_header(&h->etag, value, vlen, STORE_URL_MAX);
 	else if (http_header_is(name, namelen, "Last-Modified"))
 		take_header(&h->last_modified, value, vlen, STORE_URL_MAX);
+	else if (http_header_is(name, namelen, "Date"))
+		take_header(&h->date, value, vlen, STORE_URL_MAX);
+	else if (http_header_is(name, namelen, "Repr-Digest"))
+		h->has_repr_digest = http_digest_sha256(value, vlen, h->repr_digest);
+	else if (http_header_is(name, namelen, "Content-Digest"))
+		h->has_content_digest = http_digest_sha256(value, vlen, h->content_digest);
 	else if (http_header_is(name, namelen, "Content-Range"))
 		take_header(&h->content_range, value, vlen, STORE_URL_MAX);
 	else if (http_header_is(name, namelen, "Content-Length")) {
@@ -592,6 +615,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	struct pool *pool;
 	CURLcode rc;
 	CURL *e;
+	bool want_digest = true;
 	int err;
 
 	if ((err = pool_for(o, req->security_flags, req->ca_file, &pool)) != 0)
@@ -610,7 +634,18 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	for (const char *const *p = req->headers; p != NULL && *p != NULL; p++) {
 		if (!send_sensitive && sensitive_header(*p))
 			continue;
+		if (strncasecmp(*p, "Want-Repr-Digest:", 17) == 0)
+			want_digest = false; /* the job's own preference */
 		if ((tmp = curl_slist_append(list, *p)) == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
+		list = tmp;
+	}
+	/* RFC 9530 section 4: origins that can, say what the representation's
+	 * SHA-256 is; the finished file is checked against it. */
+	if (want_digest) {
+		if ((tmp = curl_slist_append(list, "Want-Repr-Digest: sha-256=10")) == NULL) {
 			err = BG_ENOMEM;
 			goto out;
 		}

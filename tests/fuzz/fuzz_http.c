@@ -7,16 +7,19 @@
  * way libcurl's header callback gets it: in a buffer of exactly its length,
  * not NUL-terminated.
  * Properties: nothing is read outside the line; a split header's name and
- * value lie inside it; a parsed number is what the digits say.
+ * value lie inside it; a parsed number is what the digits say; a digest
+ * taken from a Repr-Digest-like value is spelt in it.
  */
 #include <inttypes.h>
 #include <stdio.h>
+
+#include <openssl/evp.h>
 
 #include "agent_int.h"
 #include "fuzz.h"
 
 static const char *const names[] = {"Location", "ETag", "Last-Modified", "Content-Range",
-                                    "Content-Length", "X-Origin-ETag"};
+                                    "Content-Length", "X-Origin-ETag", "Repr-Digest"};
 
 static void
 one_line(const uint8_t *p, size_t n)
@@ -24,6 +27,7 @@ one_line(const uint8_t *p, size_t n)
 	char *line = malloc(n > 0 ? n : 1);
 	const char *name, *value;
 	size_t namelen, vlen;
+	unsigned char d[BG_SHA256_LEN];
 	uint64_t v;
 
 	if (line == NULL)
@@ -36,6 +40,13 @@ one_line(const uint8_t *p, size_t n)
 		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 			(void)http_header_is(name, namelen, names[i]);
 		free(http_value_dup(value, vlen, STORE_VALIDATOR_MAX));
+		if (http_digest_sha256(value, vlen, d)) {
+			unsigned char b64[48];
+
+			/* A digest taken is the base64 of a byte sequence in the value. */
+			FUZZ_ASSERT(EVP_EncodeBlock(b64, d, BG_SHA256_LEN) == 44);
+			FUZZ_ASSERT(memmem(value, vlen, b64, 44) != NULL);
+		}
 		if (http_value_u64(value, vlen, &v)) {
 			char *s = http_value_dup(value, vlen, 64), digits[32];
 

@@ -56,6 +56,9 @@ LOG_FIELDS = [
     ("body_bytes_sent", "$body_bytes_sent"),
     ("range", "$http_range"),
     ("if_range", "$http_if_range"),
+    ("if_modified_since", "$http_if_modified_since"),
+    ("if_none_match", "$http_if_none_match"),
+    ("want_repr_digest", "$http_want_repr_digest"),
     ("authorization", "$http_authorization"),
     ("cookie", "$http_cookie"),
     ("content_range", "$sent_http_content_range"),
@@ -106,6 +109,11 @@ class OriginError(RuntimeError):
 
 
 class Origin:
+    # What a subclass serving with another implementation changes (lighttpd_origin.py).
+    NAME = "nginx"
+    CONF = "nginx.conf"
+    PID = "nginx.pid"
+
     def __init__(self, files=None, locations="", locations2="", tls_locations="",
                  second=False, https=False, http_extra="", extra_ports=0, before_start=None):
         """files: {name: size_in_bytes | bytes}, served as /files/NAME on every server.
@@ -171,7 +179,7 @@ class Origin:
 
     # ---- lifecycle ------------------------------------------------------------------
     def __enter__(self):
-        self.nginx = find_nginx()
+        self.server_exe = self._find_server()
         self.dir = tempfile.mkdtemp(prefix="bgcopy-it-")
         os.chmod(self.dir, 0o755)
         for sub in ("www/files", "logs", "tmp", "home", "out"):
@@ -334,7 +342,7 @@ http {{
                     self.status_port = p
             if self.before_start is not None:
                 self.before_start(self)
-            with open(self.path("nginx.conf"), "w") as f:
+            with open(self.path(self.CONF), "w") as f:
                 f.write(self._config())
             try:
                 self._launch("wb")
@@ -348,17 +356,23 @@ http {{
 
     def _launch(self, stderr_mode):
         """Runs nginx with the config in the dir and waits until every port accepts."""
-        self.stderr_path = self.path("logs", "nginx.stderr")
+        self.stderr_path = self.path("logs", self.NAME + ".stderr")
         self._status_queries = 0
         self._lines_at_launch = len(self._log_lines())
         with open(self.stderr_path, stderr_mode) as errf:
             self.proc = subprocess.Popen(
-                [self.nginx, "-c", self.path("nginx.conf"), "-p", self.dir + "/",
-                 "-e", self.path("logs", "error.log")],
-                stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, start_new_session=True)
+                self._argv(), stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
+                start_new_session=True)
         ports = [p for p in (self.port, self.port2, self.tls_port, *self.extra_ports,
                              self.status_port) if p]
         self._wait_ready(ports, timeout=10)
+
+    def _find_server(self):
+        return find_nginx()
+
+    def _argv(self):
+        return [self.server_exe, "-c", self.path(self.CONF), "-p", self.dir + "/",
+                "-e", self.path("logs", "error.log")]
 
     def stop(self):
         """Stops nginx now, as __exit__ does (TERM: connections in flight are closed, new
@@ -382,7 +396,7 @@ http {{
         pending = list(ports)
         while pending:
             if self.proc.poll() is not None:
-                raise OriginError(f"nginx exited with {self.proc.returncode}: {self._diag()}")
+                raise OriginError(f"{self.NAME} exited with {self.proc.returncode}: {self._diag()}")
             try:
                 with socket.create_connection(("127.0.0.1", pending[0]), timeout=0.5):
                     pending.pop(0)
@@ -390,17 +404,17 @@ http {{
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise OriginError(f"nginx not accepting on {pending} after {timeout}s: {self._diag()}")
+                raise OriginError(f"{self.NAME} not accepting on {pending} after {timeout}s: {self._diag()}")
             time.sleep(0.02)
         # The pid file is written before listening starts; wait for it anyway.
-        while not os.path.exists(self.path("nginx.pid")):
+        while not os.path.exists(self.path(self.PID)):
             if time.monotonic() > deadline:
-                raise OriginError("nginx wrote no pid file")
+                raise OriginError(f"{self.NAME} wrote no pid file")
             time.sleep(0.02)
 
     def _diag(self):
         out = []
-        for p in (self.path("logs", "nginx.stderr"), self.path("logs", "error.log")):
+        for p in (self.path("logs", self.NAME + ".stderr"), self.path("logs", "error.log")):
             try:
                 with open(p, errors="replace") as f:
                     out.append(f.read()[-2000:].strip())
@@ -413,7 +427,7 @@ http {{
             return
         pid = None
         try:
-            with open(self.path("nginx.pid")) as f:
+            with open(self.path(self.PID)) as f:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             pass
