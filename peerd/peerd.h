@@ -16,6 +16,7 @@
 #define BG_PEERD_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -120,6 +121,28 @@ enum peerd_range {
  * PEERD_RANGE_OK, *start and *len (>= 1) describe the bytes to send. */
 enum peerd_range peerd_range_parse(const char *value, uint64_t size, uint64_t *start,
                                    uint64_t *len);
+
+/* ---- Conditional requests (RFC 9110 section 13) -------------------------- */
+enum peerd_match {
+	PEERD_MATCH_NO,       /* a valid list that names no tag matching etag */
+	PEERD_MATCH_YES,      /* "*", or a member that matches etag */
+	PEERD_MATCH_INVALID,  /* not "*" nor a list of entity-tags (also an empty list) */
+};
+/* Compares an If-Match or If-None-Match field value ("*" or a comma list
+ * of entity-tags, W/ prefixed or not) with etag (one entity-tag, quotes
+ * included), strongly (both must be strong: If-Match, If-Range) or weakly
+ * (only the opaque-tags count: If-None-Match), RFC 9110 section 8.8.3.2.
+ * "*" matches: callers ask only about a representation that exists. */
+enum peerd_match peerd_etag_match(const char *field, const char *etag, bool weak_compare);
+
+/* Parses an HTTP-date in any of the three forms a recipient must accept
+ * (RFC 9110 section 5.6.7): IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT",
+ * rfc850-date "Sunday, 06-Nov-94 08:49:37 GMT" (a two-digit year more than
+ * 50 years after now, unix seconds, is taken a century earlier) and
+ * asctime-date "Sun Nov  6 08:49:37 1994", with optional whitespace around.
+ * Names are case-sensitive; the date must exist.  *out: unix seconds.
+ * 0, or BG_EINVAL for anything else. */
+int peerd_http_date_parse(const char *value, int64_t now, int64_t *out) BG_WUR;
 
 /* ---- Replay set ----------------------------------------------------------- */
 struct peerd_replay;
