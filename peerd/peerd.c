@@ -46,7 +46,13 @@ static const unsigned counted_status[] = {200, 206, 304, 400, 401, 404, 405, 412
 
 struct peerd {
 	struct MHD_Daemon *mhd;
-	struct bg_store *st; /* borrowed */
+	/* The store: borrowed from peerd_start()'s caller, or NULL until a
+	 * request finds one in the home (store_get()), then owned.  Set once,
+	 * under store_lock; read without it. */
+	_Atomic(struct bg_store *) st;
+	bool owns_store;
+	pthread_mutex_t store_lock;
+	int store_err_logged;                        /* under store_lock; 0: none yet */
 	unsigned port;
 	unsigned char key[PEER_KEY_MAX];
 	size_t keylen; /* 0: no authentication */
@@ -78,6 +84,7 @@ struct peerd {
  * of content sha.  Owned by the response (freed by its free callback). */
 struct body {
 	struct peerd *pd;
+	struct bg_store *st;
 	unsigned char sha[BG_SHA256_LEN];
 	uint64_t start;
 	uint64_t len;
@@ -260,7 +267,7 @@ read_body(void *cls, uint64_t pos, char *buf, size_t max)
 	want = b->len - pos < max ? (size_t)(b->len - pos) : max;
 	if (want > PEERD_BLOCK_BYTES)
 		want = PEERD_BLOCK_BYTES;
-	err = store_read_content(b->pd->st, b->sha, b->start + pos, buf, want, &got);
+	err = store_read_content(b->st, b->sha, b->start + pos, buf, want, &got);
 	if (err != 0 || got == 0) {
 		/* The content went away or is damaged mid-stream: cut the
 		 * connection so that the peer sees a short body, never wrong or
@@ -350,10 +357,54 @@ usage_note(struct peerd *pd, int64_t now, const unsigned char *sha)
 		usage_write(pd, batch, n);
 }
 
+/* ---- The store ------------------------------------------------------------ */
+
+/* The store to read, opened now if peerd started before bgcopy had made
+ * one: a service started at the boot of a fresh machine serves the entries
+ * once the agent stores them, without a restart.  Opening is tried again
+ * by each request until it succeeds (a few stat() calls while there is no
+ * store); the mutex makes one thread open it, so the process has one LMDB
+ * environment at most.  peerd opens it read-only as at start and creates
+ * nothing: bgcopy makes the home (0700) and the store with its own map size
+ * and modes.  NULL with *err set: BG_ENOENT while there is none (nor, it
+ * may be, a home), another code when it cannot be opened (logged once per
+ * code). */
+static struct bg_store *
+store_get(struct peerd *pd, int *err)
+{
+	struct bg_store *st = atomic_load_explicit(&pd->st, memory_order_acquire);
+	int rc;
+
+	if (st != NULL)
+		return st;
+	pthread_mutex_lock(&pd->store_lock);
+	st = atomic_load_explicit(&pd->st, memory_order_relaxed);
+	if (st == NULL) {
+		rc = store_open(pd->home, STORE_RDONLY, NULL, &st);
+		if (rc == 0) {
+			pd->owns_store = true;
+			atomic_store_explicit(&pd->st, st, memory_order_release);
+			plog(pd, "store found in %s: serving it", pd->home);
+		} else {
+			*err = rc;
+			if (rc != BG_ENOENT && rc != pd->store_err_logged) {
+				plog(pd, "cannot open the store in %s: %s%s", pd->home, bg_strerror(rc),
+				     rc == BG_EUNSAFE ? " (the home or its store.mdb is writable by "
+				                        "other users: chmod go-w)"
+				                      : "");
+				pd->store_err_logged = rc;
+			}
+		}
+	}
+	pthread_mutex_unlock(&pd->store_lock);
+	return st;
+}
+
 /* ---- Content lookup ---------------------------------------------------- */
 
 struct lookup {
 	struct peerd *pd;
+	struct bg_store *st;
 	int64_t now;
 	const char *url;
 	struct store_key key;
@@ -632,6 +683,7 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, un
 		if ((b = malloc(sizeof(*b))) == NULL)
 			return MHD_NO;
 		b->pd = pd;
+		b->st = l->st;
 		memcpy(b->sha, l->key.sha256, BG_SHA256_LEN);
 		b->start = start;
 		b->len = len;
@@ -740,11 +792,15 @@ serve_content(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 	l.pd = pd;
 	l.now = bg_now();
 	l.url = url;
-	err = store_view(pd->st, lookup_fn, &l);
+	err = 0;
+	if ((l.st = store_get(pd, &err)) != NULL)
+		err = store_view(l.st, lookup_fn, &l);
 	if (err == BG_ENOENT) {
 		atomic_fetch_add_explicit(&pd->misses, 1, memory_order_relaxed);
 		ret = send_text(pd, conn, MHD_HTTP_NOT_FOUND, "not found\n");
-		usage_note(pd, l.now, NULL);
+		/* Without a store there is nobody to report the miss to. */
+		if (l.st != NULL)
+			usage_note(pd, l.now, NULL);
 	} else if (err != 0) {
 		plog(pd, "lookup failed: %s", bg_strerror(err));
 		ret = send_text(pd, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "store error\n");
@@ -1014,7 +1070,8 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 
 		threads = ncpu < 1 ? 1 : ncpu > PEERD_THREADS_MAX ? PEERD_THREADS_MAX : (unsigned)ncpu;
 	}
-	if (st == NULL || threads > PEERD_THREADS_MAX || c->max_connections < threads ||
+	if ((st == NULL && c->home == NULL) || threads > PEERD_THREADS_MAX ||
+	    c->max_connections < threads ||
 	    c->max_connections > PEERD_CONNECTIONS_MAX || c->timeout == 0 ||
 	    c->timeout > PEERD_TIMEOUT_MAX || c->connection_memory < 4096 ||
 	    (c->peer_key != NULL && (c->peer_key_len < PEER_KEY_MIN ||
@@ -1031,7 +1088,7 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
 		return BG_ENOMEM;
-	pd->st = st;
+	atomic_init(&pd->st, st);
 	pd->log = c->log;
 	pd->log_cls = c->log_cls;
 	for (size_t i = 0; i <= N_STATUS; i++)
@@ -1042,6 +1099,11 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	atomic_init(&pd->max_age, (int64_t)STORE_DEFAULT_MAX_AGE_DAYS * 86400);
 	atomic_init(&pd->max_age_loaded, 0);
 	if (pthread_mutex_init(&pd->usage_lock, NULL) != 0) {
+		free(pd);
+		return BG_ENOMEM;
+	}
+	if (pthread_mutex_init(&pd->store_lock, NULL) != 0) {
+		pthread_mutex_destroy(&pd->usage_lock);
 		free(pd);
 		return BG_ENOMEM;
 	}
@@ -1113,8 +1175,12 @@ peerd_stop(struct peerd *pd)
 		MHD_stop_daemon(pd->mhd);
 	if (pd->home != NULL && pd->nusage > 0 && !pd->usage_failed)
 		usage_write(pd, pd->usage, pd->nusage);
+	/* After the daemon: no request reads the store any more. */
+	if (pd->owns_store)
+		store_close(atomic_load(&pd->st));
 	free(pd->home);
 	pthread_mutex_destroy(&pd->usage_lock);
+	pthread_mutex_destroy(&pd->store_lock);
 	peerd_replay_free(pd->replay);
 	OPENSSL_cleanse(pd->key, sizeof(pd->key));
 	free(pd);

@@ -72,7 +72,8 @@ struct peerd_config {
 	unsigned max_connections;    /* >= threads */
 	unsigned timeout;            /* seconds idle before a connection is closed */
 	size_t connection_memory;    /* bytes per connection for the request */
-	const char *home;            /* where to report use (HOME/usage.log); NULL: nowhere */
+	const char *home;            /* where to report use (HOME/usage.log) and, without a
+	                              * store at start, to find it; NULL: nowhere */
 	const unsigned char *peer_key; /* NULL: no authentication; copied by peerd_start */
 	size_t peer_key_len;
 	/* Diagnostics (libmicrohttpd's and peerd's own), one message per call
@@ -91,10 +92,14 @@ int peerd_parse_listen(const char *addr, unsigned port, struct sockaddr_storage 
                        unsigned *salen) BG_WUR;
 
 /* Starts serving st (borrowed: it must stay open until peerd_stop()
- * returns; open it with STORE_RDONLY) on c->listen:c->port.  Returns once
- * the socket listens.  Errors: BG_EINVAL (bad address or limits),
- * BG_ENOMEM, BG_EIO (libmicrohttpd could not start, e.g. the port is
- * taken: the reason went to c->log). */
+ * returns; open it with STORE_RDONLY) on c->listen:c->port.  st may be
+ * NULL when c->home has no store yet: content is then answered 404 until a
+ * request finds one there, which peerd opens (STORE_RDONLY, creating
+ * nothing), keeps and closes in peerd_stop(); a store that cannot be
+ * opened then (unsafe, damaged) is answered 500 and logged.  Returns once
+ * the socket listens.  Errors: BG_EINVAL (bad address or limits, or
+ * neither st nor c->home), BG_ENOMEM, BG_EIO (libmicrohttpd could not
+ * start, e.g. the port is taken: the reason went to c->log). */
 int peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **out) BG_WUR;
 /* The TCP port the daemon listens on (the kernel's choice for port 0). */
 unsigned peerd_port(const struct peerd *pd);

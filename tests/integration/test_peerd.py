@@ -80,8 +80,9 @@ class Peerd:
     __exit__ stops it (TERM, then KILL after 5 s) whatever happened, and prints its stderr
     when the case has failed checks."""
 
-    def __init__(self, bg, home, *args, workdir):
+    def __init__(self, bg, home, *args, workdir, env_extra=None):
         self.exe = peerd_exe(bg)
+        self.env_extra = env_extra
         self.t = bg.t
         self.home = home
         self.args = list(args)
@@ -94,11 +95,19 @@ class Peerd:
         self._conn = None
 
     def __enter__(self):
-        argv = [self.exe, "--home", self.home, "--port", "0", "--port-file", self.port_file,
-                *self.args]
-        print(f"  start {' '.join(argv[1:])}", flush=True)
+        # home None: no --home, the home comes from env_extra (BGCOPY_HOME).
+        argv = [self.exe, *(["--home", self.home] if self.home is not None else []),
+                "--port", "0", "--port-file", self.port_file, *self.args]
+        env = None
+        if self.env_extra is not None:
+            env = dict(os.environ)
+            env.pop("BGCOPY_HOME", None)
+            env.update(self.env_extra)
+        print(f"  start {' '.join(argv[1:])}"
+              + (f"  (env {self.env_extra})" if self.env_extra else ""), flush=True)
         with open(self.err_path, "wb") as errf:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
+                                         env=env)
         try:
             deadline = time.monotonic() + 15
             while True:
@@ -1123,26 +1132,91 @@ def run_peerd(bg, *args, env_extra=None, timeout=20):
     return p
 
 
-@case("peerd_missing_store_exits_3")
+@case("peerd_starts_without_store_then_serves_it")
 def _(bg):
-    with Origin() as o:
+    with Origin(files={"a.bin": A_SIZE, "b.bin": 5000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: no store in the home (empty folder, missing folder, via --home or "
-              "BGCOPY_HOME) -> exit 3 at once with a message naming the home; no port file")
-        empty = o.path("empty-home")
-        os.makedirs(empty)
-        missing = o.path("no-such-home")
+        print("checks: a home without a store (missing folder or empty folder, via --home or "
+              "BGCOPY_HOME) is no error: peerd starts and listens, /v1/health is 200, content is "
+              "404 (GET and HEAD, counted as misses) and nothing is created in or as the home; "
+              "then bgcopy stores a file there and the same peerd process serves it (200, the "
+              "bytes, its ETag) without a restart (500 while the home is group-writable), and a second one stored after that; the home "
+              "and store.mdb keep bgcopy's modes (0700, 0600) and bgcopy keeps using the store "
+              "peerd has open; an empty home others may write is still refused (exit 3)")
+        for what, home, mkdir, via_env in (("missing --home", o.path("h-missing"), False, False),
+                                           ("empty --home", o.path("h-empty"), True, False),
+                                           ("BGCOPY_HOME not made yet", o.path("h-env"), False, True)):
+            if mkdir:
+                os.makedirs(home, mode=0o700)
+            node = Bgcopy(bg.exe, home)
+            kw = {"env_extra": {"BGCOPY_HOME": home}} if via_env else {}
+            workdir = o.path(f"w-{os.path.basename(home)}")
+            os.makedirs(workdir)
+            url_a, url_b = o.url("/files/a.bin"), o.url("/files/b.bin")
+            with Peerd(bg, None if via_env else home, workdir=workdir, **kw) as p:
+                pid = p.proc.pid
+                # The line is written just after the port file: poll for it.
+                deadline = time.monotonic() + 10
+                while "serving" not in p.stderr() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                t.ok(f"{what}: the log says there is no store yet", "no store there yet" in p.stderr(),
+                     p.stderr())
+                r = p.request("GET", "/v1/health")
+                t.eq(f"{what}: /v1/health", (r.status, r.body), (200, b"ok\n"))
+                r = p.request("GET", q(url_a), keep=True)
+                t.eq(f"{what}: GET content before any store: status", r.status, 404)
+                r = p.request("HEAD", q(url_a), keep=True)
+                t.eq(f"{what}: HEAD content before any store: status", r.status, 404)
+                t.eq(f"{what}: connection kept alive", r.will_close, False)
+                _, m = p.metrics()
+                t.eq(f"{what}: misses_total", m.get("bgcopy_peerd_misses_total"), 2)
+                if mkdir:
+                    t.eq(f"{what}: the home is still empty", os.listdir(home), [])
+                else:
+                    t.eq(f"{what}: the home was not created", os.path.exists(home), False)
+
+                r = t.ran(node.get(url_a, o.path("out", f"{os.path.basename(home)}-a.bin")))
+                t.eq(f"{what}: bgcopy get into that home: exit status", r.rc, 0)
+                t.eq(f"{what}: home mode (bgcopy's)", oct(os.stat(home).st_mode & 0o777), oct(0o700))
+                t.eq(f"{what}: store.mdb mode (bgcopy's)",
+                     oct(os.stat(os.path.join(home, "store.mdb")).st_mode & 0o777), oct(0o600))
+                # Found later, the store passes the same safety check as at start.
+                os.chmod(home, 0o770)
+                try:
+                    r = p.request("GET", q(url_a))
+                    t.eq(f"{what}: GET while the new home is group-writable: status", r.status, 500)
+                    t.ok(f"{what}: the log says chmod go-w", "chmod go-w" in p.stderr(), p.stderr())
+                finally:
+                    os.chmod(home, 0o700)
+                r = p.request("GET", q(url_a), keep=True)
+                t.eq(f"{what}: GET after bgcopy stored it: status", r.status, 200)
+                t.ok(f"{what}: the stored bytes", r.body == o.data["a.bin"], f"{len(r.body)} bytes")
+                t.eq(f"{what}: ETag", r.h("etag"), '"' + hashlib.sha256(o.data["a.bin"]).hexdigest()
+                     + '"')
+                t.eq(f"{what}: the same peerd process", (p.alive(), p.proc.pid), (True, pid))
+
+                # bgcopy keeps writing the store peerd now has open.
+                r = t.ran(node.get(url_b, o.path("out", f"{os.path.basename(home)}-b.bin")))
+                t.eq(f"{what}: a second bgcopy get: exit status", r.rc, 0)
+                r = p.request("GET", q(url_b), keep=True)
+                t.eq(f"{what}: the second entry served", (r.status, r.body == o.data["b.bin"]),
+                     (200, True))
+                r = t.ran(node.run("cache", "list", "--json"))
+                urls = sorted(e.get("url") for e in (r.doc or []) if isinstance(e, dict))
+                t.eq(f"{what}: bgcopy cache list", (r.rc, urls), (0, sorted([url_a, url_b])))
+                t.ok(f"{what}: the log says the store was found", "store found in" in p.stderr(),
+                     p.stderr())
+
+        # The safety checks stay: an existing home others may write is refused at start.
+        unsafe = o.path("h-unsafe")
+        os.makedirs(unsafe)
+        os.chmod(unsafe, 0o770)
         pf = o.path("pf")
-        for what, args, env in (("empty --home", ["--home", empty], None),
-                                ("missing --home", ["--home", missing], None),
-                                ("BGCOPY_HOME without a store", [], {"BGCOPY_HOME": missing})):
-            p = run_peerd(bg, *args, "--port", "0", "--port-file", pf, env_extra=env)
-            t.eq(f"{what}: exit status", p.returncode, 3)
-            t.eq(f"{what}: stdout", p.stdout, "")
-            home = env["BGCOPY_HOME"] if env else args[1]
-            t.ok(f"{what}: stderr names the home", home in p.stderr, f"stderr: {p.stderr.strip()!r}")
-            t.eq(f"{what}: port file", os.path.exists(pf), False)
-        t.eq("missing home not created", os.path.exists(missing), False)
+        p = run_peerd(bg, "--home", unsafe, "--port", "0", "--port-file", pf)
+        t.eq("empty home writable by the group: exit status", p.returncode, 3)
+        t.ok("empty home writable by the group: says chmod go-w", "chmod go-w" in p.stderr,
+             p.stderr.strip())
+        t.eq("empty home writable by the group: no port file", os.path.exists(pf), False)
 
 
 @case("unsafe_home_and_peer_key_refused")
