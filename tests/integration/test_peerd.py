@@ -22,6 +22,7 @@ import hmac
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -1217,6 +1218,81 @@ def _(bg):
         t.ok("empty home writable by the group: says chmod go-w", "chmod go-w" in p.stderr,
              p.stderr.strip())
         t.eq("empty home writable by the group: no port file", os.path.exists(pf), False)
+
+
+UNIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "systemd",
+                    "bgcopy-peerd.service")
+
+
+def unit_settings(path):
+    """{key: [values]} of a systemd unit file (comments and sections dropped)."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line[0] in "#;[":
+                continue
+            k, _, v = line.partition("=")
+            out.setdefault(k.strip(), []).append(v.strip())
+    return out
+
+
+@case("peerd_systemd_unit_starts_on_fresh_home")
+def _(bg):
+    with Origin(files={"a.bin": 20_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: scripts/systemd/bgcopy-peerd.service passes systemd-analyze verify --user "
+              "(with ExecStart pointing at this build); its ExecStartPre, ExecStart and "
+              "ReadWritePaths name one home (the one place it may write: LMDB's reader table); "
+              "run as the unit runs them, for a user with no state yet: the home is made 0700 and "
+              "empty, peerd starts, /v1/health 200, content 404, then serves what bgcopy stores "
+              "there without a restart")
+        exe = os.path.abspath(peerd_exe(bg))
+        t.ok("the unit file exists", os.path.isfile(UNIT), UNIT)
+        u = unit_settings(UNIT)
+        pre, start = u.get("ExecStartPre", [""])[0], u.get("ExecStart", [""])[0]
+        t.ok("ExecStart runs bgcopy-peerd", start.split()[0].endswith("/bgcopy-peerd"), start)
+        t.eq("sandboxed read-only", u.get("ProtectSystem"), ["strict"])
+        argv = start.split()[1:]
+        home_spec = argv[argv.index("--home") + 1] if "--home" in argv else None
+        t.eq("ReadWritePaths is the --home", u.get("ReadWritePaths"), [home_spec])
+        t.eq("ExecStartPre makes that home 0700 (outside the sandbox)",
+             pre.split(), ["+/bin/mkdir", "-p", "-m", "0700", home_spec])
+
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            print("  note  no systemd-analyze here: the unit is not verified")
+        else:
+            runtime = o.path("xdg-runtime")
+            os.makedirs(runtime, mode=0o700)
+            copy = o.path("bgcopy-peerd.service")
+            with open(UNIT) as f, open(copy, "w") as g:
+                g.write(f.read().replace(start.split()[0], exe))
+            env = dict(os.environ, XDG_RUNTIME_DIR=runtime)
+            r = subprocess.run([analyze, "verify", "--user", copy], capture_output=True, text=True,
+                               env=env, stdin=subprocess.DEVNULL)
+            t.eq("systemd-analyze verify --user: exit status and output",
+                 (r.returncode, (r.stdout + r.stderr).strip()), (0, ""))
+
+        # As the user manager would run it, %h being a user with nothing yet.
+        user_home = o.path("user")
+        os.makedirs(user_home, mode=0o700)
+        home = home_spec.replace("%h", user_home)
+        r = subprocess.run([a.replace("%h", user_home) for a in pre.lstrip("+").split()],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        t.eq("ExecStartPre: exit status", r.returncode, 0)
+        t.eq("the home: mode and contents", (oct(os.stat(home).st_mode & 0o777), os.listdir(home)),
+             (oct(0o700), []))
+        args = [a.replace("%h", user_home) for a in argv]
+        url = o.url("/files/a.bin")
+        with Peerd(bg, None, *args, workdir=o.dir) as p:
+            r = p.request("GET", "/v1/health")
+            t.eq("/v1/health on the fresh home", (r.status, r.body), (200, b"ok\n"))
+            t.eq("content on the fresh home", p.request("GET", q(url)).status, 404)
+            r = t.ran(Bgcopy(bg.exe, home).get(url, o.path("out", "a.bin")))
+            t.eq("bgcopy get into that home: exit status", r.rc, 0)
+            r = p.request("GET", q(url))
+            t.eq("served once bgcopy stored it", (r.status, r.body == o.data["a.bin"]), (200, True))
 
 
 @case("unsafe_home_and_peer_key_refused")
