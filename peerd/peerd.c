@@ -620,8 +620,8 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, un
 		 * libmicrohttpd sends no body for a 304 but does send the
 		 * response's size as Content-Length, which must then be the
 		 * 200's (section 8.6), as for HEAD: hence a body of the entry's
-		 * size that is never read. */
-		r = MHD_create_response_from_callback(total, PEERD_BLOCK_BYTES, no_body, NULL, NULL);
+		 * size that is never read (so a token buffer for it). */
+		r = MHD_create_response_from_callback(total, 64, no_body, NULL, NULL);
 		if (r == NULL)
 			return MHD_NO;
 		if (!add_entry_headers(pd, conn, r, etag, hex, l))
@@ -802,7 +802,9 @@ serve_content(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 		if (l.st != NULL)
 			usage_note(pd, l.now, NULL);
 	} else if (err != 0) {
-		plog(pd, "lookup failed: %s", bg_strerror(err));
+		/* A store that cannot be opened was logged once by store_get(). */
+		if (l.st != NULL)
+			plog(pd, "lookup failed: %s", bg_strerror(err));
 		ret = send_text(pd, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "store error\n");
 	} else {
 		status = 0;
@@ -1132,7 +1134,7 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, c->connection_memory,
 	    /* 400 for an HTTP/1.1 request without Host and for whitespace
 	     * between a field name and its colon (RFC 9112 sections 3.2 and
-	     * 5.1); two Host lines are refused by host_ok(). */
+	     * 5.1); the rest of those rules is headers_ok()'s. */
 	    MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
 	    MHD_OPTION_END);
 	if (pd->mhd == NULL) {
