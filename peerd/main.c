@@ -3,7 +3,9 @@
  * then peerd_start() and a wait for SIGTERM or SIGINT.
  *
  * Exit statuses (as bgcopy's): 0 stopped by a signal; 2 usage error;
- * 3 store or system error (no store, port taken, ...).
+ * 3 store or system error (unsafe home, damaged store, port taken, ...).
+ * A home without a store, or no home yet, is no error: peerd serves the
+ * store once bgcopy has made it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -264,14 +266,17 @@ main(int argc, char **argv)
 	cfg.log = log_cb;
 	cfg.home = home;
 
-	if ((err = store_open(home, STORE_RDONLY, NULL, &st)) != 0) {
-		if (err == BG_ENOENT)
-			complain("no store in %s (bgcopy creates it on first use; check --home)", home);
-		else
-			complain("cannot open the store in %s: %s%s", home, bg_strerror(err),
-			         err == BG_EUNSAFE ? " (the home or its store.mdb is writable by "
-			                             "other users: chmod go-w)"
-			                           : "");
+	/* A fresh machine has no store yet (nor, it may be, a home): a service
+	 * started at boot must not fail for that.  peerd then starts without
+	 * one and opens it when a request finds it there (peerd_start() with
+	 * NULL).  Whatever else keeps the store from opening now, an unsafe
+	 * home above all, is refused as before. */
+	err = store_open(home, STORE_RDONLY, NULL, &st);
+	if (err != 0 && err != BG_ENOENT) {
+		complain("cannot open the store in %s: %s%s", home, bg_strerror(err),
+		         err == BG_EUNSAFE ? " (the home or its store.mdb is writable by "
+		                             "other users: chmod go-w)"
+		                           : "");
 		goto out;
 	}
 
@@ -299,8 +304,11 @@ main(int argc, char **argv)
 			goto out;
 		wrote_port_file = true;
 	}
-	complain("serving %s on %s port %u%s", home, cfg.listen, peerd_port(pd),
-	         keylen != 0 ? " (peer key required)" : "");
+	complain("serving %s on %s port %u%s%s", home, cfg.listen, peerd_port(pd),
+	         keylen != 0 ? " (peer key required)" : "",
+	         st == NULL ? " (no store there yet: content is 404 until bgcopy creates it; "
+	                      "check --home)"
+	                    : "");
 
 	do {
 		err = sigwait(&stop_set, &sig);

@@ -1,6 +1,7 @@
 /*
- * peerd.c - the HTTP side of bgcopy-peerd: libmicrohttpd set-up, routing,
- * content responses with Range, authentication, metrics.
+ * peerd.c - the HTTP side of bgcopy-peerd: libmicrohttpd set-up, the
+ * message rules, routing, content responses with preconditions and Range,
+ * authentication, metrics.
  *
  * Every request runs in one of libmicrohttpd's pool threads.  Looking a key
  * up is one short read transaction (store_view); the body is produced by a
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,12 +40,19 @@
 #define REPR_DIGEST_LEN (9 + 44 + 1)         /* "sha-256=:" base64(32 bytes) ":" */
 
 /* Statuses counted by /metrics; anything else falls in the last slot. */
-static const unsigned counted_status[] = {200, 206, 400, 401, 404, 405, 414, 416, 500, 503};
+static const unsigned counted_status[] = {200, 206, 304, 400, 401, 404, 405, 412, 414, 416,
+                                          500, 503};
 #define N_STATUS (sizeof(counted_status) / sizeof(counted_status[0]))
 
 struct peerd {
 	struct MHD_Daemon *mhd;
-	struct bg_store *st; /* borrowed */
+	/* The store: borrowed from peerd_start()'s caller, or NULL until a
+	 * request finds one in the home (store_get()), then owned.  Set once,
+	 * under store_lock; read without it. */
+	_Atomic(struct bg_store *) st;
+	bool owns_store;
+	pthread_mutex_t store_lock;
+	int store_err_logged;                        /* under store_lock; 0: none yet */
 	unsigned port;
 	unsigned char key[PEER_KEY_MAX];
 	size_t keylen; /* 0: no authentication */
@@ -75,6 +84,7 @@ struct peerd {
  * of content sha.  Owned by the response (freed by its free callback). */
 struct body {
 	struct peerd *pd;
+	struct bg_store *st;
 	unsigned char sha[BG_SHA256_LEN];
 	uint64_t start;
 	uint64_t len;
@@ -257,7 +267,7 @@ read_body(void *cls, uint64_t pos, char *buf, size_t max)
 	want = b->len - pos < max ? (size_t)(b->len - pos) : max;
 	if (want > PEERD_BLOCK_BYTES)
 		want = PEERD_BLOCK_BYTES;
-	err = store_read_content(b->pd->st, b->sha, b->start + pos, buf, want, &got);
+	err = store_read_content(b->st, b->sha, b->start + pos, buf, want, &got);
 	if (err != 0 || got == 0) {
 		/* The content went away or is damaged mid-stream: cut the
 		 * connection so that the peer sees a short body, never wrong or
@@ -275,6 +285,18 @@ static void
 free_body(void *cls)
 {
 	free(cls);
+}
+
+/* The body of a 304, never sent: should libmicrohttpd ask for it, the
+ * connection is closed rather than anything sent. */
+static ssize_t
+no_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)cls;
+	(void)pos;
+	(void)buf;
+	(void)max;
+	return MHD_CONTENT_READER_END_WITH_ERROR;
 }
 
 /* ---- Usage reports -------------------------------------------------------- */
@@ -335,10 +357,54 @@ usage_note(struct peerd *pd, int64_t now, const unsigned char *sha)
 		usage_write(pd, batch, n);
 }
 
+/* ---- The store ------------------------------------------------------------ */
+
+/* The store to read, opened now if peerd started before bgcopy had made
+ * one: a service started at the boot of a fresh machine serves the entries
+ * once the agent stores them, without a restart.  Opening is tried again
+ * by each request until it succeeds (a few stat() calls while there is no
+ * store); the mutex makes one thread open it, so the process has one LMDB
+ * environment at most.  peerd opens it read-only as at start and creates
+ * nothing: bgcopy makes the home (0700) and the store with its own map size
+ * and modes.  NULL with *err set: BG_ENOENT while there is none (nor, it
+ * may be, a home), another code when it cannot be opened (logged once per
+ * code). */
+static struct bg_store *
+store_get(struct peerd *pd, int *err)
+{
+	struct bg_store *st = atomic_load_explicit(&pd->st, memory_order_acquire);
+	int rc;
+
+	if (st != NULL)
+		return st;
+	pthread_mutex_lock(&pd->store_lock);
+	st = atomic_load_explicit(&pd->st, memory_order_relaxed);
+	if (st == NULL) {
+		rc = store_open(pd->home, STORE_RDONLY, NULL, &st);
+		if (rc == 0) {
+			pd->owns_store = true;
+			atomic_store_explicit(&pd->st, st, memory_order_release);
+			plog(pd, "store found in %s: serving it", pd->home);
+		} else {
+			*err = rc;
+			if (rc != BG_ENOENT && rc != pd->store_err_logged) {
+				plog(pd, "cannot open the store in %s: %s%s", pd->home, bg_strerror(rc),
+				     rc == BG_EUNSAFE ? " (the home or its store.mdb is writable by "
+				                        "other users: chmod go-w)"
+				                      : "");
+				pd->store_err_logged = rc;
+			}
+		}
+	}
+	pthread_mutex_unlock(&pd->store_lock);
+	return st;
+}
+
 /* ---- Content lookup ---------------------------------------------------- */
 
 struct lookup {
 	struct peerd *pd;
+	struct bg_store *st;
 	int64_t now;
 	const char *url;
 	struct store_key key;
@@ -391,8 +457,141 @@ lookup_fn(struct bg_txn *txn, void *arg)
 	return 0;
 }
 
+/* ---- Conditional requests ------------------------------------------------ */
+
+/* One request header field over all its lines (libmicrohttpd keeps a field
+ * sent on several lines as several entries), and for entity-tag fields how
+ * the lines compare with our ETag. */
+struct field_scan {
+	const char *name;
+	const char *etag;          /* NULL: a date field, nothing to compare */
+	bool weak_compare;
+	unsigned lines;
+	const char *value;         /* the last line's value */
+	enum peerd_match match;    /* YES if a line matched, else INVALID if one was */
+};
+
 static enum MHD_Result
-send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l)
+scan_field_line(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct field_scan *f = cls;
+
+	(void)kind;
+	if (key == NULL || strcasecmp(key, f->name) != 0)
+		return MHD_YES;
+	f->lines++;
+	f->value = value != NULL ? value : "";
+	if (f->etag != NULL) {
+		enum peerd_match m = peerd_etag_match(f->value, f->etag, f->weak_compare);
+
+		if (m == PEERD_MATCH_YES || (m == PEERD_MATCH_INVALID && f->match == PEERD_MATCH_NO))
+			f->match = m;
+	}
+	return MHD_YES;
+}
+
+static void
+scan_field(struct MHD_Connection *conn, const char *name, const char *etag, bool weak_compare,
+           struct field_scan *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->name = name;
+	f->etag = etag;
+	f->weak_compare = weak_compare;
+	f->match = PEERD_MATCH_NO;
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_field_line, f);
+}
+
+/* A date field is used only when sent once and valid: a list of dates or
+ * anything else is ignored (RFC 9110 sections 13.1.3 and 13.1.4). */
+static bool
+field_date(const struct field_scan *f, int64_t now, int64_t *when)
+{
+	return f->lines == 1 && peerd_http_date_parse(f->value, now, when) == 0;
+}
+
+/* Evaluates the preconditions of a GET or HEAD of an entry that exists, in
+ * the order of RFC 9110 section 13.2.2: 0 when the request goes on (to
+ * If-Range and Range), else 412 or 304.  Requests that would not be
+ * answered 2xx without them (401, 404, ...) never get here: a server
+ * ignores preconditions then (section 13.2.1).  etag is ours (strong);
+ * last_modified is the Last-Modified we send, NULL when none: the date
+ * conditions need it and are ignored without it. */
+static unsigned
+preconditions(struct MHD_Connection *conn, const char *etag, const char *last_modified,
+              int64_t now)
+{
+	struct field_scan f;
+	int64_t modified = 0, date;
+	bool have_modified =
+	    last_modified != NULL && peerd_http_date_parse(last_modified, now, &modified) == 0;
+
+	/* 1. If-Match, strong comparison: false (412) unless a member is our
+	 * ETag or "*"; a value that is no entity-tag list matches nothing. */
+	scan_field(conn, MHD_HTTP_HEADER_IF_MATCH, etag, false, &f);
+	if (f.lines > 0) {
+		if (f.match != PEERD_MATCH_YES)
+			return MHD_HTTP_PRECONDITION_FAILED;
+	} else if (have_modified) {
+		/* 2. If-Unmodified-Since, only without If-Match: false (412) when
+		 * the entry was modified after the date. */
+		scan_field(conn, MHD_HTTP_HEADER_IF_UNMODIFIED_SINCE, NULL, false, &f);
+		if (field_date(&f, now, &date) && modified > date)
+			return MHD_HTTP_PRECONDITION_FAILED;
+	}
+	/* 3. If-None-Match, weak comparison: false when a member matches or is
+	 * "*", which for GET and HEAD is 304.  An invalid value matches
+	 * nothing: the client gets the whole answer. */
+	scan_field(conn, MHD_HTTP_HEADER_IF_NONE_MATCH, etag, true, &f);
+	if (f.lines > 0) {
+		if (f.match == PEERD_MATCH_YES)
+			return MHD_HTTP_NOT_MODIFIED;
+	} else if (have_modified) {
+		/* 4. If-Modified-Since, only without If-None-Match: false (304)
+		 * when the entry was not modified after the date. */
+		scan_field(conn, MHD_HTTP_HEADER_IF_MODIFIED_SINCE, NULL, false, &f);
+		if (field_date(&f, now, &date) && modified <= date)
+			return MHD_HTTP_NOT_MODIFIED;
+	}
+	return 0;
+}
+
+/* ---- Content answers ------------------------------------------------------- */
+
+/* The headers that describe the entry, on 200, 206 and 304 answers alike:
+ * our ETag, the origin's validators stored with it and, with a key, the
+ * signed answer.  False when out of memory. */
+static bool
+add_entry_headers(struct peerd *pd, struct MHD_Connection *conn, struct MHD_Response *r,
+                  const char *etag, const char *hex, const struct lookup *l)
+{
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES)
+		return false;
+	if (header_safe(l->key.last_modified) &&
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, l->key.last_modified) != MHD_YES)
+		return false;
+	if (header_safe(l->key.etag) &&
+	    MHD_add_response_header(r, "X-Origin-ETag", l->key.etag) != MHD_YES)
+		return false;
+	if (pd->keylen > 0) {
+		/* The request was authenticated (check_auth): answer in kind. */
+		const char *req = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, PEER_AUTH_HEADER);
+		char sig[PEER_AUTH_VALUE_MAX];
+
+		if (peer_auth_sign_answer(pd->key, pd->keylen, req, hex, l->content.size,
+		                          header_safe(l->key.etag) ? l->key.etag : NULL,
+		                          header_safe(l->key.last_modified) ? l->key.last_modified
+		                                                            : NULL,
+		                          sig, sizeof(sig)) != 0 ||
+		    MHD_add_response_header(r, PEER_AUTH_HEADER, sig) != MHD_YES)
+			return false;
+	}
+	return true;
+}
+
+/* Answers a GET or HEAD of the entry l found; *status is what was queued. */
+static enum MHD_Result
+send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, unsigned *status_out)
 {
 	char etag[ETAG_LEN + 1], hex[BG_SHA256_HEX_LEN + 1], digest[REPR_DIGEST_LEN + 1];
 	char crange[96];
@@ -409,10 +608,35 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l)
 	EVP_EncodeBlock(b64, l->key.sha256, BG_SHA256_LEN);
 	snprintf(digest, sizeof(digest), "sha-256=:%s:", (const char *)b64);
 
+	switch (preconditions(conn, etag,
+	                      header_safe(l->key.last_modified) ? l->key.last_modified : NULL,
+	                      l->now)) {
+	case MHD_HTTP_PRECONDITION_FAILED:
+		*status_out = MHD_HTTP_PRECONDITION_FAILED;
+		return send_text(pd, conn, MHD_HTTP_PRECONDITION_FAILED, "precondition failed\n");
+	case MHD_HTTP_NOT_MODIFIED:
+		/* A 304 has no body and carries the validators a 200 would
+		 * (RFC 9110 section 15.4.5), nothing else about the content.
+		 * libmicrohttpd sends no body for a 304 but does send the
+		 * response's size as Content-Length, which must then be the
+		 * 200's (section 8.6), as for HEAD: hence a body of the entry's
+		 * size that is never read (so a token buffer for it). */
+		r = MHD_create_response_from_callback(total, 64, no_body, NULL, NULL);
+		if (r == NULL)
+			return MHD_NO;
+		if (!add_entry_headers(pd, conn, r, etag, hex, l))
+			goto fail;
+		*status_out = MHD_HTTP_NOT_MODIFIED;
+		return send_response(pd, conn, MHD_HTTP_NOT_MODIFIED, r);
+	default:
+		break;
+	}
+
 	range = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE);
 	if_range = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_RANGE);
 	/* If-Range names the representation the client holds part of: only our
-	 * strong ETag matches; a date or another tag means "send it all". */
+	 * strong ETag matches (RFC 9110 section 13.1.5, strong comparison); a
+	 * date or another tag means "send it all". */
 	if (range != NULL && (if_range == NULL || strcmp(if_range, etag) == 0))
 		rr = peerd_range_parse(range, total, &start, &len);
 
@@ -425,6 +649,7 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l)
 		    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes") != MHD_YES ||
 		    MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES)
 			goto fail;
+		*status_out = MHD_HTTP_RANGE_NOT_SATISFIABLE;
 		return send_response(pd, conn, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
 	}
 	if (rr == PEERD_RANGE_OK) {
@@ -458,6 +683,7 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l)
 		if ((b = malloc(sizeof(*b))) == NULL)
 			return MHD_NO;
 		b->pd = pd;
+		b->st = l->st;
 		memcpy(b->sha, l->key.sha256, BG_SHA256_LEN);
 		b->start = start;
 		b->len = len;
@@ -475,31 +701,13 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l)
 	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream") !=
 	        MHD_YES ||
 	    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes") != MHD_YES ||
-	    MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES ||
-	    MHD_add_response_header(r, "Repr-Digest", digest) != MHD_YES)
+	    MHD_add_response_header(r, "Repr-Digest", digest) != MHD_YES ||
+	    !add_entry_headers(pd, conn, r, etag, hex, l))
 		goto fail;
 	if (status == MHD_HTTP_PARTIAL_CONTENT &&
 	    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, crange) != MHD_YES)
 		goto fail;
-	if (header_safe(l->key.last_modified) &&
-	    MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, l->key.last_modified) != MHD_YES)
-		goto fail;
-	if (header_safe(l->key.etag) &&
-	    MHD_add_response_header(r, "X-Origin-ETag", l->key.etag) != MHD_YES)
-		goto fail;
-	if (pd->keylen > 0) {
-		/* The request was authenticated (check_auth): answer in kind. */
-		const char *req = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, PEER_AUTH_HEADER);
-		char sig[PEER_AUTH_VALUE_MAX];
-
-		if (peer_auth_sign_answer(pd->key, pd->keylen, req, hex, total,
-		                          header_safe(l->key.etag) ? l->key.etag : NULL,
-		                          header_safe(l->key.last_modified) ? l->key.last_modified
-		                                                            : NULL,
-		                          sig, sizeof(sig)) != 0 ||
-		    MHD_add_response_header(r, PEER_AUTH_HEADER, sig) != MHD_YES)
-			goto fail;
-	}
+	*status_out = status;
 	if (send_response(pd, conn, status, r) != MHD_YES)
 		return MHD_NO;
 	atomic_fetch_add_explicit(&pd->hits, 1, memory_order_relaxed);
@@ -584,17 +792,27 @@ serve_content(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 	l.pd = pd;
 	l.now = bg_now();
 	l.url = url;
-	err = store_view(pd->st, lookup_fn, &l);
+	err = 0;
+	if ((l.st = store_get(pd, &err)) != NULL)
+		err = store_view(l.st, lookup_fn, &l);
 	if (err == BG_ENOENT) {
 		atomic_fetch_add_explicit(&pd->misses, 1, memory_order_relaxed);
 		ret = send_text(pd, conn, MHD_HTTP_NOT_FOUND, "not found\n");
-		usage_note(pd, l.now, NULL);
+		/* Without a store there is nobody to report the miss to. */
+		if (l.st != NULL)
+			usage_note(pd, l.now, NULL);
 	} else if (err != 0) {
-		plog(pd, "lookup failed: %s", bg_strerror(err));
+		/* A store that cannot be opened was logged once by store_get(). */
+		if (l.st != NULL)
+			plog(pd, "lookup failed: %s", bg_strerror(err));
 		ret = send_text(pd, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "store error\n");
 	} else {
-		ret = send_content(pd, conn, &l);
-		if (ret == MHD_YES && strcmp(method, MHD_HTTP_METHOD_GET) == 0)
+		status = 0;
+		ret = send_content(pd, conn, &l, &status);
+		/* A 304 or 412 answers a client that holds the content or wants
+		 * another one: neither is a use of this entry. */
+		if (ret == MHD_YES && strcmp(method, MHD_HTTP_METHOD_GET) == 0 &&
+		    status != MHD_HTTP_NOT_MODIFIED && status != MHD_HTTP_PRECONDITION_FAILED)
 			usage_note(pd, l.now, l.key.sha256);
 	}
 	free(l.small);
@@ -686,16 +904,117 @@ has_body(struct MHD_Connection *conn)
 	return cl != NULL && strspn(cl, "0") != strlen(cl);
 }
 
+/* True when v may be a Host value or an authority: uri-host [ ":" port ],
+ * whose characters are unreserved, pct-encoded, sub-delims, ":" and the
+ * brackets of an IP literal (RFC 3986 section 3.2).  Whitespace, "/", "@"
+ * or controls make it invalid. */
+static bool
+authority_ok(const char *v, size_t n)
+{
+	static const char extra[] = "-._~%!$&'()*+,;=:[]";
+
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      (c != '\0' && strchr(extra, c) != NULL)))
+			return false;
+	}
+	return true;
+}
+
+/* field-name = token (RFC 9110 section 5.1): tchar only. */
+static bool
+token_ok(const char *s)
+{
+	static const char extra[] = "!#$%&'*+-.^_`|~";
+
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      strchr(extra, c) != NULL))
+			return false;
+	}
+	return true;
+}
+
+struct header_scan {
+	unsigned host_lines;
+	bool valid;        /* every name a token, every Host value an authority */
+};
+
 static enum MHD_Result
-on_request(void *cls, struct MHD_Connection *conn, const char *path, const char *method,
+scan_header_line(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct header_scan *h = cls;
+
+	(void)kind;
+	if (key == NULL || !token_ok(key)) {
+		h->valid = false;
+		return MHD_YES;
+	}
+	if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+		h->host_lines++;
+		if (value == NULL || !authority_ok(value, strlen(value)))
+			h->valid = false;
+	}
+	return MHD_YES;
+}
+
+/* The header rules whose breach is a 400 (RFC 9112): an HTTP/1.1 request
+ * without Host, any request with more than one Host line or an invalid Host
+ * value (section 3.2), and whitespace between a field name and its colon
+ * (section 5.1), which leaves a name that is no token.  libmicrohttpd
+ * (MHD_OPTION_STRICT_FOR_CLIENT) already refuses a missing Host and a space
+ * before the colon before peerd sees the request; it lets two Host lines
+ * and a tab before the colon through. */
+static bool
+headers_ok(struct MHD_Connection *conn, const char *version)
+{
+	struct header_scan h = {.host_lines = 0, .valid = true};
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_header_line, &h);
+	if (!h.valid || h.host_lines > 1)
+		return false;
+	return h.host_lines == 1 || strcmp(version, MHD_HTTP_VERSION_1_1) != 0;
+}
+
+/* The path that a request target names.  An origin-form target is its own
+ * path.  An absolute-form one ("http://host:port/v1/health"), which a
+ * server must accept (RFC 9112 section 3.2.2), names the path after its
+ * authority ("/" when there is none); the authority itself is not compared
+ * with anything, peerd answering for one host only.  NULL when that
+ * authority is invalid: empty (RFC 9110 section 4.2.1) or with userinfo
+ * (section 4.2.4), both errors.  Another scheme is not recognised: the
+ * target stays an unknown path. */
+static const char *
+target_path(const char *target)
+{
+	static const char scheme[] = "http://";
+	const char *auth, *slash;
+	size_t n;
+
+	if (strncasecmp(target, scheme, sizeof(scheme) - 1) != 0)
+		return target;
+	auth = target + sizeof(scheme) - 1;
+	slash = strchr(auth, '/');
+	n = slash != NULL ? (size_t)(slash - auth) : strlen(auth);
+	if (n == 0 || auth[0] == ':' || memchr(auth, '@', n) != NULL || !authority_ok(auth, n))
+		return NULL;
+	return slash != NULL ? slash : "/";
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *conn, const char *target, const char *method,
            const char *version, const char *upload_data, size_t *upload_data_size,
            void **req_cls)
 {
 	struct peerd *pd = cls;
-	bool known = strcmp(path, PATH_CONTENT) == 0 || strcmp(path, PATH_HEALTH) == 0 ||
-	             strcmp(path, PATH_METRICS) == 0;
-	bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
-	bool head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+	const char *path;
+	bool known, get, head;
 
 	if (*req_cls == NULL) {
 		*req_cls = &first_call_seen;
@@ -712,6 +1031,17 @@ on_request(void *cls, struct MHD_Connection *conn, const char *path, const char 
 		return MHD_YES;
 	}
 
+	/* The message first: a request that breaks HTTP/1.1's rules is 400
+	 * whatever it asks for. */
+	if (!headers_ok(conn, version))
+		return send_text(pd, conn, MHD_HTTP_BAD_REQUEST,
+		                 "malformed field name, or not exactly one valid Host\n");
+	if ((path = target_path(target)) == NULL)
+		return send_text(pd, conn, MHD_HTTP_BAD_REQUEST, "invalid authority in the target\n");
+	known = strcmp(path, PATH_CONTENT) == 0 || strcmp(path, PATH_HEALTH) == 0 ||
+	        strcmp(path, PATH_METRICS) == 0;
+	get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+	head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 	if (!known)
 		return send_text(pd, conn, MHD_HTTP_NOT_FOUND, "no such path\n");
 	if (!(get || head))
@@ -742,7 +1072,8 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 
 		threads = ncpu < 1 ? 1 : ncpu > PEERD_THREADS_MAX ? PEERD_THREADS_MAX : (unsigned)ncpu;
 	}
-	if (st == NULL || threads > PEERD_THREADS_MAX || c->max_connections < threads ||
+	if ((st == NULL && c->home == NULL) || threads > PEERD_THREADS_MAX ||
+	    c->max_connections < threads ||
 	    c->max_connections > PEERD_CONNECTIONS_MAX || c->timeout == 0 ||
 	    c->timeout > PEERD_TIMEOUT_MAX || c->connection_memory < 4096 ||
 	    (c->peer_key != NULL && (c->peer_key_len < PEER_KEY_MIN ||
@@ -759,7 +1090,7 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 
 	if ((pd = calloc(1, sizeof(*pd))) == NULL)
 		return BG_ENOMEM;
-	pd->st = st;
+	atomic_init(&pd->st, st);
 	pd->log = c->log;
 	pd->log_cls = c->log_cls;
 	for (size_t i = 0; i <= N_STATUS; i++)
@@ -770,6 +1101,11 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	atomic_init(&pd->max_age, (int64_t)STORE_DEFAULT_MAX_AGE_DAYS * 86400);
 	atomic_init(&pd->max_age_loaded, 0);
 	if (pthread_mutex_init(&pd->usage_lock, NULL) != 0) {
+		free(pd);
+		return BG_ENOMEM;
+	}
+	if (pthread_mutex_init(&pd->store_lock, NULL) != 0) {
+		pthread_mutex_destroy(&pd->usage_lock);
 		free(pd);
 		return BG_ENOMEM;
 	}
@@ -796,6 +1132,10 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	    MHD_OPTION_CONNECTION_LIMIT, c->max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, c->timeout,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, c->connection_memory,
+	    /* 400 for an HTTP/1.1 request without Host and for whitespace
+	     * between a field name and its colon (RFC 9112 sections 3.2 and
+	     * 5.1); the rest of those rules is headers_ok()'s. */
+	    MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
 	    MHD_OPTION_END);
 	if (pd->mhd == NULL) {
 		err = BG_EIO;
@@ -837,8 +1177,12 @@ peerd_stop(struct peerd *pd)
 		MHD_stop_daemon(pd->mhd);
 	if (pd->home != NULL && pd->nusage > 0 && !pd->usage_failed)
 		usage_write(pd, pd->usage, pd->nusage);
+	/* After the daemon: no request reads the store any more. */
+	if (pd->owns_store)
+		store_close(atomic_load(&pd->st));
 	free(pd->home);
 	pthread_mutex_destroy(&pd->usage_lock);
+	pthread_mutex_destroy(&pd->store_lock);
 	peerd_replay_free(pd->replay);
 	OPENSSL_cleanse(pd->key, sizeof(pd->key));
 	free(pd);

@@ -16,6 +16,7 @@
 #define BG_PEERD_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -71,7 +72,8 @@ struct peerd_config {
 	unsigned max_connections;    /* >= threads */
 	unsigned timeout;            /* seconds idle before a connection is closed */
 	size_t connection_memory;    /* bytes per connection for the request */
-	const char *home;            /* where to report use (HOME/usage.log); NULL: nowhere */
+	const char *home;            /* where to report use (HOME/usage.log) and, without a
+	                              * store at start, to find it; NULL: nowhere */
 	const unsigned char *peer_key; /* NULL: no authentication; copied by peerd_start */
 	size_t peer_key_len;
 	/* Diagnostics (libmicrohttpd's and peerd's own), one message per call
@@ -90,10 +92,14 @@ int peerd_parse_listen(const char *addr, unsigned port, struct sockaddr_storage 
                        unsigned *salen) BG_WUR;
 
 /* Starts serving st (borrowed: it must stay open until peerd_stop()
- * returns; open it with STORE_RDONLY) on c->listen:c->port.  Returns once
- * the socket listens.  Errors: BG_EINVAL (bad address or limits),
- * BG_ENOMEM, BG_EIO (libmicrohttpd could not start, e.g. the port is
- * taken: the reason went to c->log). */
+ * returns; open it with STORE_RDONLY) on c->listen:c->port.  st may be
+ * NULL when c->home has no store yet: content is then answered 404 until a
+ * request finds one there, which peerd opens (STORE_RDONLY, creating
+ * nothing), keeps and closes in peerd_stop(); a store that cannot be
+ * opened then (unsafe, damaged) is answered 500 and logged.  Returns once
+ * the socket listens.  Errors: BG_EINVAL (bad address or limits, or
+ * neither st nor c->home), BG_ENOMEM, BG_EIO (libmicrohttpd could not
+ * start, e.g. the port is taken: the reason went to c->log). */
 int peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **out) BG_WUR;
 /* The TCP port the daemon listens on (the kernel's choice for port 0). */
 unsigned peerd_port(const struct peerd *pd);
@@ -120,6 +126,28 @@ enum peerd_range {
  * PEERD_RANGE_OK, *start and *len (>= 1) describe the bytes to send. */
 enum peerd_range peerd_range_parse(const char *value, uint64_t size, uint64_t *start,
                                    uint64_t *len);
+
+/* ---- Conditional requests (RFC 9110 section 13) -------------------------- */
+enum peerd_match {
+	PEERD_MATCH_NO,       /* a valid list that names no tag matching etag */
+	PEERD_MATCH_YES,      /* "*", or a member that matches etag */
+	PEERD_MATCH_INVALID,  /* not "*" nor a list of entity-tags (also an empty list) */
+};
+/* Compares an If-Match or If-None-Match field value ("*" or a comma list
+ * of entity-tags, W/ prefixed or not) with etag (one entity-tag, quotes
+ * included), strongly (both must be strong: If-Match, If-Range) or weakly
+ * (only the opaque-tags count: If-None-Match), RFC 9110 section 8.8.3.2.
+ * "*" matches: callers ask only about a representation that exists. */
+enum peerd_match peerd_etag_match(const char *field, const char *etag, bool weak_compare);
+
+/* Parses an HTTP-date in any of the three forms a recipient must accept
+ * (RFC 9110 section 5.6.7): IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT",
+ * rfc850-date "Sunday, 06-Nov-94 08:49:37 GMT" (a two-digit year more than
+ * 50 years after now, unix seconds, is taken a century earlier) and
+ * asctime-date "Sun Nov  6 08:49:37 1994", with optional whitespace around.
+ * Names are case-sensitive; the date must exist.  *out: unix seconds.
+ * 0, or BG_EINVAL for anything else. */
+int peerd_http_date_parse(const char *value, int64_t now, int64_t *out) BG_WUR;
 
 /* ---- Replay set ----------------------------------------------------------- */
 struct peerd_replay;

@@ -1,7 +1,9 @@
 /*
  * fuzz_peerd.c - requests as bgcopy-peerd reads them (peerd/peerd.c): the
- * request line and path, the url= argument, Range and If-Range, the
- * X-Bgcopy-Auth header and the replay set, HEAD and bodies announced.
+ * request line and path (absolute-form included), Host and field names, the
+ * url= argument, the preconditions (If-Match, If-None-Match and their
+ * dates), Range and If-Range, the X-Bgcopy-Auth header and the replay set,
+ * HEAD and bodies announced.
  * libmicrohttpd parses the bytes and calls peerd's handler, so this harness
  * runs two real daemons (peerd_start(), one without a key and one with)
  * on 127.0.0.1 over a store made once per process, and sends each input as

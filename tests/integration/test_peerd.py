@@ -16,15 +16,18 @@ sockets for malformed ones. Each case prints one line per check, and on failure 
 commands it ran, the origin's access log and peerd's stderr."""
 
 import base64
+import calendar
 import hashlib
 import hmac
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -78,8 +81,9 @@ class Peerd:
     __exit__ stops it (TERM, then KILL after 5 s) whatever happened, and prints its stderr
     when the case has failed checks."""
 
-    def __init__(self, bg, home, *args, workdir):
+    def __init__(self, bg, home, *args, workdir, env_extra=None):
         self.exe = peerd_exe(bg)
+        self.env_extra = env_extra
         self.t = bg.t
         self.home = home
         self.args = list(args)
@@ -92,11 +96,19 @@ class Peerd:
         self._conn = None
 
     def __enter__(self):
-        argv = [self.exe, "--home", self.home, "--port", "0", "--port-file", self.port_file,
-                *self.args]
-        print(f"  start {' '.join(argv[1:])}", flush=True)
+        # home None: no --home, the home comes from env_extra (BGCOPY_HOME).
+        argv = [self.exe, *(["--home", self.home] if self.home is not None else []),
+                "--port", "0", "--port-file", self.port_file, *self.args]
+        env = None
+        if self.env_extra is not None:
+            env = dict(os.environ)
+            env.pop("BGCOPY_HOME", None)
+            env.update(self.env_extra)
+        print(f"  start {' '.join(argv[1:])}"
+              + (f"  (env {self.env_extra})" if self.env_extra else ""), flush=True)
         with open(self.err_path, "wb") as errf:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
+                                         env=env)
         try:
             deadline = time.monotonic() + 15
             while True:
@@ -597,7 +609,7 @@ def _(bg):
                 ("header without colon", b"GET /v1/health HTTP/1.1\r\nHost: x\r\nnocolon\r\n\r\n",
                  (400, 200, None)),
                 ("absolute-form target", b"GET http://x/v1/health HTTP/1.1\r\nHost: x\r\n\r\n",
-                 (200, 400, 404)),
+                 (200,)),
                 ("HTTP/1.0 health", b"GET /v1/health HTTP/1.0\r\n\r\n", (200,)),
                 ("HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", (400, 404, 405, 505, None)),
                 ("bad method chars", b"G(T /v1/health HTTP/1.1\r\nHost: x\r\n\r\n", (400, 404, 405, 501, None)),
@@ -625,6 +637,285 @@ def _(bg):
             t.ok("content afterwards: body", r.body == o.data["a.bin"])
             t.eq("peerd still running", p.alive(), True)
             t.eq("exit status after SIGTERM", p.stop(), 0)
+
+
+def http_date(t, form="imf"):
+    """Unix seconds T as an HTTP-date in one of the three forms of RFC 9110 section 5.6.7."""
+    g = time.gmtime(t)
+    if form == "imf":
+        return time.strftime("%a, %d %b %Y %H:%M:%S GMT", g)
+    if form == "rfc850":
+        return time.strftime("%A, %d-%b-%y %H:%M:%S GMT", g)
+    return time.strftime("%a %b ", g) + f"{g.tm_mday:2d}" + time.strftime(" %H:%M:%S %Y", g)
+
+
+def curl_status(*args):
+    """Runs curl (the real client) with ARGS; returns (HTTP status, response headers lower-cased,
+    body bytes)."""
+    with tempfile.TemporaryDirectory() as d:
+        hdr, body = os.path.join(d, "h"), os.path.join(d, "b")
+        argv = ["curl", "-sS", "--max-time", "20", "-D", hdr, "-o", body, *args]
+        p = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        print(f"  ran   curl {' '.join(args)}  -> exit {p.returncode}", flush=True)
+        if p.returncode != 0:
+            return None, {}, p.stderr.encode()
+        with open(hdr, "rb") as f:
+            head = f.read().decode("latin-1")
+        # curl creates no output file for an empty body.
+        data = b""
+        if os.path.exists(body):
+            with open(body, "rb") as f:
+                data = f.read()
+    # With -x or redirects several heads may be there: the last one is the answer.
+    block = [b for b in head.split("\r\n\r\n") if b.strip()][-1].split("\r\n")
+    status = int(block[0].split()[1])
+    headers = {}
+    for line in block[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, data
+
+
+def answer_sig(key, request_value, data, origin_etag, last_modified):
+    """The X-Bgcopy-Auth of a content answer (peer_auth_sign_answer in cache.h)."""
+    msg = (f"answer\n{request_value}\n{hashlib.sha256(data).hexdigest()}\n{len(data)}\n"
+           f"{origin_etag or ''}\n{last_modified or ''}\n").encode()
+    return "sig=" + hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+@case("peerd_conditional_requests")
+def _(bg):
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: RFC 9110 section 13 on a stored entry (ETag = quoted SHA-256, Last-Modified = "
+              "the origin's): If-None-Match (weak comparison, lists, *) and If-Modified-Since (all "
+              "three date forms) -> 304 with the validators and no body; If-Match (strong) and "
+              "If-Unmodified-Since -> 412 without content; the order of section 13.2.2 (If-Match "
+              "before If-None-Match, a date field ignored beside its tag field); invalid dates "
+              "ignored; preconditions before Range; HEAD the same; an absent key stays 404; "
+              "the same through real curl (-z, -H If-None-Match); 304/412 counted by /metrics")
+        url = store_file(t, agent, o, "a.bin")
+        data = o.data["a.bin"]
+        etag = '"' + hashlib.sha256(data).hexdigest() + '"'
+        origin_etag, lastmod = origin_validators(o, "a.bin")
+        lm = calendar.timegm(time.strptime(lastmod, "%a, %d %b %Y %H:%M:%S GMT"))
+        day = 86400
+        cases = [
+            # (headers, expected status)
+            ({"If-None-Match": etag}, 304),
+            ({"If-None-Match": "W/" + etag}, 304),
+            ({"If-None-Match": f'"nope", {etag}'}, 304),
+            ({"If-None-Match": "*"}, 304),
+            ({"If-None-Match": '"nope"'}, 200),
+            ({"If-None-Match": etag[:-2] + '"'}, 200),
+            ({"If-Match": etag}, 200),
+            ({"If-Match": f'"nope" ,{etag}'}, 200),
+            ({"If-Match": "*"}, 200),
+            ({"If-Match": '"nope"'}, 412),
+            ({"If-Match": "W/" + etag}, 412),
+            ({"If-Modified-Since": http_date(lm)}, 304),
+            ({"If-Modified-Since": http_date(lm + day)}, 304),
+            ({"If-Modified-Since": http_date(lm, "rfc850")}, 304),
+            ({"If-Modified-Since": http_date(lm, "asctime")}, 304),
+            ({"If-Modified-Since": http_date(lm - 1)}, 200),
+            ({"If-Modified-Since": "yesterday"}, 200),
+            ({"If-Modified-Since": http_date(lm) + ", " + http_date(lm)}, 200),
+            ({"If-Unmodified-Since": http_date(lm)}, 200),
+            ({"If-Unmodified-Since": http_date(lm + day)}, 200),
+            ({"If-Unmodified-Since": http_date(lm - 1)}, 412),
+            ({"If-Unmodified-Since": http_date(lm - day, "rfc850")}, 412),
+            ({"If-Unmodified-Since": "not a date"}, 200),
+            # Section 13.2.2: If-None-Match present -> If-Modified-Since ignored, and so on.
+            ({"If-None-Match": '"nope"', "If-Modified-Since": http_date(lm)}, 200),
+            ({"If-Match": etag, "If-Unmodified-Since": http_date(lm - day)}, 200),
+            ({"If-Match": '"nope"', "If-None-Match": etag}, 412),
+            ({"If-Unmodified-Since": http_date(lm - day), "If-None-Match": etag}, 412),
+            ({"If-Match": etag, "If-None-Match": etag}, 304),
+            # Preconditions come before Range (step 5 is If-Range).
+            ({"If-None-Match": etag, "Range": "bytes=0-9"}, 304),
+            ({"If-Match": '"nope"', "Range": "bytes=0-9"}, 412),
+            ({"If-Match": etag, "Range": "bytes=0-9"}, 206),
+            ({"If-Modified-Since": http_date(lm - day), "Range": "bytes=0-9"}, 206),
+        ]
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            _, m0 = p.metrics()
+            counts = {304: 0, 412: 0}
+            for method in ("GET", "HEAD"):
+                for hdrs, want in cases:
+                    r = p.request(method, q(url), hdrs, keep=True)
+                    what = f"{method} {hdrs}"
+                    t.eq(f"{what}: status", r.status, want)
+                    counts[want] = counts.get(want, 0) + 1
+                    if want == 304:
+                        t.eq(f"{what}: 304 validators (ETag, Last-Modified, X-Origin-ETag)",
+                             (r.h("etag"), r.h("last-modified"), r.h("x-origin-etag")),
+                             (etag, lastmod, origin_etag))
+                        t.eq(f"{what}: 304 has no body", r.body, b"")
+                        t.ok(f"{what}: 304 Content-Length absent or the 200's",
+                             r.h("content-length") in (ABSENT, str(A_SIZE)), r.h("content-length"))
+                    elif want == 412:
+                        t.ok(f"{what}: 412 carries no content",
+                             data[:64] not in r.body and r.h("etag") is ABSENT
+                             and r.h("content-range") is ABSENT, repr(r.body[:80]))
+                    elif want == 206:
+                        t.eq(f"{what}: 206 body", r.body, data[:10] if method == "GET" else b"")
+                    else:
+                        t.ok(f"{what}: 200 with the whole entry",
+                             r.body == (data if method == "GET" else b"")
+                             and r.h("etag") == etag, f"{len(r.body)} bytes")
+                    t.eq(f"{what}: connection kept alive", r.will_close, False)
+
+            # If-None-Match sent on two lines is one list (RFC 9110 section 5.3).
+            status, got, _ = raw_exchange(
+                p.port, (f"GET {q(url)} HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"nope\"\r\n"
+                         f"If-None-Match: {etag}\r\nConnection: close\r\n\r\n").encode())
+            t.eq("If-None-Match on two lines, ours on the second: status", status, 304)
+            # An absent key: the answer without preconditions would be 404, so they are ignored.
+            for hdrs in ({"If-None-Match": "*"}, {"If-Match": "*"}, {"If-Match": '"nope"'}):
+                r = p.request("GET", q(url + "?absent"), hdrs)
+                t.eq(f"absent key with {hdrs}: status", r.status, 404)
+
+            # Real curl: -z DATE sends If-Modified-Since, -z -DATE If-Unmodified-Since.
+            base = f"http://127.0.0.1:{p.port}{q(url)}"
+            st, h, body = curl_status("-z", lastmod, base)
+            t.eq("curl -z LAST-MODIFIED: status, ETag, body", (st, h.get("etag"), body),
+                 (304, etag, b""))
+            st, h, body = curl_status("-z", http_date(lm - day), base)
+            t.eq("curl -z (a day earlier): status and body", (st, body == data), (200, True))
+            st, h, body = curl_status("-z", "-" + http_date(lm - day), base)
+            t.eq("curl -z -DATE (a day earlier, If-Unmodified-Since): status", st, 412)
+            t.ok("curl -z -DATE: no content in the 412", data[:64] not in body)
+            st, h, body = curl_status("-H", f"If-None-Match: {etag}", base)
+            t.eq("curl -H 'If-None-Match: ETAG': status, ETag, Last-Modified, body",
+                 (st, h.get("etag"), h.get("last-modified"), body), (304, etag, lastmod, b""))
+            st, h, body = curl_status("-H", "If-None-Match: \"nope\"", base)
+            t.eq("curl -H 'If-None-Match: \"nope\"': status and body", (st, body == data), (200, True))
+            st, h, body = curl_status("-I", "-H", f"If-Match: {etag}", base)
+            t.eq("curl -I -H 'If-Match: ETAG' (HEAD): status", st, 200)
+
+            _, m1 = p.metrics()
+            for code, n in ((304, counts[304] + 3), (412, counts[412] + 1)):
+                name = f'bgcopy_peerd_requests_total{{status="{code}"}}'
+                t.eq(f"metrics: {code} answers counted", m1.get(name, 0) - m0.get(name, 0), n)
+
+
+@case("peerd_conditional_after_peer_key")
+def _(bg):
+    with Origin(files={"a.bin": 20_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: with --peer-key the signature is checked before any precondition: an "
+              "unsigned If-None-Match with the right ETag is 401, not 304; a signed one is 304 "
+              "carrying the answer signature over the entry; a signed failing If-Match is 412")
+        url = store_file(t, agent, o, "a.bin")
+        data = o.data["a.bin"]
+        etag = '"' + hashlib.sha256(data).hexdigest() + '"'
+        origin_etag, lastmod = origin_validators(o, "a.bin")
+        key = os.urandom(16).hex().encode()
+        key_file = o.path("peer.key")
+        with open(key_file, "wb") as f:
+            f.write(key)
+        os.chmod(key_file, 0o600)
+        now = int(time.time())
+        with Peerd(bg, agent.home, "--peer-key", key_file, workdir=o.dir) as p:
+            r = p.request("GET", q(url), {"If-None-Match": etag})
+            t.eq("unsigned, If-None-Match: ETAG: status", r.status, 401)
+            t.eq("unsigned: no ETag given away", r.h("etag"), ABSENT)
+            r = p.request("GET", q(url), {"If-None-Match": etag,
+                                          "X-Bgcopy-Auth": sign(b"y" * 32, "GET", "/v1/content", url, now)})
+            t.eq("signed with another key, If-None-Match: ETAG: status", r.status, 401)
+            auth = sign(key, "GET", "/v1/content", url, now)
+            r = p.request("GET", q(url), {"If-None-Match": etag, "X-Bgcopy-Auth": auth})
+            t.eq("signed, If-None-Match: ETAG: status and body", (r.status, r.body), (304, b""))
+            t.eq("signed 304: ETag", r.h("etag"), etag)
+            t.eq("signed 304: the answer is signed over the entry", r.h("x-bgcopy-auth"),
+                 answer_sig(key, auth, data, origin_etag, lastmod))
+            auth = sign(key, "HEAD", "/v1/content", url, now - 1)
+            r = p.request("HEAD", q(url), {"If-Match": '"nope"', "X-Bgcopy-Auth": auth})
+            t.eq("signed HEAD, If-Match: \"nope\": status", r.status, 412)
+            auth = sign(key, "GET", "/v1/content", url, now - 2)
+            r = p.request("GET", q(url), {"If-None-Match": '"nope"', "X-Bgcopy-Auth": auth})
+            t.eq("signed, If-None-Match: \"nope\": status and body", (r.status, r.body == data),
+                 (200, True))
+
+
+@case("peerd_http11_message_rules")
+def _(bg):
+    with Origin(files={"a.bin": 20_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: RFC 9112 sections 3.2 and 5.1 over raw sockets: an HTTP/1.1 request without "
+              "Host, with two Host lines (any case), an invalid Host value or whitespace before a "
+              "colon -> 400; HTTP/1.0 without Host still 200; an absolute-form target "
+              "(http://host:port/path, any scheme case) is served as its path, GET and HEAD, "
+              "content included; an empty authority or userinfo -> 400; real curl through -x "
+              "(which sends absolute-form) gets the health and the content")
+        url = store_file(t, agent, o, "a.bin")
+        data = o.data["a.bin"]
+        with Peerd(bg, agent.home, workdir=o.dir) as p:
+            hp = f"127.0.0.1:{p.port}"
+            reqs = [
+                ("no Host", b"GET /v1/health HTTP/1.1\r\n\r\n", 400),
+                ("no Host, content", f"GET {q(url)} HTTP/1.1\r\n\r\n".encode(), 400),
+                ("two Host lines", b"GET /v1/health HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400),
+                ("Host and host", b"GET /v1/health HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400),
+                ("two Host lines, HTTP/1.0", b"GET /v1/health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+                 400),
+                ("two Host lines, content", f"GET {q(url)} HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+                 .encode(), 400),
+                ("Host with a space inside", b"GET /v1/health HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+                ("Host with userinfo", b"GET /v1/health HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+                ("space before the colon", b"GET /v1/health HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+                ("tab before the colon", b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-A\t: 1\r\n\r\n",
+                 400),
+                ("HTTP/1.0 without Host", b"GET /v1/health HTTP/1.0\r\n\r\n", 200),
+                ("one Host", f"GET /v1/health HTTP/1.1\r\nHost: {hp}\r\n\r\n".encode(), 200),
+                ("IPv6 literal Host", b"GET /v1/health HTTP/1.1\r\nHost: [::1]:7654\r\n\r\n", 200),
+                ("absolute-form", f"GET http://{hp}/v1/health HTTP/1.1\r\nHost: {hp}\r\n\r\n"
+                 .encode(), 200),
+                ("absolute-form, other Host", f"GET http://{hp}/v1/health HTTP/1.1\r\nHost: other"
+                 "\r\n\r\n".encode(), 200),
+                ("absolute-form, scheme in capitals", f"GET HTTP://{hp}/v1/health HTTP/1.1\r\n"
+                 f"Host: {hp}\r\n\r\n".encode(), 200),
+                ("absolute-form, no path", f"GET http://{hp} HTTP/1.1\r\nHost: {hp}\r\n\r\n"
+                 .encode(), 404),
+                ("absolute-form, unknown path", f"GET http://{hp}/nope HTTP/1.1\r\nHost: {hp}"
+                 "\r\n\r\n".encode(), 404),
+                ("absolute-form, empty authority", f"GET http:///v1/health HTTP/1.1\r\nHost: {hp}"
+                 "\r\n\r\n".encode(), 400),
+                ("absolute-form, userinfo", f"GET http://u:pw@{hp}/v1/health HTTP/1.1\r\nHost: {hp}"
+                 "\r\n\r\n".encode(), 400),
+                ("absolute-form without Host", f"GET http://{hp}/v1/health HTTP/1.1\r\n\r\n"
+                 .encode(), 400),
+            ]
+            for what, payload, want in reqs:
+                status, got, closed = raw_exchange(p.port, payload)
+                t.eq(f"{what}: status", status, want)
+                if want == 200:
+                    t.ok(f"{what}: body ok", got.endswith(b"\r\n\r\nok\n"), repr(got[-60:]))
+                t.eq(f"{what}: peerd alive", p.alive(), True)
+
+            status, got, _ = raw_exchange(
+                p.port, f"GET http://{hp}{q(url)} HTTP/1.1\r\nHost: {hp}\r\n\r\n".encode())
+            t.eq("absolute-form content: status", status, 200)
+            t.ok("absolute-form content: the stored bytes", got.endswith(b"\r\n\r\n" + data),
+                 f"{len(got)} bytes")
+            status, got, _ = raw_exchange(
+                p.port, f"HEAD http://{hp}{q(url)} HTTP/1.1\r\nHost: {hp}\r\nConnection: close\r\n\r\n"
+                .encode())
+            t.eq("absolute-form HEAD: status", status, 200)
+            t.ok("absolute-form HEAD: Content-Length, no body",
+                 got.endswith(b"\r\n\r\n") and f"Content-Length: {len(data)}\r\n".encode() in got,
+                 repr(got[-120:]))
+
+            # curl talks to peerd as to a proxy: absolute-form, with the target's Host.
+            proxy = ["-x", f"http://{hp}"]
+            st, _, body = curl_status(*proxy, "http://peer.invalid:7654/v1/health")
+            t.eq("curl -x PEERD http://peer.invalid:7654/v1/health", (st, body), (200, b"ok\n"))
+            st, h, body = curl_status(*proxy, "http://peer.invalid:7654" + q(url))
+            t.eq("curl -x PEERD http://peer.invalid:7654/v1/content?url=...: status, body",
+                 (st, body == data), (200, True))
+            # One Host, the health on a kept-alive connection: the rules change nothing there.
+            r = p.request("GET", "/v1/health", keep=True)
+            t.eq("health through http.client", (r.status, r.body, r.will_close), (200, b"ok\n", False))
 
 
 def write_big_file(path, size):
@@ -842,26 +1133,171 @@ def run_peerd(bg, *args, env_extra=None, timeout=20):
     return p
 
 
-@case("peerd_missing_store_exits_3")
+@case("peerd_starts_without_store_then_serves_it")
 def _(bg):
-    with Origin() as o:
+    with Origin(files={"a.bin": A_SIZE, "b.bin": 5000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: no store in the home (empty folder, missing folder, via --home or "
-              "BGCOPY_HOME) -> exit 3 at once with a message naming the home; no port file")
-        empty = o.path("empty-home")
-        os.makedirs(empty)
-        missing = o.path("no-such-home")
+        print("checks: a home without a store (missing folder or empty folder, via --home or "
+              "BGCOPY_HOME) is no error: peerd starts and listens, /v1/health is 200, content is "
+              "404 (GET and HEAD, counted as misses) and nothing is created in or as the home; "
+              "then bgcopy stores a file there and the same peerd process serves it (200, the "
+              "bytes, its ETag) without a restart (500 while the home is group-writable), and a second one stored after that; the home "
+              "and store.mdb keep bgcopy's modes (0700, 0600) and bgcopy keeps using the store "
+              "peerd has open; an empty home others may write is still refused (exit 3)")
+        for what, home, mkdir, via_env in (("missing --home", o.path("h-missing"), False, False),
+                                           ("empty --home", o.path("h-empty"), True, False),
+                                           ("BGCOPY_HOME not made yet", o.path("h-env"), False, True)):
+            if mkdir:
+                os.makedirs(home, mode=0o700)
+            node = Bgcopy(bg.exe, home)
+            kw = {"env_extra": {"BGCOPY_HOME": home}} if via_env else {}
+            workdir = o.path(f"w-{os.path.basename(home)}")
+            os.makedirs(workdir)
+            url_a, url_b = o.url("/files/a.bin"), o.url("/files/b.bin")
+            with Peerd(bg, None if via_env else home, workdir=workdir, **kw) as p:
+                pid = p.proc.pid
+                # The line is written just after the port file: poll for it.
+                deadline = time.monotonic() + 10
+                while "serving" not in p.stderr() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                t.ok(f"{what}: the log says there is no store yet", "no store there yet" in p.stderr(),
+                     p.stderr())
+                r = p.request("GET", "/v1/health")
+                t.eq(f"{what}: /v1/health", (r.status, r.body), (200, b"ok\n"))
+                r = p.request("GET", q(url_a), keep=True)
+                t.eq(f"{what}: GET content before any store: status", r.status, 404)
+                r = p.request("HEAD", q(url_a), keep=True)
+                t.eq(f"{what}: HEAD content before any store: status", r.status, 404)
+                t.eq(f"{what}: connection kept alive", r.will_close, False)
+                _, m = p.metrics()
+                t.eq(f"{what}: misses_total", m.get("bgcopy_peerd_misses_total"), 2)
+                if mkdir:
+                    t.eq(f"{what}: the home is still empty", os.listdir(home), [])
+                else:
+                    t.eq(f"{what}: the home was not created", os.path.exists(home), False)
+
+                r = t.ran(node.get(url_a, o.path("out", f"{os.path.basename(home)}-a.bin")))
+                t.eq(f"{what}: bgcopy get into that home: exit status", r.rc, 0)
+                t.eq(f"{what}: home mode (bgcopy's)", oct(os.stat(home).st_mode & 0o777), oct(0o700))
+                t.eq(f"{what}: store.mdb mode (bgcopy's)",
+                     oct(os.stat(os.path.join(home, "store.mdb")).st_mode & 0o777), oct(0o600))
+                # Found later, the store passes the same safety check as at start.
+                os.chmod(home, 0o770)
+                try:
+                    for i in (1, 2):
+                        r = p.request("GET", q(url_a))
+                        t.eq(f"{what}: GET {i} while the new home is group-writable: status",
+                             r.status, 500)
+                    log = p.stderr()
+                    t.eq(f"{what}: the log says it once, and chmod go-w",
+                         (log.count("writable or readable by other users"), "chmod go-w" in log),
+                         (1, True))
+                finally:
+                    os.chmod(home, 0o700)
+                r = p.request("GET", q(url_a), keep=True)
+                t.eq(f"{what}: GET after bgcopy stored it: status", r.status, 200)
+                t.ok(f"{what}: the stored bytes", r.body == o.data["a.bin"], f"{len(r.body)} bytes")
+                t.eq(f"{what}: ETag", r.h("etag"), '"' + hashlib.sha256(o.data["a.bin"]).hexdigest()
+                     + '"')
+                t.eq(f"{what}: the same peerd process", (p.alive(), p.proc.pid), (True, pid))
+
+                # bgcopy keeps writing the store peerd now has open.
+                r = t.ran(node.get(url_b, o.path("out", f"{os.path.basename(home)}-b.bin")))
+                t.eq(f"{what}: a second bgcopy get: exit status", r.rc, 0)
+                r = p.request("GET", q(url_b), keep=True)
+                t.eq(f"{what}: the second entry served", (r.status, r.body == o.data["b.bin"]),
+                     (200, True))
+                r = t.ran(node.run("cache", "list", "--json"))
+                urls = sorted(e.get("url") for e in (r.doc or []) if isinstance(e, dict))
+                t.eq(f"{what}: bgcopy cache list", (r.rc, urls), (0, sorted([url_a, url_b])))
+                t.ok(f"{what}: the log says the store was found", "store found in" in p.stderr(),
+                     p.stderr())
+
+        # The safety checks stay: an existing home others may write is refused at start.
+        unsafe = o.path("h-unsafe")
+        os.makedirs(unsafe)
+        os.chmod(unsafe, 0o770)
         pf = o.path("pf")
-        for what, args, env in (("empty --home", ["--home", empty], None),
-                                ("missing --home", ["--home", missing], None),
-                                ("BGCOPY_HOME without a store", [], {"BGCOPY_HOME": missing})):
-            p = run_peerd(bg, *args, "--port", "0", "--port-file", pf, env_extra=env)
-            t.eq(f"{what}: exit status", p.returncode, 3)
-            t.eq(f"{what}: stdout", p.stdout, "")
-            home = env["BGCOPY_HOME"] if env else args[1]
-            t.ok(f"{what}: stderr names the home", home in p.stderr, f"stderr: {p.stderr.strip()!r}")
-            t.eq(f"{what}: port file", os.path.exists(pf), False)
-        t.eq("missing home not created", os.path.exists(missing), False)
+        p = run_peerd(bg, "--home", unsafe, "--port", "0", "--port-file", pf)
+        t.eq("empty home writable by the group: exit status", p.returncode, 3)
+        t.ok("empty home writable by the group: says chmod go-w", "chmod go-w" in p.stderr,
+             p.stderr.strip())
+        t.eq("empty home writable by the group: no port file", os.path.exists(pf), False)
+
+
+UNIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "systemd",
+                    "bgcopy-peerd.service")
+
+
+def unit_settings(path):
+    """{key: [values]} of a systemd unit file (comments and sections dropped)."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line[0] in "#;[":
+                continue
+            k, _, v = line.partition("=")
+            out.setdefault(k.strip(), []).append(v.strip())
+    return out
+
+
+@case("peerd_systemd_unit_starts_on_fresh_home")
+def _(bg):
+    with Origin(files={"a.bin": 20_000}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: scripts/systemd/bgcopy-peerd.service passes systemd-analyze verify --user "
+              "(with ExecStart pointing at this build); its ExecStartPre, ExecStart and "
+              "ReadWritePaths name one home (the one place it may write: LMDB's reader table); "
+              "run as the unit runs them, for a user with no state yet: the home is made 0700 and "
+              "empty, peerd starts, /v1/health 200, content 404, then serves what bgcopy stores "
+              "there without a restart")
+        exe = os.path.abspath(peerd_exe(bg))
+        t.ok("the unit file exists", os.path.isfile(UNIT), UNIT)
+        u = unit_settings(UNIT)
+        pre, start = u.get("ExecStartPre", [""])[0], u.get("ExecStart", [""])[0]
+        t.ok("ExecStart runs bgcopy-peerd", start.split()[0].endswith("/bgcopy-peerd"), start)
+        t.eq("sandboxed read-only", u.get("ProtectSystem"), ["strict"])
+        argv = start.split()[1:]
+        home_spec = argv[argv.index("--home") + 1] if "--home" in argv else None
+        t.eq("ReadWritePaths is the --home", u.get("ReadWritePaths"), [home_spec])
+        t.eq("ExecStartPre makes that home 0700 (outside the sandbox)",
+             pre.split(), ["+/bin/mkdir", "-p", "-m", "0700", home_spec])
+
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            print("  note  no systemd-analyze here: the unit is not verified")
+        else:
+            runtime = o.path("xdg-runtime")
+            os.makedirs(runtime, mode=0o700)
+            copy = o.path("bgcopy-peerd.service")
+            with open(UNIT) as f, open(copy, "w") as g:
+                g.write(f.read().replace(start.split()[0], exe))
+            env = dict(os.environ, XDG_RUNTIME_DIR=runtime)
+            r = subprocess.run([analyze, "verify", "--user", copy], capture_output=True, text=True,
+                               env=env, stdin=subprocess.DEVNULL)
+            t.eq("systemd-analyze verify --user: exit status and output",
+                 (r.returncode, (r.stdout + r.stderr).strip()), (0, ""))
+
+        # As the user manager would run it, %h being a user with nothing yet.
+        user_home = o.path("user")
+        os.makedirs(user_home, mode=0o700)
+        home = home_spec.replace("%h", user_home)
+        r = subprocess.run([a.replace("%h", user_home) for a in pre.lstrip("+").split()],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        t.eq("ExecStartPre: exit status", r.returncode, 0)
+        t.eq("the home: mode and contents", (oct(os.stat(home).st_mode & 0o777), os.listdir(home)),
+             (oct(0o700), []))
+        args = [a.replace("%h", user_home) for a in argv]
+        url = o.url("/files/a.bin")
+        with Peerd(bg, None, *args, workdir=o.dir) as p:
+            r = p.request("GET", "/v1/health")
+            t.eq("/v1/health on the fresh home", (r.status, r.body), (200, b"ok\n"))
+            t.eq("content on the fresh home", p.request("GET", q(url)).status, 404)
+            r = t.ran(Bgcopy(bg.exe, home).get(url, o.path("out", "a.bin")))
+            t.eq("bgcopy get into that home: exit status", r.rc, 0)
+            r = p.request("GET", q(url))
+            t.eq("served once bgcopy stored it", (r.status, r.body == o.data["a.bin"]), (200, True))
 
 
 @case("unsafe_home_and_peer_key_refused")
