@@ -131,6 +131,17 @@ int url_proxy_check(const char *proxy, char *why, size_t len) BG_WUR;
 /* Whether a and b have the same scheme, host and port (the "host" that
  * credentials were set for). */
 bool url_same_origin(const char *a, const char *b);
+/* Writes "host:port" of url into buf (the scheme's default port when it
+ * names none; an IPv6 literal in brackets).  BG_EINVAL for a malformed URL,
+ * BG_ELIMIT when it does not fit. */
+int url_authority(const char *url, char *buf, size_t len) BG_WUR;
+/* The same for a proxy URL (any scheme url_proxy_check takes; 1080, as
+ * libcurl, when it names no port). */
+int url_proxy_address(const char *proxy, char *buf, size_t len) BG_WUR;
+/* The proxy URL as users may see it: a password is shown as "***"
+ * (http://user:***@host:3128), the rest as set.  *out is a new string
+ * (caller frees).  BG_ENOMEM. */
+int url_proxy_redacted(const char *proxy, char **out) BG_WUR;
 
 /* ---- Origin client ----------------------------------------------------- */
 struct origin;
