@@ -22,6 +22,7 @@
 #define ORIGIN_CONNECT_TIMEOUT 30          /* seconds */
 #define ORIGIN_LOW_SPEED_TIME 60           /* seconds below 1 byte/s before a transfer is transient-failed */
 #define ORIGIN_MAX_RESTARTS 3              /* validator changes tolerated in one attempt */
+#define ORIGIN_NOTE_MAX 128                /* bytes of a reason phrase, Via or proxy marker kept for a message */
 #define JOB_HEADERS_MAX 64                 /* custom request headers per job */
 #define JOB_FILES_MAX 1000000              /* files per job */
 #define JOB_NAME_MAX 256                   /* bytes */
