@@ -22,6 +22,7 @@
 #define ORIGIN_CONNECT_TIMEOUT 30          /* seconds */
 #define ORIGIN_LOW_SPEED_TIME 60           /* seconds below 1 byte/s before a transfer is transient-failed */
 #define ORIGIN_MAX_RESTARTS 3              /* validator changes tolerated in one attempt */
+#define ORIGIN_NOTE_MAX 128                /* bytes of a reason phrase, Via or proxy marker kept for a message */
 #define JOB_HEADERS_MAX 64                 /* custom request headers per job */
 #define JOB_FILES_MAX 1000000              /* files per job */
 #define JOB_NAME_MAX 256                   /* bytes */
@@ -131,6 +132,17 @@ int url_proxy_check(const char *proxy, char *why, size_t len) BG_WUR;
 /* Whether a and b have the same scheme, host and port (the "host" that
  * credentials were set for). */
 bool url_same_origin(const char *a, const char *b);
+/* Writes "host:port" of url into buf (the scheme's default port when it
+ * names none; an IPv6 literal in brackets).  BG_EINVAL for a malformed URL,
+ * BG_ELIMIT when it does not fit. */
+int url_authority(const char *url, char *buf, size_t len) BG_WUR;
+/* The same for a proxy URL (any scheme url_proxy_check takes; 1080, as
+ * libcurl, when it names no port). */
+int url_proxy_address(const char *proxy, char *buf, size_t len) BG_WUR;
+/* The proxy URL as users may see it: a password is shown as "***"
+ * (http://user:***@host:3128), the rest as set.  *out is a new string
+ * (caller frees).  BG_ENOMEM. */
+int url_proxy_redacted(const char *proxy, char **out) BG_WUR;
 
 /* ---- Origin client ----------------------------------------------------- */
 struct origin;

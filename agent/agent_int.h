@@ -147,6 +147,12 @@ bool http_digest_sha256(const char *p, size_t n, unsigned char out[BG_SHA256_LEN
  * not parse. */
 #define HTTP_STRONG_DATE_SECONDS 60
 bool http_date_strong(const char *last_modified, const char *date);
+/* Copies the reason phrase of a status line ("Forbidden" of "HTTP/1.1 403
+ * Forbidden\r\n", not NUL-terminated) into buf, cut to len - 1 bytes and
+ * made safe for documents (text_make_safe); "" when it has none. */
+void http_status_reason(const char *line, size_t n, char *buf, size_t len);
+/* The reason phrase RFC 9110 gives a status, or "" (static). */
+const char *http_reason(long status);
 /* Replaces, in place, control characters and bytes that are not valid UTF-8
  * with '?': text a server chose (a certificate's subject, say) can then go
  * into JSON documents and onto terminals. */

@@ -390,6 +390,10 @@ print_info_text(json_t *doc)
 	printf("  security flags %s\n",
 	       flags_format((uint32_t)json_integer_value(json_object_get(doc, "security_flags")),
 	                    flags, sizeof(flags)));
+	if (json_is_string(json_object_get(doc, "proxy")))
+		printf("  proxy          %s\n", json_string_value(json_object_get(doc, "proxy")));
+	else
+		printf("  proxy          from the environment (http_proxy, https_proxy, no_proxy)\n");
 	printf("  files          %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT " transferred\n",
 	       json_integer_value(json_object_get(doc, "files_transferred")),
 	       json_integer_value(json_object_get(doc, "files_total")));

@@ -269,3 +269,52 @@ http_date_strong(const char *last_modified, const char *date)
 	d = curl_getdate(date, NULL);
 	return lm != -1 && d != -1 && d - lm >= HTTP_STRONG_DATE_SECONDS;
 }
+
+void
+http_status_reason(const char *line, size_t n, char *buf, size_t len)
+{
+	const char *p = memchr(line, ' ', n), *end = line + n;
+	size_t k;
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	if (p == NULL)
+		return;
+	/* "HTTP/1.1 403 Access violation\r\n": past the version and the code. */
+	while (p < end && *p == ' ')
+		p++;
+	while (p < end && isdigit((unsigned char)*p))
+		p++;
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	while (end > p && isspace((unsigned char)end[-1]))
+		end--;
+	k = (size_t)(end - p) < len - 1 ? (size_t)(end - p) : len - 1;
+	memcpy(buf, p, k);
+	buf[k] = '\0';
+	text_make_safe(buf);
+}
+
+const char *
+http_reason(long status)
+{
+	/* RFC 9110 section 15: the statuses a proxy or origin refuses with. */
+	static const struct {
+		long status;
+		const char *reason;
+	} table[] = {
+		{300, "Multiple Choices"}, {301, "Moved Permanently"}, {302, "Found"},
+		{303, "See Other"}, {305, "Use Proxy"}, {307, "Temporary Redirect"},
+		{308, "Permanent Redirect"}, {400, "Bad Request"}, {401, "Unauthorized"},
+		{403, "Forbidden"}, {404, "Not Found"}, {405, "Method Not Allowed"},
+		{407, "Proxy Authentication Required"}, {408, "Request Timeout"},
+		{429, "Too Many Requests"}, {500, "Internal Server Error"}, {501, "Not Implemented"},
+		{502, "Bad Gateway"}, {503, "Service Unavailable"}, {504, "Gateway Timeout"},
+	};
+
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (table[i].status == status)
+			return table[i].reason;
+	return "";
+}

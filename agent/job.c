@@ -810,6 +810,26 @@ file_document(const json_t *f)
 	return d;
 }
 
+/* The job's proxy for documents: "none", the URL with its password shown
+ * as "***", or null (libcurl's, from the environment). */
+static json_t *
+proxy_value(const json_t *job)
+{
+	const char *p = jstr(job, "proxy");
+	char *shown = NULL;
+	json_t *v;
+
+	if (p == NULL)
+		return json_null();
+	if (strcmp(p, "none") == 0)
+		return json_string(p);
+	if (url_proxy_redacted(p, &shown) != 0)
+		return NULL;
+	v = json_string(shown);
+	free(shown);
+	return v;
+}
+
 static json_t *
 make_document(const json_t *job, const json_t *files)
 {
@@ -842,6 +862,7 @@ make_document(const json_t *job, const json_t *files)
 	    jset_str(d, "priority", jstr(job, "priority")) != 0 ||
 	    jset_int(d, "security_flags", jint(job, "security_flags", 0)) != 0 ||
 	    jset_str(d, "peer_caching", jstr(job, "peer_caching")) != 0 ||
+	    jset(d, "proxy", proxy_value(job)) != 0 ||
 	    jset(d, "bytes_total", size_or_null(total)) != 0 ||
 	    jset_int(d, "bytes_transferred", done_bytes) != 0 ||
 	    jset_int(d, "files_total", (int64_t)json_array_size(files)) != 0 ||

@@ -92,6 +92,7 @@ struct hop {
 	const char *if_range;
 
 	long status;
+	char reason[ORIGIN_NOTE_MAX]; /* the status line's reason phrase */
 	bool want_status; /* the next header line starts a response (curl's view) */
 	size_t header_bytes;
 	char *location;
@@ -103,7 +104,10 @@ struct hop {
 	/* RFC 9530 digests of the response, sha-256 only. */
 	bool has_repr_digest, has_content_digest;
 	unsigned char repr_digest[BG_SHA256_LEN], content_digest[BG_SHA256_LEN];
+	char *via;        /* the first Via: a proxy relayed the response */
+	char *proxy_mark; /* "Name: value" that shows a proxy answered itself */
 
+	CURL *easy; /* the transfer, for what libcurl knows of its connection */
 	enum verdict verdict;
 	uint32_t hr;
 	int sink_err;
@@ -212,10 +216,14 @@ hop_reset_headers(struct hop *h)
 	free(h->last_modified);
 	free(h->date);
 	free(h->content_range);
+	free(h->via);
+	free(h->proxy_mark);
 	h->location = h->etag = h->last_modified = h->date = h->content_range = NULL;
+	h->via = h->proxy_mark = NULL;
 	h->content_length = -1;
 	h->has_repr_digest = h->has_content_digest = false;
 	h->status = 0;
+	h->reason[0] = '\0';
 }
 
 static bool
@@ -311,6 +319,53 @@ validator_matches(const struct hop *h)
 	return h->last_modified != NULL && strcmp(h->last_modified, v) == 0;
 }
 
+/* Whether req names a proxy of its own (not "none", not the environment's). */
+static bool
+job_proxy(const struct origin_request *req)
+{
+	return req->proxy != NULL && strcmp(req->proxy, "none") != 0;
+}
+
+/* "host:port" of the proxy a transfer went through: the job's, or else the
+ * address libcurl is connected to (a proxy from the environment). */
+static void
+proxy_name(const struct hop *h, char *buf, size_t len)
+{
+	char *ip = NULL;
+	long port = 0;
+
+	if (job_proxy(h->req) && url_proxy_address(h->req->proxy, buf, len) == 0)
+		return;
+	if (curl_easy_getinfo(h->easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL &&
+	    ip[0] != '\0' && curl_easy_getinfo(h->easy, CURLINFO_PRIMARY_PORT, &port) == CURLE_OK)
+		snprintf(buf, len, strchr(ip, ':') != NULL ? "[%s]:%ld" : "%s:%ld", ip, port);
+	else
+		snprintf(buf, len, "(address unknown)");
+}
+
+/* An HTTP error status as a job error.  Through a proxy, the message says
+ * whether the proxy answered itself (a 407, RFC 9110 15.5.8, or a marker
+ * such as squid's X-Squid-Error) or relayed the origin's answer (Via,
+ * RFC 9110 7.6.3): a 403 means something else in each case. */
+static void
+fail_http_status(struct hop *h)
+{
+	const char *reason = h->reason[0] != '\0' ? h->reason : http_reason(h->status);
+	char proxy[ORIGIN_NOTE_MAX];
+
+	if (h->proxy_mark != NULL || h->status == 407) {
+		proxy_name(h, proxy, sizeof(proxy));
+		hop_fail(h, hr_from_http(h->status), "proxy %s answered for %s: %ld %s (%s)", proxy,
+		         h->url, h->status, reason,
+		         h->proxy_mark != NULL ? h->proxy_mark : "a 407 comes from a proxy");
+	} else if (h->via != NULL) {
+		hop_fail(h, hr_from_http(h->status), "HTTP %ld %s from %s, relayed by a proxy (Via: %s)",
+		         h->status, reason, h->url, h->via);
+	} else {
+		hop_fail(h, hr_from_http(h->status), "HTTP %ld from %s", h->status, h->url);
+	}
+}
+
 /* Called once the headers of a final (non-1xx) response are complete. */
 static void
 decide(struct hop *h)
@@ -352,7 +407,7 @@ decide(struct hop *h)
 			return;
 		}
 	} else if (h->status != 200) {
-		hop_fail(h, hr_from_http(h->status), "HTTP %ld from %s", h->status, h->url);
+		fail_http_status(h);
 		return;
 	}
 	memset(&resp, 0, sizeof(resp));
@@ -420,6 +475,47 @@ content_length_value(const char *p, size_t n, uint64_t *out)
 	return any;
 }
 
+/* A header's value cut to ORIGIN_NOTE_MAX bytes, for a message. */
+static char *
+note_dup(const char *name, const char *p, size_t n)
+{
+	char *v = http_value_dup(p, n, ORIGIN_HEADER_MAX), *s = NULL;
+
+	if (v != NULL && asprintf(&s, "%s%s%.*s", name != NULL ? name : "", name != NULL ? ": " : "",
+	                          ORIGIN_NOTE_MAX - 1, v) < 0)
+		s = NULL;
+	free(v);
+	if (s != NULL && strlen(s) >= ORIGIN_NOTE_MAX)
+		s[ORIGIN_NOTE_MAX - 1] = '\0';
+	return s;
+}
+
+/* Whether a header shows that a proxy wrote the response itself rather than
+ * relaying the origin's: squid marks its error pages with X-Squid-Error;
+ * tinyproxy's carry its own Server and no Via (a relayed answer keeps the
+ * origin's Server); Proxy-Authenticate is a proxy's challenge (RFC 9110
+ * 11.7.1). */
+static bool
+proxy_marker(const char *name, size_t namelen, const char *value, size_t vlen)
+{
+	static const char *const products[] = {"squid", "tinyproxy"};
+
+	if (http_header_is(name, namelen, "X-Squid-Error") ||
+	    http_header_is(name, namelen, "Proxy-Authenticate"))
+		return true;
+	if (!http_header_is(name, namelen, "Server"))
+		return false;
+	while (vlen > 0 && (*value == ' ' || *value == '\t'))
+		value++, vlen--;
+	for (size_t i = 0; i < sizeof(products) / sizeof(products[0]); i++) {
+		size_t k = strlen(products[i]);
+
+		if (vlen > k && strncasecmp(value, products[i], k) == 0 && value[k] == '/')
+			return true;
+	}
+	return false;
+}
+
 static size_t
 on_header(char *buf, size_t size, size_t nitems, void *arg)
 {
@@ -443,6 +539,7 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		if ((status = http_status_line(buf, n)) >= 0) {
 			hop_reset_headers(h);
 			h->status = status;
+			http_status_reason(buf, n, h->reason, sizeof(h->reason));
 			return n;
 		}
 	}
@@ -471,7 +568,17 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		h->has_content_digest = http_digest_sha256(value, vlen, h->content_digest);
 	else if (http_header_is(name, namelen, "Content-Range"))
 		take_header(&h->content_range, value, vlen, STORE_URL_MAX);
-	else if (http_header_is(name, namelen, "Content-Length")) {
+	else if (http_header_is(name, namelen, "Via") && h->via == NULL)
+		h->via = note_dup(NULL, value, vlen);
+	else if (proxy_marker(name, namelen, value, vlen) &&
+	         (h->proxy_mark == NULL || http_header_is(name, namelen, "X-Squid-Error"))) {
+		/* squid's error name says most: it wins over its Server. */
+		char hname[32];
+
+		snprintf(hname, sizeof(hname), "%.*s", namelen > 31 ? 31 : (int)namelen, name);
+		free(h->proxy_mark);
+		h->proxy_mark = note_dup(hname, value, vlen);
+	} else if (http_header_is(name, namelen, "Content-Length")) {
 		/* RFC 9112 6.3: a length that is not digits, or lengths that
 		 * differ, make the framing unknowable.  libcurl 7.88 would frame
 		 * "1e3" as 1 byte and take the last of two lengths. */
@@ -593,6 +700,27 @@ hr_from_curl(CURL *easy, CURLcode rc)
 	default:
 		return HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE;
 	}
+}
+
+/* The status a proxy answered CONNECT with, 0 when there was none. */
+static long
+connect_code(CURL *easy)
+{
+	long code = 0;
+
+	if (curl_easy_getinfo(easy, CURLINFO_HTTP_CONNECTCODE, &code) != CURLE_OK)
+		return 0;
+	return code;
+}
+
+/* Whether no_proxy (which libcurl reads when CURLOPT_NOPROXY is unset)
+ * names hosts that go around the job's proxy. */
+static bool
+noproxy_in_env(void)
+{
+	const char *a = getenv("no_proxy"), *b = getenv("NO_PROXY");
+
+	return (a != NULL && a[0] != '\0') || (b != NULL && b[0] != '\0');
 }
 
 /* What libcurl said about a failure: its error buffer names the cause
@@ -721,6 +849,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	}
 
 	h->want_status = true;
+	h->easy = e;
 	rc = curl_easy_perform(e);
 	if (rc == CURLE_ABORTED_BY_CALLBACK && req->stop != NULL && *req->stop &&
 	    h->sink_err == 0) {
@@ -748,6 +877,27 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
 		         "%s: a response %s line longer than %d bytes", h->url,
 		         h->status != 0 ? "header" : "status", CURL_MAX_HTTP_HEADER);
+	} else if (h->verdict == V_NONE && rc != CURLE_OK && connect_code(e) >= 300) {
+		/* The proxy refused the tunnel (RFC 9110 9.3.6: any status but
+		 * 2xx).  libcurl says CURLE_RECV_ERROR; the status is the
+		 * proxy's, with an origin's fatal/transient rule. */
+		char proxy[ORIGIN_NOTE_MAX], target[ORIGIN_NOTE_MAX];
+		long code = connect_code(e);
+
+		proxy_name(h, proxy, sizeof(proxy));
+		if (url_authority(h->url, target, sizeof(target)) != 0)
+			snprintf(target, sizeof(target), "%s", h->url);
+		hop_fail(h, hr_from_http(code), "proxy %s refused CONNECT to %s: %ld %s", proxy, target,
+		         code, http_reason(code));
+	} else if (h->verdict == V_NONE && rc == CURLE_COULDNT_CONNECT && job_proxy(req) &&
+	           !noproxy_in_env()) {
+		/* libcurl connects to the job's proxy first, and to nothing
+		 * else, unless no_proxy sends the host around it. */
+		char proxy[ORIGIN_NOTE_MAX];
+
+		proxy_name(h, proxy, sizeof(proxy));
+		hop_fail(h, hr_from_curl(e, rc), "proxy %s unreachable for %s: %s", proxy, h->url,
+		         curl_text(h, rc));
 	} else if (h->verdict == V_NONE && rc != CURLE_OK) {
 		hop_fail(h, hr_from_curl(e, rc), "%s: %s", h->url, curl_text(h, rc));
 	} else if (h->verdict == V_NONE) {
@@ -755,6 +905,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	}
 out:
 	curl_easy_cleanup(e);
+	h->easy = NULL;
 	curl_slist_free_all(list);
 	return err;
 }

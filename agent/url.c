@@ -352,3 +352,114 @@ out:
 	curl_url_cleanup(u);
 	return err;
 }
+
+/* Writes "host:port" of u into buf; the scheme's default port when u names
+ * none, or default_port for a scheme libcurl knows no default of. */
+static int
+print_authority(CURLU *u, const char *default_port, char *buf, size_t len)
+{
+	char *host = NULL, *port = NULL;
+	CURLUcode uc;
+	int err;
+
+	if ((err = from_curlu(curl_url_get(u, CURLUPART_HOST, &host, 0))) != 0)
+		goto out;
+	uc = curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
+	if (uc != CURLUE_OK && uc != CURLUE_NO_PORT) {
+		err = from_curlu(uc);
+		goto out;
+	}
+	/* curl_url_get keeps an IPv6 literal in its brackets. */
+	if ((size_t)snprintf(buf, len, "%s:%s", host, port != NULL ? port : default_port) >= len)
+		err = BG_ELIMIT;
+out:
+	curl_free(host);
+	curl_free(port);
+	return err;
+}
+
+int
+url_authority(const char *url, char *buf, size_t len)
+{
+	CURLU *u = curl_url();
+	int err;
+
+	if (u == NULL)
+		return BG_ENOMEM;
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, url, PARSE_FLAGS))) == 0)
+		err = print_authority(u, "0", buf, len);
+	curl_url_cleanup(u);
+	return err;
+}
+
+int
+url_proxy_address(const char *proxy, char *buf, size_t len)
+{
+	CURLU *u = curl_url();
+	int err;
+
+	if (u == NULL)
+		return BG_ENOMEM;
+	/* libcurl's port for a proxy URL without one is 1080, whatever the
+	 * scheme (url_proxy_check makes http and https name theirs). */
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, proxy, CURLU_NON_SUPPORT_SCHEME))) == 0)
+		err = print_authority(u, "1080", buf, len);
+	curl_url_cleanup(u);
+	return err;
+}
+
+int
+url_proxy_redacted(const char *proxy, char **out)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *user = NULL, *password = NULL, *host = NULL, *port = NULL, *s;
+	CURLUcode uc;
+	size_t len;
+	int err = 0;
+
+	if (u == NULL)
+		return BG_ENOMEM;
+	if (curl_url_set(u, CURLUPART_URL, proxy, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		/* Not a URL (a record written before set-proxy checked its
+		 * value): nothing of it can be shown without risking a password. */
+		s = strdup("(not shown: not a URL)");
+		goto done;
+	}
+	uc = curl_url_get(u, CURLUPART_PASSWORD, &password, 0);
+	if (uc != CURLUE_OK && uc != CURLUE_NO_PASSWORD) {
+		err = from_curlu(uc);
+		goto out;
+	}
+	if (password == NULL) {
+		s = strdup(proxy);
+		goto done;
+	}
+	/* The user name stays, as typed (percent-encoded): it tells which
+	 * account the job uses; the password never leaves the record. */
+	if ((err = from_curlu(curl_url_get(u, CURLUPART_USER, &user, 0))) != 0)
+		goto out;
+	uc = curl_url_get(u, CURLUPART_PORT, &port, 0);
+	if (uc != CURLUE_OK && uc != CURLUE_NO_PORT) {
+		err = from_curlu(uc);
+		goto out;
+	}
+	len = strlen(scheme) + strlen(user) + strlen(host) + (port ? strlen(port) : 0) + 16;
+	if ((s = malloc(len)) != NULL)
+		snprintf(s, len, "%s://%s:***@%s%s%s", scheme, user, host, port ? ":" : "",
+		         port ? port : "");
+done:
+	if (s == NULL)
+		err = BG_ENOMEM;
+	else
+		*out = s;
+out:
+	curl_free(scheme);
+	curl_free(user);
+	curl_free(password);
+	curl_free(host);
+	curl_free(port);
+	curl_url_cleanup(u);
+	return err;
+}

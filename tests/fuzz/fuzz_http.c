@@ -8,7 +8,8 @@
  * not NUL-terminated.
  * Properties: nothing is read outside the line; a split header's name and
  * value lie inside it; a parsed number is what the digits say; a digest
- * taken from a Repr-Digest-like value is spelt in it.
+ * taken from a Repr-Digest-like value is spelt in it; a status line's
+ * reason phrase fits its buffer and holds no control character.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -33,7 +34,15 @@ one_line(const uint8_t *p, size_t n)
 	if (line == NULL)
 		return;
 	memcpy(line, p, n);
-	(void)http_status_line(line, n);
+	if (http_status_line(line, n) >= 0) {
+		char reason[16];
+
+		/* The reason phrase fits the buffer, cut, and is safe to print. */
+		http_status_reason(line, n, reason, sizeof(reason));
+		FUZZ_ASSERT(strlen(reason) < sizeof(reason));
+		for (const char *r = reason; *r != '\0'; r++)
+			FUZZ_ASSERT((unsigned char)*r >= 0x20 && *r != 0x7F);
+	}
 	if (http_header_split(line, n, &name, &namelen, &value, &vlen)) {
 		FUZZ_ASSERT(name == line && namelen > 0 && namelen < n);
 		FUZZ_ASSERT(value >= line && value + vlen == line + n);

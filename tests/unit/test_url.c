@@ -27,6 +27,27 @@ canonical(const char *in, int want_err, const char *want)
 	free(got);
 }
 
+static void
+redacted(const char *proxy, const char *want)
+{
+	char *got = NULL;
+
+	CHECK_EQ_INT(url_proxy_redacted(proxy, &got), 0);
+	CHECK_EQ_STR(got, want);
+	free(got);
+}
+
+static void
+authority(const char *url, bool proxy, int want_err, const char *want)
+{
+	char buf[64] = "";
+	int err = proxy ? url_proxy_address(url, buf, sizeof(buf)) : url_authority(url, buf, sizeof(buf));
+
+	CHECK_EQ_INT(err, want_err);
+	if (want != NULL)
+		CHECK_EQ_STR(buf, want);
+}
+
 int
 main(void)
 {
@@ -76,5 +97,23 @@ main(void)
 	CHECK(!url_same_origin("http://a:1/x", "http://a:2/x"));
 	CHECK(!url_same_origin("http://a/x", "https://a/x"));
 	CHECK(!url_same_origin("http://a/x", "http://b/x"));
+
+	/* Proxies as documents show them: the password never. */
+	redacted("http://127.0.0.1:3128", "http://127.0.0.1:3128");
+	redacted("http://alice@127.0.0.1:3128", "http://alice@127.0.0.1:3128");
+	redacted("http://alice:s3cret@127.0.0.1:3128", "http://alice:***@127.0.0.1:3128");
+	redacted("HTTP://al%40ice:p%40ss@[::1]:3128/", "http://al%40ice:***@[::1]:3128");
+	redacted("socks5h://u:p@proxy.example", "socks5h://u:***@proxy.example");
+	redacted("http://:p@h:1", "http://:***@h:1");
+	redacted("no scheme:p@x", "(not shown: not a URL)");
+
+	/* host:port for messages: the scheme's port, libcurl's 1080 for a proxy. */
+	authority("https://127.0.0.1/x", false, 0, "127.0.0.1:443");
+	authority("http://[::1]:8080/x", false, 0, "[::1]:8080");
+	authority("http://u:p@h.example:3128", true, 0, "h.example:3128");
+	authority("socks5://h.example", true, 0, "h.example:1080");
+	authority("http://h.example:1/", false, 0, "h.example:1");
+	authority("https://a-rather-long-host-name.in-a-long-domain.example.org.invalid.test/x", false, BG_ELIMIT, NULL);
+	authority("not a url", false, BG_EINVAL, NULL);
 	return check_done();
 }
