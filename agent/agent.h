@@ -175,6 +175,10 @@ struct origin_request {
 	const char *headers_for;    /* URL whose origin the sensitive headers were set for */
 	uint64_t offset;            /* resume from this byte; 0 for the whole file */
 	const char *if_range;       /* validator for If-Range; NULL sends no Range at all */
+	/* A conditional request for a copy held (RFC 9110 13.1.2, 13.1.3): a
+	 * 304 then ends it with result.not_modified and no body.  NULL: not sent. */
+	const char *if_none_match;
+	const char *if_modified_since;
 	const char *crl_dir;        /* where CRLs are kept (for 0x0001), or NULL */
 	const char *proxy;          /* proxy URL, "none", or NULL for libcurl's default */
 	bool head;                  /* HEAD: the sink's on_start only (validators, size) */
@@ -192,6 +196,10 @@ struct origin_result {
 	long status;           /* last HTTP status seen */
 	char *remote_url;      /* URL the file's remote name becomes (caller frees), or NULL */
 	char *final_url;       /* URL that answered last (caller frees), or NULL */
+	bool not_modified;     /* 304 to a conditional request: the copy held is current */
+	char *etag;            /* with not_modified: the 304's validators and Date */
+	char *last_modified;   /* (RFC 9110 15.4.5; caller frees), or NULL */
+	char *date;
 	char message[512];     /* what happened, for the job error */
 };
 

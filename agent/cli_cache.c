@@ -362,13 +362,15 @@ cache_stats(struct ctx *c, int argc, char **argv)
 		return cli_store_failed("cache stats", err);
 	if (json) {
 		json_t *d = json_pack(
-		    "{sI sI sI sI s{sI sI} sI s{sI sI} s{sI sI} sI sI sI sI sI}", "entries",
+		    "{sI sI sI sI s{sI sI} sI s{sI sI} s{sI sI} s{sI sI sI} sI sI sI sI sI}", "entries",
 		    (json_int_t)a.s.entries, "keys", (json_int_t)a.s.keys, "bytes",
 		    (json_int_t)a.s.bytes, "limit", (json_int_t)limit, "max_size", "bytes",
 		    (json_int_t)a.cfg.max_size_bytes, "percent", (json_int_t)a.cfg.max_size_percent,
 		    "max_age_days", (json_int_t)a.cfg.max_age_days, "hits", "local",
 		    (json_int_t)a.s.local_hits, "peer", (json_int_t)a.s.peer_hits, "misses", "local",
-		    (json_int_t)a.s.local_misses, "peer", (json_int_t)a.s.peer_misses, "evictions",
+		    (json_int_t)a.s.local_misses, "peer", (json_int_t)a.s.peer_misses, "store", "hits",
+		    (json_int_t)a.s.store_hits, "revalidated", (json_int_t)a.s.store_revalidated,
+		    "misses", (json_int_t)a.s.store_misses, "evictions",
 		    (json_int_t)a.s.evicted, "evicted_bytes", (json_int_t)a.s.evicted_bytes,
 		    "expired", (json_int_t)a.s.expired, "not_kept", (json_int_t)a.s.not_kept,
 		    "store_file_bytes", (json_int_t)store_file_bytes(c->st));
@@ -389,6 +391,9 @@ cache_stats(struct ctx *c, int argc, char **argv)
 	       a.s.local_hits, a.s.local_misses);
 	printf("peer      %" PRIu64 " hits, %" PRIu64 " misses (this node asking peers)\n",
 	       a.s.peer_hits, a.s.peer_misses);
+	printf("own       %" PRIu64 " hits, %" PRIu64 " revalidated, %" PRIu64
+	       " misses (this node's downloads looking here first)\n",
+	       a.s.store_hits, a.s.store_revalidated, a.s.store_misses);
 	printf("evicted   %" PRIu64 " entries (%" PRIu64 " bytes); %" PRIu64
 	       " keys expired; %" PRIu64 " files too large to keep\n",
 	       a.s.evicted, a.s.evicted_bytes, a.s.expired, a.s.not_kept);

@@ -45,6 +45,9 @@ struct run {
 	char message[512];
 };
 
+/* Bytes copied from the store per read when it serves the file itself. */
+#define STORE_READ_BYTES (4 * STORE_CHUNK_BYTES)
+
 struct fsink {
 	struct run *r;
 	uint32_t index;
@@ -65,6 +68,12 @@ struct fsink {
 	uint64_t from_peers;
 	bool has_want;              /* the content must have this digest (a peer's entry) */
 	bool state_pending;         /* TRANSFERRING (and the response's validators) not committed yet */
+	/* The store's own copy, looked up before peers and the origin. */
+	enum { LOOK_NONE, LOOK_HIT, LOOK_REVALIDATED, LOOK_MISS } look;
+	struct store_key held;      /* the key under the file's remote URL (url NULL: none) */
+	bool from_store;            /* the file was written from the store: store_sha is its digest */
+	bool skip_keys;             /* delivered by digest alone: no origin confirmed a key */
+	unsigned char store_sha[BG_SHA256_LEN];
 	unsigned char want[BG_SHA256_LEN];
 };
 
@@ -210,9 +219,11 @@ restart_file(struct fsink *s)
 	s->from_origin = s->from_peers = 0;
 	if ((err = reset_digest(s)) != 0)
 		return err;
+	s->from_store = s->skip_keys = false;
 	if ((err = jset_int(s->rec, "bytes_committed", 0)) != 0 ||
 	    (err = jset_int(s->rec, "bytes_from_origin", 0)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_peers", 0)) != 0)
+	    (err = jset_int(s->rec, "bytes_from_peers", 0)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_from_cache", 0)) != 0)
 		return err;
 	return commit_file(s, NULL, 0, true, false);
 }
@@ -570,6 +581,24 @@ count_peer_lookup(struct bg_txn *txn, const json_t *rec)
 	return txn_stats_add(txn, &d, 1);
 }
 
+/* The store lookup's outcome, counted with the file's completion. */
+static int
+count_store_lookup(struct bg_txn *txn, const struct fsink *s)
+{
+	struct store_stats d;
+
+	memset(&d, 0, sizeof(d));
+	if (s->look == LOOK_HIT)
+		d.store_hits = 1;
+	else if (s->look == LOOK_REVALIDATED)
+		d.store_revalidated = 1;
+	else if (s->look == LOOK_MISS)
+		d.store_misses = 1;
+	else
+		return 0;
+	return txn_stats_add(txn, &d, 1);
+}
+
 static int
 final_fn(struct bg_txn *txn, void *arg)
 {
@@ -588,7 +617,8 @@ final_fn(struct bg_txn *txn, void *arg)
 	memset(&a->evicted, 0, sizeof(a->evicted));
 	if ((err = txn_job_check_generation(txn, s->r->id, s->r->generation, &s->r->memo)) != 0)
 		return err;
-	if ((err = count_peer_lookup(txn, a->rec)) != 0)
+	if ((err = count_peer_lookup(txn, a->rec)) != 0 ||
+	    (err = count_store_lookup(txn, s)) != 0)
 		return err;
 	if (s->cache || s->too_big) {
 		if ((err = txn_config_get(txn, &cfg)) != 0 ||
@@ -648,6 +678,7 @@ final_fn(struct bg_txn *txn, void *arg)
 				.size = a->size,
 				.etag = (char *)jstr(s->rec, "etag"),
 				.last_modified = (char *)jstr(s->rec, "last_modified"),
+				.date = (char *)jstr(s->rec, "date"),
 				.stored = now,
 				.validated = now,
 				.flags = a->key_flags,
@@ -724,7 +755,9 @@ finish_file(struct fsink *s)
 	 * completion. */
 	if (s->fill > 0 && (err = write_pending(s)) != 0)
 		return err;
-	if ((err = hasher_final(s->hash, a.sha)) != 0)
+	if (s->from_store)
+		memcpy(a.sha, s->store_sha, BG_SHA256_LEN); /* the store's, checked when stored */
+	else if ((err = hasher_final(s->hash, a.sha)) != 0)
 		return err;
 	bg_sha256_hex(a.sha, hex);
 	a.size = s->committed + s->fill;
@@ -757,13 +790,14 @@ finish_file(struct fsink *s)
 		return e2 != 0 ? e2 : BG_EDIGEST;
 	}
 	a.key_flags = job_is_private(r->job) || !peer_mode(r->job, "server") ? STORE_KEY_PRIVATE : 0;
-	a.keys[0] = remote;
-	if (jbool(r->job, "cache_both") && original != NULL && strcmp(original, remote) != 0)
+	a.keys[0] = s->skip_keys ? NULL : remote;
+	if (!s->skip_keys && jbool(r->job, "cache_both") && original != NULL &&
+	    strcmp(original, remote) != 0)
 		a.keys[1] = original;
 	if ((err = jset(s->rec, "done", json_true())) != 0 ||
 	    (err = jset_str(s->rec, "sha256", hex)) != 0 ||
 	    (err = jset_int(s->rec, "bytes_total", (int64_t)a.size)) != 0 ||
-	    (err = jset_str(s->rec, "cache_key", s->cache ? remote : NULL)) != 0)
+	    (err = jset_str(s->rec, "cache_key", s->cache && !s->skip_keys ? remote : NULL)) != 0)
 		return err;
 	/* What peerd served since the last time counts as use before the
 	 * limits decide what goes. */
@@ -1027,6 +1061,198 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 	return err;
 }
 
+/* ---- The store serves its own node ------------------------------------- */
+
+struct store_find {
+	const char *url;           /* the file's current remote URL */
+	const char *expect;        /* the job's expected SHA-256 (hex), or NULL */
+	bool by_digest;            /* content of the expected digest, not only private */
+	struct store_key key;      /* the key under url, its content present (url NULL: none) */
+	unsigned char sha[BG_SHA256_LEN];
+	uint64_t size;
+};
+
+static int
+find_txn(struct bg_txn *txn, void *arg)
+{
+	struct store_find *f = arg;
+	struct store_content c;
+	int err;
+
+	f->by_digest = false;
+	store_key_clear(&f->key);
+	if (f->expect != NULL && bg_sha256_from_hex(f->expect, f->sha) == 0) {
+		bool shared = false;
+
+		err = txn_content_get(txn, f->sha, &c);
+		if (err == 0 && (err = txn_content_shared(txn, f->sha, &shared)) != 0)
+			return err;
+		if (err == 0 && shared) {
+			f->by_digest = true;
+			f->size = c.size;
+			return 0;
+		}
+		if (err != 0 && err != BG_ENOENT && err != BG_ECORRUPT)
+			return err;
+	}
+	err = txn_key_get(txn, f->url, &f->key);
+	if (err == BG_ENOENT || err == BG_ECORRUPT)
+		return 0;
+	if (err != 0)
+		return err;
+	err = txn_content_get(txn, f->key.sha256, &c);
+	/* A key whose content is gone, or not the content the job expects,
+	 * holds nothing to revalidate. */
+	if (err == 0 && c.size == f->key.size &&
+	    (f->expect == NULL || memcmp(f->sha, f->key.sha256, BG_SHA256_LEN) == 0)) {
+		memcpy(f->sha, f->key.sha256, BG_SHA256_LEN);
+		f->size = c.size;
+		return 0;
+	}
+	store_key_clear(&f->key);
+	return err == 0 || err == BG_ENOENT || err == BG_ECORRUPT ? 0 : err;
+}
+
+/* Writes content sha (size bytes) from the store into the partial file,
+ * which then holds the whole file.  BG_ENOENT or BG_ECORRUPT when the
+ * store no longer has it whole (evicted meanwhile, damaged). */
+static int
+deliver_from_store(struct fsink *s, const unsigned char sha[BG_SHA256_LEN], uint64_t size)
+{
+	size_t cap = STORE_READ_BYTES;
+	unsigned char *buf = malloc(cap);
+	uint64_t off = 0;
+	int err = 0;
+
+	if (buf == NULL)
+		return BG_ENOMEM;
+	if (ftruncate(s->fd, 0) != 0) {
+		err = bg_err_from_errno(errno);
+		goto out;
+	}
+	while (off < size) {
+		size_t want = size - off < cap ? (size_t)(size - off) : cap, got = 0;
+
+		if (stopping(s->r)) {
+			err = BG_ECANCELED;
+			goto out;
+		}
+		if ((err = store_read_content(s->r->st, sha, off, buf, want, &got)) != 0)
+			goto out;
+		if (got != want) {
+			err = BG_ECORRUPT;
+			goto out;
+		}
+		if ((err = pwrite_all(s->fd, buf, got, off)) != 0)
+			goto out;
+		off += got;
+	}
+	s->committed = size;
+	s->fill = s->preloaded = 0;
+	s->from_store = true;
+	memcpy(s->store_sha, sha, BG_SHA256_LEN);
+	if ((err = jset_int(s->rec, "bytes_total", (int64_t)size)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_committed", (int64_t)size)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_from_origin", 0)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_from_peers", 0)) != 0 ||
+	    (err = jset_int(s->rec, "bytes_from_cache", (int64_t)size)) != 0 ||
+	    (err = jset_str(s->rec, "origin_sha256", NULL)) != 0)
+		goto out;
+	report_progress(s);
+out:
+	free(buf);
+	return err;
+}
+
+/* The conditions a request for the held copy carries (RFC 9110 13.1.2,
+ * 13.1.3): its strong ETag; else its Last-Modified, only when that date is
+ * strong and no entity tag came with it, as for If-Range.  A weak ETag
+ * would let a 304 stand for bytes that are only equivalent.  False when
+ * the copy cannot be asked about. */
+static bool
+held_conditions(const struct store_key *k, const char **inm, const char **ims)
+{
+	*inm = *ims = NULL;
+	if (k->url == NULL)
+		return false;
+	if (k->etag != NULL)
+		*inm = strong_etag(k->etag) ? k->etag : NULL;
+	else if (http_date_strong(k->last_modified, k->date))
+		*ims = k->last_modified;
+	return *inm != NULL || *ims != NULL;
+}
+
+/* Looks the file up in the store before peers and the origin.  Content of
+ * the job's expected SHA-256 is delivered with no request at all (*done
+ * once the file is finished).  A key under the file's current remote URL
+ * is kept in s->held for a conditional request to the origin. */
+static int
+try_store(struct run *r, struct fsink *s, bool *done)
+{
+	struct store_find f = {.url = jstr(s->rec, "remote_url"), .expect = jstr(s->rec, "expect_sha256")};
+	const char *inm, *ims;
+	int err;
+
+	*done = false;
+	s->look = LOOK_MISS;
+	err = store_view(r->st, find_txn, &f);
+	if (err != 0) {
+		store_key_clear(&f.key);
+		return err;
+	}
+	if (f.by_digest) {
+		s->skip_keys = true;
+		err = deliver_from_store(s, f.sha, f.size);
+		if (err == 0) {
+			s->look = LOOK_HIT;
+			err = finish_file(s);
+			*done = err == 0 && r->hr == HR_S_OK;
+			if (err == 0 && !*done) {
+				/* Not whole after all: the origin's turn. */
+				r->hr = HR_S_OK;
+				r->message[0] = '\0';
+				s->look = LOOK_MISS;
+				err = restart_file(s);
+			}
+			return err;
+		}
+		if (err != BG_ENOENT && err != BG_ECORRUPT)
+			return err;
+		s->look = LOOK_MISS;
+		return restart_file(s);
+	}
+	if (held_conditions(&f.key, &inm, &ims)) {
+		s->held = f.key; /* transferred */
+		memset(&f.key, 0, sizeof(f.key));
+	}
+	store_key_clear(&f.key);
+	return 0;
+}
+
+/* The origin said 304 for the held copy: it is written from the store and
+ * its key confirmed with the 304's validators (RFC 9110 15.4.5). */
+static int
+revalidated(struct run *r, struct fsink *s, const struct origin_result *res)
+{
+	uint32_t policy = (uint32_t)jint(r->job, "security_flags", 0) & BG_HTTP_REDIRECT_POLICY_MASK;
+	int err;
+
+	if ((err = jset_str(s->rec, "etag", usable_validator(res->etag ? res->etag : s->held.etag))) != 0 ||
+	    (err = jset_str(s->rec, "last_modified",
+	                    usable_validator(res->last_modified ? res->last_modified
+	                                                        : s->held.last_modified))) != 0 ||
+	    (err = jset_str(s->rec, "date",
+	                    usable_validator(res->last_modified ? res->date : s->held.date))) != 0)
+		return err;
+	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT && res->final_url != NULL &&
+	    (err = jset_str(s->rec, "remote_url", res->final_url)) != 0)
+		return err;
+	if ((err = deliver_from_store(s, s->held.sha256, s->held.size)) != 0)
+		return err;
+	s->look = LOOK_REVALIDATED;
+	return 0;
+}
+
 /* Runs one attempt at file index.  Returns a BG_E* code only for failures
  * of the store; transfer outcomes are left in r->hr / r->message. */
 static int
@@ -1114,8 +1340,25 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		goto out;
 	}
 
-	/* Peers first, when the job is a peer-caching client. */
-	if (peer_mode(r->job, "client") && r->npeers > 0 && s.committed + s.fill == 0) {
+	/* The store first: it serves its own node (BITS looks in its own cache
+	 * before peers and the origin).  Not with --no-cache. */
+	if (s.cache && s.committed + s.fill == 0) {
+		bool done = false;
+
+		if ((err = try_store(r, &s, &done)) != 0) {
+			if (!propagated(err)) {
+				set_local_error(r, err, "cannot write", temp);
+				err = 0;
+			}
+			goto out;
+		}
+		if (done)
+			goto out;
+	}
+	/* Peers next, when the job is a peer-caching client; not when the
+	 * store holds a copy the origin can confirm. */
+	if (peer_mode(r->job, "client") && r->npeers > 0 && s.committed + s.fill == 0 &&
+	    s.held.url == NULL) {
 		json_object_del(s.rec, "peer_lookups");
 		bool done = false;
 
@@ -1131,8 +1374,25 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	}
 again:
 	origin_request_for(r, &s, headers, &req);
+	if (req.offset == 0)
+		held_conditions(&s.held, &req.if_none_match, &req.if_modified_since);
 	if ((err = origin_fetch(r->o, &req, &sink, &res)) != 0)
 		goto out;
+	if (res.hr == HR_S_OK && res.not_modified) {
+		err = revalidated(r, &s, &res);
+		if (err == BG_ENOENT || err == BG_ECORRUPT) {
+			/* Gone from the store since the lookup: a plain request. */
+			store_key_clear(&s.held);
+			s.look = LOOK_MISS;
+			origin_result_clear(&res);
+			if ((err = restart_file(&s)) != 0)
+				goto out;
+			goto again;
+		}
+		if (err == 0)
+			err = finish_file(&s);
+		goto check;
+	}
 	if (res.remote_url != NULL) {
 		/* DISALLOW: the remote name becomes the redirect target. */
 		if ((err = jset_str(s.rec, "remote_url", res.remote_url)) != 0 ||
@@ -1196,6 +1456,7 @@ out:
 	if (progressed != NULL)
 		*progressed = s.progressed;
 	origin_result_clear(&res);
+	store_key_clear(&s.held);
 	free(headers);
 	if (s.fd >= 0)
 		close(s.fd);

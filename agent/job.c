@@ -795,6 +795,7 @@ file_document(const json_t *f)
 	    jset(d, "done", json_boolean(jbool(f, "done"))) != 0 ||
 	    jset_int(d, "bytes_from_origin", jint(f, "bytes_from_origin", 0)) != 0 ||
 	    jset_int(d, "bytes_from_peers", jint(f, "bytes_from_peers", 0)) != 0 ||
+	    jset_int(d, "bytes_from_cache", jint(f, "bytes_from_cache", 0)) != 0 ||
 	    jset_str(d, "cache_key", jstr(f, "cache_key")) != 0 ||
 	    jset_str(d, "sha256", jstr(f, "sha256")) != 0 ||
 	    (json_object_get(f, "cached") != NULL &&
@@ -834,7 +835,7 @@ static json_t *
 make_document(const json_t *job, const json_t *files)
 {
 	json_t *d = json_object(), *fa = json_array(), *err;
-	int64_t total = 0, done_bytes = 0, ndone = 0;
+	int64_t total = 0, done_bytes = 0, ndone = 0, from_cache = 0;
 	size_t i;
 	json_t *f;
 
@@ -852,6 +853,8 @@ make_document(const json_t *job, const json_t *files)
 		if (__builtin_add_overflow(done_bytes, c, &done_bytes))
 			done_bytes = c < 0 ? INT64_MIN : INT64_MAX;
 		ndone += jbool(f, "done");
+		if (__builtin_add_overflow(from_cache, jint(f, "bytes_from_cache", 0), &from_cache))
+			from_cache = INT64_MAX;
 		if (json_array_append_new(fa, file_document(f)) != 0)
 			goto fail;
 	}
@@ -865,6 +868,7 @@ make_document(const json_t *job, const json_t *files)
 	    jset(d, "proxy", proxy_value(job)) != 0 ||
 	    jset(d, "bytes_total", size_or_null(total)) != 0 ||
 	    jset_int(d, "bytes_transferred", done_bytes) != 0 ||
+	    jset_int(d, "bytes_from_cache", from_cache) != 0 ||
 	    jset_int(d, "files_total", (int64_t)json_array_size(files)) != 0 ||
 	    jset_int(d, "files_transferred", ndone) != 0 ||
 	    jset_int(d, "created", jint(job, "created", 0)) != 0 ||

@@ -82,6 +82,7 @@ enum verdict {
 	V_RESTART,  /* the ranged answer cannot be used: ask again from byte 0 */
 	V_ERROR,    /* hr/message say why; the transfer was stopped */
 	V_NEEDCRL,  /* the handshake needs CRLs that are not kept yet */
+	V_NOT_MODIFIED, /* 304 to a conditional request */
 };
 
 struct hop {
@@ -197,6 +198,9 @@ origin_result_clear(struct origin_result *res)
 		return;
 	free(res->remote_url);
 	free(res->final_url);
+	free(res->etag);
+	free(res->last_modified);
+	free(res->date);
 	memset(res, 0, sizeof(*res));
 }
 
@@ -383,6 +387,13 @@ decide(struct hop *h)
 			h->verdict = V_REDIRECT;
 		return;
 	}
+	/* RFC 9110 15.4.5: the copy the conditions named is current.  Only
+	 * an answer to conditions we sent; an unasked 304 is an error below. */
+	if (h->status == 304 && h->offset == 0 &&
+	    (h->req->if_none_match != NULL || h->req->if_modified_since != NULL)) {
+		h->verdict = V_NOT_MODIFIED;
+		return;
+	}
 	if (h->status == 416 && h->offset > 0) {
 		h->verdict = V_RESTART;
 		return;
@@ -548,7 +559,7 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		if (h->status >= 100 && h->status < 200)
 			return n; /* interim response: the real one follows */
 		decide(h);
-		return h->verdict == V_BODY ? n : 0;
+		return h->verdict == V_BODY || h->verdict == V_NOT_MODIFIED ? n : 0;
 	}
 	if (!http_header_split(buf, n, &name, &namelen, &value, &vlen))
 		return n;
@@ -779,6 +790,23 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		}
 		list = tmp;
 	}
+	if (h->offset == 0) {
+		const char *cond[2][2] = {{"If-None-Match", req->if_none_match},
+		                          {"If-Modified-Since", req->if_modified_since}};
+
+		for (size_t i = 0; i < 2; i++) {
+			char line[STORE_VALIDATOR_MAX + 32];
+
+			if (cond[i][1] == NULL)
+				continue;
+			snprintf(line, sizeof(line), "%s: %s", cond[i][0], cond[i][1]);
+			if ((tmp = curl_slist_append(list, line)) == NULL) {
+				err = BG_ENOMEM;
+				goto out;
+			}
+			list = tmp;
+		}
+	}
 	if (req->head)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	if (h->offset > 0) {
@@ -960,6 +988,18 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 			res->hr = HR_S_OK;
 			res->final_url = url;
 			url = NULL;
+			hop_reset_headers(&h);
+			goto out;
+		}
+		if (h.verdict == V_NOT_MODIFIED) {
+			res->hr = HR_S_OK;
+			res->not_modified = true;
+			res->final_url = url;
+			url = NULL;
+			res->etag = h.etag;
+			res->last_modified = h.last_modified;
+			res->date = h.date;
+			h.etag = h.last_modified = h.date = NULL; /* transferred */
 			hop_reset_headers(&h);
 			goto out;
 		}

@@ -205,6 +205,10 @@ int txn_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
 /* Deletes the content record and its blob's chunks.  A damaged record is
  * deleted too (its chunks are then left to store_gc()). */
 int txn_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN]) BG_WUR;
+/* *shared: whether a key that is not STORE_KEY_PRIVATE names content sha
+ * (content only fetched with credentials is not). */
+int txn_content_shared(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                       bool *shared) BG_WUR;
 /* Calls fn for each content record in digest order (rec borrowed). */
 int txn_content_each(struct bg_txn *txn,
                      int (*fn)(const unsigned char sha[BG_SHA256_LEN],
@@ -220,6 +224,7 @@ struct store_key {
 	uint64_t size;               /* bytes */
 	char *etag;                  /* origin ETag as sent (quotes included), or NULL; owned */
 	char *last_modified;         /* origin Last-Modified, or NULL; owned */
+	char *date;                  /* Date of the response that gave them, or NULL; owned */
 	int64_t stored;              /* unix seconds */
 	int64_t validated;           /* unix seconds the origin last confirmed it */
 	unsigned flags;              /* STORE_KEY_* */
@@ -326,6 +331,10 @@ struct store_stats {
 	uint64_t local_hits, local_misses; /* lookups bgcopy-peerd answered from here */
 	uint64_t peer_hits, peer_misses;   /* lookups this node's downloads made of peers */
 	uint64_t not_kept, not_kept_bytes; /* files larger than the limit, delivered only */
+	/* This node's own downloads looking in its store first: content used
+	 * without a request (a known SHA-256), revalidated (the origin said
+	 * 304), or nothing usable found. */
+	uint64_t store_hits, store_revalidated, store_misses;
 };
 int txn_stats_get(struct bg_txn *txn, struct store_stats *out) BG_WUR;
 /* Adds (sign >= 0) or subtracts every field of d. */

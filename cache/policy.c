@@ -32,7 +32,8 @@
 
 #define STATS_KEY "stats"
 #define CONFIG_KEY "config"
-#define STATS_FIELDS 12
+#define STATS_FIELDS 15
+#define STATS_FIELDS_V2 12 /* before the store's own hit counters */
 #define DAY_SECONDS 86400
 
 /* ---- The clock ------------------------------------------------------------ */
@@ -62,6 +63,7 @@ static uint64_t *stats_field(struct store_stats *s, int i)
 		&s->entries,     &s->bytes,        &s->keys,       &s->evicted,
 		&s->evicted_bytes, &s->expired,    &s->local_hits, &s->local_misses,
 		&s->peer_hits,   &s->peer_misses,  &s->not_kept,   &s->not_kept_bytes,
+		&s->store_hits,  &s->store_revalidated, &s->store_misses,
 	};
 
 	return f[i];
@@ -78,9 +80,10 @@ int txn_stats_get(struct bg_txn *txn, struct store_stats *out)
 		return 0;
 	if (rc != 0)
 		return rc;
-	if (v.mv_size != STATS_FIELDS * 8)
+	/* A record of an older build has fewer counters: the rest are 0. */
+	if (v.mv_size != STATS_FIELDS * 8 && v.mv_size != STATS_FIELDS_V2 * 8)
 		return BG_ECORRUPT;
-	for (int i = 0; i < STATS_FIELDS; i++)
+	for (int i = 0; i < (int)(v.mv_size / 8); i++)
 		*stats_field(out, i) = get_le64((const unsigned char *)v.mv_data + i * 8);
 	return 0;
 }
@@ -374,6 +377,43 @@ static int drop_content(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LE
 int txn_content_drop(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN], uint64_t *keys)
 {
 	return drop_content(txn, sha, keys);
+}
+
+static int shared_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	const unsigned char *sha = ctx;
+	struct store_key key;
+	MDB_val kv;
+	int rc;
+
+	(void)v;
+	if (k->mv_size != 2 * BG_SHA256_LEN)
+		return 0;
+	rc = txn_raw_get(txn, DB_KEYS, (const unsigned char *)k->mv_data + BG_SHA256_LEN,
+	                 BG_SHA256_LEN, &kv);
+	if (rc == BG_ENOENT)
+		return 0; /* a stale reference */
+	if (rc != 0)
+		return rc;
+	{
+		MDB_val kk = { .mv_size = BG_SHA256_LEN,
+		               .mv_data = (unsigned char *)k->mv_data + BG_SHA256_LEN };
+
+		if (store_key_decode(&kk, &kv, &key) != 0)
+			return 0; /* a damaged key shares nothing */
+	}
+	rc = memcmp(key.sha256, sha, BG_SHA256_LEN) == 0 && !(key.flags & STORE_KEY_PRIVATE);
+	store_key_clear(&key);
+	return rc; /* 1 stops the walk: found */
+}
+
+int txn_content_shared(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN], bool *shared)
+{
+	int rc = txn_walk(txn, DB_REFS, sha, BG_SHA256_LEN, BG_SHA256_LEN, shared_visit,
+	                  (void *)sha);
+
+	*shared = rc == 1;
+	return rc == 1 ? 0 : rc;
 }
 
 /* Whether any key still names the content. */

@@ -486,6 +486,7 @@ void store_key_clear(struct store_key *k)
 	free(k->url);
 	free(k->etag);
 	free(k->last_modified);
+	free(k->date);
 	memset(k, 0, sizeof(*k));
 }
 
@@ -523,7 +524,8 @@ int txn_key_put(struct bg_txn *txn, const struct store_key *k)
 	if (url_len > STORE_URL_MAX ||
 	    (k->etag != NULL && strnlen(k->etag, STORE_VALIDATOR_MAX + 1) > STORE_VALIDATOR_MAX) ||
 	    (k->last_modified != NULL &&
-	     strnlen(k->last_modified, STORE_VALIDATOR_MAX + 1) > STORE_VALIDATOR_MAX)) {
+	     strnlen(k->last_modified, STORE_VALIDATOR_MAX + 1) > STORE_VALIDATOR_MAX) ||
+	    (k->date != NULL && strnlen(k->date, STORE_VALIDATOR_MAX + 1) > STORE_VALIDATOR_MAX)) {
 		rc = BG_ELIMIT;
 		goto out;
 	}
@@ -543,6 +545,7 @@ int txn_key_put(struct bg_txn *txn, const struct store_key *k)
 	    json_object_set_new(rec, "size", json_integer((json_int_t)k->size)) != 0 ||
 	    json_object_set_new(rec, "etag", json_text_or_null(k->etag)) != 0 ||
 	    json_object_set_new(rec, "last_modified", json_text_or_null(k->last_modified)) != 0 ||
+	    json_object_set_new(rec, "date", json_text_or_null(k->date)) != 0 ||
 	    json_object_set_new(rec, "stored", json_integer(k->stored)) != 0 ||
 	    json_object_set_new(rec, "validated", json_integer(k->validated)) != 0 ||
 	    json_object_set_new(rec, "flags", json_integer(k->flags)) != 0) {
@@ -652,6 +655,11 @@ int store_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out)
 		goto out;
 	rc = key_text(rec, "last_modified", STORE_VALIDATOR_MAX, 1, &out->last_modified);
 	if (rc != 0)
+		goto out;
+	/* Records of older builds have no date: their Last-Modified is then
+	 * never used as a validator. */
+	if (json_object_get(rec, "date") != NULL &&
+	    (rc = key_text(rec, "date", STORE_VALIDATOR_MAX, 1, &out->date)) != 0)
 		goto out;
 	rc = key_int(rec, "stored", INT64_MIN, INT64_MAX, &n);
 	if (rc != 0)

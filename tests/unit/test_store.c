@@ -824,16 +824,23 @@ static int key_put_fn(struct bg_txn *txn, void *arg)
 	struct key_ctx *c = arg;
 	struct store_key pub = { .url = URL_PUBLIC, .size = 1234, .etag = "\"abc\"",
 		                 .last_modified = "Mon, 01 Jan 2024 00:00:00 GMT",
+		                 .date = "Tue, 02 Jan 2024 00:00:00 GMT",
 		                 .stored = 1700000000, .validated = 1700000500 };
 	struct store_key priv = { .url = URL_PRIVATE, .size = 0, .stored = -1,
 		                  .validated = 0, .flags = STORE_KEY_PRIVATE };
+	struct store_key only = { .url = URL_PRIVATE "2", .flags = STORE_KEY_PRIVATE };
 	int rc;
 
 	memcpy(pub.sha256, c->sha, BG_SHA256_LEN);
 	memcpy(priv.sha256, c->sha, BG_SHA256_LEN);
+	/* Content named by a private key alone (not kept as content here:
+	 * the references are what txn_content_shared reads). */
+	bg_sha256("private only", 12, only.sha256);
 	rc = txn_key_put(txn, &pub);
 	if (rc == 0)
 		rc = txn_key_put(txn, &priv);
+	if (rc == 0)
+		rc = txn_key_put(txn, &only);
 	return rc;
 }
 
@@ -860,6 +867,7 @@ static int key_check_fn(struct bg_txn *txn, void *arg)
 	CHECK_EQ_INT(k.size, 1234);
 	CHECK_EQ_STR(k.etag, "\"abc\"");
 	CHECK_EQ_STR(k.last_modified, "Mon, 01 Jan 2024 00:00:00 GMT");
+	CHECK_EQ_STR(k.date, "Tue, 02 Jan 2024 00:00:00 GMT");
 	CHECK_EQ_INT(k.stored, 1700000000);
 	CHECK_EQ_INT(k.validated, 1700000500);
 	CHECK_EQ_INT(k.flags, 0);
@@ -871,15 +879,31 @@ static int key_check_fn(struct bg_txn *txn, void *arg)
 	CHECK_EQ_INT(k.flags, STORE_KEY_PRIVATE);
 	CHECK(k.etag == NULL);
 	CHECK(k.last_modified == NULL);
+	CHECK(k.date == NULL);
 	CHECK_EQ_INT(k.stored, -1);
 	store_key_clear(&k);
+
+	/* Shared: a key that is not private names the content. */
+	{
+		unsigned char other[BG_SHA256_LEN], none[BG_SHA256_LEN];
+		bool shared = false;
+
+		CHECK_OK(txn_content_shared(txn, c->sha, &shared));
+		CHECK(shared);
+		bg_sha256("private only", 12, other);
+		CHECK_OK(txn_content_shared(txn, other, &shared));
+		CHECK(!shared);
+		bg_sha256("no key at all", 13, none);
+		CHECK_OK(txn_content_shared(txn, none, &shared));
+		CHECK(!shared);
+	}
 
 	CHECK_RC(txn_key_get(txn, "https://example.com/none", &k), BG_ENOENT);
 	CHECK_RC(txn_key_get(txn, "", &k), BG_ENOENT);
 
 	c->n = 0;
 	CHECK_OK(txn_key_each(txn, key_seen_fn, c));
-	CHECK_EQ_INT(c->n, 2);
+	CHECK_EQ_INT(c->n, 3);
 	/* Walk order is SHA-256(url) order. */
 	bg_sha256(c->urls[0], strlen(c->urls[0]), h1);
 	bg_sha256(c->urls[1], strlen(c->urls[1]), h2);
@@ -943,8 +967,8 @@ static int key_after_del_fn(struct bg_txn *txn, void *arg)
 	store_key_clear(&k);
 	c->n = 0;
 	CHECK_OK(txn_key_each(txn, key_seen_fn, c));
-	/* The private key and the longest URL of key_limits_fn. */
-	CHECK_EQ_INT(c->n, 2);
+	/* The two private keys and the longest URL of key_limits_fn. */
+	CHECK_EQ_INT(c->n, 3);
 	return 0;
 }
 
