@@ -323,20 +323,38 @@ int job_replace_remote_prefix(struct bg_store *st, const char *id, const char *o
 int job_set_state(struct bg_store *st, const char *id, enum job_state s) BG_WUR;
 /* Applies the options of a repeated `get` to its job (flags, headers, CA). */
 int job_update_options(struct bg_store *st, const char *id, const struct job_options *opt) BG_WUR;
-/* Builds the job document of INTERFACE.md (caller json_decref()s). */
-int job_document(struct bg_store *st, const char *id, json_t **out) BG_WUR;
+/* Builds the job document of INTERFACE.md (caller json_decref()s).  With a
+ * home, its state is the one job_state_shown() gives; with NULL, the state
+ * as stored. */
+int job_document(struct bg_store *st, const char *home, const char *id, json_t **out) BG_WUR;
 /* Loads the job record alone, without its files (new reference), or
  * BG_ENOENT: enough for the state and the settings. */
 int job_load(struct bg_store *st, const char *id, json_t **out) BG_WUR;
-/* Calls fn with each job's document. */
-int job_list(struct bg_store *st, bool all, int (*fn)(json_t *doc, void *arg), void *arg) BG_WUR;
+/* Calls fn with each job's document (home as for job_document). */
+int job_list(struct bg_store *st, const char *home, bool all,
+             int (*fn)(json_t *doc, void *arg), void *arg) BG_WUR;
 
 /* Exclusive ownership of a job by this process (an flock on a lock file in
  * the home, released by the kernel when the process dies).  BG_EBUSY when
- * another process holds it. */
+ * another process holds it.  The holder also has an open file description
+ * lock on the file, which others can test without taking it. */
 struct job_lock;
 int job_lock(const char *home, const char *id, struct job_lock **out) BG_WUR;
 void job_unlock(struct job_lock *l);
+/* Whether a live process (this one included) holds the job's lock: 1 or 0,
+ * BG_ENOTIMPL where the kernel cannot tell (no open file description
+ * locks), another BG_E* code when the lock file cannot be read.  Nothing
+ * is taken, so a runner about to take the job is never turned away. */
+int job_lock_held(const char *home, const char *id) BG_WUR;
+/* The state to show for a job stored in state s.  CONNECTING and
+ * TRANSFERRING are a runner's: true only while a live process holds the
+ * job's lock.  When none does (the runner was killed or crashed), the job
+ * is shown as the state table's "stop" event leaves a stopped runner's
+ * job, QUEUED: stopped and resumable, as BITS shows a job whose transfer
+ * stopped.  The record keeps the runner's last state, which the next
+ * runner (a daemon taking the job over, the same `get` again) replaces.
+ * Any other state, or a lock that cannot be tested, is shown as stored. */
+enum job_state job_state_shown(const char *home, const char *id, enum job_state s);
 
 /* Progress reports from job_run. */
 struct job_progress {

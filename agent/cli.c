@@ -590,7 +590,7 @@ resumable(struct bg_store *st, const char *id)
 	json_t *doc = NULL;
 	bool yes;
 
-	if (job_document(st, id, &doc) != 0)
+	if (job_document(st, NULL, id, &doc) != 0)
 		return false;
 	yes = json_integer_value(json_object_get(doc, "bytes_transferred")) > 0 &&
 	      json_integer_value(json_object_get(doc, "files_transferred")) <
@@ -720,7 +720,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		rc = cli_store_failed("transfer stopped", err);
 		goto out;
 	}
-	if ((err = job_document(c->st, id, &doc)) != 0) {
+	if ((err = job_document(c->st, c->home, id, &doc)) != 0) {
 		rc = cli_store_failed("get", err);
 		goto out;
 	}
@@ -762,7 +762,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		}
 		json_decref(doc);
 		doc = NULL;
-		if ((err = job_document(c->st, id, &doc)) != 0) {
+		if ((err = job_document(c->st, c->home, id, &doc)) != 0) {
 			rc = cli_store_failed("get", err);
 			goto out;
 		}
@@ -1053,7 +1053,7 @@ cmd_info(struct ctx *c, int argc, char **argv)
 	}
 	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		return rc;
-	if ((err = job_document(c->st, argv[1], &doc)) != 0) {
+	if ((err = job_document(c->st, c->home, argv[1], &doc)) != 0) {
 		if (err == BG_ENOENT) {
 			cli_complain("no such job: %s", argv[1]);
 			return EXIT_USAGE;
@@ -1114,13 +1114,13 @@ cmd_list(struct ctx *c, int argc, char **argv)
 	if (json) {
 		if ((arr = json_array()) == NULL)
 			return cli_store_failed("list", BG_ENOMEM);
-		if ((err = job_list(c->st, all, list_json_fn, arr)) == 0)
+		if ((err = job_list(c->st, c->home, all, list_json_fn, arr)) == 0)
 			cli_print_json(arr);
 		json_decref(arr);
 	} else {
 		printf("%-36s  %-15s  %-10s  %11s  %25s  %s\n", "ID", "STATE", "PRIORITY", "FILES",
 		       "BYTES", "NAME");
-		err = job_list(c->st, all, list_text_fn, NULL);
+		err = job_list(c->st, c->home, all, list_text_fn, NULL);
 	}
 	return err != 0 ? cli_store_failed("list", err) : EXIT_DONE;
 }

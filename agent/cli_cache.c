@@ -25,6 +25,8 @@
 	"usage: bgcopy cache list [--json] | show URL | rm URL | stats [--json] | gc | clear |\n" \
 	"       verify [--json] | compact | config [--max-size BYTES|N%%] [--max-age DAYS]"
 
+#define NS 1000000000 /* nanoseconds a second: uses are dated in ns, shown in seconds */
+
 /* What peerd served counts before anything is reported or decided. */
 static void
 fold_usage(struct ctx *c)
@@ -60,7 +62,7 @@ key_json(struct bg_txn *txn, const struct store_key *k)
 	char hex[BG_SHA256_HEX_LEN + 1];
 	struct store_content c;
 	json_t *o = json_object();
-	int64_t last_used = txn_content_get(txn, k->sha256, &c) == 0 ? c.last_used : 0;
+	int64_t last_used = txn_content_get(txn, k->sha256, &c) == 0 ? c.last_used_ns / NS : 0;
 
 	bg_sha256_hex(k->sha256, hex);
 	if (o == NULL || json_object_set_new(o, "url", json_string(k->url)) != 0 ||
@@ -109,7 +111,7 @@ key_list_fn(const struct store_key *k, void *arg)
 		return 0;
 	}
 	bg_sha256_hex(k->sha256, hex);
-	format_time(txn_content_get(a->txn, k->sha256, &c) == 0 ? c.last_used : 0, used,
+	format_time(txn_content_get(a->txn, k->sha256, &c) == 0 ? c.last_used_ns / NS : 0, used,
 	            sizeof(used));
 	format_time(k->validated, valid, sizeof(valid));
 	printf("%s  %12" PRIu64 "  %-20s  %-20s  %s\n", hex, k->size, used, valid, k->url);

@@ -487,6 +487,7 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 	for (;;) {
 		json_t *job = NULL, *doc = NULL;
 		const char *state;
+		enum job_state s;
 
 		/* The job record alone says the state; the whole document (every
 		 * file) is read only to draw the bar, a few times a second. */
@@ -495,13 +496,16 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 			break;
 		}
 		state = cli_jstr(job, "state");
+		/* A job whose runner died waits, QUEUED, for the next one. */
+		if (job_state_parse(state, &s) == 0)
+			state = job_state_name(job_state_shown(c->home, argv[1], s));
 		done = strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ACKNOWLEDGED") == 0;
 		/* The last draw, when wait returns, shows where the job is. */
 		timed_out = has_timeout && now_seconds() - start >= (double)timeout;
 		last = done || strcmp(state, "ERROR") == 0 || strcmp(state, "CANCELLED") == 0 ||
 		       wait_interrupted || timed_out;
 		if (bar != NULL && (last || now_seconds() - last_draw >= 0.2)) {
-			if (job_document(c->st, argv[1], &doc) == 0)
+			if (job_document(c->st, c->home, argv[1], &doc) == 0)
 				cli_draw_document(bar, doc, last);
 			json_decref(doc);
 			doc = NULL;
@@ -515,7 +519,7 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 		if (strcmp(state, "ERROR") == 0 || strcmp(state, "CANCELLED") == 0) {
 			progress_end(bar);
 			bar = NULL;
-			if (strcmp(state, "ERROR") == 0 && job_document(c->st, argv[1], &doc) == 0)
+			if (strcmp(state, "ERROR") == 0 && job_document(c->st, NULL, argv[1], &doc) == 0)
 				cli_complain("job %s ERROR %s", argv[1], cli_error_line(doc, line, sizeof(line)));
 			else
 				cli_complain("job %s was cancelled", argv[1]);

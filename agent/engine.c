@@ -605,6 +605,9 @@ final_fn(struct bg_txn *txn, void *arg)
 	struct final_args *a = arg;
 	struct fsink *s = a->s;
 	int64_t now = bg_now();
+	/* Taken inside the write transaction: local uses are dated in the
+	 * order they commit. */
+	int64_t now_ns = bg_now_ns();
 	struct store_config cfg;
 	uint64_t limit;
 	int err;
@@ -652,7 +655,7 @@ final_fn(struct bg_txn *txn, void *arg)
 			if (s->blob != 0 && c.blob != s->blob &&
 			    (err = txn_blob_truncate(txn, s->blob, 0)) != 0)
 				return err;
-			if ((err = txn_content_touch(txn, a->sha, now)) != 0)
+			if ((err = txn_content_touch(txn, a->sha, now_ns)) != 0)
 				return err;
 		} else if (err == BG_ENOENT) {
 			/* A file without a chunk yet (small or empty) gets a blob
@@ -666,7 +669,7 @@ final_fn(struct bg_txn *txn, void *arg)
 				return err;
 			c.size = a->size;
 			c.created = now;
-			c.last_used = now;
+			c.last_used_ns = now_ns;
 			if ((err = txn_content_put(txn, a->sha, &c)) != 0)
 				return err;
 		} else {

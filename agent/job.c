@@ -888,8 +888,19 @@ fail:
 	return NULL;
 }
 
+/* Puts the state readers see (job_state_shown) into the document d. */
+static int
+show_state(json_t *d, const json_t *job, const char *home, const char *id)
+{
+	enum job_state s;
+
+	if (job_state_parse(jstr(job, "state"), &s) != 0)
+		return 0;
+	return jset_str(d, "state", job_state_name(job_state_shown(home, id, s)));
+}
+
 int
-job_document(struct bg_store *st, const char *id, json_t **out)
+job_document(struct bg_store *st, const char *home, const char *id, json_t **out)
 {
 	struct doc_args a = {.id = id};
 	json_t *d;
@@ -901,6 +912,8 @@ job_document(struct bg_store *st, const char *id, json_t **out)
 	if (err == 0) {
 		if ((d = make_document(a.job, a.files)) == NULL)
 			err = BG_ENOMEM;
+		else if (home != NULL && (err = show_state(d, a.job, home, id)) != 0)
+			json_decref(d);
 		else
 			*out = d;
 	}
@@ -934,7 +947,8 @@ list_txn_fn(struct bg_txn *txn, void *arg)
 }
 
 int
-job_list(struct bg_store *st, bool all, int (*fn)(json_t *doc, void *arg), void *arg)
+job_list(struct bg_store *st, const char *home, bool all, int (*fn)(json_t *doc, void *arg),
+         void *arg)
 {
 	struct list_args a = {.all = all, .ids = json_array()};
 	size_t i;
@@ -948,7 +962,7 @@ job_list(struct bg_store *st, bool all, int (*fn)(json_t *doc, void *arg), void 
 	json_array_foreach(a.ids, i, v) {
 		json_t *doc = NULL;
 
-		err = job_document(st, json_string_value(v), &doc);
+		err = job_document(st, home, json_string_value(v), &doc);
 		if (err == BG_ENOENT)
 			continue; /* removed meanwhile */
 		if (err != 0)
@@ -969,11 +983,21 @@ struct job_lock {
 	int fd;
 };
 
+/* The whole lock file, for fcntl locks. */
+static void
+whole_file(struct flock *fl, short type)
+{
+	memset(fl, 0, sizeof(*fl));
+	fl->l_type = type;
+	fl->l_whence = SEEK_SET;
+}
+
 int
 job_lock(const char *home, const char *id, struct job_lock **out)
 {
 	char path[PATH_MAX];
 	struct job_lock *l;
+	struct flock fl;
 	int fd;
 
 	snprintf(path, sizeof(path), "%s/locks", home);
@@ -988,6 +1012,13 @@ job_lock(const char *home, const char *id, struct job_lock **out)
 		close(fd);
 		return e == EWOULDBLOCK ? BG_EBUSY : bg_err_from_errno(e);
 	}
+	/* flock decides ownership (and excludes processes of older builds);
+	 * an flock cannot be tested without taking it, which would turn away
+	 * a runner that comes at that moment.  An open file description lock
+	 * of the same lifetime can (job_lock_held).  A kernel without them
+	 * only costs readers the test. */
+	whole_file(&fl, F_WRLCK);
+	(void)fcntl(fd, F_OFD_SETLK, &fl);
 	if ((l = malloc(sizeof(*l))) == NULL) {
 		close(fd);
 		return BG_ENOMEM;
@@ -1013,6 +1044,46 @@ job_unlock(struct job_lock *l)
 		return;
 	close(l->fd);
 	free(l);
+}
+
+int
+job_lock_held(const char *home, const char *id)
+{
+	char path[PATH_MAX];
+	struct flock fl;
+	int fd, err;
+
+	if (snprintf(path, sizeof(path), "%s/locks/%s", home, id) >= (int)sizeof(path))
+		return BG_ELIMIT;
+	/* No lock file: nobody ever ran the job here. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return errno == ENOENT ? 0 : bg_err_from_errno(errno);
+	whole_file(&fl, F_WRLCK);
+	if (fcntl(fd, F_OFD_GETLK, &fl) != 0) {
+		err = errno == EINVAL ? BG_ENOTIMPL : bg_err_from_errno(errno);
+		close(fd);
+		return err;
+	}
+	close(fd);
+	return fl.l_type != F_UNLCK;
+}
+
+enum job_state
+job_state_shown(const char *home, const char *id, enum job_state s)
+{
+	enum job_state to;
+
+	/* The record is read before the lock is tested: a runner that holds
+	 * the lock has written CONNECTING or TRANSFERRING only after taking
+	 * it, so a free lock means the one who wrote it is gone.  (A runner
+	 * that ends between the two is shown stopped for that moment.) */
+	if (s != JOB_CONNECTING && s != JOB_TRANSFERRING)
+		return s;
+	if (home == NULL || job_lock_held(home, id) != 0)
+		return s;
+	if (job_transition(s, JOB_EV_STOP, &to) != 0)
+		return s;
+	return to;
 }
 
 /* ---- User operations --------------------------------------------------- */

@@ -194,9 +194,13 @@ int txn_blob_truncate(struct bg_txn *txn, uint64_t blob, uint64_t first) BG_WUR;
  * (ceil(size / STORE_CHUNK_BYTES) chunks); blob 0 is refused on put. */
 struct store_content {
 	uint64_t blob;
-	uint64_t size;      /* bytes */
-	int64_t created;    /* unix seconds */
-	int64_t last_used;  /* unix seconds */
+	uint64_t size;        /* bytes */
+	int64_t created;      /* unix seconds */
+	/* Unix nanoseconds (bg_now_ns()) of the last use: eviction follows
+	 * the true order of use, also between uses within one second.  A
+	 * record written by an older build (seconds) reads as the first
+	 * nanosecond of its second. */
+	int64_t last_used_ns;
 };
 int txn_content_get(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
                     struct store_content *out) BG_WUR;
@@ -309,6 +313,10 @@ int store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *b
  * seconds when set (a clock tests can move; bgcopy and bgcopy-peerd both
  * read it). */
 int64_t bg_now(void);
+/* The same clock in nanoseconds (CLOCK_REALTIME plus the same offset), for
+ * the order of use: shared by the processes of a machine, and strictly
+ * increasing within a process, so that two uses never tie.  Thread-safe. */
+int64_t bg_now_ns(void);
 
 struct store_config {
 	uint64_t max_size_bytes;    /* the limit in bytes, or 0 when given in percent */
@@ -340,9 +348,11 @@ int txn_stats_get(struct bg_txn *txn, struct store_stats *out) BG_WUR;
 /* Adds (sign >= 0) or subtracts every field of d. */
 int txn_stats_add(struct bg_txn *txn, const struct store_stats *d, int sign) BG_WUR;
 
-/* Marks content used at `when` (never moves it back in time). */
+/* Marks content used at when_ns (bg_now_ns()); never moves it back in
+ * time, so a use reported late (bgcopy-peerd's) cannot make content look
+ * newer than a later one. */
 int txn_content_touch(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
-                      int64_t when) BG_WUR;
+                      int64_t when_ns) BG_WUR;
 /* Pins content to a job: not evicted while job_unfinished() says the job
  * is not over (see txn_enforce_limits). */
 int txn_pin(struct bg_txn *txn, const char *job_id, const unsigned char sha[BG_SHA256_LEN]) BG_WUR;
@@ -374,7 +384,7 @@ int txn_enforce_limits(struct bg_txn *txn, uint64_t limit, int64_t now, uint32_t
 struct store_usage {
 	int hit;
 	uint32_t count;     /* times (0 counts as 1) */
-	int64_t when;       /* the last of them */
+	int64_t when_ns;    /* the last of them, bg_now_ns() when it happened */
 	unsigned char sha256[BG_SHA256_LEN];
 };
 /* BG_ELIMIT once the log holds 16 MiB that nobody folded: use is dropped. */

@@ -18,9 +18,12 @@
  * again, whatever fn did with the code. */
 #define BG_EMAPFULL_INT (-1000)
 
-/* 2: the indexes of policy.c and the counters; a version 1 store is
- * upgraded when the agent opens it. */
-#define STORE_FORMAT_VERSION 2u
+/* 2: the indexes of policy.c and the counters; 3: content is dated in
+ * nanoseconds (content record version 2).  An older store is upgraded
+ * (its indexes rebuilt) when the agent opens it; a build that knows only
+ * version 2 refuses a version 3 store rather than take its content records
+ * for damaged ones. */
+#define STORE_FORMAT_VERSION 3u
 #define STORE_MAP_DEFAULT ((uint64_t)1 << 30) /* 1 GiB */
 #define STORE_MAP_MAX ((uint64_t)1 << 40)     /* 1 TiB: growth stops here */
 #define STORE_FILE_NAME "store.mdb"
@@ -29,8 +32,10 @@
 #define STORE_SPACE_MIN ((uint64_t)4 * STORE_CHUNK_BYTES)
 
 /* Content record: version byte, then blob, size, created, last_used as
- * 8-byte little-endian integers. */
-#define STORE_CONTENT_VERSION 1u
+ * 8-byte little-endian integers.  Version 2 dates the last use in
+ * nanoseconds, version 1 (still read) in seconds. */
+#define STORE_CONTENT_VERSION 2u
+#define STORE_CONTENT_VERSION_SECONDS 1u
 #define STORE_CONTENT_REC_LEN (1 + 4 * 8)
 
 /* Key lengths of the named databases. */

@@ -5,7 +5,7 @@
  *
  * Indexes (all maintained by the record functions of records.c, in the
  * transaction that changes the record they index):
- *   lru   be64(last_used) sha256          -> ""  content, least recently used first
+ *   lru   be64(last_used_ns) sha256       -> ""  content, least recently used first
  *   refs  content sha256 | sha256(url)    -> ""  the keys that name a content
  *   aged  be64(validated) | sha256(url)   -> ""  keys, least recently validated first
  *   pins  job id | content sha256         -> ""  content a job has finished into
@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,10 +39,10 @@
 
 /* ---- The clock ------------------------------------------------------------ */
 
-int64_t bg_now(void)
+/* $BGCOPY_TIME_OFFSET in seconds, 0 when unset or not a number. */
+static int64_t clock_offset(void)
 {
 	const char *off = getenv("BGCOPY_TIME_OFFSET");
-	int64_t t = (int64_t)time(NULL);
 
 	if (off != NULL && off[0] != '\0') {
 		char *end;
@@ -50,8 +51,31 @@ int64_t bg_now(void)
 		errno = 0;
 		v = strtoll(off, &end, 10);
 		if (errno == 0 && *end == '\0' && v > -(1LL << 40) && v < (1LL << 40))
-			t += v;
+			return v;
 	}
+	return 0;
+}
+
+int64_t bg_now(void)
+{
+	return (int64_t)time(NULL) + clock_offset();
+}
+
+int64_t bg_now_ns(void)
+{
+	static _Atomic int64_t last;
+	struct timespec ts;
+	int64_t t, prev;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = ((int64_t)ts.tv_sec + clock_offset()) * 1000000000 + ts.tv_nsec;
+	/* Strictly increasing within the process: two uses by one process
+	 * never tie, and a clock stepped back does not reorder them. */
+	prev = atomic_load(&last);
+	do {
+		if (t <= prev)
+			t = prev + 1;
+	} while (!atomic_compare_exchange_weak(&last, &prev, t));
 	return t;
 }
 
@@ -195,10 +219,10 @@ int store_limit_bytes(struct bg_store *st, const struct store_config *c, uint64_
 
 /* ---- Index upkeep (called by records.c) ---------------------------------------- */
 
-static void lru_key(unsigned char k[8 + BG_SHA256_LEN], int64_t last_used,
+static void lru_key(unsigned char k[8 + BG_SHA256_LEN], int64_t last_used_ns,
                     const unsigned char sha[BG_SHA256_LEN])
 {
-	put_be64(k, (uint64_t)last_used);
+	put_be64(k, (uint64_t)last_used_ns);
 	memcpy(k + 8, sha, BG_SHA256_LEN);
 }
 
@@ -216,14 +240,14 @@ int idx_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
 	struct store_stats d;
 	int rc;
 
-	if (old != NULL && old->last_used == c->last_used && old->size == c->size)
+	if (old != NULL && old->last_used_ns == c->last_used_ns && old->size == c->size)
 		return 0;
 	if (old != NULL) {
-		lru_key(k, old->last_used, sha);
+		lru_key(k, old->last_used_ns, sha);
 		if ((rc = del_quiet(txn, DB_LRU, k, sizeof(k))) != 0)
 			return rc;
 	}
-	lru_key(k, c->last_used, sha);
+	lru_key(k, c->last_used_ns, sha);
 	if ((rc = txn_raw_put(txn, DB_LRU, k, sizeof(k), NULL, 0)) != 0)
 		return rc;
 	memset(&d, 0, sizeof(d));
@@ -249,7 +273,7 @@ int idx_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
 	struct store_stats d;
 	int rc;
 
-	lru_key(k, old->last_used, sha);
+	lru_key(k, old->last_used_ns, sha);
 	if ((rc = del_quiet(txn, DB_LRU, k, sizeof(k))) != 0)
 		return rc;
 	memset(&d, 0, sizeof(d));
@@ -306,16 +330,17 @@ int idx_key_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
 
 /* ---- Use ------------------------------------------------------------------------ */
 
-int txn_content_touch(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN], int64_t when)
+int txn_content_touch(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                      int64_t when_ns)
 {
 	struct store_content c;
 	int rc = txn_content_get(txn, sha, &c);
 
 	if (rc != 0)
 		return rc;
-	if (when <= c.last_used)
+	if (when_ns <= c.last_used_ns)
 		return 0;
-	c.last_used = when;
+	c.last_used_ns = when_ns;
 	return txn_content_put(txn, sha, &c);
 }
 
@@ -518,7 +543,7 @@ static int lru_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, voi
 	memcpy(key, k->mv_data, sizeof(key));
 	sha = key + 8;
 	rc = txn_content_get(txn, sha, &c);
-	if (rc == BG_ENOENT || (rc == 0 && (uint64_t)c.last_used != get_be64(key)))
+	if (rc == BG_ENOENT || (rc == 0 && (uint64_t)c.last_used_ns != get_be64(key)))
 		return txn_raw_del(txn, DB_LRU, key, sizeof(key)); /* stale */
 	if (rc != 0 && rc != BG_ECORRUPT)
 		return rc;
@@ -625,10 +650,13 @@ int txn_enforce_limits(struct bg_txn *txn, uint64_t limit, int64_t now, uint32_t
 
 /* ---- What bgcopy-peerd reports ------------------------------------------------------- */
 
-/* A usage record: 'U', kind ('H' served, 'M' not found), 2 bytes of zero,
+/* A usage record: 'U', kind ('H' served, 'M' not found), the unit of the
+ * time ('N' nanoseconds; 0 seconds, as older builds wrote it), a zero byte,
  * how many times (4 bytes LE), the last time (8 bytes LE), the content
- * digest (zero for 'M'). */
+ * digest (zero for 'M').  Each record carries the time of its use, so the
+ * order in the file and the time of folding do not matter. */
 #define USAGE_REC_LEN 48
+#define USAGE_UNIT_NS 'N'
 #define USAGE_FILE "usage.log"
 #define USAGE_MAX_BYTES (16 * 1024 * 1024) /* a log this long is dropped, not read */
 
@@ -651,8 +679,9 @@ int store_usage_append(const char *home, const struct store_usage *u, size_t n)
 
 		r[0] = 'U';
 		r[1] = u[i].hit ? 'H' : 'M';
+		r[2] = USAGE_UNIT_NS;
 		put_le32(r + 4, u[i].count ? u[i].count : 1);
-		put_le64(r + 8, (uint64_t)u[i].when);
+		put_le64(r + 8, (uint64_t)u[i].when_ns);
 		if (u[i].hit)
 			memcpy(r + 16, u[i].sha256, BG_SHA256_LEN);
 	}
@@ -704,6 +733,7 @@ static int fold_txn(struct bg_txn *txn, void *arg)
 	memset(&d, 0, sizeof(d));
 	for (size_t i = 0; i < a->n; i++) {
 		const unsigned char *r = a->buf + i * USAGE_REC_LEN;
+		int64_t when_ns = (int64_t)get_le64(r + 8);
 
 		if (r[0] != 'U' || (r[1] != 'H' && r[1] != 'M'))
 			continue;
@@ -712,7 +742,12 @@ static int fold_txn(struct bg_txn *txn, void *arg)
 			continue;
 		}
 		d.local_hits += get_le32(r + 4);
-		rc = txn_content_touch(txn, r + 16, (int64_t)get_le64(r + 8));
+		/* Seconds (an older bgcopy-peerd): the first nanosecond of the
+		 * second, as for content records of that age. */
+		if (r[2] != USAGE_UNIT_NS &&
+		    __builtin_mul_overflow(when_ns, (int64_t)1000000000, &when_ns))
+			continue;
+		rc = txn_content_touch(txn, r + 16, when_ns);
 		if (rc != 0 && rc != BG_ENOENT && rc != BG_ECORRUPT)
 			return rc;
 	}
@@ -784,7 +819,7 @@ static int reindex_content(struct bg_txn *txn, const MDB_val *k, const MDB_val *
 
 	if (k->mv_size != BG_SHA256_LEN || store_content_decode(v, &c) != 0)
 		return 0; /* verify's business */
-	lru_key(key, c.last_used, k->mv_data);
+	lru_key(key, c.last_used_ns, k->mv_data);
 	r->s.entries++;
 	r->s.bytes += c.size;
 	return txn_raw_put(txn, DB_LRU, key, sizeof(key), NULL, 0);

@@ -357,14 +357,20 @@ int store_content_decode(const MDB_val *v, struct store_content *out)
 {
 	const unsigned char *p = v->mv_data;
 
-	if (v->mv_size != STORE_CONTENT_REC_LEN || p[0] != STORE_CONTENT_VERSION)
+	if (v->mv_size != STORE_CONTENT_REC_LEN ||
+	    (p[0] != STORE_CONTENT_VERSION && p[0] != STORE_CONTENT_VERSION_SECONDS))
 		return BG_ECORRUPT;
 	out->blob = get_le64(p + 1);
 	out->size = get_le64(p + 9);
 	out->created = (int64_t)get_le64(p + 17);
-	out->last_used = (int64_t)get_le64(p + 25);
+	out->last_used_ns = (int64_t)get_le64(p + 25);
 	/* Blob ids start at 1; 0 is never allocated. */
 	if (out->blob == 0)
+		return BG_ECORRUPT;
+	/* A record of an older build: its second's first nanosecond, so that
+	 * any use recorded since, even within that second, is newer. */
+	if (p[0] == STORE_CONTENT_VERSION_SECONDS &&
+	    __builtin_mul_overflow(out->last_used_ns, (int64_t)1000000000, &out->last_used_ns))
 		return BG_ECORRUPT;
 	return 0;
 }
@@ -408,7 +414,7 @@ int txn_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
 	put_le64(rec + 1, c->blob);
 	put_le64(rec + 9, c->size);
 	put_le64(rec + 17, (uint64_t)c->created);
-	put_le64(rec + 25, (uint64_t)c->last_used);
+	put_le64(rec + 25, (uint64_t)c->last_used_ns);
 	rc = txn_raw_put(txn, DB_CONTENT, sha, BG_SHA256_LEN, rec, sizeof(rec));
 	if (rc != 0)
 		return rc;

@@ -349,7 +349,9 @@ usage_note(struct peerd *pd, int64_t now, const unsigned char *sha)
 	}
 	if (u->count < UINT32_MAX)
 		u->count++;
-	u->when = now;
+	/* Dated now, in the agent's clock and unit: a use folded into the
+	 * store later keeps its place among the agent's own uses. */
+	u->when_ns = bg_now_ns();
 	if (pd->nusage == PEERD_USAGE_BATCH || now - pd->usage_flushed >= PEERD_USAGE_FLUSH_SECONDS)
 		usage_flush_locked(pd, now, batch, &n);
 	pthread_mutex_unlock(&pd->usage_lock);

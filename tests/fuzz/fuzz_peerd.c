@@ -59,7 +59,7 @@ add_entry(struct bg_txn *txn, const char *url, const void *data, size_t len, uin
           bool with_content, unsigned flags)
 {
 	struct store_key k;
-	struct store_content c = {.blob = blob, .size = len, .created = 1, .last_used = 1};
+	struct store_content c = {.blob = blob, .size = len, .created = 1, .last_used_ns = 1};
 	int rc;
 
 	memset(&k, 0, sizeof(k));

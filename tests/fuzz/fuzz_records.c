@@ -280,12 +280,12 @@ read_api(struct input *in)
 
 	if (store_open(home, 0, &opts, &st) != 0)
 		return;
-	if (job_document(st, JOB_A, &doc) == 0)
+	if (job_document(st, NULL, JOB_A, &doc) == 0)
 		doc_fn(doc, NULL);
 	json_decref(doc);
 	doc = NULL;
-	rc_ok(job_list(st, true, doc_fn, NULL));
-	rc_ok(job_list(st, false, doc_fn, NULL));
+	rc_ok(job_list(st, NULL, true, doc_fn, NULL));
+	rc_ok(job_list(st, NULL, false, doc_fn, NULL));
 	rc_ok(job_get_flags(st, JOB_A, &flags));
 	rc_ok(job_find_get(st, "fuzz-get", id, &errored));
 	if (store_view(st, view_fn, &seen) == 0) {

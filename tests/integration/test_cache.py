@@ -199,6 +199,101 @@ def _(bg):
         t.eq("cache verify afterwards", r.rc, 0)
 
 
+LRU_SIZE = 16 * KiB
+LRU_TRIES = 5   # a window of uses that straddled a second boundary is tried again
+
+
+def next_second():
+    """Sleeps until just after the next whole second of the wall clock, so that what follows
+    has a second of its own (checked afterwards from the store's own dates)."""
+    now = time.time()
+    time.sleep(1 - (now - int(now)) + 0.005)
+
+
+def by_digest(o, names):
+    """NAMES sorted by the SHA-256 of their bytes: with uses tied at one second, the order in
+    which a store dated in seconds evicts them."""
+    return sorted(names, key=lambda n: o.sha(n))
+
+
+def last_used(t, agent):
+    """{url: last_used} from cache list --json (unix seconds)."""
+    return {e["url"]: e.get("last_used") for e in listed(t, agent)}
+
+
+def left_after(t, agent, o, limit, names):
+    """Lowers max-size to LIMIT and returns which of NAMES are still listed."""
+    config(t, agent, "--max-size", str(limit))
+    urls = {e["url"] for e in listed(t, agent)}
+    return [n for n in names if o.url(f"/files/{n}") in urls]
+
+
+@case("cache_lru_uses_within_one_second_in_order")
+def _(bg):
+    names = ["l0.bin", "l1.bin", "l2.bin"]
+    with Origin(files={n: LRU_SIZE for n in names}) as o:
+        o, agent, t = started(bg, o)
+        # X sorts first by digest: were uses within a second tied, X would be evicted first.
+        x, y, z = by_digest(o, names)
+        print(f"checks: X={x}, Y={y}, Z={z} (X's digest sorts first) stored in that order and X "
+              "fetched again, all within one second (cache list shows one last_used for all); "
+              "lowering max-size to two entries evicts Y, the least recently used, not X; to "
+              "one entry leaves X alone")
+        for attempt in range(LRU_TRIES):
+            agent = Bgcopy(bg.exe, o.path(f"home{attempt}"))
+            os.makedirs(o.path(f"out{attempt}"), exist_ok=True)
+            next_second()
+            for i, n in enumerate([x, y, z, x]):
+                r = t.ran(agent.get(o.url(f"/files/{n}"), o.path(f"out{attempt}", f"{i}-{n}")))
+                t.eq(f"get {n}: exit status", r.rc, 0)
+            used = last_used(t, agent)
+            if len(used) == 3 and len(set(used.values())) == 1:
+                break
+            t.note(f"the uses spanned seconds {sorted(set(used.values()))}: again in a new home")
+        t.eq("the four uses fell within one second (one last_used for the three keys)",
+             (len(used), len(set(used.values()))), (3, 1))
+        t.eq("after max-size of two entries", left_after(t, agent, o, 2 * LRU_SIZE, names),
+             sorted([x, z]))
+        t.eq("after max-size of one entry", left_after(t, agent, o, LRU_SIZE, names), [x])
+        r = t.ran(agent.run("cache", "verify"))
+        t.eq("cache verify afterwards", r.rc, 0)
+
+
+@case("cache_lru_peer_use_folded_late_keeps_its_place")
+def _(bg):
+    names = ["p0.bin", "p1.bin", "p2.bin"]
+    with Origin(files={n: LRU_SIZE for n in names}) as o:
+        o, agent, t = started(bg, o)
+        # X sorts first by digest, Z last: were the two uses tied at one second, X would go.
+        x, y, z = by_digest(o, names)
+        print(f"checks: X={x}, Y={y}, Z={z} (X's digest sorts first, Z's last) are stored; then "
+              "within one second a peer fetches Z from bgcopy-peerd and the agent uses X "
+              "(get); peerd reports its use later, when it stops.  Z's use, folded last, is "
+              "still older than X's: max-size of two entries evicts Y, of one entry keeps X")
+        for attempt in range(LRU_TRIES):
+            agent = Bgcopy(bg.exe, o.path(f"home{attempt}"))
+            os.makedirs(o.path(f"out{attempt}"), exist_ok=True)
+            for n in (y, x, z):
+                fetch_to = o.path(f"out{attempt}", f"first-{n}")
+                r = t.ran(agent.get(o.url(f"/files/{n}"), fetch_to))
+                t.eq(f"get {n}: exit status", r.rc, 0)
+            with Peerd(bg, agent.home, workdir=o.dir) as p:
+                next_second()
+                r = p.request("GET", q(o.url(f"/files/{z}")))
+                t.eq(f"peerd: {z} is 200", r.status, 200)
+                r = t.ran(agent.get(o.url(f"/files/{x}"), o.path(f"out{attempt}", f"again-{x}")))
+                t.eq(f"get {x} again: exit status", r.rc, 0)
+            used = last_used(t, agent)
+            if len(used) == 3 and used.get(o.url(f"/files/{x}")) == used.get(o.url(f"/files/{z}")):
+                break
+            t.note(f"the two uses spanned seconds ({used}): again in a new home")
+        t.eq("Z's peer use and X's local use fell within one second",
+             used.get(o.url(f"/files/{z}")), used.get(o.url(f"/files/{x}")))
+        t.eq("after max-size of two entries", left_after(t, agent, o, 2 * LRU_SIZE, names),
+             sorted([x, z]))
+        t.eq("after max-size of one entry", left_after(t, agent, o, LRU_SIZE, names), [x])
+
+
 @case("cache_file_larger_than_limit_delivered_not_kept")
 def _(bg):
     with Origin(files={"big.bin": 300 * KiB, "small.bin": 10 * KiB}) as o:

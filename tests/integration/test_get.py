@@ -912,6 +912,57 @@ def _(bg):
              total <= BIG_SIZE * 1.25)
 
 
+@case("kill9_get_job_shows_queued_then_same_get_resumes")
+def _(bg):
+    with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
+        o, agent, t = started(bg, o)
+        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
+        print("checks: while a get transfers, list and info show its job running; after the get "
+              "is killed with SIGKILL nobody holds the job, and list --json, info --json, info "
+              "and wait show it QUEUED (stopped and resumable), not TRANSFERRING; the same get "
+              "then resumes it with a Range request")
+        p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
+        job = None
+        try:
+            if wait_partial(t, o, p, out, "first-get", at_least=MiB) is not None:
+                r = t.ran(agent.run("list", "--json"))
+                jobs = r.doc if isinstance(r.doc, list) else []
+                t.eq("list --json while the get runs: one job", len(jobs), 1)
+                job = field(jobs, 0, "id")
+                t.ok(f"its state while the get runs ({field(jobs, 0, 'state')!r}) is "
+                     "CONNECTING or TRANSFERRING", field(jobs, 0, "state") in ("CONNECTING", "TRANSFERRING"))
+                size = wait_partial(t, o, p, out, "first-get")
+                if size is None:
+                    job = None
+        finally:
+            stop_background(p)
+        if job is None:
+            return
+        t.note(f"killed the get (pid {p.pid}) with the partial at {size} bytes of {BIG_SIZE}")
+        r = t.ran(agent.run("list", "--json"))
+        t.eq("list --json after the kill: (id, state)",
+             [(field(j, "id"), field(j, "state")) for j in (r.doc or [])], [(job, "QUEUED")])
+        r = t.ran(agent.run("info", job, "--json"))
+        t.eq("info --json after the kill: state", field(r.doc, "state"), "QUEUED")
+        t.ok("info --json: bytes kept for the resume", (field(r.doc, "bytes_transferred") or 0) > 0,
+             f"bytes_transferred {field(r.doc, 'bytes_transferred')!r}")
+        r = t.ran(agent.run("info", job))
+        t.eq("info: exit status", r.rc, 0)
+        t.ok("info text says QUEUED", re.search(r"^\s*state\s+QUEUED\s*$", r.out, re.M) is not None,
+             f"stdout: {r.out[:300]!r}")
+        r = t.ran(agent.run("list"))
+        t.ok("list text says QUEUED", re.search(rf"^{job}\s+QUEUED\s", r.out, re.M) is not None,
+             f"stdout: {r.out[:300]!r}")
+        r = t.ran(agent.run("wait", job, "--timeout", "1"))
+        t.ok("wait --timeout 1 says the job is QUEUED", f"job {job} is QUEUED" in r.err,
+             f"stderr: {r.err.strip()[:300]!r}")
+        r = t.ran(agent.get(url, out, timeout=90))
+        expect_transferred(t, r, out, o.sha("big.bin"), BIG_SIZE, remote_url=url)
+        t.eq("the same job resumed", field(r.doc, "id"), job)
+        recs = o.wait_requests("/files/big.bin", 2)
+        expect_resumed(t, o, recs, BIG_SIZE)
+
+
 @case("kill9_origin_changed_gets_new_file_whole")
 def _(bg):
     with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:

@@ -34,7 +34,7 @@ fill_txn(struct bg_txn *txn, void *arg)
 
 	for (uint64_t i = f->first; i < f->first + f->n; i++) {
 		struct store_content c = { .size = f->bytes, .created = f->base,
-		                           .last_used = f->base + (int64_t)i };
+		                           .last_used_ns = (f->base + (int64_t)i) * 1000000000 };
 		struct store_key k = { .url = url, .size = f->bytes, .stored = f->base,
 		                       .validated = f->base + (int64_t)i };
 		unsigned char sha[BG_SHA256_LEN];

@@ -1,6 +1,14 @@
-/* test_state.c - every transition of the job state machine, allowed or not. */
+/* test_state.c - every transition of the job state machine, allowed or not,
+ * and the state shown for a job whose runner is gone. */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "agent.h"
 #include "check.h"
+
+#define JOB_ID "aaaaaaaa-0000-4000-8000-000000000001"
 
 #define N_STATES (JOB_CANCELLED + 1)
 #define N_EVENTS (JOB_EV_ADD + 1)
@@ -22,6 +30,70 @@ static const int expect[N_EVENTS][N_STATES] = {
 	[JOB_EV_STOP] = {BAD, JOB_QUEUED, JOB_QUEUED, BAD, BAD, BAD, BAD, BAD, BAD},
 	[JOB_EV_ADD] = {JOB_QUEUED, JOB_CONNECTING, JOB_TRANSFERRING, JOB_SUSPENDED, JOB_ERROR, JOB_TRANSIENT_ERROR, JOB_QUEUED, BAD, BAD},
 };
+
+/* A job's lock held by another process, which is then killed (SIGKILL):
+ * the running states are shown as they are stored while it lives, QUEUED
+ * once it is gone; every other state as stored. */
+static void
+test_shown_state(void)
+{
+	char home[] = "/tmp/bgstate-test-XXXXXX", path[128];
+	struct job_lock *lock = NULL;
+	int ready[2];
+	char c;
+	pid_t pid;
+
+	if (mkdtemp(home) == NULL || pipe(ready) != 0) {
+		perror("test_shown_state");
+		exit(2);
+	}
+	/* Never run here: nothing holds it. */
+	CHECK(job_lock_held(home, JOB_ID) == 0);
+	CHECK(job_state_shown(home, JOB_ID, JOB_TRANSFERRING) == JOB_QUEUED);
+	CHECK(job_state_shown(NULL, JOB_ID, JOB_TRANSFERRING) == JOB_TRANSFERRING);
+
+	pid = fork();
+	if (pid == 0) {
+		close(ready[0]);
+		if (job_lock(home, JOB_ID, &lock) != 0 || write(ready[1], "x", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	CHECK(pid > 0 && read(ready[0], &c, 1) == 1);
+	close(ready[0]);
+	CHECK(job_lock_held(home, JOB_ID) == 1);
+	CHECK(job_lock(home, JOB_ID, &lock) == BG_EBUSY);
+	for (int st = 0; st <= JOB_CANCELLED; st++)
+		CHECK(job_state_shown(home, JOB_ID, (enum job_state)st) == (enum job_state)st);
+
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	CHECK(job_lock_held(home, JOB_ID) == 0);
+	for (int st = 0; st <= JOB_CANCELLED; st++) {
+		enum job_state want = st == JOB_CONNECTING || st == JOB_TRANSFERRING
+		                              ? JOB_QUEUED : (enum job_state)st;
+		enum job_state got = job_state_shown(home, JOB_ID, (enum job_state)st);
+
+		if (!CHECK(got == want))
+			fprintf(stderr, "    stored %s: expected %s, got %s\n",
+			        job_state_name((enum job_state)st), job_state_name(want), job_state_name(got));
+	}
+
+	/* Held by this process: seen as held too (its own get prints it). */
+	CHECK(job_lock(home, JOB_ID, &lock) == 0);
+	CHECK(job_lock_held(home, JOB_ID) == 1);
+	CHECK(job_state_shown(home, JOB_ID, JOB_CONNECTING) == JOB_CONNECTING);
+	job_unlock(lock);
+	CHECK(job_lock_held(home, JOB_ID) == 0);
+
+	snprintf(path, sizeof(path), "%s/locks/%s", home, JOB_ID);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/locks", home);
+	rmdir(path);
+	rmdir(home);
+}
 
 int
 main(void)
@@ -55,5 +127,6 @@ main(void)
 		CHECK(job_priority_parse("HIGH", &p) == 0 && p == JOB_PRIO_HIGH);
 		CHECK(job_priority_parse("urgent", &p) == BG_EINVAL);
 	}
+	test_shown_state();
 	return check_done();
 }

@@ -238,7 +238,7 @@ static int put_content_fn(struct bg_txn *txn, void *arg)
 	}
 	if (rc == 0 && p->last) {
 		struct store_content c = { .blob = p->blob, .size = p->len, .created = 10,
-			                   .last_used = 20 };
+			                   .last_used_ns = 20 };
 
 		rc = txn_content_put(txn, p->sha, &c);
 	}
@@ -347,11 +347,11 @@ static void test_open(void)
 	store_close(st);
 	CHECK_EQ_INT(raw_get(home, "meta", "version", 7, buf, sizeof(buf), &len), 0);
 	CHECK_EQ_INT(len, 8);
-	CHECK(len == 8 && buf[0] == 2 && buf[1] == 0 && buf[7] == 0);
+	CHECK(len == 8 && buf[0] == 3 && buf[1] == 0 && buf[7] == 0);
 
 	/* A newer format is refused, a damaged version record too. */
 	memset(buf, 0, 8);
-	buf[0] = 3;
+	buf[0] = 4;
 	CHECK_EQ_INT(raw_put(home, "meta", "version", 7, buf, 8), 0);
 	st = NULL;
 	CHECK_RC(store_open(home, 0, NULL, &st), BG_EVERSION);
@@ -729,7 +729,7 @@ struct content_ctx {
 static int content_put_fn(struct bg_txn *txn, void *arg)
 {
 	struct content_ctx *c = arg;
-	struct store_content rec = { .size = 11, .created = 100, .last_used = -5 };
+	struct store_content rec = { .size = 11, .created = 100, .last_used_ns = -5 };
 	int rc;
 
 	rc = txn_blob_new(txn, &c->blob);
@@ -764,7 +764,7 @@ static int content_check_fn(struct bg_txn *txn, void *arg)
 	CHECK_EQ_INT(rec.blob, c->blob);
 	CHECK_EQ_INT(rec.size, 11);
 	CHECK_EQ_INT(rec.created, 100);
-	CHECK_EQ_INT(rec.last_used, -5);
+	CHECK_EQ_INT(rec.last_used_ns, -5);
 	CHECK_RC(txn_content_get(txn, other, &rec), BG_ENOENT);
 	c->seen = 0;
 	CHECK_OK(txn_content_each(txn, content_seen_fn, c));
@@ -1521,7 +1521,7 @@ static void test_damaged(void)
 
 	/* A content record of the right length but an unknown version. */
 	memset(json, 0, 33);
-	json[0] = 2;
+	json[0] = 3;
 	json[1] = 1;
 	CHECK_EQ_INT(raw_put(home, "content", d.sha, BG_SHA256_LEN, json, 33), 0);
 	CHECK_EQ_INT(raw_put(home, "meta", "next_blob", 9, "\x01\x02\x03", 3), 0);
@@ -1549,7 +1549,7 @@ static const char *const verify_urls[] = {
 static int verify_put_content(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
                               const unsigned char *data, size_t len, size_t chunks_stored)
 {
-	struct store_content c = { .size = len, .created = 1, .last_used = 1 };
+	struct store_content c = { .size = len, .created = 1, .last_used_ns = 1 };
 	int rc = txn_blob_new(txn, &c.blob);
 
 	for (size_t i = 0; rc == 0 && i * STORE_CHUNK_BYTES < len && i < chunks_stored; i++) {
@@ -1725,7 +1725,7 @@ static int pol_setup_fn(struct bg_txn *txn, void *arg)
 	int rc;
 
 	for (int i = 0; i < POL_N; i++) {
-		struct store_content c = { .size = sizeof(data), .created = 1, .last_used = 1 + i };
+		struct store_content c = { .size = sizeof(data), .created = 1, .last_used_ns = 1 + i };
 
 		memset(data, 'a' + i, sizeof(data));
 		bg_sha256(data, sizeof(data), p->sha[i]);
@@ -1817,7 +1817,7 @@ static int pol_shared_fn(struct bg_txn *txn, void *arg)
 {
 	struct pol *p = arg;
 	unsigned char data[300];
-	struct store_content c = { .size = sizeof(data), .created = 1, .last_used = 50 };
+	struct store_content c = { .size = sizeof(data), .created = 1, .last_used_ns = 50 };
 	int rc;
 
 	memset(data, 'x', sizeof(data));
@@ -1976,6 +1976,264 @@ static void test_policy(void)
 	CHECK(memcmp(&s, &s2, sizeof(s)) == 0);
 	CHECK_EQ_INT(s2.entries, POL_N);
 	CHECK_EQ_INT(s2.bytes, POL_N * 100);
+	store_close(st);
+	home_free(home);
+}
+
+/* ---- The order of use ------------------------------------------------------------- */
+
+#define LRU_N 3
+#define LRU_SECOND ((int64_t)1700000000 * 1000000000) /* a second's first ns */
+
+/* Three entries whose roles are given by digest order: lru.sha[0] sorts
+ * first.  With ties broken by digest, it is the one evicted first: each
+ * test makes it the most recently used, so only a true order of use keeps
+ * it. */
+struct lru {
+	unsigned char sha[LRU_N][BG_SHA256_LEN];
+	uint64_t blob[LRU_N];
+	int64_t when[LRU_N];          /* last_used_ns to store, or read back */
+	int which;                    /* the entry touched */
+	int64_t at;                   /* ns of the touch */
+	struct store_enforce_result res;
+	uint64_t limit;
+};
+
+static int lru_sha_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, BG_SHA256_LEN);
+}
+
+static int lru_put_fn(struct bg_txn *txn, void *arg)
+{
+	struct lru *l = arg;
+	unsigned char data[LRU_N][100];
+	unsigned char sha[LRU_N][BG_SHA256_LEN];
+	int rc;
+
+	for (int i = 0; i < LRU_N; i++) {
+		memset(data[i], 'k' + i, sizeof(data[i]));
+		bg_sha256(data[i], sizeof(data[i]), sha[i]);
+	}
+	memcpy(l->sha, sha, sizeof(sha));
+	qsort(l->sha, LRU_N, BG_SHA256_LEN, lru_sha_cmp);
+	for (int i = 0; i < LRU_N; i++) {
+		int j = 0;
+		char url[64];
+		struct store_content c = { .size = 100, .created = 1, .last_used_ns = l->when[i] };
+
+		while (memcmp(sha[j], l->sha[i], BG_SHA256_LEN) != 0)
+			j++;
+		snprintf(url, sizeof(url), "https://lru.example/%d", i);
+		if ((rc = txn_blob_new(txn, &c.blob)) != 0 ||
+		    (rc = txn_blob_put(txn, c.blob, 0, data[j], 100)) != 0 ||
+		    (rc = txn_content_put(txn, l->sha[i], &c)) != 0 ||
+		    (rc = pol_key(txn, url, l->sha[i], 100, 1000)) != 0)
+			return rc;
+		l->blob[i] = c.blob;
+	}
+	return 0;
+}
+
+static int lru_touch_fn(struct bg_txn *txn, void *arg)
+{
+	struct lru *l = arg;
+
+	return txn_content_touch(txn, l->sha[l->which], l->at);
+}
+
+static int lru_enforce_fn(struct bg_txn *txn, void *arg)
+{
+	struct lru *l = arg;
+
+	return txn_enforce_limits(txn, l->limit, 2000, 36500, pol_unfinished, &l->res);
+}
+
+/* Which entries are left ("012" all), and their last use into l->when. */
+static int lru_left_fn(struct bg_txn *txn, void *arg)
+{
+	struct lru *l = arg;
+	struct store_content c;
+
+	for (int i = 0; i < LRU_N; i++)
+		l->when[i] = txn_content_get(txn, l->sha[i], &c) == 0 ? c.last_used_ns : -1;
+	return 0;
+}
+
+static const char *lru_left(struct bg_store *st, struct lru *l)
+{
+	static char s[LRU_N + 1];
+	size_t n = 0;
+
+	CHECK_OK(store_view(st, lru_left_fn, l));
+	for (int i = 0; i < LRU_N; i++)
+		if (l->when[i] != -1)
+			s[n++] = (char)('0' + i);
+	s[n] = '\0';
+	return s;
+}
+
+static void lru_evict_to(struct bg_store *st, struct lru *l, uint64_t entries)
+{
+	l->limit = entries * 100;
+	CHECK_OK(store_update(st, lru_enforce_fn, l));
+}
+
+/* Uses within one second are evicted in the order they happened: 0, 1, 2
+ * stored, then 0 used again, all in one second; 1 goes first, not 0. */
+static void test_lru_within_one_second(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct lru l;
+
+	memset(&l, 0, sizeof(l));
+	for (int i = 0; i < LRU_N; i++)
+		l.when[i] = LRU_SECOND + 1000 * (i + 1);
+	CHECK_OK(store_update(st, lru_put_fn, &l));
+	l.which = 0;
+	l.at = LRU_SECOND + 999999999; /* the same second's last nanosecond */
+	CHECK_OK(store_update(st, lru_touch_fn, &l));
+	CHECK_EQ_STR(lru_left(st, &l), "012");
+	CHECK_EQ_INT(l.when[0], LRU_SECOND + 999999999);
+	lru_evict_to(st, &l, 2);
+	CHECK_EQ_INT(l.res.evicted, 1);
+	CHECK_EQ_STR(lru_left(st, &l), "02");
+	lru_evict_to(st, &l, 1);
+	CHECK_EQ_STR(lru_left(st, &l), "0");
+	/* An index rebuilt from the records (cache verify) keeps the order. */
+	CHECK_OK(store_verify(st, NULL, NULL, NULL));
+	CHECK_EQ_STR(lru_left(st, &l), "0");
+
+	/* The clock itself: nanoseconds of this second, never the same twice
+	 * in a process, and the seconds clock's second. */
+	{
+		int64_t s0 = bg_now(), a = bg_now_ns(), b = bg_now_ns(), s1 = bg_now();
+
+		CHECK(b > a);
+		CHECK(a / 1000000000 >= s0 && b / 1000000000 <= s1);
+	}
+	store_close(st);
+	home_free(home);
+}
+
+/* A usage record in the log's format, written as given (unit 'N' or 0). */
+static void lru_usage_raw(const char *home, char unit, int64_t when,
+                          const unsigned char sha[BG_SHA256_LEN])
+{
+	unsigned char r[48];
+	FILE *f = fopen(home_file(home, "usage.log"), "ab");
+
+	memset(r, 0, sizeof(r));
+	r[0] = 'U';
+	r[1] = 'H';
+	r[2] = (unsigned char)unit;
+	r[4] = 1;
+	for (int i = 0; i < 8; i++)
+		r[8 + i] = (unsigned char)((uint64_t)when >> (8 * i));
+	memcpy(r + 16, sha, BG_SHA256_LEN);
+	CHECK(f != NULL && fwrite(r, sizeof(r), 1, f) == 1);
+	if (f != NULL)
+		fclose(f);
+}
+
+/* bgcopy-peerd's uses keep their place among local ones however late they
+ * are folded: 2 served by peerd, then 0 used locally, then the log folded;
+ * 0 is the most recent and 1, unused since it was stored, the least. */
+static void test_lru_peer_use_folded_late(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	struct store_usage u;
+	struct lru l;
+
+	memset(&l, 0, sizeof(l));
+	for (int i = 0; i < LRU_N; i++)
+		l.when[i] = LRU_SECOND + 1000 * (i + 1);
+	CHECK_OK(store_update(st, lru_put_fn, &l));
+	memset(&u, 0, sizeof(u));
+	u.hit = 1;
+	u.when_ns = LRU_SECOND + 500000;
+	memcpy(u.sha256, l.sha[2], BG_SHA256_LEN);
+	CHECK_OK(store_usage_append(home, &u, 1));
+	l.which = 0;
+	l.at = LRU_SECOND + 600000;
+	CHECK_OK(store_update(st, lru_touch_fn, &l));
+	CHECK_OK(store_usage_fold(st, home));
+	CHECK_EQ_STR(lru_left(st, &l), "012");
+	CHECK_EQ_INT(l.when[2], LRU_SECOND + 500000);
+	CHECK_EQ_INT(l.when[0], LRU_SECOND + 600000);
+	lru_evict_to(st, &l, 2);
+	CHECK_EQ_STR(lru_left(st, &l), "02");
+	lru_evict_to(st, &l, 1);
+	CHECK_EQ_STR(lru_left(st, &l), "0");
+
+	/* A record of an older bgcopy-peerd dates in seconds: the first
+	 * nanosecond of that second, never later than a use within it. */
+	lru_usage_raw(home, 0, LRU_SECOND / 1000000000 + 5, l.sha[0]);
+	CHECK_OK(store_usage_fold(st, home));
+	CHECK_OK(store_view(st, lru_left_fn, &l));
+	CHECK_EQ_INT(l.when[0], LRU_SECOND + 5 * (int64_t)1000000000);
+	lru_usage_raw(home, 0, LRU_SECOND / 1000000000 + 1, l.sha[0]);
+	CHECK_OK(store_usage_fold(st, home));
+	CHECK_OK(store_view(st, lru_left_fn, &l));
+	CHECK_EQ_INT(l.when[0], LRU_SECOND + 5 * (int64_t)1000000000);
+	store_close(st);
+	home_free(home);
+}
+
+/* A version 2 store dated its content in seconds (content record version
+ * 1): it still reads, is upgraded to version 3 with its index rebuilt,
+ * and an old use ranks as its second's first nanosecond. */
+static void test_lru_old_store_upgraded(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	unsigned char rec[33], lkey[8 + BG_SHA256_LEN], buf[16];
+	struct store_verify_stats vs;
+	struct lru l;
+	size_t len;
+
+	memset(&l, 0, sizeof(l));
+	for (int i = 0; i < LRU_N; i++)
+		l.when[i] = LRU_SECOND + 1000 * (i + 1);
+	CHECK_OK(store_update(st, lru_put_fn, &l));
+	store_close(st);
+
+	/* Entry 0 as an older build wrote it: last used in the same second,
+	 * in seconds, filed so in the old index; the store at version 2. */
+	rec[0] = 1;
+	for (int i = 0; i < 8; i++) {
+		rec[1 + i] = (unsigned char)(l.blob[0] >> (8 * i));
+		rec[9 + i] = (unsigned char)((uint64_t)100 >> (8 * i));
+		rec[17 + i] = (unsigned char)((uint64_t)1 >> (8 * i));
+		rec[25 + i] = (unsigned char)((uint64_t)(LRU_SECOND / 1000000000) >> (8 * i));
+		lkey[i] = (unsigned char)((uint64_t)l.when[0] >> (56 - 8 * i));
+	}
+	memcpy(lkey + 8, l.sha[0], BG_SHA256_LEN);
+	CHECK_EQ_INT(raw_put(home, "content", l.sha[0], BG_SHA256_LEN, rec, sizeof(rec)), 0);
+	CHECK_EQ_INT(raw_put(home, "lru", lkey, sizeof(lkey), NULL, 0), 0);
+	for (int i = 0; i < 8; i++)
+		lkey[i] = (unsigned char)((uint64_t)(LRU_SECOND / 1000000000) >> (56 - 8 * i));
+	CHECK_EQ_INT(raw_put(home, "lru", lkey, sizeof(lkey), "", 0), 0);
+	memset(buf, 0, 8);
+	buf[0] = 2;
+	CHECK_EQ_INT(raw_put(home, "meta", "version", 7, buf, 8), 0);
+
+	st = open_rw(home, 0);
+	CHECK_EQ_INT(raw_get(home, "meta", "version", 7, buf, sizeof(buf), &len), 0);
+	CHECK(len == 8 && buf[0] == 3);
+	CHECK_EQ_STR(lru_left(st, &l), "012");
+	CHECK_EQ_INT(l.when[0], LRU_SECOND);
+	CHECK_EQ_INT(l.when[1], LRU_SECOND + 2000);
+	/* Used again within its second: now the most recent. */
+	l.which = 0;
+	l.at = LRU_SECOND + 900000000;
+	CHECK_OK(store_update(st, lru_touch_fn, &l));
+	CHECK_OK(store_verify(st, NULL, NULL, &vs));
+	CHECK_EQ_INT(vs.corrupt, 0);
+	lru_evict_to(st, &l, 1);
+	CHECK_EQ_STR(lru_left(st, &l), "0");
 	store_close(st);
 	home_free(home);
 }
@@ -2220,6 +2478,9 @@ int main(void)
 	test_damaged();
 	test_verify();
 	test_policy();
+	test_lru_within_one_second();
+	test_lru_peer_use_folded_late();
+	test_lru_old_store_upgraded();
 	test_map_growth();
 	test_two_processes();
 	test_threads();
