@@ -44,7 +44,7 @@
 #define BG_SECURITY_FLAGS_VALID 0x0F1Fu
 
 /* Parses a FLAGS argument: a number (decimal, 0x hex) or names joined by '|'
- * or ',' (long BG_* names or the short names of INTERFACE.md, any case,
+ * or ',' (long BG_* names or their short names as the README lists them, any case,
  * spaces around names allowed).  Unknown bits, unknown names, an empty list
  * and a redirect policy other than 0x000, 0x100, 0x200 give BG_ENOTIMPL and
  * leave *out alone. */
@@ -323,7 +323,7 @@ int job_replace_remote_prefix(struct bg_store *st, const char *id, const char *o
 int job_set_state(struct bg_store *st, const char *id, enum job_state s) BG_WUR;
 /* Applies the options of a repeated `get` to its job (flags, headers, CA). */
 int job_update_options(struct bg_store *st, const char *id, const struct job_options *opt) BG_WUR;
-/* Builds the job document of INTERFACE.md (caller json_decref()s).  With a
+/* Builds the job document the README describes (caller json_decref()s).  With a
  * home, its state is the one job_state_shown() gives; with NULL, the state
  * as stored. */
 int job_document(struct bg_store *st, const char *home, const char *id, json_t **out) BG_WUR;

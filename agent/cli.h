@@ -3,7 +3,7 @@
  * options and calls cli_run(); everything else is here so that tests can
  * link it.
  *
- * Exit statuses (INTERFACE.md): 0 done; 1 the job ended in ERROR (or a
+ * Exit statuses (README.md): 0 done; 1 the job ended in ERROR (or a
  * cache entry asked for is absent); 2 usage error or refused value
  * (E_NOTIMPL); 3 store or system error.
  */

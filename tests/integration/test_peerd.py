@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Integration cases for bgcopy-peerd, the LAN peer cache (peer protocol of INTERFACE.md).
+"""Integration cases for bgcopy-peerd, the LAN peer cache (the peer protocol of peerd/README.md).
 
 Usage: test_peerd.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_peerd.py CASE)
        test_peerd.py --list                    prints the case names, one a line

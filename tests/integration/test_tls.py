@@ -15,7 +15,7 @@ answers 404 for /crl/missing.crl) and one HTTPS server per leaf of the test PKI 
 port. The PKI is made per case by mkcerts once the ports are known, because every
 certificate names CRL_BASE_URL = http://127.0.0.1:HTTPPORT/crl.
 
-The rule under test (INTERFACE.md, security flags): each leaf has fault classes; each
+The rule under test (the security flags, as README.md states it): each leaf has fault classes; each
 ignore flag removes its own class; with crl-check (0x01) revoked adds REVOKED and
 crlunreachable and missinginter add REVFAILED, which no flag ignores. No fault left: exit 0,
 TRANSFERRED. Otherwise exit 1, ERROR, the code of the first class in PRECEDENCE."""

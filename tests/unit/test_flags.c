@@ -1,4 +1,4 @@
-/* test_flags.c - every form of FLAGS in INTERFACE.md, valid and invalid. */
+/* test_flags.c - every form of FLAGS the README describes, valid and invalid. */
 #include "agent.h"
 #include "check.h"
 

@@ -1,4 +1,4 @@
-/* test_hresult.c - the HRESULTs of INTERFACE.md and their classes. */
+/* test_hresult.c - the HRESULTs bgcopy reports (README.md) and their classes. */
 #include "agent.h"
 #include "check.h"
 
