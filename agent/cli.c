@@ -30,6 +30,12 @@
 
 static volatile int stop_flag;
 
+static bool
+sha256_hex_ok(const char *s)
+{
+	return strlen(s) == SHA256_HEX_LEN && strspn(s, "0123456789abcdefABCDEF") == SHA256_HEX_LEN;
+}
+
 void
 cli_complain(const char *fmt, ...)
 {
@@ -59,7 +65,8 @@ cli_usage(FILE *f)
 	      "      --sync                    fsync the file and the store before finishing\n"
 	      "      --json                    print the job document\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
-	      "  add JOB URL FILE | add JOB --from LIST   (LIST lines: URL LOCALPATH)\n"
+	      "  add JOB URL FILE [--sha256 HEX] | add JOB --from LIST\n"
+	      "                                 (LIST lines: URL LOCALPATH [sha256=HEX])\n"
 	      "  resume JOB | suspend JOB | cancel JOB | complete JOB\n"
 	      "  set-security-flags JOB FLAGS | get-security-flags JOB\n"
 	      "  set-priority JOB P | set-notify-cmd JOB PROGRAM [ARG...]\n"
@@ -512,8 +519,7 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			}
 			break;
 		case 's':
-			if (strlen(optarg) != SHA256_HEX_LEN ||
-			    strspn(optarg, "0123456789abcdefABCDEF") != SHA256_HEX_LEN) {
+			if (!sha256_hex_ok(optarg)) {
 				cli_complain("--sha256 takes 64 hex digits, not '%s'", optarg);
 				return EXIT_USAGE;
 			}
@@ -834,26 +840,30 @@ cmd_create(struct ctx *c, int argc, char **argv)
 
 struct add_list {
 	struct job_file_spec *files;
-	char **owned; /* strings to free: two per file */
+	char **owned; /* strings to free: three per file */
 	size_t n, cap;
 };
 
 static void
 add_list_free(struct add_list *l)
 {
-	for (size_t i = 0; i < 2 * l->n; i++)
+	for (size_t i = 0; i < 3 * l->n; i++)
 		free(l->owned[i]);
 	free(l->owned);
 	free(l->files);
 }
 
-/* Checks one URL and path and appends them to l. */
+/* Checks one URL, path and expected SHA-256 (or NULL) and appends them to l. */
 static int
-add_list_push(struct add_list *l, const char *url_arg, const char *path_arg)
+add_list_push(struct add_list *l, const char *url_arg, const char *path_arg, const char *sha_arg)
 {
-	char *url = NULL, *path = NULL, abs[PATH_MAX];
+	char *url = NULL, *path = NULL, *sha = NULL, abs[PATH_MAX];
 	int rc;
 
+	if (sha_arg != NULL && !sha256_hex_ok(sha_arg)) {
+		cli_complain("a SHA-256 is 64 hex digits, not '%s'", sha_arg);
+		return EXIT_USAGE;
+	}
 	if ((rc = cli_parse_url(url_arg, &url)) != EXIT_DONE)
 		return rc;
 	if (cli_absolute_path(path_arg, abs, sizeof(abs)) != 0) {
@@ -868,7 +878,7 @@ add_list_push(struct add_list *l, const char *url_arg, const char *path_arg)
 
 		if (f != NULL)
 			l->files = f;
-		o = f != NULL ? realloc(l->owned, 2 * cap * sizeof(*o)) : NULL;
+		o = f != NULL ? realloc(l->owned, 3 * cap * sizeof(*o)) : NULL;
 		if (o == NULL) {
 			free(url);
 			return cli_store_failed("add", BG_ENOMEM);
@@ -876,13 +886,15 @@ add_list_push(struct add_list *l, const char *url_arg, const char *path_arg)
 		l->owned = o;
 		l->cap = cap;
 	}
-	if ((path = strdup(abs)) == NULL) {
+	if ((path = strdup(abs)) == NULL || (sha_arg != NULL && (sha = strdup(sha_arg)) == NULL)) {
 		free(url);
+		free(path);
 		return cli_store_failed("add", BG_ENOMEM);
 	}
-	l->owned[2 * l->n] = url;
-	l->owned[2 * l->n + 1] = path;
-	l->files[l->n++] = (struct job_file_spec){url, path, NULL};
+	l->owned[3 * l->n] = url;
+	l->owned[3 * l->n + 1] = path;
+	l->owned[3 * l->n + 2] = sha;
+	l->files[l->n++] = (struct job_file_spec){url, path, sha};
 	return EXIT_DONE;
 }
 
@@ -905,8 +917,26 @@ add_list_commit(struct ctx *c, const char *id, struct add_list *l)
 	return err != 0 ? cli_store_failed("add", err) : EXIT_DONE;
 }
 
-/* Reads "URL LOCALPATH" lines; every line is checked before any file is
- * added, so a bad list adds nothing. */
+/* The digest a list line may end with: "URL LOCALPATH sha256=HEX".  Cuts
+ * it off path (the rest of the line) and returns HEX, or NULL. */
+static char *
+list_digest(char *path)
+{
+	size_t n = strlen(path), k = strlen("sha256=") + SHA256_HEX_LEN;
+	char *d;
+
+	if (n <= k || (path[n - k - 1] != ' ' && path[n - k - 1] != '\t') ||
+	    strncmp(path + n - k, "sha256=", 7) != 0)
+		return NULL;
+	d = path + n - k + 7;
+	path[n - k - 1] = '\0';
+	for (char *e = path + strlen(path); e > path && (e[-1] == ' ' || e[-1] == '\t'); e--)
+		e[-1] = '\0';
+	return d;
+}
+
+/* Reads "URL LOCALPATH [sha256=HEX]" lines; every line is checked before any
+ * file is added, so a bad list adds nothing. */
 static int
 add_from_list(struct ctx *c, const char *id, const char *list)
 {
@@ -946,7 +976,7 @@ add_from_list(struct ctx *c, const char *id, const char *list)
 			rc = EXIT_USAGE;
 			break;
 		}
-		if ((rc = add_list_push(&l, u, path)) != EXIT_DONE) {
+		if ((rc = add_list_push(&l, u, path, list_digest(path))) != EXIT_DONE) {
 			cli_complain("%s:%u: nothing added", list, lineno);
 			break;
 		}
@@ -961,12 +991,13 @@ add_from_list(struct ctx *c, const char *id, const char *list)
 }
 
 static int
-add_one(struct ctx *c, const char *id, const char *url_arg, const char *path_arg)
+add_one(struct ctx *c, const char *id, const char *url_arg, const char *path_arg,
+        const char *sha_arg)
 {
 	struct add_list l = {0};
 	int rc;
 
-	if ((rc = add_list_push(&l, url_arg, path_arg)) == EXIT_DONE)
+	if ((rc = add_list_push(&l, url_arg, path_arg, sha_arg)) == EXIT_DONE)
 		rc = add_list_commit(c, id, &l);
 	add_list_free(&l);
 	return rc;
@@ -977,15 +1008,21 @@ cmd_add(struct ctx *c, int argc, char **argv)
 {
 	int rc;
 
-	if (argc != 4) {
-		cli_complain("usage: bgcopy add JOB URL FILE | bgcopy add JOB --from LIST");
+	bool digest = argc == 6 && strcmp(argv[4], "--sha256") == 0;
+
+	if ((argc != 4 && !digest) || (digest && strcmp(argv[2], "--from") == 0)) {
+		cli_complain("usage: bgcopy add JOB URL FILE [--sha256 HEX] | bgcopy add JOB --from LIST");
+		return EXIT_USAGE;
+	}
+	if (digest && !sha256_hex_ok(argv[5])) {
+		cli_complain("--sha256 takes 64 hex digits, not '%s'", argv[5]);
 		return EXIT_USAGE;
 	}
 	if ((rc = cli_open_store(c)) != EXIT_DONE || (rc = cli_check_job(c, argv[1])) != EXIT_DONE)
 		return rc;
 	if (strcmp(argv[2], "--from") == 0)
 		return add_from_list(c, argv[1], argv[3]);
-	return add_one(c, argv[1], argv[2], argv[3]);
+	return add_one(c, argv[1], argv[2], argv[3], digest ? argv[5] : NULL);
 }
 
 static int

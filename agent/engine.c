@@ -1343,29 +1343,20 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		goto out;
 	}
 
-	/* The store first: it serves its own node (BITS looks in its own cache
-	 * before peers and the origin).  Not with --no-cache. */
-	if (s.cache && s.committed + s.fill == 0) {
+	/* Sources before the origin: the node's own store (BITS looks in its
+	 * own cache first; not with --no-cache), then peers when the job is a
+	 * peer-caching client and the store holds no copy the origin can
+	 * confirm. */
+	if (s.committed + s.fill == 0) {
 		bool done = false;
 
-		if ((err = try_store(r, &s, &done)) != 0) {
-			if (!propagated(err)) {
-				set_local_error(r, err, "cannot write", temp);
-				err = 0;
-			}
-			goto out;
+		err = s.cache ? try_store(r, &s, &done) : 0;
+		if (err == 0 && !done && peer_mode(r->job, "client") && r->npeers > 0 &&
+		    s.held.url == NULL && s.committed + s.fill == 0) {
+			json_object_del(s.rec, "peer_lookups");
+			err = try_peers(r, &s, &sink, headers, &done);
 		}
-		if (done)
-			goto out;
-	}
-	/* Peers next, when the job is a peer-caching client; not when the
-	 * store holds a copy the origin can confirm. */
-	if (peer_mode(r->job, "client") && r->npeers > 0 && s.committed + s.fill == 0 &&
-	    s.held.url == NULL) {
-		json_object_del(s.rec, "peer_lookups");
-		bool done = false;
-
-		if ((err = try_peers(r, &s, &sink, headers, &done)) != 0) {
+		if (err != 0) {
 			if (!propagated(err)) {
 				set_local_error(r, err, "cannot write", temp);
 				err = 0;

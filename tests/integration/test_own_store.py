@@ -22,6 +22,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from origin import Origin, sha256_bytes  # noqa: E402
 from test_get import case_registry, expect_error, expect_transferred, field, main, started  # noqa: E402
+from test_daemon import Daemon, cmd, new_job, poll_state  # noqa: E402
 from test_hostile import store  # noqa: E402
 
 SIZE = 700_000  # three chunks of the store (262,128 bytes each), the last one partial
@@ -172,6 +173,35 @@ def _(bg):
         statuses = [(x["status"], x["if_none_match"] is not None) for x in gets(o, "/files/p.bin")]
         t.eq("answers (status, If-None-Match sent)", statuses,
              [(200, False), (401, True), (401, True), (401, True), (304, True)])
+
+
+@case("own_store_job_digests_from_add_and_a_list_make_no_request")
+def _(bg):
+    with Origin(files={"a.bin": SIZE}) as o:
+        o, agent, t = started(bg, o)
+        print("checks: a daemon job whose files carry an expected SHA-256 (add --sha256, and a "
+              "list line 'URL LOCALPATH sha256=HEX') of content the store holds is written from "
+              "the store: no request, even for URLs the origin does not have")
+        t.eq("first get: exit", t.ran(agent.get(o.url("/files/a.bin"), out(o, 1, "a.bin"))).rc, 0)
+        before = len(o.requests())
+        job = new_job(t, agent, [])
+        if job is None:
+            return
+        cmd(t, agent, "add", job, o.url("/missing/one.bin"), out(o, 2, "one.bin"), "--sha256", o.sha("a.bin"))
+        with open(o.path("list"), "w") as f:
+            f.write(f"{o.url('/missing/two.bin')} {out(o, 3, 'two words.bin')} sha256={o.sha('a.bin').upper()}\n")
+        cmd(t, agent, "add", job, "--from", o.path("list"))
+        cmd(t, agent, "add", job, o.url("/x"), out(o, 4, "x"), "--sha256", "abc", rc=2)
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", job)
+            doc, _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR"), 30)
+        t.eq("state", field(doc, "state"), "TRANSFERRED")
+        t.eq("job bytes_from_cache", field(doc, "bytes_from_cache"), 2 * SIZE)
+        cmd(t, agent, "complete", job)
+        for path in (out(o, 2, "one.bin"), out(o, 3, "two words.bin")):
+            t.eq(f"SHA-256 of {os.path.basename(path)}",
+                 sha256_bytes(open(path, "rb").read()) if os.path.exists(path) else None, o.sha("a.bin"))
+        t.eq("requests to the origin after the first get", o.requests()[before:], [])
 
 
 @case("own_store_no_cache_skips_the_lookup")
