@@ -41,6 +41,11 @@ A_SIZE = 300_000                # crosses the first chunk boundary of the store
 CHUNK = 64 * 4096 - 16          # STORE_CHUNK_BYTES (cache.h)
 BIG_SIZE = 1024 * MiB           # the flat-memory case
 RSS_ANON_LIMIT = 64 * MiB       # peerd's anonymous memory while it streams BIG_SIZE
+# Under AddressSanitizer every byte peerd reads from the store's map has a shadow byte per 8,
+# made resident (anonymous) as it is read: 1/8 of what is streamed, whatever peerd does
+# (measured: 139 MiB for 1 GiB, against 1.4 MiB without the sanitizers).
+SANITIZED = os.environ.get("BGCOPY_SANITIZED") == "1"
+RSS_ANON_ALLOWED = RSS_ANON_LIMIT + (BIG_SIZE // 8 if SANITIZED else 0)
 AUTH_WINDOW = 300               # PEER_AUTH_WINDOW (cache.h), seconds
 
 CASES, case = case_registry()
@@ -935,7 +940,7 @@ def _(bg):
     with Origin() as o:
         o, agent, t = started(bg, o)
         print(f"checks: a {BIG_SIZE // MiB} MiB entry streams through peerd with the right SHA-256 "
-              f"while peerd's RssAnon stays below {RSS_ANON_LIMIT // MiB} MiB (body read block by "
+              f"while peerd's RssAnon stays below {RSS_ANON_ALLOWED // MiB} MiB (body read block by "
               "block, nothing buffered whole)")
         big = o.file_path("big.bin")
         want = write_big_file(big, BIG_SIZE)
@@ -983,8 +988,9 @@ def _(bg):
                    f"peak {peak[0] // 1024} KiB")
             t.eq("bytes received", n, BIG_SIZE)
             t.eq("SHA-256 of what was received", h.hexdigest(), want)
-            t.ok(f"RssAnon peak {peak[0] // MiB} MiB < {RSS_ANON_LIMIT // MiB} MiB",
-                 0 < peak[0] < RSS_ANON_LIMIT)
+            t.ok(f"RssAnon peak {peak[0] // MiB} MiB < {RSS_ANON_ALLOWED // MiB} MiB"
+                 + (" (64 MiB and the sanitizer's shadow of the bytes read)" if SANITIZED else ""),
+                 0 < peak[0] < RSS_ANON_ALLOWED)
             _, m = p.metrics()
             t.eq("bytes_served_total", m.get("bgcopy_peerd_bytes_served_total"), BIG_SIZE)
 
