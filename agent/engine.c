@@ -45,8 +45,9 @@ struct run {
 	char message[512];
 };
 
-/* Bytes copied from the store per read when it serves the file itself. */
-#define STORE_READ_BYTES (4 * STORE_CHUNK_BYTES)
+/* Bytes copied from the store per call when it serves the file itself
+ * (between two looks at the stop flag). */
+#define STORE_READ_BYTES (64 * STORE_CHUNK_BYTES)
 
 struct fsink {
 	struct run *r;
@@ -1122,33 +1123,22 @@ find_txn(struct bg_txn *txn, void *arg)
 static int
 deliver_from_store(struct fsink *s, const unsigned char sha[BG_SHA256_LEN], uint64_t size)
 {
-	size_t cap = STORE_READ_BYTES;
-	unsigned char *buf = malloc(cap);
 	uint64_t off = 0;
-	int err = 0;
+	int err;
 
-	if (buf == NULL)
-		return BG_ENOMEM;
-	if (ftruncate(s->fd, 0) != 0) {
-		err = bg_err_from_errno(errno);
-		goto out;
-	}
+	if (ftruncate(s->fd, 0) != 0)
+		return bg_err_from_errno(errno);
 	while (off < size) {
-		size_t want = size - off < cap ? (size_t)(size - off) : cap, got = 0;
+		size_t want = size - off < STORE_READ_BYTES ? (size_t)(size - off) : STORE_READ_BYTES;
+		size_t put = 0;
 
-		if (stopping(s->r)) {
-			err = BG_ECANCELED;
-			goto out;
-		}
-		if ((err = store_read_content(s->r->st, sha, off, buf, want, &got)) != 0)
-			goto out;
-		if (got != want) {
-			err = BG_ECORRUPT;
-			goto out;
-		}
-		if ((err = pwrite_all(s->fd, buf, got, off)) != 0)
-			goto out;
-		off += got;
+		if (stopping(s->r))
+			return BG_ECANCELED;
+		if ((err = store_write_content(s->r->st, sha, off, want, s->fd, &put)) != 0)
+			return err;
+		if (put != want)
+			return BG_ECORRUPT;
+		off += put;
 	}
 	s->committed = size;
 	s->fill = s->preloaded = 0;
@@ -1160,11 +1150,9 @@ deliver_from_store(struct fsink *s, const unsigned char sha[BG_SHA256_LEN], uint
 	    (err = jset_int(s->rec, "bytes_from_peers", 0)) != 0 ||
 	    (err = jset_int(s->rec, "bytes_from_cache", (int64_t)size)) != 0 ||
 	    (err = jset_str(s->rec, "origin_sha256", NULL)) != 0)
-		goto out;
+		return err;
 	report_progress(s);
-out:
-	free(buf);
-	return err;
+	return 0;
 }
 
 /* The conditions a request for the held copy carries (RFC 9110 13.1.2,

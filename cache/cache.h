@@ -255,6 +255,12 @@ int txn_key_each(struct bg_txn *txn, int (*fn)(const struct store_key *k, void *
  * or has the wrong size. */
 int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
                        uint64_t offset, void *buf, size_t len, size_t *got) BG_WUR;
+/* The same, into file fd at the same offset (the bytes [offset, offset +
+ * len) of the content go to [offset, offset + len) of the file), copied by
+ * the kernel where it can.  *put receives the bytes written.  Also a
+ * BG_E* code of the write. */
+int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
+                        uint64_t offset, size_t len, int fd, size_t *put) BG_WUR;
 /* Deletes every content record that no key points at, and every blob that
  * is neither content nor named in a file record's "blob" field.
  * *freed_entries / *freed_bytes (may be NULL) receive what was removed. */

@@ -1270,6 +1270,36 @@ static void test_read_content(void)
 	CHECK_RC(store_read_content(st, none, 0, buf, 10, &got), BG_ENOENT);
 	CHECK_RC(store_read_content(st, sha, 0, NULL, 10, &got), BG_EINVAL);
 
+	/* The same into a file (copy_file_range from store.mdb): whole, in odd
+	 * pieces, each at its own offset of the file. */
+	{
+		int fd = open(home_file(home, "out.bin"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+		size_t put = 0;
+
+		CHECK(fd >= 0);
+		CHECK_OK(store_write_content(st, sha, 0, size + 100, fd, &put));
+		CHECK_EQ_INT(put, size);
+		CHECK(pread(fd, buf, size + 100, 0) == (ssize_t)size);
+		CHECK_EQ_MEM(buf, data, size);
+		CHECK(ftruncate(fd, 0) == 0);
+		ok = 1;
+		for (off = 0; off < size; off += put) {
+			if (store_write_content(st, sha, off, 77777, fd, &put) != 0 || put == 0) {
+				ok = 0;
+				break;
+			}
+		}
+		CHECK(ok && off == size);
+		memset(buf, 0, size);
+		CHECK(pread(fd, buf, size + 100, 0) == (ssize_t)size);
+		CHECK_EQ_MEM(buf, data, size);
+		CHECK_OK(store_write_content(st, sha, size, 10, fd, &put));
+		CHECK_EQ_INT(put, 0);
+		CHECK_RC(store_write_content(st, none, 0, 10, fd, &put), BG_ENOENT);
+		CHECK_RC(store_write_content(st, sha, 0, 10, -1, &put), BG_EINVAL);
+		close(fd);
+	}
+
 	/* A short middle chunk, then a missing one. */
 	memcpy(p.sha, sha, BG_SHA256_LEN);
 	CHECK_OK(store_view(st, content_blob_fn, &p));
