@@ -973,22 +973,30 @@ static int read_content_txn(struct bg_txn *txn, void *arg)
 	return 0;
 }
 
+/* Runs read_content_txn in short read transactions until c is done; *n
+ * receives the bytes handed over (0 on error). */
+static int read_content_walk(struct bg_store *st, struct read_ctx *c, size_t *n)
+{
+	int rc;
+
+	do {
+		rc = store_view(st, read_content_txn, c);
+	} while (rc == 0 && !c->done);
+	if (n != NULL)
+		*n = rc == 0 ? c->got : 0;
+	return rc;
+}
+
 int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
                        uint64_t offset, void *buf, size_t len, size_t *got)
 {
 	struct read_ctx c = { .sha = sha, .offset = offset, .buf = buf, .fd = -1, .len = len };
-	int rc;
 
 	if (got != NULL)
 		*got = 0;
 	if (st == NULL || sha == NULL || (buf == NULL && len > 0))
 		return BG_EINVAL;
-	do {
-		rc = store_view(st, read_content_txn, &c);
-	} while (rc == 0 && !c.done);
-	if (got != NULL)
-		*got = rc == 0 ? c.got : 0;
-	return rc;
+	return read_content_walk(st, &c, got);
 }
 
 int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
@@ -996,18 +1004,12 @@ int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_L
 {
 	struct read_ctx c = { .sha = sha, .offset = offset, .fd = fd, .out_offset = offset,
 	                      .len = len };
-	int rc;
 
 	if (put != NULL)
 		*put = 0;
 	if (st == NULL || sha == NULL || fd < 0)
 		return BG_EINVAL;
-	do {
-		rc = store_view(st, read_content_txn, &c);
-	} while (rc == 0 && !c.done);
-	if (put != NULL)
-		*put = rc == 0 ? c.got : 0;
-	return rc;
+	return read_content_walk(st, &c, put);
 }
 
 /* ---- Compaction ---------------------------------------------------------- */
