@@ -20,8 +20,9 @@
 
 /* Connections and TLS sessions verified under one set of flags are never
  * used for a transfer under another: libcurl's connection cache and session
- * cache know nothing of our verification callback, so each flag set gets an
- * easy handle (with its own caches) of its own. */
+ * cache know nothing of our verification callback, so each flag set (and CA
+ * file) gets a share of its own, which keeps those caches.  Every request
+ * gets a fresh easy handle on its pool's share (origin_easy_on). */
 struct pool {
 	CURLSH *share;      /* connections and TLS sessions of this flag set */
 	uint32_t tls_flags; /* the certificate-related bits of the flags */
@@ -317,7 +318,7 @@ validator_matches(const struct hop *h)
 
 /* Whether req names a proxy of its own (not "none", not the environment's). */
 static bool
-job_proxy(const struct origin_request *req)
+own_proxy(const struct origin_request *req)
 {
 	return req->proxy != NULL && strcmp(req->proxy, "none") != 0;
 }
@@ -330,7 +331,7 @@ proxy_name(const struct hop *h, char *buf, size_t len)
 	char *ip = NULL;
 	long port = 0;
 
-	if (job_proxy(h->req) && url_proxy_address(h->req->proxy, buf, len) == 0)
+	if (own_proxy(h->req) && url_proxy_address(h->req->proxy, buf, len) == 0)
 		return;
 	if (curl_easy_getinfo(h->easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL &&
 	    ip[0] != '\0' && curl_easy_getinfo(h->easy, CURLINFO_PRIMARY_PORT, &port) == CURLE_OK)
@@ -886,7 +887,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 			snprintf(target, sizeof(target), "%s", h->url);
 		hop_fail(h, hr_from_http(code), "proxy %s refused CONNECT to %s: %ld %s", proxy, target,
 		         code, http_reason(code));
-	} else if (h->verdict == V_NONE && rc == CURLE_COULDNT_CONNECT && job_proxy(req) &&
+	} else if (h->verdict == V_NONE && rc == CURLE_COULDNT_CONNECT && own_proxy(req) &&
 	           !noproxy_in_env()) {
 		/* libcurl connects to the job's proxy first, and to nothing
 		 * else, unless no_proxy sends the host around it. */
