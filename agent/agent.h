@@ -18,7 +18,6 @@
 /* ---- Limits ------------------------------------------------------------ */
 #define ORIGIN_MAX_HOPS 10                 /* redirects followed per request chain */
 #define ORIGIN_HEADER_MAX (256 * 1024)     /* bytes of response headers per response */
-#define ORIGIN_REDIRECT_BODY_MAX (1 << 20) /* bytes of a redirect/error body read before giving up */
 #define ORIGIN_CONNECT_TIMEOUT 30          /* seconds */
 #define ORIGIN_LOW_SPEED_TIME 60           /* seconds below 1 byte/s before a transfer is transient-failed */
 #define ORIGIN_MAX_RESTARTS 3              /* validator changes tolerated in one attempt */

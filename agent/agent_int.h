@@ -130,11 +130,34 @@ long http_status_line(const char *line, size_t n);
 bool http_header_split(const char *line, size_t n, const char **name, size_t *namelen,
                        const char **value, size_t *valuelen);
 bool http_header_is(const char *name, size_t namelen, const char *want);
+/* Moves *p and *n past the blanks around a header value (leading SP and
+ * HTAB, trailing white space with the line's CRLF). */
+void http_value_trim(const char **p, size_t *n);
 /* The value without surrounding blanks, as a new string; NULL when longer
  * than max bytes (or out of memory). */
 char *http_value_dup(const char *p, size_t n, size_t max);
-/* A decimal value (Content-Length). */
+/* The n bytes at p as a number in base 8, 10 or 16: digits of that base
+ * only (either case for 16), at least one, no sign, blank or prefix, and no
+ * more than UINT64_MAX.  False (*out untouched) otherwise.  What reads the
+ * numbers of Content-Length, Content-Range and the security flags. */
+bool http_digits_u64(const char *p, size_t n, unsigned base, uint64_t *out);
+/* A decimal header value (Content-Length): blanks around it allowed, cut
+ * at a NUL, at most HTTP_U64_CHARS_MAX characters (leading zeros count). */
+#define HTTP_U64_CHARS_MAX 32
 bool http_value_u64(const char *p, size_t n, uint64_t *out);
+/* A Content-Range value (RFC 9110 section 14.4), blanks already removed
+ * (http_value_dup).  A 416's must be the unsatisfied-range form: "bytes",
+ * SP, "*", "/", TOTAL (first and last are then 0).  Any other status's must
+ * be the range-resp form: "bytes FIRST-LAST/TOTAL", or "*" for TOTAL (total
+ * -1).  The unit in any case (section 14.1), one SP after it, digits only,
+ * no overflow, FIRST <= LAST < TOTAL <= INT64_MAX.  0, or BG_EPROTO (*out
+ * unspecified). */
+struct http_content_range {
+	uint64_t first, last;
+	int64_t total;
+};
+int http_content_range(const char *p, size_t n, long status,
+                       struct http_content_range *out) BG_WUR;
 /* The sha-256 member of a Repr-Digest or Content-Digest value (RFC 9530:
  * an RFC 8941 dictionary such as "sha-256=:BASE64:, sha-512=:...:") into
  * out.  False when the field has none or does not parse; out is then
@@ -219,5 +242,19 @@ CURLSH *origin_peer_share(struct origin *o);
 CURL *origin_easy_on(CURLSH *sh);
 /* A share of connections, TLS sessions and DNS for one thread, or NULL. */
 CURLSH *origin_share_new(void);
+/* The body of an origin's or a peer's response, on its way into a sink:
+ * sink_feed_start hands the sink the accepted headers, then libcurl's
+ * write callback is sink_feed_write with the feed as its data. */
+struct sink_feed {
+	const struct origin_sink *sink;
+	bool started;   /* on_start took the response: the body goes to on_data */
+	int err;        /* why the sink stopped the transfer, else 0 */
+	uint64_t bytes; /* body bytes on_data took */
+};
+/* Calls the sink's on_start: 0, or its error (kept in f->err too). */
+int sink_feed_start(struct sink_feed *f, const struct origin_response *resp) BG_WUR;
+/* A CURLOPT_WRITEFUNCTION (data: a struct sink_feed).  Stops the transfer
+ * (returns 0) before the sink was started and when on_data fails. */
+size_t sink_feed_write(char *p, size_t size, size_t nmemb, void *feed);
 
 #endif /* BG_AGENT_INT_H */

@@ -1,12 +1,11 @@
 /* flags.c - parsing and printing BITS security flags. */
 #include <ctype.h>
-#include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "agent.h"
+#include "agent_int.h"
 
 static const struct flag_name {
 	const char *lname;
@@ -37,21 +36,26 @@ flags_valid(uint32_t flags)
 	       policy == BG_HTTP_REDIRECT_POLICY_DISALLOW;
 }
 
+/* A number as C reads one without a sign: "0x" (or "0X") and hex digits, a
+ * leading 0 and octal digits, or decimal digits; blanks after it allowed
+ * (flags_parse has skipped those before).  At most 32 bits. */
 static int
 parse_number(const char *s, uint32_t *out)
 {
-	char *end;
-	unsigned long long v;
+	size_t n = strlen(s);
+	unsigned base = 10;
+	uint64_t v;
 
-	if (*s == '-' || *s == '+')
-		return BG_ENOTIMPL;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno != 0 || end == s)
-		return BG_ENOTIMPL;
-	while (isspace((unsigned char)*end))
-		end++;
-	if (*end != '\0' || v > 0xFFFFFFFFull)
+	while (n > 0 && isspace((unsigned char)s[n - 1]))
+		n--;
+	if (n >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+		n -= 2;
+	} else if (n > 0 && s[0] == '0') {
+		base = 8;
+	}
+	if (!http_digits_u64(s, n, base, &v) || v > 0xFFFFFFFFu)
 		return BG_ENOTIMPL;
 	*out = (uint32_t)v;
 	return 0;

@@ -1,7 +1,6 @@
 /* http.c - the small pieces of HTTP response parsing that the origin and
  * peer clients share (libcurl hands header callbacks one raw line each). */
 #include <ctype.h>
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -52,34 +51,113 @@ http_header_is(const char *name, size_t namelen, const char *want)
 	return namelen == strlen(want) && strncasecmp(name, want, namelen) == 0;
 }
 
+void
+http_value_trim(const char **p, size_t *n)
+{
+	while (*n > 0 && (**p == ' ' || **p == '\t'))
+		(*p)++, (*n)--;
+	while (*n > 0 && isspace((unsigned char)(*p)[*n - 1]))
+		(*n)--;
+}
+
 char *
 http_value_dup(const char *p, size_t n, size_t max)
 {
-	while (n > 0 && (*p == ' ' || *p == '\t'))
-		p++, n--;
-	while (n > 0 && isspace((unsigned char)p[n - 1]))
-		n--;
+	http_value_trim(&p, &n);
 	if (n > max)
 		return NULL;
 	return strndup(p, n);
 }
 
 bool
+http_digits_u64(const char *p, size_t n, unsigned base, uint64_t *out)
+{
+	uint64_t x = 0;
+
+	if (n == 0 || (base != 8 && base != 10 && base != 16))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)p[i];
+		unsigned d;
+
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			d = c - 'A' + 10;
+		else
+			return false;
+		if (d >= base || x > (UINT64_MAX - d) / base)
+			return false;
+		x = x * base + d;
+	}
+	*out = x;
+	return true;
+}
+
+bool
 http_value_u64(const char *p, size_t n, uint64_t *out)
 {
-	char *v = http_value_dup(p, n, 32), *end;
-	unsigned long long x;
-	bool ok;
-
-	if (v == NULL)
+	http_value_trim(&p, &n);
+	if (n > HTTP_U64_CHARS_MAX)
 		return false;
-	errno = 0;
-	x = strtoull(v, &end, 10);
-	ok = errno == 0 && end != v && *end == '\0' && isdigit((unsigned char)v[0]);
-	free(v);
-	if (ok)
-		*out = x;
-	return ok;
+	/* The value ends at a NUL, as every header value kept as a C string
+	 * (http_value_dup) does. */
+	return http_digits_u64(p, strnlen(p, n), 10, out);
+}
+
+/* One number of a Content-Range (RFC 9110 section 14.4: 1*DIGIT) at *p,
+ * stopping before end or the first byte that is not a digit. */
+static bool
+range_number(const char **p, const char *end, uint64_t *out)
+{
+	const char *s = *p;
+
+	while (*p < end && **p >= '0' && **p <= '9')
+		(*p)++;
+	return http_digits_u64(s, (size_t)(*p - s), 10, out);
+}
+
+int
+http_content_range(const char *p, size_t n, long status, struct http_content_range *out)
+{
+	const char *end = p + n;
+	uint64_t first = 0, last = 0, total;
+	bool star = false;
+
+	/* Content-Range = range-unit SP ( range-resp / unsatisfied-range );
+	 * range unit names are case-insensitive (section 14.1). */
+	if (n < 6 || strncasecmp(p, "bytes ", 6) != 0)
+		return BG_EPROTO;
+	p += 6;
+	if (status == 416) {
+		/* unsatisfied-range = "*" "/" complete-length */
+		if (end - p < 2 || p[0] != '*' || p[1] != '/')
+			return BG_EPROTO;
+		p += 2;
+	} else {
+		/* range-resp = incl-range "/" ( complete-length / "*" ) */
+		if (!range_number(&p, end, &first) || p == end || *p++ != '-' ||
+		    !range_number(&p, end, &last) || p == end || *p++ != '/')
+			return BG_EPROTO;
+		/* An invalid range when last-pos < first-pos. */
+		if (last < first)
+			return BG_EPROTO;
+		star = end - p == 1 && *p == '*';
+	}
+	if (star) {
+		out->total = -1;
+	} else {
+		/* A complete length the int64_t of a size holds; the range inside it. */
+		if (!range_number(&p, end, &total) || p != end || total > INT64_MAX ||
+		    (status != 416 && last >= total))
+			return BG_EPROTO;
+		out->total = (int64_t)total;
+	}
+	out->first = first;
+	out->last = last;
+	return 0;
 }
 
 /* Length of the valid UTF-8 sequence at p (1-4), or 0. */
@@ -183,16 +261,14 @@ sf_key_char(unsigned char c, bool first)
 bool
 http_digest_sha256(const char *p, size_t n, unsigned char out[BG_SHA256_LEN])
 {
-	const char *end = p + n;
+	const char *end;
 	bool found = false;
 
 	/* RFC 8941 section 4.2.2: a Dictionary; a member is key[=item]
 	 * with parameters, members separated by "," and optional blanks.  A
 	 * field that does not parse is ignored whole (section 4.2). */
-	while (p < end && (*p == ' ' || *p == '\t'))
-		p++;
-	while (end > p && isspace((unsigned char)end[-1]))
-		end--;
+	http_value_trim(&p, &n);
+	end = p + n;
 	while (p < end) {
 		const char *key = p, *val = NULL;
 		size_t keylen, vlen = 0;
@@ -274,7 +350,7 @@ void
 http_status_reason(const char *line, size_t n, char *buf, size_t len)
 {
 	const char *p = memchr(line, ' ', n), *end = line + n;
-	size_t k;
+	size_t rest, k;
 
 	if (len == 0)
 		return;
@@ -286,11 +362,9 @@ http_status_reason(const char *line, size_t n, char *buf, size_t len)
 		p++;
 	while (p < end && isdigit((unsigned char)*p))
 		p++;
-	while (p < end && (*p == ' ' || *p == '\t'))
-		p++;
-	while (end > p && isspace((unsigned char)end[-1]))
-		end--;
-	k = (size_t)(end - p) < len - 1 ? (size_t)(end - p) : len - 1;
+	rest = (size_t)(end - p);
+	http_value_trim(&p, &rest);
+	k = rest < len - 1 ? rest : len - 1;
 	memcpy(buf, p, k);
 	buf[k] = '\0';
 	text_make_safe(buf);

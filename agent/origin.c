@@ -4,8 +4,6 @@
  * job's policy, and resume guarded by If-Range and checked before any byte
  * of a body is taken.
  */
-#include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,8 +20,9 @@
 
 /* Connections and TLS sessions verified under one set of flags are never
  * used for a transfer under another: libcurl's connection cache and session
- * cache know nothing of our verification callback, so each flag set gets an
- * easy handle (with its own caches) of its own. */
+ * cache know nothing of our verification callback, so each flag set (and CA
+ * file) gets a share of its own, which keeps those caches.  Every request
+ * gets a fresh easy handle on its pool's share (origin_easy_on). */
 struct pool {
 	CURLSH *share;      /* connections and TLS sessions of this flag set */
 	uint32_t tls_flags; /* the certificate-related bits of the flags */
@@ -74,6 +73,38 @@ origin_peer_share(struct origin *o)
 	return o->peer;
 }
 
+int
+sink_feed_start(struct sink_feed *f, const struct origin_response *resp)
+{
+	int err;
+
+	if ((err = f->sink->on_start(f->sink->arg, resp)) != 0) {
+		f->err = err;
+		return err;
+	}
+	f->started = true;
+	return 0;
+}
+
+size_t
+sink_feed_write(char *p, size_t size, size_t nmemb, void *arg)
+{
+	struct sink_feed *f = arg;
+	size_t n = size * nmemb;
+	int err;
+
+	/* Nothing of a body is taken before its headers were (a redirect's or
+	 * a refused answer's body): 0 stops the transfer. */
+	if (!f->started)
+		return 0;
+	if ((err = f->sink->on_data(f->sink->arg, p, n)) != 0) {
+		f->err = err;
+		return 0;
+	}
+	f->bytes += n;
+	return n;
+}
+
 /* What the header callback decided about a response. */
 enum verdict {
 	V_NONE,     /* headers not complete yet */
@@ -87,7 +118,7 @@ enum verdict {
 
 struct hop {
 	const struct origin_request *req;
-	const struct origin_sink *sink;
+	struct sink_feed feed; /* the body: started with V_BODY, err the sink's (or a stop's) */
 	const char *url;
 	uint64_t offset; /* Range start asked; 0 when no Range was sent */
 	const char *if_range;
@@ -111,8 +142,6 @@ struct hop {
 	CURL *easy; /* the transfer, for what libcurl knows of its connection */
 	enum verdict verdict;
 	uint32_t hr;
-	int sink_err;
-	uint64_t body_bytes;
 	char message[512];
 	char curl_error[CURL_ERROR_SIZE]; /* libcurl's own account of a failure */
 	char *need_crl[TLS_MAX_CRL_URLS]; /* V_NEEDCRL: what to download (owned) */
@@ -273,42 +302,6 @@ hop_fail(struct hop *h, uint32_t hr, const char *fmt, ...)
 	printable(h->message);
 }
 
-/* Parses "bytes A-B/T" (T may be "*").  Returns 0 or BG_EPROTO. */
-static int
-parse_content_range(const char *s, uint64_t *first, uint64_t *last, int64_t *total)
-{
-	char *end;
-	unsigned long long a, b, t;
-
-	if (strncasecmp(s, "bytes", 5) != 0)
-		return BG_EPROTO;
-	s += 5;
-	while (*s == ' ')
-		s++;
-	if (!isdigit((unsigned char)*s))
-		return BG_EPROTO;
-	errno = 0;
-	a = strtoull(s, &end, 10);
-	if (errno || *end != '-' || !isdigit((unsigned char)end[1]))
-		return BG_EPROTO;
-	b = strtoull(end + 1, &end, 10);
-	if (errno || *end != '/' || b < a)
-		return BG_EPROTO;
-	if (end[1] == '*' && end[2] == '\0') {
-		*total = -1;
-	} else {
-		if (!isdigit((unsigned char)end[1]))
-			return BG_EPROTO;
-		t = strtoull(end + 1, &end, 10);
-		if (errno || *end != '\0' || t <= b || t > INT64_MAX)
-			return BG_EPROTO;
-		*total = (int64_t)t;
-	}
-	*first = a;
-	*last = b;
-	return 0;
-}
-
 /* Whether the validator of a 206 matches the one the If-Range carried.  A
  * server that ignores If-Range would otherwise splice two versions. */
 static bool
@@ -325,7 +318,7 @@ validator_matches(const struct hop *h)
 
 /* Whether req names a proxy of its own (not "none", not the environment's). */
 static bool
-job_proxy(const struct origin_request *req)
+own_proxy(const struct origin_request *req)
 {
 	return req->proxy != NULL && strcmp(req->proxy, "none") != 0;
 }
@@ -338,7 +331,7 @@ proxy_name(const struct hop *h, char *buf, size_t len)
 	char *ip = NULL;
 	long port = 0;
 
-	if (job_proxy(h->req) && url_proxy_address(h->req->proxy, buf, len) == 0)
+	if (own_proxy(h->req) && url_proxy_address(h->req->proxy, buf, len) == 0)
 		return;
 	if (curl_easy_getinfo(h->easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL &&
 	    ip[0] != '\0' && curl_easy_getinfo(h->easy, CURLINFO_PRIMARY_PORT, &port) == CURLE_OK)
@@ -375,8 +368,7 @@ static void
 decide(struct hop *h)
 {
 	struct origin_response resp;
-	uint64_t first = 0, last = 0;
-	int64_t total = h->content_length;
+	struct http_content_range cr = {0, 0, -1};
 	int err;
 
 	if (is_redirect(h->status, h->location)) {
@@ -408,8 +400,8 @@ decide(struct hop *h)
 		/* Not the range asked for (or no single range at all): nothing
 		 * of it is taken; the file is asked for again from byte 0. */
 		if (h->content_range == NULL ||
-		    parse_content_range(h->content_range, &first, &last, &total) != 0 ||
-		    first != h->offset) {
+		    http_content_range(h->content_range, strlen(h->content_range), 206, &cr) != 0 ||
+		    cr.first != h->offset) {
 			h->verdict = V_RESTART;
 			return;
 		}
@@ -427,10 +419,7 @@ decide(struct hop *h)
 	/* A 200 to a ranged request is the whole (possibly new) file: the
 	 * sink starts over instead of appending it. */
 	resp.start = h->status == 206 ? h->offset : 0;
-	if (h->status == 200)
-		resp.total = h->content_length;
-	else
-		resp.total = total;
+	resp.total = h->status == 200 ? h->content_length : cr.total;
 	resp.etag = h->etag;
 	resp.last_modified = h->last_modified;
 	resp.date = h->date;
@@ -444,8 +433,7 @@ decide(struct hop *h)
 		resp.has_digest = true;
 		memcpy(resp.digest, h->content_digest, BG_SHA256_LEN);
 	}
-	if ((err = h->sink->on_start(h->sink->arg, &resp)) != 0) {
-		h->sink_err = err;
+	if ((err = sink_feed_start(&h->feed, &resp)) != 0) {
 		hop_fail(h, hr_from_bg(err), "%s", bg_strerror(err));
 		return;
 	}
@@ -594,10 +582,7 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		 * differ, make the framing unknowable.  libcurl 7.88 would frame
 		 * "1e3" as 1 byte and take the last of two lengths. */
 		if (!content_length_value(value, vlen, &cl)) {
-			while (vlen > 0 && (*value == ' ' || *value == '\t'))
-				value++, vlen--;
-			while (vlen > 0 && isspace((unsigned char)value[vlen - 1]))
-				vlen--;
+			http_value_trim(&value, &vlen);
 			hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE,
 			         "%s: invalid Content-Length: %.*s", h->url, vlen > 64 ? 64 : (int)vlen,
 			         value);
@@ -611,24 +596,6 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		}
 		h->content_length = (int64_t)cl;
 	}
-	return n;
-}
-
-static size_t
-on_body(char *p, size_t size, size_t nmemb, void *arg)
-{
-	struct hop *h = arg;
-	size_t n = size * nmemb;
-	int err;
-
-	if (h->verdict != V_BODY)
-		return 0;
-	if ((err = h->sink->on_data(h->sink->arg, p, n)) != 0) {
-		h->sink_err = err;
-		hop_fail(h, hr_from_bg(err), "%s", bg_strerror(err));
-		return 0;
-	}
-	h->body_bytes += n;
 	return n;
 }
 
@@ -835,8 +802,8 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	 * start the sink (a resume would restart from byte 0) and its 3xx would
 	 * be followed as if the https origin had sent it. */
 	curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_feed_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &h->feed);
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)ORIGIN_CONNECT_TIMEOUT);
 	curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -880,14 +847,17 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	h->easy = e;
 	rc = curl_easy_perform(e);
 	if (rc == CURLE_ABORTED_BY_CALLBACK && req->stop != NULL && *req->stop &&
-	    h->sink_err == 0) {
+	    h->feed.err == 0) {
 		/* Stopped from outside (on_progress): like a sink that stops. */
-		h->sink_err = BG_ECANCELED;
+		h->feed.err = BG_ECANCELED;
 		hop_fail(h, HR_ERROR_WINHTTP_CONNECTION_ERROR, "%s: stopped", h->url);
-	} else if (h->verdict == V_BODY && rc != CURLE_OK && h->sink_err == 0) {
+	} else if (h->verdict == V_BODY && h->feed.err != 0) {
+		/* The sink stopped the body (sink_feed_write). */
+		hop_fail(h, hr_from_bg(h->feed.err), "%s", bg_strerror(h->feed.err));
+	} else if (h->verdict == V_BODY && rc != CURLE_OK) {
 		/* The body broke off: transient, resumable from what was kept. */
 		hop_fail(h, hr_from_curl(e, rc), "transfer from %s failed after %" PRIu64 " bytes: %s",
-		         h->url, h->body_bytes, curl_text(h, rc));
+		         h->url, h->feed.bytes, curl_text(h, rc));
 	} else if (h->verdict == V_NONE && rc != CURLE_OK && (tp->faults & TLS_FAULT_NEEDCRL)) {
 		h->verdict = V_NEEDCRL;
 		snprintf(h->message, sizeof(h->message), "%s", tp->message);
@@ -917,7 +887,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 			snprintf(target, sizeof(target), "%s", h->url);
 		hop_fail(h, hr_from_http(code), "proxy %s refused CONNECT to %s: %ld %s", proxy, target,
 		         code, http_reason(code));
-	} else if (h->verdict == V_NONE && rc == CURLE_COULDNT_CONNECT && job_proxy(req) &&
+	} else if (h->verdict == V_NONE && rc == CURLE_COULDNT_CONNECT && own_proxy(req) &&
 	           !noproxy_in_env()) {
 		/* libcurl connects to the job's proxy first, and to nothing
 		 * else, unless no_proxy sends the host around it. */
@@ -973,7 +943,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 
 		memset(&h, 0, sizeof(h));
 		h.req = req;
-		h.sink = sink;
+		h.feed.sink = sink;
 		h.url = url;
 		h.offset = offset;
 		h.if_range = offset > 0 ? if_range : NULL;
@@ -1005,7 +975,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 		}
 		if (h.verdict == V_ERROR) {
 			res->hr = h.hr;
-			res->local_err = h.sink_err;
+			res->local_err = h.feed.err;
 			memcpy(res->message, h.message, sizeof(res->message));
 			hop_reset_headers(&h);
 			goto out;

@@ -22,14 +22,12 @@
 
 struct peer_xfer {
 	const struct peer_entry *want; /* GET: the entry the HEAD described */
-	const struct origin_sink *sink;
+	struct sink_feed feed;         /* GET: the body (no sink for a HEAD) */
 	const char *key;
 	uint64_t offset;
 	long status;
 	struct peer_entry got;
 	char *content_range;
-	bool started;
-	int sink_err;
 	bool refused; /* the answer is not the content we asked for */
 	const struct peer_config *pc;
 	char request_auth[PEER_AUTH_VALUE_MAX]; /* our request's signature, with a key */
@@ -78,13 +76,11 @@ static int
 begin_body(struct peer_xfer *x)
 {
 	struct origin_response resp;
-	uint64_t first = 0, last = 0;
-	int64_t total = -1;
-	int err;
+	struct http_content_range cr;
 
 	if (x->status == 206 && x->content_range != NULL &&
-	    sscanf(x->content_range, "bytes %" SCNu64 "-%" SCNu64 "/%" SCNd64, &first, &last, &total) == 3 &&
-	    first == x->offset && total == (int64_t)x->want->size) {
+	    http_content_range(x->content_range, strlen(x->content_range), 206, &cr) == 0 &&
+	    cr.first == x->offset && cr.total >= 0 && (uint64_t)cr.total == x->want->size) {
 		/* The part asked for. */
 	} else if (x->status == 200 && x->offset == 0) {
 		/* The whole entry. */
@@ -106,12 +102,7 @@ begin_body(struct peer_xfer *x)
 	resp.total = (int64_t)x->want->size;
 	resp.etag = x->want->origin_etag;
 	resp.last_modified = x->want->last_modified;
-	if ((err = x->sink->on_start(x->sink->arg, &resp)) != 0) {
-		x->sink_err = err;
-		return err;
-	}
-	x->started = true;
-	return 0;
+	return sink_feed_start(&x->feed, &resp);
 }
 
 static size_t
@@ -132,7 +123,7 @@ on_peer_header(char *buf, size_t size, size_t nitems, void *arg)
 		return n;
 	}
 	if (n <= 2)
-		return (x->sink == NULL || (x->status != 200 && x->status != 206) || begin_body(x) == 0)
+		return (x->feed.sink == NULL || (x->status != 200 && x->status != 206) || begin_body(x) == 0)
 		           ? n
 		           : 0;
 	if (!http_header_split(buf, n, &name, &namelen, &value, &vlen))
@@ -157,22 +148,6 @@ on_peer_header(char *buf, size_t size, size_t nitems, void *arg)
 	} else if (http_header_is(name, namelen, "Content-Length")) {
 		if (!http_value_u64(value, vlen, &x->got.size))
 			x->got.size = 0;
-	}
-	return n;
-}
-
-static size_t
-on_peer_body(char *p, size_t size, size_t nmemb, void *arg)
-{
-	struct peer_xfer *x = arg;
-	size_t n = size * nmemb;
-	int err;
-
-	if (x->sink == NULL || !x->started)
-		return 0;
-	if ((err = x->sink->on_data(x->sink->arg, p, n)) != 0) {
-		x->sink_err = err;
-		return 0;
 	}
 	return n;
 }
@@ -285,7 +260,7 @@ peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const cha
 
 	memset(&x, 0, sizeof(x));
 	x.want = want;
-	x.sink = sink;
+	x.feed.sink = sink;
 	x.key = key;
 	x.offset = offset;
 	x.pc = pc;
@@ -305,20 +280,20 @@ peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const cha
 	}
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_peer_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_peer_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_feed_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &x.feed);
 	rc = curl_easy_perform(e);
 	curl_easy_cleanup(e);
 	curl_slist_free_all(h);
 	free(x.content_range);
 	free(x.answer_auth);
 	peer_entry_clear(&x.got);
-	*sink_err = x.sink_err;
-	if (rc == CURLE_OK && x.started)
+	*sink_err = x.feed.err;
+	if (rc == CURLE_OK && x.feed.started)
 		return 0;
-	if (x.sink_err != 0 && !x.refused) {
-		snprintf(why, whylen, "%s", bg_strerror(x.sink_err));
-		return x.sink_err;
+	if (x.feed.err != 0 && !x.refused) {
+		snprintf(why, whylen, "%s", bg_strerror(x.feed.err));
+		return x.feed.err;
 	}
 	if (x.refused)
 		snprintf(why, whylen, "the answer (HTTP %ld) is not the entry described", x.status);

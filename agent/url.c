@@ -353,16 +353,22 @@ out:
 	return err;
 }
 
-/* Writes "host:port" of u into buf; the scheme's default port when u names
- * none, or default_port for a scheme libcurl knows no default of. */
+/* Writes "host:port" of url, parsed with parse_flags, into buf; the
+ * scheme's default port when url names none, or default_port for a scheme
+ * libcurl knows no default of. */
 static int
-print_authority(CURLU *u, const char *default_port, char *buf, size_t len)
+authority_of(const char *url, unsigned int parse_flags, const char *default_port, char *buf,
+             size_t len)
 {
+	CURLU *u = curl_url();
 	char *host = NULL, *port = NULL;
 	CURLUcode uc;
 	int err;
 
-	if ((err = from_curlu(curl_url_get(u, CURLUPART_HOST, &host, 0))) != 0)
+	if (u == NULL)
+		return BG_ENOMEM;
+	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, url, parse_flags))) != 0 ||
+	    (err = from_curlu(curl_url_get(u, CURLUPART_HOST, &host, 0))) != 0)
 		goto out;
 	uc = curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
 	if (uc != CURLUE_OK && uc != CURLUE_NO_PORT) {
@@ -375,37 +381,22 @@ print_authority(CURLU *u, const char *default_port, char *buf, size_t len)
 out:
 	curl_free(host);
 	curl_free(port);
+	curl_url_cleanup(u);
 	return err;
 }
 
 int
 url_authority(const char *url, char *buf, size_t len)
 {
-	CURLU *u = curl_url();
-	int err;
-
-	if (u == NULL)
-		return BG_ENOMEM;
-	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, url, PARSE_FLAGS))) == 0)
-		err = print_authority(u, "0", buf, len);
-	curl_url_cleanup(u);
-	return err;
+	return authority_of(url, PARSE_FLAGS, "0", buf, len);
 }
 
 int
 url_proxy_address(const char *proxy, char *buf, size_t len)
 {
-	CURLU *u = curl_url();
-	int err;
-
-	if (u == NULL)
-		return BG_ENOMEM;
 	/* libcurl's port for a proxy URL without one is 1080, whatever the
 	 * scheme (url_proxy_check makes http and https name theirs). */
-	if ((err = from_curlu(curl_url_set(u, CURLUPART_URL, proxy, CURLU_NON_SUPPORT_SCHEME))) == 0)
-		err = print_authority(u, "1080", buf, len);
-	curl_url_cleanup(u);
-	return err;
+	return authority_of(proxy, CURLU_NON_SUPPORT_SCHEME, "1080", buf, len);
 }
 
 int

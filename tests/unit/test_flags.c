@@ -34,6 +34,11 @@ main(void)
 	accepts("0x0901", 0x0901);
 	accepts("2305", 0x0901);
 	accepts("0x100", 0x100);
+	/* As C reads a number: 0X too, a leading 0 for octal, blanks around. */
+	accepts("0X0A1F", 0x0A1F);
+	accepts("0400", 0x100);
+	accepts("  0x0100 \t", 0x100);
+	accepts("00", 0);
 	/* Names are OR'ed: silent is 0, so with report the field is 0x100. */
 	accepts("redirect-silent|redirect-report", 0x100);
 	accepts("redirect-disallow,redirect-silent", 0x200);
@@ -74,6 +79,13 @@ main(void)
 	refuses("-1");
 	refuses("0x");
 	refuses("12abc");
+	refuses("08");      /* not octal */
+	refuses("0x1G");
+	refuses("0x 1");
+	refuses("0x-1");
+	refuses("1 2");
+	refuses("0x100000000");
+	refuses("4294967552"); /* 0x100000100: past 32 bits */
 	refuses("99999999999999999999");
 	refuses("BG_HTTP_REDIRECT_POLICY_MASK");
 
