@@ -12,19 +12,15 @@ dirs."""
 
 import hashlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Bgcopy, Origin  # noqa: E402
-from test_get import case_registry, main, started  # noqa: E402
-from test_peerd import Peerd, q  # noqa: E402
-from test_daemon import Daemon, cmd, new_job, poll_state  # noqa: E402
+from bgtest import (Bgcopy, case_registry, cmd, Daemon, main, new_job, Peerd, poll_state, q, started)  # noqa: E402
+from origin import MiB, Origin  # noqa: E402
 
 KiB = 1024
 DAY = 86400

@@ -33,14 +33,13 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from origin import MiB, Origin, OriginError, free_port, range_start, sha256_file  # noqa: E402
-from test_get import ABSENT, case_registry, field, listing, main, partials, started  # noqa: E402
+from bgtest import (ABSENT, case_registry, cmd, complete_and_check, Daemon, doc_of, field, info, listing,
+                    main, new_job, partials, poll_state, started)  # noqa: E402
+from origin import free_port, MiB, Origin, OriginError, range_start, sha256_file  # noqa: E402
 
-GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 STATES = ("QUEUED", "CONNECTING", "TRANSFERRING", "SUSPENDED", "ERROR", "TRANSIENT_ERROR",
           "TRANSFERRED", "ACKNOWLEDGED", "CANCELLED")
 STATE_LINE = re.compile(r"^(" + "|".join(STATES) + r")\b")
-EVENT_LINE = re.compile(r"^bgcopy daemon .*?: job (\S+): (.*)$")
 CANNOT_CONNECT = "0x80072EFD"
 HTTP_404 = "0x80190194"
 
@@ -57,210 +56,8 @@ CASES, case = case_registry()
 
 # ---- the daemon -------------------------------------------------------------------------
 
-class DaemonLog:
-    """What Checker.dump() prints for a daemon: its stderr (kept in memory, since the file
-    goes with the origin's temp dir)."""
-
-    def __init__(self, daemon):
-        self.daemon = daemon
-
-    def describe(self):
-        d = self.daemon
-        text = d.text().rstrip() or "(empty)"
-        return (f"$ {' '.join(d.argv[1:])}   [{d.label}: started {d.starts} time(s), "
-                f"exit statuses {d.exits}]\n  " + text.replace("\n", "\n  "))
-
-
-class Daemon:
-    """`bgcopy --home H [GLOBAL_ARGS] daemon [ARGS]` as a context manager: started on enter
-    (unless start=False), stopped on exit even when the case failed: SIGTERM, then SIGKILL
-    of its process group after 10 s. stderr and stdout go to LABEL.log in the origin's dir;
-    every start appends to it. On exit it checks that the daemon was still running (it did
-    not die on its own) and that SIGTERM stopped it with exit status 0."""
-
-    def __init__(self, t, agent, o, *args, global_args=(), label="daemon", start=True):
-        self.t, self.agent, self.o = t, agent, o
-        self.args, self.global_args, self.label = list(args), list(global_args), label
-        self.argv = agent.argv("daemon", *args, global_args=global_args)
-        self.log_path = o.path(f"{label}.log")
-        self.proc = None
-        self.starts = 0
-        self.exits = []
-        self.kills = 0          # SIGKILLs sent on purpose
-        self.died = []          # exit statuses of runs that ended without us asking
-        self._text = ""
-        self.autostart = start
-        t.results.append(DaemonLog(self))
-
-    # ---- lifecycle
-    def __enter__(self):
-        if self.autostart:
-            self.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        was_running = self.proc is not None
-        rc, forced = self.stop()
-        if was_running:
-            self.t.ok(f"{self.label} still running at the end of the case (did not die on its own)",
-                      not self.died, f"it exited by itself with {self.died}")
-            self.t.ok(f"{self.label} stopped by SIGTERM with exit status 0 (got {rc}"
-                      f"{', after SIGKILL' if forced else ''})", rc == 0 and not forced)
-        return False
-
-    def start(self, wait=True, timeout=15):
-        """Starts the daemon; with WAIT, polls its log until it says it runs."""
-        self._check_died()
-        if self.proc is not None:
-            raise RuntimeError(f"{self.label} already running")
-        self.starts += 1
-        with open(self.log_path, "ab") as f:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
-                                         env=self.agent.env(), start_new_session=True)
-        if wait:
-            deadline = time.monotonic() + timeout
-            while self.text().count(": running (") < self.starts:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.t.ok(f"{self.label} started and logged 'running'", False,
-                              f"exit {self.proc.poll()}; log: {self.text()[-1500:]!r}")
-                    return False
-                time.sleep(0.02)
-        return True
-
-    def _check_died(self):
-        if self.proc is not None and self.proc.poll() is not None:
-            self.died.append(self.proc.returncode)
-            self.exits.append(self.proc.returncode)
-            self.proc = None
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=10):
-        """Sends SIG and waits up to TIMEOUT s; then SIGKILLs the process group. Returns
-        (exit status or None when it was not running, whether SIGKILL was needed)."""
-        self._check_died()
-        if self.proc is None:
-            return None, False
-        forced = False
-        try:
-            os.kill(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            forced = True
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            rc = self.proc.wait(timeout=10)
-        self.exits.append(rc)
-        self.proc = None
-        self.text()
-        return rc, forced
-
-    def kill9(self):
-        """SIGKILL now (the daemon only: no clean-up of any kind), and reap it."""
-        self._check_died()
-        if self.proc is None:
-            return
-        try:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-        self.kills += 1
-        self.exits.append(self.proc.returncode)
-        self.proc = None
-
-    # ---- the log
-    def text(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                self._text = f.read()
-        except OSError:
-            pass
-        return self._text
-
-    def events(self, job=None):
-        """[(job id, message)] of the 'job ID: MESSAGE' lines, in order."""
-        out = []
-        for line in self.text().splitlines():
-            m = EVENT_LINE.match(line)
-            if m and (job is None or m.group(1) == job):
-                out.append((m.group(1), m.group(2)))
-        return out
-
-    def wait_event(self, job, pattern, timeout, count=1):
-        """Polls the log until COUNT lines 'job JOB: ...' match PATTERN (a regex searched in
-        the message). Returns whether they came."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            if sum(1 for _, m in self.events(job) if rx.search(m)) >= count:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-
 
 # ---- shared steps -----------------------------------------------------------------------
-
-def cmd(t, agent, *args, rc=0, timeout=60):
-    """Runs a bgcopy command, registers it, checks its exit status."""
-    r = t.ran(agent.run(*args, timeout=timeout))
-    t.eq(f"{args[0]}: exit status", r.rc, rc)
-    return r
-
-
-def new_job(t, agent, files, *create_args):
-    """`create ARGS` then `add JOB URL PATH` for each of FILES. Returns the id or None."""
-    r = t.ran(agent.run("create", *create_args))
-    out = r.out.strip()
-    if not t.ok(f"create{''.join(' ' + a for a in create_args)}: exit 0 and a job id ({out!r})",
-                r.rc == 0 and GUID.fullmatch(out) is not None, f"exit {r.rc}, stderr {r.err.strip()!r}"):
-        return None
-    for url, path in files:
-        r = t.ran(agent.run("add", out, url, path))
-        t.eq(f"add {url}: exit status", r.rc, 0)
-    return out
-
-
-def doc_of(agent, job):
-    """The job document (info --json) or None; not registered (used in polls)."""
-    r = agent.run("info", job, "--json")
-    return r.doc if isinstance(r.doc, dict) else None
-
-
-def info(t, agent, job):
-    r = t.ran(agent.run("info", job, "--json"))
-    t.ok(f"info {job[:8]} --json: exit 0 and a job document", r.rc == 0 and isinstance(r.doc, dict),
-         f"exit {r.rc}; stdout {r.out[:300]!r}; stderr {r.err.strip()!r}")
-    return r.doc if isinstance(r.doc, dict) else None
-
-
-def poll_state(t, agent, job, states, timeout, label=None):
-    """Polls `info JOB --json` until its state is one of STATES (a str or tuple) or TIMEOUT
-    seconds passed. Checks it; returns (last document, distinct states seen in order)."""
-    states = (states,) if isinstance(states, str) else tuple(states)
-    label = label or f"job {job[:8]}"
-    deadline = time.monotonic() + timeout
-    seen, d = [], None
-    while True:
-        d = doc_of(agent, job)
-        s = field(d, "state")
-        if not seen or seen[-1] != s:
-            seen.append(s)
-        if s in states:
-            t.ok(f"{label} reached {s} (states seen: {' -> '.join(map(str, seen))})", True)
-            return d, seen
-        if time.monotonic() > deadline:
-            t.ok(f"{label} reached {' or '.join(states)} within {timeout} s", False,
-                 f"states seen: {seen}; last error: {field(d, 'error')!r}")
-            return d, seen
-        time.sleep(0.1)
 
 
 def read_text(path, missing=""):
@@ -304,18 +101,6 @@ def wait_partial(t, agent, job, out, at_least, timeout=30):
                  f"largest partial {size}; folder {listing(outdir)}")
             return None
         time.sleep(0.02)
-
-
-def complete_and_check(t, agent, job, outputs):
-    """`complete JOB`; then every (path, sha) of OUTPUTS exists with that SHA-256, the job
-    is ACKNOWLEDGED and no partial file is left beside the outputs."""
-    cmd(t, agent, "complete", job)
-    for path, sha in outputs:
-        got = sha256_file(path) if os.path.exists(path) else ABSENT
-        t.eq(f"SHA-256 of {os.path.basename(path)} after complete", got, sha)
-    t.eq("state after complete", field(info(t, agent, job), "state"), "ACKNOWLEDGED")
-    left = [os.path.basename(x) for p, _ in outputs for x in partials(os.path.dirname(p), os.path.basename(p))]
-    t.eq("partial files of the job left after complete", left, [])
 
 
 def running_at_most(events, jobs):

@@ -9,7 +9,6 @@ Each case prints one line per thing it checks ('ok' or 'FAIL', with expected and
 on failure the bgcopy commands it ran and the origin's access log. Exit 0 when every check
 passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp dirs."""
 
-import glob
 import gzip
 import os
 import re
@@ -20,149 +19,19 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Bgcopy, Origin, Result, range_start, sha256_bytes, sha256_file  # noqa: E402
+from bgtest import (ABSENT, background_result, Bgcopy, case_registry, expect_error, expect_transferred, field,
+                    listing, main, partials, Result, SKIPPED, started, stop_background, wait_partial)  # noqa: E402
+from origin import MiB, Origin, range_start, sha256_bytes, sha256_file  # noqa: E402
 
 A_SIZE = 300_000          # the ordinary served file, /files/a.bin
 BIG_SIZE = 24 * MiB       # served with limit_rate 4m for the interruption cases
 KILL_AFTER = 6 * MiB      # partial size at which the first get is killed
-ABSENT = object()         # "this key is missing" in job documents
-
-def case_registry():
-    """(CASES, case): an empty {name: function} table and the decorator that fills it; every
-    case script makes its own."""
-    cases = {}
-
-    def case(name):
-        def deco(fn):
-            assert name not in cases, name
-            cases[name] = fn
-            return fn
-        return deco
-    return cases, case
 
 
 CASES, case = case_registry()
 
 
-class Checker:
-    """Collects checks of one case; prints each; remembers context to dump on failure."""
-
-    def __init__(self, name):
-        self.name = name
-        self.failed = 0
-        self.results = []
-        self.origins = []
-
-    def ok(self, what, cond, detail=""):
-        if cond:
-            print(f"  ok    {what}", flush=True)
-        else:
-            self.failed += 1
-            print(f"  FAIL  {what}" + (f"\n          {detail}" if detail else ""), flush=True)
-        return bool(cond)
-
-    def eq(self, what, got, want):
-        if got == want:
-            print(f"  ok    {what}: {_show(got)}", flush=True)
-            return True
-        self.failed += 1
-        print(f"  FAIL  {what}\n          expected: {_show(want)}\n          got:      {_show(got)}", flush=True)
-        return False
-
-    def note(self, text):
-        print(f"  note  {text}", flush=True)
-
-    def ran(self, result):
-        """Registers a bgcopy Result (shown on failure) and returns it."""
-        self.results.append(result)
-        print(f"  ran   {' '.join(result.argv[1:])}  -> exit {result.rc} ({result.elapsed:.2f}s)", flush=True)
-        return result
-
-    def dump(self):
-        for r in self.results:
-            print(r.describe())
-        for o in self.origins:
-            print(f"access log of {o.base}" + (f" / {o.base2}" if o.base2 else "")
-                  + (f" / {o.tls_base}" if o.tls_base else "") + ":")
-            print(o.format_log())
-
-
-def _show(v):
-    if v is ABSENT:
-        return "(absent)"
-    return repr(v)
-
-
-def field(doc, *path):
-    """doc[path[0]][path[1]]..., or ABSENT."""
-    cur = doc
-    for p in path:
-        try:
-            cur = cur[p]
-        except (TypeError, KeyError, IndexError):
-            return ABSENT
-    return cur
-
-
-def listing(d):
-    try:
-        return sorted(os.listdir(d))
-    except FileNotFoundError:
-        return ABSENT
-
-
-def partials(d, name):
-    return sorted(glob.glob(os.path.join(d, f".{name}.bgcopy-*.part")))
-
-
 # ---- shared expectations ---------------------------------------------------------------
-
-def expect_transferred(t, r, out, want_sha, size=None, remote_url=ABSENT, cache_key=ABSENT, json_doc=True):
-    """Exit 0, TRANSFERRED, file written with WANT_SHA, nothing else in the output folder."""
-    t.eq("exit status", r.rc, 0)
-    if json_doc:
-        t.ok("--json printed a job document on stdout", isinstance(r.doc, dict), f"stdout: {r.out[:300]!r}")
-        t.eq("state", field(r.doc, "state"), "TRANSFERRED")
-        t.eq("error", field(r.doc, "error"), None)
-        if remote_url is not ABSENT:
-            t.eq("files[0].remote_url", field(r.doc, "files", 0, "remote_url"), remote_url)
-        if cache_key is not ABSENT:
-            t.eq("files[0].cache_key", field(r.doc, "files", 0, "cache_key"), cache_key)
-        t.eq("files[0].sha256", field(r.doc, "files", 0, "sha256"), want_sha)
-        t.eq("files[0].done", field(r.doc, "files", 0, "done"), True)
-        t.eq("files_transferred / files_total", (field(r.doc, "files_transferred"),
-                                                 field(r.doc, "files_total")), (1, 1))
-        if "get" in r.argv:
-            t.eq("priority of a get's job", field(r.doc, "priority"), "foreground")
-        if size is not None:
-            t.eq("files[0].bytes_transferred", field(r.doc, "files", 0, "bytes_transferred"), size)
-            t.eq("files[0].bytes_total", field(r.doc, "files", 0, "bytes_total"), size)
-            t.eq("bytes_transferred / bytes_total", (field(r.doc, "bytes_transferred"),
-                                                     field(r.doc, "bytes_total")), (size, size))
-    got = sha256_file(out) if os.path.exists(out) else ABSENT
-    t.eq(f"SHA-256 of output {os.path.basename(out)}", got, want_sha)
-    t.eq("output folder holds only the output file", listing(os.path.dirname(out)), [os.path.basename(out)])
-
-
-def expect_error(t, r, out, code, symbol=None, remote_url=ABSENT, allow_partial=False):
-    """Exit 1, ERROR with CODE, no output file, nothing left in the output folder."""
-    t.eq("exit status", r.rc, 1)
-    t.ok("--json printed a job document on stdout (also on ERROR)", isinstance(r.doc, dict),
-         f"stdout: {r.out[:300]!r}")
-    t.eq("state", field(r.doc, "state"), "ERROR")
-    t.eq("error.code", field(r.doc, "error", "code"), code)
-    if symbol is not None:
-        t.eq("error.symbol", field(r.doc, "error", "symbol"), symbol)
-    if remote_url is not ABSENT:
-        t.eq("files[0].remote_url", field(r.doc, "files", 0, "remote_url"), remote_url)
-    t.ok("stderr names the HRESULT", code.lower() in r.err.lower(), f"stderr: {r.err.strip()[:300]!r}")
-    if symbol is not None:
-        t.ok("stderr names the symbol", symbol in r.err, f"stderr: {r.err.strip()[:300]!r}")
-    t.eq("output file exists", os.path.exists(out), False)
-    left = listing(os.path.dirname(out))
-    if allow_partial and left is not ABSENT:
-        left = [x for x in left if not (x.startswith(f".{os.path.basename(out)}.bgcopy-") and x.endswith(".part"))]
-    t.eq("output folder left empty", left, [])
 
 
 def expect_refused_early(t, r, out, rc, origin, needles=()):
@@ -225,18 +94,6 @@ def make_redirect_case(code, policy):
 for _code in REDIRECT_CODES:
     for _policy in POLICIES:
         case(f"redirect_{_policy}_{_code}_{POLICY_NAMES[_policy]}")(make_redirect_case(_code, _policy))
-
-
-class Run:
-    """What a case function gets: the bgcopy path and the checker."""
-
-    def __init__(self, exe, t):
-        self.exe, self.t = exe, t
-
-
-def started(bg, o):
-    bg.t.origins.append(o)
-    return o, Bgcopy(bg.exe, o.path("home")), bg.t
 
 
 # ---- redirects: resolution, chains, refused targets --------------------------------------
@@ -827,56 +684,13 @@ def _(bg):
 BIG_LOC = "location = /files/big.bin { limit_rate 4m; }"
 
 
-def wait_partial(t, o, p, out, log_name, at_least=KILL_AFTER, timeout=30):
-    """Polls the partial file of OUT (.NAME.bgcopy-*.part) until it holds AT_LEAST bytes while
-    P, a background get whose output went to LOG_NAME.out/.err, runs. Returns the size seen,
-    or None after a failed check (P exited first, or TIMEOUT seconds passed)."""
-    outdir, name = os.path.dirname(out), os.path.basename(out)
-    want = f"{at_least / MiB:g} MiB" if at_least >= MiB else f"{at_least} byte(s)"
-    deadline = time.monotonic() + timeout
-    size = 0
-    while True:
-        parts = partials(outdir, name)
-        size = max((os.path.getsize(x) for x in parts if os.path.exists(x)), default=0)
-        if size >= at_least:
-            return size
-        if p.poll() is not None:
-            t.ok(f"{log_name} still running when the partial reached {want}", False,
-                 f"it exited with {p.returncode} with partial size {size}; folder: {listing(outdir)}; "
-                 f"stderr: {open(o.path(log_name + '.err'), errors='replace').read()[-500:]!r}")
-            return None
-        if time.monotonic() > deadline:
-            t.ok(f"partial file .NAME.bgcopy-*.part grew past {want} within {timeout} s", False,
-                 f"folder: {listing(outdir)}, largest partial {size}")
-            return None
-        time.sleep(0.02)
-
-
-def stop_background(p):
-    """SIGKILLs a background get if it still runs, and reaps it."""
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-
-
-def background_result(p, o, log_name, t0):
-    """The Result of a finished background get whose output went to LOG_NAME.out/.err."""
-    def read(ext):
-        try:
-            with open(o.path(log_name + ext), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-    return Result(list(p.args), p.returncode, read(".out"), read(".err"), time.monotonic() - t0)
-
-
 def start_and_kill(t, o, agent, url, out):
     """Starts `get URL -o OUT` in the background, SIGKILLs it once its partial file has grown
     past KILL_AFTER bytes. Returns the partial size at the kill, or None on failure."""
     p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
     outdir, name = os.path.dirname(out), os.path.basename(out)
     try:
-        size = wait_partial(t, o, p, out, "first-get")
+        size = wait_partial(t, o, p, out, "first-get", KILL_AFTER)
     finally:
         stop_background(p)
     if size is None:
@@ -931,7 +745,7 @@ def _(bg):
                 job = field(jobs, 0, "id")
                 t.ok(f"its state while the get runs ({field(jobs, 0, 'state')!r}) is "
                      "CONNECTING or TRANSFERRING", field(jobs, 0, "state") in ("CONNECTING", "TRANSFERRING"))
-                size = wait_partial(t, o, p, out, "first-get")
+                size = wait_partial(t, o, p, out, "first-get", KILL_AFTER)
                 if size is None:
                     job = None
         finally:
@@ -1019,7 +833,7 @@ def _(bg):
         t0 = time.monotonic()
         p = agent.popen_get(url, out, json_out=True, log_prefix=o.path("first-get"))
         try:
-            size = wait_partial(t, o, p, out, "first-get")
+            size = wait_partial(t, o, p, out, "first-get", KILL_AFTER)
             if size is not None:
                 o.stop()
                 t.note(f"stopped nginx with the partial at {size} bytes of {BIG_SIZE}")
@@ -1066,7 +880,7 @@ def _(bg):
         t0 = time.monotonic()
         p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
         try:
-            size = wait_partial(t, o, p, out, "first-get")
+            size = wait_partial(t, o, p, out, "first-get", KILL_AFTER)
             if size is not None:
                 os.kill(p.pid, signal.SIGINT)
                 t.note(f"sent SIGINT with the partial at {size} bytes of {BIG_SIZE}")
@@ -1119,61 +933,6 @@ def _(bg):
 
 # ---- driver -----------------------------------------------------------------------------
 
-SKIPPED = 77  # a case returns it when this machine cannot run it (ctest: SKIP_RETURN_CODE)
-
-
-def run_case(name, exe, cases=None):
-    """Runs one case: True when it passed, False when it failed, SKIPPED."""
-    cases = CASES if cases is None else cases
-    t = Checker(name)
-    print(f"== {name}", flush=True)
-    try:
-        if cases[name](Run(exe, t)) == SKIPPED and not t.failed:
-            print(f"== {name}: skipped", flush=True)
-            return SKIPPED
-    except Exception as e:  # a crash in the case is a failure with its traceback
-        import traceback
-        traceback.print_exc()
-        t.failed += 1
-        print(f"  FAIL  case raised {type(e).__name__}: {e}")
-    if t.failed:
-        print(f"-- context for {name}:")
-        t.dump()
-        print(f"== {name}: FAILED ({t.failed} check(s))", flush=True)
-    else:
-        print(f"== {name}: passed", flush=True)
-    return t.failed == 0
-
-
-def main(argv, cases=None, doc=None):
-    """The command line of a case script: CASES (default: this file's) by name."""
-    cases = CASES if cases is None else cases
-
-    def _term(signum, frame):
-        raise SystemExit(f"terminated by signal {signum}")
-    signal.signal(signal.SIGTERM, _term)
-
-    if len(argv) >= 2 and argv[1] == "--list":
-        print("\n".join(cases))
-        return 0
-    if len(argv) < 2 or len(argv) > 3:
-        print(doc or __doc__, file=sys.stderr)
-        return 2
-    exe = argv[2] if len(argv) == 3 else os.environ.get("BGCOPY", "")
-    if not exe or not os.access(exe, os.X_OK):
-        print(f"bgcopy binary not found or not executable: {exe!r} (set BGCOPY or pass it)", file=sys.stderr)
-        return 2
-    exe = os.path.abspath(exe)
-    if argv[1] == "--all":
-        failed = [n for n in cases if run_case(n, exe, cases) is False]
-        print(f"{len(cases) - len(failed)} passed, {len(failed)} failed" + (": " + " ".join(failed) if failed else ""))
-        return 1 if failed else 0
-    if argv[1] not in cases:
-        print(f"unknown case {argv[1]!r}; --list shows the names", file=sys.stderr)
-        return 2
-    res = run_case(argv[1], exe, cases)
-    return SKIPPED if res == SKIPPED else 0 if res else 1
-
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv, CASES, __doc__))

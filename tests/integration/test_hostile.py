@@ -27,8 +27,9 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile import CLOSE, KEEP, STALL, Hostile, chunked, response, serve_file  # noqa: E402
-from origin import MiB, Bgcopy, Result, sha256_bytes, sha256_file  # noqa: E402
-from test_get import ABSENT, case_registry, field, listing, main, partials  # noqa: E402
+from bgtest import (ABSENT, Bgcopy, case_registry, Daemon, doc_of, field, listing, main, new_job,  # noqa: E402
+                    partials, poll_state, ran, Result, SANITIZER, started, store)
+from origin import MiB, sha256_bytes, sha256_file  # noqa: E402
 
 SIZE = 300_000      # the file most cases serve (one chunk and a bit: 262,128 + 37,872)
 CUT = 100_000       # where a first answer breaks off
@@ -36,28 +37,12 @@ CHUNK = 262_128     # STORE_CHUNK_BYTES: what a stopped get keeps committed
 INVALID = ("0x80072F78", "ERROR_WINHTTP_INVALID_SERVER_RESPONSE")
 REDIRECT_FAILED = ("0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
 CONNECTION_ERROR = ("0x80072EFE", "ERROR_WINHTTP_CONNECTION_ERROR")
-SANITIZER = re.compile(r"ERROR: \w+Sanitizer|runtime error:|SUMMARY: \w+Sanitizer|LeakSanitizer")
 TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 CASES, case = case_registry()
 
 
-def started(bg, h):
-    bg.t.origins.append(h)
-    return h, Bgcopy(bg.exe, h.path("home")), bg.t
-
-
 # ---- checks every run gets ----------------------------------------------------------------
-
-def ran(t, r):
-    """Registers a bgcopy Result and checks that it ended by itself with an exit status (not
-    a signal, not our timeout) and printed no sanitizer report."""
-    t.ran(r)
-    t.ok(f"ended by itself with an exit status (got {r.rc})", isinstance(r.rc, int) and r.rc >= 0)
-    m = SANITIZER.search(r.err)
-    t.ok("no sanitizer report on stderr", m is None, f"stderr: {r.err[max(0, m.start() - 200):][:1500]!r}"
-         if m else "")
-    return r
 
 
 def get(t, agent, url, out, flags=None, extra=(), timeout=60):
@@ -145,21 +130,6 @@ def expect_failed(t, r, out, err, partial=None, remote_url=None, message=None):
             got = f.read()
         t.eq("partial file: size", len(got), len(partial))
         t.ok("partial file holds exactly the bytes received so far", got == partial)
-
-
-def store(t, agent, want):
-    """The store holds exactly the keys of WANT ({url: content bytes}) with their SHA-256 and
-    size, and `cache verify` finds nothing wrong."""
-    s = ran(t, agent.run("cache", "list", "--json"))
-    t.eq("cache list --json: exit", s.rc, 0)
-    entries = {e.get("url"): e for e in (s.doc or []) if isinstance(e, dict)} if isinstance(s.doc, list) else {}
-    t.eq("store keys (cache list --json)", sorted(entries), sorted(want))
-    for url, data in want.items():
-        t.eq(f"store entry {url}: (sha256, size)", (field(entries, url, "sha256"), field(entries, url, "size")),
-             (sha256_bytes(data), len(data)))
-    v = ran(t, agent.run("cache", "verify", "--json"))
-    t.eq("cache verify --json: (exit, corrupt, keys_removed)",
-         (v.rc, field(v.doc, "corrupt"), field(v.doc, "keys_removed")), (0, 0, 0))
 
 
 def ranges(h, path):
@@ -543,7 +513,6 @@ def _(bg):
 
 @case("stall_after_headers_daemon_job_no_progress_error")
 def _(bg):
-    from test_daemon import Daemon, doc_of, new_job, poll_state  # the daemon fixture
     with Hostile({"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) as h:
         h, agent, t = started(bg, h)
         url, out = h.url("/f.bin"), h.path("out", "f.bin")
@@ -571,7 +540,6 @@ def _(bg):
 
 @case("stall_after_headers_daemon_job_stops_on_sigterm")
 def _(bg):
-    from test_daemon import Daemon, doc_of, new_job, poll_state  # the daemon fixture
     with Hostile({"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) as h:
         h, agent, t = started(bg, h)
         url, out = h.url("/f.bin"), h.path("out", "f.bin")

@@ -32,9 +32,9 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import Bgcopy, Origin  # noqa: E402
-from test_get import ABSENT, case_registry, field, listing, main, started  # noqa: E402
-from test_peerd import Peerd, origin_validators, repr_digest  # noqa: E402
+from bgtest import (ABSENT, Bgcopy, case_registry, field, listing, main, origin_validators, Peerd,
+                    repr_digest, started)  # noqa: E402
+from origin import Origin  # noqa: E402
 
 A_SIZE = 300_000                # the true file: crosses the store's first chunk boundary
 CHUNK = 64 * 4096 - 16          # STORE_CHUNK_BYTES (cache.h)

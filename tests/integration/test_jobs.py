@@ -21,8 +21,10 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import Bgcopy, Origin  # noqa: E402
-from test_get import A_SIZE, ABSENT, case_registry, field, main, started  # noqa: E402
+from bgtest import ABSENT, Bgcopy, case_registry, field, main, started  # noqa: E402
+from origin import Origin  # noqa: E402
+
+A_SIZE = 300_000          # the ordinary served file, /files/a.bin
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"

@@ -20,10 +20,9 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bgtest import (case_registry, cmd, Daemon, expect_error, expect_transferred, field, main, new_job,
+                    poll_state, started, store)  # noqa: E402
 from origin import Origin, sha256_bytes  # noqa: E402
-from test_get import case_registry, expect_error, expect_transferred, field, main, started  # noqa: E402
-from test_daemon import Daemon, cmd, new_job, poll_state  # noqa: E402
-from test_hostile import store  # noqa: E402
 
 SIZE = 700_000  # three chunks of the store (262,128 bytes each), the last one partial
 

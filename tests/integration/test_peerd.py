@@ -15,7 +15,6 @@ even when it fails (the Peerd context manager). Requests go through http.client,
 sockets for malformed ones. Each case prints one line per check, and on failure the bgcopy
 commands it ran, the origin's access log and peerd's stderr."""
 
-import base64
 import calendar
 import hashlib
 import hmac
@@ -23,7 +22,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,8 +32,9 @@ import urllib.parse
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Bgcopy, Origin  # noqa: E402
-from test_get import ABSENT, case_registry, main, started  # noqa: E402
+from bgtest import (ABSENT, Bgcopy, case_registry, main, origin_validators, Peerd, peerd_exe, q, repr_digest,
+                    sign, started, store_file)  # noqa: E402
+from origin import MiB, Origin  # noqa: E402
 
 A_SIZE = 300_000                # crosses the first chunk boundary of the store
 CHUNK = 64 * 4096 - 16          # STORE_CHUNK_BYTES (cache.h)
@@ -49,198 +48,6 @@ RSS_ANON_ALLOWED = RSS_ANON_LIMIT + (BIG_SIZE // 8 if SANITIZED else 0)
 AUTH_WINDOW = 300               # PEER_AUTH_WINDOW (cache.h), seconds
 
 CASES, case = case_registry()
-
-
-def peerd_exe(bg):
-    exe = os.environ.get("BGCOPY_PEERD") or os.path.join(os.path.dirname(bg.exe), "bgcopy-peerd")
-    if not os.access(exe, os.X_OK):
-        raise RuntimeError(f"bgcopy-peerd not found or not executable: {exe!r} (set BGCOPY_PEERD)")
-    return exe
-
-
-def q(key):
-    """The url= argument as clients send it: everything but unreserved characters encoded."""
-    return "/v1/content?url=" + urllib.parse.quote(key, safe="")
-
-
-def repr_digest(data):
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
-
-
-def sign(key, method, path, url, t):
-    """The X-Bgcopy-Auth value (cache.h): t=T,sig=HMAC-SHA256(key, METHOD\\nPATH\\nURL\\nT)."""
-    msg = f"{method}\n{path}\n{url}\n{t}".encode()
-    return f"t={t},sig={hmac.new(key, msg, hashlib.sha256).hexdigest()}"
-
-
-class Reply:
-    def __init__(self, status, headers, body, will_close):
-        self.status, self.headers, self.body, self.will_close = status, headers, body, will_close
-
-    def h(self, name):
-        return self.headers.get(name.lower(), ABSENT)
-
-
-class Peerd:
-    """bgcopy-peerd on a home, port from the kernel via --port-file. A context manager:
-    __exit__ stops it (TERM, then KILL after 5 s) whatever happened, and prints its stderr
-    when the case has failed checks."""
-
-    def __init__(self, bg, home, *args, workdir, env_extra=None):
-        self.exe = peerd_exe(bg)
-        self.env_extra = env_extra
-        self.t = bg.t
-        self.home = home
-        self.args = list(args)
-        self.workdir = workdir
-        self.port_file = os.path.join(workdir, "peerd.port")
-        self.err_path = os.path.join(workdir, "peerd.stderr")
-        self.proc = None
-        self.port = None
-        self.rc = None
-        self._conn = None
-
-    def __enter__(self):
-        # home None: no --home, the home comes from env_extra (BGCOPY_HOME).
-        argv = [self.exe, *(["--home", self.home] if self.home is not None else []),
-                "--port", "0", "--port-file", self.port_file, *self.args]
-        env = None
-        if self.env_extra is not None:
-            env = dict(os.environ)
-            env.pop("BGCOPY_HOME", None)
-            env.update(self.env_extra)
-        print(f"  start {' '.join(argv[1:])}"
-              + (f"  (env {self.env_extra})" if self.env_extra else ""), flush=True)
-        with open(self.err_path, "wb") as errf:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
-                                         env=env)
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"bgcopy-peerd exited with {self.proc.returncode}: {self.stderr()}")
-                try:
-                    with open(self.port_file) as f:
-                        text = f.read()
-                    if text.endswith("\n"):
-                        self.port = int(text)
-                        break
-                except FileNotFoundError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no port file after 15 s: {self.stderr()}")
-                time.sleep(0.02)
-        except BaseException:
-            self._stop()
-            raise
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self._stop()
-        if exc_type is None:
-            # Every case ends with a clean stop; under the sanitizers a report makes the exit
-            # status non-zero, and the report is in the log.
-            self.t.eq("peerd exit status after SIGTERM", self.rc, 0)
-            log = self.stderr()
-            self.t.ok("no sanitizer report in peerd's stderr",
-                      "Sanitizer" not in log and "runtime error" not in log)
-        if self.t.failed or exc_type is not None:
-            print(f"-- peerd stderr ({self.err_path}):\n{self.stderr()}")
-        return False
-
-    def stderr(self):
-        try:
-            with open(self.err_path, errors="replace") as f:
-                return f.read()[-4000:].strip() or "(empty)"
-        except OSError:
-            return "(none)"
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        """TERM; returns the exit status."""
-        self._stop()
-        return self.rc
-
-    def _stop(self):
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.rc = self.proc.returncode
-        self.proc = None
-
-    # ---- requests -------------------------------------------------------------
-    def conn(self, timeout=30):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(self, method, path, headers=None, keep=False):
-        """One request; a fresh connection unless KEEP (then the shared keep-alive one)."""
-        if keep:
-            if self._conn is None:
-                self._conn = self.conn()
-            c = self._conn
-        else:
-            c = self.conn()
-        try:
-            c.request(method, path, headers=headers or {})
-            r = c.getresponse()
-            body = r.read()
-            return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, body, r.will_close)
-        finally:
-            if not keep:
-                c.close()
-
-    def metrics(self, headers=None):
-        r = self.request("GET", "/metrics", headers)
-        out = {}
-        if r.status != 200:
-            return r, out
-        for line in r.body.decode().splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            name, value = line.rsplit(" ", 1)
-            out[name] = int(value)
-        return r, out
-
-    def rss_anon(self):
-        """RssAnon of the process in bytes (from /proc), or None once it is gone."""
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, AttributeError):
-            return None
-        return None
-
-
-def store_file(t, agent, o, name, extra=()):
-    """`bgcopy get` of /files/NAME into the home: the content is then stored under its URL."""
-    url, out = o.url(f"/files/{name}"), o.path("out", name)
-    r = t.ran(agent.get(url, out, extra=extra))
-    t.eq(f"get {name}: exit status", r.rc, 0)
-    return url
-
-
-def origin_validators(o, name):
-    c = http.client.HTTPConnection("127.0.0.1", o.port, timeout=10)
-    try:
-        c.request("HEAD", f"/files/{name}")
-        r = c.getresponse()
-        r.read()
-        return r.getheader("ETag"), r.getheader("Last-Modified")
-    finally:
-        c.close()
 
 
 def expect_content_headers(t, what, r, data, size=None):

@@ -46,9 +46,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bgtest import case_registry, main, Peerd, q, sign, started, store_file  # noqa: E402
 from origin import MiB, Origin  # noqa: E402
-from test_get import case_registry, main, started  # noqa: E402
-from test_peerd import Peerd, q, sign, store_file  # noqa: E402
 
 SMALL_SIZE = 4096               # what wrk asks for: answered from memory (<= PEERD_SMALL_BYTES)
 BIG_SIZE = 300_000              # sampled too: streamed block by block (> PEERD_SMALL_BYTES)

@@ -22,10 +22,10 @@ import sys
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from origin import Origin, free_port  # noqa: E402
+from bgtest import (case_registry, cmd, complete_and_check, Daemon, field, info, main, new_job, poll_state,
+                    SKIPPED, started)  # noqa: E402
+from origin import free_port, Origin  # noqa: E402
 from proxies import ProxyError, Squid, Tinyproxy  # noqa: E402
-from test_daemon import Daemon, cmd, complete_and_check, info, new_job, poll_state  # noqa: E402
-from test_get import SKIPPED, case_registry, field, main, started  # noqa: E402
 
 CASES, case = case_registry()
 CANNOT_CONNECT = "0x80072EFD"

@@ -20,8 +20,8 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from origin import MiB, Bgcopy, Origin, sha256_file  # noqa: E402
-from test_get import case_registry, main, SKIPPED, started  # noqa: E402
+from bgtest import Bgcopy, case_registry, main, SKIPPED, started  # noqa: E402
+from origin import MiB, Origin, sha256_file  # noqa: E402
 
 CASES, case = case_registry()
 

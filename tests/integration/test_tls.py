@@ -29,9 +29,8 @@ import sys
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from origin import Bgcopy, Origin, OriginError, sha256_file  # noqa: E402
-import test_get  # noqa: E402
-from test_get import _show, ABSENT, case_registry, field, listing, Run  # noqa: E402
+from bgtest import _show, ABSENT, Bgcopy, case_registry, field, listing, main  # noqa: E402
+from origin import Origin, OriginError, sha256_file  # noqa: E402
 
 F_SIZE = 100_000   # the served files /files/f.bin, g.bin, h.bin
 
@@ -425,7 +424,5 @@ def _(bg):
                  f"$ {' '.join(argv)}\n          exit {rc}\n          stdout: {so.strip()!r}\n          stderr: {se.strip()[:500]!r}")
 
 
-# ---- driver: test_get.py's, with this file's cases --------------------------------------
-
 if __name__ == "__main__":
-    sys.exit(test_get.main(sys.argv, CASES, __doc__))
+    sys.exit(main(sys.argv, CASES, __doc__))

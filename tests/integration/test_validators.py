@@ -29,10 +29,9 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lighttpd_origin import LighttpdOrigin  # noqa: E402
+from bgtest import (case_registry, expect_error, expect_transferred, field, main, started, stop_background,
+                    store, wait_partial)  # noqa: E402
 from origin import MiB, Origin, range_start, sha256_bytes  # noqa: E402
-from test_get import (case_registry, expect_error, expect_transferred, field, main,  # noqa: E402
-                      started, stop_background, wait_partial)
-from test_hostile import store  # noqa: E402
 
 SIZE = 4 * MiB        # the file interrupted; served at 1 MiB/s
 KILL_AT = 1 * MiB     # partial size at which the first get is killed
