@@ -119,6 +119,8 @@ def run_case(name, exe, cases):
     """Runs one case: True when it passed, False when it failed, SKIPPED."""
     t = Checker(name)
     print(f"== {name}", flush=True)
+    if cases[name].__doc__:  # what the case checks, in a word: its docstring
+        print("checks: " + " ".join(cases[name].__doc__.split()), flush=True)
     try:
         if cases[name](Run(exe, t)) == SKIPPED and not t.failed:
             print(f"== {name}: skipped", flush=True)
@@ -479,6 +481,23 @@ def background_result(p, o, log_name, t0):
         except OSError:
             return ""
     return Result(list(p.args), p.returncode, read(".out"), read(".err"), time.monotonic() - t0)
+
+
+def interrupted_get(t, o, agent, url, out, at_least, then, json_out=False):
+    """Starts `get URL -o OUT` in the background (its output to first-get.out/.err in the
+    origin's dir); once its partial holds AT_LEAST bytes calls THEN(process, partial size);
+    then SIGKILLs it if it still runs. Returns (its registered Result, what THEN returned),
+    or None after a failed check (it ended, or the partial did not grow, first)."""
+    t0 = time.monotonic()
+    p = agent.popen_get(url, out, json_out=json_out, log_prefix=o.path("first-get"))
+    try:
+        size = wait_partial(t, o, p, out, "first-get", at_least)
+        if size is None:
+            return None
+        got = then(p, size)
+    finally:
+        stop_background(p)
+    return t.ran(background_result(p, o, "first-get", t0)), got
 
 
 # ---- bgcopy-peerd ------------------------------------------------------------------------

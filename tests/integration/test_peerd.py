@@ -104,16 +104,24 @@ def _complete(buf):
     return m is not None and len(body) >= int(m.group(1))
 
 
+def connects(host, port):
+    """'accepted' when a TCP connection to HOST:PORT opens (within 2 s), else 'refused'."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return "accepted"
+    except OSError:
+        return "refused"
+
+
 # ---- cases ---------------------------------------------------------------------------------
 
 @case("peerd_serves_stored_content")
 def _(bg):
+    """GET of a stored URL -> 200 with the bytes, ETag = quoted SHA-256, Repr-Digest, the origin's
+    ETag (X-Origin-ETag) and Last-Modified; HEAD -> the same headers, no body, connection kept;
+    a key with a query string, percent-encoded; unknown url -> 404; /v1/health -> 200 ok"""
     with Origin(files={"a.bin": A_SIZE, "q.bin": 5000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: GET of a stored URL -> 200 with the bytes, ETag = quoted SHA-256, "
-              "Repr-Digest, the origin's ETag (X-Origin-ETag) and Last-Modified; HEAD -> the same "
-              "headers, no body, connection kept; a key with a query string, percent-encoded; "
-              "unknown url -> 404; /v1/health -> 200 ok")
         url = store_file(t, agent, o, "a.bin")
         qurl = o.url("/files/q.bin?x=1&y=a%20b")
         r = t.ran(agent.get(qurl, o.path("out", "q.bin")))
@@ -188,13 +196,12 @@ RANGE_CASES = [
 
 @case("peerd_range_cases")
 def _(bg):
+    """one range -> 206 with Content-Range and exactly those bytes (clamped at the end, across a
+    chunk boundary); start >= size or -0 -> 416 with bytes */SIZE; several ranges, malformed
+    ones or another unit -> 200 with everything; If-Range equal to the ETag -> 206, anything
+    else -> 200; all on one kept-alive connection; HEAD with a Range -> 206 headers, no body"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: one range -> 206 with Content-Range and exactly those bytes (clamped at the "
-              "end, across a chunk boundary); start >= size or -0 -> 416 with bytes */SIZE; several "
-              "ranges, malformed ones or another unit -> 200 with everything; If-Range equal to "
-              "the ETag -> 206, anything else -> 200; all on one kept-alive connection; HEAD "
-              "with a Range -> 206 headers, no body")
         url = store_file(t, agent, o, "a.bin")
         data = o.data["a.bin"]
         etag = '"' + hashlib.sha256(data).hexdigest() + '"'
@@ -229,11 +236,11 @@ def _(bg):
 
 @case("peerd_concurrent_requests_all_correct")
 def _(bg):
+    """16 clients at once, each 40 requests on its own kept-alive connection (whole bodies, random
+    ranges, HEADs, misses) on 2 threads: every answer right"""
     import random
     with Origin(files={"a.bin": A_SIZE, "b.bin": 3 * CHUNK + 7}) as o:
         o, agent, t = started(bg, o)
-        print("checks: 16 clients at once, each 40 requests on its own kept-alive connection "
-              "(whole bodies, random ranges, HEADs, misses) on 2 threads: every answer right")
         urls = {name: store_file(t, agent, o, name) for name in ("a.bin", "b.bin")}
         with Peerd(bg, agent.home, "--threads", "2", workdir=o.dir) as p:
             errors = []
@@ -282,11 +289,11 @@ def _(bg):
 
 @case("peerd_private_content_not_served")
 def _(bg):
+    """content fetched with an Authorization header is stored (cache list shows it private) but
+    peerd answers 404 for it, GET and HEAD, counted as misses; a public entry of the same store
+    is served"""
     with Origin(files={"pub.bin": 40_000, "priv.bin": 50_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: content fetched with an Authorization header is stored (cache list shows "
-              "it private) but peerd answers 404 for it, GET and HEAD, counted as misses; a public "
-              "entry of the same store is served")
         pub = store_file(t, agent, o, "pub.bin")
         priv = store_file(t, agent, o, "priv.bin", extra=["--header", "Authorization: Bearer x"])
         s = t.ran(agent.run("cache", "list", "--json"))
@@ -313,12 +320,11 @@ def _(bg):
 
 @case("peerd_peer_key_required")
 def _(bg):
+    """with --peer-key, content and /metrics need a valid X-Bgcopy-Auth: none, a wrong signature, a
+    stale or future timestamp, another url or method -> 401 with WWW-Authenticate; a good one ->
+    200; the same header again -> 401 (replay); /v1/health stays open"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: with --peer-key, content and /metrics need a valid X-Bgcopy-Auth: none, a "
-              "wrong signature, a stale or future timestamp, another url or method -> 401 with "
-              "WWW-Authenticate; a good one -> 200; the same header again -> 401 (replay); "
-              "/v1/health stays open")
         url = store_file(t, agent, o, "a.bin")
         key = os.urandom(16).hex().encode()
         key_file = o.path("peer.key")
@@ -372,12 +378,12 @@ def _(bg):
 
 @case("peerd_malformed_requests_no_crash")
 def _(bg):
+    """garbage, huge headers, traversal, bad escapes, NUL, empty or missing url, other methods, an
+    overlong url, a stalled request: each gets a 4xx or a closed connection, never a crash; the
+    stalled one is closed after --timeout; health is 200 and the stored entry still served
+    afterwards"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: garbage, huge headers, traversal, bad escapes, NUL, empty or missing url, "
-              "other methods, an overlong url, a stalled request: each gets a 4xx or a closed "
-              "connection, never a crash; the stalled one is closed after --timeout; health is 200 "
-              "and the stored entry still served afterwards")
         url = store_file(t, agent, o, "a.bin")
         with Peerd(bg, agent.home, "--timeout", "2", workdir=o.dir) as p:
             long_url = "http://x/" + "a" * 9000
@@ -497,15 +503,15 @@ def answer_sig(key, request_value, data, origin_etag, last_modified):
 
 @case("peerd_conditional_requests")
 def _(bg):
+    """RFC 9110 section 13 on a stored entry (ETag = quoted SHA-256, Last-Modified = the origin's):
+    If-None-Match (weak comparison, lists, *) and If-Modified-Since (all three date forms) ->
+    304 with the validators and no body; If-Match (strong) and If-Unmodified-Since -> 412
+    without content; the order of section 13.2.2 (If-Match before If-None-Match, a date field
+    ignored beside its tag field); invalid dates ignored; preconditions before Range; HEAD the
+    same; an absent key stays 404; the same through real curl (-z, -H If-None-Match); 304/412
+    counted by /metrics"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: RFC 9110 section 13 on a stored entry (ETag = quoted SHA-256, Last-Modified = "
-              "the origin's): If-None-Match (weak comparison, lists, *) and If-Modified-Since (all "
-              "three date forms) -> 304 with the validators and no body; If-Match (strong) and "
-              "If-Unmodified-Since -> 412 without content; the order of section 13.2.2 (If-Match "
-              "before If-None-Match, a date field ignored beside its tag field); invalid dates "
-              "ignored; preconditions before Range; HEAD the same; an absent key stays 404; "
-              "the same through real curl (-z, -H If-None-Match); 304/412 counted by /metrics")
         url = store_file(t, agent, o, "a.bin")
         data = o.data["a.bin"]
         etag = '"' + hashlib.sha256(data).hexdigest() + '"'
@@ -613,11 +619,11 @@ def _(bg):
 
 @case("peerd_conditional_after_peer_key")
 def _(bg):
+    """with --peer-key the signature is checked before any precondition: an unsigned If-None-Match
+    with the right ETag is 401, not 304; a signed one is 304 carrying the answer signature over
+    the entry; a signed failing If-Match is 412"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: with --peer-key the signature is checked before any precondition: an "
-              "unsigned If-None-Match with the right ETag is 401, not 304; a signed one is 304 "
-              "carrying the answer signature over the entry; a signed failing If-Match is 412")
         url = store_file(t, agent, o, "a.bin")
         data = o.data["a.bin"]
         etag = '"' + hashlib.sha256(data).hexdigest() + '"'
@@ -652,14 +658,13 @@ def _(bg):
 
 @case("peerd_http11_message_rules")
 def _(bg):
+    """RFC 9112 sections 3.2 and 5.1 over raw sockets: an HTTP/1.1 request without Host, with two
+    Host lines (any case), an invalid Host value or whitespace before a colon -> 400; HTTP/1.0
+    without Host still 200; an absolute-form target (http://host:port/path, any scheme case) is
+    served as its path, GET and HEAD, content included; an empty authority or userinfo -> 400;
+    real curl through -x (which sends absolute-form) gets the health and the content"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: RFC 9112 sections 3.2 and 5.1 over raw sockets: an HTTP/1.1 request without "
-              "Host, with two Host lines (any case), an invalid Host value or whitespace before a "
-              "colon -> 400; HTTP/1.0 without Host still 200; an absolute-form target "
-              "(http://host:port/path, any scheme case) is served as its path, GET and HEAD, "
-              "content included; an empty authority or userinfo -> 400; real curl through -x "
-              "(which sends absolute-form) gets the health and the content")
         url = store_file(t, agent, o, "a.bin")
         data = o.data["a.bin"]
         with Peerd(bg, agent.home, workdir=o.dir) as p:
@@ -804,12 +809,12 @@ def _(bg):
 
 @case("peerd_content_removed_mid_stream_cuts_connection")
 def _(bg):
+    """when the content is removed (cache rm + cache gc) while peerd streams it, the connection is
+    cut: the client gets a short body whose bytes are all right, never wrong bytes; peerd keeps
+    serving"""
     size = 48 * MiB
     with Origin() as o:
         o, agent, t = started(bg, o)
-        print("checks: when the content is removed (cache rm + cache gc) while peerd streams it, "
-              "the connection is cut: the client gets a short body whose bytes are all right, "
-              "never wrong bytes; peerd keeps serving")
         want = write_big_file(o.file_path("m.bin"), size)
         with open(o.file_path("m.bin"), "rb") as f:
             data = f.read()
@@ -854,10 +859,10 @@ def _(bg):
 
 @case("peerd_metrics")
 def _(bg):
+    """/metrics is Prometheus text; after a hit, a 206, a HEAD, a miss and a 416 the counters moved
+    by exactly that much"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: /metrics is Prometheus text; after a hit, a 206, a HEAD, a miss and a 416 "
-              "the counters moved by exactly that much")
         url = store_file(t, agent, o, "a.bin")
         with Peerd(bg, agent.home, workdir=o.dir) as p:
             r0, m0 = p.metrics()
@@ -891,6 +896,7 @@ def _(bg):
 
 @case("peerd_listens_on_ipv6_loopback")
 def _(bg):
+    """--listen ::1 (and [::1]) serves over IPv6; nothing listens on 127.0.0.1 then"""
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
             s.bind(("::1", 0))
@@ -899,7 +905,6 @@ def _(bg):
         return
     with Origin(files={"a.bin": 10_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: --listen ::1 (and [::1]) serves over IPv6; nothing listens on 127.0.0.1 then")
         url = store_file(t, agent, o, "a.bin")
         for addr in ("::1", "[::1]"):
             with Peerd(bg, agent.home, "--listen", addr, workdir=o.dir) as p:
@@ -909,30 +914,20 @@ def _(bg):
                 body = r.read()
                 c.close()
                 t.eq(f"--listen {addr}: GET over IPv6", (r.status, body == o.data["a.bin"]), (200, True))
-                try:
-                    socket.create_connection(("127.0.0.1", p.port), timeout=2).close()
-                    v4 = "accepted"
-                except OSError:
-                    v4 = "refused"
-                t.eq(f"--listen {addr}: 127.0.0.1 port {p.port}", v4, "refused")
+                t.eq(f"--listen {addr}: 127.0.0.1 port {p.port}", connects("127.0.0.1", p.port), "refused")
 
 
 @case("peerd_listens_on_127_0_0_1_by_default")
 def _(bg):
+    """without --listen peerd serves on 127.0.0.1 only: the same port on 127.0.0.2 (also loopback)
+    refuses the connection"""
     with Origin(files={"a.bin": 10_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: without --listen peerd serves on 127.0.0.1 only: the same port on "
-              "127.0.0.2 (also loopback) refuses the connection")
         url = store_file(t, agent, o, "a.bin")
         with Peerd(bg, agent.home, workdir=o.dir) as p:
             r = p.request("GET", q(url))
             t.eq("GET on 127.0.0.1", (r.status, r.body == o.data["a.bin"]), (200, True))
-            try:
-                socket.create_connection(("127.0.0.2", p.port), timeout=2).close()
-                other = "accepted"
-            except OSError:
-                other = "refused"
-            t.eq(f"127.0.0.2 port {p.port}", other, "refused")
+            t.eq(f"127.0.0.2 port {p.port}", connects("127.0.0.2", p.port), "refused")
 
 
 def run_peerd(bg, *args, env_extra=None, timeout=20):
@@ -948,15 +943,15 @@ def run_peerd(bg, *args, env_extra=None, timeout=20):
 
 @case("peerd_starts_without_store_then_serves_it")
 def _(bg):
+    """a home without a store (missing folder or empty folder, via --home or BGCOPY_HOME) is no
+    error: peerd starts and listens, /v1/health is 200, content is 404 (GET and HEAD, counted as
+    misses) and nothing is created in or as the home; then bgcopy stores a file there and the
+    same peerd process serves it (200, the bytes, its ETag) without a restart (500 while the
+    home is group-writable), and a second one stored after that; the home and store.mdb keep
+    bgcopy's modes (0700, 0600) and bgcopy keeps using the store peerd has open; an empty home
+    others may write is still refused (exit 3)"""
     with Origin(files={"a.bin": A_SIZE, "b.bin": 5000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: a home without a store (missing folder or empty folder, via --home or "
-              "BGCOPY_HOME) is no error: peerd starts and listens, /v1/health is 200, content is "
-              "404 (GET and HEAD, counted as misses) and nothing is created in or as the home; "
-              "then bgcopy stores a file there and the same peerd process serves it (200, the "
-              "bytes, its ETag) without a restart (500 while the home is group-writable), and a second one stored after that; the home "
-              "and store.mdb keep bgcopy's modes (0700, 0600) and bgcopy keeps using the store "
-              "peerd has open; an empty home others may write is still refused (exit 3)")
         for what, home, mkdir, via_env in (("missing --home", o.path("h-missing"), False, False),
                                            ("empty --home", o.path("h-empty"), True, False),
                                            ("BGCOPY_HOME not made yet", o.path("h-env"), False, True)):
@@ -1057,14 +1052,13 @@ def unit_settings(path):
 
 @case("peerd_systemd_unit_starts_on_fresh_home")
 def _(bg):
+    """scripts/systemd/bgcopy-peerd.service passes systemd-analyze verify --user (with ExecStart
+    pointing at this build); its ExecStartPre, ExecStart and ReadWritePaths name one home (the
+    one place it may write: LMDB's reader table); run as the unit runs them, for a user with no
+    state yet: the home is made 0700 and empty, peerd starts, /v1/health 200, content 404, then
+    serves what bgcopy stores there without a restart"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: scripts/systemd/bgcopy-peerd.service passes systemd-analyze verify --user "
-              "(with ExecStart pointing at this build); its ExecStartPre, ExecStart and "
-              "ReadWritePaths name one home (the one place it may write: LMDB's reader table); "
-              "run as the unit runs them, for a user with no state yet: the home is made 0700 and "
-              "empty, peerd starts, /v1/health 200, content 404, then serves what bgcopy stores "
-              "there without a restart")
         exe = os.path.abspath(peerd_exe(bg))
         t.ok("the unit file exists", os.path.isfile(UNIT), UNIT)
         u = unit_settings(UNIT)
@@ -1115,11 +1109,11 @@ def _(bg):
 
 @case("unsafe_home_and_peer_key_refused")
 def _(bg):
+    """a new home is 0700 and its store.mdb 0600; a home or store.mdb that group or others may
+    write is refused by bgcopy and bgcopy-peerd (exit 3, a message saying what to chmod); a peer
+    key others may read is refused (exit 2)"""
     with Origin(files={"a.bin": 1000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: a new home is 0700 and its store.mdb 0600; a home or store.mdb that group "
-              "or others may write is refused by bgcopy and bgcopy-peerd (exit 3, a message "
-              "saying what to chmod); a peer key others may read is refused (exit 2)")
         url = store_file(t, agent, o, "a.bin")
         home = agent.home
         store = os.path.join(home, "store.mdb")
@@ -1164,10 +1158,10 @@ def _(bg):
 
 @case("peerd_bad_flag_exits_2")
 def _(bg):
+    """unknown options and bad values exit 2 with a message, before opening anything; --help and
+    --version exit 0; a port in use exits 3"""
     with Origin(files={"a.bin": 1000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: unknown options and bad values exit 2 with a message, before opening "
-              "anything; --help and --version exit 0; a port in use exits 3")
         store_file(t, agent, o, "a.bin")
         home = agent.home
         short_key = o.path("short.key")

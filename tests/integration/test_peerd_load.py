@@ -14,7 +14,7 @@ dirs, and the size of the load:
 
 The store is filled the real way (`bgcopy get` from an nginx origin, origin.py) and served by
 one bgcopy-peerd without a key and one with --peer-key, on the same home, ports from the kernel
-(Peerd of test_peerd.py: stopped by the case, even when it fails). While wrk hammers the
+(Peerd of bgtest.py: stopped by the case, even when it fails). While wrk hammers the
 unkeyed one with good requests (whole and ranged GETs of a small entry, /v1/health), Python
 threads, at the same time:
   - sample good requests (whole, ranged and HEAD, of the small entry and of one streamed in
