@@ -203,7 +203,8 @@ def _(bg):
     """Content-Length 300000, 100000 bytes sent, then a reset (RST): get's retry asks for the rest
     with Range + If-Range and the output is byte-exact"""
     data = os.urandom(SIZE)
-    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT, close=CLOSE), good(data))}) as (h, agent, t, url, out):
+    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT, close=CLOSE), good(data))}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data)
         reqs = ranges(h, "/f.bin")
@@ -222,7 +223,7 @@ def _(bg):
     data = os.urandom(SIZE)
     smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nSMUGGLED!" + os.urandom(5000)
     with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", CUT), ("ETag", '"v1"')],
-                                                  data[:CUT] + smuggled)]}) as (h, agent, t, url, out):
+                                                      data[:CUT] + smuggled)]}) as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data[:CUT])
         store(t, agent, {url: data[:CUT]})
@@ -257,7 +258,8 @@ def chunked_answer(body):
 def make_chunked_case(desc, body_fn, resume_from):
     def run(bg):
         data = os.urandom(SIZE)
-        with hostile(bg, {"/f.bin": first_then(lambda req: chunked_answer(body_fn(data)), good(data))}) as (h, agent, t, url, out):
+        with hostile(bg, {"/f.bin": first_then(lambda req: chunked_answer(body_fn(data)), good(data))}) \
+                as (h, agent, t, url, out):
             print(f"checks: a chunked answer with {desc}: never taken as complete, the bytes before "
                   f"the fault are kept and get's retry resumes from byte {resume_from} (Range + "
                   "If-Range); the output is byte-exact")
@@ -285,7 +287,8 @@ def _(bg):
     smuggling sign), with 300000 bytes in chunks: ERROR 0x80072F78, no output, nothing stored"""
     data = os.urandom(SIZE)
     with hostile(bg, {"/f.bin": lambda req: [response(200, [("Transfer-Encoding", "chunked"), ("Content-Length", 1000),
-                                                        ("ETag", '"v1"')], chunked(data))]}) as (h, agent, t, url, out):
+                                                            ("ETag", '"v1"')], chunked(data))]}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_failed(t, r, out, INVALID)
         store(t, agent, {})
@@ -299,7 +302,8 @@ def _(bg):
     with the whole file: the file starts over from byte 0 with that body, never appended to the
     kept bytes"""
     data = os.urandom(SIZE)
-    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT), good(data, honour_range=False))}) as (h, agent, t, url, out):
+    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT), good(data, honour_range=False))}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data)
         t.eq("requests (Range start, If-Range)", ranges(h, "/f.bin"), [(None, None), (CUT, '"v1"')])
@@ -351,7 +355,8 @@ def _(bg):
     """the only validator is a weak ETag, which If-Range may not carry: after the break the retry
     asks for the whole file (no Range), byte-exact"""
     data = os.urandom(SIZE)
-    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT, etag='W/"v1"'), good(data, etag='W/"v1"'))}) as (h, agent, t, url, out):
+    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT, etag='W/"v1"'), good(data, etag='W/"v1"'))}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data)
         t.eq("requests (Range start, If-Range)", ranges(h, "/f.bin"), [(None, None), (None, None)])
@@ -416,7 +421,8 @@ def _(bg):
     or stored"""
     data = os.urandom(SIZE)
     with hostile(bg, {"/f.bin": lambda req: response(206, [("Content-Range", f"bytes 0-{CUT - 1}/{SIZE}"),
-                                                       ("Content-Length", CUT), ("ETag", '"v1"')], data[:CUT])}) as (h, agent, t, url, out):
+                                                           ("Content-Length", CUT), ("ETag", '"v1"')], data[:CUT])}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_failed(t, r, out, INVALID)
         store(t, agent, {})
@@ -505,7 +511,8 @@ def _(bg):
     timeout (the stall limit is the smaller of 60 s and that timeout), and once the timeout has
     passed since the first of them the job is in ERROR with ERROR_WINHTTP_TIMEOUT (0x80072EE2),
     asked at least twice, no output"""
-    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) as (h, agent, t, url, out):
+    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) \
+            as (h, agent, t, url, out):
         job = new_job(t, agent, [(url, out)])
         if job is None:
             return
@@ -528,7 +535,8 @@ def _(bg):
     """a daemon job with the default no-progress timeout whose origin sends headers and then
     nothing: 3 s in, the job is still CONNECTING/TRANSFERRING (the stall counts after 60 s);
     SIGTERM stops the daemon within 3 s with exit 0 and the job is QUEUED again"""
-    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) as (h, agent, t, url, out):
+    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) \
+            as (h, agent, t, url, out):
         job = new_job(t, agent, [(url, out)])
         if job is None:
             return
