@@ -26,9 +26,7 @@ import contextlib
 import hashlib
 import os
 import re
-import socket
 import sys
-import threading
 import time
 import types
 
@@ -36,6 +34,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bgtest import (ABSENT, Bgcopy, case_registry, field, listing, main, origin_validators, Peerd,
                     repr_digest, started)  # noqa: E402
+from hostile import LoopbackServer  # noqa: E402
 from origin import Origin  # noqa: E402
 
 A_SIZE = 300_000                # the true file: crosses the store's first chunk boundary
@@ -99,89 +98,52 @@ def entry_headers(e, length=None, digest_of=None, etag=None, repr_dig=None, extr
             *extra, ("Connection", "close")]
 
 
-class FakePeer:
+class FakePeer(LoopbackServer):
     """A peer that misbehaves as ANSWER(fake, request) says. One thread per connection, one
     request per connection (every answer says Connection: close and the socket is closed
     after it). /v1/health is answered honestly. A context manager: __exit__ closes the
     listening socket and every open connection and wakes answers that stall (fake.stopping),
     whatever happened in the case."""
 
+    NAME = "fake-peer"
     REQUEST_MAX = 64 * 1024
 
     def __init__(self, entry, answer, name="fake"):
+        super().__init__()
         self.entry, self.answer, self.name = entry, answer, name
         self.requests = []      # (method, Range or None), in arrival order
         self.auths = []         # the X-Bgcopy-Auth of each request (or None)
         self.errors = []        # exceptions raised by an answer (a bug in this file)
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.conns = set()
-        self.threads = []
-        self.listener = None
-        self.port = None
+
+    @property
+    def stopping(self):
+        return self._stop
 
     @property
     def peer(self):
         return f"127.0.0.1:{self.port}"
 
     def __enter__(self):
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        th = threading.Thread(target=self._accept, daemon=True)
-        th.start()
-        self.threads.append(th)
+        self.listen()
         return self
 
     def __exit__(self, exc_type, exc, tb):
         self.stop()
         return False
 
-    def stop(self):
-        self.stopping.set()
-        if self.listener is not None:
-            try:
-                self.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.listener.close()
-        with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for th in self.threads:
-            th.join(timeout=5)
-
     def methods(self, method=None):
-        with self.lock:
+        with self._lock:
             return [m for m, _ in self.requests if method is None or m == method]
 
     def auth_headers(self):
-        with self.lock:
+        with self._lock:
             return [a or "" for a in self.auths]
 
     def ranges(self):
-        with self.lock:
+        with self._lock:
             return [r for m, r in self.requests if m == "GET"]
 
-    def _accept(self):
-        while not self.stopping.is_set():
-            try:
-                s, _ = self.listener.accept()
-            except OSError:
-                return
-            th = threading.Thread(target=self._serve, args=(s,), daemon=True)
-            with self.lock:
-                self.conns.add(s)
-                self.threads.append(th)
-            th.start()
-
-    def _serve(self, s):
+    def _serve(self, s, num):
         try:
             s.settimeout(30)
             buf = b""
@@ -200,7 +162,7 @@ class FakePeer:
                 k, _, v = line.partition(":")
                 headers[k.strip().lower()] = v.strip()
             rq = Request(s, parts[0], parts[1], headers)
-            with self.lock:
+            with self._lock:
                 self.requests.append((rq.method, rq.h("range")))
                 self.auths.append(rq.h("x-bgcopy-auth"))
             if rq.target == "/v1/health":
@@ -210,11 +172,11 @@ class FakePeer:
         except OSError:
             pass
         except Exception as e:  # noqa: BLE001 - reported by the case, not swallowed
-            with self.lock:
+            with self._lock:
                 self.errors.append(repr(e))
         finally:
-            with self.lock:
-                self.conns.discard(s)
+            with self._lock:
+                self._conns.discard(s)
             try:
                 s.close()
             except OSError:

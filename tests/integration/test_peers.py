@@ -126,12 +126,19 @@ def expect_all_from(t, r, size, source):
         t.eq(f"{n}: GETs at the origin", get(r, "origin_gets"), 0)
 
 
+def a_then_b(t, rows, seed_key, result, source):
+    """Node A downloads the tool from the origin and keys it under SEED_KEY; node B looks up
+    /latest/tool.bin at A (RESULT) and takes every byte from SOURCE. Returns the two rows."""
+    a, b = row_of(rows, "A"), row_of(rows, "B")
+    expect_seed(t, a, TOOL, seed_key)
+    expect_lookup(t, b, "/latest/tool.bin", result, "A")
+    expect_all_from(t, b, TOOL, source)
+    return a, b
+
+
 @case("peer_report_miss", "report-miss")
 def report_miss(t, rows):
-    a, b = row_of(rows, "A"), row_of(rows, "B")
-    expect_seed(t, a, TOOL, "/releases/v1/tool.bin")
-    expect_lookup(t, b, "/latest/tool.bin", "miss", "A")
-    expect_all_from(t, b, TOOL, "origin")
+    a, b = a_then_b(t, rows, "/releases/v1/tool.bin", "miss", "origin")
     t.ok("B: remote_url is the final URL", str(get(b, "remote_url")).endswith("/releases/v1/tool.bin"),
          f"got {get(b, 'remote_url')!r}")
     return ["A", "B"]
@@ -139,20 +146,14 @@ def report_miss(t, rows):
 
 @case("peer_silent_hit", "silent-hit")
 def silent_hit(t, rows):
-    a, b = row_of(rows, "A"), row_of(rows, "B")
-    expect_seed(t, a, TOOL, "/latest/tool.bin")
-    expect_lookup(t, b, "/latest/tool.bin", "hit", "A")
-    expect_all_from(t, b, TOOL, "peers")
+    a_then_b(t, rows, "/latest/tool.bin", "hit", "peers")
     return ["A", "B"]
 
 
 @case("peer_both_fixes_report", "both-fixes-report")
 def both_fixes_report(t, rows):
-    a, b = row_of(rows, "A"), row_of(rows, "B")
-    expect_seed(t, a, TOOL, "/releases/v1/tool.bin")
+    a, b = a_then_b(t, rows, "/releases/v1/tool.bin", "hit", "peers")
     t.eq("A: policy", get(a, "policy"), "report+both")
-    expect_lookup(t, b, "/latest/tool.bin", "hit", "A")
-    expect_all_from(t, b, TOOL, "peers")
     t.ok("B: remote_url ends as the final URL",
          str(get(b, "remote_url")).endswith("/releases/v1/tool.bin"),
          f"got {get(b, 'remote_url')!r}")
