@@ -150,13 +150,14 @@ def not_found(req):
     return response(404, [("Content-Length", 9), ("Connection", "close")], b"not found")
 
 
-class Hostile:
-    def __init__(self, routes=None, default=not_found):
-        """routes: {path: handler(Request) -> bytes | iterable of steps}; default: the
-        handler for other paths."""
-        self.routes = dict(routes or {})
-        self.default = default
-        self.dir = None
+class LoopbackServer:
+    """A TCP server on 127.0.0.1, its port from the kernel, a thread per connection: listen()
+    starts accepting; stop() stops accepting, wakes whatever waits on _stop, shuts every
+    connection down and joins the threads. A subclass serves a connection in
+    _serve(conn, number), which closes it and takes it out of _conns."""
+    NAME = "server"
+
+    def __init__(self):
         self.sock = None
         self.port = None
         self._stop = threading.Event()
@@ -164,6 +165,62 @@ class Hostile:
         self._threads = []
         self._conns = set()
         self._nconn = 0
+
+    def listen(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        t = threading.Thread(target=self._accept_loop, name=f"{self.NAME}-accept", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self):
+        """Stops accepting, wakes stalled handlers, shuts every connection down, joins."""
+        self._stop.set()
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in list(self._threads):
+            t.join(timeout=5)
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                num = self._nconn
+                self._nconn += 1
+                self._conns.add(c)
+            t = threading.Thread(target=self._serve, args=(c, num), name=f"{self.NAME}-{num}",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+
+class Hostile(LoopbackServer):
+    NAME = "hostile"
+
+    def __init__(self, routes=None, default=not_found):
+        """routes: {path: handler(Request) -> bytes | iterable of steps}; default: the
+        handler for other paths."""
+        super().__init__()
+        self.routes = dict(routes or {})
+        self.default = default
+        self.dir = None
         self._per_path = {}
         self._log = []
         self.errors = []  # exceptions raised by handlers (a bug in the test, shown on failure)
@@ -207,14 +264,7 @@ class Hostile:
         for sub in ("home", "out"):
             os.makedirs(self.path(sub))
         try:
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind(("127.0.0.1", 0))
-            self.sock.listen(64)
-            self.port = self.sock.getsockname()[1]
-            t = threading.Thread(target=self._accept_loop, name="hostile-accept", daemon=True)
-            t.start()
-            self._threads.append(t)
+            self.listen()
         except BaseException:
             self.stop()
             self._cleanup()
@@ -226,25 +276,6 @@ class Hostile:
         self._cleanup()
         return False
 
-    def stop(self):
-        """Stops accepting, wakes stalled handlers, shuts every connection down, joins."""
-        self._stop.set()
-        if self.sock is not None:
-            try:
-                self.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.sock.close()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in list(self._threads):
-            t.join(timeout=5)
-
     def _cleanup(self):
         if self.dir and os.environ.get("BGCOPY_KEEP_TMP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -252,21 +283,6 @@ class Hostile:
             print(f"(kept {self.dir})")
 
     # ---- serving ------------------------------------------------------------------
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                num = self._nconn
-                self._nconn += 1
-                self._conns.add(c)
-            t = threading.Thread(target=self._serve, args=(c, num), name=f"hostile-{num}",
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
-
     def _read_head(self, c, buf):
         """Reads up to the end of a request head. Returns (head bytes, rest) or (None, _)."""
         while b"\r\n\r\n" not in buf:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Integration cases for the administration of the content store: `bgcopy cache ...` against
 stores that bgcopy filled from a real nginx origin (origin.py), with real LMDB files damaged on
-purpose where a case needs it (see test_get.py for the checker and the driver).
+purpose where a case needs it (see bgtest.py for the checker and the driver).
 
 Usage: test_cache.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_cache.py CASE)
        test_cache.py --list                    prints the case names, one a line
@@ -10,21 +10,18 @@ Usage: test_cache.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_ca
 Exit 0 when every check passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp
 dirs."""
 
+import contextlib
 import hashlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Bgcopy, Origin  # noqa: E402
-from test_get import case_registry, main, started  # noqa: E402
-from test_peerd import Peerd, q  # noqa: E402
-from test_daemon import Daemon, cmd, new_job, poll_state  # noqa: E402
+from bgtest import (Bgcopy, case_registry, cmd, Daemon, main, new_job, Peerd, poll_state, q, started)  # noqa: E402
+from origin import MiB, Origin  # noqa: E402
 
 KiB = 1024
 DAY = 86400
@@ -65,13 +62,13 @@ def verify(t, agent, want_rc):
 
 @case("cache_verify_catches_corrupted_chunk")
 def _(bg):
+    """cache verify re-hashes every entry (exit 0, counts); after one byte of a stored chunk is
+    flipped in store.mdb it reports that entry with its URL, removes it and its key (exit 1),
+    keeps the sound one; a new get fetches the file whole from the origin and a second verify is
+    clean"""
     big, small = 3 * MiB + 17, 20000
     with Origin(files={"big.bin": big, "small.bin": small}) as o:
         o, agent, t = started(bg, o)
-        print("checks: cache verify re-hashes every entry (exit 0, counts); after one byte of a "
-              "stored chunk is flipped in store.mdb it reports that entry with its URL, removes "
-              "it and its key (exit 1), keeps the sound one; a new get fetches the file whole "
-              "from the origin and a second verify is clean")
         u_big = fetch(t, agent, o, "big.bin")
         u_small = fetch(t, agent, o, "small.bin")
         doc = verify(t, agent, 0)
@@ -129,11 +126,11 @@ def config(t, agent, *args, rc=0):
 
 @case("cache_config_defaults_set_and_refused")
 def _(bg):
+    """a new home's limits are BITS's defaults (1% of the filesystem, 90 days); cache config sets
+    bytes (with K/M/G suffixes), a percentage and days, shown by cache config and cache stats;
+    bad values exit 2 and change nothing"""
     with Origin() as o:
         o, agent, t = started(bg, o)
-        print("checks: a new home's limits are BITS's defaults (1% of the filesystem, 90 days); "
-              "cache config sets bytes (with K/M/G suffixes), a percentage and days, shown by "
-              "cache config and cache stats; bad values exit 2 and change nothing")
         r = config(t, agent)
         t.ok("default max-size is 1% of the filesystem", "max-size 1% of the filesystem" in r.out,
              r.out)
@@ -164,14 +161,14 @@ def _(bg):
 
 @case("cache_size_bound_and_lru_order")
 def _(bg):
+    """with max-size 100 KiB, ten 16 KiB files fetched one a minute (moved clock): after every get
+    the stored bytes stay within the limit; f0, fetched again after f5, is used recently and
+    survives; the four least recently used (f1-f4) are evicted, with their keys; peerd answers
+    404 for them, 200 for f0"""
     n, size = 10, 16 * KiB
     files = {f"f{i}.bin": size for i in range(n)}
     with Origin(files=files) as o:
         o, agent, t = started(bg, o)
-        print("checks: with max-size 100 KiB, ten 16 KiB files fetched one a minute (moved "
-              "clock): after every get the stored bytes stay within the limit; f0, fetched "
-              "again after f5, is used recently and survives; the four least recently used "
-              "(f1-f4) are evicted, with their keys; peerd answers 404 for them, 200 for f0")
         config(t, agent, "--max-size", "100K")
         clock = 0
         for i in list(range(6)) + [0] + list(range(6, n)):
@@ -228,79 +225,102 @@ def left_after(t, agent, o, limit, names):
     return [n for n in names if o.url(f"/files/{n}") in urls]
 
 
+@contextlib.contextmanager
+def three_by_digest(bg, names):
+    """An origin serving NAMES (LRU_SIZE bytes each). Yields (origin, checker, (X, Y, Z): NAMES
+    in the order of their digests)."""
+    with Origin(files={n: LRU_SIZE for n in names}) as o:
+        o, _, t = started(bg, o)
+        x, y, z = by_digest(o, names)
+        t.note(f"X={x}, Y={y}, Z={z}")
+        yield o, t, (x, y, z)
+
+
+def in_one_second(bg, o, t, uses):
+    """Runs USES(agent, out dir) in a fresh home until it returns (True, last_used) -- the uses
+    fell within one second -- or LRU_TRIES homes were tried; (False, note) notes a miss.
+    Returns (the last agent, the last last_used map)."""
+    for attempt in range(LRU_TRIES):
+        agent = Bgcopy(bg.exe, o.path(f"home{attempt}"))
+        os.makedirs(o.path(f"out{attempt}"), exist_ok=True)
+        done, used, note = uses(agent, o.path(f"out{attempt}"))
+        if done:
+            break
+        t.note(note + ": again in a new home")
+    return agent, used
+
+
+def expect_lru_keeps(t, agent, o, names, x, z):
+    """Max-size of two entries keeps X and Z (Y, the least recently used, goes); of one keeps X."""
+    t.eq("after max-size of two entries", left_after(t, agent, o, 2 * LRU_SIZE, names),
+         sorted([x, z]))
+    t.eq("after max-size of one entry", left_after(t, agent, o, LRU_SIZE, names), [x])
+
+
+def got_ok(t, agent, o, name, out, what=None):
+    """`get` of /files/NAME into OUT, exit status checked."""
+    r = t.ran(agent.get(o.url(f"/files/{name}"), out))
+    t.eq(f"get {what or name}: exit status", r.rc, 0)
+
+
 @case("cache_lru_uses_within_one_second_in_order")
 def _(bg):
+    """X, Y, Z (X's digest sorts first) stored in that order and X fetched again, all within
+    one second (cache list shows one last_used for all); lowering max-size to two entries
+    evicts Y, the least recently used, not X; to one entry leaves X alone"""
     names = ["l0.bin", "l1.bin", "l2.bin"]
-    with Origin(files={n: LRU_SIZE for n in names}) as o:
-        o, agent, t = started(bg, o)
-        # X sorts first by digest: were uses within a second tied, X would be evicted first.
-        x, y, z = by_digest(o, names)
-        print(f"checks: X={x}, Y={y}, Z={z} (X's digest sorts first) stored in that order and X "
-              "fetched again, all within one second (cache list shows one last_used for all); "
-              "lowering max-size to two entries evicts Y, the least recently used, not X; to "
-              "one entry leaves X alone")
-        for attempt in range(LRU_TRIES):
-            agent = Bgcopy(bg.exe, o.path(f"home{attempt}"))
-            os.makedirs(o.path(f"out{attempt}"), exist_ok=True)
+    # X sorts first by digest: were uses within a second tied, X would be evicted first.
+    with three_by_digest(bg, names) as (o, t, (x, y, z)):
+
+        def uses(agent, outdir):
             next_second()
             for i, n in enumerate([x, y, z, x]):
-                r = t.ran(agent.get(o.url(f"/files/{n}"), o.path(f"out{attempt}", f"{i}-{n}")))
-                t.eq(f"get {n}: exit status", r.rc, 0)
+                got_ok(t, agent, o, n, os.path.join(outdir, f"{i}-{n}"))
             used = last_used(t, agent)
-            if len(used) == 3 and len(set(used.values())) == 1:
-                break
-            t.note(f"the uses spanned seconds {sorted(set(used.values()))}: again in a new home")
+            return (len(used) == 3 and len(set(used.values())) == 1, used,
+                    f"the uses spanned seconds {sorted(set(used.values()))}")
+        agent, used = in_one_second(bg, o, t, uses)
         t.eq("the four uses fell within one second (one last_used for the three keys)",
              (len(used), len(set(used.values()))), (3, 1))
-        t.eq("after max-size of two entries", left_after(t, agent, o, 2 * LRU_SIZE, names),
-             sorted([x, z]))
-        t.eq("after max-size of one entry", left_after(t, agent, o, LRU_SIZE, names), [x])
+        expect_lru_keeps(t, agent, o, names, x, z)
         r = t.ran(agent.run("cache", "verify"))
         t.eq("cache verify afterwards", r.rc, 0)
 
 
 @case("cache_lru_peer_use_folded_late_keeps_its_place")
 def _(bg):
+    """X, Y, Z (X's digest sorts first, Z's last) are stored; then within one second a peer
+    fetches Z from bgcopy-peerd and the agent uses X (get); peerd reports its use later, when
+    it stops.  Z's use, folded last, is still older than X's: max-size of two entries evicts
+    Y, of one entry keeps X"""
     names = ["p0.bin", "p1.bin", "p2.bin"]
-    with Origin(files={n: LRU_SIZE for n in names}) as o:
-        o, agent, t = started(bg, o)
-        # X sorts first by digest, Z last: were the two uses tied at one second, X would go.
-        x, y, z = by_digest(o, names)
-        print(f"checks: X={x}, Y={y}, Z={z} (X's digest sorts first, Z's last) are stored; then "
-              "within one second a peer fetches Z from bgcopy-peerd and the agent uses X "
-              "(get); peerd reports its use later, when it stops.  Z's use, folded last, is "
-              "still older than X's: max-size of two entries evicts Y, of one entry keeps X")
-        for attempt in range(LRU_TRIES):
-            agent = Bgcopy(bg.exe, o.path(f"home{attempt}"))
-            os.makedirs(o.path(f"out{attempt}"), exist_ok=True)
+    # X sorts first by digest, Z last: were the two uses tied at one second, X would go.
+    with three_by_digest(bg, names) as (o, t, (x, y, z)):
+
+        def uses(agent, outdir):
             for n in (y, x, z):
-                fetch_to = o.path(f"out{attempt}", f"first-{n}")
-                r = t.ran(agent.get(o.url(f"/files/{n}"), fetch_to))
-                t.eq(f"get {n}: exit status", r.rc, 0)
+                got_ok(t, agent, o, n, os.path.join(outdir, f"first-{n}"))
             with Peerd(bg, agent.home, workdir=o.dir) as p:
                 next_second()
                 r = p.request("GET", q(o.url(f"/files/{z}")))
                 t.eq(f"peerd: {z} is 200", r.status, 200)
-                r = t.ran(agent.get(o.url(f"/files/{x}"), o.path(f"out{attempt}", f"again-{x}")))
-                t.eq(f"get {x} again: exit status", r.rc, 0)
+                got_ok(t, agent, o, x, os.path.join(outdir, f"again-{x}"), f"{x} again")
             used = last_used(t, agent)
-            if len(used) == 3 and used.get(o.url(f"/files/{x}")) == used.get(o.url(f"/files/{z}")):
-                break
-            t.note(f"the two uses spanned seconds ({used}): again in a new home")
+            return (len(used) == 3 and used.get(o.url(f"/files/{x}")) == used.get(o.url(f"/files/{z}")),
+                    used, f"the two uses spanned seconds ({used})")
+        agent, used = in_one_second(bg, o, t, uses)
         t.eq("Z's peer use and X's local use fell within one second",
              used.get(o.url(f"/files/{z}")), used.get(o.url(f"/files/{x}")))
-        t.eq("after max-size of two entries", left_after(t, agent, o, 2 * LRU_SIZE, names),
-             sorted([x, z]))
-        t.eq("after max-size of one entry", left_after(t, agent, o, LRU_SIZE, names), [x])
+        expect_lru_keeps(t, agent, o, names, x, z)
 
 
 @case("cache_file_larger_than_limit_delivered_not_kept")
 def _(bg):
+    """with max-size 100 KiB a 300 KiB file is delivered whole (exit 0, right bytes) but not kept:
+    its job document says cached false with the reason, cache list lacks it, what was stored
+    stays, and stats count it as not kept"""
     with Origin(files={"big.bin": 300 * KiB, "small.bin": 10 * KiB}) as o:
         o, agent, t = started(bg, o)
-        print("checks: with max-size 100 KiB a 300 KiB file is delivered whole (exit 0, right "
-              "bytes) but not kept: its job document says cached false with the reason, cache "
-              "list lacks it, what was stored stays, and stats count it as not kept")
         config(t, agent, "--max-size", "100K")
         fetch(t, agent, o, "small.bin")
         url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
@@ -324,15 +344,15 @@ def _(bg):
 
 @case("cache_max_age_expiry_with_clock")
 def _(bg):
+    """max age 90 days since the origin last confirmed a key: a.bin fetched at day 0, copy.bin
+    (same bytes) at day 50, b.bin at day 80; at day 91 peerd answers 404 for a.bin but 200 for
+    copy.bin, cache gc drops a.bin's key and keeps the shared content for copy.bin; at day 141
+    the content goes with its last key"""
     with Origin(files={"a.bin": 20 * KiB, "b.bin": 20 * KiB}) as o:
         o, agent, t = started(bg, o)
         o.data["copy.bin"] = o.data["a.bin"]
         with open(o.file_path("copy.bin"), "wb") as f:
             f.write(o.data["a.bin"])
-        print("checks: max age 90 days since the origin last confirmed a key: a.bin fetched at "
-              "day 0, copy.bin (same bytes) at day 50, b.bin at day 80; at day 91 peerd answers "
-              "404 for a.bin but 200 for copy.bin, cache gc drops a.bin's key and keeps the "
-              "shared content for copy.bin; at day 141 the content goes with its last key")
         set_clock(0)
         fetch(t, agent, o, "a.bin")
         set_clock(50 * DAY)
@@ -365,10 +385,10 @@ def _(bg):
 
 @case("cache_clear_empties_it")
 def _(bg):
+    """cache clear removes every entry and key (list empty, stats 0 entries and bytes, peerd 404);
+    the outputs and the job records stay"""
     with Origin(files={"a.bin": 20 * KiB, "b.bin": 30 * KiB}) as o:
         o, agent, t = started(bg, o)
-        print("checks: cache clear removes every entry and key (list empty, stats 0 entries "
-              "and bytes, peerd 404); the outputs and the job records stay")
         fetch(t, agent, o, "a.bin")
         fetch(t, agent, o, "b.bin")
         r = t.ran(agent.run("cache", "clear"))
@@ -388,12 +408,12 @@ def _(bg):
 
 @case("cache_compact_shrinks_and_refuses_while_open")
 def _(bg):
+    """after two of three 4 MiB entries are removed, store.mdb keeps its size; cache compact
+    refuses while bgcopy-peerd has the store open (exit 3, naming its pid and name) and changes
+    nothing; once peerd stops it rewrites the store to under half its size, and the entry left
+    is intact (verify, peerd)"""
     with Origin(files={f"m{i}.bin": 4 * MiB for i in range(3)}) as o:
         o, agent, t = started(bg, o)
-        print("checks: after two of three 4 MiB entries are removed, store.mdb keeps its size; "
-              "cache compact refuses while bgcopy-peerd has the store open (exit 3, naming its "
-              "pid and name) and changes nothing; once peerd stops it rewrites the store to "
-              "under half its size, and the entry left is intact (verify, peerd)")
         for i in range(3):
             fetch(t, agent, o, f"m{i}.bin")
         for i in range(2):
@@ -427,11 +447,11 @@ def _(bg):
 
 @case("cache_pinned_until_job_completed")
 def _(bg):
+    """content of a job that is TRANSFERRED but not completed is pinned: a limit of 1 byte evicts
+    everything else but keeps it (gc says it is over the limit); once the job is completed, gc
+    evicts it"""
     with Origin(files={"p.bin": 64 * KiB, "q.bin": 64 * KiB}) as o:
         o, agent, t = started(bg, o)
-        print("checks: content of a job that is TRANSFERRED but not completed is pinned: a "
-              "limit of 1 byte evicts everything else but keeps it (gc says it is over the "
-              "limit); once the job is completed, gc evicts it")
         fetch(t, agent, o, "q.bin")
         r = t.ran(agent.run("create", "--name", "pin"))
         job = r.out.strip()
@@ -456,12 +476,12 @@ def _(bg):
 
 @case("cache_hits_and_misses_counted")
 def _(bg):
+    """node B gets h.bin from A's peerd (a hit for both: A served it, B found it) and n.bin, which
+    A lacks (a miss for both); A's peerd reports to A's store (cache stats after peerd stops);
+    B's counters come from its downloads"""
     with Origin(files={"h.bin": 50 * KiB, "n.bin": 10 * KiB}) as o:
         o, a, t = started(bg, o)
         b = Bgcopy(bg.exe, o.path("homeB"))
-        print("checks: node B gets h.bin from A's peerd (a hit for both: A served it, B found "
-              "it) and n.bin, which A lacks (a miss for both); A's peerd reports to A's store "
-              "(cache stats after peerd stops); B's counters come from its downloads")
         fetch(t, a, o, "h.bin")
         with Peerd(bg, a.home, workdir=o.dir) as p:
             for name in ("h.bin", "n.bin"):
@@ -479,12 +499,12 @@ def _(bg):
 
 @case("cache_eviction_during_peer_transfer")
 def _(bg):
+    """a slow client reads a 48 MiB entry from peerd while the agent evicts it (cache config
+    --max-size 1); the client gets either every byte right or a cut connection after a correct
+    prefix, never a wrong byte; peerd then answers 404"""
     size = 48 * MiB
     with Origin(files={"e.bin": size}) as o:
         o, agent, t = started(bg, o)
-        print("checks: a slow client reads a 48 MiB entry from peerd while the agent evicts it "
-              "(cache config --max-size 1); the client gets either every byte right or a cut "
-              "connection after a correct prefix, never a wrong byte; peerd then answers 404")
         url = fetch(t, agent, o, "e.bin")
         data = o.data["e.bin"]
         with Peerd(bg, agent.home, workdir=o.dir) as p:
@@ -527,16 +547,15 @@ def _(bg):
 
 @case("set_peer_caching_modes_ask_and_offer")
 def _(bg):
+    """node A holds four files and serves them; on node B one daemon job per set-peer-caching mode
+    (daemon --peer A): the document shows the mode; 'client' and 'both' take their bytes from A,
+    'off' and 'server' from the origin; then B's own peerd serves what 'server' and 'both'
+    stored and answers 404 for 'off' and 'client' (kept private); a bad mode exits 2"""
     modes = ("off", "client", "server", "both")
     size = 200 * KiB
     with Origin(files={f"{m}.bin": size for m in modes}) as o:
         o, a, t = started(bg, o)
         b = Bgcopy(bg.exe, o.path("homeB"))
-        print("checks: node A holds four files and serves them; on node B one daemon job per "
-              "set-peer-caching mode (daemon --peer A): the document shows the mode; 'client' "
-              "and 'both' take their bytes from A, 'off' and 'server' from the origin; then "
-              "B's own peerd serves what 'server' and 'both' stored and answers 404 for 'off' "
-              "and 'client' (kept private); a bad mode exits 2")
         urls = {m: fetch(t, a, o, f"{m}.bin") for m in modes}
         for d in ("pa", "pb"):
             os.makedirs(o.path(d), exist_ok=True)
@@ -573,13 +592,12 @@ def _(bg):
 
 @case("peer_entry_stale_after_origin_changed")
 def _(bg):
+    """node A stores v.bin; the origin then publishes new bytes under the same URL (new
+    Last-Modified and ETag); node B asking A's peerd finds A's entry stale against the origin's
+    current validators, never takes A's bytes, and gets the new file from the origin"""
     with Origin(files={"v.bin": 150 * KiB}) as o:
         o, a, t = started(bg, o)
         b = Bgcopy(bg.exe, o.path("homeB"))
-        print("checks: node A stores v.bin; the origin then publishes new bytes under the same "
-              "URL (new Last-Modified and ETag); node B asking A's peerd finds A's entry stale "
-              "against the origin's current validators, never takes A's bytes, and gets the "
-              "new file from the origin")
         url = fetch(t, a, o, "v.bin")
         old = o.data["v.bin"]
         o.put_file("v.bin", os.urandom(150 * KiB), mtime=time.time() + 120)
@@ -596,11 +614,10 @@ def _(bg):
 
 @case("content_fetched_with_credentials_or_cookie_not_offered")
 def _(bg):
+    """a daemon job with set-credentials and a get with a Cookie header store their content marked
+    private, and peerd answers 404 for both; a plain get's content is served"""
     with Origin(files={"cred.bin": 30 * KiB, "cookie.bin": 20 * KiB, "pub.bin": 10 * KiB}) as o:
         o, a, t = started(bg, o)
-        print("checks: a daemon job with set-credentials and a get with a Cookie header store "
-              "their content marked private, and peerd answers 404 for both; a plain get's "
-              "content is served")
         pw = o.path("pw")
         with open(pw, "w") as f:
             f.write("secret\n")

@@ -3,7 +3,7 @@
 commands that drive it (resume, suspend, cancel, complete, wait, set-priority,
 set-notify-cmd, set-min-retry-delay, set-no-progress-timeout, set-credentials, set-headers,
 set-security-flags, replace-remote-prefix), against a real nginx origin (origin.py). The
-checker and the driver are test_get.py's.
+checker and the driver are bgtest.py's.
 
 Usage: test_daemon.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_daemon.py CASE)
        test_daemon.py --list                    prints the case names, one a line
@@ -19,6 +19,7 @@ and the access log until a deadline, and the deadline only bounds a hang. The or
 events comes from the daemon log (one line per event, in order) and the access log."""
 
 import base64
+import contextlib
 import os
 import random
 import re
@@ -33,14 +34,13 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from origin import MiB, Origin, OriginError, free_port, range_start, sha256_file  # noqa: E402
-from test_get import ABSENT, case_registry, field, listing, main, partials, started  # noqa: E402
+from bgtest import (ABSENT, case_registry, cmd, complete_and_check, Daemon, doc_of, field, info, listing,
+                    main, new_job, partials, poll_state, started)  # noqa: E402
+from origin import free_port, MiB, Origin, OriginError, range_start, sha256_file  # noqa: E402
 
-GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 STATES = ("QUEUED", "CONNECTING", "TRANSFERRING", "SUSPENDED", "ERROR", "TRANSIENT_ERROR",
           "TRANSFERRED", "ACKNOWLEDGED", "CANCELLED")
 STATE_LINE = re.compile(r"^(" + "|".join(STATES) + r")\b")
-EVENT_LINE = re.compile(r"^bgcopy daemon .*?: job (\S+): (.*)$")
 CANNOT_CONNECT = "0x80072EFD"
 HTTP_404 = "0x80190194"
 
@@ -57,210 +57,8 @@ CASES, case = case_registry()
 
 # ---- the daemon -------------------------------------------------------------------------
 
-class DaemonLog:
-    """What Checker.dump() prints for a daemon: its stderr (kept in memory, since the file
-    goes with the origin's temp dir)."""
-
-    def __init__(self, daemon):
-        self.daemon = daemon
-
-    def describe(self):
-        d = self.daemon
-        text = d.text().rstrip() or "(empty)"
-        return (f"$ {' '.join(d.argv[1:])}   [{d.label}: started {d.starts} time(s), "
-                f"exit statuses {d.exits}]\n  " + text.replace("\n", "\n  "))
-
-
-class Daemon:
-    """`bgcopy --home H [GLOBAL_ARGS] daemon [ARGS]` as a context manager: started on enter
-    (unless start=False), stopped on exit even when the case failed: SIGTERM, then SIGKILL
-    of its process group after 10 s. stderr and stdout go to LABEL.log in the origin's dir;
-    every start appends to it. On exit it checks that the daemon was still running (it did
-    not die on its own) and that SIGTERM stopped it with exit status 0."""
-
-    def __init__(self, t, agent, o, *args, global_args=(), label="daemon", start=True):
-        self.t, self.agent, self.o = t, agent, o
-        self.args, self.global_args, self.label = list(args), list(global_args), label
-        self.argv = agent.argv("daemon", *args, global_args=global_args)
-        self.log_path = o.path(f"{label}.log")
-        self.proc = None
-        self.starts = 0
-        self.exits = []
-        self.kills = 0          # SIGKILLs sent on purpose
-        self.died = []          # exit statuses of runs that ended without us asking
-        self._text = ""
-        self.autostart = start
-        t.results.append(DaemonLog(self))
-
-    # ---- lifecycle
-    def __enter__(self):
-        if self.autostart:
-            self.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        was_running = self.proc is not None
-        rc, forced = self.stop()
-        if was_running:
-            self.t.ok(f"{self.label} still running at the end of the case (did not die on its own)",
-                      not self.died, f"it exited by itself with {self.died}")
-            self.t.ok(f"{self.label} stopped by SIGTERM with exit status 0 (got {rc}"
-                      f"{', after SIGKILL' if forced else ''})", rc == 0 and not forced)
-        return False
-
-    def start(self, wait=True, timeout=15):
-        """Starts the daemon; with WAIT, polls its log until it says it runs."""
-        self._check_died()
-        if self.proc is not None:
-            raise RuntimeError(f"{self.label} already running")
-        self.starts += 1
-        with open(self.log_path, "ab") as f:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
-                                         env=self.agent.env(), start_new_session=True)
-        if wait:
-            deadline = time.monotonic() + timeout
-            while self.text().count(": running (") < self.starts:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.t.ok(f"{self.label} started and logged 'running'", False,
-                              f"exit {self.proc.poll()}; log: {self.text()[-1500:]!r}")
-                    return False
-                time.sleep(0.02)
-        return True
-
-    def _check_died(self):
-        if self.proc is not None and self.proc.poll() is not None:
-            self.died.append(self.proc.returncode)
-            self.exits.append(self.proc.returncode)
-            self.proc = None
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig=signal.SIGTERM, timeout=10):
-        """Sends SIG and waits up to TIMEOUT s; then SIGKILLs the process group. Returns
-        (exit status or None when it was not running, whether SIGKILL was needed)."""
-        self._check_died()
-        if self.proc is None:
-            return None, False
-        forced = False
-        try:
-            os.kill(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            forced = True
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            rc = self.proc.wait(timeout=10)
-        self.exits.append(rc)
-        self.proc = None
-        self.text()
-        return rc, forced
-
-    def kill9(self):
-        """SIGKILL now (the daemon only: no clean-up of any kind), and reap it."""
-        self._check_died()
-        if self.proc is None:
-            return
-        try:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-        self.kills += 1
-        self.exits.append(self.proc.returncode)
-        self.proc = None
-
-    # ---- the log
-    def text(self):
-        try:
-            with open(self.log_path, errors="replace") as f:
-                self._text = f.read()
-        except OSError:
-            pass
-        return self._text
-
-    def events(self, job=None):
-        """[(job id, message)] of the 'job ID: MESSAGE' lines, in order."""
-        out = []
-        for line in self.text().splitlines():
-            m = EVENT_LINE.match(line)
-            if m and (job is None or m.group(1) == job):
-                out.append((m.group(1), m.group(2)))
-        return out
-
-    def wait_event(self, job, pattern, timeout, count=1):
-        """Polls the log until COUNT lines 'job JOB: ...' match PATTERN (a regex searched in
-        the message). Returns whether they came."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            if sum(1 for _, m in self.events(job) if rx.search(m)) >= count:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-
 
 # ---- shared steps -----------------------------------------------------------------------
-
-def cmd(t, agent, *args, rc=0, timeout=60):
-    """Runs a bgcopy command, registers it, checks its exit status."""
-    r = t.ran(agent.run(*args, timeout=timeout))
-    t.eq(f"{args[0]}: exit status", r.rc, rc)
-    return r
-
-
-def new_job(t, agent, files, *create_args):
-    """`create ARGS` then `add JOB URL PATH` for each of FILES. Returns the id or None."""
-    r = t.ran(agent.run("create", *create_args))
-    out = r.out.strip()
-    if not t.ok(f"create{''.join(' ' + a for a in create_args)}: exit 0 and a job id ({out!r})",
-                r.rc == 0 and GUID.fullmatch(out) is not None, f"exit {r.rc}, stderr {r.err.strip()!r}"):
-        return None
-    for url, path in files:
-        r = t.ran(agent.run("add", out, url, path))
-        t.eq(f"add {url}: exit status", r.rc, 0)
-    return out
-
-
-def doc_of(agent, job):
-    """The job document (info --json) or None; not registered (used in polls)."""
-    r = agent.run("info", job, "--json")
-    return r.doc if isinstance(r.doc, dict) else None
-
-
-def info(t, agent, job):
-    r = t.ran(agent.run("info", job, "--json"))
-    t.ok(f"info {job[:8]} --json: exit 0 and a job document", r.rc == 0 and isinstance(r.doc, dict),
-         f"exit {r.rc}; stdout {r.out[:300]!r}; stderr {r.err.strip()!r}")
-    return r.doc if isinstance(r.doc, dict) else None
-
-
-def poll_state(t, agent, job, states, timeout, label=None):
-    """Polls `info JOB --json` until its state is one of STATES (a str or tuple) or TIMEOUT
-    seconds passed. Checks it; returns (last document, distinct states seen in order)."""
-    states = (states,) if isinstance(states, str) else tuple(states)
-    label = label or f"job {job[:8]}"
-    deadline = time.monotonic() + timeout
-    seen, d = [], None
-    while True:
-        d = doc_of(agent, job)
-        s = field(d, "state")
-        if not seen or seen[-1] != s:
-            seen.append(s)
-        if s in states:
-            t.ok(f"{label} reached {s} (states seen: {' -> '.join(map(str, seen))})", True)
-            return d, seen
-        if time.monotonic() > deadline:
-            t.ok(f"{label} reached {' or '.join(states)} within {timeout} s", False,
-                 f"states seen: {seen}; last error: {field(d, 'error')!r}")
-            return d, seen
-        time.sleep(0.1)
 
 
 def read_text(path, missing=""):
@@ -304,18 +102,6 @@ def wait_partial(t, agent, job, out, at_least, timeout=30):
                  f"largest partial {size}; folder {listing(outdir)}")
             return None
         time.sleep(0.02)
-
-
-def complete_and_check(t, agent, job, outputs):
-    """`complete JOB`; then every (path, sha) of OUTPUTS exists with that SHA-256, the job
-    is ACKNOWLEDGED and no partial file is left beside the outputs."""
-    cmd(t, agent, "complete", job)
-    for path, sha in outputs:
-        got = sha256_file(path) if os.path.exists(path) else ABSENT
-        t.eq(f"SHA-256 of {os.path.basename(path)} after complete", got, sha)
-    t.eq("state after complete", field(info(t, agent, job), "state"), "ACKNOWLEDGED")
-    left = [os.path.basename(x) for p, _ in outputs for x in partials(os.path.dirname(p), os.path.basename(p))]
-    t.eq("partial files of the job left after complete", left, [])
 
 
 def running_at_most(events, jobs):
@@ -376,15 +162,41 @@ def expect_resumed_with_range(t, recs, uri):
     return resumed
 
 
+def expect_big_completed_resumed(t, agent, o, job, out, size):
+    """`complete JOB` gives big.bin whole; the origin saw it resumed with a Range request and
+    sent at most 1.1 x SIZE."""
+    complete_and_check(t, agent, job, [(out, o.sha("big.bin"))])
+    recs = o.wait_requests("/files/big.bin", 2)
+    expect_resumed_with_range(t, recs, "/files/big.bin")
+    expect_bytes_bound(t, o, "/files/big.bin", size, recs=recs)
+
+
+@contextlib.contextmanager
+def big_job(bg, size):
+    """An origin serving big.bin (SIZE bytes, paced at 4 MB/s) and a job for it (not resumed).
+    Yields (origin, Bgcopy, checker, job id or None after a failed check, output path)."""
+    with Origin(files={"big.bin": size}, locations="location = /files/big.bin { " + paced("4m") + " }") as o:
+        o, agent, t = started(bg, o)
+        out = o.path("out", "big.bin")
+        yield o, agent, t, new_job(t, agent, [(o.url("/files/big.bin"), out)]), out
+
+
+def resumed_until(t, agent, job, out, at_least):
+    """`resume JOB`, then waits until its partial holds AT_LEAST bytes; False after a failed
+    check."""
+    cmd(t, agent, "resume", job)
+    return wait_partial(t, agent, job, out, at_least) is not None
+
+
 # ---- 1. the BITS session ----------------------------------------------------------------
 
 @case("bits_session_create_add_resume_wait_complete")
 def _(bg):
+    """create, add 2 files, resume, daemon, wait exits 0; before complete only the partial files
+    exist; complete makes both outputs appear with the right SHA-256, the job ACKNOWLEDGED, no
+    partial left"""
     with Origin(files={"a.bin": MiB + 123, "b.bin": 300_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: create, add 2 files, resume, daemon, wait exits 0; before complete only "
-              "the partial files exist; complete makes both outputs appear with the right "
-              "SHA-256, the job ACKNOWLEDGED, no partial left")
         outdir = o.path("out")
         outs = {n: os.path.join(outdir, n) for n in ("a.bin", "b.bin")}
         with Daemon(t, agent, o):
@@ -418,10 +230,10 @@ def _(bg):
 
 @case("new_job_is_suspended_until_resume")
 def _(bg):
+    """with the daemon running, a created job with a file stays SUSPENDED and nothing reaches the
+    origin for 2 s; after resume it is transferred"""
     with Origin(files={"a.bin": 300_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: with the daemon running, a created job with a file stays SUSPENDED and "
-              "nothing reaches the origin for 2 s; after resume it is transferred")
         out = o.path("out", "a.bin")
         with Daemon(t, agent, o) as d:
             job = new_job(t, agent, [(o.url("/files/a.bin"), out)])
@@ -445,14 +257,14 @@ def _(bg):
 
 @case("priorities_high_before_normal_before_low")
 def _(bg):
+    """--max-transfers 1; low (set-priority), normal and high jobs queued before the daemon starts
+    run high, then normal, then low, one at a time; a foreground job resumed while the low one
+    transfers starts at once beside it"""
     files = {"slow/h.bin": 2 * MiB, "slow/n.bin": 2 * MiB, "slower/l.bin": 6 * MiB, "f.bin": 200_000}
     locs = ("location /files/slow/ { " + paced("2m") + " }\n"
             "        location /files/slower/ { " + paced("1m") + " }")
     with Origin(files=files, locations=locs) as o:
         o, agent, t = started(bg, o)
-        print("checks: --max-transfers 1; low (set-priority), normal and high jobs queued before "
-              "the daemon starts run high, then normal, then low, one at a time; a foreground job resumed "
-              "while the low one transfers starts at once beside it")
         outdir = o.path("out")
         jobs = {}
         for prio, name in (("low", "slower/l.bin"), ("normal", "slow/n.bin"), ("high", "slow/h.bin")):
@@ -508,13 +320,12 @@ RR_SIZE = 16 * MiB
 
 @case("round_robin_within_level")
 def _(bg):
+    """--max-transfers 1 --slice 2, two normal jobs of ~8 s each: they take turns (a turn ends, the
+    other starts) before either is TRANSFERRED; each resumes with Range; both complete with the
+    right bytes; the origin sends each file <= 1.1 x its size"""
     with Origin(files={"a.bin": RR_SIZE, "b.bin": RR_SIZE},
                 http_extra=paced("2m")) as o:
         o, agent, t = started(bg, o)
-        print("checks: --max-transfers 1 --slice 2, two normal jobs of ~8 s each: they take "
-              "turns (a turn ends, the other starts) before either is TRANSFERRED; each resumes "
-              "with Range; both complete with the right bytes; the origin sends each file "
-              "<= 1.1 x its size")
         outdir = o.path("out")
         a = new_job(t, agent, [(o.url("/files/a.bin"), os.path.join(outdir, "a.bin"))], "--name", "A")
         b = new_job(t, agent, [(o.url("/files/b.bin"), os.path.join(outdir, "b.bin"))], "--name", "B")
@@ -711,13 +522,12 @@ def _(bg):
 
 @case("credentials_not_sent_after_cross_host_redirect")
 def _(bg):
+    """set-credentials (basic, password file) and set-headers 'Authorization: Bearer x' reach the
+    first server only; after a 302 to another port nothing is sent there; both jobs complete"""
     locs = ("location = /x/a.bin { return 302 @BASE2@/files/a.bin; }\n"
             "        location = /x/b.bin { return 302 @BASE2@/files/b.bin; }")
     with Origin(files={"a.bin": 200_000, "b.bin": 200_000}, second=True, locations=locs) as o:
         o, agent, t = started(bg, o)
-        print("checks: set-credentials (basic, password file) and set-headers 'Authorization: "
-              "Bearer x' reach the first server only; after a 302 to another port nothing is "
-              "sent there; both jobs complete")
         pw = o.path("password.txt")
         with open(pw, "w") as f:
             f.write("s3cr3t pass\n")
@@ -800,13 +610,13 @@ class CrlOrigin(Origin):
 
 @case("revoked_unreachable_crl_and_disallowed_redirect_are_fatal")
 def _(bg):
+    """BITS puts these jobs in the fatal error state: a daemon job (crl-check) on a revoked leaf
+    ends ERROR 0x80072F8A, one whose CRL cannot be fetched ERROR 0x80072F19, one under
+    redirect-disallow meeting a 302 ERROR 0x8007012E with the target as its remote URL; each
+    after one run, never TRANSIENT_ERROR"""
     with CrlOrigin(files={"f.bin": 100_000}, leaves=("revoked", "crlunreachable"),
                    locations="location = /moved { return 302 @BASE@/files/f.bin; }") as o:
         o, agent, t = started(bg, o)
-        print("checks: BITS puts these jobs in the fatal error state: a daemon job (crl-check) "
-              "on a revoked leaf ends ERROR 0x80072F8A, one whose CRL cannot be fetched ERROR "
-              "0x80072F19, one under redirect-disallow meeting a 302 ERROR 0x8007012E with "
-              "the target as its remote URL; each after one run, never TRANSIENT_ERROR")
         cases = (("revoked", o.tls_file_url("f.bin", "revoked"), "crl-check", "0x80072F8A"),
                  ("crlunreachable", o.tls_file_url("f.bin", "crlunreachable"), "crl-check",
                   "0x80072F19"),
@@ -840,17 +650,16 @@ def _(bg):
 
 @case("crl_turned_on_mid_file_restarts_it")
 def _(bg):
+    """an https job (daemon --ca-file root.pem, leaf good) of a small file then a large
+    rate-limited one; set-security-flags crl-check once the large file's partial passes 4 MiB:
+    that file restarts from byte 0 (a new request without Range), the small finished file is not
+    fetched again, the job ends TRANSFERRED with the right bytes"""
     if not os.access(mkcerts_path(), os.X_OK):
         print(f"  FAIL  scripts/mkcerts not found at {mkcerts_path()} (set MKCERTS)")
         bg.t.failed += 1
         return
     with CrlOrigin(files={"f.bin": 100_000, "big.bin": CRL_BIG}) as o:
         o, agent, t = started(bg, o)
-        print("checks: an https job (daemon --ca-file root.pem, leaf good) of a small file then "
-              "a large rate-limited one; set-security-flags crl-check once the large file's "
-              "partial passes 4 MiB: that file restarts from byte 0 (a new request without "
-              "Range), the small finished file is not fetched again, the job ends TRANSFERRED "
-              "with the right bytes")
         outdir = o.path("out")
         out_f, out_big = os.path.join(outdir, "f.bin"), os.path.join(outdir, "big.bin")
         job = new_job(t, agent, [(o.tls_file_url("f.bin"), out_f), (o.tls_file_url("big.bin"), out_big)])
@@ -891,11 +700,11 @@ def _(bg):
 
 @case("cancel_removes_partial_data")
 def _(bg):
+    """cancel while the job transfers: CANCELLED, its partial file removed, no output; the daemon
+    keeps running and transfers another job afterwards"""
     with Origin(files={"big.bin": 16 * MiB, "other.bin": 300_000},
                 locations="location = /files/big.bin { " + paced("2m") + " }") as o:
         o, agent, t = started(bg, o)
-        print("checks: cancel while the job transfers: CANCELLED, its partial file removed, no "
-              "output; the daemon keeps running and transfers another job afterwards")
         out = o.path("out", "big.bin")
         out2 = o.path("out2", "other.bin")
         os.makedirs(os.path.dirname(out2))
@@ -904,8 +713,7 @@ def _(bg):
         if job is None or other is None:
             return
         with Daemon(t, agent, o) as d:
-            cmd(t, agent, "resume", job)
-            if wait_partial(t, agent, job, out, 2 * MiB) is None:
+            if not resumed_until(t, agent, job, out, 2 * MiB):
                 return
             cmd(t, agent, "cancel", job)
             poll_state(t, agent, job, "CANCELLED", 10)
@@ -930,18 +738,14 @@ def _(bg):
 
 @case("suspend_then_resume_continues_with_range")
 def _(bg):
+    """suspend mid-transfer: SUSPENDED and the partial stops growing; resume: continues with a
+    Range request answered 206; the origin sends <= 1.1 x the file"""
     size = 16 * MiB
-    with Origin(files={"big.bin": size}, locations="location = /files/big.bin { " + paced("4m") + " }") as o:
-        o, agent, t = started(bg, o)
-        print("checks: suspend mid-transfer: SUSPENDED and the partial stops growing; resume: "
-              "continues with a Range request answered 206; the origin sends <= 1.1 x the file")
-        out = o.path("out", "big.bin")
-        job = new_job(t, agent, [(o.url("/files/big.bin"), out)])
+    with big_job(bg, size) as (o, agent, t, job, out):
         if job is None:
             return
         with Daemon(t, agent, o) as d:
-            cmd(t, agent, "resume", job)
-            if wait_partial(t, agent, job, out, 4 * MiB) is None:
+            if not resumed_until(t, agent, job, out, 4 * MiB):
                 return
             cmd(t, agent, "suspend", job)
             poll_state(t, agent, job, "SUSPENDED", 10)
@@ -956,20 +760,17 @@ def _(bg):
             t.eq("requests for the file logged after the suspend (the cut one)", n, 1)
             cmd(t, agent, "resume", job)
             poll_state(t, agent, job, "TRANSFERRED", 30)
-        complete_and_check(t, agent, job, [(out, o.sha("big.bin"))])
-        recs = o.wait_requests("/files/big.bin", 2)
-        expect_resumed_with_range(t, recs, "/files/big.bin")
-        expect_bytes_bound(t, o, "/files/big.bin", size, recs=recs)
+        expect_big_completed_resumed(t, agent, o, job, out, size)
 
 
 # ---- 12. notification command -----------------------------------------------------------
 
 @case("notify_cmd_runs_with_job_id")
 def _(bg):
+    """set-notify-cmd PROGRAM ARGS runs (without a shell) with the job id as last argument when the
+    job reaches TRANSFERRED, and when another reaches ERROR"""
     with Origin(files={"a.bin": 100_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: set-notify-cmd PROGRAM ARGS runs (without a shell) with the job id as last "
-              "argument when the job reaches TRANSFERRED, and when another reaches ERROR")
         ok_out, bad_out = o.path("out", "a.bin"), o.path("out", "missing.bin")
         good = new_job(t, agent, [(o.url("/files/a.bin"), ok_out)], "--name", "good")
         bad = new_job(t, agent, [(o.url("/files/missing.bin"), bad_out)], "--name", "bad")
@@ -998,16 +799,15 @@ def _(bg):
 
 @case("replace_remote_prefix_then_transfers_from_new_host")
 def _(bg):
+    """replace-remote-prefix of a job's 2 files from server 1 to server 2 prints '2 files changed';
+    server 2 serves them, server 1 sees nothing; info keeps the original URL. Under
+    redirect-report a file whose remote URL became the final URL is not matched by its original
+    prefix ('0 files changed'), mid-transfer and after the transfer"""
     locs = ("location = /r/big.bin { return 302 @BASE@/files/big.bin; }\n"
             "        location = /files/big.bin { " + paced("4m") + " }")
     big = 12 * MiB
     with Origin(files={"a.bin": 200_000, "b.bin": 300_000, "big.bin": big}, second=True, locations=locs) as o:
         o, agent, t = started(bg, o)
-        print("checks: replace-remote-prefix of a job's 2 files from server 1 to server 2 prints "
-              "'2 files changed'; server 2 serves them, server 1 sees nothing; info keeps the "
-              "original URL. Under redirect-report a file whose remote URL became the final "
-              "URL is not matched by its original prefix ('0 files changed'), mid-transfer and "
-              "after the transfer")
         p1, p2 = o.base + "/", o.base2 + "/"
         outs = {n: o.path("out", n) for n in ("a.bin", "b.bin")}
         job = new_job(t, agent, [(o.url(f"/files/{n}"), outs[n]) for n in outs], "--name", "moved")
@@ -1130,12 +930,12 @@ def _(bg):
 
 @case("two_daemons_never_transfer_the_same_job")
 def _(bg):
+    """two daemons on the same home, 3 jobs: each file is fetched exactly once (one request, 200,
+    whole file), each job run by one daemon, all TRANSFERRED"""
     names = ("a.bin", "b.bin", "c.bin")
     size = 4 * MiB
     with Origin(files={n: size for n in names}, http_extra=paced("2m")) as o:
         o, agent, t = started(bg, o)
-        print("checks: two daemons on the same home, 3 jobs: each file is fetched exactly once "
-              "(one request, 200, whole file), each job run by one daemon, all TRANSFERRED")
         outs = {n: o.path("out", n) for n in names}
         jobs = {n: new_job(t, agent, [(o.url(f"/files/{n}"), outs[n])], "--name", n) for n in names}
         if None in jobs.values():
@@ -1162,19 +962,15 @@ def _(bg):
 
 @case("sigterm_stops_cleanly_and_restart_resumes")
 def _(bg):
+    """SIGTERM mid-transfer: the daemon exits 0 (within 10 s), logs 'stopped', the job is QUEUED
+    with its partial kept; a new daemon resumes it with a Range request; the origin sends <= 1.1
+    x the file"""
     size = 16 * MiB
-    with Origin(files={"big.bin": size}, locations="location = /files/big.bin { " + paced("4m") + " }") as o:
-        o, agent, t = started(bg, o)
-        print("checks: SIGTERM mid-transfer: the daemon exits 0 (within 10 s), logs 'stopped', "
-              "the job is QUEUED with its partial kept; a new daemon resumes it with a Range "
-              "request; the origin sends <= 1.1 x the file")
-        out = o.path("out", "big.bin")
-        job = new_job(t, agent, [(o.url("/files/big.bin"), out)])
+    with big_job(bg, size) as (o, agent, t, job, out):
         if job is None:
             return
         with Daemon(t, agent, o) as d:
-            cmd(t, agent, "resume", job)
-            if wait_partial(t, agent, job, out, 4 * MiB) is None:
+            if not resumed_until(t, agent, job, out, 4 * MiB):
                 return
             rc, forced = d.stop(signal.SIGTERM, timeout=10)
             t.eq("daemon exit status after SIGTERM", rc, 0)
@@ -1188,10 +984,7 @@ def _(bg):
                  isinstance(field(doc, "bytes_transferred"), int) and field(doc, "bytes_transferred") > 0)
             d.start()
             poll_state(t, agent, job, "TRANSFERRED", 30)
-        complete_and_check(t, agent, job, [(out, o.sha("big.bin"))])
-        recs = o.wait_requests("/files/big.bin", 2)
-        expect_resumed_with_range(t, recs, "/files/big.bin")
-        expect_bytes_bound(t, o, "/files/big.bin", size, recs=recs)
+        expect_big_completed_resumed(t, agent, o, job, out, size)
 
 
 # ---- 17. wait ---------------------------------------------------------------------------
@@ -1303,13 +1096,13 @@ def _(bg):
 
 @case("wait_draws_progress_on_a_terminal_silent_otherwise")
 def _(bg):
+    """wait with stderr on a terminal draws a progress bar (\\r-led redraws, a percentage reaching
+    100%) and exits 0; on pipes it prints nothing and exits 0"""
     size = 8 * MiB
     with Origin(files={"p.bin": size, "q.bin": size},
                 locations="".join(f"location = /files/{n} {{ {paced('8m')} }}\n"
                                   for n in ("p.bin", "q.bin"))) as o:
         o, agent, t = started(bg, o)
-        print("checks: wait with stderr on a terminal draws a progress bar (\\r-led redraws, "
-              "a percentage reaching 100%) and exits 0; on pipes it prints nothing and exits 0")
         outs = {n: o.path("out", n) for n in ("p.bin", "q.bin")}
         jobs = {n: new_job(t, agent, [(o.url(f"/files/{n}"), outs[n])]) for n in outs}
         if None in jobs.values():

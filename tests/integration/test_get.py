@@ -9,7 +9,7 @@ Each case prints one line per thing it checks ('ok' or 'FAIL', with expected and
 on failure the bgcopy commands it ran and the origin's access log. Exit 0 when every check
 passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp dirs."""
 
-import glob
+import contextlib
 import gzip
 import os
 import re
@@ -20,149 +20,19 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Bgcopy, Origin, Result, range_start, sha256_bytes, sha256_file  # noqa: E402
+from bgtest import (ABSENT, Bgcopy, case_registry, expect_error, expect_transferred, field,
+                    interrupted_get, listing, main, partials, Result, SKIPPED, started, stop_background, wait_partial)  # noqa: E402
+from origin import MiB, Origin, range_start, sha256_bytes, sha256_file  # noqa: E402
 
 A_SIZE = 300_000          # the ordinary served file, /files/a.bin
 BIG_SIZE = 24 * MiB       # served with limit_rate 4m for the interruption cases
 KILL_AFTER = 6 * MiB      # partial size at which the first get is killed
-ABSENT = object()         # "this key is missing" in job documents
-
-def case_registry():
-    """(CASES, case): an empty {name: function} table and the decorator that fills it; every
-    case script makes its own."""
-    cases = {}
-
-    def case(name):
-        def deco(fn):
-            assert name not in cases, name
-            cases[name] = fn
-            return fn
-        return deco
-    return cases, case
 
 
 CASES, case = case_registry()
 
 
-class Checker:
-    """Collects checks of one case; prints each; remembers context to dump on failure."""
-
-    def __init__(self, name):
-        self.name = name
-        self.failed = 0
-        self.results = []
-        self.origins = []
-
-    def ok(self, what, cond, detail=""):
-        if cond:
-            print(f"  ok    {what}", flush=True)
-        else:
-            self.failed += 1
-            print(f"  FAIL  {what}" + (f"\n          {detail}" if detail else ""), flush=True)
-        return bool(cond)
-
-    def eq(self, what, got, want):
-        if got == want:
-            print(f"  ok    {what}: {_show(got)}", flush=True)
-            return True
-        self.failed += 1
-        print(f"  FAIL  {what}\n          expected: {_show(want)}\n          got:      {_show(got)}", flush=True)
-        return False
-
-    def note(self, text):
-        print(f"  note  {text}", flush=True)
-
-    def ran(self, result):
-        """Registers a bgcopy Result (shown on failure) and returns it."""
-        self.results.append(result)
-        print(f"  ran   {' '.join(result.argv[1:])}  -> exit {result.rc} ({result.elapsed:.2f}s)", flush=True)
-        return result
-
-    def dump(self):
-        for r in self.results:
-            print(r.describe())
-        for o in self.origins:
-            print(f"access log of {o.base}" + (f" / {o.base2}" if o.base2 else "")
-                  + (f" / {o.tls_base}" if o.tls_base else "") + ":")
-            print(o.format_log())
-
-
-def _show(v):
-    if v is ABSENT:
-        return "(absent)"
-    return repr(v)
-
-
-def field(doc, *path):
-    """doc[path[0]][path[1]]..., or ABSENT."""
-    cur = doc
-    for p in path:
-        try:
-            cur = cur[p]
-        except (TypeError, KeyError, IndexError):
-            return ABSENT
-    return cur
-
-
-def listing(d):
-    try:
-        return sorted(os.listdir(d))
-    except FileNotFoundError:
-        return ABSENT
-
-
-def partials(d, name):
-    return sorted(glob.glob(os.path.join(d, f".{name}.bgcopy-*.part")))
-
-
 # ---- shared expectations ---------------------------------------------------------------
-
-def expect_transferred(t, r, out, want_sha, size=None, remote_url=ABSENT, cache_key=ABSENT, json_doc=True):
-    """Exit 0, TRANSFERRED, file written with WANT_SHA, nothing else in the output folder."""
-    t.eq("exit status", r.rc, 0)
-    if json_doc:
-        t.ok("--json printed a job document on stdout", isinstance(r.doc, dict), f"stdout: {r.out[:300]!r}")
-        t.eq("state", field(r.doc, "state"), "TRANSFERRED")
-        t.eq("error", field(r.doc, "error"), None)
-        if remote_url is not ABSENT:
-            t.eq("files[0].remote_url", field(r.doc, "files", 0, "remote_url"), remote_url)
-        if cache_key is not ABSENT:
-            t.eq("files[0].cache_key", field(r.doc, "files", 0, "cache_key"), cache_key)
-        t.eq("files[0].sha256", field(r.doc, "files", 0, "sha256"), want_sha)
-        t.eq("files[0].done", field(r.doc, "files", 0, "done"), True)
-        t.eq("files_transferred / files_total", (field(r.doc, "files_transferred"),
-                                                 field(r.doc, "files_total")), (1, 1))
-        if "get" in r.argv:
-            t.eq("priority of a get's job", field(r.doc, "priority"), "foreground")
-        if size is not None:
-            t.eq("files[0].bytes_transferred", field(r.doc, "files", 0, "bytes_transferred"), size)
-            t.eq("files[0].bytes_total", field(r.doc, "files", 0, "bytes_total"), size)
-            t.eq("bytes_transferred / bytes_total", (field(r.doc, "bytes_transferred"),
-                                                     field(r.doc, "bytes_total")), (size, size))
-    got = sha256_file(out) if os.path.exists(out) else ABSENT
-    t.eq(f"SHA-256 of output {os.path.basename(out)}", got, want_sha)
-    t.eq("output folder holds only the output file", listing(os.path.dirname(out)), [os.path.basename(out)])
-
-
-def expect_error(t, r, out, code, symbol=None, remote_url=ABSENT, allow_partial=False):
-    """Exit 1, ERROR with CODE, no output file, nothing left in the output folder."""
-    t.eq("exit status", r.rc, 1)
-    t.ok("--json printed a job document on stdout (also on ERROR)", isinstance(r.doc, dict),
-         f"stdout: {r.out[:300]!r}")
-    t.eq("state", field(r.doc, "state"), "ERROR")
-    t.eq("error.code", field(r.doc, "error", "code"), code)
-    if symbol is not None:
-        t.eq("error.symbol", field(r.doc, "error", "symbol"), symbol)
-    if remote_url is not ABSENT:
-        t.eq("files[0].remote_url", field(r.doc, "files", 0, "remote_url"), remote_url)
-    t.ok("stderr names the HRESULT", code.lower() in r.err.lower(), f"stderr: {r.err.strip()[:300]!r}")
-    if symbol is not None:
-        t.ok("stderr names the symbol", symbol in r.err, f"stderr: {r.err.strip()[:300]!r}")
-    t.eq("output file exists", os.path.exists(out), False)
-    left = listing(os.path.dirname(out))
-    if allow_partial and left is not ABSENT:
-        left = [x for x in left if not (x.startswith(f".{os.path.basename(out)}.bgcopy-") and x.endswith(".part"))]
-    t.eq("output folder left empty", left, [])
 
 
 def expect_refused_early(t, r, out, rc, origin, needles=()):
@@ -201,19 +71,32 @@ def redirect_locations(o):
     return "\n        ".join(out)
 
 
+@contextlib.contextmanager
+def get_of(bg, path="/files/a.bin", flags=None, out_name="a.bin", extra=(), **origin_args):
+    """An origin serving a.bin (A_SIZE bytes) with ORIGIN_ARGS, registered with the checker;
+    `bgcopy get --json [EXTRA]` of PATH on it into out/OUT_NAME under FLAGS (EXTRA may be a
+    function of the origin). Yields (origin, Bgcopy, checker, Result, output path)."""
+    with Origin(files={"a.bin": A_SIZE}, **origin_args) as o:
+        o, agent, t = started(bg, o)
+        out = o.path("out", out_name)
+        extra = extra(o) if callable(extra) else extra
+        yield o, agent, t, t.ran(agent.get(o.url(path), out, flags=flags, extra=extra)), out
+
+
+def expect_a_bin(t, o, r, out, url, keyed=True):
+    """expect_transferred of a.bin with remote_url URL (and cache_key URL when KEYED)."""
+    expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=url, cache_key=url if keyed else ABSENT)
+
+
 def make_redirect_case(code, policy):
     def run(bg):
-        with Origin(files={"a.bin": A_SIZE}, locations=redirect_locations) as o:
-            t = bg.t
-            t.origins.append(o)
-            agent = Bgcopy(bg.exe, o.path("home"))
-            src, dst, out = o.url(f"/r/{code}"), o.url("/files/a.bin"), o.path("out", "a.bin")
+        with get_of(bg, f"/r/{code}", POLICIES[policy], locations=redirect_locations) as (o, _, t, r, out):
+            src, dst = o.url(f"/r/{code}"), o.url("/files/a.bin")
             print(f"checks: GET {src} ({code} -> {dst}) under {POLICIES[policy]}")
-            r = t.ran(agent.get(src, out, flags=POLICIES[policy]))
             if policy == "silent":
-                expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=src, cache_key=src)
+                expect_a_bin(t, o, r, out, src)
             elif policy == "report":
-                expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=dst, cache_key=dst)
+                expect_a_bin(t, o, r, out, dst)
             else:
                 hr, sym = DISALLOW_CODES[code]
                 expect_error(t, r, out, hr, sym, remote_url=dst)
@@ -227,52 +110,32 @@ for _code in REDIRECT_CODES:
         case(f"redirect_{_policy}_{_code}_{POLICY_NAMES[_policy]}")(make_redirect_case(_code, _policy))
 
 
-class Run:
-    """What a case function gets: the bgcopy path and the checker."""
-
-    def __init__(self, exe, t):
-        self.exe, self.t = exe, t
-
-
-def started(bg, o):
-    bg.t.origins.append(o)
-    return o, Bgcopy(bg.exe, o.path("home")), bg.t
-
-
 # ---- redirects: resolution, chains, refused targets --------------------------------------
+
+REL_GO = "location = /rel/go { return 302 ../files/a.bin; }"
+
 
 @case("redirect_relative_dotdot_location_resolved")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}, locations="location = /rel/go { return 302 ../files/a.bin; }") as o:
-        o, agent, t = started(bg, o)
-        print("checks: Location '../files/a.bin' from /rel/go resolves to /files/a.bin (report policy)")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/rel/go"), out, flags="redirect-report"))
+    """Location '../files/a.bin' from /rel/go resolves to /files/a.bin (report policy)"""
+    with get_of(bg, "/rel/go", "redirect-report", locations=REL_GO) as (o, _, t, r, out):
         t.eq("origin sent a relative Location", field(o.requests("/rel/go"), 0, "location"), "../files/a.bin")
-        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"),
-                           cache_key=o.url("/files/a.bin"))
+        expect_a_bin(t, o, r, out, o.url("/files/a.bin"))
 
 
 @case("redirect_relative_path_location_resolved")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE},
-                locations="location = /abs/go { absolute_redirect off; return 302 /files/a.bin; }") as o:
-        o, agent, t = started(bg, o)
-        print("checks: Location '/files/a.bin' (absolute path, no host) resolves against the request URL")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/abs/go"), out, flags="redirect-report"))
+    """Location '/files/a.bin' (absolute path, no host) resolves against the request URL"""
+    with get_of(bg, "/abs/go", "redirect-report",
+                locations="location = /abs/go { absolute_redirect off; return 302 /files/a.bin; }") as (o, _, t, r, out):
         t.eq("origin sent a relative Location", field(o.requests("/abs/go"), 0, "location"), "/files/a.bin")
-        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"),
-                           cache_key=o.url("/files/a.bin"))
+        expect_a_bin(t, o, r, out, o.url("/files/a.bin"))
 
 
 @case("redirect_disallow_relative_location_reports_absolute_url")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}, locations="location = /rel/go { return 302 ../files/a.bin; }") as o:
-        o, agent, t = started(bg, o)
-        print("checks: under DISALLOW the remote URL becomes the resolved (absolute) redirect target")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/rel/go"), out, flags="redirect-disallow"))
+    """under DISALLOW the remote URL becomes the resolved (absolute) redirect target"""
+    with get_of(bg, "/rel/go", "redirect-disallow", locations=REL_GO) as (o, _, t, r, out):
         expect_error(t, r, out, "0x8007012E", "HTTP_STATUS_REDIRECT", remote_url=o.url("/files/a.bin"))
 
 
@@ -289,47 +152,34 @@ def chain_locations(prefix, n, final):
 
 @case("redirect_chain_3_hops_report_gives_last_url")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}, locations=chain_locations("c", 3, "/files/a.bin")) as o:
-        o, agent, t = started(bg, o)
-        print("checks: /c/1 -> /c/2 -> /c/3 -> /files/a.bin under report: remote_url is the last URL")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/c/1"), out, flags="redirect-report"))
-        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"),
-                           cache_key=o.url("/files/a.bin"))
+    """/c/1 -> /c/2 -> /c/3 -> /files/a.bin under report: remote_url is the last URL"""
+    with get_of(bg, "/c/1", "redirect-report", locations=chain_locations("c", 3, "/files/a.bin")) as (o, _, t, r, out):
+        expect_a_bin(t, o, r, out, o.url("/files/a.bin"))
         for i in (1, 2, 3):
             t.ok(f"hop /c/{i} was requested", len(o.requests(f"/c/{i}")) >= 1)
 
 
 @case("redirect_chain_10_hops_followed")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}, locations=chain_locations("h", 11, "/files/a.bin")) as o:
-        o, agent, t = started(bg, o)
-        print("checks: 10 redirects (/h/2 ... /h/11 -> /files/a.bin) are followed")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/h/2"), out, flags="redirect-report"))
-        expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=o.url("/files/a.bin"))
+    """10 redirects (/h/2 ... /h/11 -> /files/a.bin) are followed"""
+    with get_of(bg, "/h/2", "redirect-report", locations=chain_locations("h", 11, "/files/a.bin")) as (o, _, t, r, out):
+        expect_a_bin(t, o, r, out, o.url("/files/a.bin"), keyed=False)
 
 
 @case("redirect_chain_11_hops_refused")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}, locations=chain_locations("h", 11, "/files/a.bin")) as o:
-        o, agent, t = started(bg, o)
-        print("checks: 11 redirects (/h/1 ... /h/11 -> /files/a.bin) -> 0x80072F7C, target never fetched")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/h/1"), out, flags="redirect-report"))
+    """11 redirects (/h/1 ... /h/11 -> /files/a.bin) -> 0x80072F7C, target never fetched"""
+    with get_of(bg, "/h/1", "redirect-report", locations=chain_locations("h", 11, "/files/a.bin")) as (o, _, t, r, out):
         expect_error(t, r, out, "0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
         t.eq("requests for /files/a.bin", len(o.requests("/files/a.bin")), 0)
 
 
 @case("redirect_loop_refused")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE},
+    """/loop/a -> /loop/b -> /loop/a ... ends in 0x80072F7C after at most 11 requests"""
+    with get_of(bg, "/loop/a",
                 locations=lambda o: f"location = /loop/a {{ return 302 {o.base}/loop/b; }}\n"
-                                    f"        location = /loop/b {{ return 302 {o.base}/loop/a; }}") as o:
-        o, agent, t = started(bg, o)
-        print("checks: /loop/a -> /loop/b -> /loop/a ... ends in 0x80072F7C after at most 11 requests")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/loop/a"), out))
+                                    f"        location = /loop/b {{ return 302 {o.base}/loop/a; }}") as (o, _, t, r, out):
         expect_error(t, r, out, "0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
         n = len(o.log())
         t.ok(f"origin saw at most 11 requests (saw {n})", n <= 11)
@@ -337,11 +187,9 @@ def _(bg):
 
 def make_scheme_case(scheme_url):
     def run(bg):
-        with Origin(files={"a.bin": A_SIZE}, locations=f"location = /r/x {{ return 302 {scheme_url}; }}") as o:
-            o, agent, t = started(bg, o)
+        with get_of(bg, "/r/x", "redirect-report", "x.bin",
+                    locations=f"location = /r/x {{ return 302 {scheme_url}; }}") as (o, _, t, r, out):
             print(f"checks: a redirect to {scheme_url} is refused with 0x80072F7C, nothing written")
-            out = o.path("out", "x.bin")
-            r = t.ran(agent.get(o.url("/r/x"), out, flags="redirect-report"))
             expect_error(t, r, out, "0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
             t.eq("origin saw only the redirecting request", [x["uri"] for x in o.log()], ["/r/x"])
     return run
@@ -357,10 +205,10 @@ HTTPS_DOWN = "location = /down { return 302 @BASE@/files/a.bin; }"
 
 @case("https_get_with_ca_file_succeeds")
 def _(bg):
+    """plain HTTPS download trusting the test CA via get --ca-file, and via the global form bgcopy
+    --ca-file FILE get"""
     with Origin(files={"a.bin": A_SIZE}, https=True) as o:
         o, agent, t = started(bg, o)
-        print("checks: plain HTTPS download trusting the test CA via get --ca-file, and via "
-              "the global form bgcopy --ca-file FILE get")
         out = o.path("out", "a.bin")
         url = o.tls_url("/files/a.bin")
         r = t.ran(agent.get(url, out, extra=["--ca-file", o.ca_file]))
@@ -372,13 +220,12 @@ def _(bg):
 
 @case("redirect_http_to_https_hop_certificate_checked")
 def _(bg):
+    """http /up -> 302 -> https on a server whose certificate comes from the test CA: the hop's
+    certificate is checked as a first request's would be: without the CA 0x80072F0D and the
+    https hop never answers; with --ca-file, or with ignore-unknown-ca, the file arrives"""
     with Origin(files={"a.bin": A_SIZE}, https=True,
                 locations="location = /up { return 302 @TLSBASE@/files/a.bin; }") as o:
         o, agent, t = started(bg, o)
-        print("checks: http /up -> 302 -> https on a server whose certificate comes from the "
-              "test CA: the hop's certificate is checked as a first request's would be: "
-              "without the CA 0x80072F0D and the https hop never answers; with --ca-file, or "
-              "with ignore-unknown-ca, the file arrives")
         target = o.tls_url("/files/a.bin")
         out = o.path("out", "a.bin")
         print("  -- no CA")
@@ -439,10 +286,10 @@ def _(bg):
 
 @case("get_without_o_writes_the_url_basename_here")
 def _(bg):
+    """get URL without -o writes the URL's last path segment into the working directory, as curl -O
+    and wget do"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: get URL without -o writes the URL's last path segment into the working "
-              "directory, as curl -O and wget do")
         here = o.path("out")
         r = t.ran(agent.run("get", "--json", o.url("/files/a.bin"), cwd=here))
         expect_transferred(t, r, os.path.join(here, "a.bin"), o.sha("a.bin"), A_SIZE)
@@ -451,9 +298,9 @@ def _(bg):
 
 @case("redirect_https_to_http_refused_without_0x0800")
 def _(bg):
+    """https -> http redirect under report without 0x0800 -> 0x80072F7C, http never asked"""
     with Origin(files={"a.bin": A_SIZE}, tls_locations=HTTPS_DOWN) as o:
         o, agent, t = started(bg, o)
-        print("checks: https -> http redirect under report without 0x0800 -> 0x80072F7C, http never asked")
         out = o.path("out", "a.bin")
         r = t.ran(agent.get(o.tls_url("/down"), out, flags="redirect-report", extra=["--ca-file", o.ca_file]))
         t.eq("origin answered the https request with 302",
@@ -464,11 +311,11 @@ def _(bg):
 
 @case("redirect_https_to_http_allowed_with_0x0800")
 def _(bg):
+    """https -> http redirect with allow-https-to-http (0x0800) succeeds under report (0x0900:
+    remote_url and cache key the final http URL) and under silent (0x0800: both stay the
+    original https URL)"""
     with Origin(files={"a.bin": A_SIZE}, tls_locations=HTTPS_DOWN) as o:
         o, agent, t = started(bg, o)
-        print("checks: https -> http redirect with allow-https-to-http (0x0800) succeeds under "
-              "report (0x0900: remote_url and cache key the final http URL) and under silent "
-              "(0x0800: both stay the original https URL)")
         out = o.path("out", "a.bin")
         for flags, value, name in (("redirect-report|allow-https-to-http", 0x0900, o.url("/files/a.bin")),
                                    ("redirect-silent|allow-https-to-http", 0x0800, o.tls_url("/down"))):
@@ -484,9 +331,9 @@ def _(bg):
 
 @case("http_404_fails_0x80190194")
 def _(bg):
+    """404 -> ERROR 0x80190194, exit 1, nothing written"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: 404 -> ERROR 0x80190194, exit 1, nothing written")
         out = o.path("out", "missing.bin")
         r = t.ran(agent.get(o.url("/files/missing.bin"), out))
         expect_error(t, r, out, "0x80190194", "BG_E_HTTP_ERROR_404")
@@ -495,9 +342,9 @@ def _(bg):
 
 @case("http_500_fails_0x801901f4")
 def _(bg):
+    """500 -> ERROR 0x801901F4, exit 1, nothing written (retries allowed, bounded)"""
     with Origin(locations="location = /err500 { return 500; }") as o:
         o, agent, t = started(bg, o)
-        print("checks: 500 -> ERROR 0x801901F4, exit 1, nothing written (retries allowed, bounded)")
         out = o.path("out", "e.bin")
         r = t.ran(agent.get(o.url("/err500"), out, timeout=90))
         expect_error(t, r, out, "0x801901F4", "BG_E_HTTP_ERROR_500")
@@ -533,10 +380,10 @@ case("redirect_cross_host_drops_cookie")(make_cross_host_case("Cookie", "session
 
 @case("cache_key_both_findable_under_both_urls")
 def _(bg):
+    """--cache-key both under report: stored under the final URL, found under both"""
     with Origin(files={"a.bin": A_SIZE}, locations="location = /r/302 { return 302 @BASE@/files/a.bin; }") as o:
         o, agent, t = started(bg, o)
         src, dst = o.url("/r/302"), o.url("/files/a.bin")
-        print("checks: --cache-key both under report: stored under the final URL, found under both")
         out = o.path("out", "a.bin")
         r = t.ran(agent.get(src, out, flags="redirect-report", extra=["--cache-key", "both"]))
         expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, remote_url=dst, cache_key=dst)
@@ -546,18 +393,25 @@ def _(bg):
             t.eq(f"cache show {url}: sha256", field(s.doc, "sha256"), o.sha("a.bin"))
 
 
+def get_both_copies(t, agent, o, body):
+    """Gets /files/a.bin and /files/copy-of-a.bin (both BODY) into folders of their own; each
+    arrives keyed under its URL. Returns BODY's SHA-256."""
+    want = sha256_bytes(body)
+    for name in ("a.bin", "copy-of-a.bin"):
+        os.makedirs(o.path("out", name + ".d"))
+        out = o.path("out", name + ".d", name)
+        r = t.ran(agent.get(o.url(f"/files/{name}"), out))
+        expect_transferred(t, r, out, want, A_SIZE, cache_key=o.url(f"/files/{name}"))
+    return want
+
+
 @case("cache_list_same_bytes_two_urls_same_sha256")
 def _(bg):
+    """two URLs serving identical bytes: both keys listed, same sha256"""
     body = os.urandom(A_SIZE)
     with Origin(files={"a.bin": body, "copy-of-a.bin": body}) as o:
         o, agent, t = started(bg, o)
-        print("checks: two URLs serving identical bytes: both keys listed, same sha256")
-        want = sha256_bytes(body)
-        for name in ("a.bin", "copy-of-a.bin"):
-            os.makedirs(o.path("out", name + ".d"))
-            out = o.path("out", name + ".d", name)
-            r = t.ran(agent.get(o.url(f"/files/{name}"), out))
-            expect_transferred(t, r, out, want, A_SIZE, cache_key=o.url(f"/files/{name}"))
+        want = get_both_copies(t, agent, o, body)
         s = t.ran(agent.run("cache", "list", "--json"))
         t.eq("cache list --json: exit", s.rc, 0)
         t.ok("cache list --json prints an array", isinstance(s.doc, list), f"stdout: {s.out[:300]!r}")
@@ -570,20 +424,17 @@ def _(bg):
 
 @case("cache_show_unknown_url_exits_1")
 def _(bg):
+    """cache show of a URL never stored exits 1"""
     with Origin() as o:
         o, agent, t = started(bg, o)
-        print("checks: cache show of a URL never stored exits 1")
         s = t.ran(agent.run("cache", "show", o.url("/files/never.bin")))
         t.eq("exit status", s.rc, 1)
 
 
 @case("no_cache_writes_file_and_stores_nothing")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, agent, t = started(bg, o)
-        print("checks: --no-cache writes the file, cache_key null, cache list empty")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/files/a.bin"), out, extra=["--no-cache"]))
+    """--no-cache writes the file, cache_key null, cache list empty"""
+    with get_of(bg, extra=["--no-cache"]) as (o, agent, t, r, out):
         expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, cache_key=None)
         s = t.ran(agent.run("cache", "list", "--json"))
         t.eq("cache list --json: exit", s.rc, 0)
@@ -592,12 +443,9 @@ def _(bg):
 
 @case("sha256_mismatch_fails_without_output")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, agent, t = started(bg, o)
-        print("checks: --sha256 with a wrong digest -> exit 1, ERROR, no output file")
-        out = o.path("out", "a.bin")
-        wrong = sha256_bytes(b"not the content")
-        r = t.ran(agent.get(o.url("/files/a.bin"), out, extra=["--sha256", wrong]))
+    """--sha256 with a wrong digest -> exit 1, ERROR, no output file"""
+    wrong = sha256_bytes(b"not the content")
+    with get_of(bg, extra=["--sha256", wrong]) as (o, agent, t, r, out):
         t.eq("exit status", r.rc, 1)
         t.eq("state", field(r.doc, "state"), "ERROR")
         t.ok("error is set", isinstance(field(r.doc, "error"), dict), f"error: {field(r.doc, 'error')!r}")
@@ -611,11 +459,8 @@ def _(bg):
 
 @case("sha256_match_succeeds")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, agent, t = started(bg, o)
-        print("checks: --sha256 with the right digest (upper-case hex) -> exit 0")
-        out = o.path("out", "a.bin")
-        r = t.ran(agent.get(o.url("/files/a.bin"), out, extra=["--sha256", o.sha("a.bin").upper()]))
+    """--sha256 with the right digest (upper-case hex) -> exit 0"""
+    with get_of(bg, extra=lambda o: ["--sha256", o.sha("a.bin").upper()]) as (o, agent, t, r, out):
         expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE)
 
 
@@ -635,11 +480,11 @@ def cache_gc(t, agent, want):
 
 @case("cache_rm_then_gc_frees_content")
 def _(bg):
+    """cache rm drops the key (show exits 1, list lacks it); cache gc then frees the content it
+    pointed at, once; a second rm exits 1; the output file stays"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/a.bin"), o.path("out", "a.bin")
-        print("checks: cache rm drops the key (show exits 1, list lacks it); cache gc then frees "
-              "the content it pointed at, once; a second rm exits 1; the output file stays")
         r = t.ran(agent.get(url, out))
         expect_transferred(t, r, out, o.sha("a.bin"), A_SIZE, cache_key=url)
         s = t.ran(agent.run("cache", "show", url))
@@ -659,18 +504,13 @@ def _(bg):
 
 @case("cache_rm_one_of_two_keys_gc_keeps_shared_content")
 def _(bg):
+    """two URLs, same bytes (stored once); rm one key: gc frees nothing and the other key still
+    shows; rm the other too: gc frees the content"""
     body = os.urandom(A_SIZE)
     with Origin(files={"a.bin": body, "copy-of-a.bin": body}) as o:
         o, agent, t = started(bg, o)
         a, b = o.url("/files/a.bin"), o.url("/files/copy-of-a.bin")
-        print("checks: two URLs, same bytes (stored once); rm one key: gc frees nothing and the "
-              "other key still shows; rm the other too: gc frees the content")
-        want = sha256_bytes(body)
-        for name in ("a.bin", "copy-of-a.bin"):
-            os.makedirs(o.path("out", name + ".d"))
-            out = o.path("out", name + ".d", name)
-            r = t.ran(agent.get(o.url(f"/files/{name}"), out))
-            expect_transferred(t, r, out, want, A_SIZE, cache_key=o.url(f"/files/{name}"))
+        want = get_both_copies(t, agent, o, body)
         s = t.ran(agent.run("cache", "rm", a))
         t.eq(f"cache rm {a}: exit", s.rc, 0)
         cache_gc(t, agent, "freed 0 entries, 0 bytes")
@@ -747,11 +587,11 @@ TTY_LOC = "location = /files/p.bin { limit_rate 8m; }"
 
 @case("progress_bar_on_terminal")
 def _(bg):
+    """get with stdout and stderr on a terminal draws a progress bar: redraws starting with \\r, a
+    percentage ending at 100%, a rate or ETA"""
     with Origin(files={"p.bin": TTY_SIZE}, locations=TTY_LOC) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/p.bin"), o.path("out", "p.bin")
-        print("checks: get with stdout and stderr on a terminal draws a progress bar: redraws "
-              "starting with \\r, a percentage ending at 100%, a rate or ETA")
         r = t.ran(agent.run_on_terminal(*Bgcopy.get_args(url, out, json_out=False)))
         expect_transferred(t, r, out, o.sha("p.bin"), TTY_SIZE, json_doc=False)
         draws = re.findall(r"\r *(\d+)%", r.out)
@@ -765,10 +605,10 @@ def _(bg):
 
 @case("silent_when_not_a_terminal")
 def _(bg):
+    """the same get with stdout and stderr on pipes and no --json prints nothing"""
     with Origin(files={"p.bin": TTY_SIZE}, locations=TTY_LOC) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/p.bin"), o.path("out", "p.bin")
-        print("checks: the same get with stdout and stderr on pipes and no --json prints nothing")
         r = t.ran(agent.get(url, out, json_out=False))
         expect_transferred(t, r, out, o.sha("p.bin"), TTY_SIZE, json_doc=False)
         t.eq("stdout", r.out, "")
@@ -804,12 +644,12 @@ def _(bg):
 
 @case("same_get_after_success_is_a_new_job_revalidated_from_the_store")
 def _(bg):
+    """the same get after a successful one is a new job (only an unfinished job is resumed); the
+    store holds the file, so it asks the origin with If-None-Match and writes the file from the
+    store on a 304"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/a.bin"), o.path("out", "a.bin")
-        print("checks: the same get after a successful one is a new job (only an unfinished job "
-              "is resumed); the store holds the file, so it asks the origin with If-None-Match "
-              "and writes the file from the store on a 304")
         r1 = t.ran(agent.get(url, out))
         expect_transferred(t, r1, out, o.sha("a.bin"), A_SIZE)
         r2 = t.ran(agent.get(url, out))
@@ -827,56 +667,13 @@ def _(bg):
 BIG_LOC = "location = /files/big.bin { limit_rate 4m; }"
 
 
-def wait_partial(t, o, p, out, log_name, at_least=KILL_AFTER, timeout=30):
-    """Polls the partial file of OUT (.NAME.bgcopy-*.part) until it holds AT_LEAST bytes while
-    P, a background get whose output went to LOG_NAME.out/.err, runs. Returns the size seen,
-    or None after a failed check (P exited first, or TIMEOUT seconds passed)."""
-    outdir, name = os.path.dirname(out), os.path.basename(out)
-    want = f"{at_least / MiB:g} MiB" if at_least >= MiB else f"{at_least} byte(s)"
-    deadline = time.monotonic() + timeout
-    size = 0
-    while True:
-        parts = partials(outdir, name)
-        size = max((os.path.getsize(x) for x in parts if os.path.exists(x)), default=0)
-        if size >= at_least:
-            return size
-        if p.poll() is not None:
-            t.ok(f"{log_name} still running when the partial reached {want}", False,
-                 f"it exited with {p.returncode} with partial size {size}; folder: {listing(outdir)}; "
-                 f"stderr: {open(o.path(log_name + '.err'), errors='replace').read()[-500:]!r}")
-            return None
-        if time.monotonic() > deadline:
-            t.ok(f"partial file .NAME.bgcopy-*.part grew past {want} within {timeout} s", False,
-                 f"folder: {listing(outdir)}, largest partial {size}")
-            return None
-        time.sleep(0.02)
-
-
-def stop_background(p):
-    """SIGKILLs a background get if it still runs, and reaps it."""
-    if p.poll() is None:
-        os.kill(p.pid, signal.SIGKILL)
-    p.wait()
-
-
-def background_result(p, o, log_name, t0):
-    """The Result of a finished background get whose output went to LOG_NAME.out/.err."""
-    def read(ext):
-        try:
-            with open(o.path(log_name + ext), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-    return Result(list(p.args), p.returncode, read(".out"), read(".err"), time.monotonic() - t0)
-
-
 def start_and_kill(t, o, agent, url, out):
     """Starts `get URL -o OUT` in the background, SIGKILLs it once its partial file has grown
     past KILL_AFTER bytes. Returns the partial size at the kill, or None on failure."""
     p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
     outdir, name = os.path.dirname(out), os.path.basename(out)
     try:
-        size = wait_partial(t, o, p, out, "first-get")
+        size = wait_partial(t, o, p, out, "first-get", KILL_AFTER)
     finally:
         stop_background(p)
     if size is None:
@@ -890,11 +687,11 @@ def start_and_kill(t, o, agent, url, out):
 
 @case("kill9_resume_uses_range_with_if_range")
 def _(bg):
+    """get killed with SIGKILL mid-transfer; the same get again resumes with one Range request
+    guarded by If-Range; the origin does not send the file twice"""
     with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-        print("checks: get killed with SIGKILL mid-transfer; the same get again resumes with one "
-              "Range request guarded by If-Range; the origin does not send the file twice")
         if start_and_kill(t, o, agent, url, out) is None:
             return
         r = t.ran(agent.get(url, out, timeout=90))
@@ -914,13 +711,12 @@ def _(bg):
 
 @case("kill9_get_job_shows_queued_then_same_get_resumes")
 def _(bg):
+    """while a get transfers, list and info show its job running; after the get is killed with
+    SIGKILL nobody holds the job, and list --json, info --json, info and wait show it QUEUED
+    (stopped and resumable), not TRANSFERRING; the same get then resumes it with a Range request"""
     with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-        print("checks: while a get transfers, list and info show its job running; after the get "
-              "is killed with SIGKILL nobody holds the job, and list --json, info --json, info "
-              "and wait show it QUEUED (stopped and resumable), not TRANSFERRING; the same get "
-              "then resumes it with a Range request")
         p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
         job = None
         try:
@@ -931,7 +727,7 @@ def _(bg):
                 job = field(jobs, 0, "id")
                 t.ok(f"its state while the get runs ({field(jobs, 0, 'state')!r}) is "
                      "CONNECTING or TRANSFERRING", field(jobs, 0, "state") in ("CONNECTING", "TRANSFERRING"))
-                size = wait_partial(t, o, p, out, "first-get")
+                size = wait_partial(t, o, p, out, "first-get", KILL_AFTER)
                 if size is None:
                     job = None
         finally:
@@ -965,11 +761,11 @@ def _(bg):
 
 @case("kill9_origin_changed_gets_new_file_whole")
 def _(bg):
+    """the file changes on the origin (new bytes, mtime, ETag) while the get is killed; the resumed
+    get returns the new file entirely, never a splice"""
     with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-        print("checks: the file changes on the origin (new bytes, mtime, ETag) while the get is "
-              "killed; the resumed get returns the new file entirely, never a splice")
         old_sha = o.sha("big.bin")
         old_mtime = os.stat(o.file_path("big.bin")).st_mtime
         if start_and_kill(t, o, agent, url, out) is None:
@@ -1008,27 +804,23 @@ def expect_resumed(t, o, recs, size, unlogged=0):
 
 @case("transient_error_keeps_partial_then_resumes")
 def _(bg):
+    """the origin goes away mid-transfer (nginx stopped: connection cut, then refused); get
+    retries, gives up with exit 1 and ERROR 0x80072EFD/0x80072EFE, keeping the partial; with the
+    origin back on the same port the same get resumes with a Range request"""
     with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
         outdir = os.path.dirname(out)
-        print("checks: the origin goes away mid-transfer (nginx stopped: connection cut, then "
-              "refused); get retries, gives up with exit 1 and ERROR 0x80072EFD/0x80072EFE, "
-              "keeping the partial; with the origin back on the same port the same get resumes "
-              "with a Range request")
-        t0 = time.monotonic()
-        p = agent.popen_get(url, out, json_out=True, log_prefix=o.path("first-get"))
-        try:
-            size = wait_partial(t, o, p, out, "first-get")
-            if size is not None:
-                o.stop()
-                t.note(f"stopped nginx with the partial at {size} bytes of {BIG_SIZE}")
-                p.wait(timeout=60)
-        finally:
-            stop_background(p)
-        if size is None:
+
+        def stop_origin(p, size):
+            o.stop()
+            t.note(f"stopped nginx with the partial at {size} bytes of {BIG_SIZE}")
+            p.wait(timeout=60)
+            return size
+        got = interrupted_get(t, o, agent, url, out, KILL_AFTER, stop_origin, json_out=True)
+        if got is None:
             return
-        first = t.ran(background_result(p, o, "first-get", t0))
+        first, size = got
         t.eq("exit status", first.rc, 1)
         t.ok("--json printed a job document on stdout", isinstance(first.doc, dict),
              f"stdout: {first.out[:300]!r}")
@@ -1057,25 +849,21 @@ def _(bg):
 
 @case("sigint_interrupts_and_same_get_resumes")
 def _(bg):
+    """SIGINT (Ctrl-C) mid-transfer: exit 3, 'interrupted' on stderr, partial kept, no output; the
+    same get again resumes with a Range request"""
     with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
         outdir = os.path.dirname(out)
-        print("checks: SIGINT (Ctrl-C) mid-transfer: exit 3, 'interrupted' on stderr, partial "
-              "kept, no output; the same get again resumes with a Range request")
-        t0 = time.monotonic()
-        p = agent.popen_get(url, out, log_prefix=o.path("first-get"))
-        try:
-            size = wait_partial(t, o, p, out, "first-get")
-            if size is not None:
-                os.kill(p.pid, signal.SIGINT)
-                t.note(f"sent SIGINT with the partial at {size} bytes of {BIG_SIZE}")
-                p.wait(timeout=30)
-        finally:
-            stop_background(p)
-        if size is None:
+
+        def sigint(p, size):
+            os.kill(p.pid, signal.SIGINT)
+            t.note(f"sent SIGINT with the partial at {size} bytes of {BIG_SIZE}")
+            p.wait(timeout=30)
+        got = interrupted_get(t, o, agent, url, out, KILL_AFTER, sigint)
+        if got is None:
             return
-        first = t.ran(background_result(p, o, "first-get", t0))
+        first = got[0]
         t.eq("exit status", first.rc, 3)
         t.ok("stderr says it was interrupted", "interrupt" in first.err.lower(),
              f"stderr: {first.err.strip()[:300]!r}")
@@ -1089,91 +877,30 @@ def _(bg):
 
 @case("concurrent_get_of_same_job_refused")
 def _(bg):
+    """while a get transfers, the same get is refused (exit 3, another process) without a request;
+    the first one completes"""
     with Origin(files={"big.bin": BIG_SIZE}, locations=BIG_LOC) as o:
         o, agent, t = started(bg, o)
         url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-        print("checks: while a get transfers, the same get is refused (exit 3, another process) "
-              "without a request; the first one completes")
-        t0 = time.monotonic()
-        p = agent.popen_get(url, out, json_out=True, log_prefix=o.path("first-get"))
-        second = None
-        try:
-            if wait_partial(t, o, p, out, "first-get", at_least=1) is not None:
-                second = t.ran(agent.get(url, out, json_out=False))
-                t.ok("the first get was still running when the second returned", p.poll() is None)
-                p.wait(timeout=90)
-        finally:
-            stop_background(p)
-        if second is None:
+
+        def same_get(p, size):
+            second = t.ran(agent.get(url, out, json_out=False))
+            t.ok("the first get was still running when the second returned", p.poll() is None)
+            p.wait(timeout=90)
+            return second
+        got = interrupted_get(t, o, agent, url, out, 1, same_get, json_out=True)
+        if got is None:
             return
+        first, second = got
         t.eq("second get: exit status", second.rc, 3)
         t.ok("second get: stderr says another process has the job", "another process" in second.err,
              f"stderr: {second.err.strip()[:300]!r}")
         t.eq("second get: stdout", second.out, "")
-        first = t.ran(background_result(p, o, "first-get", t0))
         expect_transferred(t, first, out, o.sha("big.bin"), BIG_SIZE, remote_url=url)
         recs = o.wait_requests("/files/big.bin", 1)
         t.eq("requests for the file (status, Range)", [(x["status"], x["range"]) for x in recs],
              [(200, None)])
 
 
-# ---- driver -----------------------------------------------------------------------------
-
-SKIPPED = 77  # a case returns it when this machine cannot run it (ctest: SKIP_RETURN_CODE)
-
-
-def run_case(name, exe, cases=None):
-    """Runs one case: True when it passed, False when it failed, SKIPPED."""
-    cases = CASES if cases is None else cases
-    t = Checker(name)
-    print(f"== {name}", flush=True)
-    try:
-        if cases[name](Run(exe, t)) == SKIPPED and not t.failed:
-            print(f"== {name}: skipped", flush=True)
-            return SKIPPED
-    except Exception as e:  # a crash in the case is a failure with its traceback
-        import traceback
-        traceback.print_exc()
-        t.failed += 1
-        print(f"  FAIL  case raised {type(e).__name__}: {e}")
-    if t.failed:
-        print(f"-- context for {name}:")
-        t.dump()
-        print(f"== {name}: FAILED ({t.failed} check(s))", flush=True)
-    else:
-        print(f"== {name}: passed", flush=True)
-    return t.failed == 0
-
-
-def main(argv, cases=None, doc=None):
-    """The command line of a case script: CASES (default: this file's) by name."""
-    cases = CASES if cases is None else cases
-
-    def _term(signum, frame):
-        raise SystemExit(f"terminated by signal {signum}")
-    signal.signal(signal.SIGTERM, _term)
-
-    if len(argv) >= 2 and argv[1] == "--list":
-        print("\n".join(cases))
-        return 0
-    if len(argv) < 2 or len(argv) > 3:
-        print(doc or __doc__, file=sys.stderr)
-        return 2
-    exe = argv[2] if len(argv) == 3 else os.environ.get("BGCOPY", "")
-    if not exe or not os.access(exe, os.X_OK):
-        print(f"bgcopy binary not found or not executable: {exe!r} (set BGCOPY or pass it)", file=sys.stderr)
-        return 2
-    exe = os.path.abspath(exe)
-    if argv[1] == "--all":
-        failed = [n for n in cases if run_case(n, exe, cases) is False]
-        print(f"{len(cases) - len(failed)} passed, {len(failed)} failed" + (": " + " ".join(failed) if failed else ""))
-        return 1 if failed else 0
-    if argv[1] not in cases:
-        print(f"unknown case {argv[1]!r}; --list shows the names", file=sys.stderr)
-        return 2
-    res = run_case(argv[1], exe, cases)
-    return SKIPPED if res == SKIPPED else 0 if res else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv, CASES, __doc__))

@@ -15,6 +15,7 @@ an exit status (no signal, no hang) and printed no sanitizer report, and that th
 what the case expects (`cache list --json`, `cache verify --json`). Exit 0 when every check
 passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the temp dirs."""
 
+import contextlib
 import gzip
 import os
 import re
@@ -27,8 +28,9 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile import CLOSE, KEEP, STALL, Hostile, chunked, response, serve_file  # noqa: E402
-from origin import MiB, Bgcopy, Result, sha256_bytes, sha256_file  # noqa: E402
-from test_get import ABSENT, case_registry, field, listing, main, partials  # noqa: E402
+from bgtest import (ABSENT, Bgcopy, case_registry, Daemon, doc_of, field, listing, main, new_job,  # noqa: E402
+                    partials, poll_state, ran, Result, SANITIZER, started, store)
+from origin import MiB, sha256_bytes, sha256_file  # noqa: E402
 
 SIZE = 300_000      # the file most cases serve (one chunk and a bit: 262,128 + 37,872)
 CUT = 100_000       # where a first answer breaks off
@@ -36,28 +38,21 @@ CHUNK = 262_128     # STORE_CHUNK_BYTES: what a stopped get keeps committed
 INVALID = ("0x80072F78", "ERROR_WINHTTP_INVALID_SERVER_RESPONSE")
 REDIRECT_FAILED = ("0x80072F7C", "ERROR_WINHTTP_REDIRECT_FAILED")
 CONNECTION_ERROR = ("0x80072EFE", "ERROR_WINHTTP_CONNECTION_ERROR")
-SANITIZER = re.compile(r"ERROR: \w+Sanitizer|runtime error:|SUMMARY: \w+Sanitizer|LeakSanitizer")
 TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 CASES, case = case_registry()
 
 
-def started(bg, h):
-    bg.t.origins.append(h)
-    return h, Bgcopy(bg.exe, h.path("home")), bg.t
+@contextlib.contextmanager
+def hostile(bg, routes):
+    """A Hostile server with ROUTES, registered with the checker. Yields (server, Bgcopy,
+    checker, URL of /f.bin on it, out/f.bin)."""
+    with Hostile(routes) as h:
+        h, agent, t = started(bg, h)
+        yield h, agent, t, h.url("/f.bin"), h.path("out", "f.bin")
 
 
 # ---- checks every run gets ----------------------------------------------------------------
-
-def ran(t, r):
-    """Registers a bgcopy Result and checks that it ended by itself with an exit status (not
-    a signal, not our timeout) and printed no sanitizer report."""
-    t.ran(r)
-    t.ok(f"ended by itself with an exit status (got {r.rc})", isinstance(r.rc, int) and r.rc >= 0)
-    m = SANITIZER.search(r.err)
-    t.ok("no sanitizer report on stderr", m is None, f"stderr: {r.err[max(0, m.start() - 200):][:1500]!r}"
-         if m else "")
-    return r
 
 
 def get(t, agent, url, out, flags=None, extra=(), timeout=60):
@@ -147,21 +142,6 @@ def expect_failed(t, r, out, err, partial=None, remote_url=None, message=None):
         t.ok("partial file holds exactly the bytes received so far", got == partial)
 
 
-def store(t, agent, want):
-    """The store holds exactly the keys of WANT ({url: content bytes}) with their SHA-256 and
-    size, and `cache verify` finds nothing wrong."""
-    s = ran(t, agent.run("cache", "list", "--json"))
-    t.eq("cache list --json: exit", s.rc, 0)
-    entries = {e.get("url"): e for e in (s.doc or []) if isinstance(e, dict)} if isinstance(s.doc, list) else {}
-    t.eq("store keys (cache list --json)", sorted(entries), sorted(want))
-    for url, data in want.items():
-        t.eq(f"store entry {url}: (sha256, size)", (field(entries, url, "sha256"), field(entries, url, "size")),
-             (sha256_bytes(data), len(data)))
-    v = ran(t, agent.run("cache", "verify", "--json"))
-    t.eq("cache verify --json: (exit, corrupt, keys_removed)",
-         (v.rc, field(v.doc, "corrupt"), field(v.doc, "keys_removed")), (0, 0, 0))
-
-
 def ranges(h, path):
     """(Range start, If-Range) of each request for PATH, in order."""
     return [(r.range_start, r.header("If-Range")) for r in h.requests(path)]
@@ -189,6 +169,10 @@ def good(data, etag='"v1"', **kw):
 
 @case("truncated_body_keeps_partial_then_second_get_resumes")
 def _(bg):
+    """200 with Content-Length 300000, closed after 100000 bytes, then nothing: exit 1, ERROR
+    0x80072EFE (transient, retried), no output, the 100000 bytes kept in the partial file, store
+    empty; then the same get against a correct server resumes with Range: bytes=100000- and
+    If-Range, and the output is byte-exact"""
     data = os.urandom(SIZE)
     phase = {"good": False}
 
@@ -199,13 +183,7 @@ def _(bg):
         # without a word, so the get gives up with what it has.
         return truncated(data, CUT)(req) if req.n == 0 else []
 
-    with Hostile({"/f.bin": handler}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: 200 with Content-Length 300000, closed after 100000 bytes, then nothing: "
-              "exit 1, ERROR 0x80072EFE (transient, retried), no output, the 100000 bytes kept in "
-              "the partial file, store empty; then the same get against a correct server resumes "
-              "with Range: bytes=100000- and If-Range, and the output is byte-exact")
+    with hostile(bg, {"/f.bin": handler}) as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_failed(t, r, out, CONNECTION_ERROR, partial=data[:CUT])
         t.eq("files[0].bytes_transferred", field(r.doc, "files", 0, "bytes_transferred"), CUT)
@@ -222,12 +200,11 @@ def _(bg):
 
 @case("content_length_larger_than_body_reset_resumes_exact")
 def _(bg):
+    """Content-Length 300000, 100000 bytes sent, then a reset (RST): get's retry asks for the rest
+    with Range + If-Range and the output is byte-exact"""
     data = os.urandom(SIZE)
-    with Hostile({"/f.bin": first_then(truncated(data, CUT, close=CLOSE), good(data))}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: Content-Length 300000, 100000 bytes sent, then a reset (RST): get's retry "
-              "asks for the rest with Range + If-Range and the output is byte-exact")
+    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT, close=CLOSE), good(data))}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data)
         reqs = ranges(h, "/f.bin")
@@ -241,14 +218,12 @@ def _(bg):
 
 @case("content_length_smaller_than_body_extra_bytes_dropped")
 def _(bg):
+    """Content-Length 100000 followed by 100000 bytes and then a pipelined response and garbage:
+    the file is the 100000 announced bytes, nothing after them"""
     data = os.urandom(SIZE)
     smuggled = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nSMUGGLED!" + os.urandom(5000)
-    with Hostile({"/f.bin": lambda req: [response(200, [("Content-Length", CUT), ("ETag", '"v1"')],
-                                                  data[:CUT] + smuggled)]}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: Content-Length 100000 followed by 100000 bytes and then a pipelined response "
-              "and garbage: the file is the 100000 announced bytes, nothing after them")
+    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", CUT), ("ETag", '"v1"')],
+                                                      data[:CUT] + smuggled)]}) as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data[:CUT])
         store(t, agent, {url: data[:CUT]})
@@ -256,6 +231,9 @@ def _(bg):
 
 @case("redirect_followed_by_smuggled_response_not_reused")
 def _(bg):
+    """a 302 (Content-Length 0, keep-alive) immediately followed by a second, unasked response on
+    the same connection: the next hop is not answered by it (a new connection, the real file,
+    byte-exact)"""
     data = os.urandom(SIZE)
     evil = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nETag: \"evil\"\r\n\r\nSMUGGLED!"
     with Hostile({"/go": lambda req: [response(302, [("Location", "/f.bin"), ("Content-Length", 0)]) + evil,
@@ -263,9 +241,6 @@ def _(bg):
                   "/f.bin": good(data)}) as h:
         h, agent, t = started(bg, h)
         url, out = h.url("/go"), h.path("out", "f.bin")
-        print("checks: a 302 (Content-Length 0, keep-alive) immediately followed by a second, "
-              "unasked response on the same connection: the next hop is not answered by it (a new "
-              "connection, the real file, byte-exact)")
         r = get(t, agent, url, out, flags="redirect-report")
         expect_done(t, r, out, data, remote_url=h.url("/f.bin"))
         go, target = h.requests("/go"), h.requests("/f.bin")
@@ -283,9 +258,8 @@ def chunked_answer(body):
 def make_chunked_case(desc, body_fn, resume_from):
     def run(bg):
         data = os.urandom(SIZE)
-        with Hostile({"/f.bin": first_then(lambda req: chunked_answer(body_fn(data)), good(data))}) as h:
-            h, agent, t = started(bg, h)
-            url, out = h.url("/f.bin"), h.path("out", "f.bin")
+        with hostile(bg, {"/f.bin": first_then(lambda req: chunked_answer(body_fn(data)), good(data))}) \
+                as (h, agent, t, url, out):
             print(f"checks: a chunked answer with {desc}: never taken as complete, the bytes before "
                   f"the fault are kept and get's retry resumes from byte {resume_from} (Range + "
                   "If-Range); the output is byte-exact")
@@ -309,14 +283,12 @@ case("chunked_chunk_longer_than_announced_resumes_exact")(make_chunked_case(
 
 @case("chunked_with_content_length_fails_cleanly")
 def _(bg):
+    """Transfer-Encoding: chunked and Content-Length: 1000 together (RFC 9112: an error, a
+    smuggling sign), with 300000 bytes in chunks: ERROR 0x80072F78, no output, nothing stored"""
     data = os.urandom(SIZE)
-    with Hostile({"/f.bin": lambda req: [response(200, [("Transfer-Encoding", "chunked"), ("Content-Length", 1000),
-                                                        ("ETag", '"v1"')], chunked(data))]}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: Transfer-Encoding: chunked and Content-Length: 1000 together (RFC 9112: "
-              "an error, a smuggling sign), with 300000 bytes in chunks: ERROR 0x80072F78, no "
-              "output, nothing stored")
+    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Transfer-Encoding", "chunked"), ("Content-Length", 1000),
+                                                            ("ETag", '"v1"')], chunked(data))]}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_failed(t, r, out, INVALID)
         store(t, agent, {})
@@ -326,13 +298,12 @@ def _(bg):
 
 @case("range_answered_with_200_restarts_from_zero")
 def _(bg):
+    """the first answer breaks off at 100000; the resume (Range: bytes=100000-) is answered 200
+    with the whole file: the file starts over from byte 0 with that body, never appended to the
+    kept bytes"""
     data = os.urandom(SIZE)
-    with Hostile({"/f.bin": first_then(truncated(data, CUT), good(data, honour_range=False))}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: the first answer breaks off at 100000; the resume (Range: bytes=100000-) "
-              "is answered 200 with the whole file: the file starts over from byte 0 with that "
-              "body, never appended to the kept bytes")
+    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT), good(data, honour_range=False))}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data)
         t.eq("requests (Range start, If-Range)", ranges(h, "/f.bin"), [(None, None), (CUT, '"v1"')])
@@ -341,6 +312,9 @@ def _(bg):
 
 @case("etag_changed_and_if_range_ignored_restarts_whole")
 def _(bg):
+    """v1 breaks off at 100000; the file changes (ETag v2) and the server ignores If-Range: "v1",
+    answering 206 with v2's bytes from 100000: that 206 is refused, the file is asked again from
+    byte 0 and the output is v2 whole, never v1 + v2"""
     v1, v2 = os.urandom(SIZE), os.urandom(SIZE)
 
     def handler(req):
@@ -350,12 +324,7 @@ def _(bg):
         # the new version (the splice trap).
         return serve_file(req, v2, etag='"v2"', honour_if_range=False)
 
-    with Hostile({"/f.bin": handler}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: v1 breaks off at 100000; the file changes (ETag v2) and the server ignores "
-              "If-Range: \"v1\", answering 206 with v2's bytes from 100000: that 206 is refused, the "
-              "file is asked again from byte 0 and the output is v2 whole, never v1 + v2")
+    with hostile(bg, {"/f.bin": handler}) as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, v2)
         t.eq("requests (Range start, If-Range)", ranges(h, "/f.bin"), [(None, None), (CUT, '"v1"'), (None, None)])
@@ -365,6 +334,8 @@ def _(bg):
 
 @case("resume_206_without_validator_restarts_whole")
 def _(bg):
+    """a 206 to the resume that carries no ETag (the If-Range validator cannot be confirmed):
+    refused, the file is fetched again from byte 0, byte-exact"""
     data = os.urandom(SIZE)
 
     def handler(req):
@@ -372,11 +343,7 @@ def _(bg):
             return truncated(data, CUT)(req)
         return serve_file(req, data, etag=None, honour_if_range=False)  # the ETag is gone
 
-    with Hostile({"/f.bin": handler}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: a 206 to the resume that carries no ETag (the If-Range validator cannot be "
-              "confirmed): refused, the file is fetched again from byte 0, byte-exact")
+    with hostile(bg, {"/f.bin": handler}) as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data)
         t.eq("requests (Range start, If-Range)", ranges(h, "/f.bin"), [(None, None), (CUT, '"v1"'), (None, None)])
@@ -385,12 +352,11 @@ def _(bg):
 
 @case("weak_etag_only_retry_starts_over")
 def _(bg):
+    """the only validator is a weak ETag, which If-Range may not carry: after the break the retry
+    asks for the whole file (no Range), byte-exact"""
     data = os.urandom(SIZE)
-    with Hostile({"/f.bin": first_then(truncated(data, CUT, etag='W/"v1"'), good(data, etag='W/"v1"'))}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: the only validator is a weak ETag, which If-Range may not carry: after the "
-              "break the retry asks for the whole file (no Range), byte-exact")
+    with hostile(bg, {"/f.bin": first_then(truncated(data, CUT, etag='W/"v1"'), good(data, etag='W/"v1"'))}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_done(t, r, out, data)
         t.eq("requests (Range start, If-Range)", ranges(h, "/f.bin"), [(None, None), (None, None)])
@@ -416,6 +382,9 @@ def content_range_variants(data):
 
 @case("resume_206_content_range_mismatch_restarts_from_zero")
 def _(bg):
+    """the first answer breaks off at 100000; the resume is answered with a 206 whose range is not
+    the one asked (or no range), or 416: nothing of it is taken, the file is asked again from
+    byte 0 (agent/README.md, Resume) and is byte-exact"""
     data = os.urandom(SIZE)
     variant = {"i": 0}
     variants = content_range_variants(data)
@@ -432,9 +401,6 @@ def _(bg):
     with Hostile({"/f.bin": handler}) as h:
         h, agent, t = started(bg, h)
         url = h.url("/f.bin")
-        print("checks: the first answer breaks off at 100000; the resume is answered with a 206 "
-              "whose range is not the one asked (or no range), or 416: nothing of it is taken, "
-              "the file is asked again from byte 0 (agent/README.md, Resume) and is byte-exact")
         for i, (desc, _) in enumerate(variants):
             variant["i"] = i
             handler.broke = False
@@ -451,13 +417,12 @@ def _(bg):
 
 @case("unrequested_206_fails_0x80072f78")
 def _(bg):
+    """a 206 (bytes 0-99999/300000) to a request without Range: ERROR 0x80072F78, nothing written
+    or stored"""
     data = os.urandom(SIZE)
-    with Hostile({"/f.bin": lambda req: response(206, [("Content-Range", f"bytes 0-{CUT - 1}/{SIZE}"),
-                                                       ("Content-Length", CUT), ("ETag", '"v1"')], data[:CUT])}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: a 206 (bytes 0-99999/300000) to a request without Range: ERROR 0x80072F78, "
-              "nothing written or stored")
+    with hostile(bg, {"/f.bin": lambda req: response(206, [("Content-Range", f"bytes 0-{CUT - 1}/{SIZE}"),
+                                                           ("Content-Length", CUT), ("ETag", '"v1"')], data[:CUT])}) \
+            as (h, agent, t, url, out):
         r = get(t, agent, url, out)
         expect_failed(t, r, out, INVALID)
         store(t, agent, {})
@@ -486,6 +451,11 @@ def wait_until(pred, timeout, step=0.02):
 
 @case("stall_mid_body_get_stops_on_sigint_then_resumes")
 def _(bg):
+    """600000 bytes announced, 300000 sent, then silence with the connection open. The get waits
+    without spinning (its own stall limit is libcurl's low-speed time, 60 s,
+    ORIGIN_LOW_SPEED_TIME, then 3 retries: about 4 minutes in all, not waited for here); SIGINT
+    stops it within 3 s (exit 3, 'interrupted', no output, the committed chunk kept) and the
+    same get then resumes from byte 262128 with If-Range"""
     data = os.urandom(2 * SIZE)
     phase = {"good": False}
 
@@ -494,14 +464,7 @@ def _(bg):
             return serve_file(req, data)
         return [response(200, [("Content-Length", len(data)), ("ETag", '"v1"')], data[:SIZE]), STALL]
 
-    with Hostile({"/f.bin": handler}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: 600000 bytes announced, 300000 sent, then silence with the connection open. "
-              "The get waits without spinning (its own stall limit is libcurl's low-speed time, "
-              "60 s, ORIGIN_LOW_SPEED_TIME, then 3 retries: about 4 minutes in all, not waited for "
-              "here); SIGINT stops it within 3 s (exit 3, 'interrupted', no output, the committed "
-              "chunk kept) and the same get then resumes from byte 262128 with If-Range")
+    with hostile(bg, {"/f.bin": handler}) as (h, agent, t, url, out):
         p = agent.popen_get(url, out, log_prefix=h.path("first-get"))
         try:
             grown = wait_until(lambda: max((os.path.getsize(x) for x in partials(h.path("out"), "f.bin")),
@@ -543,15 +506,13 @@ def _(bg):
 
 @case("stall_after_headers_daemon_job_no_progress_error")
 def _(bg):
-    from test_daemon import Daemon, doc_of, new_job, poll_state  # the daemon fixture
-    with Hostile({"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: a daemon job (no-progress timeout 2 s, retry delay 1 s) whose origin sends "
-              "headers and then nothing, forever: each silent attempt counts as a transient error "
-              "after the no-progress timeout (the stall limit is the smaller of 60 s and that "
-              "timeout), and once the timeout has passed since the first of them the job is in "
-              "ERROR with ERROR_WINHTTP_TIMEOUT (0x80072EE2), asked at least twice, no output")
+    """a daemon job (no-progress timeout 2 s, retry delay 1 s) whose origin sends headers and then
+    nothing, forever: each silent attempt counts as a transient error after the no-progress
+    timeout (the stall limit is the smaller of 60 s and that timeout), and once the timeout has
+    passed since the first of them the job is in ERROR with ERROR_WINHTTP_TIMEOUT (0x80072EE2),
+    asked at least twice, no output"""
+    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) \
+            as (h, agent, t, url, out):
         job = new_job(t, agent, [(url, out)])
         if job is None:
             return
@@ -571,14 +532,11 @@ def _(bg):
 
 @case("stall_after_headers_daemon_job_stops_on_sigterm")
 def _(bg):
-    from test_daemon import Daemon, doc_of, new_job, poll_state  # the daemon fixture
-    with Hostile({"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: a daemon job with the default no-progress timeout whose origin sends "
-              "headers and then nothing: 3 s in, the job is still CONNECTING/TRANSFERRING (the "
-              "stall counts after 60 s); SIGTERM stops the daemon within 3 s with exit 0 and the "
-              "job is QUEUED again")
+    """a daemon job with the default no-progress timeout whose origin sends headers and then
+    nothing: 3 s in, the job is still CONNECTING/TRANSFERRING (the stall counts after 60 s);
+    SIGTERM stops the daemon within 3 s with exit 0 and the job is QUEUED again"""
+    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) \
+            as (h, agent, t, url, out):
         job = new_job(t, agent, [(url, out)])
         if job is None:
             return
@@ -606,31 +564,28 @@ def _(bg):
 RSS_LIMIT_MIB = 128   # several times what bgcopy needs (ASan included: under 30 MiB), far below a flood
 
 
-@case("response_headers_1mib_fail_cleanly")
-def _(bg):
-    flood = [f"X-Pad-{i:04d}: {'h' * 1000}" for i in range(1100)]   # 1.1 MB of header lines
-    with Hostile({"/f.bin": lambda req: [response(200, flood + [("Content-Length", 5)], b"hello")]}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: 1100 header lines of 1 KB (1.1 MB of headers): ERROR 0x80072F78 (the "
-              "headers pass ORIGIN_HEADER_MAX, 256 KiB), no output, nothing stored, memory bounded")
-        r, rss = measured_get(t, agent, url, out)
-        expect_failed(t, r, out, INVALID, message="larger than")
-        t.ok(f"peak memory {rss:.0f} MiB < {RSS_LIMIT_MIB} MiB", rss < RSS_LIMIT_MIB)
-        store(t, agent, {})
+def header_flood_case(doc, headers, message):
+    """A case: a 200 with HEADERS (and Content-Length 5) fails with ERROR 0x80072F78 whose
+    message holds MESSAGE, no output, nothing stored, memory bounded. DOC: what it checks."""
+    def run(bg):
+        with hostile(bg, {"/f.bin": lambda req: [response(200, headers + [("Content-Length", 5)], b"hello")]}) \
+                as (h, agent, t, url, out):
+            r, rss = measured_get(t, agent, url, out)
+            expect_failed(t, r, out, INVALID, message=message)
+            t.ok(f"peak memory {rss:.0f} MiB < {RSS_LIMIT_MIB} MiB", rss < RSS_LIMIT_MIB)
+            store(t, agent, {})
+    run.__doc__ = doc
+    return run
 
 
-@case("response_header_line_1mib_fails_cleanly")
-def _(bg):
-    with Hostile({"/f.bin": lambda req: [response(200, ["X-Big: " + "b" * MiB, ("Content-Length", 5)], b"hello")]}) as h:
-        h, agent, t = started(bg, h)
-        url, out = h.url("/f.bin"), h.path("out", "f.bin")
-        print("checks: one header line of 1 MiB: ERROR 0x80072F78 naming the cause (a header line "
-              "longer than libcurl takes), no output, nothing stored, memory bounded")
-        r, rss = measured_get(t, agent, url, out)
-        expect_failed(t, r, out, INVALID, message="header line longer than")
-        t.ok(f"peak memory {rss:.0f} MiB < {RSS_LIMIT_MIB} MiB", rss < RSS_LIMIT_MIB)
-        store(t, agent, {})
+case("response_headers_1mib_fail_cleanly")(header_flood_case(
+    """1100 header lines of 1 KB (1.1 MB of headers): ERROR 0x80072F78 (the headers pass
+    ORIGIN_HEADER_MAX, 256 KiB), no output, nothing stored, memory bounded""",
+    [f"X-Pad-{i:04d}: {'h' * 1000}" for i in range(1100)], "larger than"))   # 1.1 MB of header lines
+case("response_header_line_1mib_fails_cleanly")(header_flood_case(
+    """one header line of 1 MiB: ERROR 0x80072F78 naming the cause (a header line longer than
+    libcurl takes), no output, nothing stored, memory bounded""",
+    ["X-Big: " + "b" * MiB], "header line longer than"))
 
 
 @case("gzip_bomb_stored_as_sent_never_inflated")
@@ -661,14 +616,14 @@ def redirect_to(location, status=302):
 
 @case("redirect_location_too_long_refused")
 def _(bg):
+    """a 9 KB Location (longer than URL_MAX, 8192) is a refused redirect: 0x80072F7C, or 0x8007012E
+    under DISALLOW with the remote URL left alone (it is no missing Location: not 0x8019012E); a
+    100 KiB Location line is more than libcurl reads (0x80072F78); no request follows any of
+    them"""
     long_loc = "/f/" + "a" * 9000
     huge_loc = "/f/" + "a" * (100 * 1024)
     with Hostile({"/long": redirect_to(long_loc), "/huge": redirect_to(huge_loc)}) as h:
         h, agent, t = started(bg, h)
-        print("checks: a 9 KB Location (longer than URL_MAX, 8192) is a refused redirect: "
-              "0x80072F7C, or 0x8007012E under DISALLOW with the remote URL left alone (it is no "
-              "missing Location: not 0x8019012E); a 100 KiB Location line is more than libcurl "
-              "reads (0x80072F78); no request follows any of them")
         for i, (path, flags, err) in enumerate([
                 ("/long", None, REDIRECT_FAILED),
                 ("/long", "redirect-disallow", ("0x8007012E", "HTTP_STATUS_REDIRECT")),
@@ -699,6 +654,10 @@ RELATIVE_FORMS = [
 
 @case("redirect_relative_location_forms_followed")
 def _(bg):
+    """Locations relative to /d/e/go in several forms (sibling, ./, query only, scheme-relative,
+    dot segments, blanks around it, a fragment, an upper-case scheme, a space, a non-ASCII byte)
+    are resolved as RFC 3986 says and followed; under redirect-report the remote URL is the
+    resolved one"""
     data = os.urandom(SIZE)
 
     def go(req):
@@ -710,10 +669,6 @@ def _(bg):
     files = good(data)
     with Hostile({"/d/e/go": go, "/d/e/f.bin": files, "/d/e/f%20b.bin": files, "/d/e/f%ff.bin": files}) as h:
         h, agent, t = started(bg, h)
-        print("checks: Locations relative to /d/e/go in several forms (sibling, ./, query only, "
-              "scheme-relative, dot segments, blanks around it, a fragment, an upper-case scheme, a "
-              "space, a non-ASCII byte) are resolved as RFC 3986 says and followed; under "
-              "redirect-report the remote URL is the resolved one")
         want = {}
         for i, (loc, path) in enumerate(RELATIVE_FORMS):
             os.makedirs(h.path("out", str(i)))
@@ -728,14 +683,14 @@ def _(bg):
 
 @case("redirect_location_with_credentials_followed_without_them")
 def _(bg):
+    """Location http://alice:s3cret@HOST/f.bin: followed without the credentials (no Authorization
+    sent), the remote URL and the cache key carry none; under DISALLOW the remote URL is the
+    target without them"""
     data = os.urandom(SIZE)
     with Hostile({"/go": lambda req: redirect_to(f"http://alice:s3cret@127.0.0.1:{h.port}/f.bin")(req),
                   "/f.bin": good(data)}) as h:
         h, agent, t = started(bg, h)
         target = h.url("/f.bin")
-        print("checks: Location http://alice:s3cret@HOST/f.bin: followed without the credentials "
-              "(no Authorization sent), the remote URL and the cache key carry none; under "
-              "DISALLOW the remote URL is the target without them")
         out = h.path("out", "f.bin")
         r = get(t, agent, h.url("/go"), out, flags="redirect-report")
         expect_done(t, r, out, data, remote_url=target)
@@ -789,6 +744,8 @@ case("redirect_location_nul_or_bare_lf_fails_0x80072f78")(make_refused_locations
 
 @case("redirect_without_location_fails_with_http_status")
 def _(bg):
+    """301, 302, 303, 307, 308 and 300 without a Location, and a 302 with an empty one: ERROR
+    BG_E_HTTP_ERROR_3xx (0x801903xx), nothing followed, written or stored"""
     cases = [(c, None) for c in (301, 302, 303, 307, 308)] + [(300, None), (302, "")]
     routes = {}
     for i, (code, loc) in enumerate(cases):
@@ -796,8 +753,6 @@ def _(bg):
         routes[f"/r/{i}"] = (lambda hdrs, code: lambda req: response(code, hdrs))(hdrs, code)
     with Hostile(routes) as h:
         h, agent, t = started(bg, h)
-        print("checks: 301, 302, 303, 307, 308 and 300 without a Location, and a 302 with an empty "
-              "one: ERROR BG_E_HTTP_ERROR_3xx (0x801903xx), nothing followed, written or stored")
         for i, (code, loc) in enumerate(cases):
             os.makedirs(h.path("out", str(i)))
             out = h.path("out", str(i), "f.bin")
@@ -859,14 +814,14 @@ case("content_length_conflicting_duplicates_fail_0x80072f78")(make_invalid_respo
 
 @case("content_length_identical_duplicates_accepted")
 def _(bg):
+    """Content-Length given twice with the same value, and as the list '300000, 300000' (RFC 9110
+    8.6 lets a recipient take them as one): byte-exact"""
     data = os.urandom(SIZE)
     raws = [response(200, [("Content-Length", SIZE), ("Content-Length", SIZE), ("ETag", '"v1"')], data),
             response(200, [("Content-Length", f"{SIZE}, {SIZE}"), ("ETag", '"v1"')], data)]
     routes = {f"/x/{i}": (lambda raw: lambda req: [raw])(raw) for i, raw in enumerate(raws)}
     with Hostile(routes) as h:
         h, agent, t = started(bg, h)
-        print("checks: Content-Length given twice with the same value, and as the list "
-              "'300000, 300000' (RFC 9110 8.6 lets a recipient take them as one): byte-exact")
         for i in range(len(raws)):
             os.makedirs(h.path("out", str(i)))
             out = h.path("out", str(i), "f.bin")
@@ -877,6 +832,9 @@ def _(bg):
 
 @case("status_like_header_line_does_not_change_status")
 def _(bg):
+    """a header line that looks like a status line ('HTTP/1.1 200 OK: x') inside a 404 or a 302
+    changes nothing: the 404 is ERROR 0x80190194 (its page is not the file), the 302 is followed
+    to the real file"""
     data = os.urandom(SIZE)
     page = b"<html>not found</html>"
     with Hostile({"/nf": lambda req: [b"HTTP/1.1 404 Not Found\r\nHTTP/1.1 200 OK: x\r\nContent-Length: %d\r\n\r\n"
@@ -885,9 +843,6 @@ def _(bg):
                                       b"Content-Length: %d\r\n\r\n" % len(page) + page],
                   "/f.bin": good(data)}) as h:
         h, agent, t = started(bg, h)
-        print("checks: a header line that looks like a status line ('HTTP/1.1 200 OK: x') inside a "
-              "404 or a 302 changes nothing: the 404 is ERROR 0x80190194 (its page is not the "
-              "file), the 302 is followed to the real file")
         out = h.path("out", "nf.bin")
         r = get(t, agent, h.url("/nf"), out)
         expect_failed(t, r, out, ("0x80190194", "BG_E_HTTP_ERROR_404"))

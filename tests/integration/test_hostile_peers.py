@@ -22,19 +22,20 @@ store. The peer_hostile_peer_falls_back case of test_peers.py covers the same "o
 flipped" peer through scripts/harness' relaying FakePeer; this file drives the agent alone,
 byte by byte."""
 
+import contextlib
 import hashlib
 import os
 import re
-import socket
 import sys
-import threading
 import time
+import types
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import Bgcopy, Origin  # noqa: E402
-from test_get import ABSENT, case_registry, field, listing, main, started  # noqa: E402
-from test_peerd import Peerd, origin_validators, repr_digest  # noqa: E402
+from bgtest import (ABSENT, Bgcopy, case_registry, field, listing, main, origin_validators, Peerd,
+                    repr_digest, started)  # noqa: E402
+from hostile import LoopbackServer  # noqa: E402
+from origin import Origin  # noqa: E402
 
 A_SIZE = 300_000                # the true file: crosses the store's first chunk boundary
 CHUNK = 64 * 4096 - 16          # STORE_CHUNK_BYTES (cache.h)
@@ -97,89 +98,52 @@ def entry_headers(e, length=None, digest_of=None, etag=None, repr_dig=None, extr
             *extra, ("Connection", "close")]
 
 
-class FakePeer:
+class FakePeer(LoopbackServer):
     """A peer that misbehaves as ANSWER(fake, request) says. One thread per connection, one
     request per connection (every answer says Connection: close and the socket is closed
     after it). /v1/health is answered honestly. A context manager: __exit__ closes the
     listening socket and every open connection and wakes answers that stall (fake.stopping),
     whatever happened in the case."""
 
+    NAME = "fake-peer"
     REQUEST_MAX = 64 * 1024
 
     def __init__(self, entry, answer, name="fake"):
+        super().__init__()
         self.entry, self.answer, self.name = entry, answer, name
         self.requests = []      # (method, Range or None), in arrival order
         self.auths = []         # the X-Bgcopy-Auth of each request (or None)
         self.errors = []        # exceptions raised by an answer (a bug in this file)
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.conns = set()
-        self.threads = []
-        self.listener = None
-        self.port = None
+
+    @property
+    def stopping(self):
+        return self._stop
 
     @property
     def peer(self):
         return f"127.0.0.1:{self.port}"
 
     def __enter__(self):
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        th = threading.Thread(target=self._accept, daemon=True)
-        th.start()
-        self.threads.append(th)
+        self.listen()
         return self
 
     def __exit__(self, exc_type, exc, tb):
         self.stop()
         return False
 
-    def stop(self):
-        self.stopping.set()
-        if self.listener is not None:
-            try:
-                self.listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self.listener.close()
-        with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for th in self.threads:
-            th.join(timeout=5)
-
     def methods(self, method=None):
-        with self.lock:
+        with self._lock:
             return [m for m, _ in self.requests if method is None or m == method]
 
     def auth_headers(self):
-        with self.lock:
+        with self._lock:
             return [a or "" for a in self.auths]
 
     def ranges(self):
-        with self.lock:
+        with self._lock:
             return [r for m, r in self.requests if m == "GET"]
 
-    def _accept(self):
-        while not self.stopping.is_set():
-            try:
-                s, _ = self.listener.accept()
-            except OSError:
-                return
-            th = threading.Thread(target=self._serve, args=(s,), daemon=True)
-            with self.lock:
-                self.conns.add(s)
-                self.threads.append(th)
-            th.start()
-
-    def _serve(self, s):
+    def _serve(self, s, num):
         try:
             s.settimeout(30)
             buf = b""
@@ -198,7 +162,7 @@ class FakePeer:
                 k, _, v = line.partition(":")
                 headers[k.strip().lower()] = v.strip()
             rq = Request(s, parts[0], parts[1], headers)
-            with self.lock:
+            with self._lock:
                 self.requests.append((rq.method, rq.h("range")))
                 self.auths.append(rq.h("x-bgcopy-auth"))
             if rq.target == "/v1/health":
@@ -208,11 +172,11 @@ class FakePeer:
         except OSError:
             pass
         except Exception as e:  # noqa: BLE001 - reported by the case, not swallowed
-            with self.lock:
+            with self._lock:
                 self.errors.append(repr(e))
         finally:
-            with self.lock:
-                self.conns.discard(s)
+            with self._lock:
+                self._conns.discard(s)
             try:
                 s.close()
             except OSError:
@@ -236,6 +200,13 @@ def get_only(body_answer):
             honest_head(f, rq)
         else:
             body_answer(f, rq)
+    return answer
+
+
+def honest_then(body, **headers):
+    """GET: the headers of entry_headers(entry, **HEADERS), then BODY, then the close."""
+    def answer(f, rq):
+        rq.send(head_block(200, "OK", entry_headers(f.entry, **headers)) + body)
     return answer
 
 
@@ -326,10 +297,6 @@ def origin_gets(o):
     return out
 
 
-def origin_gets_since(o, before):
-    return origin_gets(o)[before:]
-
-
 def expect_fake_clean(t, f):
     t.eq(f"{f.name}: no error in the fake peer itself", f.errors, [])
 
@@ -341,57 +308,75 @@ def gt0(v):
 
 # ---- cases -----------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def true_file(bg):
+    """An nginx origin serving the true a.bin, registered with the checker. Yields (origin,
+    checker, Entry of a.bin, Bgcopy on the origin's home)."""
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        t.note(f"PEER_STALL_TIMEOUT {PEER_STALL_TIMEOUT} s, PEER_LOOKUP_TIMEOUT {PEER_LOOKUP_TIMEOUT} s, "
+               f"PEER_MIN_SPEED {PEER_MIN_SPEED} bytes/s")
+        yield o, t, Entry(o, "a.bin", o.data["a.bin"]), agent
+
+
+WHOLE = ("origin: one whole GET", [(200, None)])
+NO_GET = ("origin: no GET (all from the peer)", [])
+REST = ("origin: one Range GET from where the peer stopped", lambda fp: [(206, fp)])
+
+
+def against(bg, o, e, label, peers, from_peers, results, origin=None, within=FAST, extra=()):
+    """One get with --peer for each of PEERS (a FakePeer is started for each (answer, name)
+    pair; a string is a real peer) and a fresh home: the right file (expect_right_file) with
+    FROM_PEERS bytes from peers and RESULTS, one per peer, as the lookups' results; no fake
+    had an error of its own. ORIGIN (what, want or want(bytes_from_peers)): the origin's
+    GETs for this get. Returns .fp (bytes_from_peers), .r (the get's Result), .fakes."""
+    t = bg.t
+    before = len(origin_gets(o)) if o.requests("/files/a.bin") else 0
+    with contextlib.ExitStack() as stack:
+        fakes = [p if isinstance(p, str) else stack.enter_context(FakePeer(e, *p)) for p in peers]
+        r, out, agent = hostile_get(bg, o, label, fakes, extra=extra)
+        fp = expect_right_file(t, r, out, agent, e, from_peers,
+                               [(f if isinstance(f, str) else f.peer, res) for f, res in zip(fakes, results)],
+                               within=within)
+        for f in fakes:
+            if not isinstance(f, str):
+                expect_fake_clean(t, f)
+    if origin is not None:
+        what, want = origin
+        t.eq(what, origin_gets(o)[before:], want(fp) if callable(want) else want)
+    return types.SimpleNamespace(fp=fp, r=r, fakes=[f for f in fakes if not isinstance(f, str)])
+
+
 @case("hostile_peer_wrong_bytes_same_length")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: a peer whose HEAD and GET headers are honest but whose body has wrong bytes "
-              "(same length; one byte flipped in the first chunk, in the last one, every byte "
-              "inverted) is rejected after the digest check; the whole file then comes from the "
-              "origin (a GET without Range), nothing from the peer is kept")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """a peer whose HEAD and GET headers are honest but whose body has wrong bytes (same length;
+    one byte flipped in the first chunk, in the last one, every byte inverted) is rejected after
+    the digest check; the whole file then comes from the origin (a GET without Range), nothing
+    from the peer is kept"""
+    with true_file(bg) as (o, t, e, _):
         for label, body in (("first-chunk", flipped(e.data, 17)),
                             ("last-chunk", flipped(e.data, A_SIZE - 1)),
                             ("all", bytes(b ^ 0xFF for b in e.data))):
             print(f"-- body: {label}")
-            before = len(origin_gets(o))
-
-            def wrong(f, rq, body=body):
-                rq.send(head_block(200, "OK", entry_headers(f.entry)) + body)
-            with FakePeer(e, get_only(wrong)) as f:
-                r, out, agent = hostile_get(bg, o, label, [f])
-                expect_right_file(t, r, out, agent, e, 0, [(f.peer, "rejected")])
-                t.eq("the fake got a HEAD then a GET", f.methods(), ["HEAD", "GET"])
-                expect_fake_clean(t, f)
-            t.eq("origin: one whole GET", origin_gets_since(o, before), [(200, None)])
+            f = against(bg, o, e, label, [(get_only(honest_then(body)),)], 0, ["rejected"], WHOLE).fakes[0]
+            t.eq("the fake got a HEAD then a GET", f.methods(), ["HEAD", "GET"])
 
 
 @case("hostile_peer_content_length_shorter_than_entry")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: HEAD announces the true size; the GET says Content-Length SIZE-1000 and "
-              "sends that many true bytes (a well-formed but short answer): rejected, the "
-              "origin sends the whole file")
-        e = Entry(o, "a.bin", o.data["a.bin"])
-
-        def short(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e, length=A_SIZE - 1000)) + e.data[:-1000])
-        with FakePeer(e, get_only(short)) as f:
-            r, out, agent = hostile_get(bg, o, "short", [f])
-            expect_right_file(t, r, out, agent, e, 0, [(f.peer, "rejected")])
-            expect_fake_clean(t, f)
-        t.eq("origin: one whole GET", origin_gets(o), [(200, None)])
+    """HEAD announces the true size; the GET says Content-Length SIZE-1000 and sends that many true
+    bytes (a well-formed but short answer): rejected, the origin sends the whole file"""
+    with true_file(bg) as (o, t, e, _):
+        short = honest_then(e.data[:-1000], length=A_SIZE - 1000)
+        against(bg, o, e, "short", [(get_only(short),)], 0, ["rejected"], WHOLE)
 
 
 @case("hostile_peer_content_length_longer_than_entry")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: HEAD announces the true size; the GET says Content-Length SIZE+4096 and "
-              "sends the true bytes, then 4096 more: the extra bytes are refused, and the file "
-              "is right in the end, its bytes adding up to the size")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """HEAD announces the true size; the GET says Content-Length SIZE+4096 and sends the true
+    bytes, then 4096 more: the extra bytes are refused, and the file is right in the end, its
+    bytes adding up to the size"""
+    with true_file(bg) as (o, t, e, _):
         for label, pause in (("at-once", 0.0), ("extra-after-a-pause", 0.5)):
             print(f"-- {label}")
 
@@ -400,98 +385,63 @@ def _(bg):
                 if pause:
                     time.sleep(pause)
                 rq.send(os.urandom(4096))
-            with FakePeer(e, get_only(longer)) as f:
-                r, out, agent = hostile_get(bg, o, label, [f])
-                fp = expect_right_file(t, r, out, agent, e, lambda v: 0 <= v <= A_SIZE,
-                                       [(f.peer, "failed")])
-                t.note(f"bytes_from_peers {fp}")
-                expect_fake_clean(t, f)
+            fp = against(bg, o, e, label, [(get_only(longer),)], lambda v: 0 <= v <= A_SIZE, ["failed"]).fp
+            t.note(f"bytes_from_peers {fp}")
 
 
 @case("hostile_peer_body_longer_than_content_length")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: honest headers, the true bytes, then 64 KiB of junk past Content-Length "
-              "before the close: only Content-Length bytes are body; the file is right")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """honest headers, the true bytes, then 64 KiB of junk past Content-Length before the close:
+    only Content-Length bytes are body; the file is right"""
+    with true_file(bg) as (o, t, e, _):
+        junk = honest_then(e.data + os.urandom(65536))
+        against(bg, o, e, "junk", [(get_only(junk),)], A_SIZE, ["hit"], NO_GET)
 
-        def junk(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)) + e.data + os.urandom(65536))
-        with FakePeer(e, get_only(junk)) as f:
-            r, out, agent = hostile_get(bg, o, "junk", [f])
-            expect_right_file(t, r, out, agent, e, A_SIZE, [(f.peer, "hit")])
-            expect_fake_clean(t, f)
-        t.eq("origin: no GET (all from the peer)", origin_gets(o), [])
+
+def lying(e, body, **headers):
+    """HEAD and GET with the headers of entry_headers(E, **HEADERS); the GET then sends BODY."""
+    def answer(f, rq):
+        rq.send(head_block(200, "OK", entry_headers(e, **headers)))
+        if rq.method == "GET":
+            rq.send(body)
+    return answer
 
 
 @case("hostile_peer_etag_lies")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: ETag (and Repr-Digest) name another content in HEAD and GET while the "
-              "body is the true file: the bytes do not match the digest announced, so the peer "
-              "is rejected and the origin sends the file")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """ETag (and Repr-Digest) name another content in HEAD and GET while the body is the true file:
+    the bytes do not match the digest announced, so the peer is rejected and the origin sends
+    the file"""
+    with true_file(bg) as (o, t, e, _):
         other = os.urandom(A_SIZE)
-
-        def lying(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e, digest_of=other)))
-            if rq.method == "GET":
-                rq.send(e.data)
-        with FakePeer(e, lying) as f:
-            r, out, agent = hostile_get(bg, o, "etag", [f])
-            expect_right_file(t, r, out, agent, e, 0, [(f.peer, "rejected")])
-            expect_fake_clean(t, f)
-        t.eq("origin: one whole GET", origin_gets(o), [(200, None)])
+        against(bg, o, e, "etag", [(lying(e, e.data, digest_of=other),)], 0, ["rejected"], WHOLE)
 
 
 @case("hostile_peer_repr_digest_lies")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: Repr-Digest names another content (garbage, or another digest) while "
-              "ETag and the bytes are true; and a body with wrong bytes whose Repr-Digest "
-              "matches them while the ETag is the true one: the file is right either way")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """Repr-Digest names another content (garbage, or another digest) while ETag and the bytes are
+    true; and a body with wrong bytes whose Repr-Digest matches them while the ETag is the true
+    one: the file is right either way"""
+    with true_file(bg) as (o, t, e, _):
         other = os.urandom(A_SIZE)
         for label, rd, body, want in (("other-digest", repr_digest(other), e.data, A_SIZE),
                                       ("garbage", "sha-256=:!!not base64!!:", e.data, A_SIZE),
                                       ("matches-wrong-body", repr_digest(other), other, 0)):
             print(f"-- Repr-Digest {label}")
-
-            def lying(f, rq, rd=rd, body=body):
-                rq.send(head_block(200, "OK", entry_headers(e, repr_dig=rd)))
-                if rq.method == "GET":
-                    rq.send(body)
-            with FakePeer(e, lying) as f:
-                r, out, agent = hostile_get(bg, o, label, [f])
-                expect_right_file(t, r, out, agent, e, want,
-                                  [(f.peer, "hit" if want else "rejected")])
-                expect_fake_clean(t, f)
+            against(bg, o, e, label, [(lying(e, body, repr_dig=rd),)], want, ["hit" if want else "rejected"])
 
 
 @case("hostile_peer_self_consistent_lie_refused_with_sha256")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: a peer that serves other bytes of the right size with an ETag and "
-              "Repr-Digest that match them, and the origin's validators copied: with --sha256 "
-              "the agent refuses the entry from its HEAD alone (stale), never asks for the body, "
-              "and the origin sends the file (without --sha256: shown as a note)")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """a peer that serves other bytes of the right size with an ETag and Repr-Digest that match
+    them, and the origin's validators copied: with --sha256 the agent refuses the entry from its
+    HEAD alone (stale), never asks for the body, and the origin sends the file (without
+    --sha256: shown as a note)"""
+    with true_file(bg) as (o, t, e, _):
         other = os.urandom(A_SIZE)
-
-        def poison(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e, digest_of=other)))
-            if rq.method == "GET":
-                rq.send(other)
-        with FakePeer(e, poison) as f:
-            r, out, agent = hostile_get(bg, o, "poison", [f], extra=["--sha256", e.sha])
-            expect_right_file(t, r, out, agent, e, 0, [(f.peer, "stale")])
-            t.eq("the fake got a HEAD only", f.methods(), ["HEAD"])
-            expect_fake_clean(t, f)
-        t.eq("origin: one whole GET", origin_gets(o), [(200, None)])
+        poison = lying(e, other, digest_of=other)
+        f = against(bg, o, e, "poison", [(poison,)], 0, ["stale"], WHOLE, extra=["--sha256", e.sha]).fakes[0]
+        t.eq("the fake got a HEAD only", f.methods(), ["HEAD"])
         # Without --sha256 (and without --peer-key: see the next case) nothing the agent can
         # see tells this peer from an honest one: the protocol trusts a peer whose entry
         # carries the origin's current validators (nginx's ETag is mtime-size, not a digest).
@@ -507,151 +457,107 @@ def _(bg):
 
 @case("hostile_peer_impersonator_refused_with_peer_key")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: with --peer-key the agent takes only answers signed with the key for its "
-              "own request: a machine answering in the peer's place without the key -- even "
-              "with the self-consistent lie of the case above, or with the true bytes, or "
-              "with a made-up signature header -- is refused from its HEAD "
-              "(error), never asked for the body, and the origin sends the file")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """with --peer-key the agent takes only answers signed with the key for its own request: a
+    machine answering in the peer's place without the key -- even with the self-consistent lie
+    of the case above, or with the true bytes, or with a made-up signature header -- is refused
+    from its HEAD (error), never asked for the body, and the origin sends the file"""
+    with true_file(bg) as (o, t, e, _):
         other = os.urandom(A_SIZE)
         key = o.path("peer.key")
         with open(key, "w") as kf:
             kf.write("0123456789abcdef0123456789abcdef\n")
         os.chmod(key, 0o600)
         forged = "sig=" + "ab" * 32
+        for label, answer in (("poison", lying(e, other, digest_of=other, extra=[("X-Bgcopy-Auth", forged)])),
+                              ("true-unsigned", lying(e, e.data))):
+            f = against(bg, o, e, f"imp-{label}", [(answer,)], 0, ["error"], extra=["--peer-key", key]).fakes[0]
+            t.eq(f"{label}: the fake got a HEAD only", f.methods(), ["HEAD"])
+            t.ok(f"{label}: the request was signed",
+                 all(x.startswith("t=") for x in f.auth_headers()), f.auth_headers())
 
-        def poison(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e, digest_of=other,
-                                                        extra=[("X-Bgcopy-Auth", forged)])))
-            if rq.method == "GET":
-                rq.send(other)
 
-        def true_unsigned(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)))
-            if rq.method == "GET":
-                rq.send(e.data)
-        for label, answer in (("poison", poison), ("true-unsigned", true_unsigned)):
-            with FakePeer(e, answer) as f:
-                r, out, agent = hostile_get(bg, o, f"imp-{label}", [f],
-                                            extra=["--peer-key", key])
-                expect_right_file(t, r, out, agent, e, 0, [(f.peer, "error")])
-                t.eq(f"{label}: the fake got a HEAD only", f.methods(), ["HEAD"])
-                t.ok(f"{label}: the request was signed",
-                     all(x.startswith("t=") for x in f.auth_headers()), f.auth_headers())
-                expect_fake_clean(t, f)
+def stall_after(e, body):
+    """GET: honest headers and BODY, then silence with the connection open."""
+    def stall(f, rq):
+        rq.send(head_block(200, "OK", entry_headers(e)) + body)
+        f.stall()
+    return get_only(stall)
+
+
+def trickle(e):
+    """GET: honest headers, then 16 true bytes a second."""
+    def answer(f, rq):
+        rq.send(head_block(200, "OK", entry_headers(e)))
+        sent = 0
+        while not f.stopping.is_set() and sent < A_SIZE:
+            if not rq.send(e.data[sent:sent + 16]):
+                return
+            sent += 16
+            f.stopping.wait(1.0)
+    return get_only(answer)
 
 
 @case("hostile_peer_stalls_mid_body")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print(f"checks: a peer that sends the headers and half of the true bytes, then nothing, "
-              f"keeping the connection open: dropped after PEER_STALL_TIMEOUT "
-              f"({PEER_STALL_TIMEOUT} s) without a byte; the bytes received are kept and the "
-              f"origin sends the rest (a Range GET from there)")
-        e = Entry(o, "a.bin", o.data["a.bin"])
-
-        def stall(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)) + e.data[:HALF])
-            f.stall()
-        with FakePeer(e, get_only(stall)) as f:
-            r, out, agent = hostile_get(bg, o, "stall", [f])
-            fp = expect_right_file(t, r, out, agent, e, HALF, [(f.peer, "failed")],
-                                   within=STALL_BOUND + FAST)
-            t.ok(f"it waited for the stall timeout ({r.elapsed:.1f} s >= {PEER_STALL_TIMEOUT - 1} s)",
-                 r.elapsed >= PEER_STALL_TIMEOUT - 1)
-            expect_fake_clean(t, f)
-        t.eq("origin: one Range GET from where the peer stopped", origin_gets(o), [(206, fp)])
+    """a peer that sends the headers and half of the true bytes, then nothing, keeping the
+    connection open: dropped after PEER_STALL_TIMEOUT without a byte; the bytes received are
+    kept and the origin sends the rest (a Range GET from there)"""
+    with true_file(bg) as (o, t, e, _):
+        r = against(bg, o, e, "stall", [(stall_after(e, e.data[:HALF]),)], HALF, ["failed"], REST,
+                    within=STALL_BOUND + FAST).r
+        t.ok(f"it waited for the stall timeout ({r.elapsed:.1f} s >= {PEER_STALL_TIMEOUT - 1} s)",
+             r.elapsed >= PEER_STALL_TIMEOUT - 1)
 
 
 @case("hostile_peer_stalls_before_answering")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: a peer that never answers a HEAD (bounded by PEER_LOOKUP_TIMEOUT), and one "
-              "that answers HEAD but never the GET (bounded by PEER_STALL_TIMEOUT): each is "
-              "dropped and the origin sends the whole file")
-        e = Entry(o, "a.bin", o.data["a.bin"])
-
+    """a peer that never answers a HEAD (bounded by PEER_LOOKUP_TIMEOUT), and one that answers HEAD
+    but never the GET (bounded by PEER_STALL_TIMEOUT): each is dropped and the origin sends the
+    whole file"""
+    with true_file(bg) as (o, t, e, _):
         def silent(f, rq):
             f.stall()
         for label, answer, result in (("head", silent, "error"), ("get", get_only(silent), "failed")):
             print(f"-- silent on {label.upper()}")
-            before = len(origin_gets(o))
-            with FakePeer(e, answer) as f:
-                r, out, agent = hostile_get(bg, o, label, [f])
-                expect_right_file(t, r, out, agent, e, 0, [(f.peer, result)],
-                                  within=max(PEER_STALL_TIMEOUT, PEER_LOOKUP_TIMEOUT) + FAST)
-                expect_fake_clean(t, f)
-            t.eq("origin: one whole GET", origin_gets_since(o, before), [(200, None)])
+            against(bg, o, e, label, [(answer,)], 0, [result], WHOLE,
+                    within=max(PEER_STALL_TIMEOUT, PEER_LOOKUP_TIMEOUT) + FAST)
 
 
 @case("hostile_peer_trickles_body")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print(f"checks: a peer that sends the headers, then 16 true bytes a second (never silent, "
-              f"5 hours for the file; it held the get that long when the low-speed limit was "
-              f"1 byte/s): dropped below PEER_MIN_SPEED ({PEER_MIN_SPEED} bytes/s) after "
-              f"PEER_STALL_TIMEOUT; the bytes received are kept, the origin sends the rest")
-        e = Entry(o, "a.bin", o.data["a.bin"])
-
-        def trickle(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)))
-            sent = 0
-            while not f.stopping.is_set() and sent < A_SIZE:
-                if not rq.send(e.data[sent:sent + 16]):
-                    return
-                sent += 16
-                f.stopping.wait(1.0)
-        with FakePeer(e, get_only(trickle)) as f:
-            r, out, agent = hostile_get(bg, o, "trickle", [f])
-            fp = expect_right_file(t, r, out, agent, e, lambda v: 0 <= v < A_SIZE,
-                                   [(f.peer, "failed")], within=STALL_BOUND + FAST)
-            expect_fake_clean(t, f)
-        t.eq("origin: one Range GET from where the peer stopped", origin_gets(o), [(206, fp)])
+    """a peer that sends the headers, then 16 true bytes a second (never silent, 5 hours for the
+    file; it held the get that long when the low-speed limit was 1 byte/s): dropped below
+    PEER_MIN_SPEED bytes/s after PEER_STALL_TIMEOUT; the bytes received are kept, the origin
+    sends the rest"""
+    with true_file(bg) as (o, t, e, _):
+        against(bg, o, e, "trickle", [(trickle(e),)], lambda v: 0 <= v < A_SIZE, ["failed"], REST,
+                within=STALL_BOUND + FAST)
 
 
 @case("hostile_peer_closes_early")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: honest headers, then the connection closes: after half of the true bytes "
-              "(kept; the origin sends the rest from there with a Range GET), right after the "
-              "headers (nothing kept), and after half of WRONG bytes (kept at first; the "
-              "origin's rest does not make the digest, so the file is fetched again whole from "
-              "the origin alone)")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """honest headers, then the connection closes: after half of the true bytes (kept; the origin
+    sends the rest from there with a Range GET), right after the headers (nothing kept), and
+    after half of WRONG bytes (kept at first; the origin's rest does not make the digest, so the
+    file is fetched again whole from the origin alone)"""
+    with true_file(bg) as (o, t, e, _):
         wrong = flipped(e.data, 100)
         for label, body, want_fp, want_origin in (
                 ("half-true", e.data[:HALF], HALF, [(206, HALF)]),
                 ("no-body", b"", 0, [(200, None)]),
                 ("half-wrong", wrong[:HALF], 0, [(206, HALF), (200, None)])):
             print(f"-- closes after {label}")
-            before = len(origin_gets(o))
-
-            def close_early(f, rq, body=body):
-                rq.send(head_block(200, "OK", entry_headers(e)) + body)
-            with FakePeer(e, get_only(close_early)) as f:
-                r, out, agent = hostile_get(bg, o, label, [f])
-                expect_right_file(t, r, out, agent, e, want_fp, [(f.peer, "failed")])
-                expect_fake_clean(t, f)
-            t.eq("origin GETs (status, Range start)", origin_gets_since(o, before), want_origin)
+            against(bg, o, e, label, [(get_only(honest_then(body)),)], want_fp, ["failed"],
+                    ("origin GETs (status, Range start)", want_origin))
 
 
 @case("hostile_peer_206_wrong_range")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: a peer that answers a plain GET with 206 (some range, or the right start "
-              "with a wrong total) is refused before a byte is taken; and when a first peer left "
-              "half the file and the second is asked for the rest (Range: bytes=HALF-), a 206 for "
-              "another range, a 200 with everything, or a 206 with the wrong total is refused: "
-              "the origin sends the rest")
-        e = Entry(o, "a.bin", o.data["a.bin"])
-
+    """a peer that answers a plain GET with 206 (some range, or the right start with a wrong total)
+    is refused before a byte is taken; and when a first peer left half the file and the second
+    is asked for the rest (Range: bytes=HALF-), a 206 for another range, a 200 with everything,
+    or a 206 with the wrong total is refused: the origin sends the rest"""
+    with true_file(bg) as (o, t, e, _):
         def partial(first, last, total, status=206):
             def answer(f, rq):
                 hdrs = entry_headers(e, length=last - first + 1,
@@ -662,43 +568,26 @@ def _(bg):
         for label, answer in (("206-to-plain-get", partial(1000, A_SIZE - 1, A_SIZE)),
                               ("206-wrong-total", partial(0, A_SIZE - 1, A_SIZE + 1))):
             print(f"-- one peer: {label}")
-            before = len(origin_gets(o))
-            with FakePeer(e, answer) as f:
-                r, out, agent = hostile_get(bg, o, label, [f])
-                expect_right_file(t, r, out, agent, e, 0, [(f.peer, "failed")])
-                t.eq("the fake was asked without a Range", f.ranges(), [None])
-                expect_fake_clean(t, f)
-            t.eq("origin: one whole GET", origin_gets_since(o, before), [(200, None)])
+            f = against(bg, o, e, label, [(answer,)], 0, ["failed"], WHOLE).fakes[0]
+            t.eq("the fake was asked without a Range", f.ranges(), [None])
 
-        def cut_half(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)) + e.data[:HALF])
-
-        def whole_200(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)) + e.data)
+        cut_half = get_only(honest_then(e.data[:HALF]))
         for label, answer in (("206-from-0", partial(0, A_SIZE - 1, A_SIZE)),
                               ("206-one-late", partial(HALF + 1, A_SIZE - 1, A_SIZE)),
                               ("206-wrong-total", partial(HALF, A_SIZE - 1, A_SIZE - 1)),
-                              ("200-whole", get_only(whole_200))):
+                              ("200-whole", get_only(honest_then(e.data)))):
             print(f"-- second peer after a first one that gave half: {label}")
-            before = len(origin_gets(o))
-            with FakePeer(e, get_only(cut_half), "first") as f1, FakePeer(e, answer, "second") as f2:
-                r, out, agent = hostile_get(bg, o, "2-" + label, [f1, f2])
-                expect_right_file(t, r, out, agent, e, HALF,
-                                  [(f1.peer, "failed"), (f2.peer, "failed")])
-                t.eq("the second was asked for the rest", f2.ranges(), [f"bytes={HALF}-"])
-                expect_fake_clean(t, f1)
-                expect_fake_clean(t, f2)
-            t.eq("origin: one Range GET from HALF", origin_gets_since(o, before), [(206, HALF)])
+            f2 = against(bg, o, e, "2-" + label, [(cut_half, "first"), (answer, "second")],
+                                  HALF, ["failed", "failed"],
+                                  ("origin: one Range GET from HALF", [(206, HALF)])).fakes[1]
+            t.eq("the second was asked for the rest", f2.ranges(), [f"bytes={HALF}-"])
 
 
 @case("hostile_peer_garbage_status_line")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: garbage where the status line goes (no HTTP at all, a non-numeric code, "
-              "HTTP/9.9, binary bytes), on the HEAD and on the GET: the peer is passed over, the "
-              "origin sends the whole file")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """garbage where the status line goes (no HTTP at all, a non-numeric code, HTTP/9.9, binary
+    bytes), on the HEAD and on the GET: the peer is passed over, the origin sends the whole file"""
+    with true_file(bg) as (o, t, e, _):
         garbage = {"text": b"GARBAGE GARBAGE\r\n\r\n",
                    "bad-code": b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n",
                    "version": b"HTTP/9.9 200 OK\r\nContent-Length: 0\r\n\r\n",
@@ -706,7 +595,6 @@ def _(bg):
         for on in ("HEAD", "GET"):
             for label, junk in garbage.items():
                 print(f"-- {on}: {label}")
-                before = len(origin_gets(o))
 
                 def answer(f, rq, junk=junk, on=on):
                     if rq.method == on:
@@ -715,23 +603,16 @@ def _(bg):
                             rq.send(e.data)
                     else:
                         honest_head(f, rq)
-                with FakePeer(e, answer) as f:
-                    r, out, agent = hostile_get(bg, o, f"{on}-{label}", [f])
-                    expect_right_file(t, r, out, agent, e, 0,
-                                      [(f.peer, "error" if on == "HEAD" else "failed")])
-                    expect_fake_clean(t, f)
-                t.eq("origin: one whole GET", origin_gets_since(o, before), [(200, None)])
+                against(bg, o, e, f"{on}-{label}", [(answer,)], 0,
+                        ["error" if on == "HEAD" else "failed"], WHOLE)
 
 
 @case("hostile_peer_huge_headers")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: a GET answer whose headers never end (an endless stream of header lines), "
-              "one header line of 1 MiB, and the same on the HEAD: each is dropped in bounded "
-              "time and memory, the origin sends the whole file")
-        e = Entry(o, "a.bin", o.data["a.bin"])
-
+    """a GET answer whose headers never end (an endless stream of header lines), one header line of
+    1 MiB, and the same on the HEAD: each is dropped in bounded time and memory, the origin
+    sends the whole file"""
+    with true_file(bg) as (o, t, e, _):
         def endless(f, rq):
             rq.send(b"HTTP/1.1 200 OK\r\n")
             line = b"X-Junk: " + b"j" * 1000 + b"\r\n"
@@ -740,94 +621,54 @@ def _(bg):
                 if not rq.send(block):
                     return
 
-        def giant(f, rq):
-            rq.send(head_block(200, "OK", [("X-Junk", "j" * (1 << 20)), *entry_headers(e)]))
-            if rq.method == "GET":
-                rq.send(e.data)
+        giant = lying(e, e.data, extra=[("X-Junk", "j" * (1 << 20))])
         for label, answer, result in (("get-endless", get_only(endless), "failed"),
                                       ("get-giant-line", get_only(giant), "failed"),
                                       ("head-endless", endless, "error"),
                                       ("head-giant-line", giant, "error")):
             print(f"-- {label}")
-            before = len(origin_gets(o))
-            with FakePeer(e, answer) as f:
-                r, out, agent = hostile_get(bg, o, label, [f])
-                expect_right_file(t, r, out, agent, e, 0, [(f.peer, result)],
-                                  within=PEER_STALL_TIMEOUT + FAST)
-                expect_fake_clean(t, f)
-            t.eq("origin: one whole GET", origin_gets_since(o, before), [(200, None)])
+            against(bg, o, e, label, [(answer,)], 0, [result], WHOLE, within=PEER_STALL_TIMEOUT + FAST)
 
 
 @case("hostile_peer_get_describes_other_content")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, _, t = started(bg, o)
-        print("checks: HEAD describes the true entry; the GET answers with other content (its "
-              "own, consistent ETag and Repr-Digest, other bytes): refused from the GET's headers "
-              "before a byte is taken; the origin sends the whole file")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """HEAD describes the true entry; the GET answers with other content (its own, consistent ETag
+    and Repr-Digest, other bytes): refused from the GET's headers before a byte is taken; the
+    origin sends the whole file"""
+    with true_file(bg) as (o, t, e, _):
         other = os.urandom(A_SIZE)
-
-        def other_content(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e, digest_of=other)) + other)
-        with FakePeer(e, get_only(other_content)) as f:
-            r, out, agent = hostile_get(bg, o, "other", [f])
-            expect_right_file(t, r, out, agent, e, 0, [(f.peer, "failed")])
-            t.eq("the fake got a HEAD then a GET", f.methods(), ["HEAD", "GET"])
-            expect_fake_clean(t, f)
-        t.eq("origin: one whole GET", origin_gets(o), [(200, None)])
+        f = against(bg, o, e, "other", [(get_only(honest_then(other, digest_of=other)),)],
+                          0, ["failed"], WHOLE).fakes[0]
+        t.eq("the fake got a HEAD then a GET", f.methods(), ["HEAD", "GET"])
 
 
 @case("hostile_peer_then_good_peer")
 def _(bg):
-    with Origin(files={"a.bin": A_SIZE}) as o:
-        o, seeder, t = started(bg, o)
-        print("checks: --peer HOSTILE --peer GOOD (a real bgcopy-peerd on a store filled from "
-              "the origin): for a hostile peer with wrong bytes, one that stalls mid-body, one "
-              "that trickles, one that closes after half, one with a garbage status line, "
-              "every byte comes from the good peer (or the hostile one's true prefix), none "
-              "from the origin")
-        e = Entry(o, "a.bin", o.data["a.bin"])
+    """--peer HOSTILE --peer GOOD (a real bgcopy-peerd on a store filled from the origin): for a
+    hostile peer with wrong bytes, one that stalls mid-body, one that trickles, one that closes
+    after half, one with a garbage status line, every byte comes from the good peer (or the
+    hostile one's true prefix), none from the origin"""
+    with true_file(bg) as (o, t, e, seeder):
         r = t.ran(seeder.get(e.key, o.path("out", "a.bin")))
         t.eq("seed get: exit status", r.rc, 0)
         gets_after_seed = len(origin_gets(o))
-
-        def wrong(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)) + flipped(e.data, HALF))
-
-        def stall(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)) + e.data[:HALF])
-            f.stall()
-
-        def cut(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)) + e.data[:HALF])
-
-        def trickle(f, rq):
-            rq.send(head_block(200, "OK", entry_headers(e)))
-            for i in range(0, A_SIZE, 16):
-                if f.stopping.wait(1.0) or not rq.send(e.data[i:i + 16]):
-                    return
 
         def garbage(f, rq):
             rq.send(b"GARBAGE\r\n\r\n")
         with Peerd(bg, seeder.home, workdir=o.dir) as good:
             gp = f"127.0.0.1:{good.port}"
             for label, answer, first, fp_hostile, within in (
-                    ("wrong-bytes", get_only(wrong), "rejected", 0, FAST),
-                    ("stall", get_only(stall), "failed", HALF, STALL_BOUND + FAST),
-                    ("trickle", get_only(trickle), "failed", "a few", STALL_BOUND + FAST),
-                    ("cut", get_only(cut), "failed", HALF, FAST),
+                    ("wrong-bytes", get_only(honest_then(flipped(e.data, HALF))), "rejected", 0, FAST),
+                    ("stall", stall_after(e, e.data[:HALF]), "failed", HALF, STALL_BOUND + FAST),
+                    ("trickle", trickle(e), "failed", "a few", STALL_BOUND + FAST),
+                    ("cut", get_only(honest_then(e.data[:HALF])), "failed", HALF, FAST),
                     ("garbage", garbage, "error", 0, FAST)):
                 print(f"-- first peer: {label}")
-                with FakePeer(e, answer) as f:
-                    r, out, agent = hostile_get(bg, o, "then-" + label, [f, gp])
-                    expect_right_file(t, r, out, agent, e, A_SIZE, [(f.peer, first), (gp, "hit")],
-                                      within=within)
-                    expect_fake_clean(t, f)
+                against(bg, o, e, "then-" + label, [(answer,), gp], A_SIZE, [first, "hit"], within=within)
                 t.note(f"of which from the hostile peer: {fp_hostile} (its true prefix)")
             t.eq("peerd still running", good.alive(), True)
         t.eq("origin: no GET after the seed (HEADs only, to check the entry)",
-             origin_gets_since(o, gets_after_seed), [])
+             origin_gets(o)[gets_after_seed:], [])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Integration cases for the job commands of bgcopy: create, add, info, list and the security
-flags of a job (see origin.py for the nginx origin each case starts, test_get.py for the
+flags of a job (see origin.py for the nginx origin each case starts, bgtest.py for the
 checker and the driver these cases share).
 
 Usage: test_jobs.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_jobs.py CASE)
@@ -21,8 +21,10 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import Bgcopy, Origin  # noqa: E402
-from test_get import A_SIZE, ABSENT, case_registry, field, main, started  # noqa: E402
+from bgtest import ABSENT, Bgcopy, case_registry, field, main, started  # noqa: E402
+from origin import Origin  # noqa: E402
+
+A_SIZE = 300_000          # the ordinary served file, /files/a.bin
 
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
@@ -94,10 +96,10 @@ def file_rows(doc):
 
 @case("create_prints_job_id_job_is_suspended")
 def _(bg):
+    """create --name prints a GUID-like id; the job is SUSPENDED, empty, normal priority, named as
+    given, flags 0; a second create gives another id"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: create --name prints a GUID-like id; the job is SUSPENDED, empty, normal "
-              "priority, named as given, flags 0; a second create gives another id")
         job = create(t, agent, "--name", "nightly sync")
         if job is None:
             return
@@ -120,10 +122,10 @@ def _(bg):
 
 @case("create_priority_shown_bad_priority_exits_2")
 def _(bg):
+    """create --priority P shows P in info for each of foreground, high, normal, low; --priority
+    urgent exits 2 and creates no job"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: create --priority P shows P in info for each of foreground, high, normal, "
-              "low; --priority urgent exits 2 and creates no job")
         made = []
         for prio in ("high", "foreground", "normal", "low"):
             job = create(t, agent, "--priority", prio)
@@ -141,11 +143,11 @@ def _(bg):
 
 @case("add_file_records_url_and_absolute_path")
 def _(bg):
+    """add JOB URL FILE (FILE relative to the current folder) adds one file with original_url URL
+    and an absolute local_path; nothing is transferred"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
         url = o.url("/files/a.bin")
-        print("checks: add JOB URL FILE (FILE relative to the current folder) adds one file with "
-              "original_url URL and an absolute local_path; nothing is transferred")
         job = create(t, agent, "--name", "one file")
         if job is None:
             return
@@ -165,10 +167,10 @@ def _(bg):
 
 @case("add_from_list_skips_comments_and_blank_lines")
 def _(bg):
+    """add JOB --from LIST with 3 'URL LOCALPATH' lines, a comment, a blank line and extra blanks
+    adds 3 files in order, after one added before: files_total 4"""
     with Origin(files={"a.bin": A_SIZE, "b.bin": 1000, "c.bin": 2000, "d.bin": 3000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: add JOB --from LIST with 3 'URL LOCALPATH' lines, a comment, a blank line "
-              "and extra blanks adds 3 files in order, after one added before: files_total 4")
         job = create(t, agent)
         if job is None:
             return
@@ -193,10 +195,9 @@ def _(bg):
 
 @case("add_from_list_bad_url_exits_2_adds_nothing")
 def _(bg):
+    """add --from LIST whose line 4 holds a malformed URL exits 2 with a message naming line 4"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: add --from LIST whose line 4 holds a malformed URL exits 2 with a message "
-              "naming line 4")
         job = create(t, agent)
         if job is None:
             return
@@ -242,10 +243,10 @@ def get_flags(t, agent, job):
 
 @case("security_flags_set_0x0108_get_prints_names")
 def _(bg):
+    """set-security-flags JOB 0x0108, then get-security-flags prints '0x0108
+    ignore-unknown-ca|redirect-report' and info --json shows 264"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: set-security-flags JOB 0x0108, then get-security-flags prints "
-              "'0x0108 ignore-unknown-ca|redirect-report' and info --json shows 264")
         job = create(t, agent)
         if job is None:
             return
@@ -266,10 +267,10 @@ def _(bg):
 
 @case("set_security_flags_0x400_refused_flags_unchanged")
 def _(bg):
+    """set-security-flags with 0x400 (redirect policy field 0x400), an unknown bit or an unknown
+    name exits 2 with E_NOTIMPL and leaves the job's flags at 0x0108"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: set-security-flags with 0x400 (redirect policy field 0x400), an unknown bit "
-              "or an unknown name exits 2 with E_NOTIMPL and leaves the job's flags at 0x0108")
         job = create(t, agent)
         if job is None:
             return
@@ -289,10 +290,10 @@ def _(bg):
 
 @case("list_shows_created_jobs")
 def _(bg):
+    """list --json holds every created job with its state; list prints a header line, then one line
+    per job with its id"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: list --json holds every created job with its state; list prints a header "
-              "line, then one line per job with its id")
         a = create(t, agent, "--name", "first")
         b = create(t, agent, "--name", "second", "--priority", "low")
         if a is None or b is None:
@@ -322,10 +323,10 @@ def _(bg):
 
 @case("info_unknown_job_exits_2")
 def _(bg):
+    """info of an unknown job id exits 2 (with and without --json), naming it; so do
+    get-security-flags and set-security-flags"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: info of an unknown job id exits 2 (with and without --json), naming it; so "
-              "do get-security-flags and set-security-flags")
         create(t, agent)
         for args in (("info", UNKNOWN_ID), ("info", UNKNOWN_ID, "--json"),
                      ("get-security-flags", UNKNOWN_ID), ("set-security-flags", UNKNOWN_ID, "0x0100")):
@@ -337,12 +338,12 @@ def _(bg):
 
 @case("bad_values_exit_2_and_change_nothing")
 def _(bg):
+    """each job command and get option given a bad value (an unknown name, a negative or
+    non-numeric number, a header without a name or with a line break, a missing file, an unknown
+    job, a job in the wrong state) exits 2 with a message, and leaves the job document as it
+    was; no get makes a job or a request"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: each job command and get option given a bad value (an unknown name, a "
-              "negative or non-numeric number, a header without a name or with a line break, a "
-              "missing file, an unknown job, a job in the wrong state) exits 2 with a message, "
-              "and leaves the job document as it was; no get makes a job or a request")
         job = create(t, agent)
         if job is None:
             return
@@ -388,10 +389,10 @@ def _(bg):
 
 @case("list_all_includes_ended_jobs")
 def _(bg):
+    """list shows jobs that have not ended; after cancel (CANCELLED) only list --all shows that
+    job, with its state; the other job stays in both"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: list shows jobs that have not ended; after cancel (CANCELLED) only "
-              "list --all shows that job, with its state; the other job stays in both")
         keep, gone = create(t, agent), create(t, agent)
         if keep is None or gone is None:
             return
@@ -411,11 +412,11 @@ def _(bg):
 
 @case("home_from_flag_env_xdg_and_home_help_version")
 def _(bg):
+    """--help and --version exit 0 on stdout; without --home the store is in $BGCOPY_HOME, else
+    $XDG_STATE_HOME/bgcopy, else $HOME/.local/state/bgcopy (the last folder made, 0700), and
+    --home wins over them all"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: --help and --version exit 0 on stdout; without --home the store is in "
-              "$BGCOPY_HOME, else $XDG_STATE_HOME/bgcopy, else $HOME/.local/state/bgcopy (the "
-              "last folder made, 0700), and --home wins over them all")
         base = {k: v for k, v in agent.env().items() if k not in ("XDG_STATE_HOME", "HOME")}
         for flag, needle in (("--help", "usage: bgcopy"), ("--version", "bgcopy ")):
             p = subprocess.run([bg.exe, flag], capture_output=True, text=True, env=base, timeout=20)

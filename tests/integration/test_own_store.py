@@ -20,10 +20,9 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bgtest import (case_registry, cmd, Daemon, expect_error, expect_transferred, field, main, new_job,
+                    poll_state, started, store)  # noqa: E402
 from origin import Origin, sha256_bytes  # noqa: E402
-from test_get import case_registry, expect_error, expect_transferred, field, main, started  # noqa: E402
-from test_daemon import Daemon, cmd, new_job, poll_state  # noqa: E402
-from test_hostile import store  # noqa: E402
 
 SIZE = 700_000  # three chunks of the store (262,128 bytes each), the last one partial
 
@@ -59,11 +58,11 @@ def expect_from_cache(t, r, size):
 
 @case("own_store_second_get_revalidates_304_and_writes_from_store")
 def _(bg):
+    """the second get of a URL asks the origin with If-None-Match: the stored ETag; nginx answers
+    304 with no body; the output is identical and comes from the store; cache stats counts one
+    revalidation"""
     with Origin(files={"a.bin": SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: the second get of a URL asks the origin with If-None-Match: the stored "
-              "ETag; nginx answers 304 with no body; the output is identical and comes from the "
-              "store; cache stats counts one revalidation")
         url = o.url("/files/a.bin")
         r1 = t.ran(agent.get(url, out(o, 1, "a.bin")))
         expect_transferred(t, r1, out(o, 1, "a.bin"), o.sha("a.bin"), SIZE)
@@ -80,10 +79,10 @@ def _(bg):
 
 @case("own_store_file_changed_on_origin_200_new_content_stored")
 def _(bg):
+    """the file changes on the origin (new bytes and mtime, so a new ETag): the conditional request
+    gets a 200 with the new body, which is written and stored"""
     with Origin(files={"a.bin": SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: the file changes on the origin (new bytes and mtime, so a new ETag): the "
-              "conditional request gets a 200 with the new body, which is written and stored")
         url = o.url("/files/a.bin")
         t.eq("first get: exit", t.ran(agent.get(url, out(o, 1, "a.bin"))).rc, 0)
         old = os.stat(o.file_path("a.bin")).st_mtime
@@ -101,11 +100,11 @@ def _(bg):
 
 @case("own_store_report_redirect_misses_under_original_hits_with_cache_key_both")
 def _(bg):
+    """under ALLOW_REPORT the content is stored under the final URL, so a second get of the
+    original URL misses its own store (as BITS): a full 200 again. With --cache-key both it is
+    found under the original URL too: a 304"""
     with Origin(files={"a.bin": SIZE}, locations="location = /latest { return 302 @BASE@/files/a.bin; }") as o:
         o, agent, t = started(bg, o)
-        print("checks: under ALLOW_REPORT the content is stored under the final URL, so a second "
-              "get of the original URL misses its own store (as BITS): a full 200 again. With "
-              "--cache-key both it is found under the original URL too: a 304")
         url, final = o.url("/latest"), o.url("/files/a.bin")
         for i in (1, 2):
             r = t.ran(agent.get(url, out(o, i, "a.bin"), flags="redirect-report"))
@@ -128,10 +127,10 @@ def _(bg):
 
 @case("own_store_sha256_hit_makes_no_request")
 def _(bg):
+    """with --sha256 of content the store holds (under any key), the file is written from the store
+    and the origin gets no request at all, even for another URL"""
     with Origin(files={"a.bin": SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: with --sha256 of content the store holds (under any key), the file is "
-              "written from the store and the origin gets no request at all, even for another URL")
         t.eq("first get: exit", t.ran(agent.get(o.url("/files/a.bin"), out(o, 1, "a.bin"))).rc, 0)
         before = len(o.requests())
         for i, path in ((2, "/files/a.bin"), (3, "/files/elsewhere.bin")):
@@ -150,12 +149,12 @@ def basic(user, password):
 
 @case("own_store_private_entry_reused_only_after_304_to_its_credentials")
 def _(bg):
+    """content fetched with credentials is private; a get with other credentials, or none, or with
+    only its --sha256, is not served from the store: the origin answers 401; with the right
+    credentials a 304 lets it be reused"""
     locs = "location = /files/p.bin { auth_basic private; auth_basic_user_file @DIR@/htpasswd; }"
     with Origin(files={"p.bin": SIZE}, locations=locs) as o:
         o, agent, t = started(bg, o)
-        print("checks: content fetched with credentials is private; a get with other credentials, "
-              "or none, or with only its --sha256, is not served from the store: the origin "
-              "answers 401; with the right credentials a 304 lets it be reused")
         with open(o.path("htpasswd"), "w") as f:
             f.write("alice:{PLAIN}wonderland\nbob:{PLAIN}builder\n")
         os.chmod(o.path("htpasswd"), 0o644)
@@ -177,11 +176,11 @@ def _(bg):
 
 @case("own_store_job_digests_from_add_and_a_list_make_no_request")
 def _(bg):
+    """a daemon job whose files carry an expected SHA-256 (add --sha256, and a list line 'URL
+    LOCALPATH sha256=HEX') of content the store holds is written from the store: no request,
+    even for URLs the origin does not have"""
     with Origin(files={"a.bin": SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: a daemon job whose files carry an expected SHA-256 (add --sha256, and a "
-              "list line 'URL LOCALPATH sha256=HEX') of content the store holds is written from "
-              "the store: no request, even for URLs the origin does not have")
         t.eq("first get: exit", t.ran(agent.get(o.url("/files/a.bin"), out(o, 1, "a.bin"))).rc, 0)
         before = len(o.requests())
         job = new_job(t, agent, [])
@@ -206,9 +205,9 @@ def _(bg):
 
 @case("own_store_no_cache_skips_the_lookup")
 def _(bg):
+    """get --no-cache neither looks in the store nor asks conditionally: a full 200"""
     with Origin(files={"a.bin": SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: get --no-cache neither looks in the store nor asks conditionally: a full 200")
         url = o.url("/files/a.bin")
         t.eq("first get: exit", t.ran(agent.get(url, out(o, 1, "a.bin"))).rc, 0)
         r = t.ran(agent.get(url, out(o, 2, "a.bin"), extra=["--no-cache"]))
@@ -219,11 +218,11 @@ def _(bg):
 
 @case("own_store_weak_date_not_used_as_a_condition")
 def _(bg):
+    """without an ETag and with a Last-Modified less than 60 s before the Date (a weak date, RFC
+    9110 8.8.2.2) no If-Modified-Since is sent: a full 200; with a strong date it is, and nginx
+    answers 304"""
     with Origin(files={"a.bin": SIZE}, locations="location = /files/a.bin { etag off; }") as o:
         o, agent, t = started(bg, o)
-        print("checks: without an ETag and with a Last-Modified less than 60 s before the Date "
-              "(a weak date, RFC 9110 8.8.2.2) no If-Modified-Since is sent: a full 200; with a "
-              "strong date it is, and nginx answers 304")
         url = o.url("/files/a.bin")
         o.put_file("a.bin", o.data["a.bin"], mtime=int(time.time()))
         for i in (1, 2):

@@ -15,7 +15,6 @@ even when it fails (the Peerd context manager). Requests go through http.client,
 sockets for malformed ones. Each case prints one line per check, and on failure the bgcopy
 commands it ran, the origin's access log and peerd's stderr."""
 
-import base64
 import calendar
 import hashlib
 import hmac
@@ -23,7 +22,6 @@ import http.client
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,8 +32,9 @@ import urllib.parse
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from origin import MiB, Bgcopy, Origin  # noqa: E402
-from test_get import ABSENT, case_registry, main, started  # noqa: E402
+from bgtest import (ABSENT, Bgcopy, case_registry, main, origin_validators, Peerd, peerd_exe, q, repr_digest,
+                    sign, started, store_file)  # noqa: E402
+from origin import MiB, Origin  # noqa: E402
 
 A_SIZE = 300_000                # crosses the first chunk boundary of the store
 CHUNK = 64 * 4096 - 16          # STORE_CHUNK_BYTES (cache.h)
@@ -49,198 +48,6 @@ RSS_ANON_ALLOWED = RSS_ANON_LIMIT + (BIG_SIZE // 8 if SANITIZED else 0)
 AUTH_WINDOW = 300               # PEER_AUTH_WINDOW (cache.h), seconds
 
 CASES, case = case_registry()
-
-
-def peerd_exe(bg):
-    exe = os.environ.get("BGCOPY_PEERD") or os.path.join(os.path.dirname(bg.exe), "bgcopy-peerd")
-    if not os.access(exe, os.X_OK):
-        raise RuntimeError(f"bgcopy-peerd not found or not executable: {exe!r} (set BGCOPY_PEERD)")
-    return exe
-
-
-def q(key):
-    """The url= argument as clients send it: everything but unreserved characters encoded."""
-    return "/v1/content?url=" + urllib.parse.quote(key, safe="")
-
-
-def repr_digest(data):
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
-
-
-def sign(key, method, path, url, t):
-    """The X-Bgcopy-Auth value (cache.h): t=T,sig=HMAC-SHA256(key, METHOD\\nPATH\\nURL\\nT)."""
-    msg = f"{method}\n{path}\n{url}\n{t}".encode()
-    return f"t={t},sig={hmac.new(key, msg, hashlib.sha256).hexdigest()}"
-
-
-class Reply:
-    def __init__(self, status, headers, body, will_close):
-        self.status, self.headers, self.body, self.will_close = status, headers, body, will_close
-
-    def h(self, name):
-        return self.headers.get(name.lower(), ABSENT)
-
-
-class Peerd:
-    """bgcopy-peerd on a home, port from the kernel via --port-file. A context manager:
-    __exit__ stops it (TERM, then KILL after 5 s) whatever happened, and prints its stderr
-    when the case has failed checks."""
-
-    def __init__(self, bg, home, *args, workdir, env_extra=None):
-        self.exe = peerd_exe(bg)
-        self.env_extra = env_extra
-        self.t = bg.t
-        self.home = home
-        self.args = list(args)
-        self.workdir = workdir
-        self.port_file = os.path.join(workdir, "peerd.port")
-        self.err_path = os.path.join(workdir, "peerd.stderr")
-        self.proc = None
-        self.port = None
-        self.rc = None
-        self._conn = None
-
-    def __enter__(self):
-        # home None: no --home, the home comes from env_extra (BGCOPY_HOME).
-        argv = [self.exe, *(["--home", self.home] if self.home is not None else []),
-                "--port", "0", "--port-file", self.port_file, *self.args]
-        env = None
-        if self.env_extra is not None:
-            env = dict(os.environ)
-            env.pop("BGCOPY_HOME", None)
-            env.update(self.env_extra)
-        print(f"  start {' '.join(argv[1:])}"
-              + (f"  (env {self.env_extra})" if self.env_extra else ""), flush=True)
-        with open(self.err_path, "wb") as errf:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
-                                         env=env)
-        try:
-            deadline = time.monotonic() + 15
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"bgcopy-peerd exited with {self.proc.returncode}: {self.stderr()}")
-                try:
-                    with open(self.port_file) as f:
-                        text = f.read()
-                    if text.endswith("\n"):
-                        self.port = int(text)
-                        break
-                except FileNotFoundError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"no port file after 15 s: {self.stderr()}")
-                time.sleep(0.02)
-        except BaseException:
-            self._stop()
-            raise
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        self._stop()
-        if exc_type is None:
-            # Every case ends with a clean stop; under the sanitizers a report makes the exit
-            # status non-zero, and the report is in the log.
-            self.t.eq("peerd exit status after SIGTERM", self.rc, 0)
-            log = self.stderr()
-            self.t.ok("no sanitizer report in peerd's stderr",
-                      "Sanitizer" not in log and "runtime error" not in log)
-        if self.t.failed or exc_type is not None:
-            print(f"-- peerd stderr ({self.err_path}):\n{self.stderr()}")
-        return False
-
-    def stderr(self):
-        try:
-            with open(self.err_path, errors="replace") as f:
-                return f.read()[-4000:].strip() or "(empty)"
-        except OSError:
-            return "(none)"
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        """TERM; returns the exit status."""
-        self._stop()
-        return self.rc
-
-    def _stop(self):
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.rc = self.proc.returncode
-        self.proc = None
-
-    # ---- requests -------------------------------------------------------------
-    def conn(self, timeout=30):
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def request(self, method, path, headers=None, keep=False):
-        """One request; a fresh connection unless KEEP (then the shared keep-alive one)."""
-        if keep:
-            if self._conn is None:
-                self._conn = self.conn()
-            c = self._conn
-        else:
-            c = self.conn()
-        try:
-            c.request(method, path, headers=headers or {})
-            r = c.getresponse()
-            body = r.read()
-            return Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, body, r.will_close)
-        finally:
-            if not keep:
-                c.close()
-
-    def metrics(self, headers=None):
-        r = self.request("GET", "/metrics", headers)
-        out = {}
-        if r.status != 200:
-            return r, out
-        for line in r.body.decode().splitlines():
-            if line.startswith("#") or not line.strip():
-                continue
-            name, value = line.rsplit(" ", 1)
-            out[name] = int(value)
-        return r, out
-
-    def rss_anon(self):
-        """RssAnon of the process in bytes (from /proc), or None once it is gone."""
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        return int(line.split()[1]) * 1024
-        except (OSError, AttributeError):
-            return None
-        return None
-
-
-def store_file(t, agent, o, name, extra=()):
-    """`bgcopy get` of /files/NAME into the home: the content is then stored under its URL."""
-    url, out = o.url(f"/files/{name}"), o.path("out", name)
-    r = t.ran(agent.get(url, out, extra=extra))
-    t.eq(f"get {name}: exit status", r.rc, 0)
-    return url
-
-
-def origin_validators(o, name):
-    c = http.client.HTTPConnection("127.0.0.1", o.port, timeout=10)
-    try:
-        c.request("HEAD", f"/files/{name}")
-        r = c.getresponse()
-        r.read()
-        return r.getheader("ETag"), r.getheader("Last-Modified")
-    finally:
-        c.close()
 
 
 def expect_content_headers(t, what, r, data, size=None):
@@ -297,16 +104,24 @@ def _complete(buf):
     return m is not None and len(body) >= int(m.group(1))
 
 
+def connects(host, port):
+    """'accepted' when a TCP connection to HOST:PORT opens (within 2 s), else 'refused'."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return "accepted"
+    except OSError:
+        return "refused"
+
+
 # ---- cases ---------------------------------------------------------------------------------
 
 @case("peerd_serves_stored_content")
 def _(bg):
+    """GET of a stored URL -> 200 with the bytes, ETag = quoted SHA-256, Repr-Digest, the origin's
+    ETag (X-Origin-ETag) and Last-Modified; HEAD -> the same headers, no body, connection kept;
+    a key with a query string, percent-encoded; unknown url -> 404; /v1/health -> 200 ok"""
     with Origin(files={"a.bin": A_SIZE, "q.bin": 5000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: GET of a stored URL -> 200 with the bytes, ETag = quoted SHA-256, "
-              "Repr-Digest, the origin's ETag (X-Origin-ETag) and Last-Modified; HEAD -> the same "
-              "headers, no body, connection kept; a key with a query string, percent-encoded; "
-              "unknown url -> 404; /v1/health -> 200 ok")
         url = store_file(t, agent, o, "a.bin")
         qurl = o.url("/files/q.bin?x=1&y=a%20b")
         r = t.ran(agent.get(qurl, o.path("out", "q.bin")))
@@ -381,13 +196,12 @@ RANGE_CASES = [
 
 @case("peerd_range_cases")
 def _(bg):
+    """one range -> 206 with Content-Range and exactly those bytes (clamped at the end, across a
+    chunk boundary); start >= size or -0 -> 416 with bytes */SIZE; several ranges, malformed
+    ones or another unit -> 200 with everything; If-Range equal to the ETag -> 206, anything
+    else -> 200; all on one kept-alive connection; HEAD with a Range -> 206 headers, no body"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: one range -> 206 with Content-Range and exactly those bytes (clamped at the "
-              "end, across a chunk boundary); start >= size or -0 -> 416 with bytes */SIZE; several "
-              "ranges, malformed ones or another unit -> 200 with everything; If-Range equal to "
-              "the ETag -> 206, anything else -> 200; all on one kept-alive connection; HEAD "
-              "with a Range -> 206 headers, no body")
         url = store_file(t, agent, o, "a.bin")
         data = o.data["a.bin"]
         etag = '"' + hashlib.sha256(data).hexdigest() + '"'
@@ -422,11 +236,11 @@ def _(bg):
 
 @case("peerd_concurrent_requests_all_correct")
 def _(bg):
+    """16 clients at once, each 40 requests on its own kept-alive connection (whole bodies, random
+    ranges, HEADs, misses) on 2 threads: every answer right"""
     import random
     with Origin(files={"a.bin": A_SIZE, "b.bin": 3 * CHUNK + 7}) as o:
         o, agent, t = started(bg, o)
-        print("checks: 16 clients at once, each 40 requests on its own kept-alive connection "
-              "(whole bodies, random ranges, HEADs, misses) on 2 threads: every answer right")
         urls = {name: store_file(t, agent, o, name) for name in ("a.bin", "b.bin")}
         with Peerd(bg, agent.home, "--threads", "2", workdir=o.dir) as p:
             errors = []
@@ -475,11 +289,11 @@ def _(bg):
 
 @case("peerd_private_content_not_served")
 def _(bg):
+    """content fetched with an Authorization header is stored (cache list shows it private) but
+    peerd answers 404 for it, GET and HEAD, counted as misses; a public entry of the same store
+    is served"""
     with Origin(files={"pub.bin": 40_000, "priv.bin": 50_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: content fetched with an Authorization header is stored (cache list shows "
-              "it private) but peerd answers 404 for it, GET and HEAD, counted as misses; a public "
-              "entry of the same store is served")
         pub = store_file(t, agent, o, "pub.bin")
         priv = store_file(t, agent, o, "priv.bin", extra=["--header", "Authorization: Bearer x"])
         s = t.ran(agent.run("cache", "list", "--json"))
@@ -506,12 +320,11 @@ def _(bg):
 
 @case("peerd_peer_key_required")
 def _(bg):
+    """with --peer-key, content and /metrics need a valid X-Bgcopy-Auth: none, a wrong signature, a
+    stale or future timestamp, another url or method -> 401 with WWW-Authenticate; a good one ->
+    200; the same header again -> 401 (replay); /v1/health stays open"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: with --peer-key, content and /metrics need a valid X-Bgcopy-Auth: none, a "
-              "wrong signature, a stale or future timestamp, another url or method -> 401 with "
-              "WWW-Authenticate; a good one -> 200; the same header again -> 401 (replay); "
-              "/v1/health stays open")
         url = store_file(t, agent, o, "a.bin")
         key = os.urandom(16).hex().encode()
         key_file = o.path("peer.key")
@@ -565,12 +378,12 @@ def _(bg):
 
 @case("peerd_malformed_requests_no_crash")
 def _(bg):
+    """garbage, huge headers, traversal, bad escapes, NUL, empty or missing url, other methods, an
+    overlong url, a stalled request: each gets a 4xx or a closed connection, never a crash; the
+    stalled one is closed after --timeout; health is 200 and the stored entry still served
+    afterwards"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: garbage, huge headers, traversal, bad escapes, NUL, empty or missing url, "
-              "other methods, an overlong url, a stalled request: each gets a 4xx or a closed "
-              "connection, never a crash; the stalled one is closed after --timeout; health is 200 "
-              "and the stored entry still served afterwards")
         url = store_file(t, agent, o, "a.bin")
         with Peerd(bg, agent.home, "--timeout", "2", workdir=o.dir) as p:
             long_url = "http://x/" + "a" * 9000
@@ -690,15 +503,15 @@ def answer_sig(key, request_value, data, origin_etag, last_modified):
 
 @case("peerd_conditional_requests")
 def _(bg):
+    """RFC 9110 section 13 on a stored entry (ETag = quoted SHA-256, Last-Modified = the origin's):
+    If-None-Match (weak comparison, lists, *) and If-Modified-Since (all three date forms) ->
+    304 with the validators and no body; If-Match (strong) and If-Unmodified-Since -> 412
+    without content; the order of section 13.2.2 (If-Match before If-None-Match, a date field
+    ignored beside its tag field); invalid dates ignored; preconditions before Range; HEAD the
+    same; an absent key stays 404; the same through real curl (-z, -H If-None-Match); 304/412
+    counted by /metrics"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: RFC 9110 section 13 on a stored entry (ETag = quoted SHA-256, Last-Modified = "
-              "the origin's): If-None-Match (weak comparison, lists, *) and If-Modified-Since (all "
-              "three date forms) -> 304 with the validators and no body; If-Match (strong) and "
-              "If-Unmodified-Since -> 412 without content; the order of section 13.2.2 (If-Match "
-              "before If-None-Match, a date field ignored beside its tag field); invalid dates "
-              "ignored; preconditions before Range; HEAD the same; an absent key stays 404; "
-              "the same through real curl (-z, -H If-None-Match); 304/412 counted by /metrics")
         url = store_file(t, agent, o, "a.bin")
         data = o.data["a.bin"]
         etag = '"' + hashlib.sha256(data).hexdigest() + '"'
@@ -806,11 +619,11 @@ def _(bg):
 
 @case("peerd_conditional_after_peer_key")
 def _(bg):
+    """with --peer-key the signature is checked before any precondition: an unsigned If-None-Match
+    with the right ETag is 401, not 304; a signed one is 304 carrying the answer signature over
+    the entry; a signed failing If-Match is 412"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: with --peer-key the signature is checked before any precondition: an "
-              "unsigned If-None-Match with the right ETag is 401, not 304; a signed one is 304 "
-              "carrying the answer signature over the entry; a signed failing If-Match is 412")
         url = store_file(t, agent, o, "a.bin")
         data = o.data["a.bin"]
         etag = '"' + hashlib.sha256(data).hexdigest() + '"'
@@ -845,14 +658,13 @@ def _(bg):
 
 @case("peerd_http11_message_rules")
 def _(bg):
+    """RFC 9112 sections 3.2 and 5.1 over raw sockets: an HTTP/1.1 request without Host, with two
+    Host lines (any case), an invalid Host value or whitespace before a colon -> 400; HTTP/1.0
+    without Host still 200; an absolute-form target (http://host:port/path, any scheme case) is
+    served as its path, GET and HEAD, content included; an empty authority or userinfo -> 400;
+    real curl through -x (which sends absolute-form) gets the health and the content"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: RFC 9112 sections 3.2 and 5.1 over raw sockets: an HTTP/1.1 request without "
-              "Host, with two Host lines (any case), an invalid Host value or whitespace before a "
-              "colon -> 400; HTTP/1.0 without Host still 200; an absolute-form target "
-              "(http://host:port/path, any scheme case) is served as its path, GET and HEAD, "
-              "content included; an empty authority or userinfo -> 400; real curl through -x "
-              "(which sends absolute-form) gets the health and the content")
         url = store_file(t, agent, o, "a.bin")
         data = o.data["a.bin"]
         with Peerd(bg, agent.home, workdir=o.dir) as p:
@@ -997,12 +809,12 @@ def _(bg):
 
 @case("peerd_content_removed_mid_stream_cuts_connection")
 def _(bg):
+    """when the content is removed (cache rm + cache gc) while peerd streams it, the connection is
+    cut: the client gets a short body whose bytes are all right, never wrong bytes; peerd keeps
+    serving"""
     size = 48 * MiB
     with Origin() as o:
         o, agent, t = started(bg, o)
-        print("checks: when the content is removed (cache rm + cache gc) while peerd streams it, "
-              "the connection is cut: the client gets a short body whose bytes are all right, "
-              "never wrong bytes; peerd keeps serving")
         want = write_big_file(o.file_path("m.bin"), size)
         with open(o.file_path("m.bin"), "rb") as f:
             data = f.read()
@@ -1047,10 +859,10 @@ def _(bg):
 
 @case("peerd_metrics")
 def _(bg):
+    """/metrics is Prometheus text; after a hit, a 206, a HEAD, a miss and a 416 the counters moved
+    by exactly that much"""
     with Origin(files={"a.bin": A_SIZE}) as o:
         o, agent, t = started(bg, o)
-        print("checks: /metrics is Prometheus text; after a hit, a 206, a HEAD, a miss and a 416 "
-              "the counters moved by exactly that much")
         url = store_file(t, agent, o, "a.bin")
         with Peerd(bg, agent.home, workdir=o.dir) as p:
             r0, m0 = p.metrics()
@@ -1084,6 +896,7 @@ def _(bg):
 
 @case("peerd_listens_on_ipv6_loopback")
 def _(bg):
+    """--listen ::1 (and [::1]) serves over IPv6; nothing listens on 127.0.0.1 then"""
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
             s.bind(("::1", 0))
@@ -1092,7 +905,6 @@ def _(bg):
         return
     with Origin(files={"a.bin": 10_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: --listen ::1 (and [::1]) serves over IPv6; nothing listens on 127.0.0.1 then")
         url = store_file(t, agent, o, "a.bin")
         for addr in ("::1", "[::1]"):
             with Peerd(bg, agent.home, "--listen", addr, workdir=o.dir) as p:
@@ -1102,30 +914,20 @@ def _(bg):
                 body = r.read()
                 c.close()
                 t.eq(f"--listen {addr}: GET over IPv6", (r.status, body == o.data["a.bin"]), (200, True))
-                try:
-                    socket.create_connection(("127.0.0.1", p.port), timeout=2).close()
-                    v4 = "accepted"
-                except OSError:
-                    v4 = "refused"
-                t.eq(f"--listen {addr}: 127.0.0.1 port {p.port}", v4, "refused")
+                t.eq(f"--listen {addr}: 127.0.0.1 port {p.port}", connects("127.0.0.1", p.port), "refused")
 
 
 @case("peerd_listens_on_127_0_0_1_by_default")
 def _(bg):
+    """without --listen peerd serves on 127.0.0.1 only: the same port on 127.0.0.2 (also loopback)
+    refuses the connection"""
     with Origin(files={"a.bin": 10_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: without --listen peerd serves on 127.0.0.1 only: the same port on "
-              "127.0.0.2 (also loopback) refuses the connection")
         url = store_file(t, agent, o, "a.bin")
         with Peerd(bg, agent.home, workdir=o.dir) as p:
             r = p.request("GET", q(url))
             t.eq("GET on 127.0.0.1", (r.status, r.body == o.data["a.bin"]), (200, True))
-            try:
-                socket.create_connection(("127.0.0.2", p.port), timeout=2).close()
-                other = "accepted"
-            except OSError:
-                other = "refused"
-            t.eq(f"127.0.0.2 port {p.port}", other, "refused")
+            t.eq(f"127.0.0.2 port {p.port}", connects("127.0.0.2", p.port), "refused")
 
 
 def run_peerd(bg, *args, env_extra=None, timeout=20):
@@ -1141,15 +943,15 @@ def run_peerd(bg, *args, env_extra=None, timeout=20):
 
 @case("peerd_starts_without_store_then_serves_it")
 def _(bg):
+    """a home without a store (missing folder or empty folder, via --home or BGCOPY_HOME) is no
+    error: peerd starts and listens, /v1/health is 200, content is 404 (GET and HEAD, counted as
+    misses) and nothing is created in or as the home; then bgcopy stores a file there and the
+    same peerd process serves it (200, the bytes, its ETag) without a restart (500 while the
+    home is group-writable), and a second one stored after that; the home and store.mdb keep
+    bgcopy's modes (0700, 0600) and bgcopy keeps using the store peerd has open; an empty home
+    others may write is still refused (exit 3)"""
     with Origin(files={"a.bin": A_SIZE, "b.bin": 5000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: a home without a store (missing folder or empty folder, via --home or "
-              "BGCOPY_HOME) is no error: peerd starts and listens, /v1/health is 200, content is "
-              "404 (GET and HEAD, counted as misses) and nothing is created in or as the home; "
-              "then bgcopy stores a file there and the same peerd process serves it (200, the "
-              "bytes, its ETag) without a restart (500 while the home is group-writable), and a second one stored after that; the home "
-              "and store.mdb keep bgcopy's modes (0700, 0600) and bgcopy keeps using the store "
-              "peerd has open; an empty home others may write is still refused (exit 3)")
         for what, home, mkdir, via_env in (("missing --home", o.path("h-missing"), False, False),
                                            ("empty --home", o.path("h-empty"), True, False),
                                            ("BGCOPY_HOME not made yet", o.path("h-env"), False, True)):
@@ -1250,14 +1052,13 @@ def unit_settings(path):
 
 @case("peerd_systemd_unit_starts_on_fresh_home")
 def _(bg):
+    """scripts/systemd/bgcopy-peerd.service passes systemd-analyze verify --user (with ExecStart
+    pointing at this build); its ExecStartPre, ExecStart and ReadWritePaths name one home (the
+    one place it may write: LMDB's reader table); run as the unit runs them, for a user with no
+    state yet: the home is made 0700 and empty, peerd starts, /v1/health 200, content 404, then
+    serves what bgcopy stores there without a restart"""
     with Origin(files={"a.bin": 20_000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: scripts/systemd/bgcopy-peerd.service passes systemd-analyze verify --user "
-              "(with ExecStart pointing at this build); its ExecStartPre, ExecStart and "
-              "ReadWritePaths name one home (the one place it may write: LMDB's reader table); "
-              "run as the unit runs them, for a user with no state yet: the home is made 0700 and "
-              "empty, peerd starts, /v1/health 200, content 404, then serves what bgcopy stores "
-              "there without a restart")
         exe = os.path.abspath(peerd_exe(bg))
         t.ok("the unit file exists", os.path.isfile(UNIT), UNIT)
         u = unit_settings(UNIT)
@@ -1308,11 +1109,11 @@ def _(bg):
 
 @case("unsafe_home_and_peer_key_refused")
 def _(bg):
+    """a new home is 0700 and its store.mdb 0600; a home or store.mdb that group or others may
+    write is refused by bgcopy and bgcopy-peerd (exit 3, a message saying what to chmod); a peer
+    key others may read is refused (exit 2)"""
     with Origin(files={"a.bin": 1000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: a new home is 0700 and its store.mdb 0600; a home or store.mdb that group "
-              "or others may write is refused by bgcopy and bgcopy-peerd (exit 3, a message "
-              "saying what to chmod); a peer key others may read is refused (exit 2)")
         url = store_file(t, agent, o, "a.bin")
         home = agent.home
         store = os.path.join(home, "store.mdb")
@@ -1357,10 +1158,10 @@ def _(bg):
 
 @case("peerd_bad_flag_exits_2")
 def _(bg):
+    """unknown options and bad values exit 2 with a message, before opening anything; --help and
+    --version exit 0; a port in use exits 3"""
     with Origin(files={"a.bin": 1000}) as o:
         o, agent, t = started(bg, o)
-        print("checks: unknown options and bad values exit 2 with a message, before opening "
-              "anything; --help and --version exit 0; a port in use exits 3")
         store_file(t, agent, o, "a.bin")
         home = agent.home
         short_key = o.path("short.key")

@@ -14,7 +14,7 @@ dirs, and the size of the load:
 
 The store is filled the real way (`bgcopy get` from an nginx origin, origin.py) and served by
 one bgcopy-peerd without a key and one with --peer-key, on the same home, ports from the kernel
-(Peerd of test_peerd.py: stopped by the case, even when it fails). While wrk hammers the
+(Peerd of bgtest.py: stopped by the case, even when it fails). While wrk hammers the
 unkeyed one with good requests (whole and ranged GETs of a small entry, /v1/health), Python
 threads, at the same time:
   - sample good requests (whole, ranged and HEAD, of the small entry and of one streamed in
@@ -46,9 +46,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bgtest import case_registry, main, Peerd, q, sign, started, store_file  # noqa: E402
 from origin import MiB, Origin  # noqa: E402
-from test_get import case_registry, main, started  # noqa: E402
-from test_peerd import Peerd, q, sign, store_file  # noqa: E402
 
 SMALL_SIZE = 4096               # what wrk asks for: answered from memory (<= PEERD_SMALL_BYTES)
 BIG_SIZE = 300_000              # sampled too: streamed block by block (> PEERD_SMALL_BYTES)

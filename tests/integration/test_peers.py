@@ -18,46 +18,34 @@ import sys
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bgtest import ABSENT, case_registry, main  # noqa: E402
+from origin import MiB  # noqa: E402
+
 HARNESS = os.environ.get("BGCOPY_HARNESS") or os.path.join(HERE, "..", "..", "scripts", "harness")
-MiB = 1024 * 1024
 TOOL = 4 * MiB
 BIG = 32 * MiB
-ABSENT = object()
 
-CASES = {}
+CASES, register = case_registry()
 
 
 def case(name, scenario):
+    """A case that runs SCENARIO through the harness and checks its rows with FN(t, rows),
+    which returns the nodes expected in the rows; the checks every scenario gets follow."""
     def deco(fn):
-        CASES[name] = (scenario, fn)
+        def run(bg):
+            t = bg.t
+            print(f"checks: scenario {scenario}", flush=True)
+            p, rows = run_harness(scenario)
+            nodes = fn(t, rows)
+            common(t, p, rows, scenario, nodes)
+            if t.failed:
+                print(f"-- {t.failed} check(s) failed; harness rows:")
+                print(json.dumps(rows, indent=2) if rows is not None else p.stdout)
+                print(f"-- harness stderr:\n{p.stderr}")
+        register(name)(run)
         return fn
     return deco
-
-
-class Checker:
-    def __init__(self):
-        self.failed = 0
-
-    def ok(self, what, cond, detail=""):
-        if cond:
-            print(f"  ok    {what}", flush=True)
-        else:
-            self.failed += 1
-            print(f"  FAIL  {what}" + (f"\n          {detail}" if detail else ""), flush=True)
-        return bool(cond)
-
-    def eq(self, what, got, want):
-        if got == want:
-            print(f"  ok    {what}: {_show(got)}", flush=True)
-            return True
-        self.failed += 1
-        print(f"  FAIL  {what}\n          expected: {_show(want)}\n          got:      {_show(got)}",
-              flush=True)
-        return False
-
-
-def _show(v):
-    return "(absent)" if v is ABSENT else repr(v)
 
 
 def run_harness(scenario):
@@ -138,12 +126,19 @@ def expect_all_from(t, r, size, source):
         t.eq(f"{n}: GETs at the origin", get(r, "origin_gets"), 0)
 
 
+def a_then_b(t, rows, seed_key, result, source):
+    """Node A downloads the tool from the origin and keys it under SEED_KEY; node B looks up
+    /latest/tool.bin at A (RESULT) and takes every byte from SOURCE. Returns the two rows."""
+    a, b = row_of(rows, "A"), row_of(rows, "B")
+    expect_seed(t, a, TOOL, seed_key)
+    expect_lookup(t, b, "/latest/tool.bin", result, "A")
+    expect_all_from(t, b, TOOL, source)
+    return a, b
+
+
 @case("peer_report_miss", "report-miss")
 def report_miss(t, rows):
-    a, b = row_of(rows, "A"), row_of(rows, "B")
-    expect_seed(t, a, TOOL, "/releases/v1/tool.bin")
-    expect_lookup(t, b, "/latest/tool.bin", "miss", "A")
-    expect_all_from(t, b, TOOL, "origin")
+    a, b = a_then_b(t, rows, "/releases/v1/tool.bin", "miss", "origin")
     t.ok("B: remote_url is the final URL", str(get(b, "remote_url")).endswith("/releases/v1/tool.bin"),
          f"got {get(b, 'remote_url')!r}")
     return ["A", "B"]
@@ -151,20 +146,14 @@ def report_miss(t, rows):
 
 @case("peer_silent_hit", "silent-hit")
 def silent_hit(t, rows):
-    a, b = row_of(rows, "A"), row_of(rows, "B")
-    expect_seed(t, a, TOOL, "/latest/tool.bin")
-    expect_lookup(t, b, "/latest/tool.bin", "hit", "A")
-    expect_all_from(t, b, TOOL, "peers")
+    a_then_b(t, rows, "/latest/tool.bin", "hit", "peers")
     return ["A", "B"]
 
 
 @case("peer_both_fixes_report", "both-fixes-report")
 def both_fixes_report(t, rows):
-    a, b = row_of(rows, "A"), row_of(rows, "B")
-    expect_seed(t, a, TOOL, "/releases/v1/tool.bin")
+    a, b = a_then_b(t, rows, "/releases/v1/tool.bin", "hit", "peers")
     t.eq("A: policy", get(a, "policy"), "report+both")
-    expect_lookup(t, b, "/latest/tool.bin", "hit", "A")
-    expect_all_from(t, b, TOOL, "peers")
     t.ok("B: remote_url ends as the final URL",
          str(get(b, "remote_url")).endswith("/releases/v1/tool.bin"),
          f"got {get(b, 'remote_url')!r}")
@@ -223,35 +212,5 @@ def keyed_hit(t, rows):
     return ["A", "B (key)", "B (wrong key)", "B (no key)"]
 
 
-def run_case(name):
-    scenario, fn = CASES[name]
-    print(f"== {name} (scenario {scenario})", flush=True)
-    t = Checker()
-    p, rows = run_harness(scenario)
-    nodes = fn(t, rows)
-    common(t, p, rows, scenario, nodes)
-    if t.failed:
-        print(f"-- {t.failed} check(s) failed; harness rows:")
-        print(json.dumps(rows, indent=2) if rows is not None else p.stdout)
-        print(f"-- harness stderr:\n{p.stderr}")
-    print(f"== {name}: {'FAIL' if t.failed else 'ok'}", flush=True)
-    return t.failed == 0
-
-
-def main(argv):
-    if len(argv) == 2 and argv[1] == "--list":
-        print("\n".join(CASES))
-        return 0
-    if len(argv) == 2 and argv[1] == "--all":
-        results = {n: run_case(n) for n in CASES}
-        for n, ok in results.items():
-            print(f"{'ok  ' if ok else 'FAIL'}  {n}")
-        return 0 if all(results.values()) else 1
-    if len(argv) == 2 and argv[1] in CASES:
-        return 0 if run_case(argv[1]) else 1
-    print(f"usage: {argv[0]} CASE | --list | --all\ncases: {', '.join(CASES)}", file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv, CASES, __doc__, needs_exe=False))

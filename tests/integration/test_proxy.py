@@ -22,10 +22,10 @@ import sys
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from origin import Origin, free_port  # noqa: E402
+from bgtest import (case_registry, cmd, complete_and_check, Daemon, field, info, main, new_job, poll_state,
+                    SKIPPED, started)  # noqa: E402
+from origin import free_port, Origin  # noqa: E402
 from proxies import ProxyError, Squid, Tinyproxy  # noqa: E402
-from test_daemon import Daemon, cmd, complete_and_check, info, new_job, poll_state  # noqa: E402
-from test_get import SKIPPED, case_registry, field, main, started  # noqa: E402
 
 CASES, case = case_registry()
 CANNOT_CONNECT = "0x80072EFD"
@@ -223,16 +223,15 @@ def _(bg):
 
 @case("proxy_squid_http_error_page_names_proxy")
 def _(bg):
+    """http:// through squid: squid's own 403 (X-Squid-Error, its ACL) and 407 (no credentials) are
+    BG_E_HTTP_ERROR_403/407 in ERROR, the message naming the proxy and its marker; the origin's
+    404 relayed by squid stays the origin's, the message saying it came through a proxy (Via)"""
     with Origin(files={"a.bin": 100_000}) as o:
         o, agent, t = started(bg, o)
         with start_proxy(t, Squid, deny_paths=["/files/denied"]) or _Skip() as p, \
                 start_proxy(t, Squid, auth=("alice", "s3cret")) or _Skip() as pa:
             if p is None or pa is None:
                 return SKIPPED
-            print("checks: http:// through squid: squid's own 403 (X-Squid-Error, its ACL) and "
-                  "407 (no credentials) are BG_E_HTTP_ERROR_403/407 in ERROR, the message naming "
-                  "the proxy and its marker; the origin's 404 relayed by squid stays the "
-                  "origin's, the message saying it came through a proxy (Via)")
             jobs = {"denied": proxied_job(t, agent, o.url("/files/denied"), o.path("out", "d"),
                                           p.url, "denied"),
                     "auth": proxied_job(t, agent, o.url("/files/a.bin"), o.path("out", "a"),
@@ -258,6 +257,10 @@ def _(bg):
 
 @case("proxy_tinyproxy_http_error_page_names_proxy")
 def _(bg):
+    """http:// through tinyproxy: its 401 for wrong credentials (which looks like an origin's 401)
+    and its 407 without them are ERROR, the message naming the proxy (Server: tinyproxy); its
+    '500 Unable to connect' for a closed port is TRANSIENT_ERROR BG_E_HTTP_ERROR_500 naming the
+    proxy; the origin's 404 it relays stays the origin's (Via)"""
     with Origin(files={"a.bin": 100_000}) as o:
         o, agent, t = started(bg, o)
         closed = free_port()
@@ -265,11 +268,6 @@ def _(bg):
             if p is None:
                 return SKIPPED
             good = p.url_as("alice", "s3cret")
-            print("checks: http:// through tinyproxy: its 401 for wrong credentials (which looks "
-                  "like an origin's 401) and its 407 without them are ERROR, the message naming "
-                  "the proxy (Server: tinyproxy); its '500 Unable to connect' for a closed port "
-                  "is TRANSIENT_ERROR BG_E_HTTP_ERROR_500 naming the proxy; the origin's 404 it "
-                  "relays stays the origin's (Via)")
             jobs = {"wrong": proxied_job(t, agent, o.url("/files/a.bin"), o.path("out", "w"),
                                          p.url_as("alice", "nope"), "wrong"),
                     "none": proxied_job(t, agent, o.url("/files/a.bin"), o.path("out", "n"),
@@ -324,12 +322,12 @@ def _(bg):
 
 @case("proxy_info_shows_proxy_without_password")
 def _(bg):
+    """info and info --json show the job's proxy: the URL with its password as *** (user kept),
+    'none', or (never set) null / 'from the environment'; the password appears nowhere in their
+    output"""
     with Origin(files={"a.bin": 100_000}) as o:
         o, agent, t = started(bg, o)
         port = free_port()
-        print("checks: info and info --json show the job's proxy: the URL with its password "
-              "as *** (user kept), 'none', or (never set) null / 'from the environment'; the "
-              "password appears nowhere in their output")
         url = o.url("/files/a.bin")
         job = new_job(t, agent, [(url, o.path("out", "a"))])
         other = new_job(t, agent, [(url, o.path("out", "b"))])

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Integration cases for what the machine throws at bgcopy: a full disk, and a short crash
 soak (scripts/soak with a few kills; the full one is `scripts/soak`, 50 kills). See origin.py
-for the nginx origin and test_get.py for the checker and the driver.
+for the nginx origin and bgtest.py for the checker and the driver.
 
 Usage: test_robust.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_robust.py CASE)
        test_robust.py --list                    prints the case names, one a line
@@ -20,8 +20,8 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from origin import MiB, Bgcopy, Origin, sha256_file  # noqa: E402
-from test_get import case_registry, main, SKIPPED, started  # noqa: E402
+from bgtest import Bgcopy, case_registry, main, SKIPPED, started  # noqa: E402
+from origin import MiB, Origin, sha256_file  # noqa: E402
 
 CASES, case = case_registry()
 
@@ -67,6 +67,11 @@ def wait_state(agent, job, states, timeout=60):
 
 @case("disk_full_clear_error_then_resume_completes")
 def _(bg):
+    """home and output on a 24 MiB tmpfs that a filler leaves 12 MiB of; a job of one 8 MiB file
+    (output + store = 16 MiB) ends in ERROR with ERROR_DISK_FULL (0x80070070) naming the local
+    file; the store stays readable (cache list, cache verify pass); no output file; once the
+    filler is deleted, resume completes the file from where it stopped (a Range request) and it
+    is byte-exact"""
     size = 8 * MiB + 123
     if os.geteuid() != 0:
         print(f"skipped: mounting a tmpfs needs root (euid {os.geteuid()})")
@@ -74,11 +79,6 @@ def _(bg):
     with Origin(files={"big.bin": size}) as o, Tmpfs("24m") as fs:
         o, _, t = started(bg, o)
         agent = Bgcopy(bg.exe, fs.path("home"))
-        print("checks: home and output on a 24 MiB tmpfs that a filler leaves 12 MiB of; a job "
-              "of one 8 MiB file (output + store = 16 MiB) ends in ERROR with ERROR_DISK_FULL "
-              "(0x80070070) naming the local file; the store stays readable (cache list, "
-              "cache verify pass); no output file; once the filler is deleted, resume "
-              "completes the file from where it stopped (a Range request) and it is byte-exact")
         # The default limit (1% of this small filesystem) would keep the file out of the
         # store: allow it all, so that the output and the store together fill the disk.
         t.eq("cache config --max-size 100%: exit status",
@@ -140,12 +140,12 @@ def _(bg):
 
 @case("soak_short_outputs_intact")
 def _(bg):
+    """scripts/soak --kills 8 (SIGKILLs across the daemon, bgcopy get and bgcopy-peerd): every
+    output intact, cache verify passes in both homes, the origin sent <= 1.1x what the downloads
+    took from it"""
     soak = os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "soak")
     with Origin() as o:
         o, _, t = started(bg, o)
-        print("checks: scripts/soak --kills 8 (SIGKILLs across the daemon, bgcopy get and "
-              "bgcopy-peerd): every output intact, cache verify passes in both homes, the "
-              "origin sent <= 1.1x what the downloads took from it")
         r = subprocess.run([sys.executable, soak, "--kills", "8", "--files", "3", "--size", "6"],
                            capture_output=True, text=True, timeout=600,
                            env=dict(os.environ, BGCOPY=bg.exe))

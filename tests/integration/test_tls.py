@@ -29,9 +29,8 @@ import sys
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from origin import Bgcopy, Origin, OriginError, sha256_file  # noqa: E402
-import test_get  # noqa: E402
-from test_get import _show, ABSENT, case_registry, field, listing, Run  # noqa: E402
+from bgtest import _show, ABSENT, Bgcopy, case_registry, field, listing, main  # noqa: E402
+from origin import Origin, OriginError, sha256_file  # noqa: E402
 
 F_SIZE = 100_000   # the served files /files/f.bin, g.bin, h.bin
 
@@ -292,13 +291,12 @@ def get_file(t, agent, o, name, flags=0x01, leaf="good"):
 
 @case("tls_crl_cached_not_refetched")
 def _(bg):
+    """two gets with crl-check against 'good' (same --home, two files) fetch inter.crl and root.crl
+    once each; crl list shows both; crl clear empties it; a third get fetches both again"""
     with TlsOrigin() as o:
         o, t = started(bg, o)
         agent = agent_for(bg, o, "home")
         inter, root = o.crl_url("inter.crl"), o.crl_url("root.crl")
-        print("checks: two gets with crl-check against 'good' (same --home, two files) fetch "
-              "inter.crl and root.crl once each; crl list shows both; crl clear empties it; "
-              "a third get fetches both again")
         r, out = get_file(t, agent, o, "f.bin")
         expect_transferred(t, r, o, out, "f.bin")
         t.eq("CRL requests after the first get", crl_counts(o, {"inter.crl": 1, "root.crl": 1}),
@@ -354,12 +352,12 @@ def _(bg):
 
 @case("tls_crl_expired_refetched")
 def _(bg):
+    """/crl/inter.crl serves a CRL past its nextUpdate: get 'good' with crl-check fails with
+    0x80072F19; once a current CRL is served, the next get downloads it (the cached expired one
+    is not used) and succeeds"""
     with TlsOrigin() as o:
         o, t = started(bg, o)
         agent = agent_for(bg, o, "home")
-        print("checks: /crl/inter.crl serves a CRL past its nextUpdate: get 'good' with crl-check "
-              "fails with 0x80072F19; once a current CRL is served, the next get downloads it "
-              "(the cached expired one is not used) and succeeds")
         o.serve_crl("inter.crl", o.pki("inter-expired.crl"))
         r, out = get_file(t, agent, o, "f.bin")
         t.eq("get f.bin: exit status", r.rc, 1)
@@ -380,11 +378,10 @@ def _(bg):
 
 @case("tls_crl_refresh_redownloads")
 def _(bg):
+    """after a get with crl-check, `crl refresh` exits 0 and downloads each cached CRL again"""
     with TlsOrigin() as o:
         o, t = started(bg, o)
         agent = agent_for(bg, o, "home")
-        print("checks: after a get with crl-check, `crl refresh` exits 0 and downloads each "
-              "cached CRL again")
         r, out = get_file(t, agent, o, "f.bin")
         expect_transferred(t, r, o, out, "f.bin")
         t.eq("CRL requests after the get", crl_counts(o, {"inter.crl": 1, "root.crl": 1}),
@@ -400,10 +397,10 @@ def _(bg):
 
 @case("tls_strict_after_lenient_same_process_not_reused")
 def _(bg):
+    """one origin client fetches a URL twice, lenient flags then strict ones; the second transfer
+    is verified anew (no TLS session or connection reuse across flag sets)"""
     exe = os.environ.get("TLS_REUSE", "")
     t = bg.t
-    print("checks: one origin client fetches a URL twice, lenient flags then strict ones; the "
-          "second transfer is verified anew (no TLS session or connection reuse across flag sets)")
     if not t.ok(f"TLS_REUSE names the tls_reuse program ({exe!r})", exe and os.access(exe, os.X_OK)):
         return
     with TlsOrigin() as o:
@@ -425,7 +422,5 @@ def _(bg):
                  f"$ {' '.join(argv)}\n          exit {rc}\n          stdout: {so.strip()!r}\n          stderr: {se.strip()[:500]!r}")
 
 
-# ---- driver: test_get.py's, with this file's cases --------------------------------------
-
 if __name__ == "__main__":
-    sys.exit(test_get.main(sys.argv, CASES, __doc__))
+    sys.exit(main(sys.argv, CASES, __doc__))

@@ -29,10 +29,9 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lighttpd_origin import LighttpdOrigin  # noqa: E402
+from bgtest import (case_registry, expect_error, expect_transferred, field, main, started, stop_background,
+                    store, wait_partial)  # noqa: E402
 from origin import MiB, Origin, range_start, sha256_bytes  # noqa: E402
-from test_get import (case_registry, expect_error, expect_transferred, field, main,  # noqa: E402
-                      started, stop_background, wait_partial)
-from test_hostile import store  # noqa: E402
 
 SIZE = 4 * MiB        # the file interrupted; served at 1 MiB/s
 KILL_AT = 1 * MiB     # partial size at which the first get is killed
@@ -51,6 +50,11 @@ def lighttpd_origin(files, etags):
                           conf='$HTTP["url"] == "/files/big.bin" { connection.kbytes-per-second = 1024 }')
 
 
+def no_etag_origin(kind, files):
+    """An origin of KIND (nginx or lighttpd) that sends no ETag, big.bin paced."""
+    return nginx_origin(files, "etag off;") if kind == "nginx" else lighttpd_origin(files, False)
+
+
 def kill_mid_file(t, o, agent, url, out):
     """Starts `get URL -o OUT`, SIGKILLs it once its partial holds KILL_AT bytes. True when
     that happened."""
@@ -62,6 +66,20 @@ def kill_mid_file(t, o, agent, url, out):
     if size is not None:
         t.note(f"killed the first get with {size} bytes of {SIZE} in its partial file")
     return size is not None
+
+
+def again_after_kill(t, o, agent, want, between=None):
+    """`get` of /files/big.bin killed mid-file (kill_mid_file), BETWEEN() if given, then the same
+    get again, which delivers WANT (bytes). Returns the URL, or None when the first get could
+    not be killed mid-file (a failed check)."""
+    url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
+    if not kill_mid_file(t, o, agent, url, out):
+        return None
+    if between is not None:
+        between()
+    r = t.ran(agent.get(url, out, timeout=90))
+    expect_transferred(t, r, out, sha256_bytes(want), SIZE, remote_url=url)
+    return url
 
 
 def http_date(ts):
@@ -83,26 +101,22 @@ def make_same_second_case(kind):
     def run(bg):
         now = int(time.time())
         v1 = os.urandom(SIZE)
-        o = nginx_origin({"big.bin": v1}, "etag off;") if kind == "nginx" else lighttpd_origin({"big.bin": v1}, False)
-        with o:
+        with no_etag_origin(kind, {"big.bin": v1}) as o:
             o, agent, t = started(bg, o)
-            print(f"checks ({kind}, no ETag): v1 with Last-Modified T, get killed mid-file, v2 of "
-                  "the same size written with the same T; the same get delivers v2 whole (the "
-                  "date was weak: no Range), and only v2 is stored")
             o.put_file("big.bin", v1, mtime=now)
-            url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-            if not kill_mid_file(t, o, agent, url, out):
-                return
             v2 = os.urandom(SIZE)
-            o.put_file("big.bin", v2, mtime=now)
-            r = t.ran(agent.get(url, out, timeout=90))
-            expect_transferred(t, r, out, sha256_bytes(v2), SIZE, remote_url=url)
+            url = again_after_kill(t, o, agent, v2, lambda: o.put_file("big.bin", v2, mtime=now))
+            if url is None:
+                return
             recs = gets(o, "/files/big.bin")
             t.eq("Last-Modified of the file (both versions)", os.stat(o.file_path("big.bin")).st_mtime, now)
             t.eq("requests with a Range past byte 0 (a weak date guards none)", resumes(recs), [])
             t.eq("answers (status, body bytes)", [(x["status"], x["body_bytes_sent"]) for x in recs][-1:],
                  [(200, SIZE)])
             store(t, agent, {url: v2})
+    run.__doc__ = (f"({kind}, no ETag): v1 with Last-Modified T, get killed mid-file, v2 of the "
+                   "same size written with the same T; the same get delivers v2 whole (the date "
+                   "was weak: no Range), and only v2 is stored")
     return run
 
 
@@ -112,17 +126,15 @@ for _kind in ("nginx", "lighttpd"):
 
 @case("resume_weak_etag_never_sends_a_date_nginx")
 def _(bg):
+    """a weak ETag W/"v1" and a Last-Modified an hour old (a strong date on its own): the resume
+    sends no If-Range date (RFC 9110 13.1.5) and no Range; result correct"""
     old = int(time.time()) - 3600
     with nginx_origin({"big.bin": SIZE}, "etag off; add_header ETag 'W/\"v1\"';") as o:
         o, agent, t = started(bg, o)
-        print("checks: a weak ETag W/\"v1\" and a Last-Modified an hour old (a strong date on its "
-              "own): the resume sends no If-Range date (RFC 9110 13.1.5) and no Range; result correct")
         o.put_file("big.bin", o.data["big.bin"], mtime=old)
-        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-        if not kill_mid_file(t, o, agent, url, out):
+        url = again_after_kill(t, o, agent, o.data["big.bin"])
+        if url is None:
             return
-        r = t.ran(agent.get(url, out, timeout=90))
-        expect_transferred(t, r, out, o.sha("big.bin"), SIZE, remote_url=url)
         recs = gets(o, "/files/big.bin")
         t.ok("the origin sent the weak ETag", any(x["etag"] == 'W/"v1"' for x in recs),
              repr([x["etag"] for x in recs]))
@@ -136,23 +148,19 @@ def _(bg):
 def make_strong_date_case(kind):
     def run(bg):
         old = int(time.time()) - 3600
-        o = nginx_origin({"big.bin": SIZE}, "etag off;") if kind == "nginx" else lighttpd_origin({"big.bin": SIZE}, False)
-        with o:
+        with no_etag_origin(kind, {"big.bin": SIZE}) as o:
             o, agent, t = started(bg, o)
-            print(f"checks ({kind}, no ETag): Last-Modified an hour before the Date is strong "
-                  "(RFC 9110 8.8.2.2): the resume is one Range request with If-Range: that date, "
-                  "answered 206")
             o.put_file("big.bin", o.data["big.bin"], mtime=old)
-            url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-            if not kill_mid_file(t, o, agent, url, out):
+            url = again_after_kill(t, o, agent, o.data["big.bin"])
+            if url is None:
                 return
-            r = t.ran(agent.get(url, out, timeout=90))
-            expect_transferred(t, r, out, o.sha("big.bin"), SIZE, remote_url=url)
             got = resumes(gets(o, "/files/big.bin"))
             t.eq("resume requests (status, If-Range)", [(s, ir) for s, _r, ir in got], [(206, http_date(old))])
             total = sum(x["body_bytes_sent"] for x in gets(o, "/files/big.bin"))
             t.ok(f"body bytes sent for the file ({total}) < 1.5 x size", total < SIZE * 1.5)
             store(t, agent, {url: o.data["big.bin"]})
+    run.__doc__ = (f"({kind}, no ETag): Last-Modified an hour before the Date is strong (RFC 9110 "
+                   "8.8.2.2): the resume is one Range request with If-Range: that date, answered 206")
     return run
 
 
@@ -162,15 +170,13 @@ for _kind in ("nginx", "lighttpd"):
 
 @case("resume_strong_etag_lighttpd")
 def _(bg):
+    """lighttpd's own ETag guards the resume: one Range request with If-Range: that ETag, answered
+    206; the file is whole and correct"""
     with lighttpd_origin({"big.bin": SIZE}, True) as o:
         o, agent, t = started(bg, o)
-        print("checks: lighttpd's own ETag guards the resume: one Range request with If-Range: "
-              "that ETag, answered 206; the file is whole and correct")
-        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-        if not kill_mid_file(t, o, agent, url, out):
+        url = again_after_kill(t, o, agent, o.data["big.bin"])
+        if url is None:
             return
-        r = t.ran(agent.get(url, out, timeout=90))
-        expect_transferred(t, r, out, o.sha("big.bin"), SIZE, remote_url=url)
         recs = gets(o, "/files/big.bin")
         etag = recs[0]["etag"] if recs else None
         t.ok("lighttpd sent a strong ETag", bool(etag) and etag.startswith('"'), repr(etag))
@@ -224,19 +230,16 @@ case("content_digest_mismatch_of_200_restarts_once_then_0x80070017")(make_digest
 
 @case("repr_digest_checked_across_a_resume")
 def _(bg):
+    """the 200 and the 206 of a resume both carry the whole file's Repr-Digest (RFC 9530: the
+    representation's, whatever range is sent); the resumed file matches it and is stored"""
     old = int(time.time()) - 3600
     data = os.urandom(SIZE)
     with nginx_origin({"big.bin": data}, f"add_header Repr-Digest '{digest_field(data)}';") as o:
         o, agent, t = started(bg, o)
-        print("checks: the 200 and the 206 of a resume both carry the whole file's Repr-Digest "
-              "(RFC 9530: the representation's, whatever range is sent); the resumed file "
-              "matches it and is stored")
         o.put_file("big.bin", data, mtime=old)
-        url, out = o.url("/files/big.bin"), o.path("out", "big.bin")
-        if not kill_mid_file(t, o, agent, url, out):
+        url = again_after_kill(t, o, agent, o.data["big.bin"])
+        if url is None:
             return
-        r = t.ran(agent.get(url, out, timeout=90))
-        expect_transferred(t, r, out, o.sha("big.bin"), SIZE, remote_url=url)
         got = resumes(gets(o, "/files/big.bin"))
         t.eq("resume requests answered 206", [s for s, _r, _ir in got], [206])
         store(t, agent, {url: o.data["big.bin"]})
