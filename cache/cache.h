@@ -88,6 +88,30 @@ void bg_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);
 #include <stdbool.h>
 int bg_home_path(const char *arg, char *out, size_t outlen, bool *is_default) BG_WUR;
 
+/* ---- Files replaced whole (file.c) ----------------------------------------
+ * A reader sees the old file or the new one, never a part, and after a
+ * crash the name holds one of the two: the bytes go to a temporary file in
+ * the same folder, which is synced, renamed over path, and the folder
+ * synced (a folder that cannot be synced is not reported: the file is in
+ * place by then).  On failure the temporary file is removed and path left
+ * as it was. */
+#include <sys/types.h>
+/* Writes len bytes at data as path, created with mode (less the umask).
+ * The temporary file is PATH.tmp.PID.N, created exclusively, so writers of
+ * the same path in several threads or processes never share one. */
+int bg_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode) BG_WUR;
+/* The same with fill(fd, arg) writing the bytes (a non-zero return is the
+ * error returned).  tmp_name, when not NULL, is the temporary file's name,
+ * removed first: only for a caller that alone writes path (under a lock),
+ * so that one a crash left behind is reused, not kept. */
+int bg_file_replace(const char *path, const char *tmp_name, mode_t mode,
+                    int (*fill)(int fd, void *arg), void *arg) BG_WUR;
+/* fsync of the file (dir false) or folder (dir true) at path. */
+int bg_fsync_path(const char *path, bool dir) BG_WUR;
+/* rename(from, to), then a sync of to's folder as above: the new name is
+ * on disk when it returns 0. */
+int bg_rename_durable(const char *from, const char *to) BG_WUR;
+
 /* ---- Limits (every size an origin, a peer or a file can grow) ---------- */
 #define STORE_CHUNK_BYTES (64 * 4096 - 16) /* fills 64 LMDB overflow pages exactly */
 #define STORE_URL_MAX 8192                 /* bytes, longest URL kept as a key */
@@ -315,9 +339,19 @@ int store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *b
 #define STORE_DEFAULT_MAX_AGE_DAYS 90
 #define STORE_MAX_AGE_DAYS_MAX 36500
 
-/* "Now" for everything the store dates: time(NULL) plus $BGCOPY_TIME_OFFSET
- * seconds when set (a clock tests can move; bgcopy and bgcopy-peerd both
- * read it). */
+/* ---- The clock (clock.c) -------------------------------------------------
+ * One clock for the whole program: everything the store dates and every
+ * date bgcopy and bgcopy-peerd compare with it.
+ *
+ * Tests set it: BG_CLOCK_OFFSET_ENV ("BGCOPY_TIME_OFFSET") in the
+ * environment, a decimal number of seconds (a minus sign allowed, less
+ * than 2^40 either way), is added to the system clock.  It is read at every
+ * call, so setenv() in a unit test moves the clock at once, and a test
+ * that starts bgcopy and bgcopy-peerd with it moves theirs together.
+ * Anything else in it (empty, not a number, too large) counts as 0. */
+#define BG_CLOCK_OFFSET_ENV "BGCOPY_TIME_OFFSET"
+
+/* "Now" in unix seconds: time(NULL) plus the offset. */
 int64_t bg_now(void);
 /* The same clock in nanoseconds (CLOCK_REALTIME plus the same offset), for
  * the order of use: shared by the processes of a machine, and strictly
