@@ -1,5 +1,9 @@
 /*
- * cache.h - the bgcopy core: error space, SHA-256 helpers and the LMDB store.
+ * cache.h - libbgcore, the project's core library: every other module (the
+ * agent, bgcopy-peerd, the tests and tools) builds on it, and it builds on
+ * none of them.  It owns the error space, SHA-256 and the peer protocol's
+ * HMAC signatures, where the home is, the one clock, files replaced whole,
+ * and the LMDB store.  It includes neither libcurl nor libmicrohttpd.
  *
  * The store is one LMDB environment in the home folder ("store.mdb" plus its
  * lock file).  It holds jobs, the files of jobs, content (deduplicated by
@@ -7,8 +11,7 @@
  * agent opens it read-write, bgcopy-peerd read-only; several processes may
  * have it open at once.
  *
- * This header includes neither libcurl nor libmicrohttpd.  Records whose
- * schema belongs to the agent (jobs, files) are stored as JSON objects
+ * Records whose schema belongs to the agent (jobs, files) are stored as JSON objects
  * (jansson); content and key records are typed here because peerd reads them.
  *
  * Thread safety: a struct bg_store may be shared by threads for store_view()
