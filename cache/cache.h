@@ -204,8 +204,8 @@ int txn_file_count(struct bg_txn *txn, const char *job_id, uint32_t *out) BG_WUR
  * [i * STORE_CHUNK_BYTES, ...); every chunk but the last of a blob is full. */
 /* Allocates a fresh blob id (never 0, never reused).  Blob 0 passed to any
  * blob function gives BG_EINVAL.  store_gc() keeps a blob only while content
- * owns it or a file record names it in "blob": write that file record in
- * the same transaction that allocates the blob. */
+ * owns it or a file record names it (as its blob_of reads it): write that
+ * file record in the same transaction that allocates the blob. */
 int txn_blob_new(struct bg_txn *txn, uint64_t *out) BG_WUR;
 /* Stores chunk index of blob (replacing any).  len <= STORE_CHUNK_BYTES. */
 int txn_blob_put(struct bg_txn *txn, uint64_t blob, uint64_t index, const void *data,
@@ -289,9 +289,16 @@ int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LE
 int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
                         uint64_t offset, size_t len, int fd, size_t *put) BG_WUR;
 /* Deletes every content record that no key points at, and every blob that
- * is neither content nor named in a file record's "blob" field.
- * *freed_entries / *freed_bytes (may be NULL) receive what was removed. */
-int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes) BG_WUR;
+ * is neither content nor named by a file record.  The schema of file
+ * records is the caller's: blob_of(rec, len, blob) is given the stored bytes
+ * of each (1 to STORE_RECORD_MAX bytes, borrowed for the call) and sets
+ * *blob to the blob it names, or 0 for none.  A non-zero return (BG_ECORRUPT
+ * for a record it cannot read, which might name a live blob) stops the
+ * collection, which then removes nothing and returns that code.
+ * *freed_entries / *freed_bytes (may be NULL) receive what was removed.
+ * BG_EINVAL when blob_of is NULL. */
+int store_gc(struct bg_store *st, int (*blob_of)(const void *rec, size_t len, uint64_t *blob),
+             uint64_t *freed_entries, uint64_t *freed_bytes) BG_WUR;
 
 /* Rewrites the store without its free pages (LMDB files never shrink) and
  * swaps the copy in atomically.  Only when no other process has the store

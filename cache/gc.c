@@ -26,13 +26,15 @@ struct victim {
 };
 
 struct gc_ctx {
-	struct vec file_blobs;    /* uint64_t: named by a file record's "blob" */
+	int (*blob_of)(const void *rec, size_t len, uint64_t *blob);
+	struct vec file_blobs;    /* uint64_t: named by a file record */
 	struct vec content_blobs; /* uint64_t: owned by content that stays */
 	struct vec keys;          /* SHA-256: content digests keys point at */
 	struct vec victims;       /* struct victim: content nobody points at */
 };
 
 struct gc_result {
+	int (*blob_of)(const void *rec, size_t len, uint64_t *blob);
 	uint64_t entries;
 	uint64_t bytes;
 };
@@ -85,26 +87,21 @@ static int blob_kept(const struct gc_ctx *c, uint64_t blob)
 	       vec_has(&c->file_blobs, &blob, sizeof(blob), u64_cmp);
 }
 
+/* The caller knows the schema of file records: blob_of says which blob
+ * one names.  The store only frames the bytes. */
 static int gc_visit_file(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
 {
 	struct gc_ctx *c = ctx;
-	json_t *rec = NULL;
-	json_t *blob;
+	uint64_t blob = 0;
 	int rc;
 
 	(void)txn;
 	(void)k;
-	rc = ci_json_decode(v, &rec);
-	if (rc != 0)
+	if (v->mv_size == 0 || v->mv_size > STORE_RECORD_MAX)
+		return BG_ECORRUPT;
+	if ((rc = c->blob_of(v->mv_data, v->mv_size, &blob)) != 0)
 		return rc;
-	/* The agent's schema: a file whose download has a blob names it in
-	 * an integer field "blob". */
-	blob = json_object_get(rec, "blob");
-	if (json_is_integer(blob) && json_integer_value(blob) > 0)
-		rc = vec_add(&c->file_blobs, &(uint64_t){ (uint64_t)json_integer_value(blob) },
-		             sizeof(uint64_t));
-	json_decref(rec);
-	return rc;
+	return blob != 0 ? vec_add(&c->file_blobs, &blob, sizeof(blob)) : 0;
 }
 
 static int gc_visit_key(const struct store_key *k, void *arg)
@@ -159,6 +156,7 @@ static int gc_txn(struct bg_txn *txn, void *arg)
 
 	/* fn may run more than once (map growth): start from nothing. */
 	memset(&c, 0, sizeof(c));
+	c.blob_of = res->blob_of;
 	res->entries = 0;
 	res->bytes = 0;
 	rc = ci_walk(txn, DB_FILES, NULL, 0, 0, gc_visit_file, &c);
@@ -199,15 +197,18 @@ out:
 	return rc;
 }
 
-int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes)
+int store_gc(struct bg_store *st, int (*blob_of)(const void *rec, size_t len, uint64_t *blob),
+             uint64_t *freed_entries, uint64_t *freed_bytes)
 {
-	struct gc_result res = { 0, 0 };
+	struct gc_result res = { blob_of, 0, 0 };
 	int rc;
 
 	if (freed_entries != NULL)
 		*freed_entries = 0;
 	if (freed_bytes != NULL)
 		*freed_bytes = 0;
+	if (blob_of == NULL)
+		return BG_EINVAL;
 	rc = store_update(st, gc_txn, &res);
 	if (rc != 0)
 		return rc;
