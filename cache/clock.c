@@ -6,9 +6,9 @@
  * compare with those dates, reads this clock: a test that sets the offset
  * moves them all together (cache.h tells how).
  */
-#include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "cache.h"
@@ -21,17 +21,12 @@
 static int64_t clock_offset(void)
 {
 	const char *off = getenv(BG_CLOCK_OFFSET_ENV);
+	int64_t v;
 
-	if (off != NULL && off[0] != '\0') {
-		char *end;
-		long long v;
-
-		errno = 0;
-		v = strtoll(off, &end, 10);
-		if (errno == 0 && *end == '\0' && v > -CLOCK_OFFSET_MAX && v < CLOCK_OFFSET_MAX)
-			return v;
-	}
-	return 0;
+	if (off == NULL ||
+	    bg_parse_i64(off, strlen(off), -CLOCK_OFFSET_MAX + 1, CLOCK_OFFSET_MAX - 1, &v) != 0)
+		return 0;
+	return v;
 }
 
 int64_t bg_now(void)

@@ -23,13 +23,10 @@
 static int fsync_path(const char *path, bool dir)
 {
 	int fd = open(path, (dir ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-	int rc = 0;
+	int rc = fd < 0 || fsync(fd) != 0 ? bg_err_from_errno(errno) : 0;
 
-	if (fd < 0)
-		return bg_err_from_errno(errno);
-	if (fsync(fd) != 0)
-		rc = bg_err_from_errno(errno);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return rc;
 }
 

@@ -120,12 +120,9 @@ static int read_content_txn(struct bg_txn *txn, void *arg)
 {
 	struct read_ctx *c = arg;
 	struct store_content rec;
-	const void *data;
-	size_t clen;
 	uint64_t pos;
-	int rc;
+	int rc = txn_content_get(txn, c->sha, &rec);
 
-	rc = txn_content_get(txn, c->sha, &rec);
 	if (rc != 0)
 		return rc;
 	/* Equal digests mean equal bytes, so a record replaced between two
@@ -144,7 +141,8 @@ static int read_content_txn(struct bg_txn *txn, void *arg)
 		uint64_t within = pos % STORE_CHUNK_BYTES;
 		uint64_t left = rec.size - chunk * STORE_CHUNK_BYTES;
 		size_t expect = left < STORE_CHUNK_BYTES ? (size_t)left : STORE_CHUNK_BYTES;
-		size_t take;
+		const void *data;
+		size_t clen, take;
 
 		if (c->got == c->len || pos >= rec.size) {
 			c->done = 1;

@@ -1419,11 +1419,11 @@ static int damaged_jobs_fn(struct bg_txn *txn, void *arg)
 
 static int damaged_misc_fn(struct bg_txn *txn, void *arg)
 {
-	struct damage_ctx *d = arg;
+	const struct damage_ctx *d = arg;
 	struct store_content c;
-	const void *data;
-	size_t len;
 	uint64_t id;
+	size_t len;
+	const void *data;
 
 	CHECK_RC(txn_content_get(txn, d->sha, &c), BG_ECORRUPT);
 	CHECK_RC(txn_blob_get(txn, 5, 0, &data, &len), BG_ECORRUPT);
