@@ -8,7 +8,6 @@
  * store once bgcopy has made it.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
