@@ -41,11 +41,9 @@ cli_complain(const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("bgcopy: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	bg_vcomplain("bgcopy", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 void

@@ -12,12 +12,7 @@
 
 #include <stdio.h>
 
-enum {
-	EXIT_DONE = 0,
-	EXIT_JOB_ERROR = 1,
-	EXIT_USAGE = 2,
-	EXIT_SYSTEM = 3,
-};
+#include "cache.h" /* the exit statuses: EXIT_DONE, EXIT_JOB_ERROR, EXIT_USAGE, EXIT_SYSTEM */
 
 struct cli_globals {
 	const char *home;    /* --home, or NULL for $BGCOPY_HOME / the XDG default */

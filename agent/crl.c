@@ -191,31 +191,7 @@ open_temp(const char *path, const char *suffix, char *tmp, size_t len)
 static int
 write_file_atomic(const char *path, const void *data, size_t len)
 {
-	char tmp[PATH_MAX + 16];
-	int fd, err = 0;
-
-	if ((fd = open_temp(path, "tmp", tmp, sizeof(tmp))) < 0)
-		return bg_err_from_errno(errno);
-	for (const char *p = data; len > 0;) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			err = bg_err_from_errno(errno);
-			break;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if (err == 0 && fsync(fd) != 0)
-		err = bg_err_from_errno(errno);
-	close(fd);
-	if (err == 0 && rename(tmp, path) != 0)
-		err = bg_err_from_errno(errno);
-	if (err != 0)
-		unlink(tmp);
-	return err;
+	return bg_file_write_atomic(path, data, len, 0600);
 }
 
 int

@@ -160,49 +160,10 @@ http_content_range(const char *p, size_t n, long status, struct http_content_ran
 	return 0;
 }
 
-/* Length of the valid UTF-8 sequence at p (1-4), or 0. */
-static size_t
-utf8_len(const unsigned char *p)
-{
-	size_t n;
-	uint32_t c;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xC2 && p[0] <= 0xDF)
-		n = 2, c = p[0] & 0x1F;
-	else if (p[0] >= 0xE0 && p[0] <= 0xEF)
-		n = 3, c = p[0] & 0x0F;
-	else if (p[0] >= 0xF0 && p[0] <= 0xF4)
-		n = 4, c = p[0] & 0x07;
-	else
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xC0) != 0x80)
-			return 0;
-		c = c << 6 | (p[i] & 0x3F);
-	}
-	/* Overlong forms, surrogates and code points past U+10FFFF. */
-	if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10FFFF)) ||
-	    (c >= 0xD800 && c <= 0xDFFF))
-		return 0;
-	return n;
-}
-
 void
 text_make_safe(char *s)
 {
-	unsigned char *p = (unsigned char *)s;
-
-	while (*p != '\0') {
-		size_t n = utf8_len(p);
-
-		if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7F))) {
-			*p++ = '?';
-			continue;
-		}
-		p += n;
-	}
+	bg_text_safe_inplace(s, 0);
 }
 
 /* Value of one base64 character (RFC 4648 section 4), or -1. */

@@ -1,5 +1,11 @@
 /*
- * cache.h - the bgcopy core: error space, SHA-256 helpers and the LMDB store.
+ * cache.h - libbgcore, the project's core library: every other module (the
+ * agent, bgcopy-peerd, the tests and tools) builds on it, and it builds on
+ * none of them.  It owns the error space, SHA-256 and the peer protocol's
+ * HMAC signatures, where the home is, the one clock, files replaced whole,
+ * strict number parsing and safe text, the programs' exit statuses and
+ * complaints, and the LMDB store.  It includes neither libcurl nor
+ * libmicrohttpd.
  *
  * The store is one LMDB environment in the home folder ("store.mdb" plus its
  * lock file).  It holds jobs, the files of jobs, content (deduplicated by
@@ -7,8 +13,7 @@
  * agent opens it read-write, bgcopy-peerd read-only; several processes may
  * have it open at once.
  *
- * This header includes neither libcurl nor libmicrohttpd.  Records whose
- * schema belongs to the agent (jobs, files) are stored as JSON objects
+ * Records whose schema belongs to the agent (jobs, files) are stored as JSON objects
  * (jansson); content and key records are typed here because peerd reads them.
  *
  * Thread safety: a struct bg_store may be shared by threads for store_view()
@@ -87,6 +92,93 @@ void bg_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);
  * when neither variable helps, BG_ELIMIT when the path does not fit. */
 #include <stdbool.h>
 int bg_home_path(const char *arg, char *out, size_t outlen, bool *is_default) BG_WUR;
+/* What to tell the user when bg_home_path() returned err (not 0). */
+const char *bg_home_problem(int err);
+
+/* ---- Numbers and text from outside (text.c) -------------------------------
+ * One strict decimal parser for every option, header field, environment
+ * variable and record field read as a number: exactly the n bytes at s, all
+ * digits (a leading '-' allowed by bg_parse_i64 only), at least one; no
+ * space, no '+', no base prefix (leading zeros are digits like any other).
+ * 0 with *out set; BG_EINVAL for anything that is not such a number (also
+ * s or out NULL, n 0), BG_ELIMIT for a number outside the range (never
+ * wrapped or clamped).  *out is written only on success. */
+int bg_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out) BG_WUR;
+/* The same in [min, max] (BG_EINVAL when min > max). */
+int bg_parse_i64(const char *s, size_t n, int64_t min, int64_t max, int64_t *out) BG_WUR;
+
+/* Safe text is valid UTF-8 (no overlong form, surrogate or code point past
+ * U+10FFFF) without ASCII control characters (0x00-0x1F, 0x7F), a tab being
+ * allowed only with BG_TEXT_TAB: it can be printed to a terminal or sent as
+ * an HTTP field value as it is. */
+#define BG_TEXT_TAB 0x1u
+/* Replaces every byte of s that is not part of safe text with '?', in
+ * place (the length does not change). */
+void bg_text_safe_inplace(char *s, unsigned flags);
+/* Whether s is safe text (false for NULL; true for ""). */
+bool bg_text_is_safe(const char *s, unsigned flags);
+
+/* ---- The clock (clock.c) -------------------------------------------------
+ * One clock for the whole program: everything the store dates and every
+ * date bgcopy and bgcopy-peerd compare with it.  (Peer request signatures
+ * are made and checked on the system clock on both sides.)
+ *
+ * Tests set it: BG_CLOCK_OFFSET_ENV ("BGCOPY_TIME_OFFSET") in the
+ * environment, a decimal number of seconds (a minus sign allowed, less
+ * than 2^40 either way), is added to the system clock.  It is read at every
+ * call, so setenv() in a unit test moves the clock at once, and a test
+ * that starts bgcopy and bgcopy-peerd with it moves theirs together.
+ * Anything else in it (empty, not a number, too large) counts as 0. */
+#define BG_CLOCK_OFFSET_ENV "BGCOPY_TIME_OFFSET"
+
+/* "Now" in unix seconds: time(NULL) plus the offset. */
+int64_t bg_now(void);
+/* The same clock in nanoseconds (CLOCK_REALTIME plus the same offset), for
+ * the order of use: shared by the processes of a machine, and strictly
+ * increasing within a process, so that two uses never tie.  Thread-safe. */
+int64_t bg_now_ns(void);
+
+/* ---- The programs (prog.c) -----------------------------------------------
+ * Exit statuses of bgcopy and bgcopy-peerd: 0 done; 1 the job ended in
+ * ERROR (bgcopy only); 2 usage error or refused value; 3 store or system
+ * error. */
+enum bg_exit {
+	EXIT_DONE = 0,
+	EXIT_JOB_ERROR = 1,
+	EXIT_USAGE = 2,
+	EXIT_SYSTEM = 3,
+};
+#include <stdarg.h>
+/* Prints "PROG: message\n" to stderr in one call (threads of a program
+ * complain too), however long the message.  For programs, never for the
+ * library, which returns codes and leaves the words to its callers. */
+void bg_complain(const char *prog, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void bg_vcomplain(const char *prog, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+/* ---- Files replaced whole (file.c) ----------------------------------------
+ * A reader sees the old file or the new one, never a part, and after a
+ * crash the name holds one of the two: the bytes go to a temporary file in
+ * the same folder, which is synced, renamed over path, and the folder
+ * synced (a folder that cannot be synced is not reported: the file is in
+ * place by then).  On failure the temporary file is removed and path left
+ * as it was. */
+#include <sys/types.h>
+/* Writes len bytes at data as path, created with mode (less the umask).
+ * The temporary file is PATH.tmp.PID.N, created exclusively, so writers of
+ * the same path in several threads or processes never share one. */
+int bg_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode) BG_WUR;
+/* The same with fill(fd, arg) writing the bytes (a non-zero return is the
+ * error returned).  tmp_name, when not NULL, is the temporary file's name,
+ * removed first: only for a caller that alone writes path (under a lock),
+ * so that one a crash left behind is reused, not kept. */
+int bg_file_replace(const char *path, const char *tmp_name, mode_t mode,
+                    int (*fill)(int fd, void *arg), void *arg) BG_WUR;
+/* fsync of the file (dir false) or folder (dir true) at path. */
+int bg_fsync_path(const char *path, bool dir) BG_WUR;
+/* rename(from, to), then a sync of to's folder as above: the new name is
+ * on disk when it returns 0. */
+int bg_rename_durable(const char *from, const char *to) BG_WUR;
 
 /* ---- Limits (every size an origin, a peer or a file can grow) ---------- */
 #define STORE_CHUNK_BYTES (64 * 4096 - 16) /* fills 64 LMDB overflow pages exactly */
@@ -177,8 +269,8 @@ int txn_file_count(struct bg_txn *txn, const char *job_id, uint32_t *out) BG_WUR
  * [i * STORE_CHUNK_BYTES, ...); every chunk but the last of a blob is full. */
 /* Allocates a fresh blob id (never 0, never reused).  Blob 0 passed to any
  * blob function gives BG_EINVAL.  store_gc() keeps a blob only while content
- * owns it or a file record names it in "blob": write that file record in
- * the same transaction that allocates the blob. */
+ * owns it or a file record names it (as its blob_of reads it): write that
+ * file record in the same transaction that allocates the blob. */
 int txn_blob_new(struct bg_txn *txn, uint64_t *out) BG_WUR;
 /* Stores chunk index of blob (replacing any).  len <= STORE_CHUNK_BYTES. */
 int txn_blob_put(struct bg_txn *txn, uint64_t blob, uint64_t index, const void *data,
@@ -262,9 +354,16 @@ int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LE
 int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
                         uint64_t offset, size_t len, int fd, size_t *put) BG_WUR;
 /* Deletes every content record that no key points at, and every blob that
- * is neither content nor named in a file record's "blob" field.
- * *freed_entries / *freed_bytes (may be NULL) receive what was removed. */
-int store_gc(struct bg_store *st, uint64_t *freed_entries, uint64_t *freed_bytes) BG_WUR;
+ * is neither content nor named by a file record.  The schema of file
+ * records is the caller's: blob_of(rec, len, blob) is given the stored bytes
+ * of each (1 to STORE_RECORD_MAX bytes, borrowed for the call) and sets
+ * *blob to the blob it names, or 0 for none.  A non-zero return (BG_ECORRUPT
+ * for a record it cannot read, which might name a live blob) stops the
+ * collection, which then removes nothing and returns that code.
+ * *freed_entries / *freed_bytes (may be NULL) receive what was removed.
+ * BG_EINVAL when blob_of is NULL. */
+int store_gc(struct bg_store *st, int (*blob_of)(const void *rec, size_t len, uint64_t *blob),
+             uint64_t *freed_entries, uint64_t *freed_bytes) BG_WUR;
 
 /* Rewrites the store without its free pages (LMDB files never shrink) and
  * swaps the copy in atomically.  Only when no other process has the store
@@ -306,7 +405,7 @@ struct store_verify_stats {
 int store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *bad, void *arg),
                  void *arg, struct store_verify_stats *stats) BG_WUR;
 
-/* ---- Limits, use and counters (policy.c) ---------------------------------
+/* ---- Limits, use and counters (policy.c, stats.c, usage.c) --------------
  * The store keeps its content within a size limit by evicting the least
  * recently used content, and drops keys the origin has not confirmed for
  * max_age_days (content goes when no key names it).  Content a job that is
@@ -314,15 +413,6 @@ int store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *b
 #define STORE_DEFAULT_MAX_PERCENT 1     /* of the filesystem holding the home */
 #define STORE_DEFAULT_MAX_AGE_DAYS 90
 #define STORE_MAX_AGE_DAYS_MAX 36500
-
-/* "Now" for everything the store dates: time(NULL) plus $BGCOPY_TIME_OFFSET
- * seconds when set (a clock tests can move; bgcopy and bgcopy-peerd both
- * read it). */
-int64_t bg_now(void);
-/* The same clock in nanoseconds (CLOCK_REALTIME plus the same offset), for
- * the order of use: shared by the processes of a machine, and strictly
- * increasing within a process, so that two uses never tie.  Thread-safe. */
-int64_t bg_now_ns(void);
 
 struct store_config {
 	uint64_t max_size_bytes;    /* the limit in bytes, or 0 when given in percent */

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <lmdb.h>
 
@@ -18,7 +19,7 @@
  * again, whatever fn did with the code. */
 #define BG_EMAPFULL_INT (-1000)
 
-/* 2: the indexes of policy.c and the counters; 3: content is dated in
+/* 2: the indexes of index.c and the counters; 3: content is dated in
  * nanoseconds (content record version 2).  An older store is upgraded
  * (its indexes rebuilt) when the agent opens it; a build that knows only
  * version 2 refuses a version 3 store rather than take its content records
@@ -50,7 +51,7 @@ enum store_db {
 	DB_BLOBS,
 	DB_CONTENT,
 	DB_KEYS,
-	DB_LRU,                      /* indexes: see policy.c */
+	DB_LRU,                      /* indexes: see index.c */
 	DB_REFS,
 	DB_AGED,
 	DB_PINS,
@@ -86,55 +87,91 @@ struct bg_txn {
 	int err;                     /* first LMDB failure; the txn is unusable */
 };
 
-/* store.c */
-int store_mdb_error(int mrc);
-int txn_check(struct bg_txn *txn, int write);
-int txn_fail(struct bg_txn *txn, int mrc);
-int txn_raw_get(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
-                MDB_val *val);
-int txn_raw_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
-                const void *data, size_t dlen);
-int txn_raw_del(struct bg_txn *txn, enum store_db db, const void *key, size_t klen);
-int txn_walk(struct bg_txn *txn, enum store_db db, const void *start, size_t start_len,
-             size_t prefix_len,
-             int (*visit)(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx),
-             void *ctx);
-int txn_delete_range(struct bg_txn *txn, enum store_db db, const void *start,
-                     size_t start_len, size_t prefix_len, uint64_t *count, uint64_t *bytes);
+/*
+ * Module-private functions shared between files carry the prefix ci_
+ * ("cache internal").  Files are listed bottom up (README.md draws the
+ * order): each calls only files listed before it.
+ */
+
+/* store.c: the environment, transactions, raw records, walks, blobs. */
+/* The environment of store_open(); upgrade (run in the opening write
+ * transaction of a store older than STORE_FORMAT_VERSION) brings its
+ * records up to the format. */
+int ci_env_open(const char *home, unsigned flags, const struct store_options *opts,
+                int (*upgrade)(struct bg_txn *txn), struct bg_store **out);
+int ci_mdb_error(int mrc);
+int ci_txn_check(struct bg_txn *txn, int write);
+int ci_txn_fail(struct bg_txn *txn, int mrc);
+int ci_raw_get(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+               MDB_val *val);
+int ci_raw_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+               const void *data, size_t dlen);
+int ci_raw_del(struct bg_txn *txn, enum store_db db, const void *key, size_t klen);
+/* ci_raw_del(), but 0 when the record is absent. */
+int ci_raw_del_quiet(struct bg_txn *txn, enum store_db db, const void *key, size_t klen);
+/* The first record at or after key: *k and *v borrowed until the txn
+ * writes; BG_ENOENT past the last record. */
+int ci_seek(struct bg_txn *txn, enum store_db db, const void *key, size_t klen, MDB_val *k,
+            MDB_val *v);
+int ci_walk(struct bg_txn *txn, enum store_db db, const void *start, size_t start_len,
+            size_t prefix_len,
+            int (*visit)(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx),
+            void *ctx);
+int ci_delete_range(struct bg_txn *txn, enum store_db db, const void *start,
+                    size_t start_len, size_t prefix_len, uint64_t *count, uint64_t *bytes);
+/* Deletes chunks first.. of blob, counting them and their bytes. */
+int ci_blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *chunks,
+                 uint64_t *bytes);
+/* The first blob id >= from that has a chunk; BG_ENOENT when none. */
+int ci_blob_next(struct bg_txn *txn, uint64_t from, uint64_t *blob);
+
+/* stats.c: the counters.  Replaces entries, bytes and keys with totals'
+ * (the event counters stay). */
+int ci_stats_set_totals(struct bg_txn *txn, const struct store_stats *totals);
+
+/* index.c: index upkeep, for records.c only.  *_put with old NULL adds a
+ * record (and counts it), *_del removes one (count: also from the totals);
+ * *_add only files the index entries (rebuilding); clear empties them. */
+int ci_index_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                         const struct store_content *old, const struct store_content *c);
+int ci_index_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                         const struct store_content *old);
+int ci_index_key_put(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                     const struct store_key *old, const struct store_key *k);
+int ci_index_key_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                     const struct store_key *old, int count);
+int ci_index_content_add(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                         const struct store_content *c);
+int ci_index_key_add(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                     const struct store_key *k);
+int ci_index_clear(struct bg_txn *txn);
 
 /* records.c */
-int store_json_decode(const MDB_val *v, json_t **out);
-int store_content_decode(const MDB_val *v, struct store_content *out);
-int store_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out);
-int blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *chunks,
-              uint64_t *bytes);
-
-int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
-                   const json_t *rec);
+int ci_json_decode(const MDB_val *v, json_t **out);
+int ci_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+                const json_t *rec);
+int ci_content_decode(const MDB_val *v, struct store_content *out);
+int ci_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out);
+/* Deletes content record sha and its index entries, not its blob: *blob
+ * receives the blob it owned (0 when the record was damaged). */
+int ci_content_del_record(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                          uint64_t *blob);
 /* Key deletions that keep the indexes: by SHA-256(url) whatever the record
  * holds; only if it names sha (else BG_ENOENT); only if it was validated at
  * that time (else BG_ENOENT), giving the content it named. */
-int store_key_del_raw(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN]);
-int store_key_del_hash(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
-                       const unsigned char sha[BG_SHA256_LEN]);
-int store_key_validated_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
-                            int64_t validated, unsigned char sha[BG_SHA256_LEN]);
-
-/* policy.c: index upkeep for records.c */
-int idx_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
-                    const struct store_content *old, const struct store_content *c);
-int idx_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
-                    const struct store_content *old);
-int idx_key_put(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
-                const struct store_key *old, const struct store_key *k);
-int idx_key_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
-                const struct store_key *old, int count);
-/* Rebuilds the indexes and counters from the records (format upgrade,
+int ci_key_del_raw(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN]);
+int ci_key_del_naming(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                      const unsigned char sha[BG_SHA256_LEN]);
+int ci_key_del_validated(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                         int64_t validated, unsigned char sha[BG_SHA256_LEN]);
+/* Rebuilds the indexes and totals from the records (format upgrade,
  * `cache verify`). */
-int store_reindex(struct bg_txn *txn);
+int ci_records_reindex(struct bg_txn *txn);
 
-/* digest.c: bg_sha256() with its failure reported. */
-int bg_sha256_checked(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);
+/* digest.c: bg_sha256() with its failure reported (BG_ENOMEM). */
+int ci_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);
+
+/* ---- Byte layouts (inline helpers, not linked functions) --------------- */
 
 static inline void put_be64(unsigned char *p, uint64_t v)
 {
@@ -194,6 +231,34 @@ static inline uint64_t get_le64(const unsigned char *p)
 	for (int i = 7; i >= 0; i--)
 		v = v << 8 | p[i];
 	return v;
+}
+
+/* Index keys (index.c): lru be64(last_used_ns) | sha; refs sha | urlhash;
+ * aged be64(validated) | urlhash. */
+#define CI_LRU_KEY_LEN (8 + BG_SHA256_LEN)
+#define CI_REFS_KEY_LEN (2 * BG_SHA256_LEN)
+#define CI_AGED_KEY_LEN (8 + BG_SHA256_LEN)
+
+static inline void ci_lru_key(unsigned char k[CI_LRU_KEY_LEN], int64_t last_used_ns,
+                              const unsigned char sha[BG_SHA256_LEN])
+{
+	put_be64(k, (uint64_t)last_used_ns);
+	memcpy(k + 8, sha, BG_SHA256_LEN);
+}
+
+static inline void ci_refs_key(unsigned char k[CI_REFS_KEY_LEN],
+                               const unsigned char sha[BG_SHA256_LEN],
+                               const unsigned char urlhash[BG_SHA256_LEN])
+{
+	memcpy(k, sha, BG_SHA256_LEN);
+	memcpy(k + BG_SHA256_LEN, urlhash, BG_SHA256_LEN);
+}
+
+static inline void ci_aged_key(unsigned char k[CI_AGED_KEY_LEN], int64_t validated,
+                               const unsigned char urlhash[BG_SHA256_LEN])
+{
+	put_be64(k, (uint64_t)validated);
+	memcpy(k + 8, urlhash, BG_SHA256_LEN);
 }
 
 #endif /* BG_CACHE_INT_H */

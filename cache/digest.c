@@ -53,7 +53,7 @@ int bg_sha256_from_hex(const char *hex, unsigned char d[BG_SHA256_LEN])
 	return 0;
 }
 
-int bg_sha256_checked(const void *p, size_t len, unsigned char d[BG_SHA256_LEN])
+int ci_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN])
 {
 	unsigned int dlen = 0;
 	static const unsigned char empty;
@@ -74,5 +74,5 @@ void bg_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN])
 	 * the public interface has no error path, so d is left all zero,
 	 * which matches no real content.  The store itself uses the checked
 	 * variant so that it never files a record under that digest. */
-	(void)bg_sha256_checked(p, len, d);
+	(void)ci_sha256(p, len, d);
 }

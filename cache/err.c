@@ -3,37 +3,41 @@
  * that names, values and messages can never drift apart.
  */
 #include <errno.h>
+#include <stddef.h>
 
 #include "cache.h"
 
+static const struct err_entry {
+	int code;
+	const char *name;
+	const char *msg;
+} err_table[] = {
+	{ BG_OK, "BG_OK", "success" },
+#define XX(name, value, msg) { BG_##name, "BG_" #name, msg },
+	BG_ERRNO_MAP(XX)
+#undef XX
+};
+
+static const struct err_entry *err_find(int err)
+{
+	for (size_t i = 0; i < sizeof(err_table) / sizeof(err_table[0]); i++)
+		if (err_table[i].code == err)
+			return &err_table[i];
+	return NULL;
+}
+
 const char *bg_strerror(int err)
 {
-	switch (err) {
-	case BG_OK:
-		return "success";
-#define XX(name, value, msg) \
-	case BG_##name:      \
-		return msg;
-		BG_ERRNO_MAP(XX)
-#undef XX
-	default:
-		return "unknown error";
-	}
+	const struct err_entry *e = err_find(err);
+
+	return e != NULL ? e->msg : "unknown error";
 }
 
 const char *bg_err_name(int err)
 {
-	switch (err) {
-	case BG_OK:
-		return "BG_OK";
-#define XX(name, value, msg) \
-	case BG_##name:      \
-		return "BG_" #name;
-		BG_ERRNO_MAP(XX)
-#undef XX
-	default:
-		return "BG_UNKNOWN";
-	}
+	const struct err_entry *e = err_find(err);
+
+	return e != NULL ? e->name : "BG_UNKNOWN";
 }
 
 int bg_err_from_errno(int errnum)

@@ -29,3 +29,9 @@ bg_home_path(const char *arg, char *out, size_t outlen, bool *is_default)
 	}
 	return n < 0 || (size_t)n >= outlen ? BG_ELIMIT : 0;
 }
+
+const char *
+bg_home_problem(int err)
+{
+	return err == BG_ENOENT ? "no home: set --home, BGCOPY_HOME or HOME" : "home path too long";
+}

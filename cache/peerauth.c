@@ -103,14 +103,15 @@ peer_auth_check(const unsigned char *key, size_t keylen, const char *method, con
                 const char *url, const char *value, int64_t now, unsigned char sig[BG_SHA256_LEN])
 {
 	unsigned char want[BG_SHA256_LEN], got[BG_SHA256_LEN];
-	char *end;
-	long long t;
+	const char *end;
+	int64_t t;
 
 	if (value == NULL || strlen(value) > PEER_AUTH_VALUE_MAX || strncmp(value, "t=", 2) != 0)
 		return BG_EACCES;
-	errno = 0;
-	t = strtoll(value + 2, &end, 10);
-	if (errno != 0 || end == value + 2 || strncmp(end, ",sig=", 5) != 0)
+	/* "t=" decimal seconds (a strict number: no space, no '+') ",sig=" */
+	end = value + 2 + strcspn(value + 2, ",");
+	if (bg_parse_i64(value + 2, (size_t)(end - (value + 2)), INT64_MIN, INT64_MAX, &t) != 0 ||
+	    strncmp(end, ",sig=", 5) != 0)
 		return BG_EACCES;
 	if (bg_sha256_from_hex(end + 5, got) != 0)
 		return BG_EACCES;

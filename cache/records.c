@@ -1,8 +1,11 @@
 /*
- * records.c - the typed records of the store: jobs and files (JSON owned by
- * the agent), blobs (raw chunks), content (a fixed binary record) and keys
- * (JSON with a schema of our own).  Stored bytes are never trusted: every
- * decoder checks lengths and types and answers BG_ECORRUPT.
+ * records.c - the typed records of the store, on store.c: jobs and files
+ * (JSON whose schema the agent owns), content (a fixed binary record) and
+ * keys (JSON with a schema of our own), each written with its index
+ * entries and totals (index.c) in the same transaction.  Stored bytes are
+ * never trusted: every decoder checks lengths and types and answers
+ * BG_ECORRUPT.  Also store_open(), which brings an older store's records
+ * up to the format.
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -13,7 +16,7 @@
 
 /* ---- JSON records ------------------------------------------------------- */
 
-int store_json_decode(const MDB_val *v, json_t **out)
+int ci_json_decode(const MDB_val *v, json_t **out)
 {
 	json_error_t jerr;
 	json_t *j;
@@ -38,7 +41,7 @@ int store_json_decode(const MDB_val *v, json_t **out)
  * buffer is freed with the allocator that made it whatever jansson was
  * told to use.  Records fit the stack buffer as a rule: encoded once; a
  * larger one is measured by that first pass and encoded again. */
-int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+int ci_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
                    const json_t *rec)
 {
 	const size_t flags = JSON_COMPACT;
@@ -46,7 +49,7 @@ int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t
 	size_t need;
 	int rc;
 
-	rc = txn_check(txn, 1);
+	rc = ci_txn_check(txn, 1);
 	if (rc != 0)
 		goto out;
 	if (!json_is_object(rec)) {
@@ -73,7 +76,7 @@ int store_json_put(struct bg_txn *txn, enum store_db db, const void *key, size_t
 			goto out;
 		}
 	}
-	rc = txn_raw_put(txn, db, key, klen, buf, need);
+	rc = ci_raw_put(txn, db, key, klen, buf, need);
 out:
 	free(big);
 	return rc;
@@ -85,10 +88,10 @@ static int json_get(struct bg_txn *txn, enum store_db db, const void *key, size_
 	MDB_val v;
 	int rc;
 
-	rc = txn_raw_get(txn, db, key, klen, &v);
+	rc = ci_raw_get(txn, db, key, klen, &v);
 	if (rc != 0)
 		return rc;
-	return store_json_decode(&v, out);
+	return ci_json_decode(&v, out);
 }
 
 /* ---- Jobs and files ----------------------------------------------------- */
@@ -112,20 +115,24 @@ int txn_job_put(struct bg_txn *txn, const char *id, json_t *rec)
 
 	if (rc != 0)
 		return rc;
-	return store_json_put(txn, DB_JOBS, id, STORE_JOB_ID_LEN, rec);
+	return ci_json_put(txn, DB_JOBS, id, STORE_JOB_ID_LEN, rec);
+}
+
+/* What every getter of a job's record checks first: *out cleared, the id
+ * well-formed. */
+static int get_start(const char *id, json_t **out)
+{
+	if (out == NULL)
+		return BG_EINVAL;
+	*out = NULL;
+	return job_id_check(id);
 }
 
 int txn_job_get(struct bg_txn *txn, const char *id, json_t **out)
 {
-	int rc;
+	int rc = get_start(id, out);
 
-	if (out == NULL)
-		return BG_EINVAL;
-	*out = NULL;
-	rc = job_id_check(id);
-	if (rc != 0)
-		return rc;
-	return json_get(txn, DB_JOBS, id, STORE_JOB_ID_LEN, out);
+	return rc != 0 ? rc : json_get(txn, DB_JOBS, id, STORE_JOB_ID_LEN, out);
 }
 
 int txn_job_raw(struct bg_txn *txn, const char *id, const void **data, size_t *len)
@@ -138,7 +145,7 @@ int txn_job_raw(struct bg_txn *txn, const char *id, const void **data, size_t *l
 	rc = job_id_check(id);
 	if (rc != 0)
 		return rc;
-	rc = txn_raw_get(txn, DB_JOBS, id, STORE_JOB_ID_LEN, &v);
+	rc = ci_raw_get(txn, DB_JOBS, id, STORE_JOB_ID_LEN, &v);
 	if (rc != 0)
 		return rc;
 	*data = v.mv_data;
@@ -154,17 +161,17 @@ int txn_job_del(struct bg_txn *txn, const char *id)
 	unsigned char start[STORE_FILE_KEY_LEN];
 	int rc;
 
-	rc = txn_check(txn, 1);
+	rc = ci_txn_check(txn, 1);
 	if (rc != 0)
 		return rc;
 	rc = job_id_check(id);
 	if (rc != 0)
 		return rc;
 	file_key(start, id, 0);
-	rc = txn_delete_range(txn, DB_FILES, start, sizeof(start), STORE_JOB_ID_LEN, NULL, NULL);
+	rc = ci_delete_range(txn, DB_FILES, start, sizeof(start), STORE_JOB_ID_LEN, NULL, NULL);
 	if (rc != 0)
 		return rc;
-	return txn_raw_del(txn, DB_JOBS, id, STORE_JOB_ID_LEN);
+	return ci_raw_del(txn, DB_JOBS, id, STORE_JOB_ID_LEN);
 }
 
 struct job_each_ctx {
@@ -184,7 +191,7 @@ static int job_each_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v
 		return BG_ECORRUPT;
 	memcpy(id, k->mv_data, STORE_JOB_ID_LEN);
 	id[STORE_JOB_ID_LEN] = '\0';
-	rc = store_json_decode(v, &rec);
+	rc = ci_json_decode(v, &rec);
 	if (rc != 0)
 		return rc;
 	rc = c->fn(id, rec, c->arg);
@@ -198,7 +205,7 @@ int txn_job_each(struct bg_txn *txn, int (*fn)(const char *id, json_t *rec, void
 
 	if (fn == NULL)
 		return BG_EINVAL;
-	return txn_walk(txn, DB_JOBS, NULL, 0, 0, job_each_visit, &c);
+	return ci_walk(txn, DB_JOBS, NULL, 0, 0, job_each_visit, &c);
 }
 
 int txn_file_put(struct bg_txn *txn, const char *job_id, uint32_t index, json_t *rec)
@@ -209,18 +216,14 @@ int txn_file_put(struct bg_txn *txn, const char *job_id, uint32_t index, json_t 
 	if (rc != 0)
 		return rc;
 	file_key(key, job_id, index);
-	return store_json_put(txn, DB_FILES, key, sizeof(key), rec);
+	return ci_json_put(txn, DB_FILES, key, sizeof(key), rec);
 }
 
 int txn_file_get(struct bg_txn *txn, const char *job_id, uint32_t index, json_t **out)
 {
 	unsigned char key[STORE_FILE_KEY_LEN];
-	int rc;
+	int rc = get_start(job_id, out);
 
-	if (out == NULL)
-		return BG_EINVAL;
-	*out = NULL;
-	rc = job_id_check(job_id);
 	if (rc != 0)
 		return rc;
 	file_key(key, job_id, index);
@@ -253,107 +256,15 @@ int txn_file_count(struct bg_txn *txn, const char *job_id, uint32_t *out)
 	if (rc != 0)
 		return rc;
 	file_key(start, job_id, 0);
-	rc = txn_walk(txn, DB_FILES, start, sizeof(start), STORE_JOB_ID_LEN, file_count_visit, &n);
+	rc = ci_walk(txn, DB_FILES, start, sizeof(start), STORE_JOB_ID_LEN, file_count_visit, &n);
 	if (rc == 0)
 		*out = (uint32_t)n;
 	return rc;
 }
 
-/* ---- Blobs -------------------------------------------------------------- */
-
-static void blob_key(unsigned char key[STORE_BLOB_KEY_LEN], uint64_t blob, uint64_t index)
-{
-	put_be64(key, blob);
-	put_be64(key + 8, index);
-}
-
-int txn_blob_new(struct bg_txn *txn, uint64_t *out)
-{
-	static const char name[] = "next_blob";
-	unsigned char buf[8];
-	uint64_t next = 1;
-	MDB_val v;
-	int rc;
-
-	if (out == NULL)
-		return BG_EINVAL;
-	*out = 0;
-	rc = txn_check(txn, 1);
-	if (rc != 0)
-		return rc;
-	rc = txn_raw_get(txn, DB_META, name, sizeof(name) - 1, &v);
-	if (rc == 0) {
-		if (v.mv_size != sizeof(buf))
-			return BG_ECORRUPT;
-		next = get_le64(v.mv_data);
-		if (next == 0)
-			return BG_ECORRUPT;
-	} else if (rc != BG_ENOENT) {
-		return rc;
-	}
-	if (next == UINT64_MAX)
-		return BG_ELIMIT;
-	put_le64(buf, next + 1);
-	rc = txn_raw_put(txn, DB_META, name, sizeof(name) - 1, buf, sizeof(buf));
-	if (rc != 0)
-		return rc;
-	*out = next;
-	return 0;
-}
-
-int txn_blob_put(struct bg_txn *txn, uint64_t blob, uint64_t index, const void *data, size_t len)
-{
-	unsigned char key[STORE_BLOB_KEY_LEN];
-
-	if (blob == 0 || len > STORE_CHUNK_BYTES || (data == NULL && len > 0))
-		return BG_EINVAL;
-	blob_key(key, blob, index);
-	return txn_raw_put(txn, DB_BLOBS, key, sizeof(key), data, len);
-}
-
-int txn_blob_get(struct bg_txn *txn, uint64_t blob, uint64_t index, const void **data,
-                 size_t *len)
-{
-	unsigned char key[STORE_BLOB_KEY_LEN];
-	MDB_val v;
-	int rc;
-
-	if (data == NULL || len == NULL)
-		return BG_EINVAL;
-	*data = NULL;
-	*len = 0;
-	if (blob == 0)
-		return BG_EINVAL;
-	blob_key(key, blob, index);
-	rc = txn_raw_get(txn, DB_BLOBS, key, sizeof(key), &v);
-	if (rc != 0)
-		return rc;
-	if (v.mv_size > STORE_CHUNK_BYTES)
-		return BG_ECORRUPT;
-	*data = v.mv_data;
-	*len = v.mv_size;
-	return 0;
-}
-
-int blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *chunks,
-              uint64_t *bytes)
-{
-	unsigned char start[STORE_BLOB_KEY_LEN];
-
-	blob_key(start, blob, first);
-	return txn_delete_range(txn, DB_BLOBS, start, sizeof(start), 8, chunks, bytes);
-}
-
-int txn_blob_truncate(struct bg_txn *txn, uint64_t blob, uint64_t first)
-{
-	if (blob == 0)
-		return BG_EINVAL;
-	return blob_drop(txn, blob, first, NULL, NULL);
-}
-
 /* ---- Content ------------------------------------------------------------ */
 
-int store_content_decode(const MDB_val *v, struct store_content *out)
+int ci_content_decode(const MDB_val *v, struct store_content *out)
 {
 	const unsigned char *p = v->mv_data;
 
@@ -384,10 +295,10 @@ int txn_content_get(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
 	if (sha == NULL || out == NULL)
 		return BG_EINVAL;
 	memset(out, 0, sizeof(*out));
-	rc = txn_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
+	rc = ci_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
 	if (rc != 0)
 		return rc;
-	rc = store_content_decode(&v, out);
+	rc = ci_content_decode(&v, out);
 	if (rc != 0)
 		memset(out, 0, sizeof(*out));
 	return rc;
@@ -403,48 +314,57 @@ int txn_content_put(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
 
 	if (sha == NULL || c == NULL || c->blob == 0)
 		return BG_EINVAL;
-	rc = txn_check(txn, 1);
+	rc = ci_txn_check(txn, 1);
 	if (rc != 0)
 		return rc;
-	rc = txn_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
+	rc = ci_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
 	if (rc != 0 && rc != BG_ENOENT)
 		return rc;
-	have_old = rc == 0 && store_content_decode(&v, &old) == 0;
+	have_old = rc == 0 && ci_content_decode(&v, &old) == 0;
 	rec[0] = STORE_CONTENT_VERSION;
 	put_le64(rec + 1, c->blob);
 	put_le64(rec + 9, c->size);
 	put_le64(rec + 17, (uint64_t)c->created);
 	put_le64(rec + 25, (uint64_t)c->last_used_ns);
-	rc = txn_raw_put(txn, DB_CONTENT, sha, BG_SHA256_LEN, rec, sizeof(rec));
+	rc = ci_raw_put(txn, DB_CONTENT, sha, BG_SHA256_LEN, rec, sizeof(rec));
 	if (rc != 0)
 		return rc;
-	return idx_content_put(txn, sha, have_old ? &old : NULL, c);
+	return ci_index_content_put(txn, sha, have_old ? &old : NULL, c);
 }
 
-/* A damaged record is still deleted (that is how it gets repaired); its
- * chunks cannot be found and are left for store_gc(). */
-int txn_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN])
+int ci_content_del_record(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                          uint64_t *blob)
 {
 	struct store_content c;
 	int have_blob;
 	MDB_val v;
 	int rc;
 
-	if (sha == NULL)
-		return BG_EINVAL;
-	rc = txn_check(txn, 1);
+	*blob = 0;
+	rc = ci_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
 	if (rc != 0)
 		return rc;
-	rc = txn_raw_get(txn, DB_CONTENT, sha, BG_SHA256_LEN, &v);
-	if (rc != 0)
-		return rc;
-	have_blob = store_content_decode(&v, &c) == 0;
-	rc = txn_raw_del(txn, DB_CONTENT, sha, BG_SHA256_LEN);
+	have_blob = ci_content_decode(&v, &c) == 0;
+	rc = ci_raw_del(txn, DB_CONTENT, sha, BG_SHA256_LEN);
 	if (rc != 0 || !have_blob)
 		return rc;
-	if ((rc = idx_content_del(txn, sha, &c)) != 0)
+	*blob = c.blob;
+	return ci_index_content_del(txn, sha, &c);
+}
+
+/* A damaged record is still deleted (that is how it gets repaired); its
+ * chunks cannot be found and are left for store_gc(). */
+int txn_content_del(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN])
+{
+	uint64_t blob;
+	int rc;
+
+	if (sha == NULL)
+		return BG_EINVAL;
+	if ((rc = ci_txn_check(txn, 1)) != 0 || (rc = ci_content_del_record(txn, sha, &blob)) != 0 ||
+	    blob == 0)
 		return rc;
-	return blob_drop(txn, c.blob, 0, NULL, NULL);
+	return ci_blob_drop(txn, blob, 0, NULL, NULL);
 }
 
 struct content_each_ctx {
@@ -465,7 +385,7 @@ static int content_each_visit(struct bg_txn *txn, const MDB_val *k, const MDB_va
 	if (k->mv_size != BG_SHA256_LEN)
 		return BG_ECORRUPT;
 	memcpy(sha, k->mv_data, BG_SHA256_LEN);
-	rc = store_content_decode(v, &rec);
+	rc = ci_content_decode(v, &rec);
 	if (rc != 0)
 		return rc;
 	return c->fn(sha, &rec, c->arg);
@@ -480,7 +400,7 @@ int txn_content_each(struct bg_txn *txn,
 
 	if (fn == NULL)
 		return BG_EINVAL;
-	return txn_walk(txn, DB_CONTENT, NULL, 0, 0, content_each_visit, &c);
+	return ci_walk(txn, DB_CONTENT, NULL, 0, 0, content_each_visit, &c);
 }
 
 /* ---- Keys --------------------------------------------------------------- */
@@ -499,7 +419,7 @@ void store_key_clear(struct store_key *k)
 /* A URL hashes to its LMDB key; 0 or BG_ENOMEM (OpenSSL failed). */
 static int url_key(const char *url, size_t len, unsigned char key[BG_SHA256_LEN])
 {
-	return bg_sha256_checked(url, len, key);
+	return ci_sha256(url, len, key);
 }
 
 static json_t *json_text_or_null(const char *s)
@@ -515,7 +435,7 @@ int txn_key_put(struct bg_txn *txn, const struct store_key *k)
 	size_t url_len;
 	int rc;
 
-	rc = txn_check(txn, 1);
+	rc = ci_txn_check(txn, 1);
 	if (rc != 0)
 		goto out;
 	if (k == NULL || k->url == NULL || k->size > INT64_MAX) {
@@ -564,13 +484,13 @@ int txn_key_put(struct bg_txn *txn, const struct store_key *k)
 		MDB_val v;
 		int have_old;
 
-		rc = txn_raw_get(txn, DB_KEYS, key, sizeof(key), &v);
+		rc = ci_raw_get(txn, DB_KEYS, key, sizeof(key), &v);
 		if (rc != 0 && rc != BG_ENOENT)
 			goto out;
-		have_old = rc == 0 && store_key_decode(&kk, &v, &old) == 0;
-		rc = store_json_put(txn, DB_KEYS, key, sizeof(key), rec);
+		have_old = rc == 0 && ci_key_decode(&kk, &v, &old) == 0;
+		rc = ci_json_put(txn, DB_KEYS, key, sizeof(key), rec);
 		if (rc == 0)
-			rc = idx_key_put(txn, key, have_old ? &old : NULL, k);
+			rc = ci_index_key_put(txn, key, have_old ? &old : NULL, k);
 		if (have_old)
 			store_key_clear(&old);
 	}
@@ -618,7 +538,7 @@ static int key_int(const json_t *rec, const char *name, json_int_t min, json_int
 	return 0;
 }
 
-int store_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out)
+int ci_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out)
 {
 	unsigned char key[BG_SHA256_LEN];
 	char *sha_hex = NULL;
@@ -631,7 +551,7 @@ int store_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out)
 		rc = BG_ECORRUPT;
 		goto out;
 	}
-	rc = store_json_decode(v, &rec);
+	rc = ci_json_decode(v, &rec);
 	if (rc != 0)
 		goto out;
 	rc = key_text(rec, "url", STORE_URL_MAX, 0, &out->url);
@@ -687,30 +607,36 @@ out:
 	return rc;
 }
 
+/* The LMDB key of a URL looked up: BG_EINVAL for NULL, BG_ENOENT for a URL
+ * no key can have (empty, or longer than any stored). */
+static int url_lookup_key(const char *url, unsigned char key[BG_SHA256_LEN])
+{
+	size_t url_len;
+
+	if (url == NULL)
+		return BG_EINVAL;
+	url_len = strnlen(url, STORE_URL_MAX + 1);
+	if (url_len == 0 || url_len > STORE_URL_MAX)
+		return BG_ENOENT;
+	return url_key(url, url_len, key);
+}
+
 int txn_key_get(struct bg_txn *txn, const char *url, struct store_key *out)
 {
 	unsigned char key[BG_SHA256_LEN];
 	MDB_val k = { .mv_size = sizeof(key), .mv_data = key };
-	size_t url_len;
 	MDB_val v;
 	int rc;
 
 	if (out == NULL)
 		return BG_EINVAL;
 	memset(out, 0, sizeof(*out));
-	if (url == NULL)
-		return BG_EINVAL;
-	url_len = strnlen(url, STORE_URL_MAX + 1);
-	/* Nothing that long can have been stored. */
-	if (url_len == 0 || url_len > STORE_URL_MAX)
-		return BG_ENOENT;
-	rc = url_key(url, url_len, key);
+	if ((rc = url_lookup_key(url, key)) != 0)
+		return rc;
+	rc = ci_raw_get(txn, DB_KEYS, key, sizeof(key), &v);
 	if (rc != 0)
 		return rc;
-	rc = txn_raw_get(txn, DB_KEYS, key, sizeof(key), &v);
-	if (rc != 0)
-		return rc;
-	rc = store_key_decode(&k, &v, out);
+	rc = ci_key_decode(&k, &v, out);
 	if (rc == 0 && strcmp(out->url, url) != 0) {
 		store_key_clear(out);
 		rc = BG_ECORRUPT;
@@ -721,38 +647,28 @@ int txn_key_get(struct bg_txn *txn, const char *url, struct store_key *out)
 int txn_key_del(struct bg_txn *txn, const char *url)
 {
 	unsigned char key[BG_SHA256_LEN];
-	size_t url_len;
 	int rc;
 
-	rc = txn_check(txn, 1);
-	if (rc != 0)
+	if ((rc = ci_txn_check(txn, 1)) != 0 || (rc = url_lookup_key(url, key)) != 0)
 		return rc;
-	if (url == NULL)
-		return BG_EINVAL;
-	url_len = strnlen(url, STORE_URL_MAX + 1);
-	if (url_len == 0 || url_len > STORE_URL_MAX)
-		return BG_ENOENT;
-	rc = url_key(url, url_len, key);
-	if (rc != 0)
-		return rc;
-	return store_key_del_raw(txn, key);
+	return ci_key_del_raw(txn, key);
 }
 
-int store_key_del_raw(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN])
+int ci_key_del_raw(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN])
 {
 	MDB_val k = { .mv_size = BG_SHA256_LEN, .mv_data = (void *)urlhash };
 	struct store_key old;
 	MDB_val v;
 	int rc, have_old;
 
-	rc = txn_raw_get(txn, DB_KEYS, urlhash, BG_SHA256_LEN, &v);
+	rc = ci_raw_get(txn, DB_KEYS, urlhash, BG_SHA256_LEN, &v);
 	if (rc != 0)
 		return rc;
-	have_old = store_key_decode(&k, &v, &old) == 0;
-	rc = txn_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
+	have_old = ci_key_decode(&k, &v, &old) == 0;
+	rc = ci_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
 	if (rc == 0) {
 		if (have_old) {
-			rc = idx_key_del(txn, urlhash, &old, 1);
+			rc = ci_index_key_del(txn, urlhash, &old, 1);
 		} else {
 			/* Its index entries cannot be found: walkers drop them
 			 * as stale.  The count still goes down. */
@@ -782,10 +698,10 @@ static int key_del_if(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_
 	MDB_val v;
 	int rc;
 
-	rc = txn_raw_get(txn, DB_KEYS, urlhash, BG_SHA256_LEN, &v);
+	rc = ci_raw_get(txn, DB_KEYS, urlhash, BG_SHA256_LEN, &v);
 	if (rc != 0)
 		return rc;
-	if (store_key_decode(&k, &v, &old) != 0)
+	if (ci_key_decode(&k, &v, &old) != 0)
 		return BG_ENOENT;
 	if (sha != NULL ? memcmp(old.sha256, sha, BG_SHA256_LEN) != 0 : old.validated != validated) {
 		store_key_clear(&old);
@@ -793,20 +709,20 @@ static int key_del_if(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_
 	}
 	if (named != NULL)
 		memcpy(named, old.sha256, BG_SHA256_LEN);
-	rc = txn_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
+	rc = ci_raw_del(txn, DB_KEYS, urlhash, BG_SHA256_LEN);
 	if (rc == 0)
-		rc = idx_key_del(txn, urlhash, &old, 1);
+		rc = ci_index_key_del(txn, urlhash, &old, 1);
 	store_key_clear(&old);
 	return rc;
 }
 
-int store_key_del_hash(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+int ci_key_del_naming(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
                        const unsigned char sha[BG_SHA256_LEN])
 {
 	return key_del_if(txn, urlhash, sha, 0, NULL);
 }
 
-int store_key_validated_del(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+int ci_key_del_validated(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
                             int64_t validated, unsigned char sha[BG_SHA256_LEN])
 {
 	return key_del_if(txn, urlhash, NULL, validated, sha);
@@ -824,7 +740,7 @@ static int key_each_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v
 	int rc;
 
 	(void)txn;
-	rc = store_key_decode(k, v, &key);
+	rc = ci_key_decode(k, v, &key);
 	if (rc != 0)
 		return rc;
 	rc = c->fn(&key, c->arg);
@@ -838,5 +754,56 @@ int txn_key_each(struct bg_txn *txn, int (*fn)(const struct store_key *k, void *
 
 	if (fn == NULL)
 		return BG_EINVAL;
-	return txn_walk(txn, DB_KEYS, NULL, 0, 0, key_each_visit, &c);
+	return ci_walk(txn, DB_KEYS, NULL, 0, 0, key_each_visit, &c);
+}
+
+/* ---- Derived data and opening ------------------------------------------- */
+
+static int reindex_content(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	struct store_stats *totals = ctx;
+	struct store_content c;
+
+	if (k->mv_size != BG_SHA256_LEN || ci_content_decode(v, &c) != 0)
+		return 0; /* verify's business */
+	totals->entries++;
+	totals->bytes += c.size;
+	return ci_index_content_add(txn, k->mv_data, &c);
+}
+
+static int reindex_key(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	struct store_stats *totals = ctx;
+	unsigned char urlhash[BG_SHA256_LEN];
+	struct store_key key;
+	int rc;
+
+	totals->keys++;
+	if (ci_key_decode(k, v, &key) != 0)
+		return 0;
+	memcpy(urlhash, k->mv_data, BG_SHA256_LEN);
+	rc = ci_index_key_add(txn, urlhash, &key);
+	store_key_clear(&key);
+	return rc;
+}
+
+int ci_records_reindex(struct bg_txn *txn)
+{
+	struct store_stats totals;
+	int rc;
+
+	memset(&totals, 0, sizeof(totals));
+	if ((rc = ci_index_clear(txn)) != 0 ||
+	    (rc = ci_walk(txn, DB_CONTENT, NULL, 0, 0, reindex_content, &totals)) != 0 ||
+	    (rc = ci_walk(txn, DB_KEYS, NULL, 0, 0, reindex_key, &totals)) != 0)
+		return rc;
+	return ci_stats_set_totals(txn, &totals);
+}
+
+/* Opening the store is opening the environment (store.c) and bringing the
+ * records of an older format up to this one: their indexes are rebuilt. */
+int store_open(const char *home, unsigned flags, const struct store_options *opts,
+               struct bg_store **out)
+{
+	return ci_env_open(home, flags, opts, ci_records_reindex, out);
 }

@@ -1,7 +1,9 @@
 /*
- * store.c - the LMDB environment: opening, the transaction runner with map
- * growth, the generic record helpers the other files build on, and reads of
- * content in short transactions.
+ * store.c - the bottom of the store: the LMDB environment (opening,
+ * closing, syncing, compaction), the transaction runner with map growth,
+ * raw record access and walks that every other file builds on, and blobs.
+ * It knows no record format above the raw bytes (store_open, in records.c,
+ * brings an older format up to date through a hook).
  */
 #include <assert.h>
 #include <dirent.h>
@@ -12,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -26,9 +27,6 @@
 /* MDB_MAP_RESIZED means another process grew the map; adopting its size
  * settles it at once, so a long run of them means something is wrong. */
 #define STORE_RESIZE_TRIES 64
-/* store_read_content() copies at most this many chunks (about 1 MiB) per
- * read transaction so that no reader pins old pages for long. */
-#define STORE_READ_CHUNKS_PER_TXN 4
 
 static const char *const store_db_names[DB_COUNT] = {
 	[DB_META] = "meta",
@@ -48,7 +46,7 @@ static const char *const store_db_names[DB_COUNT] = {
  * the outer transaction, and LMDB allows one write txn per thread anyway. */
 static _Thread_local const struct bg_store *store_busy;
 
-int store_mdb_error(int mrc)
+int ci_mdb_error(int mrc)
 {
 	switch (mrc) {
 	case MDB_SUCCESS:
@@ -89,7 +87,7 @@ int store_mdb_error(int mrc)
 
 /* ---- Transactions ------------------------------------------------------ */
 
-int txn_check(struct bg_txn *txn, int write)
+int ci_txn_check(struct bg_txn *txn, int write)
 {
 	if (txn == NULL || txn->mtxn == NULL)
 		return BG_EINVAL;
@@ -104,7 +102,7 @@ int txn_check(struct bg_txn *txn, int write)
 	return 0;
 }
 
-int txn_fail(struct bg_txn *txn, int mrc)
+int ci_txn_fail(struct bg_txn *txn, int mrc)
 {
 	int rc;
 
@@ -112,7 +110,7 @@ int txn_fail(struct bg_txn *txn, int mrc)
 		txn->map_full = 1;
 		return BG_EMAPFULL_INT;
 	}
-	rc = store_mdb_error(mrc);
+	rc = ci_mdb_error(mrc);
 	/* Absent and duplicate keys are answers, not failures; anything else
 	 * leaves an LMDB write txn unable to commit. */
 	if (!txn->rdonly && mrc != MDB_NOTFOUND && mrc != MDB_KEYEXIST && txn->err == 0)
@@ -145,7 +143,7 @@ static int store_remap(struct bg_store *st, int grow)
 	if (grow) {
 		mrc = mdb_env_info(st->env, &info);
 		if (mrc != 0) {
-			rc = store_mdb_error(mrc);
+			rc = ci_mdb_error(mrc);
 			goto out;
 		}
 		if ((uint64_t)info.me_mapsize >= STORE_MAP_MAX) {
@@ -162,7 +160,7 @@ static int store_remap(struct bg_store *st, int grow)
 	} else if (mrc != 0) {
 		/* mmap failed after the old map was dropped: the env has no map
 		 * any more and must not be used again. */
-		rc = store_mdb_error(mrc);
+		rc = ci_mdb_error(mrc);
 		st->broken = rc;
 	}
 out:
@@ -193,7 +191,7 @@ static int store_txn_begin(struct bg_store *st, unsigned mflags, MDB_txn **mtxn)
 		}
 		pthread_rwlock_unlock(&st->map_lock);
 		if (mrc != MDB_MAP_RESIZED) {
-			rc = store_mdb_error(mrc);
+			rc = ci_mdb_error(mrc);
 			break;
 		}
 		if (tries >= STORE_RESIZE_TRIES) {
@@ -278,7 +276,7 @@ static int store_run(struct bg_store *st, int write, int commit_read,
 				goto out;
 			continue;
 		}
-		rc = store_mdb_error(mrc);
+		rc = ci_mdb_error(mrc);
 		if (rc == BG_EIO && store_disk_full(st))
 			rc = BG_ENOSPC;
 		goto out;
@@ -291,85 +289,114 @@ out:
 	return rc;
 }
 
-int store_update(struct bg_store *st, int (*fn)(struct bg_txn *txn, void *arg), void *arg)
+/* Runs fn in a transaction of its own, refusing a nested one (see
+ * store_busy); writers of this process take their turn on write_lock. */
+static int store_enter(struct bg_store *st, int write,
+                       int (*fn)(struct bg_txn *txn, void *arg), void *arg)
 {
 	const struct bg_store *prev = store_busy;
 	int rc;
 
 	if (st == NULL || fn == NULL)
 		return BG_EINVAL;
-	if (st->flags & STORE_RDONLY)
+	if (write && (st->flags & STORE_RDONLY))
 		return BG_ERDONLY;
 	if (prev == st)
 		return BG_EINVAL;
 	store_busy = st;
-	if (pthread_mutex_lock(&st->write_lock) != 0) {
+	if (!write) {
+		rc = store_run(st, 0, 0, fn, arg);
+	} else if (pthread_mutex_lock(&st->write_lock) != 0) {
 		rc = BG_EIO;
-		goto out;
+	} else {
+		rc = store_run(st, 1, 0, fn, arg);
+		pthread_mutex_unlock(&st->write_lock);
 	}
-	rc = store_run(st, 1, 0, fn, arg);
-	pthread_mutex_unlock(&st->write_lock);
-out:
 	store_busy = prev;
 	return rc;
+}
+
+int store_update(struct bg_store *st, int (*fn)(struct bg_txn *txn, void *arg), void *arg)
+{
+	return store_enter(st, 1, fn, arg);
 }
 
 int store_view(struct bg_store *st, int (*fn)(struct bg_txn *txn, void *arg), void *arg)
 {
-	const struct bg_store *prev = store_busy;
-	int rc;
-
-	if (st == NULL || fn == NULL)
-		return BG_EINVAL;
-	if (prev == st)
-		return BG_EINVAL;
-	store_busy = st;
-	rc = store_run(st, 0, 0, fn, arg);
-	store_busy = prev;
-	return rc;
+	return store_enter(st, 0, fn, arg);
 }
 
 /* ---- Generic record access --------------------------------------------- */
 
-int txn_raw_get(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+/* 0, or what an LMDB failure inside txn means (see ci_txn_fail). */
+static int mdb_result(struct bg_txn *txn, int mrc)
+{
+	return mrc == 0 ? 0 : ci_txn_fail(txn, mrc);
+}
+
+int ci_raw_get(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
                 MDB_val *val)
 {
 	MDB_val k = { .mv_size = klen, .mv_data = (void *)key };
-	int rc = txn_check(txn, 0);
-	int mrc;
+	int rc = ci_txn_check(txn, 0);
 
-	if (rc != 0)
-		return rc;
-	mrc = mdb_get(txn->mtxn, txn->dbi[db], &k, val);
-	return mrc == 0 ? 0 : txn_fail(txn, mrc);
+	return rc != 0 ? rc : mdb_result(txn, mdb_get(txn->mtxn, txn->dbi[db], &k, val));
 }
 
-int txn_raw_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
+int ci_raw_put(struct bg_txn *txn, enum store_db db, const void *key, size_t klen,
                 const void *data, size_t dlen)
 {
 	static const unsigned char empty;
 	MDB_val k = { .mv_size = klen, .mv_data = (void *)key };
 	/* An empty value still gets a valid pointer: LMDB copies from it. */
 	MDB_val v = { .mv_size = dlen, .mv_data = (void *)(data != NULL ? data : &empty) };
-	int rc = txn_check(txn, 1);
-	int mrc;
+	int rc = ci_txn_check(txn, 1);
 
-	if (rc != 0)
-		return rc;
-	mrc = mdb_put(txn->mtxn, txn->dbi[db], &k, &v, 0);
-	return mrc == 0 ? 0 : txn_fail(txn, mrc);
+	return rc != 0 ? rc : mdb_result(txn, mdb_put(txn->mtxn, txn->dbi[db], &k, &v, 0));
 }
 
-int txn_raw_del(struct bg_txn *txn, enum store_db db, const void *key, size_t klen)
+int ci_raw_del(struct bg_txn *txn, enum store_db db, const void *key, size_t klen)
 {
 	MDB_val k = { .mv_size = klen, .mv_data = (void *)key };
-	int rc = txn_check(txn, 1);
+	int rc = ci_txn_check(txn, 1);
+
+	return rc != 0 ? rc : mdb_result(txn, mdb_del(txn->mtxn, txn->dbi[db], &k, NULL));
+}
+
+int ci_raw_del_quiet(struct bg_txn *txn, enum store_db db, const void *key, size_t klen)
+{
+	int rc = ci_raw_del(txn, db, key, klen);
+
+	return rc == BG_ENOENT ? 0 : rc;
+}
+
+/* Opens a cursor on db after the checks every cursor user makes. */
+static int cursor_open(struct bg_txn *txn, enum store_db db, int write, MDB_cursor **cur)
+{
+	int rc = ci_txn_check(txn, write);
+	int mrc;
+
+	*cur = NULL;
+	if (rc != 0)
+		return rc;
+	mrc = mdb_cursor_open(txn->mtxn, txn->dbi[db], cur);
+	return mrc == 0 ? 0 : ci_txn_fail(txn, mrc);
+}
+
+int ci_seek(struct bg_txn *txn, enum store_db db, const void *key, size_t klen, MDB_val *k,
+            MDB_val *v)
+{
+	MDB_cursor *cur;
+	int rc = cursor_open(txn, db, 0, &cur);
 	int mrc;
 
 	if (rc != 0)
 		return rc;
-	mrc = mdb_del(txn->mtxn, txn->dbi[db], &k, NULL);
-	return mrc == 0 ? 0 : txn_fail(txn, mrc);
+	k->mv_data = (void *)key;
+	k->mv_size = klen;
+	mrc = mdb_cursor_get(cur, k, v, MDB_SET_RANGE);
+	mdb_cursor_close(cur);
+	return mrc == 0 ? 0 : ci_txn_fail(txn, mrc);
 }
 
 static int key_in_prefix(const MDB_val *k, const void *start, size_t prefix_len)
@@ -386,7 +413,7 @@ static int key_in_prefix(const MDB_val *k, const void *start, size_t prefix_len)
  * walk.  visit must decode v before it changes the database: v points into
  * pages a write may move.
  */
-int txn_walk(struct bg_txn *txn, enum store_db db, const void *start, size_t start_len,
+int ci_walk(struct bg_txn *txn, enum store_db db, const void *start, size_t start_len,
              size_t prefix_len,
              int (*visit)(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx),
              void *ctx)
@@ -399,14 +426,10 @@ int txn_walk(struct bg_txn *txn, enum store_db db, const void *start, size_t sta
 	int rc;
 	int mrc;
 
-	rc = txn_check(txn, 0);
-	if (rc != 0)
+	if ((rc = cursor_open(txn, db, 0, &cur)) != 0)
 		return rc;
-	if (start_len > sizeof(last) || prefix_len > start_len)
-		return BG_EINVAL;
-	mrc = mdb_cursor_open(txn->mtxn, txn->dbi[db], &cur);
-	if (mrc != 0) {
-		rc = txn_fail(txn, mrc);
+	if (start_len > sizeof(last) || prefix_len > start_len) {
+		rc = BG_EINVAL;
 		goto out;
 	}
 	for (;;) {
@@ -428,7 +451,7 @@ int txn_walk(struct bg_txn *txn, enum store_db db, const void *start, size_t sta
 			goto out;
 		}
 		if (mrc != 0) {
-			rc = txn_fail(txn, mrc);
+			rc = ci_txn_fail(txn, mrc);
 			goto out;
 		}
 		if (!key_in_prefix(&k, start, prefix_len)) {
@@ -456,27 +479,18 @@ out:
  * prefix_len bytes, counting them and their value bytes (either pointer may
  * be NULL).  Seeking from start after each delete finds the next victim
  * without relying on where LMDB leaves a cursor after mdb_cursor_del. */
-int txn_delete_range(struct bg_txn *txn, enum store_db db, const void *start,
+int ci_delete_range(struct bg_txn *txn, enum store_db db, const void *start,
                      size_t start_len, size_t prefix_len, uint64_t *count, uint64_t *bytes)
 {
+	uint64_t n = 0, b = 0;
 	MDB_cursor *cur = NULL;
-	uint64_t n = 0;
-	uint64_t b = 0;
-	MDB_val k;
-	MDB_val v;
-	int rc;
-	int mrc;
+	MDB_val k, v;
+	int rc, mrc;
 
-	rc = txn_check(txn, 1);
-	if (rc != 0)
+	if ((rc = cursor_open(txn, db, 1, &cur)) != 0)
 		goto out;
 	if (prefix_len > start_len) {
 		rc = BG_EINVAL;
-		goto out;
-	}
-	mrc = mdb_cursor_open(txn->mtxn, txn->dbi[db], &cur);
-	if (mrc != 0) {
-		rc = txn_fail(txn, mrc);
 		goto out;
 	}
 	for (;;) {
@@ -486,7 +500,7 @@ int txn_delete_range(struct bg_txn *txn, enum store_db db, const void *start,
 		if (mrc == MDB_NOTFOUND)
 			break;
 		if (mrc != 0) {
-			rc = txn_fail(txn, mrc);
+			rc = ci_txn_fail(txn, mrc);
 			goto out;
 		}
 		if (!key_in_prefix(&k, start, prefix_len))
@@ -494,7 +508,7 @@ int txn_delete_range(struct bg_txn *txn, enum store_db db, const void *start,
 		b += v.mv_size;
 		mrc = mdb_cursor_del(cur, 0);
 		if (mrc != 0) {
-			rc = txn_fail(txn, mrc);
+			rc = ci_txn_fail(txn, mrc);
 			goto out;
 		}
 		n++;
@@ -508,13 +522,127 @@ out:
 	return rc;
 }
 
+/* ---- Blobs -------------------------------------------------------------- */
+
+static void blob_key(unsigned char key[STORE_BLOB_KEY_LEN], uint64_t blob, uint64_t index)
+{
+	put_be64(key, blob);
+	put_be64(key + 8, index);
+}
+
+int txn_blob_new(struct bg_txn *txn, uint64_t *out)
+{
+	static const char name[] = "next_blob";
+	unsigned char buf[8];
+	uint64_t next = 1;
+	MDB_val v;
+	int rc;
+
+	if (out == NULL)
+		return BG_EINVAL;
+	*out = 0;
+	rc = ci_txn_check(txn, 1);
+	if (rc != 0)
+		return rc;
+	rc = ci_raw_get(txn, DB_META, name, sizeof(name) - 1, &v);
+	if (rc == 0) {
+		if (v.mv_size != sizeof(buf))
+			return BG_ECORRUPT;
+		next = get_le64(v.mv_data);
+		if (next == 0)
+			return BG_ECORRUPT;
+	} else if (rc != BG_ENOENT) {
+		return rc;
+	}
+	if (next == UINT64_MAX)
+		return BG_ELIMIT;
+	put_le64(buf, next + 1);
+	rc = ci_raw_put(txn, DB_META, name, sizeof(name) - 1, buf, sizeof(buf));
+	if (rc != 0)
+		return rc;
+	*out = next;
+	return 0;
+}
+
+int txn_blob_put(struct bg_txn *txn, uint64_t blob, uint64_t index, const void *data, size_t len)
+{
+	unsigned char key[STORE_BLOB_KEY_LEN];
+
+	if (blob == 0 || len > STORE_CHUNK_BYTES || (data == NULL && len > 0))
+		return BG_EINVAL;
+	blob_key(key, blob, index);
+	return ci_raw_put(txn, DB_BLOBS, key, sizeof(key), data, len);
+}
+
+int txn_blob_get(struct bg_txn *txn, uint64_t blob, uint64_t index, const void **data,
+                 size_t *len)
+{
+	unsigned char key[STORE_BLOB_KEY_LEN];
+	MDB_val v;
+	int rc;
+
+	if (data == NULL || len == NULL)
+		return BG_EINVAL;
+	*data = NULL;
+	*len = 0;
+	if (blob == 0)
+		return BG_EINVAL;
+	blob_key(key, blob, index);
+	rc = ci_raw_get(txn, DB_BLOBS, key, sizeof(key), &v);
+	if (rc != 0)
+		return rc;
+	if (v.mv_size > STORE_CHUNK_BYTES)
+		return BG_ECORRUPT;
+	*data = v.mv_data;
+	*len = v.mv_size;
+	return 0;
+}
+
+int ci_blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *chunks,
+              uint64_t *bytes)
+{
+	unsigned char start[STORE_BLOB_KEY_LEN];
+
+	blob_key(start, blob, first);
+	return ci_delete_range(txn, DB_BLOBS, start, sizeof(start), 8, chunks, bytes);
+}
+
+int ci_blob_next(struct bg_txn *txn, uint64_t from, uint64_t *blob)
+{
+	unsigned char start[STORE_BLOB_KEY_LEN];
+	MDB_val k, v;
+	int rc;
+
+	blob_key(start, from, 0);
+	if ((rc = ci_seek(txn, DB_BLOBS, start, sizeof(start), &k, &v)) != 0)
+		return rc;
+	if (k.mv_size != STORE_BLOB_KEY_LEN)
+		return BG_ECORRUPT;
+	*blob = get_be64(k.mv_data);
+	return 0;
+}
+
+int txn_blob_truncate(struct bg_txn *txn, uint64_t blob, uint64_t first)
+{
+	if (blob == 0)
+		return BG_EINVAL;
+	return ci_blob_drop(txn, blob, first, NULL, NULL);
+}
+
 /* ---- Opening and closing ----------------------------------------------- */
+
+/* How the records above this file bring an older store up to the format. */
+struct store_upgrade {
+	int (*fn)(struct bg_txn *txn);
+};
 
 /* Opens the named databases (creating them in a write txn) and checks the
  * format version.  "meta" comes first so that a store of a newer format is
- * refused before anything else is opened or created. */
+ * refused before anything else is opened or created.  A writer upgrades an
+ * older store with the hook, in the same transaction. */
 static int store_init_txn(struct bg_txn *txn, void *arg)
 {
+	const struct store_upgrade *up = arg;
 	struct bg_store *st = txn->st;
 	unsigned dflags = txn->rdonly ? 0 : MDB_CREATE;
 	unsigned char buf[8];
@@ -524,7 +652,6 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 	int rc;
 	int mrc;
 
-	(void)arg;
 	for (int i = 0; i < DB_COUNT; i++) {
 		mrc = mdb_dbi_open(txn->mtxn, store_db_names[i], dflags, &st->dbi[i]);
 		/* A reader of a version 1 store finds no indexes: it needs none
@@ -534,14 +661,14 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 			continue;
 		}
 		if (mrc != 0)
-			return txn_fail(txn, mrc);
+			return ci_txn_fail(txn, mrc);
 		txn->dbi[i] = st->dbi[i];
 		if (i != DB_META)
 			continue;
-		rc = txn_raw_get(txn, DB_META, "version", strlen("version"), &v);
+		rc = ci_raw_get(txn, DB_META, "version", strlen("version"), &v);
 		if (rc == BG_ENOENT && !txn->rdonly) {
 			put_le64(buf, STORE_FORMAT_VERSION);
-			rc = txn_raw_put(txn, DB_META, "version", strlen("version"), buf, sizeof(buf));
+			rc = ci_raw_put(txn, DB_META, "version", strlen("version"), buf, sizeof(buf));
 			if (rc != 0)
 				return rc;
 			fresh = 1;
@@ -562,10 +689,10 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 			return BG_EVERSION;
 	}
 	if (!txn->rdonly && !fresh && version < STORE_FORMAT_VERSION) {
-		if ((rc = store_reindex(txn)) != 0)
+		if ((rc = up->fn(txn)) != 0)
 			return rc;
 		put_le64(buf, STORE_FORMAT_VERSION);
-		rc = txn_raw_put(txn, DB_META, "version", strlen("version"), buf, sizeof(buf));
+		rc = ci_raw_put(txn, DB_META, "version", strlen("version"), buf, sizeof(buf));
 		if (rc != 0)
 			return rc;
 	}
@@ -613,9 +740,10 @@ static int use_lock_open(struct bg_store *st, const char *home, unsigned flags)
 	return 0;
 }
 
-int store_open(const char *home, unsigned flags, const struct store_options *opts,
-               struct bg_store **out)
+int ci_env_open(const char *home, unsigned flags, const struct store_options *opts,
+                int (*upgrade)(struct bg_txn *txn), struct bg_store **out)
 {
+	struct store_upgrade up = { upgrade };
 	unsigned mflags = MDB_NOSUBDIR | MDB_NOTLS | MDB_NOSYNC;
 	pthread_rwlockattr_t rwattr;
 	struct bg_store *st = NULL;
@@ -630,7 +758,7 @@ int store_open(const char *home, unsigned flags, const struct store_options *opt
 
 	if (out != NULL)
 		*out = NULL;
-	if (home == NULL || out == NULL || (flags & ~STORE_RDONLY) != 0)
+	if (home == NULL || out == NULL || upgrade == NULL || (flags & ~STORE_RDONLY) != 0)
 		return BG_EINVAL;
 	rc = store_path(home, &path);
 	if (rc != 0)
@@ -722,7 +850,7 @@ int store_open(const char *home, unsigned flags, const struct store_options *opt
 	if (mrc == 0)
 		mrc = mdb_env_open(st->env, path, mflags, 0600);
 	if (mrc != 0) {
-		rc = store_mdb_error(mrc);
+		rc = ci_mdb_error(mrc);
 		goto out;
 	}
 	/* LMDB 0.9.24 opens the data file without O_CLOEXEC (its lock file
@@ -737,10 +865,10 @@ int store_open(const char *home, unsigned flags, const struct store_options *opt
 	 * old pages forever and make the file grow. */
 	mrc = mdb_reader_check(st->env, &dead);
 	if (mrc != 0) {
-		rc = store_mdb_error(mrc);
+		rc = ci_mdb_error(mrc);
 		goto out;
 	}
-	rc = store_run(st, !(flags & STORE_RDONLY), 1, store_init_txn, NULL);
+	rc = store_run(st, !(flags & STORE_RDONLY), 1, store_init_txn, &up);
 	if (rc != 0)
 		goto out;
 	st->path = path;
@@ -809,207 +937,9 @@ int store_sync(struct bg_store *st)
 		return BG_EIO;
 	rc = st->broken;
 	if (rc == 0)
-		rc = store_mdb_error(mdb_env_sync(st->env, 1));
+		rc = ci_mdb_error(mdb_env_sync(st->env, 1));
 	pthread_rwlock_unlock(&st->map_lock);
 	return rc;
-}
-
-/* ---- Reading content --------------------------------------------------- */
-
-/* Where the store's map shows store.mdb: [start, end) shows the file from
- * byte pgoff.  Found in /proc/self/maps, since LMDB tells its map address
- * only for MDB_FIXEDMAP. */
-struct map_view {
-	uintptr_t start, end;
-	uint64_t pgoff;
-	int known;
-};
-
-struct read_ctx {
-	const unsigned char *sha;
-	uint64_t offset;
-	unsigned char *buf;        /* where the bytes go, or NULL: */
-	int fd;                    /* to this file, at out_offset + (bytes so far) */
-	uint64_t out_offset;
-	struct map_view view;      /* for fd: where the map shows store.mdb */
-	size_t len;
-	size_t got;
-	uint64_t size;     /* content size seen by the first txn */
-	int have_size;
-	int done;
-};
-
-/* Finds the mapping of the file st->path (by device and inode) that holds
- * p.  0 when found. */
-static int map_view_find(struct bg_store *st, const void *p, struct map_view *v)
-{
-	struct stat sb;
-	FILE *f;
-	char line[512];
-	int found = -1;
-
-	v->known = 0;
-	if (stat(st->path, &sb) != 0 || (f = fopen("/proc/self/maps", "re")) == NULL)
-		return -1;
-	while (found != 0 && fgets(line, sizeof(line), f) != NULL) {
-		unsigned long long a, b, off, ino;
-		unsigned maj, min;
-
-		if (sscanf(line, "%llx-%llx %*4s %llx %x:%x %llu", &a, &b, &off, &maj, &min, &ino) != 6)
-			continue;
-		if ((uintptr_t)p < a || (uintptr_t)p >= b || ino != (unsigned long long)sb.st_ino ||
-		    makedev(maj, min) != sb.st_dev)
-			continue;
-		v->start = (uintptr_t)a;
-		v->end = (uintptr_t)b;
-		v->pgoff = off;
-		v->known = 1;
-		found = 0;
-	}
-	fclose(f);
-	return found;
-}
-
-/* Writes n bytes that the store's map shows at data to fd at off, while the
- * read transaction that found them keeps their pages.  Without
- * MDB_WRITEMAP the map is a read-only view of store.mdb, so the bytes are
- * those of the file at the same place: the kernel copies them
- * (copy_file_range), with no copy through this process and no fault on the
- * map.  pwrite from the map where it cannot. */
-static int put_mapped(struct bg_store *st, struct map_view *v, const unsigned char *data,
-                      size_t n, int fd, uint64_t off)
-{
-	int envfd;
-
-	if ((!v->known || (uintptr_t)data < v->start || (uintptr_t)data + n > v->end) &&
-	    map_view_find(st, data, v) != 0)
-		v->known = 0;
-	if (v->known && (uintptr_t)data + n <= v->end && mdb_env_get_fd(st->env, &envfd) == 0) {
-		loff_t in = (loff_t)((uintptr_t)data - v->start + v->pgoff);
-		loff_t out = (loff_t)off;
-
-		while (n > 0) {
-			ssize_t w = copy_file_range(envfd, &in, fd, &out, n, 0);
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0)
-				break; /* EXDEV, ENOSYS, EINVAL...: the rest by pwrite */
-			n -= (size_t)w;
-			data += w;
-			off += (uint64_t)w;
-		}
-	}
-	while (n > 0) {
-		ssize_t w = pwrite(fd, data, n, (off_t)off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? bg_err_from_errno(errno) : BG_EIO;
-		n -= (size_t)w;
-		data += w;
-		off += (uint64_t)w;
-	}
-	return 0;
-}
-
-static int read_content_txn(struct bg_txn *txn, void *arg)
-{
-	struct read_ctx *c = arg;
-	struct store_content rec;
-	const void *data;
-	size_t clen;
-	uint64_t pos;
-	int rc;
-
-	rc = txn_content_get(txn, c->sha, &rec);
-	if (rc != 0)
-		return rc;
-	/* Equal digests mean equal bytes, so a record replaced between two
-	 * txns must still describe the same size. */
-	if (c->have_size && rec.size != c->size)
-		return BG_ECORRUPT;
-	c->size = rec.size;
-	c->have_size = 1;
-	if (c->offset >= rec.size) {
-		c->done = 1;
-		return 0;
-	}
-	pos = c->offset + c->got;
-	for (int n = 0; n < STORE_READ_CHUNKS_PER_TXN; n++) {
-		uint64_t chunk = pos / STORE_CHUNK_BYTES;
-		uint64_t within = pos % STORE_CHUNK_BYTES;
-		uint64_t left = rec.size - chunk * STORE_CHUNK_BYTES;
-		size_t expect = left < STORE_CHUNK_BYTES ? (size_t)left : STORE_CHUNK_BYTES;
-		size_t take;
-
-		if (c->got == c->len || pos >= rec.size) {
-			c->done = 1;
-			break;
-		}
-		rc = txn_blob_get(txn, rec.blob, chunk, &data, &clen);
-		if (rc == BG_ENOENT)
-			return BG_ECORRUPT;
-		if (rc != 0)
-			return rc;
-		/* Every chunk but the last is full and the last holds exactly
-		 * the rest: anything else means the blob does not match. */
-		if (clen != expect)
-			return BG_ECORRUPT;
-		take = expect - (size_t)within;
-		if (take > c->len - c->got)
-			take = c->len - c->got;
-		if (c->buf != NULL)
-			memcpy(c->buf + c->got, (const unsigned char *)data + within, take);
-		else if ((rc = put_mapped(txn->st, &c->view, (const unsigned char *)data + within, take,
-		                          c->fd, c->out_offset + c->got)) != 0)
-			return rc;
-		c->got += take;
-		pos += take;
-	}
-	if (c->got == c->len || pos >= rec.size)
-		c->done = 1;
-	return 0;
-}
-
-/* Runs read_content_txn in short read transactions until c is done; *n
- * receives the bytes handed over (0 on error). */
-static int read_content_walk(struct bg_store *st, struct read_ctx *c, size_t *n)
-{
-	int rc;
-
-	do {
-		rc = store_view(st, read_content_txn, c);
-	} while (rc == 0 && !c->done);
-	if (n != NULL)
-		*n = rc == 0 ? c->got : 0;
-	return rc;
-}
-
-int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
-                       uint64_t offset, void *buf, size_t len, size_t *got)
-{
-	struct read_ctx c = { .sha = sha, .offset = offset, .buf = buf, .fd = -1, .len = len };
-
-	if (got != NULL)
-		*got = 0;
-	if (st == NULL || sha == NULL || (buf == NULL && len > 0))
-		return BG_EINVAL;
-	return read_content_walk(st, &c, got);
-}
-
-int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
-                        uint64_t offset, size_t len, int fd, size_t *put)
-{
-	struct read_ctx c = { .sha = sha, .offset = offset, .fd = fd, .out_offset = offset,
-	                      .len = len };
-
-	if (put != NULL)
-		*put = 0;
-	if (st == NULL || sha == NULL || fd < 0)
-		return BG_EINVAL;
-	return read_content_walk(st, &c, put);
 }
 
 /* ---- Compaction ---------------------------------------------------------- */
@@ -1054,12 +984,34 @@ static int lock_holder(const char *path)
 	return found;
 }
 
+/* Fills the compacted copy: a consistent copy from a read transaction,
+ * free pages left out; *after receives its size. */
+struct compact_fill {
+	struct bg_store *st;
+	uint64_t *after;
+};
+
+static int compact_fill(int fd, void *arg)
+{
+	struct compact_fill *c = arg;
+	struct stat sb;
+	int mrc;
+
+	if ((mrc = mdb_env_copyfd2(c->st->env, fd, MDB_CP_COMPACT)) != 0)
+		return ci_mdb_error(mrc);
+	if (fstat(fd, &sb) != 0)
+		return bg_err_from_errno(errno);
+	*c->after = (uint64_t)sb.st_size;
+	return 0;
+}
+
 int store_compact(struct bg_store *st, uint64_t *before, uint64_t *after, int *holder)
 {
 	char tmp[PATH_MAX], lp[PATH_MAX], dir[PATH_MAX], *slash;
+	struct compact_fill fill = { st, after };
 	mdb_filehandle_t envfd;
 	struct stat sb;
-	int fd = -1, rc, mrc;
+	int rc;
 
 	*holder = 0;
 	if (st->flags & STORE_RDONLY)
@@ -1091,39 +1043,15 @@ int store_compact(struct bg_store *st, uint64_t *before, uint64_t *after, int *h
 		rc = BG_ELIMIT;
 		goto out;
 	}
-	(void)unlink(tmp);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0) {
-		rc = bg_err_from_errno(errno);
+	/* A fixed name: the exclusive lock makes this the only compaction,
+	 * and one a crash left behind is replaced. */
+	if ((rc = bg_file_replace(st->path, tmp, 0600, compact_fill, &fill)) != 0)
 		goto out;
-	}
-	/* A consistent copy from a read transaction, free pages left out. */
-	if ((mrc = mdb_env_copyfd2(st->env, fd, MDB_CP_COMPACT)) != 0) {
-		rc = store_mdb_error(mrc);
-		goto out;
-	}
-	if (fsync(fd) != 0 || fstat(fd, &sb) != 0) {
-		rc = bg_err_from_errno(errno);
-		goto out;
-	}
-	*after = (uint64_t)sb.st_size;
-	close(fd);
-	fd = -1;
-	if (rename(tmp, st->path) != 0) {
-		rc = bg_err_from_errno(errno);
-		goto out;
-	}
-	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0)
-		(void)fsync(fd);
 	/* This handle still maps the old file: it may only be closed now.
 	 * The exclusive lock keeps everybody else out until it is. */
 	st->broken = BG_EAGAIN;
-	rc = 0;
 out:
-	if (fd >= 0)
-		close(fd);
-	if (rc != 0) {
-		(void)unlink(tmp);
+	if (rc != 0)
 		(void)flock(st->use_fd, LOCK_SH);
-	}
 	return rc;
 }

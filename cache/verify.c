@@ -61,7 +61,7 @@ list_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
 	if (k->mv_size != BG_SHA256_LEN)
 		return 0; /* not a digest: nothing a key can name; left to the LMDB level */
 	memcpy(e.sha, k->mv_data, BG_SHA256_LEN);
-	if (store_content_decode(v, &c) != 0) {
+	if (ci_content_decode(v, &c) != 0) {
 		e.problem = BG_ECORRUPT;
 		e.damaged = 1;
 	} else {
@@ -77,7 +77,7 @@ list_txn(struct bg_txn *txn, void *arg)
 	struct entry_list *l = arg;
 
 	l->n = 0;
-	return txn_walk(txn, DB_CONTENT, NULL, 0, 0, list_visit, l);
+	return ci_walk(txn, DB_CONTENT, NULL, 0, 0, list_visit, l);
 }
 
 /* Reads the content back and hashes it.  0 with e->problem set (or not);
@@ -161,7 +161,7 @@ key_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
 	struct store_key key;
 	int rc;
 
-	if (store_key_decode(k, v, &key) != 0)
+	if (ci_key_decode(k, v, &key) != 0)
 		return 0; /* damaged keys are found by the key pass */
 	if (memcmp(key.sha256, r->e->sha, BG_SHA256_LEN) != 0) {
 		store_key_clear(&key);
@@ -175,7 +175,7 @@ key_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
 		unsigned char hash[BG_SHA256_LEN];
 
 		memcpy(hash, k->mv_data, BG_SHA256_LEN);
-		return store_key_del_raw(txn, hash);
+		return ci_key_del_raw(txn, hash);
 	}
 }
 
@@ -217,7 +217,7 @@ remove_txn(struct bg_txn *txn, void *arg)
 	}
 	if ((rc = txn_content_del(txn, r->e->sha)) != 0)
 		return rc;
-	return txn_walk(txn, DB_KEYS, NULL, 0, 0, key_visit, r);
+	return ci_walk(txn, DB_KEYS, NULL, 0, 0, key_visit, r);
 }
 
 /* Keys that cannot be decoded, or that name content the store does not
@@ -249,7 +249,7 @@ stray_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
 
 	p->keys++;
 	memset(&key, 0, sizeof(key));
-	if (store_key_decode(k, v, &key) == 0) {
+	if (ci_key_decode(k, v, &key) == 0) {
 		rc = txn_content_get(txn, key.sha256, &c);
 		/* Present, or damaged (the content pass's business). */
 		if (rc != BG_ENOENT) {
@@ -287,12 +287,12 @@ stray_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
 	}
 	store_key_clear(&key);
 	if (k->mv_size != BG_SHA256_LEN)
-		return txn_raw_del(txn, DB_KEYS, k->mv_data, k->mv_size);
+		return ci_raw_del(txn, DB_KEYS, k->mv_data, k->mv_size);
 	{
 		unsigned char hash[BG_SHA256_LEN];
 
 		memcpy(hash, k->mv_data, BG_SHA256_LEN);
-		return store_key_del_raw(txn, hash);
+		return ci_key_del_raw(txn, hash);
 	}
 }
 
@@ -302,14 +302,14 @@ stray_txn(struct bg_txn *txn, void *arg)
 	struct key_pass *p = arg;
 
 	key_pass_clear(p);
-	return txn_walk(txn, DB_KEYS, NULL, 0, 0, stray_visit, p);
+	return ci_walk(txn, DB_KEYS, NULL, 0, 0, stray_visit, p);
 }
 
 static int
 reindex_txn(struct bg_txn *txn, void *arg)
 {
 	(void)arg;
-	return store_reindex(txn);
+	return ci_records_reindex(txn);
 }
 
 int

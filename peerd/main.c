@@ -8,7 +8,6 @@
  * store once bgcopy has made it.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
@@ -24,34 +23,15 @@
 
 #include "peerd.h"
 
-enum {
-	EXIT_DONE = 0,
-	EXIT_USAGE = 2,
-	EXIT_SYSTEM = 3,
-};
+#define PROG "bgcopy-peerd"
 
-static void complain(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
-complain(const char *fmt, ...)
-{
-	char msg[1200];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	/* One write per message: the pool threads log too. */
-	fprintf(stderr, "bgcopy-peerd: %s\n", msg);
-}
+/* Messages go out as bgcopy's do (the exit statuses too: cache.h). */
+#define complain(...) bg_complain(PROG, __VA_ARGS__)
 
 static void
 log_cb(void *cls, const char *fmt, va_list ap)
 {
-	char msg[1100];
-
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	complain("%s", msg);
+	bg_vcomplain(PROG, fmt, ap);
 }
 
 static void
@@ -84,16 +64,11 @@ usage(FILE *f)
 
 /* Parses a decimal number in [lo, hi]; false for anything else. */
 static bool
-parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned *out)
+parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 {
-	char *end;
-	unsigned long v;
+	uint64_t v;
 
-	if (s == NULL || *s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < lo || v > hi)
+	if (s == NULL || bg_parse_u64(s, strlen(s), hi, &v) != 0 || v < lo)
 		return false;
 	*out = (unsigned)v;
 	return true;
@@ -107,45 +82,23 @@ resolve_home(const char *arg, char *out, size_t outlen)
 	bool is_default;
 	int err = bg_home_path(arg, out, outlen, &is_default);
 
-	if (err == BG_ENOENT) {
-		complain("no home: set --home, BGCOPY_HOME or HOME");
-		return EXIT_USAGE;
-	}
-	if (err != 0) {
-		complain("home path too long");
-		return EXIT_USAGE;
-	}
-	return EXIT_DONE;
+	if (err != 0)
+		complain("%s", bg_home_problem(err));
+	return err != 0 ? EXIT_USAGE : EXIT_DONE;
 }
 
-/* Writes "PORT\n" to path atomically (temp file in the same folder, fsync,
- * rename), so that a reader never sees a partial file. */
+/* Writes "PORT\n" to path, replaced whole, so that a reader never sees a
+ * partial file. */
 static int
 write_port_file(const char *path, unsigned port)
 {
-	char tmp[PATH_MAX], line[16];
-	int fd, n, len;
+	char line[16];
+	int len = snprintf(line, sizeof(line), "%u\n", port);
+	int err = bg_file_write_atomic(path, line, (size_t)len, 0644);
 
-	n = snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-	if (n < 0 || (size_t)n >= sizeof(tmp)) {
-		complain("port file path too long: %s", path);
-		return -1;
-	}
-	len = snprintf(line, sizeof(line), "%u\n", port);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		complain("cannot write %s: %s", tmp, strerror(errno));
-		return -1;
-	}
-	if (write(fd, line, (size_t)len) != len || fsync(fd) != 0) {
-		complain("cannot write %s: %s", tmp, strerror(errno));
-		close(fd);
-		unlink(tmp);
-		return -1;
-	}
-	if (close(fd) != 0 || rename(tmp, path) != 0) {
-		complain("cannot write %s: %s", path, strerror(errno));
-		unlink(tmp);
+	if (err != 0) {
+		complain("cannot write %s: %s", path,
+		         err == BG_ELIMIT ? "path too long" : bg_strerror(err));
 		return -1;
 	}
 	return 0;

@@ -242,17 +242,12 @@ fail:
 	return MHD_NO;
 }
 
-/* True when v can be sent as a header value as it is: printable ASCII,
- * spaces and tabs only (stored validators are checked, never trusted). */
+/* True when v can be sent as a header value as it is: non-empty safe text,
+ * tabs allowed (stored validators are checked, never trusted). */
 static bool
 header_safe(const char *v)
 {
-	if (v == NULL || *v == '\0')
-		return false;
-	for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
-		if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
-			return false;
-	return true;
+	return v != NULL && *v != '\0' && bg_text_is_safe(v, BG_TEXT_TAB);
 }
 
 static ssize_t
@@ -728,6 +723,8 @@ check_auth(struct peerd *pd, struct MHD_Connection *conn, const char *method, co
 {
 	unsigned char sig[BG_SHA256_LEN];
 	const char *value;
+	/* The system clock, as the signer's (the agent signs with time(NULL)):
+	 * a test moving bg_now() must not move the window of one side only. */
 	int64_t now = (int64_t)time(NULL);
 
 	if (pd->keylen == 0)
@@ -738,8 +735,11 @@ check_auth(struct peerd *pd, struct MHD_Connection *conn, const char *method, co
 	/* A valid signature carries a timestamp t within the window of now; it
 	 * stays acceptable until t + PEER_AUTH_WINDOW, so remember it that long
 	 * (at most 2 * PEER_AUTH_WINDOW).  peer_auth_check accepted t, so the
-	 * header parses. */
-	int64_t t = strtoll(value + 2, NULL, 10);
+	 * header parses ("t=T,sig=..."). */
+	int64_t t;
+
+	if (bg_parse_i64(value + 2, strcspn(value + 2, ","), INT64_MIN, INT64_MAX, &t) != 0)
+		return MHD_HTTP_UNAUTHORIZED;
 	switch (peerd_replay_check(pd->replay, sig, t + PEER_AUTH_WINDOW, now)) {
 	case PEERD_REPLAY_NEW:
 		return 0;

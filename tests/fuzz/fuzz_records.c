@@ -266,6 +266,25 @@ doc_fn(json_t *doc, void *arg)
 	return 0;
 }
 
+/* store_gc() asks the caller which blob a file record names: the agent's
+ * schema, as bgcopy's `cache gc` reads it. */
+static int
+file_blob_of(const void *rec, size_t len, uint64_t *blob)
+{
+	json_error_t jerr;
+	json_t *f = json_loadb(rec, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	const json_t *b = json_object_get(f, "blob");
+
+	*blob = json_is_integer(b) && json_integer_value(b) > 0 ? (uint64_t)json_integer_value(b) : 0;
+	if (json_is_object(f)) {
+		json_decref(f);
+		return 0;
+	}
+	json_decref(f);
+	return f == NULL && json_error_code(&jerr) == json_error_out_of_memory ? BG_ENOMEM
+	                                                                     : BG_ECORRUPT;
+}
+
 static void
 read_api(struct input *in)
 {
@@ -305,7 +324,7 @@ read_api(struct input *in)
 	rc_ok(job_event(st, JOB_A, JOB_EV_RESUME, NULL, NULL));
 	rc_ok(job_event(st, JOB_A, JOB_EV_SUSPEND, NULL, NULL));
 	rc_ok(job_replace_remote_prefix(st, JOB_A, "http://", "https://", &changed));
-	rc_ok(store_gc(st, NULL, NULL));
+	rc_ok(store_gc(st, file_blob_of, NULL, NULL));
 	store_close(st);
 }
 

@@ -42,6 +42,28 @@
 
 /* ---- Helpers ------------------------------------------------------------- */
 
+/* The agent's reading of a file record for store_gc() (its schema, not the
+ * store's): a positive integer "blob" names a blob. */
+static int test_blob_of(const void *rec, size_t len, uint64_t *blob)
+{
+	json_t *j = json_loadb(rec, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+	json_int_t b = json_integer_value(json_object_get(j, "blob"));
+	int rc = json_is_object(j) ? 0 : BG_ECORRUPT;
+
+	*blob = b > 0 ? (uint64_t)b : 0;
+	json_decref(j);
+	return rc;
+}
+
+/* A caller's reading that refuses every file record. */
+static int refusing_blob_of(const void *rec, size_t len, uint64_t *blob)
+{
+	(void)rec;
+	(void)len;
+	*blob = 0;
+	return BG_EACCES;
+}
+
 static char *home_new(void)
 {
 	char tmpl[] = "/tmp/bgstore-test-XXXXXX";
@@ -1049,17 +1071,17 @@ static void test_dedupe(void)
 	bg_sha256("hello", 5, c.sha);
 	CHECK_OK(store_update(st, dedupe_put_fn, &c));
 	CHECK_OK(store_view(st, dedupe_check_fn, &c));
-	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_OK(store_gc(st, test_blob_of, &entries, &bytes));
 	CHECK_EQ_INT(entries, 0);
 	CHECK_EQ_INT(bytes, 0);
 	CHECK_OK(store_update(st, key_del_fn, "https://a.example/x.bin"));
-	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_OK(store_gc(st, test_blob_of, &entries, &bytes));
 	CHECK_EQ_INT(entries, 0);
 	CHECK_OK(store_read_content(st, c.sha, 0, buf, sizeof(buf), &got));
 	CHECK_EQ_INT(got, 5);
 	CHECK_EQ_MEM(buf, "hello", 5);
 	CHECK_OK(store_update(st, key_del_fn, "https://mirror.example/x.bin"));
-	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_OK(store_gc(st, test_blob_of, &entries, &bytes));
 	CHECK_EQ_INT(entries, 1);
 	CHECK_EQ_INT(bytes, 5);
 	CHECK_RC(store_read_content(st, c.sha, 0, buf, sizeof(buf), &got), BG_ENOENT);
@@ -1179,19 +1201,24 @@ static void test_gc(void)
 	bg_sha256("b", 1, g.sha_b);
 	bg_sha256("e", 1, g.sha_e);
 	CHECK_OK(store_update(st, gc_put_fn, &g));
-	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_OK(store_gc(st, test_blob_of, &entries, &bytes));
 	/* b (content), c (orphan blob), e (content record only). */
 	CHECK_EQ_INT(entries, 3);
 	CHECK_EQ_INT(bytes, STORE_CHUNK_BYTES + 500 + 300);
 	CHECK_OK(store_view(st, gc_check_fn, &g));
-	CHECK_OK(store_gc(st, &entries, &bytes));
+	CHECK_OK(store_gc(st, test_blob_of, &entries, &bytes));
 	CHECK_EQ_INT(entries, 0);
 	CHECK_EQ_INT(bytes, 0);
+	/* What the caller's reader answers stops the collection. */
+	CHECK_RC(store_gc(st, refusing_blob_of, &entries, NULL), BG_EACCES);
+	CHECK_EQ_INT(entries, 0);
 	/* Once the job is gone its blobs are orphans. */
 	CHECK_OK(store_update(st, jobs_del_a_fn, NULL));
-	CHECK_OK(store_gc(st, &entries, NULL));
+	CHECK_OK(store_gc(st, test_blob_of, &entries, NULL));
 	CHECK_EQ_INT(entries, 2);
-	CHECK_OK(store_gc(st, NULL, NULL));
+	CHECK_OK(store_gc(st, test_blob_of, NULL, NULL));
+	/* The caller reads file records: no reader, no collection. */
+	CHECK_RC(store_gc(st, NULL, NULL, NULL), BG_EINVAL);
 	free(g.big);
 	store_close(st);
 	home_free(home);
@@ -1392,11 +1419,11 @@ static int damaged_jobs_fn(struct bg_txn *txn, void *arg)
 
 static int damaged_misc_fn(struct bg_txn *txn, void *arg)
 {
-	struct damage_ctx *d = arg;
+	const struct damage_ctx *d = arg;
 	struct store_content c;
-	const void *data;
-	size_t len;
 	uint64_t id;
+	size_t len;
+	const void *data;
 
 	CHECK_RC(txn_content_get(txn, d->sha, &c), BG_ECORRUPT);
 	CHECK_RC(txn_blob_get(txn, 5, 0, &data, &len), BG_ECORRUPT);
@@ -1516,7 +1543,7 @@ static void test_damaged(void)
 		damage_key(home, url, json);
 		st = open_rw(home, 0);
 		CHECK_OK(store_view(st, damaged_key_fn, &d));
-		CHECK_RC(store_gc(st, &entries, NULL), BG_ECORRUPT);
+		CHECK_RC(store_gc(st, test_blob_of, &entries, NULL), BG_ECORRUPT);
 		store_close(st);
 	}
 	/* The same record, well-formed, reads fine: the templates are right. */
@@ -2487,7 +2514,7 @@ static void test_readonly(void)
 	CHECK_OK(store_open(home, STORE_RDONLY, NULL, &st));
 	CHECK_OK(store_view(st, ro_view_fn, NULL));
 	CHECK_RC(store_update(st, jobs_del_a_fn, NULL), BG_ERDONLY);
-	CHECK_RC(store_gc(st, &entries, NULL), BG_ERDONLY);
+	CHECK_RC(store_gc(st, test_blob_of, &entries, NULL), BG_ERDONLY);
 	CHECK_RC(store_sync(st), BG_ERDONLY);
 	store_close(st);
 	home_free(home);
