@@ -247,11 +247,50 @@ enum job_event {
 	JOB_EV_RETRY,     /* the retry time of a transient error came */
 	JOB_EV_STOP,      /* the runner was stopped (daemon stopping, another job's turn) */
 	JOB_EV_ADD,       /* files were added */
+	JOB_EV_RUN,       /* a get runs its own job now, whatever state it was left in */
+	JOB_EV_GIVE_UP,   /* a get returns on an error: nobody retries its job */
 };
 /* Where event ev takes a job in state from; BG_EINVAL when ev is not
  * allowed there (e.g. complete before TRANSFERRED, anything after cancel). */
 int job_transition(enum job_state from, enum job_event ev, enum job_state *to) BG_WUR;
 const char *job_event_name(enum job_event ev);
+/* Whether a scheduler may start a job stored in state s at time now: QUEUED,
+ * a TRANSIENT_ERROR whose retry_at came, or a runner's state left by a
+ * runner that is gone (the job's lock decides whether one still runs). */
+bool job_due(enum job_state s, int64_t retry_at, int64_t now);
+/* The event a failed attempt is: JOB_EV_TRANSIENT for a transient error
+ * while the job is within its no-progress timeout, counted from
+ * transient_since (the first transient error since the last progress, 0:
+ * none yet, this one is); JOB_EV_FATAL otherwise (a timeout of 0 makes
+ * every error fatal). */
+enum job_event job_failure_event(bool transient, int64_t now, int64_t transient_since,
+                                 int64_t no_progress_timeout);
+/* What a foreground get does with its job once the transfer returned. */
+enum job_get_end {
+	JOB_GET_COMPLETE,        /* TRANSFERRED: complete it */
+	JOB_GET_GIVE_UP_KEEP,    /* give up (ERROR), keeping the bytes for the same get */
+	JOB_GET_GIVE_UP_DISCARD, /* give up (ERROR), discarding the partial data */
+};
+enum job_get_end job_get_end(enum job_state s, uint64_t bytes_transferred, bool local_error);
+
+/* How an attempt at a job ended.  A job's error is the outcome that stopped
+ * it, with the file it was about (its "error" object: code, symbol, context,
+ * file_index, url, message). */
+#define JOB_MESSAGE_MAX 512
+struct job_outcome {
+	uint32_t hr;                   /* HR_S_OK, or the error */
+	bool local;                    /* about the local file (context "local_file"), not the remote one */
+	char message[JOB_MESSAGE_MAX]; /* what happened; "" for hr_message(hr) */
+};
+/* Sets *o to hr with a message (printf format); returns o->hr. */
+uint32_t job_outcome_set(struct job_outcome *o, uint32_t hr, bool local, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void job_outcome_clear(struct job_outcome *o);
+/* Whether a transient error is retried at once by the runner (a foreground
+ * get's few retries; attempts: those made since the file last progressed),
+ * and the delay before the next such retry (seconds, from the last one). */
+bool job_retry_now(uint32_t hr, unsigned attempts, unsigned max_retries);
+unsigned job_retry_delay(unsigned last);
 
 enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRIO_LOW };
 const char *job_priority_name(enum job_priority p);
@@ -304,8 +343,8 @@ int job_set_flags(struct bg_store *st, const char *id, uint32_t flags) BG_WUR;
  * fn may also change file records through txn. */
 int job_modify(struct bg_store *st, const char *id,
                int (*fn)(json_t *job, struct bg_txn *txn, void *arg), void *arg) BG_WUR;
-/* Applies a user event (resume, suspend, cancel, complete's state change)
- * through job_transition(), atomically.  BG_EINVAL when not allowed in the
+/* Applies a user event (resume, suspend, cancel, a get giving up) through
+ * job_transition(), atomically, as a user change (see job_modify).  BG_EINVAL when not allowed in the
  * job's state; BG_ENOENT for resume of a job without files (or no job).
  * *from / *to (may be NULL) receive the states. */
 int job_event(struct bg_store *st, const char *id, enum job_event ev, enum job_state *from,
@@ -319,8 +358,6 @@ int job_set_field(struct bg_store *st, const char *id, const char *key, json_t *
  * changes then). */
 int job_replace_remote_prefix(struct bg_store *st, const char *id, const char *old_prefix,
                               const char *new_prefix, unsigned *changed) BG_WUR;
-/* Sets state to s (checks no transition: see job_transition()). */
-int job_set_state(struct bg_store *st, const char *id, enum job_state s) BG_WUR;
 /* Applies the options of a repeated `get` to its job (flags, headers, CA). */
 int job_update_options(struct bg_store *st, const char *id, const struct job_options *opt) BG_WUR;
 /* Builds the job document the README describes (caller json_decref()s).  With a

@@ -52,12 +52,13 @@ struct job_commit {
 	size_t len;
 	/* Job-level parts, applied to the stored record (never a stale copy). */
 	int64_t generation; /* >= 0: BG_EAGAIN unless the job still has this generation */
-	const char *state;  /* new state name, or NULL */
-	json_t *error;      /* new error (borrowed; json_null() clears it), or NULL */
+	bool has_event;     /* event happened (BG_EINVAL when the stored state refuses it) */
+	enum job_event event;
+	/* The attempt at file index failed with this outcome: the job's error,
+	 * and the event job_failure_event() gives from the stored clocks. */
+	const struct job_outcome *failed;
+	const char *failed_url; /* the file's remote URL, for the error */
 	bool progress;      /* bytes arrived: stamp last_progress */
-	int64_t retry_at;   /* > 0: when a TRANSIENT_ERROR job is tried again */
-	bool transient;     /* a transient error: TRANSIENT_ERROR or, past the job's
-	                     * no-progress timeout, ERROR (set in state) */
 	struct job_memo *memo; /* the runner's, or NULL (used only with generation >= 0) */
 };
 int job_commit(struct bg_store *st, struct job_commit *c) BG_WUR;

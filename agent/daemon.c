@@ -145,20 +145,21 @@ static void
 after_run(struct daemon *d, struct worker *w)
 {
 	json_t *job = NULL;
-	const char *state;
+	enum job_state state;
+	bool known;
 
 	if (w->result != 0 && w->result != BG_ECANCELED && w->result != BG_EAGAIN)
 		note("job %s: stopped: %s", w->id, bg_strerror(w->result));
 	if (job_load(d->st, w->id, &job) == 0) {
-		state = jstr(job, "state");
-		note("job %s: %s%s", w->id, state != NULL ? state : "?",
+		known = job_state_parse(jstr(job, "state"), &state) == 0;
+		note("job %s: %s%s", w->id, known ? job_state_name(state) : "?",
 		     w->preempted ? " (its turn ended)" : "");
-		if (state != NULL && strcmp(state, "CANCELLED") == 0) {
+		if (known && state == JOB_CANCELLED) {
 			/* Cancelled while it ran: its runner removes the partial data. */
 			if (job_discard_partials(d->st, w->id) == 0)
 				json_object_set_new(d->cleaned, w->id, json_true());
-		} else if (w->result == 0 && state != NULL &&
-		           (strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ERROR") == 0)) {
+		} else if (w->result == 0 && known &&
+		           (state == JOB_TRANSFERRED || state == JOB_ERROR)) {
 			/* Only a run that got there notifies (once per arrival). */
 			notify(w->id, json_object_get(job, "notify_cmd"));
 		}
@@ -214,28 +215,23 @@ static int
 scan_fn(const char *id, json_t *rec, void *arg)
 {
 	struct scan *s = arg;
-	const char *state = jstr(rec, "state");
+	enum job_state state;
 	enum job_priority prio = JOB_PRIO_NORMAL;
+	int64_t at = jint(rec, "retry_at", 0);
 	struct candidate *c;
 
 	/* A get runs its own job in the foreground. */
-	if (state == NULL || jstr(rec, "get_key") != NULL || running(s->d, id))
+	if (job_state_parse(jstr(rec, "state"), &state) != 0 || jstr(rec, "get_key") != NULL ||
+	    running(s->d, id))
 		return 0;
-	if (strcmp(state, "CANCELLED") == 0) {
+	if (state == JOB_CANCELLED) {
 		if (json_object_get(s->d->cleaned, id) == NULL)
 			json_array_append_new(s->cancelled, json_string(id));
 		return 0;
 	}
-	if (strcmp(state, "TRANSIENT_ERROR") == 0) {
-		int64_t at = jint(rec, "retry_at", 0);
-
-		if (at > s->now) {
-			if (s->next_retry == 0 || at < s->next_retry)
-				s->next_retry = at;
-			return 0;
-		}
-	} else if (strcmp(state, "QUEUED") != 0 && strcmp(state, "CONNECTING") != 0 &&
-	           strcmp(state, "TRANSFERRING") != 0) {
+	if (!job_due(state, at, s->now)) {
+		if (state == JOB_TRANSIENT_ERROR && (s->next_retry == 0 || at < s->next_retry))
+			s->next_retry = at;
 		return 0;
 	}
 	if (job_priority_parse(jstr(rec, "priority"), &prio) != 0)

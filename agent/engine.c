@@ -21,8 +21,6 @@
 #include "agent.h"
 #include "agent_int.h"
 
-#define REHASH_BLOCK (1024 * 1024) /* bytes read at a time when re-hashing a partial file */
-#define RETRY_DELAY_MAX 30         /* seconds between immediate retries of a transient error */
 
 struct run {
 	struct bg_store *st;
@@ -39,10 +37,7 @@ struct run {
 	uint64_t file_bytes; /* bytes of the file run_file last finished */
 	uint32_t nfiles;
 	uint64_t bytes_before; /* job bytes in files before the current one */
-	/* The error that stopped the job, if any. */
-	uint32_t hr;
-	bool local; /* the error is about the local file, not the remote one */
-	char message[512];
+	struct job_outcome out; /* of the current attempt: the error that stops the job, if any */
 };
 
 /* Bytes copied from the store per call when it serves the file itself
@@ -135,7 +130,8 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 		.data = s->cache ? chunk : NULL,
 		.len = len,
 		.generation = s->r->generation,
-		.state = with_job ? job_state_name(JOB_TRANSFERRING) : NULL,
+		.has_event = with_job,
+		.event = JOB_EV_RECEIVE,
 		.progress = chunk != NULL,
 		.memo = &s->r->memo,
 	};
@@ -750,9 +746,9 @@ finish_file(struct fsink *s)
 	int err;
 
 	if (total >= 0 && s->committed + s->fill != (uint64_t)total) {
-		r->hr = HR_ERROR_WINHTTP_CONNECTION_ERROR;
-		snprintf(r->message, sizeof(r->message), "%s: got %" PRIu64 " of %" PRId64 " bytes",
-		         remote, s->committed + s->fill, total);
+		job_outcome_set(&r->out, HR_ERROR_WINHTTP_CONNECTION_ERROR, false,
+		                "%s: got %" PRIu64 " of %" PRId64 " bytes", remote,
+		                s->committed + s->fill, total);
 		return flush_chunk(s); /* whole bytes are kept for the resume */
 	}
 	/* The last, partial chunk goes into the same transaction as the file's
@@ -774,9 +770,8 @@ finish_file(struct fsink *s)
 		return e2 != 0 ? e2 : BG_EDIGEST;
 	}
 	if (expect != NULL && strcasecmp(expect, hex) != 0) {
-		r->hr = HR_ERROR_CRC;
-		snprintf(r->message, sizeof(r->message),
-		         "%s: content SHA-256 is %s, expected %s", remote, hex, expect);
+		job_outcome_set(&r->out, HR_ERROR_CRC, false, "%s: content SHA-256 is %s, expected %s",
+		                remote, hex, expect);
 		/* Wrong bytes are never kept: the next attempt starts over. */
 		return restart_file(s);
 	}
@@ -786,10 +781,9 @@ finish_file(struct fsink *s)
 		 * kept, and the caller asks once more from byte 0. */
 		int e2;
 
-		r->hr = HR_ERROR_CRC;
-		snprintf(r->message, sizeof(r->message),
-		         "%s: content SHA-256 is %s, the origin's digest says %s", remote, hex,
-		         announced);
+		job_outcome_set(&r->out, HR_ERROR_CRC, false,
+		                "%s: content SHA-256 is %s, the origin's digest says %s", remote, hex,
+		                announced);
 		e2 = restart_file(s);
 		return e2 != 0 ? e2 : BG_EDIGEST;
 	}
@@ -825,9 +819,7 @@ finish_file(struct fsink *s)
 static void
 set_local_error(struct run *r, int err, const char *what, const char *path)
 {
-	r->hr = hr_from_bg(err);
-	r->local = true;
-	snprintf(r->message, sizeof(r->message), "%s %s: %s", what, path, bg_strerror(err));
+	job_outcome_set(&r->out, hr_from_bg(err), true, "%s %s: %s", what, path, bg_strerror(err));
 }
 
 /* Errors that end the attempt without being the job's error: the store
@@ -1026,11 +1018,10 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 			if ((err = flush_chunk(s)) != 0)
 				break;
 			err = finish_file(s);
-			if (err == 0 && r->hr != HR_S_OK) {
+			if (err == 0 && r->out.hr != HR_S_OK) {
 				/* Not whole after all: start over with the next source. */
-				note_lookup(s, key, peer, "rejected", r->message);
-				r->hr = HR_S_OK;
-				r->message[0] = '\0';
+				note_lookup(s, key, peer, "rejected", r->out.message);
+				job_outcome_clear(&r->out);
 				if ((err = restart_file(s)) != 0)
 					break;
 			} else if (err == BG_EDIGEST) {
@@ -1197,11 +1188,10 @@ try_store(struct run *r, struct fsink *s, bool *done)
 		if (err == 0) {
 			s->look = LOOK_HIT;
 			err = finish_file(s);
-			*done = err == 0 && r->hr == HR_S_OK;
+			*done = err == 0 && r->out.hr == HR_S_OK;
 			if (err == 0 && !*done) {
 				/* Not whole after all: the origin's turn. */
-				r->hr = HR_S_OK;
-				r->message[0] = '\0';
+				job_outcome_clear(&r->out);
 				s->look = LOOK_MISS;
 				err = restart_file(s);
 			}
@@ -1245,7 +1235,7 @@ revalidated(struct run *r, struct fsink *s, const struct origin_result *res)
 }
 
 /* Runs one attempt at file index.  Returns a BG_E* code only for failures
- * of the store; transfer outcomes are left in r->hr / r->message. */
+ * of the store; transfer outcomes are left in r->out. */
 static int
 run_file(struct run *r, uint32_t index, bool *progressed)
 {
@@ -1261,9 +1251,7 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	int err;
 
 	memset(&res, 0, sizeof(res));
-	r->hr = HR_S_OK;
-	r->local = false;
-	r->message[0] = '\0';
+	job_outcome_clear(&r->out);
 	if ((err = job_load_file(r->st, r->id, index, &s.rec)) != 0)
 		return err;
 	if (jbool(s.rec, "done"))
@@ -1382,17 +1370,15 @@ again:
 			goto out;
 	}
 	if (res.hr != HR_S_OK) {
-		r->hr = res.hr;
-		snprintf(r->message, sizeof(r->message), "%s", res.message);
+		job_outcome_set(&r->out, res.hr, false, "%s", res.message);
 		if (res.local_err != 0) {
 			if (propagated(res.local_err)) {
 				err = res.local_err;
 				goto out;
 			}
 			if (res.local_err == BG_EPROTO) {
-				r->hr = HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE;
-				snprintf(r->message, sizeof(r->message),
-				         "%s sent more bytes than it announced", req.url);
+				job_outcome_set(&r->out, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE, false,
+				                "%s sent more bytes than it announced", req.url);
 				/* What was kept is suspect: start over next time. */
 				if ((err = restart_file(&s)) != 0)
 					goto out;
@@ -1417,17 +1403,17 @@ again:
 		 * content the peer described, or the origin's bytes not the
 		 * digest it announced: once more, from the origin alone. */
 		retried_alone = true;
-		r->hr = HR_S_OK;
+		r->out.hr = HR_S_OK;
 		origin_result_clear(&res);
 		goto again;
 	}
 check:
 	if (err == BG_EDIGEST) {
 		/* finish_file said why when the origin's digest disagreed. */
-		if (r->hr != HR_ERROR_CRC)
-			snprintf(r->message, sizeof(r->message),
-			         "%s: the content does not match its digest", jstr(s.rec, "remote_url"));
-		r->hr = HR_ERROR_CRC;
+		if (r->out.hr != HR_ERROR_CRC)
+			job_outcome_set(&r->out, HR_ERROR_CRC, false,
+			                "%s: the content does not match its digest",
+			                jstr(s.rec, "remote_url"));
 		err = 0;
 	} else if (err != 0 && !propagated(err) && err != BG_EIO) {
 		set_local_error(r, err, "cannot write", temp);
@@ -1446,61 +1432,43 @@ out:
 	return err;
 }
 
-/* Records the error that stopped the job and puts it in ERROR or, for a
- * transient error, TRANSIENT_ERROR until its retry time, unless the job
- * made no progress for longer than its no-progress timeout. */
+/* Records the error that stopped the job: ERROR or, for a transient
+ * error, TRANSIENT_ERROR until its retry time, unless the job made no
+ * progress for longer than its no-progress timeout (decided in the
+ * transaction, from the stored record's clock: job_failure_event). */
 static int
 set_job_error(struct run *r, uint32_t index)
 {
-	json_t *e = json_object(), *f = NULL;
-	char code[16], sym[48];
-	const char *url = NULL;
-	int err;
-
-	if (e == NULL)
-		return BG_ENOMEM;
-	if (job_load_file(r->st, r->id, index, &f) == 0)
-		url = jstr(f, "remote_url");
-	snprintf(code, sizeof(code), "0x%08X", (unsigned)r->hr);
-	if ((err = jset_str(e, "code", code)) != 0 ||
-	    (err = jset_str(e, "symbol", hr_symbol(r->hr, sym, sizeof(sym)))) != 0 ||
-	    (err = jset_str(e, "context", r->local ? "local_file" : "remote_file")) != 0 ||
-	    (err = jset_int(e, "file_index", index)) != 0 ||
-	    (err = jset_str(e, "url", url)) != 0 ||
-	    (err = jset_str(e, "message", r->message[0] ? r->message : hr_message(r->hr))) != 0)
-		goto out;
-	/* Transient or fatal is decided in the transaction, from the stored
-	 * record's no-progress clock (see patch_job). */
+	json_t *f = NULL;
 	struct job_commit c = {
 		.id = r->id,
+		.index = index,
 		.generation = r->generation,
-		.state = hr_transient(r->hr) ? NULL : job_state_name(JOB_ERROR),
-		.transient = hr_transient(r->hr),
-		.error = e,
+		.failed = &r->out,
 		.memo = &r->memo,
 	};
+	int err;
+
+	if (job_load_file(r->st, r->id, index, &f) == 0)
+		c.failed_url = jstr(f, "remote_url");
 	err = job_commit(r->st, &c);
-out:
-	json_decref(e);
 	json_decref(f);
 	return err;
 }
 
-/* Patches the job's state (and clears its error when clear). */
+/* Commits an event of the runner's. */
 static int
-set_run_state(struct run *r, enum job_state s, bool clear)
+run_event(struct run *r, enum job_event ev)
 {
 	struct job_commit c = {
 		.id = r->id,
 		.generation = r->generation,
-		.state = job_state_name(s),
-		.error = clear ? json_null() : NULL,
+		.has_event = true,
+		.event = ev,
 		.memo = &r->memo,
 	};
-	int err = job_commit(r->st, &c);
 
-	json_decref(c.error);
-	return err;
+	return job_commit(r->st, &c);
 }
 
 /* The peers a job asks: its own list, else the runner's (the daemon's). */
@@ -1578,19 +1546,18 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 		/* A scheduler chose the job before it held its lock: the job may
 		 * have been suspended, cancelled or finished by someone else
 		 * since.  Only a job that is still due is started. */
-		enum job_state st0, to;
+		enum job_state st0;
 
 		if (job_state_parse(jstr(r.job, "state"), &st0) != 0 ||
-		    job_transition(st0, JOB_EV_START, &to) != 0 ||
-		    (st0 == JOB_TRANSIENT_ERROR && jint(r.job, "retry_at", 0) > (int64_t)time(NULL))) {
+		    !job_due(st0, jint(r.job, "retry_at", 0), (int64_t)time(NULL))) {
 			err = BG_EAGAIN;
 			goto out;
 		}
 	}
-	if ((err = set_run_state(&r, JOB_CONNECTING, true)) != 0)
+	if ((err = run_event(&r, ro != NULL && ro->only_if_due ? JOB_EV_START : JOB_EV_RUN)) != 0)
 		goto out;
 	for (uint32_t i = 0; i < r.nfiles; i++) {
-		unsigned attempts = 0, delay = 1;
+		unsigned attempts = 0, delay = 0;
 
 		for (;;) {
 			bool progressed = false;
@@ -1603,31 +1570,31 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 					goto out;
 				continue;
 			}
-			if (err == BG_ECANCELED || (err == 0 && r.hr != HR_S_OK && stopping(&r))) {
+			if (err == BG_ECANCELED || (err == 0 && r.out.hr != HR_S_OK && stopping(&r))) {
 				/* Stopped from outside: the job stays resumable. */
-				err = set_run_state(&r, JOB_QUEUED, false);
+				err = run_event(&r, JOB_EV_STOP);
 				err = err != 0 && err != BG_EAGAIN ? err : BG_ECANCELED;
 				goto out;
 			}
 			if (err != 0)
 				goto out;
-			if (r.hr == HR_S_OK)
+			if (r.out.hr == HR_S_OK)
 				break;
 			if (progressed) {
 				attempts = 0;
-				delay = 1;
+				delay = 0;
 			}
-			if (!hr_transient(r.hr) || ro == NULL || attempts >= ro->transient_retries) {
+			if (!job_retry_now(r.out.hr, attempts, ro != NULL ? ro->transient_retries : 0)) {
 				err = set_job_error(&r, i);
 				goto out;
 			}
 			attempts++;
+			delay = job_retry_delay(delay);
 			sleep_unless_stopped(&r, delay);
-			delay = delay * 2 > RETRY_DELAY_MAX ? RETRY_DELAY_MAX : delay * 2;
 		}
 		r.bytes_before += r.file_bytes;
 	}
-	if ((err = set_run_state(&r, JOB_TRANSFERRED, false)) != 0)
+	if ((err = run_event(&r, JOB_EV_DONE)) != 0)
 		goto out;
 	/* Committed is safe from any crash of bgcopy; with sync, TRANSFERRED
 	 * also survives a power loss. */
@@ -1696,9 +1663,14 @@ job_complete(struct bg_store *st, const char *id, bool sync)
 
 	if ((err = job_load(st, id, &job)) != 0)
 		return err;
-	if (strcmp(jstr(job, "state"), job_state_name(JOB_TRANSFERRED)) != 0) {
-		err = BG_EINVAL;
-		goto out;
+	{
+		enum job_state from, to;
+
+		if (job_state_parse(jstr(job, "state"), &from) != 0 ||
+		    job_transition(from, JOB_EV_COMPLETE, &to) != 0) {
+			err = BG_EINVAL;
+			goto out;
+		}
 	}
 	n = (uint32_t)jint(job, "nfiles", 0);
 	for (uint32_t i = 0; i < n; i++) {
@@ -1741,8 +1713,8 @@ job_complete(struct bg_store *st, const char *id, bool sync)
 		}
 	}
 	{
-		struct job_commit c = {.id = id, .generation = -1,
-		                       .state = job_state_name(JOB_ACKNOWLEDGED)};
+		struct job_commit c = {.id = id, .generation = -1, .has_event = true,
+		                       .event = JOB_EV_COMPLETE};
 		err = job_commit(st, &c);
 	}
 	if (err == 0 && sync)
@@ -1799,5 +1771,5 @@ job_cancel(struct bg_store *st, const char *id)
 
 	if ((err = job_discard_partials(st, id)) != 0)
 		return err;
-	return job_set_state(st, id, JOB_CANCELLED);
+	return job_event(st, id, JOB_EV_CANCEL, NULL, NULL);
 }

@@ -286,6 +286,74 @@ txn_job_check_generation(struct bg_txn *txn, const char *id, int64_t generation,
 	return err;
 }
 
+/* The error object of a job record (see struct job_outcome). */
+static json_t *
+error_object(const struct job_outcome *o, uint32_t index, const char *url)
+{
+	json_t *e = json_object();
+	char code[16], sym[48];
+
+	if (e == NULL)
+		return NULL;
+	snprintf(code, sizeof(code), "0x%08X", (unsigned)o->hr);
+	if (jset_str(e, "code", code) != 0 ||
+	    jset_str(e, "symbol", hr_symbol(o->hr, sym, sizeof(sym))) != 0 ||
+	    jset_str(e, "context", o->local ? "local_file" : "remote_file") != 0 ||
+	    jset_int(e, "file_index", index) != 0 || jset_str(e, "url", url) != 0 ||
+	    jset_str(e, "message", o->message[0] ? o->message : hr_message(o->hr)) != 0) {
+		json_decref(e);
+		return NULL;
+	}
+	return e;
+}
+
+/* What happens to a job record: the one place its state changes.  ev goes
+ * through job_transition() from the stored state (BG_EINVAL when refused)
+ * and brings its side effects.  With failed, the event is the one
+ * job_failure_event() gives, and the outcome becomes the job's error. */
+static int
+apply_event(json_t *job, enum job_event ev, const struct job_outcome *failed, uint32_t index,
+            const char *url, int64_t now, enum job_state *from, enum job_state *to)
+{
+	int64_t since = jint(job, "transient_since", 0);
+	int err;
+
+	if (failed != NULL)
+		ev = job_failure_event(hr_transient(failed->hr), now, since,
+		                       jint(job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT));
+	*from = rec_state(job);
+	if ((err = job_transition(*from, ev, to)) != 0)
+		return err;
+	if ((err = jset_str(job, "state", job_state_name(*to))) != 0)
+		return err;
+	switch (ev) {
+	case JOB_EV_START:
+	case JOB_EV_RUN:
+		return jset(job, "error", json_null());
+	case JOB_EV_RESUME:
+		/* A resumed job starts its no-progress clock again and is tried
+		 * at once, whatever its retry time was. */
+		if (*from == *to)
+			return 0;
+		if ((err = jset(job, "error", json_null())) != 0 ||
+		    (err = jset_int(job, "last_progress", now)) != 0 ||
+		    (err = jset_int(job, "transient_since", 0)) != 0)
+			return err;
+		return jset_int(job, "retry_at", 0);
+	case JOB_EV_TRANSIENT:
+		if ((err = jset_int(job, "transient_since", since != 0 ? since : now)) != 0 ||
+		    (err = jset_int(job, "retry_at",
+		                    now + jint(job, "min_retry_delay", JOB_MIN_RETRY_DELAY))) != 0)
+			return err;
+		break;
+	default:
+		break;
+	}
+	if (failed != NULL)
+		return jset(job, "error", error_object(failed, index, url));
+	return 0;
+}
+
 /* Applies the job-level parts of a commit to the stored record. */
 static int
 patch_job(struct bg_txn *txn, struct job_commit *c)
@@ -293,12 +361,12 @@ patch_job(struct bg_txn *txn, struct job_commit *c)
 	json_t *job = NULL;
 	int64_t now = (int64_t)time(NULL);
 	bool known = memo_matches(txn, c->id, c->memo, c->generation);
+	enum job_state from, to;
 	int err;
 
 	/* Progress alone, stamped this same second already: writing the
 	 * record again would not change a byte of it. */
-	if (known && c->memo->stamped == now && c->progress && c->state == NULL &&
-	    c->error == NULL && c->retry_at <= 0 && !c->transient)
+	if (known && c->memo->stamped == now && c->progress && !c->has_event && c->failed == NULL)
 		return 0;
 	if ((err = txn_job_get(txn, c->id, &job)) != 0)
 		return err;
@@ -308,34 +376,17 @@ patch_job(struct bg_txn *txn, struct job_commit *c)
 		err = BG_EAGAIN;
 		goto out;
 	}
-	if (c->transient) {
-		/* BITS: the no-progress interval begins at the first transient
-		 * error since the job last made progress; once it has passed (or
-		 * when it is 0) the error is fatal. */
-		int64_t npt = jint(job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT);
-		int64_t since = jint(job, "transient_since", 0);
-
-		if (since == 0)
-			since = now;
-		if (npt > 0 && now - since < npt) {
-			c->state = job_state_name(JOB_TRANSIENT_ERROR);
-			c->retry_at = now + jint(job, "min_retry_delay", JOB_MIN_RETRY_DELAY);
-			if ((err = jset_int(job, "transient_since", since)) != 0)
-				goto out;
-		} else {
-			c->state = job_state_name(JOB_ERROR);
-		}
-	}
-	if ((c->state != NULL && (err = jset_str(job, "state", c->state)) != 0) ||
-	    (c->error != NULL && (err = jset(job, "error", json_incref(c->error))) != 0) ||
-	    (c->progress && ((err = jset_int(job, "last_progress", now)) != 0 ||
+	if ((c->has_event || c->failed != NULL) &&
+	    (err = apply_event(job, c->event, c->failed, c->index, c->failed_url, now, &from,
+	                       &to)) != 0)
+		goto out;
+	if ((c->progress && ((err = jset_int(job, "last_progress", now)) != 0 ||
 	                     (err = jset_int(job, "transient_since", 0)) != 0)) ||
-	    (c->retry_at > 0 && (err = jset_int(job, "retry_at", c->retry_at)) != 0) ||
 	    (err = jset_int(job, "modified", now)) != 0)
 		goto out;
 	if ((err = txn_job_put(txn, c->id, job)) == 0)
 		memo_take(txn, c->id, c->memo, c->generation,
-		          c->progress && !c->transient ? now : -1);
+		          c->progress && c->failed == NULL ? now : -1);
 out:
 	json_decref(job);
 	return err;
@@ -348,8 +399,7 @@ commit_fn(struct bg_txn *txn, void *arg)
 	uint64_t blob = c->blob_in;
 	int err;
 
-	if (c->generation >= 0 || c->state != NULL || c->error != NULL || c->progress ||
-	    c->retry_at > 0 || c->transient) {
+	if (c->generation >= 0 || c->has_event || c->failed != NULL || c->progress) {
 		if ((err = patch_job(txn, c)) != 0)
 			return err;
 	}
@@ -605,19 +655,18 @@ add_fn(struct bg_txn *txn, void *arg)
 {
 	struct add_args *a = arg;
 	json_t *job = NULL;
-	enum job_state s;
+	enum job_state from, to;
 	int err;
 
 	if ((err = txn_job_get(txn, a->id, &job)) != 0)
 		return err;
 	/* BITS takes new files until the job is completed or cancelled; a
 	 * transferred job is queued again. */
-	if ((err = job_transition(rec_state(job), JOB_EV_ADD, &s)) != 0)
+	if ((err = apply_event(job, JOB_EV_ADD, NULL, 0, NULL, (int64_t)time(NULL), &from, &to)) != 0)
 		goto out;
 	if ((err = put_new_files(txn, a->id, job, a->files, a->n)) != 0)
 		goto out;
-	if ((err = jset_str(job, "state", job_state_name(s))) != 0 ||
-	    (err = jset_int(job, "generation", jint(job, "generation", 0) + 1)) != 0 ||
+	if ((err = jset_int(job, "generation", jint(job, "generation", 0) + 1)) != 0 ||
 	    (err = jset_int(job, "modified", (int64_t)time(NULL))) != 0)
 		goto out;
 	err = txn_job_put(txn, a->id, job);
@@ -723,19 +772,6 @@ job_set_flags(struct bg_store *st, const char *id, uint32_t flags)
 	if (!flags_valid(flags))
 		return BG_ENOTIMPL;
 	return job_modify(st, id, set_flags_fn, &flags);
-}
-
-static int
-set_state_fn(json_t *job, struct bg_txn *txn, void *arg)
-{
-	(void)txn;
-	return jset_str(job, "state", job_state_name(*(enum job_state *)arg));
-}
-
-int
-job_set_state(struct bg_store *st, const char *id, enum job_state s)
-{
-	return job_modify(st, id, set_state_fn, &s);
 }
 
 /* ---- The job document -------------------------------------------------- */
@@ -1097,26 +1133,13 @@ static int
 event_fn(json_t *job, struct bg_txn *txn, void *arg)
 {
 	struct event_args *a = arg;
-	int err;
 
 	(void)txn;
-	a->from = rec_state(job);
-	if (a->ev == JOB_EV_RESUME && jint(job, "nfiles", 0) == 0)
+	if (a->ev == JOB_EV_RESUME && jint(job, "nfiles", 0) == 0) {
+		a->from = rec_state(job);
 		return BG_ENOENT; /* BITS refuses to resume an empty job */
-	if ((err = job_transition(a->from, a->ev, &a->to)) != 0)
-		return err;
-	if ((err = jset_str(job, "state", job_state_name(a->to))) != 0)
-		return err;
-	if (a->ev == JOB_EV_RESUME && a->from != a->to) {
-		/* A resumed job starts its no-progress clock again and is tried
-		 * at once, whatever its retry time was. */
-		if ((err = jset(job, "error", json_null())) != 0 ||
-		    (err = jset_int(job, "last_progress", (int64_t)time(NULL))) != 0 ||
-		    (err = jset_int(job, "transient_since", 0)) != 0 ||
-		    (err = jset_int(job, "retry_at", 0)) != 0)
-			return err;
 	}
-	return 0;
+	return apply_event(job, a->ev, NULL, 0, NULL, (int64_t)time(NULL), &a->from, &a->to);
 }
 
 int

@@ -143,10 +143,22 @@ main(void)
 	}
 	/* A state change is written even right after a progress stamp. */
 	{
-		struct job_commit c = {.id = id, .generation = g, .progress = true,
-		                       .state = job_state_name(JOB_TRANSFERRING), .memo = &memo};
+		struct job_commit c = {.id = id, .generation = g, .progress = true, .has_event = true,
+		                       .event = JOB_EV_RUN, .memo = &memo};
 
 		CHECK(job_commit(st, &c) == 0);
+		CHECK_EQ_STR(field(st, id, "state", buf, sizeof(buf)), "CONNECTING");
+		c.event = JOB_EV_RECEIVE;
+		CHECK(job_commit(st, &c) == 0);
+		CHECK_EQ_STR(field(st, id, "state", buf, sizeof(buf)), "TRANSFERRING");
+	}
+	/* An event the stored state does not take is refused, and nothing
+	 * of the commit is written. */
+	{
+		struct job_commit c = {.id = id, .generation = g, .has_event = true,
+		                       .event = JOB_EV_COMPLETE, .memo = &memo};
+
+		CHECK_EQ_INT(job_commit(st, &c), BG_EINVAL);
 		CHECK_EQ_STR(field(st, id, "state", buf, sizeof(buf)), "TRANSFERRING");
 	}
 	/* Someone else renames the job without a new generation: the next
