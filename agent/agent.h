@@ -296,6 +296,12 @@ enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRI
 const char *job_priority_name(enum job_priority p);
 int job_priority_parse(const char *s, enum job_priority *out) BG_WUR;
 
+/* Which side of peer caching a job takes: it asks peers (client), offers
+ * what it fetched (server), both, or neither. */
+enum peer_caching { PEER_CACHING_OFF, PEER_CACHING_CLIENT, PEER_CACHING_SERVER, PEER_CACHING_BOTH };
+const char *peer_caching_name(enum peer_caching m);
+int peer_caching_parse(const char *s, enum peer_caching *out) BG_WUR;
+
 struct job_options {
 	const char *name;
 	enum job_priority priority;
@@ -337,21 +343,51 @@ int job_find_get(struct bg_store *st, const char *get_key, char id[STORE_JOB_ID_
 /* Reads or changes the job's security flags.  Setting validates (BG_ENOTIMPL). */
 int job_get_flags(struct bg_store *st, const char *id, uint32_t *out) BG_WUR;
 int job_set_flags(struct bg_store *st, const char *id, uint32_t flags) BG_WUR;
+/* The job and file records (record.h has their fields). */
+struct job_rec;
+struct file_rec;
 /* Changes a job on behalf of a user: fn edits the record inside one
- * transaction; the job's "generation" is then bumped, so that a process
+ * transaction; the job's generation is then bumped, so that a process
  * transferring the job notices at its next commit and reloads it.
  * fn may also change file records through txn. */
 int job_modify(struct bg_store *st, const char *id,
-               int (*fn)(json_t *job, struct bg_txn *txn, void *arg), void *arg) BG_WUR;
+               int (*fn)(struct job_rec *job, struct bg_txn *txn, void *arg), void *arg) BG_WUR;
 /* Applies a user event (resume, suspend, cancel, a get giving up) through
  * job_transition(), atomically, as a user change (see job_modify).  BG_EINVAL when not allowed in the
  * job's state; BG_ENOENT for resume of a job without files (or no job).
  * *from / *to (may be NULL) receive the states. */
 int job_event(struct bg_store *st, const char *id, enum job_event ev, enum job_state *from,
               enum job_state *to) BG_WUR;
-/* Sets one setting of the job record (borrowed value).  BG_EINVAL once the
+/* A user's change of a job's settings (the set-* commands): the fields
+ * named in set change, the others stay.  Strings are copied. */
+enum job_setting {
+	JOB_SET_NAME = 1u << 0,
+	JOB_SET_PRIORITY = 1u << 1,
+	JOB_SET_NOTIFY_CMD = 1u << 2,
+	JOB_SET_MIN_RETRY_DELAY = 1u << 3,
+	JOB_SET_NO_PROGRESS_TIMEOUT = 1u << 4,
+	JOB_SET_HEADERS = 1u << 5,
+	JOB_SET_PROXY = 1u << 6,
+	JOB_SET_CA_FILE = 1u << 7,
+	JOB_SET_PEER_CACHING = 1u << 8,
+	JOB_SET_CREDENTIALS = 1u << 9,
+};
+struct job_settings {
+	unsigned set;                   /* JOB_SET_* */
+	const char *name;
+	enum job_priority priority;
+	const char *const *notify_cmd;  /* program and arguments, NULL-terminated; NULL clears */
+	int64_t min_retry_delay;        /* seconds */
+	int64_t no_progress_timeout;    /* seconds */
+	const char *const *headers;     /* "Name: value", NULL-terminated; NULL clears */
+	const char *proxy;              /* URL or "none"; NULL: libcurl's default */
+	const char *ca_file;            /* NULL: the system store */
+	enum peer_caching peer_caching;
+	const char *user, *password;    /* NULL clears */
+};
+/* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
  * job is ACKNOWLEDGED or CANCELLED. */
-int job_set_field(struct bg_store *st, const char *id, const char *key, json_t *value) BG_WUR;
+int job_change(struct bg_store *st, const char *id, const struct job_settings *s) BG_WUR;
 /* Replaces OLD by NEW at the start of the remote URL of every unfinished
  * file whose current remote URL starts with OLD; *changed gets how many.
  * BG_EINVAL when a resulting URL is not a valid http(s) URL (nothing
@@ -364,9 +400,12 @@ int job_update_options(struct bg_store *st, const char *id, const struct job_opt
  * home, its state is the one job_state_shown() gives; with NULL, the state
  * as stored. */
 int job_document(struct bg_store *st, const char *home, const char *id, json_t **out) BG_WUR;
-/* Loads the job record alone, without its files (new reference), or
- * BG_ENOENT: enough for the state and the settings. */
-int job_load(struct bg_store *st, const char *id, json_t **out) BG_WUR;
+/* Loads the job record alone, without its files, or BG_ENOENT: enough for
+ * the state and the settings.  job_rec_clear() it (also after an error). */
+int job_load(struct bg_store *st, const char *id, struct job_rec *out) BG_WUR;
+/* Whether the job of a stored record has not ended (a pin's job, for the
+ * store's limits: txn_enforce_limits). */
+int job_record_unfinished(const json_t *job);
 /* Calls fn with each job's document (home as for job_document). */
 int job_list(struct bg_store *st, const char *home, bool all,
              int (*fn)(json_t *doc, void *arg), void *arg) BG_WUR;

@@ -22,6 +22,7 @@
 #include "agent.h"
 #include "cli.h"
 #include "cli_int.h"
+#include "record.h"
 
 #define SHA256_HEX_LEN 64
 #define GET_TRANSIENT_RETRIES 3 /* immediate retries of a transient error by `get` */
@@ -175,11 +176,11 @@ cli_store_failed(const char *what, int err)
 int
 cli_check_job(struct ctx *c, const char *id)
 {
-	json_t *job = NULL;
+	struct job_rec job;
 	/* The job record alone: its files need not be decoded to know it exists. */
 	int err = job_load(c->st, id, &job);
 
-	json_decref(job);
+	job_rec_clear(&job);
 	if (err == BG_ENOENT) {
 		cli_complain("no such job: %s", id);
 		return EXIT_USAGE;

@@ -20,6 +20,7 @@
 
 #include "agent.h"
 #include "agent_int.h"
+#include "record.h"
 
 
 struct run {
@@ -27,7 +28,7 @@ struct run {
 	struct origin *o;
 	const char *id;
 	const struct job_run_options *ro;
-	json_t *job;
+	struct job_rec job;
 	int64_t generation; /* of the job record as loaded: commits check it */
 	struct job_memo memo; /* spares decoding the job record at each commit */
 	const char *peers[JOB_PEERS_MAX]; /* HOST:PORT of the peers to ask (borrowed) */
@@ -47,7 +48,8 @@ struct run {
 struct fsink {
 	struct run *r;
 	uint32_t index;
-	json_t *rec;
+	struct file_rec rec;
+	json_t *rec_json; /* rec as last committed (file_rec_encode updates it in place) */
 	int fd;
 	uint64_t blob;
 	uint64_t committed; /* bytes good in both the partial file and the store */
@@ -84,7 +86,7 @@ report_progress(struct fsink *s)
 {
 	const struct job_run_options *ro = s->r->ro;
 	struct job_progress p;
-	int64_t t = jint(s->rec, "bytes_total", -1);
+	int64_t t = s->rec.bytes_total;
 
 	if (ro == NULL || ro->progress == NULL)
 		return;
@@ -123,7 +125,8 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 	struct job_commit c = {
 		.id = s->r->id,
 		.index = s->index,
-		.file = s->rec,
+		.file = &s->rec,
+		.file_json = &s->rec_json,
 		.blob_in = s->blob,
 		.drop_blob = drop,
 		.chunk = s->committed / STORE_CHUNK_BYTES,
@@ -160,10 +163,9 @@ write_pending(struct fsink *s)
 	else
 		s->from_origin += s->fill - s->preloaded;
 	s->preloaded = 0;
-	if ((err = jset_int(s->rec, "bytes_committed", (int64_t)(s->committed + s->fill))) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)s->from_origin)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_peers", (int64_t)s->from_peers)) != 0)
-		return err;
+	s->rec.bytes_committed = s->committed + s->fill;
+	s->rec.bytes_from_origin = s->from_origin;
+	s->rec.bytes_from_peers = s->from_peers;
 	return 0;
 }
 
@@ -217,11 +219,8 @@ restart_file(struct fsink *s)
 	if ((err = reset_digest(s)) != 0)
 		return err;
 	s->from_store = s->skip_keys = false;
-	if ((err = jset_int(s->rec, "bytes_committed", 0)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_origin", 0)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_peers", 0)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_cache", 0)) != 0)
-		return err;
+	s->rec.bytes_committed = s->rec.bytes_from_origin = s->rec.bytes_from_peers = 0;
+	s->rec.bytes_from_cache = 0;
 	return commit_file(s, NULL, 0, true, false);
 }
 
@@ -240,13 +239,11 @@ strong_etag(const char *etag)
  * equality: with a weaker date a file rewritten within the same second
  * would come back as a 206 of the new version, spliced onto the old. */
 static const char *
-resume_validator(const json_t *rec)
+resume_validator(const struct file_rec *rec)
 {
-	const char *etag = jstr(rec, "etag"), *lm = jstr(rec, "last_modified");
-
-	if (etag != NULL)
-		return strong_etag(etag) ? etag : NULL;
-	return http_date_strong(lm, jstr(rec, "date")) ? lm : NULL;
+	if (rec->etag != NULL)
+		return strong_etag(rec->etag) ? rec->etag : NULL;
+	return http_date_strong(rec->last_modified, rec->date) ? rec->last_modified : NULL;
 }
 
 /* Validators are kept only when they are what RFC 9110 allows: visible
@@ -284,7 +281,7 @@ sink_start(void *arg, const struct origin_response *resp)
 {
 	struct fsink *s = arg;
 	struct run *r = s->r;
-	uint32_t policy = (uint32_t)jint(r->job, "security_flags", 0) & BG_HTTP_REDIRECT_POLICY_MASK;
+	uint32_t policy = r->job.security_flags & BG_HTTP_REDIRECT_POLICY_MASK;
 	int err;
 
 	if (resp->start != s->committed + s->fill) {
@@ -296,14 +293,13 @@ sink_start(void *arg, const struct origin_response *resp)
 	/* The Date is kept to judge the Last-Modified's strength; none is kept
 	 * when the response had an entity tag that is not kept, since a date
 	 * must then never stand in for it. */
-	if ((err = jset_str(s->rec, "etag", usable_validator(resp->etag))) != 0 ||
-	    (err = jset_str(s->rec, "last_modified", usable_validator(resp->last_modified))) != 0 ||
-	    (err = jset_str(s->rec, "date",
-	                    resp->etag != NULL && usable_validator(resp->etag) == NULL
-	                        ? NULL
-	                        : usable_validator(resp->date))) != 0 ||
-	    (err = jset_int(s->rec, "bytes_total", resp->total)) != 0)
+	if ((err = rec_set_str(&s->rec.etag, usable_validator(resp->etag))) != 0 ||
+	    (err = rec_set_str(&s->rec.last_modified, usable_validator(resp->last_modified))) != 0 ||
+	    (err = rec_set_str(&s->rec.date, resp->etag != NULL && usable_validator(resp->etag) == NULL
+	                                         ? NULL
+	                                         : usable_validator(resp->date))) != 0)
 		return err;
+	s->rec.bytes_total = resp->total;
 	/* The digest the origin announced for the whole file (RFC 9530) is
 	 * checked when the file is finished.  A 206 without one keeps the
 	 * one of the response it continues (the validator vouched for that). */
@@ -312,17 +308,15 @@ sink_start(void *arg, const struct origin_response *resp)
 
 		if (resp->has_digest)
 			bg_sha256_hex(resp->digest, dhex);
-		if ((err = jset_str(s->rec, "origin_sha256", resp->has_digest ? dhex : NULL)) != 0)
+		if ((err = rec_set_str(&s->rec.origin_sha256, resp->has_digest ? dhex : NULL)) != 0)
 			return err;
 	}
 	/* ALLOW_REPORT: the remote name becomes the URL that answered, now,
 	 * so that a resume after a crash goes straight there, as BITS does. */
 	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT && resp->final_url != NULL &&
-	    (err = jset_str(s->rec, "remote_url", resp->final_url)) != 0)
+	    (err = rec_set_str(&s->rec.remote_url, resp->final_url)) != 0)
 		return err;
-	if ((err = jset(s->rec, "crl_checked",
-	                json_boolean(jint(r->job, "security_flags", 0) & BG_SSL_ENABLE_CRL_CHECK))) != 0)
-		return err;
+	s->rec.crl_checked = (r->job.security_flags & BG_SSL_ENABLE_CRL_CHECK) != 0;
 	/* A file larger than the store's limit is not written to it at all:
 	 * it would only be dropped at the end. */
 	if (s->cache && resp->total >= 0 && resp->start == 0) {
@@ -335,8 +329,7 @@ sink_start(void *arg, const struct origin_response *resp)
 		if ((uint64_t)resp->total > limit) {
 			s->cache = false;
 			s->too_big = true;
-			if ((err = jset(s->rec, "not_stored", json_true())) != 0)
-				return err;
+			s->rec.not_stored = true;
 		}
 	}
 	/* Committed with the first chunk or, for a small file, with the file
@@ -352,7 +345,7 @@ sink_data(void *arg, const void *p, size_t len)
 {
 	struct fsink *s = arg;
 	const unsigned char *c = p;
-	int64_t total = jint(s->rec, "bytes_total", -1);
+	int64_t total = s->rec.bytes_total;
 	int err;
 
 	if (stopping(s->r))
@@ -418,7 +411,7 @@ static int
 prepare_partial(struct fsink *s)
 {
 	struct stat sb;
-	uint64_t committed = (uint64_t)jint(s->rec, "bytes_committed", 0), aligned;
+	uint64_t committed = s->rec.bytes_committed, aligned;
 	unsigned char *block = NULL;
 	int err = 0;
 
@@ -427,13 +420,13 @@ prepare_partial(struct fsink *s)
 
 	if (fstat(s->fd, &sb) != 0)
 		return bg_err_from_errno(errno);
-	if (resume_validator(s->rec) == NULL)
+	if (resume_validator(&s->rec) == NULL)
 		committed = 0; /* nothing to guard a Range with: start over */
 	/* BITS: with CRL checking turned on after part of an https file came
 	 * in unchecked, that file starts again from byte 0. */
-	if ((jint(s->r->job, "security_flags", 0) & BG_SSL_ENABLE_CRL_CHECK) &&
-	    !jbool(s->rec, "crl_checked") && jstr(s->rec, "remote_url") != NULL &&
-	    strncasecmp(jstr(s->rec, "remote_url"), "https:", 6) == 0)
+	if ((s->r->job.security_flags & BG_SSL_ENABLE_CRL_CHECK) &&
+	    !s->rec.crl_checked && s->rec.remote_url != NULL &&
+	    strncasecmp(s->rec.remote_url, "https:", 6) == 0)
 		committed = 0;
 	if ((uint64_t)sb.st_size < committed) {
 		if (!s->cache) {
@@ -499,18 +492,18 @@ prepare_partial(struct fsink *s)
 			off += (uint64_t)n;
 		}
 	}
-	s->from_peers = (uint64_t)jint(s->rec, "bytes_from_peers", 0);
+	s->from_peers = s->rec.bytes_from_peers;
 	if (s->from_peers > committed)
 		s->from_peers = committed;
 	s->from_origin = committed - s->from_peers;
-	if (committed != (uint64_t)jint(s->rec, "bytes_committed", 0)) {
-		if ((err = jset_int(s->rec, "bytes_committed", (int64_t)committed)) != 0 ||
-		    (err = jset_int(s->rec, "bytes_from_origin", (int64_t)s->from_origin)) != 0 ||
-		    (err = jset_int(s->rec, "bytes_from_peers", (int64_t)s->from_peers)) != 0)
-			goto out;
+	if (committed != s->rec.bytes_committed) {
+		s->rec.bytes_committed = committed;
+		s->rec.bytes_from_origin = s->from_origin;
+		s->rec.bytes_from_peers = s->from_peers;
 		/* Chunks past the good prefix must go, or a later append would
 		 * leave a stale chunk behind it. */
-		struct job_commit c = {.id = s->r->id, .index = s->index, .file = s->rec,
+		struct job_commit c = {.id = s->r->id, .index = s->index, .file = &s->rec,
+		                       .file_json = &s->rec_json,
 		                       .blob_in = s->blob, .drop_blob = committed == 0,
 		                       .generation = s->r->generation, .memo = &s->r->memo};
 		if ((err = job_commit(s->r->st, &c)) != 0)
@@ -546,32 +539,21 @@ struct final_args {
 	uint64_t size;
 	const char *keys[2];
 	unsigned key_flags;
-	json_t *rec;       /* the file record as committed (a copy per attempt) */
+	struct file_rec rec; /* the file record as committed (a copy per attempt) */
 	struct store_enforce_result evicted;
 };
-
-/* Whether a job whose record this is has not ended: its content is pinned. */
-static int
-job_unfinished(const json_t *job)
-{
-	enum job_state st;
-
-	if (job_state_parse(jstr(job, "state"), &st) != 0)
-		return 0;
-	return st != JOB_ACKNOWLEDGED && st != JOB_CANCELLED;
-}
 
 /* The counters of the peer client: a file the peers were asked for either
  * came (in part) from one, or not. */
 static int
-count_peer_lookup(struct bg_txn *txn, const json_t *rec)
+count_peer_lookup(struct bg_txn *txn, const struct file_rec *rec)
 {
 	struct store_stats d;
 
-	if (json_array_size(json_object_get(rec, "peer_lookups")) == 0)
+	if (rec->nlookups == 0)
 		return 0;
 	memset(&d, 0, sizeof(d));
-	if (jint(rec, "bytes_from_peers", 0) > 0)
+	if (rec->bytes_from_peers > 0)
 		d.peer_hits = 1;
 	else
 		d.peer_misses = 1;
@@ -611,13 +593,13 @@ final_fn(struct bg_txn *txn, void *arg)
 
 	/* The record is rebuilt from s->rec each time (the transaction may
 	 * run twice). */
-	json_decref(a->rec);
-	if ((a->rec = json_deep_copy(s->rec)) == NULL)
-		return BG_ENOMEM;
+	file_rec_clear(&a->rec);
+	if ((err = file_rec_copy(&a->rec, &s->rec)) != 0)
+		return err;
 	memset(&a->evicted, 0, sizeof(a->evicted));
 	if ((err = txn_job_check_generation(txn, s->r->id, s->r->generation, &s->r->memo)) != 0)
 		return err;
-	if ((err = count_peer_lookup(txn, a->rec)) != 0 ||
+	if ((err = count_peer_lookup(txn, &a->rec)) != 0 ||
 	    (err = count_store_lookup(txn, s)) != 0)
 		return err;
 	if (s->cache || s->too_big) {
@@ -636,10 +618,11 @@ final_fn(struct bg_txn *txn, void *arg)
 			         " bytes)", limit);
 			if ((s->blob != 0 && (err = txn_blob_truncate(txn, s->blob, 0)) != 0) ||
 			    (err = txn_stats_add(txn, &d, 1)) != 0 ||
-			    (err = jset_str(a->rec, "cache_key", NULL)) != 0 ||
-			    (err = jset(a->rec, "cached", json_false())) != 0 ||
-			    (err = jset_str(a->rec, "cache_note", note)) != 0)
+			    (err = rec_set_str(&a->rec.cache_key, NULL)) != 0 ||
+			    (err = rec_set_str(&a->rec.cache_note, note)) != 0)
 				return err;
+			a->rec.has_cached = true;
+			a->rec.cached = false;
 			goto file;
 		}
 	}
@@ -676,9 +659,9 @@ final_fn(struct bg_txn *txn, void *arg)
 			struct store_key k = {
 				.url = (char *)a->keys[i],
 				.size = a->size,
-				.etag = (char *)jstr(s->rec, "etag"),
-				.last_modified = (char *)jstr(s->rec, "last_modified"),
-				.date = (char *)jstr(s->rec, "date"),
+				.etag = s->rec.etag,
+				.last_modified = s->rec.last_modified,
+				.date = s->rec.date,
 				.stored = now,
 				.validated = now,
 				.flags = a->key_flags,
@@ -690,45 +673,47 @@ final_fn(struct bg_txn *txn, void *arg)
 		/* Kept while the job has not ended; then the oldest content
 		 * makes room for it, in this same transaction, so that the
 		 * store never stays above its limit. */
-		if ((err = jset(a->rec, "cached", json_true())) != 0 ||
-		    (err = txn_pin(txn, s->r->id, a->sha)) != 0 ||
-		    (err = txn_enforce_limits(txn, limit, now, cfg.max_age_days, job_unfinished,
+		a->rec.has_cached = true;
+		a->rec.cached = true;
+		if ((err = txn_pin(txn, s->r->id, a->sha)) != 0 ||
+		    (err = txn_enforce_limits(txn, limit, now, cfg.max_age_days, job_record_unfinished,
 		                              &a->evicted)) != 0)
 			return err;
-	} else if ((err = jset(a->rec, "cached", json_false())) != 0) {
-		return err;
+	} else {
+		a->rec.has_cached = true;
+		a->rec.cached = false;
 	}
 file:
-	if ((err = jset_int(a->rec, "blob", 0)) != 0)
-		return err;
-	return txn_file_put(txn, s->r->id, s->index, a->rec);
+	a->rec.blob = 0;
+	{
+		json_t *o = NULL;
+
+		if ((err = file_rec_encode(&a->rec, &o)) == 0)
+			err = txn_file_put(txn, s->r->id, s->index, o);
+		json_decref(o);
+	}
+	return err;
 }
 
 static bool
-job_is_private(const json_t *job)
+job_is_private(const struct job_rec *job)
 {
-	json_t *h = json_object_get(job, "headers"), *v;
-	size_t i;
-
-	if (jstr(job, "user") != NULL)
+	if (job->user != NULL)
 		return true;
-	json_array_foreach(h, i, v) {
-		const char *line = json_string_value(v);
+	for (size_t i = 0; i < job->headers.n; i++) {
+		const char *line = job->headers.v[i];
 
-		if (line != NULL && (strncasecmp(line, "authorization:", 14) == 0 ||
-		                     strncasecmp(line, "cookie:", 7) == 0))
+		if (strncasecmp(line, "authorization:", 14) == 0 || strncasecmp(line, "cookie:", 7) == 0)
 			return true;
 	}
 	return false;
 }
 
-/* Whether the job's peer-caching mode includes side ("client", "server"). */
+/* Whether the job's peer-caching mode includes side (client or server). */
 static bool
-peer_mode(const json_t *job, const char *side)
+peer_mode(const struct job_rec *job, enum peer_caching side)
 {
-	const char *m = jstr(job, "peer_caching");
-
-	return m != NULL && (strcmp(m, "both") == 0 || strcmp(m, side) == 0);
+	return job->peer_caching == PEER_CACHING_BOTH || job->peer_caching == side;
 }
 
 /* Verifies and records a file whose bytes are all in. */
@@ -737,11 +722,11 @@ finish_file(struct fsink *s)
 {
 	struct run *r = s->r;
 	struct final_args a = {.s = s};
-	int64_t total = jint(s->rec, "bytes_total", -1);
-	const char *expect = jstr(s->rec, "expect_sha256");
-	const char *announced = jstr(s->rec, "origin_sha256");
-	const char *remote = jstr(s->rec, "remote_url");
-	const char *original = jstr(s->rec, "original_url");
+	int64_t total = s->rec.bytes_total;
+	const char *expect = s->rec.expect_sha256;
+	const char *announced = s->rec.origin_sha256;
+	const char *remote = s->rec.remote_url;
+	const char *original = s->rec.original_url;
 	char hex[BG_SHA256_HEX_LEN + 1];
 	int err;
 
@@ -787,15 +772,15 @@ finish_file(struct fsink *s)
 		e2 = restart_file(s);
 		return e2 != 0 ? e2 : BG_EDIGEST;
 	}
-	a.key_flags = job_is_private(r->job) || !peer_mode(r->job, "server") ? STORE_KEY_PRIVATE : 0;
+	a.key_flags = job_is_private(&r->job) || !peer_mode(&r->job, PEER_CACHING_SERVER) ? STORE_KEY_PRIVATE : 0;
 	a.keys[0] = s->skip_keys ? NULL : remote;
-	if (!s->skip_keys && jbool(r->job, "cache_both") && original != NULL &&
+	if (!s->skip_keys && r->job.cache_both && original != NULL &&
 	    strcmp(original, remote) != 0)
 		a.keys[1] = original;
-	if ((err = jset(s->rec, "done", json_true())) != 0 ||
-	    (err = jset_str(s->rec, "sha256", hex)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_total", (int64_t)a.size)) != 0 ||
-	    (err = jset_str(s->rec, "cache_key", s->cache && !s->skip_keys ? remote : NULL)) != 0)
+	s->rec.done = true;
+	s->rec.bytes_total = (int64_t)a.size;
+	if ((err = rec_set_str(&s->rec.sha256, hex)) != 0 ||
+	    (err = rec_set_str(&s->rec.cache_key, s->cache && !s->skip_keys ? remote : NULL)) != 0)
 		return err;
 	/* What peerd served since the last time counts as use before the
 	 * limits decide what goes. */
@@ -805,11 +790,15 @@ finish_file(struct fsink *s)
 	}
 	err = store_update(r->st, final_fn, &a);
 	if (err == 0) {
-		json_decref(s->rec);
+		/* The record as committed; the encoded form kept is not that
+		 * record's any more. */
+		file_rec_clear(&s->rec);
 		s->rec = a.rec; /* transferred */
-		a.rec = NULL;
+		memset(&a.rec, 0, sizeof(a.rec));
+		json_decref(s->rec_json);
+		s->rec_json = NULL;
 	}
-	json_decref(a.rec);
+	file_rec_clear(&a.rec);
 	if (err != 0)
 		return err;
 	pending_committed(s);
@@ -831,30 +820,30 @@ propagated(int err)
 }
 
 static void
-origin_request_for(struct run *r, struct fsink *s, const char **headers,
+origin_request_for(struct run *r, struct fsink *s, const char *const *headers,
                    struct origin_request *req)
 {
 	memset(req, 0, sizeof(*req));
-	req->url = jstr(s->rec, "remote_url");
-	req->security_flags = (uint32_t)jint(r->job, "security_flags", 0);
-	req->ca_file = jstr(r->job, "ca_file");
+	req->url = s->rec.remote_url;
+	req->security_flags = r->job.security_flags;
+	req->ca_file = r->job.ca_file;
 	if (req->ca_file == NULL && r->ro != NULL)
 		req->ca_file = r->ro->ca_file;
 	req->headers = headers;
-	req->headers_for = jstr(s->rec, "original_url");
+	req->headers_for = s->rec.original_url;
 	req->offset = s->committed + s->fill;
 	if (req->offset > 0)
-		req->if_range = resume_validator(s->rec);
+		req->if_range = resume_validator(&s->rec);
 	req->crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
-	req->proxy = jstr(r->job, "proxy");
-	req->user = jstr(r->job, "user");
-	req->password = jstr(r->job, "password");
+	req->proxy = r->job.proxy;
+	req->user = r->job.user;
+	req->password = r->job.password;
 	req->stop = r->ro != NULL ? r->ro->stop : NULL;
 	/* A silent origin is a transient error after the job's no-progress
 	 * timeout at most: a job told to give up after 30 s without progress
 	 * does not wait a minute for the stall to count. */
 	{
-		int64_t npt = jint(r->job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT);
+		int64_t npt = r->job.no_progress_timeout;
 
 		req->stall_seconds = npt > 0 && npt < ORIGIN_LOW_SPEED_TIME ? (unsigned)npt : 0;
 	}
@@ -899,10 +888,10 @@ same_validator(const char *a, const char *b)
  * policy.  Under ALLOW_REPORT the file's remote name becomes the URL that
  * answered, as for a download (the key already looked up does not change). */
 static bool
-peer_entry_valid(struct run *r, struct fsink *s, const char **headers, const struct peer_entry *e,
+peer_entry_valid(struct run *r, struct fsink *s, const char *const *headers, const struct peer_entry *e,
                  char *why, size_t whylen)
 {
-	const char *expect = jstr(s->rec, "expect_sha256");
+	const char *expect = s->rec.expect_sha256;
 	struct head_result h = {.total = -1};
 	struct origin_sink sink = {head_start, head_data, &h};
 	struct origin_request req;
@@ -932,9 +921,9 @@ peer_entry_valid(struct run *r, struct fsink *s, const char **headers, const str
 		         h.total, h.etag ? h.etag : "none", h.last_modified ? h.last_modified : "none");
 		goto out;
 	}
-	if ((jint(r->job, "security_flags", 0) & BG_HTTP_REDIRECT_POLICY_MASK) ==
+	if ((r->job.security_flags & BG_HTTP_REDIRECT_POLICY_MASK) ==
 	        BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT &&
-	    h.final_url != NULL && jset_str(s->rec, "remote_url", h.final_url) != 0)
+	    h.final_url != NULL && rec_set_str(&s->rec.remote_url, h.final_url) != 0)
 		ok = false;
 out:
 	origin_result_clear(&res);
@@ -945,29 +934,16 @@ out:
 }
 
 static void
-note_lookup(struct fsink *s, const char *key, const char *peer, const char *result,
+note_lookup(struct fsink *s, const char *key, const char *peer, enum peer_lookup_result result,
             const char *detail)
 {
-	json_t *o = json_object(), *list, *last;
+	struct peer_lookup l = {.result = result};
 
-	if (o == NULL || jset_str(o, "key", key) != 0 || jset_str(o, "peer", peer) != 0 ||
-	    jset_str(o, "result", result) != 0 || jset_str(o, "detail", detail) != 0) {
-		json_decref(o);
-		return;
-	}
-	/* The last lookup, and one per peer asked in this attempt, in order
-	 * (a hit that went wrong later replaces its own entry). */
-	if (!json_is_array(json_object_get(s->rec, "peer_lookups")))
-		jset(s->rec, "peer_lookups", json_array());
-	list = json_object_get(s->rec, "peer_lookups");
-	last = json_array_get(list, json_array_size(list) - 1);
-	if (last != NULL && peer != NULL && jstr(last, "peer") != NULL &&
-	    strcmp(jstr(last, "peer"), peer) == 0 && jstr(last, "result") != NULL &&
-	    strcmp(jstr(last, "result"), "hit") == 0)
-		json_array_set(list, json_array_size(list) - 1, o);
-	else
-		json_array_append(list, o);
-	jset(s->rec, "peer_lookup", o);
+	/* The last lookup, and one per peer asked in this attempt, in order.
+	 * Only a note: without memory it is left out. */
+	if (rec_set_str(&l.key, key) != 0 || rec_set_str(&l.peer, peer) != 0 ||
+	    rec_set_str(&l.detail, detail) != 0 || file_rec_note_lookup(&s->rec, &l) != 0)
+		peer_lookup_clear(&l);
 }
 
 /* Asks the peers, in order, for the file under its current remote URL and
@@ -975,11 +951,11 @@ note_lookup(struct fsink *s, const char *key, const char *peer, const char *resu
  * verifies them); otherwise what arrived stays committed and the origin
  * carries on from there. */
 static int
-try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const char **headers,
+try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const char *const *headers,
           bool *done)
 {
 	CURLSH *e = origin_peer_share(r->o);
-	char *key = strdup(jstr(s->rec, "remote_url"));
+	char *key = s->rec.remote_url != NULL ? strdup(s->rec.remote_url) : NULL;
 	int err = 0;
 
 	*done = false;
@@ -995,16 +971,16 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 
 		err = peer_lookup(e, &r->pc, peer, key, &ent, why, sizeof(why));
 		if (err != 0) {
-			note_lookup(s, key, peer, err == BG_ENOENT ? "miss" : "error", why);
+			note_lookup(s, key, peer, err == BG_ENOENT ? PEER_LOOKUP_MISS : PEER_LOOKUP_ERROR, why);
 			err = 0;
 			continue;
 		}
 		if (!peer_entry_valid(r, s, headers, &ent, why, sizeof(why))) {
-			note_lookup(s, key, peer, "stale", why);
+			note_lookup(s, key, peer, PEER_LOOKUP_STALE, why);
 			peer_entry_clear(&ent);
 			continue;
 		}
-		note_lookup(s, key, peer, "hit", NULL);
+		note_lookup(s, key, peer, PEER_LOOKUP_HIT, NULL);
 		s->from_peer = true;
 		s->has_want = true;
 		memcpy(s->want, ent.sha256, BG_SHA256_LEN);
@@ -1020,12 +996,12 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 			err = finish_file(s);
 			if (err == 0 && r->out.hr != HR_S_OK) {
 				/* Not whole after all: start over with the next source. */
-				note_lookup(s, key, peer, "rejected", r->out.message);
+				note_lookup(s, key, peer, PEER_LOOKUP_REJECTED, r->out.message);
 				job_outcome_clear(&r->out);
 				if ((err = restart_file(s)) != 0)
 					break;
 			} else if (err == BG_EDIGEST) {
-				note_lookup(s, key, peer, "rejected", "the content does not match its digest");
+				note_lookup(s, key, peer, PEER_LOOKUP_REJECTED, "the content does not match its digest");
 				err = 0;
 			} else if (err != 0) {
 				break;
@@ -1038,7 +1014,7 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 		} else {
 			/* Broken off: what came in whole is kept (checked at the end
 			 * against the digest), and the next source goes on from it. */
-			note_lookup(s, key, peer, "failed", why);
+			note_lookup(s, key, peer, PEER_LOOKUP_FAILED, why);
 			err = serr == 0 || serr == BG_EPROTO ? flush_chunk(s) : 0;
 			if (err != 0 && propagated(err))
 				break;
@@ -1135,12 +1111,11 @@ deliver_from_store(struct fsink *s, const unsigned char sha[BG_SHA256_LEN], uint
 	s->fill = s->preloaded = 0;
 	s->from_store = true;
 	memcpy(s->store_sha, sha, BG_SHA256_LEN);
-	if ((err = jset_int(s->rec, "bytes_total", (int64_t)size)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_committed", (int64_t)size)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_origin", 0)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_peers", 0)) != 0 ||
-	    (err = jset_int(s->rec, "bytes_from_cache", (int64_t)size)) != 0 ||
-	    (err = jset_str(s->rec, "origin_sha256", NULL)) != 0)
+	s->rec.bytes_total = (int64_t)size;
+	s->rec.bytes_committed = size;
+	s->rec.bytes_from_origin = s->rec.bytes_from_peers = 0;
+	s->rec.bytes_from_cache = size;
+	if ((err = rec_set_str(&s->rec.origin_sha256, NULL)) != 0)
 		return err;
 	report_progress(s);
 	return 0;
@@ -1171,7 +1146,7 @@ held_conditions(const struct store_key *k, const char **inm, const char **ims)
 static int
 try_store(struct run *r, struct fsink *s, bool *done)
 {
-	struct store_find f = {.url = jstr(s->rec, "remote_url"), .expect = jstr(s->rec, "expect_sha256")};
+	struct store_find f = {.url = s->rec.remote_url, .expect = s->rec.expect_sha256};
 	const char *inm, *ims;
 	int err;
 
@@ -1215,18 +1190,19 @@ try_store(struct run *r, struct fsink *s, bool *done)
 static int
 revalidated(struct run *r, struct fsink *s, const struct origin_result *res)
 {
-	uint32_t policy = (uint32_t)jint(r->job, "security_flags", 0) & BG_HTTP_REDIRECT_POLICY_MASK;
+	uint32_t policy = r->job.security_flags & BG_HTTP_REDIRECT_POLICY_MASK;
 	int err;
 
-	if ((err = jset_str(s->rec, "etag", usable_validator(res->etag ? res->etag : s->held.etag))) != 0 ||
-	    (err = jset_str(s->rec, "last_modified",
-	                    usable_validator(res->last_modified ? res->last_modified
-	                                                        : s->held.last_modified))) != 0 ||
-	    (err = jset_str(s->rec, "date",
-	                    usable_validator(res->last_modified ? res->date : s->held.date))) != 0)
+	if ((err = rec_set_str(&s->rec.etag,
+	                       usable_validator(res->etag ? res->etag : s->held.etag))) != 0 ||
+	    (err = rec_set_str(&s->rec.last_modified,
+	                       usable_validator(res->last_modified ? res->last_modified
+	                                                           : s->held.last_modified))) != 0 ||
+	    (err = rec_set_str(&s->rec.date,
+	                       usable_validator(res->last_modified ? res->date : s->held.date))) != 0)
 		return err;
 	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT && res->final_url != NULL &&
-	    (err = jset_str(s->rec, "remote_url", res->final_url)) != 0)
+	    (err = rec_set_str(&s->rec.remote_url, res->final_url)) != 0)
 		return err;
 	if ((err = deliver_from_store(s, s->held.sha256, s->held.size)) != 0)
 		return err;
@@ -1243,25 +1219,23 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	struct origin_request req;
 	struct origin_result res;
 	struct origin_sink sink = {sink_start, sink_data, &s};
-	const char **headers = NULL;
+	const char *const *headers = strv_list(&r->job.headers);
 	char temp[PATH_MAX];
-	json_t *hv, *v;
 	bool retried_alone = false;
-	size_t i;
 	int err;
 
 	memset(&res, 0, sizeof(res));
 	job_outcome_clear(&r->out);
 	if ((err = job_load_file(r->st, r->id, index, &s.rec)) != 0)
 		return err;
-	if (jbool(s.rec, "done"))
+	if (s.rec.done)
 		goto out;
-	s.cache = !jbool(r->job, "no_cache");
-	if (s.cache && jbool(s.rec, "not_stored")) {
+	s.cache = !r->job.no_cache;
+	if (s.cache && s.rec.not_stored) {
 		s.cache = false; /* its first part was never stored */
 		s.too_big = true;
 	}
-	s.blob = (uint64_t)jint(s.rec, "blob", 0);
+	s.blob = s.rec.blob;
 	/* One hasher per run: its buffers and thread serve file after file. */
 	if (r->hash == NULL && (err = hasher_new(&r->hash)) != 0)
 		goto out;
@@ -1269,8 +1243,8 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	if ((err = hasher_reset(s.hash)) != 0)
 		goto out;
 	s.buf = hasher_buffer(s.hash);
-	if (jstr(s.rec, "temp_path") == NULL) {
-		const char *local = jstr(s.rec, "local_path");
+	if (s.rec.temp_path == NULL) {
+		const char *local = s.rec.local_path;
 
 		if (local == NULL) {
 			err = BG_ECORRUPT;
@@ -1284,10 +1258,10 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		/* The name follows from the job and the local path, so a crash
 		 * before the first commit leaves no file nobody can find: a
 		 * resume, a cancel or a complete computes the same name. */
-		if ((err = jset_str(s.rec, "temp_path", temp)) != 0)
+		if ((err = rec_set_str(&s.rec.temp_path, temp)) != 0)
 			goto out;
 	}
-	snprintf(temp, sizeof(temp), "%s", jstr(s.rec, "temp_path"));
+	snprintf(temp, sizeof(temp), "%s", s.rec.temp_path);
 	if ((s.fd = open(temp, O_RDWR | O_CREAT | O_CLOEXEC, 0666)) < 0) {
 		set_local_error(r, bg_err_from_errno(errno), "cannot write", temp);
 		goto out;
@@ -1303,18 +1277,12 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	/* All bytes were committed before an interruption: only the final
 	 * checks remain. */
 	if (s.committed + s.fill > 0 &&
-	    jint(s.rec, "bytes_total", -1) == (int64_t)(s.committed + s.fill)) {
+	    s.rec.bytes_total == (int64_t)(s.committed + s.fill)) {
 		err = finish_file(&s);
 		goto check;
 	}
 
-	hv = json_object_get(r->job, "headers");
-	if ((headers = calloc(json_array_size(hv) + 1, sizeof(*headers))) == NULL) {
-		err = BG_ENOMEM;
-		goto out;
-	}
-	json_array_foreach(hv, i, v) headers[i] = json_string_value(v);
-	if (jstr(s.rec, "remote_url") == NULL) {
+	if (s.rec.remote_url == NULL) {
 		err = BG_ECORRUPT;
 		goto out;
 	}
@@ -1327,9 +1295,12 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		bool done = false;
 
 		err = s.cache ? try_store(r, &s, &done) : 0;
-		if (err == 0 && !done && peer_mode(r->job, "client") && r->npeers > 0 &&
+		if (err == 0 && !done && peer_mode(&r->job, PEER_CACHING_CLIENT) && r->npeers > 0 &&
 		    s.held.url == NULL && s.committed + s.fill == 0) {
-			json_object_del(s.rec, "peer_lookups");
+			/* The lookups of this attempt only. */
+			for (size_t i = 0; i < s.rec.nlookups; i++)
+				peer_lookup_clear(&s.rec.lookups[i]);
+			s.rec.nlookups = 0;
 			err = try_peers(r, &s, &sink, headers, &done);
 		}
 		if (err != 0) {
@@ -1365,7 +1336,7 @@ again:
 	}
 	if (res.remote_url != NULL) {
 		/* DISALLOW: the remote name becomes the redirect target. */
-		if ((err = jset_str(s.rec, "remote_url", res.remote_url)) != 0 ||
+		if ((err = rec_set_str(&s.rec.remote_url, res.remote_url)) != 0 ||
 		    (err = commit_file(&s, NULL, 0, false, false)) != 0)
 			goto out;
 	}
@@ -1413,22 +1384,22 @@ check:
 		if (r->out.hr != HR_ERROR_CRC)
 			job_outcome_set(&r->out, HR_ERROR_CRC, false,
 			                "%s: the content does not match its digest",
-			                jstr(s.rec, "remote_url"));
+			                s.rec.remote_url);
 		err = 0;
 	} else if (err != 0 && !propagated(err) && err != BG_EIO) {
 		set_local_error(r, err, "cannot write", temp);
 		err = 0;
 	}
 out:
-	r->file_bytes = s.rec != NULL ? (uint64_t)jint(s.rec, "bytes_committed", 0) : 0;
+	r->file_bytes = s.rec.bytes_committed;
 	if (progressed != NULL)
 		*progressed = s.progressed;
 	origin_result_clear(&res);
 	store_key_clear(&s.held);
-	free(headers);
 	if (s.fd >= 0)
 		close(s.fd);
-	json_decref(s.rec);
+	json_decref(s.rec_json);
+	file_rec_clear(&s.rec);
 	return err;
 }
 
@@ -1439,7 +1410,7 @@ out:
 static int
 set_job_error(struct run *r, uint32_t index)
 {
-	json_t *f = NULL;
+	struct file_rec f;
 	struct job_commit c = {
 		.id = r->id,
 		.index = index,
@@ -1450,9 +1421,9 @@ set_job_error(struct run *r, uint32_t index)
 	int err;
 
 	if (job_load_file(r->st, r->id, index, &f) == 0)
-		c.failed_url = jstr(f, "remote_url");
+		c.failed_url = f.remote_url;
 	err = job_commit(r->st, &c);
-	json_decref(f);
+	file_rec_clear(&f);
 	return err;
 }
 
@@ -1475,17 +1446,13 @@ run_event(struct run *r, enum job_event ev)
 static void
 load_peers(struct run *r)
 {
-	json_t *list = json_object_get(r->job, "peers"), *v;
-	const char *keyfile = jstr(r->job, "peer_key");
-	size_t i;
+	const char *keyfile = r->job.peer_key;
 
 	r->npeers = 0;
-	json_array_foreach(list, i, v) {
-		if (r->npeers < JOB_PEERS_MAX && json_is_string(v))
-			r->peers[r->npeers++] = json_string_value(v);
-	}
+	for (size_t i = 0; i < r->job.peers.n && r->npeers < JOB_PEERS_MAX; i++)
+		r->peers[r->npeers++] = r->job.peers.v[i];
 	if (r->npeers == 0 && r->ro != NULL) {
-		for (i = 0; i < r->ro->npeers && r->npeers < JOB_PEERS_MAX; i++)
+		for (size_t i = 0; i < r->ro->npeers && r->npeers < JOB_PEERS_MAX; i++)
 			r->peers[r->npeers++] = r->ro->peers[i];
 	}
 	if (keyfile == NULL && r->ro != NULL)
@@ -1503,20 +1470,21 @@ load_peers(struct run *r)
 static int
 reload(struct run *r)
 {
-	json_t *job = NULL;
-	enum job_state s;
+	struct job_rec job;
 	int err;
 
-	if ((err = job_load(r->st, r->id, &job)) != 0)
+	/* The peers in use point into the record: it is replaced only by a
+	 * whole one. */
+	if ((err = job_load(r->st, r->id, &job)) != 0) {
+		job_rec_clear(&job);
 		return err;
-	json_decref(r->job);
+	}
+	job_rec_clear(&r->job);
 	r->job = job;
-	r->generation = jint(job, "generation", 0);
-	r->nfiles = (uint32_t)jint(job, "nfiles", 0);
+	r->generation = job.generation;
+	r->nfiles = job.nfiles;
 	load_peers(r);
-	if (job_state_parse(jstr(job, "state"), &s) != 0)
-		return BG_ECORRUPT;
-	if (s != JOB_QUEUED && s != JOB_CONNECTING && s != JOB_TRANSFERRING)
+	if (job.state != JOB_QUEUED && job.state != JOB_CONNECTING && job.state != JOB_TRANSFERRING)
 		return BG_EAGAIN;
 	return 0;
 }
@@ -1537,19 +1505,18 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 	struct run r = {.st = st, .o = o, .id = id, .ro = ro, .memo = {.stamped = -1}};
 	int err;
 
-	if ((err = job_load(st, id, &r.job)) != 0)
+	if ((err = job_load(st, id, &r.job)) != 0) {
+		job_rec_clear(&r.job);
 		return err;
-	r.generation = jint(r.job, "generation", 0);
-	r.nfiles = (uint32_t)jint(r.job, "nfiles", 0);
+	}
+	r.generation = r.job.generation;
+	r.nfiles = r.job.nfiles;
 	load_peers(&r);
 	if (ro != NULL && ro->only_if_due) {
 		/* A scheduler chose the job before it held its lock: the job may
 		 * have been suspended, cancelled or finished by someone else
 		 * since.  Only a job that is still due is started. */
-		enum job_state st0;
-
-		if (job_state_parse(jstr(r.job, "state"), &st0) != 0 ||
-		    !job_due(st0, jint(r.job, "retry_at", 0), (int64_t)time(NULL))) {
+		if (!job_due(r.job.state, r.job.retry_at, (int64_t)time(NULL))) {
 			err = BG_EAGAIN;
 			goto out;
 		}
@@ -1604,21 +1571,18 @@ out:
 	hasher_free(r.hash);
 	job_memo_clear(&r.memo);
 	OPENSSL_cleanse(r.pc.key, sizeof(r.pc.key));
-	json_decref(r.job);
+	job_rec_clear(&r.job);
 	return err;
 }
 
 /* The partial file of a file record: recorded, or derived as run_file
  * derives it (a crash may come before the first commit records it). */
 static const char *
-partial_of(const char *id, const json_t *f, char *buf, size_t len)
+partial_of(const char *id, const struct file_rec *f, char *buf, size_t len)
 {
-	const char *temp = jstr(f, "temp_path");
-	const char *local = jstr(f, "local_path");
-
-	if (temp != NULL)
-		return temp;
-	if (local == NULL || temp_path_for(id, local, buf, len) != 0)
+	if (f->temp_path != NULL)
+		return f->temp_path;
+	if (f->local_path == NULL || temp_path_for(id, f->local_path, buf, len) != 0)
 		return NULL;
 	return buf;
 }
@@ -1656,33 +1620,28 @@ parent_dir(const char *path, char *out, size_t len)
 int
 job_complete(struct bg_store *st, const char *id, bool sync)
 {
-	json_t *job = NULL, *f = NULL;
+	struct job_rec job;
+	struct file_rec f = {0};
 	char dir[PATH_MAX], last_dir[PATH_MAX] = "", tbuf[PATH_MAX];
-	uint32_t n;
+	enum job_state to;
 	int err;
 
 	if ((err = job_load(st, id, &job)) != 0)
-		return err;
-	{
-		enum job_state from, to;
-
-		if (job_state_parse(jstr(job, "state"), &from) != 0 ||
-		    job_transition(from, JOB_EV_COMPLETE, &to) != 0) {
-			err = BG_EINVAL;
-			goto out;
-		}
+		goto out;
+	/* Checked before any file moves; the commit checks it again. */
+	if (job_transition(job.state, JOB_EV_COMPLETE, &to) != 0) {
+		err = BG_EINVAL;
+		goto out;
 	}
-	n = (uint32_t)jint(job, "nfiles", 0);
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < job.nfiles; i++) {
 		const char *temp, *local;
 		struct stat sb;
 
-		json_decref(f);
-		f = NULL;
+		file_rec_clear(&f);
 		if ((err = job_load_file(st, id, i, &f)) != 0)
 			goto out;
-		temp = partial_of(id, f, tbuf, sizeof(tbuf));
-		local = jstr(f, "local_path");
+		temp = partial_of(id, &f, tbuf, sizeof(tbuf));
+		local = f.local_path;
 		if (local == NULL) {
 			err = BG_ECORRUPT;
 			goto out;
@@ -1720,47 +1679,43 @@ job_complete(struct bg_store *st, const char *id, bool sync)
 	if (err == 0 && sync)
 		err = store_sync(st);
 out:
-	json_decref(f);
-	json_decref(job);
+	file_rec_clear(&f);
+	job_rec_clear(&job);
 	return err;
 }
 
 int
 job_discard_partials(struct bg_store *st, const char *id)
 {
-	json_t *job = NULL, *f = NULL;
+	struct job_rec job;
+	struct file_rec f = {0};
 	char tbuf[PATH_MAX];
-	uint32_t n;
 	int err;
 
 	if ((err = job_load(st, id, &job)) != 0)
-		return err;
-	n = (uint32_t)jint(job, "nfiles", 0);
-	for (uint32_t i = 0; i < n; i++) {
+		goto out;
+	for (uint32_t i = 0; i < job.nfiles; i++) {
 		const char *temp;
 
-		json_decref(f);
-		f = NULL;
+		file_rec_clear(&f);
 		if ((err = job_load_file(st, id, i, &f)) != 0)
 			goto out;
-		if ((temp = partial_of(id, f, tbuf, sizeof(tbuf))) != NULL && unlink(temp) != 0 &&
+		if ((temp = partial_of(id, &f, tbuf, sizeof(tbuf))) != NULL && unlink(temp) != 0 &&
 		    errno != ENOENT) {
 			err = bg_err_from_errno(errno);
 			goto out;
 		}
-		if (jbool(f, "done"))
+		if (f.done)
 			continue;
-		if ((err = jset_int(f, "bytes_committed", 0)) != 0 ||
-		    (err = jset_int(f, "bytes_from_origin", 0)) != 0)
-			goto out;
-		struct job_commit c = {.id = id, .index = i, .file = f, .generation = -1,
-		                       .blob_in = (uint64_t)jint(f, "blob", 0), .drop_blob = true};
+		f.bytes_committed = f.bytes_from_origin = 0;
+		struct job_commit c = {.id = id, .index = i, .file = &f, .generation = -1,
+		                       .blob_in = f.blob, .drop_blob = true};
 		if ((err = job_commit(st, &c)) != 0)
 			goto out;
 	}
 out:
-	json_decref(f);
-	json_decref(job);
+	file_rec_clear(&f);
+	job_rec_clear(&job);
 	return err;
 }
 
