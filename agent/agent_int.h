@@ -21,6 +21,22 @@ int jset_int(json_t *o, const char *key, int64_t v);
 #define NAMES_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 const char *name_at(const char *const *names, size_t n, unsigned i, const char *def);
 int name_find(const char *const *names, size_t n, const char *s, bool any_case);
+/* Defines PREFIX_name(enum PREFIX) and PREFIX_parse(s, enum PREFIX *) over
+ * the table names (BG_EINVAL for a name not in it). */
+#define NAME_TABLE_FUNCS(prefix, names, def, any_case)                                   \
+	const char *prefix##_name(enum prefix v)                                          \
+	{                                                                                \
+		return name_at(names, NAMES_COUNT(names), (unsigned)v, def);              \
+	}                                                                                \
+	int prefix##_parse(const char *s, enum prefix *out)                               \
+	{                                                                                \
+		int i = name_find(names, NAMES_COUNT(names), s, any_case);                \
+                                                                                         \
+		if (i < 0)                                                               \
+			return BG_EINVAL;                                                \
+		*out = (enum prefix)i;                                                   \
+		return 0;                                                                \
+	}
 
 struct file_rec;
 /* Loads file record index of a job, or BG_ENOENT (file_rec_clear() it). */

@@ -57,22 +57,7 @@ name_find(const char *const *names, size_t n, const char *s, bool any_case)
 	return -1;
 }
 
-const char *
-job_state_name(enum job_state s)
-{
-	return name_at(state_names, NAMES_COUNT(state_names), (unsigned)s, "UNKNOWN");
-}
-
-int
-job_state_parse(const char *s, enum job_state *out)
-{
-	int i = name_find(state_names, NAMES_COUNT(state_names), s, false);
-
-	if (i < 0)
-		return BG_EINVAL;
-	*out = (enum job_state)i;
-	return 0;
-}
+NAME_TABLE_FUNCS(job_state, state_names, "UNKNOWN", false)
 
 bool
 job_state_final(enum job_state s)
@@ -80,22 +65,7 @@ job_state_final(enum job_state s)
 	return s == JOB_ACKNOWLEDGED || s == JOB_CANCELLED;
 }
 
-const char *
-job_priority_name(enum job_priority p)
-{
-	return name_at(prio_names, NAMES_COUNT(prio_names), (unsigned)p, "normal");
-}
-
-int
-job_priority_parse(const char *s, enum job_priority *out)
-{
-	int i = name_find(prio_names, NAMES_COUNT(prio_names), s, true);
-
-	if (i < 0)
-		return BG_EINVAL;
-	*out = (enum job_priority)i;
-	return 0;
-}
+NAME_TABLE_FUNCS(job_priority, prio_names, "normal", true)
 
 int
 job_new_id(char id[STORE_JOB_ID_LEN + 1])
@@ -116,31 +86,27 @@ job_new_id(char id[STORE_JOB_ID_LEN + 1])
 
 /* ---- Transactions ------------------------------------------------------ */
 
-/* The job record, decoded, and its JSON (for an update in place). */
+/* A record o just read (err: how the read went) decoded into job or f;
+ * o is handed over in *raw (for an update in place) or dropped. */
 static int
-txn_job_load(struct bg_txn *txn, const char *id, struct job_rec *job, json_t **raw)
+decoded(int err, json_t *o, struct job_rec *job, struct file_rec *f, json_t **raw)
 {
-	json_t *o = NULL;
-	int err;
-
-	if ((err = txn_job_get(txn, id, &o)) != 0)
-		return err;
-	if ((err = job_rec_decode(o, job)) != 0 || raw == NULL)
+	if (err == 0)
+		err = job != NULL ? job_rec_decode(o, job) : file_rec_decode(o, f);
+	if (err != 0 || raw == NULL)
 		json_decref(o);
 	else
 		*raw = o;
 	return err;
 }
 
-/* Writes job back over raw (as txn_job_load gave it, or NULL: anew). */
 static int
-txn_job_store(struct bg_txn *txn, const char *id, const struct job_rec *job, json_t **raw)
+txn_job_load(struct bg_txn *txn, const char *id, struct job_rec *job, json_t **raw)
 {
-	int err;
+	json_t *o = NULL;
+	int err = txn_job_get(txn, id, &o);
 
-	if ((err = job_rec_encode(job, raw)) != 0)
-		return err;
-	return txn_job_put(txn, id, *raw);
+	return decoded(err, o, job, NULL, raw);
 }
 
 static int
@@ -148,26 +114,27 @@ txn_file_load(struct bg_txn *txn, const char *id, uint32_t index, struct file_re
               json_t **raw)
 {
 	json_t *o = NULL;
-	int err;
+	int err = txn_file_get(txn, id, index, &o);
 
-	if ((err = txn_file_get(txn, id, index, &o)) != 0)
-		return err;
-	if ((err = file_rec_decode(o, f)) != 0 || raw == NULL)
-		json_decref(o);
-	else
-		*raw = o;
-	return err;
+	return decoded(err, o, NULL, f, raw);
+}
+
+/* Writes a record back over *raw (as the load gave it, or NULL: anew). */
+static int
+txn_job_store(struct bg_txn *txn, const char *id, const struct job_rec *job, json_t **raw)
+{
+	int err = job_rec_encode(job, raw);
+
+	return err != 0 ? err : txn_job_put(txn, id, *raw);
 }
 
 static int
 txn_file_store(struct bg_txn *txn, const char *id, uint32_t index, const struct file_rec *f,
                json_t **raw)
 {
-	int err;
+	int err = file_rec_encode(f, raw);
 
-	if ((err = file_rec_encode(f, raw)) != 0)
-		return err;
-	return txn_file_put(txn, id, index, *raw);
+	return err != 0 ? err : txn_file_put(txn, id, index, *raw);
 }
 
 struct get_args {

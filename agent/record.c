@@ -70,22 +70,7 @@ static const char *const lookup_names[] = {
 	[PEER_LOOKUP_REJECTED] = "rejected", [PEER_LOOKUP_FAILED] = "failed",
 };
 
-const char *
-peer_caching_name(enum peer_caching m)
-{
-	return name_at(caching_names, NAMES_COUNT(caching_names), (unsigned)m, "off");
-}
-
-int
-peer_caching_parse(const char *s, enum peer_caching *out)
-{
-	int i = name_find(caching_names, NAMES_COUNT(caching_names), s, false);
-
-	if (i < 0)
-		return BG_EINVAL;
-	*out = (enum peer_caching)i;
-	return 0;
-}
+NAME_TABLE_FUNCS(peer_caching, caching_names, "off", false)
 
 /* ---- Strings and lists ------------------------------------------------- */
 
@@ -104,11 +89,10 @@ rec_set_str(char **field, const char *s)
 void
 strv_free(struct strv *a)
 {
-	for (size_t i = 0; i < a->n; i++)
-		free(a->v[i]);
+	for (char **p = a->v; p != NULL && *p != NULL; p++)
+		free(*p);
 	free(a->v);
-	a->v = NULL;
-	a->n = 0;
+	memset(a, 0, sizeof(*a));
 }
 
 int
@@ -454,14 +438,30 @@ put_error(json_t *o, const struct job_rec *r)
 	return jset(o, "error", e);
 }
 
-int
-job_rec_encode(const struct job_rec *r, json_t **io)
+/* Encodes rec with put (the fields of one kind of record) into *io. */
+static int
+encode(json_t **io, int (*put)(json_t *o, const void *rec), const void *rec)
 {
 	json_t *o = *io != NULL ? *io : json_object();
 	int err;
 
 	if (o == NULL)
 		return BG_ENOMEM;
+	if ((err = put(o, rec)) != 0) {
+		if (*io == NULL)
+			json_decref(o);
+		return err;
+	}
+	*io = o;
+	return 0;
+}
+
+static int
+put_job(json_t *o, const void *rec)
+{
+	const struct job_rec *r = rec;
+	int err;
+
 	/* In the order a new record has its fields. */
 	if ((err = opt_str(o, "id", r->id[0] ? r->id : NULL)) != 0 ||
 	    (err = put_str(o, "name", r->name)) != 0 || (err = put_str(o, "type", "download")) != 0 ||
@@ -489,13 +489,14 @@ job_rec_encode(const struct job_rec *r, json_t **io)
 	                                : opt_str(o, "notify_cmd", NULL))) != 0 ||
 	    (err = opt_str(o, "proxy", r->proxy)) != 0 || (err = opt_str(o, "user", r->user)) != 0 ||
 	    (err = opt_str(o, "password", r->password)) != 0)
-		goto fail;
-	*io = o;
+		return err;
 	return 0;
-fail:
-	if (*io == NULL)
-		json_decref(o);
-	return err;
+}
+
+int
+job_rec_encode(const struct job_rec *r, json_t **io)
+{
+	return encode(io, put_job, r);
 }
 
 json_t *
@@ -560,14 +561,12 @@ put_last_lookup(json_t *o, const struct file_rec *f)
 	return jset(o, "peer_lookup", peer_lookup_json(&f->last_lookup));
 }
 
-int
-file_rec_encode(const struct file_rec *f, json_t **io)
+static int
+put_file(json_t *o, const void *rec)
 {
-	json_t *o = *io != NULL ? *io : json_object();
+	const struct file_rec *f = rec;
 	int err;
 
-	if (o == NULL)
-		return BG_ENOMEM;
 	if ((err = put_str(o, "original_url", f->original_url)) != 0 ||
 	    (err = put_str(o, "remote_url", f->remote_url)) != 0 ||
 	    (err = put_str(o, "local_path", f->local_path)) != 0 ||
@@ -591,13 +590,14 @@ file_rec_encode(const struct file_rec *f, json_t **io)
 	    (err = (f->has_cached ? put_bool(o, "cached", f->cached) : del(o, "cached"))) != 0 ||
 	    (err = opt_str(o, "cache_note", f->cache_note)) != 0 ||
 	    (err = put_last_lookup(o, f)) != 0 || (err = put_lookups(o, f)) != 0)
-		goto fail;
-	*io = o;
+		return err;
 	return 0;
-fail:
-	if (*io == NULL)
-		json_decref(o);
-	return err;
+}
+
+int
+file_rec_encode(const struct file_rec *f, json_t **io)
+{
+	return encode(io, put_file, f);
 }
 
 /* ---- Lifetime ---------------------------------------------------------- */

@@ -140,11 +140,11 @@ job_outcome_set(struct job_outcome *o, uint32_t hr, bool local, const char *fmt,
 {
 	va_list ap;
 
-	o->hr = hr;
-	o->local = local;
 	va_start(ap, fmt);
 	vsnprintf(o->message, sizeof(o->message), fmt, ap);
 	va_end(ap);
+	o->hr = hr;
+	o->local = local;
 	return hr;
 }
 
