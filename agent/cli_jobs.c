@@ -152,6 +152,18 @@ out:
 	return rc;
 }
 
+/* argv[from..argc) as a NULL-terminated list in list (at least argc - from + 1 long). */
+static const char *const *
+arg_list(int argc, char **argv, int from, const char **list)
+{
+	int n = 0;
+
+	for (int i = from; i < argc; i++)
+		list[n++] = argv[i];
+	list[n] = NULL;
+	return list;
+}
+
 /* Changes the settings of a job named in s. */
 static int
 change(struct ctx *c, const char *id, const struct job_settings *s)
@@ -184,14 +196,15 @@ int
 cmd_set_notify_cmd(struct ctx *c, int argc, char **argv)
 {
 	struct job_settings s = {.set = JOB_SET_NOTIFY_CMD};
+	const char *list[NOTIFY_ARGS_MAX + 1];
 
 	if (argc < 3 || argc - 2 > NOTIFY_ARGS_MAX) {
 		cli_complain("usage: bgcopy set-notify-cmd JOB PROGRAM [ARG...]   ('' clears it)");
 		return EXIT_USAGE;
 	}
-	/* argv is NULL-terminated; '' alone clears it. */
+	/* '' alone clears it. */
 	if (!(argc == 3 && argv[2][0] == '\0'))
-		s.notify_cmd = (const char *const *)&argv[2];
+		s.notify_cmd = arg_list(argc, argv, 2, list);
 	return change(c, argv[1], &s);
 }
 
@@ -239,6 +252,7 @@ int
 cmd_set_headers(struct ctx *c, int argc, char **argv)
 {
 	struct job_settings s = {.set = JOB_SET_HEADERS};
+	const char *list[JOB_HEADERS_MAX + 1];
 
 	if (argc < 2 || argc - 2 > JOB_HEADERS_MAX) {
 		cli_complain("usage: bgcopy set-headers JOB ['Name: value'...]   (none clears them)");
@@ -250,7 +264,7 @@ cmd_set_headers(struct ctx *c, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	s.headers = (const char *const *)&argv[2]; /* NULL-terminated */
+	s.headers = arg_list(argc, argv, 2, list);
 	return change(c, argv[1], &s);
 }
 
