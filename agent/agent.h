@@ -246,15 +246,60 @@ enum job_event {
 	JOB_EV_RETRY,     /* the retry time of a transient error came */
 	JOB_EV_STOP,      /* the runner was stopped (daemon stopping, another job's turn) */
 	JOB_EV_ADD,       /* files were added */
+	JOB_EV_RUN,       /* a get runs its own job now, whatever state it was left in */
+	JOB_EV_GIVE_UP,   /* a get returns on an error: nobody retries its job */
 };
 /* Where event ev takes a job in state from; BG_EINVAL when ev is not
  * allowed there (e.g. complete before TRANSFERRED, anything after cancel). */
 int job_transition(enum job_state from, enum job_event ev, enum job_state *to) BG_WUR;
 const char *job_event_name(enum job_event ev);
+/* Whether a scheduler may start a job stored in state s at time now: QUEUED,
+ * a TRANSIENT_ERROR whose retry_at came, or a runner's state left by a
+ * runner that is gone (the job's lock decides whether one still runs). */
+bool job_due(enum job_state s, int64_t retry_at, int64_t now);
+/* The event a failed attempt is: JOB_EV_TRANSIENT for a transient error
+ * while the job is within its no-progress timeout, counted from
+ * transient_since (the first transient error since the last progress, 0:
+ * none yet, this one is); JOB_EV_FATAL otherwise (a timeout of 0 makes
+ * every error fatal). */
+enum job_event job_failure_event(bool transient, int64_t now, int64_t transient_since,
+                                 int64_t no_progress_timeout);
+/* What a foreground get does with its job once the transfer returned. */
+enum job_get_end {
+	JOB_GET_COMPLETE,        /* TRANSFERRED: complete it */
+	JOB_GET_GIVE_UP_KEEP,    /* give up (ERROR), keeping the bytes for the same get */
+	JOB_GET_GIVE_UP_DISCARD, /* give up (ERROR), discarding the partial data */
+};
+enum job_get_end job_get_end(enum job_state s, uint64_t bytes_transferred, bool local_error);
+
+/* How an attempt at a job ended.  A job's error is the outcome that stopped
+ * it, with the file it was about (its "error" object: code, symbol, context,
+ * file_index, url, message). */
+#define JOB_MESSAGE_MAX 512
+struct job_outcome {
+	uint32_t hr;                   /* HR_S_OK, or the error */
+	bool local;                    /* about the local file (context "local_file"), not the remote one */
+	char message[JOB_MESSAGE_MAX]; /* what happened; "" for hr_message(hr) */
+};
+/* Sets *o to hr with a message (printf format); returns o->hr. */
+uint32_t job_outcome_set(struct job_outcome *o, uint32_t hr, bool local, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void job_outcome_clear(struct job_outcome *o);
+/* Whether a transient error is retried at once by the runner (a foreground
+ * get's few retries; attempts: those made since the file last progressed),
+ * and the delay before the next such retry (seconds, from the last one). */
+bool job_retry_now(uint32_t hr, unsigned attempts, unsigned max_retries);
+unsigned job_retry_delay(unsigned last);
 
 enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRIO_LOW };
 const char *job_priority_name(enum job_priority p);
 int job_priority_parse(const char *s, enum job_priority *out) BG_WUR;
+
+/* Which side of peer caching a job takes: it asks peers (client), offers
+ * what it fetched (server), both, or neither. */
+enum peer_caching { PEER_CACHING_OFF, PEER_CACHING_CLIENT, PEER_CACHING_SERVER, PEER_CACHING_BOTH };
+const char *peer_caching_name(enum peer_caching m);
+int peer_caching_parse(const char *s, enum peer_caching *out) BG_WUR;
 
 struct job_options {
 	const char *name;
@@ -297,38 +342,69 @@ int job_find_get(struct bg_store *st, const char *get_key, char id[STORE_JOB_ID_
 /* Reads or changes the job's security flags.  Setting validates (BG_ENOTIMPL). */
 int job_get_flags(struct bg_store *st, const char *id, uint32_t *out) BG_WUR;
 int job_set_flags(struct bg_store *st, const char *id, uint32_t flags) BG_WUR;
+/* The job and file records (record.h has their fields). */
+struct job_rec;
+struct file_rec;
 /* Changes a job on behalf of a user: fn edits the record inside one
- * transaction; the job's "generation" is then bumped, so that a process
+ * transaction; the job's generation is then bumped, so that a process
  * transferring the job notices at its next commit and reloads it.
  * fn may also change file records through txn. */
 int job_modify(struct bg_store *st, const char *id,
-               int (*fn)(json_t *job, struct bg_txn *txn, void *arg), void *arg) BG_WUR;
-/* Applies a user event (resume, suspend, cancel, complete's state change)
- * through job_transition(), atomically.  BG_EINVAL when not allowed in the
+               int (*fn)(struct job_rec *job, struct bg_txn *txn, void *arg), void *arg) BG_WUR;
+/* Applies a user event (resume, suspend, cancel, a get giving up) through
+ * job_transition(), atomically, as a user change (see job_modify).  BG_EINVAL when not allowed in the
  * job's state; BG_ENOENT for resume of a job without files (or no job).
  * *from / *to (may be NULL) receive the states. */
 int job_event(struct bg_store *st, const char *id, enum job_event ev, enum job_state *from,
               enum job_state *to) BG_WUR;
-/* Sets one setting of the job record (borrowed value).  BG_EINVAL once the
+/* A user's change of a job's settings (the set-* commands): the fields
+ * named in set change, the others stay.  Strings are copied. */
+enum job_setting {
+	JOB_SET_NAME = 1u << 0,
+	JOB_SET_PRIORITY = 1u << 1,
+	JOB_SET_NOTIFY_CMD = 1u << 2,
+	JOB_SET_MIN_RETRY_DELAY = 1u << 3,
+	JOB_SET_NO_PROGRESS_TIMEOUT = 1u << 4,
+	JOB_SET_HEADERS = 1u << 5,
+	JOB_SET_PROXY = 1u << 6,
+	JOB_SET_CA_FILE = 1u << 7,
+	JOB_SET_PEER_CACHING = 1u << 8,
+	JOB_SET_CREDENTIALS = 1u << 9,
+};
+struct job_settings {
+	unsigned set;                   /* JOB_SET_* */
+	const char *name;
+	enum job_priority priority;
+	const char *const *notify_cmd;  /* program and arguments, NULL-terminated; NULL clears */
+	int64_t min_retry_delay;        /* seconds */
+	int64_t no_progress_timeout;    /* seconds */
+	const char *const *headers;     /* "Name: value", NULL-terminated; NULL clears */
+	const char *proxy;              /* URL or "none"; NULL: libcurl's default */
+	const char *ca_file;            /* NULL: the system store */
+	enum peer_caching peer_caching;
+	const char *user, *password;    /* NULL clears */
+};
+/* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
  * job is ACKNOWLEDGED or CANCELLED. */
-int job_set_field(struct bg_store *st, const char *id, const char *key, json_t *value) BG_WUR;
+int job_change(struct bg_store *st, const char *id, const struct job_settings *s) BG_WUR;
 /* Replaces OLD by NEW at the start of the remote URL of every unfinished
  * file whose current remote URL starts with OLD; *changed gets how many.
  * BG_EINVAL when a resulting URL is not a valid http(s) URL (nothing
  * changes then). */
 int job_replace_remote_prefix(struct bg_store *st, const char *id, const char *old_prefix,
                               const char *new_prefix, unsigned *changed) BG_WUR;
-/* Sets state to s (checks no transition: see job_transition()). */
-int job_set_state(struct bg_store *st, const char *id, enum job_state s) BG_WUR;
 /* Applies the options of a repeated `get` to its job (flags, headers, CA). */
 int job_update_options(struct bg_store *st, const char *id, const struct job_options *opt) BG_WUR;
 /* Builds the job document the README describes (caller json_decref()s).  With a
  * home, its state is the one job_state_shown() gives; with NULL, the state
  * as stored. */
 int job_document(struct bg_store *st, const char *home, const char *id, json_t **out) BG_WUR;
-/* Loads the job record alone, without its files (new reference), or
- * BG_ENOENT: enough for the state and the settings. */
-int job_load(struct bg_store *st, const char *id, json_t **out) BG_WUR;
+/* Loads the job record alone, without its files, or BG_ENOENT: enough for
+ * the state and the settings.  job_rec_clear() it (also after an error). */
+int job_load(struct bg_store *st, const char *id, struct job_rec *out) BG_WUR;
+/* Whether the job of a stored record has not ended (a pin's job, for the
+ * store's limits: txn_enforce_limits). */
+int job_record_unfinished(const json_t *job);
 /* Calls fn with each job's document (home as for job_document). */
 int job_list(struct bg_store *st, const char *home, bool all,
              int (*fn)(json_t *doc, void *arg), void *arg) BG_WUR;

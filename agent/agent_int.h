@@ -16,8 +16,31 @@ int jset(json_t *o, const char *key, json_t *v); /* steals v */
 int jset_str(json_t *o, const char *key, const char *s);
 int jset_int(json_t *o, const char *key, int64_t v);
 
-/* Loads file record index of a job (new reference) or BG_ENOENT. */
-int job_load_file(struct bg_store *st, const char *id, uint32_t index, json_t **out) BG_WUR;
+/* Name tables indexed by an enum: the name of i (def when out of range),
+ * and the index of s (-1 when none; any_case: compared ignoring case). */
+#define NAMES_COUNT(a) (sizeof(a) / sizeof((a)[0]))
+const char *name_at(const char *const *names, size_t n, unsigned i, const char *def);
+int name_find(const char *const *names, size_t n, const char *s, bool any_case);
+/* Defines PREFIX_name(enum PREFIX) and PREFIX_parse(s, enum PREFIX *) over
+ * the table names (BG_EINVAL for a name not in it). */
+#define NAME_TABLE_FUNCS(prefix, names, def, any_case)                                   \
+	const char *prefix##_name(enum prefix v)                                          \
+	{                                                                                \
+		return name_at(names, NAMES_COUNT(names), (unsigned)v, def);              \
+	}                                                                                \
+	int prefix##_parse(const char *s, enum prefix *out)                               \
+	{                                                                                \
+		int i = name_find(names, NAMES_COUNT(names), s, any_case);                \
+                                                                                         \
+		if (i < 0)                                                               \
+			return BG_EINVAL;                                                \
+		*out = (enum prefix)i;                                                   \
+		return 0;                                                                \
+	}
+
+struct file_rec;
+/* Loads file record index of a job, or BG_ENOENT (file_rec_clear() it). */
+int job_load_file(struct bg_store *st, const char *id, uint32_t index, struct file_rec *out) BG_WUR;
 
 /* What a job's runner knows of the stored job record, so that a commit
  * need not decode it (a job record costs about as much to decode as a
@@ -37,13 +60,17 @@ int txn_job_check_generation(struct bg_txn *txn, const char *id, int64_t generat
                              struct job_memo *memo) BG_WUR;
 
 /* Puts records (any may be NULL), patches the job record, and optionally one chunk of the file's
- * blob, in one transaction.  The file record's "blob" field is set to the
- * blob used (a new one is allocated for the first chunk). */
+ * blob, in one transaction.  The file record's blob is set to the blob
+ * used (a new one is allocated for the first chunk). */
 struct job_commit {
 	const char *id;
 	uint32_t index;
-	json_t *job;
-	json_t *file;
+	struct job_rec *job;   /* the whole record, put as it is (a new job) */
+	struct file_rec *file; /* file index's record, put as it is */
+	/* The file record's encoded form kept by the caller between commits
+	 * (*file_json NULL at first), so that a chunk's commit only updates
+	 * what changed; NULL: encoded anew. */
+	json_t **file_json;
 	uint64_t blob_in;  /* blob of the file (0: none yet) */
 	uint64_t blob_out; /* blob after the commit */
 	bool drop_blob;    /* delete the blob's chunks first (a restart) */
@@ -52,12 +79,13 @@ struct job_commit {
 	size_t len;
 	/* Job-level parts, applied to the stored record (never a stale copy). */
 	int64_t generation; /* >= 0: BG_EAGAIN unless the job still has this generation */
-	const char *state;  /* new state name, or NULL */
-	json_t *error;      /* new error (borrowed; json_null() clears it), or NULL */
+	bool has_event;     /* event happened (BG_EINVAL when the stored state refuses it) */
+	enum job_event event;
+	/* The attempt at file index failed with this outcome: the job's error,
+	 * and the event job_failure_event() gives from the stored clocks. */
+	const struct job_outcome *failed;
+	const char *failed_url; /* the file's remote URL, for the error */
 	bool progress;      /* bytes arrived: stamp last_progress */
-	int64_t retry_at;   /* > 0: when a TRANSIENT_ERROR job is tried again */
-	bool transient;     /* a transient error: TRANSIENT_ERROR or, past the job's
-	                     * no-progress timeout, ERROR (set in state) */
 	struct job_memo *memo; /* the runner's, or NULL (used only with generation >= 0) */
 };
 int job_commit(struct bg_store *st, struct job_commit *c) BG_WUR;

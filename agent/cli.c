@@ -22,6 +22,7 @@
 #include "agent.h"
 #include "cli.h"
 #include "cli_int.h"
+#include "record.h"
 
 #define SHA256_HEX_LEN 64
 #define GET_TRANSIENT_RETRIES 3 /* immediate retries of a transient error by `get` */
@@ -173,11 +174,11 @@ cli_store_failed(const char *what, int err)
 int
 cli_check_job(struct ctx *c, const char *id)
 {
-	json_t *job = NULL;
+	struct job_rec job;
 	/* The job record alone: its files need not be decoded to know it exists. */
 	int err = job_load(c->st, id, &job);
 
-	json_decref(job);
+	job_rec_clear(&job);
 	if (err == BG_ENOENT) {
 		cli_complain("no such job: %s", id);
 		return EXIT_USAGE;
@@ -616,7 +617,10 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	struct sigaction sa;
 	json_t *doc = NULL;
 	bool errored = false;
-	const char *state;
+	enum job_state state;
+	enum job_get_end end;
+	json_int_t bytes;
+	const char *ctx;
 	int rc, err;
 
 	memset(&o, 0, sizeof(o));
@@ -728,13 +732,20 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		rc = cli_store_failed("get", err);
 		goto out;
 	}
-	state = json_string_value(json_object_get(doc, "state"));
+	if (job_state_parse(json_string_value(json_object_get(doc, "state")), &state) != 0) {
+		rc = cli_store_failed("get", BG_ECORRUPT);
+		goto out;
+	}
+	ctx = json_string_value(json_object_get(json_object_get(doc, "error"), "context"));
+	bytes = json_integer_value(json_object_get(doc, "bytes_transferred"));
+	end = job_get_end(state, bytes > 0 ? (uint64_t)bytes : 0,
+	                  ctx != NULL && strcmp(ctx, "local_file") == 0);
 	if (bar != NULL) {
 		cli_draw_document(bar, doc, true);
 		progress_end(bar);
 		bar = NULL;
 	}
-	if (strcmp(state, "TRANSFERRED") == 0) {
+	if (end == JOB_GET_COMPLETE) {
 		/* The document shows the job as it ended its transfer; completing
 		 * it then makes the file appear at its path. */
 		if ((err = job_complete(c->st, id, o.sync)) != 0) {
@@ -749,18 +760,11 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		rc = EXIT_DONE;
 	} else {
 		char line[1024];
-		const char *ctx = json_string_value(
-			json_object_get(json_object_get(doc, "error"), "context"));
-		bool keep = json_integer_value(json_object_get(doc, "bytes_transferred")) > 0 &&
-		            (strcmp(state, "TRANSIENT_ERROR") == 0 ||
-		             (ctx != NULL && strcmp(ctx, "local_file") == 0));
 
 		/* Nobody retries a foreground job once get returns: it ends in
-		 * ERROR.  A fatal error leaves nothing half-written; bytes kept
-		 * through a broken connection or a full disk stay, so that the
-		 * same get resumes them. */
-		if ((!keep && (err = job_discard_partials(c->st, id)) != 0) ||
-		    (err = job_set_state(c->st, id, JOB_ERROR)) != 0) {
+		 * ERROR, with or without its partial data (job_get_end). */
+		if ((end == JOB_GET_GIVE_UP_DISCARD && (err = job_discard_partials(c->st, id)) != 0) ||
+		    (err = job_event(c->st, id, JOB_EV_GIVE_UP, NULL, NULL)) != 0) {
 			rc = cli_store_failed("get", err);
 			goto out;
 		}

@@ -412,21 +412,11 @@ struct enforce_args {
 };
 
 static int
-job_unfinished(const json_t *job)
-{
-	enum job_state st;
-
-	if (job_state_parse(cli_jstr(job, "state"), &st) != 0)
-		return 0;
-	return st != JOB_ACKNOWLEDGED && st != JOB_CANCELLED;
-}
-
-static int
 enforce_txn(struct bg_txn *txn, void *arg)
 {
 	struct enforce_args *a = arg;
 
-	return txn_enforce_limits(txn, a->limit, bg_now(), a->cfg.max_age_days, job_unfinished,
+	return txn_enforce_limits(txn, a->limit, bg_now(), a->cfg.max_age_days, job_record_unfinished,
 	                          &a->res);
 }
 

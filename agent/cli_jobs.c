@@ -19,6 +19,7 @@
 
 #include "agent_int.h"
 #include "cli_int.h"
+#include "record.h"
 
 #define SECONDS_MAX (10LL * 365 * 24 * 3600) /* longest delay or timeout accepted */
 #define PASSWORD_MAX 1024                     /* bytes */
@@ -116,8 +117,7 @@ int
 cmd_complete(struct ctx *c, int argc, char **argv)
 {
 	struct job_lock *lock = NULL;
-	json_t *job = NULL;
-	const char *state;
+	struct job_rec job = {0};
 	int rc, err;
 
 	if (argc != 2) {
@@ -133,9 +133,9 @@ cmd_complete(struct ctx *c, int argc, char **argv)
 		rc = err == BG_ENOENT ? cli_check_job(c, argv[1]) : cli_store_failed("complete", err);
 		goto out;
 	}
-	state = cli_jstr(job, "state");
-	if (strcmp(state, "TRANSFERRED") != 0) {
-		cli_complain("cannot complete job %s: it is %s, not TRANSFERRED", argv[1], state);
+	if (job.state != JOB_TRANSFERRED) {
+		cli_complain("cannot complete job %s: it is %s, not TRANSFERRED", argv[1],
+		             job_state_name(job.state));
 		rc = EXIT_USAGE;
 		goto out;
 	}
@@ -147,26 +147,32 @@ cmd_complete(struct ctx *c, int argc, char **argv)
 	cli_wake(c);
 	rc = EXIT_DONE;
 out:
-	json_decref(job);
+	job_rec_clear(&job);
 	job_unlock(lock);
 	return rc;
 }
 
-/* Sets one field of a job (value stolen). */
+/* argv[from..argc) as a NULL-terminated list in list (at least argc - from + 1 long). */
+static const char *const *
+arg_list(int argc, char **argv, int from, const char **list)
+{
+	int n = 0;
+
+	for (int i = from; i < argc; i++)
+		list[n++] = argv[i];
+	list[n] = NULL;
+	return list;
+}
+
+/* Changes the settings of a job named in s. */
 static int
-set_field(struct ctx *c, const char *id, const char *key, json_t *value)
+change(struct ctx *c, const char *id, const struct job_settings *s)
 {
 	int rc, err;
 
-	if (value == NULL)
-		return cli_store_failed(key, BG_ENOMEM);
-	if ((rc = prepare(c, id)) != EXIT_DONE) {
-		json_decref(value);
+	if ((rc = prepare(c, id)) != EXIT_DONE)
 		return rc;
-	}
-	err = job_set_field(c->st, id, key, value);
-	json_decref(value);
-	if (err != 0)
+	if ((err = job_change(c->st, id, s)) != 0)
 		return finished_job(id, err);
 	cli_wake(c);
 	return EXIT_DONE;
@@ -181,29 +187,25 @@ cmd_set_priority(struct ctx *c, int argc, char **argv)
 		cli_complain("usage: bgcopy set-priority JOB foreground|high|normal|low");
 		return EXIT_USAGE;
 	}
-	return set_field(c, argv[1], "priority", json_string(job_priority_name(p)));
+	struct job_settings s = {.set = JOB_SET_PRIORITY, .priority = p};
+
+	return change(c, argv[1], &s);
 }
 
 int
 cmd_set_notify_cmd(struct ctx *c, int argc, char **argv)
 {
-	json_t *cmd;
+	struct job_settings s = {.set = JOB_SET_NOTIFY_CMD};
+	const char *list[NOTIFY_ARGS_MAX + 1];
 
 	if (argc < 3 || argc - 2 > NOTIFY_ARGS_MAX) {
 		cli_complain("usage: bgcopy set-notify-cmd JOB PROGRAM [ARG...]   ('' clears it)");
 		return EXIT_USAGE;
 	}
-	if (argc == 3 && argv[2][0] == '\0')
-		return set_field(c, argv[1], "notify_cmd", json_null());
-	if ((cmd = json_array()) == NULL)
-		return cli_store_failed("set-notify-cmd", BG_ENOMEM);
-	for (int i = 2; i < argc; i++) {
-		if (json_array_append_new(cmd, json_string(argv[i])) != 0) {
-			json_decref(cmd);
-			return cli_store_failed("set-notify-cmd", BG_ENOMEM);
-		}
-	}
-	return set_field(c, argv[1], "notify_cmd", cmd);
+	/* '' alone clears it. */
+	if (!(argc == 3 && argv[2][0] == '\0'))
+		s.notify_cmd = arg_list(argc, argv, 2, list);
+	return change(c, argv[1], &s);
 }
 
 static int
@@ -221,33 +223,36 @@ parse_seconds(const char *s, int64_t *out)
 }
 
 static int
-seconds_command(struct ctx *c, int argc, char **argv, const char *key)
+seconds_command(struct ctx *c, int argc, char **argv, enum job_setting which)
 {
+	struct job_settings s = {.set = which};
 	int64_t v;
 
 	if (argc != 3 || parse_seconds(argv[2], &v) != 0) {
 		cli_complain("usage: bgcopy %s JOB SECONDS (0 to %lld)", argv[0], SECONDS_MAX);
 		return EXIT_USAGE;
 	}
-	return set_field(c, argv[1], key, json_integer((json_int_t)v));
+	s.min_retry_delay = s.no_progress_timeout = v;
+	return change(c, argv[1], &s);
 }
 
 int
 cmd_set_min_retry_delay(struct ctx *c, int argc, char **argv)
 {
-	return seconds_command(c, argc, argv, "min_retry_delay");
+	return seconds_command(c, argc, argv, JOB_SET_MIN_RETRY_DELAY);
 }
 
 int
 cmd_set_no_progress_timeout(struct ctx *c, int argc, char **argv)
 {
-	return seconds_command(c, argc, argv, "no_progress_timeout");
+	return seconds_command(c, argc, argv, JOB_SET_NO_PROGRESS_TIMEOUT);
 }
 
 int
 cmd_set_headers(struct ctx *c, int argc, char **argv)
 {
-	json_t *h;
+	struct job_settings s = {.set = JOB_SET_HEADERS};
+	const char *list[JOB_HEADERS_MAX + 1];
 
 	if (argc < 2 || argc - 2 > JOB_HEADERS_MAX) {
 		cli_complain("usage: bgcopy set-headers JOB ['Name: value'...]   (none clears them)");
@@ -259,15 +264,8 @@ cmd_set_headers(struct ctx *c, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if ((h = json_array()) == NULL)
-		return cli_store_failed("set-headers", BG_ENOMEM);
-	for (int i = 2; i < argc; i++) {
-		if (json_array_append_new(h, json_string(argv[i])) != 0) {
-			json_decref(h);
-			return cli_store_failed("set-headers", BG_ENOMEM);
-		}
-	}
-	return set_field(c, argv[1], "headers", h);
+	s.headers = arg_list(argc, argv, 2, list);
+	return change(c, argv[1], &s);
 }
 
 /* Reads one line: from a file, or from standard input (without echo on a
@@ -306,31 +304,12 @@ read_password(const char *file, char *buf, size_t len)
 	return EXIT_DONE;
 }
 
-struct cred_args {
-	const char *user, *password;
-};
-
-static int
-cred_fn(json_t *job, struct bg_txn *txn, void *arg)
-{
-	struct cred_args *a = arg;
-	json_t *u = a->user != NULL ? json_string(a->user) : json_null();
-	json_t *p = a->password != NULL ? json_string(a->password) : json_null();
-
-	(void)txn;
-	if (u == NULL || p == NULL || json_object_set_new(job, "user", u) != 0) {
-		json_decref(p);
-		return BG_ENOMEM;
-	}
-	return json_object_set_new(job, "password", p) == 0 ? 0 : BG_ENOMEM;
-}
-
 int
 cmd_set_credentials(struct ctx *c, int argc, char **argv)
 {
 	const char *file = NULL;
 	char password[PASSWORD_MAX];
-	struct cred_args a;
+	struct job_settings a = {.set = JOB_SET_CREDENTIALS};
 	int rc, err;
 
 	if (argc == 5 && strcmp(argv[3], "--password-file") == 0)
@@ -354,7 +333,7 @@ cmd_set_credentials(struct ctx *c, int argc, char **argv)
 		a.password = password;
 	}
 	/* The store is readable by its owner only (home 0700, files 0600). */
-	err = job_modify(c->st, argv[1], cred_fn, &a);
+	err = job_change(c->st, argv[1], &a);
 	explicit_bzero(password, sizeof(password));
 	if (err != 0)
 		return finished_job(argv[1], err);
@@ -378,12 +357,17 @@ cmd_set_proxy(struct ctx *c, int argc, char **argv)
 		cli_complain("set-proxy: %s   (usage: bgcopy set-proxy JOB URL|none)", why);
 		return EXIT_USAGE;
 	}
-	return set_field(c, argv[1], "proxy", json_string(argv[2]));
+	{
+		struct job_settings s = {.set = JOB_SET_PROXY, .proxy = argv[2]};
+
+		return change(c, argv[1], &s);
+	}
 }
 
 int
 cmd_set_ca_file(struct ctx *c, int argc, char **argv)
 {
+	struct job_settings s = {.set = JOB_SET_CA_FILE};
 	char path[PATH_MAX];
 
 	if (argc != 3) {
@@ -391,7 +375,7 @@ cmd_set_ca_file(struct ctx *c, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (strcmp(argv[2], "none") == 0)
-		return set_field(c, argv[1], "ca_file", json_null());
+		return change(c, argv[1], &s);
 	if (access(argv[2], R_OK) != 0) {
 		cli_complain("cannot read CA file %s: %s", argv[2], strerror(errno));
 		return EXIT_USAGE;
@@ -400,17 +384,17 @@ cmd_set_ca_file(struct ctx *c, int argc, char **argv)
 		cli_complain("path too long: %s", argv[2]);
 		return EXIT_USAGE;
 	}
-	return set_field(c, argv[1], "ca_file", json_string(path));
+	s.ca_file = path;
+	return change(c, argv[1], &s);
 }
 
 int
 cmd_set_peer_caching(struct ctx *c, int argc, char **argv)
 {
-	static const char *const modes[] = {"off", "client", "server", "both"};
+	struct job_settings s = {.set = JOB_SET_PEER_CACHING};
 
-	for (size_t i = 0; argc == 3 && i < sizeof(modes) / sizeof(modes[0]); i++)
-		if (strcmp(argv[2], modes[i]) == 0)
-			return set_field(c, argv[1], "peer_caching", json_string(modes[i]));
+	if (argc == 3 && peer_caching_parse(argv[2], &s.peer_caching) == 0)
+		return change(c, argv[1], &s);
 	cli_complain("usage: bgcopy set-peer-caching JOB off|client|server|both");
 	return EXIT_USAGE;
 }
@@ -485,25 +469,25 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 	if (isatty(STDERR_FILENO))
 		bar = progress_new(stderr);
 	for (;;) {
-		json_t *job = NULL, *doc = NULL;
-		const char *state;
-		enum job_state s;
+		struct job_rec job;
+		json_t *doc = NULL;
+		enum job_state state;
 
 		/* The job record alone says the state; the whole document (every
 		 * file) is read only to draw the bar, a few times a second. */
 		if ((err = job_load(c->st, argv[1], &job)) != 0) {
+			job_rec_clear(&job);
 			rc = cli_store_failed("wait", err);
 			break;
 		}
-		state = cli_jstr(job, "state");
 		/* A job whose runner died waits, QUEUED, for the next one. */
-		if (job_state_parse(state, &s) == 0)
-			state = job_state_name(job_state_shown(c->home, argv[1], s));
-		done = strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ACKNOWLEDGED") == 0;
+		state = job_state_shown(c->home, argv[1], job.state);
+		job_rec_clear(&job);
+		done = state == JOB_TRANSFERRED || state == JOB_ACKNOWLEDGED;
 		/* The last draw, when wait returns, shows where the job is. */
 		timed_out = has_timeout && now_seconds() - start >= (double)timeout;
-		last = done || strcmp(state, "ERROR") == 0 || strcmp(state, "CANCELLED") == 0 ||
-		       wait_interrupted || timed_out;
+		last = done || state == JOB_ERROR || state == JOB_CANCELLED || wait_interrupted ||
+		       timed_out;
 		if (bar != NULL && (last || now_seconds() - last_draw >= 0.2)) {
 			if (job_document(c->st, c->home, argv[1], &doc) == 0)
 				cli_draw_document(bar, doc, last);
@@ -512,36 +496,32 @@ cmd_wait(struct ctx *c, int argc, char **argv)
 			last_draw = now_seconds();
 		}
 		if (done) {
-			json_decref(job);
 			rc = EXIT_DONE;
 			break;
 		}
-		if (strcmp(state, "ERROR") == 0 || strcmp(state, "CANCELLED") == 0) {
+		if (state == JOB_ERROR || state == JOB_CANCELLED) {
 			progress_end(bar);
 			bar = NULL;
-			if (strcmp(state, "ERROR") == 0 && job_document(c->st, NULL, argv[1], &doc) == 0)
+			if (state == JOB_ERROR && job_document(c->st, NULL, argv[1], &doc) == 0)
 				cli_complain("job %s ERROR %s", argv[1], cli_error_line(doc, line, sizeof(line)));
 			else
 				cli_complain("job %s was cancelled", argv[1]);
 			json_decref(doc);
-			json_decref(job);
 			rc = EXIT_JOB_ERROR;
 			break;
 		}
 		if (wait_interrupted) {
-			json_decref(job);
 			rc = EXIT_SYSTEM;
 			break;
 		}
 		if (timed_out) {
 			progress_end(bar);
 			bar = NULL;
-			cli_complain("timed out after %" PRId64 " s; job %s is %s", timeout, argv[1], state);
-			json_decref(job);
+			cli_complain("timed out after %" PRId64 " s; job %s is %s", timeout, argv[1],
+			             job_state_name(state));
 			rc = EXIT_SYSTEM;
 			break;
 		}
-		json_decref(job);
 		{
 			struct pollfd pfd = {ino, POLLIN, 0};
 			char buf[4096];

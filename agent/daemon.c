@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "record.h"
 #include "agent_int.h"
 
 #define IDLE_WAKEUP_MS (60 * 1000) /* longest sleep with nothing scheduled */
@@ -121,9 +122,9 @@ worker_main(void *arg)
 /* Runs the job's notification command, without a shell, with the job id
  * as its last argument. */
 static void
-notify(const char *id, json_t *cmd)
+notify(const char *id, const struct strv *cmd)
 {
-	size_t n = json_array_size(cmd);
+	size_t n = cmd->n;
 	char **argv;
 	pid_t pid;
 	int err;
@@ -131,7 +132,7 @@ notify(const char *id, json_t *cmd)
 	if (n == 0 || (argv = calloc(n + 2, sizeof(*argv))) == NULL)
 		return;
 	for (size_t i = 0; i < n; i++)
-		argv[i] = (char *)json_string_value(json_array_get(cmd, i));
+		argv[i] = cmd->v[i];
 	argv[n] = (char *)id;
 	if (argv[0] != NULL) {
 		err = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
@@ -144,26 +145,24 @@ notify(const char *id, json_t *cmd)
 static void
 after_run(struct daemon *d, struct worker *w)
 {
-	json_t *job = NULL;
-	const char *state;
+	struct job_rec job;
 
 	if (w->result != 0 && w->result != BG_ECANCELED && w->result != BG_EAGAIN)
 		note("job %s: stopped: %s", w->id, bg_strerror(w->result));
 	if (job_load(d->st, w->id, &job) == 0) {
-		state = jstr(job, "state");
-		note("job %s: %s%s", w->id, state != NULL ? state : "?",
+		note("job %s: %s%s", w->id, job_state_name(job.state),
 		     w->preempted ? " (its turn ended)" : "");
-		if (state != NULL && strcmp(state, "CANCELLED") == 0) {
+		if (job.state == JOB_CANCELLED) {
 			/* Cancelled while it ran: its runner removes the partial data. */
 			if (job_discard_partials(d->st, w->id) == 0)
 				json_object_set_new(d->cleaned, w->id, json_true());
-		} else if (w->result == 0 && state != NULL &&
-		           (strcmp(state, "TRANSFERRED") == 0 || strcmp(state, "ERROR") == 0)) {
+		} else if (w->result == 0 &&
+		           (job.state == JOB_TRANSFERRED || job.state == JOB_ERROR)) {
 			/* Only a run that got there notifies (once per arrival). */
-			notify(w->id, json_object_get(job, "notify_cmd"));
+			notify(w->id, &job.notify_cmd);
 		}
 	}
-	json_decref(job);
+	job_rec_clear(&job);
 	job_unlock(w->lock);
 	w->lock = NULL;
 	w->busy = false;
@@ -214,47 +213,45 @@ static int
 scan_fn(const char *id, json_t *rec, void *arg)
 {
 	struct scan *s = arg;
-	const char *state = jstr(rec, "state");
-	enum job_priority prio = JOB_PRIO_NORMAL;
+	struct job_rec job;
 	struct candidate *c;
+	int err = job_rec_decode(rec, &job);
 
+	if (err != 0)
+		return err == BG_ECORRUPT ? 0 : err;
 	/* A get runs its own job in the foreground. */
-	if (state == NULL || jstr(rec, "get_key") != NULL || running(s->d, id))
-		return 0;
-	if (strcmp(state, "CANCELLED") == 0) {
+	if (job.get_key != NULL || running(s->d, id))
+		goto out;
+	if (job.state == JOB_CANCELLED) {
 		if (json_object_get(s->d->cleaned, id) == NULL)
 			json_array_append_new(s->cancelled, json_string(id));
-		return 0;
+		goto out;
 	}
-	if (strcmp(state, "TRANSIENT_ERROR") == 0) {
-		int64_t at = jint(rec, "retry_at", 0);
-
-		if (at > s->now) {
-			if (s->next_retry == 0 || at < s->next_retry)
-				s->next_retry = at;
-			return 0;
-		}
-	} else if (strcmp(state, "QUEUED") != 0 && strcmp(state, "CONNECTING") != 0 &&
-	           strcmp(state, "TRANSFERRING") != 0) {
-		return 0;
+	if (!job_due(job.state, job.retry_at, s->now)) {
+		if (job.state == JOB_TRANSIENT_ERROR &&
+		    (s->next_retry == 0 || job.retry_at < s->next_retry))
+			s->next_retry = job.retry_at;
+		goto out;
 	}
-	if (job_priority_parse(jstr(rec, "priority"), &prio) != 0)
-		prio = JOB_PRIO_NORMAL;
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? s->cap * 2 : 32;
 		struct candidate *nc = realloc(s->c, cap * sizeof(*nc));
 
-		if (nc == NULL)
-			return BG_ENOMEM;
+		if (nc == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
 		s->c = nc;
 		s->cap = cap;
 	}
 	c = &s->c[s->n++];
 	snprintf(c->id, sizeof(c->id), "%s", id);
-	c->prio = prio;
+	c->prio = job.priority;
 	c->last_run = json_integer_value(json_object_get(s->d->last_run, id));
-	c->created = jint(rec, "created", 0);
-	return 0;
+	c->created = job.created;
+out:
+	job_rec_clear(&job);
+	return err;
 }
 
 static int

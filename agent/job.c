@@ -1,11 +1,9 @@
 /*
- * job.c - jobs and their files: records in the store, the job document, and
- * the transfer engine that runs a job's files in order.
- *
- * A file's bytes go to a hidden partial file next to its local path and, in
- * the same step, to a blob in the store.  Progress is committed chunk by
- * chunk: the file record's "bytes_committed" says how many bytes of both are
- * good, so a process killed at any moment resumes from there.
+ * job.c - jobs and their files in the store: creating and changing them in
+ * transactions (every state change through apply_event(), that is through
+ * job_transition()), the runner's commits (job_commit), the job document,
+ * and a job's ownership by one process (its lock).  The records' fields are
+ * record.h's; the engine that transfers a job is engine.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +24,7 @@
 
 #include "agent.h"
 #include "agent_int.h"
+#include "record.h"
 
 static const char *const state_names[] = {
 	[JOB_QUEUED] = "QUEUED",           [JOB_CONNECTING] = "CONNECTING",
@@ -42,34 +41,23 @@ static const char *const prio_names[] = {
 	[JOB_PRIO_LOW] = "low",
 };
 
-/* The index of s in names (n entries), or -1. */
-static int
-name_index(const char *const *names, size_t n, const char *s, bool any_case)
+const char *
+name_at(const char *const *names, size_t n, unsigned i, const char *def)
+{
+	return i < n && names[i] != NULL ? names[i] : def;
+}
+
+int
+name_find(const char *const *names, size_t n, const char *s, bool any_case)
 {
 	for (size_t i = 0; s != NULL && i < n; i++)
-		if ((any_case ? strcasecmp(s, names[i]) : strcmp(s, names[i])) == 0)
+		if (names[i] != NULL &&
+		    (any_case ? strcasecmp(s, names[i]) : strcmp(s, names[i])) == 0)
 			return (int)i;
 	return -1;
 }
 
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
-const char *
-job_state_name(enum job_state s)
-{
-	return (unsigned)s < COUNT(state_names) ? state_names[s] : "UNKNOWN";
-}
-
-int
-job_state_parse(const char *s, enum job_state *out)
-{
-	int i = name_index(state_names, COUNT(state_names), s, false);
-
-	if (i < 0)
-		return BG_EINVAL;
-	*out = (enum job_state)i;
-	return 0;
-}
+NAME_TABLE_FUNCS(job_state, state_names, "UNKNOWN", false)
 
 bool
 job_state_final(enum job_state s)
@@ -77,22 +65,7 @@ job_state_final(enum job_state s)
 	return s == JOB_ACKNOWLEDGED || s == JOB_CANCELLED;
 }
 
-const char *
-job_priority_name(enum job_priority p)
-{
-	return (unsigned)p < COUNT(prio_names) ? prio_names[p] : "normal";
-}
-
-int
-job_priority_parse(const char *s, enum job_priority *out)
-{
-	int i = name_index(prio_names, COUNT(prio_names), s, true);
-
-	if (i < 0)
-		return BG_EINVAL;
-	*out = (enum job_priority)i;
-	return 0;
-}
+NAME_TABLE_FUNCS(job_priority, prio_names, "normal", true)
 
 int
 job_new_id(char id[STORE_JOB_ID_LEN + 1])
@@ -111,97 +84,84 @@ job_new_id(char id[STORE_JOB_ID_LEN + 1])
 	return 0;
 }
 
-/* ---- JSON field helpers ------------------------------------------------ */
-
-const char *
-jstr(const json_t *o, const char *key)
-{
-	return json_string_value(json_object_get(o, key));
-}
-
-int64_t
-jint(const json_t *o, const char *key, int64_t def)
-{
-	json_t *v = json_object_get(o, key);
-
-	return json_is_integer(v) ? (int64_t)json_integer_value(v) : def;
-}
-
-bool
-jbool(const json_t *o, const char *key)
-{
-	return json_is_true(json_object_get(o, key));
-}
-
-int
-jset(json_t *o, const char *key, json_t *v)
-{
-	/* json_object_set_new steals v even on failure. */
-	if (v == NULL || json_object_set_new(o, key, v) != 0)
-		return BG_ENOMEM;
-	return 0;
-}
-
-int
-jset_str(json_t *o, const char *key, const char *s)
-{
-	return jset(o, key, s != NULL ? json_string(s) : json_null());
-}
-
-int
-jset_int(json_t *o, const char *key, int64_t v)
-{
-	return jset(o, key, json_integer((json_int_t)v));
-}
-
-static enum job_state
-rec_state(const json_t *job)
-{
-	enum job_state s = JOB_ERROR;
-
-	if (job_state_parse(jstr(job, "state"), &s) != 0)
-		return JOB_ERROR;
-	return s;
-}
-
 /* ---- Transactions ------------------------------------------------------ */
+
+/* A record o just read (err: how the read went) decoded into job or f;
+ * o is handed over in *raw (for an update in place) or dropped. */
+static int
+decoded(int err, json_t *o, struct job_rec *job, struct file_rec *f, json_t **raw)
+{
+	if (err == 0)
+		err = job != NULL ? job_rec_decode(o, job) : file_rec_decode(o, f);
+	if (err != 0 || raw == NULL)
+		json_decref(o);
+	else
+		*raw = o;
+	return err;
+}
+
+static int
+txn_job_load(struct bg_txn *txn, const char *id, struct job_rec *job, json_t **raw)
+{
+	json_t *o = NULL;
+	int err = txn_job_get(txn, id, &o);
+
+	return decoded(err, o, job, NULL, raw);
+}
+
+static int
+txn_file_load(struct bg_txn *txn, const char *id, uint32_t index, struct file_rec *f,
+              json_t **raw)
+{
+	json_t *o = NULL;
+	int err = txn_file_get(txn, id, index, &o);
+
+	return decoded(err, o, NULL, f, raw);
+}
+
+/* Writes a record back over *raw (as the load gave it, or NULL: anew). */
+static int
+txn_job_store(struct bg_txn *txn, const char *id, const struct job_rec *job, json_t **raw)
+{
+	int err = job_rec_encode(job, raw);
+
+	return err != 0 ? err : txn_job_put(txn, id, *raw);
+}
+
+static int
+txn_file_store(struct bg_txn *txn, const char *id, uint32_t index, const struct file_rec *f,
+               json_t **raw)
+{
+	int err = file_rec_encode(f, raw);
+
+	return err != 0 ? err : txn_file_put(txn, id, index, *raw);
+}
 
 struct get_args {
 	const char *id;
 	uint32_t index;
-	json_t *job;
-	json_t *file;
-	uint32_t count;
+	struct job_rec *job;
+	struct file_rec *file;
 };
 
 static int
 get_job_fn(struct bg_txn *txn, void *arg)
 {
 	struct get_args *a = arg;
-	int err;
 
-	if ((err = txn_job_get(txn, a->id, &a->job)) != 0)
-		return err;
-	if (!json_is_string(json_object_get(a->job, "state"))) {
-		json_decref(a->job);
-		a->job = NULL;
-		return BG_ECORRUPT;
-	}
-	return 0;
+	job_rec_clear(a->job);
+	return txn_job_load(txn, a->id, a->job, NULL);
 }
 
 int
-job_load(struct bg_store *st, const char *id, json_t **out)
+job_load(struct bg_store *st, const char *id, struct job_rec *out)
 {
-	struct get_args a = {.id = id};
-	int err;
+	struct get_args a = {.id = id, .job = out};
 
+	memset(out, 0, sizeof(*out));
 	if (strlen(id) != STORE_JOB_ID_LEN)
 		return BG_ENOENT;
-	if ((err = store_view(st, get_job_fn, &a)) != 0)
-		return err;
-	*out = a.job;
-	return 0;
+	return store_view(st, get_job_fn, &a);
 }
 
 static int
@@ -209,19 +169,27 @@ get_file_fn(struct bg_txn *txn, void *arg)
 {
 	struct get_args *a = arg;
 
-	return txn_file_get(txn, a->id, a->index, &a->file);
+	file_rec_clear(a->file);
+	return txn_file_load(txn, a->id, a->index, a->file, NULL);
 }
 
 int
-job_load_file(struct bg_store *st, const char *id, uint32_t index, json_t **out)
+job_load_file(struct bg_store *st, const char *id, uint32_t index, struct file_rec *out)
 {
-	struct get_args a = {.id = id, .index = index};
-	int err;
+	struct get_args a = {.id = id, .index = index, .file = out};
 
-	if ((err = store_view(st, get_file_fn, &a)) != 0)
-		return err;
-	*out = a.file;
-	return 0;
+	memset(out, 0, sizeof(*out));
+	return store_view(st, get_file_fn, &a);
+}
+
+int
+job_record_unfinished(const json_t *job)
+{
+	enum job_state st;
+
+	if (job_rec_state(job, &st) != 0)
+		return 0;
+	return !job_state_final(st);
 }
 
 void
@@ -272,72 +240,109 @@ int
 txn_job_check_generation(struct bg_txn *txn, const char *id, int64_t generation,
                          struct job_memo *memo)
 {
-	json_t *job = NULL;
+	struct job_rec job;
 	int err;
 
 	if (memo_matches(txn, id, memo, generation))
 		return 0;
-	if ((err = txn_job_get(txn, id, &job)) != 0)
+	if ((err = txn_job_load(txn, id, &job, NULL)) != 0)
 		return err;
-	err = jint(job, "generation", 0) != generation ? BG_EAGAIN : 0;
-	json_decref(job);
+	err = job.generation != generation ? BG_EAGAIN : 0;
+	job_rec_clear(&job);
 	if (err == 0)
 		memo_take(txn, id, memo, generation, -1);
 	return err;
+}
+
+/* What happens to a job record: the one place its state changes.  ev goes
+ * through job_transition() from the stored state (BG_EINVAL when refused)
+ * and brings its side effects.  With failed (the attempt at file index,
+ * remote URL url, failed), the event is the one job_failure_event() gives
+ * and the outcome becomes the job's error. */
+static int
+apply_event(struct job_rec *job, enum job_event ev, const struct job_outcome *failed,
+            uint32_t index, const char *url, int64_t now, enum job_state *from)
+{
+	enum job_state to;
+	int err;
+
+	if (failed != NULL)
+		ev = job_failure_event(hr_transient(failed->hr), now, job->transient_since,
+		                       job->no_progress_timeout);
+	*from = job->state;
+	if ((err = job_transition(job->state, ev, &to)) != 0)
+		return err;
+	job->state = to;
+	switch (ev) {
+	case JOB_EV_START:
+	case JOB_EV_RUN:
+		job->has_error = false;
+		break;
+	case JOB_EV_RESUME:
+		/* A resumed job starts its no-progress clock again and is tried
+		 * at once, whatever its retry time was. */
+		if (*from != to) {
+			job->has_error = false;
+			job->last_progress = now;
+			job->transient_since = 0;
+			job->retry_at = 0;
+		}
+		break;
+	case JOB_EV_TRANSIENT:
+		if (job->transient_since == 0)
+			job->transient_since = now;
+		job->retry_at = now + job->min_retry_delay;
+		break;
+	default:
+		break;
+	}
+	if (failed != NULL) {
+		job->has_error = true;
+		job->error.outcome = *failed;
+		job->error.file_index = index;
+		if ((err = rec_set_str(&job->error.url, url)) != 0)
+			return err;
+	}
+	return 0;
 }
 
 /* Applies the job-level parts of a commit to the stored record. */
 static int
 patch_job(struct bg_txn *txn, struct job_commit *c)
 {
-	json_t *job = NULL;
+	struct job_rec job;
+	json_t *raw = NULL;
 	int64_t now = (int64_t)time(NULL);
 	bool known = memo_matches(txn, c->id, c->memo, c->generation);
+	enum job_state from;
 	int err;
 
 	/* Progress alone, stamped this same second already: writing the
 	 * record again would not change a byte of it. */
-	if (known && c->memo->stamped == now && c->progress && c->state == NULL &&
-	    c->error == NULL && c->retry_at <= 0 && !c->transient)
+	if (known && c->memo->stamped == now && c->progress && !c->has_event && c->failed == NULL)
 		return 0;
-	if ((err = txn_job_get(txn, c->id, &job)) != 0)
+	if ((err = txn_job_load(txn, c->id, &job, &raw)) != 0)
 		return err;
 	/* Someone changed the job since its runner loaded it: the runner
 	 * must reload rather than write over the change. */
-	if (!known && c->generation >= 0 && jint(job, "generation", 0) != c->generation) {
+	if (!known && c->generation >= 0 && job.generation != c->generation) {
 		err = BG_EAGAIN;
 		goto out;
 	}
-	if (c->transient) {
-		/* BITS: the no-progress interval begins at the first transient
-		 * error since the job last made progress; once it has passed (or
-		 * when it is 0) the error is fatal. */
-		int64_t npt = jint(job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT);
-		int64_t since = jint(job, "transient_since", 0);
-
-		if (since == 0)
-			since = now;
-		if (npt > 0 && now - since < npt) {
-			c->state = job_state_name(JOB_TRANSIENT_ERROR);
-			c->retry_at = now + jint(job, "min_retry_delay", JOB_MIN_RETRY_DELAY);
-			if ((err = jset_int(job, "transient_since", since)) != 0)
-				goto out;
-		} else {
-			c->state = job_state_name(JOB_ERROR);
-		}
-	}
-	if ((c->state != NULL && (err = jset_str(job, "state", c->state)) != 0) ||
-	    (c->error != NULL && (err = jset(job, "error", json_incref(c->error))) != 0) ||
-	    (c->progress && ((err = jset_int(job, "last_progress", now)) != 0 ||
-	                     (err = jset_int(job, "transient_since", 0)) != 0)) ||
-	    (c->retry_at > 0 && (err = jset_int(job, "retry_at", c->retry_at)) != 0) ||
-	    (err = jset_int(job, "modified", now)) != 0)
+	if ((c->has_event || c->failed != NULL) &&
+	    (err = apply_event(&job, c->event, c->failed, c->index, c->failed_url, now, &from)) != 0)
 		goto out;
-	if ((err = txn_job_put(txn, c->id, job)) == 0)
+	if (c->progress) {
+		job.last_progress = now;
+		job.transient_since = 0;
+	}
+	job.modified = now;
+	if ((err = txn_job_store(txn, c->id, &job, &raw)) == 0)
 		memo_take(txn, c->id, c->memo, c->generation,
-		          c->progress && !c->transient ? now : -1);
+		          c->progress && c->failed == NULL ? now : -1);
 out:
-	json_decref(job);
+	json_decref(raw);
+	job_rec_clear(&job);
 	return err;
 }
 
@@ -346,10 +351,10 @@ commit_fn(struct bg_txn *txn, void *arg)
 {
 	struct job_commit *c = arg;
 	uint64_t blob = c->blob_in;
+	json_t *own = NULL, **fj = c->file_json != NULL ? c->file_json : &own;
 	int err;
 
-	if (c->generation >= 0 || c->state != NULL || c->error != NULL || c->progress ||
-	    c->retry_at > 0 || c->transient) {
+	if (c->generation >= 0 || c->has_event || c->failed != NULL || c->progress) {
 		if ((err = patch_job(txn, c)) != 0)
 			return err;
 	}
@@ -367,35 +372,34 @@ commit_fn(struct bg_txn *txn, void *arg)
 	}
 	c->blob_out = blob;
 	if (c->file != NULL) {
-		if ((err = jset_int(c->file, "blob", (int64_t)blob)) != 0)
-			return err;
-		if ((err = txn_file_put(txn, c->id, c->index, c->file)) != 0)
+		c->file->blob = blob;
+		err = txn_file_store(txn, c->id, c->index, c->file, fj);
+		json_decref(own);
+		if (err != 0)
 			return err;
 	}
-	if (c->job != NULL && (err = txn_job_put(txn, c->id, c->job)) != 0)
-		return err;
+	if (c->job != NULL) {
+		json_t *j = NULL;
+
+		err = txn_job_store(txn, c->id, c->job, &j);
+		json_decref(j);
+		if (err != 0)
+			return err;
+	}
 	return 0;
 }
 
 int
 job_commit(struct bg_store *st, struct job_commit *c)
 {
-	if (c->job != NULL && jset_int(c->job, "modified", (int64_t)time(NULL)) != 0)
-		return BG_ENOMEM;
+	if (c->job != NULL)
+		c->job->modified = (int64_t)time(NULL);
 	return store_update(st, commit_fn, c);
-}
-
-static int
-put_job(struct bg_store *st, const char *id, json_t *job)
-{
-	struct job_commit c = {.id = id, .job = job, .generation = -1};
-
-	return job_commit(st, &c);
 }
 
 struct modify_args {
 	const char *id;
-	int (*fn)(json_t *job, struct bg_txn *txn, void *arg);
+	int (*fn)(struct job_rec *job, struct bg_txn *txn, void *arg);
 	void *arg;
 };
 
@@ -403,24 +407,26 @@ static int
 modify_fn(struct bg_txn *txn, void *arg)
 {
 	struct modify_args *a = arg;
-	json_t *job = NULL;
+	struct job_rec job;
+	json_t *raw = NULL;
 	int err;
 
-	if ((err = txn_job_get(txn, a->id, &job)) != 0)
+	if ((err = txn_job_load(txn, a->id, &job, &raw)) != 0)
 		return err;
-	if ((err = a->fn(job, txn, a->arg)) != 0 ||
-	    (err = jset_int(job, "generation", jint(job, "generation", 0) + 1)) != 0 ||
-	    (err = jset_int(job, "modified", (int64_t)time(NULL))) != 0)
+	if ((err = a->fn(&job, txn, a->arg)) != 0)
 		goto out;
-	err = txn_job_put(txn, a->id, job);
+	job.generation++;
+	job.modified = (int64_t)time(NULL);
+	err = txn_job_store(txn, a->id, &job, &raw);
 out:
-	json_decref(job);
+	json_decref(raw);
+	job_rec_clear(&job);
 	return err;
 }
 
 int
-job_modify(struct bg_store *st, const char *id, int (*fn)(json_t *job, struct bg_txn *txn, void *arg),
-           void *arg)
+job_modify(struct bg_store *st, const char *id,
+           int (*fn)(struct job_rec *job, struct bg_txn *txn, void *arg), void *arg)
 {
 	struct modify_args a = {id, fn, arg};
 
@@ -431,51 +437,35 @@ job_modify(struct bg_store *st, const char *id, int (*fn)(json_t *job, struct bg
 
 /* ---- Creating jobs ----------------------------------------------------- */
 
-static json_t *
-headers_array(const char *const *headers)
-{
-	json_t *a = json_array();
-
-	for (const char *const *p = headers; a != NULL && p != NULL && *p != NULL; p++) {
-		if (json_array_append_new(a, json_string(*p)) != 0) {
-			json_decref(a);
-			return NULL;
-		}
-	}
-	return a;
-}
-
 static int
-apply_options(json_t *job, const struct job_options *opt)
+apply_options(struct job_rec *job, const struct job_options *opt)
 {
-	int err = 0;
+	int err;
 
 	if (!flags_valid(opt->security_flags))
 		return BG_ENOTIMPL;
 	if (opt->peers != NULL && opt->peers[0] != NULL) {
 		/* Peers named: the job asks them (client) and, as every job,
 		 * offers what it fetched (server). */
-		if ((err = jset(job, "peers", headers_array(opt->peers))) != 0 ||
-		    (err = jset_str(job, "peer_caching", "both")) != 0)
+		if ((err = strv_set(&job->peers, opt->peers)) != 0)
 			return err;
+		job->peer_caching = PEER_CACHING_BOTH;
 	}
-	if ((err = jset_str(job, "peer_key", opt->peer_key)) != 0)
+	if ((err = rec_set_str(&job->peer_key, opt->peer_key)) != 0 ||
+	    (err = rec_set_str(&job->ca_file, opt->ca_file)) != 0 ||
+	    (err = strv_set(&job->headers, opt->headers)) != 0)
 		return err;
-	if ((err = jset_int(job, "security_flags", opt->security_flags)) != 0 ||
-	    (err = jset_str(job, "ca_file", opt->ca_file)) != 0 ||
-	    (err = jset(job, "headers", headers_array(opt->headers))) != 0 ||
-	    (err = jset(job, "cache_both", json_boolean(opt->cache_both))) != 0 ||
-	    (err = jset(job, "no_cache", json_boolean(opt->no_cache))) != 0)
-		return err;
+	job->security_flags = opt->security_flags;
+	job->cache_both = opt->cache_both;
+	job->no_cache = opt->no_cache;
 	return 0;
 }
 
-static int put_new_files(struct bg_txn *txn, const char *id, json_t *job,
+static int put_new_files(struct bg_txn *txn, const char *id, struct job_rec *job,
                          const struct job_file_spec *files, size_t n);
 
 struct create_args {
-	const char *id;
-	json_t *job;
+	struct job_rec *job;
 	const struct job_file_spec *files;
 	size_t n;
 };
@@ -486,19 +476,21 @@ static int
 create_fn(struct bg_txn *txn, void *arg)
 {
 	struct create_args *a = arg;
+	json_t *raw = NULL;
 	int err;
 
-	if ((err = jset_int(a->job, "nfiles", 0)) != 0 ||
-	    (err = put_new_files(txn, a->id, a->job, a->files, a->n)) != 0)
-		return err;
-	return txn_job_put(txn, a->id, a->job);
+	a->job->nfiles = 0;
+	if ((err = put_new_files(txn, a->job->id, a->job, a->files, a->n)) == 0)
+		err = txn_job_store(txn, a->job->id, a->job, &raw);
+	json_decref(raw);
+	return err;
 }
 
 int
 job_create(struct bg_store *st, const struct job_options *opt, const struct job_file_spec *files,
            size_t nfiles, char id[STORE_JOB_ID_LEN + 1])
 {
-	json_t *job = NULL;
+	struct job_rec job = {0};
 	int64_t now = (int64_t)time(NULL);
 	int err;
 
@@ -506,38 +498,33 @@ job_create(struct bg_store *st, const struct job_options *opt, const struct job_
 		return BG_ELIMIT;
 	if ((err = job_new_id(id)) != 0)
 		return err;
-	if ((job = json_object()) == NULL)
-		return BG_ENOMEM;
-	if ((err = jset_str(job, "id", id)) != 0 ||
-	    (err = jset_str(job, "name", opt->name != NULL ? opt->name : "")) != 0 ||
-	    (err = jset_str(job, "type", "download")) != 0 ||
-	    (err = jset_str(job, "state", job_state_name(JOB_SUSPENDED))) != 0 ||
-	    (err = jset_str(job, "priority", job_priority_name(opt->priority))) != 0 ||
-	    (err = jset_str(job, "peer_caching", "server")) != 0 ||
-	    (err = jset_int(job, "created", now)) != 0 ||
-	    (err = jset_int(job, "nfiles", 0)) != 0 ||
-	    (err = jset_int(job, "generation", 0)) != 0 ||
-	    (err = jset_int(job, "last_progress", now)) != 0 ||
-	    (err = jset_int(job, "min_retry_delay", JOB_MIN_RETRY_DELAY)) != 0 ||
-	    (err = jset_int(job, "no_progress_timeout", JOB_NO_PROGRESS_TIMEOUT)) != 0 ||
-	    (err = jset(job, "error", json_null())) != 0 ||
-	    (err = jset_str(job, "get_key", opt->get_key)) != 0 ||
-	    (err = apply_options(job, opt)) != 0)
+	memcpy(job.id, id, sizeof(job.id));
+	job.state = JOB_SUSPENDED;
+	job.priority = opt->priority;
+	job.peer_caching = PEER_CACHING_SERVER;
+	job.created = job.last_progress = now;
+	job.min_retry_delay = JOB_MIN_RETRY_DELAY;
+	job.no_progress_timeout = JOB_NO_PROGRESS_TIMEOUT;
+	if ((err = rec_set_str(&job.name, opt->name != NULL ? opt->name : "")) != 0 ||
+	    (err = rec_set_str(&job.get_key, opt->get_key)) != 0 ||
+	    (err = apply_options(&job, opt)) != 0)
 		goto out;
 	if (nfiles == 0) {
-		err = put_job(st, id, job);
+		struct job_commit c = {.id = id, .job = &job, .generation = -1};
+
+		err = job_commit(st, &c);
 	} else {
-		struct create_args a = {.id = id, .job = job, .files = files, .n = nfiles};
+		struct create_args a = {.job = &job, .files = files, .n = nfiles};
 
 		err = store_update(st, create_fn, &a);
 	}
 out:
-	json_decref(job);
+	job_rec_clear(&job);
 	return err;
 }
 
 static int
-update_options_fn(json_t *job, struct bg_txn *txn, void *arg)
+update_options_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 {
 	(void)txn;
 	return apply_options(job, arg);
@@ -549,49 +536,30 @@ job_update_options(struct bg_store *st, const char *id, const struct job_options
 	return job_modify(st, id, update_options_fn, (void *)opt);
 }
 
-static json_t *
-new_file_record(const struct job_file_spec *spec)
-{
-	json_t *f = json_object();
-
-	if (f == NULL)
-		return NULL;
-	if (jset_str(f, "original_url", spec->url) != 0 ||
-	    jset_str(f, "remote_url", spec->url) != 0 ||
-	    jset_str(f, "local_path", spec->local_path) != 0 || jset_str(f, "temp_path", NULL) != 0 ||
-	    jset_int(f, "bytes_total", -1) != 0 || jset_int(f, "bytes_committed", 0) != 0 ||
-	    jset(f, "done", json_false()) != 0 || jset_int(f, "bytes_from_origin", 0) != 0 ||
-	    jset_int(f, "bytes_from_peers", 0) != 0 || jset_str(f, "cache_key", NULL) != 0 ||
-	    jset_str(f, "sha256", NULL) != 0 ||
-	    jset_str(f, "expect_sha256", spec->expect_sha256) != 0 || jset_int(f, "blob", 0) != 0 ||
-	    jset_str(f, "etag", NULL) != 0 || jset_str(f, "last_modified", NULL) != 0) {
-		json_decref(f);
-		return NULL;
-	}
-	return f;
-}
-
 /* Files n records after the job's current ones and counts them in job. */
 static int
-put_new_files(struct bg_txn *txn, const char *id, json_t *job, const struct job_file_spec *files,
-              size_t n)
+put_new_files(struct bg_txn *txn, const char *id, struct job_rec *job,
+              const struct job_file_spec *files, size_t n)
 {
-	int64_t have = jint(job, "nfiles", 0);
-	int err;
+	int err = 0;
 
-	if (have < 0 || (uint64_t)have + n > JOB_FILES_MAX)
+	if ((uint64_t)job->nfiles + n > JOB_FILES_MAX)
 		return BG_ELIMIT;
-	for (size_t i = 0; i < n; i++) {
-		json_t *f = new_file_record(&files[i]);
+	for (size_t i = 0; i < n && err == 0; i++) {
+		struct file_rec f = {.bytes_total = -1};
+		json_t *raw = NULL;
 
-		if (f == NULL)
-			return BG_ENOMEM;
-		err = txn_file_put(txn, id, (uint32_t)(have + (int64_t)i), f);
-		json_decref(f);
-		if (err != 0)
-			return err;
+		if ((err = rec_set_str(&f.original_url, files[i].url)) == 0 &&
+		    (err = rec_set_str(&f.remote_url, files[i].url)) == 0 &&
+		    (err = rec_set_str(&f.local_path, files[i].local_path)) == 0 &&
+		    (err = rec_set_str(&f.expect_sha256, files[i].expect_sha256)) == 0)
+			err = txn_file_store(txn, id, job->nfiles + (uint32_t)i, &f, &raw);
+		json_decref(raw);
+		file_rec_clear(&f);
 	}
-	return jset_int(job, "nfiles", have + (int64_t)n);
+	if (err == 0)
+		job->nfiles += (uint32_t)n;
+	return err;
 }
 
 struct add_args {
@@ -601,29 +569,17 @@ struct add_args {
 };
 
 static int
-add_fn(struct bg_txn *txn, void *arg)
+add_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 {
 	struct add_args *a = arg;
-	json_t *job = NULL;
-	enum job_state s;
+	enum job_state from;
 	int err;
 
-	if ((err = txn_job_get(txn, a->id, &job)) != 0)
-		return err;
 	/* BITS takes new files until the job is completed or cancelled; a
 	 * transferred job is queued again. */
-	if ((err = job_transition(rec_state(job), JOB_EV_ADD, &s)) != 0)
-		goto out;
-	if ((err = put_new_files(txn, a->id, job, a->files, a->n)) != 0)
-		goto out;
-	if ((err = jset_str(job, "state", job_state_name(s))) != 0 ||
-	    (err = jset_int(job, "generation", jint(job, "generation", 0) + 1)) != 0 ||
-	    (err = jset_int(job, "modified", (int64_t)time(NULL))) != 0)
-		goto out;
-	err = txn_job_put(txn, a->id, job);
-out:
-	json_decref(job);
-	return err;
+	if ((err = apply_event(job, JOB_EV_ADD, NULL, 0, NULL, (int64_t)time(NULL), &from)) != 0)
+		return err;
+	return put_new_files(txn, a->id, job, a->files, a->n);
 }
 
 int
@@ -631,7 +587,7 @@ job_add_files(struct bg_store *st, const char *id, const struct job_file_spec *f
 {
 	struct add_args a = {.id = id, .files = files, .n = n};
 
-	return store_update(st, add_fn, &a);
+	return job_modify(st, id, add_fn, &a);
 }
 
 int
@@ -655,19 +611,24 @@ static int
 find_fn(const char *id, json_t *rec, void *arg)
 {
 	struct find_args *a = arg;
-	const char *k = jstr(rec, "get_key");
-	enum job_state s = rec_state(rec);
-	int64_t created = jint(rec, "created", 0);
+	struct job_rec job;
+	int err = job_rec_decode(rec, &job);
 
-	if (k == NULL || strcmp(k, a->key) != 0 || job_state_final(s))
+	if (err == BG_ECORRUPT)
 		return 0;
+	if (err != 0)
+		return err;
+	if (job.get_key == NULL || strcmp(job.get_key, a->key) != 0 || job_state_final(job.state))
+		goto out;
 	/* The newest job of a key is the one a repeated get continues. */
-	if (a->found && created < a->created)
-		return 0;
+	if (a->found && job.created < a->created)
+		goto out;
 	snprintf(a->id, sizeof(a->id), "%s", id);
-	a->created = created;
+	a->created = job.created;
 	a->found = true;
-	a->errored = s == JOB_ERROR;
+	a->errored = job.state == JOB_ERROR;
+out:
+	job_rec_clear(&job);
 	return 0;
 }
 
@@ -697,24 +658,25 @@ job_find_get(struct bg_store *st, const char *get_key, char id[STORE_JOB_ID_LEN 
 int
 job_get_flags(struct bg_store *st, const char *id, uint32_t *out)
 {
-	json_t *job = NULL;
+	struct job_rec job;
 	int err;
 
 	if ((err = job_load(st, id, &job)) != 0)
 		return err;
-	*out = (uint32_t)jint(job, "security_flags", 0);
-	json_decref(job);
+	*out = job.security_flags;
+	job_rec_clear(&job);
 	return 0;
 }
 
 static int
-set_flags_fn(json_t *job, struct bg_txn *txn, void *arg)
+set_flags_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 {
 	(void)txn;
 	/* Turning CRL checking on restarts a partly downloaded https file:
 	 * whoever transfers the job next sees that its bytes were not fetched
 	 * under CRL checking (the file record's "crl_checked"). */
-	return jset_int(job, "security_flags", *(uint32_t *)arg);
+	job->security_flags = *(uint32_t *)arg;
+	return 0;
 }
 
 int
@@ -723,19 +685,6 @@ job_set_flags(struct bg_store *st, const char *id, uint32_t flags)
 	if (!flags_valid(flags))
 		return BG_ENOTIMPL;
 	return job_modify(st, id, set_flags_fn, &flags);
-}
-
-static int
-set_state_fn(json_t *job, struct bg_txn *txn, void *arg)
-{
-	(void)txn;
-	return jset_str(job, "state", job_state_name(*(enum job_state *)arg));
-}
-
-int
-job_set_state(struct bg_store *st, const char *id, enum job_state s)
-{
-	return job_modify(st, id, set_state_fn, &s);
 }
 
 /* ---- The job document -------------------------------------------------- */
@@ -748,9 +697,21 @@ size_or_null(int64_t v)
 
 struct doc_args {
 	const char *id;
-	json_t *job;
-	json_t *files;
+	struct job_rec job;
+	struct file_rec *files;
+	uint32_t nfiles;
 };
+
+static void
+doc_clear(struct doc_args *a)
+{
+	job_rec_clear(&a->job);
+	for (uint32_t i = 0; i < a->nfiles; i++)
+		file_rec_clear(&a->files[i]);
+	free(a->files);
+	a->files = NULL;
+	a->nfiles = 0;
+}
 
 static int
 doc_fn(struct bg_txn *txn, void *arg)
@@ -759,52 +720,55 @@ doc_fn(struct bg_txn *txn, void *arg)
 	uint32_t n = 0;
 	int err;
 
-	json_decref(a->job);
-	json_decref(a->files);
-	a->job = NULL;
-	if ((a->files = json_array()) == NULL)
-		return BG_ENOMEM;
-	if ((err = txn_job_get(txn, a->id, &a->job)) != 0)
+	doc_clear(a);
+	if ((err = txn_job_load(txn, a->id, &a->job, NULL)) != 0)
 		return err;
 	if ((err = txn_file_count(txn, a->id, &n)) != 0)
 		return err;
-	for (uint32_t i = 0; i < n; i++) {
-		json_t *f = NULL;
-
-		if ((err = txn_file_get(txn, a->id, i, &f)) != 0)
+	if (n > 0 && (a->files = calloc(n, sizeof(*a->files))) == NULL)
+		return BG_ENOMEM;
+	for (; a->nfiles < n; a->nfiles++)
+		if ((err = txn_file_load(txn, a->id, a->nfiles, &a->files[a->nfiles], NULL)) != 0)
 			return err;
-		if (json_array_append_new(a->files, f) != 0)
-			return BG_ENOMEM;
-	}
 	return 0;
 }
 
+/* A list of peer lookups as the document shows it. */
 static json_t *
-file_document(const json_t *f)
+lookups_json(const struct file_rec *f)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; arr != NULL && i < f->nlookups; i++) {
+		if (json_array_append_new(arr, peer_lookup_json(&f->lookups[i])) != 0) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
+}
+
+static json_t *
+file_document(const struct file_rec *f)
 {
 	json_t *d = json_object();
-	int64_t total = jint(f, "bytes_total", -1);
 
 	if (d == NULL)
 		return NULL;
-	if (jset_str(d, "original_url", jstr(f, "original_url")) != 0 ||
-	    jset_str(d, "remote_url", jstr(f, "remote_url")) != 0 ||
-	    jset_str(d, "local_path", jstr(f, "local_path")) != 0 ||
-	    jset(d, "bytes_total", size_or_null(total)) != 0 ||
-	    jset_int(d, "bytes_transferred", jint(f, "bytes_committed", 0)) != 0 ||
-	    jset(d, "done", json_boolean(jbool(f, "done"))) != 0 ||
-	    jset_int(d, "bytes_from_origin", jint(f, "bytes_from_origin", 0)) != 0 ||
-	    jset_int(d, "bytes_from_peers", jint(f, "bytes_from_peers", 0)) != 0 ||
-	    jset_int(d, "bytes_from_cache", jint(f, "bytes_from_cache", 0)) != 0 ||
-	    jset_str(d, "cache_key", jstr(f, "cache_key")) != 0 ||
-	    jset_str(d, "sha256", jstr(f, "sha256")) != 0 ||
-	    (json_object_get(f, "cached") != NULL &&
-	     jset(d, "cached", json_boolean(jbool(f, "cached"))) != 0) ||
-	    (jstr(f, "cache_note") != NULL && jset_str(d, "cache_note", jstr(f, "cache_note")) != 0) ||
-	    (json_object_get(f, "peer_lookup") != NULL &&
-	     jset(d, "peer_lookup", json_deep_copy(json_object_get(f, "peer_lookup"))) != 0) ||
-	    (json_object_get(f, "peer_lookups") != NULL &&
-	     jset(d, "peer_lookups", json_deep_copy(json_object_get(f, "peer_lookups"))) != 0)) {
+	if (jset_str(d, "original_url", f->original_url) != 0 ||
+	    jset_str(d, "remote_url", f->remote_url) != 0 ||
+	    jset_str(d, "local_path", f->local_path) != 0 ||
+	    jset(d, "bytes_total", size_or_null(f->bytes_total)) != 0 ||
+	    jset_int(d, "bytes_transferred", (int64_t)f->bytes_committed) != 0 ||
+	    jset(d, "done", json_boolean(f->done)) != 0 ||
+	    jset_int(d, "bytes_from_origin", (int64_t)f->bytes_from_origin) != 0 ||
+	    jset_int(d, "bytes_from_peers", (int64_t)f->bytes_from_peers) != 0 ||
+	    jset_int(d, "bytes_from_cache", (int64_t)f->bytes_from_cache) != 0 ||
+	    jset_str(d, "cache_key", f->cache_key) != 0 || jset_str(d, "sha256", f->sha256) != 0 ||
+	    (f->has_cached && jset(d, "cached", json_boolean(f->cached)) != 0) ||
+	    (f->cache_note != NULL && jset_str(d, "cache_note", f->cache_note) != 0) ||
+	    (f->has_last_lookup && jset(d, "peer_lookup", peer_lookup_json(&f->last_lookup)) != 0) ||
+	    (f->nlookups > 0 && jset(d, "peer_lookups", lookups_json(f)) != 0)) {
 		json_decref(d);
 		return NULL;
 	}
@@ -814,37 +778,35 @@ file_document(const json_t *f)
 /* The job's proxy for documents: "none", the URL with its password shown
  * as "***", or null (libcurl's, from the environment). */
 static json_t *
-proxy_value(const json_t *job)
+proxy_value(const struct job_rec *job)
 {
-	const char *p = jstr(job, "proxy");
 	char *shown = NULL;
 	json_t *v;
 
-	if (p == NULL)
+	if (job->proxy == NULL)
 		return json_null();
-	if (strcmp(p, "none") == 0)
-		return json_string(p);
-	if (url_proxy_redacted(p, &shown) != 0)
+	if (strcmp(job->proxy, "none") == 0)
+		return json_string(job->proxy);
+	if (url_proxy_redacted(job->proxy, &shown) != 0)
 		return NULL;
 	v = json_string(shown);
 	free(shown);
 	return v;
 }
 
+/* The document of job in state (the state readers see). */
 static json_t *
-make_document(const json_t *job, const json_t *files)
+make_document(const struct job_rec *job, const struct file_rec *files, uint32_t nfiles,
+              enum job_state state)
 {
-	json_t *d = json_object(), *fa = json_array(), *err;
+	json_t *d = json_object(), *fa = json_array();
 	int64_t total = 0, done_bytes = 0, ndone = 0, from_cache = 0;
-	size_t i;
-	json_t *f;
 
 	if (d == NULL || fa == NULL)
 		goto fail;
-	json_array_foreach(files, i, f) {
-		int64_t t = jint(f, "bytes_total", -1);
-
-		int64_t c = jint(f, "bytes_committed", 0);
+	for (uint32_t i = 0; i < nfiles; i++) {
+		const struct file_rec *f = &files[i];
+		int64_t t = f->bytes_total, c = (int64_t)f->bytes_committed;
 
 		/* Stored numbers are not trusted: a sum that does not fit (a
 		 * damaged record) is unknown, not undefined behaviour. */
@@ -852,34 +814,32 @@ make_document(const json_t *job, const json_t *files)
 			total = -1;
 		if (__builtin_add_overflow(done_bytes, c, &done_bytes))
 			done_bytes = c < 0 ? INT64_MIN : INT64_MAX;
-		ndone += jbool(f, "done");
-		if (__builtin_add_overflow(from_cache, jint(f, "bytes_from_cache", 0), &from_cache))
+		ndone += f->done;
+		if (__builtin_add_overflow(from_cache, (int64_t)f->bytes_from_cache, &from_cache))
 			from_cache = INT64_MAX;
 		if (json_array_append_new(fa, file_document(f)) != 0)
 			goto fail;
 	}
-	err = json_object_get(job, "error");
-	if (jset_str(d, "id", jstr(job, "id")) != 0 || jset_str(d, "name", jstr(job, "name")) != 0 ||
-	    jset_str(d, "type", jstr(job, "type")) != 0 ||
-	    jset_str(d, "state", jstr(job, "state")) != 0 ||
-	    jset_str(d, "priority", jstr(job, "priority")) != 0 ||
-	    jset_int(d, "security_flags", jint(job, "security_flags", 0)) != 0 ||
-	    jset_str(d, "peer_caching", jstr(job, "peer_caching")) != 0 ||
+	if (jset_str(d, "id", job->id) != 0 || jset_str(d, "name", job->name) != 0 ||
+	    jset_str(d, "type", "download") != 0 ||
+	    jset_str(d, "state", job_state_name(state)) != 0 ||
+	    jset_str(d, "priority", job_priority_name(job->priority)) != 0 ||
+	    jset_int(d, "security_flags", job->security_flags) != 0 ||
+	    jset_str(d, "peer_caching", peer_caching_name(job->peer_caching)) != 0 ||
 	    jset(d, "proxy", proxy_value(job)) != 0 ||
 	    jset(d, "bytes_total", size_or_null(total)) != 0 ||
 	    jset_int(d, "bytes_transferred", done_bytes) != 0 ||
 	    jset_int(d, "bytes_from_cache", from_cache) != 0 ||
-	    jset_int(d, "files_total", (int64_t)json_array_size(files)) != 0 ||
+	    jset_int(d, "files_total", (int64_t)nfiles) != 0 ||
 	    jset_int(d, "files_transferred", ndone) != 0 ||
-	    jset_int(d, "created", jint(job, "created", 0)) != 0 ||
-	    jset_int(d, "modified", jint(job, "modified", 0)) != 0)
+	    jset_int(d, "created", job->created) != 0 || jset_int(d, "modified", job->modified) != 0)
 		goto fail;
 	if (json_object_set_new(d, "files", fa) != 0) {
 		fa = NULL;
 		goto fail;
 	}
 	fa = NULL;
-	if (jset(d, "error", err != NULL ? json_deep_copy(err) : json_null()) != 0)
+	if (jset(d, "error", job->has_error ? job_error_json(&job->error) : json_null()) != 0)
 		goto fail;
 	return d;
 fail:
@@ -888,37 +848,23 @@ fail:
 	return NULL;
 }
 
-/* Puts the state readers see (job_state_shown) into the document d. */
-static int
-show_state(json_t *d, const json_t *job, const char *home, const char *id)
-{
-	enum job_state s;
-
-	if (job_state_parse(jstr(job, "state"), &s) != 0)
-		return 0;
-	return jset_str(d, "state", job_state_name(job_state_shown(home, id, s)));
-}
-
 int
 job_document(struct bg_store *st, const char *home, const char *id, json_t **out)
 {
 	struct doc_args a = {.id = id};
-	json_t *d;
+	enum job_state shown;
 	int err;
 
 	if (strlen(id) != STORE_JOB_ID_LEN)
 		return BG_ENOENT;
 	err = store_view(st, doc_fn, &a);
 	if (err == 0) {
-		if ((d = make_document(a.job, a.files)) == NULL)
+		/* With a home, the state readers see (job_state_shown). */
+		shown = home != NULL ? job_state_shown(home, id, a.job.state) : a.job.state;
+		if ((*out = make_document(&a.job, a.files, a.nfiles, shown)) == NULL)
 			err = BG_ENOMEM;
-		else if (home != NULL && (err = show_state(d, a.job, home, id)) != 0)
-			json_decref(d);
-		else
-			*out = d;
 	}
-	json_decref(a.job);
-	json_decref(a.files);
+	doc_clear(&a);
 	return err;
 }
 
@@ -932,7 +878,9 @@ list_fn(const char *id, json_t *rec, void *arg)
 {
 	struct list_args *a = arg;
 
-	if (!a->all && job_state_final(rec_state(rec)))
+	enum job_state st;
+
+	if (!a->all && job_rec_state(rec, &st) != BG_ECORRUPT && job_state_final(st))
 		return 0;
 	return json_array_append_new(a->ids, json_string(id)) == 0 ? 0 : BG_ENOMEM;
 }
@@ -1094,29 +1042,19 @@ struct event_args {
 };
 
 static int
-event_fn(json_t *job, struct bg_txn *txn, void *arg)
+event_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 {
 	struct event_args *a = arg;
 	int err;
 
 	(void)txn;
-	a->from = rec_state(job);
-	if (a->ev == JOB_EV_RESUME && jint(job, "nfiles", 0) == 0)
+	if (a->ev == JOB_EV_RESUME && job->nfiles == 0) {
+		a->from = job->state;
 		return BG_ENOENT; /* BITS refuses to resume an empty job */
-	if ((err = job_transition(a->from, a->ev, &a->to)) != 0)
-		return err;
-	if ((err = jset_str(job, "state", job_state_name(a->to))) != 0)
-		return err;
-	if (a->ev == JOB_EV_RESUME && a->from != a->to) {
-		/* A resumed job starts its no-progress clock again and is tried
-		 * at once, whatever its retry time was. */
-		if ((err = jset(job, "error", json_null())) != 0 ||
-		    (err = jset_int(job, "last_progress", (int64_t)time(NULL))) != 0 ||
-		    (err = jset_int(job, "transient_since", 0)) != 0 ||
-		    (err = jset_int(job, "retry_at", 0)) != 0)
-			return err;
 	}
-	return 0;
+	err = apply_event(job, a->ev, NULL, 0, NULL, (int64_t)time(NULL), &a->from);
+	a->to = job->state;
+	return err;
 }
 
 int
@@ -1133,28 +1071,43 @@ job_event(struct bg_store *st, const char *id, enum job_event ev, enum job_state
 	return err;
 }
 
-struct field_args {
-	const char *key;
-	json_t *value;
-};
-
 static int
-field_fn(json_t *job, struct bg_txn *txn, void *arg)
+settings_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 {
-	struct field_args *a = arg;
+	const struct job_settings *s = arg;
+	int err = 0;
 
 	(void)txn;
-	if (job_state_final(rec_state(job)))
+	if (job_state_final(job->state))
 		return BG_EINVAL;
-	return jset(job, a->key, json_incref(a->value));
+	if (s->set & JOB_SET_NAME)
+		err = rec_set_str(&job->name, s->name);
+	if (s->set & JOB_SET_PRIORITY)
+		job->priority = s->priority;
+	if (s->set & JOB_SET_MIN_RETRY_DELAY)
+		job->min_retry_delay = s->min_retry_delay;
+	if (s->set & JOB_SET_NO_PROGRESS_TIMEOUT)
+		job->no_progress_timeout = s->no_progress_timeout;
+	if (s->set & JOB_SET_PEER_CACHING)
+		job->peer_caching = s->peer_caching;
+	if (err == 0 && (s->set & JOB_SET_NOTIFY_CMD))
+		err = strv_set(&job->notify_cmd, s->notify_cmd);
+	if (err == 0 && (s->set & JOB_SET_HEADERS))
+		err = strv_set(&job->headers, s->headers);
+	if (err == 0 && (s->set & JOB_SET_PROXY))
+		err = rec_set_str(&job->proxy, s->proxy);
+	if (err == 0 && (s->set & JOB_SET_CA_FILE))
+		err = rec_set_str(&job->ca_file, s->ca_file);
+	if (err == 0 && (s->set & JOB_SET_CREDENTIALS) &&
+	    (err = rec_set_str(&job->user, s->user)) == 0)
+		err = rec_set_str(&job->password, s->password);
+	return err;
 }
 
 int
-job_set_field(struct bg_store *st, const char *id, const char *key, json_t *value)
+job_change(struct bg_store *st, const char *id, const struct job_settings *s)
 {
-	struct field_args a = {key, value};
-
-	return job_modify(st, id, field_fn, &a);
+	return job_modify(st, id, settings_fn, (void *)s);
 }
 
 struct prefix_args {
@@ -1165,52 +1118,47 @@ struct prefix_args {
 };
 
 static int
-prefix_fn(json_t *job, struct bg_txn *txn, void *arg)
+prefix_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 {
 	struct prefix_args *a = arg;
-	int64_t n = jint(job, "nfiles", 0);
 	size_t oldlen = strlen(a->old);
 	int err = 0;
 
-	if (job_state_final(rec_state(job)))
+	if (job_state_final(job->state))
 		return BG_EINVAL;
 	a->changed = 0;
-	for (int64_t i = 0; i < n; i++) {
-		json_t *f = NULL;
-		const char *remote;
+	for (uint32_t i = 0; i < job->nfiles && err == 0; i++) {
+		struct file_rec f;
+		json_t *raw = NULL;
 		char *joined = NULL, *canon = NULL;
 
-		if ((err = txn_file_get(txn, a->id, (uint32_t)i, &f)) != 0)
+		if ((err = txn_file_load(txn, a->id, i, &f, &raw)) != 0)
 			return err;
-		remote = jstr(f, "remote_url");
 		/* Only the current remote name counts: a file whose name was
 		 * already replaced by ALLOW_REPORT is not found under the
 		 * original prefix, as BITS documents. */
-		if (remote == NULL || strncmp(remote, a->old, oldlen) != 0 || jbool(f, "done")) {
-			json_decref(f);
-			continue;
-		}
-		if (asprintf(&joined, "%s%s", a->new_prefix, remote + oldlen) < 0) {
-			json_decref(f);
-			return BG_ENOMEM;
+		if (f.remote_url == NULL || strncmp(f.remote_url, a->old, oldlen) != 0 || f.done)
+			goto next;
+		if (asprintf(&joined, "%s%s", a->new_prefix, f.remote_url + oldlen) < 0) {
+			err = BG_ENOMEM;
+			goto next;
 		}
 		err = url_canonical(joined, &canon);
 		free(joined);
 		if (err != 0) {
 			a->bad = err;
-			json_decref(f);
-			return BG_EINVAL;
+			err = BG_EINVAL;
+			goto next;
 		}
-		err = jset_str(f, "remote_url", canon);
-		free(canon);
-		if (err == 0)
-			err = txn_file_put(txn, a->id, (uint32_t)i, f);
-		json_decref(f);
-		if (err != 0)
-			return err;
-		a->changed++;
+		free(f.remote_url);
+		f.remote_url = canon;
+		if ((err = txn_file_store(txn, a->id, i, &f, &raw)) == 0)
+			a->changed++;
+next:
+		json_decref(raw);
+		file_rec_clear(&f);
 	}
-	return 0;
+	return err;
 }
 
 int

@@ -1,4 +1,10 @@
-/* state.c - the BITS job state machine: which event moves a job where. */
+/* state.c - the BITS job state machine: which event moves a job where, and
+ * the decisions taken from a job's state and clocks (is it due, is a failure
+ * transient, what a foreground get does with a job that failed).  Pure: no
+ * store, no records. */
+#include <stdarg.h>
+#include <stdio.h>
+
 #include "agent.h"
 
 #define S(x) (1u << JOB_##x)
@@ -34,6 +40,11 @@ static const struct rule {
 	/* New files reopen a transferred job, as BITS does. */
 	{JOB_EV_ADD, S(TRANSFERRED), JOB_QUEUED},
 	{JOB_EV_ADD, NOT_FINAL & ~S(TRANSFERRED), SAME},
+	/* A get runs its own job at once, in whatever state the last get left
+	 * it (created SUSPENDED, ERROR with bytes to continue from...). */
+	{JOB_EV_RUN, NOT_FINAL, JOB_CONNECTING},
+	/* Nobody retries a foreground job once its get returns. */
+	{JOB_EV_GIVE_UP, S(ERROR) | S(TRANSIENT_ERROR), JOB_ERROR},
 };
 
 int
@@ -60,9 +71,87 @@ job_event_name(enum job_event ev)
 		[JOB_EV_DONE] = "done",           [JOB_EV_TRANSIENT] = "transient error",
 		[JOB_EV_FATAL] = "fatal error",   [JOB_EV_RETRY] = "retry",
 		[JOB_EV_STOP] = "stop",           [JOB_EV_ADD] = "add files",
+		[JOB_EV_RUN] = "run",             [JOB_EV_GIVE_UP] = "give up",
 	};
 
 	if ((unsigned)ev >= sizeof(names) / sizeof(names[0]))
 		return "?";
 	return names[ev];
+}
+
+bool
+job_due(enum job_state s, int64_t retry_at, int64_t now)
+{
+	enum job_state to;
+
+	/* CONNECTING and TRANSFERRING: a runner that died left them; the
+	 * job's lock, taken before the job runs, keeps a live runner's. */
+	if (job_transition(s, JOB_EV_START, &to) != 0)
+		return false;
+	return s != JOB_TRANSIENT_ERROR || retry_at <= now;
+}
+
+enum job_event
+job_failure_event(bool transient, int64_t now, int64_t transient_since, int64_t no_progress_timeout)
+{
+	/* BITS: the no-progress interval begins at the first transient error
+	 * since the job last made progress; once it has passed (or when it is
+	 * 0) the error is fatal. */
+	if (!transient)
+		return JOB_EV_FATAL;
+	if (transient_since == 0)
+		transient_since = now;
+	if (no_progress_timeout > 0 && now - transient_since < no_progress_timeout)
+		return JOB_EV_TRANSIENT;
+	return JOB_EV_FATAL;
+}
+
+enum job_get_end
+job_get_end(enum job_state s, uint64_t bytes_transferred, bool local_error)
+{
+	if (s == JOB_TRANSFERRED)
+		return JOB_GET_COMPLETE;
+	/* A fatal error leaves nothing half-written; bytes kept through a
+	 * broken connection or a full disk stay, so that the same get resumes
+	 * them. */
+	if (bytes_transferred > 0 && (s == JOB_TRANSIENT_ERROR || local_error))
+		return JOB_GET_GIVE_UP_KEEP;
+	return JOB_GET_GIVE_UP_DISCARD;
+}
+
+#define RETRY_DELAY_MAX 30 /* seconds between immediate retries of a transient error */
+
+bool
+job_retry_now(uint32_t hr, unsigned attempts, unsigned max_retries)
+{
+	return hr_transient(hr) && attempts < max_retries;
+}
+
+unsigned
+job_retry_delay(unsigned last)
+{
+	if (last == 0)
+		return 1;
+	return last * 2 > RETRY_DELAY_MAX ? RETRY_DELAY_MAX : last * 2;
+}
+
+uint32_t
+job_outcome_set(struct job_outcome *o, uint32_t hr, bool local, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(o->message, sizeof(o->message), fmt, ap);
+	va_end(ap);
+	o->hr = hr;
+	o->local = local;
+	return hr;
+}
+
+void
+job_outcome_clear(struct job_outcome *o)
+{
+	o->hr = HR_S_OK;
+	o->local = false;
+	o->message[0] = '\0';
 }

@@ -1,0 +1,443 @@
+/*
+ * engine_finish.c - the end of a file and of a job: a file whose bytes are
+ * all in is verified and keyed in the content store; a completed job's
+ * partial files are renamed to their paths (fsync'd with sync); a
+ * cancelled job's are removed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+
+struct final_args {
+	struct fsink *s;
+	unsigned char sha[BG_SHA256_LEN];
+	uint64_t size;
+	const char *keys[2];
+	unsigned key_flags;
+	struct file_rec rec; /* the file record as committed (a copy per attempt) */
+	struct store_enforce_result evicted;
+};
+
+/* The counters of the peer client: a file the peers were asked for either
+ * came (in part) from one, or not. */
+static int
+count_peer_lookup(struct bg_txn *txn, const struct file_rec *rec)
+{
+	struct store_stats d;
+
+	if (rec->nlookups == 0)
+		return 0;
+	memset(&d, 0, sizeof(d));
+	if (rec->bytes_from_peers > 0)
+		d.peer_hits = 1;
+	else
+		d.peer_misses = 1;
+	return txn_stats_add(txn, &d, 1);
+}
+
+/* The store lookup's outcome, counted with the file's completion. */
+static int
+count_store_lookup(struct bg_txn *txn, const struct fsink *s)
+{
+	struct store_stats d;
+
+	memset(&d, 0, sizeof(d));
+	if (s->look == LOOK_HIT)
+		d.store_hits = 1;
+	else if (s->look == LOOK_REVALIDATED)
+		d.store_revalidated = 1;
+	else if (s->look == LOOK_MISS)
+		d.store_misses = 1;
+	else
+		return 0;
+	return txn_stats_add(txn, &d, 1);
+}
+
+static int
+final_fn(struct bg_txn *txn, void *arg)
+{
+	struct final_args *a = arg;
+	struct fsink *s = a->s;
+	int64_t now = bg_now();
+	/* Taken inside the write transaction: local uses are dated in the
+	 * order they commit. */
+	int64_t now_ns = bg_now_ns();
+	struct store_config cfg;
+	uint64_t limit;
+	int err;
+
+	/* The record is rebuilt from s->rec each time (the transaction may
+	 * run twice). */
+	file_rec_clear(&a->rec);
+	if ((err = file_rec_copy(&a->rec, &s->rec)) != 0)
+		return err;
+	memset(&a->evicted, 0, sizeof(a->evicted));
+	if ((err = txn_job_check_generation(txn, s->r->id, s->r->generation, &s->r->memo)) != 0)
+		return err;
+	if ((err = count_peer_lookup(txn, &a->rec)) != 0 ||
+	    (err = count_store_lookup(txn, s)) != 0)
+		return err;
+	if (s->cache || s->too_big) {
+		if ((err = txn_config_get(txn, &cfg)) != 0 ||
+		    (err = store_limit_bytes(s->r->st, &cfg, &limit)) != 0)
+			return err;
+		if (s->too_big || a->size > limit) {
+			/* Delivered, not kept: it would push out everything else. */
+			struct store_stats d;
+			char note[96];
+
+			memset(&d, 0, sizeof(d));
+			d.not_kept = 1;
+			d.not_kept_bytes = a->size;
+			snprintf(note, sizeof(note), "not kept: larger than the cache limit (%" PRIu64
+			         " bytes)", limit);
+			if ((s->blob != 0 && (err = txn_blob_truncate(txn, s->blob, 0)) != 0) ||
+			    (err = txn_stats_add(txn, &d, 1)) != 0 ||
+			    (err = rec_set_str(&a->rec.cache_key, NULL)) != 0 ||
+			    (err = rec_set_str(&a->rec.cache_note, note)) != 0)
+				return err;
+			a->rec.has_cached = true;
+			a->rec.cached = false;
+			goto file;
+		}
+	}
+	if (s->cache) {
+		struct store_content c;
+
+		err = txn_content_get(txn, a->sha, &c);
+		if (err == 0) {
+			/* The same bytes are stored already: keep one copy. */
+			if (s->blob != 0 && c.blob != s->blob &&
+			    (err = txn_blob_truncate(txn, s->blob, 0)) != 0)
+				return err;
+			if ((err = txn_content_touch(txn, a->sha, now_ns)) != 0)
+				return err;
+		} else if (err == BG_ENOENT) {
+			/* A file without a chunk yet (small or empty) gets a blob
+			 * here, so that content always names one. */
+			c.blob = s->blob;
+			if (c.blob == 0 && (err = txn_blob_new(txn, &c.blob)) != 0)
+				return err;
+			if (s->fill > 0 &&
+			    (err = txn_blob_put(txn, c.blob, s->committed / STORE_CHUNK_BYTES, s->pending,
+			                        s->fill)) != 0)
+				return err;
+			c.size = a->size;
+			c.created = now;
+			c.last_used_ns = now_ns;
+			if ((err = txn_content_put(txn, a->sha, &c)) != 0)
+				return err;
+		} else {
+			return err;
+		}
+		for (size_t i = 0; i < 2 && a->keys[i] != NULL; i++) {
+			struct store_key k = {
+				.url = (char *)a->keys[i],
+				.size = a->size,
+				.etag = s->rec.etag,
+				.last_modified = s->rec.last_modified,
+				.date = s->rec.date,
+				.stored = now,
+				.validated = now,
+				.flags = a->key_flags,
+			};
+			memcpy(k.sha256, a->sha, BG_SHA256_LEN);
+			if ((err = txn_key_put(txn, &k)) != 0)
+				return err;
+		}
+		/* Kept while the job has not ended; then the oldest content
+		 * makes room for it, in this same transaction, so that the
+		 * store never stays above its limit. */
+		a->rec.has_cached = true;
+		a->rec.cached = true;
+		if ((err = txn_pin(txn, s->r->id, a->sha)) != 0 ||
+		    (err = txn_enforce_limits(txn, limit, now, cfg.max_age_days, job_record_unfinished,
+		                              &a->evicted)) != 0)
+			return err;
+	} else {
+		a->rec.has_cached = true;
+		a->rec.cached = false;
+	}
+file:
+	a->rec.blob = 0;
+	{
+		json_t *o = NULL;
+
+		if ((err = file_rec_encode(&a->rec, &o)) == 0)
+			err = txn_file_put(txn, s->r->id, s->index, o);
+		json_decref(o);
+	}
+	return err;
+}
+
+static bool
+job_is_private(const struct job_rec *job)
+{
+	if (job->user != NULL)
+		return true;
+	for (size_t i = 0; i < job->headers.n; i++) {
+		const char *line = job->headers.v[i];
+
+		if (strncasecmp(line, "authorization:", 14) == 0 || strncasecmp(line, "cookie:", 7) == 0)
+			return true;
+	}
+	return false;
+}
+
+bool
+peer_mode(const struct job_rec *job, enum peer_caching side)
+{
+	return job->peer_caching == PEER_CACHING_BOTH || job->peer_caching == side;
+}
+
+int
+finish_file(struct fsink *s)
+{
+	struct run *r = s->r;
+	struct final_args a = {.s = s};
+	int64_t total = s->rec.bytes_total;
+	const char *expect = s->rec.expect_sha256;
+	const char *announced = s->rec.origin_sha256;
+	const char *remote = s->rec.remote_url;
+	const char *original = s->rec.original_url;
+	char hex[BG_SHA256_HEX_LEN + 1];
+	int err;
+
+	if (total >= 0 && s->committed + s->fill != (uint64_t)total) {
+		job_outcome_set(&r->out, HR_ERROR_WINHTTP_CONNECTION_ERROR, false,
+		                "%s: got %" PRIu64 " of %" PRId64 " bytes", remote,
+		                s->committed + s->fill, total);
+		return flush_chunk(s); /* whole bytes are kept for the resume */
+	}
+	/* The last, partial chunk goes into the same transaction as the file's
+	 * completion. */
+	if (s->fill > 0 && (err = write_pending(s)) != 0)
+		return err;
+	if (s->from_store)
+		memcpy(a.sha, s->store_sha, BG_SHA256_LEN); /* the store's, checked when stored */
+	else if ((err = hasher_final(s->hash, a.sha)) != 0)
+		return err;
+	bg_sha256_hex(a.sha, hex);
+	a.size = s->committed + s->fill;
+	if (s->has_want && memcmp(a.sha, s->want, BG_SHA256_LEN) != 0) {
+		/* Not the content a peer described: none of it is kept, and the
+		 * caller fetches the file again from the origin alone. */
+		int e2 = restart_file(s);
+
+		s->has_want = false;
+		return e2 != 0 ? e2 : BG_EDIGEST;
+	}
+	if (expect != NULL && strcasecmp(expect, hex) != 0) {
+		job_outcome_set(&r->out, HR_ERROR_CRC, false, "%s: content SHA-256 is %s, expected %s",
+		                remote, hex, expect);
+		/* Wrong bytes are never kept: the next attempt starts over. */
+		return restart_file(s);
+	}
+	if (announced != NULL && strcasecmp(announced, hex) != 0) {
+		/* Not what the origin's Repr-Digest or Content-Digest said: a
+		 * damaged transfer, or two versions put together.  None of it is
+		 * kept, and the caller asks once more from byte 0. */
+		int e2;
+
+		job_outcome_set(&r->out, HR_ERROR_CRC, false,
+		                "%s: content SHA-256 is %s, the origin's digest says %s", remote, hex,
+		                announced);
+		e2 = restart_file(s);
+		return e2 != 0 ? e2 : BG_EDIGEST;
+	}
+	a.key_flags = job_is_private(&r->job) || !peer_mode(&r->job, PEER_CACHING_SERVER) ? STORE_KEY_PRIVATE : 0;
+	a.keys[0] = s->skip_keys ? NULL : remote;
+	if (!s->skip_keys && r->job.cache_both && original != NULL &&
+	    strcmp(original, remote) != 0)
+		a.keys[1] = original;
+	s->rec.done = true;
+	s->rec.bytes_total = (int64_t)a.size;
+	if ((err = rec_set_str(&s->rec.sha256, hex)) != 0 ||
+	    (err = rec_set_str(&s->rec.cache_key, s->cache && !s->skip_keys ? remote : NULL)) != 0)
+		return err;
+	/* What peerd served since the last time counts as use before the
+	 * limits decide what goes. */
+	if (s->cache && r->ro != NULL && r->ro->home != NULL &&
+	    store_usage_fold(r->st, r->ro->home) != 0) {
+		/* Only a hint for the order of eviction: the file goes on. */
+	}
+	err = store_update(r->st, final_fn, &a);
+	if (err == 0) {
+		/* The record as committed; the encoded form kept is not that
+		 * record's any more. */
+		file_rec_clear(&s->rec);
+		s->rec = a.rec; /* transferred */
+		memset(&a.rec, 0, sizeof(a.rec));
+		json_decref(s->rec_json);
+		s->rec_json = NULL;
+	}
+	file_rec_clear(&a.rec);
+	if (err != 0)
+		return err;
+	pending_committed(s);
+	return 0;
+}
+
+/* The partial file of a file record: recorded, or derived as run_file
+ * derives it (a crash may come before the first commit records it). */
+static const char *
+partial_of(const char *id, const struct file_rec *f, char *buf, size_t len)
+{
+	if (f->temp_path != NULL)
+		return f->temp_path;
+	if (f->local_path == NULL || temp_path_for(id, f->local_path, buf, len) != 0)
+		return NULL;
+	return buf;
+}
+
+static int
+fsync_path(const char *path, int flags)
+{
+	int fd = open(path, flags | O_CLOEXEC);
+	int err = 0;
+
+	if (fd < 0)
+		return bg_err_from_errno(errno);
+	if (fsync(fd) != 0)
+		err = bg_err_from_errno(errno);
+	close(fd);
+	return err;
+}
+
+static int
+parent_dir(const char *path, char *out, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL)
+		return snprintf(out, len, ".") < 0 ? BG_EINVAL : 0;
+	if (slash == path)
+		return snprintf(out, len, "/") < 0 ? BG_EINVAL : 0;
+	if ((size_t)(slash - path) >= len)
+		return BG_ELIMIT;
+	memcpy(out, path, (size_t)(slash - path));
+	out[slash - path] = '\0';
+	return 0;
+}
+
+int
+job_complete(struct bg_store *st, const char *id, bool sync)
+{
+	struct job_rec job;
+	struct file_rec f = {0};
+	char dir[PATH_MAX], last_dir[PATH_MAX] = "", tbuf[PATH_MAX];
+	enum job_state to;
+	int err;
+
+	if ((err = job_load(st, id, &job)) != 0)
+		goto out;
+	/* Checked before any file moves; the commit checks it again. */
+	if (job_transition(job.state, JOB_EV_COMPLETE, &to) != 0) {
+		err = BG_EINVAL;
+		goto out;
+	}
+	for (uint32_t i = 0; i < job.nfiles; i++) {
+		const char *temp, *local;
+		struct stat sb;
+
+		file_rec_clear(&f);
+		if ((err = job_load_file(st, id, i, &f)) != 0)
+			goto out;
+		temp = partial_of(id, &f, tbuf, sizeof(tbuf));
+		local = f.local_path;
+		if (local == NULL) {
+			err = BG_ECORRUPT;
+			goto out;
+		}
+		if (temp == NULL || stat(temp, &sb) != 0) {
+			/* Renamed before an interruption: nothing left to do. */
+			if (stat(local, &sb) == 0)
+				continue;
+			err = BG_ENOENT;
+			goto out;
+		}
+		/* With sync, the bytes reach the disk before the name does, so
+		 * that the file is never empty after a power loss.  A crash of
+		 * bgcopy itself cannot show a partial file either way: the
+		 * rename is atomic. */
+		if (sync && (err = fsync_path(temp, O_RDONLY)) != 0)
+			goto out;
+		if (rename(temp, local) != 0) {
+			err = bg_err_from_errno(errno);
+			goto out;
+		}
+		if ((err = parent_dir(local, dir, sizeof(dir))) != 0)
+			goto out;
+		if (sync && strcmp(dir, last_dir) != 0) {
+			if ((err = fsync_path(dir, O_RDONLY | O_DIRECTORY)) != 0)
+				goto out;
+			memcpy(last_dir, dir, sizeof(dir));
+		}
+	}
+	{
+		struct job_commit c = {.id = id, .generation = -1, .has_event = true,
+		                       .event = JOB_EV_COMPLETE};
+		err = job_commit(st, &c);
+	}
+	if (err == 0 && sync)
+		err = store_sync(st);
+out:
+	file_rec_clear(&f);
+	job_rec_clear(&job);
+	return err;
+}
+
+int
+job_discard_partials(struct bg_store *st, const char *id)
+{
+	struct job_rec job;
+	struct file_rec f = {0};
+	char tbuf[PATH_MAX];
+	int err;
+
+	if ((err = job_load(st, id, &job)) != 0)
+		goto out;
+	for (uint32_t i = 0; i < job.nfiles; i++) {
+		const char *temp;
+
+		file_rec_clear(&f);
+		if ((err = job_load_file(st, id, i, &f)) != 0)
+			goto out;
+		if ((temp = partial_of(id, &f, tbuf, sizeof(tbuf))) != NULL && unlink(temp) != 0 &&
+		    errno != ENOENT) {
+			err = bg_err_from_errno(errno);
+			goto out;
+		}
+		if (f.done)
+			continue;
+		f.bytes_committed = f.bytes_from_origin = 0;
+		struct job_commit c = {.id = id, .index = i, .file = &f, .generation = -1,
+		                       .blob_in = f.blob, .drop_blob = true};
+		if ((err = job_commit(st, &c)) != 0)
+			goto out;
+	}
+out:
+	file_rec_clear(&f);
+	job_rec_clear(&job);
+	return err;
+}
+
+int
+job_cancel(struct bg_store *st, const char *id)
+{
+	int err;
+
+	if ((err = job_discard_partials(st, id)) != 0)
+		return err;
+	return job_event(st, id, JOB_EV_CANCEL, NULL, NULL);
+}

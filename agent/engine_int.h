@@ -1,0 +1,145 @@
+/*
+ * engine_int.h - what the parts of the engine (engine*.c) share: the state
+ * of a run and of the file being fetched.
+ */
+#ifndef BG_ENGINE_INT_H
+#define BG_ENGINE_INT_H
+
+#include "agent.h"
+#include "agent_int.h"
+#include "record.h"
+
+/* One job_run. */
+struct run {
+	struct bg_store *st;
+	struct origin *o;
+	const char *id;
+	const struct job_run_options *ro;
+	struct job_rec job;
+	int64_t generation; /* of the job record as loaded: commits check it */
+	struct job_memo memo; /* spares decoding the job record at each commit */
+	const char *peers[JOB_PEERS_MAX]; /* HOST:PORT of the peers to ask (borrowed) */
+	size_t npeers;
+	struct peer_config pc;
+	struct hasher *hash;
+	uint64_t file_bytes; /* bytes of the file run_file last finished */
+	uint32_t nfiles;
+	uint64_t bytes_before; /* job bytes in files before the current one */
+	struct job_outcome out; /* of the current attempt: the error that stops the job, if any */
+};
+
+/* The file being fetched in one attempt (run_file), and the sink its
+ * sources feed. */
+struct fsink {
+	struct run *r;
+	uint32_t index;
+	struct file_rec rec;
+	json_t *rec_json; /* rec as last committed (file_rec_encode updates it in place) */
+	int fd;
+	uint64_t blob;
+	uint64_t committed; /* bytes good in both the partial file and the store */
+	unsigned char *buf;            /* the chunk being filled (the hasher's) */
+	const unsigned char *pending;  /* the chunk just written, for the store */
+	size_t fill;
+	size_t preloaded; /* bytes at the start of buf committed before: counted already */
+	struct hasher *hash;
+	bool cache;
+	bool too_big;               /* larger than the store's limit: delivered, not kept */
+	bool progressed;
+	bool from_peer;             /* the bytes arriving now come from a peer */
+	uint64_t from_origin;       /* committed bytes by source */
+	uint64_t from_peers;
+	bool has_want;              /* the content must have this digest (a peer's entry) */
+	bool state_pending;         /* TRANSFERRING (and the response's validators) not committed yet */
+	/* The store's own copy, looked up before peers and the origin. */
+	enum { LOOK_NONE, LOOK_HIT, LOOK_REVALIDATED, LOOK_MISS } look;
+	struct store_key held;      /* the key under the file's remote URL (url NULL: none) */
+	bool from_store;            /* the file was written from the store: store_sha is its digest */
+	bool skip_keys;             /* delivered by digest alone: no origin confirmed a key */
+	unsigned char store_sha[BG_SHA256_LEN];
+	unsigned char want[BG_SHA256_LEN];
+};
+
+/* ---- The run (engine.c) ---------------------------------------------------- */
+/* Errors that end the attempt without being the job's error: the store
+ * failed, a user changed the job (BG_EAGAIN), or we were told to stop. */
+bool run_propagated(int err);
+
+/* ---- The partial file and its commits (engine_sink.c) ---------------------- */
+/* Whether the run was told to stop (ro->stop). */
+bool run_stopping(const struct run *r);
+/* Reports the run's progress with the file's bytes so far. */
+void report_progress(struct fsink *s);
+/* Commits the file record (and the job record when with_job), plus one
+ * chunk when chunk != NULL, and a restart of the blob when drop. */
+int commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with_job) BG_WUR;
+/* Writes the buffered bytes to the partial file, hashes them and counts
+ * them in the file record; the caller commits them. */
+int write_pending(struct fsink *s) BG_WUR;
+/* Counts the bytes written by write_pending() as committed. */
+void pending_committed(struct fsink *s);
+/* Commits the buffered bytes: partial file, blob chunk and file record in
+ * one step (the job's state too, the first time after a response began). */
+int flush_chunk(struct fsink *s) BG_WUR;
+/* Throws away every byte of the file kept so far (partial file and blob). */
+int restart_file(struct fsink *s) BG_WUR;
+/* Whether etag is a strong entity tag of a length the store keeps. */
+bool strong_etag(const char *etag);
+/* The validator a resume may put in If-Range, or NULL when the file must
+ * start over from byte 0 (RFC 9110 section 13.1.5): a strong entity tag;
+ * else, only when the response carried no entity tag at all (a weak one
+ * included), its Last-Modified, and only if that date is strong (see
+ * http_date_strong).  nginx and lighttpd answer a date If-Range by string
+ * equality: with a weaker date a file rewritten within the same second
+ * would come back as a 206 of the new version, spliced onto the old. */
+const char *resume_validator(const struct file_rec *rec);
+/* Validators are kept only when they are what RFC 9110 allows: visible
+ * ASCII and spaces, of a sane length.  Anything else is not used to resume
+ * (the file then restarts from byte 0 after an interruption). */
+const char *usable_validator(const char *v);
+/* The origin_sink of a file (arg: its struct fsink): a response begins,
+ * bytes arrive. */
+int sink_start(void *arg, const struct origin_response *resp) BG_WUR;
+int sink_data(void *arg, const void *p, size_t len) BG_WUR;
+/* Makes the partial file hold exactly the committed bytes, repairing it
+ * from the store when it lost some (power loss), and re-hashes them.  Also
+ * after a source broke off within a run. */
+int prepare_partial(struct fsink *s) BG_WUR;
+/* The partial file of local path local in job id: a hidden name beside it. */
+int temp_path_for(const char *id, const char *local, char *out, size_t len) BG_WUR;
+
+/* ---- The store as a source (engine_store.c) -------------------------------- */
+/* The conditions a request for the held copy carries (RFC 9110 13.1.2,
+ * 13.1.3): its strong ETag; else its Last-Modified, only when that date is
+ * strong and no entity tag came with it, as for If-Range.  A weak ETag
+ * would let a 304 stand for bytes that are only equivalent.  False when
+ * the copy cannot be asked about. */
+bool held_conditions(const struct store_key *k, const char **inm, const char **ims);
+/* Looks the file up in the store before peers and the origin.  Content of
+ * the job's expected SHA-256 is delivered with no request at all (*done
+ * once the file is finished).  A key under the file's current remote URL
+ * is kept in s->held for a conditional request to the origin. */
+int try_store(struct run *r, struct fsink *s, bool *done) BG_WUR;
+/* The origin said 304 for the held copy: it is written from the store and
+ * its key confirmed with the 304's validators (RFC 9110 15.4.5). */
+int revalidated(struct run *r, struct fsink *s, const struct origin_result *res) BG_WUR;
+
+/* ---- Peers and the origin request (engine_peers.c) ------------------------- */
+/* The origin request for the file's current remote URL with the job's
+ * settings, resuming from the bytes held. */
+void origin_request_for(struct run *r, struct fsink *s, const char *const *headers,
+                        struct origin_request *req);
+/* Asks the peers, in order, for the file under its current remote URL and
+ * takes the first valid entry.  *done when all bytes came in (the caller
+ * verifies them); otherwise what arrived stays committed and the origin
+ * carries on from there. */
+int try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink,
+              const char *const *headers, bool *done) BG_WUR;
+
+/* ---- Finishing a file (engine_finish.c) ------------------------------------ */
+/* Whether the job's peer-caching mode includes side (client or server). */
+bool peer_mode(const struct job_rec *job, enum peer_caching side);
+/* Verifies and records a file whose bytes are all in. */
+int finish_file(struct fsink *s) BG_WUR;
+
+#endif /* BG_ENGINE_INT_H */

@@ -1,0 +1,227 @@
+/*
+ * engine_peers.c - the origin request of a file, and peers as a source:
+ * each peer is asked in turn, its entry checked with the origin (or against
+ * the expected SHA-256), and what it sends goes through the sink.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+
+void
+origin_request_for(struct run *r, struct fsink *s, const char *const *headers,
+                   struct origin_request *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->url = s->rec.remote_url;
+	req->security_flags = r->job.security_flags;
+	req->ca_file = r->job.ca_file;
+	if (req->ca_file == NULL && r->ro != NULL)
+		req->ca_file = r->ro->ca_file;
+	req->headers = headers;
+	req->headers_for = s->rec.original_url;
+	req->offset = s->committed + s->fill;
+	if (req->offset > 0)
+		req->if_range = resume_validator(&s->rec);
+	req->crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
+	req->proxy = r->job.proxy;
+	req->user = r->job.user;
+	req->password = r->job.password;
+	req->stop = r->ro != NULL ? r->ro->stop : NULL;
+	/* A silent origin is a transient error after the job's no-progress
+	 * timeout at most: a job told to give up after 30 s without progress
+	 * does not wait a minute for the stall to count. */
+	{
+		int64_t npt = r->job.no_progress_timeout;
+
+		req->stall_seconds = npt > 0 && npt < ORIGIN_LOW_SPEED_TIME ? (unsigned)npt : 0;
+	}
+}
+
+/* What a HEAD of the origin said. */
+struct head_result {
+	int64_t total;
+	char *etag, *last_modified, *final_url;
+};
+
+static int
+head_start(void *arg, const struct origin_response *resp)
+{
+	struct head_result *h = arg;
+
+	h->total = resp->total;
+	h->etag = resp->etag != NULL ? strdup(resp->etag) : NULL;
+	h->last_modified = resp->last_modified != NULL ? strdup(resp->last_modified) : NULL;
+	h->final_url = resp->final_url != NULL ? strdup(resp->final_url) : NULL;
+	return 0;
+}
+
+static int
+head_data(void *arg, const void *p, size_t len)
+{
+	(void)arg;
+	(void)p;
+	(void)len;
+	return BG_EPROTO; /* a HEAD has no body */
+}
+
+static bool
+same_validator(const char *a, const char *b)
+{
+	return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
+/* Whether a peer's entry is the file as the origin has it now: the
+ * expected SHA-256 when the job gives one, else the origin's current size
+ * and ETag or Last-Modified, asked with the job's flags and redirect
+ * policy.  Under ALLOW_REPORT the file's remote name becomes the URL that
+ * answered, as for a download (the key already looked up does not change). */
+static bool
+peer_entry_valid(struct run *r, struct fsink *s, const char *const *headers, const struct peer_entry *e,
+                 char *why, size_t whylen)
+{
+	const char *expect = s->rec.expect_sha256;
+	struct head_result h = {.total = -1};
+	struct origin_sink sink = {head_start, head_data, &h};
+	struct origin_request req;
+	struct origin_result res;
+	bool ok = false;
+
+	if (expect != NULL) {
+		unsigned char want[BG_SHA256_LEN];
+
+		ok = bg_sha256_from_hex(expect, want) == 0 && memcmp(want, e->sha256, BG_SHA256_LEN) == 0;
+		if (!ok)
+			snprintf(why, whylen, "its digest is not the one expected");
+		return ok;
+	}
+	origin_request_for(r, s, headers, &req);
+	req.head = true;
+	req.offset = 0;
+	req.if_range = NULL;
+	if (origin_fetch(r->o, &req, &sink, &res) != 0 || res.hr != HR_S_OK) {
+		snprintf(why, whylen, "the origin could not confirm it: %s", res.message);
+		goto out;
+	}
+	ok = h.total >= 0 && (uint64_t)h.total == e->size &&
+	     (same_validator(h.etag, e->origin_etag) || same_validator(h.last_modified, e->last_modified));
+	if (!ok) {
+		snprintf(why, whylen, "stale: the origin has size %" PRId64 ", ETag %s, Last-Modified %s",
+		         h.total, h.etag ? h.etag : "none", h.last_modified ? h.last_modified : "none");
+		goto out;
+	}
+	if ((r->job.security_flags & BG_HTTP_REDIRECT_POLICY_MASK) ==
+	        BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT &&
+	    h.final_url != NULL && rec_set_str(&s->rec.remote_url, h.final_url) != 0)
+		ok = false;
+out:
+	origin_result_clear(&res);
+	free(h.etag);
+	free(h.last_modified);
+	free(h.final_url);
+	return ok;
+}
+
+static void
+note_lookup(struct fsink *s, const char *key, const char *peer, enum peer_lookup_result result,
+            const char *detail)
+{
+	struct peer_lookup l = {.result = result};
+
+	/* The last lookup, and one per peer asked in this attempt, in order.
+	 * Only a note: without memory it is left out. */
+	if (rec_set_str(&l.key, key) != 0 || rec_set_str(&l.peer, peer) != 0 ||
+	    rec_set_str(&l.detail, detail) != 0 || file_rec_note_lookup(&s->rec, &l) != 0)
+		peer_lookup_clear(&l);
+}
+
+int
+try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const char *const *headers,
+          bool *done)
+{
+	CURLSH *e = origin_peer_share(r->o);
+	char *key = s->rec.remote_url != NULL ? strdup(s->rec.remote_url) : NULL;
+	int err = 0;
+
+	*done = false;
+	if (e == NULL || key == NULL) {
+		free(key);
+		return BG_ENOMEM;
+	}
+	for (size_t i = 0; i < r->npeers && !*done; i++) {
+		const char *peer = r->peers[i];
+		struct peer_entry ent;
+		char why[384] = "";
+		int serr = 0;
+
+		err = peer_lookup(e, &r->pc, peer, key, &ent, why, sizeof(why));
+		if (err != 0) {
+			note_lookup(s, key, peer, err == BG_ENOENT ? PEER_LOOKUP_MISS : PEER_LOOKUP_ERROR, why);
+			err = 0;
+			continue;
+		}
+		if (!peer_entry_valid(r, s, headers, &ent, why, sizeof(why))) {
+			note_lookup(s, key, peer, PEER_LOOKUP_STALE, why);
+			peer_entry_clear(&ent);
+			continue;
+		}
+		note_lookup(s, key, peer, PEER_LOOKUP_HIT, NULL);
+		s->from_peer = true;
+		s->has_want = true;
+		memcpy(s->want, ent.sha256, BG_SHA256_LEN);
+		err = peer_fetch(e, &r->pc, peer, key, &ent, s->committed + s->fill, sink, &serr, why,
+		                 sizeof(why));
+		peer_entry_clear(&ent);
+		if (err == 0) {
+			/* The last, partial chunk is the peer's too; then the
+			 * digest decides.  A peer whose bytes are not what it
+			 * described is passed over for the next source. */
+			if ((err = flush_chunk(s)) != 0)
+				break;
+			err = finish_file(s);
+			if (err == 0 && r->out.hr != HR_S_OK) {
+				/* Not whole after all: start over with the next source. */
+				note_lookup(s, key, peer, PEER_LOOKUP_REJECTED, r->out.message);
+				job_outcome_clear(&r->out);
+				if ((err = restart_file(s)) != 0)
+					break;
+			} else if (err == BG_EDIGEST) {
+				note_lookup(s, key, peer, PEER_LOOKUP_REJECTED, "the content does not match its digest");
+				err = 0;
+			} else if (err != 0) {
+				break;
+			} else {
+				*done = true;
+			}
+		} else if (serr != 0 && run_propagated(serr)) {
+			err = serr;
+			break;
+		} else {
+			/* Broken off: what came in whole is kept (checked at the end
+			 * against the digest), and the next source goes on from it. */
+			note_lookup(s, key, peer, PEER_LOOKUP_FAILED, why);
+			err = serr == 0 || serr == BG_EPROTO ? flush_chunk(s) : 0;
+			if (err != 0 && run_propagated(err))
+				break;
+			/* The next source appends from a chunk boundary, as a
+			 * resume does (prepare_partial). */
+			if (err == 0 && s->cache && s->committed % STORE_CHUNK_BYTES != 0 &&
+			    (err = prepare_partial(s)) != 0)
+				break;
+			err = 0;
+		}
+		s->from_peer = false;
+	}
+	s->from_peer = false;
+	free(key);
+	return err;
+}

@@ -1,0 +1,457 @@
+/*
+ * engine_sink.c - the partial file of the file being fetched: the sink a
+ * source feeds (sink_start, sink_data), chunk by chunk committed to the
+ * partial file and the store's blob in one step, restarted from byte 0 or
+ * made to hold exactly the committed bytes before a resume.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine_int.h"
+
+bool
+run_stopping(const struct run *r)
+{
+	return r->ro != NULL && r->ro->stop != NULL && *r->ro->stop;
+}
+
+void
+report_progress(struct fsink *s)
+{
+	const struct job_run_options *ro = s->r->ro;
+	struct job_progress p;
+	int64_t t = s->rec.bytes_total;
+
+	if (ro == NULL || ro->progress == NULL)
+		return;
+	p.bytes_done = s->r->bytes_before + s->committed + s->fill;
+	p.bytes_total = t < 0 ? -1 : (int64_t)s->r->bytes_before + t;
+	p.file_index = s->index;
+	p.files_total = s->r->nfiles;
+	ro->progress(ro->progress_arg, &p);
+}
+
+static int
+pwrite_all(int fd, const void *p, size_t len, uint64_t off)
+{
+	const char *c = p;
+
+	while (len > 0) {
+		ssize_t n = pwrite(fd, c, len, (off_t)off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return bg_err_from_errno(errno);
+		}
+		c += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with_job)
+{
+	struct job_commit c = {
+		.id = s->r->id,
+		.index = s->index,
+		.file = &s->rec,
+		.file_json = &s->rec_json,
+		.blob_in = s->blob,
+		.drop_blob = drop,
+		.chunk = s->committed / STORE_CHUNK_BYTES,
+		.data = s->cache ? chunk : NULL,
+		.len = len,
+		.generation = s->r->generation,
+		.has_event = with_job,
+		.event = JOB_EV_RECEIVE,
+		.progress = chunk != NULL,
+		.memo = &s->r->memo,
+	};
+	int err;
+
+	if ((err = job_commit(s->r->st, &c)) == 0)
+		s->blob = c.blob_out;
+	return err;
+}
+
+int
+write_pending(struct fsink *s)
+{
+	int err;
+
+	if ((err = pwrite_all(s->fd, s->buf, s->fill, s->committed)) != 0)
+		return err;
+	s->pending = s->buf;
+	if ((err = hasher_submit(s->hash, s->fill)) != 0)
+		return err;
+	s->buf = hasher_buffer(s->hash);
+	if (s->from_peer)
+		s->from_peers += s->fill - s->preloaded;
+	else
+		s->from_origin += s->fill - s->preloaded;
+	s->preloaded = 0;
+	s->rec.bytes_committed = s->committed + s->fill;
+	s->rec.bytes_from_origin = s->from_origin;
+	s->rec.bytes_from_peers = s->from_peers;
+	return 0;
+}
+
+void
+pending_committed(struct fsink *s)
+{
+	s->committed += s->fill;
+	s->fill = 0;
+	s->progressed = true;
+	report_progress(s);
+}
+
+int
+flush_chunk(struct fsink *s)
+{
+	int err;
+
+	/* Nothing new (a resumed short chunk is in the store already): no
+	 * commit, and no progress that would reset the retries. */
+	if (s->fill == s->preloaded)
+		return 0;
+	if ((err = write_pending(s)) != 0)
+		return err;
+	if ((err = commit_file(s, s->pending, s->fill, false, s->state_pending)) != 0)
+		return err;
+	s->state_pending = false;
+	pending_committed(s);
+	return 0;
+}
+
+static int
+reset_digest(struct fsink *s)
+{
+	return hasher_reset(s->hash);
+}
+
+int
+restart_file(struct fsink *s)
+{
+	int err;
+
+	if (ftruncate(s->fd, 0) != 0)
+		return bg_err_from_errno(errno);
+	s->committed = 0;
+	s->fill = 0;
+	s->preloaded = 0;
+	s->from_origin = s->from_peers = 0;
+	if ((err = reset_digest(s)) != 0)
+		return err;
+	s->from_store = s->skip_keys = false;
+	s->rec.bytes_committed = s->rec.bytes_from_origin = s->rec.bytes_from_peers = 0;
+	s->rec.bytes_from_cache = 0;
+	return commit_file(s, NULL, 0, true, false);
+}
+
+bool
+strong_etag(const char *etag)
+{
+	return etag != NULL && etag[0] == '"' && strlen(etag) >= 2 &&
+	       strlen(etag) <= STORE_VALIDATOR_MAX && etag[strlen(etag) - 1] == '"';
+}
+
+const char *
+resume_validator(const struct file_rec *rec)
+{
+	if (rec->etag != NULL)
+		return strong_etag(rec->etag) ? rec->etag : NULL;
+	return http_date_strong(rec->last_modified, rec->date) ? rec->last_modified : NULL;
+}
+
+const char *
+usable_validator(const char *v)
+{
+	if (v == NULL || v[0] == '\0' || strlen(v) > STORE_VALIDATOR_MAX)
+		return NULL;
+	for (const char *p = v; *p != '\0'; p++)
+		if (*p < 0x20 || *p > 0x7E)
+			return NULL;
+	return v;
+}
+
+static int
+limit_txn(struct bg_txn *txn, void *arg)
+{
+	return txn_config_get(txn, arg);
+}
+
+/* The store's size limit in bytes, as configured now. */
+static int
+store_limit_now(struct bg_store *st, uint64_t *limit)
+{
+	struct store_config cfg;
+	int err = store_view(st, limit_txn, &cfg);
+
+	return err != 0 ? err : store_limit_bytes(st, &cfg, limit);
+}
+
+int
+sink_start(void *arg, const struct origin_response *resp)
+{
+	struct fsink *s = arg;
+	struct run *r = s->r;
+	uint32_t policy = r->job.security_flags & BG_HTTP_REDIRECT_POLICY_MASK;
+	int err;
+
+	if (resp->start != s->committed + s->fill) {
+		if (resp->start != 0)
+			return BG_EPROTO; /* the origin client never asks for that */
+		if ((err = restart_file(s)) != 0)
+			return err;
+	}
+	/* The Date is kept to judge the Last-Modified's strength; none is kept
+	 * when the response had an entity tag that is not kept, since a date
+	 * must then never stand in for it. */
+	if ((err = rec_set_str(&s->rec.etag, usable_validator(resp->etag))) != 0 ||
+	    (err = rec_set_str(&s->rec.last_modified, usable_validator(resp->last_modified))) != 0 ||
+	    (err = rec_set_str(&s->rec.date, resp->etag != NULL && usable_validator(resp->etag) == NULL
+	                                         ? NULL
+	                                         : usable_validator(resp->date))) != 0)
+		return err;
+	s->rec.bytes_total = resp->total;
+	/* The digest the origin announced for the whole file (RFC 9530) is
+	 * checked when the file is finished.  A 206 without one keeps the
+	 * one of the response it continues (the validator vouched for that). */
+	if (resp->start == 0 || resp->has_digest) {
+		char dhex[BG_SHA256_HEX_LEN + 1];
+
+		if (resp->has_digest)
+			bg_sha256_hex(resp->digest, dhex);
+		if ((err = rec_set_str(&s->rec.origin_sha256, resp->has_digest ? dhex : NULL)) != 0)
+			return err;
+	}
+	/* ALLOW_REPORT: the remote name becomes the URL that answered, now,
+	 * so that a resume after a crash goes straight there, as BITS does. */
+	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT && resp->final_url != NULL &&
+	    (err = rec_set_str(&s->rec.remote_url, resp->final_url)) != 0)
+		return err;
+	s->rec.crl_checked = (r->job.security_flags & BG_SSL_ENABLE_CRL_CHECK) != 0;
+	/* A file larger than the store's limit is not written to it at all:
+	 * it would only be dropped at the end. */
+	if (s->cache && resp->total >= 0 && resp->start == 0) {
+		uint64_t limit;
+
+		if ((err = store_limit_now(r->st, &limit)) != 0)
+			return err;
+		/* Remembered in the file record: a resume must not start
+		 * storing a file whose first part never was. */
+		if ((uint64_t)resp->total > limit) {
+			s->cache = false;
+			s->too_big = true;
+			s->rec.not_stored = true;
+		}
+	}
+	/* Committed with the first chunk or, for a small file, with the file
+	 * itself: one transaction per small file.  Until then a crash loses
+	 * nothing that a resume could use. */
+	s->state_pending = true;
+	report_progress(s);
+	return 0;
+}
+
+int
+sink_data(void *arg, const void *p, size_t len)
+{
+	struct fsink *s = arg;
+	const unsigned char *c = p;
+	int64_t total = s->rec.bytes_total;
+	int err;
+
+	if (run_stopping(s->r))
+		return BG_ECANCELED;
+	if (total >= 0 && s->committed + s->fill + len > (uint64_t)total)
+		return BG_EPROTO; /* more bytes than announced */
+	while (len > 0) {
+		size_t n = STORE_CHUNK_BYTES - s->fill;
+
+		if (n > len)
+			n = len;
+		memcpy(s->buf + s->fill, c, n);
+		s->fill += n;
+		c += n;
+		len -= n;
+		if (s->fill == STORE_CHUNK_BYTES && (err = flush_chunk(s)) != 0)
+			return err;
+	}
+	return 0;
+}
+
+struct chunk_read {
+	uint64_t blob, index;
+	unsigned char *dst;
+	size_t got;
+};
+
+static int
+read_chunk_fn(struct bg_txn *txn, void *arg)
+{
+	struct chunk_read *c = arg;
+	const void *data;
+	size_t len;
+	int err;
+
+	if ((err = txn_blob_get(txn, c->blob, c->index, &data, &len)) != 0)
+		return err;
+	if (len > STORE_CHUNK_BYTES)
+		return BG_ECORRUPT;
+	memcpy(c->dst, data, len);
+	c->got = len;
+	return 0;
+}
+
+/* Copies chunk index of blob into dst (STORE_CHUNK_BYTES long). */
+static int
+read_chunk(struct bg_store *st, uint64_t blob, uint64_t index, unsigned char *dst, size_t *got)
+{
+	struct chunk_read c = {blob, index, dst, 0};
+	int err;
+
+	if (blob == 0)
+		return BG_ENOENT;
+	if ((err = store_view(st, read_chunk_fn, &c)) == 0)
+		*got = c.got;
+	return err;
+}
+
+int
+prepare_partial(struct fsink *s)
+{
+	struct stat sb;
+	uint64_t committed = s->rec.bytes_committed, aligned;
+	unsigned char *block = NULL;
+	int err = 0;
+
+	s->fill = 0;
+	s->preloaded = 0;
+
+	if (fstat(s->fd, &sb) != 0)
+		return bg_err_from_errno(errno);
+	if (resume_validator(&s->rec) == NULL)
+		committed = 0; /* nothing to guard a Range with: start over */
+	/* BITS: with CRL checking turned on after part of an https file came
+	 * in unchecked, that file starts again from byte 0. */
+	if ((s->r->job.security_flags & BG_SSL_ENABLE_CRL_CHECK) &&
+	    !s->rec.crl_checked && s->rec.remote_url != NULL &&
+	    strncasecmp(s->rec.remote_url, "https:", 6) == 0)
+		committed = 0;
+	if ((uint64_t)sb.st_size < committed) {
+		if (!s->cache) {
+			committed = (uint64_t)sb.st_size - (uint64_t)sb.st_size % STORE_CHUNK_BYTES;
+		} else {
+			uint64_t first = (uint64_t)sb.st_size / STORE_CHUNK_BYTES;
+
+			for (uint64_t off = first * STORE_CHUNK_BYTES; off < committed;
+			     off += STORE_CHUNK_BYTES) {
+				size_t got = 0;
+
+				if ((block = block ? block : malloc(STORE_CHUNK_BYTES)) == NULL) {
+					err = BG_ENOMEM;
+					goto out;
+				}
+				err = read_chunk(s->r->st, s->blob, off / STORE_CHUNK_BYTES, block, &got);
+				if (err != 0 || got == 0) {
+					committed = off; /* keep what both still have */
+					err = 0;
+					break;
+				}
+				if ((err = pwrite_all(s->fd, block, got, off)) != 0)
+					goto out;
+			}
+		}
+	}
+	if (ftruncate(s->fd, (off_t)committed) != 0) {
+		err = bg_err_from_errno(errno);
+		goto out;
+	}
+	if ((err = reset_digest(s)) != 0)
+		goto out;
+	/* Chunk i of the blob holds bytes [i * STORE_CHUNK_BYTES, ...) (cache.h),
+	 * but bytes kept through a break end in a short chunk.  Those go back
+	 * into the buffer, so that the next commit writes that chunk again,
+	 * whole, rather than a chunk that starts in its middle. */
+	aligned = s->cache ? committed - committed % STORE_CHUNK_BYTES : committed;
+	if (aligned < committed) {
+		size_t n = (size_t)(committed - aligned);
+
+		if (pread(s->fd, s->buf, n, (off_t)aligned) != (ssize_t)n) {
+			err = BG_EIO;
+			goto out;
+		}
+		s->fill = s->preloaded = n;
+	}
+	if (aligned > 0) {
+		if ((block = block ? block : malloc(STORE_CHUNK_BYTES)) == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
+		for (uint64_t off = 0; off < aligned;) {
+			size_t want = aligned - off < STORE_CHUNK_BYTES ? (size_t)(aligned - off)
+			                                                 : STORE_CHUNK_BYTES;
+			ssize_t n = pread(s->fd, block, want, (off_t)off);
+
+			if (n <= 0) {
+				err = n < 0 ? bg_err_from_errno(errno) : BG_EIO;
+				goto out;
+			}
+			if ((err = hasher_update(s->hash, block, (size_t)n)) != 0)
+				goto out;
+			off += (uint64_t)n;
+		}
+	}
+	s->from_peers = s->rec.bytes_from_peers;
+	if (s->from_peers > committed)
+		s->from_peers = committed;
+	s->from_origin = committed - s->from_peers;
+	if (committed != s->rec.bytes_committed) {
+		s->rec.bytes_committed = committed;
+		s->rec.bytes_from_origin = s->from_origin;
+		s->rec.bytes_from_peers = s->from_peers;
+		/* Chunks past the good prefix must go, or a later append would
+		 * leave a stale chunk behind it. */
+		struct job_commit c = {.id = s->r->id, .index = s->index, .file = &s->rec,
+		                       .file_json = &s->rec_json,
+		                       .blob_in = s->blob, .drop_blob = committed == 0,
+		                       .generation = s->r->generation, .memo = &s->r->memo};
+		if ((err = job_commit(s->r->st, &c)) != 0)
+			goto out;
+		s->blob = c.blob_out;
+	}
+	s->committed = aligned;
+out:
+	free(block);
+	return err;
+}
+
+int
+temp_path_for(const char *id, const char *local, char *out, size_t len)
+{
+	const char *slash = strrchr(local, '/');
+	const char *base = slash != NULL ? slash + 1 : local;
+	int dirlen = slash != NULL ? (int)(slash - local) : 1;
+	const char *dir = slash != NULL ? local : ".";
+	int n;
+
+	if (slash == local) {
+		dir = "/";
+		dirlen = 0;
+	}
+	n = snprintf(out, len, "%.*s/.%s.bgcopy-%.8s.part", dirlen, dir, base, id);
+	return n < 0 || (size_t)n >= len ? BG_ELIMIT : 0;
+}
