@@ -164,11 +164,6 @@ void http_value_trim(const char **p, size_t *n);
 /* The value without surrounding blanks, as a new string; NULL when longer
  * than max bytes (or out of memory). */
 char *http_value_dup(const char *p, size_t n, size_t max);
-/* The n bytes at p as a number in base 8, 10 or 16: digits of that base
- * only (either case for 16), at least one, no sign, blank or prefix, and no
- * more than UINT64_MAX.  False (*out untouched) otherwise.  What reads the
- * numbers of Content-Length, Content-Range and the security flags. */
-bool http_digits_u64(const char *p, size_t n, unsigned base, uint64_t *out);
 /* A decimal header value (Content-Length): blanks around it allowed, cut
  * at a NUL, at most HTTP_U64_CHARS_MAX characters (leading zeros count). */
 #define HTTP_U64_CHARS_MAX 32

@@ -253,13 +253,11 @@ bool
 valid_peer(const char *s)
 {
 	const char *colon = strrchr(s, ':');
-	char *end;
-	long port;
+	uint64_t port;
 
 	if (colon == NULL || colon == s || strlen(s) > 300 || strpbrk(s, "/?#@ \t\r\n") != NULL)
 		return false;
-	port = strtol(colon + 1, &end, 10);
-	return *end == '\0' && end != colon + 1 && port > 0 && port < 65536;
+	return bg_parse_u64(colon + 1, strlen(colon + 1), 65535, &port) == 0 && port > 0;
 }
 
 /* Makes an absolute path of a local file name. */

@@ -203,14 +203,10 @@ cache_show_rm(struct ctx *c, bool show, const char *arg)
 static bool
 parse_max_size(const char *s, struct store_config *cfg)
 {
-	unsigned long long v;
-	char *end;
+	uint64_t v;
+	const char *end = s + strspn(s, "0123456789");
 
-	if (s[0] < '0' || s[0] > '9')
-		return false;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0)
+	if (bg_parse_u64(s, (size_t)(end - s), UINT64_MAX, &v) != 0)
 		return false;
 	if (strcmp(end, "%") == 0) {
 		if (v < 1 || v > 100)
@@ -295,16 +291,15 @@ cache_config(struct ctx *c, int argc, char **argv)
 		if (strcmp(argv[i], "--max-size") == 0 && i + 1 < argc) {
 			a.max_size = argv[++i];
 		} else if (strcmp(argv[i], "--max-age") == 0 && i + 1 < argc) {
-			char *end;
+			int64_t days;
 
-			errno = 0;
-			a.max_age = strtol(argv[++i], &end, 10);
-			if (errno != 0 || *end != '\0' || argv[i][0] == '\0' || a.max_age < 1 ||
-			    a.max_age > STORE_MAX_AGE_DAYS_MAX) {
+			i++;
+			if (bg_parse_i64(argv[i], strlen(argv[i]), 1, STORE_MAX_AGE_DAYS_MAX, &days) != 0) {
 				cli_complain("--max-age takes a number of days from 1 to %d, not '%s'",
 				             STORE_MAX_AGE_DAYS_MAX, argv[i]);
 				return EXIT_USAGE;
 			}
+			a.max_age = (long)days;
 		} else {
 			cli_complain("usage: bgcopy cache config [--max-size BYTES|N%%] "
 			             "[--max-age DAYS]");

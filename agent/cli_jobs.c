@@ -211,15 +211,7 @@ cmd_set_notify_cmd(struct ctx *c, int argc, char **argv)
 static int
 parse_seconds(const char *s, int64_t *out)
 {
-	char *end;
-	long long v;
-
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < 0 || v > SECONDS_MAX)
-		return BG_EINVAL;
-	*out = v;
-	return 0;
+	return bg_parse_i64(s, strlen(s), 0, SECONDS_MAX, out) != 0 ? BG_EINVAL : 0;
 }
 
 static int

@@ -55,7 +55,7 @@ parse_number(const char *s, uint32_t *out)
 	} else if (n > 0 && s[0] == '0') {
 		base = 8;
 	}
-	if (!http_digits_u64(s, n, base, &v) || v > 0xFFFFFFFFu)
+	if (bg_parse_uint(s, n, base, 0xFFFFFFFFu, &v) != 0)
 		return BG_ENOTIMPL;
 	*out = (uint32_t)v;
 	return 0;

@@ -12,22 +12,20 @@
 long
 http_status_line(const char *line, size_t n)
 {
-	const char *sp;
-	char code[16];
-	size_t len;
+	const char *sp, *p, *end = line + n;
+	uint64_t code;
 
 	if (n < 5 || strncmp(line, "HTTP/", 5) != 0)
 		return -1;
 	if ((sp = memchr(line, ' ', n)) == NULL)
 		return 0;
-	/* libcurl's header lines are not NUL-terminated: strtol must not run
-	 * past the line ("HTTP/1.1 200" at the end of a buffer). */
-	len = n - (size_t)(sp + 1 - line);
-	if (len >= sizeof(code))
-		len = sizeof(code) - 1;
-	memcpy(code, sp + 1, len);
-	code[len] = '\0';
-	return strtol(code, NULL, 10);
+	/* The digits after the first space (RFC 9112 section 4: 3DIGIT; more
+	 * are read too, so that callers refuse a status past 999). */
+	for (p = sp + 1; p < end && p - (sp + 1) < 15 && *p >= '0' && *p <= '9'; p++)
+		;
+	if (bg_parse_u64(sp + 1, (size_t)(p - (sp + 1)), UINT64_MAX, &code) != 0)
+		return 0;
+	return (long)code;
 }
 
 bool
@@ -70,33 +68,6 @@ http_value_dup(const char *p, size_t n, size_t max)
 }
 
 bool
-http_digits_u64(const char *p, size_t n, unsigned base, uint64_t *out)
-{
-	uint64_t x = 0;
-
-	if (n == 0 || (base != 8 && base != 10 && base != 16))
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p[i];
-		unsigned d;
-
-		if (c >= '0' && c <= '9')
-			d = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			d = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			d = c - 'A' + 10;
-		else
-			return false;
-		if (d >= base || x > (UINT64_MAX - d) / base)
-			return false;
-		x = x * base + d;
-	}
-	*out = x;
-	return true;
-}
-
-bool
 http_value_u64(const char *p, size_t n, uint64_t *out)
 {
 	http_value_trim(&p, &n);
@@ -104,7 +75,7 @@ http_value_u64(const char *p, size_t n, uint64_t *out)
 		return false;
 	/* The value ends at a NUL, as every header value kept as a C string
 	 * (http_value_dup) does. */
-	return http_digits_u64(p, strnlen(p, n), 10, out);
+	return bg_parse_uint(p, strnlen(p, n), 10, UINT64_MAX, out) == 0;
 }
 
 /* One number of a Content-Range (RFC 9110 section 14.4: 1*DIGIT) at *p,
@@ -116,7 +87,7 @@ range_number(const char **p, const char *end, uint64_t *out)
 
 	while (*p < end && **p >= '0' && **p <= '9')
 		(*p)++;
-	return http_digits_u64(s, (size_t)(*p - s), 10, out);
+	return bg_parse_uint(s, (size_t)(*p - s), 10, UINT64_MAX, out) == 0;
 }
 
 int

@@ -206,7 +206,13 @@ error_decode(const json_t *e, struct job_error *out)
 {
 	const char *code = jstr(e, "code"), *ctx = jstr(e, "context"), *msg = jstr(e, "message");
 
-	out->outcome.hr = code != NULL ? (uint32_t)strtoul(code, NULL, 16) : 0;
+	uint64_t hr = 0;
+
+	/* Written as "0x%08X" (error_encode). */
+	if (code != NULL && (code[0] == '0' && (code[1] == 'x' || code[1] == 'X')) &&
+	    bg_parse_uint(code + 2, strlen(code + 2), 16, UINT32_MAX, &hr) != 0)
+		hr = 0;
+	out->outcome.hr = (uint32_t)hr;
 	out->outcome.local = ctx != NULL && strcmp(ctx, "local_file") == 0;
 	snprintf(out->outcome.message, sizeof(out->outcome.message), "%s", msg != NULL ? msg : "");
 	out->file_index = (uint32_t)jint(e, "file_index", 0);

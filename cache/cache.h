@@ -104,6 +104,9 @@ const char *bg_home_problem(int err);
  * s or out NULL, n 0), BG_ELIMIT for a number outside the range (never
  * wrapped or clamped).  *out is written only on success. */
 int bg_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out) BG_WUR;
+/* The same in base 8, 10 or 16 (digits a-f in either case; the caller
+ * strips any prefix such as "0x"), at most max. */
+int bg_parse_uint(const char *s, size_t n, unsigned base, uint64_t max, uint64_t *out) BG_WUR;
 /* The same in [min, max] (BG_EINVAL when min > max). */
 int bg_parse_i64(const char *s, size_t n, int64_t min, int64_t max, int64_t *out) BG_WUR;
 

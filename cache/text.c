@@ -12,23 +12,37 @@
 
 #include "cache.h"
 
-int bg_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out)
+int bg_parse_uint(const char *s, size_t n, unsigned base, uint64_t max, uint64_t *out)
 {
 	uint64_t v = 0;
 
-	if (s == NULL || out == NULL || n == 0)
+	if (s == NULL || out == NULL || n == 0 || (base != 8 && base != 10 && base != 16))
 		return BG_EINVAL;
 	for (size_t i = 0; i < n; i++) {
-		unsigned d = (unsigned char)s[i] - (unsigned)'0';
+		unsigned char c = (unsigned char)s[i];
+		unsigned d;
 
-		if (d > 9)
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			d = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			d = c - 'A' + 10;
+		else
 			return BG_EINVAL;
-		if (d > max || v > (max - d) / 10)
+		if (d >= base)
+			return BG_EINVAL;
+		if (d > max || v > (max - d) / base)
 			return BG_ELIMIT;
-		v = v * 10 + d;
+		v = v * base + d;
 	}
 	*out = v;
 	return 0;
+}
+
+int bg_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out)
+{
+	return bg_parse_uint(s, n, 10, max, out);
 }
 
 int bg_parse_i64(const char *s, size_t n, int64_t min, int64_t max, int64_t *out)

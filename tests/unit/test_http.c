@@ -59,7 +59,7 @@ digits_ok(const char *s, unsigned base, uint64_t want)
 {
 	uint64_t got = 12345;
 
-	if (!CHECK(http_digits_u64(s, strlen(s), base, &got)))
+	if (!CHECK(bg_parse_uint(s, strlen(s), base, UINT64_MAX, &got) == 0))
 		fprintf(stderr, "    digits (base %u): %s\n", base, s);
 	CHECK(got == want);
 }
@@ -69,7 +69,7 @@ digits_bad(const char *s, unsigned base)
 {
 	uint64_t got = 12345;
 
-	if (!CHECK(!http_digits_u64(s, strlen(s), base, &got)))
+	if (!CHECK(bg_parse_uint(s, strlen(s), base, UINT64_MAX, &got) != 0))
 		fprintf(stderr, "    digits (base %u) taken: %s\n", base, s);
 	CHECK_EQ_INT(got, 12345); /* untouched */
 }
