@@ -94,12 +94,8 @@ cli_resolve_home(struct ctx *c)
 	bool explicit;
 	int err = bg_home_path(c->g->home, c->home, sizeof(c->home), &is_default);
 
-	if (err == BG_ENOENT) {
-		cli_complain("no home: set --home, BGCOPY_HOME or HOME");
-		return EXIT_USAGE;
-	}
 	if (err != 0) {
-		cli_complain("home path too long");
+		cli_complain("%s", bg_home_problem(err));
 		return EXIT_USAGE;
 	}
 	explicit = !is_default;

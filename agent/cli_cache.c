@@ -20,6 +20,7 @@
 #include "agent.h"
 #include "cli.h"
 #include "cli_int.h"
+#include "record.h"
 
 #define USAGE_CACHE                                                                          \
 	"usage: bgcopy cache list [--json] | show URL | rm URL | stats [--json] | gc | clear |\n" \
@@ -432,29 +433,6 @@ cli_enforce_limits(struct ctx *c, struct store_enforce_result *res)
 	return 0;
 }
 
-/* The blob a file record names, for store_gc(): in the agent's schema an
- * integer field "blob" (0 or absent: none). */
-static int
-file_blob_of(const void *rec, size_t len, uint64_t *blob)
-{
-	json_error_t jerr;
-	json_t *j, *b;
-
-	*blob = 0;
-	j = json_loadb(rec, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-	if (j == NULL)
-		return json_error_code(&jerr) == json_error_out_of_memory ? BG_ENOMEM : BG_ECORRUPT;
-	if (!json_is_object(j)) {
-		json_decref(j);
-		return BG_ECORRUPT;
-	}
-	b = json_object_get(j, "blob");
-	if (json_is_integer(b) && json_integer_value(b) > 0)
-		*blob = (uint64_t)json_integer_value(b);
-	json_decref(j);
-	return 0;
-}
-
 static int
 cache_gc(struct ctx *c)
 {
@@ -463,7 +441,7 @@ cache_gc(struct ctx *c)
 	int err;
 
 	if ((err = cli_enforce_limits(c, &res)) != 0 ||
-	    (err = store_gc(c->st, file_blob_of, &entries, &bytes)) != 0)
+	    (err = store_gc(c->st, file_rec_blob, &entries, &bytes)) != 0)
 		return cli_store_failed("cache gc", err);
 	printf("freed %" PRIu64 " entries, %" PRIu64 " bytes\n", entries, bytes);
 	if (res.evicted > 0 || res.expired > 0)
@@ -513,7 +491,7 @@ cache_clear(struct ctx *c)
 	if ((err = store_update(c->st, clear_txn, &a)) != 0)
 		return cli_store_failed("cache clear", err);
 	/* Keys whose content was already gone, and blobs nothing names. */
-	if ((err = store_gc(c->st, file_blob_of, &entries, &bytes)) != 0)
+	if ((err = store_gc(c->st, file_rec_blob, &entries, &bytes)) != 0)
 		return cli_store_failed("cache clear", err);
 	printf("removed %" PRIu64 " entries (%" PRIu64 " bytes) and %" PRIu64 " keys\n", a.entries,
 	       a.bytes, a.keys);

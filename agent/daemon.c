@@ -44,7 +44,7 @@ struct worker {
 	bool preempted;
 	char id[STORE_JOB_ID_LEN + 1];
 	enum job_priority prio;
-	time_t started;
+	int64_t started;  
 	struct job_lock *lock;
 	struct origin *origin;
 	int result;
@@ -301,7 +301,7 @@ start(struct daemon *d, const struct candidate *c)
 	w->d = d;
 	snprintf(w->id, sizeof(w->id), "%s", c->id);
 	w->prio = c->prio;
-	w->started = time(NULL);
+	w->started = bg_now();
 	w->stop = 0;
 	w->preempted = false;
 	atomic_store(&w->finished, 0);
@@ -339,7 +339,7 @@ cleanup_cancelled(struct daemon *d, json_t *ids)
 static int
 schedule(struct daemon *d)
 {
-	struct scan s = {.d = d, .now = (int64_t)time(NULL), .cancelled = json_array()};
+	struct scan s = {.d = d, .now = bg_now(), .cancelled = json_array()};
 	unsigned running_bg = 0;
 	int64_t wake = 0;
 	size_t next = 0;
@@ -405,7 +405,7 @@ out:
 		wake = s.next_retry;
 	timeout_ms = IDLE_WAKEUP_MS;
 	if (wake != 0) {
-		int64_t ms = (wake - (int64_t)time(NULL)) * 1000 + 50;
+		int64_t ms = (wake - bg_now()) * 1000 + 50;
 
 		timeout_ms = ms < 0 ? 0 : ms < IDLE_WAKEUP_MS ? (int)ms : IDLE_WAKEUP_MS;
 	}

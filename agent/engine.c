@@ -338,7 +338,7 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 		/* A scheduler chose the job before it held its lock: the job may
 		 * have been suspended, cancelled or finished by someone else
 		 * since.  Only a job that is still due is started. */
-		if (!job_due(r.job.state, r.job.retry_at, (int64_t)time(NULL))) {
+		if (!job_due(r.job.state, r.job.retry_at, bg_now())) {
 			err = BG_EAGAIN;
 			goto out;
 		}

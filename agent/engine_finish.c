@@ -301,20 +301,6 @@ partial_of(const char *id, const struct file_rec *f, char *buf, size_t len)
 }
 
 static int
-fsync_path(const char *path, int flags)
-{
-	int fd = open(path, flags | O_CLOEXEC);
-	int err = 0;
-
-	if (fd < 0)
-		return bg_err_from_errno(errno);
-	if (fsync(fd) != 0)
-		err = bg_err_from_errno(errno);
-	close(fd);
-	return err;
-}
-
-static int
 parent_dir(const char *path, char *out, size_t len)
 {
 	const char *slash = strrchr(path, '/');
@@ -370,7 +356,7 @@ job_complete(struct bg_store *st, const char *id, bool sync)
 		 * that the file is never empty after a power loss.  A crash of
 		 * bgcopy itself cannot show a partial file either way: the
 		 * rename is atomic. */
-		if (sync && (err = fsync_path(temp, O_RDONLY)) != 0)
+		if (sync && (err = bg_fsync_path(temp, false)) != 0)
 			goto out;
 		if (rename(temp, local) != 0) {
 			err = bg_err_from_errno(errno);
@@ -379,7 +365,7 @@ job_complete(struct bg_store *st, const char *id, bool sync)
 		if ((err = parent_dir(local, dir, sizeof(dir))) != 0)
 			goto out;
 		if (sync && strcmp(dir, last_dir) != 0) {
-			if ((err = fsync_path(dir, O_RDONLY | O_DIRECTORY)) != 0)
+			if ((err = bg_fsync_path(dir, true)) != 0)
 				goto out;
 			memcpy(last_dir, dir, sizeof(dir));
 		}

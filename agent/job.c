@@ -312,7 +312,7 @@ patch_job(struct bg_txn *txn, struct job_commit *c)
 {
 	struct job_rec job;
 	json_t *raw = NULL;
-	int64_t now = (int64_t)time(NULL);
+	int64_t now = bg_now();
 	bool known = memo_matches(txn, c->id, c->memo, c->generation);
 	enum job_state from;
 	int err;
@@ -393,7 +393,7 @@ int
 job_commit(struct bg_store *st, struct job_commit *c)
 {
 	if (c->job != NULL)
-		c->job->modified = (int64_t)time(NULL);
+		c->job->modified = bg_now();
 	return store_update(st, commit_fn, c);
 }
 
@@ -416,7 +416,7 @@ modify_fn(struct bg_txn *txn, void *arg)
 	if ((err = a->fn(&job, txn, a->arg)) != 0)
 		goto out;
 	job.generation++;
-	job.modified = (int64_t)time(NULL);
+	job.modified = bg_now();
 	err = txn_job_store(txn, a->id, &job, &raw);
 out:
 	json_decref(raw);
@@ -491,7 +491,7 @@ job_create(struct bg_store *st, const struct job_options *opt, const struct job_
            size_t nfiles, char id[STORE_JOB_ID_LEN + 1])
 {
 	struct job_rec job = {0};
-	int64_t now = (int64_t)time(NULL);
+	int64_t now = bg_now();
 	int err;
 
 	if (opt->name != NULL && strlen(opt->name) > JOB_NAME_MAX)
@@ -577,7 +577,7 @@ add_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 
 	/* BITS takes new files until the job is completed or cancelled; a
 	 * transferred job is queued again. */
-	if ((err = apply_event(job, JOB_EV_ADD, NULL, 0, NULL, (int64_t)time(NULL), &from)) != 0)
+	if ((err = apply_event(job, JOB_EV_ADD, NULL, 0, NULL, bg_now(), &from)) != 0)
 		return err;
 	return put_new_files(txn, a->id, job, a->files, a->n);
 }
@@ -1052,7 +1052,7 @@ event_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 		a->from = job->state;
 		return BG_ENOENT; /* BITS refuses to resume an empty job */
 	}
-	err = apply_event(job, a->ev, NULL, 0, NULL, (int64_t)time(NULL), &a->from);
+	err = apply_event(job, a->ev, NULL, 0, NULL, bg_now(), &a->from);
 	a->to = job->state;
 	return err;
 }

@@ -715,3 +715,23 @@ file_rec_note_lookup(struct file_rec *f, struct peer_lookup *l)
 	f->has_last_lookup = true;
 	return 0;
 }
+
+int
+file_rec_blob(const void *raw, size_t len, uint64_t *blob)
+{
+	json_error_t jerr;
+	json_t *j;
+
+	*blob = 0;
+	j = json_loadb(raw, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (j == NULL)
+		return json_error_code(&jerr) == json_error_out_of_memory ? BG_ENOMEM : BG_ECORRUPT;
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return BG_ECORRUPT;
+	}
+	if (jint(j, "blob", 0) > 0)
+		*blob = (uint64_t)jint(j, "blob", 0);
+	json_decref(j);
+	return 0;
+}

@@ -118,6 +118,9 @@ int job_rec_decode(const json_t *o, struct job_rec *out) BG_WUR;
 int job_rec_encode(const struct job_rec *r, json_t **io) BG_WUR;
 int file_rec_decode(const json_t *o, struct file_rec *out) BG_WUR;
 int file_rec_encode(const struct file_rec *f, json_t **io) BG_WUR;
+/* The blob a stored file record (raw bytes, as the store keeps them) names,
+ * 0 when none: what the store's gc asks (store_gc). */
+int file_rec_blob(const void *raw, size_t len, uint64_t *blob) BG_WUR;
 /* The state of a job record, without decoding the rest: BG_ECORRUPT when
  * it has none, BG_EINVAL (and *out ERROR, as decoding gives) for a name
  * not known. */

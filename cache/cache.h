@@ -123,8 +123,11 @@ bool bg_text_is_safe(const char *s, unsigned flags);
 
 /* ---- The clock (clock.c) -------------------------------------------------
  * One clock for the whole program: everything the store dates and every
- * date bgcopy and bgcopy-peerd compare with it.  (Peer request signatures
- * are made and checked on the system clock on both sides.)
+ * date bgcopy and bgcopy-peerd compare with it: job dates, retry times and
+ * the scheduler's slices included.  Dates that come from outside are
+ * compared on the system clock, as their makers use it: certificates' and
+ * CRLs' validity (OpenSSL reads the system clock) and peer request
+ * signatures (made and checked on both sides); log lines show it too.
  *
  * Tests set it: BG_CLOCK_OFFSET_ENV ("BGCOPY_TIME_OFFSET") in the
  * environment, a decimal number of seconds (a minus sign allowed, less
