@@ -44,7 +44,7 @@ struct worker {
 	bool preempted;
 	char id[STORE_JOB_ID_LEN + 1];
 	enum job_priority prio;
-	int64_t started;  
+	int64_t started;
 	struct job_lock *lock;
 	struct origin *origin;
 	int result;
