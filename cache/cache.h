@@ -121,6 +121,16 @@ void bg_text_safe_inplace(char *s, unsigned flags);
 /* Whether s is safe text (false for NULL; true for ""). */
 bool bg_text_is_safe(const char *s, unsigned flags);
 
+/* ---- JSON record fields (json.c) ---------------------------------------
+ * JSON record access.  Getters return NULL/def when the field is absent or
+ * has another type; setters return 0 or BG_ENOMEM. */
+const char *jstr(const json_t *o, const char *key);
+int64_t jint(const json_t *o, const char *key, int64_t def);
+bool jbool(const json_t *o, const char *key);
+int jset(json_t *o, const char *key, json_t *v); /* steals v */
+int jset_str(json_t *o, const char *key, const char *s);
+int jset_int(json_t *o, const char *key, int64_t v);
+
 /* ---- The clock (clock.c) -------------------------------------------------
  * One clock for the whole program: everything the store dates and every
  * date bgcopy and bgcopy-peerd compare with it: job dates, retry times and

@@ -15,7 +15,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "agent_int.h"
+#include "net_int.h"
 #include "fuzz.h"
 
 static void

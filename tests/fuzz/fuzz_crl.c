@@ -22,7 +22,7 @@
 #include <curl/curl.h>
 #include <openssl/x509.h>
 
-#include "agent_int.h"
+#include "net_int.h"
 #include "fuzz.h"
 #include "loopback.h"
 

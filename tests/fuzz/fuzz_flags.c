@@ -8,7 +8,7 @@
  */
 #include <stdio.h>
 
-#include "agent.h"
+#include "bits.h"
 #include "fuzz.h"
 
 int

@@ -20,7 +20,7 @@
 
 #include <openssl/evp.h>
 
-#include "agent_int.h"
+#include "net_int.h"
 #include "fuzz.h"
 
 static const char *const names[] = {"Location", "ETag", "Last-Modified", "Content-Range",

@@ -27,7 +27,7 @@
 
 #include <curl/curl.h>
 
-#include "agent.h"
+#include "net.h"
 #include "fuzz.h"
 #include "loopback.h"
 

@@ -19,7 +19,7 @@
 
 #include <curl/curl.h>
 
-#include "agent_int.h"
+#include "net_int.h"
 #include "fuzz.h"
 #include "loopback.h"
 

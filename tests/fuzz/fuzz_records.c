@@ -29,7 +29,7 @@
 
 #include <lmdb.h>
 
-#include "agent.h"
+#include "jobs.h"
 #include "cli.h"
 #include "fuzz.h"
 

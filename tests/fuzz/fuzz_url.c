@@ -14,7 +14,7 @@
  */
 #include <stdio.h>
 
-#include "agent.h"
+#include "net.h"
 #include "fuzz.h"
 
 static void

@@ -40,12 +40,12 @@ from origin import Origin  # noqa: E402
 A_SIZE = 300_000                # the true file: crosses the store's first chunk boundary
 CHUNK = 64 * 4096 - 16          # STORE_CHUNK_BYTES (cache.h)
 HALF = A_SIZE // 2
-PEER_STALL_TIMEOUT = 5          # agent/agent_int.h: seconds below PEER_MIN_SPEED before a peer is dropped
-PEER_MIN_SPEED = 16 * 1024      # agent/agent_int.h: bytes/s
+PEER_STALL_TIMEOUT = 5          # agent/net/net.h: seconds below PEER_MIN_SPEED before a peer is dropped
+PEER_MIN_SPEED = 16 * 1024      # agent/net/net.h: bytes/s
 # libcurl's low-speed check averages over a window of about PEER_STALL_TIMEOUT seconds: after a
 # burst of bytes the average needs that long to fall, then the timeout runs.
 STALL_BOUND = 2 * PEER_STALL_TIMEOUT + 2
-PEER_LOOKUP_TIMEOUT = 5         # agent/agent_int.h: seconds for a HEAD
+PEER_LOOKUP_TIMEOUT = 5         # agent/net/net.h: seconds for a HEAD
 GET_TIMEOUT = 90                # a get that takes longer than this has hung: the case fails
 FAST = 10.0                     # seconds a get may take when no timeout of the agent is involved
 

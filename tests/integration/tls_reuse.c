@@ -12,7 +12,7 @@
 
 #include <curl/curl.h>
 
-#include "agent.h"
+#include "net.h"
 
 static int
 on_start(void *arg, const struct origin_response *resp)

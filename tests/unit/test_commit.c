@@ -12,8 +12,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "jobs.h"
+#include "jobs_int.h"
 #include "record.h"
 #include "check.h"
 

@@ -1,5 +1,5 @@
 /* test_flags.c - every form of FLAGS the README describes, valid and invalid. */
-#include "agent.h"
+#include "bits.h"
 #include "check.h"
 
 static void

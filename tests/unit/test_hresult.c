@@ -1,5 +1,5 @@
 /* test_hresult.c - the HRESULTs bgcopy reports (README.md) and their classes. */
-#include "agent.h"
+#include "bits.h"
 #include "check.h"
 
 int

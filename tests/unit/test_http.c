@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "agent_int.h"
+#include "net_int.h"
 #include "check.h"
 
 /* SHA-256 of "abc", and its base64. */

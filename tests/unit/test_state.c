@@ -6,7 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "jobs.h"
 #include "check.h"
 
 #define JOB_ID "aaaaaaaa-0000-4000-8000-000000000001"

@@ -1,7 +1,7 @@
 /* test_url.c - canonical URLs and Location resolution (libcurl URL API). */
 #include <stdlib.h>
 
-#include "agent.h"
+#include "net.h"
 #include "check.h"
 
 static void

@@ -4,8 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "bits.h"
 
 static const struct flag_name {
 	const char *lname;

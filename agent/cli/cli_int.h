@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "agent.h"
+#include "jobs.h"
 #include "cli.h"
 
 struct ctx {

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "agent.h"
+#include "jobs.h"
 #include "cli.h"
 #include "cli_int.h"
 #include "record.h"

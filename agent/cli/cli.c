@@ -19,7 +19,7 @@
 
 #include <openssl/crypto.h>
 
-#include "agent.h"
+#include "jobs.h"
 #include "cli.h"
 #include "cli_int.h"
 #include "record.h"

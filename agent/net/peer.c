@@ -17,8 +17,8 @@
 
 #include <curl/curl.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "net.h"
+#include "net_int.h"
 
 struct peer_xfer {
 	const struct peer_entry *want; /* GET: the entry the HEAD described */

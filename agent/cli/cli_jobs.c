@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent_int.h"
+#include "jobs.h"
 #include "cli_int.h"
 #include "record.h"
 

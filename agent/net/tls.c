@@ -30,8 +30,8 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "net.h"
+#include "net_int.h"
 
 #define CLOCK_SKEW 300 /* seconds a CRL's thisUpdate may lie in the future */
 

@@ -19,8 +19,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "net.h"
+#include "net_int.h"
 
 #define MEM_ENTRIES 8 /* parsed CRLs kept in memory (they can be tens of MB) */
 

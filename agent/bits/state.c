@@ -4,8 +4,43 @@
  * store, no records. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
+#include <strings.h>
 
-#include "agent.h"
+#include "bits.h"
+
+static const char *const state_names[] = {
+	[JOB_QUEUED] = "QUEUED",           [JOB_CONNECTING] = "CONNECTING",
+	[JOB_TRANSFERRING] = "TRANSFERRING", [JOB_SUSPENDED] = "SUSPENDED",
+	[JOB_ERROR] = "ERROR",             [JOB_TRANSIENT_ERROR] = "TRANSIENT_ERROR",
+	[JOB_TRANSFERRED] = "TRANSFERRED", [JOB_ACKNOWLEDGED] = "ACKNOWLEDGED",
+	[JOB_CANCELLED] = "CANCELLED",
+};
+
+const char *
+name_at(const char *const *names, size_t n, unsigned i, const char *def)
+{
+	return i < n && names[i] != NULL ? names[i] : def;
+}
+
+int
+name_find(const char *const *names, size_t n, const char *s, bool any_case)
+{
+	for (size_t i = 0; s != NULL && i < n; i++)
+		if (names[i] != NULL &&
+		    (any_case ? strcasecmp(s, names[i]) : strcmp(s, names[i])) == 0)
+			return (int)i;
+	return -1;
+}
+
+NAME_TABLE_FUNCS(job_state, state_names, "UNKNOWN", false)
+
+bool
+job_state_final(enum job_state s)
+{
+	return s == JOB_ACKNOWLEDGED || s == JOB_CANCELLED;
+}
+
 
 #define S(x) (1u << JOB_##x)
 #define ANY_ACTIVE (S(QUEUED) | S(CONNECTING) | S(TRANSFERRING))

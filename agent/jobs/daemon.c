@@ -27,9 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "agent.h"
+#include "jobs.h"
 #include "record.h"
-#include "agent_int.h"
+#include "jobs_int.h"
 
 #define IDLE_WAKEUP_MS (60 * 1000) /* longest sleep with nothing scheduled */
 

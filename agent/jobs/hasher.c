@@ -15,8 +15,8 @@
 
 #include <openssl/evp.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "jobs.h"
+#include "jobs_int.h"
 
 struct hasher {
 	EVP_MD_CTX *md;

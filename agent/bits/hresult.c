@@ -1,7 +1,7 @@
 /* hresult.c - the HRESULTs users see in job errors, from one table. */
 #include <stdio.h>
 
-#include "agent.h"
+#include "bits.h"
 
 static const struct hr_entry {
 	uint32_t code;

@@ -9,7 +9,7 @@
 #ifndef BG_RECORD_H
 #define BG_RECORD_H
 
-#include "agent.h"
+#include "jobs.h"
 
 /* A list of strings, owned: v[n] is NULL (v itself is NULL when empty). */
 struct strv {

@@ -5,8 +5,8 @@
 #ifndef BG_ENGINE_INT_H
 #define BG_ENGINE_INT_H
 
-#include "agent.h"
-#include "agent_int.h"
+#include "jobs.h"
+#include "jobs_int.h"
 #include "record.h"
 
 /* One job_run. */

@@ -13,8 +13,8 @@
 
 #include <curl/curl.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "net.h"
+#include "net_int.h"
 
 #define ORIGIN_POOLS 4 /* connection pools kept, one per security flag set and CA file */
 

@@ -22,17 +22,9 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "jobs.h"
+#include "jobs_int.h"
 #include "record.h"
-
-static const char *const state_names[] = {
-	[JOB_QUEUED] = "QUEUED",           [JOB_CONNECTING] = "CONNECTING",
-	[JOB_TRANSFERRING] = "TRANSFERRING", [JOB_SUSPENDED] = "SUSPENDED",
-	[JOB_ERROR] = "ERROR",             [JOB_TRANSIENT_ERROR] = "TRANSIENT_ERROR",
-	[JOB_TRANSFERRED] = "TRANSFERRED", [JOB_ACKNOWLEDGED] = "ACKNOWLEDGED",
-	[JOB_CANCELLED] = "CANCELLED",
-};
 
 static const char *const prio_names[] = {
 	[JOB_PRIO_FOREGROUND] = "foreground",
@@ -40,30 +32,6 @@ static const char *const prio_names[] = {
 	[JOB_PRIO_NORMAL] = "normal",
 	[JOB_PRIO_LOW] = "low",
 };
-
-const char *
-name_at(const char *const *names, size_t n, unsigned i, const char *def)
-{
-	return i < n && names[i] != NULL ? names[i] : def;
-}
-
-int
-name_find(const char *const *names, size_t n, const char *s, bool any_case)
-{
-	for (size_t i = 0; s != NULL && i < n; i++)
-		if (names[i] != NULL &&
-		    (any_case ? strcasecmp(s, names[i]) : strcmp(s, names[i])) == 0)
-			return (int)i;
-	return -1;
-}
-
-NAME_TABLE_FUNCS(job_state, state_names, "UNKNOWN", false)
-
-bool
-job_state_final(enum job_state s)
-{
-	return s == JOB_ACKNOWLEDGED || s == JOB_CANCELLED;
-}
 
 NAME_TABLE_FUNCS(job_priority, prio_names, "normal", true)
 

@@ -6,7 +6,7 @@
 
 #include <curl/curl.h>
 
-#include "agent.h"
+#include "net.h"
 
 /* Parser flags for URLs that arrive from outside: spaces in a Location are
  * common enough to accept (they are percent-encoded on output), any scheme

@@ -6,8 +6,8 @@
 #include <strings.h>
 #include <time.h>
 
-#include "agent.h"
-#include "agent_int.h"
+#include "net.h"
+#include "net_int.h"
 
 long
 http_status_line(const char *line, size_t n)

@@ -1,0 +1,231 @@
+/*
+ * jobs.h - download jobs: creating and changing them, running them (the
+ * engine: store, peers, origin, in that order), completing them, and the
+ * daemon that schedules them.  Job and file records live in the store
+ * (record.h has their fields).  Builds on net.h, bits.h and the core.
+ */
+#ifndef BG_JOBS_H
+#define BG_JOBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net.h"
+
+/* ---- Limits ------------------------------------------------------------ */
+#define JOB_HEADERS_MAX 64                 /* custom request headers per job */
+#define JOB_FILES_MAX 1000000              /* files per job */
+#define JOB_NAME_MAX 256                   /* bytes */
+#define JOB_PEERS_MAX 16                   /* peers asked for one file */
+#define JOB_MIN_RETRY_DELAY 600            /* seconds, BITS default */
+#define JOB_NO_PROGRESS_TIMEOUT (14 * 24 * 3600) /* seconds, BITS default */
+
+/* ---- Jobs -------------------------------------------------------------- */
+enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRIO_LOW };
+const char *job_priority_name(enum job_priority p);
+int job_priority_parse(const char *s, enum job_priority *out) BG_WUR;
+
+/* Which side of peer caching a job takes: it asks peers (client), offers
+ * what it fetched (server), both, or neither. */
+enum peer_caching { PEER_CACHING_OFF, PEER_CACHING_CLIENT, PEER_CACHING_SERVER, PEER_CACHING_BOTH };
+const char *peer_caching_name(enum peer_caching m);
+int peer_caching_parse(const char *s, enum peer_caching *out) BG_WUR;
+
+struct job_options {
+	const char *name;
+	enum job_priority priority;
+	uint32_t security_flags;
+	const char *ca_file;          /* NULL: system store */
+	const char *const *headers;   /* NULL-terminated, or NULL */
+	bool cache_both;              /* --cache-key both */
+	const char *const *peers;     /* HOST:PORT to ask first (NULL-terminated), or NULL */
+	const char *peer_key;         /* HMAC key file for the peers, or NULL */
+	bool no_cache;
+	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
+};
+
+/* Adds a file.  url must be canonical (url_canonical); local_path absolute.
+ * expect_sha256 (64 hex digits) or NULL.  BG_EINVAL for a job not in a state
+ * that takes files. */
+int job_add_file(struct bg_store *st, const char *id, const char *url, const char *local_path,
+                 const char *expect_sha256) BG_WUR;
+/* Adds n files in one transaction: all or none. */
+struct job_file_spec {
+	const char *url;           /* canonical */
+	const char *local_path;    /* absolute */
+	const char *expect_sha256; /* or NULL */
+};
+/* Creates a job (SUSPENDED) with its first nfiles files (files may be NULL
+ * when nfiles is 0), all in one transaction, and writes its id
+ * (STORE_JOB_ID_LEN characters + NUL) into id. */
+int job_create(struct bg_store *st, const struct job_options *opt,
+               const struct job_file_spec *files, size_t nfiles,
+               char id[STORE_JOB_ID_LEN + 1]) BG_WUR;
+
+int job_add_files(struct bg_store *st, const char *id, const struct job_file_spec *files,
+                  size_t n) BG_WUR;
+/* Finds the newest job made by a `get` with this key that is not
+ * ACKNOWLEDGED or CANCELLED; BG_ENOENT if none.  *errored tells whether it
+ * is in ERROR. */
+int job_find_get(struct bg_store *st, const char *get_key, char id[STORE_JOB_ID_LEN + 1],
+                 bool *errored) BG_WUR;
+/* Reads or changes the job's security flags.  Setting validates (BG_ENOTIMPL). */
+int job_get_flags(struct bg_store *st, const char *id, uint32_t *out) BG_WUR;
+int job_set_flags(struct bg_store *st, const char *id, uint32_t flags) BG_WUR;
+/* The job and file records (record.h has their fields). */
+struct job_rec;
+struct file_rec;
+/* Changes a job on behalf of a user: fn edits the record inside one
+ * transaction; the job's generation is then bumped, so that a process
+ * transferring the job notices at its next commit and reloads it.
+ * fn may also change file records through txn. */
+int job_modify(struct bg_store *st, const char *id,
+               int (*fn)(struct job_rec *job, struct bg_txn *txn, void *arg), void *arg) BG_WUR;
+/* Applies a user event (resume, suspend, cancel, a get giving up) through
+ * job_transition(), atomically, as a user change (see job_modify).  BG_EINVAL when not allowed in the
+ * job's state; BG_ENOENT for resume of a job without files (or no job).
+ * *from / *to (may be NULL) receive the states. */
+int job_event(struct bg_store *st, const char *id, enum job_event ev, enum job_state *from,
+              enum job_state *to) BG_WUR;
+/* A user's change of a job's settings (the set-* commands): the fields
+ * named in set change, the others stay.  Strings are copied. */
+enum job_setting {
+	JOB_SET_NAME = 1u << 0,
+	JOB_SET_PRIORITY = 1u << 1,
+	JOB_SET_NOTIFY_CMD = 1u << 2,
+	JOB_SET_MIN_RETRY_DELAY = 1u << 3,
+	JOB_SET_NO_PROGRESS_TIMEOUT = 1u << 4,
+	JOB_SET_HEADERS = 1u << 5,
+	JOB_SET_PROXY = 1u << 6,
+	JOB_SET_CA_FILE = 1u << 7,
+	JOB_SET_PEER_CACHING = 1u << 8,
+	JOB_SET_CREDENTIALS = 1u << 9,
+};
+struct job_settings {
+	unsigned set;                   /* JOB_SET_* */
+	const char *name;
+	enum job_priority priority;
+	const char *const *notify_cmd;  /* program and arguments, NULL-terminated; NULL clears */
+	int64_t min_retry_delay;        /* seconds */
+	int64_t no_progress_timeout;    /* seconds */
+	const char *const *headers;     /* "Name: value", NULL-terminated; NULL clears */
+	const char *proxy;              /* URL or "none"; NULL: libcurl's default */
+	const char *ca_file;            /* NULL: the system store */
+	enum peer_caching peer_caching;
+	const char *user, *password;    /* NULL clears */
+};
+/* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
+ * job is ACKNOWLEDGED or CANCELLED. */
+int job_change(struct bg_store *st, const char *id, const struct job_settings *s) BG_WUR;
+/* Replaces OLD by NEW at the start of the remote URL of every unfinished
+ * file whose current remote URL starts with OLD; *changed gets how many.
+ * BG_EINVAL when a resulting URL is not a valid http(s) URL (nothing
+ * changes then). */
+int job_replace_remote_prefix(struct bg_store *st, const char *id, const char *old_prefix,
+                              const char *new_prefix, unsigned *changed) BG_WUR;
+/* Applies the options of a repeated `get` to its job (flags, headers, CA). */
+int job_update_options(struct bg_store *st, const char *id, const struct job_options *opt) BG_WUR;
+/* Builds the job document the README describes (caller json_decref()s).  With a
+ * home, its state is the one job_state_shown() gives; with NULL, the state
+ * as stored. */
+int job_document(struct bg_store *st, const char *home, const char *id, json_t **out) BG_WUR;
+/* Loads the job record alone, without its files, or BG_ENOENT: enough for
+ * the state and the settings.  job_rec_clear() it (also after an error). */
+int job_load(struct bg_store *st, const char *id, struct job_rec *out) BG_WUR;
+/* Whether the job of a stored record has not ended (a pin's job, for the
+ * store's limits: txn_enforce_limits). */
+int job_record_unfinished(const json_t *job);
+/* Calls fn with each job's document (home as for job_document). */
+int job_list(struct bg_store *st, const char *home, bool all,
+             int (*fn)(json_t *doc, void *arg), void *arg) BG_WUR;
+
+/* Exclusive ownership of a job by this process (an flock on a lock file in
+ * the home, released by the kernel when the process dies).  BG_EBUSY when
+ * another process holds it.  The holder also has an open file description
+ * lock on the file, which others can test without taking it. */
+struct job_lock;
+int job_lock(const char *home, const char *id, struct job_lock **out) BG_WUR;
+void job_unlock(struct job_lock *l);
+/* Whether a live process (this one included) holds the job's lock: 1 or 0,
+ * BG_ENOTIMPL where the kernel cannot tell (no open file description
+ * locks), another BG_E* code when the lock file cannot be read.  Nothing
+ * is taken, so a runner about to take the job is never turned away. */
+int job_lock_held(const char *home, const char *id) BG_WUR;
+/* The state to show for a job stored in state s.  CONNECTING and
+ * TRANSFERRING are a runner's: true only while a live process holds the
+ * job's lock.  When none does (the runner was killed or crashed), the job
+ * is shown as the state table's "stop" event leaves a stopped runner's
+ * job, QUEUED: stopped and resumable, as BITS shows a job whose transfer
+ * stopped.  The record keeps the runner's last state, which the next
+ * runner (a daemon taking the job over, the same `get` again) replaces.
+ * Any other state, or a lock that cannot be tested, is shown as stored. */
+enum job_state job_state_shown(const char *home, const char *id, enum job_state s);
+
+/* Progress reports from job_run. */
+struct job_progress {
+	uint64_t bytes_done;  /* of the job */
+	int64_t bytes_total;  /* -1 when unknown */
+	uint32_t file_index;
+	uint32_t files_total;
+};
+
+struct job_run_options {
+	void (*progress)(void *arg, const struct job_progress *p);
+	void *progress_arg;
+	unsigned transient_retries; /* immediate retries of transient errors (foreground get) */
+	volatile const int *stop;   /* set non-zero (e.g. from a signal handler) to stop */
+	const char *crl_dir;        /* where CRLs are kept (HOME/crl) */
+	const char *home;           /* the home (HOME/usage.log is folded in), or NULL */
+	const char *ca_file;        /* trust anchors for jobs that set none (--ca-file) */
+	const char *const *peers;   /* HOST:PORT of peers for jobs that name none (daemon) */
+	size_t npeers;
+	const char *peer_key;       /* key file for those peers, or NULL */
+	bool only_if_due;           /* run only a job QUEUED, due for retry, or orphaned */
+	bool sync;                  /* TRANSFERRED only once the store is on disk (power loss) */
+};
+
+/* Transfers every unfinished file of the job, in order.  Ends with the job
+ * TRANSFERRED, ERROR or TRANSIENT_ERROR (or as it was when stopped).  The
+ * caller holds the job's lock.  Returns 0 when the job was run (its state
+ * tells the outcome), a BG_E* code when the store failed. */
+int job_run(struct bg_store *st, struct origin *o, const char *id,
+            const struct job_run_options *ro) BG_WUR;
+/* Moves each transferred file from its partial file to its local path
+ * (atomically: rename) and sets ACKNOWLEDGED; with sync, each file and its
+ * folder are fsync'd first and the store after.  BG_EINVAL unless
+ * TRANSFERRED. */
+int job_complete(struct bg_store *st, const char *id, bool sync) BG_WUR;
+/* Deletes the partial files of the job and the stored bytes of its
+ * unfinished files (they restart from byte 0); the state is unchanged. */
+int job_discard_partials(struct bg_store *st, const char *id) BG_WUR;
+/* Removes partial data and sets CANCELLED. */
+int job_cancel(struct bg_store *st, const char *id) BG_WUR;
+
+
+/* ---- The daemon (daemon.c) -------------------------------------------- */
+#define DAEMON_MAX_TRANSFERS 4 /* background jobs transferring at once, by default */
+#define DAEMON_MAX_WORKERS 64  /* jobs transferring at once, foreground ones included */
+#define DAEMON_SLICE 30        /* seconds a background job runs while others of its level wait */
+
+struct daemon_options {
+	const char *home;
+	const char *ca_file;      /* trust anchors for jobs that set none, or NULL */
+	unsigned max_transfers;   /* background jobs at once (1..DAEMON_MAX_WORKERS) */
+	unsigned slice_seconds;   /* round-robin time slice */
+	const char *const *peers; /* peers for jobs that are peer-caching clients */
+	size_t npeers;
+	const char *peer_key;     /* HMAC key file for them, or NULL */
+	bool sync;                /* fsync the store before a job is TRANSFERRED */
+};
+/* Runs queued jobs until SIGTERM or SIGINT (installed here), then stops
+ * every transfer cleanly (jobs back to QUEUED) and returns 0.  Writes one
+ * line per event on stderr. */
+int daemon_run(struct bg_store *st, const struct daemon_options *opt) BG_WUR;
+
+
+/* Generates a random job id. */
+int job_new_id(char id[STORE_JOB_ID_LEN + 1]) BG_WUR;
+
+
+#endif /* BG_JOBS_H */

@@ -1,0 +1,251 @@
+/*
+ * net.h - the agent's network side: URLs, HTTP field parsing, the origin
+ * client (libcurl; redirects and TLS checked by the BITS flags), the CRL
+ * cache and the peer client.  It knows nothing of jobs or of the store: it
+ * fetches what it is asked into a sink and says how that went (an HRESULT
+ * and a message).  Builds on bits.h and the core (cache.h).
+ */
+#ifndef BG_NET_H
+#define BG_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+
+#include "bits.h"
+
+/* ---- Limits ------------------------------------------------------------ */
+#define ORIGIN_MAX_HOPS 10                 /* redirects followed per request chain */
+#define ORIGIN_HEADER_MAX (256 * 1024)     /* bytes of response headers per response */
+#define ORIGIN_CONNECT_TIMEOUT 30          /* seconds */
+#define ORIGIN_LOW_SPEED_TIME 60           /* seconds below 1 byte/s before a transfer is transient-failed */
+#define ORIGIN_MAX_RESTARTS 3              /* validator changes tolerated in one attempt */
+#define ORIGIN_NOTE_MAX 128                /* bytes of a reason phrase, Via or proxy marker kept for a message */
+
+/* ---- URLs (libcurl's URL API) ------------------------------------------ */
+#define URL_MAX STORE_URL_MAX
+
+/* Parses an absolute http or https URL given by a user and writes its
+ * canonical form (as libcurl prints it, fragment and default port dropped)
+ * as a new string into *out (caller frees).  BG_EINVAL for a malformed URL,
+ * BG_ENOTIMPL for another scheme, BG_ELIMIT for one longer than URL_MAX. */
+int url_canonical(const char *in, char **out) BG_WUR;
+/* Resolves a Location header value against base (absolute or relative, as
+ * RFC 3986), dropping any fragment and user:password.  *out (caller frees)
+ * may have any scheme: callers check it with url_scheme_ok().
+ * BG_EINVAL when it cannot be parsed. */
+int url_resolve(const char *base, const char *location, char **out) BG_WUR;
+/* Writes the host of url (brackets of an IPv6 literal removed) into buf.
+ * BG_EINVAL when it has none, BG_ELIMIT when it does not fit. */
+int url_host(const char *url, char *buf, size_t len) BG_WUR;
+/* Whether the URL's scheme is http or https; *https tells which. */
+bool url_scheme_ok(const char *url, bool *https);
+/* Checks a proxy given to set-proxy: SCHEME://[USER[:PASSWORD]@]HOST[:PORT][/]
+ * with a scheme libcurl proxies through (http, https, socks4, socks4a,
+ * socks5, socks5h).  0, or BG_EINVAL with the reason in why. */
+int url_proxy_check(const char *proxy, char *why, size_t len) BG_WUR;
+/* Whether a and b have the same scheme, host and port (the "host" that
+ * credentials were set for). */
+bool url_same_origin(const char *a, const char *b);
+/* Writes "host:port" of url into buf (the scheme's default port when it
+ * names none; an IPv6 literal in brackets).  BG_EINVAL for a malformed URL,
+ * BG_ELIMIT when it does not fit. */
+int url_authority(const char *url, char *buf, size_t len) BG_WUR;
+/* The same for a proxy URL (any scheme url_proxy_check takes; 1080, as
+ * libcurl, when it names no port). */
+int url_proxy_address(const char *proxy, char *buf, size_t len) BG_WUR;
+/* The proxy URL as users may see it: a password is shown as "***"
+ * (http://user:***@host:3128), the rest as set.  *out is a new string
+ * (caller frees).  BG_ENOMEM. */
+int url_proxy_redacted(const char *proxy, char **out) BG_WUR;
+
+/* ---- Origin client ----------------------------------------------------- */
+struct origin;
+
+struct origin_response {
+	long status;            /* 200 or 206 */
+	const char *final_url;  /* URL that answered (after redirects) */
+	uint64_t start;         /* first byte of the body: the offset asked, or 0 on a restart */
+	int64_t total;          /* size of the whole file, -1 when unknown */
+	const char *etag;       /* NULL when absent */
+	const char *last_modified;
+	const char *date;       /* the response's Date, NULL when absent */
+	bool has_digest;        /* the origin said what the whole file's SHA-256 is */
+	unsigned char digest[BG_SHA256_LEN]; /* (Repr-Digest, or Content-Digest of a 200; RFC 9530) */
+};
+
+/* The receiver of one fetch.  Return 0 to go on, a BG_E* code to stop the
+ * transfer (the code comes back as origin_result.local_err). */
+struct origin_sink {
+	int (*on_start)(void *arg, const struct origin_response *resp);
+	int (*on_data)(void *arg, const void *p, size_t len);
+	void *arg;
+};
+
+struct origin_request {
+	const char *url;            /* where the chain starts (the file's remote URL) */
+	uint32_t security_flags;
+	const char *ca_file;        /* trust anchors, or NULL for the system store */
+	const char *const *headers; /* custom "Name: value" lines, NULL-terminated, or NULL */
+	const char *headers_for;    /* URL whose origin the sensitive headers were set for */
+	uint64_t offset;            /* resume from this byte; 0 for the whole file */
+	const char *if_range;       /* validator for If-Range; NULL sends no Range at all */
+	/* A conditional request for a copy held (RFC 9110 13.1.2, 13.1.3): a
+	 * 304 then ends it with result.not_modified and no body.  NULL: not sent. */
+	const char *if_none_match;
+	const char *if_modified_since;
+	const char *crl_dir;        /* where CRLs are kept (for 0x0001), or NULL */
+	const char *proxy;          /* proxy URL, "none", or NULL for libcurl's default */
+	bool head;                  /* HEAD: the sink's on_start only (validators, size) */
+	const char *user;           /* basic auth credentials, or NULL */
+	const char *password;
+	unsigned stall_seconds;     /* without a byte before the transfer fails (transient);
+	                             * 0: ORIGIN_LOW_SPEED_TIME */
+	volatile const int *stop;   /* non-zero: abort now, even while the origin is silent;
+	                             * the result's local_err is then BG_ECANCELED (or NULL) */
+};
+
+struct origin_result {
+	uint32_t hr;           /* HR_S_OK or the job error */
+	int local_err;         /* a sink's BG_E* code when the sink stopped the transfer */
+	long status;           /* last HTTP status seen */
+	char *remote_url;      /* URL the file's remote name becomes (caller frees), or NULL */
+	char *final_url;       /* URL that answered last (caller frees), or NULL */
+	bool not_modified;     /* 304 to a conditional request: the copy held is current */
+	char *etag;            /* with not_modified: the 304's validators and Date */
+	char *last_modified;   /* (RFC 9110 15.4.5; caller frees), or NULL */
+	char *date;
+	char message[512];     /* what happened, for the job error */
+};
+
+/* Creates a client.  One per thread. */
+int origin_new(struct origin **out) BG_WUR;
+void origin_free(struct origin *o);
+/* Fetches req->url, following redirects by the job's policy, and feeds the
+ * final response to sink.  Returns 0 when the request ran (res->hr tells
+ * the outcome), or a BG_E* code when it could not be attempted.
+ * res->remote_url is set when the policy changes the file's remote name:
+ * the final URL under ALLOW_REPORT (on success), the redirect target under
+ * DISALLOW.  Free res with origin_result_clear(). */
+int origin_fetch(struct origin *o, const struct origin_request *req,
+                 const struct origin_sink *sink, struct origin_result *res) BG_WUR;
+void origin_result_clear(struct origin_result *res);
+
+
+/* ---- CRL cache (crl.c) ------------------------------------------------ */
+/* Calls fn for each CRL kept in dir with its record (url, fetched,
+ * this_update, next_update, issuer, bytes, current); damaged records are
+ * skipped. */
+int crl_each(const char *dir, int (*fn)(json_t *info, void *arg), void *arg) BG_WUR;
+/* Downloads the CRL at url (http or https, CRL_MAX_REDIRS redirects, size
+ * and time limits) and keeps it in dir.  The CRL's signature is checked
+ * when it is used, against the issuer of the certificate it covers.
+ * ca_file: trust anchors for an https URL (NULL: system store).  On error
+ * a reason is written into err. */
+int crl_fetch(const char *dir, const char *url, const char *ca_file, char *err, size_t errlen) BG_WUR;
+/* Deletes every CRL kept in dir; *removed (may be NULL) gets how many. */
+int crl_clear(const char *dir, unsigned *removed) BG_WUR;
+
+
+/* ---- HTTP response lines (http.c) ------------------------------------- */
+/* The status of a status line ("HTTP/1.1 200 OK"), or -1 for another line. */
+long http_status_line(const char *line, size_t n);
+/* Splits "Name: value\r\n" (not NUL-terminated) at its colon. */
+bool http_header_split(const char *line, size_t n, const char **name, size_t *namelen,
+                       const char **value, size_t *valuelen);
+bool http_header_is(const char *name, size_t namelen, const char *want);
+/* Moves *p and *n past the blanks around a header value (leading SP and
+ * HTAB, trailing white space with the line's CRLF). */
+void http_value_trim(const char **p, size_t *n);
+/* The value without surrounding blanks, as a new string; NULL when longer
+ * than max bytes (or out of memory). */
+char *http_value_dup(const char *p, size_t n, size_t max);
+/* A decimal header value (Content-Length): blanks around it allowed, cut
+ * at a NUL, at most HTTP_U64_CHARS_MAX characters (leading zeros count). */
+#define HTTP_U64_CHARS_MAX 32
+bool http_value_u64(const char *p, size_t n, uint64_t *out);
+/* A Content-Range value (RFC 9110 section 14.4), blanks already removed
+ * (http_value_dup).  A 416's must be the unsatisfied-range form: "bytes",
+ * SP, "*", "/", TOTAL (first and last are then 0).  Any other status's must
+ * be the range-resp form: "bytes FIRST-LAST/TOTAL", or "*" for TOTAL (total
+ * -1).  The unit in any case (section 14.1), one SP after it, digits only,
+ * no overflow, FIRST <= LAST < TOTAL <= INT64_MAX.  0, or BG_EPROTO (*out
+ * unspecified). */
+struct http_content_range {
+	uint64_t first, last;
+	int64_t total;
+};
+int http_content_range(const char *p, size_t n, long status,
+                       struct http_content_range *out) BG_WUR;
+/* The sha-256 member of a Repr-Digest or Content-Digest value (RFC 9530:
+ * an RFC 8941 dictionary such as "sha-256=:BASE64:, sha-512=:...:") into
+ * out.  False when the field has none or does not parse; out is then
+ * unspecified. */
+bool http_digest_sha256(const char *p, size_t n, unsigned char out[BG_SHA256_LEN]);
+/* RFC 9110 section 8.8.2.2: a Last-Modified is a strong validator only
+ * when the response that gave it had a Date at least
+ * HTTP_STRONG_DATE_SECONDS later (a second write within the same second
+ * would otherwise share the date).  False when either is absent or does
+ * not parse. */
+#define HTTP_STRONG_DATE_SECONDS 60
+bool http_date_strong(const char *last_modified, const char *date);
+/* Copies the reason phrase of a status line ("Forbidden" of "HTTP/1.1 403
+ * Forbidden\r\n", not NUL-terminated) into buf, cut to len - 1 bytes and
+ * made safe for documents (text_make_safe); "" when it has none. */
+void http_status_reason(const char *line, size_t n, char *buf, size_t len);
+/* The reason phrase RFC 9110 gives a status, or "" (static). */
+const char *http_reason(long status);
+/* Replaces, in place, control characters and bytes that are not valid UTF-8
+ * with '?': text a server chose (a certificate's subject, say) can then go
+ * into JSON documents and onto terminals. */
+void text_make_safe(char *s);
+
+
+/* ---- Peer client (peer.c) ---------------------------------------------- */
+#define PEER_CONNECT_TIMEOUT 3 /* seconds */
+#define PEER_LOOKUP_TIMEOUT 5  /* seconds for a HEAD */
+#define PEER_STALL_TIMEOUT 5   /* seconds below PEER_MIN_SPEED before a peer is dropped */
+/* Bytes/s a peer must keep up (libcurl's low-speed check, over PEER_STALL_TIMEOUT).
+ * Not 1: a peer that trickles a few bytes a second is never "stalled" and would hold
+ * the file for hours; a LAN peer slower than this is no better than the origin. */
+#define PEER_MIN_SPEED (16 * 1024)
+
+struct peer_config {
+	unsigned char key[PEER_KEY_MAX]; /* HMAC key (--peer-key), keylen 0: none */
+	size_t keylen;
+};
+
+/* What a peer says it has under a key (its HEAD answer). */
+struct peer_entry {
+	uint64_t size;
+	unsigned char sha256[BG_SHA256_LEN];
+	bool has_sha;
+	char *origin_etag;   /* the origin's ETag it was stored with, or NULL (owned) */
+	char *last_modified; /* the origin's Last-Modified, or NULL (owned) */
+};
+void peer_entry_clear(struct peer_entry *e);
+
+/* HEAD /v1/content?url=key at peer (on share sh).  0 and *out filled on a hit; BG_ENOENT
+ * on a miss; BG_EIO / BG_EPROTO when the peer failed (why says how). */
+int peer_lookup(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
+                struct peer_entry *out, char *why, size_t whylen) BG_WUR;
+/* GETs the entry from offset into sink (on_start, then on_data).  Refuses
+ * an answer that is not the entry `want` (digest, size, range).  0 when the
+ * body was complete; a sink's error comes back in *sink_err. */
+int peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
+               const struct peer_entry *want, uint64_t offset, const struct origin_sink *sink,
+               int *sink_err, char *why, size_t whylen) BG_WUR;
+/* The connections an origin client keeps for talking to peers (a share:
+ * each request gets an easy handle of its own, see origin.c), or NULL. */
+CURLSH *origin_peer_share(struct origin *o);
+/* A fresh easy handle on share sh (connections, TLS sessions, DNS), or
+ * NULL.  libcurl 7.88 reads freed memory when a reused handle meets a
+ * folded header line first in a response (curl PR #11103, fixed in 8.1.0):
+ * handles are therefore never reused, only the share is. */
+CURL *origin_easy_on(CURLSH *sh);
+/* A share of connections, TLS sessions and DNS for one thread, or NULL. */
+CURLSH *origin_share_new(void);
+
+#endif /* BG_NET_H */
