@@ -316,104 +316,114 @@ parent_dir(const char *path, char *out, size_t len)
 	return 0;
 }
 
+/* Calls fn with each file record of job id (nfiles files), in order, until
+ * one fails. */
+static int
+each_file(struct bg_store *st, const char *id, uint32_t nfiles,
+          int (*fn)(struct bg_store *st, const char *id, uint32_t index, struct file_rec *f,
+                    void *arg),
+          void *arg)
+{
+	struct file_rec f = {0};
+	int err = 0;
+
+	for (uint32_t i = 0; i < nfiles && err == 0; i++) {
+		file_rec_clear(&f);
+		if ((err = job_load_file(st, id, i, &f)) == 0)
+			err = fn(st, id, i, &f, arg);
+	}
+	file_rec_clear(&f);
+	return err;
+}
+
+struct complete_args {
+	bool sync;
+	char last_dir[PATH_MAX]; /* the folder fsync'd last */
+};
+
+/* Moves a transferred file from its partial file to its local path. */
+static int
+complete_file(struct bg_store *st, const char *id, uint32_t index, struct file_rec *f, void *arg)
+{
+	struct complete_args *a = arg;
+	char dir[PATH_MAX], tbuf[PATH_MAX];
+	const char *temp = partial_of(id, f, tbuf, sizeof(tbuf)), *local = f->local_path;
+	struct stat sb;
+	int err;
+
+	(void)st;
+	(void)index;
+	if (local == NULL)
+		return BG_ECORRUPT;
+	if (temp == NULL || stat(temp, &sb) != 0) {
+		/* Renamed before an interruption: nothing left to do. */
+		return stat(local, &sb) == 0 ? 0 : BG_ENOENT;
+	}
+	/* With sync, the bytes reach the disk before the name does, so that
+	 * the file is never empty after a power loss.  A crash of bgcopy
+	 * itself cannot show a partial file either way: the rename is atomic. */
+	if (a->sync && (err = bg_fsync_path(temp, false)) != 0)
+		return err;
+	if (rename(temp, local) != 0)
+		return bg_err_from_errno(errno);
+	if ((err = parent_dir(local, dir, sizeof(dir))) != 0)
+		return err;
+	if (a->sync && strcmp(dir, a->last_dir) != 0) {
+		if ((err = bg_fsync_path(dir, true)) != 0)
+			return err;
+		memcpy(a->last_dir, dir, sizeof(dir));
+	}
+	return 0;
+}
+
 int
 job_complete(struct bg_store *st, const char *id, bool sync)
 {
+	struct complete_args a = {.sync = sync};
+	struct job_commit c = {.id = id, .generation = -1, .has_event = true,
+	                       .event = JOB_EV_COMPLETE};
 	struct job_rec job;
-	struct file_rec f = {0};
-	char dir[PATH_MAX], last_dir[PATH_MAX] = "", tbuf[PATH_MAX];
 	enum job_state to;
 	int err;
 
-	if ((err = job_load(st, id, &job)) != 0)
-		goto out;
-	/* Checked before any file moves; the commit checks it again. */
-	if (job_transition(job.state, JOB_EV_COMPLETE, &to) != 0) {
-		err = BG_EINVAL;
-		goto out;
+	if ((err = job_load(st, id, &job)) == 0) {
+		/* Checked before any file moves; the commit checks it again. */
+		if (job_transition(job.state, JOB_EV_COMPLETE, &to) != 0)
+			err = BG_EINVAL;
+		else if ((err = each_file(st, id, job.nfiles, complete_file, &a)) == 0 &&
+		         (err = job_commit(st, &c)) == 0 && sync)
+			err = store_sync(st);
 	}
-	for (uint32_t i = 0; i < job.nfiles; i++) {
-		const char *temp, *local;
-		struct stat sb;
-
-		file_rec_clear(&f);
-		if ((err = job_load_file(st, id, i, &f)) != 0)
-			goto out;
-		temp = partial_of(id, &f, tbuf, sizeof(tbuf));
-		local = f.local_path;
-		if (local == NULL) {
-			err = BG_ECORRUPT;
-			goto out;
-		}
-		if (temp == NULL || stat(temp, &sb) != 0) {
-			/* Renamed before an interruption: nothing left to do. */
-			if (stat(local, &sb) == 0)
-				continue;
-			err = BG_ENOENT;
-			goto out;
-		}
-		/* With sync, the bytes reach the disk before the name does, so
-		 * that the file is never empty after a power loss.  A crash of
-		 * bgcopy itself cannot show a partial file either way: the
-		 * rename is atomic. */
-		if (sync && (err = bg_fsync_path(temp, false)) != 0)
-			goto out;
-		if (rename(temp, local) != 0) {
-			err = bg_err_from_errno(errno);
-			goto out;
-		}
-		if ((err = parent_dir(local, dir, sizeof(dir))) != 0)
-			goto out;
-		if (sync && strcmp(dir, last_dir) != 0) {
-			if ((err = bg_fsync_path(dir, true)) != 0)
-				goto out;
-			memcpy(last_dir, dir, sizeof(dir));
-		}
-	}
-	{
-		struct job_commit c = {.id = id, .generation = -1, .has_event = true,
-		                       .event = JOB_EV_COMPLETE};
-		err = job_commit(st, &c);
-	}
-	if (err == 0 && sync)
-		err = store_sync(st);
-out:
-	file_rec_clear(&f);
 	job_rec_clear(&job);
 	return err;
+}
+
+/* Deletes a file's partial file and, unless it is done, its stored bytes. */
+static int
+discard_file(struct bg_store *st, const char *id, uint32_t index, struct file_rec *f, void *arg)
+{
+	char tbuf[PATH_MAX];
+	const char *temp = partial_of(id, f, tbuf, sizeof(tbuf));
+	struct job_commit c = {.id = id, .index = index, .file = f, .generation = -1,
+	                       .blob_in = f->blob, .drop_blob = true};
+
+	(void)arg;
+	if (temp != NULL && unlink(temp) != 0 && errno != ENOENT)
+		return bg_err_from_errno(errno);
+	if (f->done)
+		return 0;
+	f->bytes_committed = f->bytes_from_origin = 0;
+	return job_commit(st, &c);
 }
 
 int
 job_discard_partials(struct bg_store *st, const char *id)
 {
 	struct job_rec job;
-	struct file_rec f = {0};
-	char tbuf[PATH_MAX];
 	int err;
 
-	if ((err = job_load(st, id, &job)) != 0)
-		goto out;
-	for (uint32_t i = 0; i < job.nfiles; i++) {
-		const char *temp;
-
-		file_rec_clear(&f);
-		if ((err = job_load_file(st, id, i, &f)) != 0)
-			goto out;
-		if ((temp = partial_of(id, &f, tbuf, sizeof(tbuf))) != NULL && unlink(temp) != 0 &&
-		    errno != ENOENT) {
-			err = bg_err_from_errno(errno);
-			goto out;
-		}
-		if (f.done)
-			continue;
-		f.bytes_committed = f.bytes_from_origin = 0;
-		struct job_commit c = {.id = id, .index = i, .file = &f, .generation = -1,
-		                       .blob_in = f.blob, .drop_blob = true};
-		if ((err = job_commit(st, &c)) != 0)
-			goto out;
-	}
-out:
-	file_rec_clear(&f);
+	if ((err = job_load(st, id, &job)) == 0)
+		err = each_file(st, id, job.nfiles, discard_file, NULL);
 	job_rec_clear(&job);
 	return err;
 }
