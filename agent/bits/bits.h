@@ -113,7 +113,7 @@ int job_state_parse(const char *s, enum job_state *out) BG_WUR;
 /* Whether the state is final (ACKNOWLEDGED or CANCELLED). */
 bool job_state_final(enum job_state s);
 
-/* What happens to a job (state.c).  agent/README.md has the table. */
+/* What happens to a job (state.c).  agent/bits/README.md has the table. */
 enum job_event {
 	JOB_EV_RESUME,    /* `resume` */
 	JOB_EV_SUSPEND,   /* `suspend` */

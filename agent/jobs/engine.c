@@ -362,7 +362,8 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 			if (err == BG_ECANCELED || (err == 0 && r.out.hr != HR_S_OK && run_stopping(&r))) {
 				/* Stopped from outside: the job stays resumable. */
 				err = run_event(&r, JOB_EV_STOP);
-				err = err != 0 && err != BG_EAGAIN ? err : BG_ECANCELED;
+				/* A state the table does not stop (nothing ran) is a stop too. */
+				err = err != 0 && err != BG_EAGAIN && err != BG_EINVAL ? err : BG_ECANCELED;
 				goto out;
 			}
 			if (err != 0)

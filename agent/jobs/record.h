@@ -1,9 +1,9 @@
 /*
  * record.h - the job and file records kept in the store, as C values.
  *
- * The store keeps them as JSON objects (the schema agent/README.md
- * describes; the cache's gc reads a file record's "blob").  record.c is the
- * only code that knows that schema: it decodes a record into these structs
+ * The store keeps them as JSON objects, one field per member below (the
+ * cache's gc asks file_rec_blob() which blob a file record names).  record.c
+ * is the only code that knows that schema: it decodes a record into these structs
  * and encodes them back.  Everything else uses the fields.
  */
 #ifndef BG_RECORD_H

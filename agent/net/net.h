@@ -126,9 +126,9 @@ void origin_free(struct origin *o);
 /* Fetches req->url, following redirects by the job's policy, and feeds the
  * final response to sink.  Returns 0 when the request ran (res->hr tells
  * the outcome), or a BG_E* code when it could not be attempted.
- * res->remote_url is set when the policy changes the file's remote name:
- * the final URL under ALLOW_REPORT (on success), the redirect target under
- * DISALLOW.  Free res with origin_result_clear(). */
+ * res->remote_url is set under DISALLOW: the redirect target, which the
+ * file's remote name becomes.  (Under ALLOW_REPORT the caller takes the
+ * URL that answered from the response its sink's on_start receives.)  Free res with origin_result_clear(). */
 int origin_fetch(struct origin *o, const struct origin_request *req,
                  const struct origin_sink *sink, struct origin_result *res) BG_WUR;
 void origin_result_clear(struct origin_result *res);

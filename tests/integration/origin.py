@@ -365,7 +365,7 @@ http {{
                 start_new_session=True)
         ports = [p for p in (self.port, self.port2, self.tls_port, *self.extra_ports,
                              self.status_port) if p]
-        self._wait_ready(ports, timeout=10)
+        self._wait_ready(ports, timeout=30)
 
     def _find_server(self):
         return find_nginx()
