@@ -78,6 +78,9 @@ int bg_err_from_errno(int errnum);
 #define BG_SHA256_LEN 32
 #define BG_SHA256_HEX_LEN 64
 
+/* Writes the lower-case hex form of the n bytes at p and a NUL into out
+ * (2 * n + 1 bytes). */
+void bg_hex(const void *p, size_t n, char *out);
 /* Writes the lower-case hex form of d and a NUL into out[65]. */
 void bg_sha256_hex(const unsigned char d[BG_SHA256_LEN], char out[BG_SHA256_HEX_LEN + 1]);
 /* Parses exactly 64 hex digits (either case) into d.  Returns 0 or BG_EINVAL. */
@@ -549,5 +552,22 @@ int peer_auth_sign_answer(const unsigned char *key, size_t keylen, const char *r
 int peer_auth_check_answer(const unsigned char *key, size_t keylen, const char *request_value,
                            const char *sha_hex, uint64_t size, const char *origin_etag,
                            const char *last_modified, const char *value) BG_WUR;
+
+/* The key's fingerprint, published in DNS-SD TXT records so that nodes
+ * holding different keys do not try each other: the first 8 bytes of
+ * HMAC-SHA256(key, "bgcopy peer key fingerprint 1") in lowercase hex, or
+ * "none" when keylen is 0.  It tells nothing about the key beyond equality. */
+#define PEER_KEY_FP_LEN 16
+int peer_key_fingerprint(const unsigned char *key, size_t keylen,
+                         char out[PEER_KEY_FP_LEN + 1]) BG_WUR;
+
+/* ---- The node's identity (node.c) ---------------------------------------
+ * A node is one home: HOME/node-id holds 16 random bytes in lowercase hex
+ * (and a newline), made the first time bgcopy or bgcopy-peerd asks for it.
+ * Discovery publishes it, so that a node knows itself among its peers and
+ * sees one peer once whatever addresses it has.  Without the home (peerd
+ * started before bgcopy ever ran) the id is random for this process. */
+#define BG_NODE_ID_LEN 32
+int bg_node_id(const char *home, char out[BG_NODE_ID_LEN + 1]) BG_WUR;
 
 #endif /* BG_CACHE_H */

@@ -10,13 +10,20 @@
 
 static const char hex_digits[] = "0123456789abcdef";
 
-void bg_sha256_hex(const unsigned char d[BG_SHA256_LEN], char out[BG_SHA256_HEX_LEN + 1])
+void bg_hex(const void *p, size_t n, char *out)
 {
-	for (size_t i = 0; i < BG_SHA256_LEN; i++) {
+	const unsigned char *d = p;
+
+	for (size_t i = 0; i < n; i++) {
 		out[2 * i] = hex_digits[d[i] >> 4];
 		out[2 * i + 1] = hex_digits[d[i] & 0x0f];
 	}
-	out[BG_SHA256_HEX_LEN] = '\0';
+	out[2 * n] = '\0';
+}
+
+void bg_sha256_hex(const unsigned char d[BG_SHA256_LEN], char out[BG_SHA256_HEX_LEN + 1])
+{
+	bg_hex(d, BG_SHA256_LEN, out);
 }
 
 static int hex_value(char c)

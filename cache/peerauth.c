@@ -195,3 +195,24 @@ peer_auth_check_answer(const unsigned char *key, size_t keylen, const char *requ
 		return BG_EACCES;
 	return CRYPTO_memcmp(want, got, BG_SHA256_LEN) == 0 ? 0 : BG_EACCES;
 }
+
+int
+peer_key_fingerprint(const unsigned char *key, size_t keylen, char out[PEER_KEY_FP_LEN + 1])
+{
+	static const char label[] = "bgcopy peer key fingerprint 1";
+	unsigned char d[EVP_MAX_MD_SIZE];
+	unsigned dlen = 0;
+
+	if (keylen == 0) {
+		memcpy(out, "none", sizeof("none"));
+		return 0;
+	}
+	if (keylen > PEER_KEY_MAX ||
+	    HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)label, sizeof(label) - 1, d,
+	         &dlen) == NULL ||
+	    dlen < PEER_KEY_FP_LEN / 2)
+		return BG_EINVAL;
+	bg_hex(d, PEER_KEY_FP_LEN / 2, out);
+	OPENSSL_cleanse(d, sizeof(d));
+	return 0;
+}

@@ -1,0 +1,90 @@
+/*
+ * config.h - bgcopy.conf: the settings bgcopy and bgcopy-peerd share
+ * (discovery, peers, the peer key, peerd's address), read from
+ * /etc/bgcopy/bgcopy.conf, then ${XDG_CONFIG_HOME:-$HOME/.config}/bgcopy/bgcopy.conf
+ * (a later file overrides an earlier one key by key), or from $BGCOPY_CONFIG
+ * alone when that is set (empty: no file at all).  Command-line options
+ * override every file (bg_config_set).
+ *
+ * Format: one "key = value" per line; '#' starts a comment line; blank
+ * lines are ignored; spaces around key and value are dropped.  Keys:
+ *   discovery         on | off              (on)   mDNS announce and browse
+ *   discovery_subnets same | any            (same) mDNS peers outside this
+ *                                                   node's subnets are ignored
+ *   peer              HOST:PORT, repeatable        static peers
+ *   peer_dns          NAME                         every A/AAAA of NAME; port
+ *                                                   from _bgcopy._tcp.NAME SRV,
+ *                                                   else peerd's default
+ *   peer_key          FILE (absolute)              HMAC key for peers
+ *   peer_caching      off|client|server|both (server) new jobs' mode
+ *   listen            numeric address  (127.0.0.1) peerd listens there
+ *   port              0-65535              (7654)   peerd's port
+ */
+#ifndef BG_CONFIG_H
+#define BG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cache.h"
+
+#define BG_CONFIG_PEERS_MAX 16
+#define BG_CONFIG_SYSTEM_PATH "/etc/bgcopy/bgcopy.conf"
+
+/* Where a setting's value came from. */
+enum bg_conf_source {
+	BG_CONF_DEFAULT,
+	BG_CONF_FILE,    /* a file: where.file, where.line */
+	BG_CONF_OPTION,  /* the command line (bg_config_set) */
+};
+
+enum bg_conf_key {
+	BG_CONF_DISCOVERY,
+	BG_CONF_DISCOVERY_SUBNETS,
+	BG_CONF_PEER,
+	BG_CONF_PEER_DNS,
+	BG_CONF_PEER_KEY,
+	BG_CONF_PEER_CACHING,
+	BG_CONF_LISTEN,
+	BG_CONF_PORT,
+	BG_CONF_KEYS
+};
+
+struct bg_conf_where {
+	enum bg_conf_source source;
+	const char *file; /* points into struct bg_config's files (source FILE) */
+	unsigned line;
+};
+
+struct bg_config {
+	bool discovery;               /* discovery = on|off */
+	bool discovery_any_subnet;    /* discovery_subnets = any */
+	char *peers[BG_CONFIG_PEERS_MAX]; /* peer = HOST:PORT (in file order) */
+	size_t npeers;
+	char *peer_dns;               /* peer_dns = NAME, or NULL */
+	char *peer_key;               /* peer_key = FILE, or NULL */
+	char *peer_caching;           /* "off" | "client" | "server" | "both" */
+	char *listen;                 /* peerd's address */
+	unsigned port;                /* peerd's port */
+	struct bg_conf_where where[BG_CONF_KEYS];
+	char *files[3];               /* the files read, in order (NULL after the last) */
+};
+
+/* The name of key k as written in the file ("discovery", ...). */
+const char *bg_config_key_name(enum bg_conf_key k);
+
+/* Fills c with the defaults, then with the files.  0; BG_EINVAL with why
+ * "FILE:LINE: KEY: problem" (one line, no newline) for a bad line, key or
+ * value; errno-based errors for a file that exists but cannot be read (why
+ * names it).  A missing file is no error.  On error c is left freed. */
+int bg_config_load(struct bg_config *c, char *why, size_t whylen) BG_WUR;
+
+/* Sets key name to value as the command line does (source OPTION; for
+ * "peer" the first call replaces the files' peers, later calls add).
+ * BG_EINVAL with why "--OPTION: problem" for a bad value or key name. */
+int bg_config_set(struct bg_config *c, const char *name, const char *value, char *why,
+                  size_t whylen) BG_WUR;
+
+void bg_config_free(struct bg_config *c);
+
+#endif /* BG_CONFIG_H */
