@@ -4,11 +4,14 @@
  *
  * The service is named "bgcopy on HOST" after the daemon's host name; when
  * another service has that name already (two homes on one machine), Avahi
- * proposes the next one ("... #2").  The daemon itself publishes the
- * host's addresses on the interfaces and follows their changes; we choose
- * the interfaces: all of them for a wildcard listen address, the one that
- * holds it for a specific one.
+ * proposes the next one ("... #2").  For a wildcard listen address the SRV
+ * record names the host, whose addresses the daemon publishes and keeps up
+ * to date.  For a specific one, the host's name would do only if it had no
+ * other address on that interface (IPv6 always has several): the SRV
+ * record names a host of our own, "bgcopy-NODE-PORT.local", with exactly
+ * that address (and no reverse record: the host's own has it).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +35,9 @@ struct dnssd_announce {
 	unsigned port;
 	AvahiIfIndex ifindex;
 	AvahiProtocol proto;
+	bool own_host;         /* host and addr below are published */
+	char host[80];
+	AvahiAddress addr;
 	char where[IF_NAMESIZE + 32]; /* "on every interface", "on IFNAME" */
 	bool logged_up;        /* "announced" said since the last absence */
 	bool failed;           /* an error was said: not again until it works */
@@ -116,8 +122,14 @@ register_service(struct dnssd_announce *a, AvahiClient *c)
 	if (!avahi_entry_group_is_empty(a->group))
 		return; /* registered already; the daemon keeps it */
 	for (int i = 0; i < NAME_TRIES; i++) {
+		if (a->own_host &&
+		    (err = avahi_entry_group_add_address(a->group, a->ifindex, a->proto,
+		                                         AVAHI_PUBLISH_NO_REVERSE, a->host,
+		                                         &a->addr)) < 0)
+			break;
 		err = avahi_entry_group_add_service_strlst(a->group, a->ifindex, a->proto, 0,
-		                                           a->name, DNSSD_TYPE, NULL, NULL,
+		                                           a->name, DNSSD_TYPE, NULL,
+		                                           a->own_host ? a->host : NULL,
 		                                           (uint16_t)a->port, a->txt);
 		if (err != AVAHI_ERR_COLLISION)
 			break;
@@ -213,8 +225,19 @@ dnssd_announce_start(const struct dnssd_announce_config *c, struct dnssd_announc
 		snprintf(a->where, sizeof(a->where), "on every interface");
 		break;
 	case DNSSD_LISTEN_SPECIFIC: {
-		char ifname[IF_NAMESIZE];
+		char ifname[IF_NAMESIZE], addr[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
+		size_t n;
 
+		/* The bare address: no brackets, no scope. */
+		snprintf(addr, sizeof(addr), "%s", c->listen + (c->listen[0] == '['));
+		n = strcspn(addr, "%]");
+		addr[n] = '\0';
+		if (avahi_address_parse(addr, AVAHI_PROTO_UNSPEC, &a->addr) == NULL) {
+			free(a);
+			return BG_EINVAL;
+		}
+		a->own_host = true;
+		snprintf(a->host, sizeof(a->host), "bgcopy-%.12s-%u.local", c->node_id, c->port);
 		if ((a->ifindex = dnssd_listen_ifindex(c->listen)) <= 0) {
 			LOG(a, "DNS-SD: not announced: no interface holds %s", c->listen);
 			free(a);
