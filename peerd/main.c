@@ -54,10 +54,16 @@ start_announcing(const char *home, const char *listen, unsigned port, const unsi
          size_t keylen, struct dnssd_announce **out)
 {
 	struct dnssd_announce_config ac;
-	char node[BG_NODE_ID_LEN + 1], fp[PEER_KEY_FP_LEN + 1];
+	char node[BG_NODE_ID_LEN + 1], fp[PEER_KEY_FP_LEN + 1], why[256];
 	int err;
 
 	*out = NULL;
+	/* Checked first: the node id is made (HOME/node-id) only for a
+	 * node that announces, the one file peerd may create. */
+	if (!dnssd_listen_announced(listen, why, sizeof(why))) {
+		complain("DNS-SD: not announced: %s", why);
+		return;
+	}
 	if ((err = bg_node_id(home, node)) != 0) {
 		complain("cannot read the node id in %s (%s): announcing a random one",
 		         home, bg_strerror(err));

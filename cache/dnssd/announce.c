@@ -191,6 +191,29 @@ on_absent(void *owner, bool was_running, const char *why)
 	a->logged_up = false;
 }
 
+bool
+dnssd_listen_announced(const char *listen, char *why, size_t whylen)
+{
+	int family;
+
+	switch (dnssd_listen_kind(listen, &family)) {
+	case DNSSD_LISTEN_INVALID:
+		snprintf(why, whylen, "'%s' is not a numeric address", listen ? listen : "");
+		return false;
+	case DNSSD_LISTEN_LOOPBACK:
+		/* Nobody else could connect to it. */
+		snprintf(why, whylen, "%s is a loopback address (listen on the LAN address, or "
+		         "0.0.0.0, to be found by peers)", listen);
+		return false;
+	case DNSSD_LISTEN_WILDCARD:
+	case DNSSD_LISTEN_SPECIFIC:
+		break;
+	}
+	if (whylen > 0)
+		why[0] = '\0';
+	return true;
+}
+
 int
 dnssd_announce_start(const struct dnssd_announce_config *c, struct dnssd_announce **out)
 {
@@ -211,13 +234,14 @@ dnssd_announce_start(const struct dnssd_announce_config *c, struct dnssd_announc
 	case DNSSD_LISTEN_INVALID:
 		free(a);
 		return BG_EINVAL;
-	case DNSSD_LISTEN_LOOPBACK:
-		/* Nobody else could connect to it. */
-		LOG(a, "DNS-SD: not announced: %s is a loopback address (listen on the LAN "
-		       "address, or 0.0.0.0, to be found by peers)",
-		    c->listen);
+	case DNSSD_LISTEN_LOOPBACK: {
+		char why[256];
+
+		(void)dnssd_listen_announced(c->listen, why, sizeof(why));
+		LOG(a, "DNS-SD: not announced: %s", why);
 		free(a);
 		return BG_ENOTIMPL;
+	}
 	case DNSSD_LISTEN_WILDCARD:
 		a->ifindex = AVAHI_IF_UNSPEC;
 		/* "::" takes IPv4 too (dual stack). */

@@ -39,6 +39,10 @@ struct dnssd_announce_config {
 	void *log_arg;
 };
 struct dnssd_announce;
+/* Whether a listen address would be announced: false for a loopback (or
+ * malformed) one, why saying so in a phrase for a log line.  For a caller
+ * that has work to do only when announcing (peerd makes HOME/node-id). */
+bool dnssd_listen_announced(const char *listen, char *why, size_t whylen);
 /* Starts announcing (in a thread of its own); keeps trying while
  * avahi-daemon is absent and announces again after it restarts.  0, or
  * BG_ENOMEM / BG_EINVAL; BG_ENOTIMPL when there is nothing to announce

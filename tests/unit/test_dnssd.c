@@ -201,6 +201,16 @@ check_listen(void)
 	kind_is("1.2.3", DNSSD_LISTEN_INVALID, 0);
 	kind_is(NULL, DNSSD_LISTEN_INVALID, 0);
 
+	char why[256];
+	CHECK(!dnssd_listen_announced("127.0.0.1", why, sizeof(why)));
+	CHECK(strstr(why, "loopback") != NULL);
+	CHECK(!dnssd_listen_announced("[::1]", why, sizeof(why)));
+	CHECK(!dnssd_listen_announced("localhost", why, sizeof(why)));
+	CHECK(why[0] != '\0');
+	CHECK(dnssd_listen_announced("0.0.0.0", why, sizeof(why)));
+	CHECK(dnssd_listen_announced("10.88.0.1", why, sizeof(why)));
+	CHECK(dnssd_listen_announced("fe80::1%lo", why, sizeof(why)));
+
 	CHECK_EQ_INT(dnssd_listen_ifindex("127.0.0.1"), lo);
 	CHECK_EQ_INT(dnssd_listen_ifindex("192.0.2.77"), 0); /* TEST-NET-1: on no interface */
 	CHECK_EQ_INT(dnssd_listen_ifindex("[fe80::1%lo]"), lo);
