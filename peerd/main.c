@@ -36,6 +36,7 @@ log_cb(void *cls, const char *fmt, va_list ap)
 }
 
 /* DNS-SD's log lines, as peerd's own. */
+static void dnssd_log(void *arg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void
 dnssd_log(void *arg, const char *fmt, ...)
 {

@@ -224,6 +224,8 @@ static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 static char log_lines[8][256];
 static int log_count;
 
+static void log_cb(void *arg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void
 log_cb(void *arg, const char *fmt, ...)
 {
