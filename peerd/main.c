@@ -21,6 +21,7 @@
 
 #include <openssl/crypto.h>
 
+#include "dnssd.h"
 #include "peerd.h"
 
 #define PROG "bgcopy-peerd"
@@ -32,6 +33,57 @@ static void
 log_cb(void *cls, const char *fmt, va_list ap)
 {
 	bg_vcomplain(PROG, fmt, ap);
+}
+
+/* DNS-SD's log lines, as peerd's own. */
+static void dnssd_log(void *arg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void
+dnssd_log(void *arg, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	bg_vcomplain(PROG, fmt, ap);
+	va_end(ap);
+}
+
+/* Announces peerd on the LAN (DNS-SD through avahi-daemon), with the
+ * node's id and the key's fingerprint.  Not announcing is no reason to
+ * stop serving: *out stays NULL then, and the reason has been logged. */
+static void
+start_announcing(const char *home, const char *listen, unsigned port, const unsigned char *key,
+         size_t keylen, struct dnssd_announce **out)
+{
+	struct dnssd_announce_config ac;
+	char node[BG_NODE_ID_LEN + 1], fp[PEER_KEY_FP_LEN + 1], why[256];
+	int err;
+
+	*out = NULL;
+	/* Checked first: the node id is made (HOME/node-id) only for a
+	 * node that announces, the one file peerd may create. */
+	if (!dnssd_listen_announced(listen, why, sizeof(why))) {
+		complain("DNS-SD: not announced: %s", why);
+		return;
+	}
+	if ((err = bg_node_id(home, node)) != 0) {
+		complain("cannot read the node id in %s (%s): announcing a random one",
+		         home, bg_strerror(err));
+		if ((err = bg_node_id(NULL, node)) != 0)
+			return;
+	}
+	if ((err = peer_key_fingerprint(key, keylen, fp)) != 0) {
+		complain("DNS-SD: not announced: %s", bg_strerror(err));
+		return;
+	}
+	memset(&ac, 0, sizeof(ac));
+	ac.listen = listen;
+	ac.port = port;
+	ac.node_id = node;
+	ac.key_fp = fp;
+	ac.log = dnssd_log;
+	err = dnssd_announce_start(&ac, out);
+	if (err != 0 && err != BG_ENOTIMPL) /* ENOTIMPL: loopback, logged */
+		complain("DNS-SD: not announced: %s", bg_strerror(err));
 }
 
 static void
@@ -124,6 +176,7 @@ main(int argc, char **argv)
 	struct sockaddr_storage sa;
 	struct bg_store *st = NULL;
 	struct peerd *pd = NULL;
+	struct dnssd_announce *ann = NULL;
 	const char *home_arg = NULL, *port_file = NULL, *key_file = NULL;
 	char home[PATH_MAX];
 	unsigned char key[PEER_KEY_MAX];
@@ -262,6 +315,12 @@ main(int argc, char **argv)
 	         st == NULL ? " (no store there yet: content is 404 until bgcopy creates it; "
 	                      "check --home)"
 	                    : "");
+	/* Placeholder until the config file is read here: its "discovery"
+	 * key decides (bool announce = conf.discovery;). */
+	bool announce = true;
+	if (announce)
+		start_announcing(home, cfg.listen, peerd_port(pd), keylen != 0 ? key : NULL,
+		                 keylen, &ann);
 
 	do {
 		err = sigwait(&stop_set, &sig);
@@ -273,6 +332,8 @@ main(int argc, char **argv)
 	complain("stopping on signal %d", sig);
 	rc = EXIT_DONE;
 out:
+	/* Withdrawn first: peers stop coming before the door closes. */
+	dnssd_announce_stop(ann);
 	peerd_stop(pd);
 	store_close(st);
 	if (wrote_port_file)
