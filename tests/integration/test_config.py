@@ -23,7 +23,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bgtest import Bgcopy, case_registry, field, main, Peerd, peerd_exe, q, started, store_file  # noqa: E402
+from bgtest import (Bgcopy, case_registry, cmd, Daemon, field, main, new_job, Peerd, peerd_exe, poll_state,
+                    started, store_file)  # noqa: E402
 from origin import Origin  # noqa: E402
 
 CASES, case = case_registry()
@@ -381,6 +382,41 @@ def _(bg):
                             extra=["--peer", "127.0.0.1:9"]))
         t.eq("peer_caching = off, --peer: get: exit status", r.rc, 0)
         t.eq("peer_caching = off, --peer: get's job mode", (r.doc or {}).get("peer_caching"), "both")
+
+
+@case("config_daemon_peer_key_and_client_jobs")
+def _(bg):
+    """bgcopy daemon signs with the config's peer_key (no --peer-key) and new jobs are clients
+    by the config's peer_caching: a job created then takes its file from a keyed peerd; a
+    peer_key the daemon cannot use stops it at start: exit 2, one line FILE:LINE: peer_key"""
+    size = 200_000
+    with Origin(files={"a.bin": size}) as o:
+        o, a, t = started(bg, o)
+        url = store_file(t, a, o, "a.bin")
+        key = o.path("peer.key")
+        with open(key, "w") as f:
+            f.write(os.urandom(16).hex() + "\n")
+        os.chmod(key, 0o600)
+        conf = write(o.path("b.conf"), f"peer_caching = client\npeer_key = {key}\n")
+        b = Bgcopy(bg.exe, o.path("homeB"), env_extra={"BGCOPY_CONFIG": conf})
+        os.makedirs(o.path("pd"), exist_ok=True)
+        with Peerd(bg, a.home, "--peer-key", key, workdir=o.path("pd")) as p:
+            job = new_job(t, b, [(url, o.path("out", "b.bin"))], "--name", "client")
+            if job is None:
+                return
+            with Daemon(t, b, o, "--peer", f"127.0.0.1:{p.port}", label="daemonB"):
+                cmd(t, b, "resume", job)
+                doc, _ = poll_state(t, b, job, ("TRANSFERRED", "ERROR"), 30)
+            t.eq("job: peer_caching", field(doc, "peer_caching"), "client")
+            t.eq("job: state", field(doc, "state"), "TRANSFERRED")
+            t.eq("job: bytes_from_peers", field(doc, "files", 0, "bytes_from_peers"), size)
+            t.eq("job: bytes_from_origin", field(doc, "files", 0, "bytes_from_origin"), 0)
+        bad = write(o.path("c.conf"), f"# key\npeer_key = {o.path('no-such.key')}\n")
+        c = Bgcopy(bg.exe, o.path("homeC"), env_extra={"BGCOPY_CONFIG": bad})
+        r = t.ran(c.run("daemon", timeout=20))
+        t.eq("daemon with an unusable config key: exit status", r.rc, 2)
+        t.ok("daemon: one line naming FILE:2: peer_key",
+             r.err.startswith(f"bgcopy: {bad}:2: peer_key: cannot use ") and r.err.count("\n") == 1, r.err)
 
 
 sys.exit(main(sys.argv, CASES, __doc__))
