@@ -23,6 +23,7 @@
 #include "cli.h"
 #include "cli_int.h"
 #include "record.h"
+#include "peertable.h"
 
 #define SHA256_HEX_LEN 64
 #define GET_TRANSIENT_RETRIES 3 /* immediate retries of a transient error by `get` */
@@ -63,6 +64,8 @@ cli_usage(FILE *f)
 	      "      --no-cache                do not keep the content in the store\n"
 	      "      --sync                    fsync the file and the store before finishing\n"
 	      "      --json                    print the job document\n"
+	      "      --peer HOST:PORT          ask this peer (repeatable; else the peer table)\n"
+	      "      --peer-key FILE           HMAC key shared with the peers\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
 	      "  add JOB URL FILE [--sha256 HEX] | add JOB --from LIST\n"
 	      "                                 (LIST lines: URL LOCALPATH [sha256=HEX])\n"
@@ -78,6 +81,7 @@ cli_usage(FILE *f)
 	      "  cache list [--json] | show URL | rm URL | stats [--json] | gc | clear | verify [--json]\n"
 	      "  cache compact | cache config [--max-size BYTES|N%] [--max-age DAYS]\n"
 	      "  crl list [--json] | crl refresh | crl clear\n"
+	      "  peers [--json]                the peers jobs ask when they name none\n"
 	      "\n"
 	      "Home: --home, else $BGCOPY_HOME, else ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy.\n"
 	      "Exit status: 0 done, 1 job ended in ERROR, 2 usage error or E_NOTIMPL, 3 store or\n"
@@ -608,6 +612,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	struct origin *origin = NULL;
 	struct progress_bar *bar = NULL;
 	struct job_run_options ro;
+	struct peer_table *table = NULL;
 	struct sigaction sa;
 	json_t *doc = NULL;
 	bool errored = false;
@@ -625,6 +630,8 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		return rc < 0 ? EXIT_DONE : rc;
 	o.jo.headers = o.headers;
 	o.jo.peers = o.peers;
+	if ((rc = cli_config_job_options(c, &o.jo)) != EXIT_DONE)
+		goto out;
 	if ((rc = cli_parse_url(o.url_arg, &url)) != EXIT_DONE)
 		goto out;
 	if (o.out_arg == NULL) {
@@ -703,6 +710,12 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	ro.transient_retries = GET_TRANSIENT_RETRIES;
 	ro.sync = o.sync;
 	ro.stop = &stop_flag;
+	/* Without --peer the job asks the peer table (built only when a file
+	 * needs peers) with the configuration's key. */
+	ro.peer_key = cli_config_peer_key(c);
+	if (o.npeers == 0 && (rc = cli_peer_table(c, false, 0, &table)) != EXIT_DONE)
+		goto out;
+	ro.table = table;
 	if (isatty(STDERR_FILENO)) {
 		bar = progress_new(stderr);
 		ro.progress = on_progress;
@@ -777,6 +790,7 @@ out:
 	progress_end(bar);
 	json_decref(doc);
 	origin_free(origin);
+	peer_table_free(table);
 	job_unlock(lock);
 	free(key);
 	free(url);
@@ -800,6 +814,8 @@ cmd_create(struct ctx *c, int argc, char **argv)
 	memset(&jo, 0, sizeof(jo));
 	jo.priority = JOB_PRIO_NORMAL;
 	jo.ca_file = c->g->ca_file;
+	if ((rc = cli_config_job_options(c, &jo)) != EXIT_DONE)
+		return rc;
 	optind = 0;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:", longopts, NULL)) != -1) {
@@ -1285,6 +1301,7 @@ static const struct command {
 	{"replace-remote-prefix", cmd_replace_remote_prefix},
 	{"wait", cmd_wait},
 	{"daemon", cmd_daemon},
+	{"peers", cmd_peers},
 };
 
 int

@@ -53,6 +53,21 @@ int cmd_cache(struct ctx *c, int argc, char **argv);
  * the configured limit; res (may be NULL) receives what went. */
 int cli_enforce_limits(struct ctx *c, struct store_enforce_result *res);
 
+/* bgcopy.conf and the peers of jobs that name none (cli_peers.c).  The
+ * configuration is read once per process; NULL after a complaint when it
+ * is bad (exit EXIT_USAGE). */
+struct bg_config;
+struct peer_table;
+const struct bg_config *cli_config(struct ctx *c);
+/* New jobs' peer-caching mode from the configuration; an exit status. */
+int cli_config_job_options(struct ctx *c, struct job_options *jo);
+/* The configuration's peer key file, or NULL. */
+const char *cli_config_peer_key(struct ctx *c);
+/* The peer table of the configuration: live (the daemon) or one-shot
+ * (browse_ms 0: PEER_TABLE_BROWSE_MS); an exit status. */
+int cli_peer_table(struct ctx *c, bool live, unsigned browse_ms, struct peer_table **out);
+int cmd_peers(struct ctx *c, int argc, char **argv);
+
 /* Commands in cli_jobs.c. */
 int cmd_resume(struct ctx *c, int argc, char **argv);
 int cmd_suspend(struct ctx *c, int argc, char **argv);
