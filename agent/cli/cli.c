@@ -630,8 +630,6 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		return rc < 0 ? EXIT_DONE : rc;
 	o.jo.headers = o.headers;
 	o.jo.peers = o.peers;
-	if ((rc = cli_config_job_options(c, &o.jo)) != EXIT_DONE)
-		goto out;
 	if ((rc = cli_parse_url(o.url_arg, &url)) != EXIT_DONE)
 		goto out;
 	if (o.out_arg == NULL) {
@@ -711,8 +709,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	ro.sync = o.sync;
 	ro.stop = &stop_flag;
 	/* Without --peer the job asks the peer table (built only when a file
-	 * needs peers) with the configuration's key. */
-	ro.peer_key = cli_config_peer_key(c);
+	 * needs peers). */
 	if (o.npeers == 0 && (rc = cli_peer_table(c, false, 0, &table)) != EXIT_DONE)
 		goto out;
 	ro.table = table;
@@ -814,8 +811,6 @@ cmd_create(struct ctx *c, int argc, char **argv)
 	memset(&jo, 0, sizeof(jo));
 	jo.priority = JOB_PRIO_NORMAL;
 	jo.ca_file = c->g->ca_file;
-	if ((rc = cli_config_job_options(c, &jo)) != EXIT_DONE)
-		return rc;
 	optind = 0;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:", longopts, NULL)) != -1) {

@@ -575,8 +575,6 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 	opt.peers = peers;
 	opt.npeers = npeers;
 	opt.sync = cli_sync_wanted();
-	if (opt.peer_key == NULL)
-		opt.peer_key = cli_config_peer_key(c);
 	/* Without --peer, jobs that name none ask the peer table, kept
 	 * current while the daemon runs. */
 	if (npeers == 0 && (rc = cli_peer_table(c, true, 0, &opt.table)) != EXIT_DONE)

@@ -412,8 +412,6 @@ apply_options(struct job_rec *job, const struct job_options *opt)
 
 	if (!flags_valid(opt->security_flags))
 		return BG_ENOTIMPL;
-	if (opt->has_peer_caching)
-		job->peer_caching = opt->peer_caching;
 	if (opt->peers != NULL && opt->peers[0] != NULL) {
 		/* Peers named: the job asks them (client) and, as every job,
 		 * offers what it fetched (server). */

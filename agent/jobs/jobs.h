@@ -41,8 +41,6 @@ struct job_options {
 	bool cache_both;              /* --cache-key both */
 	const char *const *peers;     /* HOST:PORT to ask first (NULL-terminated), or NULL */
 	const char *peer_key;         /* HMAC key file for the peers, or NULL */
-	bool has_peer_caching;        /* peer_caching set (bgcopy.conf); named peers make it both */
-	enum peer_caching peer_caching;
 	bool no_cache;
 	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
 };
