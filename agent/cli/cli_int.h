@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "jobs.h"
 #include "cli.h"
 
@@ -13,6 +14,9 @@ struct ctx {
 	const struct cli_globals *g;
 	char home[PATH_MAX];
 	struct bg_store *st;
+	/* bgcopy.conf, loaded once before every command (cli_run): defaults,
+	 * the files, no command-line overrides. */
+	struct bg_config conf;
 };
 
 /* Prints "bgcopy: MESSAGE" on stderr. */
@@ -47,22 +51,23 @@ bool cli_sync_wanted(void);
 /* Tells a running daemon that jobs changed (HOME/wake). */
 void cli_wake(struct ctx *c);
 
+/* The peer key file to use when no --peer-key is given: the config's
+ * peer_key, or NULL, in *key.  One that cannot be used is reported in one
+ * line naming where it was set: with fatal, EXIT_USAGE is returned; else
+ * it is a warning (the runner then asks no peer) and EXIT_DONE. */
+int cli_config_peer_key(struct ctx *c, bool fatal, const char **key);
+
+/* config [--json] (cli_config.c). */
+int cmd_config(struct ctx *c, int argc, char **argv);
+
 /* cache ... (cli_cache.c). */
 int cmd_cache(struct ctx *c, int argc, char **argv);
 /* Folds peerd's usage log in, then drops expired keys and evicts down to
  * the configured limit; res (may be NULL) receives what went. */
 int cli_enforce_limits(struct ctx *c, struct store_enforce_result *res);
 
-/* bgcopy.conf and the peers of jobs that name none (cli_peers.c).  The
- * configuration is read once per process; NULL after a complaint when it
- * is bad (exit EXIT_USAGE). */
-struct bg_config;
+/* The peers of jobs that name none (cli_peers.c). */
 struct peer_table;
-const struct bg_config *cli_config(struct ctx *c);
-/* New jobs' peer-caching mode from the configuration; an exit status. */
-int cli_config_job_options(struct ctx *c, struct job_options *jo);
-/* The configuration's peer key file, or NULL. */
-const char *cli_config_peer_key(struct ctx *c);
 /* The peer table of the configuration: live (the daemon) or one-shot
  * (browse_ms 0: PEER_TABLE_BROWSE_MS); an exit status. */
 int cli_peer_table(struct ctx *c, bool live, unsigned browse_ms, struct peer_table **out);

@@ -1,8 +1,7 @@
 /*
- * cli_peers.c - the peers of jobs that name none: bgcopy.conf's share of
- * the CLI (the peer table of `get` and the daemon, new jobs' peer-caching
- * mode, the node's peer key) and `bgcopy peers`, the table as it is now
- * with what this node's downloads learnt of each peer.
+ * cli_peers.c - the peers of jobs that name none: the peer table of `get`
+ * and the daemon, built from bgcopy.conf, and `bgcopy peers`, the table as
+ * it is now with what this node's downloads learnt of each peer.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -13,55 +12,20 @@
 
 #include <openssl/crypto.h>
 
-#include "config.h"
 #include "cli_int.h"
 #include "peertable.h"
 
 #define PEERS_BROWSE_MS 1000 /* `bgcopy peers` waits this long at most for DNS-SD */
 
-/* bgcopy.conf, read once per process; NULL (after one line naming the
- * file, line and key) when it is bad. */
-const struct bg_config *
-cli_config(struct ctx *c)
-{
-	static struct bg_config conf;
-	static int state; /* 0 not read, 1 read, -1 bad */
-	char why[512] = "";
-	int err;
-
-	(void)c;
-	if (state == 0) {
-		err = bg_config_load(&conf, why, sizeof(why));
-		state = err == 0 ? 1 : -1;
-		if (err != 0)
-			cli_complain("%s", why[0] != '\0' ? why : bg_strerror(err));
-	}
-	return state > 0 ? &conf : NULL;
-}
-
-int
-cli_config_job_options(struct ctx *c, struct job_options *jo)
-{
-	const struct bg_config *conf = cli_config(c);
-
-	if (conf == NULL)
-		return EXIT_USAGE;
-	if (conf->peer_caching != NULL && peer_caching_parse(conf->peer_caching, &jo->peer_caching) == 0)
-		jo->has_peer_caching = true;
-	return EXIT_DONE;
-}
-
 int
 cli_peer_table(struct ctx *c, bool live, unsigned browse_ms, struct peer_table **out)
 {
-	const struct bg_config *conf = cli_config(c);
+	const struct bg_config *conf = &c->conf;
 	struct peer_table_config tc;
 	char self[BG_NODE_ID_LEN + 1];
 	int err;
 
 	*out = NULL;
-	if (conf == NULL)
-		return EXIT_USAGE;
 	memset(&tc, 0, sizeof(tc));
 	tc.statics = (const char *const *)conf->peers;
 	tc.nstatics = conf->npeers;
@@ -76,14 +40,6 @@ cli_peer_table(struct ctx *c, bool live, unsigned browse_ms, struct peer_table *
 	if ((err = peer_table_new(&tc, live, out)) != 0)
 		return cli_store_failed("peer table", err);
 	return EXIT_DONE;
-}
-
-const char *
-cli_config_peer_key(struct ctx *c)
-{
-	const struct bg_config *conf = cli_config(c);
-
-	return conf != NULL ? conf->peer_key : NULL;
 }
 
 /* ---- bgcopy peers ---------------------------------------------------------- */
@@ -239,15 +195,11 @@ cmd_peers(struct ctx *c, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (cli_config(c) == NULL)
-		return EXIT_USAGE;
-	/* The fingerprint of the key this node's jobs use. */
-	if ((keyfile = cli_config_peer_key(c)) != NULL) {
-		if (!cli_peer_key_usable(keyfile))
-			return EXIT_USAGE;
-		if (peer_key_load(keyfile, key, &keylen) != 0)
-			keylen = 0;
-	}
+	/* The fingerprint of the key this node's jobs use (bgcopy.conf's). */
+	if ((rc = cli_config_peer_key(c, false, &keyfile)) != EXIT_DONE)
+		return rc;
+	if (keyfile != NULL && peer_key_load(keyfile, key, &keylen) != 0)
+		keylen = 0;
 	err = peer_key_fingerprint(key, keylen, kf);
 	OPENSSL_cleanse(key, sizeof(key));
 	if (err != 0)
