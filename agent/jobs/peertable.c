@@ -211,25 +211,31 @@ watch_log(void *arg, const char *fmt, ...)
 	bg_complain("bgcopy", "peer discovery: %s", line);
 }
 
+/* A sighting: one instance name on one interface in one address family
+ * (its address may change while it stays the same sighting). */
 static bool
-same_instance(const struct dnssd_peer *a, const struct dnssd_peer *b)
+same_sighting(const struct dnssd_peer *a, const struct dnssd_peer *b)
 {
-	return strcmp(a->name, b->name) == 0 && (b->ifindex <= 0 || a->ifindex == b->ifindex) &&
-	       (b->addr[0] == '\0' || strcmp(a->addr, b->addr) == 0);
+	return strcmp(a->name, b->name) == 0 && a->ifindex == b->ifindex &&
+	       (strchr(a->addr, ':') == NULL) == (strchr(b->addr, ':') == NULL);
 }
 
 static void
 on_watch(void *arg, bool up, const struct dnssd_peer *p)
 {
-	struct peer_table *t = arg;
+	peer_table_feed(arg, up, p);
+}
+
+void
+peer_table_feed(struct peer_table *t, bool up, const struct dnssd_peer *p)
+{
 
 	pthread_mutex_lock(&t->lock);
 	if (up) {
 		size_t i;
 
 		for (i = 0; i < t->nmdns; i++)
-			if (strcmp(t->mdns[i].name, p->name) == 0 && t->mdns[i].ifindex == p->ifindex &&
-			    strcmp(t->mdns[i].addr, p->addr) == 0)
+			if (same_sighting(&t->mdns[i], p))
 				break;
 		if (i < t->nmdns)
 			t->mdns[i] = *p; /* resolved again: its data may have changed */
@@ -237,7 +243,7 @@ on_watch(void *arg, bool up, const struct dnssd_peer *p)
 			t->mdns[t->nmdns++] = *p;
 	} else {
 		for (size_t i = 0; i < t->nmdns;) {
-			if (same_instance(&t->mdns[i], p))
+			if (same_sighting(&t->mdns[i], p))
 				t->mdns[i] = t->mdns[--t->nmdns];
 			else
 				i++;

@@ -70,6 +70,9 @@ void peer_table_free(struct peer_table *t);
  * *rows is malloc'd (free() it; NULL when *n is 0).  When discovery is on
  * and Avahi cannot be reached, one warning line per process on stderr. */
 int peer_table_get(struct peer_table *t, const char *kf, struct peer_row **rows, size_t *n) BG_WUR;
+/* What the live table's DNS-SD watch calls (thread-safe): p resolved
+ * (up) or withdrawn.  Tests feed a table through it. */
+void peer_table_feed(struct peer_table *t, bool up, const struct dnssd_peer *p);
 /* Why the DNS name gave no peer at the last lookup, "" when it did (or
  * there is none). */
 const char *peer_table_dns_problem(struct peer_table *t);

@@ -30,7 +30,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bgtest import Bgcopy, case_registry, field, main, Peerd, peerd_exe, SKIPPED, started, store_file  # noqa: E402
+from bgtest import (Bgcopy, case_registry, cmd, Daemon, field, main, new_job, Peerd, peerd_exe, poll_state,  # noqa: E402
+                    SKIPPED, started, store_file)
 from origin import Origin  # noqa: E402
 
 CASES, case = case_registry()
@@ -190,6 +191,33 @@ def _(bg):
         t.eq("failures, hits, last result, last seen",
              (e.get("failures"), e.get("hits"), e.get("last_result"), e.get("last_seen")),
              (1, 0, "error", None))
+
+
+@case("table_daemon_job_asks_static_peer")
+def _(bg):
+    """a daemon without --peer gives its client jobs the table's peers: a queued job of mode
+    client takes its file from the static peer of bgcopy.conf (lookup source static)"""
+    with Origin(files={"a.bin": SIZE}) as o:
+        o, seed, t = started(bg, o)
+        url = store_file(t, seed, o, "a.bin")
+        with Peerd(bg, seed.home, workdir=o.dir) as p:
+            peer = f"127.0.0.1:{p.port}"
+            agent = client(bg, o, f"peer = {peer}\npeer_caching = client\ndiscovery = off\n")
+            if not config_read(t, agent, peer):
+                return SKIPPED
+            with Daemon(t, agent, o):
+                job = new_job(t, agent, [(url, o.path("out", "a.bin"))])
+                if job is None:
+                    return
+                cmd(t, agent, "resume", job)
+                d, _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR"), 30)
+                t.eq("bytes_from_peers", field(d, "files", 0, "bytes_from_peers"), SIZE)
+                v = field(d, "files", 0, "peer_lookups")
+                t.eq("peer_lookups (peer, source, result)",
+                     [(x.get("peer"), x.get("source"), x.get("result")) for x in v]
+                     if isinstance(v, list) else v, [(peer, "static", "hit")])
+            e = by_peer(peers_json(t, agent, "after")).get(peer, {})
+            t.eq("the daemon's hit counted", (e.get("hits"), e.get("last_result")), (1, "hit"))
 
 
 @case("table_discovery_unavailable_warns_once")

@@ -158,10 +158,56 @@ test_table(void)
 	}
 }
 
+/* The live table follows the watch: a peer resolved, resolved again at
+ * another address, its IPv6 sighting, withdrawn. */
+static void
+test_feed(void)
+{
+	struct peer_table_config c = {.discovery = false, .self = SELF};
+	struct dnssd_peer a = mdns("a", "10.0.0.10", 7654, NODE_A, KF, true);
+	struct dnssd_peer a6 = mdns("a", "fd00::a", 7654, NODE_A, KF, true);
+	struct dnssd_peer b = mdns("b", "10.0.0.11", 7655, NODE_B, KF, true);
+	struct peer_table *t = NULL;
+	struct peer_row *rows = NULL;
+	size_t n = 0;
+
+	CHECK_EQ_INT(peer_table_new(&c, true, &t), 0);
+	peer_table_feed(t, true, &a6);
+	peer_table_feed(t, true, &a);
+	peer_table_feed(t, true, &b);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 2); /* node A once, at its IPv4 address */
+	if (n == 2) {
+		CHECK_EQ_STR(rows[0].peer, "10.0.0.10:7654");
+		CHECK_EQ_STR(rows[1].peer, "10.0.0.11:7655");
+	}
+	free(rows);
+	snprintf(a.addr, sizeof(a.addr), "10.0.0.20"); /* the same sighting moved */
+	peer_table_feed(t, true, &a);
+	peer_table_feed(t, false, &b);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	if (n == 1)
+		CHECK_EQ_STR(rows[0].peer, "10.0.0.20:7654");
+	free(rows);
+	peer_table_feed(t, false, &a);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 1); /* its IPv6 sighting is still there */
+	if (n == 1)
+		CHECK_EQ_STR(rows[0].peer, "[fd00::a]:7654");
+	free(rows);
+	peer_table_feed(t, false, &a6);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	free(rows);
+	peer_table_free(t);
+}
+
 int
 main(void)
 {
 	test_merge();
 	test_table();
+	test_feed();
 	return check_done();
 }
