@@ -22,7 +22,6 @@ cli_peer_table(struct ctx *c, bool live, unsigned browse_ms, struct peer_table *
 {
 	const struct bg_config *conf = &c->conf;
 	struct peer_table_config tc;
-	char self[BG_NODE_ID_LEN + 1];
 	int err;
 
 	*out = NULL;
@@ -33,10 +32,9 @@ cli_peer_table(struct ctx *c, bool live, unsigned browse_ms, struct peer_table *
 	tc.discovery = conf->discovery;
 	tc.any_subnet = conf->discovery_any_subnet;
 	tc.browse_ms = browse_ms;
-	/* Without a node id this node's own announcement cannot be told
-	 * apart; it then answers misses for what it lacks, no harm. */
-	if (cli_resolve_home(c) == EXIT_DONE && bg_node_id(c->home, self) == 0)
-		tc.self = self;
+	/* This node's id is read from the home when DNS-SD is asked. */
+	if (cli_resolve_home(c) == EXIT_DONE)
+		tc.home = c->home;
 	if ((err = peer_table_new(&tc, live, out)) != 0)
 		return cli_store_failed("peer table", err);
 	return EXIT_DONE;

@@ -175,6 +175,7 @@ struct peer_table {
 	struct peer_table_config c;
 	char **statics;
 	char *dns_name;
+	char *home;
 	char self[BG_NODE_ID_LEN + 1];
 	bool live;
 	pthread_mutex_t lock;        /* everything below */
@@ -252,6 +253,19 @@ peer_table_feed(struct peer_table *t, bool up, const struct dnssd_peer *p)
 	pthread_mutex_unlock(&t->lock);
 }
 
+/* This node's id, needed only to pass over its own announcement: read (or
+ * made) when DNS-SD is first asked, so that a get that needs no peer
+ * leaves the home as it was.  Without it the node's own peerd is asked
+ * too, which answers misses: no harm. */
+static void
+find_self(struct peer_table *t)
+{
+	if (t->c.self != NULL || t->home == NULL)
+		return;
+	if (bg_node_id(t->home, t->self) == 0)
+		t->c.self = t->self;
+}
+
 int
 peer_table_new(const struct peer_table_config *c, bool live, struct peer_table **out)
 {
@@ -280,7 +294,11 @@ peer_table_new(const struct peer_table_config *c, bool live, struct peer_table *
 	if (c->self != NULL)
 		snprintf(t->self, sizeof(t->self), "%s", c->self);
 	t->c.self = c->self != NULL ? t->self : NULL;
+	if (c->self == NULL && c->home != NULL && (t->home = strdup(c->home)) == NULL)
+		goto fail;
+	t->c.home = t->home;
 	if (live && c->discovery) {
+		find_self(t);
 		err = dnssd_watch_start(on_watch, t, watch_log, NULL, &t->watch);
 		if (err == BG_ENOMEM)
 			goto fail;
@@ -308,6 +326,7 @@ peer_table_free(struct peer_table *t)
 		free(t->statics[i]);
 	free(t->statics);
 	free(t->dns_name);
+	free(t->home);
 	free(t->mdns);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
@@ -346,6 +365,7 @@ browse_once(struct peer_table *t)
 	if (t->mdns_done || !t->c.discovery)
 		return;
 	t->mdns_done = true;
+	find_self(t);
 	err = dnssd_browse_once(t->c.browse_ms > 0 ? t->c.browse_ms : PEER_TABLE_BROWSE_MS, &found, &n, why, sizeof(why));
 	if (err != 0) {
 		warn_discovery(why[0] != '\0' ? why : bg_strerror(err));

@@ -45,7 +45,8 @@ struct peer_table_config {
 	const char *dns_name;        /* or NULL */
 	bool discovery;              /* browse mDNS */
 	bool any_subnet;             /* mDNS peers off this node's subnets too */
-	const char *self;            /* this node's id (its own announcement is skipped), or NULL */
+	const char *self;            /* this node's id (its own announcement is skipped), or NULL: */
+	const char *home;            /* ... read from (or made in) this home at the first browse */
 	unsigned browse_ms;          /* the one-shot browse's bound (0: PEER_TABLE_BROWSE_MS) */
 };
 
