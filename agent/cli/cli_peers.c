@@ -188,6 +188,13 @@ cmd_peers(struct ctx *c, int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0) {
 			json = true;
+		} else if (strcmp(argv[i], "--help") == 0) {
+			printf("usage: bgcopy peers [--json]\n"
+			       "The peers jobs ask when they name none: static (bgcopy.conf peer), dns\n"
+			       "(peer_dns), mdns (DNS-SD, browsed for at most %u ms), with the results\n"
+			       "this node's lookups got from each.\n",
+			       PEERS_BROWSE_MS);
+			return EXIT_DONE;
 		} else {
 			cli_complain("usage: bgcopy peers [--json]");
 			return EXIT_USAGE;

@@ -244,6 +244,26 @@ def _(bg):
                  "unavailable: ") and warn[0].endswith("; using static and DNS peers"), warn)
 
 
+@case("table_no_peers_listed_as_none")
+def _(bg):
+    """with no static peer, no DNS name and discovery off, bgcopy peers says none were found
+    (an empty array with --json) and exits 0"""
+    d = tempfile.mkdtemp(prefix="bgcopy-it-table-")
+    try:
+        conf = write(os.path.join(d, "bgcopy.conf"), "discovery = off\n")
+        agent = Bgcopy(bg.exe, os.path.join(d, "home"), env_extra={"BGCOPY_CONFIG": conf})
+        t = bg.t
+        r = t.ran(agent.run("peers", "--json"))
+        t.eq("--json: exit status and output", (r.rc, r.out.strip()), (0, "[]"))
+        r = t.ran(agent.run("peers"))
+        t.eq("text: exit status", r.rc, 0)
+        t.ok("text: says none were found", "no peers found" in r.out, r.out)
+        t.eq("no warning (discovery off)", r.err, "")
+    finally:
+        if os.environ.get("BGCOPY_KEEP_TMP") != "1":
+            shutil.rmtree(d, ignore_errors=True)
+
+
 # ---- DNS names, in a network namespace ------------------------------------------------------
 
 class Netns:
