@@ -570,4 +570,39 @@ int peer_key_fingerprint(const unsigned char *key, size_t keylen,
 #define BG_NODE_ID_LEN 32
 int bg_node_id(const char *home, char out[BG_NODE_ID_LEN + 1]) BG_WUR;
 
+/* ---- Peers' results (peers.c) ------------------------------------------
+ * What this node's downloads learnt of each peer, kept in the store for
+ * `bgcopy peers`: one record per "ADDR:PORT" (IPv6 in brackets; at most
+ * STORE_PEER_KEY_MAX bytes, longer names are not recorded: BG_EINVAL).
+ * A lookup's result (the job document's peer_lookups[].result) counts as:
+ * "hit" a hit; "miss" and "stale" (the peer's copy is not the origin's
+ * current one) a miss; "error" (no answer, refused, bad answer) and
+ * "failed" (the transfer broke off) a failure; "rejected" (the bytes were
+ * not what the peer described) a rejection.  Every result sets last_used;
+ * all but error and failed also last_seen (the peer answered). */
+#define PEER_PORT_DEFAULT 7654 /* bgcopy-peerd's TCP port, and DNS peers' without SRV */
+#define STORE_PEER_KEY_MAX 80
+struct store_peer {
+	char peer[STORE_PEER_KEY_MAX + 1];
+	char source[8];                  /* "option" "static" "dns" "mdns", or "" */
+	char node[BG_NODE_ID_LEN + 1];   /* its node id, "" when not known */
+	int64_t last_seen, last_used;    /* unix seconds, 0: never */
+	char last_result[16];            /* as noted, "" when none */
+	uint64_t hits, misses, failures, rejected;
+};
+/* Notes one lookup of peer; source and node (NULL or "": unchanged) are
+ * kept as the latest.  BG_EINVAL for a result not listed above;
+ * BG_ERDONLY in a store opened read-only. */
+int txn_peer_note(struct bg_txn *txn, const char *peer, const char *source, const char *node,
+                  const char *result, int64_t when) BG_WUR;
+/* Notes that the peer was seen (discovered) at when. */
+int txn_peer_seen(struct bg_txn *txn, const char *peer, const char *source, const char *node,
+                  int64_t when) BG_WUR;
+/* BG_ENOENT when nothing is known of peer. */
+int txn_peer_get(struct bg_txn *txn, const char *peer, struct store_peer *out) BG_WUR;
+/* Calls fn for every peer known, in key order; a non-zero return stops
+ * the walk and is returned.  Damaged records are passed over. */
+int txn_peer_each(struct bg_txn *txn, int (*fn)(const struct store_peer *p, void *arg),
+                  void *arg) BG_WUR;
+
 #endif /* BG_CACHE_H */

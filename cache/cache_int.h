@@ -55,6 +55,7 @@ enum store_db {
 	DB_REFS,
 	DB_AGED,
 	DB_PINS,
+	DB_PEERS,                    /* per-peer results: peers.c */
 	DB_COUNT
 };
 

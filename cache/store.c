@@ -39,6 +39,7 @@ static const char *const store_db_names[DB_COUNT] = {
 	[DB_REFS] = "refs",
 	[DB_AGED] = "aged",
 	[DB_PINS] = "pins",
+	[DB_PEERS] = "peers",
 };
 
 /* The store this thread is inside (store_update/store_view), used to refuse
@@ -655,7 +656,8 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 	for (int i = 0; i < DB_COUNT; i++) {
 		mrc = mdb_dbi_open(txn->mtxn, store_db_names[i], dflags, &st->dbi[i]);
 		/* A reader of a version 1 store finds no indexes: it needs none
-		 * (only the agent, which creates them, evicts). */
+		 * (only the agent, which creates them, evicts); nor the peers'
+		 * results of a store no writer opened since they came. */
 		if (mrc == MDB_NOTFOUND && txn->rdonly && i >= DB_LRU) {
 			st->dbi[i] = 0;
 			continue;

@@ -26,7 +26,7 @@
 /* ---- Defaults and limits ------------------------------------------------
  * Everything a peer can grow is bounded here. */
 #define PEERD_LISTEN_DEFAULT "127.0.0.1"
-#define PEERD_PORT_DEFAULT 7654              /* TCP port */
+#define PEERD_PORT_DEFAULT PEER_PORT_DEFAULT /* TCP port (cache.h) */
 #define PEERD_CONNECTIONS_DEFAULT 1000       /* open connections, split over the threads */
 #define PEERD_CONNECTIONS_MAX 100000
 #define PEERD_TIMEOUT_DEFAULT 30             /* seconds a connection may stay idle */

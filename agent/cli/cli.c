@@ -23,6 +23,7 @@
 #include "cli.h"
 #include "cli_int.h"
 #include "record.h"
+#include "peertable.h"
 
 #define SHA256_HEX_LEN 64
 #define GET_TRANSIENT_RETRIES 3 /* immediate retries of a transient error by `get` */
@@ -63,6 +64,8 @@ cli_usage(FILE *f)
 	      "      --no-cache                do not keep the content in the store\n"
 	      "      --sync                    fsync the file and the store before finishing\n"
 	      "      --json                    print the job document\n"
+	      "      --peer HOST:PORT          ask this peer (repeatable; else the peer table)\n"
+	      "      --peer-key FILE           HMAC key shared with the peers\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
 	      "  add JOB URL FILE [--sha256 HEX] | add JOB --from LIST\n"
 	      "                                 (LIST lines: URL LOCALPATH [sha256=HEX])\n"
@@ -79,6 +82,7 @@ cli_usage(FILE *f)
 	      "  cache compact | cache config [--max-size BYTES|N%] [--max-age DAYS]\n"
 	      "  crl list [--json] | crl refresh | crl clear\n"
 	      "  config [--json]                the settings in effect (bgcopy.conf) and their source\n"
+	      "  peers [--json]                the peers jobs ask when they name none\n"
 	      "\n"
 	      "Settings: /etc/bgcopy/bgcopy.conf, then ${XDG_CONFIG_HOME:-$HOME/.config}/bgcopy/\n"
 	      "bgcopy.conf, or $BGCOPY_CONFIG alone (empty: none); options override them.\n"
@@ -613,6 +617,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	struct origin *origin = NULL;
 	struct progress_bar *bar = NULL;
 	struct job_run_options ro;
+	struct peer_table *table = NULL;
 	struct sigaction sa;
 	json_t *doc = NULL;
 	bool errored = false;
@@ -717,6 +722,11 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	ro.peer_key = conf_key;
 	ro.sync = o.sync;
 	ro.stop = &stop_flag;
+	/* Without --peer the job asks the peer table (built only when a file
+	 * needs peers). */
+	if (o.npeers == 0 && (rc = cli_peer_table(c, false, 0, &table)) != EXIT_DONE)
+		goto out;
+	ro.table = table;
 	if (isatty(STDERR_FILENO)) {
 		bar = progress_new(stderr);
 		ro.progress = on_progress;
@@ -791,6 +801,7 @@ out:
 	progress_end(bar);
 	json_decref(doc);
 	origin_free(origin);
+	peer_table_free(table);
 	job_unlock(lock);
 	free(key);
 	free(url);
@@ -1304,6 +1315,7 @@ static const struct command {
 	{"wait", cmd_wait},
 	{"daemon", cmd_daemon},
 	{"config", cmd_config},
+	{"peers", cmd_peers},
 };
 
 int

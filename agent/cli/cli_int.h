@@ -66,6 +66,13 @@ int cmd_cache(struct ctx *c, int argc, char **argv);
  * the configured limit; res (may be NULL) receives what went. */
 int cli_enforce_limits(struct ctx *c, struct store_enforce_result *res);
 
+/* The peers of jobs that name none (cli_peers.c). */
+struct peer_table;
+/* The peer table of the configuration: live (the daemon) or one-shot
+ * (browse_ms 0: PEER_TABLE_BROWSE_MS); an exit status. */
+int cli_peer_table(struct ctx *c, bool live, unsigned browse_ms, struct peer_table **out);
+int cmd_peers(struct ctx *c, int argc, char **argv);
+
 /* Commands in cli_jobs.c. */
 int cmd_resume(struct ctx *c, int argc, char **argv);
 int cmd_suspend(struct ctx *c, int argc, char **argv);

@@ -19,6 +19,7 @@
 
 #include "jobs.h"
 #include "cli_int.h"
+#include "peertable.h"
 #include "record.h"
 
 #define SECONDS_MAX (10LL * 365 * 24 * 3600) /* longest delay or timeout accepted */
@@ -576,5 +577,11 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 	opt.peers = peers;
 	opt.npeers = npeers;
 	opt.sync = cli_sync_wanted();
-	return daemon_run(c->st, &opt) == 0 ? EXIT_DONE : EXIT_SYSTEM;
+	/* Without --peer, jobs that name none ask the peer table, kept
+	 * current while the daemon runs. */
+	if (npeers == 0 && (rc = cli_peer_table(c, true, 0, &opt.table)) != EXIT_DONE)
+		return rc;
+	rc = daemon_run(c->st, &opt) == 0 ? EXIT_DONE : EXIT_SYSTEM;
+	peer_table_free(opt.table);
+	return rc;
 }

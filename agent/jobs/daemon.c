@@ -108,6 +108,7 @@ worker_main(void *arg)
 	ro.peers = w->d->opt->peers;
 	ro.npeers = w->d->opt->npeers;
 	ro.peer_key = w->d->opt->peer_key;
+	ro.table = w->d->opt->table;
 	ro.transient_retries = 0; /* the daemon retries after the job's delay */
 	ro.only_if_due = true;
 	ro.sync = w->d->opt->sync;

@@ -117,13 +117,14 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		bool done = false;
 
 		err = s.cache ? try_store(r, &s, &done) : 0;
-		if (err == 0 && !done && peer_mode(&r->job, PEER_CACHING_CLIENT) && r->npeers > 0 &&
-		    s.held.url == NULL && s.committed + s.fill == 0) {
+		if (err == 0 && !done && peer_mode(&r->job, PEER_CACHING_CLIENT) &&
+		    s.held.url == NULL && s.committed + s.fill == 0 && run_has_peers(r)) {
 			/* The lookups of this attempt only. */
 			for (size_t i = 0; i < s.rec.nlookups; i++)
 				peer_lookup_clear(&s.rec.lookups[i]);
 			s.rec.nlookups = 0;
 			err = try_peers(r, &s, &sink, headers, &done);
+			note_peer_results(r, &s);
 		}
 		if (err != 0) {
 			if (!run_propagated(err)) {
@@ -271,11 +272,19 @@ load_peers(struct run *r)
 	const char *keyfile = r->job.peer_key;
 
 	r->npeers = 0;
+	r->key_failed = false;
+	r->table_loaded = false;
+	free(r->rows);
+	r->rows = NULL;
 	for (size_t i = 0; i < r->job.peers.n && r->npeers < JOB_PEERS_MAX; i++)
 		r->peers[r->npeers++] = r->job.peers.v[i];
 	if (r->npeers == 0 && r->ro != NULL) {
 		for (size_t i = 0; i < r->ro->npeers && r->npeers < JOB_PEERS_MAX; i++)
 			r->peers[r->npeers++] = r->ro->peers[i];
+	}
+	for (size_t i = 0; i < r->npeers; i++) {
+		r->sources[i] = peer_source_name(PEER_SRC_OPTION);
+		r->nodes[i] = NULL;
 	}
 	if (keyfile == NULL && r->ro != NULL)
 		keyfile = r->ro->peer_key;
@@ -284,6 +293,7 @@ load_peers(struct run *r)
 		/* Without its key no peer would answer: ask none. */
 		r->pc.keylen = 0;
 		r->npeers = 0;
+		r->key_failed = true;
 	}
 }
 
@@ -392,6 +402,7 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 		err = store_sync(st);
 out:
 	hasher_free(r.hash);
+	free(r.rows);
 	job_memo_clear(&r.memo);
 	OPENSSL_cleanse(r.pc.key, sizeof(r.pc.key));
 	job_rec_clear(&r.job);

@@ -8,6 +8,7 @@
 #include "jobs.h"
 #include "jobs_int.h"
 #include "record.h"
+#include "peertable.h"
 
 /* One job_run. */
 struct run {
@@ -19,7 +20,12 @@ struct run {
 	int64_t generation; /* of the job record as loaded: commits check it */
 	struct job_memo memo; /* spares decoding the job record at each commit */
 	const char *peers[JOB_PEERS_MAX]; /* HOST:PORT of the peers to ask (borrowed) */
+	const char *sources[JOB_PEERS_MAX]; /* where each came from (peer_source_name) */
+	const char *nodes[JOB_PEERS_MAX];   /* its node id, or NULL */
 	size_t npeers;
+	bool key_failed;                  /* the peer key cannot be read: no peer is asked */
+	bool table_loaded;                /* the table's peers were taken (ro->table) */
+	struct peer_row *rows;            /* the table's peers (peers[] points into them) */
 	struct peer_config pc;
 	struct hasher *hash;
 	uint64_t file_bytes; /* bytes of the file run_file last finished */
@@ -135,6 +141,12 @@ void origin_request_for(struct run *r, struct fsink *s, const char *const *heade
  * carries on from there. */
 int try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink,
               const char *const *headers, bool *done) BG_WUR;
+/* Whether the run has peers to ask: the job's, the runner's, else (taken
+ * now, once per run) the peer table's. */
+bool run_has_peers(struct run *r);
+/* Notes the lookups of the attempt in the store's peer results (best
+ * effort: a note, not the download's business). */
+void note_peer_results(struct run *r, const struct fsink *s);
 
 /* ---- Finishing a file (engine_finish.c) ------------------------------------ */
 /* Whether the job's peer-caching mode includes side (client or server). */

@@ -132,16 +132,88 @@ out:
 }
 
 static void
-note_lookup(struct fsink *s, const char *key, const char *peer, enum peer_lookup_result result,
+note_lookup(struct fsink *s, const char *key, size_t i, enum peer_lookup_result result,
             const char *detail)
 {
 	struct peer_lookup l = {.result = result};
+	struct run *r = s->r;
 
 	/* The last lookup, and one per peer asked in this attempt, in order.
 	 * Only a note: without memory it is left out. */
-	if (rec_set_str(&l.key, key) != 0 || rec_set_str(&l.peer, peer) != 0 ||
-	    rec_set_str(&l.detail, detail) != 0 || file_rec_note_lookup(&s->rec, &l) != 0)
+	if (rec_set_str(&l.key, key) != 0 || rec_set_str(&l.peer, r->peers[i]) != 0 ||
+	    rec_set_str(&l.source, r->sources[i]) != 0 || rec_set_str(&l.detail, detail) != 0 ||
+	    file_rec_note_lookup(&s->rec, &l) != 0)
 		peer_lookup_clear(&l);
+}
+
+bool
+run_has_peers(struct run *r)
+{
+	char kf[PEER_KEY_FP_LEN + 1];
+	size_t n = 0;
+
+	if (r->npeers > 0 || r->key_failed || r->table_loaded || r->ro == NULL || r->ro->table == NULL)
+		return r->npeers > 0;
+	/* Taken once per run, when a file first needs peers: a job that the
+	 * store serves never waits for a browse. */
+	r->table_loaded = true;
+	if (peer_key_fingerprint(r->pc.key, r->pc.keylen, kf) != 0 ||
+	    peer_table_get(r->ro->table, kf, &r->rows, &n) != 0)
+		return false;
+	for (size_t i = 0; i < n && r->npeers < JOB_PEERS_MAX; i++) {
+		if (r->rows[i].rejected)
+			continue; /* listed by `bgcopy peers`, never asked */
+		r->peers[r->npeers] = r->rows[i].peer;
+		r->sources[r->npeers] = peer_source_name(r->rows[i].source);
+		r->nodes[r->npeers] = r->rows[i].node[0] != '\0' ? r->rows[i].node : NULL;
+		r->npeers++;
+	}
+	return r->npeers > 0;
+}
+
+struct note_args {
+	struct run *r;
+	const struct fsink *s;
+	int64_t now;
+};
+
+static int
+note_fn(struct bg_txn *txn, void *arg)
+{
+	struct note_args *a = arg;
+	static const char *const names[] = {
+		[PEER_LOOKUP_MISS] = "miss",         [PEER_LOOKUP_ERROR] = "error",
+		[PEER_LOOKUP_STALE] = "stale",       [PEER_LOOKUP_HIT] = "hit",
+		[PEER_LOOKUP_REJECTED] = "rejected", [PEER_LOOKUP_FAILED] = "failed",
+	};
+
+	for (size_t i = 0; i < a->s->rec.nlookups; i++) {
+		const struct peer_lookup *l = &a->s->rec.lookups[i];
+		const char *node = NULL;
+		int err;
+
+		if (l->peer == NULL || (unsigned)l->result >= sizeof(names) / sizeof(names[0]))
+			continue;
+		for (size_t j = 0; j < a->r->npeers; j++)
+			if (strcmp(a->r->peers[j], l->peer) == 0)
+				node = a->r->nodes[j];
+		err = txn_peer_note(txn, l->peer, l->source, node, names[l->result], a->now);
+		/* A name too long to key is not recorded; anything else ends
+		 * the note (the transaction is spoilt). */
+		if (err != 0 && err != BG_EINVAL)
+			return err;
+	}
+	return 0;
+}
+
+void
+note_peer_results(struct run *r, const struct fsink *s)
+{
+	struct note_args a = {r, s, bg_now()};
+
+	if (s->rec.nlookups > 0 && store_update(r->st, note_fn, &a) != 0) {
+		/* Only a note for `bgcopy peers`: the download goes on. */
+	}
 }
 
 int
@@ -165,16 +237,16 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 
 		err = peer_lookup(e, &r->pc, peer, key, &ent, why, sizeof(why));
 		if (err != 0) {
-			note_lookup(s, key, peer, err == BG_ENOENT ? PEER_LOOKUP_MISS : PEER_LOOKUP_ERROR, why);
+			note_lookup(s, key, i, err == BG_ENOENT ? PEER_LOOKUP_MISS : PEER_LOOKUP_ERROR, why);
 			err = 0;
 			continue;
 		}
 		if (!peer_entry_valid(r, s, headers, &ent, why, sizeof(why))) {
-			note_lookup(s, key, peer, PEER_LOOKUP_STALE, why);
+			note_lookup(s, key, i, PEER_LOOKUP_STALE, why);
 			peer_entry_clear(&ent);
 			continue;
 		}
-		note_lookup(s, key, peer, PEER_LOOKUP_HIT, NULL);
+		note_lookup(s, key, i, PEER_LOOKUP_HIT, NULL);
 		s->from_peer = true;
 		s->has_want = true;
 		memcpy(s->want, ent.sha256, BG_SHA256_LEN);
@@ -190,12 +262,12 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 			err = finish_file(s);
 			if (err == 0 && r->out.hr != HR_S_OK) {
 				/* Not whole after all: start over with the next source. */
-				note_lookup(s, key, peer, PEER_LOOKUP_REJECTED, r->out.message);
+				note_lookup(s, key, i, PEER_LOOKUP_REJECTED, r->out.message);
 				job_outcome_clear(&r->out);
 				if ((err = restart_file(s)) != 0)
 					break;
 			} else if (err == BG_EDIGEST) {
-				note_lookup(s, key, peer, PEER_LOOKUP_REJECTED, "the content does not match its digest");
+				note_lookup(s, key, i, PEER_LOOKUP_REJECTED, "the content does not match its digest");
 				err = 0;
 			} else if (err != 0) {
 				break;
@@ -208,7 +280,7 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 		} else {
 			/* Broken off: what came in whole is kept (checked at the end
 			 * against the digest), and the next source goes on from it. */
-			note_lookup(s, key, peer, PEER_LOOKUP_FAILED, why);
+			note_lookup(s, key, i, PEER_LOOKUP_FAILED, why);
 			err = serr == 0 || serr == BG_EPROTO ? flush_chunk(s) : 0;
 			if (err != 0 && run_propagated(err))
 				break;

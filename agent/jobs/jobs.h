@@ -171,6 +171,9 @@ struct job_progress {
 	uint32_t files_total;
 };
 
+/* The peer table (peertable.h): the peers of jobs that name none. */
+struct peer_table;
+
 struct job_run_options {
 	void (*progress)(void *arg, const struct job_progress *p);
 	void *progress_arg;
@@ -182,6 +185,7 @@ struct job_run_options {
 	const char *const *peers;   /* HOST:PORT of peers for jobs that name none (daemon) */
 	size_t npeers;
 	const char *peer_key;       /* key file for those peers, or NULL */
+	struct peer_table *table;   /* asked when neither the job nor peers above name a peer, or NULL */
 	bool only_if_due;           /* run only a job QUEUED, due for retry, or orphaned */
 	bool sync;                  /* TRANSFERRED only once the store is on disk (power loss) */
 };
@@ -217,6 +221,7 @@ struct daemon_options {
 	const char *const *peers; /* peers for jobs that are peer-caching clients */
 	size_t npeers;
 	const char *peer_key;     /* HMAC key file for them, or NULL */
+	struct peer_table *table; /* peers for clients when peers above names none, or NULL */
 	bool sync;                /* fsync the store before a job is TRANSFERRED */
 };
 /* Runs queued jobs until SIGTERM or SIGINT (installed here), then stops

@@ -227,7 +227,7 @@ lookup_decode(const json_t *o, struct peer_lookup *l)
 
 	l->result = i < 0 ? PEER_LOOKUP_ERROR : (enum peer_lookup_result)i;
 	if ((err = dstr(o, "key", &l->key)) != 0 || (err = dstr(o, "peer", &l->peer)) != 0 ||
-	    (err = dstr(o, "detail", &l->detail)) != 0)
+	    (err = dstr(o, "source", &l->source)) != 0 || (err = dstr(o, "detail", &l->detail)) != 0)
 		return err;
 	return 0;
 }
@@ -469,6 +469,7 @@ peer_lookup_json(const struct peer_lookup *l)
 	json_t *o = json_object();
 
 	if (o == NULL || jset_str(o, "key", l->key) != 0 || jset_str(o, "peer", l->peer) != 0 ||
+	    (l->source != NULL && jset_str(o, "source", l->source) != 0) ||
 	    jset_str(o, "result", name_at(lookup_names, NAMES_COUNT(lookup_names), l->result, "error")) != 0 ||
 	    jset_str(o, "detail", l->detail) != 0) {
 		json_decref(o);
@@ -488,6 +489,7 @@ lookup_matches(const json_t *o, const struct peer_lookup *l)
 {
 	return json_is_object(o) && same_str(jstr(o, "key"), l->key) &&
 	       same_str(jstr(o, "peer"), l->peer) && same_str(jstr(o, "detail"), l->detail) &&
+	       same_str(jstr(o, "source"), l->source) &&
 	       same_str(jstr(o, "result"),
 	                name_at(lookup_names, NAMES_COUNT(lookup_names), l->result, "error"));
 }
@@ -591,6 +593,7 @@ peer_lookup_clear(struct peer_lookup *l)
 {
 	free(l->key);
 	free(l->peer);
+	free(l->source);
 	free(l->detail);
 	memset(l, 0, sizeof(*l));
 }
@@ -619,6 +622,7 @@ lookup_copy(struct peer_lookup *dst, const struct peer_lookup *src)
 	dst->result = src->result;
 	if ((err = rec_set_str(&dst->key, src->key)) != 0 ||
 	    (err = rec_set_str(&dst->peer, src->peer)) != 0 ||
+	    (err = rec_set_str(&dst->source, src->source)) != 0 ||
 	    (err = rec_set_str(&dst->detail, src->detail)) != 0)
 		return err;
 	return 0;

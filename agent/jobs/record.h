@@ -69,6 +69,7 @@ enum peer_lookup_result {
 };
 struct peer_lookup {
 	char *key, *peer;
+	char *source; /* where the peer came from: "option" (--peer), "static", "dns", "mdns"; or NULL */
 	enum peer_lookup_result result;
 	char *detail; /* or NULL */
 };

@@ -203,6 +203,19 @@ const char *http_reason(long status);
 void text_make_safe(char *s);
 
 
+/* ---- Peers behind a DNS name (dnspeers.c) ------------------------------ */
+#define DNS_PEERS_TIMEOUT_MS 2000 /* the address lookup; the SRV one: 1 s per try, 2 tries */
+struct dns_peer {
+	char addr[46];  /* numeric (INET6_ADDRSTRLEN) */
+	unsigned port;
+};
+/* Every A and AAAA of name (at most max, duplicates dropped), each on the
+ * port of the SRV record _bgcopy._tcp.NAME, else PEER_PORT_DEFAULT.  0 and
+ * *n > 0; BG_ENOENT (no such name, no address), BG_ETIMEDOUT, BG_EIO with
+ * a one-line why.  Bounded by timeout_ms plus the SRV query's bound. */
+int dns_peers_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, size_t max,
+                      size_t *n, char *why, size_t whylen) BG_WUR;
+
 /* ---- Peer client (peer.c) ---------------------------------------------- */
 #define PEER_CONNECT_TIMEOUT 3 /* seconds */
 #define PEER_LOOKUP_TIMEOUT 5  /* seconds for a HEAD */

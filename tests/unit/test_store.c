@@ -2520,6 +2520,125 @@ static void test_readonly(void)
 	home_free(home);
 }
 
+/* ---- Peers' results ---------------------------------------------------- */
+
+static int peers_note_fn(struct bg_txn *txn, void *arg)
+{
+	(void)arg;
+	CHECK_OK(txn_peer_note(txn, "127.0.0.2:7654", "static", NULL, "hit", 100));
+	CHECK_OK(txn_peer_note(txn, "127.0.0.2:7654", "static", "", "miss", 110));
+	CHECK_OK(txn_peer_note(txn, "127.0.0.2:7654", NULL, NULL, "stale", 120));
+	CHECK_OK(txn_peer_note(txn, "127.0.0.2:7654", NULL, NULL, "error", 130));
+	CHECK_OK(txn_peer_note(txn, "127.0.0.2:7654", NULL, NULL, "failed", 140));
+	CHECK_OK(txn_peer_note(txn, "127.0.0.2:7654", NULL, NULL, "rejected", 150));
+	CHECK_OK(txn_peer_note(txn, "[::1]:7655", "mdns", "0123456789abcdef0123456789abcdef",
+	                       "error", 160));
+	CHECK_OK(txn_peer_seen(txn, "[::1]:7655", "mdns", NULL, 170));
+	CHECK_OK(txn_peer_seen(txn, "[::1]:7655", NULL, NULL, 165)); /* never back in time */
+	CHECK_RC(txn_peer_note(txn, "127.0.0.2:7654", NULL, NULL, "maybe", 1), BG_EINVAL);
+	CHECK_RC(txn_peer_note(txn, "", NULL, NULL, "hit", 1), BG_EINVAL);
+	{
+		char longname[STORE_PEER_KEY_MAX + 8];
+
+		memset(longname, 'a', sizeof(longname) - 1);
+		longname[sizeof(longname) - 1] = '\0';
+		CHECK_RC(txn_peer_note(txn, longname, NULL, NULL, "hit", 1), BG_EINVAL);
+	}
+	return 0;
+}
+
+struct peers_seen {
+	int n;
+	char first[STORE_PEER_KEY_MAX + 1];
+};
+
+static int peers_each_fn(const struct store_peer *p, void *arg)
+{
+	struct peers_seen *s = arg;
+
+	if (s->n++ == 0)
+		snprintf(s->first, sizeof(s->first), "%s", p->peer);
+	return 0;
+}
+
+static int peers_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct store_peer p;
+	struct peers_seen seen = {0};
+
+	(void)arg;
+	CHECK_OK(txn_peer_get(txn, "127.0.0.2:7654", &p));
+	CHECK_EQ_STR(p.peer, "127.0.0.2:7654");
+	CHECK_EQ_STR(p.source, "static");
+	CHECK_EQ_STR(p.node, "");
+	CHECK_EQ_INT(p.hits, 1);
+	CHECK_EQ_INT(p.misses, 2);    /* miss and stale */
+	CHECK_EQ_INT(p.failures, 2);  /* error and failed */
+	CHECK_EQ_INT(p.rejected, 1);
+	CHECK_EQ_STR(p.last_result, "rejected");
+	CHECK_EQ_INT(p.last_used, 150);
+	CHECK_EQ_INT(p.last_seen, 150);
+	CHECK_OK(txn_peer_get(txn, "[::1]:7655", &p));
+	CHECK_EQ_STR(p.source, "mdns");
+	CHECK_EQ_STR(p.node, "0123456789abcdef0123456789abcdef");
+	CHECK_EQ_INT(p.failures, 1);
+	CHECK_EQ_INT(p.last_used, 160);
+	CHECK_EQ_INT(p.last_seen, 170); /* an error is no sign of life; being seen is */
+	CHECK_RC(txn_peer_get(txn, "127.0.0.3:1", &p), BG_ENOENT);
+	CHECK_OK(txn_peer_each(txn, peers_each_fn, &seen));
+	CHECK_EQ_INT(seen.n, 2);
+	CHECK_EQ_STR(seen.first, "127.0.0.2:7654");
+	return 0;
+}
+
+static int peers_ro_fn(struct bg_txn *txn, void *arg)
+{
+	struct store_peer p;
+	struct peers_seen seen = {0};
+
+	(void)arg;
+	CHECK_RC(txn_peer_get(txn, "127.0.0.2:7654", &p), BG_ENOENT);
+	CHECK_OK(txn_peer_each(txn, peers_each_fn, &seen));
+	CHECK_EQ_INT(seen.n, 0);
+	CHECK_RC(txn_peer_seen(txn, "127.0.0.2:7654", NULL, NULL, 1), BG_ERDONLY);
+	return 0;
+}
+
+static void test_peers(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+	MDB_env *env = NULL;
+	MDB_txn *t = NULL;
+	MDB_dbi dbi;
+
+	CHECK_OK(store_update(st, peers_note_fn, NULL));
+	CHECK_OK(store_view(st, peers_check_fn, NULL));
+	store_close(st);
+
+	/* A store from before the peers' database: a reader does without. */
+	CHECK_EQ_INT(mdb_env_create(&env), 0);
+	CHECK_EQ_INT(mdb_env_set_maxdbs(env, 16), 0);
+	CHECK_EQ_INT(mdb_env_open(env, home_file(home, "store.mdb"), MDB_NOSUBDIR, 0600), 0);
+	CHECK_EQ_INT(mdb_txn_begin(env, NULL, 0, &t), 0);
+	CHECK_EQ_INT(mdb_dbi_open(t, "peers", 0, &dbi), 0);
+	CHECK_EQ_INT(mdb_drop(t, dbi, 1), 0);
+	CHECK_EQ_INT(mdb_txn_commit(t), 0);
+	mdb_env_close(env);
+	st = NULL;
+	CHECK_OK(store_open(home, STORE_RDONLY, NULL, &st));
+	if (st != NULL) {
+		CHECK_OK(store_view(st, peers_ro_fn, NULL));
+		store_close(st);
+	}
+	/* A writer makes it again. */
+	st = open_rw(home, 0);
+	CHECK_OK(store_update(st, peers_note_fn, NULL));
+	CHECK_OK(store_view(st, peers_check_fn, NULL));
+	store_close(st);
+	home_free(home);
+}
+
 int main(void)
 {
 	test_errors();
@@ -2542,5 +2661,6 @@ int main(void)
 	test_two_processes();
 	test_threads();
 	test_readonly();
+	test_peers();
 	return check_done();
 }

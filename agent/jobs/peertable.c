@@ -1,0 +1,408 @@
+/*
+ * peertable.c - the peer table (peertable.h): static peers, a DNS name's
+ * addresses and DNS-SD peers, merged for the jobs that name no peer.
+ *
+ * The merge is a pure function of its inputs, so that its rules (order,
+ * duplicates, this node, subnets, keys) are tested without Avahi.  Around
+ * it, the table holds what the DNS name and DNS-SD said last: fetched once
+ * for `get`, kept current for the daemon (a watch thread updates the mDNS
+ * list; each job takes a copy under the lock).
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "peertable.h"
+
+#define MDNS_MAX 256 /* DNS-SD peers remembered (live table) */
+
+static const char *const source_names[] = {
+	[PEER_SRC_OPTION] = "option", [PEER_SRC_STATIC] = "static",
+	[PEER_SRC_DNS] = "dns",       [PEER_SRC_MDNS] = "mdns",
+};
+
+const char *
+peer_source_name(enum peer_source s)
+{
+	return (unsigned)s < sizeof(source_names) / sizeof(source_names[0]) ? source_names[s] : "option";
+}
+
+const char *
+peer_key_state_name(enum peer_key_state k)
+{
+	return k == PEER_KEY_MATCH ? "match" : k == PEER_KEY_MISMATCH ? "mismatch" : "unknown";
+}
+
+/* ---- The merge ------------------------------------------------------------ */
+
+/* Splits HOST:PORT (HOST maybe in brackets) into a row. */
+static bool
+row_from_hostport(struct peer_row *r, const char *hp, enum peer_source src)
+{
+	const char *colon = strrchr(hp, ':'), *whole = hp;
+	size_t hlen;
+	unsigned long port;
+	char *end;
+
+	memset(r, 0, sizeof(*r));
+	if (colon == NULL || colon == hp || strlen(hp) > STORE_PEER_KEY_MAX)
+		return false;
+	port = strtoul(colon + 1, &end, 10);
+	if (*end != '\0' || port == 0 || port > 65535)
+		return false;
+	hlen = (size_t)(colon - hp);
+	if (hp[0] == '[' && hlen >= 2 && hp[hlen - 1] == ']') {
+		hp++;
+		hlen -= 2;
+	}
+	memcpy(r->addr, hp, hlen);
+	r->addr[hlen] = '\0';
+	snprintf(r->peer, sizeof(r->peer), "%s", whole);
+	r->port = (unsigned)port;
+	r->source = src;
+	return true;
+}
+
+/* A row for a numeric address and port. */
+static void
+row_from_addr(struct peer_row *r, const char *addr, unsigned port, enum peer_source src)
+{
+	bool v6 = strchr(addr, ':') != NULL;
+
+	memset(r, 0, sizeof(*r));
+	snprintf(r->addr, sizeof(r->addr), "%s", addr);
+	snprintf(r->peer, sizeof(r->peer), v6 ? "[%s]:%u" : "%s:%u", addr, port);
+	r->port = port;
+	r->source = src;
+}
+
+static struct peer_row *
+find_peer(struct peer_row *rows, size_t n, const char *peer)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(rows[i].peer, peer) == 0)
+			return &rows[i];
+	return NULL;
+}
+
+static bool
+node_listed(const struct peer_row *rows, size_t n, const char *node)
+{
+	for (size_t i = 0; node[0] != '\0' && i < n; i++)
+		if (strcmp(rows[i].node, node) == 0)
+			return true;
+	return false;
+}
+
+static void
+add_mdns(const struct peer_table_config *c, const char *kf, const struct dnssd_peer *p,
+         struct peer_row *out, size_t max, size_t *n)
+{
+	struct peer_row row, *same;
+
+	if (p->addr[0] == '\0' || p->port == 0 || p->port > 65535)
+		return;
+	if (c->self != NULL && p->node[0] != '\0' && strcmp(p->node, c->self) == 0)
+		return; /* this node's own peerd */
+	if (!p->same_subnet && !c->any_subnet)
+		return; /* BITS asks peers of its own subnet only */
+	if (strncasecmp(p->addr, "fe80:", 5) == 0)
+		return; /* needs a zone to be reached: its IPv4 or global address serves */
+	row_from_addr(&row, p->addr, p->port, PEER_SRC_MDNS);
+	snprintf(row.node, sizeof(row.node), "%s", p->node);
+	snprintf(row.name, sizeof(row.name), "%s", p->name);
+	if (p->kf[0] == '\0') {
+		row.key = PEER_KEY_UNKNOWN;
+	} else if (kf != NULL && strcmp(p->kf, kf) == 0) {
+		row.key = PEER_KEY_MATCH;
+	} else {
+		row.key = PEER_KEY_MISMATCH;
+		row.rejected = true;
+		snprintf(row.reason, sizeof(row.reason), "key mismatch");
+	}
+	if (!row.rejected && p->version > DNSSD_VERSION) {
+		row.rejected = true;
+		snprintf(row.reason, sizeof(row.reason), "protocol version %u", p->version);
+	}
+	if ((same = find_peer(out, *n, row.peer)) != NULL) {
+		/* Configured already: what DNS-SD knows of it is added. */
+		if (same->node[0] == '\0')
+			memcpy(same->node, row.node, sizeof(row.node));
+		if (same->name[0] == '\0')
+			memcpy(same->name, row.name, sizeof(row.name));
+		if (same->key == PEER_KEY_UNKNOWN)
+			same->key = row.key;
+		return;
+	}
+	if (node_listed(out, *n, row.node) || *n >= max)
+		return; /* the same node at another address (IPv6, a second link) */
+	out[(*n)++] = row;
+}
+
+void
+peer_table_merge(const struct peer_table_config *c, const char *kf, const struct dns_peer *dns,
+                 size_t ndns, const struct dnssd_peer *mdns, size_t nmdns, struct peer_row *out,
+                 size_t max, size_t *n)
+{
+	struct peer_row row;
+
+	*n = 0;
+	for (size_t i = 0; i < c->nstatics && *n < max; i++)
+		if (c->statics[i] != NULL && row_from_hostport(&row, c->statics[i], PEER_SRC_STATIC) &&
+		    find_peer(out, *n, row.peer) == NULL)
+			out[(*n)++] = row;
+	for (size_t i = 0; i < ndns && *n < max; i++) {
+		row_from_addr(&row, dns[i].addr, dns[i].port, PEER_SRC_DNS);
+		if (find_peer(out, *n, row.peer) == NULL)
+			out[(*n)++] = row;
+	}
+	/* IPv4 first: a node seen at both is asked at the address every
+	 * client reaches. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < nmdns; i++)
+			if ((strchr(mdns[i].addr, ':') == NULL) == (pass == 0))
+				add_mdns(c, kf, &mdns[i], out, max, n);
+}
+
+/* ---- The table -------------------------------------------------------------- */
+
+struct peer_table {
+	struct peer_table_config c;
+	char **statics;
+	char *dns_name;
+	char *home;
+	char self[BG_NODE_ID_LEN + 1];
+	bool live;
+	pthread_mutex_t lock;        /* everything below */
+	bool dns_done, mdns_done;
+	int64_t dns_at;              /* when the DNS name was resolved (live) */
+	struct dns_peer dns[PEER_TABLE_MAX];
+	size_t ndns;
+	char dns_why[256];
+	struct dnssd_peer *mdns;     /* MDNS_MAX */
+	size_t nmdns;
+	struct dnssd_watch *watch;
+};
+
+static atomic_flag warned = ATOMIC_FLAG_INIT;
+
+/* One line per process, whatever the number of jobs. */
+static void
+warn_discovery(const char *why)
+{
+	if (!atomic_flag_test_and_set(&warned))
+		bg_complain("bgcopy", "peer discovery unavailable: %s; using static and DNS peers", why);
+}
+
+static void
+watch_log(void *arg, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	(void)arg;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	bg_complain("bgcopy", "peer discovery: %s", line);
+}
+
+/* A sighting: one instance name on one interface in one address family
+ * (its address may change while it stays the same sighting). */
+static bool
+same_sighting(const struct dnssd_peer *a, const struct dnssd_peer *b)
+{
+	return strcmp(a->name, b->name) == 0 && a->ifindex == b->ifindex &&
+	       (strchr(a->addr, ':') == NULL) == (strchr(b->addr, ':') == NULL);
+}
+
+static void
+on_watch(void *arg, bool up, const struct dnssd_peer *p)
+{
+	peer_table_feed(arg, up, p);
+}
+
+void
+peer_table_feed(struct peer_table *t, bool up, const struct dnssd_peer *p)
+{
+
+	pthread_mutex_lock(&t->lock);
+	if (up) {
+		size_t i;
+
+		for (i = 0; i < t->nmdns; i++)
+			if (same_sighting(&t->mdns[i], p))
+				break;
+		if (i < t->nmdns)
+			t->mdns[i] = *p; /* resolved again: its data may have changed */
+		else if (t->nmdns < MDNS_MAX)
+			t->mdns[t->nmdns++] = *p;
+	} else {
+		for (size_t i = 0; i < t->nmdns;) {
+			if (same_sighting(&t->mdns[i], p))
+				t->mdns[i] = t->mdns[--t->nmdns];
+			else
+				i++;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* This node's id, needed only to pass over its own announcement: read (or
+ * made) when DNS-SD is first asked, so that a get that needs no peer
+ * leaves the home as it was.  Without it the node's own peerd is asked
+ * too, which answers misses: no harm. */
+static void
+find_self(struct peer_table *t)
+{
+	if (t->c.self != NULL || t->home == NULL)
+		return;
+	if (bg_node_id(t->home, t->self) == 0)
+		t->c.self = t->self;
+}
+
+int
+peer_table_new(const struct peer_table_config *c, bool live, struct peer_table **out)
+{
+	struct peer_table *t = calloc(1, sizeof(*t));
+	int err = BG_ENOMEM;
+
+	*out = NULL;
+	if (t == NULL)
+		return BG_ENOMEM;
+	pthread_mutex_init(&t->lock, NULL);
+	t->c = *c;
+	t->live = live;
+	if ((t->mdns = calloc(MDNS_MAX, sizeof(*t->mdns))) == NULL)
+		goto fail;
+	if (c->nstatics > 0) {
+		if ((t->statics = calloc(c->nstatics, sizeof(*t->statics))) == NULL)
+			goto fail;
+		for (size_t i = 0; i < c->nstatics; i++)
+			if (c->statics[i] != NULL && (t->statics[i] = strdup(c->statics[i])) == NULL)
+				goto fail;
+	}
+	t->c.statics = (const char *const *)t->statics;
+	if (c->dns_name != NULL && c->dns_name[0] != '\0' && (t->dns_name = strdup(c->dns_name)) == NULL)
+		goto fail;
+	t->c.dns_name = t->dns_name;
+	if (c->self != NULL)
+		snprintf(t->self, sizeof(t->self), "%s", c->self);
+	t->c.self = c->self != NULL ? t->self : NULL;
+	if (c->self == NULL && c->home != NULL && (t->home = strdup(c->home)) == NULL)
+		goto fail;
+	t->c.home = t->home;
+	if (live && c->discovery) {
+		find_self(t);
+		err = dnssd_watch_start(on_watch, t, watch_log, NULL, &t->watch);
+		if (err == BG_ENOMEM)
+			goto fail;
+		if (err != 0) {
+			t->watch = NULL;
+			warn_discovery(err == BG_EAGAIN ? "avahi-daemon is not running" : bg_strerror(err));
+		}
+		t->mdns_done = true;
+	}
+	*out = t;
+	return 0;
+fail:
+	peer_table_free(t);
+	return err;
+}
+
+void
+peer_table_free(struct peer_table *t)
+{
+	if (t == NULL)
+		return;
+	/* The watch's thread calls on_watch: it ends before the table goes. */
+	dnssd_watch_stop(t->watch);
+	for (size_t i = 0; t->statics != NULL && i < t->c.nstatics; i++)
+		free(t->statics[i]);
+	free(t->statics);
+	free(t->dns_name);
+	free(t->home);
+	free(t->mdns);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+/* The DNS name's addresses, looked up when not yet (or, live, when older
+ * than PEER_TABLE_DNS_TTL).  Called with the lock held: jobs starting
+ * together wait for one lookup rather than each making its own. */
+static void
+refresh_dns(struct peer_table *t)
+{
+	int64_t now = bg_now();
+	int err;
+
+	if (t->dns_name == NULL || (t->dns_done && (!t->live || now - t->dns_at < PEER_TABLE_DNS_TTL)))
+		return;
+	t->dns_done = true;
+	t->dns_at = now;
+	err = dns_peers_resolve(t->dns_name, DNS_PEERS_TIMEOUT_MS, t->dns, PEER_TABLE_MAX, &t->ndns,
+	                        t->dns_why, sizeof(t->dns_why));
+	if (err != 0)
+		t->ndns = 0;
+	else
+		t->dns_why[0] = '\0';
+}
+
+/* The one-shot browse, at the first need. */
+static void
+browse_once(struct peer_table *t)
+{
+	struct dnssd_peer *found = NULL;
+	char why[256] = "";
+	size_t n = 0;
+	int err;
+
+	if (t->mdns_done || !t->c.discovery)
+		return;
+	t->mdns_done = true;
+	find_self(t);
+	err = dnssd_browse_once(t->c.browse_ms > 0 ? t->c.browse_ms : PEER_TABLE_BROWSE_MS, &found, &n, why, sizeof(why));
+	if (err != 0) {
+		warn_discovery(why[0] != '\0' ? why : bg_strerror(err));
+		n = 0;
+	}
+	if (n > MDNS_MAX)
+		n = MDNS_MAX;
+	if (n > 0)
+		memcpy(t->mdns, found, n * sizeof(*found));
+	t->nmdns = n;
+	free(found);
+}
+
+int
+peer_table_get(struct peer_table *t, const char *kf, struct peer_row **rows, size_t *n)
+{
+	struct peer_row *r = calloc(PEER_TABLE_MAX, sizeof(*r));
+
+	*rows = NULL;
+	*n = 0;
+	if (r == NULL)
+		return BG_ENOMEM;
+	pthread_mutex_lock(&t->lock);
+	refresh_dns(t);
+	browse_once(t);
+	peer_table_merge(&t->c, kf, t->dns, t->ndns, t->mdns, t->nmdns, r, PEER_TABLE_MAX, n);
+	pthread_mutex_unlock(&t->lock);
+	if (*n == 0) {
+		free(r);
+		return 0;
+	}
+	*rows = r;
+	return 0;
+}
+
+const char *
+peer_table_dns_problem(struct peer_table *t)
+{
+	return t->dns_why;
+}

@@ -1,0 +1,213 @@
+/*
+ * test_peertable.c - the peer table's merge (agent/jobs/peertable.c):
+ * order, duplicates, this node, subnets and keys, fed with DNS-SD peers
+ * made here instead of Avahi's; and the one-shot table over static peers.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "peertable.h"
+
+#define SELF "00000000000000000000000000000000"
+#define NODE_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+#define NODE_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+#define NODE_C "cccccccccccccccccccccccccccccccc"
+#define NODE_D "dddddddddddddddddddddddddddddddd"
+#define KF "0123456789abcdef"
+#define KF_OTHER "fedcba9876543210"
+
+static struct dnssd_peer
+mdns(const char *name, const char *addr, unsigned port, const char *node, const char *kf,
+     bool same_subnet)
+{
+	struct dnssd_peer p;
+
+	memset(&p, 0, sizeof(p));
+	snprintf(p.name, sizeof(p.name), "%s", name);
+	snprintf(p.addr, sizeof(p.addr), "%s", addr);
+	p.port = port;
+	p.ifindex = 2;
+	p.same_subnet = same_subnet;
+	p.version = DNSSD_VERSION;
+	snprintf(p.node, sizeof(p.node), "%s", node);
+	snprintf(p.kf, sizeof(p.kf), "%s", kf);
+	return p;
+}
+
+static void
+test_merge(void)
+{
+	const char *statics[] = {"10.0.0.1:7654", "[fd00::1]:7000", "10.0.0.1:7654", "bad"};
+	struct peer_table_config c = {
+		.statics = statics, .nstatics = 4, .discovery = true, .self = SELF,
+	};
+	struct dns_peer dns[] = {{"10.0.0.2", 7654}, {"10.0.0.1", 7654}, {"fd00::2", 7654}};
+	struct dnssd_peer m[] = {
+		mdns("a6", "fd00::a", 7654, NODE_A, KF, true),      /* node A again: after its IPv4 */
+		mdns("a", "10.0.0.10", 7654, NODE_A, KF, true),
+		mdns("self", "10.0.0.99", 7654, SELF, KF, true),   /* this node */
+		mdns("far", "10.9.0.1", 7654, NODE_B, KF, false),   /* another subnet */
+		mdns("wrong", "10.0.0.11", 7654, NODE_C, KF_OTHER, true),
+		mdns("static", "10.0.0.2", 7654, NODE_D, KF, true), /* the DNS name's peer */
+		mdns("ll", "fe80::1", 7654, "", KF, true),          /* link-local */
+	};
+	struct peer_row rows[PEER_TABLE_MAX];
+	size_t n;
+
+	peer_table_merge(&c, KF, dns, 3, m, sizeof(m) / sizeof(m[0]), rows, PEER_TABLE_MAX, &n);
+	CHECK_EQ_INT(n, 6);
+	CHECK_EQ_STR(rows[0].peer, "10.0.0.1:7654");
+	CHECK_EQ_STR(rows[0].addr, "10.0.0.1");
+	CHECK_EQ_INT(rows[0].port, 7654);
+	CHECK_EQ_STR(peer_source_name(rows[0].source), "static");
+	CHECK_EQ_STR(rows[1].peer, "[fd00::1]:7000");
+	CHECK_EQ_STR(rows[1].addr, "fd00::1");
+	CHECK_EQ_INT(rows[1].port, 7000);
+	CHECK_EQ_STR(rows[2].peer, "10.0.0.2:7654");
+	CHECK_EQ_STR(peer_source_name(rows[2].source), "dns");
+	/* DNS-SD names the DNS name's peer: its node and key are added. */
+	CHECK_EQ_STR(rows[2].node, NODE_D);
+	CHECK_EQ_STR(rows[2].name, "static");
+	CHECK_EQ_STR(peer_key_state_name(rows[2].key), "match");
+	CHECK_EQ_STR(rows[3].peer, "[fd00::2]:7654");
+	CHECK_EQ_STR(peer_source_name(rows[3].source), "dns");
+	CHECK_EQ_STR(rows[4].peer, "10.0.0.10:7654");
+	CHECK_EQ_STR(peer_source_name(rows[4].source), "mdns");
+	CHECK_EQ_STR(rows[4].node, NODE_A);
+	CHECK_EQ_STR(rows[4].name, "a");
+	CHECK(!rows[4].rejected);
+	CHECK_EQ_STR(peer_key_state_name(rows[4].key), "match");
+	CHECK_EQ_STR(rows[5].peer, "10.0.0.11:7654");
+	CHECK(rows[5].rejected);
+	CHECK_EQ_STR(rows[5].reason, "key mismatch");
+	CHECK_EQ_STR(peer_key_state_name(rows[5].key), "mismatch");
+
+	/* Other subnets too when configured. */
+	c.any_subnet = true;
+	peer_table_merge(&c, KF, NULL, 0, m, sizeof(m) / sizeof(m[0]), rows, PEER_TABLE_MAX, &n);
+	CHECK_EQ_INT(n, 6);
+	CHECK_EQ_STR(rows[3].peer, "10.9.0.1:7654");
+
+	/* Without a key ("none"), a peer with one is a mismatch; one that
+	 * published no fingerprint is unknown and asked. */
+	{
+		struct dnssd_peer k[] = {
+			mdns("keyed", "10.0.0.20", 7654, NODE_A, KF, true),
+			mdns("nokf", "10.0.0.21", 7654, NODE_B, "", true),
+			mdns("none", "10.0.0.22", 7654, NODE_C, "none", true),
+		};
+		struct peer_table_config c2 = {.discovery = true};
+
+		peer_table_merge(&c2, "none", NULL, 0, k, 3, rows, PEER_TABLE_MAX, &n);
+		CHECK_EQ_INT(n, 3);
+		CHECK(rows[0].rejected);
+		CHECK(!rows[1].rejected);
+		CHECK_EQ_STR(peer_key_state_name(rows[1].key), "unknown");
+		CHECK(!rows[2].rejected);
+		CHECK_EQ_STR(peer_key_state_name(rows[2].key), "match");
+	}
+
+	/* The bound. */
+	peer_table_merge(&c, KF, dns, 3, m, sizeof(m) / sizeof(m[0]), rows, 2, &n);
+	CHECK_EQ_INT(n, 2);
+}
+
+static void
+test_table(void)
+{
+	const char *statics[] = {"127.0.0.5:7654", "127.0.0.6:8000"};
+	struct peer_table_config c = {.statics = statics, .nstatics = 2, .discovery = false};
+	struct peer_table *t = NULL;
+	struct peer_row *rows = NULL;
+	size_t n = 0;
+
+	CHECK_EQ_INT(peer_table_new(&c, false, &t), 0);
+	statics[0] = "changed:1"; /* the table keeps its own copy */
+	CHECK_EQ_INT(peer_table_get(t, "none", &rows, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	if (n == 2) {
+		CHECK_EQ_STR(rows[0].peer, "127.0.0.5:7654");
+		CHECK_EQ_STR(rows[1].peer, "127.0.0.6:8000");
+	}
+	free(rows);
+	peer_table_free(t);
+
+	/* A DNS name that does not exist: no peer, a reason, no failure. */
+	{
+		struct peer_table_config d = {.dns_name = "no-such-name.invalid"};
+
+		CHECK_EQ_INT(peer_table_new(&d, false, &t), 0);
+		CHECK_EQ_INT(peer_table_get(t, "none", &rows, &n), 0);
+		CHECK_EQ_INT(n, 0);
+		CHECK(rows == NULL);
+		CHECK(peer_table_dns_problem(t)[0] != '\0');
+		peer_table_free(t);
+	}
+	/* localhost resolves through /etc/hosts, on the default port (no SRV). */
+	{
+		struct dns_peer dp[4];
+		char why[256];
+
+		n = 0;
+		CHECK_EQ_INT(dns_peers_resolve("localhost", 2000, dp, 4, &n, why, sizeof(why)), 0);
+		CHECK(n >= 1);
+		if (n >= 1)
+			CHECK_EQ_INT(dp[0].port, PEER_PORT_DEFAULT);
+	}
+}
+
+/* The live table follows the watch: a peer resolved, resolved again at
+ * another address, its IPv6 sighting, withdrawn. */
+static void
+test_feed(void)
+{
+	struct peer_table_config c = {.discovery = false, .self = SELF};
+	struct dnssd_peer a = mdns("a", "10.0.0.10", 7654, NODE_A, KF, true);
+	struct dnssd_peer a6 = mdns("a", "fd00::a", 7654, NODE_A, KF, true);
+	struct dnssd_peer b = mdns("b", "10.0.0.11", 7655, NODE_B, KF, true);
+	struct peer_table *t = NULL;
+	struct peer_row *rows = NULL;
+	size_t n = 0;
+
+	CHECK_EQ_INT(peer_table_new(&c, true, &t), 0);
+	peer_table_feed(t, true, &a6);
+	peer_table_feed(t, true, &a);
+	peer_table_feed(t, true, &b);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 2); /* node A once, at its IPv4 address */
+	if (n == 2) {
+		CHECK_EQ_STR(rows[0].peer, "10.0.0.10:7654");
+		CHECK_EQ_STR(rows[1].peer, "10.0.0.11:7655");
+	}
+	free(rows);
+	snprintf(a.addr, sizeof(a.addr), "10.0.0.20"); /* the same sighting moved */
+	peer_table_feed(t, true, &a);
+	peer_table_feed(t, false, &b);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	if (n == 1)
+		CHECK_EQ_STR(rows[0].peer, "10.0.0.20:7654");
+	free(rows);
+	peer_table_feed(t, false, &a);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 1); /* its IPv6 sighting is still there */
+	if (n == 1)
+		CHECK_EQ_STR(rows[0].peer, "[fd00::a]:7654");
+	free(rows);
+	peer_table_feed(t, false, &a6);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 0);
+	free(rows);
+	peer_table_free(t);
+}
+
+int
+main(void)
+{
+	test_merge();
+	test_table();
+	test_feed();
+	return check_done();
+}
