@@ -16,7 +16,8 @@ The bridge lives in its own namespace (PREFIX-br), so nothing outside the namesp
 here sees a packet of the run: no address, route or link of the host is touched. Each node
 namespace has lo and eth0 (a veth whose other end is on the bridge), IPv4 only (IPv6 off),
 multicast on. A per-run prefix (bgh + PID) and subnet (10.(128 + PID/256).(PID%256).0/24,
-the PID below 32768) keep two concurrent runs apart. Processes are started through
+the PID below 32768) keep two concurrent runs apart; namespaces a killed run left behind
+(its PID gone) are deleted by the next run. Processes are started through
 `ip netns exec NS` (which also bind-mounts /etc/netns/NS/* over /etc/*: a node's own
 resolv.conf) with DBUS_SYSTEM_BUS_ADDRESS set to the node's bus; avahi-daemon runs under
 `unshare -m` with a tmpfs over /run, as its pid file and socket paths are compiled in.
@@ -24,6 +25,7 @@ Each child gets SIGTERM when the harness dies (PR_SET_PDEATHSIG)."""
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -235,15 +237,31 @@ class Lab:
         self.etc_dirs = []
         self.made_etc_netns = False
         self.namespaces = []
-        taken = [ns for ns in self._namespaces() if ns.startswith(self.prefix + "-")]
-        if taken:
-            raise NetnsError(f"namespaces {', '.join(taken)} exist already (a run of "
-                             f"the same PID that was not cleaned up?): ip netns del them")
+        self._remove_stale()
         self._add_ns(self.bridge_ns)
         _ip("-n", self.bridge_ns, "link", "set", "lo", "up")
         # No multicast snooping: mDNS must reach every port whatever IGMP says.
         _ip("-n", self.bridge_ns, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
         _ip("-n", self.bridge_ns, "link", "set", "br0", "up")
+
+    def _remove_stale(self):
+        """Deletes what a killed run left: namespaces bghPID-* (and /etc/netns entries)
+        whose PID is ours or no longer runs. A live run's are never touched."""
+        for ns in self._namespaces():
+            m = re.match(r"bgh(\d+)-", ns)
+            if not m:
+                continue
+            pid = int(m.group(1))
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, 0)
+                    continue          # that run is alive
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue
+            _ip("netns", "del", ns, check=False)
+            shutil.rmtree(os.path.join(ETC_NETNS, ns), ignore_errors=True)
 
     @staticmethod
     def _namespaces():
