@@ -75,6 +75,8 @@ def _ip(*args, check=True):
 
 
 def _tail(path, n=1200):
+    if not path:
+        return ""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()[-n:].strip()
