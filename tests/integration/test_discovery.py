@@ -173,12 +173,16 @@ def wrong_key(t, doc):
 def no_avahi(t, doc):
     """without avahi-daemon a static peer (one warning) and a DNS name (A + SRV) still work"""
     expect_seed(t, row_of(doc, "A"))
-    expect_from_peer(t, row_of(doc, "B"), "static")
+    b = row_of(doc, "B")
+    expect_from_peer(t, b, "static")
+    lines = [x for x in str(b.get("stderr")).splitlines() if x.strip()]
+    t.eq("B (discovery on, no avahi-daemon): lines on get's stderr", len(lines), 1)
     c = row_of(doc, "C")
     expect_from_peer(t, c, "dns")
+    t.eq("C (discovery off): get's stderr", c.get("stderr"), "")
     e = c.get("peers_entry") or {}
     t.eq("C: `bgcopy peers` source of A", e.get("source"), "dns")
-    t.eq("C: `bgcopy peers` port of A (from the SRV record)", e.get("port"), 7654)
+    t.eq("C: `bgcopy peers` port of A (7655: only the SRV record says it)", e.get("port"), 7655)
     return ["A", "B", "C"]
 
 
