@@ -282,7 +282,7 @@ class Lab:
         node = Node(self, name, ns, f"{self.net}.{index}", index)
         os.makedirs(node.dir, exist_ok=True)
         self._add_ns(ns)
-        port = f"p{index}"
+        port = node.port = f"p{index}"
         _ip("-n", ns, "link", "set", "lo", "up")
         _ip("-n", self.bridge_ns, "link", "add", port, "type", "veth", "peer", "name",
             node.iface, "netns", ns)
@@ -299,6 +299,9 @@ class Lab:
         for p in reversed([p for p in self.procs if p.node is node]):
             self.stop_proc(p)
         self.procs = [p for p in self.procs if p.node is not node]
+        # The veth first, at once: a deleted namespace takes its links along only later,
+        # and the next node with this index wants the port's name.
+        _ip("-n", self.bridge_ns, "link", "del", node.port, check=False)
         _ip("netns", "del", node.ns, check=False)
         self.namespaces = [ns for ns in self.namespaces if ns != node.ns]
         d = os.path.join(ETC_NETNS, node.ns)
