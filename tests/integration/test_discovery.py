@@ -165,7 +165,11 @@ def wrong_key(t, doc):
     t.eq("C: content requests A's peerd answered during C's get", c.get("a_content_requests"), 0)
     for what in ("A listed rejected (key mismatch)", "B listed rejected (key mismatch)"):
         t.eq(f"C: {what}", sorted(measured(doc, what)), ["C"])
-    expect_from_peer(t, row_of(doc, "B"), "mdns")
+    b = row_of(doc, "B")
+    expect_from_peer(t, b, "mdns")
+    t.ok("B: A's peerd counted B's content requests (the counter works)",
+         isinstance(b.get("a_content_requests"), int) and b["a_content_requests"] > 0,
+         f"got {b.get('a_content_requests')!r}")
     return ["A", "C", "B"]
 
 
