@@ -35,6 +35,7 @@ import time
 CLONE_NEWNET = 0x40000000
 NETNS_RUN = "/var/run/netns"
 ETC_NETNS = "/etc/netns"
+ETC_MARK = os.path.join(ETC_NETNS, ".made-by-bgcopy-harness")
 
 try:
     _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -217,8 +218,9 @@ class Node:
         /etc/resolv.conf."""
         d = os.path.join(ETC_NETNS, self.ns)
         if not os.path.isdir(ETC_NETNS):
-            os.makedirs(ETC_NETNS)
-            self.lab.made_etc_netns = True
+            os.makedirs(ETC_NETNS, exist_ok=True)
+            # Marks /etc/netns as made by a run (which may not be this one's last).
+            open(ETC_MARK, "w").close()
         os.makedirs(d, exist_ok=True)
         self.lab.etc_dirs.append(d)
         with open(os.path.join(d, "resolv.conf"), "w") as f:
@@ -237,7 +239,6 @@ class Lab:
         self.nodes = []
         self.procs = []
         self.etc_dirs = []
-        self.made_etc_netns = False
         self.namespaces = []
         self._remove_stale()
         self._add_ns(self.bridge_ns)
@@ -368,9 +369,10 @@ class Lab:
         for d in self.etc_dirs:
             shutil.rmtree(d, ignore_errors=True)
         self.etc_dirs = []
-        if self.made_etc_netns:
-            try:
-                os.rmdir(ETC_NETNS)  # only when empty: another run may use it
-            except OSError:
-                pass
-            self.made_etc_netns = False
+        # /etc/netns goes when a run made it and no run uses it any more.
+        try:
+            if os.listdir(ETC_NETNS) == [os.path.basename(ETC_MARK)]:
+                os.unlink(ETC_MARK)
+                os.rmdir(ETC_NETNS)
+        except OSError:
+            pass
