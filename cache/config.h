@@ -19,6 +19,9 @@
  *   peer_caching      off|client|server|both (server) new jobs' mode
  *   listen            numeric address  (127.0.0.1) peerd listens there
  *   port              0-65535              (7654)   peerd's port
+ * An empty value for peer, peer_dns or peer_key sets none (so a user's
+ * file can drop what the system's file named).  discovery also takes
+ * yes/no and true/false.
  */
 #ifndef BG_CONFIG_H
 #define BG_CONFIG_H
@@ -30,6 +33,7 @@
 
 #define BG_CONFIG_PEERS_MAX 16
 #define BG_CONFIG_SYSTEM_PATH "/etc/bgcopy/bgcopy.conf"
+#define BG_CONFIG_PATH_MAX 4096 /* bytes of a file name, NUL included */
 
 /* Where a setting's value came from. */
 enum bg_conf_source {
@@ -86,5 +90,23 @@ int bg_config_set(struct bg_config *c, const char *name, const char *value, char
                   size_t whylen) BG_WUR;
 
 void bg_config_free(struct bg_config *c);
+
+/* The key named name ("peer_key"); BG_EINVAL for no key of that name. */
+int bg_config_key_parse(const char *name, enum bg_conf_key *out) BG_WUR;
+
+/* The files bg_config_load looks for, in the order read: $BGCOPY_CONFIG
+ * alone when set (none when empty), else the system file and the user's.
+ * Returns how many were written to paths (at most max). */
+size_t bg_config_paths(char paths[][BG_CONFIG_PATH_MAX], size_t max);
+
+/* bg_config_load with the files given (at most 3) instead of the usual
+ * ones, for tests and tools. */
+int bg_config_load_paths(struct bg_config *c, const char *const *paths, size_t npaths,
+                         char *why, size_t whylen) BG_WUR;
+
+/* The value of key k as the file would write it ("on", "7654"; the peers
+ * separated by spaces; "" for none) in buf. */
+const char *bg_config_value(const struct bg_config *c, enum bg_conf_key k, char *buf,
+                            size_t len);
 
 #endif /* BG_CONFIG_H */

@@ -21,6 +21,8 @@
 
 #include <openssl/crypto.h>
 
+#include "config.h"
+#include "dnssd.h"
 #include "peerd.h"
 
 #define PROG "bgcopy-peerd"
@@ -32,6 +34,57 @@ static void
 log_cb(void *cls, const char *fmt, va_list ap)
 {
 	bg_vcomplain(PROG, fmt, ap);
+}
+
+/* DNS-SD's log lines, as peerd's own. */
+static void dnssd_log(void *arg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void
+dnssd_log(void *arg, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	bg_vcomplain(PROG, fmt, ap);
+	va_end(ap);
+}
+
+/* Announces peerd on the LAN (DNS-SD through avahi-daemon), with the
+ * node's id and the key's fingerprint.  Not announcing is no reason to
+ * stop serving: *out stays NULL then, and the reason has been logged. */
+static void
+start_announcing(const char *home, const char *listen, unsigned port, const unsigned char *key,
+         size_t keylen, struct dnssd_announce **out)
+{
+	struct dnssd_announce_config ac;
+	char node[BG_NODE_ID_LEN + 1], fp[PEER_KEY_FP_LEN + 1], why[256];
+	int err;
+
+	*out = NULL;
+	/* Checked first: the node id is made (HOME/node-id) only for a
+	 * node that announces, the one file peerd may create. */
+	if (!dnssd_listen_announced(listen, why, sizeof(why))) {
+		complain("DNS-SD: not announced: %s", why);
+		return;
+	}
+	if ((err = bg_node_id(home, node)) != 0) {
+		complain("cannot read the node id in %s (%s): announcing a random one",
+		         home, bg_strerror(err));
+		if ((err = bg_node_id(NULL, node)) != 0)
+			return;
+	}
+	if ((err = peer_key_fingerprint(key, keylen, fp)) != 0) {
+		complain("DNS-SD: not announced: %s", bg_strerror(err));
+		return;
+	}
+	memset(&ac, 0, sizeof(ac));
+	ac.listen = listen;
+	ac.port = port;
+	ac.node_id = node;
+	ac.key_fp = fp;
+	ac.log = dnssd_log;
+	err = dnssd_announce_start(&ac, out);
+	if (err != 0 && err != BG_ENOTIMPL) /* ENOTIMPL: loopback, logged */
+		complain("DNS-SD: not announced: %s", bg_strerror(err));
 }
 
 static void
@@ -47,14 +100,21 @@ usage(FILE *f)
 	        "\n"
 	        "  --home DIR            the bgcopy home (else $BGCOPY_HOME, else\n"
 	        "                        ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy)\n"
-	        "  --listen ADDR         numeric IPv4 or IPv6 address (default %s)\n"
-	        "  --port N              TCP port, 0: any free one (default %u)\n"
+	        "  --listen ADDR         numeric IPv4 or IPv6 address (default: listen in\n"
+	        "                        bgcopy.conf, else %s)\n"
+	        "  --port N              TCP port, 0: any free one (default: port in\n"
+	        "                        bgcopy.conf, else %u)\n"
 	        "  --port-file F         write the port listened on to F once listening\n"
 	        "  --threads N           polling threads (default: one per online CPU)\n"
 	        "  --max-connections N   open connections at most (default %u)\n"
 	        "  --timeout SECONDS     close connections idle that long (default %u)\n"
 	        "  --peer-key FILE       require HMAC-signed requests (X-Bgcopy-Auth)\n"
+	        "                        (default: peer_key in bgcopy.conf, else none)\n"
 	        "  --help, --version\n"
+	        "\n"
+	        "bgcopy.conf (as bgcopy reads it: /etc/bgcopy/bgcopy.conf, then\n"
+	        "${XDG_CONFIG_HOME:-$HOME/.config}/bgcopy/bgcopy.conf, or $BGCOPY_CONFIG alone)\n"
+	        "gives listen, port, peer_key and discovery; the options above override it.\n"
 	        "\n"
 	        "Runs until SIGTERM or SIGINT.  Exit status: 0 stopped by a signal, 2 usage\n"
 	        "error, 3 store or system error.\n",
@@ -121,17 +181,20 @@ main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	struct peerd_config cfg;
+	struct bg_config conf;
 	struct sockaddr_storage sa;
 	struct bg_store *st = NULL;
 	struct peerd *pd = NULL;
+	struct dnssd_announce *ann = NULL;
 	const char *home_arg = NULL, *port_file = NULL, *key_file = NULL;
 	char home[PATH_MAX];
 	unsigned char key[PEER_KEY_MAX];
 	size_t keylen = 0;
 	unsigned salen;
 	sigset_t stop_set;
+	char why[1024];
 	int opt, err, sig, rc = EXIT_SYSTEM;
-	bool wrote_port_file = false;
+	bool wrote_port_file = false, listen_given = false, port_given = false;
 
 	peerd_config_init(&cfg);
 	opterr = 0;
@@ -142,12 +205,14 @@ main(int argc, char **argv)
 			break;
 		case 'l':
 			cfg.listen = optarg;
+			listen_given = true;
 			break;
 		case 'p':
 			if (!parse_uint(optarg, 0, 65535, &cfg.port)) {
 				complain("--port: expected 0..65535, got '%s'", optarg);
 				return EXIT_USAGE;
 			}
+			port_given = true;
 			break;
 		case 'f':
 			port_file = optarg;
@@ -192,26 +257,49 @@ main(int argc, char **argv)
 		complain("unexpected argument '%s' (see bgcopy-peerd --help)", argv[optind]);
 		return EXIT_USAGE;
 	}
+	/* bgcopy.conf gives what the options did not (bgcopy reads the same
+	 * files).  The strings stay in conf until the end. */
+	if ((err = bg_config_load(&conf, why, sizeof(why))) != 0) {
+		complain("%s", why);
+		return err == BG_EINVAL ? EXIT_USAGE : EXIT_SYSTEM;
+	}
+	if (!listen_given)
+		cfg.listen = conf.listen;
+	if (!port_given)
+		cfg.port = conf.port;
+	if (key_file == NULL)
+		key_file = conf.peer_key;
 	if (peerd_parse_listen(cfg.listen, cfg.port, &sa, &salen) != 0) {
 		complain("--listen: expected a numeric IPv4 or IPv6 address, got '%s'", cfg.listen);
-		return EXIT_USAGE;
+		rc = EXIT_USAGE;
+		goto out;
 	}
 	if (cfg.threads != 0 && cfg.max_connections < cfg.threads) {
 		complain("--max-connections (%u) must be at least --threads (%u)",
 		         cfg.max_connections, cfg.threads);
-		return EXIT_USAGE;
+		rc = EXIT_USAGE;
+		goto out;
 	}
 	if ((rc = resolve_home(home_arg, home, sizeof(home))) != EXIT_DONE)
-		return rc;
+		goto out;
 	rc = EXIT_SYSTEM;
 	if (key_file != NULL) {
 		if ((err = peer_key_load(key_file, key, &keylen)) != 0) {
-			complain("cannot use the peer key %s: %s%s", key_file, bg_strerror(err),
+			char where[BG_CONFIG_PATH_MAX + 32] = "";
+
+			/* A key from the file names where it was set. */
+			if (key_file == conf.peer_key &&
+			    conf.where[BG_CONF_PEER_KEY].source == BG_CONF_FILE)
+				snprintf(where, sizeof(where), "%s:%u: peer_key: ",
+				         conf.where[BG_CONF_PEER_KEY].file,
+				         conf.where[BG_CONF_PEER_KEY].line);
+			complain("%scannot use the peer key %s: %s%s", where, key_file, bg_strerror(err),
 			         err == BG_EINVAL   ? " (it must hold 16 to 4096 bytes)"
 			         : err == BG_EUNSAFE ? " (it must be a file only its owner can read: "
 			                               "chmod 600)"
 			                             : "");
-			return err == BG_EINVAL || err == BG_EUNSAFE ? EXIT_USAGE : EXIT_SYSTEM;
+			rc = err == BG_EINVAL || err == BG_EUNSAFE ? EXIT_USAGE : EXIT_SYSTEM;
+			goto out;
 		}
 		cfg.peer_key = key;
 		cfg.peer_key_len = keylen;
@@ -262,6 +350,10 @@ main(int argc, char **argv)
 	         st == NULL ? " (no store there yet: content is 404 until bgcopy creates it; "
 	                      "check --home)"
 	                    : "");
+	/* Announced by DNS-SD unless bgcopy.conf turns discovery off. */
+	if (conf.discovery)
+		start_announcing(home, cfg.listen, peerd_port(pd), keylen != 0 ? key : NULL,
+		                 keylen, &ann);
 
 	do {
 		err = sigwait(&stop_set, &sig);
@@ -273,10 +365,13 @@ main(int argc, char **argv)
 	complain("stopping on signal %d", sig);
 	rc = EXIT_DONE;
 out:
+	/* Withdrawn first: peers stop coming before the door closes. */
+	dnssd_announce_stop(ann);
 	peerd_stop(pd);
 	store_close(st);
 	if (wrote_port_file)
 		unlink(port_file);
 	OPENSSL_cleanse(key, sizeof(key));
+	bg_config_free(&conf);
 	return rc;
 }

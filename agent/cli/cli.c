@@ -78,7 +78,10 @@ cli_usage(FILE *f)
 	      "  cache list [--json] | show URL | rm URL | stats [--json] | gc | clear | verify [--json]\n"
 	      "  cache compact | cache config [--max-size BYTES|N%] [--max-age DAYS]\n"
 	      "  crl list [--json] | crl refresh | crl clear\n"
+	      "  config [--json]                the settings in effect (bgcopy.conf) and their source\n"
 	      "\n"
+	      "Settings: /etc/bgcopy/bgcopy.conf, then ${XDG_CONFIG_HOME:-$HOME/.config}/bgcopy/\n"
+	      "bgcopy.conf, or $BGCOPY_CONFIG alone (empty: none); options override them.\n"
 	      "Home: --home, else $BGCOPY_HOME, else ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy.\n"
 	      "Exit status: 0 done, 1 job ended in ERROR, 2 usage error or E_NOTIMPL, 3 store or\n"
 	      "system error.\n",
@@ -602,6 +605,8 @@ static int
 cmd_get(struct ctx *c, int argc, char **argv)
 {
 	struct get_opts o;
+	enum peer_caching caching;
+	const char *conf_key = NULL;
 	char *url = NULL, *key = NULL, id[STORE_JOB_ID_LEN + 1];
 	char out[PATH_MAX], name[PATH_MAX], crl_dir[PATH_MAX + 8];
 	struct job_lock *lock = NULL;
@@ -625,6 +630,14 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		return rc < 0 ? EXIT_DONE : rc;
 	o.jo.headers = o.headers;
 	o.jo.peers = o.peers;
+	/* A new job's mode is the config's (--peer still makes it both). */
+	o.jo.peer_caching = &caching;
+	if (peer_caching_parse(c->conf.peer_caching, &caching) != 0)
+		caching = PEER_CACHING_SERVER;
+	/* The config's key is the runner's, not written into the job: a
+	 * changed config applies to the next run. */
+	if (o.jo.peer_key == NULL && (rc = cli_config_peer_key(c, false, &conf_key)) != EXIT_DONE)
+		return rc;
 	if ((rc = cli_parse_url(o.url_arg, &url)) != EXIT_DONE)
 		goto out;
 	if (o.out_arg == NULL) {
@@ -701,6 +714,7 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	ro.crl_dir = crl_dir;
 	ro.home = c->home;
 	ro.transient_retries = GET_TRANSIENT_RETRIES;
+	ro.peer_key = conf_key;
 	ro.sync = o.sync;
 	ro.stop = &stop_flag;
 	if (isatty(STDERR_FILENO)) {
@@ -794,12 +808,16 @@ cmd_create(struct ctx *c, int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	struct job_options jo;
+	enum peer_caching caching;
 	char id[STORE_JOB_ID_LEN + 1];
 	int ch, rc, err;
 
 	memset(&jo, 0, sizeof(jo));
 	jo.priority = JOB_PRIO_NORMAL;
 	jo.ca_file = c->g->ca_file;
+	if (peer_caching_parse(c->conf.peer_caching, &caching) != 0)
+		caching = PEER_CACHING_SERVER;
+	jo.peer_caching = &caching;
 	optind = 0;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "+:", longopts, NULL)) != -1) {
@@ -1285,16 +1303,24 @@ static const struct command {
 	{"replace-remote-prefix", cmd_replace_remote_prefix},
 	{"wait", cmd_wait},
 	{"daemon", cmd_daemon},
+	{"config", cmd_config},
 };
 
 int
 cli_run(const struct cli_globals *g, int argc, char **argv)
 {
 	struct ctx c;
-	int rc = -1;
+	char why[1024];
+	int rc = -1, err;
 
 	memset(&c, 0, sizeof(c));
 	c.g = g;
+	/* Every command sees the same settings; a bad file stops them all,
+	 * so that a typo is found at once and not by a peer never asked. */
+	if ((err = bg_config_load(&c.conf, why, sizeof(why))) != 0) {
+		cli_complain("%s", why);
+		return err == BG_EINVAL ? EXIT_USAGE : EXIT_SYSTEM;
+	}
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
 		if (strcmp(argv[0], commands[i].name) == 0) {
 			rc = commands[i].fn(&c, argc, argv);
@@ -1306,5 +1332,6 @@ cli_run(const struct cli_globals *g, int argc, char **argv)
 		rc = EXIT_USAGE;
 	}
 	store_close(c.st);
+	bg_config_free(&c.conf);
 	return rc;
 }

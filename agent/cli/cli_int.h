@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "jobs.h"
 #include "cli.h"
 
@@ -13,6 +14,9 @@ struct ctx {
 	const struct cli_globals *g;
 	char home[PATH_MAX];
 	struct bg_store *st;
+	/* bgcopy.conf, loaded once before every command (cli_run): defaults,
+	 * the files, no command-line overrides. */
+	struct bg_config conf;
 };
 
 /* Prints "bgcopy: MESSAGE" on stderr. */
@@ -46,6 +50,15 @@ bool cli_take_flag(int *argc, char **argv, const char *flag);
 bool cli_sync_wanted(void);
 /* Tells a running daemon that jobs changed (HOME/wake). */
 void cli_wake(struct ctx *c);
+
+/* The peer key file to use when no --peer-key is given: the config's
+ * peer_key, or NULL, in *key.  One that cannot be used is reported in one
+ * line naming where it was set: with fatal, EXIT_USAGE is returned; else
+ * it is a warning (the runner then asks no peer) and EXIT_DONE. */
+int cli_config_peer_key(struct ctx *c, bool fatal, const char **key);
+
+/* config [--json] (cli_config.c). */
+int cmd_config(struct ctx *c, int argc, char **argv);
 
 /* cache ... (cli_cache.c). */
 int cmd_cache(struct ctx *c, int argc, char **argv);

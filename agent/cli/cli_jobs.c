@@ -567,6 +567,8 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (opt.peer_key == NULL && (rc = cli_config_peer_key(c, true, &opt.peer_key)) != EXIT_DONE)
+		return rc;
 	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		return rc;
 	opt.home = c->home;

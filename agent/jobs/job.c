@@ -469,7 +469,7 @@ job_create(struct bg_store *st, const struct job_options *opt, const struct job_
 	memcpy(job.id, id, sizeof(job.id));
 	job.state = JOB_SUSPENDED;
 	job.priority = opt->priority;
-	job.peer_caching = PEER_CACHING_SERVER;
+	job.peer_caching = opt->peer_caching != NULL ? *opt->peer_caching : PEER_CACHING_SERVER;
 	job.created = job.last_progress = now;
 	job.min_retry_delay = JOB_MIN_RETRY_DELAY;
 	job.no_progress_timeout = JOB_NO_PROGRESS_TIMEOUT;

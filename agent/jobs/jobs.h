@@ -43,6 +43,7 @@ struct job_options {
 	const char *peer_key;         /* HMAC key file for the peers, or NULL */
 	bool no_cache;
 	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
+	const enum peer_caching *peer_caching; /* a new job's mode (bgcopy.conf), NULL: server */
 };
 
 /* Adds a file.  url must be canonical (url_canonical); local_path absolute.

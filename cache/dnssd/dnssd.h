@@ -39,12 +39,17 @@ struct dnssd_announce_config {
 	void *log_arg;
 };
 struct dnssd_announce;
+/* Whether a listen address would be announced: false for a loopback (or
+ * malformed) one, why saying so in a phrase for a log line.  For a caller
+ * that has work to do only when announcing (peerd makes HOME/node-id). */
+bool dnssd_listen_announced(const char *listen, char *why, size_t whylen);
 /* Starts announcing (in a thread of its own); keeps trying while
  * avahi-daemon is absent and announces again after it restarts.  0, or
  * BG_ENOMEM / BG_EINVAL; BG_ENOTIMPL when there is nothing to announce
  * (loopback address: logged). */
 int dnssd_announce_start(const struct dnssd_announce_config *c, struct dnssd_announce **out) BG_WUR;
-/* Withdraws the service (goodbye packets) and frees a. NULL: nothing. */
+/* Withdraws the service (goodbye packets) and frees a. NULL: nothing.
+ * Nothing is logged after it returns. */
 void dnssd_announce_stop(struct dnssd_announce *a);
 
 /* ---- Browse (agent) ------------------------------------------------------ */
@@ -57,6 +62,9 @@ struct dnssd_peer {
 	unsigned version;               /* TXT v=, 0 when absent or not a number */
 	char node[BG_NODE_ID_LEN + 1];  /* TXT id=, "" when absent or malformed */
 	char kf[PEER_KEY_FP_LEN + 1];   /* TXT kf=, "" when absent or malformed */
+	int family;                     /* AF_INET or AF_INET6, addr's */
+	bool local;                     /* published on this machine (maybe by
+	                                 * our own peerd: compare node) */
 };
 
 /* Browses and resolves for at most timeout_ms; returns earlier once Avahi
@@ -67,14 +75,19 @@ int dnssd_browse_once(unsigned timeout_ms, struct dnssd_peer **out, size_t *n, c
                       size_t whylen) BG_WUR;
 
 /* A live browse: cb(arg, true, p) when a peer is resolved (again: its data
- * may have changed), cb(arg, false, p) when it is withdrawn, or when
- * avahi-daemon goes away (then for every peer known; logged once; the
- * watch reconnects when the daemon is back).  Called from the watch's own
- * thread. */
+ * may have changed), cb(arg, false, p) when it is withdrawn or stops
+ * resolving, or when avahi-daemon goes away (then for every peer known;
+ * logged once; the watch reconnects when the daemon is back).  A peer is
+ * one sighting: (name, ifindex, family); a down carries the data of the
+ * last up.  Called from the watch's own thread, which must not call
+ * dnssd_watch_stop().  Starting without avahi-daemon is no error (0,
+ * logged once): the watch waits for it.  0, BG_ENOMEM, BG_EINVAL. */
 typedef void (*dnssd_watch_fn)(void *arg, bool up, const struct dnssd_peer *p);
 struct dnssd_watch;
 int dnssd_watch_start(dnssd_watch_fn cb, void *arg, dnssd_log_fn log, void *log_arg,
                       struct dnssd_watch **out) BG_WUR;
+/* Stops the watch: no callback runs once it returns (none reports the
+ * peers down).  NULL: nothing. */
 void dnssd_watch_stop(struct dnssd_watch *w);
 
 #endif /* BG_DNSSD_H */

@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <lmdb.h>
@@ -59,6 +60,8 @@ setup(void)
 	snprintf(home, sizeof(home), "/tmp/bgcopy-fuzz-store.XXXXXX");
 	FUZZ_ASSERT(mkdtemp(home) != NULL);
 	atexit(remove_home);
+	/* cli_run reads bgcopy.conf: none of this machine's. */
+	setenv("BGCOPY_CONFIG", "", 1);
 	snprintf(store_path, sizeof(store_path), "%s/store.mdb", home);
 	/* The store as the agent makes it: databases and version record. */
 	FUZZ_ASSERT(store_open(home, 0, NULL, &st) == 0);

@@ -145,6 +145,10 @@ def main(argv, cases, doc=None, needs_exe=True):
     def _term(signum, frame):
         raise SystemExit(f"terminated by signal {signum}")
     signal.signal(signal.SIGTERM, _term)
+    # Hermetic: no bgcopy.conf of this machine or user (/etc/bgcopy, ~/.config) reaches a
+    # child. A case that wants a config file names it for its own runs (Bgcopy env_extra,
+    # Peerd env_extra).
+    os.environ["BGCOPY_CONFIG"] = ""
 
     if len(argv) >= 2 and argv[1] == "--list":
         print("\n".join(cases))
@@ -237,10 +241,11 @@ def _shell_quote(a):
 class Bgcopy:
     """Runs the bgcopy binary with a private --home."""
 
-    def __init__(self, exe, home, ca_file=None):
+    def __init__(self, exe, home, ca_file=None, env_extra=None):
         self.exe = exe
         self.home = home
         self.ca_file = ca_file
+        self.env_extra = dict(env_extra or {})  # e.g. {"BGCOPY_CONFIG": path}; None unsets
 
     def argv(self, *args, global_args=()):
         return [self.exe, "--home", self.home, *global_args, *args]
@@ -342,10 +347,16 @@ class Bgcopy:
     def env(self):
         """The environment of bgcopy commands: the test's own without BGCOPY_HOME and
         without proxy variables (every request goes to loopback; a case that wants a proxy
-        sets one)."""
+        sets one), and with no bgcopy.conf (BGCOPY_CONFIG empty) unless env_extra names one."""
         env = {k: v for k, v in os.environ.items()
                if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
         env.pop("BGCOPY_HOME", None)
+        env.setdefault("BGCOPY_CONFIG", "")
+        for k, v in self.env_extra.items():  # None: the variable unset
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         return env
 
     def json(self, *args, timeout=60):
@@ -555,9 +566,9 @@ class Peerd:
         # home None: no --home, the home comes from env_extra (BGCOPY_HOME).
         argv = [self.exe, *(["--home", self.home] if self.home is not None else []),
                 "--port", "0", "--port-file", self.port_file, *self.args]
-        env = None
+        env = dict(os.environ)
+        env.setdefault("BGCOPY_CONFIG", "")  # no bgcopy.conf unless env_extra names one
         if self.env_extra is not None:
-            env = dict(os.environ)
             env.pop("BGCOPY_HOME", None)
             env.update(self.env_extra)
         print(f"  start {' '.join(argv[1:])}"

@@ -204,6 +204,55 @@ static void test_clock(void)
 	unsetenv(BG_CLOCK_OFFSET_ENV);
 }
 
+/* The node id: made once, the same on every later call and for every
+ * process; a damaged file is an error, not replaced; without the home a
+ * random id each time. */
+static void test_node_id(void)
+{
+	char home[512], path[600], a[BG_NODE_ID_LEN + 1], b[BG_NODE_ID_LEN + 1];
+	FILE *f;
+
+	snprintf(home, sizeof(home), "%s/node", dir);
+	CHECK_EQ_INT(bg_node_id(home, a), 0); /* no home yet */
+	CHECK_EQ_INT(strlen(a), BG_NODE_ID_LEN);
+	CHECK_EQ_INT(bg_node_id(home, b), 0);
+	CHECK(strcmp(a, b) != 0);
+	snprintf(path, sizeof(path), "%s/node-id", home);
+	CHECK(access(path, F_OK) != 0);
+	CHECK_EQ_INT(mkdir(home, 0700), 0);
+	CHECK_EQ_INT(bg_node_id(home, a), 0);
+	CHECK_EQ_INT(bg_node_id(home, b), 0);
+	CHECK_EQ_STR(a, b);
+	for (size_t i = 0; i < BG_NODE_ID_LEN; i++)
+		CHECK(strchr("0123456789abcdef", a[i]) != NULL);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	if (f != NULL) {
+		fputs("not an id\n", f);
+		fclose(f);
+	}
+	CHECK_EQ_INT(bg_node_id(home, b), BG_ECORRUPT);
+}
+
+/* The key fingerprint: "none" without a key, 16 hex digits with one, the
+ * same for the same key, another for another key. */
+static void test_key_fingerprint(void)
+{
+	static const unsigned char k1[] = "0123456789abcdef-key-one";
+	static const unsigned char k2[] = "0123456789abcdef-key-two";
+	char a[PEER_KEY_FP_LEN + 1], b[PEER_KEY_FP_LEN + 1];
+
+	CHECK_EQ_INT(peer_key_fingerprint(NULL, 0, a), 0);
+	CHECK_EQ_STR(a, "none");
+	CHECK_EQ_INT(peer_key_fingerprint(k1, sizeof(k1) - 1, a), 0);
+	CHECK_EQ_INT(strlen(a), PEER_KEY_FP_LEN);
+	CHECK_EQ_INT(peer_key_fingerprint(k1, sizeof(k1) - 1, b), 0);
+	CHECK_EQ_STR(a, b);
+	CHECK_EQ_INT(peer_key_fingerprint(k2, sizeof(k2) - 1, b), 0);
+	CHECK(strcmp(a, b) != 0);
+	CHECK(strstr((const char *)k1, a) == NULL);
+}
+
 int main(void)
 {
 	if (mkdtemp(dir) == NULL) {
@@ -216,6 +265,8 @@ int main(void)
 	test_file();
 	test_complain();
 	test_clock();
+	test_node_id();
+	test_key_fingerprint();
 	{
 		char cmd[64];
 
