@@ -366,7 +366,13 @@ browse_once(struct peer_table *t)
 		return;
 	t->mdns_done = true;
 	find_self(t);
-	err = dnssd_browse_once(t->c.browse_ms > 0 ? t->c.browse_ms : PEER_TABLE_BROWSE_MS, &found, &n, why, sizeof(why));
+	/* A download's browse ends at the first peer avahi-daemon has
+	 * cached; a listing (browse_ms given) waits for every answer. */
+	if (t->c.browse_ms > 0)
+		err = dnssd_browse_once(t->c.browse_ms, 0, &found, &n, why, sizeof(why));
+	else
+		err = dnssd_browse_once(PEER_TABLE_BROWSE_MS, DNSSD_FIRST_CACHED, &found, &n, why,
+		                        sizeof(why));
 	if (err != 0) {
 		warn_discovery(why[0] != '\0' ? why : bg_strerror(err));
 		n = 0;

@@ -14,7 +14,7 @@
 #include "net.h"
 
 #define PEER_TABLE_MAX 64          /* peers listed at once */
-#define PEER_TABLE_BROWSE_MS 300   /* the one-shot mDNS browse's bound */
+#define PEER_TABLE_BROWSE_MS 250   /* the one-shot mDNS browse's bound: a get adds at most ~300 ms */
 #define PEER_TABLE_DNS_TTL 60      /* seconds a DNS name's addresses are kept (live table) */
 
 enum peer_source { PEER_SRC_OPTION, PEER_SRC_STATIC, PEER_SRC_DNS, PEER_SRC_MDNS };
@@ -47,7 +47,9 @@ struct peer_table_config {
 	bool any_subnet;             /* mDNS peers off this node's subnets too */
 	const char *self;            /* this node's id (its own announcement is skipped), or NULL: */
 	const char *home;            /* ... read from (or made in) this home at the first browse */
-	unsigned browse_ms;          /* the one-shot browse's bound (0: PEER_TABLE_BROWSE_MS) */
+	unsigned browse_ms;          /* the one-shot browse's bound, waiting for every answer
+	                              * (bgcopy peers); 0: a download's, PEER_TABLE_BROWSE_MS
+	                              * and ended by the first peer cached */
 };
 
 /* The merge, without any I/O (unit-tested): statics, then the DNS name's

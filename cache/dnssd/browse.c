@@ -51,6 +51,8 @@ struct once {
 	size_t n, cap;
 	unsigned pending; /* resolvers not yet answered */
 	bool all_for_now;
+	bool cache_exhausted; /* avahi-daemon has told what its cache held */
+	size_t remote;        /* peers found that are not on this machine */
 	bool failed, nomem;
 	int err;
 };
@@ -77,6 +79,8 @@ once_resolved(AvahiServiceResolver *r, AvahiIfIndex ifindex, AvahiProtocol proto
 			o->cap = cap;
 		}
 		fill_peer(&o->peers[o->n++], ifindex, proto, name, addr, port, txt, flags);
+		if (!o->peers[o->n - 1].local)
+			o->remote++;
 	}
 out:
 	avahi_service_resolver_free(r);
@@ -104,6 +108,7 @@ once_browsed(AvahiServiceBrowser *b, AvahiIfIndex ifindex, AvahiProtocol proto,
 		o->all_for_now = true;
 		break;
 	case AVAHI_BROWSER_CACHE_EXHAUSTED:
+		o->cache_exhausted = true;
 		break;
 	case AVAHI_BROWSER_FAILURE:
 		o->failed = true;
@@ -122,8 +127,8 @@ now_ms(void)
 }
 
 int
-dnssd_browse_once(unsigned timeout_ms, struct dnssd_peer **out, size_t *n, char *why,
-                  size_t whylen)
+dnssd_browse_once(unsigned timeout_ms, unsigned flags, struct dnssd_peer **out, size_t *n,
+                  char *why, size_t whylen)
 {
 	struct once o;
 	AvahiClient *c = NULL;
@@ -153,8 +158,16 @@ dnssd_browse_once(unsigned timeout_ms, struct dnssd_peer **out, size_t *n, char 
 		goto out;
 	}
 	/* Until Avahi has said all it knows and every resolve has ended, or
-	 * the time is up. */
-	while (!o.failed && !o.nomem && !(o.all_for_now && o.pending == 0)) {
+	 * the time is up.  Avahi says "all for now" only about a second after
+	 * the browse starts; but avahi-daemon keeps every announcement it
+	 * hears, so once its cache has given a peer on another machine, and
+	 * that peer is resolved, a browse for a download (DNSSD_FIRST_CACHED)
+	 * ends there: with peers around it does not wait.  With none in the
+	 * cache it waits for answers from the network until the time is up. */
+	bool first = (flags & DNSSD_FIRST_CACHED) != 0;
+
+	while (!o.failed && !o.nomem &&
+	       !((o.all_for_now || (first && o.cache_exhausted && o.remote > 0)) && o.pending == 0)) {
 		int64_t left = deadline - now_ms();
 
 		if (left <= 0 || avahi_simple_poll_iterate(o.sp, (int)left) != 0)

@@ -68,11 +68,14 @@ struct dnssd_peer {
 };
 
 /* Browses and resolves for at most timeout_ms; returns earlier once Avahi
- * has said all it knows and every resolve has ended.  *out (malloc'd, free()
- * it; NULL when *n is 0).  BG_EAGAIN when avahi-daemon cannot be reached
- * (why says so), BG_ENOMEM. */
-int dnssd_browse_once(unsigned timeout_ms, struct dnssd_peer **out, size_t *n, char *why,
-                      size_t whylen) BG_WUR;
+ * has said all it knows and every resolve has ended, and with
+ * DNSSD_FIRST_CACHED also once avahi-daemon's cache has given a peer on
+ * another machine and it is resolved (a download needs a peer, not every
+ * one).  *out (malloc'd, free() it; NULL when *n is 0).  BG_EAGAIN when
+ * avahi-daemon cannot be reached (why says so), BG_ENOMEM. */
+#define DNSSD_FIRST_CACHED 0x1u
+int dnssd_browse_once(unsigned timeout_ms, unsigned flags, struct dnssd_peer **out, size_t *n,
+                      char *why, size_t whylen) BG_WUR;
 
 /* A live browse: cb(arg, true, p) when a peer is resolved (again: its data
  * may have changed), cb(arg, false, p) when it is withdrawn or stops

@@ -283,7 +283,7 @@ check_no_daemon(void)
 	/* Whatever this machine has, a bus nobody listens on. */
 	setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bgcopy-test-bus", 1);
 
-	CHECK_EQ_INT(dnssd_browse_once(300, &peers, &n, why, sizeof(why)), BG_EAGAIN);
+	CHECK_EQ_INT(dnssd_browse_once(300, 0, &peers, &n, why, sizeof(why)), BG_EAGAIN);
 	CHECK(peers == NULL);
 	CHECK_EQ_INT(n, 0);
 	CHECK(why[0] != '\0');
