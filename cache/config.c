@@ -23,7 +23,6 @@
 #define CONF_DNS_NAME_MAX 253
 #define CONF_DNS_LABEL_MAX 63
 #define CONF_DEFAULT_LISTEN "127.0.0.1" /* peerd.h's PEERD_LISTEN_DEFAULT */
-#define CONF_DEFAULT_PORT 7654          /* peerd.h's PEERD_PORT_DEFAULT */
 #define CONF_DEFAULT_CACHING "server"
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -178,6 +177,9 @@ check_peer(const char *v)
 	}
 	if (bg_parse_u64(colon + 1, strlen(colon + 1), 65535, &port) != 0 || port == 0)
 		return "expected HOST:PORT, PORT 1-65535";
+	/* Results are kept per peer under HOST:PORT in the store. */
+	if (strlen(v) > STORE_PEER_KEY_MAX)
+		return "HOST:PORT too long (at most " STR(STORE_PEER_KEY_MAX) " bytes)";
 	return NULL;
 }
 
@@ -271,7 +273,7 @@ apply(struct bg_config *c, enum bg_conf_key k, const char *v, bool fresh_peers,
 		 * user's file can so drop the system's peers). */
 		if (v[0] != '\0' && (p = check_peer(v)) != NULL)
 			break;
-		if (fresh_peers)
+		if (fresh_peers || v[0] == '\0')
 			clear_peers(c);
 		if (v[0] == '\0')
 			break;
@@ -324,7 +326,7 @@ defaults(struct bg_config *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->discovery = true;
-	c->port = CONF_DEFAULT_PORT;
+	c->port = PEER_PORT_DEFAULT;
 	if ((c->peer_caching = strdup(CONF_DEFAULT_CACHING)) == NULL ||
 	    (c->listen = strdup(CONF_DEFAULT_LISTEN)) == NULL) {
 		bg_config_free(c);
@@ -362,13 +364,37 @@ say(char *why, size_t whylen, const char *fmt, ...)
 }
 
 /* Reads one file into c.  A missing one is skipped (*read false). */
+/* Reads one line (without its newline) into buf (CONF_LINE_MAX + 1 bytes)
+ * and NUL-terminates it.  1: a line; 0: end of file; -1: longer than
+ * CONF_LINE_MAX (the rest is not read: a huge file costs no memory);
+ * -2: a NUL byte in it; -3: a read error. */
+static int
+read_line(FILE *f, char *buf, size_t *len)
+{
+	size_t n = 0;
+	int ch;
+
+	while ((ch = getc(f)) != EOF && ch != '\n') {
+		if (ch == '\0')
+			return -2;
+		if (n == CONF_LINE_MAX)
+			return -1;
+		buf[n++] = (char)ch;
+	}
+	buf[n] = '\0';
+	*len = n;
+	if (ch == EOF && ferror(f))
+		return -3;
+	return ch == EOF && n == 0 ? 0 : 1;
+}
+
 static int
 read_file(struct bg_config *c, const char *path, bool *read, char *why, size_t whylen)
 {
 	FILE *f;
-	char *line = NULL, *file = NULL;
-	size_t cap = 0, slot;
-	ssize_t n;
+	char line[CONF_LINE_MAX + 1], *file = NULL;
+	size_t slot, n;
+	int got;
 	unsigned lineno = 0;
 	bool fresh_peers = true;
 	int err = 0;
@@ -391,22 +417,13 @@ read_file(struct bg_config *c, const char *path, bool *read, char *why, size_t w
 	}
 	c->files[slot] = file;
 	errno = 0;
-	while ((n = getline(&line, &cap, f)) >= 0) {
+	while ((got = read_line(f, line, &n)) > 0) {
 		char *s, *eq, *key, *val;
 		const char *problem = NULL;
 		enum bg_conf_key k;
 
+		(void)n;
 		lineno++;
-		if (n > CONF_LINE_MAX) {
-			say(why, whylen, "%s:%u: line longer than %d bytes", path, lineno, CONF_LINE_MAX);
-			err = BG_EINVAL;
-			break;
-		}
-		if (strlen(line) != (size_t)n) {
-			say(why, whylen, "%s:%u: NUL byte in the line", path, lineno);
-			err = BG_EINVAL;
-			break;
-		}
 		s = trim(line);
 		if (*s == '\0' || *s == '#')
 			continue;
@@ -449,11 +466,16 @@ read_file(struct bg_config *c, const char *path, bool *read, char *why, size_t w
 		}
 		errno = 0;
 	}
-	if (err == 0 && ferror(f)) {
+	if (err == 0 && got == -1) {
+		say(why, whylen, "%s:%u: line longer than %d bytes", path, lineno + 1, CONF_LINE_MAX);
+		err = BG_EINVAL;
+	} else if (err == 0 && got == -2) {
+		say(why, whylen, "%s:%u: NUL byte in the line", path, lineno + 1);
+		err = BG_EINVAL;
+	} else if (err == 0 && got == -3) {
 		err = bg_err_from_errno(errno != 0 ? errno : EIO);
 		say(why, whylen, "%s: cannot read: %s", path, strerror(errno != 0 ? errno : EIO));
 	}
-	free(line);
 	fclose(f);
 	*read = err == 0;
 	return err;
@@ -517,7 +539,16 @@ bg_config_load(struct bg_config *c, char *why, size_t whylen)
 {
 	char paths[2][BG_CONFIG_PATH_MAX];
 	const char *p[2];
+	const char *env = getenv("BGCOPY_CONFIG"), *xdg = getenv("XDG_CONFIG_HOME");
 	size_t n = bg_config_paths(paths, 2);
+
+	/* A name too long to open is a mistake to report, not a file to skip. */
+	if ((env != NULL && strlen(env) >= BG_CONFIG_PATH_MAX) ||
+	    (env == NULL && xdg != NULL && strlen(xdg) + 32 >= BG_CONFIG_PATH_MAX)) {
+		say(why, whylen, "%s: path too long", env != NULL ? "BGCOPY_CONFIG" : "XDG_CONFIG_HOME");
+		memset(c, 0, sizeof(*c));
+		return BG_EINVAL;
+	}
 
 	for (size_t i = 0; i < n; i++)
 		p[i] = paths[i];

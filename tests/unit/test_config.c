@@ -484,6 +484,60 @@ test_paths(void)
 	bg_config_free(&c);
 }
 
+/* What a review found: an empty peer empties a list begun in the same
+ * file; a peer too long to keep results for is refused; a line too long
+ * is refused without reading the rest; a path too long in the
+ * environment is an error, not a file skipped. */
+static void
+test_review(void)
+{
+	struct bg_config c;
+	char why[512], line[200];
+	const char *p;
+	FILE *f;
+
+	CHECK_EQ_INT(load1(&c, "peer = a:1\npeer =\n", why, sizeof(why)), 0);
+	CHECK_EQ_INT(c.npeers, 0);
+	bg_config_free(&c);
+	memset(line, 'a', sizeof(line));
+	snprintf(line + 70, sizeof(line) - 70, ".example:7654");
+	CHECK(!bad("peer = aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example:7654"));
+	{
+		char text[256];
+
+		snprintf(text, sizeof(text), "peer = %s\n", line);
+		CHECK(bad(text));
+	}
+	/* 1 MiB on one line: refused at the limit. */
+	p = file("huge.conf", "");
+	f = fopen(p, "w");
+	CHECK(f != NULL);
+	if (f != NULL) {
+		fputs("# ", f);
+		for (int i = 0; i < 1024 * 1024; i++)
+			fputc('x', f);
+		fputc('\n', f);
+		fclose(f);
+	}
+	CHECK_EQ_INT(bg_config_load_paths(&c, &p, 1, why, sizeof(why)), BG_EINVAL);
+	CHECK(strstr(why, ":1: line longer than") != NULL);
+	{
+		char *big = malloc(BG_CONFIG_PATH_MAX + 10);
+
+		CHECK(big != NULL);
+		if (big != NULL) {
+			memset(big, 'x', BG_CONFIG_PATH_MAX + 9);
+			big[0] = '/';
+			big[BG_CONFIG_PATH_MAX + 9] = '\0';
+			setenv("BGCOPY_CONFIG", big, 1);
+			CHECK_EQ_INT(bg_config_load(&c, why, sizeof(why)), BG_EINVAL);
+			CHECK_EQ_STR(why, "BGCOPY_CONFIG: path too long");
+			unsetenv("BGCOPY_CONFIG");
+			free(big);
+		}
+	}
+}
+
 int
 main(void)
 {
@@ -498,6 +552,7 @@ main(void)
 	test_two_files();
 	test_set();
 	test_paths();
+	test_review();
 	{
 		char cmd[300];
 
