@@ -24,6 +24,7 @@
 #ifndef BG_CACHE_H
 #define BG_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -81,6 +82,8 @@ int bg_err_from_errno(int errnum);
 /* Writes the lower-case hex form of the n bytes at p and a NUL into out
  * (2 * n + 1 bytes). */
 void bg_hex(const void *p, size_t n, char *out);
+/* Whether the n bytes at s are all lowercase hex digits (as bg_hex writes). */
+bool bg_is_lower_hex(const char *s, size_t n);
 /* Writes the lower-case hex form of d and a NUL into out[65]. */
 void bg_sha256_hex(const unsigned char d[BG_SHA256_LEN], char out[BG_SHA256_HEX_LEN + 1]);
 /* Parses exactly 64 hex digits (either case) into d.  Returns 0 or BG_EINVAL. */
@@ -93,7 +96,6 @@ void bg_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);
  * $BGCOPY_HOME, else ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy
  * (*is_default tells the last case).  Nothing is created here.  BG_ENOENT
  * when neither variable helps, BG_ELIMIT when the path does not fit. */
-#include <stdbool.h>
 int bg_home_path(const char *arg, char *out, size_t outlen, bool *is_default) BG_WUR;
 /* What to tell the user when bg_home_path() returned err (not 0). */
 const char *bg_home_problem(int err);

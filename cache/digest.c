@@ -21,6 +21,14 @@ void bg_hex(const void *p, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
+bool bg_is_lower_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
 void bg_sha256_hex(const unsigned char d[BG_SHA256_LEN], char out[BG_SHA256_HEX_LEN + 1])
 {
 	bg_hex(d, BG_SHA256_LEN, out);

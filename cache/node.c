@@ -16,12 +16,7 @@
 static bool
 valid_id(const char *s, size_t n)
 {
-	if (n != BG_NODE_ID_LEN)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
+	return n == BG_NODE_ID_LEN && bg_is_lower_hex(s, n);
 }
 
 /* 0 and out filled when path holds an id; BG_ENOENT when there is no file;

@@ -181,23 +181,18 @@ static int
 note_fn(struct bg_txn *txn, void *arg)
 {
 	struct note_args *a = arg;
-	static const char *const names[] = {
-		[PEER_LOOKUP_MISS] = "miss",         [PEER_LOOKUP_ERROR] = "error",
-		[PEER_LOOKUP_STALE] = "stale",       [PEER_LOOKUP_HIT] = "hit",
-		[PEER_LOOKUP_REJECTED] = "rejected", [PEER_LOOKUP_FAILED] = "failed",
-	};
 
 	for (size_t i = 0; i < a->s->rec.nlookups; i++) {
 		const struct peer_lookup *l = &a->s->rec.lookups[i];
-		const char *node = NULL;
+		const char *node = NULL, *result = peer_lookup_result_name(l->result);
 		int err;
 
-		if (l->peer == NULL || (unsigned)l->result >= sizeof(names) / sizeof(names[0]))
+		if (l->peer == NULL || result == NULL)
 			continue;
 		for (size_t j = 0; j < a->r->npeers; j++)
 			if (strcmp(a->r->peers[j], l->peer) == 0)
 				node = a->r->nodes[j];
-		err = txn_peer_note(txn, l->peer, l->source, node, names[l->result], a->now);
+		err = txn_peer_note(txn, l->peer, l->source, node, result, a->now);
 		/* A name too long to key is not recorded; anything else ends
 		 * the note (the transaction is spoilt). */
 		if (err != 0 && err != BG_EINVAL)

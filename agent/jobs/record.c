@@ -30,6 +30,12 @@ static const char *const lookup_names[] = {
 
 NAME_TABLE_FUNCS(peer_caching, caching_names, "off", false)
 
+const char *
+peer_lookup_result_name(enum peer_lookup_result r)
+{
+	return name_at(lookup_names, NAMES_COUNT(lookup_names), r, NULL);
+}
+
 /* ---- Strings and lists ------------------------------------------------- */
 
 int

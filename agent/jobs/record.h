@@ -130,5 +130,7 @@ int job_rec_state(const json_t *o, enum job_state *out) BG_WUR;
 json_t *job_error_json(const struct job_error *e);
 /* The peer lookup object of the file document and record. */
 json_t *peer_lookup_json(const struct peer_lookup *l);
+/* "hit", "miss", ... as the job document says it; NULL for another value. */
+const char *peer_lookup_result_name(enum peer_lookup_result r);
 
 #endif /* BG_RECORD_H */

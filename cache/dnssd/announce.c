@@ -41,6 +41,7 @@ struct dnssd_announce {
 	char where[IF_NAMESIZE + 32]; /* "on every interface", "on IFNAME" */
 	bool logged_up;        /* "announced" said since the last absence */
 	bool failed;           /* an error was said: not again until it works */
+	unsigned collisions;   /* in a row, since the service was last established */
 	dnssd_log_fn log;
 	void *log_arg;
 };
@@ -77,13 +78,23 @@ group_cb(AvahiEntryGroup *g, AvahiEntryGroupState state, void *arg)
 	switch (state) {
 	case AVAHI_ENTRY_GROUP_ESTABLISHED:
 		a->failed = false;
+		a->collisions = 0;
 		if (!a->logged_up)
 			LOG(a, "DNS-SD: announced '%s' (" DNSSD_TYPE " port %u) %s", a->name, a->port,
 			    a->where);
 		a->logged_up = true;
 		break;
 	case AVAHI_ENTRY_GROUP_COLLISION:
-		/* Someone on the link has the name: take the next one. */
+		/* Someone on the link has the name: take the next one.  Not
+		 * for ever: what collides may be no name of ours to change (a
+		 * cloned home announcing our host name, a hostile responder),
+		 * so after NAME_TRIES in a row, wait a minute and start over. */
+		if (++a->collisions > NAME_TRIES) {
+			a->collisions = 0;
+			fail(a, "name collisions", AVAHI_ERR_COLLISION);
+			dnssd_conn_reset(&a->cn, 60000);
+			break;
+		}
 		rename_service(a);
 		avahi_entry_group_reset(g);
 		register_service(a, avahi_entry_group_get_client(g));
@@ -218,7 +229,6 @@ int
 dnssd_announce_start(const struct dnssd_announce_config *c, struct dnssd_announce **out)
 {
 	struct dnssd_announce *a;
-	char kv[8 + BG_NODE_ID_LEN];
 	int family = 0, err;
 
 	*out = NULL;
@@ -274,18 +284,19 @@ dnssd_announce_start(const struct dnssd_announce_config *c, struct dnssd_announc
 	}
 	}
 
-	snprintf(kv, sizeof(kv), "v=%d", DNSSD_VERSION);
-	a->txt = avahi_string_list_add(NULL, kv);
-	snprintf(kv, sizeof(kv), "id=%s", c->node_id);
-	a->txt = a->txt != NULL ? avahi_string_list_add(a->txt, kv) : NULL;
-	snprintf(kv, sizeof(kv), "kf=%s", c->key_fp);
-	a->txt = a->txt != NULL ? avahi_string_list_add(a->txt, kv) : NULL;
-	if (a->txt == NULL) {
-		free(a);
-		return BG_ENOMEM;
+	{
+		char v[16], id[8 + BG_NODE_ID_LEN], kf[8 + PEER_KEY_FP_LEN];
+
+		snprintf(v, sizeof(v), "v=%d", DNSSD_VERSION);
+		snprintf(id, sizeof(id), "id=%s", c->node_id);
+		snprintf(kf, sizeof(kf), "kf=%s", c->key_fp);
+		/* All or nothing; the list comes out last first. */
+		if ((a->txt = avahi_string_list_new(v, id, kf, NULL)) == NULL) {
+			free(a);
+			return BG_ENOMEM;
+		}
+		a->txt = avahi_string_list_reverse(a->txt);
 	}
-	/* avahi_string_list_add() prepends: put them back in order. */
-	a->txt = avahi_string_list_reverse(a->txt);
 
 	a->cn.owner = a;
 	a->cn.running = on_running;

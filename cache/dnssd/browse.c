@@ -21,7 +21,7 @@
 
 /* Fills p from a resolver's answer. */
 static void
-fill_peer(struct dnssd_peer *p, AvahiIfIndex ifindex, AvahiProtocol proto, const char *name,
+fill_peer(struct dnssd_peer *p, AvahiIfIndex ifindex, const char *name,
           const AvahiAddress *addr, uint16_t port, AvahiStringList *txt,
           AvahiLookupResultFlags flags)
 {
@@ -29,6 +29,9 @@ fill_peer(struct dnssd_peer *p, AvahiIfIndex ifindex, AvahiProtocol proto, const
 
 	memset(p, 0, sizeof(*p));
 	snprintf(p->name, sizeof(p->name), "%s", name);
+	/* Another machine chose it, and a long one is cut anywhere: text
+	 * safe for a terminal and for JSON. */
+	bg_text_safe_inplace(p->name, 0);
 	avahi_address_snprint(p->addr, sizeof(p->addr), addr);
 	p->port = port;
 	p->ifindex = ifindex;
@@ -40,7 +43,6 @@ fill_peer(struct dnssd_peer *p, AvahiIfIndex ifindex, AvahiProtocol proto, const
 	for (AvahiStringList *t = txt; t != NULL; t = avahi_string_list_get_next(t))
 		dnssd_txt_item(p, &seen, avahi_string_list_get_text(t),
 		               avahi_string_list_get_size(t));
-	(void)proto;
 }
 
 /* ---- Once ---------------------------------------------------------------- */
@@ -78,7 +80,7 @@ once_resolved(AvahiServiceResolver *r, AvahiIfIndex ifindex, AvahiProtocol proto
 			o->peers = np;
 			o->cap = cap;
 		}
-		fill_peer(&o->peers[o->n++], ifindex, proto, name, addr, port, txt, flags);
+		fill_peer(&o->peers[o->n++], ifindex, name, addr, port, txt, flags);
 		if (!o->peers[o->n - 1].local)
 			o->remote++;
 	}
@@ -238,7 +240,7 @@ watch_resolved(AvahiServiceResolver *r, AvahiIfIndex ifindex, AvahiProtocol prot
 	if (ev == AVAHI_RESOLVER_FOUND && addr != NULL) {
 		struct dnssd_peer p;
 
-		fill_peer(&p, ifindex, proto, name, addr, port, txt, flags);
+		fill_peer(&p, ifindex, name, addr, port, txt, flags);
 		/* Another address: the old one is gone. */
 		if (s->up && strcmp(p.addr, s->peer.addr) != 0)
 			down(s);

@@ -29,12 +29,7 @@ dnssd_logf(dnssd_log_fn log, void *arg, const char *fmt, ...)
 static bool
 lower_hex(const char *s, size_t n, size_t want)
 {
-	if (n != want)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-	return true;
+	return n == want && bg_is_lower_hex(s, n);
 }
 
 bool
