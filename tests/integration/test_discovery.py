@@ -223,5 +223,65 @@ def get_latency(t, doc):
     return []
 
 
+@case("netns_avahi_restart", "avahi-restart")
+def avahi_restart(t, doc):
+    """A's avahi-daemon stopped (SIGTERM) and started again: A's peerd keeps serving
+    (/v1/health answers while it is down), logs one 'went away' and one 'is back' line, B
+    lists A again (mdns, ok) and B's get without --peer hits A"""
+    a = row_of(doc, "A")
+    expect_seed(t, a)
+    t.eq("A: peerd still running after the restart", a.get("peerd_running"), True)
+    t.eq("A: /v1/health answered while avahi-daemon was down", a.get("health_while_down"),
+         True)
+    t.ok(f"A: every /v1/health poll while avahi-daemon was down answered 200 "
+         f"({a.get('health_polls_avahi_down')} polls)",
+         isinstance(a.get("health_polls_avahi_down"), int) and a["health_polls_avahi_down"] > 0
+         and a.get("health_failures_avahi_down") == 0,
+         f"failures {a.get('health_failures_avahi_down')!r}")
+    t.eq("A: /v1/health polls that failed, all along", a.get("health_failures"), 0)
+    away, back = a.get("went_away_lines") or [], a.get("back_lines") or []
+    t.eq("A: peerd's 'went away' lines", len(away), 1)
+    t.ok("A: ... saying 'avahi-daemon went away: no longer announced; will announce again "
+         "when it is back'", away and away[0].endswith(
+             "DNS-SD: avahi-daemon went away: no longer announced; will announce again when "
+             "it is back"), f"lines {away!r}")
+    t.eq("A: peerd's 'is back' lines", len(back), 1)
+    t.ok("A: ... saying 'avahi-daemon is back: announcing again'",
+         back and back[0].endswith("DNS-SD: avahi-daemon is back: announcing again"),
+         f"lines {back!r}")
+    for what in ("discovery latency", "gone from B while A's avahi-daemon is down",
+                 "listed again by B after avahi-daemon's restart"):
+        t.eq(f"{what}: measured for B", sorted(measured(doc, what)), ["B"])
+    for what in ("peerd logged 'went away' after avahi-daemon's SIGTERM",
+                 "peerd logged 'is back' after avahi-daemon's restart"):
+        t.eq(f"{what}: measured for A", sorted(measured(doc, what)), ["A"])
+    t.ok("summary: avahi_restart_relisted_s",
+         isinstance((doc.get("summary") or {}).get("avahi_restart_relisted_s"), (int, float)))
+    expect_from_peer(t, row_of(doc, "B"), "mdns")
+    return ["A", "B"]
+
+
+@case("netns_daemon_live", "daemon-live")
+def daemon_live(t, doc):
+    """B's `bgcopy daemon`, started before A's peerd, finds A by its live DNS-SD watch: a
+    queued job (peer_caching both, from the config file) takes every byte from A (mdns);
+    after A's peerd stops, the next job asks no peer and completes from the origin"""
+    rows = [r for r in doc.get("rows") or [] if r.get("node") == "B"]
+    hit, miss = (rows + [{}, {}])[:2]
+    expect_seed(t, row_of(doc, "A"))
+    for r in (hit, miss):
+        t.eq(f"B: job of {r.get('path')}: peer_caching", r.get("peer_caching"), "both")
+    expect_from_peer(t, hit, "mdns")
+    t.eq("B: second job: file", miss.get("path"), "/releases/v1/small.bin")
+    t.eq("B: second job: no peer asked (the daemon's table dropped A)", miss.get("asked"), [])
+    t.eq("B: second job: bytes_from_peers", miss.get("from_peers"), 0)
+    t.eq("B: second job: bytes_from_origin", miss.get("from_origin"), miss.get("size"))
+    t.eq("B: daemon still running before its SIGTERM", miss.get("daemon_running"), True)
+    t.eq("B: daemon's exit status after SIGTERM", miss.get("daemon_exit"), 0)
+    for what in ("discovery latency", "leave latency"):
+        t.eq(f"{what}: measured for B", sorted(measured(doc, what)), ["B"])
+    return ["A", "A", "B", "B"]
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__, needs_exe=False))
