@@ -277,8 +277,9 @@ class Lab:
 
     def add_node(self, name, index=None):
         """A new namespace PREFIX-NAME with address NET.INDEX/24 on the bridge (INDEX
-        default: 11, 12, ... in order of creation)."""
-        index = index if index is not None else 11 + sum(1 for n in self.nodes if n.index > 10)
+        default: one past the highest in use, from 11; never one a node still holds)."""
+        if index is None:
+            index = max([10] + [n.index for n in self.nodes if n.index > 10]) + 1
         ns = f"{self.prefix}-{name}"
         node = Node(self, name, ns, f"{self.net}.{index}", index)
         os.makedirs(node.dir, exist_ok=True)
