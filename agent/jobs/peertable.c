@@ -8,6 +8,8 @@
  * for `get`, kept current for the daemon (a watch thread updates the mDNS
  * list; each job takes a copy under the lock).
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -20,6 +22,8 @@
 #include "peertable.h"
 
 #define MDNS_MAX 256 /* DNS-SD peers remembered (live table) */
+#define BG_STR_(x) #x
+#define BG_STR(x) BG_STR_(x)
 
 static const char *const source_names[] = {
 	[PEER_SRC_OPTION] = "option", [PEER_SRC_STATIC] = "static",
@@ -40,29 +44,82 @@ peer_key_state_name(enum peer_key_state k)
 
 /* ---- The merge ------------------------------------------------------------ */
 
-/* Splits HOST:PORT (HOST maybe in brackets) into a row. */
+/* A numeric host in its one spelling (inet_ntop's: IPv6 lowercase and
+ * shortest), so that a peer written two ways is one peer (one row, one
+ * store key); a name is left as written.  v6: the host is an IPv6 address. */
+static void
+host_canonical(char *host, size_t len, bool *v6)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+	char text[INET6_ADDRSTRLEN];
+	int af = strchr(host, ':') != NULL ? AF_INET6 : AF_INET;
+
+	*v6 = af == AF_INET6;
+	if (inet_pton(af, host, a) == 1 && inet_ntop(af, a, text, sizeof(text)) != NULL)
+		snprintf(host, len, "%s", text);
+}
+
+/* A static peer that cannot be asked: listed as rejected with why, so that
+ * `bgcopy peers` shows it (a name too long is shown cut, ending "..."). */
+static void
+row_unusable(struct peer_row *r, const char *hp, enum peer_source src, const char *why)
+{
+	size_t len = strlen(hp);
+
+	memset(r, 0, sizeof(*r));
+	if (len > STORE_PEER_KEY_MAX) {
+		snprintf(r->peer, sizeof(r->peer), "%.*s...", STORE_PEER_KEY_MAX - 3, hp);
+	} else {
+		snprintf(r->peer, sizeof(r->peer), "%s", hp);
+	}
+	memcpy(r->addr, r->peer, sizeof(r->addr));
+	r->source = src;
+	r->rejected = true;
+	snprintf(r->reason, sizeof(r->reason), "%s", why);
+}
+
+/* Splits HOST:PORT (an IPv6 HOST in brackets) into a row, a numeric host
+ * in its canonical spelling; false, and a rejected row saying why, when hp
+ * is no such thing or longer than a store key (STORE_PEER_KEY_MAX). */
 static bool
 row_from_hostport(struct peer_row *r, const char *hp, enum peer_source src)
 {
-	const char *colon = strrchr(hp, ':'), *whole = hp;
+	const char *colon = strrchr(hp, ':'), *h = hp;
+	char host[STORE_PEER_KEY_MAX + 1];
+	unsigned char a6[sizeof(struct in6_addr)];
 	size_t hlen;
-	unsigned long port;
-	char *end;
+	uint64_t port;
+	bool v6;
 
-	memset(r, 0, sizeof(*r));
-	if (colon == NULL || colon == hp || strlen(hp) > STORE_PEER_KEY_MAX)
+	if (strlen(hp) > STORE_PEER_KEY_MAX) {
+		row_unusable(r, hp, src, "longer than " BG_STR(STORE_PEER_KEY_MAX) " bytes");
 		return false;
-	port = strtoul(colon + 1, &end, 10);
-	if (*end != '\0' || port == 0 || port > 65535)
+	}
+	if (colon == NULL || colon == hp || colon[1] == '\0' ||
+	    bg_parse_u64(colon + 1, strlen(colon + 1), 65535, &port) != 0 || port == 0) {
+		row_unusable(r, hp, src, "not HOST:PORT (PORT 1-65535)");
 		return false;
+	}
 	hlen = (size_t)(colon - hp);
-	if (hp[0] == '[' && hlen >= 2 && hp[hlen - 1] == ']') {
-		hp++;
+	if (hp[0] == '[') {
+		if (hlen < 3 || hp[hlen - 1] != ']') {
+			row_unusable(r, hp, src, "not [IPv6]:PORT");
+			return false;
+		}
+		h++;
 		hlen -= 2;
 	}
-	memcpy(r->addr, hp, hlen);
-	r->addr[hlen] = '\0';
-	snprintf(r->peer, sizeof(r->peer), "%s", whole);
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	v6 = strchr(host, ':') != NULL;
+	if (v6 != (h != hp) || (v6 && inet_pton(AF_INET6, host, a6) != 1)) {
+		row_unusable(r, hp, src, "not HOST:PORT (an IPv6 HOST as [ADDR])");
+		return false;
+	}
+	host_canonical(host, sizeof(host), &v6);
+	memset(r, 0, sizeof(*r));
+	snprintf(r->addr, sizeof(r->addr), "%s", host);
+	snprintf(r->peer, sizeof(r->peer), v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
 	r->port = (unsigned)port;
 	r->source = src;
 	return true;
@@ -72,11 +129,12 @@ row_from_hostport(struct peer_row *r, const char *hp, enum peer_source src)
 static void
 row_from_addr(struct peer_row *r, const char *addr, unsigned port, enum peer_source src)
 {
-	bool v6 = strchr(addr, ':') != NULL;
+	bool v6;
 
 	memset(r, 0, sizeof(*r));
 	snprintf(r->addr, sizeof(r->addr), "%s", addr);
-	snprintf(r->peer, sizeof(r->peer), v6 ? "[%s]:%u" : "%s:%u", addr, port);
+	host_canonical(r->addr, sizeof(r->addr), &v6);
+	snprintf(r->peer, sizeof(r->peer), v6 ? "[%s]:%u" : "%s:%u", r->addr, port);
 	r->port = port;
 	r->source = src;
 }
@@ -152,10 +210,15 @@ peer_table_merge(const struct peer_table_config *c, const char *kf, const struct
 	struct peer_row row;
 
 	*n = 0;
-	for (size_t i = 0; i < c->nstatics && *n < max; i++)
-		if (c->statics[i] != NULL && row_from_hostport(&row, c->statics[i], PEER_SRC_STATIC) &&
-		    find_peer(out, *n, row.peer) == NULL)
+	/* A static peer that cannot be asked is listed, rejected, for
+	 * `bgcopy peers` to show why. */
+	for (size_t i = 0; i < c->nstatics && *n < max; i++) {
+		if (c->statics[i] == NULL)
+			continue;
+		(void)row_from_hostport(&row, c->statics[i], PEER_SRC_STATIC);
+		if (find_peer(out, *n, row.peer) == NULL)
 			out[(*n)++] = row;
+	}
 	for (size_t i = 0; i < ndns && *n < max; i++) {
 		row_from_addr(&row, dns[i].addr, dns[i].port, PEER_SRC_DNS);
 		if (find_peer(out, *n, row.peer) == NULL)

@@ -54,7 +54,10 @@ struct peer_table_config {
 
 /* The merge, without any I/O (unit-tested): statics, then the DNS name's
  * addresses, then mDNS peers (IPv4 before IPv6), each peer once (the first
- * of the same HOST:PORT, the first of the same node id).  mDNS peers of
+ * of the same HOST:PORT, a numeric HOST in inet_ntop's spelling; the first
+ * of the same node id).  A static peer that is not
+ * HOST:PORT (an IPv6 HOST as [ADDR], PORT 1-65535) or longer than
+ * STORE_PEER_KEY_MAX is listed rejected, with why.  mDNS peers of
  * this node, on another subnet (unless any_subnet), or at a link-local
  * IPv6 address are left out; one whose key fingerprint differs from kf
  * (ours: peer_key_fingerprint(), "none" without a key) is listed as

@@ -39,9 +39,9 @@ mdns(const char *name, const char *addr, unsigned port, const char *node, const 
 static void
 test_merge(void)
 {
-	const char *statics[] = {"10.0.0.1:7654", "[fd00::1]:7000", "10.0.0.1:7654", "bad"};
+	const char *statics[] = {"10.0.0.1:7654", "[fd00::1]:7000", "10.0.0.1:7654"};
 	struct peer_table_config c = {
-		.statics = statics, .nstatics = 4, .discovery = true, .self = SELF,
+		.statics = statics, .nstatics = 3, .discovery = true, .self = SELF,
 	};
 	struct dns_peer dns[] = {{"10.0.0.2", 7654}, {"10.0.0.1", 7654}, {"fd00::2", 7654}};
 	struct dnssd_peer m[] = {
@@ -112,6 +112,78 @@ test_merge(void)
 	/* The bound. */
 	peer_table_merge(&c, KF, dns, 3, m, sizeof(m) / sizeof(m[0]), rows, 2, &n);
 	CHECK_EQ_INT(n, 2);
+}
+
+/* Static peers that cannot be asked are listed, rejected, with why; a
+ * numeric host is one peer however it is written. */
+static void
+test_statics(void)
+{
+	char longname[STORE_PEER_KEY_MAX + 16];
+	const char *statics[] = {
+		"[2001:DB8::1]:7654", "[2001:db8::1]:7654", "[2001:0db8:0:0::1]:7654",
+		"10.0.0.1:7654",      "10.0.0.1:07654",     longname,
+		"10.0.0.2: 80",       "10.0.0.2:+80",       "10.0.0.2:0",
+		"10.0.0.2:65536",     "bad",                "fd00::1:7654",
+		"[10.0.0.3]:7654",    "[fd00::1:7654",      "name.example:8000",
+	};
+	struct peer_table_config c = {.statics = statics, .nstatics = sizeof(statics) / sizeof(statics[0])};
+	struct peer_row rows[PEER_TABLE_MAX];
+	size_t n, i = 0;
+
+	memset(longname, 'h', sizeof(longname));
+	memcpy(longname + STORE_PEER_KEY_MAX - 4, ":7654", 6); /* 81 bytes */
+	peer_table_merge(&c, KF, NULL, 0, NULL, 0, rows, PEER_TABLE_MAX, &n);
+	CHECK_EQ_INT(n, 12);
+	if (n != 12)
+		return;
+	/* Three spellings, one peer, one store key. */
+	CHECK_EQ_STR(rows[i].peer, "[2001:db8::1]:7654");
+	CHECK_EQ_STR(rows[i].addr, "2001:db8::1");
+	CHECK(!rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "10.0.0.1:7654"); /* and 07654 is 7654 */
+	CHECK(!rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].reason, "longer than 80 bytes");
+	CHECK(rows[i].rejected);
+	CHECK_EQ_INT(strlen(rows[i].peer), STORE_PEER_KEY_MAX);
+	CHECK(strcmp(rows[i].peer + STORE_PEER_KEY_MAX - 3, "...") == 0);
+	CHECK_EQ_STR(peer_source_name(rows[i].source), "static");
+	i++;
+	/* The port as bg_parse_u64 reads it: no space, no sign, 1-65535. */
+	for (int k = 0; k < 4; k++, i++) {
+		CHECK(rows[i].rejected);
+		CHECK_EQ_STR(rows[i].reason, "not HOST:PORT (PORT 1-65535)");
+	}
+	CHECK_EQ_STR(rows[i].peer, "bad");
+	CHECK(rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "fd00::1:7654"); /* IPv6 without brackets */
+	CHECK_EQ_STR(rows[i].reason, "not HOST:PORT (an IPv6 HOST as [ADDR])");
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "[10.0.0.3]:7654");
+	CHECK(rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "[fd00::1:7654");
+	CHECK(rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "name.example:8000");
+	CHECK_EQ_STR(rows[i].addr, "name.example");
+	CHECK_EQ_INT(rows[i].port, 8000);
+	CHECK(!rows[i].rejected);
+
+	/* The DNS name's and DNS-SD's addresses are spelt the same way. */
+	{
+		const char *one[] = {"[2001:db8::1]:7654"};
+		struct peer_table_config c1 = {.statics = one, .nstatics = 1, .discovery = true};
+		struct dns_peer dns[] = {{"2001:DB8:0::1", 7654}};
+		struct dnssd_peer m[] = {mdns("x", "2001:0DB8::1", 7654, NODE_A, KF, true)};
+
+		peer_table_merge(&c1, KF, dns, 1, m, 1, rows, PEER_TABLE_MAX, &n);
+		CHECK_EQ_INT(n, 1);
+		CHECK_EQ_STR(rows[0].node, NODE_A);
+	}
 }
 
 static void
@@ -207,6 +279,7 @@ int
 main(void)
 {
 	test_merge();
+	test_statics();
 	test_table();
 	test_feed();
 	return check_done();
