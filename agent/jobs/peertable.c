@@ -148,11 +148,15 @@ find_peer(struct peer_row *rows, size_t n, const char *peer)
 	return NULL;
 }
 
+/* Whether node is listed already, for a row that is asked (rejected
+ * false) by a row that is asked too: a rejected row (a forged
+ * announcement with a real node's id, say) never hides the real one.  A
+ * rejected row is left out behind any row of its node. */
 static bool
-node_listed(const struct peer_row *rows, size_t n, const char *node)
+node_listed(const struct peer_row *rows, size_t n, const char *node, bool rejected)
 {
 	for (size_t i = 0; node[0] != '\0' && i < n; i++)
-		if (strcmp(rows[i].node, node) == 0)
+		if (strcmp(rows[i].node, node) == 0 && (rejected || !rows[i].rejected))
 			return true;
 	return false;
 }
@@ -197,7 +201,7 @@ add_mdns(const struct peer_table_config *c, const char *kf, const struct dnssd_p
 			same->key = row.key;
 		return;
 	}
-	if (node_listed(out, *n, row.node) || *n >= max)
+	if (node_listed(out, *n, row.node, row.rejected) || *n >= max)
 		return; /* the same node at another address (IPv6, a second link) */
 	out[(*n)++] = row;
 }

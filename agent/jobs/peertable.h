@@ -55,7 +55,8 @@ struct peer_table_config {
 /* The merge, without any I/O (unit-tested): statics, then the DNS name's
  * addresses, then mDNS peers (IPv4 before IPv6), each peer once (the first
  * of the same HOST:PORT, a numeric HOST in inet_ntop's spelling; the first
- * of the same node id).  A static peer that is not
+ * asked row of the same node id: a rejected row never hides an asked one,
+ * and is left out behind any row of its node).  A static peer that is not
  * HOST:PORT (an IPv6 HOST as [ADDR], PORT 1-65535) or longer than
  * STORE_PEER_KEY_MAX is listed rejected, with why.  mDNS peers of
  * this node, on another subnet (unless any_subnet), or at a link-local

@@ -186,6 +186,41 @@ test_statics(void)
 	}
 }
 
+/* A forged announcement with a real node's id and the wrong key (rejected)
+ * does not hide the real node, whichever comes first. */
+static void
+test_forged(void)
+{
+	struct peer_table_config c = {.discovery = true, .self = SELF};
+	struct dnssd_peer m[] = {
+		mdns("forged", "10.0.0.66", 7654, NODE_A, KF_OTHER, true),
+		mdns("real", "10.0.0.10", 7654, NODE_A, KF, true),
+		mdns("forged2", "10.0.0.67", 7654, NODE_A, KF_OTHER, true),
+	};
+	struct dnssd_peer r[] = {m[1], m[0]};
+	struct peer_row rows[PEER_TABLE_MAX];
+	size_t n;
+
+	peer_table_merge(&c, KF, NULL, 0, m, 3, rows, PEER_TABLE_MAX, &n);
+	CHECK_EQ_INT(n, 2); /* the forged one (listed, rejected), the real one; not the second forged */
+	if (n == 2) {
+		CHECK_EQ_STR(rows[0].peer, "10.0.0.66:7654");
+		CHECK(rows[0].rejected);
+		CHECK_EQ_STR(rows[0].reason, "key mismatch");
+		CHECK_EQ_STR(rows[1].peer, "10.0.0.10:7654");
+		CHECK(!rows[1].rejected);
+		CHECK_EQ_STR(rows[1].node, NODE_A);
+	}
+	/* The real one first: the forged one is the same node at another
+	 * address, left out. */
+	peer_table_merge(&c, KF, NULL, 0, r, 2, rows, PEER_TABLE_MAX, &n);
+	CHECK_EQ_INT(n, 1);
+	if (n == 1) {
+		CHECK_EQ_STR(rows[0].peer, "10.0.0.10:7654");
+		CHECK(!rows[0].rejected);
+	}
+}
+
 static void
 test_table(void)
 {
@@ -280,6 +315,7 @@ main(void)
 {
 	test_merge();
 	test_statics();
+	test_forged();
 	test_table();
 	test_feed();
 	return check_done();
