@@ -246,8 +246,10 @@ struct peer_table {
 	char self[BG_NODE_ID_LEN + 1];
 	bool live;
 	pthread_mutex_t lock;        /* everything below */
-	bool dns_done, mdns_done;
-	int64_t dns_at;              /* when the DNS name was resolved (live) */
+	pthread_cond_t dns_cond;     /* a lookup of the DNS name ended */
+	bool dns_done, mdns_done;    /* dns_done: a lookup ended (good or not) */
+	bool dns_busy;               /* a thread is looking the DNS name up, unlocked */
+	int64_t dns_at;              /* when the DNS name was last looked up (live) */
 	struct dns_peer dns[PEER_TABLE_MAX];
 	size_t ndns;
 	char dns_why[256];
@@ -343,6 +345,7 @@ peer_table_new(const struct peer_table_config *c, bool live, struct peer_table *
 	if (t == NULL)
 		return BG_ENOMEM;
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->dns_cond, NULL);
 	t->c = *c;
 	t->live = live;
 	if ((t->mdns = calloc(MDNS_MAX, sizeof(*t->mdns))) == NULL)
@@ -395,29 +398,61 @@ peer_table_free(struct peer_table *t)
 	free(t->dns_name);
 	free(t->home);
 	free(t->mdns);
+	pthread_cond_destroy(&t->dns_cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
 
 /* The DNS name's addresses, looked up when not yet (or, live, when older
- * than PEER_TABLE_DNS_TTL).  Called with the lock held: jobs starting
- * together wait for one lookup rather than each making its own. */
+ * than PEER_TABLE_DNS_TTL).  Called with the lock held, and returns with it
+ * held, but the lookup (seconds, when the resolver is slow) runs without
+ * it: one thread looks up, marked by dns_busy; the others go on with the
+ * list as it is (the Avahi watch's peer_table_feed never waits for DNS).
+ * Only before the first lookup has ended do they wait for it, so that the
+ * jobs that start together all get the name's addresses.  A refresh that
+ * fails (no answer in time, a resolver error) keeps the last good list; an
+ * answer that the name has no address (BG_ENOENT) empties it. */
 static void
 refresh_dns(struct peer_table *t)
 {
+	struct dns_peer found[PEER_TABLE_MAX];
+	char why[sizeof(t->dns_why)];
 	int64_t now = bg_now();
+	size_t n = 0;
 	int err;
 
-	if (t->dns_name == NULL || (t->dns_done && (!t->live || now - t->dns_at < PEER_TABLE_DNS_TTL)))
+	if (t->dns_name == NULL)
 		return;
-	t->dns_done = true;
+	while (t->dns_busy && !t->dns_done)
+		pthread_cond_wait(&t->dns_cond, &t->lock);
+	if (t->dns_busy || (t->dns_done && (!t->live || now - t->dns_at < PEER_TABLE_DNS_TTL)))
+		return;
+	t->dns_busy = true;
 	t->dns_at = now;
-	err = dns_peers_resolve(t->dns_name, DNS_PEERS_TIMEOUT_MS, t->dns, PEER_TABLE_MAX, &t->ndns,
-	                        t->dns_why, sizeof(t->dns_why));
-	if (err != 0)
-		t->ndns = 0;
-	else
+	why[0] = '\0';
+	pthread_mutex_unlock(&t->lock);
+	/* dns_name is the table's own, never changed: read without the lock. */
+	err = (t->c.resolve != NULL ? t->c.resolve : dns_peers_resolve)(
+	    t->dns_name, DNS_PEERS_TIMEOUT_MS, found, PEER_TABLE_MAX, &n, why, sizeof(why));
+	pthread_mutex_lock(&t->lock);
+	if (err == 0) {
+		memcpy(t->dns, found, n * sizeof(found[0]));
+		t->ndns = n;
 		t->dns_why[0] = '\0';
+	} else {
+		if (err == BG_ENOENT || err == BG_EINVAL)
+			t->ndns = 0;
+		if (why[0] == '\0')
+			snprintf(why, sizeof(why), "%s: %s", t->dns_name, bg_strerror(err));
+		if (t->ndns > 0)
+			snprintf(t->dns_why, sizeof(t->dns_why), "%.200s (the %zu addresses found before kept)",
+			         why, t->ndns);
+		else
+			snprintf(t->dns_why, sizeof(t->dns_why), "%s", why);
+	}
+	t->dns_done = true;
+	t->dns_busy = false;
+	pthread_cond_broadcast(&t->dns_cond);
 }
 
 /* The one-shot browse, at the first need. */
@@ -474,8 +509,15 @@ peer_table_get(struct peer_table *t, const char *kf, struct peer_row **rows, siz
 	return 0;
 }
 
-const char *
-peer_table_dns_problem(struct peer_table *t)
+bool
+peer_table_dns_problem(struct peer_table *t, char *why, size_t whylen)
 {
-	return t->dns_why;
+	bool problem;
+
+	pthread_mutex_lock(&t->lock);
+	problem = t->dns_why[0] != '\0';
+	if (whylen > 0)
+		snprintf(why, whylen, "%s", t->dns_why);
+	pthread_mutex_unlock(&t->lock);
+	return problem;
 }

@@ -3,6 +3,7 @@
  * order, duplicates, this node, subnets and keys, fed with DNS-SD peers
  * made here instead of Avahi's; and the one-shot table over static peers.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,7 +250,12 @@ test_table(void)
 		CHECK_EQ_INT(peer_table_get(t, "none", &rows, &n), 0);
 		CHECK_EQ_INT(n, 0);
 		CHECK(rows == NULL);
-		CHECK(peer_table_dns_problem(t)[0] != '\0');
+		{
+			char why[256];
+
+			CHECK(peer_table_dns_problem(t, why, sizeof(why)));
+			CHECK(why[0] != '\0');
+		}
 		peer_table_free(t);
 	}
 	/* localhost resolves through /etc/hosts, on the default port (no SRV). */
@@ -310,6 +316,138 @@ test_feed(void)
 	peer_table_free(t);
 }
 
+/* ---- The live table's DNS refresh, with a lookup made here ----------------- */
+
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hook_cond = PTHREAD_COND_INITIALIZER;
+static int hook_mode;      /* 0 two addresses, 1 waits for hook_go then times out, 2 no address */
+static int hook_calls;
+static bool hook_in, hook_go;
+
+static int
+hook_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, size_t max, size_t *n,
+             char *why, size_t whylen)
+{
+	int mode;
+
+	(void)timeout_ms;
+	pthread_mutex_lock(&hook_lock);
+	hook_calls++;
+	mode = hook_mode;
+	hook_in = true;
+	pthread_cond_broadcast(&hook_cond);
+	while (mode == 1 && !hook_go)
+		pthread_cond_wait(&hook_cond, &hook_lock);
+	pthread_mutex_unlock(&hook_lock);
+	*n = 0;
+	if (mode == 1) {
+		snprintf(why, whylen, "%s: no answer within 2000 ms", name);
+		return BG_ETIMEDOUT;
+	}
+	if (mode == 2) {
+		snprintf(why, whylen, "%s has no address", name);
+		return BG_ENOENT;
+	}
+	if (max >= 2) {
+		*out++ = (struct dns_peer){"10.0.1.1", 7654};
+		*out = (struct dns_peer){"10.0.1.2", 7654};
+		*n = 2;
+	}
+	return 0;
+}
+
+struct getter {
+	struct peer_table *t;
+	size_t n;
+	int err;
+};
+
+static void *
+getter_run(void *arg)
+{
+	struct getter *g = arg;
+	struct peer_row *rows = NULL;
+
+	g->err = peer_table_get(g->t, KF, &rows, &g->n);
+	free(rows);
+	return NULL;
+}
+
+/* A refresh runs without the lock: the watch feeds, and jobs get the list
+ * as it is, while it waits on a slow resolver; when it fails, the last good
+ * list stays; when the name has no address any more, it goes. */
+static void
+test_dns_refresh(void)
+{
+	struct peer_table_config c = {.dns_name = "peers.example", .self = SELF,
+	                              .resolve = hook_resolve};
+	struct dnssd_peer b = mdns("b", "10.0.0.11", 7655, NODE_B, KF, true);
+	struct peer_table *t = NULL;
+	struct peer_row *rows = NULL;
+	struct getter g = {0};
+	pthread_t th;
+	char why[256];
+	size_t n = 0;
+
+	CHECK_EQ_INT(peer_table_new(&c, true, &t), 0);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	free(rows);
+	CHECK(!peer_table_dns_problem(t, why, sizeof(why)));
+	CHECK_EQ_INT(hook_calls, 1);
+
+	/* Past the TTL, a resolver that does not answer. */
+	setenv(BG_CLOCK_OFFSET_ENV, "120", 1);
+	hook_mode = 1;
+	g.t = t;
+	CHECK_EQ_INT(pthread_create(&th, NULL, getter_run, &g), 0);
+	pthread_mutex_lock(&hook_lock);
+	while (!hook_in || hook_calls < 2)
+		pthread_cond_wait(&hook_cond, &hook_lock);
+	pthread_mutex_unlock(&hook_lock);
+	/* The lookup is under way: the watch and other jobs do not wait. */
+	peer_table_feed(t, true, &b);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 3); /* the two DNS addresses as they were, and b */
+	free(rows);
+	CHECK_EQ_INT(hook_calls, 2); /* one lookup at a time */
+	pthread_mutex_lock(&hook_lock);
+	hook_go = true;
+	pthread_cond_broadcast(&hook_cond);
+	pthread_mutex_unlock(&hook_lock);
+	pthread_join(th, NULL);
+	CHECK_EQ_INT(g.err, 0);
+	CHECK_EQ_INT(g.n, 3);
+	/* It failed: the last good list is kept, and said so. */
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	if (n == 3)
+		CHECK_EQ_STR(rows[0].peer, "10.0.1.1:7654");
+	free(rows);
+	CHECK(peer_table_dns_problem(t, why, sizeof(why)));
+	CHECK(strstr(why, "no answer") != NULL);
+	CHECK(strstr(why, "kept") != NULL);
+
+	/* The name has no address any more: its peers go. */
+	setenv(BG_CLOCK_OFFSET_ENV, "240", 1);
+	hook_mode = 2;
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	free(rows);
+	CHECK(peer_table_dns_problem(t, why, sizeof(why)));
+	CHECK_EQ_STR(why, "peers.example has no address");
+	/* And comes back. */
+	setenv(BG_CLOCK_OFFSET_ENV, "360", 1);
+	hook_mode = 0;
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	free(rows);
+	CHECK(!peer_table_dns_problem(t, why, sizeof(why)));
+	CHECK_EQ_STR(why, "");
+	unsetenv(BG_CLOCK_OFFSET_ENV);
+	peer_table_free(t);
+}
+
 int
 main(void)
 {
@@ -318,5 +456,6 @@ main(void)
 	test_forged();
 	test_table();
 	test_feed();
+	test_dns_refresh();
 	return check_done();
 }
