@@ -581,9 +581,17 @@ int bg_node_id(const char *home, char out[BG_NODE_ID_LEN + 1]) BG_WUR;
  * current one) a miss; "error" (no answer, refused, bad answer) and
  * "failed" (the transfer broke off) a failure; "rejected" (the bytes were
  * not what the peer described) a rejection.  Every result sets last_used;
- * all but error and failed also last_seen (the peer answered). */
+ * all but error and failed also last_seen (the peer answered).
+ *
+ * The database is pruned as notes and sightings are written: records
+ * neither seen nor used for STORE_PEER_MAX_AGE (against the write's when),
+ * and damaged ones, go (a walk at most once a day per process); beyond
+ * STORE_PEERS_MAX records, the oldest (by the later of last_seen and
+ * last_used) go.  The record being written is never pruned. */
 #define PEER_PORT_DEFAULT 7654 /* bgcopy-peerd's TCP port, and DNS peers' without SRV */
 #define STORE_PEER_KEY_MAX 80
+#define STORE_PEERS_MAX 1024                 /* peers' records kept at most */
+#define STORE_PEER_MAX_AGE (30 * 24 * 3600)  /* seconds a record is kept unseen and unused */
 struct store_peer {
 	char peer[STORE_PEER_KEY_MAX + 1];
 	char source[8];                  /* "option" "static" "dns" "mdns", or "" */

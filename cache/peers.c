@@ -4,7 +4,9 @@
  * was last seen and used, the last result and counts by result), kept for
  * `bgcopy peers`.  Only the agent writes it; peerd never reads it.
  */
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "cache.h"
@@ -113,6 +115,101 @@ peer_load(struct bg_txn *txn, const char *peer, size_t len, const char *source, 
 	return rc;
 }
 
+/* ---- Pruning -------------------------------------------------------------------
+ * The database would otherwise only grow (every address a DNS name or
+ * DNS-SD ever showed).  After a note or a sighting: at most once a day per
+ * process (a walk of at most STORE_PEERS_MAX small records), the records
+ * neither seen nor used for STORE_PEER_MAX_AGE go, damaged ones too; and
+ * whenever there are more than STORE_PEERS_MAX (an O(1) count), the oldest
+ * go until there are not.  The record just written is never a victim. */
+
+static _Atomic int64_t pruned_at = INT64_MIN; /* when (the writes' clock) this process last walked */
+
+struct prune_ctx {
+	int64_t cutoff;        /* older than this goes (INT64_MIN: none) */
+	const char *keep;      /* the record just written */
+	size_t keep_len;
+	unsigned char oldest[STORE_PEER_KEY_MAX]; /* the oldest record kept */
+	size_t oldest_len;
+	int64_t oldest_at;
+};
+
+static int64_t
+peer_last(const json_t *o)
+{
+	int64_t seen = jint(o, "last_seen", 0), used = jint(o, "last_used", 0);
+
+	return seen > used ? seen : used;
+}
+
+static int
+prune_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	struct prune_ctx *c = ctx;
+	unsigned char key[STORE_WALK_KEY_MAX];
+	size_t klen = k->mv_size;
+	json_t *o;
+	int64_t last = INT64_MIN;
+
+	if (klen == c->keep_len && memcmp(k->mv_data, c->keep, klen) == 0)
+		return 0;
+	if (klen > sizeof(key))
+		return 0; /* not one of ours (ci_walk stops at such a key anyway) */
+	memcpy(key, k->mv_data, klen);
+	if (ci_json_decode(v, &o) == 0) {
+		last = peer_last(o);
+		json_decref(o);
+	}
+	/* A damaged record (last INT64_MIN) is a note, not data: it goes. */
+	if (last == INT64_MIN || last < c->cutoff)
+		return ci_raw_del(txn, DB_PEERS, key, klen);
+	if (klen <= sizeof(c->oldest) && (c->oldest_len == 0 || last < c->oldest_at)) {
+		memcpy(c->oldest, key, klen);
+		c->oldest_len = klen;
+		c->oldest_at = last;
+	}
+	return 0;
+}
+
+static size_t
+peers_count(struct bg_txn *txn)
+{
+	MDB_stat ms;
+
+	return mdb_stat(txn->mtxn, txn->dbi[DB_PEERS], &ms) == 0 ? ms.ms_entries : 0;
+}
+
+static int
+peers_prune(struct bg_txn *txn, const char *peer, size_t len, int64_t when)
+{
+	struct prune_ctx c = {.keep = peer, .keep_len = len, .cutoff = INT64_MIN};
+	int64_t last = atomic_load(&pruned_at);
+	bool daily = last == INT64_MIN || when - last >= 86400 || when < last;
+	int rc;
+
+	if (!daily && peers_count(txn) <= STORE_PEERS_MAX)
+		return 0;
+	if (daily) {
+		atomic_store(&pruned_at, when);
+		if (when > INT64_MIN + STORE_PEER_MAX_AGE)
+			c.cutoff = when - STORE_PEER_MAX_AGE;
+	}
+	for (;;) {
+		c.oldest_len = 0;
+		rc = ci_walk(txn, DB_PEERS, NULL, 0, 0, prune_visit, &c);
+		/* A key not ours stops the walk: what was pruned so far stands. */
+		if (rc != 0 && rc != BG_ECORRUPT)
+			return rc;
+		if (peers_count(txn) <= STORE_PEERS_MAX || c.oldest_len == 0)
+			return 0;
+		if ((rc = ci_raw_del(txn, DB_PEERS, c.oldest, c.oldest_len)) != 0)
+			return rc;
+		if (peers_count(txn) <= STORE_PEERS_MAX)
+			return 0;
+		c.cutoff = INT64_MIN; /* more than one over: walk again for the next oldest */
+	}
+}
+
 static int
 bump(json_t *o, const char *field)
 {
@@ -143,6 +240,8 @@ txn_peer_note(struct bg_txn *txn, const char *peer, const char *source, const ch
 	if (rc == 0)
 		rc = ci_json_put(txn, DB_PEERS, peer, len, o);
 	json_decref(o);
+	if (rc == 0)
+		rc = peers_prune(txn, peer, len, when);
 	return rc;
 }
 
@@ -163,6 +262,8 @@ txn_peer_seen(struct bg_txn *txn, const char *peer, const char *source, const ch
 	if (rc == 0)
 		rc = ci_json_put(txn, DB_PEERS, peer, len, o);
 	json_decref(o);
+	if (rc == 0)
+		rc = peers_prune(txn, peer, len, when);
 	return rc;
 }
 

@@ -180,7 +180,7 @@ cmd_peers(struct ctx *c, int argc, char **argv)
 	struct peers_view v = {0};
 	unsigned char key[PEER_KEY_MAX];
 	size_t keylen = 0, n = 0;
-	char kf[PEER_KEY_FP_LEN + 1];
+	char kf[PEER_KEY_FP_LEN + 1], dns_why[256];
 	const char *keyfile;
 	bool json = false;
 	int rc, err;
@@ -217,8 +217,8 @@ cmd_peers(struct ctx *c, int argc, char **argv)
 		rc = cli_store_failed("peers", err);
 		goto out;
 	}
-	if (peer_table_dns_problem(t)[0] != '\0')
-		cli_complain("peer_dns: %s", peer_table_dns_problem(t));
+	if (peer_table_dns_problem(t, dns_why, sizeof(dns_why)))
+		cli_complain("peer_dns: %s", dns_why);
 	if (n > 0 && (v.p = calloc(n, sizeof(*v.p))) == NULL) {
 		rc = cli_store_failed("peers", BG_ENOMEM);
 		goto out;

@@ -8,6 +8,8 @@
  * for `get`, kept current for the daemon (a watch thread updates the mDNS
  * list; each job takes a copy under the lock).
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -20,6 +22,8 @@
 #include "peertable.h"
 
 #define MDNS_MAX 256 /* DNS-SD peers remembered (live table) */
+#define BG_STR_(x) #x
+#define BG_STR(x) BG_STR_(x)
 
 static const char *const source_names[] = {
 	[PEER_SRC_OPTION] = "option", [PEER_SRC_STATIC] = "static",
@@ -40,29 +44,82 @@ peer_key_state_name(enum peer_key_state k)
 
 /* ---- The merge ------------------------------------------------------------ */
 
-/* Splits HOST:PORT (HOST maybe in brackets) into a row. */
+/* A numeric host in its one spelling (inet_ntop's: IPv6 lowercase and
+ * shortest), so that a peer written two ways is one peer (one row, one
+ * store key); a name is left as written.  v6: the host is an IPv6 address. */
+static void
+host_canonical(char *host, size_t len, bool *v6)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+	char text[INET6_ADDRSTRLEN];
+	int af = strchr(host, ':') != NULL ? AF_INET6 : AF_INET;
+
+	*v6 = af == AF_INET6;
+	if (inet_pton(af, host, a) == 1 && inet_ntop(af, a, text, sizeof(text)) != NULL)
+		snprintf(host, len, "%s", text);
+}
+
+/* A static peer that cannot be asked: listed as rejected with why, so that
+ * `bgcopy peers` shows it (a name too long is shown cut, ending "..."). */
+static void
+row_unusable(struct peer_row *r, const char *hp, enum peer_source src, const char *why)
+{
+	size_t len = strlen(hp);
+
+	memset(r, 0, sizeof(*r));
+	if (len > STORE_PEER_KEY_MAX) {
+		snprintf(r->peer, sizeof(r->peer), "%.*s...", STORE_PEER_KEY_MAX - 3, hp);
+	} else {
+		snprintf(r->peer, sizeof(r->peer), "%s", hp);
+	}
+	memcpy(r->addr, r->peer, sizeof(r->addr));
+	r->source = src;
+	r->rejected = true;
+	snprintf(r->reason, sizeof(r->reason), "%s", why);
+}
+
+/* Splits HOST:PORT (an IPv6 HOST in brackets) into a row, a numeric host
+ * in its canonical spelling; false, and a rejected row saying why, when hp
+ * is no such thing or longer than a store key (STORE_PEER_KEY_MAX). */
 static bool
 row_from_hostport(struct peer_row *r, const char *hp, enum peer_source src)
 {
-	const char *colon = strrchr(hp, ':'), *whole = hp;
+	const char *colon = strrchr(hp, ':'), *h = hp;
+	char host[STORE_PEER_KEY_MAX + 1];
+	unsigned char a6[sizeof(struct in6_addr)];
 	size_t hlen;
-	unsigned long port;
-	char *end;
+	uint64_t port;
+	bool v6;
 
-	memset(r, 0, sizeof(*r));
-	if (colon == NULL || colon == hp || strlen(hp) > STORE_PEER_KEY_MAX)
+	if (strlen(hp) > STORE_PEER_KEY_MAX) {
+		row_unusable(r, hp, src, "longer than " BG_STR(STORE_PEER_KEY_MAX) " bytes");
 		return false;
-	port = strtoul(colon + 1, &end, 10);
-	if (*end != '\0' || port == 0 || port > 65535)
+	}
+	if (colon == NULL || colon == hp || colon[1] == '\0' ||
+	    bg_parse_u64(colon + 1, strlen(colon + 1), 65535, &port) != 0 || port == 0) {
+		row_unusable(r, hp, src, "not HOST:PORT (PORT 1-65535)");
 		return false;
+	}
 	hlen = (size_t)(colon - hp);
-	if (hp[0] == '[' && hlen >= 2 && hp[hlen - 1] == ']') {
-		hp++;
+	if (hp[0] == '[') {
+		if (hlen < 3 || hp[hlen - 1] != ']') {
+			row_unusable(r, hp, src, "not [IPv6]:PORT");
+			return false;
+		}
+		h++;
 		hlen -= 2;
 	}
-	memcpy(r->addr, hp, hlen);
-	r->addr[hlen] = '\0';
-	snprintf(r->peer, sizeof(r->peer), "%s", whole);
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	v6 = strchr(host, ':') != NULL;
+	if (v6 != (h != hp) || (v6 && inet_pton(AF_INET6, host, a6) != 1)) {
+		row_unusable(r, hp, src, "not HOST:PORT (an IPv6 HOST as [ADDR])");
+		return false;
+	}
+	host_canonical(host, sizeof(host), &v6);
+	memset(r, 0, sizeof(*r));
+	snprintf(r->addr, sizeof(r->addr), "%s", host);
+	snprintf(r->peer, sizeof(r->peer), v6 ? "[%s]:%u" : "%s:%u", host, (unsigned)port);
 	r->port = (unsigned)port;
 	r->source = src;
 	return true;
@@ -72,11 +129,12 @@ row_from_hostport(struct peer_row *r, const char *hp, enum peer_source src)
 static void
 row_from_addr(struct peer_row *r, const char *addr, unsigned port, enum peer_source src)
 {
-	bool v6 = strchr(addr, ':') != NULL;
+	bool v6;
 
 	memset(r, 0, sizeof(*r));
 	snprintf(r->addr, sizeof(r->addr), "%s", addr);
-	snprintf(r->peer, sizeof(r->peer), v6 ? "[%s]:%u" : "%s:%u", addr, port);
+	host_canonical(r->addr, sizeof(r->addr), &v6);
+	snprintf(r->peer, sizeof(r->peer), v6 ? "[%s]:%u" : "%s:%u", r->addr, port);
 	r->port = port;
 	r->source = src;
 }
@@ -90,11 +148,15 @@ find_peer(struct peer_row *rows, size_t n, const char *peer)
 	return NULL;
 }
 
+/* Whether node is listed already, for a row that is asked (rejected
+ * false) by a row that is asked too: a rejected row (a forged
+ * announcement with a real node's id, say) never hides the real one.  A
+ * rejected row is left out behind any row of its node. */
 static bool
-node_listed(const struct peer_row *rows, size_t n, const char *node)
+node_listed(const struct peer_row *rows, size_t n, const char *node, bool rejected)
 {
 	for (size_t i = 0; node[0] != '\0' && i < n; i++)
-		if (strcmp(rows[i].node, node) == 0)
+		if (strcmp(rows[i].node, node) == 0 && (rejected || !rows[i].rejected))
 			return true;
 	return false;
 }
@@ -139,7 +201,7 @@ add_mdns(const struct peer_table_config *c, const char *kf, const struct dnssd_p
 			same->key = row.key;
 		return;
 	}
-	if (node_listed(out, *n, row.node) || *n >= max)
+	if (node_listed(out, *n, row.node, row.rejected) || *n >= max)
 		return; /* the same node at another address (IPv6, a second link) */
 	out[(*n)++] = row;
 }
@@ -152,10 +214,15 @@ peer_table_merge(const struct peer_table_config *c, const char *kf, const struct
 	struct peer_row row;
 
 	*n = 0;
-	for (size_t i = 0; i < c->nstatics && *n < max; i++)
-		if (c->statics[i] != NULL && row_from_hostport(&row, c->statics[i], PEER_SRC_STATIC) &&
-		    find_peer(out, *n, row.peer) == NULL)
+	/* A static peer that cannot be asked is listed, rejected, for
+	 * `bgcopy peers` to show why. */
+	for (size_t i = 0; i < c->nstatics && *n < max; i++) {
+		if (c->statics[i] == NULL)
+			continue;
+		(void)row_from_hostport(&row, c->statics[i], PEER_SRC_STATIC);
+		if (find_peer(out, *n, row.peer) == NULL)
 			out[(*n)++] = row;
+	}
 	for (size_t i = 0; i < ndns && *n < max; i++) {
 		row_from_addr(&row, dns[i].addr, dns[i].port, PEER_SRC_DNS);
 		if (find_peer(out, *n, row.peer) == NULL)
@@ -179,8 +246,10 @@ struct peer_table {
 	char self[BG_NODE_ID_LEN + 1];
 	bool live;
 	pthread_mutex_t lock;        /* everything below */
-	bool dns_done, mdns_done;
-	int64_t dns_at;              /* when the DNS name was resolved (live) */
+	pthread_cond_t dns_cond;     /* a lookup of the DNS name ended */
+	bool dns_done, mdns_done;    /* dns_done: a lookup ended (good or not) */
+	bool dns_busy;               /* a thread is looking the DNS name up, unlocked */
+	int64_t dns_at;              /* when the DNS name was last looked up (live) */
 	struct dns_peer dns[PEER_TABLE_MAX];
 	size_t ndns;
 	char dns_why[256];
@@ -276,6 +345,7 @@ peer_table_new(const struct peer_table_config *c, bool live, struct peer_table *
 	if (t == NULL)
 		return BG_ENOMEM;
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_cond_init(&t->dns_cond, NULL);
 	t->c = *c;
 	t->live = live;
 	if ((t->mdns = calloc(MDNS_MAX, sizeof(*t->mdns))) == NULL)
@@ -328,29 +398,61 @@ peer_table_free(struct peer_table *t)
 	free(t->dns_name);
 	free(t->home);
 	free(t->mdns);
+	pthread_cond_destroy(&t->dns_cond);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
 
 /* The DNS name's addresses, looked up when not yet (or, live, when older
- * than PEER_TABLE_DNS_TTL).  Called with the lock held: jobs starting
- * together wait for one lookup rather than each making its own. */
+ * than PEER_TABLE_DNS_TTL).  Called with the lock held, and returns with it
+ * held, but the lookup (seconds, when the resolver is slow) runs without
+ * it: one thread looks up, marked by dns_busy; the others go on with the
+ * list as it is (the Avahi watch's peer_table_feed never waits for DNS).
+ * Only before the first lookup has ended do they wait for it, so that the
+ * jobs that start together all get the name's addresses.  A refresh that
+ * fails (no answer in time, a resolver error) keeps the last good list; an
+ * answer that the name has no address (BG_ENOENT) empties it. */
 static void
 refresh_dns(struct peer_table *t)
 {
+	struct dns_peer found[PEER_TABLE_MAX];
+	char why[sizeof(t->dns_why)];
 	int64_t now = bg_now();
+	size_t n = 0;
 	int err;
 
-	if (t->dns_name == NULL || (t->dns_done && (!t->live || now - t->dns_at < PEER_TABLE_DNS_TTL)))
+	if (t->dns_name == NULL)
 		return;
-	t->dns_done = true;
+	while (t->dns_busy && !t->dns_done)
+		pthread_cond_wait(&t->dns_cond, &t->lock);
+	if (t->dns_busy || (t->dns_done && (!t->live || now - t->dns_at < PEER_TABLE_DNS_TTL)))
+		return;
+	t->dns_busy = true;
 	t->dns_at = now;
-	err = dns_peers_resolve(t->dns_name, DNS_PEERS_TIMEOUT_MS, t->dns, PEER_TABLE_MAX, &t->ndns,
-	                        t->dns_why, sizeof(t->dns_why));
-	if (err != 0)
-		t->ndns = 0;
-	else
+	why[0] = '\0';
+	pthread_mutex_unlock(&t->lock);
+	/* dns_name is the table's own, never changed: read without the lock. */
+	err = (t->c.resolve != NULL ? t->c.resolve : dns_peers_resolve)(
+	    t->dns_name, DNS_PEERS_TIMEOUT_MS, found, PEER_TABLE_MAX, &n, why, sizeof(why));
+	pthread_mutex_lock(&t->lock);
+	if (err == 0) {
+		memcpy(t->dns, found, n * sizeof(found[0]));
+		t->ndns = n;
 		t->dns_why[0] = '\0';
+	} else {
+		if (err == BG_ENOENT || err == BG_EINVAL)
+			t->ndns = 0;
+		if (why[0] == '\0')
+			snprintf(why, sizeof(why), "%s: %s", t->dns_name, bg_strerror(err));
+		if (t->ndns > 0)
+			snprintf(t->dns_why, sizeof(t->dns_why), "%.200s (the %zu addresses found before kept)",
+			         why, t->ndns);
+		else
+			snprintf(t->dns_why, sizeof(t->dns_why), "%s", why);
+	}
+	t->dns_done = true;
+	t->dns_busy = false;
+	pthread_cond_broadcast(&t->dns_cond);
 }
 
 /* The one-shot browse, at the first need. */
@@ -407,8 +509,15 @@ peer_table_get(struct peer_table *t, const char *kf, struct peer_row **rows, siz
 	return 0;
 }
 
-const char *
-peer_table_dns_problem(struct peer_table *t)
+bool
+peer_table_dns_problem(struct peer_table *t, char *why, size_t whylen)
 {
-	return t->dns_why;
+	bool problem;
+
+	pthread_mutex_lock(&t->lock);
+	problem = t->dns_why[0] != '\0';
+	if (whylen > 0)
+		snprintf(why, whylen, "%s", t->dns_why);
+	pthread_mutex_unlock(&t->lock);
+	return problem;
 }

@@ -50,11 +50,18 @@ struct peer_table_config {
 	unsigned browse_ms;          /* the one-shot browse's bound, waiting for every answer
 	                              * (bgcopy peers); 0: a download's, PEER_TABLE_BROWSE_MS
 	                              * and ended by the first peer cached */
+	/* The DNS name's lookup: NULL for dns_peers_resolve (tests give theirs). */
+	int (*resolve)(const char *name, unsigned timeout_ms, struct dns_peer *out, size_t max,
+	               size_t *n, char *why, size_t whylen);
 };
 
 /* The merge, without any I/O (unit-tested): statics, then the DNS name's
  * addresses, then mDNS peers (IPv4 before IPv6), each peer once (the first
- * of the same HOST:PORT, the first of the same node id).  mDNS peers of
+ * of the same HOST:PORT, a numeric HOST in inet_ntop's spelling; the first
+ * asked row of the same node id: a rejected row never hides an asked one,
+ * and is left out behind any row of its node).  A static peer that is not
+ * HOST:PORT (an IPv6 HOST as [ADDR], PORT 1-65535) or longer than
+ * STORE_PEER_KEY_MAX is listed rejected, with why.  mDNS peers of
  * this node, on another subnet (unless any_subnet), or at a link-local
  * IPv6 address are left out; one whose key fingerprint differs from kf
  * (ours: peer_key_fingerprint(), "none" without a key) is listed as
@@ -69,15 +76,18 @@ struct peer_table;
  * browsed at the first peer_table_get that wants it. */
 int peer_table_new(const struct peer_table_config *c, bool live, struct peer_table **out) BG_WUR;
 void peer_table_free(struct peer_table *t);
-/* The peers now, for a client whose key fingerprint is kf; thread-safe.
+/* The peers now, for a client whose key fingerprint is kf; thread-safe
+ * (the DNS name is looked up without the table's lock: see peertable.c).
  * *rows is malloc'd (free() it; NULL when *n is 0).  When discovery is on
  * and Avahi cannot be reached, one warning line per process on stderr. */
 int peer_table_get(struct peer_table *t, const char *kf, struct peer_row **rows, size_t *n) BG_WUR;
 /* What the live table's DNS-SD watch calls (thread-safe): p resolved
  * (up) or withdrawn.  Tests feed a table through it. */
 void peer_table_feed(struct peer_table *t, bool up, const struct dnssd_peer *p);
-/* Why the DNS name gave no peer at the last lookup, "" when it did (or
- * there is none). */
-const char *peer_table_dns_problem(struct peer_table *t);
+/* Whether the last lookup of the DNS name failed, and why, copied into
+ * why (whylen bytes; "" when it did not, or there is no name); a failed
+ * refresh of the live table says too that the last good list is kept.
+ * Thread-safe. */
+bool peer_table_dns_problem(struct peer_table *t, char *why, size_t whylen);
 
 #endif /* BG_PEERTABLE_H */

@@ -9,6 +9,7 @@
 #include <arpa/nameser.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <resolv.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +19,20 @@
 #include "net.h"
 
 /* The port of the first SRV record of _bgcopy._tcp.NAME with the lowest
- * priority: 0 when there is none, or no answer in time. */
+ * priority: 0 when there is none, or no answer in time.
+ *
+ * The answer buffer holds the largest DNS message (NS_MAXMSG): res_nquery
+ * returns the answer's full length even when it did not fit, so the length
+ * is clamped to the buffer all the same.  A truncated answer (TC set: glibc
+ * retries over TCP first, so one arrives only when that failed) is used
+ * for the records it holds whole: any of them names a port peerd listens
+ * on, the lowest priority among them is just not necessarily the lowest of
+ * all; one that cannot be parsed at all gives 0 (the default port). */
 static unsigned
 srv_port(const char *name, char *why, size_t whylen)
 {
 	struct __res_state rs;
-	unsigned char answer[4096];
+	unsigned char *answer;
 	char qname[NS_MAXDNAME];
 	ns_msg msg;
 	unsigned port = 0, best = 0x10000;
@@ -31,15 +40,20 @@ srv_port(const char *name, char *why, size_t whylen)
 
 	if (snprintf(qname, sizeof(qname), "_bgcopy._tcp.%s", name) >= (int)sizeof(qname))
 		return 0;
+	if ((answer = malloc(NS_MAXMSG)) == NULL)
+		return 0;
 	memset(&rs, 0, sizeof(rs));
 	if (res_ninit(&rs) != 0) {
 		snprintf(why, whylen, "cannot read the resolver's configuration");
+		free(answer);
 		return 0;
 	}
 	/* One second per try, two tries per server. */
 	rs.retrans = 1;
 	rs.retry = 2;
-	len = res_nquery(&rs, qname, ns_c_in, ns_t_srv, answer, sizeof(answer));
+	len = res_nquery(&rs, qname, ns_c_in, ns_t_srv, answer, NS_MAXMSG);
+	if (len > NS_MAXMSG)
+		len = NS_MAXMSG;
 	if (len < 0 || ns_initparse(answer, len, &msg) != 0)
 		goto out;
 	for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
@@ -47,8 +61,9 @@ srv_port(const char *name, char *why, size_t whylen)
 		unsigned prio, p;
 		ns_rr rr;
 
-		if (ns_parserr(&msg, ns_s_an, i, &rr) != 0 || ns_rr_type(rr) != ns_t_srv ||
-		    ns_rr_rdlen(rr) < 7)
+		if (ns_parserr(&msg, ns_s_an, i, &rr) != 0)
+			break; /* the rest was cut off (truncated) or is damaged */
+		if (ns_rr_type(rr) != ns_t_srv || ns_rr_rdlen(rr) < 7)
 			continue;
 		/* RDATA: priority, weight, port (16 bits each), target. */
 		d = ns_rr_rdata(rr);
@@ -60,8 +75,78 @@ srv_port(const char *name, char *why, size_t whylen)
 		}
 	}
 out:
+	/* glibc has no res_ndestroy (BSD's): its res_nclose is the one that
+	 * frees all res_ninit allocated (__res_iclose(statp, true): sockets,
+	 * IPv6 nameserver addresses, the resolv.conf it parsed). */
 	res_nclose(&rs);
+	free(answer);
 	return port;
+}
+
+/* ---- Lookups that outlive their caller ---------------------------------------
+ * gai_cancel cannot stop a lookup glibc's thread has started: that thread
+ * still writes the request (its result and status) when it ends.  Such a
+ * request is kept here, never freed while gai_error() says it is in
+ * progress, and freed (with its result) by a later call once it is done.
+ * At most PENDING_MAX are kept: while that many are still running (a
+ * resolver that never answers), no new lookup starts (BG_ETIMEDOUT), so
+ * neither memory nor glibc's threads grow without bound. */
+#define PENDING_MAX 8
+
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct gaicb *pending[PENDING_MAX];
+static bool abandoned[PENDING_MAX]; /* its caller gave up on it */
+
+/* Frees the kept requests that are done; true when there is room for one
+ * more.  With pending_lock held. */
+static bool
+pending_reap(void)
+{
+	bool room = false;
+
+	for (size_t i = 0; i < PENDING_MAX; i++) {
+		if (pending[i] != NULL && abandoned[i] && gai_error(pending[i]) != EAI_INPROGRESS) {
+			if (pending[i]->ar_result != NULL)
+				freeaddrinfo(pending[i]->ar_result);
+			free(pending[i]);
+			pending[i] = NULL;
+			abandoned[i] = false;
+		}
+		if (pending[i] == NULL)
+			room = true;
+	}
+	return room;
+}
+
+/* Takes a slot for req (pending_reap() said there is one, the lock held
+ * since), or, when its caller gives up on it, marks it abandoned, or
+ * gives its slot back.  With pending_lock held. */
+static void
+pending_set(struct gaicb *req, int what)
+{
+	for (size_t i = 0; i < PENDING_MAX; i++) {
+		if (what == 0 && pending[i] == NULL) {
+			pending[i] = req;
+			abandoned[i] = false;
+			return;
+		}
+		if (what != 0 && pending[i] == req) {
+			if (what > 0)
+				abandoned[i] = true;
+			else
+				pending[i] = NULL;
+			return;
+		}
+	}
+}
+
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int
@@ -71,7 +156,7 @@ dns_peers_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, s
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
 	struct gaicb *req;
 	struct gaicb *list[1];
-	struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
+	int64_t deadline = mono_ms() + timeout_ms, left;
 	unsigned port;
 	int rc;
 
@@ -83,37 +168,61 @@ dns_peers_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, s
 		return BG_EINVAL;
 	}
 	/* The request lives on the heap: after a timeout glibc's resolver
-	 * thread still owns it, and it is left to it (gai_cancel cannot stop a
-	 * lookup under way). */
+	 * thread may still own it (see pending above). */
 	if ((req = calloc(1, sizeof(*req) + sizeof(hints) + strlen(name) + 1)) == NULL)
 		return BG_ENOMEM;
 	memcpy(req + 1, &hints, sizeof(hints));
 	req->ar_name = strcpy((char *)(req + 1) + sizeof(hints), name);
 	req->ar_request = (struct addrinfo *)(req + 1);
 	list[0] = req;
+	pthread_mutex_lock(&pending_lock);
+	if (!pending_reap()) {
+		pthread_mutex_unlock(&pending_lock);
+		snprintf(why, whylen, "%s: earlier lookups still unanswered", name);
+		free(req);
+		return BG_ETIMEDOUT;
+	}
 	if ((rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL)) != 0) {
+		pthread_mutex_unlock(&pending_lock);
 		snprintf(why, whylen, "cannot look up %s: %s", name, gai_strerror(rc));
 		free(req);
 		return BG_EIO;
 	}
-	for (;;) {
-		rc = gai_suspend((const struct gaicb *const *)list, 1, &ts);
-		if (rc == EAI_INTR)
-			continue;
-		break;
+	/* The slot is kept for this request until it is known to be done. */
+	pending_set(req, 0);
+	pthread_mutex_unlock(&pending_lock);
+	/* Whether the request still runs is gai_error's to say, whatever
+	 * gai_suspend returned (EAI_AGAIN, EAI_INTR, or 0 for a signal's
+	 * wakeup); the deadline holds across interruptions. */
+	while (gai_error(req) == EAI_INPROGRESS && (left = deadline - mono_ms()) > 0) {
+		struct timespec ts = {left / 1000, (long)(left % 1000) * 1000000L};
+
+		(void)gai_suspend((const struct gaicb *const *)list, 1, &ts);
 	}
-	if (rc == EAI_AGAIN && gai_error(req) == EAI_INPROGRESS) {
-		if (gai_cancel(req) != EAI_CANCELED) {
+	if ((rc = gai_error(req)) == EAI_INPROGRESS) {
+		if (gai_cancel(req) == EAI_CANCELED) {
+			rc = EAI_CANCELED; /* it had not started: glibc dropped it */
+		} else if ((rc = gai_error(req)) == EAI_INPROGRESS) {
+			/* Still glibc's: a later call frees it once it is done. */
+			pthread_mutex_lock(&pending_lock);
+			pending_set(req, 1);
+			pthread_mutex_unlock(&pending_lock);
 			snprintf(why, whylen, "%s: no answer within %u ms", name, timeout_ms);
-			return BG_ETIMEDOUT; /* req stays with the resolver */
+			return BG_ETIMEDOUT;
 		}
 	}
-	if ((rc = gai_error(req)) != 0) {
+	/* Done, or cancelled before it started: the request is this call's. */
+	pthread_mutex_lock(&pending_lock);
+	pending_set(req, -1);
+	pthread_mutex_unlock(&pending_lock);
+	if (rc != 0) {
 		snprintf(why, whylen, "%s: %s", name,
 		         rc == EAI_CANCELED ? "no answer in time" : gai_strerror(rc));
 		if (req->ar_result != NULL)
 			freeaddrinfo(req->ar_result);
 		free(req);
+		if (rc == EAI_CANCELED)
+			return BG_ETIMEDOUT;
 		return rc == EAI_NONAME || rc == EAI_NODATA ? BG_ENOENT : BG_EIO;
 	}
 	port = srv_port(name, why, whylen);

@@ -212,7 +212,10 @@ struct dns_peer {
 /* Every A and AAAA of name (at most max, duplicates dropped), each on the
  * port of the SRV record _bgcopy._tcp.NAME, else PEER_PORT_DEFAULT.  0 and
  * *n > 0; BG_ENOENT (no such name, no address), BG_ETIMEDOUT, BG_EIO with
- * a one-line why.  Bounded by timeout_ms plus the SRV query's bound. */
+ * a one-line why.  Bounded by timeout_ms plus the SRV query's bound.  A
+ * lookup glibc cannot cancel is kept (never freed while glibc may still
+ * write it) and freed by a later call once done; while 8 such are still
+ * running, BG_ETIMEDOUT at once.  Thread-safe. */
 int dns_peers_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, size_t max,
                       size_t *n, char *why, size_t whylen) BG_WUR;
 

@@ -3,6 +3,7 @@
  * order, duplicates, this node, subnets and keys, fed with DNS-SD peers
  * made here instead of Avahi's; and the one-shot table over static peers.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +40,9 @@ mdns(const char *name, const char *addr, unsigned port, const char *node, const 
 static void
 test_merge(void)
 {
-	const char *statics[] = {"10.0.0.1:7654", "[fd00::1]:7000", "10.0.0.1:7654", "bad"};
+	const char *statics[] = {"10.0.0.1:7654", "[fd00::1]:7000", "10.0.0.1:7654"};
 	struct peer_table_config c = {
-		.statics = statics, .nstatics = 4, .discovery = true, .self = SELF,
+		.statics = statics, .nstatics = 3, .discovery = true, .self = SELF,
 	};
 	struct dns_peer dns[] = {{"10.0.0.2", 7654}, {"10.0.0.1", 7654}, {"fd00::2", 7654}};
 	struct dnssd_peer m[] = {
@@ -114,6 +115,113 @@ test_merge(void)
 	CHECK_EQ_INT(n, 2);
 }
 
+/* Static peers that cannot be asked are listed, rejected, with why; a
+ * numeric host is one peer however it is written. */
+static void
+test_statics(void)
+{
+	char longname[STORE_PEER_KEY_MAX + 16];
+	const char *statics[] = {
+		"[2001:DB8::1]:7654", "[2001:db8::1]:7654", "[2001:0db8:0:0::1]:7654",
+		"10.0.0.1:7654",      "10.0.0.1:07654",     longname,
+		"10.0.0.2: 80",       "10.0.0.2:+80",       "10.0.0.2:0",
+		"10.0.0.2:65536",     "bad",                "fd00::1:7654",
+		"[10.0.0.3]:7654",    "[fd00::1:7654",      "name.example:8000",
+	};
+	struct peer_table_config c = {.statics = statics, .nstatics = sizeof(statics) / sizeof(statics[0])};
+	struct peer_row rows[PEER_TABLE_MAX];
+	size_t n, i = 0;
+
+	memset(longname, 'h', sizeof(longname));
+	memcpy(longname + STORE_PEER_KEY_MAX - 4, ":7654", 6); /* 81 bytes */
+	peer_table_merge(&c, KF, NULL, 0, NULL, 0, rows, PEER_TABLE_MAX, &n);
+	CHECK_EQ_INT(n, 12);
+	if (n != 12)
+		return;
+	/* Three spellings, one peer, one store key. */
+	CHECK_EQ_STR(rows[i].peer, "[2001:db8::1]:7654");
+	CHECK_EQ_STR(rows[i].addr, "2001:db8::1");
+	CHECK(!rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "10.0.0.1:7654"); /* and 07654 is 7654 */
+	CHECK(!rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].reason, "longer than 80 bytes");
+	CHECK(rows[i].rejected);
+	CHECK_EQ_INT(strlen(rows[i].peer), STORE_PEER_KEY_MAX);
+	CHECK(strcmp(rows[i].peer + STORE_PEER_KEY_MAX - 3, "...") == 0);
+	CHECK_EQ_STR(peer_source_name(rows[i].source), "static");
+	i++;
+	/* The port as bg_parse_u64 reads it: no space, no sign, 1-65535. */
+	for (int k = 0; k < 4; k++, i++) {
+		CHECK(rows[i].rejected);
+		CHECK_EQ_STR(rows[i].reason, "not HOST:PORT (PORT 1-65535)");
+	}
+	CHECK_EQ_STR(rows[i].peer, "bad");
+	CHECK(rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "fd00::1:7654"); /* IPv6 without brackets */
+	CHECK_EQ_STR(rows[i].reason, "not HOST:PORT (an IPv6 HOST as [ADDR])");
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "[10.0.0.3]:7654");
+	CHECK(rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "[fd00::1:7654");
+	CHECK(rows[i].rejected);
+	i++;
+	CHECK_EQ_STR(rows[i].peer, "name.example:8000");
+	CHECK_EQ_STR(rows[i].addr, "name.example");
+	CHECK_EQ_INT(rows[i].port, 8000);
+	CHECK(!rows[i].rejected);
+
+	/* The DNS name's and DNS-SD's addresses are spelt the same way. */
+	{
+		const char *one[] = {"[2001:db8::1]:7654"};
+		struct peer_table_config c1 = {.statics = one, .nstatics = 1, .discovery = true};
+		struct dns_peer dns[] = {{"2001:DB8:0::1", 7654}};
+		struct dnssd_peer m[] = {mdns("x", "2001:0DB8::1", 7654, NODE_A, KF, true)};
+
+		peer_table_merge(&c1, KF, dns, 1, m, 1, rows, PEER_TABLE_MAX, &n);
+		CHECK_EQ_INT(n, 1);
+		CHECK_EQ_STR(rows[0].node, NODE_A);
+	}
+}
+
+/* A forged announcement with a real node's id and the wrong key (rejected)
+ * does not hide the real node, whichever comes first. */
+static void
+test_forged(void)
+{
+	struct peer_table_config c = {.discovery = true, .self = SELF};
+	struct dnssd_peer m[] = {
+		mdns("forged", "10.0.0.66", 7654, NODE_A, KF_OTHER, true),
+		mdns("real", "10.0.0.10", 7654, NODE_A, KF, true),
+		mdns("forged2", "10.0.0.67", 7654, NODE_A, KF_OTHER, true),
+	};
+	struct dnssd_peer r[] = {m[1], m[0]};
+	struct peer_row rows[PEER_TABLE_MAX];
+	size_t n;
+
+	peer_table_merge(&c, KF, NULL, 0, m, 3, rows, PEER_TABLE_MAX, &n);
+	CHECK_EQ_INT(n, 2); /* the forged one (listed, rejected), the real one; not the second forged */
+	if (n == 2) {
+		CHECK_EQ_STR(rows[0].peer, "10.0.0.66:7654");
+		CHECK(rows[0].rejected);
+		CHECK_EQ_STR(rows[0].reason, "key mismatch");
+		CHECK_EQ_STR(rows[1].peer, "10.0.0.10:7654");
+		CHECK(!rows[1].rejected);
+		CHECK_EQ_STR(rows[1].node, NODE_A);
+	}
+	/* The real one first: the forged one is the same node at another
+	 * address, left out. */
+	peer_table_merge(&c, KF, NULL, 0, r, 2, rows, PEER_TABLE_MAX, &n);
+	CHECK_EQ_INT(n, 1);
+	if (n == 1) {
+		CHECK_EQ_STR(rows[0].peer, "10.0.0.10:7654");
+		CHECK(!rows[0].rejected);
+	}
+}
+
 static void
 test_table(void)
 {
@@ -142,7 +250,12 @@ test_table(void)
 		CHECK_EQ_INT(peer_table_get(t, "none", &rows, &n), 0);
 		CHECK_EQ_INT(n, 0);
 		CHECK(rows == NULL);
-		CHECK(peer_table_dns_problem(t)[0] != '\0');
+		{
+			char why[256];
+
+			CHECK(peer_table_dns_problem(t, why, sizeof(why)));
+			CHECK(why[0] != '\0');
+		}
 		peer_table_free(t);
 	}
 	/* localhost resolves through /etc/hosts, on the default port (no SRV). */
@@ -203,11 +316,146 @@ test_feed(void)
 	peer_table_free(t);
 }
 
+/* ---- The live table's DNS refresh, with a lookup made here ----------------- */
+
+static pthread_mutex_t hook_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hook_cond = PTHREAD_COND_INITIALIZER;
+static int hook_mode;      /* 0 two addresses, 1 waits for hook_go then times out, 2 no address */
+static int hook_calls;
+static bool hook_in, hook_go;
+
+static int
+hook_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, size_t max, size_t *n,
+             char *why, size_t whylen)
+{
+	int mode;
+
+	(void)timeout_ms;
+	pthread_mutex_lock(&hook_lock);
+	hook_calls++;
+	mode = hook_mode;
+	hook_in = true;
+	pthread_cond_broadcast(&hook_cond);
+	while (mode == 1 && !hook_go)
+		pthread_cond_wait(&hook_cond, &hook_lock);
+	pthread_mutex_unlock(&hook_lock);
+	*n = 0;
+	if (mode == 1) {
+		snprintf(why, whylen, "%s: no answer within 2000 ms", name);
+		return BG_ETIMEDOUT;
+	}
+	if (mode == 2) {
+		snprintf(why, whylen, "%s has no address", name);
+		return BG_ENOENT;
+	}
+	if (max >= 2) {
+		*out++ = (struct dns_peer){"10.0.1.1", 7654};
+		*out = (struct dns_peer){"10.0.1.2", 7654};
+		*n = 2;
+	}
+	return 0;
+}
+
+struct getter {
+	struct peer_table *t;
+	size_t n;
+	int err;
+};
+
+static void *
+getter_run(void *arg)
+{
+	struct getter *g = arg;
+	struct peer_row *rows = NULL;
+
+	g->err = peer_table_get(g->t, KF, &rows, &g->n);
+	free(rows);
+	return NULL;
+}
+
+/* A refresh runs without the lock: the watch feeds, and jobs get the list
+ * as it is, while it waits on a slow resolver; when it fails, the last good
+ * list stays; when the name has no address any more, it goes. */
+static void
+test_dns_refresh(void)
+{
+	struct peer_table_config c = {.dns_name = "peers.example", .self = SELF,
+	                              .resolve = hook_resolve};
+	struct dnssd_peer b = mdns("b", "10.0.0.11", 7655, NODE_B, KF, true);
+	struct peer_table *t = NULL;
+	struct peer_row *rows = NULL;
+	struct getter g = {0};
+	pthread_t th;
+	char why[256];
+	size_t n = 0;
+
+	CHECK_EQ_INT(peer_table_new(&c, true, &t), 0);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 2);
+	free(rows);
+	CHECK(!peer_table_dns_problem(t, why, sizeof(why)));
+	CHECK_EQ_INT(hook_calls, 1);
+
+	/* Past the TTL, a resolver that does not answer. */
+	setenv(BG_CLOCK_OFFSET_ENV, "120", 1);
+	hook_mode = 1;
+	g.t = t;
+	CHECK_EQ_INT(pthread_create(&th, NULL, getter_run, &g), 0);
+	pthread_mutex_lock(&hook_lock);
+	while (!hook_in || hook_calls < 2)
+		pthread_cond_wait(&hook_cond, &hook_lock);
+	pthread_mutex_unlock(&hook_lock);
+	/* The lookup is under way: the watch and other jobs do not wait. */
+	peer_table_feed(t, true, &b);
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 3); /* the two DNS addresses as they were, and b */
+	free(rows);
+	CHECK_EQ_INT(hook_calls, 2); /* one lookup at a time */
+	pthread_mutex_lock(&hook_lock);
+	hook_go = true;
+	pthread_cond_broadcast(&hook_cond);
+	pthread_mutex_unlock(&hook_lock);
+	pthread_join(th, NULL);
+	CHECK_EQ_INT(g.err, 0);
+	CHECK_EQ_INT(g.n, 3);
+	/* It failed: the last good list is kept, and said so. */
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	if (n == 3)
+		CHECK_EQ_STR(rows[0].peer, "10.0.1.1:7654");
+	free(rows);
+	CHECK(peer_table_dns_problem(t, why, sizeof(why)));
+	CHECK(strstr(why, "no answer") != NULL);
+	CHECK(strstr(why, "kept") != NULL);
+
+	/* The name has no address any more: its peers go. */
+	setenv(BG_CLOCK_OFFSET_ENV, "240", 1);
+	hook_mode = 2;
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 1);
+	free(rows);
+	CHECK(peer_table_dns_problem(t, why, sizeof(why)));
+	CHECK_EQ_STR(why, "peers.example has no address");
+	/* And comes back. */
+	setenv(BG_CLOCK_OFFSET_ENV, "360", 1);
+	hook_mode = 0;
+	CHECK_EQ_INT(peer_table_get(t, KF, &rows, &n), 0);
+	CHECK_EQ_INT(n, 3);
+	free(rows);
+	CHECK(!peer_table_dns_problem(t, why, sizeof(why)));
+	CHECK_EQ_STR(why, "");
+	unsetenv(BG_CLOCK_OFFSET_ENV);
+	peer_table_free(t);
+}
+
 int
 main(void)
 {
 	test_merge();
+	test_statics();
+	test_forged();
 	test_table();
 	test_feed();
+	test_dns_refresh();
 	return check_done();
 }

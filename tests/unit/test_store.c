@@ -2639,6 +2639,71 @@ static void test_peers(void)
 	home_free(home);
 }
 
+/* The peers' database is pruned as it is written: records neither seen nor
+ * used for STORE_PEER_MAX_AGE go, and beyond STORE_PEERS_MAX the oldest. */
+#define PRUNE_T0 ((int64_t)1700000000)
+#define DAY ((int64_t)86400)
+
+static int peers_count_fn(const struct store_peer *p, void *arg)
+{
+	(void)p;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+static int peers_age_fn(struct bg_txn *txn, void *arg)
+{
+	struct store_peer p;
+
+	(void)arg;
+	CHECK_OK(txn_peer_note(txn, "10.1.0.1:7654", "static", NULL, "hit", PRUNE_T0));
+	CHECK_OK(txn_peer_seen(txn, "10.1.0.2:7654", "mdns", NULL, PRUNE_T0 + 10));
+	CHECK_OK(txn_peer_seen(txn, "10.1.0.4:7654", "mdns", NULL, PRUNE_T0 + 2 * DAY));
+	/* 31 days on: the first two were neither seen nor used for 30 days. */
+	CHECK_OK(txn_peer_note(txn, "10.1.0.3:7654", "dns", NULL, "miss", PRUNE_T0 + 31 * DAY));
+	CHECK_RC(txn_peer_get(txn, "10.1.0.1:7654", &p), BG_ENOENT);
+	CHECK_RC(txn_peer_get(txn, "10.1.0.2:7654", &p), BG_ENOENT);
+	CHECK_OK(txn_peer_get(txn, "10.1.0.3:7654", &p));
+	CHECK_OK(txn_peer_get(txn, "10.1.0.4:7654", &p)); /* seen 29 days ago */
+	return 0;
+}
+
+static int peers_cap_fn(struct bg_txn *txn, void *arg)
+{
+	struct store_peer p;
+	char name[32];
+	size_t n = 0;
+
+	(void)arg;
+	for (int i = 0; i < STORE_PEERS_MAX + 6; i++) {
+		snprintf(name, sizeof(name), "10.2.%d.%d:7654", i / 256, i % 256);
+		CHECK_OK(txn_peer_seen(txn, name, "mdns", NULL, PRUNE_T0 + 40 * DAY + i));
+	}
+	CHECK_OK(txn_peer_each(txn, peers_count_fn, &n));
+	CHECK_EQ_INT(n, STORE_PEERS_MAX);
+	/* 10.1.0.4 went at 40 days (age); then 10.1.0.3, the oldest, and the
+	 * first six of these (1031 records, 7 over). */
+	CHECK_RC(txn_peer_get(txn, "10.1.0.4:7654", &p), BG_ENOENT);
+	CHECK_RC(txn_peer_get(txn, "10.1.0.3:7654", &p), BG_ENOENT);
+	CHECK_RC(txn_peer_get(txn, "10.2.0.5:7654", &p), BG_ENOENT);
+	CHECK_OK(txn_peer_get(txn, "10.2.0.6:7654", &p));
+	snprintf(name, sizeof(name), "10.2.%d.%d:7654", (STORE_PEERS_MAX + 5) / 256,
+	         (STORE_PEERS_MAX + 5) % 256);
+	CHECK_OK(txn_peer_get(txn, name, &p));
+	return 0;
+}
+
+static void test_peers_prune(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home, 0);
+
+	CHECK_OK(store_update(st, peers_age_fn, NULL));
+	CHECK_OK(store_update(st, peers_cap_fn, NULL));
+	store_close(st);
+	home_free(home);
+}
+
 int main(void)
 {
 	test_errors();
@@ -2662,5 +2727,6 @@ int main(void)
 	test_threads();
 	test_readonly();
 	test_peers();
+	test_peers_prune();
 	return check_done();
 }
