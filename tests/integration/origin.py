@@ -406,8 +406,13 @@ http {{
             if time.monotonic() > deadline:
                 raise OriginError(f"{self.NAME} not accepting on {pending} after {timeout}s: {self._diag()}")
             time.sleep(0.02)
-        # The pid file is written before listening starts; wait for it anyway.
+        # nginx writes its pid file just after it listens. A port that accepted may also
+        # be another server's, picked by a test running beside this one: nginx then
+        # retries its bind for a few seconds and exits ("Address already in use"), which
+        # _start() answers with other ports. So its exit is watched here too.
         while not os.path.exists(self.path(self.PID)):
+            if self.proc.poll() is not None:
+                raise OriginError(f"{self.NAME} exited with {self.proc.returncode}: {self._diag()}")
             if time.monotonic() > deadline:
                 raise OriginError(f"{self.NAME} wrote no pid file")
             time.sleep(0.02)
