@@ -158,6 +158,9 @@ int64_t bg_now(void);
  * the order of use: shared by the processes of a machine, and strictly
  * increasing within a process, so that two uses never tie.  Thread-safe. */
 int64_t bg_now_ns(void);
+/* Milliseconds of CLOCK_MONOTONIC, for deadlines and durations only (no
+ * offset: it never jumps). */
+int64_t bg_mono_ms(void);
 
 /* ---- The programs (prog.c) -----------------------------------------------
  * Exit statuses of bgcopy and bgcopy-peerd: 0 done; 1 the job ended in

@@ -51,3 +51,11 @@ int64_t bg_now_ns(void)
 	} while (!atomic_compare_exchange_weak(&last, &prev, t));
 	return t;
 }
+
+int64_t bg_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

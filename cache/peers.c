@@ -216,6 +216,19 @@ bump(json_t *o, const char *field)
 	return jset_int(o, field, jint(o, field, 0) + 1);
 }
 
+/* Ends an update of o (rc: how it went so far): writes it, drops it, then
+ * prunes the db around the record just written. */
+static int
+peer_store(struct bg_txn *txn, const char *peer, size_t len, json_t *o, int rc, int64_t when)
+{
+	if (rc == 0)
+		rc = ci_json_put(txn, DB_PEERS, peer, len, o);
+	json_decref(o);
+	if (rc == 0)
+		rc = peers_prune(txn, peer, len, when);
+	return rc;
+}
+
 int
 txn_peer_note(struct bg_txn *txn, const char *peer, const char *source, const char *node,
               const char *result, int64_t when)
@@ -237,12 +250,7 @@ txn_peer_note(struct bg_txn *txn, const char *peer, const char *source, const ch
 	if ((rc = jset_str(o, "last_result", result)) == 0 && (rc = jset_int(o, "last_used", when)) == 0 &&
 	    (rc = bump(o, counts[results[i].count])) == 0 && results[i].answered)
 		rc = jset_int(o, "last_seen", when);
-	if (rc == 0)
-		rc = ci_json_put(txn, DB_PEERS, peer, len, o);
-	json_decref(o);
-	if (rc == 0)
-		rc = peers_prune(txn, peer, len, when);
-	return rc;
+	return peer_store(txn, peer, len, o, rc, when);
 }
 
 int
@@ -259,12 +267,7 @@ txn_peer_seen(struct bg_txn *txn, const char *peer, const char *source, const ch
 		return rc;
 	if (jint(o, "last_seen", 0) < when)
 		rc = jset_int(o, "last_seen", when);
-	if (rc == 0)
-		rc = ci_json_put(txn, DB_PEERS, peer, len, o);
-	json_decref(o);
-	if (rc == 0)
-		rc = peers_prune(txn, peer, len, when);
-	return rc;
+	return peer_store(txn, peer, len, o, rc, when);
 }
 
 struct peer_each_ctx {

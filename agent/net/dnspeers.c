@@ -140,15 +140,6 @@ pending_set(struct gaicb *req, int what)
 	}
 }
 
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int
 dns_peers_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, size_t max,
                   size_t *n, char *why, size_t whylen)
@@ -156,7 +147,7 @@ dns_peers_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, s
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
 	struct gaicb *req;
 	struct gaicb *list[1];
-	int64_t deadline = mono_ms() + timeout_ms, left;
+	int64_t deadline = bg_mono_ms() + timeout_ms, left;
 	unsigned port;
 	int rc;
 
@@ -194,7 +185,7 @@ dns_peers_resolve(const char *name, unsigned timeout_ms, struct dns_peer *out, s
 	/* Whether the request still runs is gai_error's to say, whatever
 	 * gai_suspend returned (EAI_AGAIN, EAI_INTR, or 0 for a signal's
 	 * wakeup); the deadline holds across interruptions. */
-	while (gai_error(req) == EAI_INPROGRESS && (left = deadline - mono_ms()) > 0) {
+	while (gai_error(req) == EAI_INPROGRESS && (left = deadline - bg_mono_ms()) > 0) {
 		struct timespec ts = {left / 1000, (long)(left % 1000) * 1000000L};
 
 		(void)gai_suspend((const struct gaicb *const *)list, 1, &ts);

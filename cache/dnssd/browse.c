@@ -119,22 +119,13 @@ once_browsed(AvahiServiceBrowser *b, AvahiIfIndex ifindex, AvahiProtocol proto,
 	}
 }
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int
 dnssd_browse_once(unsigned timeout_ms, unsigned flags, struct dnssd_peer **out, size_t *n,
                   char *why, size_t whylen)
 {
 	struct once o;
 	AvahiClient *c = NULL;
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = bg_mono_ms() + timeout_ms;
 	int err = 0, rc = 0;
 
 	*out = NULL;
@@ -170,7 +161,7 @@ dnssd_browse_once(unsigned timeout_ms, unsigned flags, struct dnssd_peer **out, 
 
 	while (!o.failed && !o.nomem &&
 	       !((o.all_for_now || (first && o.cache_exhausted && o.remote > 0)) && o.pending == 0)) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - bg_mono_ms();
 
 		if (left <= 0 || avahi_simple_poll_iterate(o.sp, (int)left) != 0)
 			break;
