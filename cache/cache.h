@@ -335,6 +335,51 @@ int txn_content_each(struct bg_txn *txn,
                                const struct store_content *c, void *arg),
                      void *arg) BG_WUR;
 
+/* -- What bytes were fetched under (fetchpol.c).
+ * Content fetched from an origin is only as trustworthy as the checks made
+ * while fetching it.  A node never accepts from a peer content fetched
+ * under weaker TLS checks, other trust anchors or another redirect policy
+ * than its own job's.  The policy travels with key records ("fetch"), with
+ * downloads in progress, and in the peer protocol's X-Bgcopy-Fetch header,
+ * an RFC 8941 dictionary: "ignore=0, crl=?1, ca=system, redirect=silent,
+ * h2h=?0".  The core has its own bits for it (it knows no BITS flags). */
+#define STORE_FETCH_IGNORE_CN 0x1u    /* certificate name not checked */
+#define STORE_FETCH_IGNORE_DATE 0x2u  /* certificate dates not checked */
+#define STORE_FETCH_IGNORE_CA 0x4u    /* unknown CA accepted */
+#define STORE_FETCH_IGNORE_USAGE 0x8u /* wrong key usage accepted */
+#define STORE_FETCH_IGNORE_ALL 0xfu
+enum store_fetch_redirect {
+	STORE_FETCH_REDIRECT_SILENT = 0, /* followed, the original URL kept */
+	STORE_FETCH_REDIRECT_REPORT = 1, /* followed, the final URL reported */
+	STORE_FETCH_REDIRECT_DISALLOW = 2,
+};
+#define STORE_FETCH_CA_LEN 16         /* hex digits of a CA file's digest */
+struct store_fetch_policy {
+	bool known;        /* false: not recorded (an older writer) */
+	uint32_t ignore;   /* STORE_FETCH_IGNORE_* */
+	bool crl;          /* revocation was checked */
+	bool h2h;          /* https -> http redirects were allowed */
+	uint8_t redirect;  /* enum store_fetch_redirect */
+	char ca[STORE_FETCH_CA_LEN + 1]; /* "system", or 16 hex of SHA-256(CA file) */
+};
+#define STORE_FETCH_POLICY_MAX 96 /* bytes of the formatted dictionary */
+/* Writes p as the dictionary above (p->known must be true) into out
+ * (STORE_FETCH_POLICY_MAX).  BG_EINVAL for an unknown or bad policy. */
+int bg_fetch_policy_format(const struct store_fetch_policy *p, char *out, size_t outlen) BG_WUR;
+/* Parses exactly that form (members in any order, every one present, no
+ * other member, ignore 0..15, ca "system" or 16 lowercase hex digits).
+ * 0 with *out known; BG_EINVAL for anything else (*out then unknown). */
+int bg_fetch_policy_parse(const char *s, struct store_fetch_policy *out) BG_WUR;
+/* Whether bytes fetched under theirs may be used by a job fetching under
+ * mine: theirs is known, ignores no check mine makes, checked revocation
+ * if mine does (https only: tls false means the URL is http, where the TLS
+ * fields are moot), uses the same anchors and the same redirect policy,
+ * and allows https -> http only if mine does.  why (may be NULL) receives
+ * a short static reason when not. */
+bool bg_fetch_policy_acceptable(const struct store_fetch_policy *theirs,
+                                const struct store_fetch_policy *mine, bool tls,
+                                const char **why);
+
 /* -- Keys: URL -> content.  The URL is used byte for byte (the agent
  * canonicalises it); the LMDB key is SHA-256(url), the URL kept in the value. */
 #define STORE_KEY_PRIVATE 0x1u /* fetched with credentials: never offered to peers */
@@ -348,6 +393,7 @@ struct store_key {
 	int64_t stored;              /* unix seconds */
 	int64_t validated;           /* unix seconds the origin last confirmed it */
 	unsigned flags;              /* STORE_KEY_* */
+	struct store_fetch_policy fetch; /* what the bytes were fetched under ("fetch") */
 };
 /* Frees what k owns and zeroes it; NULL is accepted. */
 void store_key_clear(struct store_key *k);
@@ -558,6 +604,28 @@ int peer_auth_check_answer(const unsigned char *key, size_t keylen, const char *
                            const char *sha_hex, uint64_t size, const char *origin_etag,
                            const char *last_modified, const char *value) BG_WUR;
 
+/* The fleet's paths (peerd/README.md describes them): a download in
+ * progress served as it arrives, and the piece lists.  Their answers are
+ * signed with PEER_SIGNED_HEADER: "v=2,sig=HEX", HMAC-SHA256(key,
+ * "answer2" "\n" REQUEST_VALUE "\n" PATH "\n" STATUS "\n" f[0] "\n" ...
+ * f[n-1] "\n"), the fields being the answer's header values in the order
+ * peerd/README.md lists for the path (an absent one empty).  /v1/content
+ * answers carry it too, beside the unchanged PEER_AUTH_HEADER. */
+#define PEER_PATH_PARTIAL "/v1/partial"
+#define PEER_PATH_PIECES "/v1/pieces"
+#define PEER_SIGNED_HEADER "X-Bgcopy-Signed"
+#define PEER_WAIT_HEADER "X-Bgcopy-Wait"
+#define PEER_FETCH_HEADER "X-Bgcopy-Fetch"
+#define PEER_PARTIAL_WAIT_MAX_MS 30000 /* the longest wait peerd ever grants */
+#define PEER_PIECES_MAX 65536          /* digests in one /v1/pieces answer */
+int peer_auth_sign_fields(const unsigned char *key, size_t keylen, const char *request_value,
+                          const char *path, unsigned status, const char *const *f, size_t n,
+                          char *out, size_t outlen) BG_WUR;
+/* 0 when value is the right "v=2,sig=HEX", BG_EACCES otherwise. */
+int peer_auth_check_fields(const unsigned char *key, size_t keylen, const char *request_value,
+                           const char *path, unsigned status, const char *const *f, size_t n,
+                           const char *value) BG_WUR;
+
 /* The key's fingerprint, published in DNS-SD TXT records so that nodes
  * holding different keys do not try each other: the first 8 bytes of
  * HMAC-SHA256(key, "bgcopy peer key fingerprint 1") in lowercase hex, or
@@ -617,5 +685,112 @@ int txn_peer_get(struct bg_txn *txn, const char *peer, struct store_peer *out) B
  * the walk and is returned.  Damaged records are passed over. */
 int txn_peer_each(struct bg_txn *txn, int (*fn)(const struct store_peer *p, void *arg),
                   void *arg) BG_WUR;
+
+/* ---- Pieces (pieces.c) ----------------------------------------------------
+ * A piece is a store chunk: the SHA-256 of each chunk of a blob is kept in
+ * the database "pieces", keyed like the chunk (blob id, chunk index), and
+ * goes with the chunk (txn_blob_truncate, txn_content_del, eviction and
+ * store_gc drop both).  A piece list is what lets a node take different
+ * pieces of one file from several peers and check each on arrival; the
+ * whole-file SHA-256 stays the content's identity.  Only full chunks of a
+ * blob still being written have a digest; content (finished) has one for
+ * every chunk, the short last one included, unless it was stored by an
+ * older build (then its list is filled lazily: store_pieces_fill). */
+#define STORE_PIECE_LEN BG_SHA256_LEN
+#define STORE_PIECE_BYTES STORE_CHUNK_BYTES
+/* Stores the digest of chunk index of blob (replacing any). */
+int txn_piece_put(struct bg_txn *txn, uint64_t blob, uint64_t index,
+                  const unsigned char d[STORE_PIECE_LEN]) BG_WUR;
+/* BG_ENOENT when the chunk has no digest. */
+int txn_piece_get(struct bg_txn *txn, uint64_t blob, uint64_t index,
+                  unsigned char d[STORE_PIECE_LEN]) BG_WUR;
+/* Copies the digests of chunks first, first + 1, ... of blob into out
+ * (room for max of them), stopping at the first chunk without one; *n
+ * receives how many were copied (0 is not an error). */
+int txn_pieces_read(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t max,
+                    unsigned char *out, uint64_t *n) BG_WUR;
+/* *complete: whether content sha has a digest for every chunk of its blob.
+ * BG_ENOENT when the content is absent. */
+int txn_content_pieces_complete(struct bg_txn *txn, const unsigned char sha[BG_SHA256_LEN],
+                                bool *complete) BG_WUR;
+/* Computes and writes missing digests of content sha, at most max_chunks
+ * per call, each call its own short transactions (reads, then one write
+ * that first checks the content record is still the one read).  *left
+ * (may be NULL) receives the chunks still without a digest.  BG_ENOENT
+ * when the content is absent; BG_ERDONLY on a read-only store. */
+int store_pieces_fill(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
+                      uint64_t max_chunks, uint64_t *left) BG_WUR;
+
+/* ---- Downloads in progress (inflight.c) -----------------------------------
+ * Each cached download on this node publishes what it has committed so far
+ * in the database "inflight", keyed by SHA-256(url) like keys, so that
+ * bgcopy-peerd can serve the prefix while the rest arrives.  The agent
+ * rewrites the record in the same write transaction as every chunk (and
+ * its digest): committed never counts a byte that is not in the store,
+ * also after a kill -9.  When the file is finished the transaction that
+ * writes its key turns the record into a tombstone (state final, sha256).
+ * A restart from byte 0 gets a new gen: readers of an older incarnation
+ * get BG_EAGAIN.  Liveness of the writer: it holds flock(LOCK_EX) on
+ * HOME/STORE_INFLIGHT_LOCK_DIR/<urlhash hex>.lock while it fetches. */
+#define STORE_INFLIGHT_LOCK_DIR "inflight"
+#define STORE_INFLIGHT_TOMBSTONE 600 /* seconds a final record is kept */
+#define STORE_INFLIGHT_STALE 60      /* seconds a lock-free record is kept by gc */
+enum store_inflight_state {
+	STORE_INFLIGHT_WANT = 0,   /* wants the URL, fetches nothing yet */
+	STORE_INFLIGHT_ORIGIN = 1, /* fetching from the origin */
+	STORE_INFLIGHT_PEER = 2,   /* fetching from peers */
+	STORE_INFLIGHT_FINAL = 3,  /* finished: sha256 names the content */
+};
+struct store_inflight {
+	char *url;                 /* owned */
+	char job[STORE_JOB_ID_LEN + 1];
+	uint32_t file;
+	uint64_t blob;             /* 0 until the first chunk */
+	uint64_t gen;              /* incarnation, 1 .. 2^63-1 */
+	uint64_t committed;        /* bytes of blob in the store */
+	int64_t total;             /* the origin's size, -1 unknown */
+	enum store_inflight_state state;
+	char *etag, *last_modified, *date, *final_url; /* owned, or NULL */
+	struct store_fetch_policy fetch;
+	char source[BG_NODE_ID_LEN + 1]; /* PEER: the node whose list is trusted, or "" */
+	bool has_sha;              /* FINAL */
+	unsigned char sha256[BG_SHA256_LEN];
+	int64_t started, updated;  /* unix seconds */
+};
+/* Frees what f owns and zeroes it; NULL is accepted. */
+void store_inflight_clear(struct store_inflight *f);
+/* State names "want" "origin" "peer" "final" (NULL for others). */
+const char *store_inflight_state_name(enum store_inflight_state s);
+/* Stores f under f->url (replacing any).  BG_EINVAL for an empty URL, gen
+ * 0 or above INT64_MAX, committed above total when known, a bad state, a
+ * final record without sha256; BG_ELIMIT as txn_key_put. */
+int txn_inflight_put(struct bg_txn *txn, const struct store_inflight *f) BG_WUR;
+/* Fills *out (owned copies; store_inflight_clear() it).  BG_ENOENT;
+ * BG_ECORRUPT for a record that cannot be decoded. */
+int txn_inflight_get(struct bg_txn *txn, const char *url, struct store_inflight *out) BG_WUR;
+int txn_inflight_get_hash(struct bg_txn *txn, const unsigned char urlhash[BG_SHA256_LEN],
+                          struct store_inflight *out) BG_WUR;
+/* BG_ENOENT when absent; a damaged record is deleted too. */
+int txn_inflight_del(struct bg_txn *txn, const char *url) BG_WUR;
+/* Calls fn for every decodable record (borrowed for the call) in
+ * SHA-256(url) order; a non-zero return stops the walk and is returned. */
+int txn_inflight_each(struct bg_txn *txn,
+                      int (*fn)(const struct store_inflight *f, void *arg), void *arg) BG_WUR;
+/* The lock file path of urlhash under home into out. */
+int store_inflight_lock_path(const char *home, const unsigned char urlhash[BG_SHA256_LEN],
+                             char *out, size_t outlen) BG_WUR;
+/* Whether the writer of urlhash is alive: its lock file exists and is
+ * locked (tested with flock(LOCK_SH | LOCK_NB), never created). */
+bool store_inflight_alive(const char *home, const unsigned char urlhash[BG_SHA256_LEN]);
+/* Copies up to len bytes from offset of the download of urlhash,
+ * incarnation gen, into buf, never a byte past the record's committed (each
+ * read transaction checks the record and reads the chunks together), in
+ * read transactions of at most a few chunks.  Once the record is final
+ * the bytes come from its content.  *got: bytes copied (less than len only
+ * at the committed end).  BG_ENOENT: no such download (or its content has
+ * gone); BG_EAGAIN: another incarnation is being written now. */
+int store_read_inflight(struct bg_store *st, const unsigned char urlhash[BG_SHA256_LEN],
+                        uint64_t gen, uint64_t offset, void *buf, size_t len,
+                        size_t *got) BG_WUR;
 
 #endif /* BG_CACHE_H */
