@@ -253,6 +253,59 @@ int peer_lookup(CURLSH *sh, const struct peer_config *pc, const char *peer, cons
 int peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
                const struct peer_entry *want, uint64_t offset, const struct origin_sink *sink,
                int *sink_err, char *why, size_t whylen) BG_WUR;
+/* ---- Downloads in progress at peers (peerpart.c) --------------------------
+ * The fleet's side of the peer protocol (peerd/README.md): what a peer has
+ * of a URL while it is still arriving there (/v1/partial), taken as it
+ * grows.  Every answer is checked as /v1/content's are: with a key it must
+ * carry X-Bgcopy-Signed for our request and exactly the fields it shows. */
+#define PEER_POLL_CONNECT_MS 500 /* a LAN peer that has not accepted by then is gone */
+#define PEER_POLL_MAX 64         /* peers one poll asks */
+struct peer_partial {
+	long status;                 /* of the answer: 200, 206 or 416 */
+	int state;                   /* enum store_inflight_state; -1: stalled (writer gone) */
+	bool final;                  /* the whole content, checked by its SHA-256 */
+	uint64_t available;          /* bytes the peer has from 0 */
+	int64_t total;               /* the origin's size, -1 unknown */
+	uint64_t gen;                /* incarnation (not final), else 0 */
+	bool has_sha;                /* final: sha256 is the content's */
+	unsigned char sha256[BG_SHA256_LEN];
+	char node[BG_NODE_ID_LEN + 1]; /* the peer's node id, "" unknown */
+	struct store_fetch_policy fetch; /* known false when it sent none */
+	uint64_t piece_size;         /* STORE_PIECE_BYTES for peers of this format */
+	uint64_t first;              /* 206: the body's first byte */
+	uint64_t last;               /* 206: its last byte */
+	char *etag;                  /* as sent, for If-Match (owned) */
+	char *origin_etag, *last_modified, *origin_date, *final_url; /* owned, or NULL */
+};
+void peer_partial_clear(struct peer_partial *p);
+/* One answer of a poll. */
+struct peer_poll {
+	int err;                     /* 0: p describes an entry; BG_ENOENT: the peer has none
+	                              * (or does not speak the protocol); other: it failed */
+	char why[120];
+	struct peer_partial p;
+	int64_t ms;                  /* how long the answer took */
+};
+/* HEAD /v1/partial?url=key at every one of peers[0..n) at once (n at most
+ * PEER_POLL_MAX), each within timeout_ms; out[i] for peers[i] (clear each
+ * with peer_partial_clear(&out[i].p)). */
+int peer_partial_poll(CURLSH *sh, const struct peer_config *pc, const char *const *peers,
+                      size_t n, const char *key, unsigned timeout_ms,
+                      struct peer_poll *out) BG_WUR;
+/* GET /v1/partial?url=key at peer from byte offset (to the end it has):
+ * If-Match the incarnation `want` describes (want->etag), waiting in the
+ * peer up to wait_ms for at least min bytes past offset.  The body goes to
+ * sink (on_start with status 206, start offset, total when known, the
+ * origin's validators as the peer describes them).  *got receives the
+ * answer's description (clear it).  0: answered (a 416 means nothing new
+ * within the wait; got->available says where the peer is); BG_EAGAIN: the
+ * incarnation changed (412) or the entry is another one (ETag); BG_ENOENT:
+ * gone; BG_EIO / BG_EPROTO: the peer failed; a sink's error in *sink_err. */
+int peer_partial_get(CURLSH *sh, const struct peer_config *pc, const char *peer,
+                     const char *key, const struct peer_partial *want, uint64_t offset,
+                     unsigned wait_ms, uint64_t min, const struct origin_sink *sink,
+                     int *sink_err, struct peer_partial *got, char *why, size_t whylen) BG_WUR;
+
 /* The connections an origin client keeps for talking to peers (a share:
  * each request gets an easy handle of its own, see origin.c), or NULL. */
 CURLSH *origin_peer_share(struct origin *o);

@@ -87,4 +87,14 @@ int sink_feed_start(struct sink_feed *f, const struct origin_response *resp) BG_
  * (returns 0) before the sink was started and when on_data fails. */
 size_t sink_feed_write(char *p, size_t size, size_t nmemb, void *feed);
 
+/* ---- The peer protocol's requests (peer.c) ------------------------------ */
+/* Sets up e for METHOD PATH?url=KEY at peer ("host:port"): signed with the
+ * key when there is one (the signature's value goes to request_auth), the
+ * "Name: value" lines of extra (NULL-terminated, or NULL) added, the peer
+ * timeouts, no proxy.  *headers receives the list to free after the
+ * transfer. */
+int peer_prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *path,
+                 const char *key, const char *method, const char *const *extra,
+                 struct curl_slist **headers, char request_auth[PEER_AUTH_VALUE_MAX]) BG_WUR;
+
 #endif /* BG_NET_INT_H */

@@ -152,30 +152,37 @@ on_peer_header(char *buf, size_t size, size_t nitems, void *arg)
 	return n;
 }
 
-/* Sets up a request for key at peer ("host:port"). */
-static int
-prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *key,
-        const char *method, struct curl_slist **headers, struct peer_xfer *x)
+int
+peer_prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *path,
+             const char *key, const char *method, const char *const *extra,
+             struct curl_slist **headers, char request_auth[PEER_AUTH_VALUE_MAX])
 {
 	char *esc = curl_easy_escape(e, key, 0);
 	char url[URL_MAX * 3 + 300], auth[PEER_AUTH_VALUE_MAX + 32], value[PEER_AUTH_VALUE_MAX];
-	struct curl_slist *h = NULL;
+	struct curl_slist *h = NULL, *t;
 	int n, err;
 
 	if (esc == NULL)
 		return BG_ENOMEM;
-	n = snprintf(url, sizeof(url), "http://%s/v1/content?url=%s", peer, esc);
+	n = snprintf(url, sizeof(url), "http://%s%s?url=%s", peer, path, esc);
 	curl_free(esc);
 	if (n < 0 || (size_t)n >= sizeof(url))
 		return BG_ELIMIT;
 	if (pc->keylen > 0) {
-		if ((err = peer_auth_sign(pc->key, pc->keylen, method, PEER_PATH_CONTENT, key,
+		if ((err = peer_auth_sign(pc->key, pc->keylen, method, path, key,
 		                          (int64_t)time(NULL), value, sizeof(value))) != 0)
 			return err;
 		snprintf(auth, sizeof(auth), "%s: %s", PEER_AUTH_HEADER, value);
-		snprintf(x->request_auth, sizeof(x->request_auth), "%s", value);
+		snprintf(request_auth, PEER_AUTH_VALUE_MAX, "%s", value);
 		if ((h = curl_slist_append(NULL, auth)) == NULL)
 			return BG_ENOMEM;
+	}
+	for (; extra != NULL && *extra != NULL; extra++) {
+		if ((t = curl_slist_append(h, *extra)) == NULL) {
+			curl_slist_free_all(h);
+			return BG_ENOMEM;
+		}
+		h = t;
 	}
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http");
@@ -210,7 +217,7 @@ peer_lookup(CURLSH *sh, const struct peer_config *pc, const char *peer, const ch
 		snprintf(why, whylen, "%s", bg_strerror(BG_ENOMEM));
 		return BG_ENOMEM;
 	}
-	if ((err = prepare(e, pc, peer, key, "HEAD", &h, &x)) != 0) {
+	if ((err = peer_prepare(e, pc, peer, PEER_PATH_CONTENT, key, "HEAD", NULL, &h, x.request_auth)) != 0) {
 		snprintf(why, whylen, "%s", bg_strerror(err));
 		curl_easy_cleanup(e);
 		return err;
@@ -269,7 +276,7 @@ peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const cha
 		snprintf(why, whylen, "%s", bg_strerror(BG_ENOMEM));
 		return BG_ENOMEM;
 	}
-	if ((err = prepare(e, pc, peer, key, "GET", &h, &x)) != 0) {
+	if ((err = peer_prepare(e, pc, peer, PEER_PATH_CONTENT, key, "GET", NULL, &h, x.request_auth)) != 0) {
 		snprintf(why, whylen, "%s", bg_strerror(err));
 		curl_easy_cleanup(e);
 		return err;
