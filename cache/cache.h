@@ -424,7 +424,12 @@ int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LE
 int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
                         uint64_t offset, size_t len, int fd, size_t *put) BG_WUR;
 /* Deletes every content record that no key points at, and every blob that
- * is neither content nor named by a file record.  The schema of file
+ * is neither content nor named by a file record (with the digests of its
+ * chunks, and digests of such blobs that have no chunk); also downloads in
+ * progress whose writer holds no lock and that were not updated for
+ * STORE_INFLIGHT_STALE seconds, tombstones older than
+ * STORE_INFLIGHT_TOMBSTONE and damaged inflight records (the lock files
+ * are looked for in the store's own folder).  The schema of file
  * records is the caller's: blob_of(rec, len, blob) is given the stored bytes
  * of each (1 to STORE_RECORD_MAX bytes, borrowed for the call) and sets
  * *blob to the blob it names, or 0 for none.  A non-zero return (BG_ECORRUPT
@@ -536,7 +541,8 @@ struct store_enforce_result {
 };
 /* Drops expired keys (and content no key names any more), then evicts
  * unpinned content, least recently used first, until the content fits in
- * limit bytes.  job_unfinished(job record) says whether a pinning job is
+ * limit bytes; then deletes inflight tombstones older than
+ * STORE_INFLIGHT_TOMBSTONE at now.  job_unfinished(job record) says whether a pinning job is
  * not over; pins of jobs that are over, or gone, are deleted. */
 int txn_enforce_limits(struct bg_txn *txn, uint64_t limit, int64_t now, uint32_t max_age_days,
                        int (*job_unfinished)(const json_t *job),
