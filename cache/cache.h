@@ -472,7 +472,9 @@ struct store_verify_stats {
  * An entry whose bytes do not hash to its digest, or that cannot be read
  * whole, is removed with every key pointing at it, in one write transaction
  * that first checks the record is still the one read (content replaced or
- * removed meanwhile is left alone).  Then keys that cannot be decoded or
+ * removed meanwhile is left alone).  A good entry's chunk digests (pieces)
+ * that are missing or wrong are written, in a write transaction of the
+ * same kind.  Then keys that cannot be decoded or
  * name absent content are removed.  fn (may be NULL) is called after each
  * removal is committed; a non-zero return stops further calls and is
  * returned at the end.  stats (may be NULL) receives the counts.

@@ -1376,6 +1376,75 @@ static void test_enforce_tombstones(void)
 	home_free(home);
 }
 
+/* ---- Verify completes piece lists ----------------------------------------- */
+
+struct vfy {
+	struct blob_put *a, *b;
+	unsigned char wrong[BG_SHA256_LEN];
+};
+
+static int vfy_wrong_fn(struct bg_txn *txn, void *arg)
+{
+	struct vfy *v = arg;
+
+	return txn_piece_put(txn, v->b->blob, 1, v->wrong);
+}
+
+static int vfy_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct vfy *v = arg;
+	struct fill_check c = { .p = v->a };
+
+	CHECK_OK(fill_check_fn(txn, &c));
+	CHECK(c.complete);
+	CHECK_EQ_INT(c.have, 3);
+	c.p = v->b;
+	CHECK_OK(fill_check_fn(txn, &c));
+	CHECK(c.complete);
+	CHECK_EQ_INT(c.have, 2);
+	return 0;
+}
+
+static int vfy_pre_fn(struct bg_txn *txn, void *arg)
+{
+	struct vfy *v = arg;
+	unsigned char d[BG_SHA256_LEN];
+	bool complete = true;
+
+	CHECK_OK(txn_content_pieces_complete(txn, v->a->sha, &complete));
+	CHECK(!complete);
+	CHECK_OK(txn_content_pieces_complete(txn, v->b->sha, &complete));
+	CHECK(complete);
+	CHECK_OK(txn_piece_get(txn, v->b->blob, 1, d));
+	CHECK_EQ_MEM(d, v->wrong, BG_SHA256_LEN);
+	return 0;
+}
+
+static void test_verify_pieces(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home);
+	unsigned char *data = pattern_buf(7, 3 * CH);
+	struct blob_put a = { .data = data, .len = 2 * CH + 3, .content = 1, .key = 1, .url = URL_A };
+	struct blob_put b = { .data = data + 1, .len = 2 * CH, .content = 1, .key = 1, .url = URL_B,
+	                      .pieces = 1 };
+	struct store_verify_stats vs;
+	struct vfy v = { &a, &b, { 0 } };
+	memset(v.wrong, 0x77, sizeof(v.wrong));
+	CHECK_OK(put_blob(st, &a));
+	CHECK_OK(put_blob(st, &b));
+	CHECK_OK(store_update(st, vfy_wrong_fn, &v));
+	/* a has no list; b's is complete but its second digest is wrong */
+	CHECK_OK(store_view(st, vfy_pre_fn, &v));
+	CHECK_OK(store_verify(st, NULL, NULL, &vs));
+	CHECK_EQ_INT(vs.entries, 2);
+	CHECK_EQ_INT(vs.corrupt, 0);
+	CHECK_OK(store_view(st, vfy_check_fn, &v));
+	store_close(st);
+	free(data);
+	home_free(home);
+}
+
 int main(void)
 {
 	test_pieces();
@@ -1392,5 +1461,6 @@ int main(void)
 	test_sign_fields();
 	test_gc();
 	test_enforce_tombstones();
+	test_verify_pieces();
 	return check_done();
 }
