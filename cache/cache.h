@@ -367,7 +367,9 @@ struct store_fetch_policy {
  * (STORE_FETCH_POLICY_MAX).  BG_EINVAL for an unknown or bad policy. */
 int bg_fetch_policy_format(const struct store_fetch_policy *p, char *out, size_t outlen) BG_WUR;
 /* Parses exactly that form (members in any order, every one present, no
- * other member, ignore 0..15, ca "system" or 16 lowercase hex digits).
+ * other member, ignore 0..15, ca the token system or 16 lowercase hex
+ * digits as a string, ca="0123456789abcdef", since an RFC 8941 token
+ * cannot start with a digit; a boolean member alone means ?1).
  * 0 with *out known; BG_EINVAL for anything else (*out then unknown). */
 int bg_fetch_policy_parse(const char *s, struct store_fetch_policy *out) BG_WUR;
 /* Whether bytes fetched under theirs may be used by a job fetching under
