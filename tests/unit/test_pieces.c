@@ -391,6 +391,18 @@ static int fill_check_fn(struct bg_txn *txn, void *arg)
 	return 0;
 }
 
+/* A digest past the content's last chunk (left by a longer blob) does
+ * not hide the chunks before it. */
+static int stray_piece_fn(struct bg_txn *txn, void *arg)
+{
+	struct blob_put *q = arg;
+	unsigned char d[BG_SHA256_LEN];
+	int rc = blob_put_fn(txn, q);
+
+	memset(d, 1, sizeof(d));
+	return rc != 0 ? rc : txn_piece_put(txn, q->blob, 5, d);
+}
+
 static void test_pieces_fill(void)
 {
 	char *home = home_new();
@@ -398,6 +410,7 @@ static void test_pieces_fill(void)
 	size_t len = 5 * CH + 777;
 	unsigned char *data = pattern_buf(2, len);
 	struct blob_put p = { .data = data, .len = len, .content = 1, .key = 1, .url = URL_A };
+	struct blob_put q = { .data = data + 1, .len = 2 * CH, .content = 1, .key = 1, .url = URL_B };
 	struct fill_check c = { .p = &p };
 	unsigned char absent[BG_SHA256_LEN];
 	uint64_t left = 99;
@@ -422,6 +435,13 @@ static void test_pieces_fill(void)
 	CHECK(c.complete);
 	CHECK_EQ_INT(c.have, 6);
 	CHECK_OK(store_pieces_fill(st, p.sha, 2, NULL));
+	CHECK_OK(store_update(st, stray_piece_fn, &q));
+	CHECK_OK(store_pieces_fill(st, q.sha, 10, &left));
+	CHECK_EQ_INT(left, 0);
+	c.p = &q;
+	CHECK_OK(store_view(st, fill_check_fn, &c));
+	CHECK(c.complete);
+	CHECK_EQ_INT(c.have, 2);
 	memset(absent, 0xee, sizeof(absent));
 	CHECK_RC(store_pieces_fill(st, absent, 2, &left), BG_ENOENT);
 	CHECK_OK(store_open(home, STORE_RDONLY, NULL, &ro));
