@@ -1385,14 +1385,35 @@ static int enforce_fn(struct bg_txn *txn, void *arg)
 	return 0;
 }
 
+/* Eviction takes the digests with the chunks. */
+static int evict_fn(struct bg_txn *txn, void *arg)
+{
+	struct blob_put *p = arg;
+	struct store_enforce_result res;
+	unsigned char d[BG_SHA256_LEN];
+
+	CHECK_OK(txn_piece_get(txn, p->blob, 0, d));
+	CHECK_OK(txn_enforce_limits(txn, 0, 1000, 90, no_job_unfinished, &res));
+	CHECK_EQ_INT(res.evicted, 1);
+	CHECK_RC(txn_piece_get(txn, p->blob, 0, d), BG_ENOENT);
+	CHECK_RC(txn_piece_get(txn, p->blob, 1, d), BG_ENOENT);
+	return 0;
+}
+
 static void test_enforce_tombstones(void)
 {
 	char *home = home_new();
 	struct bg_store *st = open_rw(home);
 	int64_t now = 1800000000;
+	unsigned char *data = pattern_buf(8, CH + 2);
+	struct blob_put p = { .data = data, .len = CH + 2, .content = 1, .key = 1, .url = URL_D,
+	                      .pieces = 1 };
 
 	CHECK_OK(store_update(st, enforce_fn, &now));
+	CHECK_OK(put_blob(st, &p));
+	CHECK_OK(store_update(st, evict_fn, &p));
 	store_close(st);
+	free(data);
 	home_free(home);
 }
 
