@@ -153,8 +153,8 @@ static int gc_sweep_blobs(struct bg_txn *txn, struct gc_ctx *c, struct gc_result
 }
 
 /* Digests of blobs in neither set: those of chunks dropped above went
- * with them; these are digests whose chunks were never written or went
- * by a path that did not know the database (a version 3 writer). */
+ * with them; what is left are digests whose chunks were never written
+ * (txn_piece_put does not ask for the chunk). */
 static int gc_sweep_pieces(struct bg_txn *txn, struct gc_ctx *c)
 {
 	uint64_t next = 0;
@@ -194,8 +194,8 @@ static int gc_visit_inflight(struct bg_txn *txn, const MDB_val *k, const MDB_val
 	if (f.state == STORE_INFLIGHT_FINAL)
 		drop = f.updated < res->now - STORE_INFLIGHT_TOMBSTONE;
 	else
-		drop = f.updated < res->now - STORE_INFLIGHT_STALE &&
-		       (res->home == NULL || !store_inflight_alive(res->home, key));
+		drop = f.updated < res->now - STORE_INFLIGHT_STALE && res->home != NULL &&
+		       !store_inflight_alive(res->home, key);
 	store_inflight_clear(&f);
 	return drop ? ci_raw_del(txn, DB_INFLIGHT, key, klen) : 0;
 }

@@ -212,7 +212,6 @@ int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_L
 	return read_content_walk(st, &c, put);
 }
 
-
 /* ---- Downloads in progress ---------------------------------------------------
  * Each read transaction reads the record and the chunks together: the
  * bound it copies to (committed, or the content's size once final) was
