@@ -210,7 +210,8 @@ def _(bg):
     with Origin(files={"big.bin": 2 * MiB, "a.bin": 1000}, locations=BIG_LOC) as o:
         o, agent, t = started(bg, o)
         for name in ("big.bin", "a.bin"):
-            url, out = o.url(f"/files/{name}"), o.path("out", name)
+            os.makedirs(o.path("out", name + ".d"))
+            url, out = o.url(f"/files/{name}"), o.path("out", name + ".d", name)
             r = t.ran(agent.get(url, out, extra=("--no-cache",), timeout=90))
             expect_transferred(t, r, out, o.sha(name), len(o.data[name]), remote_url=url)
             d = dump(t, agent, url)
@@ -228,7 +229,8 @@ def _(bg):
     with Origin(files={"a.bin": 300_000, "b.bin": 1000}) as o:
         o, agent, t = started(bg, o)
         for name, flags, redirect in (("a.bin", 0x100, "report"), ("b.bin", None, "silent")):
-            url, out = o.url(f"/files/{name}"), o.path("out", name)
+            os.makedirs(o.path("out", name + ".d"))
+            url, out = o.url(f"/files/{name}"), o.path("out", name + ".d", name)
             r = t.ran(agent.get(url, out, flags=flags))
             t.eq(f"{name}: get exit", r.rc, 0)
             d = check_final(t, agent, url, o.data[name])
