@@ -243,5 +243,35 @@ def _(bg):
                  url if redirect == "report" else None)
 
 
+@case("inflight_identical_content_without_list_gets_the_download_digests")
+def _(bg):
+    """content stored without a piece list (as an older build stored it: tests/tools/store_fill)
+    gets the digests of a download of identical bytes under another URL, which keeps no copy"""
+    fill = os.path.join(os.path.dirname(dump_exe() or ""), "store_fill")
+    if dump_exe() is None or not os.access(fill, os.X_OK):
+        return SKIPPED
+    size = 1000
+    data = bytes(size)  # store_fill's entry 0: its index (0) in 8 bytes, then zeros
+    with Origin(files={"z.bin": data}) as o:
+        o, agent, t = started(bg, o)
+        old = "https://fill.example/0"
+        p = subprocess.run([fill, agent.home, "1", str(size)], capture_output=True, text=True, timeout=60)
+        t.eq("store_fill exit", p.returncode, 0)
+        d = dump(t, agent, old)
+        if d is None:
+            return
+        t.eq("stored content: (sha256, pieces, complete)",
+             ((d.get("key") or {}).get("sha256"), d.get("content_pieces"), d.get("content_complete")),
+             (hashlib.sha256(data).hexdigest(), [], False))
+        url, out = o.url("/files/z.bin"), o.path("out", "z.bin")
+        r = t.ran(agent.get(url, out))
+        expect_transferred(t, r, out, o.sha("z.bin"), size, remote_url=url)
+        check_final(t, agent, url, data)
+        d = dump(t, agent, old)
+        if d is not None:
+            check_pieces(t, "the older key's content piece list", d.get("content_pieces") or [], data, 1)
+            t.eq("the older key's content piece list complete", d.get("content_complete"), True)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))
