@@ -352,6 +352,7 @@ start_publishing(struct fsink *s)
 		return 0;
 	}
 	s->publish = true;
+	s->unpublished = false; /* a record is ours again: stopping must delete it */
 	if (s->gen == 0 && s->committed + s->fill > 0 && s->blob != 0 &&
 	    (err = store_view(s->r->st, gen_fn, s)) != 0) {
 		inflight_release(s);
