@@ -340,6 +340,7 @@ test_inflight(struct bg_store *st, const char *id, int64_t g)
 		CHECK_EQ_INT(a.rec_err, BG_ENOENT);
 	out:
 		hasher_free(s.hash);
+		job_memo_clear(&r.memo);
 		if (s.fd >= 0)
 			close(s.fd);
 		unlink(tmpl);
