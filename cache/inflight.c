@@ -450,3 +450,33 @@ ci_inflight_decode(const MDB_val *k, const MDB_val *v, struct store_inflight *ou
 {
 	return inflight_decode(k, v, out);
 }
+
+/* Tombstones older than STORE_INFLIGHT_TOMBSTONE at now: every stream of
+ * their incarnation has had its time. */
+static int
+prune_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	const int64_t *now = ctx;
+	unsigned char key[BG_SHA256_LEN];
+	struct store_inflight f;
+	bool drop;
+
+	if (k->mv_size != BG_SHA256_LEN || inflight_decode(k, v, &f) != 0)
+		return 0; /* store_gc's business */
+	drop = f.state == STORE_INFLIGHT_FINAL && f.updated < *now - STORE_INFLIGHT_TOMBSTONE;
+	store_inflight_clear(&f);
+	if (!drop)
+		return 0;
+	memcpy(key, k->mv_data, sizeof(key));
+	return ci_raw_del(txn, DB_INFLIGHT, key, sizeof(key));
+}
+
+int
+ci_inflight_prune_final(struct bg_txn *txn, int64_t now)
+{
+	int rc;
+
+	if ((rc = ci_txn_check(txn, 1)) != 0 || !have_db(txn))
+		return rc;
+	return ci_walk(txn, DB_INFLIGHT, NULL, 0, 0, prune_visit, &now);
+}
