@@ -220,6 +220,27 @@ def _(bg):
         t.eq("lock files", lock_files(agent), [])
 
 
+@case("inflight_private_or_too_big_get_writes_no_record")
+def _(bg):
+    """a get with credentials (an Authorization header: private, never offered to peers) and a
+    get of a file larger than the store's limit write no record and take no lock"""
+    if dump_exe() is None:
+        return SKIPPED
+    with Origin(files={"big.bin": 2 * MiB, "p.bin": 2 * MiB}, locations=BIG_LOC) as o:
+        o, agent, t = started(bg, o)
+        r = t.ran(agent.run("cache", "config", "--max-size", "1M"))
+        t.eq("cache config --max-size 1M: exit", r.rc, 0)
+        for name, extra in (("big.bin", ()), ("p.bin", ("--header", "Authorization: Bearer x"))):
+            os.makedirs(o.path("out", name + ".d"))
+            url, out = o.url(f"/files/{name}"), o.path("out", name + ".d", name)
+            r = t.ran(agent.get(url, out, extra=extra, timeout=90))
+            t.eq(f"{name}: get exit", r.rc, 0)
+            d = dump(t, agent, url)
+            if d is not None:
+                t.eq(f"{name}: record", d.get("inflight"), None)
+        t.eq("lock files", lock_files(agent), [])
+
+
 @case("inflight_key_fetch_policy_follows_security_flags")
 def _(bg):
     """the key and the final record carry the fetch policy of the job: the redirect policy
