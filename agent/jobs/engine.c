@@ -37,7 +37,7 @@ run_propagated(int err)
 static int
 run_file(struct run *r, uint32_t index, bool *progressed)
 {
-	struct fsink s = {.r = r, .index = index, .fd = -1};
+	struct fsink s = {.r = r, .index = index, .fd = -1, .lock_fd = -1};
 	struct origin_request req;
 	struct origin_result res;
 	struct origin_sink sink = {sink_start, sink_data, &s};
@@ -219,6 +219,11 @@ out:
 		*progressed = s.progressed;
 	origin_result_clear(&res);
 	store_key_clear(&s.held);
+	/* The file ends here whatever happened (done, error, stop): peers
+	 * see its writer gone. */
+	inflight_release(&s);
+	free(s.pub_url);
+	free(s.pub_final);
 	if (s.fd >= 0)
 		close(s.fd);
 	json_decref(s.rec_json);
@@ -297,6 +302,16 @@ load_peers(struct run *r)
 	}
 }
 
+/* The fetch policy of the job's bytes (but the file's crl_checked): its
+ * CA file, else the runner's, is read once here. */
+static void
+run_fetch_policy(struct run *r)
+{
+	fetch_policy_of_job(&r->job, true, &r->fetch);
+	if (r->job.ca_file == NULL && r->ro != NULL && r->ro->ca_file != NULL)
+		fetch_policy_set_ca(&r->fetch, r->ro->ca_file);
+}
+
 /* Loads the job again after a user changed it; BG_EAGAIN when it is no
  * longer ours to run (suspended, cancelled, completed...). */
 static int
@@ -316,6 +331,7 @@ reload(struct run *r)
 	r->generation = job.generation;
 	r->nfiles = job.nfiles;
 	load_peers(r);
+	run_fetch_policy(r);
 	if (job.state != JOB_QUEUED && job.state != JOB_CONNECTING && job.state != JOB_TRANSFERRING)
 		return BG_EAGAIN;
 	return 0;
@@ -344,6 +360,13 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 	r.generation = r.job.generation;
 	r.nfiles = r.job.nfiles;
 	load_peers(&r);
+	run_fetch_policy(&r);
+	/* Records of downloads in progress that a crashed run of this job
+	 * left are not looked for here: the next commit of the file
+	 * overwrites its record (keeping the incarnation when the prefix is
+	 * kept), one that drops its bytes or does not publish deletes it,
+	 * a cancel deletes it, and the store's gc removes any other whose
+	 * lock is free.  Until then its lock is free: peers call it stalled. */
 	if (ro != NULL && ro->only_if_due) {
 		/* A scheduler chose the job before it held its lock: the job may
 		 * have been suspended, cancelled or finished by someone else

@@ -26,7 +26,106 @@ struct final_args {
 	unsigned key_flags;
 	struct file_rec rec; /* the file record as committed (a copy per attempt) */
 	struct store_enforce_result evicted;
+	bool has_last_piece;  /* the digest of the last chunk (index last) is known */
+	uint64_t last;
+	unsigned char last_piece[STORE_PIECE_LEN];
+	struct store_fetch_policy fetch; /* what the bytes were fetched under */
 };
+
+#define PIECES_BATCH 256 /* digests copied at a time (8 KiB) */
+
+/* The identical content sha is stored already (blob to) and its piece
+ * list is incomplete: the digests of this download's own blob (from),
+ * written for every full chunk it committed, are its digests too (the
+ * whole-file SHA-256 is the same).  Read before the own blob is dropped. */
+static int
+copy_pieces(struct bg_txn *txn, struct final_args *a, uint64_t from, uint64_t to)
+{
+	uint64_t full = a->has_last_piece ? a->last : a->size / STORE_CHUNK_BYTES;
+	unsigned char buf[PIECES_BATCH * STORE_PIECE_LEN];
+	int err;
+
+	for (uint64_t i = 0; from != 0 && i < full;) {
+		uint64_t want = full - i < PIECES_BATCH ? full - i : PIECES_BATCH, n = 0;
+
+		if ((err = txn_pieces_read(txn, from, i, want, buf, &n)) != 0)
+			return err;
+		for (uint64_t j = 0; j < n; j++)
+			if ((err = txn_piece_put(txn, to, i + j, buf + j * STORE_PIECE_LEN)) != 0)
+				return err;
+		if (n < want)
+			break; /* a gap: the rest is filled lazily (store_pieces_fill) */
+		i += n;
+	}
+	if (a->has_last_piece &&
+	    (err = txn_piece_put(txn, to, a->last, a->last_piece)) != 0)
+		return err;
+	return 0;
+}
+
+/* The digest of a short last chunk committed before the end (at a break,
+ * or when a peer's bytes ended), read back from the own blob: flush_chunk
+ * gives full chunks only. */
+static int
+last_piece_from_blob(struct bg_txn *txn, struct final_args *a)
+{
+	const void *data;
+	size_t len;
+	int err;
+
+	if (a->has_last_piece || a->size % STORE_CHUNK_BYTES == 0 || a->s->blob == 0)
+		return 0;
+	err = txn_blob_get(txn, a->s->blob, a->last, &data, &len);
+	if (err == BG_ENOENT)
+		return 0;
+	if (err != 0)
+		return err;
+	if (len == a->size % STORE_CHUNK_BYTES) {
+		bg_sha256(data, len, a->last_piece);
+		a->has_last_piece = true;
+	}
+	return 0;
+}
+
+/* The download's record for peers at the end: the tombstone naming the
+ * content (blob), or none when the file was not kept or never published. */
+static int
+final_inflight(struct bg_txn *txn, struct final_args *a, bool kept, uint64_t blob)
+{
+	struct fsink *s = a->s;
+	struct store_inflight f;
+	int err;
+
+	if (s->publish && kept) {
+		inflight_of(s, a->size, &f);
+		f.blob = blob;
+		f.state = STORE_INFLIGHT_FINAL;
+		f.total = (int64_t)a->size;
+		f.fetch = a->fetch;
+		f.has_sha = true;
+		memcpy(f.sha256, a->sha, BG_SHA256_LEN);
+		return txn_inflight_put(txn, &f);
+	}
+	if (s->unpublished && !s->publish)
+		return 0;
+	/* Only this file's record: another job may publish the URL. */
+	{
+		const char *url = s->pub_url != NULL ? s->pub_url : s->rec.remote_url;
+		bool ours;
+
+		if (url == NULL)
+			return 0;
+		memset(&f, 0, sizeof(f));
+		err = txn_inflight_get(txn, url, &f);
+		ours = err == 0 && strcmp(f.job, s->r->id) == 0 && f.file == s->index;
+		store_inflight_clear(&f);
+		if (err != 0 && err != BG_ENOENT && err != BG_ECORRUPT)
+			return err;
+		if (ours && (err = txn_inflight_del(txn, url)) != 0 && err != BG_ENOENT)
+			return err;
+	}
+	return 0;
+}
 
 /* The counters of the peer client: a file the peers were asked for either
  * came (in part) from one, or not. */
@@ -108,15 +207,27 @@ final_fn(struct bg_txn *txn, void *arg)
 				return err;
 			a->rec.has_cached = true;
 			a->rec.cached = false;
+			if ((err = final_inflight(txn, a, false, 0)) != 0)
+				return err;
 			goto file;
 		}
 	}
 	if (s->cache) {
 		struct store_content c;
 
+		if ((err = last_piece_from_blob(txn, a)) != 0)
+			return err;
 		err = txn_content_get(txn, a->sha, &c);
 		if (err == 0) {
-			/* The same bytes are stored already: keep one copy. */
+			bool complete = true;
+
+			/* The same bytes are stored already: keep one copy, and
+			 * give it the piece list this download computed if it has
+			 * none (stored by an older build). */
+			if (c.blob != s->blob &&
+			    ((err = txn_content_pieces_complete(txn, a->sha, &complete)) != 0 ||
+			     (!complete && (err = copy_pieces(txn, a, s->blob, c.blob)) != 0)))
+				return err;
 			if (s->blob != 0 && c.blob != s->blob &&
 			    (err = txn_blob_truncate(txn, s->blob, 0)) != 0)
 				return err;
@@ -131,6 +242,11 @@ final_fn(struct bg_txn *txn, void *arg)
 			if (s->fill > 0 &&
 			    (err = txn_blob_put(txn, c.blob, s->committed / STORE_CHUNK_BYTES, s->pending,
 			                        s->fill)) != 0)
+				return err;
+			/* The last chunk's digest, short or full: content has a
+			 * complete list from the start. */
+			if (a->has_last_piece &&
+			    (err = txn_piece_put(txn, c.blob, a->last, a->last_piece)) != 0)
 				return err;
 			c.size = a->size;
 			c.created = now;
@@ -150,6 +266,7 @@ final_fn(struct bg_txn *txn, void *arg)
 				.stored = now,
 				.validated = now,
 				.flags = a->key_flags,
+				.fetch = a->fetch,
 			};
 			memcpy(k.sha256, a->sha, BG_SHA256_LEN);
 			if ((err = txn_key_put(txn, &k)) != 0)
@@ -160,6 +277,8 @@ final_fn(struct bg_txn *txn, void *arg)
 		 * store never stays above its limit. */
 		a->rec.has_cached = true;
 		a->rec.cached = true;
+		if ((err = final_inflight(txn, a, true, c.blob)) != 0)
+			return err;
 		if ((err = txn_pin(txn, s->r->id, a->sha)) != 0 ||
 		    (err = txn_enforce_limits(txn, limit, now, cfg.max_age_days, job_record_unfinished,
 		                              &a->evicted)) != 0)
@@ -167,6 +286,8 @@ final_fn(struct bg_txn *txn, void *arg)
 	} else {
 		a->rec.has_cached = true;
 		a->rec.cached = false;
+		if ((err = final_inflight(txn, a, false, 0)) != 0)
+			return err;
 	}
 file:
 	a->rec.blob = 0;
@@ -180,7 +301,7 @@ file:
 	return err;
 }
 
-static bool
+bool
 job_is_private(const struct job_rec *job)
 {
 	if (job->user != NULL)
@@ -229,6 +350,20 @@ finish_file(struct fsink *s)
 		return err;
 	bg_sha256_hex(a.sha, hex);
 	a.size = s->committed + s->fill;
+	a.last = a.size > 0 ? (a.size - 1) / STORE_CHUNK_BYTES : 0;
+	if (s->cache && s->fill > 0) {
+		a.has_last_piece = true;
+		bg_sha256(s->pending, s->fill, a.last_piece);
+	}
+	/* Bytes are as trustworthy as the weakest fetch they came from: a
+	 * copy revalidated from the store keeps what its key said (a 304
+	 * under weaker checks weakens it); bytes from a peer came under a
+	 * policy this node does not know (peers do not say it yet). */
+	file_fetch_policy(s, &a.fetch);
+	if (s->from_store && s->held.url != NULL)
+		fetch_policy_weaker(&a.fetch, &s->held.fetch);
+	if (s->rec.bytes_from_peers > 0)
+		a.fetch.known = false;
 	if (s->has_want && memcmp(a.sha, s->want, BG_SHA256_LEN) != 0) {
 		/* Not the content a peer described: none of it is kept, and the
 		 * caller fetches the file again from the origin alone. */
@@ -407,13 +542,28 @@ discard_file(struct bg_store *st, const char *id, uint32_t index, struct file_re
 	struct job_commit c = {.id = id, .index = index, .file = f, .generation = -1,
 	                       .blob_in = f->blob, .drop_blob = true};
 
+	int err;
+
 	(void)arg;
 	if (temp != NULL && unlink(temp) != 0 && errno != ENOENT)
 		return bg_err_from_errno(errno);
 	if (f->done)
 		return 0;
 	f->bytes_committed = f->bytes_from_origin = 0;
-	return job_commit(st, &c);
+	/* A record of the download in progress goes with its bytes: under the
+	 * URL asked, which a redirect may have renamed since. */
+	c.inflight_del = true;
+	c.inflight_url = f->remote_url;
+	if ((err = job_commit(st, &c)) != 0)
+		return err;
+	if (f->original_url != NULL && f->remote_url != NULL &&
+	    strcmp(f->original_url, f->remote_url) != 0) {
+		struct job_commit d = {.id = id, .index = index, .generation = -1,
+		                       .inflight_del = true, .inflight_url = f->original_url};
+
+		err = job_commit(st, &d);
+	}
+	return err;
 }
 
 int

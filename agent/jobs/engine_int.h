@@ -9,6 +9,7 @@
 #include "jobs_int.h"
 #include "record.h"
 #include "peertable.h"
+#include "fleet.h"
 
 /* One job_run. */
 struct run {
@@ -32,6 +33,9 @@ struct run {
 	uint32_t nfiles;
 	uint64_t bytes_before; /* job bytes in files before the current one */
 	struct job_outcome out; /* of the current attempt: the error that stops the job, if any */
+	/* What the job's bytes are fetched under (fleet.h), but crl: computed
+	 * once per run (it reads the CA file) and when the job changes. */
+	struct store_fetch_policy fetch;
 };
 
 /* The file being fetched in one attempt (run_file), and the sink its
@@ -64,6 +68,19 @@ struct fsink {
 	bool skip_keys;             /* delivered by digest alone: no origin confirmed a key */
 	unsigned char store_sha[BG_SHA256_LEN];
 	unsigned char want[BG_SHA256_LEN];
+	/* The digest of the chunk being committed (full chunks only). */
+	bool piece_known;
+	unsigned char piece_now[STORE_PIECE_LEN];
+	/* The download in progress as this node publishes it for peers
+	 * (doc/fleet-design.md 1.4): rewritten with every commit of the file
+	 * while publish, under the lock lock_fd (-1: none held). */
+	bool publish;
+	bool unpublished;   /* a stale record of this file was deleted (once per attempt) */
+	char *pub_url;      /* the record's URL: the one asked when the origin's bytes began */
+	char *pub_final;    /* the URL that answered (ALLOW_REPORT), or NULL */
+	uint64_t gen;       /* the incarnation, 0: none yet */
+	int64_t pub_started;
+	int lock_fd;
 };
 
 /* ---- The run (engine.c) ---------------------------------------------------- */
@@ -87,8 +104,19 @@ void pending_committed(struct fsink *s);
 /* Commits the buffered bytes: partial file, blob chunk and file record in
  * one step (the job's state too, the first time after a response began). */
 int flush_chunk(struct fsink *s) BG_WUR;
-/* Throws away every byte of the file kept so far (partial file and blob). */
+/* Throws away every byte of the file kept so far (partial file and blob);
+ * a published download starts a new incarnation (gen) at 0 bytes. */
 int restart_file(struct fsink *s) BG_WUR;
+/* The fetch policy of the file's bytes (the run's, with its crl_checked). */
+void file_fetch_policy(const struct fsink *s, struct store_fetch_policy *out);
+/* The record of the download in progress as it stands, committed bytes
+ * committed (strings borrowed from s). */
+void inflight_of(const struct fsink *s, uint64_t committed, struct store_inflight *out);
+/* A random incarnation number, 1 .. 2^63 - 1. */
+uint64_t inflight_new_gen(void);
+/* Ends the file's publishing: its lock is released (the record stays, as
+ * the store has it).  Every way out of an attempt goes through it. */
+void inflight_release(struct fsink *s);
 /* Whether etag is a strong entity tag of a length the store keeps. */
 bool strong_etag(const char *etag);
 /* The validator a resume may put in If-Range, or NULL when the file must
@@ -149,6 +177,9 @@ bool run_has_peers(struct run *r);
 void note_peer_results(struct run *r, const struct fsink *s);
 
 /* ---- Finishing a file (engine_finish.c) ------------------------------------ */
+/* Whether the job was made with credentials (a user, an Authorization or
+ * Cookie header): its content is never offered to peers. */
+bool job_is_private(const struct job_rec *job);
 /* Whether the job's peer-caching mode includes side (client or server). */
 bool peer_mode(const struct job_rec *job, enum peer_caching side);
 /* Verifies and records a file whose bytes are all in. */

@@ -12,9 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/rand.h>
 
 #include "engine_int.h"
 
@@ -60,6 +64,64 @@ pwrite_all(int fd, const void *p, size_t len, uint64_t off)
 	return 0;
 }
 
+uint64_t
+inflight_new_gen(void)
+{
+	for (;;) {
+		unsigned char b[8];
+		uint64_t v = 0;
+
+		if (RAND_bytes(b, sizeof(b)) != 1 && getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+			/* Only readers' incarnation checks depend on it: differing
+			 * from the last one is what matters, not secrecy. */
+			v = (uint64_t)bg_now_ns() ^ (uint64_t)getpid() << 40;
+		} else {
+			for (size_t i = 0; i < sizeof(b); i++)
+				v = v << 8 | b[i];
+		}
+		v &= INT64_MAX;
+		if (v != 0)
+			return v;
+	}
+}
+
+void
+file_fetch_policy(const struct fsink *s, struct store_fetch_policy *out)
+{
+	*out = s->r->fetch;
+	out->crl = out->crl && s->rec.crl_checked;
+}
+
+void
+inflight_of(const struct fsink *s, uint64_t committed, struct store_inflight *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->url = s->pub_url;
+	snprintf(out->job, sizeof(out->job), "%s", s->r->id);
+	out->file = s->index;
+	out->blob = s->blob;
+	out->gen = s->gen;
+	out->committed = committed;
+	out->total = s->rec.bytes_total;
+	out->state = STORE_INFLIGHT_ORIGIN;
+	out->etag = s->rec.etag;
+	out->last_modified = s->rec.last_modified;
+	out->date = s->rec.date;
+	out->final_url = s->pub_final;
+	file_fetch_policy(s, &out->fetch);
+	out->started = s->pub_started;
+	out->updated = bg_now();
+}
+
+void
+inflight_release(struct fsink *s)
+{
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* drops the flock */
+	s->lock_fd = -1;
+	s->publish = false;
+}
+
 int
 commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with_job)
 {
@@ -79,10 +141,27 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 		.progress = chunk != NULL,
 		.memo = &s->r->memo,
 	};
+	struct store_inflight f;
 	int err;
 
-	if ((err = job_commit(s->r->st, &c)) == 0)
+	if (c.data != NULL && s->piece_known)
+		c.piece = s->piece_now;
+	/* The record counts the bytes the store holds after this commit
+	 * (commit_fn counts a chunk's itself). */
+	if (s->publish) {
+		inflight_of(s, s->committed + s->preloaded, &f);
+		c.inflight = &f;
+	} else if (!s->unpublished) {
+		/* A file that does not publish (now) leaves no record of its
+		 * own behind, e.g. one an earlier run wrote. */
+		c.inflight_del = true;
+		c.inflight_url = s->pub_url != NULL ? s->pub_url : s->rec.remote_url;
+	}
+	if ((err = job_commit(s->r->st, &c)) == 0) {
 		s->blob = c.blob_out;
+		if (c.inflight_del)
+			s->unpublished = true;
+	}
 	return err;
 }
 
@@ -128,7 +207,14 @@ flush_chunk(struct fsink *s)
 		return 0;
 	if ((err = write_pending(s)) != 0)
 		return err;
-	if ((err = commit_file(s, s->pending, s->fill, false, s->state_pending)) != 0)
+	/* Only a full chunk gets its digest: a short one committed at a
+	 * break is written again, whole, by the resume (prepare_partial). */
+	s->piece_known = s->cache && s->fill == STORE_CHUNK_BYTES;
+	if (s->piece_known)
+		bg_sha256(s->pending, s->fill, s->piece_now);
+	err = commit_file(s, s->pending, s->fill, false, s->state_pending);
+	s->piece_known = false;
+	if (err != 0)
 		return err;
 	s->state_pending = false;
 	pending_committed(s);
@@ -157,6 +243,13 @@ restart_file(struct fsink *s)
 	s->from_store = s->skip_keys = false;
 	s->rec.bytes_committed = s->rec.bytes_from_origin = s->rec.bytes_from_peers = 0;
 	s->rec.bytes_from_cache = 0;
+	/* Readers of the old bytes must not take the new ones for theirs. */
+	if (s->publish) {
+		s->gen = inflight_new_gen();
+		s->pub_started = bg_now();
+	} else {
+		s->gen = 0;
+	}
 	return commit_file(s, NULL, 0, true, false);
 }
 
@@ -202,6 +295,76 @@ store_limit_now(struct bg_store *st, uint64_t *limit)
 	return err != 0 ? err : store_limit_bytes(st, &cfg, limit);
 }
 
+/* Whether the file's download is published for peers: bytes from the
+ * origin that the store keeps and may offer (not private, the job a
+ * peer-caching server), in a home that can hold the lock. */
+static bool
+may_publish(const struct fsink *s)
+{
+	const struct run *r = s->r;
+
+	return s->cache && !s->too_big && !s->from_peer && s->pub_url != NULL && r->ro != NULL &&
+	       r->ro->home != NULL && !job_is_private(&r->job) &&
+	       peer_mode(&r->job, PEER_CACHING_SERVER);
+}
+
+static int
+gen_fn(struct bg_txn *txn, void *arg)
+{
+	struct fsink *s = arg;
+	struct store_inflight f;
+	int err;
+
+	memset(&f, 0, sizeof(f));
+	err = txn_inflight_get(txn, s->pub_url, &f);
+	if (err == 0 && strcmp(f.job, s->r->id) == 0 && f.file == s->index && f.blob == s->blob &&
+	    (f.state == STORE_INFLIGHT_ORIGIN || f.state == STORE_INFLIGHT_PEER)) {
+		s->gen = f.gen;
+		s->pub_started = f.started;
+	}
+	store_inflight_clear(&f);
+	return err == BG_ENOENT || err == BG_ECORRUPT ? 0 : err;
+}
+
+/* Starts publishing the download: takes the lock that tells peers a
+ * writer is alive, and the incarnation.  A resume keeping its prefix keeps
+ * the incarnation the store's record has (its bytes are the same ones:
+ * the resume's If-Range vouched for them); anything else is a new one.
+ * Without the lock (no room for the file, or another download of the
+ * same URL on this node holds it) the file is simply not published. */
+static int
+start_publishing(struct fsink *s)
+{
+	unsigned char urlhash[BG_SHA256_LEN];
+	char path[PATH_MAX];
+	int err;
+
+	bg_sha256(s->pub_url, strlen(s->pub_url), urlhash);
+	if (snprintf(path, sizeof(path), "%s/%s", s->r->ro->home, STORE_INFLIGHT_LOCK_DIR) >=
+	        (int)sizeof(path) ||
+	    (mkdir(path, 0700) != 0 && errno != EEXIST) ||
+	    store_inflight_lock_path(s->r->ro->home, urlhash, path, sizeof(path)) != 0)
+		return 0;
+	if ((s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
+		return 0;
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		inflight_release(s);
+		return 0;
+	}
+	s->publish = true;
+	s->unpublished = false; /* a record is ours again: stopping must delete it */
+	if (s->gen == 0 && s->committed + s->fill > 0 && s->blob != 0 &&
+	    (err = store_view(s->r->st, gen_fn, s)) != 0) {
+		inflight_release(s);
+		return err;
+	}
+	if (s->gen == 0) {
+		s->gen = inflight_new_gen();
+		s->pub_started = bg_now();
+	}
+	return 0;
+}
+
 int
 sink_start(void *arg, const struct origin_response *resp)
 {
@@ -210,6 +373,11 @@ sink_start(void *arg, const struct origin_response *resp)
 	uint32_t policy = r->job.security_flags & BG_HTTP_REDIRECT_POLICY_MASK;
 	int err;
 
+	/* The URL asked, before a redirect renames the file: the one other
+	 * nodes look the download up by. */
+	if (s->pub_url == NULL && s->rec.remote_url != NULL &&
+	    (s->pub_url = strdup(s->rec.remote_url)) == NULL)
+		return BG_ENOMEM;
 	if (resp->start != s->committed + s->fill) {
 		if (resp->start != 0)
 			return BG_EPROTO; /* the origin client never asks for that */
@@ -242,6 +410,10 @@ sink_start(void *arg, const struct origin_response *resp)
 	if (policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT && resp->final_url != NULL &&
 	    (err = rec_set_str(&s->rec.remote_url, resp->final_url)) != 0)
 		return err;
+	if ((err = rec_set_str(&s->pub_final, policy == BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT
+	                                          ? s->rec.remote_url
+	                                          : NULL)) != 0)
+		return err;
 	s->rec.crl_checked = (r->job.security_flags & BG_SSL_ENABLE_CRL_CHECK) != 0;
 	/* A file larger than the store's limit is not written to it at all:
 	 * it would only be dropped at the end. */
@@ -262,6 +434,17 @@ sink_start(void *arg, const struct origin_response *resp)
 	 * itself: one transaction per small file.  Until then a crash loses
 	 * nothing that a resume could use. */
 	s->state_pending = true;
+	if (!s->publish && may_publish(s) && (err = start_publishing(s)) != 0)
+		return err;
+	if (s->publish && !may_publish(s))
+		inflight_release(s); /* too big after all: the next commit deletes the record */
+	/* A download that takes more than one commit is published as it
+	 * starts, so that other nodes see early who fetches it. */
+	if (s->publish && (resp->total < 0 || (uint64_t)resp->total > STORE_CHUNK_BYTES)) {
+		if ((err = commit_file(s, NULL, 0, false, true)) != 0)
+			return err;
+		s->state_pending = false;
+	}
 	report_progress(s);
 	return 0;
 }
@@ -429,6 +612,15 @@ prepare_partial(struct fsink *s)
 		                       .file_json = &s->rec_json,
 		                       .blob_in = s->blob, .drop_blob = committed == 0,
 		                       .generation = s->r->generation, .memo = &s->r->memo};
+
+		/* Dropped bytes take a record of them with them (one a crash
+		 * left); a kept prefix keeps it: the chunks past it stay in the
+		 * store until they are written again with the same bytes. */
+		if (committed == 0) {
+			c.inflight_del = true;
+			c.inflight_url = s->pub_url != NULL ? s->pub_url : s->rec.remote_url;
+			s->gen = 0;
+		}
 		if ((err = job_commit(s->r->st, &c)) != 0)
 			goto out;
 		s->blob = c.blob_out;

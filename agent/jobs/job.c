@@ -337,8 +337,35 @@ commit_fn(struct bg_txn *txn, void *arg)
 			return err;
 		if ((err = txn_blob_put(txn, blob, c->chunk, c->data, c->len)) != 0)
 			return err;
+		if (c->piece != NULL && (err = txn_piece_put(txn, blob, c->chunk, c->piece)) != 0)
+			return err;
 	}
 	c->blob_out = blob;
+	/* The record says what the store holds, in the transaction that
+	 * holds it: its committed never counts a byte a crash could lose. */
+	if (c->inflight != NULL) {
+		struct store_inflight f = *c->inflight; /* borrowed strings */
+
+		f.blob = blob;
+		if (c->data != NULL)
+			f.committed = c->chunk * STORE_CHUNK_BYTES + c->len;
+		if ((err = txn_inflight_put(txn, &f)) != 0)
+			return err;
+	} else if (c->inflight_del && c->inflight_url != NULL) {
+		/* Only a record of this file: another job may be fetching the
+		 * same URL and publishing it. */
+		struct store_inflight f;
+		bool ours;
+
+		memset(&f, 0, sizeof(f));
+		err = txn_inflight_get(txn, c->inflight_url, &f);
+		ours = err == 0 && strcmp(f.job, c->id) == 0 && f.file == c->index;
+		store_inflight_clear(&f);
+		if (err != 0 && err != BG_ENOENT && err != BG_ECORRUPT)
+			return err;
+		if (ours && (err = txn_inflight_del(txn, c->inflight_url)) != 0 && err != BG_ENOENT)
+			return err;
+	}
 	if (c->file != NULL) {
 		c->file->blob = blob;
 		err = txn_file_store(txn, c->id, c->index, c->file, fj);

@@ -48,6 +48,17 @@ struct job_commit {
 	uint64_t chunk;    /* index of the chunk */
 	const void *data;  /* chunk to store, or NULL */
 	size_t len;
+	/* SHA-256 of data (STORE_PIECE_LEN bytes) stored as the chunk's piece
+	 * digest, or NULL (a short chunk has none until it is written whole). */
+	const unsigned char *piece;
+	/* The download in progress, put after the chunk (or alone), with blob
+	 * set inside the transaction to the blob used (committed is the
+	 * caller's, or, with data, the end of the chunk); or NULL.
+	 * inflight_del: delete the record of inflight_url instead when it is
+	 * this file's (job id, index), absent or not. */
+	const struct store_inflight *inflight;
+	bool inflight_del;
+	const char *inflight_url;
 	/* Job-level parts, applied to the stored record (never a stale copy). */
 	int64_t generation; /* >= 0: BG_EAGAIN unless the job still has this generation */
 	bool has_event;     /* event happened (BG_EINVAL when the stored state refuses it) */

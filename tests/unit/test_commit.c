@@ -3,17 +3,22 @@
  * memo only spares decoding the record: a change made by someone else must
  * still be seen (a new generation refused, other fields kept), and the
  * record a commit leaves is the one it would leave without the memo.
- * Works in a fresh mkdtemp() home under /tmp, removed at the end.
+ * A chunk, its piece digest and the record of the download in progress
+ * are written together or not at all; a restart from byte 0 starts a new
+ * incarnation at 0 bytes.  Works in a fresh mkdtemp() home under /tmp, removed at the end.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "jobs.h"
 #include "jobs_int.h"
+#include "engine_int.h"
 #include "record.h"
 #include "check.h"
 
@@ -194,6 +199,157 @@ test_records(void)
 	json_decref(out);
 }
 
+#define URL "http://origin.test/big.bin"
+
+struct seen {
+	uint64_t blob, index;
+	int chunk_err, piece_err, rec_err;
+	size_t chunk_len;
+	unsigned char piece[STORE_PIECE_LEN];
+	struct store_inflight rec;
+};
+
+static int
+seen_fn(struct bg_txn *txn, void *arg)
+{
+	struct seen *a = arg;
+	const void *data;
+
+	a->chunk_err = txn_blob_get(txn, a->blob, a->index, &data, &a->chunk_len);
+	a->piece_err = txn_piece_get(txn, a->blob, a->index, a->piece);
+	store_inflight_clear(&a->rec);
+	a->rec_err = txn_inflight_get(txn, URL, &a->rec);
+	return 0;
+}
+
+/* What the store holds of chunk index of blob, and the URL's record. */
+static void
+look(struct bg_store *st, struct seen *a, uint64_t blob, uint64_t index)
+{
+	a->blob = blob;
+	a->index = index;
+	CHECK(store_view(st, seen_fn, a) == 0);
+}
+
+static void
+test_inflight(struct bg_store *st, const char *id, int64_t g)
+{
+	static unsigned char chunk[STORE_CHUNK_BYTES];
+	unsigned char d0[STORE_PIECE_LEN], d1[STORE_PIECE_LEN];
+	struct store_inflight f = {
+		.url = URL, .gen = 7, .total = -1, .state = STORE_INFLIGHT_ORIGIN,
+		.fetch = {.known = true, .ca = "system"}, .etag = "\"e1\"",
+	};
+	struct job_commit c = {.id = id, .generation = g + 1, .data = chunk, .len = sizeof(chunk),
+	                       .piece = d0, .inflight = &f, .progress = true};
+	struct seen a;
+	uint64_t blob;
+
+	memset(&a, 0, sizeof(a));
+	snprintf(f.job, sizeof(f.job), "%s", id);
+	memset(chunk, 'a', sizeof(chunk));
+	bg_sha256(chunk, sizeof(chunk), d0);
+
+	/* A stale runner (another generation): nothing is written. */
+	CHECK_EQ_INT(job_commit(st, &c), BG_EAGAIN);
+	look(st, &a, 1, 0);
+	CHECK_EQ_INT(a.rec_err, BG_ENOENT);
+	/* The chunk, its digest and the record, together; committed and
+	 * blob are the commit's. */
+	c.generation = g;
+	CHECK_EQ_INT(job_commit(st, &c), 0);
+	blob = c.blob_out;
+	CHECK(blob != 0);
+	look(st, &a, blob, 0);
+	CHECK(a.chunk_err == 0 && a.chunk_len == sizeof(chunk));
+	CHECK(a.piece_err == 0 && memcmp(a.piece, d0, sizeof(d0)) == 0);
+	CHECK(a.rec_err == 0 && a.rec.committed == STORE_CHUNK_BYTES && a.rec.blob == blob &&
+	      a.rec.gen == 7 && a.rec.state == STORE_INFLIGHT_ORIGIN);
+
+	/* A commit that fails after its chunk and digest were put (the record
+	 * is refused: gen 0) leaves neither: the record still says chunk 0. */
+	memset(chunk, 'b', sizeof(chunk));
+	bg_sha256(chunk, sizeof(chunk), d1);
+	c.blob_in = blob;
+	c.chunk = 1;
+	c.piece = d1;
+	f.gen = 0;
+	CHECK_EQ_INT(job_commit(st, &c), BG_EINVAL);
+	look(st, &a, blob, 1);
+	CHECK_EQ_INT(a.chunk_err, BG_ENOENT);
+	CHECK_EQ_INT(a.piece_err, BG_ENOENT);
+	CHECK(a.rec_err == 0 && a.rec.committed == STORE_CHUNK_BYTES && a.rec.gen == 7);
+	f.gen = 7;
+	CHECK_EQ_INT(job_commit(st, &c), 0);
+	look(st, &a, blob, 1);
+	CHECK(a.piece_err == 0 && memcmp(a.piece, d1, sizeof(d1)) == 0);
+	CHECK(a.rec_err == 0 && a.rec.committed == 2 * (uint64_t)STORE_CHUNK_BYTES);
+
+	/* A short chunk gets no digest. */
+	{
+		struct job_commit sc = {.id = id, .generation = g, .blob_in = blob, .chunk = 2,
+		                        .data = chunk, .len = 1000, .inflight = &f};
+
+		CHECK_EQ_INT(job_commit(st, &sc), 0);
+		look(st, &a, blob, 2);
+		CHECK(a.chunk_err == 0 && a.chunk_len == 1000);
+		CHECK_EQ_INT(a.piece_err, BG_ENOENT);
+		CHECK(a.rec.committed == 2 * (uint64_t)STORE_CHUNK_BYTES + 1000);
+	}
+
+	/* Another file's delete leaves the record alone; this file's takes it. */
+	{
+		struct job_commit dc = {.id = id, .index = 3, .generation = -1, .inflight_del = true,
+		                        .inflight_url = URL};
+
+		CHECK_EQ_INT(job_commit(st, &dc), 0);
+		look(st, &a, blob, 0);
+		CHECK_EQ_INT(a.rec_err, 0);
+	}
+
+	/* The engine's restart from byte 0: the blob's chunks and digests go,
+	 * and the record says 0 bytes of a new incarnation. */
+	{
+		struct run r = {.st = st, .id = id, .generation = g, .memo = {.stamped = -1}};
+		struct fsink s = {.r = &r, .fd = -1, .lock_fd = -1, .blob = blob, .publish = true,
+		                  .pub_url = URL, .gen = 7, .committed = 2 * STORE_CHUNK_BYTES + 1000};
+		char tmpl[] = "/tmp/bgcommit-part-XXXXXX";
+		uint64_t gens[2];
+
+		s.rec.bytes_total = -1;
+		s.rec.bytes_committed = s.committed;
+		r.fetch = f.fetch;
+		s.fd = mkstemp(tmpl);
+		if (!CHECK(s.fd >= 0) || !CHECK(hasher_new(&s.hash) == 0))
+			goto out;
+		for (int i = 0; i < 2; i++) {
+			CHECK_EQ_INT(restart_file(&s), 0);
+			gens[i] = s.gen;
+			CHECK(s.gen != 0 && s.gen != 7 && s.gen <= INT64_MAX);
+			look(st, &a, blob, 0);
+			CHECK_EQ_INT(a.chunk_err, BG_ENOENT);
+			CHECK_EQ_INT(a.piece_err, BG_ENOENT);
+			CHECK(a.rec_err == 0 && a.rec.committed == 0 && a.rec.gen == s.gen &&
+			      a.rec.state == STORE_INFLIGHT_ORIGIN);
+		}
+		CHECK(gens[0] != gens[1]);
+		/* Not published any more: the next commit deletes the record. */
+		s.publish = false;
+		CHECK_EQ_INT(commit_file(&s, NULL, 0, false, false), 0);
+		look(st, &a, blob, 0);
+		CHECK_EQ_INT(a.rec_err, BG_ENOENT);
+	out:
+		hasher_free(s.hash);
+		job_memo_clear(&r.memo);
+		if (s.fd >= 0)
+			close(s.fd);
+		unlink(tmpl);
+		json_decref(s.rec_json);
+		file_rec_clear(&s.rec);
+	}
+	store_inflight_clear(&a.rec);
+}
+
 int
 main(void)
 {
@@ -289,6 +445,7 @@ main(void)
 		a.generation = g + 1;
 		CHECK_EQ_INT(store_view(st, check_fn, &a), 0);
 	}
+	test_inflight(st, id, g + 1);
 out:
 	job_memo_clear(&memo);
 	store_close(st);
