@@ -20,11 +20,16 @@
 #define BG_EMAPFULL_INT (-1000)
 
 /* 2: the indexes of index.c and the counters; 3: content is dated in
- * nanoseconds (content record version 2).  An older store is upgraded
- * (its indexes rebuilt) when the agent opens it; a build that knows only
- * version 2 refuses a version 3 store rather than take its content records
- * for damaged ones. */
-#define STORE_FORMAT_VERSION 3u
+ * nanoseconds (content record version 2); 4: the databases "pieces" and
+ * "inflight".  An older store is upgraded when the agent opens it (below
+ * version 3 its indexes are rebuilt; 3 -> 4 only creates the two
+ * databases); a build that knows only version 2 refuses a version 3 store
+ * rather than take its content records for damaged ones, and one that
+ * knows only 3 refuses 4: it would rewrite chunks without dropping their
+ * digests and leave downloads in progress that nobody finishes. */
+#define STORE_FORMAT_VERSION 4u
+/* The last version whose upgrade must rebuild the indexes. */
+#define STORE_FORMAT_REINDEXED 3u
 #define STORE_MAP_DEFAULT ((uint64_t)1 << 30) /* 1 GiB */
 #define STORE_MAP_MAX ((uint64_t)1 << 40)     /* 1 TiB: growth stops here */
 #define STORE_FILE_NAME "store.mdb"
@@ -56,6 +61,8 @@ enum store_db {
 	DB_AGED,
 	DB_PINS,
 	DB_PEERS,                    /* per-peer results: peers.c */
+	DB_PIECES,                   /* SHA-256 of each chunk: pieces.c */
+	DB_INFLIGHT,                 /* downloads in progress: inflight.c */
 	DB_COUNT
 };
 
@@ -120,7 +127,8 @@ int ci_walk(struct bg_txn *txn, enum store_db db, const void *start, size_t star
             void *ctx);
 int ci_delete_range(struct bg_txn *txn, enum store_db db, const void *start,
                     size_t start_len, size_t prefix_len, uint64_t *count, uint64_t *bytes);
-/* Deletes chunks first.. of blob, counting them and their bytes. */
+/* Deletes chunks first.. of blob, counting them and their bytes, and
+ * their digests (pieces.c) with them. */
 int ci_blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *chunks,
                  uint64_t *bytes);
 /* The first blob id >= from that has a chunk; BG_ENOENT when none. */
@@ -168,6 +176,20 @@ int ci_key_del_validated(struct bg_txn *txn, const unsigned char urlhash[BG_SHA2
 /* Rebuilds the indexes and totals from the records (format upgrade,
  * `cache verify`). */
 int ci_records_reindex(struct bg_txn *txn);
+
+/* fetchpol.c: the "fetch" object of key and inflight records.  to_json
+ * gives NULL for an unknown policy (nothing recorded), BG_EINVAL for a bad
+ * one; from_json reads an absent or null one as unknown, anything but the
+ * exact object as BG_ECORRUPT. */
+bool ci_fetch_valid(const struct store_fetch_policy *p);
+int ci_fetch_to_json(const struct store_fetch_policy *p, json_t **out);
+int ci_fetch_from_json(const json_t *j, struct store_fetch_policy *out);
+
+/* pieces.c: counts the digests blob has for chunks [0, chunks). */
+int ci_pieces_count(struct bg_txn *txn, uint64_t blob, uint64_t chunks, uint64_t *n);
+
+/* inflight.c: a raw record decoded (for store_gc); BG_ECORRUPT. */
+int ci_inflight_decode(const MDB_val *k, const MDB_val *v, struct store_inflight *out);
 
 /* digest.c: bg_sha256() with its failure reported (BG_ENOMEM). */
 int ci_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);

@@ -212,3 +212,104 @@ int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_L
 	return read_content_walk(st, &c, put);
 }
 
+
+/* ---- Downloads in progress ---------------------------------------------------
+ * Each read transaction reads the record and the chunks together: the
+ * bound it copies to (committed, or the content's size once final) was
+ * written in the same commit as the bytes it covers, so a reader never
+ * sees a byte that is not in the store, nor one of another incarnation. */
+
+struct inflight_ctx {
+	const unsigned char *urlhash;
+	uint64_t gen;
+	uint64_t offset;
+	unsigned char *buf;
+	size_t len;
+	size_t got;
+	int done;
+};
+
+static int read_inflight_txn(struct bg_txn *txn, void *arg)
+{
+	struct inflight_ctx *c = arg;
+	struct store_inflight rec;
+	struct store_content content;
+	uint64_t blob, bound, pos;
+	int final;
+	int rc = txn_inflight_get_hash(txn, c->urlhash, &rec);
+
+	if (rc != 0)
+		return rc;
+	if (rec.gen != c->gen) {
+		store_inflight_clear(&rec);
+		return BG_EAGAIN;
+	}
+	final = rec.state == STORE_INFLIGHT_FINAL;
+	blob = rec.blob;
+	bound = rec.committed;
+	if (final) {
+		/* The bytes are the content's now (its own blob, or the one
+		 * it was found identical to): gone content is gone. */
+		rc = txn_content_get(txn, rec.sha256, &content);
+		if (rc != 0) {
+			store_inflight_clear(&rec);
+			return rc;
+		}
+		blob = content.blob;
+		bound = content.size;
+	}
+	store_inflight_clear(&rec);
+	pos = c->offset + c->got;
+	if (pos >= bound || c->got == c->len) {
+		c->done = 1;
+		return 0;
+	}
+	if (blob == 0)
+		return BG_ECORRUPT; /* bytes committed without a blob */
+	for (int n = 0; n < STORE_READ_CHUNKS_PER_TXN && pos < bound && c->got < c->len; n++) {
+		uint64_t chunk = pos / STORE_CHUNK_BYTES;
+		uint64_t within = pos % STORE_CHUNK_BYTES;
+		uint64_t rest = bound - chunk * STORE_CHUNK_BYTES;
+		size_t need = rest < STORE_CHUNK_BYTES ? (size_t)rest : STORE_CHUNK_BYTES;
+		const void *data;
+		size_t clen, take;
+
+		rc = txn_blob_get(txn, blob, chunk, &data, &clen);
+		if (rc == BG_ENOENT)
+			return BG_ECORRUPT;
+		if (rc != 0)
+			return rc;
+		/* A chunk of content is exactly its share; one in progress
+		 * holds at least what the record counts (never less). */
+		if (final ? clen != need : clen < need)
+			return BG_ECORRUPT;
+		take = need - (size_t)within;
+		if (take > c->len - c->got)
+			take = c->len - c->got;
+		memcpy(c->buf + c->got, (const unsigned char *)data + within, take);
+		c->got += take;
+		pos += take;
+	}
+	if (c->got == c->len || pos >= bound)
+		c->done = 1;
+	return 0;
+}
+
+int store_read_inflight(struct bg_store *st, const unsigned char urlhash[BG_SHA256_LEN],
+                        uint64_t gen, uint64_t offset, void *buf, size_t len, size_t *got)
+{
+	struct inflight_ctx c = { .urlhash = urlhash, .gen = gen, .offset = offset, .buf = buf,
+	                          .len = len };
+	int rc;
+
+	if (got != NULL)
+		*got = 0;
+	if (st == NULL || urlhash == NULL || (buf == NULL && len > 0))
+		return BG_EINVAL;
+	do {
+		rc = store_view(st, read_inflight_txn, &c);
+	} while (rc == 0 && !c.done);
+	if (got != NULL && rc == 0)
+		*got = c.got;
+	return rc;
+}

@@ -478,6 +478,16 @@ int txn_key_put(struct bg_txn *txn, const struct store_key *k)
 		rc = BG_EINVAL;
 		goto out;
 	}
+	/* "fetch" only when known: a record without it reads as unknown,
+	 * as those of older builds do. */
+	if (k->fetch.known) {
+		json_t *f;
+
+		if ((rc = ci_fetch_to_json(&k->fetch, &f)) != 0)
+			goto out;
+		if ((rc = jset(rec, "fetch", f)) != 0)
+			goto out;
+	}
 	{
 		struct store_key old;
 		MDB_val kk = { .mv_size = sizeof(key), .mv_data = key };
@@ -599,6 +609,8 @@ int ci_key_decode(const MDB_val *k, const MDB_val *v, struct store_key *out)
 	if (rc != 0)
 		goto out;
 	out->flags = (unsigned)n;
+	/* Records of older builds have no policy: unknown. */
+	rc = ci_fetch_from_json(json_object_get(rec, "fetch"), &out->fetch);
 out:
 	if (rc != 0)
 		store_key_clear(out);

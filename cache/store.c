@@ -40,6 +40,8 @@ static const char *const store_db_names[DB_COUNT] = {
 	[DB_AGED] = "aged",
 	[DB_PINS] = "pins",
 	[DB_PEERS] = "peers",
+	[DB_PIECES] = "pieces",
+	[DB_INFLIGHT] = "inflight",
 };
 
 /* The store this thread is inside (store_update/store_view), used to refuse
@@ -603,9 +605,17 @@ int ci_blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *ch
               uint64_t *bytes)
 {
 	unsigned char start[STORE_BLOB_KEY_LEN];
+	int rc;
 
 	blob_key(start, blob, first);
-	return ci_delete_range(txn, DB_BLOBS, start, sizeof(start), 8, chunks, bytes);
+	rc = ci_delete_range(txn, DB_BLOBS, start, sizeof(start), 8, chunks, bytes);
+	/* A digest never outlives the bytes it describes: a restarted blob
+	 * rewrites its chunks, and a stale digest would describe new bytes.
+	 * (A read-only opener of a version 3 store has no "pieces", but it
+	 * deletes nothing either.) */
+	if (rc == 0 && txn->dbi[DB_PIECES] != 0)
+		rc = ci_delete_range(txn, DB_PIECES, start, sizeof(start), 8, NULL, NULL);
+	return rc;
 }
 
 int ci_blob_next(struct bg_txn *txn, uint64_t from, uint64_t *blob)
@@ -657,7 +667,9 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 		mrc = mdb_dbi_open(txn->mtxn, store_db_names[i], dflags, &st->dbi[i]);
 		/* A reader of a version 1 store finds no indexes: it needs none
 		 * (only the agent, which creates them, evicts); nor the peers'
-		 * results of a store no writer opened since they came. */
+		 * results of a store no writer opened since they came, nor the
+		 * pieces and downloads in progress of a version 3 store (their
+		 * readers answer "absent"). */
 		if (mrc == MDB_NOTFOUND && txn->rdonly && i >= DB_LRU) {
 			st->dbi[i] = 0;
 			continue;
@@ -691,7 +703,10 @@ static int store_init_txn(struct bg_txn *txn, void *arg)
 			return BG_EVERSION;
 	}
 	if (!txn->rdonly && !fresh && version < STORE_FORMAT_VERSION) {
-		if ((rc = up->fn(txn)) != 0)
+		/* 3 -> 4 only adds databases, created empty above: no digest is
+		 * computed here (a large store would hold the write lock for
+		 * minutes); content lists are filled lazily (pieces.c). */
+		if (version < STORE_FORMAT_REINDEXED && (rc = up->fn(txn)) != 0)
 			return rc;
 		put_le64(buf, STORE_FORMAT_VERSION);
 		rc = ci_raw_put(txn, DB_META, "version", strlen("version"), buf, sizeof(buf));

@@ -369,11 +369,11 @@ static void test_open(void)
 	store_close(st);
 	CHECK_EQ_INT(raw_get(home, "meta", "version", 7, buf, sizeof(buf), &len), 0);
 	CHECK_EQ_INT(len, 8);
-	CHECK(len == 8 && buf[0] == 3 && buf[1] == 0 && buf[7] == 0);
+	CHECK(len == 8 && buf[0] == 4 && buf[1] == 0 && buf[7] == 0);
 
 	/* A newer format is refused, a damaged version record too. */
 	memset(buf, 0, 8);
-	buf[0] = 4;
+	buf[0] = 5;
 	CHECK_EQ_INT(raw_put(home, "meta", "version", 7, buf, 8), 0);
 	st = NULL;
 	CHECK_RC(store_open(home, 0, NULL, &st), BG_EVERSION);
@@ -2240,7 +2240,7 @@ static void test_lru_peer_use_folded_late(void)
 }
 
 /* A version 2 store dated its content in seconds (content record version
- * 1): it still reads, is upgraded to version 3 with its index rebuilt,
+ * 1): it still reads, is upgraded to version 4 with its index rebuilt,
  * and an old use ranks as its second's first nanosecond. */
 static void test_lru_old_store_upgraded(void)
 {
@@ -2279,7 +2279,7 @@ static void test_lru_old_store_upgraded(void)
 
 	st = open_rw(home, 0);
 	CHECK_EQ_INT(raw_get(home, "meta", "version", 7, buf, sizeof(buf), &len), 0);
-	CHECK(len == 8 && buf[0] == 3);
+	CHECK(len == 8 && buf[0] == 4);
 	CHECK_EQ_STR(lru_left(st, &l), "012");
 	CHECK_EQ_INT(l.when[0], LRU_SECOND);
 	CHECK_EQ_INT(l.when[1], LRU_SECOND + 2000);
