@@ -87,8 +87,11 @@ struct peerd {
 	atomic_uint_fast64_t partial_requests;       /* /v1/partial requests (not re-entries) */
 	atomic_uint_fast64_t pieces_requests;        /* /v1/pieces requests */
 
-	/* This node's id (X-Bgcopy-Node), "" when it could not be had. */
+	/* This node's id (X-Bgcopy-Node), "" when it could not be had; read
+	 * (or made) at the first answer that carries it, never at start: a
+	 * peerd started on an empty home leaves it empty (node_get()). */
 	char node[BG_NODE_ID_LEN + 1];
+	atomic_bool node_loaded;                     /* node is set (under store_lock) */
 
 	/* The bounded wait: suspended requests and their watcher. */
 	unsigned wait_max_ms;                        /* 0: never wait */
@@ -172,7 +175,9 @@ peerd_config_init(struct peerd_config *c)
 	c->timeout = PEERD_TIMEOUT_DEFAULT;
 	c->connection_memory = PEERD_CONNECTION_MEMORY_DEFAULT;
 	c->partial_wait_max_ms = PEERD_PARTIAL_WAIT_DEFAULT_MS;
-	c->per_peer = PEERD_PER_PEER_DEFAULT;
+	/* No per-address limit for library users (tests, the fuzzer);
+	 * bgcopy-peerd applies PEERD_PER_PEER_DEFAULT through bgcopy.conf. */
+	c->per_peer = 0;
 }
 
 int
@@ -436,6 +441,24 @@ store_get(struct peerd *pd, int *err)
 	return st;
 }
 
+/* This node's id for X-Bgcopy-Node.  Asked for only once a store was
+ * found, which bgcopy made, and with it the node id: peerd creates
+ * HOME/node-id only if bgcopy has not (an older one). */
+static const char *
+node_get(struct peerd *pd)
+{
+	if (atomic_load_explicit(&pd->node_loaded, memory_order_acquire))
+		return pd->node;
+	pthread_mutex_lock(&pd->store_lock);
+	if (!atomic_load_explicit(&pd->node_loaded, memory_order_relaxed)) {
+		if (bg_node_id(pd->home, pd->node) != 0)
+			pd->node[0] = '\0';
+		atomic_store_explicit(&pd->node_loaded, true, memory_order_release);
+	}
+	pthread_mutex_unlock(&pd->store_lock);
+	return pd->node;
+}
+
 /* ---- Content lookup ---------------------------------------------------- */
 
 struct lookup {
@@ -635,6 +658,7 @@ add_entry_headers(struct peerd *pd, struct MHD_Connection *conn, struct MHD_Resp
                   const char *etag, const char *hex, const struct lookup *l, unsigned status)
 {
 	char fetch[STORE_FETCH_POLICY_MAX], size[24];
+	const char *node = node_get(pd);
 
 	fetch_value(&l->key.fetch, fetch);
 	snprintf(size, sizeof(size), "%" PRIu64, l->content.size);
@@ -642,7 +666,7 @@ add_entry_headers(struct peerd *pd, struct MHD_Connection *conn, struct MHD_Resp
 		return false;
 	if (fetch[0] != '\0' && MHD_add_response_header(r, PEER_FETCH_HEADER, fetch) != MHD_YES)
 		return false;
-	if (pd->node[0] != '\0' && MHD_add_response_header(r, "X-Bgcopy-Node", pd->node) != MHD_YES)
+	if (node[0] != '\0' && MHD_add_response_header(r, "X-Bgcopy-Node", node) != MHD_YES)
 		return false;
 	if (pd->keylen > 0) {
 		const char *f[] = {
@@ -651,7 +675,7 @@ add_entry_headers(struct peerd *pd, struct MHD_Connection *conn, struct MHD_Resp
 		    header_safe(l->key.etag) ? l->key.etag : "",
 		    header_safe(l->key.last_modified) ? l->key.last_modified : "",
 		    fetch,
-		    pd->node,
+		    node,
 		};
 
 		if (!add_signed(pd, conn, r, PATH_CONTENT, status, f, sizeof(f) / sizeof(f[0])))
@@ -1118,7 +1142,7 @@ pvals_fill(struct peerd *pd, const struct plookup *l, struct pvals *v)
 	v->f[PF_AVAILABLE] = v->avail;
 	v->f[PF_FINAL] = v->final ? "?1" : "?0";
 	v->f[PF_STATE] = state != NULL ? state : "";
-	v->f[PF_NODE] = pd->node;
+	v->f[PF_NODE] = node_get(pd);
 	v->f[PF_TOTAL] = v->total_s;
 	v->f[PF_FETCH] = v->fetch;
 	if (l->complete) {
@@ -1584,8 +1608,8 @@ answer_pieces(struct peerd *pd, struct MHD_Connection *conn, const char *method,
 		                                                  : "text/plain") != MHD_YES ||
 		    MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, v.etag) != MHD_YES ||
 		    MHD_add_response_header(r, "X-Bgcopy-Pieces", pieces) != MHD_YES ||
-		    (pd->node[0] != '\0' &&
-		     MHD_add_response_header(r, "X-Bgcopy-Node", pd->node) != MHD_YES) ||
+		    (v.f[PF_NODE][0] != '\0' &&
+		     MHD_add_response_header(r, "X-Bgcopy-Node", v.f[PF_NODE]) != MHD_YES) ||
 		    !add_signed(pd, conn, r, PATH_PIECES, status, f, 3)) {
 			MHD_destroy_response(r);
 			return MHD_NO;
@@ -1978,6 +2002,7 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	atomic_init(&pd->partial_requests, 0);
 	atomic_init(&pd->pieces_requests, 0);
 	atomic_init(&pd->nwaiting, 0);
+	atomic_init(&pd->node_loaded, false);
 	pd->wait_max_ms = c->partial_wait_max_ms;
 	/* Waiters hold connections: at most half of them may wait. */
 	pd->waiters_max = c->max_connections / 2 > 0 ? c->max_connections / 2 : 1;
@@ -1993,8 +2018,6 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 		pd->wait_started = true;
 	else
 		plog(pd, "cannot start the wait watcher: waits are answered at once");
-	if (bg_node_id(c->home, pd->node) != 0)
-		pd->node[0] = '\0';
 	if (c->home != NULL && (pd->home = strdup(c->home)) == NULL) {
 		err = BG_ENOMEM;
 		goto out;
