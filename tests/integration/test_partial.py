@@ -540,6 +540,50 @@ def partial_never_past_committed(bg):
             w.wait_exit()
 
 
+@case("partial_restart_mid_body_cuts_it")
+def partial_restart_mid_body_cuts_it(bg):
+    """The download restarts from byte 0 (a new gen) while a body of the old incarnation is
+    being sent: the body ends early (the connection is closed short of Content-Length), and
+    every byte that did arrive is the old incarnation's, never the new one's"""
+    t = bg.t
+    size = 40 * CHUNK
+    data = pattern(size)
+    with Home() as h:
+        with Writer(bg, h, size, "--chunks-per-commit", "8", "--pause-after", "40") as w1:
+            w1.wait_committed(size)
+            with Peerd(bg, h.home, workdir=h.dir) as p:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+                s.connect(("127.0.0.1", p.port))
+                s.sendall(f"GET {pq()} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n".encode())
+                buf = b""
+                while b"\r\n\r\n" not in buf:
+                    buf += s.recv(4096)
+                head, body = buf.split(b"\r\n\r\n", 1)
+                length = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
+                              if ln.lower().startswith(b"content-length:")][0])
+                t.eq("Content-Length: everything committed", length, size)
+                # The writer goes; another restarts the file from byte 0 (gen 2, other bytes).
+                w1.proc.kill()
+                w1.proc.wait()
+                with Writer(bg, h, size, "--gen", "2", "--seed", "99", "--pause-after", "1",
+                            name="w2") as w2:
+                    w2.wait_committed(CHUNK)
+                    s.settimeout(20)
+                    while True:
+                        try:
+                            more = s.recv(1 << 16)
+                        except (ConnectionResetError, socket.timeout):
+                            break
+                        if not more:
+                            break
+                        body += more
+                    s.close()
+                    t.ok(f"the body ended early ({len(body)} of {size} bytes)", len(body) < size)
+                    t.ok("every byte received is the first incarnation's",
+                         body == data[:len(body)])
+
+
 # ---- pieces --------------------------------------------------------------------------------
 
 @case("partial_pieces_lists_from_wait_and_none")
