@@ -529,6 +529,12 @@ def partial_never_past_committed(bg):
                 if start + len(r.body) > avail or r.body != data[start:start + len(r.body)]:
                     bad.append(f"read {reads}: {start}+{len(r.body)} of {avail}")
                 last = start + len(r.body)
+                # And the whole prefix at once, without waiting: as long as what is committed.
+                r = p.request("GET", pq(), {"Range": "bytes=0-"}, keep=True)
+                if r.status == 206:
+                    avail = int(r.h("x-bgcopy-available"))
+                    if len(r.body) != avail or r.body != data[:avail]:
+                        bad.append(f"prefix read {reads}: {len(r.body)} of {avail}")
                 if r.h("x-bgcopy-final") == "?1" and last >= size:
                     break
                 if reads > 2000:
