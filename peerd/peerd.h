@@ -9,7 +9,9 @@
  * Threads: peerd_start() runs libmicrohttpd with its own polling threads
  * (a pool); the request handlers share the store (store_view() and
  * store_read_content(), each a short read transaction that never spans
- * network I/O), atomic counters and the mutex-protected replay set.
+ * network I/O), atomic counters and the mutex-protected replay set.  One
+ * thread of peerd's own watches the downloads in progress that suspended
+ * requests wait on (X-Bgcopy-Wait) and resumes them.
  * peerd_start(), peerd_port() and peerd_stop() are called by one thread.
  */
 #ifndef BG_PEERD_H
