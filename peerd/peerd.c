@@ -40,7 +40,6 @@
 #define AUTH_SCHEME "BGCOPY-HMAC-SHA256"
 #define ETAG_LEN (BG_SHA256_HEX_LEN + 2)     /* the hex digest in quotes */
 #define REPR_DIGEST_LEN (9 + 44 + 1)         /* "sha-256=:" base64(32 bytes) ":" */
-#define PARTIAL_ETAG_LEN (8 + 16 + 2)        /* "partial-" 16 hex digits, in quotes */
 
 /* A request waiting (X-Bgcopy-Wait) for a download in progress to grow:
  * its connection is suspended until the watcher thread sees the record of
@@ -1116,12 +1115,13 @@ pvals_fill(struct peerd *pd, const struct plookup *l, struct pvals *v)
 	} else {
 		v->available = l->rec.committed;
 		v->total = v->final && l->has_content ? (int64_t)l->content.size : l->rec.total;
-		if (v->final)
+		if (v->final) {
+			/* The tombstone names the content: its ETag from now on. */
 			bg_sha256_hex(l->rec.sha256, hex);
-		if (v->final)
 			snprintf(v->etag, sizeof(v->etag), "\"%s\"", hex);
-		else
+		} else {
 			snprintf(v->etag, sizeof(v->etag), "\"partial-%016" PRIx64 "\"", l->rec.gen);
+		}
 		fetch_value(&l->rec.fetch, v->fetch);
 	}
 	v->alive = v->final || writer_alive(pd, v->urlhash);
