@@ -367,7 +367,9 @@ struct store_fetch_policy {
  * (STORE_FETCH_POLICY_MAX).  BG_EINVAL for an unknown or bad policy. */
 int bg_fetch_policy_format(const struct store_fetch_policy *p, char *out, size_t outlen) BG_WUR;
 /* Parses exactly that form (members in any order, every one present, no
- * other member, ignore 0..15, ca "system" or 16 lowercase hex digits).
+ * other member, ignore 0..15, ca the token system or 16 lowercase hex
+ * digits as a string, ca="0123456789abcdef", since an RFC 8941 token
+ * cannot start with a digit; a boolean member alone means ?1).
  * 0 with *out known; BG_EINVAL for anything else (*out then unknown). */
 int bg_fetch_policy_parse(const char *s, struct store_fetch_policy *out) BG_WUR;
 /* Whether bytes fetched under theirs may be used by a job fetching under
@@ -424,7 +426,12 @@ int store_read_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LE
 int store_write_content(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
                         uint64_t offset, size_t len, int fd, size_t *put) BG_WUR;
 /* Deletes every content record that no key points at, and every blob that
- * is neither content nor named by a file record.  The schema of file
+ * is neither content nor named by a file record (with the digests of its
+ * chunks, and digests of such blobs that have no chunk); also downloads in
+ * progress whose writer holds no lock and that were not updated for
+ * STORE_INFLIGHT_STALE seconds, tombstones older than
+ * STORE_INFLIGHT_TOMBSTONE and damaged inflight records (the lock files
+ * are looked for in the store's own folder).  The schema of file
  * records is the caller's: blob_of(rec, len, blob) is given the stored bytes
  * of each (1 to STORE_RECORD_MAX bytes, borrowed for the call) and sets
  * *blob to the blob it names, or 0 for none.  A non-zero return (BG_ECORRUPT
@@ -467,7 +474,9 @@ struct store_verify_stats {
  * An entry whose bytes do not hash to its digest, or that cannot be read
  * whole, is removed with every key pointing at it, in one write transaction
  * that first checks the record is still the one read (content replaced or
- * removed meanwhile is left alone).  Then keys that cannot be decoded or
+ * removed meanwhile is left alone).  A good entry's chunk digests (pieces)
+ * that are missing or wrong are written, in a write transaction of the
+ * same kind.  Then keys that cannot be decoded or
  * name absent content are removed.  fn (may be NULL) is called after each
  * removal is committed; a non-zero return stops further calls and is
  * returned at the end.  stats (may be NULL) receives the counts.
@@ -536,7 +545,8 @@ struct store_enforce_result {
 };
 /* Drops expired keys (and content no key names any more), then evicts
  * unpinned content, least recently used first, until the content fits in
- * limit bytes.  job_unfinished(job record) says whether a pinning job is
+ * limit bytes; then deletes inflight tombstones older than
+ * STORE_INFLIGHT_TOMBSTONE at now.  job_unfinished(job record) says whether a pinning job is
  * not over; pins of jobs that are over, or gone, are deleted. */
 int txn_enforce_limits(struct bg_txn *txn, uint64_t limit, int64_t now, uint32_t max_age_days,
                        int (*job_unfinished)(const json_t *job),

@@ -133,6 +133,8 @@ int ci_blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *ch
                  uint64_t *bytes);
 /* The first blob id >= from that has a chunk; BG_ENOENT when none. */
 int ci_blob_next(struct bg_txn *txn, uint64_t from, uint64_t *blob);
+/* The same for a digest (pieces.c); BG_ENOENT also without "pieces". */
+int ci_pieces_next(struct bg_txn *txn, uint64_t from, uint64_t *blob);
 
 /* stats.c: the counters.  Replaces entries, bytes and keys with totals'
  * (the event counters stay). */
@@ -190,6 +192,8 @@ int ci_pieces_count(struct bg_txn *txn, uint64_t blob, uint64_t chunks, uint64_t
 
 /* inflight.c: a raw record decoded (for store_gc); BG_ECORRUPT. */
 int ci_inflight_decode(const MDB_val *k, const MDB_val *v, struct store_inflight *out);
+/* Deletes final records older than STORE_INFLIGHT_TOMBSTONE at now. */
+int ci_inflight_prune_final(struct bg_txn *txn, int64_t now);
 
 /* digest.c: bg_sha256() with its failure reported (BG_ENOMEM). */
 int ci_sha256(const void *p, size_t len, unsigned char d[BG_SHA256_LEN]);

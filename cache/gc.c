@@ -1,12 +1,15 @@
 /*
  * gc.c - store_gc(): drops content no key points at and blobs nothing
- * refers to, in one write transaction so that nothing can gain a reference
- * between the marking and the sweeping.
+ * refers to (with their piece digests), in one write transaction so that
+ * nothing can gain a reference between the marking and the sweeping; and
+ * downloads in progress whose writer is gone, and old tombstones.
  *
  * A record that cannot be read makes the whole collection fail with
  * BG_ECORRUPT: a file or key record we cannot read might name something we
  * would otherwise delete.
  */
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +38,8 @@ struct gc_ctx {
 
 struct gc_result {
 	int (*blob_of)(const void *rec, size_t len, uint64_t *blob);
+	const char *home;         /* where the writers' lock files are */
+	int64_t now;
 	uint64_t entries;
 	uint64_t bytes;
 };
@@ -147,6 +152,61 @@ static int gc_sweep_blobs(struct bg_txn *txn, struct gc_ctx *c, struct gc_result
 	return rc == BG_ENOENT ? 0 : rc;
 }
 
+/* Digests of blobs in neither set: those of chunks dropped above went
+ * with them; these are digests whose chunks were never written or went
+ * by a path that did not know the database (a version 3 writer). */
+static int gc_sweep_pieces(struct bg_txn *txn, struct gc_ctx *c)
+{
+	uint64_t next = 0;
+	uint64_t blob;
+	int rc;
+
+	while ((rc = ci_pieces_next(txn, next, &blob)) == 0) {
+		if (!blob_kept(c, blob) && (rc = ci_blob_drop(txn, blob, 0, NULL, NULL)) != 0)
+			return rc;
+		if (blob == UINT64_MAX)
+			return 0;
+		next = blob + 1;
+	}
+	return rc == BG_ENOENT ? 0 : rc;
+}
+
+/* A download in progress whose writer holds no lock and has not written
+ * for STORE_INFLIGHT_STALE seconds is one that died: nobody will finish
+ * it, and peers waiting on it should hear so.  Tombstones serve streams
+ * of the incarnation that ended; after STORE_INFLIGHT_TOMBSTONE none is
+ * left.  A record that cannot be decoded is served by nobody: it goes. */
+static int gc_visit_inflight(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	const struct gc_result *res = ctx;
+	unsigned char key[STORE_WALK_KEY_MAX];
+	struct store_inflight f;
+	size_t klen = k->mv_size;
+	bool drop;
+	int rc;
+
+	memcpy(key, k->mv_data, klen);
+	rc = ci_inflight_decode(k, v, &f);
+	if (rc == BG_ECORRUPT)
+		return ci_raw_del(txn, DB_INFLIGHT, key, klen);
+	if (rc != 0)
+		return rc;
+	if (f.state == STORE_INFLIGHT_FINAL)
+		drop = f.updated < res->now - STORE_INFLIGHT_TOMBSTONE;
+	else
+		drop = f.updated < res->now - STORE_INFLIGHT_STALE &&
+		       (res->home == NULL || !store_inflight_alive(res->home, key));
+	store_inflight_clear(&f);
+	return drop ? ci_raw_del(txn, DB_INFLIGHT, key, klen) : 0;
+}
+
+static int gc_sweep_inflight(struct bg_txn *txn, struct gc_result *res)
+{
+	if (txn->dbi[DB_INFLIGHT] == 0)
+		return 0;
+	return ci_walk(txn, DB_INFLIGHT, NULL, 0, 0, gc_visit_inflight, res);
+}
+
 static int gc_txn(struct bg_txn *txn, void *arg)
 {
 	struct gc_result *res = arg;
@@ -188,7 +248,9 @@ static int gc_txn(struct bg_txn *txn, void *arg)
 			goto out;
 		res->bytes += bytes;
 	}
-	rc = gc_sweep_blobs(txn, &c, res);
+	if ((rc = gc_sweep_blobs(txn, &c, res)) != 0 || (rc = gc_sweep_pieces(txn, &c)) != 0)
+		goto out;
+	rc = gc_sweep_inflight(txn, res);
 out:
 	free(c.file_blobs.v);
 	free(c.content_blobs.v);
@@ -200,15 +262,24 @@ out:
 int store_gc(struct bg_store *st, int (*blob_of)(const void *rec, size_t len, uint64_t *blob),
              uint64_t *freed_entries, uint64_t *freed_bytes)
 {
-	struct gc_result res = { blob_of, 0, 0 };
+	struct gc_result res = { .blob_of = blob_of };
+	char home[PATH_MAX], *slash;
 	int rc;
 
 	if (freed_entries != NULL)
 		*freed_entries = 0;
 	if (freed_bytes != NULL)
 		*freed_bytes = 0;
-	if (blob_of == NULL)
+	if (blob_of == NULL || st == NULL)
 		return BG_EINVAL;
+	/* The home is the folder of store.mdb: the lock files are there.
+	 * Without it (a path too long) no writer is taken for dead. */
+	if (st->path != NULL && snprintf(home, sizeof(home), "%s", st->path) < (int)sizeof(home) &&
+	    (slash = strrchr(home, '/')) != NULL) {
+		*slash = '\0';
+		res.home = home;
+	}
+	res.now = bg_now();
 	rc = store_update(st, gc_txn, &res);
 	if (rc != 0)
 		return rc;

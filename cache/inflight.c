@@ -168,7 +168,8 @@ txn_inflight_put(struct bg_txn *txn, const struct store_inflight *f)
 		return BG_ENOMEM;
 	}
 	/* json_string() refuses text that is not UTF-8 (NULL): BG_EINVAL,
-	 * as txn_key_put says. */
+	 * as txn_key_put says.  fetch is set without giving our reference
+	 * away, so that it is dropped below whichever member failed. */
 	if (json_object_set_new(rec, "url", json_string(f->url)) != 0 ||
 	    json_object_set_new(rec, "job", json_string(f->job)) != 0 ||
 	    json_object_set_new(rec, "file", json_integer(f->file)) != 0 ||
@@ -183,17 +184,17 @@ txn_inflight_put(struct bg_txn *txn, const struct store_inflight *f)
 	    json_object_set_new(rec, "date", f->date ? json_string(f->date) : json_null()) != 0 ||
 	    json_object_set_new(rec, "final_url",
 	                        f->final_url ? json_string(f->final_url) : json_null()) != 0 ||
-	    json_object_set_new(rec, "fetch", fetch != NULL ? fetch : json_null()) != 0 ||
+	    json_object_set(rec, "fetch", fetch != NULL ? fetch : json_null()) != 0 ||
 	    json_object_set_new(rec, "source",
 	                        f->source[0] != '\0' ? json_string(f->source) : json_null()) != 0 ||
 	    json_object_set_new(rec, "sha256", f->has_sha ? json_string(hex) : json_null()) != 0 ||
 	    json_object_set_new(rec, "lock", json_string(lock)) != 0 ||
 	    json_object_set_new(rec, "started", json_integer(f->started)) != 0 ||
-	    json_object_set_new(rec, "updated", json_integer(f->updated)) != 0) {
-		json_decref(rec);
-		return BG_EINVAL;
-	}
-	rc = ci_json_put(txn, DB_INFLIGHT, key, sizeof(key), rec);
+	    json_object_set_new(rec, "updated", json_integer(f->updated)) != 0)
+		rc = BG_EINVAL;
+	else
+		rc = ci_json_put(txn, DB_INFLIGHT, key, sizeof(key), rec);
+	json_decref(fetch);
 	json_decref(rec);
 	return rc;
 }
@@ -449,4 +450,34 @@ int
 ci_inflight_decode(const MDB_val *k, const MDB_val *v, struct store_inflight *out)
 {
 	return inflight_decode(k, v, out);
+}
+
+/* Tombstones older than STORE_INFLIGHT_TOMBSTONE at now: every stream of
+ * their incarnation has had its time. */
+static int
+prune_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	const int64_t *now = ctx;
+	unsigned char key[BG_SHA256_LEN];
+	struct store_inflight f;
+	bool drop;
+
+	if (k->mv_size != BG_SHA256_LEN || inflight_decode(k, v, &f) != 0)
+		return 0; /* store_gc's business */
+	drop = f.state == STORE_INFLIGHT_FINAL && f.updated < *now - STORE_INFLIGHT_TOMBSTONE;
+	store_inflight_clear(&f);
+	if (!drop)
+		return 0;
+	memcpy(key, k->mv_data, sizeof(key));
+	return ci_raw_del(txn, DB_INFLIGHT, key, sizeof(key));
+}
+
+int
+ci_inflight_prune_final(struct bg_txn *txn, int64_t now)
+{
+	int rc;
+
+	if ((rc = ci_txn_check(txn, 1)) != 0 || !have_db(txn))
+		return rc;
+	return ci_walk(txn, DB_INFLIGHT, NULL, 0, 0, prune_visit, &now);
 }

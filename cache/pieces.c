@@ -242,8 +242,8 @@ fill_find_txn(struct bg_txn *txn, void *arg)
 		rc = ci_walk(txn, DB_PIECES, start, sizeof(start), 8, gap_visit, &g);
 		if (rc != 0 && rc != RUN_STOP)
 			return rc;
-		if (rc == 0)
-			(void)gap_add(&g, g.end);
+		/* the chunks after the last digest (none once want is reached) */
+		(void)gap_add(&g, g.end);
 	}
 	return 0;
 }

@@ -389,6 +389,10 @@ int txn_enforce_limits(struct bg_txn *txn, uint64_t limit, int64_t now, uint32_t
 			rc = 0;
 	}
 	free(pins.v);
+	/* Tombstones of downloads that ended long ago go with the limits:
+	 * the agent enforces them after every file. */
+	if (rc == 0)
+		rc = ci_inflight_prune_final(txn, now);
 	if (rc != 0)
 		return rc;
 	res->over_limit = e.bytes > limit ? e.bytes - limit : 0;

@@ -618,19 +618,32 @@ int ci_blob_drop(struct bg_txn *txn, uint64_t blob, uint64_t first, uint64_t *ch
 	return rc;
 }
 
-int ci_blob_next(struct bg_txn *txn, uint64_t from, uint64_t *blob)
+/* The first blob id >= from that has a record in db (keyed as chunks). */
+static int blob_next_in(struct bg_txn *txn, enum store_db db, uint64_t from, uint64_t *blob)
 {
 	unsigned char start[STORE_BLOB_KEY_LEN];
 	MDB_val k, v;
 	int rc;
 
 	blob_key(start, from, 0);
-	if ((rc = ci_seek(txn, DB_BLOBS, start, sizeof(start), &k, &v)) != 0)
+	if ((rc = ci_seek(txn, db, start, sizeof(start), &k, &v)) != 0)
 		return rc;
 	if (k.mv_size != STORE_BLOB_KEY_LEN)
 		return BG_ECORRUPT;
 	*blob = get_be64(k.mv_data);
 	return 0;
+}
+
+int ci_blob_next(struct bg_txn *txn, uint64_t from, uint64_t *blob)
+{
+	return blob_next_in(txn, DB_BLOBS, from, blob);
+}
+
+int ci_pieces_next(struct bg_txn *txn, uint64_t from, uint64_t *blob)
+{
+	if (txn->dbi[DB_PIECES] == 0)
+		return BG_ENOENT;
+	return blob_next_in(txn, DB_PIECES, from, blob);
 }
 
 int txn_blob_truncate(struct bg_txn *txn, uint64_t blob, uint64_t first)

@@ -1,6 +1,8 @@
 /*
  * verify.c - store_verify(): re-hashes every content entry and removes what
- * does not hold the bytes its digest names, with every key pointing at it.
+ * does not hold the bytes its digest names, with every key pointing at it;
+ * the digests of the chunks of good entries are written where missing or
+ * wrong (the pass hashes every byte anyway).
  *
  * The entries are listed in one read transaction, then each is read back in
  * short read transactions (store_read_content) so that a verify of a large
@@ -80,10 +82,24 @@ list_txn(struct bg_txn *txn, void *arg)
 	return ci_walk(txn, DB_CONTENT, NULL, 0, 0, list_visit, l);
 }
 
-/* Reads the content back and hashes it.  0 with e->problem set (or not);
- * an error only when the store itself fails. */
+/* The digests of one entry's chunks, computed while it is re-hashed. */
+struct piece_list {
+	unsigned char *d;
+	uint64_t n, cap;
+};
+
+static uint64_t
+chunks_of(uint64_t size)
+{
+	return size / STORE_CHUNK_BYTES + (size % STORE_CHUNK_BYTES != 0);
+}
+
+/* Reads the content back and hashes it, whole and chunk by chunk (into
+ * pl).  0 with e->problem set (or not); an error only when the store
+ * itself fails. */
 static int
-check_entry(struct bg_store *st, struct entry *e, unsigned char *buf, uint64_t *hashed)
+check_entry(struct bg_store *st, struct entry *e, unsigned char *buf, uint64_t *hashed,
+            struct piece_list *pl)
 {
 	unsigned char d[EVP_MAX_MD_SIZE];
 	unsigned int dlen = 0;
@@ -91,9 +107,22 @@ check_entry(struct bg_store *st, struct entry *e, unsigned char *buf, uint64_t *
 	uint64_t off = 0;
 	int rc = 0;
 
+	pl->n = 0;
 	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
 		rc = BG_ENOMEM;
 		goto out;
+	}
+	if (chunks_of(e->size) > pl->cap) {
+		uint64_t n = chunks_of(e->size);
+		unsigned char *p;
+
+		if (n > SIZE_MAX / STORE_PIECE_LEN ||
+		    (p = realloc(pl->d, (size_t)n * STORE_PIECE_LEN)) == NULL) {
+			rc = BG_ENOMEM;
+			goto out;
+		}
+		pl->d = p;
+		pl->cap = n;
 	}
 	while (off < e->size) {
 		size_t want = e->size - off < VERIFY_READ_BYTES ? (size_t)(e->size - off)
@@ -112,6 +141,14 @@ check_entry(struct bg_store *st, struct entry *e, unsigned char *buf, uint64_t *
 			rc = BG_ENOMEM;
 			goto out;
 		}
+		/* off is a multiple of the chunk size here (every read but the
+		 * last is VERIFY_READ_BYTES): buf holds whole chunks. */
+		for (size_t at = 0; at < got && pl->n < pl->cap; at += STORE_CHUNK_BYTES) {
+			size_t n = got - at < STORE_CHUNK_BYTES ? got - at : STORE_CHUNK_BYTES;
+
+			if ((rc = ci_sha256(buf + at, n, pl->d + pl->n++ * STORE_PIECE_LEN)) != 0)
+				goto out;
+		}
 		off += got;
 		*hashed += got;
 	}
@@ -124,6 +161,62 @@ check_entry(struct bg_store *st, struct entry *e, unsigned char *buf, uint64_t *
 out:
 	EVP_MD_CTX_free(md);
 	return rc;
+}
+
+/* Writes the digests of a good entry's chunks that are missing or wrong
+ * (a stored digest that disagrees with bytes whose whole digest is right
+ * is the digest's fault), if the record is still the one read.  A read
+ * transaction first: most stores need no write at all. */
+struct piece_fix {
+	const struct entry *e;
+	const struct piece_list *pl;
+	int write;
+	uint64_t fixed;
+};
+
+static int
+piece_fix_txn(struct bg_txn *txn, void *arg)
+{
+	struct piece_fix *f = arg;
+	unsigned char d[STORE_PIECE_LEN];
+	struct store_content c;
+	int rc;
+
+	f->fixed = 0;
+	rc = txn_content_get(txn, f->e->sha, &c);
+	if (rc == BG_ENOENT || rc == BG_ECORRUPT)
+		return 0; /* removed or damaged since: the next verify sees it */
+	if (rc != 0)
+		return rc;
+	if (c.blob != f->e->blob || c.size != f->e->size)
+		return 0; /* replaced meanwhile */
+	for (uint64_t i = 0; i < f->pl->n; i++) {
+		const unsigned char *want = f->pl->d + i * STORE_PIECE_LEN;
+
+		rc = txn_piece_get(txn, c.blob, i, d);
+		if (rc == 0 && memcmp(d, want, STORE_PIECE_LEN) == 0)
+			continue;
+		if (rc != 0 && rc != BG_ENOENT && rc != BG_ECORRUPT)
+			return rc;
+		f->fixed++;
+		if (f->write && (rc = txn_piece_put(txn, c.blob, i, want)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+fix_pieces(struct bg_store *st, const struct entry *e, const struct piece_list *pl)
+{
+	struct piece_fix f = { .e = e, .pl = pl };
+	int rc;
+
+	if (pl->n != chunks_of(e->size))
+		return 0;
+	if ((rc = store_view(st, piece_fix_txn, &f)) != 0 || f.fixed == 0)
+		return rc;
+	f.write = 1;
+	return store_update(st, piece_fix_txn, &f);
 }
 
 struct removal {
@@ -319,6 +412,7 @@ store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *bad, 
 	struct store_verify_stats local;
 	struct entry_list l = { NULL, 0, 0 };
 	struct key_pass kp = { NULL, 0, 0, 0 };
+	struct piece_list pl = { NULL, 0, 0 };
 	unsigned char *buf = NULL;
 	int rc, cb_rc = 0;
 
@@ -339,15 +433,20 @@ store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *bad, 
 		struct removal r;
 
 		if (e->problem == 0) {
-			rc = check_entry(st, e, buf, &stats->bytes);
+			rc = check_entry(st, e, buf, &stats->bytes, &pl);
 			if (rc == BG_ENOENT)
 				continue; /* removed by somebody else meanwhile */
 			if (rc != 0)
 				goto out;
 		}
 		stats->entries++;
-		if (e->problem == 0)
+		if (e->problem == 0) {
+			/* The bytes are good: their piece list is completed
+			 * (content stored before version 4) and put right. */
+			if ((rc = fix_pieces(st, e, &pl)) != 0)
+				goto out;
 			continue;
+		}
 		memset(&bad, 0, sizeof(bad));
 		memcpy(bad.sha256, e->sha, BG_SHA256_LEN);
 		bad.size = e->size;
@@ -381,6 +480,7 @@ store_verify(struct bg_store *st, int (*fn)(const struct store_verify_bad *bad, 
 out:
 	key_pass_clear(&kp);
 	free(kp.v);
+	free(pl.d);
 	free(l.v);
 	free(buf);
 	return rc != 0 ? rc : cb_rc;

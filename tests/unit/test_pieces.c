@@ -43,7 +43,7 @@
 /* ---- Helpers ------------------------------------------------------------- */
 
 /* The agent's reading of a file record for store_gc(): "blob" names one. */
-static __attribute__((unused)) int test_blob_of(const void *rec, size_t len, uint64_t *blob)
+static int test_blob_of(const void *rec, size_t len, uint64_t *blob)
 {
 	json_t *j = json_loadb(rec, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
 	json_int_t b = json_integer_value(json_object_get(j, "blob"));
@@ -391,6 +391,18 @@ static int fill_check_fn(struct bg_txn *txn, void *arg)
 	return 0;
 }
 
+/* A digest past the content's last chunk (left by a longer blob) does
+ * not hide the chunks before it. */
+static int stray_piece_fn(struct bg_txn *txn, void *arg)
+{
+	struct blob_put *q = arg;
+	unsigned char d[BG_SHA256_LEN];
+	int rc = blob_put_fn(txn, q);
+
+	memset(d, 1, sizeof(d));
+	return rc != 0 ? rc : txn_piece_put(txn, q->blob, 5, d);
+}
+
 static void test_pieces_fill(void)
 {
 	char *home = home_new();
@@ -398,6 +410,7 @@ static void test_pieces_fill(void)
 	size_t len = 5 * CH + 777;
 	unsigned char *data = pattern_buf(2, len);
 	struct blob_put p = { .data = data, .len = len, .content = 1, .key = 1, .url = URL_A };
+	struct blob_put q = { .data = data + 1, .len = 2 * CH, .content = 1, .key = 1, .url = URL_B };
 	struct fill_check c = { .p = &p };
 	unsigned char absent[BG_SHA256_LEN];
 	uint64_t left = 99;
@@ -422,6 +435,13 @@ static void test_pieces_fill(void)
 	CHECK(c.complete);
 	CHECK_EQ_INT(c.have, 6);
 	CHECK_OK(store_pieces_fill(st, p.sha, 2, NULL));
+	CHECK_OK(store_update(st, stray_piece_fn, &q));
+	CHECK_OK(store_pieces_fill(st, q.sha, 10, &left));
+	CHECK_EQ_INT(left, 0);
+	c.p = &q;
+	CHECK_OK(store_view(st, fill_check_fn, &c));
+	CHECK(c.complete);
+	CHECK_EQ_INT(c.have, 2);
 	memset(absent, 0xee, sizeof(absent));
 	CHECK_RC(store_pieces_fill(st, absent, 2, &left), BG_ENOENT);
 	CHECK_OK(store_open(home, STORE_RDONLY, NULL, &ro));
@@ -1174,6 +1194,298 @@ static void test_sign_fields(void)
 	         BG_ELIMIT);
 }
 
+/* ---- Garbage collection and limits ---------------------------------------- */
+
+#define URL_C "https://origin.example/c.iso"
+#define URL_D "https://origin.example/d.iso"
+#define URL_E "https://origin.example/e.iso"
+#define URL_F "https://origin.example/f.iso"
+
+struct gc_setup {
+	uint64_t kept_blob;     /* named by a file record */
+	uint64_t bare_blob;     /* digests, never a chunk */
+	int64_t now;
+};
+
+static int gc_setup_fn(struct bg_txn *txn, void *arg)
+{
+	struct gc_setup *g = arg;
+	unsigned char d[BG_SHA256_LEN];
+	struct store_inflight f;
+	json_t *rec;
+	int rc;
+
+	memset(d, 0x33, sizeof(d));
+	if ((rc = txn_blob_new(txn, &g->kept_blob)) != 0 ||
+	    (rc = txn_blob_put(txn, g->kept_blob, 0, "abc", 3)) != 0 ||
+	    (rc = txn_piece_put(txn, g->kept_blob, 0, d)) != 0)
+		return rc;
+	rec = json_pack("{s:I}", "blob", (json_int_t)g->kept_blob);
+	rc = txn_file_put(txn, JOB_A, 0, rec);
+	json_decref(rec);
+	if (rc != 0 || (rc = txn_blob_new(txn, &g->bare_blob)) != 0 ||
+	    (rc = txn_piece_put(txn, g->bare_blob, 0, d)) != 0 ||
+	    (rc = txn_piece_put(txn, g->bare_blob, 1, d)) != 0)
+		return rc;
+	/* A: gone quiet, no lock; B: quiet, lock held; C: fresh;
+	 * D: an old tombstone; E: a young one */
+	inflight_sample(&f, URL_A);
+	f.updated = g->now - STORE_INFLIGHT_STALE - 60;
+	if ((rc = txn_inflight_put(txn, &f)) != 0)
+		return rc;
+	f.url = URL_B;
+	if ((rc = txn_inflight_put(txn, &f)) != 0)
+		return rc;
+	f.url = URL_C;
+	f.updated = g->now - 5;
+	if ((rc = txn_inflight_put(txn, &f)) != 0)
+		return rc;
+	f.url = URL_D;
+	f.state = STORE_INFLIGHT_FINAL;
+	f.has_sha = true;
+	f.updated = g->now - STORE_INFLIGHT_TOMBSTONE - 100;
+	if ((rc = txn_inflight_put(txn, &f)) != 0)
+		return rc;
+	f.url = URL_E;
+	f.updated = g->now - STORE_INFLIGHT_TOMBSTONE + 100;
+	return txn_inflight_put(txn, &f);
+}
+
+struct gc_expect {
+	struct gc_setup *g;
+	struct blob_put *kept, *orphan, *unnamed;
+	const char *present;    /* URLs expected among the records: letters */
+};
+
+static int gc_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct gc_expect *e = arg;
+	static const char *const urls[] = { URL_A, URL_B, URL_C, URL_D, URL_E, URL_F };
+	unsigned char d[BG_SHA256_LEN];
+	struct store_inflight f;
+
+	CHECK_OK(txn_piece_get(txn, e->g->kept_blob, 0, d));
+	CHECK_OK(txn_piece_get(txn, e->kept->blob, 1, d));
+	CHECK_RC(txn_piece_get(txn, e->orphan->blob, 0, d), BG_ENOENT);
+	CHECK_RC(txn_piece_get(txn, e->unnamed->blob, 0, d), BG_ENOENT);
+	CHECK_RC(txn_piece_get(txn, e->g->bare_blob, 0, d), BG_ENOENT);
+	CHECK_RC(txn_piece_get(txn, e->g->bare_blob, 1, d), BG_ENOENT);
+	for (int i = 0; i < 6; i++) {
+		int rc = txn_inflight_get(txn, urls[i], &f);
+		bool want = strchr(e->present, 'A' + i) != NULL;
+
+		if (!check_report(want ? rc == 0 : rc == BG_ENOENT, __FILE__, __LINE__,
+		                  "inflight record kept or dropped"))
+			fprintf(stderr, "    record %c: %s\n", 'A' + i, bg_err_name(rc));
+		store_inflight_clear(&f);
+	}
+	return 0;
+}
+
+/* Before collection: every digest and record as set up. */
+static int gc_check_pre_fn(struct bg_txn *txn, void *arg)
+{
+	struct gc_expect *e = arg;
+	static const char *const urls[] = { URL_A, URL_B, URL_C, URL_D, URL_E };
+	unsigned char d[BG_SHA256_LEN];
+	struct store_inflight f;
+
+	CHECK_OK(txn_piece_get(txn, e->orphan->blob, 0, d));
+	CHECK_OK(txn_piece_get(txn, e->unnamed->blob, 1, d));
+	CHECK_OK(txn_piece_get(txn, e->g->bare_blob, 1, d));
+	for (int i = 0; i < 5; i++) {
+		CHECK_OK(txn_inflight_get(txn, urls[i], &f));
+		store_inflight_clear(&f);
+	}
+	CHECK_RC(txn_inflight_get(txn, URL_F, &f), BG_ECORRUPT);
+	return 0;
+}
+
+static void test_gc(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home);
+	unsigned char *data = pattern_buf(6, 2 * CH + 9);
+	struct blob_put kept = { .data = data, .len = 2 * CH + 9, .content = 1, .key = 1,
+	                         .url = URL_F, .pieces = 1 };
+	struct blob_put orphan = { .data = data, .len = CH + 1, .pieces = 1 };
+	struct blob_put unnamed = { .data = data + 5, .len = CH + 1, .content = 1, .pieces = 1 };
+	struct gc_setup g = { .now = bg_now() };
+	struct gc_expect e = { &g, &kept, &orphan, &unnamed, "" };
+	unsigned char h[BG_SHA256_LEN];
+	char path[4096];
+	uint64_t entries = 0, bytes = 0;
+	int fd;
+
+	CHECK_OK(put_blob(st, &kept));
+	CHECK_OK(put_blob(st, &orphan));
+	CHECK_OK(put_blob(st, &unnamed));
+	CHECK_OK(store_update(st, gc_setup_fn, &g));
+	store_close(st);
+	/* F: damaged (the key of F's URL is taken by content; this is its
+	 * inflight record) */
+	url_hash(URL_F, h);
+	CHECK_EQ_INT(raw_op(home, "inflight", 0, h, sizeof(h), "[1]", 3), 0);
+	st = open_rw(home);
+	CHECK_OK(store_view(st, gc_check_pre_fn, &e));
+
+	/* B's writer is alive */
+	url_hash(URL_B, h);
+	CHECK_OK(store_inflight_lock_path(home, h, path, sizeof(path)));
+	CHECK_EQ_INT(mkdir(home_file(home, "inflight"), 0700), 0);
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	CHECK(fd >= 0 && flock(fd, LOCK_EX) == 0);
+
+	CHECK_OK(store_gc(st, test_blob_of, &entries, &bytes));
+	/* the orphan blob and the unnamed content (record and blob) */
+	CHECK_EQ_INT(entries, 2);
+	CHECK_EQ_INT(bytes, 2 * (CH + 1));
+	e.present = "BCE";
+	CHECK_OK(store_view(st, gc_check_fn, &e));
+
+	/* the writer of B died: its record goes (it is old enough) */
+	close(fd);
+	e.present = "CE";
+	CHECK_OK(store_gc(st, test_blob_of, NULL, NULL));
+	CHECK_OK(store_view(st, gc_check_fn, &e));
+	store_close(st);
+	free(data);
+	home_free(home);
+}
+
+static int no_job_unfinished(const json_t *job)
+{
+	(void)job;
+	return 0;
+}
+
+/* The limits take old tombstones, never a download still in progress. */
+static int enforce_fn(struct bg_txn *txn, void *arg)
+{
+	int64_t now = *(int64_t *)arg;
+	struct store_enforce_result res;
+	struct store_inflight f;
+
+	inflight_sample(&f, URL_A);
+	f.updated = now - STORE_INFLIGHT_TOMBSTONE - 1;
+	CHECK_OK(txn_inflight_put(txn, &f));
+	f.url = URL_B;
+	f.state = STORE_INFLIGHT_FINAL;
+	f.has_sha = true;
+	CHECK_OK(txn_inflight_put(txn, &f));
+	f.url = URL_C;
+	f.updated = now;
+	CHECK_OK(txn_inflight_put(txn, &f));
+	CHECK_OK(txn_enforce_limits(txn, UINT64_MAX / 2, now, 90, no_job_unfinished, &res));
+	CHECK_OK(txn_inflight_get(txn, URL_A, &f));
+	store_inflight_clear(&f);
+	CHECK_RC(txn_inflight_get(txn, URL_B, &f), BG_ENOENT);
+	CHECK_OK(txn_inflight_get(txn, URL_C, &f));
+	store_inflight_clear(&f);
+	return 0;
+}
+
+/* Eviction takes the digests with the chunks. */
+static int evict_fn(struct bg_txn *txn, void *arg)
+{
+	struct blob_put *p = arg;
+	struct store_enforce_result res;
+	unsigned char d[BG_SHA256_LEN];
+
+	CHECK_OK(txn_piece_get(txn, p->blob, 0, d));
+	CHECK_OK(txn_enforce_limits(txn, 0, 1000, 90, no_job_unfinished, &res));
+	CHECK_EQ_INT(res.evicted, 1);
+	CHECK_RC(txn_piece_get(txn, p->blob, 0, d), BG_ENOENT);
+	CHECK_RC(txn_piece_get(txn, p->blob, 1, d), BG_ENOENT);
+	return 0;
+}
+
+static void test_enforce_tombstones(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home);
+	int64_t now = 1800000000;
+	unsigned char *data = pattern_buf(8, CH + 2);
+	struct blob_put p = { .data = data, .len = CH + 2, .content = 1, .key = 1, .url = URL_D,
+	                      .pieces = 1 };
+
+	CHECK_OK(store_update(st, enforce_fn, &now));
+	CHECK_OK(put_blob(st, &p));
+	CHECK_OK(store_update(st, evict_fn, &p));
+	store_close(st);
+	free(data);
+	home_free(home);
+}
+
+/* ---- Verify completes piece lists ----------------------------------------- */
+
+struct vfy {
+	struct blob_put *a, *b;
+	unsigned char wrong[BG_SHA256_LEN];
+};
+
+static int vfy_wrong_fn(struct bg_txn *txn, void *arg)
+{
+	struct vfy *v = arg;
+
+	return txn_piece_put(txn, v->b->blob, 1, v->wrong);
+}
+
+static int vfy_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct vfy *v = arg;
+	struct fill_check c = { .p = v->a };
+
+	CHECK_OK(fill_check_fn(txn, &c));
+	CHECK(c.complete);
+	CHECK_EQ_INT(c.have, 3);
+	c.p = v->b;
+	CHECK_OK(fill_check_fn(txn, &c));
+	CHECK(c.complete);
+	CHECK_EQ_INT(c.have, 2);
+	return 0;
+}
+
+static int vfy_pre_fn(struct bg_txn *txn, void *arg)
+{
+	struct vfy *v = arg;
+	unsigned char d[BG_SHA256_LEN];
+	bool complete = true;
+
+	CHECK_OK(txn_content_pieces_complete(txn, v->a->sha, &complete));
+	CHECK(!complete);
+	CHECK_OK(txn_content_pieces_complete(txn, v->b->sha, &complete));
+	CHECK(complete);
+	CHECK_OK(txn_piece_get(txn, v->b->blob, 1, d));
+	CHECK_EQ_MEM(d, v->wrong, BG_SHA256_LEN);
+	return 0;
+}
+
+static void test_verify_pieces(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home);
+	unsigned char *data = pattern_buf(7, 3 * CH);
+	struct blob_put a = { .data = data, .len = 2 * CH + 3, .content = 1, .key = 1, .url = URL_A };
+	struct blob_put b = { .data = data + 1, .len = 2 * CH, .content = 1, .key = 1, .url = URL_B,
+	                      .pieces = 1 };
+	struct store_verify_stats vs;
+	struct vfy v = { &a, &b, { 0 } };
+	memset(v.wrong, 0x77, sizeof(v.wrong));
+	CHECK_OK(put_blob(st, &a));
+	CHECK_OK(put_blob(st, &b));
+	CHECK_OK(store_update(st, vfy_wrong_fn, &v));
+	/* a has no list; b's is complete but its second digest is wrong */
+	CHECK_OK(store_view(st, vfy_pre_fn, &v));
+	CHECK_OK(store_verify(st, NULL, NULL, &vs));
+	CHECK_EQ_INT(vs.entries, 2);
+	CHECK_EQ_INT(vs.corrupt, 0);
+	CHECK_OK(store_view(st, vfy_check_fn, &v));
+	store_close(st);
+	free(data);
+	home_free(home);
+}
+
 int main(void)
 {
 	test_pieces();
@@ -1188,5 +1500,8 @@ int main(void)
 	test_fetch_policy_acceptable();
 	test_key_fetch();
 	test_sign_fields();
+	test_gc();
+	test_enforce_tombstones();
+	test_verify_pieces();
 	return check_done();
 }
