@@ -498,6 +498,32 @@ def partial_waiter_cap_503(bg):
                 t.eq("the waiters: 416 at their bound", getattr(r, "status", r), 416)
 
 
+@case("partial_connections_per_peer_limit")
+def partial_connections_per_peer_limit(bg):
+    """--connections-per-peer 2: a third connection from the same address is closed unanswered
+    (libmicrohttpd's per-IP limit), and one is accepted again once another closes"""
+    t = bg.t
+    size = 2 * CHUNK
+    with Home() as h, Writer(bg, h, size, "--pause-after", "1") as w:
+        w.wait_committed(CHUNK)
+        with Peerd(bg, h.home, "--connections-per-peer", "2", workdir=h.dir) as p:
+            held = [socket.create_connection(("127.0.0.1", p.port)) for _ in range(2)]
+            time.sleep(0.3)
+
+            def answered():
+                try:
+                    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+                        s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        return s.recv(64).startswith(b"HTTP/1.1 200")
+                except OSError:
+                    return False
+            t.eq("a third connection: refused", answered(), False)
+            held[0].close()
+            time.sleep(0.3)
+            t.eq("after one closed: accepted again", answered(), True)
+            held[1].close()
+
+
 # ---- bytes ---------------------------------------------------------------------------------
 
 @case("partial_never_past_committed")
