@@ -32,6 +32,8 @@ static const char *const key_names[BG_CONF_KEYS] = {
 	[BG_CONF_PEER] = "peer",             [BG_CONF_PEER_DNS] = "peer_dns",
 	[BG_CONF_PEER_KEY] = "peer_key",     [BG_CONF_PEER_CACHING] = "peer_caching",
 	[BG_CONF_LISTEN] = "listen",         [BG_CONF_PORT] = "port",
+	[BG_CONF_PARTIAL_WAIT_MAX] = "partial_wait_max",
+	[BG_CONF_SERVE_CONNECTIONS_PER_PEER] = "serve_connections_per_peer",
 };
 
 const char *
@@ -311,6 +313,19 @@ apply(struct bg_config *c, enum bg_conf_key k, const char *v, bool fresh_peers,
 		else
 			c->port = (unsigned)port;
 		break;
+	case BG_CONF_PARTIAL_WAIT_MAX:
+		if (bg_parse_u64(v, strlen(v), BG_CONF_PARTIAL_WAIT_MAX_S, &port) != 0)
+			p = "expected seconds 0-" STR(BG_CONF_PARTIAL_WAIT_MAX_S);
+		else
+			c->partial_wait_max = (unsigned)port;
+		break;
+	case BG_CONF_SERVE_CONNECTIONS_PER_PEER:
+		if (bg_parse_u64(v, strlen(v), BG_CONF_PER_PEER_MAX, &port) != 0)
+			p = "expected a number of connections 0-" STR(BG_CONF_PER_PEER_MAX)
+			    " (0: no limit)";
+		else
+			c->serve_per_peer = (unsigned)port;
+		break;
 	default:
 		p = "unknown key";
 		break;
@@ -327,6 +342,8 @@ defaults(struct bg_config *c)
 	memset(c, 0, sizeof(*c));
 	c->discovery = true;
 	c->port = PEER_PORT_DEFAULT;
+	c->partial_wait_max = BG_CONF_PARTIAL_WAIT_DEFAULT_S;
+	c->serve_per_peer = BG_CONF_PER_PEER_DEFAULT;
 	if ((c->peer_caching = strdup(CONF_DEFAULT_CACHING)) == NULL ||
 	    (c->listen = strdup(CONF_DEFAULT_LISTEN)) == NULL) {
 		bg_config_free(c);
@@ -443,7 +460,8 @@ read_file(struct bg_config *c, const char *path, bool *read, char *why, size_t w
 		if (bg_config_key_parse(key, &k) != 0) {
 			say(why, whylen,
 			    "%s:%u: %.60s: unknown key (known: discovery, discovery_subnets, peer, "
-			    "peer_dns, peer_key, peer_caching, listen, port)",
+			    "peer_dns, peer_key, peer_caching, listen, port, partial_wait_max, "
+			    "serve_connections_per_peer)",
 			    path, lineno, key);
 			err = BG_EINVAL;
 			break;
@@ -620,6 +638,12 @@ bg_config_value(const struct bg_config *c, enum bg_conf_key k, char *buf, size_t
 		break;
 	case BG_CONF_PORT:
 		snprintf(buf, len, "%u", c->port);
+		break;
+	case BG_CONF_PARTIAL_WAIT_MAX:
+		snprintf(buf, len, "%u", c->partial_wait_max);
+		break;
+	case BG_CONF_SERVE_CONNECTIONS_PER_PEER:
+		snprintf(buf, len, "%u", c->serve_per_peer);
 		break;
 	default:
 		break;

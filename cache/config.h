@@ -19,6 +19,11 @@
  *   peer_caching      off|client|server|both (server) new jobs' mode
  *   listen            numeric address  (127.0.0.1) peerd listens there
  *   port              0-65535              (7654)   peerd's port
+ *   partial_wait_max  0-30 seconds         (10)     longest wait peerd grants
+ *                                                   a /v1/partial or /v1/pieces
+ *                                                   request (0: never waits)
+ *   serve_connections_per_peer 0-1000      (8)      connections peerd accepts
+ *                                                   from one address (0: no limit)
  * An empty value for peer, peer_dns or peer_key sets none (so a user's
  * file can drop what the system's file named).  discovery also takes
  * yes/no and true/false.
@@ -34,6 +39,10 @@
 #define BG_CONFIG_PEERS_MAX 16
 #define BG_CONFIG_SYSTEM_PATH "/etc/bgcopy/bgcopy.conf"
 #define BG_CONFIG_PATH_MAX 4096 /* bytes of a file name, NUL included */
+#define BG_CONF_PARTIAL_WAIT_DEFAULT_S 10   /* peerd.h's PEERD_PARTIAL_WAIT_DEFAULT_MS */
+#define BG_CONF_PARTIAL_WAIT_MAX_S 30       /* PEER_PARTIAL_WAIT_MAX_MS */
+#define BG_CONF_PER_PEER_DEFAULT 8          /* peerd.h's PEERD_PER_PEER_DEFAULT */
+#define BG_CONF_PER_PEER_MAX 1000
 
 /* Where a setting's value came from. */
 enum bg_conf_source {
@@ -51,6 +60,8 @@ enum bg_conf_key {
 	BG_CONF_PEER_CACHING,
 	BG_CONF_LISTEN,
 	BG_CONF_PORT,
+	BG_CONF_PARTIAL_WAIT_MAX,
+	BG_CONF_SERVE_CONNECTIONS_PER_PEER,
 	BG_CONF_KEYS
 };
 
@@ -70,6 +81,8 @@ struct bg_config {
 	char *peer_caching;           /* "off" | "client" | "server" | "both" */
 	char *listen;                 /* peerd's address */
 	unsigned port;                /* peerd's port */
+	unsigned partial_wait_max;    /* seconds, 0-BG_CONF_PARTIAL_WAIT_MAX_S */
+	unsigned serve_per_peer;      /* peerd's connections per address, 0: no limit */
 	struct bg_conf_where where[BG_CONF_KEYS];
 	char *files[3];               /* the files read, in order (NULL after the last) */
 };

@@ -93,10 +93,12 @@ usage(FILE *f)
 	fprintf(f,
 	        "usage: bgcopy-peerd [--home DIR] [--listen ADDR] [--port N] [--port-file F]\n"
 	        "                    [--threads N] [--max-connections N] [--timeout SECONDS]\n"
-	        "                    [--peer-key FILE]\n"
+	        "                    [--peer-key FILE] [--partial-wait-max SECONDS]\n"
+	        "                    [--connections-per-peer N]\n"
 	        "\n"
 	        "Serves the bgcopy content store (read-only) to LAN peers over HTTP:\n"
-	        "  GET|HEAD /v1/content?url=KEY   GET /v1/health   GET /metrics\n"
+	        "  GET|HEAD /v1/content?url=KEY   GET|HEAD /v1/partial?url=KEY\n"
+	        "  GET /v1/pieces?url=KEY[&from=I]   GET /v1/health   GET /metrics\n"
 	        "\n"
 	        "  --home DIR            the bgcopy home (else $BGCOPY_HOME, else\n"
 	        "                        ${XDG_STATE_HOME:-$HOME/.local/state}/bgcopy)\n"
@@ -110,16 +112,24 @@ usage(FILE *f)
 	        "  --timeout SECONDS     close connections idle that long (default %u)\n"
 	        "  --peer-key FILE       require HMAC-signed requests (X-Bgcopy-Auth)\n"
 	        "                        (default: peer_key in bgcopy.conf, else none)\n"
+	        "  --partial-wait-max SECONDS  longest X-Bgcopy-Wait granted, 0-%u, 0: never\n"
+	        "                        wait (default: partial_wait_max in bgcopy.conf,\n"
+	        "                        else %u)\n"
+	        "  --connections-per-peer N  connections from one address, 0-%u, 0: no limit\n"
+	        "                        (default: serve_connections_per_peer in\n"
+	        "                        bgcopy.conf, else %u)\n"
 	        "  --help, --version\n"
 	        "\n"
 	        "bgcopy.conf (as bgcopy reads it: /etc/bgcopy/bgcopy.conf, then\n"
 	        "${XDG_CONFIG_HOME:-$HOME/.config}/bgcopy/bgcopy.conf, or $BGCOPY_CONFIG alone)\n"
-	        "gives listen, port, peer_key and discovery; the options above override it.\n"
+	        "gives listen, port, peer_key, discovery, partial_wait_max and\n"
+	        "serve_connections_per_peer; the options above override it.\n"
 	        "\n"
 	        "Runs until SIGTERM or SIGINT.  Exit status: 0 stopped by a signal, 2 usage\n"
 	        "error, 3 store or system error.\n",
 	        PEERD_LISTEN_DEFAULT, PEERD_PORT_DEFAULT, PEERD_CONNECTIONS_DEFAULT,
-	        PEERD_TIMEOUT_DEFAULT);
+	        PEERD_TIMEOUT_DEFAULT, PEER_PARTIAL_WAIT_MAX_MS / 1000,
+	        PEERD_PARTIAL_WAIT_DEFAULT_MS / 1000, PEERD_PER_PEER_MAX, PEERD_PER_PEER_DEFAULT);
 }
 
 /* Parses a decimal number in [lo, hi]; false for anything else. */
@@ -176,6 +186,8 @@ main(int argc, char **argv)
 	    {"max-connections", required_argument, NULL, 'c'},
 	    {"timeout", required_argument, NULL, 'T'},
 	    {"peer-key", required_argument, NULL, 'k'},
+	    {"partial-wait-max", required_argument, NULL, 'w'},
+	    {"connections-per-peer", required_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -195,6 +207,8 @@ main(int argc, char **argv)
 	char why[1024];
 	int opt, err, sig, rc = EXIT_SYSTEM;
 	bool wrote_port_file = false, listen_given = false, port_given = false;
+	bool wait_given = false, per_peer_given = false;
+	unsigned wait_s = 0;
 
 	peerd_config_init(&cfg);
 	opterr = 0;
@@ -240,6 +254,22 @@ main(int argc, char **argv)
 		case 'k':
 			key_file = optarg;
 			break;
+		case 'w':
+			if (!parse_uint(optarg, 0, PEER_PARTIAL_WAIT_MAX_MS / 1000, &wait_s)) {
+				complain("--partial-wait-max: expected 0..%d seconds, got '%s'",
+				         PEER_PARTIAL_WAIT_MAX_MS / 1000, optarg);
+				return EXIT_USAGE;
+			}
+			wait_given = true;
+			break;
+		case 'P':
+			if (!parse_uint(optarg, 0, PEERD_PER_PEER_MAX, &cfg.per_peer)) {
+				complain("--connections-per-peer: expected 0..%d, got '%s'",
+				         PEERD_PER_PEER_MAX, optarg);
+				return EXIT_USAGE;
+			}
+			per_peer_given = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return EXIT_DONE;
@@ -267,6 +297,11 @@ main(int argc, char **argv)
 		cfg.listen = conf.listen;
 	if (!port_given)
 		cfg.port = conf.port;
+	if (!wait_given)
+		wait_s = conf.partial_wait_max;
+	cfg.partial_wait_max_ms = wait_s * 1000;
+	if (!per_peer_given)
+		cfg.per_peer = conf.serve_per_peer;
 	if (key_file == NULL)
 		key_file = conf.peer_key;
 	if (peerd_parse_listen(cfg.listen, cfg.port, &sa, &salen) != 0) {

@@ -33,11 +33,30 @@
 #include "peerd.h"
 
 #define PATH_CONTENT PEER_PATH_CONTENT
+#define PATH_PARTIAL PEER_PATH_PARTIAL
+#define PATH_PIECES PEER_PATH_PIECES
 #define PATH_HEALTH "/v1/health"
 #define PATH_METRICS "/metrics"
 #define AUTH_SCHEME "BGCOPY-HMAC-SHA256"
 #define ETAG_LEN (BG_SHA256_HEX_LEN + 2)     /* the hex digest in quotes */
 #define REPR_DIGEST_LEN (9 + 44 + 1)         /* "sha-256=:" base64(32 bytes) ":" */
+
+/* A request waiting (X-Bgcopy-Wait) for a download in progress to grow:
+ * its connection is suspended until the watcher thread sees the record of
+ * urlhash reach need bytes, change incarnation, become final or lose its
+ * writer, or the deadline pass.  Owned by the request (its req_cls, freed
+ * when libmicrohttpd completes the request); in pd->waiters while
+ * suspended. */
+struct waiter {
+	struct waiter *next;
+	struct MHD_Connection *conn;
+	unsigned char urlhash[BG_SHA256_LEN];
+	uint64_t gen;
+	uint64_t need;                  /* bytes committed that end the wait */
+	int64_t deadline_ms;            /* bg_mono_ms() */
+	int64_t alive_checked_ms;       /* the writer's lock last tested */
+	bool ready;
+};
 
 /* Statuses counted by /metrics; anything else falls in the last slot. */
 static const unsigned counted_status[] = {200, 206, 304, 400, 401, 404, 405, 412, 414, 416,
@@ -64,6 +83,26 @@ struct peerd {
 	atomic_uint_fast64_t bytes_served;           /* body bytes handed to libmicrohttpd */
 	atomic_uint_fast64_t hits;                   /* content answered 200/206 */
 	atomic_uint_fast64_t misses;                 /* content answered 404 */
+	atomic_uint_fast64_t partial_requests;       /* /v1/partial requests (not re-entries) */
+	atomic_uint_fast64_t pieces_requests;        /* /v1/pieces requests */
+
+	/* This node's id (X-Bgcopy-Node), "" when it could not be had; read
+	 * (or made) at the first answer that carries it, never at start: a
+	 * peerd started on an empty home leaves it empty (node_get()). */
+	char node[BG_NODE_ID_LEN + 1];
+	atomic_bool node_loaded;                     /* node is set (under store_lock) */
+
+	/* The bounded wait: suspended requests and their watcher. */
+	unsigned wait_max_ms;                        /* 0: never wait */
+	unsigned waiters_max;
+	pthread_mutex_t wait_lock;
+	pthread_cond_t wait_cond;
+	struct waiter *waiters;                      /* under wait_lock */
+	unsigned nwaiters;                           /* under wait_lock */
+	atomic_uint nwaiting;                        /* the gauge, read without the lock */
+	bool stopping;                               /* under wait_lock: suspend no more */
+	bool wait_started;                           /* the watcher runs (one thread) */
+	pthread_t watcher;
 
 	/* Keys the origin has not confirmed for this long are not served
 	 * (the store's max age), reloaded at most once a second. */
@@ -134,6 +173,10 @@ peerd_config_init(struct peerd_config *c)
 	c->max_connections = PEERD_CONNECTIONS_DEFAULT;
 	c->timeout = PEERD_TIMEOUT_DEFAULT;
 	c->connection_memory = PEERD_CONNECTION_MEMORY_DEFAULT;
+	c->partial_wait_max_ms = PEERD_PARTIAL_WAIT_DEFAULT_MS;
+	/* No per-address limit for library users (tests, the fuzzer);
+	 * bgcopy-peerd applies PEERD_PER_PEER_DEFAULT through bgcopy.conf. */
+	c->per_peer = 0;
 }
 
 int
@@ -397,6 +440,24 @@ store_get(struct peerd *pd, int *err)
 	return st;
 }
 
+/* This node's id for X-Bgcopy-Node.  Asked for only once a store was
+ * found, which bgcopy made, and with it the node id: peerd creates
+ * HOME/node-id only if bgcopy has not (an older one). */
+static const char *
+node_get(struct peerd *pd)
+{
+	if (atomic_load_explicit(&pd->node_loaded, memory_order_acquire))
+		return pd->node;
+	pthread_mutex_lock(&pd->store_lock);
+	if (!atomic_load_explicit(&pd->node_loaded, memory_order_relaxed)) {
+		if (bg_node_id(pd->home, pd->node) != 0)
+			pd->node[0] = '\0';
+		atomic_store_explicit(&pd->node_loaded, true, memory_order_release);
+	}
+	pthread_mutex_unlock(&pd->store_lock);
+	return pd->node;
+}
+
 /* ---- Content lookup ---------------------------------------------------- */
 
 struct lookup {
@@ -555,15 +616,70 @@ preconditions(struct MHD_Connection *conn, const char *etag, const char *last_mo
 
 /* ---- Content answers ------------------------------------------------------- */
 
+/* Adds the answer signature of the fleet's form (PEER_SIGNED_HEADER) over
+ * the n field values f, in the order fixed for path (README.md, "Signed
+ * answers"), when peerd has a key.  False when out of memory. */
+static bool
+add_signed(struct peerd *pd, struct MHD_Connection *conn, struct MHD_Response *r,
+           const char *path, unsigned status, const char *const *f, size_t n)
+{
+	const char *req;
+	char sig[PEER_AUTH_VALUE_MAX];
+
+	if (pd->keylen == 0)
+		return true;
+	/* The request was authenticated (check_auth): its value binds the
+	 * answer to it, so that an answer cannot be replayed to another. */
+	req = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, PEER_AUTH_HEADER);
+	if (peer_auth_sign_fields(pd->key, pd->keylen, req != NULL ? req : "", path, status, f, n,
+	                          sig, sizeof(sig)) != 0)
+		return false;
+	return MHD_add_response_header(r, PEER_SIGNED_HEADER, sig) == MHD_YES;
+}
+
+/* X-Bgcopy-Fetch's value for p into out, "" when p is not known. */
+static void
+fetch_value(const struct store_fetch_policy *p, char out[STORE_FETCH_POLICY_MAX])
+{
+	out[0] = '\0';
+	if (p->known && bg_fetch_policy_format(p, out, STORE_FETCH_POLICY_MAX) != 0)
+		out[0] = '\0';
+}
+
 /* The headers that describe the entry, on 200, 206 and 304 answers alike:
- * our ETag, the origin's validators stored with it and, with a key, the
- * signed answer.  False when out of memory. */
+ * our ETag, the origin's validators stored with it, the fetch policy and
+ * this node's id and, with a key, the signed answer in both forms: the v1
+ * one (PEER_AUTH_HEADER, unchanged for older clients) and the fleet's
+ * (PEER_SIGNED_HEADER over ETag, size, X-Origin-ETag, Last-Modified,
+ * X-Bgcopy-Fetch, X-Bgcopy-Node).  False when out of memory. */
 static bool
 add_entry_headers(struct peerd *pd, struct MHD_Connection *conn, struct MHD_Response *r,
-                  const char *etag, const char *hex, const struct lookup *l)
+                  const char *etag, const char *hex, const struct lookup *l, unsigned status)
 {
+	char fetch[STORE_FETCH_POLICY_MAX], size[24];
+	const char *node = node_get(pd);
+
+	fetch_value(&l->key.fetch, fetch);
+	snprintf(size, sizeof(size), "%" PRIu64, l->content.size);
 	if (MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, etag) != MHD_YES)
 		return false;
+	if (fetch[0] != '\0' && MHD_add_response_header(r, PEER_FETCH_HEADER, fetch) != MHD_YES)
+		return false;
+	if (node[0] != '\0' && MHD_add_response_header(r, "X-Bgcopy-Node", node) != MHD_YES)
+		return false;
+	if (pd->keylen > 0) {
+		const char *f[] = {
+		    etag,
+		    size,
+		    header_safe(l->key.etag) ? l->key.etag : "",
+		    header_safe(l->key.last_modified) ? l->key.last_modified : "",
+		    fetch,
+		    node,
+		};
+
+		if (!add_signed(pd, conn, r, PATH_CONTENT, status, f, sizeof(f) / sizeof(f[0])))
+			return false;
+	}
 	if (header_safe(l->key.last_modified) &&
 	    MHD_add_response_header(r, MHD_HTTP_HEADER_LAST_MODIFIED, l->key.last_modified) != MHD_YES)
 		return false;
@@ -621,7 +737,7 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, un
 		r = MHD_create_response_from_callback(total, 64, no_body, NULL, NULL);
 		if (r == NULL)
 			return MHD_NO;
-		if (!add_entry_headers(pd, conn, r, etag, hex, l))
+		if (!add_entry_headers(pd, conn, r, etag, hex, l, MHD_HTTP_NOT_MODIFIED))
 			goto fail;
 		*status_out = MHD_HTTP_NOT_MODIFIED;
 		return send_response(pd, conn, MHD_HTTP_NOT_MODIFIED, r);
@@ -699,7 +815,7 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, un
 	        MHD_YES ||
 	    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes") != MHD_YES ||
 	    MHD_add_response_header(r, "Repr-Digest", digest) != MHD_YES ||
-	    !add_entry_headers(pd, conn, r, etag, hex, l))
+	    !add_entry_headers(pd, conn, r, etag, hex, l, status))
 		goto fail;
 	if (status == MHD_HTTP_PARTIAL_CONTENT &&
 	    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_RANGE, crange) != MHD_YES)
@@ -822,6 +938,740 @@ serve_content(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 	return ret;
 }
 
+/* ---- Downloads in progress: /v1/partial and /v1/pieces ----------------- */
+
+/* What one lookup of the fleet's paths found, in one read transaction:
+ * the complete entry (key and content) if there is one that /v1/content
+ * would serve, else the record of the download in progress; for
+ * /v1/pieces also the digests asked for. */
+struct plookup {
+	struct peerd *pd;
+	int64_t now;
+	const char *url;
+	bool pieces;                  /* also read digests from `from` */
+	uint64_t from;
+
+	bool complete;                /* key + content found: answered as final */
+	struct store_key key;
+	struct store_content content; /* complete, or a final record's content */
+	bool has_content;
+	struct store_inflight rec;    /* !complete */
+	/* /v1/pieces */
+	bool no_list;                 /* final content without a complete list */
+	uint64_t known;               /* digests listable */
+	uint64_t count;
+	unsigned char *digests;       /* count * STORE_PIECE_LEN bytes */
+};
+
+static uint64_t
+chunks_of(uint64_t size)
+{
+	return size / STORE_PIECE_BYTES + (size % STORE_PIECE_BYTES != 0);
+}
+
+static void
+plookup_clear(struct plookup *l)
+{
+	store_key_clear(&l->key);
+	store_inflight_clear(&l->rec);
+	free(l->digests);
+	l->digests = NULL;
+	l->complete = l->has_content = l->no_list = false;
+	l->known = l->count = 0;
+}
+
+static int
+plookup_fn(struct bg_txn *txn, void *arg)
+{
+	struct plookup *l = arg;
+	const unsigned char *sha = NULL;
+	uint64_t blob = 0;
+	int err;
+
+	/* store_view may run this again after a map resize. */
+	plookup_clear(l);
+	/* 1. A complete entry, by exactly lookup_fn's rules. */
+	err = txn_key_get(txn, l->url, &l->key);
+	if (err != 0 && err != BG_ENOENT)
+		return err;
+	if (err == 0 && l->now - atomic_load(&l->pd->max_age_loaded) >= 1) {
+		struct store_config cfg;
+
+		if (txn_config_get(txn, &cfg) == 0) {
+			atomic_store(&l->pd->max_age, (int64_t)cfg.max_age_days * 86400);
+			atomic_store(&l->pd->max_age_loaded, l->now);
+		}
+	}
+	if (err == 0 && !(l->key.flags & STORE_KEY_PRIVATE) &&
+	    l->key.validated >= l->now - atomic_load(&l->pd->max_age)) {
+		err = txn_content_get(txn, l->key.sha256, &l->content);
+		if (err != 0 && err != BG_ENOENT)
+			return err;
+		l->complete = l->has_content = err == 0;
+	}
+	if (!l->complete) {
+		/* 2. A download in progress (or its tombstone).  A private job
+		 * never writes one (fleet design 1.5). */
+		store_key_clear(&l->key);
+		if ((err = txn_inflight_get(txn, l->url, &l->rec)) != 0)
+			return err;
+		if (l->rec.state == STORE_INFLIGHT_FINAL && l->rec.has_sha) {
+			err = txn_content_get(txn, l->rec.sha256, &l->content);
+			if (err != 0 && err != BG_ENOENT)
+				return err;
+			l->has_content = err == 0;
+		}
+	}
+	if (!l->pieces)
+		return 0;
+	if (l->complete || l->rec.state == STORE_INFLIGHT_FINAL) {
+		bool all = false;
+
+		/* Content lists every chunk, the short last one included, unless
+		 * an older build stored it: then there is no list to give. */
+		sha = l->complete ? l->key.sha256 : l->rec.sha256;
+		if (!l->has_content)
+			return BG_ENOENT;
+		err = txn_content_pieces_complete(txn, sha, &all);
+		if (err != 0)
+			return err;
+		if (!all) {
+			l->no_list = true;
+			return 0;
+		}
+		blob = l->content.blob;
+		l->known = chunks_of(l->content.size);
+	} else {
+		/* Only full committed chunks have a digest (fleet design 1.4). */
+		blob = l->rec.blob;
+		l->known = l->rec.committed / STORE_PIECE_BYTES;
+	}
+	if (l->from < l->known && blob != 0) {
+		uint64_t max = l->known - l->from;
+
+		if (max > PEER_PIECES_MAX)
+			max = PEER_PIECES_MAX;
+		if ((l->digests = malloc((size_t)max * STORE_PIECE_LEN)) == NULL)
+			return BG_ENOMEM;
+		if ((err = txn_pieces_read(txn, blob, l->from, max, l->digests, &l->count)) != 0)
+			return err;
+	}
+	return 0;
+}
+
+static bool
+plookup_final(const struct plookup *l)
+{
+	return l->complete || l->rec.state == STORE_INFLIGHT_FINAL;
+}
+
+/* Whether the writer of a record still holds its lock.  Without a home
+ * there is no lock to test: taken as alive (the deadline ends the wait). */
+static bool
+writer_alive(struct peerd *pd, const unsigned char urlhash[BG_SHA256_LEN])
+{
+	return pd->home == NULL || store_inflight_alive(pd->home, urlhash);
+}
+
+/* The header values of a /v1/partial answer, in the order they are
+ * signed (README.md, "Signed answers"); "" for an absent one. */
+enum {
+	PF_ETAG, PF_RANGE, PF_AVAILABLE, PF_FINAL, PF_STATE, PF_NODE, PF_TOTAL, PF_FETCH,
+	PF_ORIGIN_ETAG, PF_LAST_MODIFIED, PF_ORIGIN_DATE, PF_PIECE_SIZE, PF_N
+};
+static const char *const partial_names[PF_N] = {
+    MHD_HTTP_HEADER_ETAG, MHD_HTTP_HEADER_CONTENT_RANGE, "X-Bgcopy-Available",
+    "X-Bgcopy-Final", "X-Bgcopy-State", "X-Bgcopy-Node", "X-Bgcopy-Total", PEER_FETCH_HEADER,
+    "X-Origin-ETag", MHD_HTTP_HEADER_LAST_MODIFIED, "X-Bgcopy-Origin-Date",
+    "X-Bgcopy-Piece-Size",
+};
+
+struct pvals {
+	unsigned char urlhash[BG_SHA256_LEN];
+	bool final, alive;
+	uint64_t available;           /* N */
+	int64_t total;                /* -1: unknown */
+	char etag[ETAG_LEN + 1];
+	char crange[96];
+	char avail[24], total_s[24], psize[24];
+	char fetch[STORE_FETCH_POLICY_MAX];
+	const char *f[PF_N];
+};
+
+static void
+pvals_fill(struct peerd *pd, const struct plookup *l, struct pvals *v)
+{
+	char hex[BG_SHA256_HEX_LEN + 1];
+	const char *state;
+
+	bg_sha256(l->url, strlen(l->url), v->urlhash);
+	v->final = plookup_final(l);
+	if (l->complete) {
+		v->available = l->content.size;
+		v->total = (int64_t)l->content.size;
+		bg_sha256_hex(l->key.sha256, hex);
+		snprintf(v->etag, sizeof(v->etag), "\"%s\"", hex);
+		fetch_value(&l->key.fetch, v->fetch);
+	} else {
+		v->available = l->rec.committed;
+		v->total = v->final && l->has_content ? (int64_t)l->content.size : l->rec.total;
+		if (v->final) {
+			/* The tombstone names the content: its ETag from now on. */
+			bg_sha256_hex(l->rec.sha256, hex);
+			snprintf(v->etag, sizeof(v->etag), "\"%s\"", hex);
+		} else {
+			snprintf(v->etag, sizeof(v->etag), "\"partial-%016" PRIx64 "\"", l->rec.gen);
+		}
+		fetch_value(&l->rec.fetch, v->fetch);
+	}
+	v->alive = v->final || writer_alive(pd, v->urlhash);
+	if (v->final)
+		state = "final";
+	else if (!v->alive)
+		state = "stalled";
+	else
+		state = store_inflight_state_name(l->rec.state);
+	snprintf(v->avail, sizeof(v->avail), "%" PRIu64, v->available);
+	v->total_s[0] = '\0';
+	if (v->total >= 0)
+		snprintf(v->total_s, sizeof(v->total_s), "%" PRId64, v->total);
+	snprintf(v->psize, sizeof(v->psize), "%u", (unsigned)STORE_PIECE_BYTES);
+	v->crange[0] = '\0';
+	v->f[PF_ETAG] = v->etag;
+	v->f[PF_RANGE] = v->crange;
+	v->f[PF_AVAILABLE] = v->avail;
+	v->f[PF_FINAL] = v->final ? "?1" : "?0";
+	v->f[PF_STATE] = state != NULL ? state : "";
+	v->f[PF_NODE] = node_get(pd);
+	v->f[PF_TOTAL] = v->total_s;
+	v->f[PF_FETCH] = v->fetch;
+	if (l->complete) {
+		v->f[PF_ORIGIN_ETAG] = header_safe(l->key.etag) ? l->key.etag : "";
+		v->f[PF_LAST_MODIFIED] = header_safe(l->key.last_modified) ? l->key.last_modified : "";
+		v->f[PF_ORIGIN_DATE] = "";
+	} else {
+		v->f[PF_ORIGIN_ETAG] = header_safe(l->rec.etag) ? l->rec.etag : "";
+		v->f[PF_LAST_MODIFIED] = header_safe(l->rec.last_modified) ? l->rec.last_modified : "";
+		v->f[PF_ORIGIN_DATE] = header_safe(l->rec.date) ? l->rec.date : "";
+	}
+	v->f[PF_PIECE_SIZE] = v->psize;
+}
+
+/* Adds every non-empty value of v and the signature over all of them. */
+static bool
+add_partial_headers(struct peerd *pd, struct MHD_Connection *conn, struct MHD_Response *r,
+                    const struct pvals *v, unsigned status)
+{
+	for (size_t i = 0; i < PF_N; i++)
+		if (v->f[i][0] != '\0' &&
+		    MHD_add_response_header(r, partial_names[i], v->f[i]) != MHD_YES)
+			return false;
+	return add_signed(pd, conn, r, PATH_PARTIAL, status, v->f, PF_N);
+}
+
+/* What the body callback of a /v1/partial answer reads: bytes [start,
+ * start + len) of incarnation gen of the download of urlhash, or of
+ * content sha once complete.  Both readers bound every read by what the
+ * store holds at that moment; len was fixed from what was committed when
+ * the answer was made. */
+struct pbody {
+	struct peerd *pd;
+	struct bg_store *st;
+	bool content;
+	unsigned char sha[BG_SHA256_LEN];
+	unsigned char urlhash[BG_SHA256_LEN];
+	uint64_t gen;
+	uint64_t start;
+	uint64_t len;
+};
+
+static ssize_t
+read_partial_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct pbody *b = cls;
+	size_t want, got = 0;
+	int err;
+
+	if (pos >= b->len)
+		return MHD_CONTENT_READER_END_OF_STREAM;
+	want = b->len - pos < max ? (size_t)(b->len - pos) : max;
+	if (want > PEERD_BLOCK_BYTES)
+		want = PEERD_BLOCK_BYTES;
+	if (b->content)
+		err = store_read_content(b->st, b->sha, b->start + pos, buf, want, &got);
+	else
+		err = store_read_inflight(b->st, b->urlhash, b->gen, b->start + pos, buf, want, &got);
+	if (err != 0 || got == 0) {
+		/* Another incarnation (BG_EAGAIN: a restart from byte 0), or the
+		 * download or its content gone: a short body, as read_body does,
+		 * never bytes of another incarnation under this one's ETag. */
+		plog(b->pd, "partial read at %" PRIu64 " ended: %s", b->start + pos,
+		     err != 0 ? bg_strerror(err) : "fewer bytes than committed");
+		return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+	atomic_fetch_add_explicit(&b->pd->bytes_served, got, memory_order_relaxed);
+	return (ssize_t)got;
+}
+
+/* ---- The bounded wait ------------------------------------------------------ */
+
+/* Resumes w's connection and takes it off the list (wait_lock held). */
+static void
+waiter_release_locked(struct peerd *pd, struct waiter **link)
+{
+	struct waiter *w = *link;
+
+	*link = w->next;
+	w->next = NULL;
+	pd->nwaiters--;
+	atomic_store(&pd->nwaiting, pd->nwaiters);
+	/* libmicrohttpd calls the access handler again, which answers with
+	 * what there is then (the waiter stays its req_cls). */
+	MHD_resume_connection(w->conn);
+}
+
+static int
+wait_check_fn(struct bg_txn *txn, void *arg)
+{
+	struct peerd *pd = arg;
+
+	for (struct waiter *w = pd->waiters; w != NULL; w = w->next) {
+		struct store_inflight rec;
+		int err;
+
+		memset(&rec, 0, sizeof(rec));
+		err = txn_inflight_get_hash(txn, w->urlhash, &rec);
+		/* Gone (finished and its tombstone dropped, deleted) or
+		 * damaged, restarted, final, or grown enough: answer now. */
+		if (err != 0 || rec.gen != w->gen || rec.state == STORE_INFLIGHT_FINAL ||
+		    rec.committed >= w->need)
+			w->ready = true;
+		store_inflight_clear(&rec);
+	}
+	return 0;
+}
+
+/* The watcher: every PEERD_WAIT_POLL_MS while requests wait, one short
+ * read transaction looks at all their records; the writer's lock is
+ * tested at most every 250 ms per waiter (an open and a flock).  At stop
+ * every waiter is resumed, so that MHD_stop_daemon finds none suspended
+ * (libmicrohttpd panics on a suspended connection at stop). */
+static void *
+wait_main(void *arg)
+{
+	struct peerd *pd = arg;
+	struct timespec ts = {0, PEERD_WAIT_POLL_MS * 1000000L};
+
+	pthread_mutex_lock(&pd->wait_lock);
+	for (;;) {
+		struct bg_store *st;
+		int64_t now;
+		int err = 0;
+
+		while (!pd->stopping && pd->waiters == NULL)
+			pthread_cond_wait(&pd->wait_cond, &pd->wait_lock);
+		if (pd->stopping)
+			break;
+		pthread_mutex_unlock(&pd->wait_lock);
+		nanosleep(&ts, NULL);
+		pthread_mutex_lock(&pd->wait_lock);
+		if (pd->stopping)
+			break;
+		now = bg_mono_ms();
+		for (struct waiter *w = pd->waiters; w != NULL; w = w->next)
+			if (now - w->alive_checked_ms >= 250) {
+				w->alive_checked_ms = now;
+				if (!writer_alive(pd, w->urlhash))
+					w->ready = true;
+			}
+		if ((st = atomic_load_explicit(&pd->st, memory_order_acquire)) != NULL &&
+		    pd->waiters != NULL && (err = store_view(st, wait_check_fn, pd)) != 0)
+			plog(pd, "waiting requests: store read failed: %s", bg_strerror(err));
+		for (struct waiter **link = &pd->waiters; *link != NULL;) {
+			struct waiter *w = *link;
+
+			if (w->ready || err != 0 || now >= w->deadline_ms)
+				waiter_release_locked(pd, link);
+			else
+				link = &w->next;
+		}
+	}
+	while (pd->waiters != NULL)
+		waiter_release_locked(pd, &pd->waiters);
+	pthread_mutex_unlock(&pd->wait_lock);
+	return NULL;
+}
+
+/* Suspends the request until urlhash's record reaches need bytes (or
+ * another end of the wait) or ms pass.  0: suspended, the handler returns
+ * MHD_YES and is called again on resume; 503: too many waiters; -1: peerd
+ * is stopping, answer now. */
+static int
+wait_begin(struct peerd *pd, struct MHD_Connection *conn, void **req_cls,
+           const unsigned char urlhash[BG_SHA256_LEN], uint64_t gen, uint64_t need, uint64_t ms)
+{
+	struct waiter *w;
+	int ret = 0;
+
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return -1;
+	w->conn = conn;
+	memcpy(w->urlhash, urlhash, BG_SHA256_LEN);
+	w->gen = gen;
+	w->need = need;
+	w->alive_checked_ms = bg_mono_ms();
+	w->deadline_ms = w->alive_checked_ms + (int64_t)ms;
+	pthread_mutex_lock(&pd->wait_lock);
+	if (pd->stopping || !pd->wait_started) {
+		ret = -1;
+	} else if (pd->nwaiters >= pd->waiters_max) {
+		ret = MHD_HTTP_SERVICE_UNAVAILABLE;
+	} else {
+		/* Suspended under wait_lock: the watcher, which resumes under it,
+		 * never resumes a connection not yet suspended. */
+		MHD_suspend_connection(conn);
+		w->next = pd->waiters;
+		pd->waiters = w;
+		pd->nwaiters++;
+		atomic_store(&pd->nwaiting, pd->nwaiters);
+		*req_cls = w; /* freed by on_completed */
+		pthread_cond_signal(&pd->wait_cond);
+	}
+	pthread_mutex_unlock(&pd->wait_lock);
+	if (ret != 0)
+		free(w);
+	return ret;
+}
+
+/* ---- The fleet's routes ---------------------------------------------------- */
+
+/* The url= argument: 0 with *url set, else the status to answer with *msg. */
+static unsigned
+url_arg(struct MHD_Connection *conn, const char **url, const char **msg)
+{
+	size_t url_len = 0;
+	unsigned n_url = 0;
+
+	*url = NULL;
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, count_url_arg, &n_url);
+	if (n_url != 1 ||
+	    MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "url", 3, url, &url_len) !=
+	        MHD_YES ||
+	    *url == NULL || url_len == 0) {
+		*msg = "exactly one non-empty url= argument\n";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	/* A decoded %00 would cut the key short: no stored key holds one. */
+	if (memchr(*url, '\0', url_len) != NULL) {
+		*msg = "NUL in url\n";
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (url_len > STORE_URL_MAX) {
+		*msg = "url longer than any stored key\n";
+		return MHD_HTTP_URI_TOO_LONG;
+	}
+	return 0;
+}
+
+/* The wait asked for (X-Bgcopy-Wait), ms capped by the configuration; min
+ * defaults to 1 (bytes or pieces).  False for an invalid field. */
+static bool
+wait_arg(struct peerd *pd, struct MHD_Connection *conn, uint64_t *ms, uint64_t *min)
+{
+	const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, PEER_WAIT_HEADER);
+
+	*ms = 0;
+	*min = 1;
+	if (v != NULL && peerd_wait_parse(v, ms, min) != 0)
+		return false;
+	if (*ms > pd->wait_max_ms)
+		*ms = pd->wait_max_ms;
+	if (*min == 0)
+		*min = 1;
+	return true;
+}
+
+static uint64_t
+sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* GET|HEAD /v1/partial (README.md): the committed prefix of a download in
+ * progress, or a complete entry, as one range. */
+static enum MHD_Result
+answer_partial(struct peerd *pd, struct MHD_Connection *conn, const char *method,
+               void **req_cls, bool woken, struct bg_store *st, struct plookup *l)
+{
+	struct pvals v;
+	struct MHD_Response *r = NULL;
+	struct pbody *b;
+	const char *range, *if_range;
+	bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0, use_range = false;
+	uint64_t ms = 0, min = 1, a = 0, last = UINT64_MAX, start, len;
+	unsigned status, pre;
+
+	pvals_fill(pd, l, &v);
+	if (get && !woken && !wait_arg(pd, conn, &ms, &min))
+		return send_text(pd, conn, MHD_HTTP_BAD_REQUEST, "invalid " PEER_WAIT_HEADER "\n");
+	/* Preconditions against the current ETag (RFC 9110 section 13.2.2):
+	 * If-Match "partial-<gen>" pins the incarnation (section 13.1.1). */
+	pre = preconditions(conn, v.etag, v.f[PF_LAST_MODIFIED][0] != '\0' ? v.f[PF_LAST_MODIFIED]
+	                                                                      : NULL,
+	                    l->now);
+	if (pre != 0) {
+		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+		if (r == NULL || !add_partial_headers(pd, conn, r, &v, pre))
+			goto fail;
+		return send_response(pd, conn, pre, r);
+	}
+	/* Range: for GET only (RFC 9110 section 14.2); If-Range honoured only
+	 * when it is the current ETag. */
+	range = get ? MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_RANGE)
+	            : NULL;
+	if_range = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_RANGE);
+	if (range != NULL && if_range != NULL && strcmp(if_range, v.etag) != 0)
+		range = NULL;
+	if (range != NULL) {
+		const char *p = range + strspn(range, " \t");
+		uint64_t s0, l0;
+
+		if (strncasecmp(p, "bytes=", 6) == 0 && p[6] == '-') {
+			/* A suffix: its end is known only once final. */
+			if (!v.final)
+				goto unsatisfiable;
+			if (peerd_range_parse(range, v.available, &s0, &l0) != PEERD_RANGE_OK)
+				goto unsatisfiable;
+			a = s0;
+			last = s0 + l0 - 1;
+			use_range = true;
+		} else if (peerd_range_parse(range, UINT64_MAX, &s0, &l0) == PEERD_RANGE_OK) {
+			/* Parsed against an unbounded length to learn A and B, then
+			 * held against N below. */
+			a = s0;
+			last = l0 == UINT64_MAX - s0 ? UINT64_MAX : s0 + l0 - 1;
+			use_range = true;
+		} else if (peerd_range_parse(range, UINT64_MAX, &s0, &l0) ==
+		           PEERD_RANGE_UNSATISFIABLE) {
+			goto unsatisfiable;
+		}
+		/* An unusable Range is ignored (section 14.2): as no Range. */
+	}
+	/* The wait: fewer than min bytes at A, not final, a live writer. */
+	if (get && ms > 0 && !v.final && v.alive && v.available < sat_add(a, min)) {
+		int w = wait_begin(pd, conn, req_cls, v.urlhash, l->rec.gen, sat_add(a, min), ms);
+
+		if (w == 0)
+			return MHD_YES;
+		if (w == MHD_HTTP_SERVICE_UNAVAILABLE)
+			return send_text(pd, conn, MHD_HTTP_SERVICE_UNAVAILABLE, "too many waiting, retry\n");
+	}
+	if (!get) {
+		/* HEAD: the headers of a GET without Range, status 200 and the
+		 * length available (no Range on HEAD, section 14.2). */
+		start = 0;
+		len = v.available;
+		status = MHD_HTTP_OK;
+	} else if (!use_range && v.final) {
+		start = 0;
+		len = v.available;
+		status = MHD_HTTP_OK;
+	} else {
+		/* A non-final entry is always answered as a range, "bytes=0-"
+		 * without Range (the deviation README.md documents). */
+		if (a >= v.available)
+			goto unsatisfiable;
+		start = a;
+		len = (last >= v.available ? v.available - 1 : last) - a + 1;
+		status = MHD_HTTP_PARTIAL_CONTENT;
+		if (v.total >= 0)
+			snprintf(v.crange, sizeof(v.crange), "bytes %" PRIu64 "-%" PRIu64 "/%" PRId64,
+			         start, start + len - 1, v.total);
+		else
+			/* RFC 9110 section 14.4: "*" when the complete length is
+			 * unknown. */
+			snprintf(v.crange, sizeof(v.crange), "bytes %" PRIu64 "-%" PRIu64 "/*", start,
+			         start + len - 1);
+	}
+	if (len == 0) {
+		r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	} else {
+		if ((b = calloc(1, sizeof(*b))) == NULL)
+			return MHD_NO;
+		b->pd = pd;
+		b->st = st;
+		b->content = l->complete;
+		if (l->complete)
+			memcpy(b->sha, l->key.sha256, BG_SHA256_LEN);
+		memcpy(b->urlhash, v.urlhash, BG_SHA256_LEN);
+		b->gen = l->rec.gen;
+		b->start = start;
+		b->len = len;
+		r = MHD_create_response_from_callback(len, PEERD_BLOCK_BYTES, read_partial_body, b,
+		                                      free_body);
+		if (r == NULL) {
+			free(b);
+			return MHD_NO;
+		}
+	}
+	if (r == NULL)
+		return MHD_NO;
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream") !=
+	        MHD_YES ||
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes") != MHD_YES ||
+	    !add_partial_headers(pd, conn, r, &v, status))
+		goto fail;
+	if (v.final) {
+		char digest[REPR_DIGEST_LEN + 1];
+		unsigned char b64[48];
+
+		EVP_EncodeBlock(b64, l->complete ? l->key.sha256 : l->rec.sha256, BG_SHA256_LEN);
+		snprintf(digest, sizeof(digest), "sha-256=:%s:", (const char *)b64);
+		if (MHD_add_response_header(r, "Repr-Digest", digest) != MHD_YES)
+			goto fail;
+	}
+	return send_response(pd, conn, status, r);
+
+unsatisfiable:
+	/* RFC 9110 section 15.5.17: no part of the range overlaps the current
+	 * extent, given as "bytes * / N" with N what is available now. */
+	snprintf(v.crange, sizeof(v.crange), "bytes */%" PRIu64, v.available);
+	r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (r == NULL || !add_partial_headers(pd, conn, r, &v, MHD_HTTP_RANGE_NOT_SATISFIABLE))
+		goto fail;
+	return send_response(pd, conn, MHD_HTTP_RANGE_NOT_SATISFIABLE, r);
+fail:
+	if (r != NULL)
+		MHD_destroy_response(r);
+	return MHD_NO;
+}
+
+/* GET /v1/pieces (README.md): the digests of pieces from .. from+count-1. */
+static enum MHD_Result
+answer_pieces(struct peerd *pd, struct MHD_Connection *conn, const char *method,
+              void **req_cls, bool woken, struct plookup *l)
+{
+	static const char no_list[] = "no complete piece list\n";
+	struct pvals v;
+	struct MHD_Response *r;
+	unsigned char bsha[BG_SHA256_LEN];
+	char pieces[160], bhex[BG_SHA256_HEX_LEN + 1];
+	uint64_t ms = 0, min = 1;
+	unsigned status = MHD_HTTP_OK;
+	bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
+	size_t blen = (size_t)l->count * STORE_PIECE_LEN;
+
+	pvals_fill(pd, l, &v);
+	if (get && !woken && !wait_arg(pd, conn, &ms, &min))
+		return send_text(pd, conn, MHD_HTTP_BAD_REQUEST, "invalid " PEER_WAIT_HEADER "\n");
+	if (l->no_list) {
+		status = MHD_HTTP_NOT_FOUND;
+		snprintf(pieces, sizeof(pieces), "none");
+		r = MHD_create_response_from_buffer(sizeof(no_list) - 1, (void *)no_list,
+		                                    MHD_RESPMEM_PERSISTENT);
+		bg_sha256(no_list, sizeof(no_list) - 1, bsha);
+	} else {
+		if (get && ms > 0 && !v.final && v.alive && l->known < sat_add(l->from, min)) {
+			uint64_t need = sat_add(l->from, min);
+			int w;
+
+			need = need > UINT64_MAX / STORE_PIECE_BYTES ? UINT64_MAX
+			                                             : need * STORE_PIECE_BYTES;
+			w = wait_begin(pd, conn, req_cls, v.urlhash, l->rec.gen, need, ms);
+			if (w == 0)
+				return MHD_YES;
+			if (w == MHD_HTTP_SERVICE_UNAVAILABLE)
+				return send_text(pd, conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+				                 "too many waiting, retry\n");
+		}
+		snprintf(pieces, sizeof(pieces),
+		         "from=%" PRIu64 ", count=%" PRIu64 ", known=%" PRIu64 ", size=%u, final=%s",
+		         l->from, l->count, l->known, (unsigned)STORE_PIECE_BYTES,
+		         v.final ? "?1" : "?0");
+		bg_sha256(l->digests != NULL ? (const void *)l->digests : (const void *)"", blen, bsha);
+		if (blen > 0) {
+			r = MHD_create_response_from_buffer_with_free_callback(blen, l->digests, free);
+			if (r != NULL)
+				l->digests = NULL; /* transferred */
+		} else {
+			r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+		}
+	}
+	if (r == NULL)
+		return MHD_NO;
+	bg_sha256_hex(bsha, bhex);
+	{
+		const char *f[] = {v.etag, pieces, bhex};
+
+		if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+		                            status == MHD_HTTP_OK ? "application/octet-stream"
+		                                                  : "text/plain") != MHD_YES ||
+		    MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, v.etag) != MHD_YES ||
+		    MHD_add_response_header(r, "X-Bgcopy-Pieces", pieces) != MHD_YES ||
+		    (v.f[PF_NODE][0] != '\0' &&
+		     MHD_add_response_header(r, "X-Bgcopy-Node", v.f[PF_NODE]) != MHD_YES) ||
+		    !add_signed(pd, conn, r, PATH_PIECES, status, f, 3)) {
+			MHD_destroy_response(r);
+			return MHD_NO;
+		}
+	}
+	return send_response(pd, conn, status, r);
+}
+
+static enum MHD_Result
+serve_fleet(struct peerd *pd, struct MHD_Connection *conn, const char *method,
+            const char *path, void **req_cls)
+{
+	struct plookup l;
+	struct bg_store *st;
+	const char *url, *msg;
+	bool pieces = strcmp(path, PATH_PIECES) == 0;
+	/* Called again after a wait: answer with what there is now.  The
+	 * request was authenticated on its first call (checking it again
+	 * would find its own signature in the replay set). */
+	bool woken = *req_cls != NULL && *req_cls != &first_call_seen;
+	enum MHD_Result ret;
+	unsigned status;
+	int err = 0;
+
+	if ((status = url_arg(conn, &url, &msg)) != 0)
+		return send_text(pd, conn, status, msg);
+	if (!woken) {
+		atomic_fetch_add_explicit(pieces ? &pd->pieces_requests : &pd->partial_requests, 1,
+		                          memory_order_relaxed);
+		if ((status = check_auth(pd, conn, method, path, url)) != 0)
+			return send_text(pd, conn, status,
+			                 status == MHD_HTTP_UNAUTHORIZED ? "authentication required\n"
+			                                                 : "busy, retry\n");
+	}
+	memset(&l, 0, sizeof(l));
+	l.pd = pd;
+	l.now = bg_now();
+	l.url = url;
+	l.pieces = pieces;
+	if (pieces) {
+		const char *from = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from");
+
+		if (from != NULL && bg_parse_u64(from, strlen(from), UINT64_MAX, &l.from) != 0)
+			return send_text(pd, conn, MHD_HTTP_BAD_REQUEST, "from= is not a piece index\n");
+	}
+	if ((st = store_get(pd, &err)) != NULL)
+		err = store_view(st, plookup_fn, &l);
+	if (err == BG_ENOENT) {
+		ret = send_text(pd, conn, MHD_HTTP_NOT_FOUND, "not found\n");
+	} else if (err != 0) {
+		if (st != NULL)
+			plog(pd, "lookup failed: %s", bg_strerror(err));
+		ret = send_text(pd, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "store error\n");
+	} else if (pieces) {
+		ret = answer_pieces(pd, conn, method, req_cls, woken, &l);
+	} else {
+		ret = answer_partial(pd, conn, method, req_cls, woken, st, &l);
+	}
+	plookup_clear(&l);
+	return ret;
+}
+
 static enum MHD_Result
 serve_metrics(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 {
@@ -870,6 +1720,18 @@ serve_metrics(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 	     "# TYPE bgcopy_peerd_misses_total counter\n"
 	     "bgcopy_peerd_misses_total %" PRIu64 "\n",
 	     (uint64_t)atomic_load_explicit(&pd->misses, memory_order_relaxed));
+	EMIT("# HELP bgcopy_peerd_partial_requests_total Requests of /v1/partial.\n"
+	     "# TYPE bgcopy_peerd_partial_requests_total counter\n"
+	     "bgcopy_peerd_partial_requests_total %" PRIu64 "\n",
+	     (uint64_t)atomic_load_explicit(&pd->partial_requests, memory_order_relaxed));
+	EMIT("# HELP bgcopy_peerd_pieces_requests_total Requests of /v1/pieces.\n"
+	     "# TYPE bgcopy_peerd_pieces_requests_total counter\n"
+	     "bgcopy_peerd_pieces_requests_total %" PRIu64 "\n",
+	     (uint64_t)atomic_load_explicit(&pd->pieces_requests, memory_order_relaxed));
+	EMIT("# HELP bgcopy_peerd_waiting Requests suspended in a wait (X-Bgcopy-Wait).\n"
+	     "# TYPE bgcopy_peerd_waiting gauge\n"
+	     "bgcopy_peerd_waiting %u\n",
+	     (unsigned)atomic_load(&pd->nwaiting));
 	info = MHD_get_daemon_info(pd->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
 	if (info != NULL)
 		EMIT("# HELP bgcopy_peerd_connections Open connections.\n"
@@ -1018,6 +1880,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *target, const cha
 	const char *path;
 	bool known, get, head;
 
+	if (*req_cls != NULL && *req_cls != &first_call_seen) {
+		/* Resumed after a wait (wait_begin): the request was checked on
+		 * its first calls; answer it now. */
+		return serve_fleet(pd, conn, method, target_path(target), req_cls);
+	}
 	if (*req_cls == NULL) {
 		*req_cls = &first_call_seen;
 		/* Queueing on the first call makes libmicrohttpd close the
@@ -1041,7 +1908,8 @@ on_request(void *cls, struct MHD_Connection *conn, const char *target, const cha
 	if ((path = target_path(target)) == NULL)
 		return send_text(pd, conn, MHD_HTTP_BAD_REQUEST, "invalid authority in the target\n");
 	known = strcmp(path, PATH_CONTENT) == 0 || strcmp(path, PATH_HEALTH) == 0 ||
-	        strcmp(path, PATH_METRICS) == 0;
+	        strcmp(path, PATH_METRICS) == 0 || strcmp(path, PATH_PARTIAL) == 0 ||
+	        strcmp(path, PATH_PIECES) == 0;
 	get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
 	head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 	if (!known)
@@ -1054,7 +1922,22 @@ on_request(void *cls, struct MHD_Connection *conn, const char *target, const cha
 		return send_text(pd, conn, MHD_HTTP_OK, "ok\n");
 	if (strcmp(path, PATH_METRICS) == 0)
 		return serve_metrics(pd, conn, method);
+	if (strcmp(path, PATH_PARTIAL) == 0 || strcmp(path, PATH_PIECES) == 0)
+		return serve_fleet(pd, conn, method, path, req_cls);
 	return serve_content(pd, conn, method);
+}
+
+/* Frees a waiter left as the request's state (wait_begin). */
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+             enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (*req_cls != NULL && *req_cls != &first_call_seen)
+		free(*req_cls);
+	*req_cls = NULL;
 }
 
 /* ---- Life cycle ------------------------------------------------------------ */
@@ -1066,7 +1949,10 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	const union MHD_DaemonInfo *info;
 	struct peerd *pd = NULL;
 	unsigned salen = 0, threads = c->threads;
-	unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	/* Suspend and resume (the bounded wait): resumed connections are
+	 * processed at once by their pool thread, woken by its ITC. */
+	unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+	                 MHD_ALLOW_SUSPEND_RESUME;
 	int err;
 
 	if (threads == 0) {
@@ -1078,6 +1964,7 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	    c->max_connections < threads ||
 	    c->max_connections > PEERD_CONNECTIONS_MAX || c->timeout == 0 ||
 	    c->timeout > PEERD_TIMEOUT_MAX || c->connection_memory < 4096 ||
+	    c->partial_wait_max_ms > PEER_PARTIAL_WAIT_MAX_MS || c->per_peer > PEERD_PER_PEER_MAX ||
 	    (c->peer_key != NULL && (c->peer_key_len < PEER_KEY_MIN ||
 	                             c->peer_key_len > PEER_KEY_MAX)))
 		return BG_EINVAL;
@@ -1112,6 +1999,25 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 		return BG_ENOMEM;
 	}
 	pd->usage_flushed = bg_now();
+	atomic_init(&pd->partial_requests, 0);
+	atomic_init(&pd->pieces_requests, 0);
+	atomic_init(&pd->nwaiting, 0);
+	atomic_init(&pd->node_loaded, false);
+	pd->wait_max_ms = c->partial_wait_max_ms;
+	/* Waiters hold connections: at most half of them may wait. */
+	pd->waiters_max = c->max_connections / 2 > 0 ? c->max_connections / 2 : 1;
+	if (pthread_mutex_init(&pd->wait_lock, NULL) != 0 ||
+	    pthread_cond_init(&pd->wait_cond, NULL) != 0) {
+		/* Not worth unwinding precisely: both are plain on Linux. */
+		pthread_mutex_destroy(&pd->usage_lock);
+		pthread_mutex_destroy(&pd->store_lock);
+		free(pd);
+		return BG_ENOMEM;
+	}
+	if (pthread_create(&pd->watcher, NULL, wait_main, pd) == 0)
+		pd->wait_started = true;
+	else
+		plog(pd, "cannot start the wait watcher: waits are answered at once");
 	if (c->home != NULL && (pd->home = strdup(c->home)) == NULL) {
 		err = BG_ENOMEM;
 		goto out;
@@ -1138,6 +2044,9 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	     * between a field name and its colon (RFC 9112 sections 3.2 and
 	     * 5.1); the rest of those rules is headers_ok()'s. */
 	    MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, pd,
+	    /* 0: none (libmicrohttpd's default). */
+	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, c->per_peer,
 	    MHD_OPTION_END);
 	if (pd->mhd == NULL) {
 		err = BG_EIO;
@@ -1175,6 +2084,15 @@ peerd_stop(struct peerd *pd)
 {
 	if (pd == NULL)
 		return;
+	/* Every waiter resumed first (the watcher does it as it ends): a
+	 * connection still suspended would make MHD_stop_daemon panic.  No
+	 * request suspends once stopping is set. */
+	pthread_mutex_lock(&pd->wait_lock);
+	pd->stopping = true;
+	pthread_cond_broadcast(&pd->wait_cond);
+	pthread_mutex_unlock(&pd->wait_lock);
+	if (pd->wait_started)
+		pthread_join(pd->watcher, NULL);
 	if (pd->mhd != NULL)
 		MHD_stop_daemon(pd->mhd);
 	if (pd->home != NULL && pd->nusage > 0 && !pd->usage_failed)
@@ -1185,6 +2103,8 @@ peerd_stop(struct peerd *pd)
 	free(pd->home);
 	pthread_mutex_destroy(&pd->usage_lock);
 	pthread_mutex_destroy(&pd->store_lock);
+	pthread_mutex_destroy(&pd->wait_lock);
+	pthread_cond_destroy(&pd->wait_cond);
 	peerd_replay_free(pd->replay);
 	OPENSSL_cleanse(pd->key, sizeof(pd->key));
 	free(pd);

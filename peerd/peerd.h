@@ -9,7 +9,9 @@
  * Threads: peerd_start() runs libmicrohttpd with its own polling threads
  * (a pool); the request handlers share the store (store_view() and
  * store_read_content(), each a short read transaction that never spans
- * network I/O), atomic counters and the mutex-protected replay set.
+ * network I/O), atomic counters and the mutex-protected replay set.  One
+ * thread of peerd's own watches the downloads in progress that suspended
+ * requests wait on (X-Bgcopy-Wait) and resumes them.
  * peerd_start(), peerd_port() and peerd_stop() are called by one thread.
  */
 #ifndef BG_PEERD_H
@@ -53,6 +55,14 @@
 #define PEERD_USAGE_BATCH 256
 #define PEERD_USAGE_FLUSH_SECONDS 2
 #define PEERD_METRICS_MAX 4096               /* bytes of the /metrics body */
+/* The bounded wait of /v1/partial and /v1/pieces (X-Bgcopy-Wait): the
+ * longest wait granted unless configured (partial_wait_max), and how often
+ * the watcher thread looks at the records waited on. */
+#define PEERD_PARTIAL_WAIT_DEFAULT_MS 10000
+#define PEERD_WAIT_POLL_MS 25
+/* Connections one client address may hold open (0: no limit). */
+#define PEERD_PER_PEER_DEFAULT 8
+#define PEERD_PER_PEER_MAX 1000
 
 /* The replay set: signatures seen whose timestamp is still inside the
  * window.  An entry lives until t + PEER_AUTH_WINDOW (after that the
@@ -72,6 +82,9 @@ struct peerd_config {
 	unsigned max_connections;    /* >= threads */
 	unsigned timeout;            /* seconds idle before a connection is closed */
 	size_t connection_memory;    /* bytes per connection for the request */
+	unsigned partial_wait_max_ms; /* longest X-Bgcopy-Wait granted, <= PEER_PARTIAL_WAIT_MAX_MS;
+	                              * 0: never wait */
+	unsigned per_peer;           /* connections per client address, 0: no limit */
 	const char *home;            /* where to report use (HOME/usage.log) and, without a
 	                              * store at start, to find it; NULL: nowhere */
 	const unsigned char *peer_key; /* NULL: no authentication; copied by peerd_start */
@@ -148,6 +161,16 @@ enum peerd_match peerd_etag_match(const char *field, const char *etag, bool weak
  * Names are case-sensitive; the date must exist.  *out: unix seconds.
  * 0, or BG_EINVAL for anything else. */
 int peerd_http_date_parse(const char *value, int64_t now, int64_t *out) BG_WUR;
+
+/* ---- The wait request (X-Bgcopy-Wait) ------------------------------------- */
+/* Reads "ms=M, min=K", an RFC 8941 dictionary whose members ms and min
+ * are both optional non-negative Integers (at most 15 digits, section
+ * 3.3.1); other members are ignored (section 3.2: a recipient ignores
+ * what it does not understand), parameters of any member too.  A member
+ * given twice counts with its last value (section 4.2.2).  *ms and *min
+ * keep their values for absent members.  0, or BG_EINVAL for a value that
+ * is not such a dictionary or whose ms or min is not an Integer >= 0. */
+int peerd_wait_parse(const char *value, uint64_t *ms, uint64_t *min) BG_WUR;
 
 /* ---- Replay set ----------------------------------------------------------- */
 struct peerd_replay;

@@ -84,6 +84,12 @@ setting_json(const struct bg_config *conf, enum bg_conf_key k)
 	case BG_CONF_PORT:
 		v = json_integer((json_int_t)conf->port);
 		break;
+	case BG_CONF_PARTIAL_WAIT_MAX:
+		v = json_integer((json_int_t)conf->partial_wait_max);
+		break;
+	case BG_CONF_SERVE_CONNECTIONS_PER_PEER:
+		v = json_integer((json_int_t)conf->serve_per_peer);
+		break;
 	case BG_CONF_PEER_DNS:
 	case BG_CONF_PEER_KEY:
 		bg_config_value(conf, k, buf, sizeof(buf));

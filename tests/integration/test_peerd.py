@@ -242,7 +242,9 @@ def _(bg):
     with Origin(files={"a.bin": A_SIZE, "b.bin": 3 * CHUNK + 7}) as o:
         o, agent, t = started(bg, o)
         urls = {name: store_file(t, agent, o, name) for name in ("a.bin", "b.bin")}
-        with Peerd(bg, agent.home, "--threads", "2", workdir=o.dir) as p:
+        # 16 clients from one address: more than the default per-address limit.
+        with Peerd(bg, agent.home, "--threads", "2", "--connections-per-peer", "0",
+                   workdir=o.dir) as p:
             errors = []
 
             def client(seed):

@@ -450,10 +450,11 @@ def _(bg):
             f.write(WRK_SCRIPT)
         keyed_dir = o.path("keyed")
         os.makedirs(keyed_dir)
+        # Every load connection comes from 127.0.0.1: no per-address limit.
         with Peerd(bg, agent.home, "--max-connections", str(max_conns), "--timeout",
-                   str(IDLE_TIMEOUT), workdir=o.dir) as p, \
+                   str(IDLE_TIMEOUT), "--connections-per-peer", "0", workdir=o.dir) as p, \
                 Peerd(bg, agent.home, "--peer-key", key_path, "--timeout", str(IDLE_TIMEOUT),
-                      workdir=keyed_dir) as pk:
+                      "--connections-per-peer", "0", workdir=keyed_dir) as pk:
             pid = p.proc.pid
             asan = sanitized(pid)
             rss0 = proc_status(pid, "VmRSS")

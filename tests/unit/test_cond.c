@@ -1,4 +1,5 @@
-/* test_cond.c - entity-tag lists and HTTP-dates of conditional requests (peerd/cond.c). */
+/* test_cond.c - entity-tag lists and HTTP-dates of conditional requests (peerd/cond.c),
+ * and the X-Bgcopy-Wait dictionary (peerd/waitparse.c). */
 #include "check.h"
 #include "peerd.h"
 
@@ -24,9 +25,57 @@ date_bad(const char *value)
 		fprintf(stderr, "    value: \"%s\" gave %lld\n", value, (long long)got);
 }
 
+static void
+wait_is(const char *value, uint64_t want_ms, uint64_t want_min)
+{
+	uint64_t ms = 0, min = 1;
+
+	if (!CHECK(peerd_wait_parse(value, &ms, &min) == 0))
+		fprintf(stderr, "    value: \"%s\"\n", value);
+	CHECK_EQ_INT(ms, want_ms);
+	CHECK_EQ_INT(min, want_min);
+}
+
+static void
+wait_bad(const char *value)
+{
+	uint64_t ms = 5, min = 6;
+
+	if (!CHECK(peerd_wait_parse(value, &ms, &min) == BG_EINVAL))
+		fprintf(stderr, "    value: \"%s\"\n", value);
+	/* Nothing is taken from a refused value. */
+	CHECK_EQ_INT(ms, 5);
+	CHECK_EQ_INT(min, 6);
+}
+
+static void
+test_wait(void)
+{
+	wait_is("ms=250", 250, 1);
+	wait_is("ms=250, min=4194304", 250, 4194304);
+	wait_is("min=3,ms=0", 0, 3);
+	wait_is("  ms=1 ,\tmin=2", 1, 2);
+	wait_is("", 0, 1);
+	wait_is("ms=1, ms=2", 2, 1);                   /* the last value counts */
+	wait_is("ms=10;unit=x, min=2", 10, 2);         /* parameters ignored */
+	wait_is("other=?1, future=\"a,b\", ms=7", 7, 1); /* other members ignored */
+	wait_is("ms=999999999999999", 999999999999999, 1);
+	wait_bad("ms=1.5");                            /* a Decimal */
+	wait_bad("ms=-1");
+	wait_bad("ms");                                /* Boolean true */
+	wait_bad("ms=");
+	wait_bad("ms=1,");
+	wait_bad("ms=1 min=2");
+	wait_bad("MS=1");                              /* keys are lowercase */
+	wait_bad("ms=1234567890123456");               /* 16 digits */
+	wait_bad("ms=0x10");
+	wait_bad(NULL);
+}
+
 int
 main(void)
 {
+	test_wait();
 	/* Weak comparison (If-None-Match): W/ does not matter. */
 	CHECK_EQ_INT(peerd_etag_match(TAG, TAG, true), PEERD_MATCH_YES);
 	CHECK_EQ_INT(peerd_etag_match("W/" TAG, TAG, true), PEERD_MATCH_YES);
