@@ -33,6 +33,7 @@ static const char *const key_names[BG_CONF_KEYS] = {
 	[BG_CONF_PEER_KEY] = "peer_key",     [BG_CONF_PEER_CACHING] = "peer_caching",
 	[BG_CONF_LISTEN] = "listen",         [BG_CONF_PORT] = "port",
 	[BG_CONF_PARTIAL_WAIT_MAX] = "partial_wait_max",
+	[BG_CONF_FLEET] = "fleet", [BG_CONF_FLEET_OWNER] = "fleet_owner",
 	[BG_CONF_SERVE_CONNECTIONS_PER_PEER] = "serve_connections_per_peer",
 };
 
@@ -262,6 +263,14 @@ apply(struct bg_config *c, enum bg_conf_key k, const char *v, bool fresh_peers,
 		if ((p = check_bool(v, &b)) == NULL)
 			c->discovery = b;
 		break;
+	case BG_CONF_FLEET:
+		if ((p = check_bool(v, &b)) == NULL)
+			c->fleet = b;
+		break;
+	case BG_CONF_FLEET_OWNER:
+		if ((p = check_bool(v, &b)) == NULL)
+			c->fleet_owner = b;
+		break;
 	case BG_CONF_DISCOVERY_SUBNETS:
 		if (strcmp(v, "same") == 0)
 			c->discovery_any_subnet = false;
@@ -341,6 +350,8 @@ defaults(struct bg_config *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->discovery = true;
+	c->fleet = true;
+	c->fleet_owner = true;
 	c->port = PEER_PORT_DEFAULT;
 	c->partial_wait_max = BG_CONF_PARTIAL_WAIT_DEFAULT_S;
 	c->serve_per_peer = BG_CONF_PER_PEER_DEFAULT;
@@ -461,7 +472,7 @@ read_file(struct bg_config *c, const char *path, bool *read, char *why, size_t w
 			say(why, whylen,
 			    "%s:%u: %.60s: unknown key (known: discovery, discovery_subnets, peer, "
 			    "peer_dns, peer_key, peer_caching, listen, port, partial_wait_max, "
-			    "serve_connections_per_peer)",
+			    "serve_connections_per_peer, fleet, fleet_owner)",
 			    path, lineno, key);
 			err = BG_EINVAL;
 			break;
@@ -611,6 +622,12 @@ bg_config_value(const struct bg_config *c, enum bg_conf_key k, char *buf, size_t
 	switch (k) {
 	case BG_CONF_DISCOVERY:
 		snprintf(buf, len, "%s", c->discovery ? "on" : "off");
+		break;
+	case BG_CONF_FLEET:
+		snprintf(buf, len, "%s", c->fleet ? "on" : "off");
+		break;
+	case BG_CONF_FLEET_OWNER:
+		snprintf(buf, len, "%s", c->fleet_owner ? "on" : "off");
 		break;
 	case BG_CONF_DISCOVERY_SUBNETS:
 		snprintf(buf, len, "%s", c->discovery_any_subnet ? "any" : "same");

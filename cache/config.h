@@ -24,6 +24,10 @@
  *                                                   request (0: never waits)
  *   serve_connections_per_peer 0-1000      (8)      connections peerd accepts
  *                                                   from one address (0: no limit)
+ *   fleet             on | off              (on)   downloads follow a peer fetching
+ *                                                   the same URL, or join the
+ *                                                   election of who fetches it
+ *   fleet_owner       on | off              (on)   this node may be elected
  * An empty value for peer, peer_dns or peer_key sets none (so a user's
  * file can drop what the system's file named).  discovery also takes
  * yes/no and true/false.
@@ -62,6 +66,8 @@ enum bg_conf_key {
 	BG_CONF_PORT,
 	BG_CONF_PARTIAL_WAIT_MAX,
 	BG_CONF_SERVE_CONNECTIONS_PER_PEER,
+	BG_CONF_FLEET,
+	BG_CONF_FLEET_OWNER,
 	BG_CONF_KEYS
 };
 
@@ -82,6 +88,8 @@ struct bg_config {
 	char *listen;                 /* peerd's address */
 	unsigned port;                /* peerd's port */
 	unsigned partial_wait_max;    /* seconds, 0-BG_CONF_PARTIAL_WAIT_MAX_S */
+	bool fleet;                   /* fleet = on|off */
+	bool fleet_owner;             /* fleet_owner = on|off */
 	unsigned serve_per_peer;      /* peerd's connections per address, 0: no limit */
 	struct bg_conf_where where[BG_CONF_KEYS];
 	char *files[3];               /* the files read, in order (NULL after the last) */

@@ -727,6 +727,8 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	if (o.npeers == 0 && (rc = cli_peer_table(c, false, 0, &table)) != EXIT_DONE)
 		goto out;
 	ro.table = table;
+	ro.fleet = c->conf.fleet;
+	ro.fleet_owner = c->conf.fleet_owner;
 	if (isatty(STDERR_FILENO)) {
 		bar = progress_new(stderr);
 		ro.progress = on_progress;

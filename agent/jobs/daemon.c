@@ -109,6 +109,8 @@ worker_main(void *arg)
 	ro.npeers = w->d->opt->npeers;
 	ro.peer_key = w->d->opt->peer_key;
 	ro.table = w->d->opt->table;
+	ro.fleet = w->d->opt->fleet;
+	ro.fleet_owner = w->d->opt->fleet_owner;
 	ro.transient_retries = 0; /* the daemon retries after the job's delay */
 	ro.only_if_due = true;
 	ro.sync = w->d->opt->sync;

@@ -124,6 +124,9 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 				peer_lookup_clear(&s.rec.lookups[i]);
 			s.rec.nlookups = 0;
 			err = try_peers(r, &s, &sink, headers, &done);
+			/* Nobody has it whole: maybe somebody is fetching it. */
+			if (err == 0 && !done && s.committed + s.fill == 0 && fleet_applies(r, &s))
+				err = try_fleet(r, &s, &sink, &done);
 			note_peer_results(r, &s);
 		}
 		if (err != 0) {

@@ -81,6 +81,11 @@ struct fsink {
 	uint64_t gen;       /* the incarnation, 0: none yet */
 	int64_t pub_started;
 	int lock_fd;
+	/* The fleet (engine_fleet.c): this node's part for the file, and the
+	 * node it follows.  A follower publishes its bytes as state "peer". */
+	enum fleet_role { FLEET_ROLE_NONE, FLEET_ROLE_OWNER, FLEET_ROLE_FOLLOWER } fleet_role;
+	char fleet_source[BG_NODE_ID_LEN + 1];
+	bool pub_want;      /* published as an intent (state "want"): no bytes yet */
 };
 
 /* ---- The run (engine.c) ---------------------------------------------------- */
@@ -114,6 +119,13 @@ void file_fetch_policy(const struct fsink *s, struct store_fetch_policy *out);
 void inflight_of(const struct fsink *s, uint64_t committed, struct store_inflight *out);
 /* A random incarnation number, 1 .. 2^63 - 1. */
 uint64_t inflight_new_gen(void);
+/* Whether the file's download may be published for peers (the store
+ * keeps it and may offer it): a candidate of the fleet's elections. */
+bool may_publish(const struct fsink *s);
+/* Publishes the file's download now in state st (want: an intent before
+ * any byte; origin: elected to fetch it), taking the lock first.  Nothing
+ * when the file may not be published. */
+int fleet_publish(struct fsink *s, enum store_inflight_state st) BG_WUR;
 /* Ends the file's publishing: its lock is released (the record stays, as
  * the store has it).  Every way out of an attempt goes through it. */
 void inflight_release(struct fsink *s);
@@ -175,6 +187,26 @@ bool run_has_peers(struct run *r);
 /* Notes the lookups of the attempt in the store's peer results (best
  * effort: a note, not the download's business). */
 void note_peer_results(struct run *r, const struct fsink *s);
+
+/* ---- The fleet (engine_fleet.c) ---------------------------------------------
+ * One origin copy for many nodes: README.md "The fleet". */
+#define FLEET_SETTLE_MS 300        /* between publishing an intent and deciding */
+#define FLEET_POLL_MS 1000         /* a poll of every peer, at most */
+#define FLEET_STALL_MS 10000       /* no growth at the node followed: somebody else fetches */
+#define FLEET_FOLLOW_MIN ((uint64_t)16 * STORE_CHUNK_BYTES) /* bytes waited for per request */
+#define FLEET_OWNER_START_MS 3000  /* an elected node that has not started by then is passed over */
+#define FLEET_WATCH_MS 200         /* polls while waiting for it */
+#define FLEET_TAKEOVERS 3          /* elections per attempt before the origin alone */
+/* Whether the fleet is asked for this file: the run takes part (a home,
+ * fleet on), the job is a peer-caching client with peers, and its redirect
+ * policy is not ALLOW_REPORT (such a job keys the file under the URL that
+ * answered: other nodes asking for the original URL never see it). */
+bool fleet_applies(struct run *r, struct fsink *s);
+/* Takes the file from a node fetching it now, or joins the election of
+ * the node that fetches it.  *done when it is finished (verified); else
+ * the caller goes to the origin (s->fleet_role says whether as the
+ * elected owner), resuming from what came in. */
+int try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *done) BG_WUR;
 
 /* ---- Finishing a file (engine_finish.c) ------------------------------------ */
 /* Whether the job was made with credentials (a user, an Authorization or

@@ -103,7 +103,11 @@ inflight_of(const struct fsink *s, uint64_t committed, struct store_inflight *ou
 	out->gen = s->gen;
 	out->committed = committed;
 	out->total = s->rec.bytes_total;
-	out->state = STORE_INFLIGHT_ORIGIN;
+	out->state = s->pub_want ? STORE_INFLIGHT_WANT
+	             : s->fleet_role == FLEET_ROLE_FOLLOWER ? STORE_INFLIGHT_PEER
+	                                                   : STORE_INFLIGHT_ORIGIN;
+	if (out->state == STORE_INFLIGHT_PEER)
+		memcpy(out->source, s->fleet_source, sizeof(out->source));
 	out->etag = s->rec.etag;
 	out->last_modified = s->rec.last_modified;
 	out->date = s->rec.date;
@@ -296,14 +300,16 @@ store_limit_now(struct bg_store *st, uint64_t *limit)
 }
 
 /* Whether the file's download is published for peers: bytes from the
- * origin that the store keeps and may offer (not private, the job a
- * peer-caching server), in a home that can hold the lock. */
-static bool
+ * origin (or, for the fleet's follower, from the node it follows) that the
+ * store keeps and may offer (not private, the job a peer-caching server),
+ * in a home that can hold the lock. */
+bool
 may_publish(const struct fsink *s)
 {
 	const struct run *r = s->r;
 
-	return s->cache && !s->too_big && !s->from_peer && s->pub_url != NULL && r->ro != NULL &&
+	return s->cache && !s->too_big && (!s->from_peer || s->fleet_role == FLEET_ROLE_FOLLOWER) &&
+	       s->pub_url != NULL && r->ro != NULL &&
 	       r->ro->home != NULL && !job_is_private(&r->job) &&
 	       peer_mode(&r->job, PEER_CACHING_SERVER);
 }
@@ -363,6 +369,24 @@ start_publishing(struct fsink *s)
 		s->pub_started = bg_now();
 	}
 	return 0;
+}
+
+int
+fleet_publish(struct fsink *s, enum store_inflight_state st)
+{
+	int err;
+
+	if (s->pub_url == NULL && s->rec.remote_url != NULL &&
+	    (s->pub_url = strdup(s->rec.remote_url)) == NULL)
+		return BG_ENOMEM;
+	if (!may_publish(s))
+		return 0;
+	if (!s->publish && (err = start_publishing(s)) != 0)
+		return err;
+	if (!s->publish)
+		return 0; /* another download of the URL on this node holds the lock */
+	s->pub_want = st == STORE_INFLIGHT_WANT;
+	return commit_file(s, NULL, 0, false, false);
 }
 
 int
@@ -434,6 +458,7 @@ sink_start(void *arg, const struct origin_response *resp)
 	 * itself: one transaction per small file.  Until then a crash loses
 	 * nothing that a resume could use. */
 	s->state_pending = true;
+	s->pub_want = false; /* bytes arrive: an intent no more */
 	if (!s->publish && may_publish(s) && (err = start_publishing(s)) != 0)
 		return err;
 	if (s->publish && !may_publish(s))

@@ -743,6 +743,23 @@ lookups_json(const struct file_rec *f)
 	return arr;
 }
 
+/* The fleet's part in the file's last attempt (README.md "The fleet"). */
+static json_t *
+fleet_json(const struct file_rec *f)
+{
+	json_t *o = json_object();
+
+	if (o == NULL || jset_str(o, "role", f->fleet_role) != 0 ||
+	    jset_str(o, "source", f->fleet_source) != 0 ||
+	    jset_int(o, "elections", (int64_t)f->fleet_elections) != 0 ||
+	    jset_int(o, "follows", (int64_t)f->fleet_follows) != 0 ||
+	    jset_int(o, "takeovers", (int64_t)f->fleet_takeovers) != 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
 static json_t *
 file_document(const struct file_rec *f)
 {
@@ -760,6 +777,7 @@ file_document(const struct file_rec *f)
 	    jset_int(d, "bytes_from_peers", (int64_t)f->bytes_from_peers) != 0 ||
 	    jset_int(d, "bytes_from_cache", (int64_t)f->bytes_from_cache) != 0 ||
 	    jset_str(d, "cache_key", f->cache_key) != 0 || jset_str(d, "sha256", f->sha256) != 0 ||
+	    (f->fleet_role != NULL && jset(d, "fleet", fleet_json(f)) != 0) ||
 	    (f->has_cached && jset(d, "cached", json_boolean(f->cached)) != 0) ||
 	    (f->cache_note != NULL && jset_str(d, "cache_note", f->cache_note) != 0) ||
 	    (f->has_last_lookup && jset(d, "peer_lookup", peer_lookup_json(&f->last_lookup)) != 0) ||

@@ -187,6 +187,8 @@ struct job_run_options {
 	const char *peer_key;       /* key file for those peers, or NULL */
 	struct peer_table *table;   /* asked when neither the job nor peers above name a peer, or NULL */
 	bool only_if_due;           /* run only a job QUEUED, due for retry, or orphaned */
+	bool fleet;                 /* take part in the fleet (bgcopy.conf fleet) */
+	bool fleet_owner;           /* may be elected to fetch for others (fleet_owner) */
 	bool sync;                  /* TRANSFERRED only once the store is on disk (power loss) */
 };
 
@@ -223,6 +225,7 @@ struct daemon_options {
 	const char *peer_key;     /* HMAC key file for them, or NULL */
 	struct peer_table *table; /* peers for clients when peers above names none, or NULL */
 	bool sync;                /* fsync the store before a job is TRANSFERRED */
+	bool fleet, fleet_owner;  /* bgcopy.conf fleet, fleet_owner (job_run_options) */
 };
 /* Runs queued jobs until SIGTERM or SIGINT (installed here), then stops
  * every transfer cleanly (jobs back to QUEUED) and returns 0.  Writes one

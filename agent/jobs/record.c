@@ -253,6 +253,9 @@ file_rec_decode(const json_t *o, struct file_rec *out)
 	out->bytes_from_origin = duint(o, "bytes_from_origin");
 	out->bytes_from_peers = duint(o, "bytes_from_peers");
 	out->bytes_from_cache = duint(o, "bytes_from_cache");
+	out->fleet_elections = duint(o, "fleet_elections");
+	out->fleet_follows = duint(o, "fleet_follows");
+	out->fleet_takeovers = duint(o, "fleet_takeovers");
 	out->blob = duint(o, "blob");
 	out->crl_checked = jbool(o, "crl_checked");
 	out->not_stored = jbool(o, "not_stored");
@@ -264,6 +267,8 @@ file_rec_decode(const json_t *o, struct file_rec *out)
 	    (err = dstr(o, "local_path", &out->local_path)) != 0 ||
 	    (err = dstr(o, "temp_path", &out->temp_path)) != 0 ||
 	    (err = dstr(o, "cache_key", &out->cache_key)) != 0 ||
+	    (err = dstr(o, "fleet_role", &out->fleet_role)) != 0 ||
+	    (err = dstr(o, "fleet_source", &out->fleet_source)) != 0 ||
 	    (err = dstr(o, "sha256", &out->sha256)) != 0 ||
 	    (err = dstr(o, "expect_sha256", &out->expect_sha256)) != 0 ||
 	    (err = dstr(o, "origin_sha256", &out->origin_sha256)) != 0 ||
@@ -561,6 +566,11 @@ put_file(json_t *o, const void *rec)
 	    (err = opt_int(o, "bytes_from_cache", (int64_t)f->bytes_from_cache)) != 0 ||
 	    (err = (f->has_cached ? put_bool(o, "cached", f->cached) : del(o, "cached"))) != 0 ||
 	    (err = opt_str(o, "cache_note", f->cache_note)) != 0 ||
+	    (err = opt_str(o, "fleet_role", f->fleet_role)) != 0 ||
+	    (err = opt_str(o, "fleet_source", f->fleet_source)) != 0 ||
+	    (err = opt_int(o, "fleet_elections", (int64_t)f->fleet_elections)) != 0 ||
+	    (err = opt_int(o, "fleet_follows", (int64_t)f->fleet_follows)) != 0 ||
+	    (err = opt_int(o, "fleet_takeovers", (int64_t)f->fleet_takeovers)) != 0 ||
 	    (err = put_last_lookup(o, f)) != 0 || (err = put_lookups(o, f)) != 0)
 		return err;
 	return 0;
@@ -609,7 +619,8 @@ file_rec_clear(struct file_rec *f)
 {
 	char **strs[] = {&f->original_url, &f->remote_url, &f->local_path, &f->temp_path,
 	                 &f->cache_key, &f->sha256, &f->expect_sha256, &f->origin_sha256,
-	                 &f->etag, &f->last_modified, &f->date, &f->cache_note};
+	                 &f->etag, &f->last_modified, &f->date, &f->cache_note,
+	                 &f->fleet_role, &f->fleet_source};
 
 	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
 		free(*strs[i]);

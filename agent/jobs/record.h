@@ -83,6 +83,12 @@ struct file_rec {
 	uint64_t bytes_committed;
 	bool done;
 	uint64_t bytes_from_origin, bytes_from_peers, bytes_from_cache;
+	/* The fleet (engine_fleet.c) in the last attempt: "owner" (fetched from
+	 * the origin after an election or alone with peers wanting it),
+	 * "follower" (took it as it arrived at fleet_source), or NULL. */
+	char *fleet_role;
+	char *fleet_source;   /* node id followed last, or NULL */
+	uint64_t fleet_elections, fleet_follows, fleet_takeovers;
 	char *cache_key;      /* the key it was stored under, or NULL */
 	char *sha256;         /* hex, once done */
 	char *expect_sha256;  /* hex the user gave, or NULL */

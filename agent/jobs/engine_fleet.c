@@ -1,0 +1,407 @@
+/*
+ * engine_fleet.c - one origin copy for many nodes.  A file no peer holds
+ * whole may be arriving at one of them right now: then this node takes it
+ * from there as it arrives (follows) instead of asking the origin again.
+ * When nobody fetches it yet, the nodes that want it agree without a
+ * coordinator on which of them goes to the origin: each publishes its
+ * intent, waits FLEET_SETTLE_MS so that nodes starting together see each
+ * other, and ranks the nodes that want the URL by rendezvous hashing
+ * (fleet.h); the first goes, the others follow it.  README.md "The fleet"
+ * tells the whole story; doc/fleet-design.md the reasons.
+ *
+ * What is followed is only ever bytes fetched under a policy this job
+ * accepts (bg_fetch_policy_acceptable): no weaker TLS checks, the same
+ * anchors and the same redirect policy.  Under ALLOW_REPORT nothing is
+ * followed: such a job keys the file under the URL that answered, which a
+ * node asking for the original URL does not know (the miss BITS documents).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "engine_int.h"
+
+/* A poll of every peer, with the peers' indexes in r->peers. */
+struct fleet_view {
+	struct peer_poll poll[PEER_POLL_MAX];
+	size_t idx[PEER_POLL_MAX];
+	size_t n;
+};
+
+struct fleet {
+	struct run *r;
+	struct fsink *s;
+	const struct origin_sink *sink;
+	CURLSH *sh;
+	const char *key;
+	char self[BG_NODE_ID_LEN + 1];
+	struct store_fetch_policy mine;
+	bool tls;
+	bool candidate;       /* may be elected: publishes its bytes for others */
+	bool excluded[JOB_PEERS_MAX]; /* failed us in this attempt: not asked again */
+	bool live[JOB_PEERS_MAX];     /* seen fetching in this attempt: its final copy is current */
+	struct fleet_view v;
+};
+
+enum follow_end { FOLLOW_DONE, FOLLOW_AGAIN, FOLLOW_LOST };
+
+static void
+view_clear(struct fleet_view *v)
+{
+	for (size_t i = 0; i < v->n; i++)
+		peer_partial_clear(&v->poll[i].p);
+	v->n = 0;
+}
+
+static int
+poll_all(struct fleet *f)
+{
+	const char *peers[PEER_POLL_MAX];
+	struct run *r = f->r;
+	int err;
+
+	view_clear(&f->v);
+	for (size_t i = 0; i < r->npeers && f->v.n < PEER_POLL_MAX; i++) {
+		if (f->excluded[i])
+			continue;
+		f->v.idx[f->v.n] = i;
+		peers[f->v.n++] = r->peers[i];
+	}
+	if ((err = peer_partial_poll(f->sh, &r->pc, peers, f->v.n, f->key, FLEET_POLL_MS,
+	                             f->v.poll)) != 0)
+		view_clear(&f->v);
+	return err;
+}
+
+/* Whether this job may take bytes fetched under theirs, and the owner of
+ * theirs bytes fetched under ours (same class: they could follow us). */
+static bool
+acceptable(const struct fleet *f, const struct peer_partial *p, bool both)
+{
+	if (!bg_fetch_policy_acceptable(&p->fetch, &f->mine, f->tls, NULL))
+		return false;
+	return !both || bg_fetch_policy_acceptable(&f->mine, &p->fetch, f->tls, NULL);
+}
+
+/* The best source now in the view: a node fetching from the origin (or
+ * finished since we saw it fetching), the highest-ranked of them; -1. */
+static int
+best_source(struct fleet *f)
+{
+	const char *nodes[PEER_POLL_MAX];
+	size_t which[PEER_POLL_MAX], order[PEER_POLL_MAX], n = 0;
+
+	for (size_t j = 0; j < f->v.n; j++) {
+		const struct peer_poll *q = &f->v.poll[j];
+		size_t i = f->v.idx[j];
+		bool fetching = q->err == 0 && q->p.state == STORE_INFLIGHT_ORIGIN;
+
+		if (q->err != 0 || q->p.node[0] == '\0' || !acceptable(f, &q->p, false))
+			continue;
+		if (fetching)
+			f->live[i] = true;
+		/* A finished copy is taken only from a node seen fetching it in
+		 * this attempt: one found finished at once was try_peers' to
+		 * judge (it asks the origin whether it is current). */
+		if (!fetching && !(q->p.final && f->live[i]))
+			continue;
+		nodes[n] = q->p.node;
+		which[n++] = j;
+	}
+	if (n == 0)
+		return -1;
+	fleet_rank(nodes, n, f->key, order);
+	return (int)which[order[0]];
+}
+
+/* The elected owner among us and the nodes that want the URL in our
+ * class: -2 for us, else its index in the view. */
+static int
+elect(struct fleet *f)
+{
+	const char *nodes[PEER_POLL_MAX + 1];
+	size_t which[PEER_POLL_MAX + 1], order[PEER_POLL_MAX + 1], n = 0;
+
+	nodes[n] = f->self;
+	which[n++] = (size_t)-2;
+	for (size_t j = 0; j < f->v.n; j++) {
+		const struct peer_poll *q = &f->v.poll[j];
+
+		if (q->err != 0 || q->p.node[0] == '\0' || !acceptable(f, &q->p, true))
+			continue;
+		if (q->p.state != STORE_INFLIGHT_WANT && q->p.state != STORE_INFLIGHT_PEER)
+			continue;
+		if (strcmp(q->p.node, f->self) == 0)
+			continue; /* ourselves under another address */
+		nodes[n] = q->p.node;
+		which[n++] = j;
+	}
+	fleet_rank(nodes, n, f->key, order);
+	return which[order[0]] == (size_t)-2 ? -2 : (int)which[order[0]];
+}
+
+/* Whether anyone in the view wants the URL in our class (a node that may
+ * be elected: worth waiting for). */
+static bool
+someone_wants(const struct fleet *f)
+{
+	for (size_t j = 0; j < f->v.n; j++) {
+		const struct peer_poll *q = &f->v.poll[j];
+
+		if (q->err == 0 && q->p.state == STORE_INFLIGHT_WANT && acceptable(f, &q->p, true))
+			return true;
+	}
+	return false;
+}
+
+static void
+note(struct fleet *f, size_t i, enum peer_lookup_result result, const char *detail)
+{
+	struct peer_lookup l = {.result = result};
+	struct run *r = f->r;
+
+	if (rec_set_str(&l.key, f->key) != 0 || rec_set_str(&l.peer, r->peers[i]) != 0 ||
+	    rec_set_str(&l.source, r->sources[i]) != 0 || rec_set_str(&l.detail, detail) != 0 ||
+	    file_rec_note_lookup(&f->s->rec, &l) != 0)
+		peer_lookup_clear(&l);
+}
+
+static void
+sleep_ms(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+/* Takes the file from the node at view index j as it arrives there, until
+ * it is whole (then finished and checked), the node fails or stops
+ * growing, or its download there becomes another one. */
+static int
+follow(struct fleet *f, size_t j, enum follow_end *end)
+{
+	struct run *r = f->r;
+	struct fsink *s = f->s;
+	size_t i = f->v.idx[j];
+	struct peer_partial want = f->v.poll[j].p;
+	char why[384] = "";
+	int err = 0;
+
+	memset(&f->v.poll[j].p, 0, sizeof(want)); /* ours now */
+	*end = FOLLOW_LOST;
+	s->fleet_role = FLEET_ROLE_FOLLOWER;
+	memcpy(s->fleet_source, want.node, sizeof(s->fleet_source));
+	s->rec.fleet_follows++;
+	if ((err = rec_set_str(&s->rec.fleet_role, "follower")) != 0 ||
+	    (err = rec_set_str(&s->rec.fleet_source, want.node)) != 0) {
+		peer_partial_clear(&want);
+		return err;
+	}
+	for (;;) {
+		uint64_t off = s->committed + s->fill, min = FLEET_FOLLOW_MIN;
+		struct peer_partial got;
+		int serr = 0;
+
+		if (want.final && off == want.available) {
+			/* Whole: the digest the node signed decides (finish_file). */
+			note(f, i, PEER_LOOKUP_HIT, "followed as it arrived");
+			s->has_want = true;
+			memcpy(s->want, want.sha256, BG_SHA256_LEN);
+			if ((err = flush_chunk(s)) != 0)
+				break;
+			err = finish_file(s);
+			if (err == 0 && r->out.hr != HR_S_OK) {
+				note(f, i, PEER_LOOKUP_REJECTED, r->out.message);
+				job_outcome_clear(&r->out);
+				err = restart_file(s);
+				break;
+			}
+			if (err == BG_EDIGEST) {
+				note(f, i, PEER_LOOKUP_REJECTED, "the content does not match its digest");
+				f->excluded[i] = true;
+				err = restart_file(s);
+				break;
+			}
+			if (err == 0)
+				*end = FOLLOW_DONE;
+			break;
+		}
+		if (want.total >= 0 && (uint64_t)want.total - off < min)
+			min = (uint64_t)want.total - off;
+		s->from_peer = true;
+		err = peer_partial_get(f->sh, &r->pc, r->peers[i], f->key, &want, off,
+		                       FLEET_STALL_MS, min, f->sink, &serr, &got, why, sizeof(why));
+		s->from_peer = false;
+		if (err == 0) {
+			bool grew = got.available > want.available || got.final;
+
+			if (got.final || strcmp(got.etag, want.etag) != 0) {
+				peer_partial_clear(&want);
+				want = got;
+			} else {
+				want.available = got.available;
+				want.total = got.total;
+				want.state = got.state;
+				peer_partial_clear(&got);
+			}
+			if (want.state == -1 || (!grew && s->committed + s->fill == off)) {
+				/* Its writer is gone, or nothing came within the wait:
+				 * somebody else must fetch the rest. */
+				note(f, i, PEER_LOOKUP_FAILED, want.state == -1
+				                                   ? "its download stopped there"
+				                                   : "its download made no progress");
+				f->excluded[i] = true;
+				*end = FOLLOW_AGAIN;
+				err = 0;
+				break;
+			}
+			continue;
+		}
+		if (err == BG_EAGAIN) {
+			*end = FOLLOW_AGAIN; /* another incarnation: poll again */
+			err = 0;
+			break;
+		}
+		if (serr != 0 && run_propagated(serr)) {
+			err = serr;
+			break;
+		}
+		note(f, i, PEER_LOOKUP_FAILED, why);
+		f->excluded[i] = true;
+		*end = FOLLOW_AGAIN;
+		err = 0;
+		break;
+	}
+	peer_partial_clear(&want);
+	if (err == 0 && *end != FOLLOW_DONE) {
+		/* What came in whole is kept; the next source appends from a
+		 * chunk boundary, as a resume does. */
+		if ((err = flush_chunk(s)) == 0 && s->cache && s->committed % STORE_CHUNK_BYTES != 0)
+			err = prepare_partial(s);
+		if (err != 0 && !run_propagated(err))
+			err = 0;
+	}
+	return err;
+}
+
+bool
+fleet_applies(struct run *r, struct fsink *s)
+{
+	const char *url = s->rec.remote_url;
+
+	if (r->ro == NULL || r->ro->home == NULL || !r->ro->fleet || url == NULL)
+		return false;
+	if ((r->job.security_flags & BG_HTTP_REDIRECT_POLICY_MASK) ==
+	    BG_HTTP_REDIRECT_POLICY_ALLOW_REPORT)
+		return false;
+	return peer_mode(&r->job, PEER_CACHING_CLIENT) && run_has_peers(r);
+}
+
+int
+try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *done)
+{
+	struct fleet *f;
+	enum follow_end end;
+	int err = 0;
+	bool intent = false;
+
+	*done = false;
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return BG_ENOMEM;
+	f->r = r;
+	f->s = s;
+	f->sink = sink;
+	f->key = s->rec.remote_url;
+	f->sh = origin_peer_share(r->o);
+	f->tls = strncasecmp(f->key, "https:", 6) == 0;
+	file_fetch_policy(s, &f->mine);
+	if (f->sh == NULL || bg_node_id(r->ro->home, f->self) != 0) {
+		free(f);
+		return 0; /* no fleet without an identity: the origin as before */
+	}
+	if (s->pub_url == NULL && (s->pub_url = strdup(f->key)) == NULL) {
+		free(f);
+		return BG_ENOMEM;
+	}
+	f->candidate = may_publish(s) && r->ro->fleet_owner;
+	/* The counts and the part are the last attempt's. */
+	s->rec.fleet_elections = s->rec.fleet_follows = s->rec.fleet_takeovers = 0;
+	s->fleet_role = FLEET_ROLE_NONE;
+	for (unsigned round = 0; round <= FLEET_TAKEOVERS && err == 0 && !*done; round++) {
+		size_t owner = (size_t)-1; /* the elected node's index in r->peers */
+		int j;
+
+		if ((err = poll_all(f)) != 0)
+			break;
+		if ((j = best_source(f)) >= 0) {
+			if ((err = follow(f, (size_t)j, &end)) == 0 && end == FOLLOW_DONE)
+				*done = true;
+			continue;
+		}
+		if (!f->candidate) {
+			/* Never elected: wait a little for a node that is. */
+			if (!someone_wants(f))
+				break;
+		} else {
+			if (!intent) {
+				if ((err = fleet_publish(s, STORE_INFLIGHT_WANT)) != 0)
+					break;
+				intent = true;
+				s->rec.fleet_elections++;
+			}
+			sleep_ms(FLEET_SETTLE_MS);
+			if ((err = poll_all(f)) != 0)
+				break;
+			if ((j = best_source(f)) >= 0) {
+				round--; /* not a takeover: somebody started meanwhile */
+				continue;
+			}
+			if ((j = elect(f)) == -2) {
+				/* Us: the origin, published at once so that later
+				 * starters follow instead of electing again. */
+				goto out;
+			}
+			owner = f->v.idx[j];
+		}
+		/* Somebody else is to fetch: wait for it (or anyone) to start. */
+		int64_t deadline = bg_mono_ms() + FLEET_OWNER_START_MS;
+		bool started = false;
+
+		while (!started && bg_mono_ms() < deadline && err == 0) {
+			sleep_ms(FLEET_WATCH_MS);
+			if (run_stopping(r)) {
+				err = BG_ECANCELED;
+				break;
+			}
+			if ((err = poll_all(f)) != 0)
+				break;
+			started = best_source(f) >= 0;
+		}
+		if (err == 0 && !started && owner != (size_t)-1) {
+			/* Elected but never started: the next election is without it. */
+			note(f, owner, PEER_LOOKUP_FAILED, "elected to fetch the file but did not start");
+			f->excluded[owner] = true;
+		}
+		if (started)
+			round--; /* followed next round */
+		else if (!f->candidate)
+			break; /* waited once: the origin */
+	}
+out:
+	if (err == 0 && !*done && (s->fleet_role == FLEET_ROLE_FOLLOWER || intent)) {
+		/* The origin after all (nobody else fetches, or what we followed
+		 * failed): we fetch, publishing our bytes as the origin's. */
+		if (s->fleet_role == FLEET_ROLE_FOLLOWER)
+			s->rec.fleet_takeovers++;
+		s->fleet_role = FLEET_ROLE_OWNER;
+		if ((err = rec_set_str(&s->rec.fleet_role, "owner")) == 0 && s->publish)
+			err = fleet_publish(s, STORE_INFLIGHT_ORIGIN);
+	}
+	view_clear(&f->v);
+	free(f);
+	return err;
+}

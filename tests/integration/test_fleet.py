@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Integration cases for the fleet on one machine: two or three nodes (homes with their own
+bgcopy-peerd on 127.0.0.1) get one file from a rate-limited nginx at about the same time.
+The second node follows the first (takes the file from its peerd as it arrives) instead of
+asking the origin again; the origin's access log says how many body bytes it sent. The
+many-node measurements are scripts/harness --netns fleet (network namespaces, mDNS).
+
+Usage: test_fleet.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_fleet.py CASE)
+       test_fleet.py --list                    prints the case names, one a line
+       test_fleet.py --all [PATH/TO/bgcopy]    runs every case, prints a summary
+
+Exit 0 when every check passed, 1 otherwise, 2 on bad usage. BGCOPY_KEEP_TMP=1 keeps the
+temp dirs."""
+
+import json
+import os
+import signal
+import sys
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bgtest import (Bgcopy, Peerd, case_registry, main, q, started,  # noqa: E402
+                    wait_partial)
+from origin import MiB, Origin, sha256_file  # noqa: E402
+
+SIZE = 12 * MiB            # served at 3 MiB/s per connection: about 4 s
+LOC = "location = /files/big.bin { limit_rate 3m; }"
+URI = "/files/big.bin"
+
+CASES, case = case_registry()
+
+
+class Node:
+    """A home with a config file (peer caching both, no discovery), its peerd, and bgcopy."""
+
+    def __init__(self, bg, o, name, settings=()):
+        self.name = name
+        self.dir = o.path(name)
+        os.makedirs(os.path.join(self.dir, "home"), mode=0o700, exist_ok=True)
+        self.conf = os.path.join(self.dir, "bgcopy.conf")
+        with open(self.conf, "w") as f:
+            f.write("discovery = off\npeer_caching = both\n")
+            for k, v in settings:
+                f.write(f"{k} = {v}\n")
+        self.agent = Bgcopy(bg.exe, os.path.join(self.dir, "home"),
+                            env_extra={"BGCOPY_CONFIG": self.conf})
+        r = self.agent.run("cache", "list")      # the home and its store
+        bg.t.eq(f"{name}: bgcopy cache list", r.rc, 0)
+        self.peerd = Peerd(bg, self.agent.home, workdir=self.dir,
+                           env_extra={"BGCOPY_CONFIG": self.conf,
+                                      "BGCOPY_HOME": self.agent.home})
+        self.out = os.path.join(self.dir, "out.bin")
+        self.p = None
+
+    @property
+    def peer(self):
+        return f"127.0.0.1:{self.peerd.port}"
+
+    def start_get(self, o, peers, extra=()):
+        args = []
+        for p in peers:
+            args += ["--peer", p.peer]
+        self.p = self.agent.popen_get(o.url(URI), self.out, extra=[*args, *extra], json_out=True,
+                                      log_prefix=os.path.join(self.dir, "get"))
+        return self.p
+
+    def result(self, timeout=60):
+        """(exit status, job document or None, stderr) of the background get."""
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except Exception:
+            self.p.kill()
+            rc = self.p.wait()
+        with open(os.path.join(self.dir, "get.out"), errors="replace") as f:
+            out = f.read()
+        with open(os.path.join(self.dir, "get.err"), errors="replace") as f:
+            err = f.read()
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            doc = None
+        return rc, doc, err
+
+
+def file0(doc):
+    files = (doc or {}).get("files") or [{}]
+    return files[0] if isinstance(files[0], dict) else {}
+
+
+def origin_body_bytes(o):
+    return sum(int(r.get("body_bytes_sent") or 0) for r in o.log()
+               if r.get("uri") == URI and str(r.get("body_bytes_sent", "")).isdigit())
+
+
+def expect_correct(t, node, o, rc, doc, err):
+    t.eq(f"{node.name}: exit status", rc, 0)
+    if rc != 0:
+        t.note(f"{node.name} stderr: {err[-1500:]}")
+    t.eq(f"{node.name}: output's SHA-256", sha256_file(node.out) if os.path.exists(node.out) else None,
+         o.sha("big.bin"))
+
+
+@case("fleet_second_get_follows_the_first")
+def _(bg):
+    """B starts while A is fetching from the origin: B takes the file from A's peerd as it
+    arrives (fleet role follower, bytes from peers), the origin sends the file once
+    (<= 1.1 x its size in its access log), and A is the owner"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        A, B = Node(bg, o, "A"), Node(bg, o, "B")
+        with A.peerd, B.peerd:
+            A.start_get(o, [B])
+            if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+                return
+            B.start_get(o, [A])
+            ra, rb = A.result(), B.result()
+            expect_correct(t, A, o, *ra)
+            expect_correct(t, B, o, *rb)
+            fa, fb = file0(ra[1]), file0(rb[1])
+            t.eq("A's fleet role", (fa.get("fleet") or {}).get("role"), "owner")
+            t.eq("B's fleet role", (fb.get("fleet") or {}).get("role"), "follower")
+            t.ok("B's bytes came from peers", (fb.get("bytes_from_peers") or 0) >= SIZE - 2 * MiB,
+                 f"bytes_from_peers {fb.get('bytes_from_peers')}, from origin {fb.get('bytes_from_origin')}")
+            sent = origin_body_bytes(o)
+            t.ok("origin sent the file about once", sent <= 1.1 * SIZE, f"{sent} bytes for {SIZE}")
+
+
+@case("fleet_owner_killed_follower_takes_over")
+def _(bg):
+    """A fetches, B follows; A's bgcopy and peerd are killed (SIGKILL) midway: B's output is
+    still right, B became the owner (a takeover) and resumed from the origin where it was, so
+    the origin sent at most 2.1 x the size"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        A, B = Node(bg, o, "A"), Node(bg, o, "B")
+        A.peerd.__enter__()      # killed below: not a context that expects a clean exit
+        try:
+            with B.peerd:
+                killed_takeover(t, o, A, B)
+        finally:
+            if A.peerd.alive():
+                A.peerd.stop()
+
+
+def killed_takeover(t, o, A, B):
+    A.start_get(o, [B])
+    if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+        return
+    B.start_get(o, [A])
+    if wait_partial(t, o, B.p, B.out, os.path.join(B.dir, "get"), 5 * MiB) is None:
+        return
+    A.p.send_signal(signal.SIGKILL)
+    A.peerd.proc.send_signal(signal.SIGKILL)
+    A.peerd.proc.wait()
+    rb = B.result()
+    A.result()
+    expect_correct(t, B, o, *rb)
+    fb = file0(rb[1])
+    fl = fb.get("fleet") or {}
+    t.eq("B's fleet role after the owner died", fl.get("role"), "owner")
+    t.ok("B took over at least once", (fl.get("takeovers") or 0) >= 1, json.dumps(fl))
+    t.ok("B's first part came from A", (fb.get("bytes_from_peers") or 0) > 0,
+         f"bytes_from_peers {fb.get('bytes_from_peers')}")
+    sent = origin_body_bytes(o)
+    t.ok("origin sent at most 2.1 x the size", sent <= 2.1 * SIZE, f"{sent} bytes for {SIZE}")
+    ranged = [r for r in o.log() if r.get("uri") == URI and r.get("status") in (206, "206")]
+    t.ok("B resumed from the origin with a range (206)", len(ranged) >= 1,
+         json.dumps([(r.get("status"), r.get("range")) for r in o.log()])[:400])
+
+
+@case("fleet_other_redirect_policy_not_followed")
+def _(bg):
+    """A fetches under redirect-disallow, B's job allows silent redirects: B never takes A's
+    bytes (another redirect policy is another fetch class) and goes to the origin itself"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        A, B = Node(bg, o, "A"), Node(bg, o, "B")
+        with A.peerd, B.peerd:
+            A.start_get(o, [B], extra=["--security-flags", "0x200"])
+            if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+                return
+            B.start_get(o, [A])
+            ra, rb = A.result(), B.result()
+            expect_correct(t, A, o, *ra)
+            expect_correct(t, B, o, *rb)
+            fb = file0(rb[1])
+            t.eq("B's bytes from peers", fb.get("bytes_from_peers"), 0)
+            t.eq("B's bytes from the origin", fb.get("bytes_from_origin"), SIZE)
+
+
+@case("fleet_no_cache_get_follows_but_publishes_nothing")
+def _(bg):
+    """B's get is --no-cache: it still follows A (a client), but is never elected and
+    publishes no download of its own (its peerd answers 404 for the URL)"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        A, B = Node(bg, o, "A"), Node(bg, o, "B")
+        with A.peerd, B.peerd:
+            A.start_get(o, [B])
+            if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+                return
+            B.start_get(o, [A], extra=["--no-cache"])
+            if wait_partial(t, o, B.p, B.out, os.path.join(B.dir, "get"), 2 * MiB) is None:
+                return
+            r = B.peerd.request("HEAD", q(o.url(URI)).replace("/v1/content", "/v1/partial"))
+            t.eq("B's peerd has no download of the URL", r.status, 404)
+            ra, rb = A.result(), B.result()
+            expect_correct(t, A, o, *ra)
+            expect_correct(t, B, o, *rb)
+            fb = file0(rb[1])
+            t.eq("B's fleet role", (fb.get("fleet") or {}).get("role"), "follower")
+            sent = origin_body_bytes(o)
+            t.ok("origin sent the file about once", sent <= 1.1 * SIZE, f"{sent} bytes for {SIZE}")
+
+
+@case("fleet_allow_report_never_follows")
+def _(bg):
+    """B's job is ALLOW_REPORT: it keys the file under the URL that answers, so it takes no
+    part in the fleet for the URL asked (BITS' miss under ALLOW_REPORT): all its bytes come
+    from the origin and its document has no fleet part"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        A, B = Node(bg, o, "A"), Node(bg, o, "B")
+        with A.peerd, B.peerd:
+            A.start_get(o, [B])
+            if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+                return
+            B.start_get(o, [A], extra=["--security-flags", "0x100"])
+            ra, rb = A.result(), B.result()
+            expect_correct(t, A, o, *ra)
+            expect_correct(t, B, o, *rb)
+            fb = file0(rb[1])
+            t.eq("B's fleet part", fb.get("fleet"), None)
+            t.eq("B's bytes from the origin", fb.get("bytes_from_origin"), SIZE)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv, CASES, __doc__))
