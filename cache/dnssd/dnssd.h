@@ -71,9 +71,13 @@ struct dnssd_peer {
  * has said all it knows and every resolve has ended, and with
  * DNSSD_FIRST_CACHED also once avahi-daemon's cache has given a peer on
  * another machine and it is resolved (a download needs a peer, not every
- * one).  *out (malloc'd, free() it; NULL when *n is 0).  BG_EAGAIN when
+ * one).  Resolves pending at the deadline get DNSSD_RESOLVE_GRACE more.  *out (malloc'd, free() it; NULL when *n is 0).  BG_EAGAIN when
  * avahi-daemon cannot be reached (why says so), BG_ENOMEM. */
 #define DNSSD_FIRST_CACHED 0x1u
+/* Resolves still pending at the deadline may take this many times the
+ * timeout more (a busy avahi-daemon); a browse that found nothing ends at
+ * the deadline. */
+#define DNSSD_RESOLVE_GRACE 3
 int dnssd_browse_once(unsigned timeout_ms, unsigned flags, struct dnssd_peer **out, size_t *n,
                       char *why, size_t whylen) BG_WUR;
 
