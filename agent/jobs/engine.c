@@ -116,6 +116,12 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 	if (s.committed + s.fill == 0) {
 		bool done = false;
 
+		/* The fleet's part is this download's (from byte 0) alone. */
+		s.rec.fleet_elections = s.rec.fleet_follows = s.rec.fleet_takeovers = 0;
+		if ((err = rec_set_str(&s.rec.fleet_role, NULL)) != 0 ||
+		    (err = rec_set_str(&s.rec.fleet_source, NULL)) != 0)
+			goto out;
+
 		err = s.cache ? try_store(r, &s, &done) : 0;
 		if (err == 0 && !done && peer_mode(&r->job, PEER_CACHING_CLIENT) &&
 		    s.held.url == NULL && s.committed + s.fill == 0 && run_has_peers(r)) {

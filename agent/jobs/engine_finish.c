@@ -357,12 +357,16 @@ finish_file(struct fsink *s)
 	}
 	/* Bytes are as trustworthy as the weakest fetch they came from: a
 	 * copy revalidated from the store keeps what its key said (a 304
-	 * under weaker checks weakens it); bytes from a peer came under a
-	 * policy this node does not know (peers do not say it yet). */
+	 * under weaker checks weakens it); bytes from a peer's finished entry
+	 * came under a policy this node does not know.  Bytes followed from
+	 * a fleet node came under one this job accepted (at least as strict
+	 * as its own, which is therefore what they can be said to be
+	 * fetched under): a download from byte 0 that followed took no
+	 * peer's entry (engine.c). */
 	file_fetch_policy(s, &a.fetch);
 	if (s->from_store && s->held.url != NULL)
 		fetch_policy_weaker(&a.fetch, &s->held.fetch);
-	if (s->rec.bytes_from_peers > 0)
+	if (s->rec.bytes_from_peers > 0 && s->rec.fleet_follows == 0)
 		a.fetch.known = false;
 	if (s->has_want && memcmp(a.sha, s->want, BG_SHA256_LEN) != 0) {
 		/* Not the content a peer described: none of it is kept, and the

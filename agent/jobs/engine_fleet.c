@@ -16,6 +16,7 @@
  * node asking for the original URL does not know (the miss BITS documents).
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,24 @@ struct fleet {
 
 enum follow_end { FOLLOW_DONE, FOLLOW_AGAIN, FOLLOW_LOST };
 
+/* BGCOPY_FLEET_TRACE=1: one line per poll answer and decision on stderr. */
+static void
+trace(const char *fmt, ...)
+{
+	static int on = -1;
+	va_list ap;
+
+	if (on < 0) {
+		const char *v = getenv("BGCOPY_FLEET_TRACE");
+		on = v != NULL && strcmp(v, "1") == 0;
+	}
+	if (!on)
+		return;
+	va_start(ap, fmt);
+	bg_vcomplain("bgcopy: fleet", fmt, ap);
+	va_end(ap);
+}
+
 static void
 view_clear(struct fleet_view *v)
 {
@@ -73,6 +92,13 @@ poll_all(struct fleet *f)
 	if ((err = peer_partial_poll(f->sh, &r->pc, peers, f->v.n, f->key, FLEET_POLL_MS,
 	                             f->v.poll)) != 0)
 		view_clear(&f->v);
+	for (size_t j = 0; j < f->v.n; j++) {
+		const struct peer_poll *q = &f->v.poll[j];
+
+		trace("poll %s: %s state %d available %" PRIu64 " node %.8s fetch %s",
+		      peers[j], q->err == 0 ? "ok" : q->why, q->p.state, q->p.available, q->p.node,
+		      q->p.fetch.known ? "known" : "unknown");
+	}
 	return err;
 }
 
@@ -140,6 +166,7 @@ elect(struct fleet *f)
 		which[n++] = j;
 	}
 	fleet_rank(nodes, n, f->key, order);
+	trace("elect among %zu: %.8s", n, nodes[order[0]]);
 	return which[order[0]] == (size_t)-2 ? -2 : (int)which[order[0]];
 }
 
@@ -328,9 +355,7 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 		return BG_ENOMEM;
 	}
 	f->candidate = may_publish(s) && r->ro->fleet_owner;
-	/* The counts and the part are the last attempt's. */
-	s->rec.fleet_elections = s->rec.fleet_follows = s->rec.fleet_takeovers = 0;
-	s->fleet_role = FLEET_ROLE_NONE;
+	s->fleet_role = FLEET_ROLE_NONE; /* the record's counts were reset by run_file */
 	for (unsigned round = 0; round <= FLEET_TAKEOVERS && err == 0 && !*done; round++) {
 		size_t owner = (size_t)-1; /* the elected node's index in r->peers */
 		int j;

@@ -169,6 +169,44 @@ def killed_takeover(t, o, A, B):
          json.dumps([(r.get("status"), r.get("range")) for r in o.log()])[:400])
 
 
+@case("fleet_owner_killed_one_successor_the_other_follows")
+def _(bg):
+    """A fetches, B and C follow; A (bgcopy and peerd) is killed midway: exactly one of B
+    and C fetches the rest from the origin (role owner, a takeover), the other follows it
+    (role follower), both outputs are right and the origin sent at most 1.5 x the size"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        A, B, C = Node(bg, o, "A"), Node(bg, o, "B"), Node(bg, o, "C")
+        A.peerd.__enter__()
+        try:
+            with B.peerd, C.peerd:
+                A.start_get(o, [B, C])
+                if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+                    return
+                B.start_get(o, [A, C])
+                C.start_get(o, [A, B])
+                if wait_partial(t, o, C.p, C.out, os.path.join(C.dir, "get"), 5 * MiB) is None:
+                    return
+                A.p.send_signal(signal.SIGKILL)
+                A.peerd.proc.send_signal(signal.SIGKILL)
+                A.peerd.proc.wait()
+                rb, rc_ = B.result(), C.result()
+                A.result()
+                expect_correct(t, B, o, *rb)
+                expect_correct(t, C, o, *rc_)
+                roles = sorted(((file0(r[1]).get("fleet") or {}).get("role") or "none")
+                               for r in (rb, rc_))
+                t.eq("roles of B and C after A died", roles, ["follower", "owner"])
+                t.note("B: " + json.dumps(file0(rb[1]).get("fleet")) + " C: "
+                       + json.dumps(file0(rc_[1]).get("fleet")))
+                sent = origin_body_bytes(o)
+                t.ok("origin sent at most 1.5 x the size", sent <= 1.5 * SIZE,
+                     f"{sent} bytes for {SIZE}")
+        finally:
+            if A.peerd.alive():
+                A.peerd.stop()
+
+
 @case("fleet_other_redirect_policy_not_followed")
 def _(bg):
     """A fetches under redirect-disallow, B's job allows silent redirects: B never takes A's
