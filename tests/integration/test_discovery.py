@@ -32,7 +32,11 @@ TOOL = 4 * MiB
 CASES, register = case_registry()
 
 
-def case(name, scenario, needs=()):
+def sanitized():
+    return os.environ.get("BGCOPY_SANITIZED", "").upper() in ("1", "ON", "TRUE", "YES")
+
+
+def case(name, scenario, needs=(), timed=False):
     """A case that runs SCENARIO through `harness --netns --json` and checks what it reports
     with FN(t, doc), which returns the nodes expected in the rows, in order."""
     def deco(fn):
@@ -43,6 +47,9 @@ def case(name, scenario, needs=()):
                                                                + ":/usr/sbin:/sbin")]
             if why:
                 print(f"  skip  network namespaces unavailable: {'; '.join(why)}", flush=True)
+                return SKIPPED
+            if timed and sanitized():
+                print("  skip  a timed many-node scenario: not in the sanitized build", flush=True)
                 return SKIPPED
             print(f"checks: scenario {scenario} in network namespaces", flush=True)
             p, doc = run_harness(scenario)
@@ -281,6 +288,51 @@ def daemon_live(t, doc):
     for what in ("discovery latency", "leave latency"):
         t.eq(f"{what}: measured for B", sorted(measured(doc, what)), ["B"])
     return ["A", "A", "B", "B"]
+
+
+
+
+def fleet_case(name, scenario):
+    """A fleet scenario (16 nodes, 256 MiB from a rate-limited origin): in the sanitized
+    build it is skipped, since its bounds are times of 16 nodes against one on two cores,
+    which under the sanitizers measure the sanitizers (test_fleet.py runs the same paths
+    there with two and three nodes)."""
+    return case(name, scenario, timed=True)
+
+
+def expect_fleet(t, doc, scenario, ratio_bound):
+    rows = [m for m in doc.get("measured") or [] if m.get("scenario") == scenario]
+    ratio = [m for m in rows if m.get("what", "").endswith("origin bytes / file size")]
+    t.eq("one measurement of origin bytes", len(ratio), 1)
+    for m in ratio:
+        t.ok(f"origin bytes / size {m.get('seconds')} <= {ratio_bound}",
+             isinstance(m.get("seconds"), (int, float)) and m["seconds"] <= ratio_bound,
+             m.get("detail"))
+    correct = [m for m in rows if m.get("what", "").endswith("every output correct")]
+    t.ok("every output correct", len(correct) == 1 and correct[0].get("ok") is True,
+         correct[0].get("detail") if correct else "no such row")
+    return []
+
+
+@fleet_case("netns_fleet", "fleet")
+def fleet(t, doc):
+    """16 nodes get one 256 MiB file at once from an origin sending 16 MiB/s per connection:
+    every output correct, the origin sends at most 1.1 x the file, the last node is done
+    within 1.5 x the time one node alone takes"""
+    rows = [m for m in doc.get("measured") or [] if "first start to last end" in m.get("what", "")]
+    t.ok("the time bound was measured", len(rows) == 1 and rows[0].get("bound") is not None,
+         json.dumps(rows))
+    return expect_fleet(t, doc, "fleet", 1.1)
+
+
+@fleet_case("netns_fleet_owner_dies", "fleet-owner-dies")
+def fleet_owner_dies(t, doc):
+    """the fleet of 16, and the node fetching from the origin is killed at half the file:
+    every other output correct, the origin sends at most 2.1 x the file"""
+    killed = [m for m in doc.get("measured") or [] if "owner was killed" in m.get("what", "")]
+    t.ok("the owner was found and killed", len(killed) == 1 and killed[0].get("ok") is True,
+         json.dumps(killed))
+    return expect_fleet(t, doc, "fleet-owner-dies", 2.1)
 
 
 if __name__ == "__main__":
