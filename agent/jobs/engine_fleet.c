@@ -158,8 +158,8 @@ elect(struct fleet *f)
 
 		if (q->err != 0 || q->p.node[0] == '\0' || !acceptable(f, &q->p, true))
 			continue;
-		if (q->p.state != STORE_INFLIGHT_WANT && q->p.state != STORE_INFLIGHT_PEER)
-			continue;
+		if (q->p.state != STORE_INFLIGHT_WANT)
+			continue; /* candidates say so: a follower or a node that may not own is not one */
 		if (strcmp(q->p.node, f->self) == 0)
 			continue; /* ourselves under another address */
 		nodes[n] = q->p.node;
@@ -228,11 +228,25 @@ follow(struct fleet *f, size_t j, enum follow_end *end)
 		peer_partial_clear(&want);
 		return err;
 	}
+	int64_t last_growth = bg_mono_ms();
+
 	for (;;) {
 		uint64_t off = s->committed + s->fill, min = FLEET_FOLLOW_MIN;
 		struct peer_partial got;
 		int serr = 0;
 
+		if (run_stopping(r)) {
+			err = BG_ECANCELED;
+			break;
+		}
+		if (want.final && off > want.available) {
+			/* Its content is shorter than what came from elsewhere: not
+			 * the same file (the whole-file digest will say which). */
+			note(f, i, PEER_LOOKUP_STALE, "its copy is shorter than the bytes already here");
+			f->excluded[i] = true;
+			*end = FOLLOW_AGAIN;
+			break;
+		}
 		if (want.final && off == want.available) {
 			/* Whole: the digest the node signed decides (finish_file). */
 			note(f, i, PEER_LOOKUP_HIT, "followed as it arrived");
@@ -242,14 +256,19 @@ follow(struct fleet *f, size_t j, enum follow_end *end)
 				break;
 			err = finish_file(s);
 			if (err == 0 && r->out.hr != HR_S_OK) {
+				/* Not the content the job expects: never this node again,
+				 * and no digest of its to judge the next source by. */
 				note(f, i, PEER_LOOKUP_REJECTED, r->out.message);
 				job_outcome_clear(&r->out);
+				f->excluded[i] = true;
+				s->has_want = false;
 				err = restart_file(s);
 				break;
 			}
 			if (err == BG_EDIGEST) {
 				note(f, i, PEER_LOOKUP_REJECTED, "the content does not match its digest");
 				f->excluded[i] = true;
+				s->has_want = false;
 				err = restart_file(s);
 				break;
 			}
@@ -257,14 +276,15 @@ follow(struct fleet *f, size_t j, enum follow_end *end)
 				*end = FOLLOW_DONE;
 			break;
 		}
-		if (want.total >= 0 && (uint64_t)want.total - off < min)
+		if (want.total >= 0 && (uint64_t)want.total >= off && (uint64_t)want.total - off < min)
 			min = (uint64_t)want.total - off;
 		s->from_peer = true;
 		err = peer_partial_get(f->sh, &r->pc, r->peers[i], f->key, &want, off,
 		                       FLEET_STALL_MS, min, f->sink, &serr, &got, why, sizeof(why));
 		s->from_peer = false;
 		if (err == 0) {
-			bool grew = got.available > want.available || got.final;
+			bool grew = got.available > want.available || (got.final && !want.final) ||
+			            s->committed + s->fill > off;
 
 			if (got.final || strcmp(got.etag, want.etag) != 0) {
 				peer_partial_clear(&want);
@@ -275,9 +295,13 @@ follow(struct fleet *f, size_t j, enum follow_end *end)
 				want.state = got.state;
 				peer_partial_clear(&got);
 			}
-			if (want.state == -1 || (!grew && s->committed + s->fill == off)) {
-				/* Its writer is gone, or nothing came within the wait:
-				 * somebody else must fetch the rest. */
+			if (grew)
+				last_growth = bg_mono_ms();
+			if (want.state == -1 ||
+			    (!grew && bg_mono_ms() - last_growth >= FLEET_STALL_MS)) {
+				/* Its writer is gone, or nothing came for FLEET_STALL_MS
+				 * (whatever wait its peerd grants): somebody else must
+				 * fetch the rest. */
 				note(f, i, PEER_LOOKUP_FAILED, want.state == -1
 				                                   ? "its download stopped there"
 				                                   : "its download made no progress");
@@ -286,6 +310,12 @@ follow(struct fleet *f, size_t j, enum follow_end *end)
 				err = 0;
 				break;
 			}
+			if (!grew)
+				sleep_ms(FLEET_WATCH_MS); /* a peerd that waits less than asked */
+			continue;
+		}
+		if (err == BG_EBUSY && bg_mono_ms() - last_growth < FLEET_STALL_MS) {
+			sleep_ms(1000); /* 503, Retry-After: 1: busy, not gone */
 			continue;
 		}
 		if (err == BG_EAGAIN) {
@@ -356,12 +386,22 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 	}
 	f->candidate = may_publish(s) && r->ro->fleet_owner;
 	s->fleet_role = FLEET_ROLE_NONE; /* the record's counts were reset by run_file */
+	unsigned iterations = 0;
+
 	for (unsigned round = 0; round <= FLEET_TAKEOVERS && err == 0 && !*done; round++) {
 		size_t owner = (size_t)-1; /* the elected node's index in r->peers */
 		int j;
 
-		if ((err = poll_all(f)) != 0)
+		/* Rounds that are not takeovers (somebody started meanwhile) do
+		 * not count as such, but every round counts here. */
+		if (++iterations > FLEET_ROUNDS_MAX)
 			break;
+		if (run_stopping(r)) {
+			err = BG_ECANCELED;
+			break;
+		}
+		if (poll_all(f) != 0)
+			break; /* no fleet this time: the origin */
 		if ((j = best_source(f)) >= 0) {
 			if ((err = follow(f, (size_t)j, &end)) == 0 && end == FOLLOW_DONE)
 				*done = true;
@@ -372,14 +412,19 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 			if (!someone_wants(f))
 				break;
 		} else {
-			if (!intent) {
-				if ((err = fleet_publish(s, STORE_INFLIGHT_WANT)) != 0)
-					break;
-				intent = true;
-				s->rec.fleet_elections++;
-			}
+			/* The intent, at every election: only nodes that want the
+			 * URL now are candidates (a follower is not, until it says
+			 * so again). */
+			if ((err = fleet_publish(s, STORE_INFLIGHT_WANT)) != 0)
+				break;
+			intent = true;
+			s->rec.fleet_elections++;
 			sleep_ms(FLEET_SETTLE_MS);
-			if ((err = poll_all(f)) != 0)
+			if (run_stopping(r)) {
+				err = BG_ECANCELED;
+				break;
+			}
+			if (poll_all(f) != 0)
 				break;
 			if ((j = best_source(f)) >= 0) {
 				round--; /* not a takeover: somebody started meanwhile */
@@ -402,7 +447,7 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 				err = BG_ECANCELED;
 				break;
 			}
-			if ((err = poll_all(f)) != 0)
+			if (poll_all(f) != 0)
 				break;
 			started = best_source(f) >= 0;
 		}

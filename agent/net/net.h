@@ -300,7 +300,8 @@ int peer_partial_poll(CURLSH *sh, const struct peer_config *pc, const char *cons
  * answer's description (clear it).  0: answered (a 416 means nothing new
  * within the wait; got->available says where the peer is); BG_EAGAIN: the
  * incarnation changed (412) or the entry is another one (ETag); BG_ENOENT:
- * gone; BG_EIO / BG_EPROTO: the peer failed; a sink's error in *sink_err. */
+ * gone; BG_EBUSY: 503 (too many waiting, try again in a second); BG_EIO /
+ * BG_EPROTO: the peer failed; a sink's error in *sink_err. */
 int peer_partial_get(CURLSH *sh, const struct peer_config *pc, const char *peer,
                      const char *key, const struct peer_partial *want, uint64_t offset,
                      unsigned wait_ms, uint64_t min, const struct origin_sink *sink,

@@ -261,6 +261,8 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		x->status = status;
 		xfer_reset_fields(x);
 		x->described = false;
+		x->parse_err = 0;
+		peer_partial_clear(&x->got);
 		return n;
 	}
 	if (n <= 2) {
@@ -357,8 +359,16 @@ peer_partial_poll(CURLSH *sh, const struct peer_config *pc, const char *const *p
 			break;
 		}
 		if ((err = peer_prepare(es[i], pc, peers[i], PEER_PATH_PARTIAL, key, "HEAD", NULL,
-		                        &hs[i], xs[i].request_auth)) != 0)
-			break;
+		                        &hs[i], xs[i].request_auth)) != 0) {
+			if (err == BG_ENOMEM)
+				break;
+			/* This peer cannot be asked (a name too long): the others can. */
+			snprintf(out[i].why, sizeof(out[i].why), "%s", bg_strerror(err));
+			curl_easy_cleanup(es[i]);
+			es[i] = NULL;
+			err = 0;
+			continue;
+		}
 		curl_easy_setopt(es[i], CURLOPT_NOBODY, 1L);
 		curl_easy_setopt(es[i], CURLOPT_HEADERFUNCTION, on_header);
 		curl_easy_setopt(es[i], CURLOPT_HEADERDATA, &xs[i]);
@@ -480,6 +490,10 @@ peer_partial_get(CURLSH *sh, const struct peer_config *pc, const char *peer, con
 	if (x.status == 404) {
 		snprintf(why, whylen, "not found");
 		return BG_ENOENT;
+	}
+	if (x.status == 503) {
+		snprintf(why, whylen, "HTTP 503: busy");
+		return BG_EBUSY;
 	}
 	if (x.parse_err == BG_EACCES) {
 		snprintf(why, whylen, "the answer is not signed with the peer key");

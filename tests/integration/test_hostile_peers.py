@@ -162,6 +162,11 @@ class FakePeer(LoopbackServer):
                 k, _, v = line.partition(":")
                 headers[k.strip().lower()] = v.strip()
             rq = Request(s, parts[0], parts[1], headers)
+            if rq.target.startswith(("/v1/pieces", "/v1/partial")):
+                # A content-only peer (an older peerd): no piece list, no download in
+                # progress, so fakes never make a swarm nor a fleet.
+                rq.send(head_block(404, "Not Found", [("Content-Length", "0"), ("Connection", "close")]))
+                return
             with self._lock:
                 self.requests.append((rq.method, rq.h("range")))
                 self.auths.append(rq.h("x-bgcopy-auth"))
