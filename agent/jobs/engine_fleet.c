@@ -468,9 +468,15 @@ out:
 		if (s->fleet_role == FLEET_ROLE_FOLLOWER)
 			s->rec.fleet_takeovers++;
 		s->fleet_role = FLEET_ROLE_OWNER;
+		/* Bytes followed are checked only by the whole file's digest the
+		 * followed node signs at the end; the origin's rest would never
+		 * be: from the origin, everything comes from the origin. */
+		if (s->rec.bytes_from_peers > 0 && (err = restart_file(s)) != 0)
+			goto done;
 		if ((err = rec_set_str(&s->rec.fleet_role, "owner")) == 0 && s->publish)
 			err = fleet_publish(s, STORE_INFLIGHT_ORIGIN);
 	}
+done:
 	view_clear(&f->v);
 	free(f);
 	return err;
