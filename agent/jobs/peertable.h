@@ -14,7 +14,7 @@
 #include "net.h"
 
 #define PEER_TABLE_MAX 64          /* peers listed at once */
-#define PEER_TABLE_BROWSE_MS 250   /* the one-shot mDNS browse's bound: a get adds at most ~300 ms */
+#define PEER_TABLE_BROWSE_MS 250   /* the one-shot mDNS browse's bound: a get with no peer adds at most ~300 ms; resolves of peers found may take DNSSD_RESOLVE_GRACE x more */
 #define PEER_TABLE_DNS_TTL 60      /* seconds a DNS name's addresses are kept (live table) */
 
 enum peer_source { PEER_SRC_OPTION, PEER_SRC_STATIC, PEER_SRC_DNS, PEER_SRC_MDNS };

@@ -159,19 +159,20 @@ dnssd_browse_once(unsigned timeout_ms, unsigned flags, struct dnssd_peer **out, 
 	 * cache it waits for answers from the network until the time is up. */
 	bool first = (flags & DNSSD_FIRST_CACHED) != 0;
 
-	/* Services already browsed but still resolving at the deadline, with no
-	 * peer on another machine resolved yet, get up to DNSSD_RESOLVE_GRACE
-	 * more: on a busy machine (many downloads starting at once)
-	 * avahi-daemon answers the resolves late, and a download cut off here
-	 * asks no peer at all.  With nothing browsed, or a peer in hand, the
-	 * deadline stands: a node alone pays no more, and a stale entry of a
-	 * machine gone costs nothing once another peer answered. */
+	/* Services already browsed but still resolving at the deadline get up
+	 * to DNSSD_RESOLVE_GRACE more: on a busy machine (many downloads
+	 * starting at once) avahi-daemon answers the resolves late, and a
+	 * download that sees only some of its peers may elect itself to
+	 * fetch what another already fetches (the fleet: one origin copy per
+	 * view).  With nothing browsed the deadline stands, so a node alone
+	 * pays no more; a stale entry of a machine gone without a goodbye
+	 * costs every download up to the grace until avahi-daemon drops it. */
 	int64_t hard = deadline + DNSSD_RESOLVE_GRACE * (int64_t)timeout_ms;
 
 	while (!o.failed && !o.nomem &&
 	       !((o.all_for_now || (first && o.cache_exhausted && o.remote > 0)) && o.pending == 0)) {
 		int64_t now = bg_mono_ms();
-		int64_t left = (o.pending > 0 && o.remote == 0 ? hard : deadline) - now;
+		int64_t left = (o.pending > 0 ? hard : deadline) - now;
 
 		if (left <= 0 || avahi_simple_poll_iterate(o.sp, (int)left) != 0)
 			break;
