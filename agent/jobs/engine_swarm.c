@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine_int.h"
 
@@ -168,6 +169,24 @@ source_kill(struct swarm_state *st, int src)
 	}
 }
 
+/* The time a request to source c is signed with.  A peer takes each
+ * signature once, and the signature of a range does not cover the range:
+ * every request to a peer for this entry gets a time of its own, from
+ * SWARM_T_SPREAD seconds in the past up (within the peer's window of
+ * PEER_AUTH_WINDOW), never one used before in this file.  Once ahead of
+ * the clock by SWARM_T_SPREAD it is a time the peer refuses: the source
+ * then fails and the others (or the origin) take its pieces. */
+#define SWARM_T_SPREAD (PEER_AUTH_WINDOW - 10)
+static int64_t
+request_time(struct swarm_src *c)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	if (c->next_t < now - SWARM_T_SPREAD)
+		c->next_t = now - SWARM_T_SPREAD;
+	return c->next_t++;
+}
+
 static int
 start_requests(struct swarm_state *st, CURLSH *sh)
 {
@@ -197,7 +216,8 @@ start_requests(struct swarm_state *st, CURLSH *sh)
 			return BG_ENOMEM;
 		}
 		if ((err = peer_range_new(sh, &st->r->pc, st->r->peers[h->peer], st->key, h->ent, first,
-		                          last, x->buf, &x->pr)) != 0) {
+		                          last, x->buf, request_time(&st->w.src[q[i].src]),
+		                          &x->pr)) != 0) {
 			xfer_release(st, x);
 			xfer_drop(st, x);
 			return err;

@@ -260,11 +260,15 @@ int peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const
  * (last - first + 1 bytes).  peer_range_done maps the transfer's end: 0
  * when the whole span came, BG_EPROTO when the answer was not the span of
  * the entry, BG_EIO when it broke off (why says how).  peer_range_free
- * removes the handle from m (may be NULL) first. */
+ * removes the handle from m (may be NULL) first.  t: the time the request
+ * is signed with (0: now).  A peer accepts a signature once (its replay
+ * set) and the signature covers method, path, key and t, not the range:
+ * many ranges of one entry at one peer need distinct times (within
+ * PEER_AUTH_WINDOW of the peer's clock). */
 struct peer_range;
 int peer_range_new(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
                    const struct peer_entry *want, uint64_t first, uint64_t last,
-                   unsigned char *buf, struct peer_range **out) BG_WUR;
+                   unsigned char *buf, int64_t t, struct peer_range **out) BG_WUR;
 CURL *peer_range_easy(struct peer_range *r);
 int peer_range_done(struct peer_range *r, CURLcode rc, char *why, size_t whylen) BG_WUR;
 void peer_range_free(struct peer_range *r, CURLM *m);

@@ -160,6 +160,15 @@ peer_prepare(CURL *e, const struct peer_config *pc, const char *peer, const char
              const char *key, const char *method, const char *const *extra,
              struct curl_slist **headers, char request_auth[PEER_AUTH_VALUE_MAX])
 {
+	return peer_prepare_at(e, pc, peer, path, key, method, extra, headers, request_auth,
+	                       (int64_t)time(NULL));
+}
+
+int
+peer_prepare_at(CURL *e, const struct peer_config *pc, const char *peer, const char *path,
+                const char *key, const char *method, const char *const *extra,
+                struct curl_slist **headers, char request_auth[PEER_AUTH_VALUE_MAX], int64_t when)
+{
 	char *esc = curl_easy_escape(e, key, 0);
 	char url[URL_MAX * 3 + 300], auth[PEER_AUTH_VALUE_MAX + 32], value[PEER_AUTH_VALUE_MAX];
 	struct curl_slist *h = NULL, *t;
@@ -172,8 +181,8 @@ peer_prepare(CURL *e, const struct peer_config *pc, const char *peer, const char
 	if (n < 0 || (size_t)n >= sizeof(url))
 		return BG_ELIMIT;
 	if (pc->keylen > 0) {
-		if ((err = peer_auth_sign(pc->key, pc->keylen, method, path, key,
-		                          (int64_t)time(NULL), value, sizeof(value))) != 0)
+		if ((err = peer_auth_sign(pc->key, pc->keylen, method, path, key, when, value,
+		                          sizeof(value))) != 0)
 			return err;
 		snprintf(auth, sizeof(auth), "%s: %s", PEER_AUTH_HEADER, value);
 		snprintf(request_auth, PEER_AUTH_VALUE_MAX, "%s", value);
@@ -347,7 +356,7 @@ range_data(void *arg, const void *p, size_t len)
 int
 peer_range_new(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
                const struct peer_entry *want, uint64_t first, uint64_t last, unsigned char *buf,
-               struct peer_range **out)
+               int64_t t, struct peer_range **out)
 {
 	struct peer_range *r;
 	char range[64];
@@ -374,8 +383,8 @@ peer_range_new(CURLSH *sh, const struct peer_config *pc, const char *peer, const
 		free(r);
 		return BG_ENOMEM;
 	}
-	if ((err = peer_prepare(r->e, pc, peer, PEER_PATH_CONTENT, key, "GET", NULL, &r->h,
-	                        r->x.request_auth)) != 0) {
+	if ((err = peer_prepare_at(r->e, pc, peer, PEER_PATH_CONTENT, key, "GET", NULL, &r->h,
+	                           r->x.request_auth, t != 0 ? t : (int64_t)time(NULL))) != 0) {
 		curl_easy_cleanup(r->e);
 		free(r);
 		return err;
