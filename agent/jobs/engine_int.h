@@ -221,7 +221,6 @@ struct swarm_src {
 	double rate;        /* EWMA of bytes/s, 0: not known yet */
 	uint64_t queued;    /* bytes asked and not yet in */
 	uint64_t bytes;     /* verified bytes it sent */
-	int64_t next_t;     /* swarm_run: the time the next request is signed with */
 };
 enum swarm_slot_state { SWARM_EMPTY, SWARM_ASKED, SWARM_HAVE };
 struct swarm_slot {

@@ -9,6 +9,7 @@
  * never a race) and its pieces are asked elsewhere.
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,22 +170,25 @@ source_kill(struct swarm_state *st, int src)
 	}
 }
 
-/* The time a request to source c is signed with.  A peer takes each
- * signature once, and the signature of a range does not cover the range:
- * every request to a peer for this entry gets a time of its own, from
- * SWARM_T_SPREAD seconds in the past up (within the peer's window of
- * PEER_AUTH_WINDOW), never one used before in this file.  Once ahead of
- * the clock by SWARM_T_SPREAD it is a time the peer refuses: the source
- * then fails and the others (or the origin) take its pieces. */
+/* The time a request is signed with.  A peer takes each signature once,
+ * and the signature of a range does not cover the range: every request of
+ * this process gets a time of its own, from SWARM_T_SPREAD seconds in the
+ * past up (within the peer's window of PEER_AUTH_WINDOW), never one handed
+ * out before (a later attempt, another job's swarm).  Once ahead of the
+ * clock by SWARM_T_SPREAD it is a time peers refuse: the source then fails
+ * and the others, or the origin, take its pieces. */
 #define SWARM_T_SPREAD (PEER_AUTH_WINDOW - 10)
-static int64_t
-request_time(struct swarm_src *c)
-{
-	int64_t now = (int64_t)time(NULL);
+static _Atomic int64_t swarm_next_t;
 
-	if (c->next_t < now - SWARM_T_SPREAD)
-		c->next_t = now - SWARM_T_SPREAD;
-	return c->next_t++;
+static int64_t
+request_time(void)
+{
+	int64_t now = (int64_t)time(NULL), t = atomic_load(&swarm_next_t), want;
+
+	do {
+		want = t < now - SWARM_T_SPREAD ? now - SWARM_T_SPREAD : t;
+	} while (!atomic_compare_exchange_weak(&swarm_next_t, &t, want + 1));
+	return want;
 }
 
 static int
@@ -216,7 +220,7 @@ start_requests(struct swarm_state *st, CURLSH *sh)
 			return BG_ENOMEM;
 		}
 		if ((err = peer_range_new(sh, &st->r->pc, st->r->peers[h->peer], st->key, h->ent, first,
-		                          last, x->buf, request_time(&st->w.src[q[i].src]),
+		                          last, x->buf, request_time(),
 		                          &x->pr)) != 0) {
 			xfer_release(st, x);
 			xfer_drop(st, x);
