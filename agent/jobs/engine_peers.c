@@ -340,8 +340,8 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 	if (nh >= 2) {
 		bool ran = false;
 
-		for (size_t k = 0; k < nh; k++)
-			note_peer_lookup(s, key, h[k].peer, PEER_LOOKUP_HIT, NULL);
+		/* The holders' results are noted by the swarm as it ends (a
+		 * holder dropped for a bad piece is "rejected", not a hit). */
 		err = try_swarm(r, s, sink, key, h, nh, &ran, done);
 		if (ran || err != 0)
 			goto out;
@@ -353,8 +353,7 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 
 		if (!valid[i])
 			continue;
-		if (nh < 2)
-			note_peer_lookup(s, key, i, PEER_LOOKUP_HIT, NULL);
+		note_peer_lookup(s, key, i, PEER_LOOKUP_HIT, NULL);
 		s->from_peer = true;
 		s->has_want = true;
 		memcpy(s->want, ents[i].sha256, BG_SHA256_LEN);

@@ -404,6 +404,11 @@ swarm_run(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 			break;
 		}
 	}
+	/* Every holder that was not dropped served (or could have served)
+	 * the file: a hit, noted after the misses and rejections. */
+	for (size_t i = 0; i < nh; i++)
+		if (!st.w.src[i].dead)
+			note_peer_lookup(s, key, h[i].peer, PEER_LOOKUP_HIT, NULL);
 	while (st.xs != NULL)
 		xfer_drop(&st, st.xs);
 	for (size_t i = 0; i < SWARM_WINDOW; i++)
