@@ -211,6 +211,22 @@ note_peer_results(struct run *r, const struct fsink *s)
 	}
 }
 
+static bool
+same_str(const char *a, const char *b)
+{
+	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+/* Whether two peers describe the same entry: content, size and the
+ * origin's validators. */
+static bool
+same_entry(const struct peer_entry *a, const struct peer_entry *b)
+{
+	return a->has_sha && b->has_sha && a->size == b->size &&
+	       memcmp(a->sha256, b->sha256, BG_SHA256_LEN) == 0 &&
+	       same_str(a->origin_etag, b->origin_etag) && same_str(a->last_modified, b->last_modified);
+}
+
 /* The piece list of the entry sha from the first holder that has it,
  * whole (one digest per piece), or NULL. */
 static unsigned char *
@@ -321,6 +337,12 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 			err = 0;
 			continue;
 		}
+		/* An entry like one the origin confirmed already is not asked
+		 * about again: one HEAD at the origin for every holder. */
+		for (size_t j = 0; j < i && !valid[i]; j++)
+			valid[i] = valid[j] && same_entry(&ents[i], &ents[j]);
+		if (valid[i])
+			continue;
 		if (!peer_entry_valid(r, s, headers, &ents[i], why, sizeof(why))) {
 			note_peer_lookup(s, key, i, PEER_LOOKUP_STALE, why);
 			peer_entry_clear(&ents[i]);

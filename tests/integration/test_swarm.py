@@ -194,7 +194,10 @@ def share_among_three(bg, keyed):
         D = Node(bg, o, "D", key)
         with hs[0].peerd, hs[1].peerd, hs[2].peerd:
             before = [served(h) for h in hs]
+            heads = len([r for r in o.log() if r.get("method") == "HEAD"])
             f = D.get(t, o, [h.peer for h in hs])
+            t.eq("D: one HEAD at the origin confirms the holders' common entry",
+                 len([r for r in o.log() if r.get("method") == "HEAD"]) - heads, 1)
             t.eq("D: bytes_from_peers", f.get("bytes_from_peers"), SIZE)
             t.eq("D: bytes_from_origin", f.get("bytes_from_origin"), 0)
             for h, b in zip(hs, before):
