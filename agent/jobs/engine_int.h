@@ -209,6 +209,67 @@ bool fleet_applies(struct run *r, struct fsink *s);
  * elected owner), resuming from what came in. */
 int try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *done) BG_WUR;
 
+/* ---- Many peers at once (engine_swarm.c) ------------------------------------
+ * A complete entry that several peers hold is taken from all of them, piece
+ * by piece (a piece is a store chunk), each piece checked against the piece
+ * list of the entry before it is kept (doc/fleet-design.md 3.5). */
+#define SWARM_WINDOW 32     /* pieces ahead of the committed head (8 MiB of buffers) */
+#define SWARM_SPAN 4        /* consecutive pieces per request (about 1 MiB) */
+#define PEER_CONNECTIONS 2  /* requests at once per peer */
+struct swarm_src {
+	bool dead;          /* sent a bad piece or failed: not asked again for this file */
+	unsigned conns;     /* requests outstanding */
+	double rate;        /* EWMA of bytes/s, 0: not known yet */
+	uint64_t queued;    /* bytes asked and not yet in */
+	uint64_t bytes;     /* verified bytes it sent */
+};
+enum swarm_slot_state { SWARM_EMPTY, SWARM_ASKED, SWARM_HAVE };
+struct swarm_slot {
+	enum swarm_slot_state st;
+	int src;                /* ASKED, HAVE: the sender */
+	unsigned char *buf;     /* HAVE: the verified piece (owned) */
+	size_t len;
+};
+struct swarm {
+	struct swarm_src src[JOB_PEERS_MAX];
+	size_t nsrc;
+	uint64_t size;          /* of the entry */
+	uint64_t npieces;       /* ceil(size / STORE_PIECE_BYTES) */
+	uint64_t head;          /* the first piece not yet given to the sink */
+	struct swarm_slot win[SWARM_WINDOW]; /* win[i]: piece head + i */
+};
+/* One request swarm_plan decides: pieces first .. first + count - 1 from src. */
+struct swarm_req {
+	int src;
+	uint64_t first;
+	unsigned count;
+};
+/* The bytes of piece i of the entry (the last one may be short). */
+size_t swarm_piece_len(const struct swarm *w, uint64_t i);
+/* Pure: what to ask next.  Empty pieces of the window, lowest first, in
+ * runs of up to SWARM_SPAN, each run to the live source with a free
+ * connection (PEER_CONNECTIONS) and the earliest estimated finish
+ * ((queued + run bytes) / rate; an unknown rate counts as the mean of the
+ * known ones).  The pieces become ASKED and the source's conns and queued
+ * grow.  Returns the number of requests written to out (at most max). */
+size_t swarm_plan(struct swarm *w, struct swarm_req *out, size_t max);
+/* A holder of the entry for swarm_run: its index in r->peers. */
+struct swarm_holder {
+	size_t peer;
+	const struct peer_entry *ent;
+};
+/* Takes the entry from every holder at once into sink, from s->committed
+ * (a chunk boundary), each piece checked against digests (one per piece).
+ * *done when every byte went to the sink (the caller flushes the last
+ * chunk and finishes the file); otherwise what was committed stays and the
+ * caller goes on with another source. */
+int swarm_run(struct run *r, struct fsink *s, const struct origin_sink *sink, const char *key,
+              const struct swarm_holder *h, size_t nh, const unsigned char *digests,
+              bool *done) BG_WUR;
+/* Notes a lookup of peer i of the run in the file's record (engine_peers.c). */
+void note_peer_lookup(struct fsink *s, const char *key, size_t i, enum peer_lookup_result result,
+                      const char *detail);
+
 /* ---- Finishing a file (engine_finish.c) ------------------------------------ */
 /* Whether the job was made with credentials (a user, an Authorization or
  * Cookie header): its content is never offered to peers. */

@@ -131,8 +131,8 @@ out:
 	return ok;
 }
 
-static void
-note_lookup(struct fsink *s, const char *key, size_t i, enum peer_lookup_result result,
+void
+note_peer_lookup(struct fsink *s, const char *key, size_t i, enum peer_lookup_result result,
             const char *detail)
 {
 	struct peer_lookup l = {.result = result};
@@ -211,12 +211,112 @@ note_peer_results(struct run *r, const struct fsink *s)
 	}
 }
 
+static bool
+same_str(const char *a, const char *b)
+{
+	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
+}
+
+/* Whether two peers describe the same entry: content, size and the
+ * origin's validators. */
+static bool
+same_entry(const struct peer_entry *a, const struct peer_entry *b)
+{
+	return a->has_sha && b->has_sha && a->size == b->size &&
+	       memcmp(a->sha256, b->sha256, BG_SHA256_LEN) == 0 &&
+	       same_str(a->origin_etag, b->origin_etag) && same_str(a->last_modified, b->last_modified);
+}
+
+/* The piece list of the entry sha from the first holder that has it,
+ * whole (one digest per piece), or NULL. */
+static unsigned char *
+swarm_list(struct run *r, CURLSH *e, const char *key, const struct swarm_holder *h, size_t nh,
+           uint64_t npieces)
+{
+	for (size_t i = 0; i < nh; i++) {
+		unsigned char *all = malloc(npieces * BG_SHA256_LEN + 1), *d = NULL;
+		uint64_t have = 0, count, known;
+		unsigned char sha[BG_SHA256_LEN];
+		char why[256];
+		bool final;
+
+		if (all == NULL)
+			return NULL;
+		while (have < npieces &&
+		       peer_pieces_get(e, &r->pc, r->peers[h[i].peer], key, have, &d, &count, &known,
+		                       &final, sha, why, sizeof(why)) == 0) {
+			bool ok = final && known == npieces && count > 0 && have + count <= npieces &&
+			          memcmp(sha, h[i].ent->sha256, BG_SHA256_LEN) == 0;
+
+			if (ok)
+				memcpy(all + have * BG_SHA256_LEN, d, count * BG_SHA256_LEN);
+			free(d);
+			d = NULL;
+			if (!ok)
+				break;
+			have += count;
+		}
+		if (have == npieces)
+			return all;
+		free(all);
+	}
+	return NULL;
+}
+
+/* The file from every holder at once (engine_swarm.c).  *ran when the
+ * swarm took over: the single-peer path is then not tried. */
+static int
+try_swarm(struct run *r, struct fsink *s, const struct origin_sink *sink, const char *key,
+          const struct swarm_holder *h, size_t nh, bool *ran, bool *done)
+{
+	CURLSH *e = origin_peer_share(r->o);
+	uint64_t npieces = (h[0].ent->size + STORE_PIECE_BYTES - 1) / STORE_PIECE_BYTES;
+	unsigned char *digests;
+	int err;
+
+	*ran = false;
+	if (npieces < 2 || s->fill != 0 || s->committed % STORE_PIECE_BYTES != 0 ||
+	    (digests = swarm_list(r, e, key, h, nh, npieces)) == NULL)
+		return 0;
+	*ran = true;
+	s->has_want = true;
+	memcpy(s->want, h[0].ent->sha256, BG_SHA256_LEN);
+	err = swarm_run(r, s, sink, key, h, nh, digests, done);
+	free(digests);
+	if (err != 0 || !*done) {
+		*done = false;
+		return err != 0 && run_propagated(err) ? err : 0;
+	}
+	/* The last, short piece is in the sink's buffer; then the whole
+	 * file's digest decides, as for one peer. */
+	*done = false;
+	s->from_peer = true;
+	err = flush_chunk(s);
+	s->from_peer = false;
+	if (err != 0)
+		return err;
+	err = finish_file(s);
+	if (err == 0 && r->out.hr != HR_S_OK) {
+		job_outcome_clear(&r->out);
+		return restart_file(s);
+	}
+	if (err == BG_EDIGEST)
+		return 0;
+	if (err == 0)
+		*done = true;
+	return err;
+}
+
 int
 try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const char *const *headers,
           bool *done)
 {
 	CURLSH *e = origin_peer_share(r->o);
 	char *key = s->rec.remote_url != NULL ? strdup(s->rec.remote_url) : NULL;
+	struct peer_entry ents[JOB_PEERS_MAX];
+	bool valid[JOB_PEERS_MAX];
+	struct swarm_holder h[JOB_PEERS_MAX];
+	size_t nh = 0;
 	int err = 0;
 
 	*done = false;
@@ -224,30 +324,63 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 		free(key);
 		return BG_ENOMEM;
 	}
-	for (size_t i = 0; i < r->npeers && !*done; i++) {
-		const char *peer = r->peers[i];
-		struct peer_entry ent;
+	memset(ents, 0, sizeof(ents));
+	memset(valid, 0, sizeof(valid));
+	/* Every peer is asked first: several holders of the same content
+	 * serve it together. */
+	for (size_t i = 0; i < r->npeers; i++) {
 		char why[384] = "";
-		int serr = 0;
 
-		err = peer_lookup(e, &r->pc, peer, key, &ent, why, sizeof(why));
+		err = peer_lookup(e, &r->pc, r->peers[i], key, &ents[i], why, sizeof(why));
 		if (err != 0) {
-			note_lookup(s, key, i, err == BG_ENOENT ? PEER_LOOKUP_MISS : PEER_LOOKUP_ERROR, why);
+			note_peer_lookup(s, key, i, err == BG_ENOENT ? PEER_LOOKUP_MISS : PEER_LOOKUP_ERROR, why);
 			err = 0;
 			continue;
 		}
-		if (!peer_entry_valid(r, s, headers, &ent, why, sizeof(why))) {
-			note_lookup(s, key, i, PEER_LOOKUP_STALE, why);
-			peer_entry_clear(&ent);
+		/* An entry like one the origin confirmed already is not asked
+		 * about again: one HEAD at the origin for every holder. */
+		for (size_t j = 0; j < i && !valid[i]; j++)
+			valid[i] = valid[j] && same_entry(&ents[i], &ents[j]);
+		if (valid[i])
+			continue;
+		if (!peer_entry_valid(r, s, headers, &ents[i], why, sizeof(why))) {
+			note_peer_lookup(s, key, i, PEER_LOOKUP_STALE, why);
+			peer_entry_clear(&ents[i]);
 			continue;
 		}
-		note_lookup(s, key, i, PEER_LOOKUP_HIT, NULL);
+		valid[i] = true;
+	}
+	/* The holders of the first valid entry's content. */
+	for (size_t i = 0; i < r->npeers; i++) {
+		if (valid[i] && (nh == 0 || (ents[i].size == h[0].ent->size &&
+		                             memcmp(ents[i].sha256, h[0].ent->sha256, BG_SHA256_LEN) == 0))) {
+			h[nh].peer = i;
+			h[nh].ent = &ents[i];
+			nh++;
+		}
+	}
+	if (nh >= 2) {
+		bool ran = false;
+
+		/* The holders' results are noted by the swarm as it ends (a
+		 * holder dropped for a bad piece is "rejected", not a hit). */
+		err = try_swarm(r, s, sink, key, h, nh, &ran, done);
+		if (ran || err != 0)
+			goto out;
+	}
+	for (size_t i = 0; i < r->npeers && !*done; i++) {
+		const char *peer = r->peers[i];
+		char why[384] = "";
+		int serr = 0;
+
+		if (!valid[i])
+			continue;
+		note_peer_lookup(s, key, i, PEER_LOOKUP_HIT, NULL);
 		s->from_peer = true;
 		s->has_want = true;
-		memcpy(s->want, ent.sha256, BG_SHA256_LEN);
-		err = peer_fetch(e, &r->pc, peer, key, &ent, s->committed + s->fill, sink, &serr, why,
+		memcpy(s->want, ents[i].sha256, BG_SHA256_LEN);
+		err = peer_fetch(e, &r->pc, peer, key, &ents[i], s->committed + s->fill, sink, &serr, why,
 		                 sizeof(why));
-		peer_entry_clear(&ent);
 		if (err == 0) {
 			/* The last, partial chunk is the peer's too; then the
 			 * digest decides.  A peer whose bytes are not what it
@@ -257,12 +390,12 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 			err = finish_file(s);
 			if (err == 0 && r->out.hr != HR_S_OK) {
 				/* Not whole after all: start over with the next source. */
-				note_lookup(s, key, i, PEER_LOOKUP_REJECTED, r->out.message);
+				note_peer_lookup(s, key, i, PEER_LOOKUP_REJECTED, r->out.message);
 				job_outcome_clear(&r->out);
 				if ((err = restart_file(s)) != 0)
 					break;
 			} else if (err == BG_EDIGEST) {
-				note_lookup(s, key, i, PEER_LOOKUP_REJECTED, "the content does not match its digest");
+				note_peer_lookup(s, key, i, PEER_LOOKUP_REJECTED, "the content does not match its digest");
 				err = 0;
 			} else if (err != 0) {
 				break;
@@ -275,7 +408,7 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 		} else {
 			/* Broken off: what came in whole is kept (checked at the end
 			 * against the digest), and the next source goes on from it. */
-			note_lookup(s, key, i, PEER_LOOKUP_FAILED, why);
+			note_peer_lookup(s, key, i, PEER_LOOKUP_FAILED, why);
 			err = serr == 0 || serr == BG_EPROTO ? flush_chunk(s) : 0;
 			if (err != 0 && run_propagated(err))
 				break;
@@ -288,7 +421,10 @@ try_peers(struct run *r, struct fsink *s, const struct origin_sink *sink, const 
 		}
 		s->from_peer = false;
 	}
+out:
 	s->from_peer = false;
+	for (size_t i = 0; i < r->npeers; i++)
+		peer_entry_clear(&ents[i]);
 	free(key);
 	return err;
 }

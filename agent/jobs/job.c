@@ -776,6 +776,7 @@ file_document(const struct file_rec *f)
 	    jset_int(d, "bytes_from_origin", (int64_t)f->bytes_from_origin) != 0 ||
 	    jset_int(d, "bytes_from_peers", (int64_t)f->bytes_from_peers) != 0 ||
 	    jset_int(d, "bytes_from_cache", (int64_t)f->bytes_from_cache) != 0 ||
+	    (f->bytes_rejected > 0 && jset_int(d, "bytes_rejected", (int64_t)f->bytes_rejected) != 0) ||
 	    jset_str(d, "cache_key", f->cache_key) != 0 || jset_str(d, "sha256", f->sha256) != 0 ||
 	    (f->fleet_role != NULL && jset(d, "fleet", fleet_json(f)) != 0) ||
 	    (f->has_cached && jset(d, "cached", json_boolean(f->cached)) != 0) ||

@@ -252,6 +252,7 @@ file_rec_decode(const json_t *o, struct file_rec *out)
 	out->done = jbool(o, "done");
 	out->bytes_from_origin = duint(o, "bytes_from_origin");
 	out->bytes_from_peers = duint(o, "bytes_from_peers");
+	out->bytes_rejected = duint(o, "bytes_rejected");
 	out->bytes_from_cache = duint(o, "bytes_from_cache");
 	out->fleet_elections = duint(o, "fleet_elections");
 	out->fleet_follows = duint(o, "fleet_follows");
@@ -564,6 +565,7 @@ put_file(json_t *o, const void *rec)
 	    (err = opt_bool(o, "crl_checked", f->crl_checked)) != 0 ||
 	    (err = opt_bool(o, "not_stored", f->not_stored)) != 0 ||
 	    (err = opt_int(o, "bytes_from_cache", (int64_t)f->bytes_from_cache)) != 0 ||
+	    (err = opt_int(o, "bytes_rejected", (int64_t)f->bytes_rejected)) != 0 ||
 	    (err = (f->has_cached ? put_bool(o, "cached", f->cached) : del(o, "cached"))) != 0 ||
 	    (err = opt_str(o, "cache_note", f->cache_note)) != 0 ||
 	    (err = opt_str(o, "fleet_role", f->fleet_role)) != 0 ||

@@ -83,6 +83,7 @@ struct file_rec {
 	uint64_t bytes_committed;
 	bool done;
 	uint64_t bytes_from_origin, bytes_from_peers, bytes_from_cache;
+	uint64_t bytes_rejected; /* peers' bytes thrown away: pieces not matching their digest */
 	/* The fleet (engine_fleet.c) in the last attempt: "owner" (fetched from
 	 * the origin after an election or alone with peers wanting it),
 	 * "follower" (took it as it arrived at fleet_source), or NULL. */

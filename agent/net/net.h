@@ -253,6 +253,38 @@ int peer_lookup(CURLSH *sh, const struct peer_config *pc, const char *peer, cons
 int peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
                const struct peer_entry *want, uint64_t offset, const struct origin_sink *sink,
                int *sink_err, char *why, size_t whylen) BG_WUR;
+/* One GET of bytes first..last of a complete entry (Range), to run in a
+ * curl multi handle (peer_range_easy) with others.  The answer is checked
+ * as peer_fetch checks it (same content SHA-256, signed with a key, a 206
+ * whose Content-Range is exactly the span); the body goes into buf
+ * (last - first + 1 bytes).  peer_range_done maps the transfer's end: 0
+ * when the whole span came, BG_EPROTO when the answer was not the span of
+ * the entry, BG_EIO when it broke off (why says how).  peer_range_free
+ * removes the handle from m (may be NULL) first.  t: the time the request
+ * is signed with (0: now).  A peer accepts a signature once (its replay
+ * set) and the signature covers method, path, key and t, not the range:
+ * many ranges of one entry at one peer need distinct times (within
+ * PEER_AUTH_WINDOW of the peer's clock). */
+struct peer_range;
+int peer_range_new(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
+                   const struct peer_entry *want, uint64_t first, uint64_t last,
+                   unsigned char *buf, int64_t t, struct peer_range **out) BG_WUR;
+CURL *peer_range_easy(struct peer_range *r);
+int peer_range_done(struct peer_range *r, CURLcode rc, char *why, size_t whylen) BG_WUR;
+void peer_range_free(struct peer_range *r, CURLM *m);
+/* GET /v1/pieces?url=key&from=from at peer: the digests of pieces from ..
+ * from + *count - 1 of the entry (PEER_PIECES_MAX at most per answer),
+ * *digests (caller frees; *count x BG_SHA256_LEN bytes), the total of
+ * pieces known there in *known, whether the list is the final one in
+ * *final and the content SHA-256 the list belongs to (the ETag) in sha.
+ * With a key the answer must be signed over its ETag, X-Bgcopy-Pieces and
+ * the SHA-256 of the body.  BG_ENOENT: no list (404, "none" included);
+ * BG_EPROTO / BG_EIO: the peer failed (why says how). */
+int peer_pieces_get(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
+                    uint64_t from, unsigned char **digests, uint64_t *count, uint64_t *known,
+                    bool *final, unsigned char sha[BG_SHA256_LEN], char *why,
+                    size_t whylen) BG_WUR;
+
 /* ---- Downloads in progress at peers (peerpart.c) --------------------------
  * The fleet's side of the peer protocol (peerd/README.md): what a peer has
  * of a URL while it is still arriving there (/v1/partial), taken as it

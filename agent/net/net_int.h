@@ -96,5 +96,10 @@ size_t sink_feed_write(char *p, size_t size, size_t nmemb, void *feed);
 int peer_prepare(CURL *e, const struct peer_config *pc, const char *peer, const char *path,
                  const char *key, const char *method, const char *const *extra,
                  struct curl_slist **headers, char request_auth[PEER_AUTH_VALUE_MAX]) BG_WUR;
+/* The same, signed with time t instead of now. */
+int peer_prepare_at(CURL *e, const struct peer_config *pc, const char *peer, const char *path,
+                    const char *key, const char *method, const char *const *extra,
+                    struct curl_slist **headers, char request_auth[PEER_AUTH_VALUE_MAX],
+                    int64_t t) BG_WUR;
 
 #endif /* BG_NET_INT_H */

@@ -25,6 +25,8 @@ struct peer_xfer {
 	struct sink_feed feed;         /* GET: the body (no sink for a HEAD) */
 	const char *key;
 	uint64_t offset;
+	bool has_last;  /* a span: the answer must be exactly offset..last */
+	uint64_t last;
 	long status;
 	struct peer_entry got;
 	char *content_range;
@@ -80,9 +82,10 @@ begin_body(struct peer_xfer *x)
 
 	if (x->status == 206 && x->content_range != NULL &&
 	    http_content_range(x->content_range, strlen(x->content_range), 206, &cr) == 0 &&
-	    cr.first == x->offset && cr.total >= 0 && (uint64_t)cr.total == x->want->size) {
+	    cr.first == x->offset && cr.total >= 0 && (uint64_t)cr.total == x->want->size &&
+	    (!x->has_last || cr.last == x->last)) {
 		/* The part asked for. */
-	} else if (x->status == 200 && x->offset == 0) {
+	} else if (x->status == 200 && x->offset == 0 && !x->has_last) {
 		/* The whole entry. */
 	} else {
 		x->refused = true;
@@ -157,6 +160,15 @@ peer_prepare(CURL *e, const struct peer_config *pc, const char *peer, const char
              const char *key, const char *method, const char *const *extra,
              struct curl_slist **headers, char request_auth[PEER_AUTH_VALUE_MAX])
 {
+	return peer_prepare_at(e, pc, peer, path, key, method, extra, headers, request_auth,
+	                       (int64_t)time(NULL));
+}
+
+int
+peer_prepare_at(CURL *e, const struct peer_config *pc, const char *peer, const char *path,
+                const char *key, const char *method, const char *const *extra,
+                struct curl_slist **headers, char request_auth[PEER_AUTH_VALUE_MAX], int64_t when)
+{
 	char *esc = curl_easy_escape(e, key, 0);
 	char url[URL_MAX * 3 + 300], auth[PEER_AUTH_VALUE_MAX + 32], value[PEER_AUTH_VALUE_MAX];
 	struct curl_slist *h = NULL, *t;
@@ -169,8 +181,8 @@ peer_prepare(CURL *e, const struct peer_config *pc, const char *peer, const char
 	if (n < 0 || (size_t)n >= sizeof(url))
 		return BG_ELIMIT;
 	if (pc->keylen > 0) {
-		if ((err = peer_auth_sign(pc->key, pc->keylen, method, path, key,
-		                          (int64_t)time(NULL), value, sizeof(value))) != 0)
+		if ((err = peer_auth_sign(pc->key, pc->keylen, method, path, key, when, value,
+		                          sizeof(value))) != 0)
 			return err;
 		snprintf(auth, sizeof(auth), "%s: %s", PEER_AUTH_HEADER, value);
 		snprintf(request_auth, PEER_AUTH_VALUE_MAX, "%s", value);
@@ -309,4 +321,118 @@ peer_fetch(CURLSH *sh, const struct peer_config *pc, const char *peer, const cha
 	else
 		snprintf(why, whylen, "HTTP %ld", x.status);
 	return BG_EIO;
+}
+
+/* ---- Spans of an entry, many at once (the swarm) --------------------------- */
+struct peer_range {
+	struct peer_xfer x;
+	struct origin_sink sink;
+	CURL *e;
+	struct curl_slist *h;
+	unsigned char *buf;
+	size_t len, got;
+};
+
+static int
+range_start(void *arg, const struct origin_response *resp)
+{
+	(void)arg;
+	(void)resp;
+	return 0; /* begin_body checked the answer */
+}
+
+static int
+range_data(void *arg, const void *p, size_t len)
+{
+	struct peer_range *r = arg;
+
+	if (len > r->len - r->got)
+		return BG_EPROTO; /* more than the span */
+	memcpy(r->buf + r->got, p, len);
+	r->got += len;
+	return 0;
+}
+
+int
+peer_range_new(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
+               const struct peer_entry *want, uint64_t first, uint64_t last, unsigned char *buf,
+               int64_t t, struct peer_range **out)
+{
+	struct peer_range *r;
+	char range[64];
+	int err;
+
+	*out = NULL;
+	if (last < first || last >= want->size)
+		return BG_EINVAL;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return BG_ENOMEM;
+	r->x.want = want;
+	r->x.key = key;
+	r->x.offset = first;
+	r->x.has_last = true;
+	r->x.last = last;
+	r->x.pc = pc;
+	r->sink.on_start = range_start;
+	r->sink.on_data = range_data;
+	r->sink.arg = r;
+	r->x.feed.sink = &r->sink;
+	r->buf = buf;
+	r->len = (size_t)(last - first + 1);
+	if ((r->e = origin_easy_on(sh)) == NULL) {
+		free(r);
+		return BG_ENOMEM;
+	}
+	if ((err = peer_prepare_at(r->e, pc, peer, PEER_PATH_CONTENT, key, "GET", NULL, &r->h,
+	                           r->x.request_auth, t != 0 ? t : (int64_t)time(NULL))) != 0) {
+		curl_easy_cleanup(r->e);
+		free(r);
+		return err;
+	}
+	snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, first, last);
+	curl_easy_setopt(r->e, CURLOPT_RANGE, range);
+	curl_easy_setopt(r->e, CURLOPT_HEADERFUNCTION, on_peer_header);
+	curl_easy_setopt(r->e, CURLOPT_HEADERDATA, &r->x);
+	curl_easy_setopt(r->e, CURLOPT_WRITEFUNCTION, sink_feed_write);
+	curl_easy_setopt(r->e, CURLOPT_WRITEDATA, &r->x.feed);
+	*out = r;
+	return 0;
+}
+
+CURL *
+peer_range_easy(struct peer_range *r)
+{
+	return r->e;
+}
+
+int
+peer_range_done(struct peer_range *r, CURLcode rc, char *why, size_t whylen)
+{
+	if (r->x.refused) {
+		snprintf(why, whylen, "the answer (HTTP %ld) is not the span of the entry asked for",
+		         r->x.status);
+		return BG_EPROTO;
+	}
+	if (rc == CURLE_OK && r->x.feed.started && r->got == r->len)
+		return 0;
+	if (rc != CURLE_OK)
+		snprintf(why, whylen, "%s", curl_easy_strerror(rc));
+	else
+		snprintf(why, whylen, "HTTP %ld, %zu of %zu bytes", r->x.status, r->got, r->len);
+	return BG_EIO;
+}
+
+void
+peer_range_free(struct peer_range *r, CURLM *m)
+{
+	if (r == NULL)
+		return;
+	if (m != NULL)
+		curl_multi_remove_handle(m, r->e);
+	curl_easy_cleanup(r->e);
+	curl_slist_free_all(r->h);
+	free(r->x.content_range);
+	free(r->x.answer_auth);
+	peer_entry_clear(&r->x.got);
+	free(r);
 }
