@@ -569,9 +569,12 @@ int store_usage_fold(struct bg_store *st, const char *home) BG_WUR;
 
 /* ---- Peer protocol authentication (peerauth.c) --------------------------
  * Shared by the peer client (agent) and bgcopy-peerd.  With a key on both
- * sides, a request carries PEER_AUTH_HEADER: "t=UNIX_SECONDS,sig=HEX" where
- * sig = HMAC-SHA256(key, METHOD "\n" PATH "\n" KEY_URL "\n" UNIX_SECONDS),
- * KEY_URL being the url= argument as decoded.  A signature is valid for
+ * sides, a request carries PEER_AUTH_HEADER: "t=UNIX_SECONDS,n=NONCE,sig=HEX"
+ * where sig = HMAC-SHA256(key, METHOD "\n" PATH "\n" KEY_URL "\n"
+ * UNIX_SECONDS "\n" NONCE), KEY_URL being the url= argument as decoded and
+ * NONCE 16 random lowercase hex digits (many nodes of a fleet ask one peer
+ * for one URL within the same second).  The first form, without ",n=" and
+ * without "\n" NONCE in the MAC, is still accepted.  A signature is valid for
  * PEER_AUTH_WINDOW seconds either side of the server's clock; the server
  * refuses one it has already seen (replay). */
 #define PEER_AUTH_HEADER "X-Bgcopy-Auth"
@@ -580,6 +583,7 @@ int store_usage_fold(struct bg_store *st, const char *home) BG_WUR;
 #define PEER_KEY_MIN 16          /* bytes */
 #define PEER_KEY_MAX 4096        /* bytes */
 #define PEER_AUTH_VALUE_MAX 128  /* bytes of the header value */
+#define PEER_AUTH_NONCE_LEN 16   /* hex digits of a request's nonce */
 
 /* Reads a key file (its bytes, a trailing newline dropped) into key
  * (PEER_KEY_MAX bytes).  BG_EINVAL when shorter than PEER_KEY_MIN or

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <inttypes.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 
 #include "cache.h"
 
@@ -56,15 +58,19 @@ peer_key_load(const char *path, unsigned char *key, size_t *keylen)
 	return 0;
 }
 
+/* nonce NULL: the first form, without one. */
 static int
 mac(const unsigned char *key, size_t keylen, const char *method, const char *path,
-    const char *url, int64_t t, unsigned char out[BG_SHA256_LEN])
+    const char *url, int64_t t, const char *nonce, unsigned char out[BG_SHA256_LEN])
 {
-	char ts[32];
+	char ts[32 + PEER_AUTH_NONCE_LEN + 1];
 	unsigned int len = 0;
 	int ok;
 
-	snprintf(ts, sizeof(ts), "%" PRId64, t);
+	if (nonce != NULL)
+		snprintf(ts, sizeof(ts), "%" PRId64 "\n%s", t, nonce);
+	else
+		snprintf(ts, sizeof(ts), "%" PRId64, t);
 	size_t mlen = strlen(method), plen = strlen(path), ulen = strlen(url), tlen = strlen(ts);
 	size_t total = mlen + plen + ulen + tlen + 3;
 	unsigned char *msg = malloc(total);
@@ -88,14 +94,19 @@ int
 peer_auth_sign(const unsigned char *key, size_t keylen, const char *method, const char *path,
                const char *url, int64_t now, char *out, size_t outlen)
 {
-	unsigned char sig[BG_SHA256_LEN];
-	char hex[BG_SHA256_HEX_LEN + 1];
+	unsigned char sig[BG_SHA256_LEN], rnd[PEER_AUTH_NONCE_LEN / 2];
+	char hex[BG_SHA256_HEX_LEN + 1], nonce[PEER_AUTH_NONCE_LEN + 1];
 	int n, err;
 
-	if ((err = mac(key, keylen, method, path, url, now, sig)) != 0)
+	/* Nodes asking one peer for one URL within the same second would
+	 * otherwise send the same signature, which it takes only once. */
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return BG_EIO;
+	bg_hex(rnd, sizeof(rnd), nonce);
+	if ((err = mac(key, keylen, method, path, url, now, nonce, sig)) != 0)
 		return err;
 	bg_sha256_hex(sig, hex);
-	n = snprintf(out, outlen, "t=%" PRId64 ",sig=%s", now, hex);
+	n = snprintf(out, outlen, "t=%" PRId64 ",n=%s,sig=%s", now, nonce, hex);
 	return n < 0 || (size_t)n >= outlen ? BG_ELIMIT : 0;
 }
 
@@ -104,21 +115,34 @@ peer_auth_check(const unsigned char *key, size_t keylen, const char *method, con
                 const char *url, const char *value, int64_t now, unsigned char sig[BG_SHA256_LEN])
 {
 	unsigned char want[BG_SHA256_LEN], got[BG_SHA256_LEN];
+	char nonce[PEER_AUTH_NONCE_LEN + 1];
+	bool has_nonce = false;
 	const char *end;
 	int64_t t;
 
 	if (value == NULL || strlen(value) > PEER_AUTH_VALUE_MAX || strncmp(value, "t=", 2) != 0)
 		return BG_EACCES;
-	/* "t=" decimal seconds (a strict number: no space, no '+') ",sig=" */
+	/* "t=" decimal seconds (a strict number: no space, no '+'), then
+	 * ",n=" 16 lowercase hex digits (the nonce; absent in the first
+	 * form, still accepted), then ",sig=" */
 	end = value + 2 + strcspn(value + 2, ",");
-	if (bg_parse_i64(value + 2, (size_t)(end - (value + 2)), INT64_MIN, INT64_MAX, &t) != 0 ||
-	    strncmp(end, ",sig=", 5) != 0)
+	if (bg_parse_i64(value + 2, (size_t)(end - (value + 2)), INT64_MIN, INT64_MAX, &t) != 0)
+		return BG_EACCES;
+	if (strncmp(end, ",n=", 3) == 0) {
+		if (!bg_is_lower_hex(end + 3, PEER_AUTH_NONCE_LEN))
+			return BG_EACCES;
+		memcpy(nonce, end + 3, PEER_AUTH_NONCE_LEN);
+		nonce[PEER_AUTH_NONCE_LEN] = '\0';
+		has_nonce = true;
+		end += 3 + PEER_AUTH_NONCE_LEN;
+	}
+	if (strncmp(end, ",sig=", 5) != 0)
 		return BG_EACCES;
 	if (bg_sha256_from_hex(end + 5, got) != 0)
 		return BG_EACCES;
 	if (t < now - PEER_AUTH_WINDOW || t > now + PEER_AUTH_WINDOW)
 		return BG_EACCES;
-	if (mac(key, keylen, method, path, url, (int64_t)t, want) != 0)
+	if (mac(key, keylen, method, path, url, (int64_t)t, has_nonce ? nonce : NULL, want) != 0)
 		return BG_EACCES;
 	if (CRYPTO_memcmp(want, got, BG_SHA256_LEN) != 0)
 		return BG_EACCES;

@@ -207,6 +207,33 @@ def _(bg):
                 A.peerd.stop()
 
 
+@case("fleet_with_peer_key_two_followers")
+def _(bg):
+    """with a peer key on every node, B and C start together while A fetches: both follow A
+    (their signed polls and GETs for the same URL in the same second are each accepted: a
+    request's signature carries a nonce), and the origin sends the file once"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        key = o.path("peer.key")
+        with open(key, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(key, 0o600)
+        A, B, C = (Node(bg, o, n, settings=[("peer_key", key)]) for n in "ABC")
+        with A.peerd, B.peerd, C.peerd:
+            A.start_get(o, [B, C])
+            if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+                return
+            B.start_get(o, [A, C])
+            C.start_get(o, [A, B])
+            ra, rb, rc_ = A.result(), B.result(), C.result()
+            for n, r in (("A", ra), ("B", rb), ("C", rc_)):
+                expect_correct(t, {"A": A, "B": B, "C": C}[n], o, *r)
+            t.eq("roles", [(file0(r[1]).get("fleet") or {}).get("role") for r in (ra, rb, rc_)],
+                 ["owner", "follower", "follower"])
+            sent = origin_body_bytes(o)
+            t.ok("origin sent the file about once", sent <= 1.1 * SIZE, f"{sent} bytes for {SIZE}")
+
+
 @case("fleet_other_redirect_policy_not_followed")
 def _(bg):
     """A fetches under redirect-disallow, B's job allows silent redirects: B never takes A's
