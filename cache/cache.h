@@ -114,6 +114,11 @@ int bg_parse_u64(const char *s, size_t n, uint64_t max, uint64_t *out) BG_WUR;
 int bg_parse_uint(const char *s, size_t n, unsigned base, uint64_t max, uint64_t *out) BG_WUR;
 /* The same in [min, max] (BG_EINVAL when min > max). */
 int bg_parse_i64(const char *s, size_t n, int64_t min, int64_t max, int64_t *out) BG_WUR;
+/* A number of bytes as users write it: digits, then optionally K, M, G or T
+ * (either case; powers of 1024, as curl's --limit-rate and aria2 read them)
+ * and optionally "B" or "iB" after the unit ("16M", "16MiB", "512k").  The
+ * whole NUL-terminated s; BG_ELIMIT past max. */
+int bg_parse_bytes(const char *s, uint64_t max, uint64_t *out) BG_WUR;
 
 /* Safe text is valid UTF-8 (no overlong form, surrogate or code point past
  * U+10FFFF) without ASCII control characters (0x00-0x1F, 0x7F), a tab being

@@ -35,6 +35,8 @@ static const char *const key_names[BG_CONF_KEYS] = {
 	[BG_CONF_PARTIAL_WAIT_MAX] = "partial_wait_max",
 	[BG_CONF_FLEET] = "fleet", [BG_CONF_FLEET_OWNER] = "fleet_owner",
 	[BG_CONF_SERVE_CONNECTIONS_PER_PEER] = "serve_connections_per_peer",
+	[BG_CONF_FLEET_ORIGIN_MAX] = "fleet_origin_max",
+	[BG_CONF_FLEET_TAKEOVERS] = "fleet_takeovers", [BG_CONF_SERVE_RATE] = "serve_rate",
 };
 
 const char *
@@ -335,6 +337,24 @@ apply(struct bg_config *c, enum bg_conf_key k, const char *v, bool fresh_peers,
 		else
 			c->serve_per_peer = (unsigned)port;
 		break;
+	case BG_CONF_FLEET_ORIGIN_MAX:
+		if (bg_parse_u64(v, strlen(v), BG_CONF_FLEET_ORIGIN_LIMIT, &port) != 0 || port < 1)
+			p = "expected a number of origin fetches 1-" STR(BG_CONF_FLEET_ORIGIN_LIMIT);
+		else
+			c->fleet_origin_max = (unsigned)port;
+		break;
+	case BG_CONF_FLEET_TAKEOVERS:
+		if (bg_parse_u64(v, strlen(v), BG_CONF_FLEET_TAKEOVERS_MAX, &port) != 0)
+			p = "expected a number of takeovers 0-" STR(BG_CONF_FLEET_TAKEOVERS_MAX);
+		else
+			c->fleet_takeovers = (unsigned)port;
+		break;
+	case BG_CONF_SERVE_RATE:
+		if (bg_parse_bytes(v, BG_CONF_SERVE_RATE_MAX, &port) != 0)
+			p = "expected bytes per second (K, M, G suffixes: powers of 1024), 0: no limit";
+		else
+			c->serve_rate = port;
+		break;
 	default:
 		p = "unknown key";
 		break;
@@ -355,6 +375,8 @@ defaults(struct bg_config *c)
 	c->port = PEER_PORT_DEFAULT;
 	c->partial_wait_max = BG_CONF_PARTIAL_WAIT_DEFAULT_S;
 	c->serve_per_peer = BG_CONF_PER_PEER_DEFAULT;
+	c->fleet_origin_max = 1;
+	c->fleet_takeovers = BG_CONF_FLEET_TAKEOVERS_DEFAULT;
 	if ((c->peer_caching = strdup(CONF_DEFAULT_CACHING)) == NULL ||
 	    (c->listen = strdup(CONF_DEFAULT_LISTEN)) == NULL) {
 		bg_config_free(c);
@@ -472,7 +494,8 @@ read_file(struct bg_config *c, const char *path, bool *read, char *why, size_t w
 			say(why, whylen,
 			    "%s:%u: %.60s: unknown key (known: discovery, discovery_subnets, peer, "
 			    "peer_dns, peer_key, peer_caching, listen, port, partial_wait_max, "
-			    "serve_connections_per_peer, fleet, fleet_owner)",
+			    "serve_connections_per_peer, serve_rate, fleet, fleet_owner, "
+			    "fleet_origin_max, fleet_takeovers)",
 			    path, lineno, key);
 			err = BG_EINVAL;
 			break;
@@ -661,6 +684,15 @@ bg_config_value(const struct bg_config *c, enum bg_conf_key k, char *buf, size_t
 		break;
 	case BG_CONF_SERVE_CONNECTIONS_PER_PEER:
 		snprintf(buf, len, "%u", c->serve_per_peer);
+		break;
+	case BG_CONF_FLEET_ORIGIN_MAX:
+		snprintf(buf, len, "%u", c->fleet_origin_max);
+		break;
+	case BG_CONF_FLEET_TAKEOVERS:
+		snprintf(buf, len, "%u", c->fleet_takeovers);
+		break;
+	case BG_CONF_SERVE_RATE:
+		snprintf(buf, len, "%llu", (unsigned long long)c->serve_rate);
 		break;
 	default:
 		break;

@@ -47,6 +47,10 @@
 #define BG_CONF_PARTIAL_WAIT_MAX_S 30       /* PEER_PARTIAL_WAIT_MAX_MS */
 #define BG_CONF_PER_PEER_DEFAULT 8          /* peerd.h's PEERD_PER_PEER_DEFAULT */
 #define BG_CONF_PER_PEER_MAX 1000
+#define BG_CONF_FLEET_ORIGIN_LIMIT 16        /* fleet_origin_max: 1 to this */
+#define BG_CONF_FLEET_TAKEOVERS_DEFAULT 3
+#define BG_CONF_FLEET_TAKEOVERS_MAX 16
+#define BG_CONF_SERVE_RATE_MAX ((uint64_t)1 << 40) /* bytes/s (1 TiB/s) */
 
 /* Where a setting's value came from. */
 enum bg_conf_source {
@@ -68,6 +72,9 @@ enum bg_conf_key {
 	BG_CONF_SERVE_CONNECTIONS_PER_PEER,
 	BG_CONF_FLEET,
 	BG_CONF_FLEET_OWNER,
+	BG_CONF_FLEET_ORIGIN_MAX,
+	BG_CONF_FLEET_TAKEOVERS,
+	BG_CONF_SERVE_RATE,
 	BG_CONF_KEYS
 };
 
@@ -91,6 +98,9 @@ struct bg_config {
 	bool fleet;                   /* fleet = on|off */
 	bool fleet_owner;             /* fleet_owner = on|off */
 	unsigned serve_per_peer;      /* peerd's connections per address, 0: no limit */
+	unsigned fleet_origin_max;    /* origin fetches of one URL at once, 1-16 */
+	unsigned fleet_takeovers;     /* re-elections per file, 0-16 */
+	uint64_t serve_rate;          /* peerd's bodies, bytes/s, 0: no limit */
 	struct bg_conf_where where[BG_CONF_KEYS];
 	char *files[3];               /* the files read, in order (NULL after the last) */
 };

@@ -66,6 +66,34 @@ int bg_parse_i64(const char *s, size_t n, int64_t min, int64_t max, int64_t *out
 	return 0;
 }
 
+int bg_parse_bytes(const char *s, uint64_t max, uint64_t *out)
+{
+	static const char units[] = "KMGT";
+	const char *end, *u;
+	uint64_t v;
+	int rc;
+
+	if (s == NULL || out == NULL)
+		return BG_EINVAL;
+	end = s + strspn(s, "0123456789");
+	if ((rc = bg_parse_u64(s, (size_t)(end - s), UINT64_MAX, &v)) != 0)
+		return rc;
+	if (*end != '\0') {
+		if ((u = strchr(units, end[0] & ~0x20)) == NULL || (end[0] & ~0x20) == 0 ||
+		    (end[1] != '\0' && strcmp(end + 1, "iB") != 0 && strcmp(end + 1, "B") != 0))
+			return BG_EINVAL;
+		for (const char *p = units; p <= u; p++) {
+			if (v > UINT64_MAX / 1024)
+				return BG_ELIMIT;
+			v *= 1024;
+		}
+	}
+	if (v > max)
+		return BG_ELIMIT;
+	*out = v;
+	return 0;
+}
+
 /* Length of the character at p (1-4 bytes) when it is valid UTF-8 and, if
  * ASCII, not a control character (a tab only with BG_TEXT_TAB); 0 when it
  * is neither.  Reads no further than a NUL. */

@@ -729,6 +729,8 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	ro.table = table;
 	ro.fleet = c->conf.fleet;
 	ro.fleet_owner = c->conf.fleet_owner;
+	ro.fleet_origin_max = c->conf.fleet_origin_max;
+	ro.fleet_takeovers = c->conf.fleet_takeovers;
 	if (isatty(STDERR_FILENO)) {
 		bar = progress_new(stderr);
 		ro.progress = on_progress;

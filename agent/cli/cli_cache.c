@@ -207,29 +207,14 @@ parse_max_size(const char *s, struct store_config *cfg)
 	uint64_t v;
 	const char *end = s + strspn(s, "0123456789");
 
-	if (bg_parse_u64(s, (size_t)(end - s), UINT64_MAX, &v) != 0)
-		return false;
 	if (strcmp(end, "%") == 0) {
-		if (v < 1 || v > 100)
+		if (bg_parse_u64(s, (size_t)(end - s), 100, &v) != 0 || v < 1)
 			return false;
 		cfg->max_size_percent = (unsigned)v;
 		cfg->max_size_bytes = 0;
 		return true;
 	}
-	if (*end != '\0') {
-		const char *units = "KMGT";
-		const char *u = strchr(units, end[0]);
-
-		if (u == NULL || end[0] == '\0' || (end[1] != '\0' && strcmp(end + 1, "iB") != 0 &&
-		                                    strcmp(end + 1, "B") != 0))
-			return false;
-		for (const char *p = units; p <= u; p++) {
-			if (v > (unsigned long long)INT64_MAX / 1024)
-				return false;
-			v *= 1024;
-		}
-	}
-	if (v == 0 || v > (unsigned long long)INT64_MAX)
+	if (bg_parse_bytes(s, (uint64_t)INT64_MAX, &v) != 0 || v == 0)
 		return false;
 	cfg->max_size_bytes = v;
 	cfg->max_size_percent = 0;

@@ -90,6 +90,15 @@ setting_json(const struct bg_config *conf, enum bg_conf_key k)
 	case BG_CONF_SERVE_CONNECTIONS_PER_PEER:
 		v = json_integer((json_int_t)conf->serve_per_peer);
 		break;
+	case BG_CONF_FLEET_ORIGIN_MAX:
+		v = json_integer((json_int_t)conf->fleet_origin_max);
+		break;
+	case BG_CONF_FLEET_TAKEOVERS:
+		v = json_integer((json_int_t)conf->fleet_takeovers);
+		break;
+	case BG_CONF_SERVE_RATE:
+		v = json_integer((json_int_t)conf->serve_rate);
+		break;
 	case BG_CONF_PEER_DNS:
 	case BG_CONF_PEER_KEY:
 		bg_config_value(conf, k, buf, sizeof(buf));

@@ -579,6 +579,8 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 	opt.sync = cli_sync_wanted();
 	opt.fleet = c->conf.fleet;
 	opt.fleet_owner = c->conf.fleet_owner;
+	opt.fleet_origin_max = c->conf.fleet_origin_max;
+	opt.fleet_takeovers = c->conf.fleet_takeovers;
 	/* Without --peer, jobs that name none ask the peer table, kept
 	 * current while the daemon runs. */
 	if (npeers == 0 && (rc = cli_peer_table(c, true, 0, &opt.table)) != EXIT_DONE)

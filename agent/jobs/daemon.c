@@ -111,6 +111,8 @@ worker_main(void *arg)
 	ro.table = w->d->opt->table;
 	ro.fleet = w->d->opt->fleet;
 	ro.fleet_owner = w->d->opt->fleet_owner;
+	ro.fleet_origin_max = w->d->opt->fleet_origin_max;
+	ro.fleet_takeovers = w->d->opt->fleet_takeovers;
 	ro.transient_retries = 0; /* the daemon retries after the job's delay */
 	ro.only_if_due = true;
 	ro.sync = w->d->opt->sync;

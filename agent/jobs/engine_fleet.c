@@ -388,7 +388,7 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 	s->fleet_role = FLEET_ROLE_NONE; /* the record's counts were reset by run_file */
 	unsigned iterations = 0;
 
-	for (unsigned round = 0; round <= FLEET_TAKEOVERS && err == 0 && !*done; round++) {
+	for (unsigned round = 0; round <= r->ro->fleet_takeovers && err == 0 && !*done; round++) {
 		size_t owner = (size_t)-1; /* the elected node's index in r->peers */
 		int j;
 

@@ -196,7 +196,6 @@ void note_peer_results(struct run *r, const struct fsink *s);
 #define FLEET_FOLLOW_MIN ((uint64_t)16 * STORE_CHUNK_BYTES) /* bytes waited for per request */
 #define FLEET_OWNER_START_MS 3000  /* an elected node that has not started by then is passed over */
 #define FLEET_WATCH_MS 200         /* polls while waiting for it */
-#define FLEET_TAKEOVERS 3          /* elections per attempt before the origin alone */
 #define FLEET_ROUNDS_MAX 12        /* polls of every peer per attempt, whatever they found */
 /* Whether the fleet is asked for this file: the run takes part (a home,
  * fleet on), the job is a peer-caching client with peers, and its redirect

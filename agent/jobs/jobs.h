@@ -189,6 +189,8 @@ struct job_run_options {
 	bool only_if_due;           /* run only a job QUEUED, due for retry, or orphaned */
 	bool fleet;                 /* take part in the fleet (bgcopy.conf fleet) */
 	bool fleet_owner;           /* may be elected to fetch for others (fleet_owner) */
+	unsigned fleet_origin_max;  /* origin fetches of one URL at once (fleet_origin_max, 1-16) */
+	unsigned fleet_takeovers;   /* re-elections per file attempt (fleet_takeovers) */
 	bool sync;                  /* TRANSFERRED only once the store is on disk (power loss) */
 };
 
@@ -226,6 +228,7 @@ struct daemon_options {
 	struct peer_table *table; /* peers for clients when peers above names none, or NULL */
 	bool sync;                /* fsync the store before a job is TRANSFERRED */
 	bool fleet, fleet_owner;  /* bgcopy.conf fleet, fleet_owner (job_run_options) */
+	unsigned fleet_origin_max, fleet_takeovers; /* the same */
 };
 /* Runs queued jobs until SIGTERM or SIGINT (installed here), then stops
  * every transfer cleanly (jobs back to QUEUED) and returns 0.  Writes one

@@ -30,11 +30,12 @@ from origin import Origin  # noqa: E402
 CASES, case = case_registry()
 
 KEYS = ["discovery", "discovery_subnets", "peer", "peer_dns", "peer_key", "peer_caching",
-        "listen", "port", "partial_wait_max", "serve_connections_per_peer", "fleet", "fleet_owner"]
+        "listen", "port", "partial_wait_max", "serve_connections_per_peer", "fleet", "fleet_owner",
+        "fleet_origin_max", "fleet_takeovers", "serve_rate"]
 DEFAULTS = {"discovery": "on", "discovery_subnets": "same", "peer": [], "peer_dns": None,
             "peer_key": None, "peer_caching": "server", "listen": "127.0.0.1", "port": 7654,
             "partial_wait_max": 10, "serve_connections_per_peer": 8, "fleet": "on",
-            "fleet_owner": "on"}
+            "fleet_owner": "on", "fleet_origin_max": 1, "fleet_takeovers": 3, "serve_rate": 0}
 
 
 class TempDir:
@@ -210,7 +211,8 @@ def _(bg):
              "{f}:1: peer_caching: expected off, client, server or both, not 'sometimes'"),
             ("\n\n\ncolour = blue\n", "{f}:4: colour: unknown key (known: discovery, "
              "discovery_subnets, peer, peer_dns, peer_key, peer_caching, listen, port, "
-             "partial_wait_max, serve_connections_per_peer, fleet, fleet_owner)"),
+             "partial_wait_max, serve_connections_per_peer, serve_rate, fleet, fleet_owner, "
+             "fleet_origin_max, fleet_takeovers)"),
             ("peer 10.0.0.1:7654\n", "{f}:1: peer 10.0.0.1:7654: expected KEY = VALUE"),
             ("peer = 10.0.0.1\n", "{f}:1: peer: expected HOST:PORT (the port is missing), not '10.0.0.1'"),
             ("listen = localhost\n",

@@ -538,6 +538,46 @@ test_review(void)
 	}
 }
 
+/* The fleet's bounds and serve_rate, and the byte counts it is written in. */
+static void
+test_bounds(void)
+{
+	struct bg_config c;
+	char why[512];
+	uint64_t v;
+
+	CHECK_EQ_INT(load1(&c, "", why, sizeof(why)), 0);
+	CHECK_EQ_INT((int)c.fleet_origin_max, 1);
+	CHECK_EQ_INT((int)c.fleet_takeovers, 3);
+	CHECK(c.serve_rate == 0);
+	bg_config_free(&c);
+	CHECK_EQ_INT(load1(&c, "serve_rate = 16M\nfleet_origin_max = 2\nfleet_takeovers = 0\n", why,
+	                   sizeof(why)),
+	             0);
+	CHECK(c.serve_rate == 16u * 1024 * 1024);
+	CHECK_EQ_INT((int)c.fleet_origin_max, 2);
+	CHECK_EQ_INT((int)c.fleet_takeovers, 0);
+	bg_config_free(&c);
+	CHECK(bad("fleet_origin_max = 0\n"));
+	CHECK(bad("fleet_origin_max = 17\n"));
+	CHECK(bad("fleet_takeovers = 17\n"));
+	CHECK(bad("serve_rate = 10 M\n"));
+	CHECK(bad("serve_rate = 2T\n")); /* past 1 TiB/s */
+	CHECK(bad("serve_rate = -1\n"));
+	CHECK_EQ_INT(bg_parse_bytes("512k", UINT64_MAX, &v), 0);
+	CHECK(v == 512 * 1024);
+	CHECK_EQ_INT(bg_parse_bytes("3GiB", UINT64_MAX, &v), 0);
+	CHECK(v == 3ull << 30);
+	CHECK_EQ_INT(bg_parse_bytes("7", UINT64_MAX, &v), 0);
+	CHECK(v == 7);
+	CHECK_EQ_INT(bg_parse_bytes("1X", UINT64_MAX, &v), BG_EINVAL);
+	CHECK_EQ_INT(bg_parse_bytes("1 ", UINT64_MAX, &v), BG_EINVAL);
+	CHECK_EQ_INT(bg_parse_bytes("M", UINT64_MAX, &v), BG_EINVAL);
+	CHECK_EQ_INT(bg_parse_bytes("1Mb", UINT64_MAX, &v), BG_EINVAL);
+	CHECK_EQ_INT(bg_parse_bytes("17179869184T", UINT64_MAX, &v), BG_ELIMIT);
+	CHECK_EQ_INT(bg_parse_bytes("2K", 2047, &v), BG_ELIMIT);
+}
+
 int
 main(void)
 {
@@ -553,6 +593,7 @@ main(void)
 	test_set();
 	test_paths();
 	test_review();
+	test_bounds();
 	{
 		char cmd[300];
 
