@@ -312,6 +312,19 @@ class Lab:
             self.etc_dirs.remove(d)
         self.nodes = [n for n in self.nodes if n is not node]
 
+    def shape(self, node, egress=None, ingress=None):
+        """Caps node's link with a token bucket filter (tc tbf): egress what it sends (on its
+        eth0), ingress what the bridge sends it (on the bridge's port); rates as tc writes
+        them ("32mbit"). Raises NetnsError when tc cannot (no tc, no sch_tbf)."""
+        for ns, dev, rate in ((node.ns, node.iface, egress), (self.bridge_ns, node.port, ingress)):
+            if rate is None:
+                continue
+            p = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev,
+                                "root", "tbf", "rate", rate, "burst", "256kb", "latency",
+                                "100ms"], capture_output=True, text=True)
+            if p.returncode != 0:
+                raise NetnsError(f"tc tbf {rate} on {dev} in {ns}: {p.stderr.strip()}")
+
     def wait_avahi(self, timeout=15):
         for n in self.nodes:
             if n.avahi is not None:

@@ -332,5 +332,24 @@ def fleet(t, doc):
     return expect_fleet(t, doc, "fleet-owner-dies", 2.1)
 
 
+@fleet_case("netns_swarm", "swarm fleet-liar")
+def swarm(t, doc):
+    """swarm: three holders, each link capped by tc to a third of the asker's: from all three
+    the file comes at least twice as fast as from one, every byte from peers, each holder
+    serving part. fleet-liar: one of three keyed holders has a byte flipped in every fourth
+    piece of its store (its piece list true); four nodes get the file at once: every output
+    and asker's store correct, each asker drops the liar, nothing from the origin, and the
+    bytes sent but not kept are at most what the liar served"""
+    rows = doc.get("measured") or []
+    for sc, what in (("swarm", "throughput from 3 capped holders / from 1"),
+                     ("fleet-liar", "bytes sent but not kept / bytes the liar served"),
+                     ("fleet-liar", "origin bytes after seeding / file size"),
+                     ("fleet-liar", "askers that caught the liar")):
+        got = [m for m in rows if m.get("scenario") == sc and m.get("what") == what]
+        t.ok(f"{sc}: {what}: measured once", len(got) == 1 and got[0].get("seconds") is not None,
+             json.dumps(got))
+    return []
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__, needs_exe=False))
