@@ -205,6 +205,85 @@ sleep_ms(unsigned ms)
 		;
 }
 
+struct own_pieces {
+	uint64_t blob, first, max, n;
+	unsigned char *out;
+};
+
+static int
+own_pieces_fn(struct bg_txn *txn, void *arg)
+{
+	struct own_pieces *o = arg;
+
+	return txn_pieces_read(txn, o->blob, o->first, o->max, o->out, &o->n);
+}
+
+/* The pieces followed from node i since the last check, against the list
+ * it signs of the download it serves (etag: that download's): the prefix
+ * found there is kept if the node dies (keep_verified).  0 also when no
+ * list could be had now (a later step asks again); BG_EDIGEST when one of
+ * our pieces is not the node's: bytes damaged on the way. */
+static int
+check_followed(struct fleet *f, size_t i, const char *etag)
+{
+	struct fsink *s = f->s;
+	uint64_t have = s->committed / STORE_PIECE_BYTES, count = 0, known = 0;
+	unsigned char *theirs = NULL, sha[BG_SHA256_LEN];
+	struct own_pieces o = {.blob = s->blob, .first = s->fleet_verified};
+	char why[256];
+	bool final;
+	int err;
+
+	if (!s->cache || have <= s->fleet_verified)
+		return 0;
+	if (peer_pieces_get(f->sh, &f->r->pc, f->r->peers[i], f->key, s->fleet_verified, etag,
+	                    &theirs, &count, &known, &final, sha, why, sizeof(why)) != 0)
+		return 0;
+	o.max = count < have - s->fleet_verified ? count : have - s->fleet_verified;
+	if (o.max > 0 && (o.out = malloc(o.max * STORE_PIECE_LEN)) == NULL) {
+		free(theirs);
+		return BG_ENOMEM;
+	}
+	err = o.max > 0 ? store_view(f->r->st, own_pieces_fn, &o) : 0;
+	for (uint64_t k = 0; err == 0 && k < o.n; k++)
+		if (memcmp(o.out + k * STORE_PIECE_LEN, theirs + k * STORE_PIECE_LEN,
+		           STORE_PIECE_LEN) != 0)
+			err = BG_EDIGEST;
+	if (err == 0)
+		s->fleet_verified += o.n;
+	trace("fleet: pieces of %s: %" PRIu64 " checked, %" PRIu64 " of %" PRIu64 " verified%s",
+	      f->r->peers[i], o.n, s->fleet_verified, have, err == BG_EDIGEST ? ": MISMATCH" : "");
+	free(o.out);
+	free(theirs);
+	return err;
+}
+
+/* After the node followed failed: the verified pieces stay, every byte
+ * after them goes (the file, the hash, the record), and the origin sends
+ * the rest with Range and If-Range on the validators the followed node had
+ * from the origin.  Nothing verified, or no validator to guard a Range
+ * with: from byte 0. */
+static int
+keep_verified(struct fsink *s)
+{
+	uint64_t keep = s->fleet_verified * STORE_PIECE_BYTES;
+	int err;
+
+	if (keep == 0 || keep > s->committed || resume_validator(&s->rec) == NULL)
+		return restart_file(s);
+	s->fill = s->preloaded = 0;
+	s->rec.bytes_committed = keep;
+	if (s->rec.bytes_from_peers > keep)
+		s->rec.bytes_from_peers = keep;
+	if ((err = prepare_partial(s)) != 0)
+		return err;
+	/* Readers of the bytes past keep (none should have been: a follower
+	 * serves nobody) must not take the new ones for them. */
+	if (s->publish)
+		s->gen = inflight_new_gen();
+	return commit_file(s, NULL, 0, false, false);
+}
+
 /* Takes the file from the node at view index j as it arrives there, until
  * it is whole (then finished and checked), the node fails or stops
  * growing, or its download there becomes another one. */
@@ -297,6 +376,16 @@ follow(struct fleet *f, size_t j, enum follow_end *end)
 			}
 			if (grew)
 				last_growth = bg_mono_ms();
+			if (grew && (err = check_followed(f, i, want.etag)) != 0) {
+				if (err != BG_EDIGEST)
+					break;
+				note(f, i, PEER_LOOKUP_REJECTED,
+				     "a piece followed is not the one in its signed list");
+				f->excluded[i] = true;
+				err = restart_file(s);
+				*end = FOLLOW_AGAIN;
+				break;
+			}
 			if (want.state == -1 ||
 			    (!grew && bg_mono_ms() - last_growth >= FLEET_STALL_MS)) {
 				/* Its writer is gone, or nothing came for FLEET_STALL_MS
@@ -468,10 +557,10 @@ out:
 		if (s->fleet_role == FLEET_ROLE_FOLLOWER)
 			s->rec.fleet_takeovers++;
 		s->fleet_role = FLEET_ROLE_OWNER;
-		/* Bytes followed are checked only by the whole file's digest the
-		 * followed node signs at the end; the origin's rest would never
-		 * be: from the origin, everything comes from the origin. */
-		if (s->rec.bytes_from_peers > 0 && (err = restart_file(s)) != 0)
+		/* Bytes followed are kept only as far as they were found in the
+		 * signed piece list of the node they came from; the rest comes
+		 * from the origin, guarded by If-Range. */
+		if (s->rec.bytes_from_peers > 0 && (err = keep_verified(s)) != 0)
 			goto done;
 		if ((err = rec_set_str(&s->rec.fleet_role, "owner")) == 0 && s->publish)
 			err = fleet_publish(s, STORE_INFLIGHT_ORIGIN);

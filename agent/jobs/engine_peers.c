@@ -243,7 +243,8 @@ swarm_list(struct run *r, CURLSH *e, const char *key, const struct swarm_holder 
 		if (all == NULL)
 			return NULL;
 		while (have < npieces &&
-		       peer_pieces_get(e, &r->pc, r->peers[h[i].peer], key, have, &d, &count, &known,
+		       peer_pieces_get(e, &r->pc, r->peers[h[i].peer], key, have, NULL, &d, &count,
+		                       &known,
 		                       &final, sha, why, sizeof(why)) == 0) {
 			bool ok = final && known == npieces && count > 0 && have + count <= npieces &&
 			          memcmp(sha, h[i].ent->sha256, BG_SHA256_LEN) == 0;

@@ -242,6 +242,7 @@ restart_file(struct fsink *s)
 	s->fill = 0;
 	s->preloaded = 0;
 	s->from_origin = s->from_peers = 0;
+	s->fleet_verified = 0;
 	if ((err = reset_digest(s)) != 0)
 		return err;
 	s->from_store = s->skip_keys = false;

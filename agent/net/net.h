@@ -279,9 +279,13 @@ void peer_range_free(struct peer_range *r, CURLM *m);
  * *final and the content SHA-256 the list belongs to (the ETag) in sha.
  * With a key the answer must be signed over its ETag, X-Bgcopy-Pieces and
  * the SHA-256 of the body.  BG_ENOENT: no list (404, "none" included);
- * BG_EPROTO / BG_EIO: the peer failed (why says how). */
+ * BG_EPROTO / BG_EIO: the peer failed (why says how).  partial: NULL for
+ * complete content only; else the ETag of a download in progress there
+ * (/v1/partial's, "partial-GEN") whose list is also taken (sha is then
+ * all zeros). */
 int peer_pieces_get(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
-                    uint64_t from, unsigned char **digests, uint64_t *count, uint64_t *known,
+                    uint64_t from, const char *partial, unsigned char **digests,
+                    uint64_t *count, uint64_t *known,
                     bool *final, unsigned char sha[BG_SHA256_LEN], char *why,
                     size_t whylen) BG_WUR;
 

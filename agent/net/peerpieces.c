@@ -147,7 +147,8 @@ authentic(const struct pieces_xfer *x)
 
 int
 peer_pieces_get(CURLSH *sh, const struct peer_config *pc, const char *peer, const char *key,
-                uint64_t from, unsigned char **digests, uint64_t *count, uint64_t *known,
+                uint64_t from, const char *partial, unsigned char **digests, uint64_t *count,
+                uint64_t *known,
                 bool *final, unsigned char sha[BG_SHA256_LEN], char *why, size_t whylen)
 {
 	struct pieces_xfer x;
@@ -216,6 +217,13 @@ peer_pieces_get(CURLSH *sh, const struct peer_config *pc, const char *peer, cons
 	           f != from || c > PEER_PIECES_MAX || c * BG_SHA256_LEN != x.len ||
 	           ps != STORE_PIECE_BYTES || f + c > k) {
 		snprintf(why, whylen, "the answer does not describe a piece list");
+	} else if (partial != NULL && x.etag != NULL && strcmp(x.etag, partial) == 0) {
+		memset(sha, 0, BG_SHA256_LEN); /* the download in progress asked for */
+		*digests = x.body;
+		x.body = NULL;
+		*count = c;
+		*known = k;
+		err = 0;
 	} else if (x.etag == NULL || strlen(x.etag) != BG_SHA256_HEX_LEN + 2 || x.etag[0] != '"' ||
 	           x.etag[BG_SHA256_HEX_LEN + 1] != '"') {
 		snprintf(why, whylen, "the list is not of complete content");

@@ -17,16 +17,19 @@ import os
 import signal
 import sys
 import time
+import urllib.request
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bgtest import (Bgcopy, Peerd, case_registry, main, q, started,  # noqa: E402
                     wait_partial)
 from origin import MiB, Origin, sha256_file  # noqa: E402
+from relay import Liar  # noqa: E402
 
 SIZE = 12 * MiB            # served at 3 MiB/s per connection: about 4 s
 LOC = "location = /files/big.bin { limit_rate 3m; }"
 URI = "/files/big.bin"
+PIECE = 64 * 4096 - 16     # a store chunk: the unit of the piece lists
 
 CASES, case = case_registry()
 
@@ -129,9 +132,10 @@ def _(bg):
 @case("fleet_owner_killed_follower_takes_over")
 def _(bg):
     """A fetches, B follows; A's bgcopy and peerd are killed (SIGKILL) midway: B's output is
-    still right and B became the owner (a takeover); the bytes it had followed are never
-    checked by a digest A signs, so B takes the whole file from the origin (a 200 from byte
-    0, not a resume), and the origin sent at most 2.1 x the size"""
+    still right and B became the owner (a takeover); B keeps the pieces it followed that it
+    found in A's signed piece list while A lived, and the origin sends the rest (206, Range
+    from the first piece not kept, If-Range on A's strong ETag); the origin sent at most
+    2.1 x the size"""
     with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
         o, _, t = started(bg, o)
         A, B = Node(bg, o, "A"), Node(bg, o, "B")
@@ -161,12 +165,59 @@ def killed_takeover(t, o, A, B):
     fl = fb.get("fleet") or {}
     t.eq("B's fleet role after the owner died", fl.get("role"), "owner")
     t.ok("B took over at least once", (fl.get("takeovers") or 0) >= 1, json.dumps(fl))
-    t.eq("B's bytes from the origin (none of A's kept)", fb.get("bytes_from_origin"), SIZE)
     t.ok("B followed A first", (fl.get("follows") or 0) >= 1, json.dumps(fl))
     sent = origin_body_bytes(o)
     t.ok("origin sent at most 2.1 x the size", sent <= 2.1 * SIZE, f"{sent} bytes for {SIZE}")
-    gets = [r.get("status") for r in o.log() if r.get("uri") == URI]
-    t.eq("origin answers: A's 200, then B's 200 from byte 0", [int(x) for x in gets], [200, 200])
+    gets = [r for r in o.log() if r.get("uri") == URI]
+    t.eq("origin answers: A's 200, then B's 206", [int(r.get("status")) for r in gets],
+         [200, 206])
+    kept = fb.get("bytes_from_peers")
+    t.ok("B kept whole pieces it followed (at least one)", isinstance(kept, int) and kept > 0
+         and kept % PIECE == 0, f"bytes_from_peers {kept!r}")
+    t.eq("B's bytes: the kept pieces from A, the rest from the origin",
+         (fb.get("bytes_from_origin") or 0) + (kept or 0), SIZE)
+    if len(gets) == 2:
+        t.eq("B's Range starts after the kept pieces", gets[1].get("range"), f"bytes={kept}-")
+        with urllib.request.urlopen(urllib.request.Request(o.url(URI), method="HEAD")) as r:
+            etag = r.headers.get("ETag")
+        t.eq("B's If-Range is the origin's strong ETag (A's, followed)",
+             gets[1].get("if_range"), etag)
+        t.ok("the ETag is strong", str(gets[1].get("if_range", "")).startswith('"'),
+             repr(gets[1].get("if_range")))
+
+
+class Via:
+    """A node's peer address as another node sees it through a relay."""
+
+    def __init__(self, relay):
+        self.peer = relay.peer
+
+
+@case("fleet_follower_rejects_damaged_partial_bodies")
+def _(bg):
+    """A fetches; B follows A through a relay that flips the first byte of every /v1/partial
+    body (the piece list passes unchanged): B finds its first pieces are not those of A's
+    signed list, notes A rejected, drops what it followed and fetches the file from the
+    origin; its output is right"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        A, B = Node(bg, o, "A"), Node(bg, o, "B")
+        with A.peerd, B.peerd, Liar(A.peerd.port, paths=("/v1/partial",)) as liar:
+            A.start_get(o, [B])
+            if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+                return
+            B.start_get(o, [Via(liar)])
+            rb, ra = B.result(), A.result()
+            expect_correct(t, A, o, *ra)
+            expect_correct(t, B, o, *rb)
+            fb = file0(rb[1])
+            t.ok("the relay altered bodies", liar.altered > 0, f"altered {liar.altered}")
+            noted = [(x.get("result"), x.get("detail")) for x in fb.get("peer_lookups") or []
+                     if isinstance(x, dict) and x.get("peer") == liar.peer]
+            t.ok("B noted A (through the relay) rejected for a piece not in its list",
+                 ("rejected", "a piece followed is not the one in its signed list") in noted,
+                 json.dumps(noted))
+            t.eq("B's bytes: all from the origin", fb.get("bytes_from_origin"), SIZE)
 
 
 @case("fleet_owner_killed_one_successor_the_other_follows")
