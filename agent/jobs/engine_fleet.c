@@ -228,18 +228,19 @@ check_followed(struct fleet *f, size_t i, const char *etag)
 {
 	struct fsink *s = f->s;
 	uint64_t have = s->committed / STORE_PIECE_BYTES, count = 0, known = 0;
+	uint64_t checked = s->rec.bytes_checked / STORE_PIECE_BYTES;
 	unsigned char *theirs = NULL, sha[BG_SHA256_LEN];
-	struct own_pieces o = {.blob = s->blob, .first = s->fleet_verified};
+	struct own_pieces o = {.blob = s->blob, .first = checked};
 	char why[256];
 	bool final;
 	int err;
 
-	if (!s->cache || have <= s->fleet_verified)
+	if (!s->cache || have <= checked)
 		return 0;
-	if (peer_pieces_get(f->sh, &f->r->pc, f->r->peers[i], f->key, s->fleet_verified, etag,
+	if (peer_pieces_get(f->sh, &f->r->pc, f->r->peers[i], f->key, checked, etag,
 	                    &theirs, &count, &known, &final, sha, why, sizeof(why)) != 0)
 		return 0;
-	o.max = count < have - s->fleet_verified ? count : have - s->fleet_verified;
+	o.max = count < have - checked ? count : have - checked;
 	if (o.max > 0 && (o.out = malloc(o.max * STORE_PIECE_LEN)) == NULL) {
 		free(theirs);
 		return BG_ENOMEM;
@@ -249,10 +250,12 @@ check_followed(struct fleet *f, size_t i, const char *etag)
 		if (memcmp(o.out + k * STORE_PIECE_LEN, theirs + k * STORE_PIECE_LEN,
 		           STORE_PIECE_LEN) != 0)
 			err = BG_EDIGEST;
+	/* Written with the next commit: a resume keeps these. */
 	if (err == 0)
-		s->fleet_verified += o.n;
+		s->rec.bytes_checked = (checked + o.n) * STORE_PIECE_BYTES;
 	trace("fleet: pieces of %s: %" PRIu64 " checked, %" PRIu64 " of %" PRIu64 " verified%s",
-	      f->r->peers[i], o.n, s->fleet_verified, have, err == BG_EDIGEST ? ": MISMATCH" : "");
+	      f->r->peers[i], o.n, checked + (err == 0 ? o.n : 0), have,
+	      err == BG_EDIGEST ? ": MISMATCH" : "");
 	free(o.out);
 	free(theirs);
 	return err;
@@ -266,7 +269,7 @@ check_followed(struct fleet *f, size_t i, const char *etag)
 static int
 keep_verified(struct fsink *s)
 {
-	uint64_t keep = s->fleet_verified * STORE_PIECE_BYTES;
+	uint64_t keep = s->rec.bytes_checked - s->rec.bytes_checked % STORE_PIECE_BYTES;
 	int err;
 
 	if (keep == 0 || keep > s->committed || resume_validator(&s->rec) == NULL)

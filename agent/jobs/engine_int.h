@@ -60,7 +60,6 @@ struct fsink {
 	uint64_t from_origin;       /* committed bytes by source */
 	uint64_t from_peers;
 	bool has_want;              /* the content must have this digest (a peer's entry) */
-	uint64_t fleet_verified;    /* leading pieces followed and found in their sender's signed list */
 	bool state_pending;         /* TRANSFERRING (and the response's validators) not committed yet */
 	/* The store's own copy, looked up before peers and the origin. */
 	enum { LOOK_NONE, LOOK_HIT, LOOK_REVALIDATED, LOOK_MISS } look;

@@ -242,11 +242,11 @@ restart_file(struct fsink *s)
 	s->fill = 0;
 	s->preloaded = 0;
 	s->from_origin = s->from_peers = 0;
-	s->fleet_verified = 0;
 	if ((err = reset_digest(s)) != 0)
 		return err;
 	s->from_store = s->skip_keys = false;
 	s->rec.bytes_committed = s->rec.bytes_from_origin = s->rec.bytes_from_peers = 0;
+	s->rec.bytes_checked = 0;
 	s->rec.bytes_from_cache = 0;
 	/* Readers of the old bytes must not take the new ones for theirs. */
 	if (s->publish) {
@@ -560,6 +560,14 @@ prepare_partial(struct fsink *s)
 	    !s->rec.crl_checked && s->rec.remote_url != NULL &&
 	    strncasecmp(s->rec.remote_url, "https:", 6) == 0)
 		committed = 0;
+	/* Bytes from a peer are kept through a break (a crash: the digest the
+	 * peer announced is gone with the process) only as far as they were
+	 * found in a signed piece list; the rest (one peer's whole-file
+	 * transfer, whose digest is checked only at its end) starts again.
+	 * Within a run (has_want) the final digest still vouches for them. */
+	if (!s->has_want && s->rec.bytes_from_peers > s->rec.bytes_checked &&
+	    committed > s->rec.bytes_checked)
+		committed = s->rec.bytes_checked - s->rec.bytes_checked % STORE_CHUNK_BYTES;
 	if ((uint64_t)sb.st_size < committed) {
 		if (!s->cache) {
 			committed = (uint64_t)sb.st_size - (uint64_t)sb.st_size % STORE_CHUNK_BYTES;

@@ -320,6 +320,9 @@ drain(struct swarm_state *st, const struct origin_sink *sink)
 				return err;
 			st->started = true;
 		}
+		/* Checked against the list: a resume keeps it (committed with
+		 * the chunk it completes). */
+		st->s->rec.bytes_checked = w->head * STORE_PIECE_BYTES + w->win[0].len;
 		err = sink->on_data(sink->arg, w->win[0].buf, w->win[0].len);
 		free(w->win[0].buf);
 		memmove(&w->win[0], &w->win[1], (SWARM_WINDOW - 1) * sizeof(w->win[0]));

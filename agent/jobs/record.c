@@ -252,6 +252,7 @@ file_rec_decode(const json_t *o, struct file_rec *out)
 	out->done = jbool(o, "done");
 	out->bytes_from_origin = duint(o, "bytes_from_origin");
 	out->bytes_from_peers = duint(o, "bytes_from_peers");
+	out->bytes_checked = duint(o, "bytes_checked");
 	out->bytes_rejected = duint(o, "bytes_rejected");
 	out->bytes_from_cache = duint(o, "bytes_from_cache");
 	out->fleet_elections = duint(o, "fleet_elections");
@@ -554,6 +555,7 @@ put_file(json_t *o, const void *rec)
 	    (err = put_bool(o, "done", f->done)) != 0 ||
 	    (err = put_int(o, "bytes_from_origin", (int64_t)f->bytes_from_origin)) != 0 ||
 	    (err = put_int(o, "bytes_from_peers", (int64_t)f->bytes_from_peers)) != 0 ||
+	    (err = put_int(o, "bytes_checked", (int64_t)f->bytes_checked)) != 0 ||
 	    (err = put_str(o, "cache_key", f->cache_key)) != 0 ||
 	    (err = put_str(o, "sha256", f->sha256)) != 0 ||
 	    (err = put_str(o, "expect_sha256", f->expect_sha256)) != 0 ||

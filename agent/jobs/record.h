@@ -83,6 +83,10 @@ struct file_rec {
 	uint64_t bytes_committed;
 	bool done;
 	uint64_t bytes_from_origin, bytes_from_peers, bytes_from_cache;
+	/* Of the leading bytes from peers, how many were found in a signed
+	 * piece list (pieces of a swarm, or followed and checked): a resume
+	 * keeps peer bytes only that far. */
+	uint64_t bytes_checked;
 	uint64_t bytes_rejected; /* peers' bytes thrown away: pieces not matching their digest */
 	/* The fleet (engine_fleet.c) in the last attempt: "owner" (fetched from
 	 * the origin after an election or alone with peers wanting it),
