@@ -27,6 +27,9 @@
 
 #define PROG "bgcopy-peerd"
 
+_Static_assert(PEERD_SERVE_RATE_MAX == BG_CONF_SERVE_RATE_MAX,
+               "peerd takes every serve_rate bgcopy.conf allows");
+
 /* Messages go out as bgcopy's do (the exit statuses too: cache.h). */
 #define complain(...) bg_complain(PROG, __VA_ARGS__)
 
@@ -94,7 +97,7 @@ usage(FILE *f)
 	        "usage: bgcopy-peerd [--home DIR] [--listen ADDR] [--port N] [--port-file F]\n"
 	        "                    [--threads N] [--max-connections N] [--timeout SECONDS]\n"
 	        "                    [--peer-key FILE] [--partial-wait-max SECONDS]\n"
-	        "                    [--connections-per-peer N]\n"
+	        "                    [--connections-per-peer N] [--serve-rate RATE]\n"
 	        "\n"
 	        "Serves the bgcopy content store (read-only) to LAN peers over HTTP:\n"
 	        "  GET|HEAD /v1/content?url=KEY   GET|HEAD /v1/partial?url=KEY\n"
@@ -118,12 +121,15 @@ usage(FILE *f)
 	        "  --connections-per-peer N  connections from one address, 0-%u, 0: no limit\n"
 	        "                        (default: serve_connections_per_peer in\n"
 	        "                        bgcopy.conf, else %u)\n"
+	        "  --serve-rate RATE     bytes/s of every body together, K, M, G or T for\n"
+	        "                        1024^1..4 (16M), 0: no limit (default: serve_rate in\n"
+	        "                        bgcopy.conf, else 0)\n"
 	        "  --help, --version\n"
 	        "\n"
 	        "bgcopy.conf (as bgcopy reads it: /etc/bgcopy/bgcopy.conf, then\n"
 	        "${XDG_CONFIG_HOME:-$HOME/.config}/bgcopy/bgcopy.conf, or $BGCOPY_CONFIG alone)\n"
-	        "gives listen, port, peer_key, discovery, partial_wait_max and\n"
-	        "serve_connections_per_peer; the options above override it.\n"
+	        "gives listen, port, peer_key, discovery, partial_wait_max,\n"
+	        "serve_connections_per_peer and serve_rate; the options above override it.\n"
 	        "\n"
 	        "Runs until SIGTERM or SIGINT.  Exit status: 0 stopped by a signal, 2 usage\n"
 	        "error, 3 store or system error.\n",
@@ -188,6 +194,7 @@ main(int argc, char **argv)
 	    {"peer-key", required_argument, NULL, 'k'},
 	    {"partial-wait-max", required_argument, NULL, 'w'},
 	    {"connections-per-peer", required_argument, NULL, 'P'},
+	    {"serve-rate", required_argument, NULL, 'r'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -207,7 +214,7 @@ main(int argc, char **argv)
 	char why[1024];
 	int opt, err, sig, rc = EXIT_SYSTEM;
 	bool wrote_port_file = false, listen_given = false, port_given = false;
-	bool wait_given = false, per_peer_given = false;
+	bool wait_given = false, per_peer_given = false, rate_given = false;
 	unsigned wait_s = 0;
 
 	peerd_config_init(&cfg);
@@ -270,6 +277,14 @@ main(int argc, char **argv)
 			}
 			per_peer_given = true;
 			break;
+		case 'r':
+			if (bg_parse_bytes(optarg, BG_CONF_SERVE_RATE_MAX, &cfg.serve_rate) != 0) {
+				complain("--serve-rate: expected bytes per second (K, M, G, T: powers of "
+				         "1024) up to 1T, 0: no limit, got '%s'", optarg);
+				return EXIT_USAGE;
+			}
+			rate_given = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return EXIT_DONE;
@@ -302,6 +317,8 @@ main(int argc, char **argv)
 	cfg.partial_wait_max_ms = wait_s * 1000;
 	if (!per_peer_given)
 		cfg.per_peer = conf.serve_per_peer;
+	if (!rate_given)
+		cfg.serve_rate = conf.serve_rate;
 	if (key_file == NULL)
 		key_file = conf.peer_key;
 	if (peerd_parse_listen(cfg.listen, cfg.port, &sa, &salen) != 0) {

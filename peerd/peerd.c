@@ -58,6 +58,18 @@ struct waiter {
 	bool ready;
 };
 
+/* A body out of tokens (serve_rate): its connection is suspended until the
+ * watcher hands it some.  Part of the body's state (struct body, struct
+ * pbody); in pd->throttled, under wait_lock, only while suspended. */
+struct throttle {
+	struct throttle *next;
+	struct MHD_Connection *conn;
+	size_t want;                    /* bytes the reader was asked for */
+	size_t grant;                   /* bytes handed over by the watcher, not yet sent */
+	int64_t since_ms;               /* suspended at, bg_mono_ms() */
+	bool queued;                    /* in pd->throttled */
+};
+
 /* Statuses counted by /metrics; anything else falls in the last slot. */
 static const unsigned counted_status[] = {200, 206, 304, 400, 401, 404, 405, 412, 414, 416,
                                           500, 503};
@@ -104,6 +116,20 @@ struct peerd {
 	bool wait_started;                           /* the watcher runs (one thread) */
 	pthread_t watcher;
 
+	/* The serving rate: one token bucket for every body, and the bodies
+	 * suspended for want of tokens, first in first served; the bucket
+	 * and the list under wait_lock.  Bodies answered from memory never
+	 * wait, but what they send is taken from the bucket all the same
+	 * (tokens may go below 0): the streamed bodies after them wait for it. */
+	uint64_t rate;                               /* bytes/s; 0: no limit, nothing below used */
+	double burst;                                /* bytes the bucket holds at most */
+	size_t quantum;                              /* the least tokens worth a resume */
+	double tokens;                               /* bytes that may be sent now */
+	int64_t tokens_ms;                           /* the last refill, bg_mono_ms() */
+	struct throttle *throttled;
+	struct throttle **throttled_tail;
+	atomic_uint_fast64_t throttled_ms;           /* time suspended for the rate, in all */
+
 	/* Keys the origin has not confirmed for this long are not served
 	 * (the store's max age), reloaded at most once a second. */
 	atomic_int_fast64_t max_age;                 /* seconds */
@@ -127,6 +153,7 @@ struct body {
 	unsigned char sha[BG_SHA256_LEN];
 	uint64_t start;
 	uint64_t len;
+	struct throttle th;
 };
 
 /* Marks the first call of the access handler for a request. */
@@ -293,18 +320,185 @@ header_safe(const char *v)
 	return v != NULL && *v != '\0' && bg_text_is_safe(v, BG_TEXT_TAB);
 }
 
+/* ---- The serving rate (serve_rate) --------------------------------------- */
+
+/* Adds the tokens earned since the last refill (wait_lock held).  Time is
+ * counted from the last refill, never rounded away: the rate holds over
+ * any number of refills. */
+static void
+rate_refill_locked(struct peerd *pd, int64_t now)
+{
+	if (now <= pd->tokens_ms)
+		return;
+	pd->tokens += (double)(now - pd->tokens_ms) * (double)pd->rate / 1000.0;
+	if (pd->tokens > pd->burst)
+		pd->tokens = pd->burst;
+	pd->tokens_ms = now;
+}
+
+/* The tokens a body asking for want bytes waits for. */
+static size_t
+rate_need(const struct peerd *pd, size_t want)
+{
+	return want < pd->quantum ? want : pd->quantum;
+}
+
+/* Takes th off the head of the list and resumes its connection, which
+ * calls the reader again (wait_lock held). */
+static void
+throttle_release_locked(struct peerd *pd, int64_t now)
+{
+	struct throttle *th = pd->throttled;
+
+	pd->throttled = th->next;
+	if (pd->throttled == NULL)
+		pd->throttled_tail = &pd->throttled;
+	th->next = NULL;
+	th->queued = false;
+	atomic_fetch_add_explicit(&pd->throttled_ms, (uint64_t)(now - th->since_ms),
+	                          memory_order_relaxed);
+	MHD_resume_connection(th->conn);
+}
+
+/* The watcher's turn (wait_lock held): hands the tokens there are to the
+ * suspended bodies in the order they stopped, each what its block needs or
+ * what there is, and resumes them.  The rest waits for the next round. */
+static void
+rate_grant_locked(struct peerd *pd, int64_t now)
+{
+	struct throttle *th;
+
+	rate_refill_locked(pd, now);
+	while ((th = pd->throttled) != NULL && pd->tokens >= (double)rate_need(pd, th->want)) {
+		th->grant = pd->tokens >= (double)th->want ? th->want : (size_t)pd->tokens;
+		pd->tokens -= (double)th->grant;
+		throttle_release_locked(pd, now);
+	}
+}
+
+/* Milliseconds until the first suspended body can be served, 1 to
+ * PEERD_WAIT_POLL_MS (wait_lock held, pd->throttled not NULL). */
+static long
+rate_due_ms_locked(struct peerd *pd, int64_t now)
+{
+	double missing;
+
+	rate_refill_locked(pd, now);
+	missing = (double)rate_need(pd, pd->throttled->want) - pd->tokens;
+	if (missing <= 0)
+		return 1;
+	missing = missing * 1000.0 / (double)pd->rate + 1;
+	return missing >= PEERD_WAIT_POLL_MS ? PEERD_WAIT_POLL_MS : (long)missing;
+}
+
+/* How many of want bytes the body of th may send now: what the watcher
+ * granted it, else what the bucket holds if no other body waits before it.
+ * 0 when there is not enough: the connection is then suspended, the
+ * reader returns 0 and libmicrohttpd calls it again once the watcher has
+ * granted tokens and resumed it (microhttpd.h allows both: suspending from
+ * a content reader, and 0 with a suspended connection).  At stop,
+ * MHD_CONTENT_READER_END_WITH_ERROR: the stop resumed the connection to
+ * close it, not to send the rest of the body at once. */
+static ssize_t
+rate_take(struct peerd *pd, struct throttle *th, size_t want)
+{
+	ssize_t n = (ssize_t)want;
+	int64_t now;
+
+	pthread_mutex_lock(&pd->wait_lock);
+	if (pd->stopping) {
+		n = MHD_CONTENT_READER_END_WITH_ERROR;
+	} else if (th->grant > 0) {
+		if (want > th->grant)
+			n = (ssize_t)th->grant;
+		th->grant -= (size_t)n;
+	} else if (pd->wait_started) {
+		/* (Without a watcher nobody would resume it: no limit.) */
+		now = bg_mono_ms();
+		rate_refill_locked(pd, now);
+		if (pd->throttled == NULL && pd->tokens >= (double)rate_need(pd, want)) {
+			if ((double)want > pd->tokens)
+				n = (ssize_t)pd->tokens;
+			pd->tokens -= (double)n;
+		} else {
+			/* Suspended under wait_lock: the watcher, which resumes
+			 * under it, never resumes a connection not yet
+			 * suspended. */
+			MHD_suspend_connection(th->conn);
+			th->want = want;
+			th->since_ms = now;
+			th->queued = true;
+			*pd->throttled_tail = th;
+			pd->throttled_tail = &th->next;
+			pthread_cond_signal(&pd->wait_cond);
+			n = 0;
+		}
+	}
+	pthread_mutex_unlock(&pd->wait_lock);
+	return n;
+}
+
+/* Takes n bytes sent from memory from the bucket, without waiting. */
+static void
+rate_charge(struct peerd *pd, uint64_t n)
+{
+	if (pd->rate == 0)
+		return;
+	pthread_mutex_lock(&pd->wait_lock);
+	rate_refill_locked(pd, bg_mono_ms());
+	pd->tokens -= (double)n;
+	pthread_mutex_unlock(&pd->wait_lock);
+}
+
+/* Called as a body is freed: a body still listed (its connection was
+ * closed while suspended, which libmicrohttpd is not known to do) leaves
+ * the list, so that the watcher never resumes a connection that is gone. */
+static void
+throttle_forget(struct peerd *pd, struct throttle *th)
+{
+	if (pd->rate == 0)
+		return;
+	pthread_mutex_lock(&pd->wait_lock);
+	if (th->queued) {
+		struct throttle **link = &pd->throttled;
+
+		while (*link != th)
+			link = &(*link)->next;
+		*link = th->next;
+		if (pd->throttled_tail == &th->next)
+			pd->throttled_tail = link;
+		th->queued = false;
+	}
+	pthread_mutex_unlock(&pd->wait_lock);
+}
+
+/* The size of the next read of a body at pos of len, at most max bytes and
+ * a block, as the rate allows; else what the reader returns (rate_take). */
+static ssize_t
+body_want(struct peerd *pd, struct throttle *th, uint64_t pos, uint64_t len, size_t max)
+{
+	size_t want = len - pos < max ? (size_t)(len - pos) : max;
+
+	if (want > PEERD_BLOCK_BYTES)
+		want = PEERD_BLOCK_BYTES;
+	if (pd->rate == 0)
+		return (ssize_t)want;
+	return rate_take(pd, th, want);
+}
+
 static ssize_t
 read_body(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct body *b = cls;
 	size_t want, got = 0;
+	ssize_t n;
 	int err;
 
 	if (pos >= b->len)
 		return MHD_CONTENT_READER_END_OF_STREAM;
-	want = b->len - pos < max ? (size_t)(b->len - pos) : max;
-	if (want > PEERD_BLOCK_BYTES)
-		want = PEERD_BLOCK_BYTES;
+	if ((n = body_want(b->pd, &b->th, pos, b->len, max)) <= 0)
+		return n; /* suspended for the rate (called again once resumed), or stopping */
+	want = (size_t)n;
 	err = store_read_content(b->st, b->sha, b->start + pos, buf, want, &got);
 	if (err != 0 || got == 0) {
 		/* The content went away or is damaged mid-stream: cut the
@@ -322,7 +516,10 @@ read_body(void *cls, uint64_t pos, char *buf, size_t max)
 static void
 free_body(void *cls)
 {
-	free(cls);
+	struct body *b = cls;
+
+	throttle_forget(b->pd, &b->th);
+	free(b);
 }
 
 /* The body of a 304, never sent: should libmicrohttpd ask for it, the
@@ -702,9 +899,11 @@ add_entry_headers(struct peerd *pd, struct MHD_Connection *conn, struct MHD_Resp
 	return true;
 }
 
-/* Answers a GET or HEAD of the entry l found; *status is what was queued. */
+/* Answers a GET (get) or HEAD of the entry l found; *status is what was
+ * queued. */
 static enum MHD_Result
-send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, unsigned *status_out)
+send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, bool get,
+             unsigned *status_out)
 {
 	char etag[ETAG_LEN + 1], hex[BG_SHA256_HEX_LEN + 1], digest[REPR_DIGEST_LEN + 1];
 	char crange[96];
@@ -792,6 +991,8 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, un
 			return MHD_NO;
 		}
 		atomic_fetch_add_explicit(&pd->bytes_served, len, memory_order_relaxed);
+		if (get)
+			rate_charge(pd, len);
 	} else {
 		if ((b = malloc(sizeof(*b))) == NULL)
 			return MHD_NO;
@@ -800,6 +1001,8 @@ send_content(struct peerd *pd, struct MHD_Connection *conn, struct lookup *l, un
 		memcpy(b->sha, l->key.sha256, BG_SHA256_LEN);
 		b->start = start;
 		b->len = len;
+		memset(&b->th, 0, sizeof(b->th));
+		b->th.conn = conn;
 		/* The size given here becomes Content-Length (also for HEAD, whose
 		 * body libmicrohttpd leaves out without calling read_body). */
 		r = MHD_create_response_from_callback(len, PEERD_BLOCK_BYTES, read_body, b, free_body);
@@ -926,7 +1129,7 @@ serve_content(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 		ret = send_text(pd, conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "store error\n");
 	} else {
 		status = 0;
-		ret = send_content(pd, conn, &l, &status);
+		ret = send_content(pd, conn, &l, strcmp(method, MHD_HTTP_METHOD_GET) == 0, &status);
 		/* A 304 or 412 answers a client that holds the content or wants
 		 * another one: neither is a use of this entry. */
 		if (ret == MHD_YES && strcmp(method, MHD_HTTP_METHOD_GET) == 0 &&
@@ -1183,6 +1386,7 @@ struct pbody {
 	uint64_t gen;
 	uint64_t start;
 	uint64_t len;
+	struct throttle th;
 };
 
 static ssize_t
@@ -1190,13 +1394,14 @@ read_partial_body(void *cls, uint64_t pos, char *buf, size_t max)
 {
 	struct pbody *b = cls;
 	size_t want, got = 0;
+	ssize_t n;
 	int err;
 
 	if (pos >= b->len)
 		return MHD_CONTENT_READER_END_OF_STREAM;
-	want = b->len - pos < max ? (size_t)(b->len - pos) : max;
-	if (want > PEERD_BLOCK_BYTES)
-		want = PEERD_BLOCK_BYTES;
+	if ((n = body_want(b->pd, &b->th, pos, b->len, max)) <= 0)
+		return n; /* suspended for the rate (called again once resumed), or stopping */
+	want = (size_t)n;
 	if (b->content)
 		err = store_read_content(b->st, b->sha, b->start + pos, buf, want, &got);
 	else
@@ -1211,6 +1416,15 @@ read_partial_body(void *cls, uint64_t pos, char *buf, size_t max)
 	}
 	atomic_fetch_add_explicit(&b->pd->bytes_served, got, memory_order_relaxed);
 	return (ssize_t)got;
+}
+
+static void
+free_pbody(void *cls)
+{
+	struct pbody *b = cls;
+
+	throttle_forget(b->pd, &b->th);
+	free(b);
 }
 
 /* ---- The bounded wait ------------------------------------------------------ */
@@ -1253,31 +1467,45 @@ wait_check_fn(struct bg_txn *txn, void *arg)
 
 /* The watcher: every PEERD_WAIT_POLL_MS while requests wait, one short
  * read transaction looks at all their records; the writer's lock is
- * tested at most every 250 ms per waiter (an open and a flock).  At stop
- * every waiter is resumed, so that MHD_stop_daemon finds none suspended
- * (libmicrohttpd panics on a suspended connection at stop). */
+ * tested at most every 250 ms per waiter (an open and a flock).  While
+ * bodies are suspended for the rate it wakes when the first of them can be
+ * served (at most PEERD_WAIT_POLL_MS later), grants tokens and resumes
+ * them.  At stop every waiter and every throttled body is resumed, so that
+ * MHD_stop_daemon finds none suspended (libmicrohttpd panics on a
+ * suspended connection at stop). */
 static void *
 wait_main(void *arg)
 {
 	struct peerd *pd = arg;
-	struct timespec ts = {0, PEERD_WAIT_POLL_MS * 1000000L};
+	int64_t checked_ms = 0; /* the waiters' last round */
 
 	pthread_mutex_lock(&pd->wait_lock);
 	for (;;) {
+		struct timespec ts = {0, PEERD_WAIT_POLL_MS * 1000000L};
 		struct bg_store *st;
 		int64_t now;
 		int err = 0;
 
-		while (!pd->stopping && pd->waiters == NULL)
+		while (!pd->stopping && pd->waiters == NULL && pd->throttled == NULL)
 			pthread_cond_wait(&pd->wait_cond, &pd->wait_lock);
 		if (pd->stopping)
 			break;
+		if (pd->throttled != NULL)
+			ts.tv_nsec = rate_due_ms_locked(pd, bg_mono_ms()) * 1000000L;
 		pthread_mutex_unlock(&pd->wait_lock);
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&pd->wait_lock);
 		if (pd->stopping)
 			break;
 		now = bg_mono_ms();
+		if (pd->throttled != NULL)
+			rate_grant_locked(pd, now);
+		/* The waiters keep their pace when the rate wakes the watcher
+		 * sooner. */
+		if (pd->waiters == NULL ||
+		    (ts.tv_nsec < PEERD_WAIT_POLL_MS * 1000000L && now - checked_ms < PEERD_WAIT_POLL_MS))
+			continue;
+		checked_ms = now;
 		for (struct waiter *w = pd->waiters; w != NULL; w = w->next)
 			if (now - w->alive_checked_ms >= 250) {
 				w->alive_checked_ms = now;
@@ -1285,7 +1513,7 @@ wait_main(void *arg)
 					w->ready = true;
 			}
 		if ((st = atomic_load_explicit(&pd->st, memory_order_acquire)) != NULL &&
-		    pd->waiters != NULL && (err = store_view(st, wait_check_fn, pd)) != 0)
+		    (err = store_view(st, wait_check_fn, pd)) != 0)
 			plog(pd, "waiting requests: store read failed: %s", bg_strerror(err));
 		for (struct waiter **link = &pd->waiters; *link != NULL;) {
 			struct waiter *w = *link;
@@ -1298,6 +1526,8 @@ wait_main(void *arg)
 	}
 	while (pd->waiters != NULL)
 		waiter_release_locked(pd, &pd->waiters);
+	while (pd->throttled != NULL)
+		throttle_release_locked(pd, bg_mono_ms());
 	pthread_mutex_unlock(&pd->wait_lock);
 	return NULL;
 }
@@ -1507,8 +1737,9 @@ answer_partial(struct peerd *pd, struct MHD_Connection *conn, const char *method
 		b->gen = l->rec.gen;
 		b->start = start;
 		b->len = len;
+		b->th.conn = conn;
 		r = MHD_create_response_from_callback(len, PEERD_BLOCK_BYTES, read_partial_body, b,
-		                                      free_body);
+		                                      free_pbody);
 		if (r == NULL) {
 			free(b);
 			return MHD_NO;
@@ -1593,6 +1824,8 @@ answer_pieces(struct peerd *pd, struct MHD_Connection *conn, const char *method,
 			r = MHD_create_response_from_buffer_with_free_callback(blen, l->digests, free);
 			if (r != NULL)
 				l->digests = NULL; /* transferred */
+			if (r != NULL && get)
+				rate_charge(pd, blen);
 		} else {
 			r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 		}
@@ -1680,6 +1913,7 @@ serve_metrics(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 	unsigned status;
 	char *buf;
 	size_t off = 0;
+	uint64_t ms;
 	int n;
 
 	if ((status = check_auth(pd, conn, method, PATH_METRICS, "")) != 0)
@@ -1732,6 +1966,17 @@ serve_metrics(struct peerd *pd, struct MHD_Connection *conn, const char *method)
 	     "# TYPE bgcopy_peerd_waiting gauge\n"
 	     "bgcopy_peerd_waiting %u\n",
 	     (unsigned)atomic_load(&pd->nwaiting));
+	EMIT("# HELP bgcopy_peerd_serve_rate_bytes The serving rate of all bodies together, "
+	     "bytes/s (0: no limit).\n"
+	     "# TYPE bgcopy_peerd_serve_rate_bytes gauge\n"
+	     "bgcopy_peerd_serve_rate_bytes %" PRIu64 "\n",
+	     pd->rate);
+	ms = atomic_load_explicit(&pd->throttled_ms, memory_order_relaxed);
+	EMIT("# HELP bgcopy_peerd_throttled_seconds_total Time bodies spent suspended for the "
+	     "serving rate, all together.\n"
+	     "# TYPE bgcopy_peerd_throttled_seconds_total counter\n"
+	     "bgcopy_peerd_throttled_seconds_total %" PRIu64 ".%03u\n",
+	     ms / 1000, (unsigned)(ms % 1000));
 	info = MHD_get_daemon_info(pd->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
 	if (info != NULL)
 		EMIT("# HELP bgcopy_peerd_connections Open connections.\n"
@@ -1965,6 +2210,7 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	    c->max_connections > PEERD_CONNECTIONS_MAX || c->timeout == 0 ||
 	    c->timeout > PEERD_TIMEOUT_MAX || c->connection_memory < 4096 ||
 	    c->partial_wait_max_ms > PEER_PARTIAL_WAIT_MAX_MS || c->per_peer > PEERD_PER_PEER_MAX ||
+	    c->serve_rate > PEERD_SERVE_RATE_MAX ||
 	    (c->peer_key != NULL && (c->peer_key_len < PEER_KEY_MIN ||
 	                             c->peer_key_len > PEER_KEY_MAX)))
 		return BG_EINVAL;
@@ -2004,6 +2250,17 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	atomic_init(&pd->nwaiting, 0);
 	atomic_init(&pd->node_loaded, false);
 	pd->wait_max_ms = c->partial_wait_max_ms;
+	pd->rate = c->serve_rate;
+	pd->burst = c->serve_rate > PEERD_RATE_BURST_MIN ? (double)c->serve_rate
+	                                                 : PEERD_RATE_BURST_MIN;
+	pd->quantum = (size_t)(c->serve_rate / (1000 / PEERD_WAIT_POLL_MS));
+	if (pd->quantum < PEERD_RATE_GRANT_MIN)
+		pd->quantum = PEERD_RATE_GRANT_MIN;
+	/* A full bucket at start: the first second is the burst. */
+	pd->tokens = pd->burst;
+	pd->tokens_ms = bg_mono_ms();
+	pd->throttled_tail = &pd->throttled;
+	atomic_init(&pd->throttled_ms, 0);
 	/* Waiters hold connections: at most half of them may wait. */
 	pd->waiters_max = c->max_connections / 2 > 0 ? c->max_connections / 2 : 1;
 	if (pthread_mutex_init(&pd->wait_lock, NULL) != 0 ||

@@ -11,7 +11,9 @@
  * store_read_content(), each a short read transaction that never spans
  * network I/O), atomic counters and the mutex-protected replay set.  One
  * thread of peerd's own watches the downloads in progress that suspended
- * requests wait on (X-Bgcopy-Wait) and resumes them.
+ * requests wait on (X-Bgcopy-Wait) and resumes them, and the bodies
+ * suspended for the serving rate (serve_rate), which it resumes as the
+ * rate allows.
  * peerd_start(), peerd_port() and peerd_stop() are called by one thread.
  */
 #ifndef BG_PEERD_H
@@ -63,6 +65,16 @@
 /* Connections one client address may hold open (0: no limit). */
 #define PEERD_PER_PEER_DEFAULT 8
 #define PEERD_PER_PEER_MAX 1000
+/* The serving rate (serve_rate): bytes/s of every body together, at most
+ * config.h's BG_CONF_SERVE_RATE_MAX.  A token bucket holds one second of
+ * the rate, and at least PEERD_RATE_BURST_MIN so that a slow rate still
+ * sends in blocks of some size.  A body out of tokens is suspended and
+ * resumed once the bucket holds PEERD_WAIT_POLL_MS of the rate, at least
+ * PEERD_RATE_GRANT_MIN bytes (or what the block still needs): fewer
+ * resumes, each worth a send. */
+#define PEERD_SERVE_RATE_MAX ((uint64_t)1 << 40)
+#define PEERD_RATE_BURST_MIN (64 * 1024)
+#define PEERD_RATE_GRANT_MIN 4096
 
 /* The replay set: signatures seen whose timestamp is still inside the
  * window.  An entry lives until t + PEER_AUTH_WINDOW (after that the
@@ -85,6 +97,8 @@ struct peerd_config {
 	unsigned partial_wait_max_ms; /* longest X-Bgcopy-Wait granted, <= PEER_PARTIAL_WAIT_MAX_MS;
 	                              * 0: never wait */
 	unsigned per_peer;           /* connections per client address, 0: no limit */
+	uint64_t serve_rate;         /* bytes/s of all bodies together, <= PEERD_SERVE_RATE_MAX;
+	                              * 0: no limit */
 	const char *home;            /* where to report use (HOME/usage.log) and, without a
 	                              * store at start, to find it; NULL: nowhere */
 	const unsigned char *peer_key; /* NULL: no authentication; copied by peerd_start */

@@ -671,7 +671,7 @@ class Peerd:
             if line.startswith("#") or not line.strip():
                 continue
             name, value = line.rsplit(" ", 1)
-            out[name] = int(value)
+            out[name] = float(value) if "." in value else int(value)
         return r, out
 
     def rss_anon(self):
