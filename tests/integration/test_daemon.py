@@ -260,7 +260,7 @@ def _(bg):
     """--max-transfers 1; low (set-priority), normal and high jobs queued before the daemon starts
     run high, then normal, then low, one at a time; a foreground job resumed while the low one
     transfers starts at once beside it"""
-    files = {"slow/h.bin": 2 * MiB, "slow/n.bin": 2 * MiB, "slower/l.bin": 6 * MiB, "f.bin": 200_000}
+    files = {"slow/h.bin": 2 * MiB, "slow/n.bin": 2 * MiB, "slower/l.bin": 3 * MiB, "f.bin": 200_000}
     locs = ("location /files/slow/ { " + paced("2m") + " }\n"
             "        location /files/slower/ { " + paced("1m") + " }")
     with Origin(files=files, locations=locs) as o:
@@ -315,12 +315,13 @@ def _(bg):
 
 # ---- 4. round robin ---------------------------------------------------------------------
 
-RR_SIZE = 16 * MiB
+# 4 s of transfer each at 2 MiB/s: at most 4 MiB a 2 s turn, so each job needs two turns at least.
+RR_SIZE = 8 * MiB
 
 
 @case("round_robin_within_level")
 def _(bg):
-    """--max-transfers 1 --slice 2, two normal jobs of ~8 s each: they take turns (a turn ends, the
+    """--max-transfers 1 --slice 2, two normal jobs of ~4 s each: they take turns (a turn ends, the
     other starts) before either is TRANSFERRED; each resumes with Range; both complete with the
     right bytes; the origin sends each file <= 1.1 x its size"""
     with Origin(files={"a.bin": RR_SIZE, "b.bin": RR_SIZE},
