@@ -6,8 +6,9 @@
  * coordinator on which of them goes to the origin: each publishes its
  * intent, waits FLEET_SETTLE_MS so that nodes starting together see each
  * other, and ranks the nodes that want the URL by rendezvous hashing
- * (fleet.h); the first goes, the others follow it.  README.md "The fleet"
- * tells the whole story; doc/fleet-design.md the reasons.
+ * (fleet.h); the first fleet_origin_max (1) go, the others follow them.
+ * README.md "The fleet" tells the whole story; doc/fleet-design.md the
+ * reasons.
  *
  * What is followed is only ever bytes fetched under a policy this job
  * accepts (bg_fetch_policy_acceptable): no weaker TLS checks, the same
@@ -42,8 +43,10 @@ struct fleet {
 	struct store_fetch_policy mine;
 	bool tls;
 	bool candidate;       /* may be elected: publishes its bytes for others */
+	size_t origin_max;    /* fleet_origin_max: origin fetches of the URL at once */
 	bool excluded[JOB_PEERS_MAX]; /* failed us in this attempt: not asked again */
 	bool live[JOB_PEERS_MAX];     /* seen fetching in this attempt: its final copy is current */
+	bool source[JOB_PEERS_MAX];   /* a source in the last view (sources()) */
 	struct fleet_view v;
 };
 
@@ -112,14 +115,20 @@ acceptable(const struct fleet *f, const struct peer_partial *p, bool both)
 	return !both || bg_fetch_policy_acceptable(&f->mine, &p->fetch, f->tls, NULL);
 }
 
-/* The best source now in the view: a node fetching from the origin (or
- * finished since we saw it fetching), the highest-ranked of them; -1. */
-static int
-best_source(struct fleet *f)
+/* The sources now in the view: nodes fetching from the origin (or
+ * finished since we saw them fetching).  Returns how many, and sets *best
+ * to the view index of the one to follow, -1 when none: with one origin
+ * fetch at a time the highest-ranked for the URL (every follower the
+ * same); with more, the first for this node (fleet_rank_sources), which
+ * spreads the followers over them. */
+static size_t
+sources(struct fleet *f, int *best)
 {
 	const char *nodes[PEER_POLL_MAX];
 	size_t which[PEER_POLL_MAX], order[PEER_POLL_MAX], n = 0;
 
+	*best = -1;
+	memset(f->source, 0, sizeof(f->source));
 	for (size_t j = 0; j < f->v.n; j++) {
 		const struct peer_poll *q = &f->v.poll[j];
 		size_t i = f->v.idx[j];
@@ -134,22 +143,30 @@ best_source(struct fleet *f)
 		 * judge (it asks the origin whether it is current). */
 		if (!fetching && !(q->p.final && f->live[i]))
 			continue;
+		f->source[i] = true;
 		nodes[n] = q->p.node;
 		which[n++] = j;
 	}
 	if (n == 0)
-		return -1;
-	fleet_rank(nodes, n, f->key, order);
-	return (int)which[order[0]];
+		return 0;
+	if (f->origin_max > 1)
+		fleet_rank_sources(nodes, n, f->self, f->key, order);
+	else
+		fleet_rank(nodes, n, f->key, order);
+	*best = (int)which[order[0]];
+	return n;
 }
 
-/* The elected owner among us and the nodes that want the URL in our
- * class: -2 for us, else its index in the view. */
-static int
-elect(struct fleet *f)
+/* The election among us and the nodes that want the URL in our class:
+ * the first `seats` of the ranking fetch from the origin.  Returns whether
+ * we are one of them; the others elected go to owners[] (indexes in
+ * r->peers), *nowners of them. */
+static bool
+elect(struct fleet *f, size_t seats, size_t *owners, size_t *nowners)
 {
 	const char *nodes[PEER_POLL_MAX + 1];
-	size_t which[PEER_POLL_MAX + 1], order[PEER_POLL_MAX + 1], n = 0;
+	size_t which[PEER_POLL_MAX + 1], order[PEER_POLL_MAX + 1], n = 0, won;
+	bool us = false;
 
 	nodes[n] = f->self;
 	which[n++] = (size_t)-2;
@@ -165,9 +182,16 @@ elect(struct fleet *f)
 		nodes[n] = q->p.node;
 		which[n++] = j;
 	}
-	fleet_rank(nodes, n, f->key, order);
-	trace("elect among %zu: %.8s", n, nodes[order[0]]);
-	return which[order[0]] == (size_t)-2 ? -2 : (int)which[order[0]];
+	won = fleet_elect(nodes, n, f->key, seats, order);
+	*nowners = 0;
+	for (size_t k = 0; k < won; k++) {
+		trace("elect %zu of %zu: %.8s", k + 1, n, nodes[order[k]]);
+		if (which[order[k]] == (size_t)-2)
+			us = true;
+		else
+			owners[(*nowners)++] = f->v.idx[which[order[k]]];
+	}
+	return us;
 }
 
 /* Whether anyone in the view wants the URL in our class (a node that may
@@ -477,11 +501,14 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 		return BG_ENOMEM;
 	}
 	f->candidate = may_publish(s) && r->ro->fleet_owner;
+	/* Options a caller zeroed (not from bgcopy.conf) mean the default. */
+	f->origin_max = r->ro->fleet_origin_max > 0 ? r->ro->fleet_origin_max : 1;
 	s->fleet_role = FLEET_ROLE_NONE; /* the record's counts were reset by run_file */
 	unsigned iterations = 0;
 
 	for (unsigned round = 0; round <= r->ro->fleet_takeovers && err == 0 && !*done; round++) {
-		size_t owner = (size_t)-1; /* the elected node's index in r->peers */
+		size_t owners[PEER_POLL_MAX], nowners = 0; /* the others elected, by r->peers index */
+		size_t nsrc;
 		int j;
 
 		/* Rounds that are not takeovers (somebody started meanwhile) do
@@ -494,7 +521,10 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 		}
 		if (poll_all(f) != 0)
 			break; /* no fleet this time: the origin */
-		if ((j = best_source(f)) >= 0) {
+		/* A node that may be elected follows once origin_max nodes fetch
+		 * (fewer leave it a seat in an election); any other node as soon
+		 * as one does. */
+		if ((nsrc = sources(f, &j)) >= (f->candidate ? f->origin_max : 1)) {
 			if ((err = follow(f, (size_t)j, &end)) == 0 && end == FOLLOW_DONE)
 				*done = true;
 			continue;
@@ -518,18 +548,22 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 			}
 			if (poll_all(f) != 0)
 				break;
-			if ((j = best_source(f)) >= 0) {
+			if ((nsrc = sources(f, &j)) >= f->origin_max) {
 				round--; /* not a takeover: somebody started meanwhile */
 				continue;
 			}
-			if ((j = elect(f)) == -2) {
+			/* Nodes already fetching hold their seats: an election
+			 * fills only the others, so that nodes deciding before or
+			 * after one of them started elect the same. */
+			if (elect(f, f->origin_max - nsrc, owners, &nowners)) {
 				/* Us: the origin, published at once so that later
 				 * starters follow instead of electing again. */
 				goto out;
 			}
-			owner = f->v.idx[j];
 		}
-		/* Somebody else is to fetch: wait for it (or anyone) to start. */
+		/* Somebody else is to fetch: wait for it (or anyone) to start,
+		 * with several seats until every one elected has. */
+		size_t want_src = nsrc + (nowners > 0 ? nowners : 1);
 		int64_t deadline = bg_mono_ms() + FLEET_OWNER_START_MS;
 		bool started = false;
 
@@ -541,12 +575,14 @@ try_fleet(struct run *r, struct fsink *s, const struct origin_sink *sink, bool *
 			}
 			if (poll_all(f) != 0)
 				break;
-			started = best_source(f) >= 0;
+			started = sources(f, &j) >= want_src;
 		}
-		if (err == 0 && !started && owner != (size_t)-1) {
+		for (size_t k = 0; err == 0 && !started && k < nowners; k++) {
+			if (f->source[owners[k]])
+				continue;
 			/* Elected but never started: the next election is without it. */
-			note(f, owner, PEER_LOOKUP_FAILED, "elected to fetch the file but did not start");
-			f->excluded[owner] = true;
+			note(f, owners[k], PEER_LOOKUP_FAILED, "elected to fetch the file but did not start");
+			f->excluded[owners[k]] = true;
 		}
 		if (started)
 			round--; /* followed next round */

@@ -113,10 +113,11 @@ fetch_policy_weaker(struct store_fetch_policy *a, const struct store_fetch_polic
 	a->h2h = a->h2h || b->h2h;
 }
 
-uint64_t
-fleet_score(const char *node_id, const char *url)
+/* The first 8 bytes, big-endian, of SHA-256(label || a || "\n" || b), or
+ * of SHA-256(label || a || "\n" || b || "\n" || c) when c is not NULL. */
+static uint64_t
+score64(const char *label, const char *a, const char *b, const char *c)
 {
-	static const char label[] = FLEET_RENDEZVOUS_LABEL;
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned char d[BG_SHA256_LEN];
 	unsigned int n = 0;
@@ -125,9 +126,11 @@ fleet_score(const char *node_id, const char *url)
 	/* Only allocation can fail here; a score of 0 then ranks the node
 	 * last, which is what an unusable node deserves. */
 	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-	    EVP_DigestUpdate(md, label, sizeof(label) - 1) != 1 ||
-	    EVP_DigestUpdate(md, node_id, strlen(node_id)) != 1 ||
-	    EVP_DigestUpdate(md, "\n", 1) != 1 || EVP_DigestUpdate(md, url, strlen(url)) != 1 ||
+	    EVP_DigestUpdate(md, label, strlen(label)) != 1 ||
+	    EVP_DigestUpdate(md, a, strlen(a)) != 1 || EVP_DigestUpdate(md, "\n", 1) != 1 ||
+	    EVP_DigestUpdate(md, b, strlen(b)) != 1 ||
+	    (c != NULL && (EVP_DigestUpdate(md, "\n", 1) != 1 ||
+	                   EVP_DigestUpdate(md, c, strlen(c)) != 1)) ||
 	    EVP_DigestFinal_ex(md, d, &n) != 1 || n != BG_SHA256_LEN) {
 		EVP_MD_CTX_free(md);
 		return 0;
@@ -138,8 +141,29 @@ fleet_score(const char *node_id, const char *url)
 	return v;
 }
 
-size_t
-fleet_rank(const char *const *nodes, size_t n, const char *url, size_t *order)
+uint64_t
+fleet_score(const char *node_id, const char *url)
+{
+	return score64(FLEET_RENDEZVOUS_LABEL, node_id, url, NULL);
+}
+
+uint64_t
+fleet_follow_score(const char *source, const char *follower, const char *url)
+{
+	return score64(FLEET_FOLLOW_LABEL, source, follower, url);
+}
+
+/* fleet_score of nodes[i], or fleet_follow_score for follower when it is
+ * not NULL. */
+static uint64_t
+score_of(const char *const *nodes, size_t i, const char *follower, const char *url)
+{
+	return follower == NULL ? fleet_score(nodes[i], url)
+	                        : fleet_follow_score(nodes[i], follower, url);
+}
+
+static size_t
+rank(const char *const *nodes, size_t n, const char *follower, const char *url, size_t *order)
 {
 	uint64_t stack[64], *score = n <= 64 ? stack : malloc(n * sizeof(*score));
 
@@ -150,7 +174,8 @@ fleet_rank(const char *const *nodes, size_t n, const char *url, size_t *order)
 		for (size_t i = 1; i < n; i++) {
 			for (size_t j = i; j > 0; j--) {
 				size_t a = order[j - 1], b = order[j];
-				uint64_t sa = fleet_score(nodes[a], url), sb = fleet_score(nodes[b], url);
+				uint64_t sa = score_of(nodes, a, follower, url);
+				uint64_t sb = score_of(nodes, b, follower, url);
 
 				if (sa > sb || (sa == sb && strcmp(nodes[a], nodes[b]) <= 0))
 					break;
@@ -161,7 +186,7 @@ fleet_rank(const char *const *nodes, size_t n, const char *url, size_t *order)
 		return n;
 	}
 	for (size_t i = 0; i < n; i++)
-		score[i] = fleet_score(nodes[i], url);
+		score[i] = score_of(nodes, i, follower, url);
 	/* Insertion sort: a fleet is a LAN's nodes, tens, not thousands. */
 	for (size_t i = 1; i < n; i++) {
 		size_t x = order[i], j = i;
@@ -179,4 +204,26 @@ fleet_rank(const char *const *nodes, size_t n, const char *url, size_t *order)
 	if (score != stack)
 		free(score);
 	return n;
+}
+
+size_t
+fleet_rank(const char *const *nodes, size_t n, const char *url, size_t *order)
+{
+	return rank(nodes, n, NULL, url, order);
+}
+
+size_t
+fleet_elect(const char *const *nodes, size_t n, const char *url, size_t max, size_t *order)
+{
+	rank(nodes, n, NULL, url, order);
+	if (max == 0)
+		max = 1; /* options a caller zeroed: the default */
+	return n < max ? n : max;
+}
+
+size_t
+fleet_rank_sources(const char *const *sources, size_t n, const char *follower, const char *url,
+                   size_t *order)
+{
+	return rank(sources, n, follower, url, order);
 }

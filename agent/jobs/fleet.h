@@ -34,5 +34,22 @@ uint64_t fleet_score(const char *node_id, const char *url);
 /* Fills order[0..n) with the indexes of nodes[], highest score for url
  * first, ties by strcmp of the node ids (the smaller first).  Returns n. */
 size_t fleet_rank(const char *const *nodes, size_t n, const char *url, size_t *order);
+/* An election of up to max owners (fleet_origin_max; 0 counts as 1): ranks
+ * nodes[] as fleet_rank does and returns how many of order[] are elected,
+ * the first min(max, n).  Every node that sees the same candidates elects
+ * the same ones. */
+size_t fleet_elect(const char *const *nodes, size_t n, const char *url, size_t max, size_t *order);
+
+/* Which of several nodes fetching url from the origin a follower takes:
+ * rendezvous keyed by the follower too, so that followers spread over
+ * them, each keeping its choice while they live.  The first 8 bytes,
+ * big-endian, of SHA-256("bgcopy follow 1\n" || source || "\n" ||
+ * follower || "\n" || url). */
+#define FLEET_FOLLOW_LABEL "bgcopy follow 1\n"
+uint64_t fleet_follow_score(const char *source, const char *follower, const char *url);
+/* fleet_rank by fleet_follow_score for follower: the first is the one to
+ * follow.  Returns n. */
+size_t fleet_rank_sources(const char *const *sources, size_t n, const char *follower,
+                          const char *url, size_t *order);
 
 #endif /* BG_FLEET_H */

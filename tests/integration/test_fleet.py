@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Integration cases for the fleet on one machine: two or three nodes (homes with their own
+"""Integration cases for the fleet on one machine: two to four nodes (homes with their own
 bgcopy-peerd on 127.0.0.1) get one file from a rate-limited nginx at about the same time.
 The second node follows the first (takes the file from its peerd as it arrives) instead of
 asking the origin again; the origin's access log says how many body bytes it sent. The
@@ -136,32 +136,37 @@ def _(bg):
     found in A's signed piece list while A lived, and the origin sends the rest (206, Range
     from the first piece not kept, If-Range on A's strong ETag); the origin sent at most
     2.1 x the size"""
+    owner_killed(bg, (), killed_takeover)
+
+
+def owner_killed(bg, settings, check):
+    """A fetches, B follows, both with SETTINGS (bgcopy.conf); A's bgcopy and peerd are
+    killed once B has 5 MiB: checks B's output, then CHECK(t, o, B's file document)."""
     with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
         o, _, t = started(bg, o)
-        A, B = Node(bg, o, "A"), Node(bg, o, "B")
+        A, B = (Node(bg, o, n, settings=settings) for n in "AB")
         A.peerd.__enter__()      # killed below: not a context that expects a clean exit
         try:
             with B.peerd:
-                killed_takeover(t, o, A, B)
+                A.start_get(o, [B])
+                if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
+                    return
+                B.start_get(o, [A])
+                if wait_partial(t, o, B.p, B.out, os.path.join(B.dir, "get"), 5 * MiB) is None:
+                    return
+                A.p.send_signal(signal.SIGKILL)
+                A.peerd.proc.send_signal(signal.SIGKILL)
+                A.peerd.proc.wait()
+                rb = B.result()
+                A.result()
+                expect_correct(t, B, o, *rb)
+                check(t, o, file0(rb[1]))
         finally:
             if A.peerd.alive():
                 A.peerd.stop()
 
 
-def killed_takeover(t, o, A, B):
-    A.start_get(o, [B])
-    if wait_partial(t, o, A.p, A.out, os.path.join(A.dir, "get"), MiB) is None:
-        return
-    B.start_get(o, [A])
-    if wait_partial(t, o, B.p, B.out, os.path.join(B.dir, "get"), 5 * MiB) is None:
-        return
-    A.p.send_signal(signal.SIGKILL)
-    A.peerd.proc.send_signal(signal.SIGKILL)
-    A.peerd.proc.wait()
-    rb = B.result()
-    A.result()
-    expect_correct(t, B, o, *rb)
-    fb = file0(rb[1])
+def killed_takeover(t, o, fb):
     fl = fb.get("fleet") or {}
     t.eq("B's fleet role after the owner died", fl.get("role"), "owner")
     t.ok("B took over at least once", (fl.get("takeovers") or 0) >= 1, json.dumps(fl))
@@ -256,6 +261,64 @@ def _(bg):
         finally:
             if A.peerd.alive():
                 A.peerd.stop()
+
+
+@case("fleet_takeovers_0_follower_goes_to_the_origin_alone")
+def _(bg):
+    """fleet_takeovers = 0: A fetches, B follows; A (bgcopy and peerd) is killed midway: B
+    joins no re-election (fleet.elections 0: it followed A at once, and no election after)
+    and fetches the rest of the file from the origin alone (role owner, its one takeover,
+    keeping the pieces it checked), right"""
+    owner_killed(bg, [("fleet_takeovers", 0)], went_alone)
+
+
+def went_alone(t, o, fb):
+    fl = fb.get("fleet") or {}
+    t.eq("B's fleet role after the owner died", fl.get("role"), "owner")
+    t.ok("B followed A first", (fl.get("follows") or 0) >= 1, json.dumps(fl))
+    t.eq("B's elections (none: no re-election)", fl.get("elections"), 0)
+    t.eq("B's takeovers (the origin alone, once)", fl.get("takeovers"), 1)
+    t.eq("B's bytes: from A, then the origin", (fb.get("bytes_from_origin") or 0) +
+         (fb.get("bytes_from_peers") or 0), SIZE)
+    gets = [int(r.get("status")) for r in o.log() if r.get("uri") == URI]
+    t.eq("origin answers: A's 200, then B's resume (206)", gets, [200, 206])
+
+
+def node_id(node):
+    try:
+        with open(os.path.join(node.agent.home, "node-id")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+@case("fleet_origin_max_2_four_nodes_two_owners")
+def _(bg):
+    """fleet_origin_max = 2, four nodes started together: the election makes two owners, each
+    fetching from the origin once (two 200s, at most 2 x the size sent), the two others follow
+    one of them (which one is each follower's own rendezvous), and every output is right"""
+    with Origin(files={"big.bin": SIZE}, locations=LOC) as o:
+        o, _, t = started(bg, o)
+        nodes = [Node(bg, o, n, settings=[("fleet_origin_max", 2)]) for n in "ABCD"]
+        with nodes[0].peerd, nodes[1].peerd, nodes[2].peerd, nodes[3].peerd:
+            for n in nodes:
+                n.start_get(o, [m for m in nodes if m is not n])
+            results = [n.result() for n in nodes]
+            for n, r in zip(nodes, results):
+                expect_correct(t, n, o, *r)
+            fleets = [file0(r[1]).get("fleet") or {} for r in results]
+            t.note(" ".join(f"{n.name}: {json.dumps(fl)}" for n, fl in zip(nodes, fleets)))
+            roles = sorted(fl.get("role") or "none" for fl in fleets)
+            t.eq("roles", roles, ["follower", "follower", "owner", "owner"])
+            owners = {node_id(n) for n, fl in zip(nodes, fleets) if fl.get("role") == "owner"}
+            for n, fl in zip(nodes, fleets):
+                if fl.get("role") == "follower":
+                    t.ok(f"{n.name} follows one of the owners", fl.get("source") in owners,
+                         f"source {fl.get('source')}, owners {sorted(owners)}")
+            gets = [int(r.get("status")) for r in o.log() if r.get("uri") == URI]
+            t.eq("origin answers: two 200s", gets, [200, 200])
+            sent = origin_body_bytes(o)
+            t.ok("origin sent at most 2 x the size", sent <= 2 * SIZE, f"{sent} bytes for {SIZE}")
 
 
 @case("fleet_with_peer_key_two_followers")

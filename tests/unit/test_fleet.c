@@ -1,7 +1,8 @@
 /*
  * test_fleet.c - the pure parts of the fleet (fleet.c): the fetch policy a
- * job's flags give, and rendezvous hashing (fixed vectors, the order, that
- * removing a node moves only the URLs it owned, and an even spread).
+ * job's flags give, rendezvous hashing (fixed vectors, the order, that
+ * removing a node moves only the URLs it owned, and an even spread), the
+ * election of several owners, and the followers' spread over them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,10 +173,139 @@ test_rendezvous(void)
 	}
 }
 
+/* fleet_follow_score, as above with
+ *   b"bgcopy follow 1\n" + source + b"\n" + follower + b"\n" + url */
+static const struct {
+	const char *source, *follower, *url;
+	uint64_t score;
+} follow_vectors[] = {
+	{"0123456789abcdef0123456789abcdef", "node-a", "http://example.com/a.iso",
+	 0xb4fbcb28b142b634ull},
+	{"fedcba9876543210fedcba9876543210", "node-a", "http://example.com/a.iso",
+	 0x219b997f79171fd8ull},
+	{"0123456789abcdef0123456789abcdef", "node-b", "http://example.com/a.iso",
+	 0x02095fcde2387e1dull},
+	{"fedcba9876543210fedcba9876543210", "node-b", "http://example.com/a.iso",
+	 0xf3b1ec1dc824424aull},
+};
+
+#define FOLLOWERS 4000
+
+static void
+test_elect(void)
+{
+	const char *four[] = {"node-a", "00000000000000000000000000000000",
+	                      "fedcba9876543210fedcba9876543210", "0123456789abcdef0123456789abcdef"};
+	char ids[NODES][33], url[64];
+	const char *nodes[NODES];
+	size_t order[NODES], rest[NODES];
+
+	/* The first max of the ranking (by the vectors: 0123.., fedc..). */
+	CHECK_EQ_INT(fleet_elect(four, 4, "http://example.com/a.iso", 1, order), 1);
+	CHECK_EQ_INT(order[0], 3);
+	CHECK_EQ_INT(fleet_elect(four, 4, "http://example.com/a.iso", 2, order), 2);
+	CHECK(order[0] == 3 && order[1] == 2);
+	/* 0 is the default, 1; more seats than candidates elect them all. */
+	CHECK_EQ_INT(fleet_elect(four, 4, "http://example.com/a.iso", 0, order), 1);
+	CHECK_EQ_INT(order[0], 3);
+	CHECK_EQ_INT(fleet_elect(four, 4, "http://example.com/a.iso", 16, order), 4);
+	CHECK_EQ_INT(fleet_elect(four, 0, "x", 2, order), 0);
+
+	for (size_t i = 0; i < NODES; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%08zx%024x", i * 2654435761u, 1);
+		nodes[i] = ids[i];
+	}
+	for (size_t u = 0; u < 200; u++) {
+		size_t k = 1 + u % 4, won;
+
+		snprintf(url, sizeof(url), "http://origin.test/file/%zu", u);
+		won = fleet_elect(nodes, NODES, url, k, order);
+		CHECK_EQ_INT(won, k);
+		/* Elected: the k highest scores. */
+		for (size_t a = 0; a < won; a++) {
+			for (size_t b = won; b < NODES; b++)
+				CHECK(fleet_score(nodes[order[a]], url) > fleet_score(nodes[order[b]], url));
+		}
+		/* The first elected already fetching (no candidate any more):
+		 * the others elect k - 1 among the rest, the same nodes. */
+		if (k > 1) {
+			const char *others[NODES - 1];
+			size_t idx[NODES - 1], m = 0;
+
+			for (size_t i = 0; i < NODES; i++) {
+				if (i == order[0])
+					continue;
+				idx[m] = i;
+				others[m++] = nodes[i];
+			}
+			CHECK_EQ_INT(fleet_elect(others, m, url, k - 1, rest), k - 1);
+			for (size_t a = 0; a + 1 < k; a++)
+				CHECK_EQ_INT(idx[rest[a]], order[a + 1]);
+		}
+	}
+}
+
+static void
+test_spread(void)
+{
+	const char *two[] = {"fedcba9876543210fedcba9876543210", "0123456789abcdef0123456789abcdef"};
+	const char *url = "https://origin.test/big.bin";
+	char ids[FOLLOWERS][33];
+	const char *owners[3];
+	size_t order[3], count[3] = {0}, first[FOLLOWERS];
+
+	for (size_t i = 0; i < sizeof(follow_vectors) / sizeof(follow_vectors[0]); i++) {
+		uint64_t v = fleet_follow_score(follow_vectors[i].source, follow_vectors[i].follower,
+		                                follow_vectors[i].url);
+
+		if (!CHECK(v == follow_vectors[i].score))
+			fprintf(stderr, "    follow vector %zu: %016llx\n", i, (unsigned long long)v);
+	}
+	/* Keyed by the follower: by the vectors node-a takes 0123.. and node-b
+	 * fedc.., where fleet_rank puts 0123.. first for everyone. */
+	CHECK_EQ_INT(fleet_rank_sources(two, 2, "node-a", "http://example.com/a.iso", order), 2);
+	CHECK(order[0] == 1 && order[1] == 0);
+	CHECK_EQ_INT(fleet_rank_sources(two, 2, "node-b", "http://example.com/a.iso", order), 2);
+	CHECK(order[0] == 0 && order[1] == 1);
+	fleet_rank(two, 2, "http://example.com/a.iso", order);
+	CHECK_EQ_INT(order[0], 1);
+	CHECK_EQ_INT(fleet_rank_sources(two, 2, "x", "x", order), 2);
+	CHECK_EQ_INT(fleet_rank_sources(two, 0, "x", "x", order), 0);
+
+	/* Three owners: each is first for a third of the followers, within
+	 * 15 %, where fleet_rank would send every follower to the same one. */
+	owners[0] = "owner-one";
+	owners[1] = "owner-two";
+	owners[2] = "owner-three";
+	for (size_t i = 0; i < FOLLOWERS; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "%032zx", i * 2654435761u);
+		fleet_rank_sources(owners, 3, ids[i], url, order);
+		first[i] = order[0];
+		count[order[0]]++;
+	}
+	for (size_t o = 0; o < 3; o++) {
+		if (!CHECK(count[o] >= FOLLOWERS / 3 * 85 / 100 && count[o] <= FOLLOWERS / 3 * 115 / 100))
+			fprintf(stderr, "    owner %zu is first for %zu\n", o, count[o]);
+	}
+	/* An owner gone moves only its own followers. */
+	{
+		size_t moved = 0;
+
+		for (size_t i = 0; i < FOLLOWERS; i++) {
+			fleet_rank_sources(owners, 2, ids[i], url, order);
+			if (first[i] != 2 && order[0] != first[i])
+				moved++;
+		}
+		CHECK_EQ_INT(moved, 0);
+	}
+}
+
 int
 main(void)
 {
 	test_policy();
 	test_rendezvous();
+	test_elect();
+	test_spread();
 	return check_done();
 }
