@@ -555,7 +555,6 @@ put_file(json_t *o, const void *rec)
 	    (err = put_bool(o, "done", f->done)) != 0 ||
 	    (err = put_int(o, "bytes_from_origin", (int64_t)f->bytes_from_origin)) != 0 ||
 	    (err = put_int(o, "bytes_from_peers", (int64_t)f->bytes_from_peers)) != 0 ||
-	    (err = put_int(o, "bytes_checked", (int64_t)f->bytes_checked)) != 0 ||
 	    (err = put_str(o, "cache_key", f->cache_key)) != 0 ||
 	    (err = put_str(o, "sha256", f->sha256)) != 0 ||
 	    (err = put_str(o, "expect_sha256", f->expect_sha256)) != 0 ||
@@ -568,6 +567,7 @@ put_file(json_t *o, const void *rec)
 	    (err = opt_bool(o, "not_stored", f->not_stored)) != 0 ||
 	    (err = opt_int(o, "bytes_from_cache", (int64_t)f->bytes_from_cache)) != 0 ||
 	    (err = opt_int(o, "bytes_rejected", (int64_t)f->bytes_rejected)) != 0 ||
+	    (err = opt_int(o, "bytes_checked", (int64_t)f->bytes_checked)) != 0 ||
 	    (err = (f->has_cached ? put_bool(o, "cached", f->cached) : del(o, "cached"))) != 0 ||
 	    (err = opt_str(o, "cache_note", f->cache_note)) != 0 ||
 	    (err = opt_str(o, "fleet_role", f->fleet_role)) != 0 ||

@@ -17,12 +17,14 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bgtest import Bgcopy, Peerd, case_registry, main, ran, sign, started  # noqa: E402
+from bgtest import (Bgcopy, Peerd, case_registry, main, ran, sign, started,  # noqa: E402
+                    wait_partial)
 from origin import MiB, Origin, sha256_file  # noqa: E402
 from relay import Liar  # noqa: E402
 
 SIZE = 12 * MiB + 12345    # 49 pieces, the last one short
 URI = "/files/big.bin"
+PIECE = 64 * 4096 - 16     # a store chunk: the unit of the piece lists
 
 CASES, case = case_registry()
 
@@ -177,6 +179,78 @@ def _(bg):
             t.eq("no /v1/pieces request", m.get("bgcopy_peerd_pieces_requests_total"), 0)
             t.eq("one content GET (200)", m.get('bgcopy_peerd_requests_total{status="200"}', 0) >= 1,
                  True)
+
+
+def slow_peerd(bg, h):
+    """A second peerd for holder h's home that sends at most 2 MiB/s (--serve-rate): a
+    transfer from it lasts long enough to be killed midway."""
+    workdir = os.path.join(h.dir, "slow")
+    os.makedirs(workdir, exist_ok=True)
+    return Peerd(bg, h.agent.home, "--serve-rate", "2M", workdir=workdir,
+                 env_extra={"BGCOPY_CONFIG": h.conf, "BGCOPY_HOME": h.agent.home})
+
+
+def killed_get(t, o, node, peers, at_least):
+    """node's get from peers, killed (SIGKILL) once its partial file holds at_least bytes."""
+    args = []
+    for p in peers:
+        args += ["--peer", p]
+    log = os.path.join(node.dir, "killed")
+    p = node.agent.popen_get(o.url(URI), node.out, extra=args, json_out=True, log_prefix=log)
+    seen = wait_partial(t, o, p, node.out, log, at_least)
+    p.kill()
+    p.wait()
+    return seen
+
+
+def origin_gets(o):
+    return [(int(r.get("status")), r.get("range")) for r in o.log()
+            if r.get("uri") == URI and r.get("method") == "GET"]
+
+
+@case("peer_transfer_killed_unchecked_bytes_start_over")
+def _(bg):
+    """D takes the file from one holder (whole-file transfer: its digest is checked only at
+    the end) and is killed midway; the next get of D keeps none of those bytes (their
+    digest went with the process): the file comes whole from the holder again, the origin
+    sends no byte of it, and the output is right"""
+    with Origin(files={"big.bin": SIZE}) as o:
+        o, _, t = started(bg, o)
+        (H,) = holders(bg, o, t, 1)
+        D = Node(bg, o, "D")
+        with slow_peerd(bg, H) as pd:
+            peer = f"127.0.0.1:{pd.port}"
+            before = len(origin_gets(o))
+            if killed_get(t, o, D, [peer], 3 * MiB) is None:
+                return
+            f = D.get(t, o, [peer])
+            t.eq("D: bytes from the holder (all of them, again)", f.get("bytes_from_peers"), SIZE)
+            t.eq("D: bytes from the origin", f.get("bytes_from_origin"), 0)
+            t.eq("D: no GET of the file at the origin", origin_gets(o)[before:], [])
+
+
+@case("swarm_killed_checked_pieces_kept")
+def _(bg):
+    """D takes the file from two holders at once (every piece checked against the signed
+    list) and is killed midway; the next get of D keeps the checked pieces: the origin sends
+    only the rest (one 206 from a piece boundary), and the output is right"""
+    with Origin(files={"big.bin": SIZE}) as o:
+        o, _, t = started(bg, o)
+        hs = holders(bg, o, t, 2)
+        D = Node(bg, o, "D")
+        with slow_peerd(bg, hs[0]) as p0, slow_peerd(bg, hs[1]) as p1:
+            peers = [f"127.0.0.1:{p0.port}", f"127.0.0.1:{p1.port}"]
+            before = len(origin_gets(o))
+            if killed_get(t, o, D, peers, 4 * MiB) is None:
+                return
+            f = D.get(t, o, peers)
+            kept = f.get("bytes_from_peers")
+            t.ok("D kept whole pieces from the holders", isinstance(kept, int) and kept > 0 and
+                 kept % PIECE == 0, f"bytes_from_peers {kept!r}")
+            t.eq("D: the rest from the origin", (f.get("bytes_from_origin") or 0) + (kept or 0),
+                 SIZE)
+            t.eq("D: the origin sent the rest once, from the first piece not kept",
+                 origin_gets(o)[before:], [(206, f"bytes={kept}-")])
 
 
 if __name__ == "__main__":
