@@ -358,7 +358,11 @@ follow(struct fleet *f, size_t j, enum follow_end *end)
 			note(f, i, PEER_LOOKUP_HIT, "followed as it arrived");
 			s->has_want = true;
 			memcpy(s->want, want.sha256, BG_SHA256_LEN);
-			if ((err = flush_chunk(s)) != 0)
+			/* The last, short chunk is the node's bytes too. */
+			s->from_peer = true;
+			err = flush_chunk(s);
+			s->from_peer = false;
+			if (err != 0)
 				break;
 			err = finish_file(s);
 			if (err == 0 && r->out.hr != HR_S_OK) {
