@@ -739,6 +739,15 @@ int txn_content_pieces_complete(struct bg_txn *txn, const unsigned char sha[BG_S
  * when the content is absent; BG_ERDONLY on a read-only store. */
 int store_pieces_fill(struct bg_store *st, const unsigned char sha[BG_SHA256_LEN],
                       uint64_t max_chunks, uint64_t *left) BG_WUR;
+/* Fills the list of the next content entry, in digest order from `from`
+ * (inclusive), whose list lacks digests: at most max_chunks chunks (as
+ * store_pieces_fill), and looks at no more than a few thousand records per
+ * call.  `from` is advanced for the next call; *done is set once no entry
+ * at or after it lacks digests.  A caller walks the whole store with
+ * `from` zeroed first; each call is a few short transactions.  BG_ERDONLY
+ * on a read-only store. */
+int store_pieces_fill_next(struct bg_store *st, unsigned char from[BG_SHA256_LEN],
+                           uint64_t max_chunks, bool *done) BG_WUR;
 
 /* ---- Downloads in progress (inflight.c) -----------------------------------
  * Each cached download on this node publishes what it has committed so far

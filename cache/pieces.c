@@ -342,3 +342,101 @@ out:
 	free(f.d);
 	return rc;
 }
+
+/* ---- Filling a whole store, a little at a time ----------------------------- */
+
+/* Content records looked at by one store_pieces_fill_next() call at most. */
+#define PIECES_SCAN_MAX 4096
+
+struct scan_ctx {
+	uint64_t seen;
+	bool found;                        /* sha: content whose list lacks digests */
+	bool more;                         /* stopped at the cap: resume from next */
+	unsigned char sha[BG_SHA256_LEN];
+	unsigned char next[BG_SHA256_LEN];
+};
+
+static int
+scan_visit(struct bg_txn *txn, const MDB_val *k, const MDB_val *v, void *ctx)
+{
+	struct scan_ctx *s = ctx;
+	struct store_content c;
+	uint64_t have;
+	int rc;
+
+	if (k->mv_size != BG_SHA256_LEN)
+		return 0; /* store_verify's business */
+	if (s->seen++ == PIECES_SCAN_MAX) {
+		memcpy(s->next, k->mv_data, BG_SHA256_LEN);
+		s->more = true;
+		return RUN_STOP;
+	}
+	if (ci_content_decode(v, &c) != 0)
+		return 0;
+	if ((rc = ci_pieces_count(txn, c.blob, chunks_of(c.size), &have)) != 0)
+		return rc;
+	if (have == chunks_of(c.size))
+		return 0;
+	memcpy(s->sha, k->mv_data, BG_SHA256_LEN);
+	s->found = true;
+	return RUN_STOP;
+}
+
+static int
+scan_txn(struct bg_txn *txn, void *arg)
+{
+	struct scan_ctx *s = arg;
+	int rc;
+
+	if (!have_db(txn))
+		return BG_ERDONLY;
+	rc = ci_walk(txn, DB_CONTENT, s->next, BG_SHA256_LEN, 0, scan_visit, s);
+	return rc == RUN_STOP ? 0 : rc;
+}
+
+/* The digest after sha in key order; false past the last one. */
+static bool
+sha_successor(unsigned char sha[BG_SHA256_LEN])
+{
+	for (size_t i = BG_SHA256_LEN; i-- > 0;)
+		if (++sha[i] != 0)
+			return true;
+	return false;
+}
+
+int
+store_pieces_fill_next(struct bg_store *st, unsigned char from[BG_SHA256_LEN],
+                       uint64_t max_chunks, bool *done)
+{
+	struct scan_ctx s;
+	uint64_t left = 0;
+	int rc;
+
+	if (st == NULL || from == NULL || done == NULL)
+		return BG_EINVAL;
+	*done = false;
+	if (st->flags & STORE_RDONLY)
+		return BG_ERDONLY;
+	memset(&s, 0, sizeof(s));
+	memcpy(s.next, from, BG_SHA256_LEN);
+	if ((rc = store_view(st, scan_txn, &s)) != 0)
+		return rc;
+	if (!s.found) {
+		if (s.more)
+			memcpy(from, s.next, BG_SHA256_LEN);
+		else
+			*done = true;
+		return 0;
+	}
+	rc = store_pieces_fill(st, s.sha, max_chunks, &left);
+	if (rc == BG_ENOENT) /* removed since the scan */
+		rc = 0, left = 0;
+	if (rc != 0)
+		return rc;
+	memcpy(from, s.sha, BG_SHA256_LEN);
+	/* An entry whose list stays short (max_chunks 0, or chunks that
+	 * cannot be read: store_verify's business) is passed over. */
+	if ((left == 0 || max_chunks == 0) && !sha_successor(from))
+		*done = true;
+	return 0;
+}

@@ -10,6 +10,11 @@
  * The CLI touches HOME/wake after each change; the daemon waits on that
  * with inotify, on its workers' completion pipe, and on its next timer
  * (a retry time or the end of a time slice), never polling the store.
+ *
+ * While no job runs, the daemon fills in the piece lists (one SHA-256 per
+ * store chunk) of content stored by a build that kept none, a few MiB per
+ * step, so that peers can take such content from several holders at once
+ * (the swarm) without waiting for `bgcopy cache verify`.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +37,7 @@
 #include "jobs_int.h"
 
 #define IDLE_WAKEUP_MS (60 * 1000) /* longest sleep with nothing scheduled */
+#define FILL_STEP_CHUNKS 32        /* chunks hashed per idle step (8 MiB) */
 
 extern char **environ;
 
@@ -58,6 +64,8 @@ struct daemon {
 	int pipe[2];      /* workers and signals write a byte here */
 	int ino;          /* inotify on HOME (the wake file) */
 	json_t *last_run; /* job id -> time it last started: round robin */
+	bool fill;        /* piece lists may lack digests: fill while idle */
+	unsigned char fill_from[BG_SHA256_LEN];
 	json_t *cleaned;  /* cancelled jobs whose partial data was removed */
 };
 
@@ -172,6 +180,30 @@ after_run(struct daemon *d, struct worker *w)
 	w->lock = NULL;
 	w->busy = false;
 	w->preempted = false;
+	/* A file finished from a copy whose list had a gap has one too. */
+	d->fill = true;
+	memset(d->fill_from, 0, sizeof(d->fill_from));
+}
+
+/* One idle step of filling piece lists; returns whether more is left. */
+static bool
+fill_step(struct daemon *d)
+{
+	bool done = false;
+	int err;
+
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++)
+		if (d->workers[i].busy)
+			return false; /* a job's turn: after_run asks again */
+	err = store_pieces_fill_next(d->st, d->fill_from, FILL_STEP_CHUNKS, &done);
+	if (err != 0) {
+		note("cannot fill in piece lists: %s (bgcopy cache verify repairs them)",
+		     bg_strerror(err));
+		done = true;
+	}
+	if (done)
+		d->fill = false;
+	return !done;
 }
 
 static void
@@ -441,6 +473,7 @@ daemon_run(struct bg_store *st, const struct daemon_options *opt)
 	d->opt = opt;
 	d->ino = -1;
 	d->pipe[0] = d->pipe[1] = -1;
+	d->fill = true;
 	snprintf(d->crl_dir, sizeof(d->crl_dir), "%s/crl", opt->home);
 	if ((d->last_run = json_object()) == NULL || (d->cleaned = json_object()) == NULL) {
 		err = BG_ENOMEM;
@@ -471,6 +504,8 @@ daemon_run(struct bg_store *st, const struct daemon_options *opt)
 		timeout = schedule(d);
 		if (stop_requested)
 			break;
+		if (d->fill && fill_step(d))
+			timeout = 0;
 		if (poll(pfd, 2, timeout) < 0 && errno != EINTR) {
 			err = bg_err_from_errno(errno);
 			break;

@@ -23,8 +23,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bgtest import (SKIPPED, background_result, case_registry, expect_transferred, main,  # noqa: E402
-                    started, stop_background, wait_partial)
+from bgtest import (SKIPPED, Daemon, background_result, case_registry, expect_transferred,  # noqa: E402
+                    main, started, stop_background, wait_partial)
 from origin import MiB, Origin  # noqa: E402
 
 CHUNK = 64 * 4096 - 16     # STORE_CHUNK_BYTES: a piece is a store chunk
@@ -292,6 +292,40 @@ def _(bg):
         if d is not None:
             check_pieces(t, "the older key's content piece list", d.get("content_pieces") or [], data, 1)
             t.eq("the older key's content piece list complete", d.get("content_complete"), True)
+
+
+
+@case("daemon_fills_piece_lists_of_older_content_while_idle")
+def _(bg):
+    """content stored without piece lists (as an older build stored it: tests/tools/store_fill)
+    gets complete, correct lists from an idle daemon, with no job and no cache verify"""
+    fill = os.path.join(os.path.dirname(dump_exe() or ""), "store_fill")
+    if dump_exe() is None or not os.access(fill, os.X_OK):
+        return SKIPPED
+    n, size = 40, CHUNK - 5   # one chunk each (store_fill's limit); 40 idle steps at least
+    with Origin(files={"unused.bin": b"x"}) as o:
+        o, agent, t = started(bg, o)
+        os.makedirs(agent.home, exist_ok=True)
+        p = subprocess.run([fill, agent.home, str(n), str(size)], capture_output=True, text=True,
+                           timeout=60)
+        t.eq("store_fill exit", p.returncode, 0)
+        urls = [f"https://fill.example/{i}" for i in range(n)]
+        before = [dump(t, agent, u) for u in urls]
+        t.eq("before: digests per entry", [len((d or {}).get("content_pieces") or []) for d in before],
+             [0] * n)
+        with Daemon(t, agent, o):
+            deadline, got = time.monotonic() + 30, []
+            while time.monotonic() < deadline:
+                got = [dump(t, agent, u) for u in urls]
+                if all((d or {}).get("content_complete") for d in got):
+                    break
+                time.sleep(0.2)
+        t.eq("lists complete", [(d or {}).get("content_complete") for d in got], [True] * n)
+        for i, d in enumerate(got):
+            data = i.to_bytes(8, "little") + bytes(size - 8)
+            t.eq(f"entry {i}: sha256", ((d or {}).get("key") or {}).get("sha256"),
+                 hashlib.sha256(data).hexdigest())
+            check_pieces(t, f"entry {i}'s piece list", (d or {}).get("content_pieces") or [], data, 1)
 
 
 if __name__ == "__main__":

@@ -452,6 +452,68 @@ static void test_pieces_fill(void)
 	home_free(home);
 }
 
+/* A walk over the whole store fills every list, a few chunks per call, and
+ * ends. */
+static void test_pieces_fill_next(void)
+{
+	char *home = home_new();
+	struct bg_store *st = open_rw(home), *ro = NULL;
+	size_t lens[3] = { 3 * CH + 1, CH, 2 * CH };
+	const char *urls[3] = { URL_A, URL_B, "https://origin.example/n.iso" };
+	struct blob_put p[3];
+	unsigned char *data[3], from[BG_SHA256_LEN];
+	bool done = false;
+	unsigned calls = 0;
+
+	for (int i = 0; i < 3; i++) {
+		data[i] = pattern_buf(10 + i, lens[i]);
+		memset(&p[i], 0, sizeof(p[i]));
+		p[i].data = data[i];
+		p[i].len = lens[i];
+		p[i].content = 1;
+		p[i].key = 1;
+		p[i].url = urls[i];
+		CHECK_OK(put_blob(st, &p[i]));
+	}
+	/* max_chunks 0 hashes nothing, and still ends */
+	memset(from, 0, sizeof(from));
+	for (calls = 0; !done && calls < 10; calls++)
+		CHECK_OK(store_pieces_fill_next(st, from, 0, &done));
+	CHECK(done);
+	for (int i = 0; i < 3; i++) {
+		struct fill_check c = { .p = &p[i] };
+
+		CHECK_OK(store_view(st, fill_check_fn, &c));
+		CHECK_EQ_INT(c.have, 0);
+	}
+	memset(from, 0, sizeof(from));
+	done = false;
+	for (calls = 0; !done && calls < 20; calls++)
+		CHECK_OK(store_pieces_fill_next(st, from, 2, &done));
+	CHECK(done);
+	/* 4 + 1 + 2 chunks, at most 2 per call: at least 5 calls */
+	CHECK(calls >= 5);
+	for (int i = 0; i < 3; i++) {
+		struct fill_check c = { .p = &p[i] };
+
+		CHECK_OK(store_view(st, fill_check_fn, &c));
+		CHECK(c.complete);
+		CHECK_EQ_INT(c.have, (lens[i] + CH - 1) / CH);
+	}
+	/* nothing left: the first call says so */
+	memset(from, 0, sizeof(from));
+	CHECK_OK(store_pieces_fill_next(st, from, 2, &done));
+	CHECK(done);
+	CHECK_OK(store_open(home, STORE_RDONLY, NULL, &ro));
+	memset(from, 0, sizeof(from));
+	CHECK_RC(store_pieces_fill_next(ro, from, 2, &done), BG_ERDONLY);
+	store_close(ro);
+	store_close(st);
+	for (int i = 0; i < 3; i++)
+		free(data[i]);
+	home_free(home);
+}
+
 /* ---- Downloads in progress ----------------------------------------------- */
 
 static void inflight_sample(struct store_inflight *f, const char *url)
@@ -1491,6 +1553,7 @@ int main(void)
 	test_pieces();
 	test_pieces_go_with_chunks();
 	test_pieces_fill();
+	test_pieces_fill_next();
 	test_inflight_records();
 	test_read_inflight();
 	test_read_inflight_dedup();
