@@ -712,7 +712,9 @@ int txn_peer_each(struct bg_txn *txn, int (*fn)(const struct store_peer *p, void
  * store_gc drop both).  A piece list is what lets a node take different
  * pieces of one file from several peers and check each on arrival; the
  * whole-file SHA-256 stays the content's identity.  Only full chunks of a
- * blob still being written have a digest; content (finished) has one for
+ * blob still being written have a digest (the agent stores a chunk's with
+ * its next commit of the file, so the last full chunk may lack one for a
+ * while, or after a crash until the resume); content (finished) has one for
  * every chunk, the short last one included, unless it was stored by an
  * older build (then its list is filled lazily: store_pieces_fill). */
 #define STORE_PIECE_LEN BG_SHA256_LEN

@@ -1245,9 +1245,19 @@ plookup_fn(struct bg_txn *txn, void *arg)
 		blob = l->content.blob;
 		l->known = chunks_of(l->content.size);
 	} else {
-		/* Only full committed chunks have a digest (fleet design 1.4). */
+		/* Only full committed chunks have a digest (fleet design 1.4),
+		 * and the last one's comes with the writer's next commit. */
+		unsigned char d[STORE_PIECE_LEN];
+
 		blob = l->rec.blob;
 		l->known = l->rec.committed / STORE_PIECE_BYTES;
+		if (l->known > 0 && blob != 0) {
+			err = txn_piece_get(txn, blob, l->known - 1, d);
+			if (err == BG_ENOENT)
+				l->known--;
+			else if (err != 0)
+				return err;
+		}
 	}
 	if (l->from < l->known && blob != 0) {
 		uint64_t max = l->known - l->from;

@@ -188,9 +188,10 @@ again:
 			} else {
 				set_local_error(r, res.local_err, "cannot write", temp);
 			}
-		} else if (s.fill > 0 && hr_transient(res.hr)) {
+		} else if (hr_transient(res.hr)) {
 			/* Keep whole bytes received before the break: they are good
-			 * and the resume picks up after them. */
+			 * and the resume picks up after them (with every digest
+			 * known, also when the break fell on a chunk's end). */
 			if ((err = flush_chunk(&s)) != 0) {
 				if (run_propagated(err))
 					goto out;

@@ -27,6 +27,9 @@ struct final_args {
 	struct file_rec rec; /* the file record as committed (a copy per attempt) */
 	struct store_enforce_result evicted;
 	bool has_last_piece;  /* the digest of the last chunk (index last) is known */
+	bool has_prev_piece;  /* a streamed chunk's digest not stored yet (engine_sink.c) */
+	uint64_t prev_index;
+	unsigned char prev_piece[STORE_PIECE_LEN];
 	uint64_t last;
 	unsigned char last_piece[STORE_PIECE_LEN];
 	struct store_fetch_policy fetch; /* what the bytes were fetched under */
@@ -179,6 +182,11 @@ final_fn(struct bg_txn *txn, void *arg)
 	 * run twice). */
 	file_rec_clear(&a->rec);
 	if ((err = file_rec_copy(&a->rec, &s->rec)) != 0)
+		return err;
+	/* First, so that what follows (a copy of the list, the content's
+	 * own) sees the blob's every digest. */
+	if (a->has_prev_piece && s->blob != 0 &&
+	    (err = txn_piece_put(txn, s->blob, a->prev_index, a->prev_piece)) != 0)
 		return err;
 	memset(&a->evicted, 0, sizeof(a->evicted));
 	if ((err = txn_job_check_generation(txn, s->r->id, s->r->generation, &s->r->memo)) != 0)
@@ -355,6 +363,12 @@ finish_file(struct fsink *s)
 		a.has_last_piece = true;
 		bg_sha256(s->pending, s->fill, a.last_piece);
 	}
+	if (s->piece_pending) {
+		if ((err = hasher_piece(s->hash, s->piece_seq, a.prev_piece)) != 0)
+			return err;
+		a.has_prev_piece = true;
+		a.prev_index = s->piece_chunk;
+	}
 	/* Bytes are as trustworthy as the weakest fetch they came from: a
 	 * copy revalidated from the store keeps what its key said (a 304
 	 * under weaker checks weakens it); bytes from a peer's finished entry
@@ -412,6 +426,7 @@ finish_file(struct fsink *s)
 	}
 	err = store_update(r->st, final_fn, &a);
 	if (err == 0) {
+		s->piece_pending = false;
 		/* The record as committed; the encoded form kept is not that
 		 * record's any more. */
 		file_rec_clear(&s->rec);

@@ -71,6 +71,11 @@ struct fsink {
 	/* The digest of the chunk being committed (full chunks only). */
 	bool piece_known;
 	unsigned char piece_now[STORE_PIECE_LEN];
+	/* A full chunk streamed in (chunk piece_chunk, hasher buffer
+	 * piece_seq) is committed before its digest is known: the hasher's
+	 * thread computes it, and the next commit of the file stores it. */
+	bool piece_pending;
+	uint64_t piece_seq, piece_chunk;
 	/* The download in progress as this node publishes it for peers
 	 * (doc/fleet-design.md 1.4): rewritten with every commit of the file
 	 * while publish, under the lock lock_fd (-1: none held). */

@@ -146,10 +146,19 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 		.memo = &s->r->memo,
 	};
 	struct store_inflight f;
+	unsigned char prev[STORE_PIECE_LEN];
 	int err;
 
 	if (c.data != NULL && s->piece_known)
 		c.piece = s->piece_now;
+	/* A streamed chunk's digest goes with the next commit; dropped bytes
+	 * take theirs along. */
+	if (s->piece_pending && !drop) {
+		if ((err = hasher_piece(s->hash, s->piece_seq, prev)) != 0)
+			return err;
+		c.prev_piece = prev;
+		c.prev_chunk = s->piece_chunk;
+	}
 	/* The record counts the bytes the store holds after this commit
 	 * (commit_fn counts a chunk's itself). */
 	if (s->publish) {
@@ -163,6 +172,7 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 	}
 	if ((err = job_commit(s->r->st, &c)) == 0) {
 		s->blob = c.blob_out;
+		s->piece_pending = false;
 		if (c.inflight_del)
 			s->unpublished = true;
 	}
@@ -177,7 +187,9 @@ write_pending(struct fsink *s)
 	if ((err = pwrite_all(s->fd, s->buf, s->fill, s->committed)) != 0)
 		return err;
 	s->pending = s->buf;
-	if ((err = hasher_submit(s->hash, s->fill)) != 0)
+	/* A full chunk of a cached file gets its digest computed beside the
+	 * whole-file one (a short chunk has none until written whole). */
+	if ((err = hasher_submit(s->hash, s->fill, s->cache && s->fill == STORE_CHUNK_BYTES)) != 0)
 		return err;
 	s->buf = hasher_buffer(s->hash);
 	if (s->from_peer)
@@ -200,29 +212,48 @@ pending_committed(struct fsink *s)
 	report_progress(s);
 }
 
-int
-flush_chunk(struct fsink *s)
+/* Commits the buffered bytes.  defer: a chunk streamed in, whose digest
+ * the next commit stores (the hasher computes it meanwhile); otherwise
+ * (a break, the end of a source) every digest known is stored now. */
+static int
+flush(struct fsink *s, bool defer)
 {
+	bool piece;
 	int err;
 
 	/* Nothing new (a resumed short chunk is in the store already): no
-	 * commit, and no progress that would reset the retries. */
+	 * commit, and no progress that would reset the retries; a digest
+	 * still pending is stored. */
 	if (s->fill == s->preloaded)
-		return 0;
+		return defer || !s->piece_pending ? 0 : commit_file(s, NULL, 0, false, false);
 	if ((err = write_pending(s)) != 0)
 		return err;
 	/* Only a full chunk gets its digest: a short one committed at a
 	 * break is written again, whole, by the resume (prepare_partial). */
-	s->piece_known = s->cache && s->fill == STORE_CHUNK_BYTES;
-	if (s->piece_known)
-		bg_sha256(s->pending, s->fill, s->piece_now);
+	piece = s->cache && s->fill == STORE_CHUNK_BYTES;
+	if (piece && !defer) {
+		if ((err = hasher_piece(s->hash, hasher_submitted(s->hash) - 1, s->piece_now)) != 0)
+			return err;
+		s->piece_known = true;
+	}
 	err = commit_file(s, s->pending, s->fill, false, s->state_pending);
 	s->piece_known = false;
 	if (err != 0)
 		return err;
+	if (piece && defer) {
+		s->piece_pending = true;
+		s->piece_seq = hasher_submitted(s->hash) - 1;
+		s->piece_chunk = s->committed / STORE_CHUNK_BYTES;
+	}
 	s->state_pending = false;
 	pending_committed(s);
 	return 0;
+}
+
+int
+flush_chunk(struct fsink *s)
+{
+	return flush(s, false);
 }
 
 static int
@@ -238,6 +269,7 @@ restart_file(struct fsink *s)
 
 	if (ftruncate(s->fd, 0) != 0)
 		return bg_err_from_errno(errno);
+	s->piece_pending = false;
 	s->committed = 0;
 	s->fill = 0;
 	s->preloaded = 0;
@@ -496,7 +528,7 @@ sink_data(void *arg, const void *p, size_t len)
 		s->fill += n;
 		c += n;
 		len -= n;
-		if (s->fill == STORE_CHUNK_BYTES && (err = flush_chunk(s)) != 0)
+		if (s->fill == STORE_CHUNK_BYTES && (err = flush(s, true)) != 0)
 			return err;
 	}
 	return 0;
@@ -539,6 +571,48 @@ read_chunk(struct bg_store *st, uint64_t blob, uint64_t index, unsigned char *ds
 	return err;
 }
 
+struct piece_probe {
+	uint64_t blob, index;
+	bool missing;
+};
+
+static int
+piece_probe_fn(struct bg_txn *txn, void *arg)
+{
+	struct piece_probe *p = arg;
+	unsigned char d[STORE_PIECE_LEN];
+	int err = txn_piece_get(txn, p->blob, p->index, d);
+
+	p->missing = err == BG_ENOENT;
+	return err == BG_ENOENT ? 0 : err;
+}
+
+/* The last full chunk kept may lack its digest (it comes with the commit
+ * after the chunk's, which a crash or a stop can prevent): computed from
+ * the stored chunk and stored. */
+static int
+last_piece_after_break(struct fsink *s, uint64_t aligned, unsigned char *block)
+{
+	struct piece_probe p = {s->blob, aligned / STORE_CHUNK_BYTES - 1, false};
+	unsigned char d[STORE_PIECE_LEN];
+	size_t got = 0;
+	int err;
+
+	if ((err = store_view(s->r->st, piece_probe_fn, &p)) != 0 || !p.missing)
+		return err;
+	if ((err = read_chunk(s->r->st, s->blob, p.index, block, &got)) != 0 ||
+	    got != STORE_CHUNK_BYTES)
+		return err; /* left to store_verify */
+	bg_sha256(block, got, d);
+	struct job_commit c = {.id = s->r->id, .index = s->index, .file = &s->rec,
+	                       .file_json = &s->rec_json, .blob_in = s->blob,
+	                       .prev_piece = d, .prev_chunk = p.index,
+	                       .generation = s->r->generation, .memo = &s->r->memo};
+	if ((err = job_commit(s->r->st, &c)) == 0)
+		s->blob = c.blob_out;
+	return err;
+}
+
 int
 prepare_partial(struct fsink *s)
 {
@@ -549,6 +623,7 @@ prepare_partial(struct fsink *s)
 
 	s->fill = 0;
 	s->preloaded = 0;
+	s->piece_pending = false; /* a chunk may go: its digest is left to verify */
 
 	if (fstat(s->fd, &sb) != 0)
 		return bg_err_from_errno(errno);
@@ -658,6 +733,14 @@ prepare_partial(struct fsink *s)
 		if ((err = job_commit(s->r->st, &c)) != 0)
 			goto out;
 		s->blob = c.blob_out;
+	}
+	if (s->cache && s->blob != 0 && aligned >= STORE_CHUNK_BYTES) {
+		if ((block = block ? block : malloc(STORE_CHUNK_BYTES)) == NULL) {
+			err = BG_ENOMEM;
+			goto out;
+		}
+		if ((err = last_piece_after_break(s, aligned, block)) != 0)
+			goto out;
 	}
 	s->committed = aligned;
 out:

@@ -340,6 +340,9 @@ commit_fn(struct bg_txn *txn, void *arg)
 		if (c->piece != NULL && (err = txn_piece_put(txn, blob, c->chunk, c->piece)) != 0)
 			return err;
 	}
+	if (c->prev_piece != NULL && blob != 0 && !c->drop_blob &&
+	    (err = txn_piece_put(txn, blob, c->prev_chunk, c->prev_piece)) != 0)
+		return err;
 	c->blob_out = blob;
 	/* The record says what the store holds, in the transaction that
 	 * holds it: its committed never counts a byte a crash could lose. */

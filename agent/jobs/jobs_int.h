@@ -51,6 +51,10 @@ struct job_commit {
 	/* SHA-256 of data (STORE_PIECE_LEN bytes) stored as the chunk's piece
 	 * digest, or NULL (a short chunk has none until it is written whole). */
 	const unsigned char *piece;
+	/* The digest of an earlier chunk (index prev_chunk) of the same blob,
+	 * committed before without one, or NULL; stored with or without data. */
+	const unsigned char *prev_piece;
+	uint64_t prev_chunk;
 	/* The download in progress, put after the chunk (or alone), with blob
 	 * set inside the transaction to the blob used (committed is the
 	 * caller's, or, with data, the end of the chunk); or NULL.
@@ -83,8 +87,14 @@ void hasher_free(struct hasher *h);
 unsigned char *hasher_buffer(struct hasher *h);
 /* Hands the filled buffer (len bytes) over; it stays readable, unchanged,
  * until HASHER_RING - 1 more buffers were submitted.  May wait until the
- * next buffer is free. */
-int hasher_submit(struct hasher *h, size_t len) BG_WUR;
+ * next buffer is free.  piece: also compute the buffer's own SHA-256. */
+int hasher_submit(struct hasher *h, size_t len, bool piece) BG_WUR;
+/* Buffers submitted so far: the one just submitted is number this - 1. */
+uint64_t hasher_submitted(const struct hasher *h);
+/* The digest of buffer seq, submitted with piece, waiting for the thread
+ * if need be; BG_EINVAL when seq is not one of the last HASHER_RING
+ * submitted or had no digest asked for. */
+int hasher_piece(struct hasher *h, uint64_t seq, unsigned char out[BG_SHA256_LEN]) BG_WUR;
 /* Hashes bytes of the caller's at once (after everything submitted). */
 int hasher_update(struct hasher *h, const void *p, size_t len) BG_WUR;
 int hasher_reset(struct hasher *h) BG_WUR;
