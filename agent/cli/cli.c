@@ -424,6 +424,9 @@ print_info_text(json_t *doc)
 			printf("      remote name now %s\n", remote);
 		if (json_is_string(json_object_get(f, "sha256")))
 			printf("      sha256 %s\n", json_string_value(json_object_get(f, "sha256")));
+		if (json_is_string(json_object_get(f, "expected_sha256")))
+			printf("      expected sha256 %s\n",
+			       json_string_value(json_object_get(f, "expected_sha256")));
 	}
 }
 
@@ -946,22 +949,26 @@ add_list_commit(struct ctx *c, const char *id, struct add_list *l)
 	return err != 0 ? cli_store_failed("add", err) : EXIT_DONE;
 }
 
-/* The digest a list line may end with: "URL LOCALPATH sha256=HEX".  Cuts
- * it off path (the rest of the line) and returns HEX, or NULL. */
+/* The digest a list line may end with: "URL LOCALPATH sha256=HEX".  A last
+ * column starting with "sha256=" is always the digest, whatever follows
+ * (the caller checks it), so that a mistyped one is refused rather than
+ * taken as part of the path.  Cuts it off path (the rest of the line) and
+ * returns HEX, or NULL. */
 static char *
 list_digest(char *path)
 {
-	size_t n = strlen(path), k = strlen("sha256=") + SHA256_HEX_LEN;
-	char *d;
+	char *end = path + strlen(path), *col;
 
-	if (n <= k || (path[n - k - 1] != ' ' && path[n - k - 1] != '\t') ||
-	    strncmp(path + n - k, "sha256=", 7) != 0)
+	while (end > path && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	for (col = end; col > path && col[-1] != ' ' && col[-1] != '\t'; col--)
+		;
+	if (col == path || strncmp(col, "sha256=", 7) != 0)
 		return NULL;
-	d = path + n - k + 7;
-	path[n - k - 1] = '\0';
-	for (char *e = path + strlen(path); e > path && (e[-1] == ' ' || e[-1] == '\t'); e--)
+	*end = '\0';
+	for (char *e = col; e > path && (e[-1] == ' ' || e[-1] == '\t'); e--)
 		e[-1] = '\0';
-	return d;
+	return col + 7;
 }
 
 /* Reads "URL LOCALPATH [sha256=HEX]" lines; every line is checked before any

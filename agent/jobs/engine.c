@@ -236,6 +236,14 @@ out:
 	free(s.pub_final);
 	if (s.fd >= 0)
 		close(s.fd);
+	/* Bytes that failed their digest check were dropped (finish_file):
+	 * the emptied partial file goes too, so that nothing stays beside the
+	 * local path of a file in ERROR for its digest.  A resume creates it
+	 * again. */
+	if (r->out.hr == HR_ERROR_CRC && !s.rec.done && s.rec.bytes_committed == 0 &&
+	    s.rec.temp_path != NULL && unlink(s.rec.temp_path) != 0 && errno != ENOENT) {
+		/* Only an empty file left behind: the job's error stays the digest's. */
+	}
 	json_decref(s.rec_json);
 	file_rec_clear(&s.rec);
 	return err;

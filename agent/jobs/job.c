@@ -5,6 +5,7 @@
  * and a job's ownership by one process (its lock).  The records' fields are
  * record.h's; the engine that transfers a job is engine.c.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -550,8 +551,12 @@ put_new_files(struct bg_txn *txn, const char *id, struct job_rec *job,
 		if ((err = rec_set_str(&f.original_url, files[i].url)) == 0 &&
 		    (err = rec_set_str(&f.remote_url, files[i].url)) == 0 &&
 		    (err = rec_set_str(&f.local_path, files[i].local_path)) == 0 &&
-		    (err = rec_set_str(&f.expect_sha256, files[i].expect_sha256)) == 0)
+		    (err = rec_set_str(&f.expect_sha256, files[i].expect_sha256)) == 0) {
+			/* Kept in lower case, as the content's own sha256 is. */
+			for (char *h = f.expect_sha256; h != NULL && *h != '\0'; h++)
+				*h = (char)tolower((unsigned char)*h);
 			err = txn_file_store(txn, id, job->nfiles + (uint32_t)i, &f, &raw);
+		}
 		json_decref(raw);
 		file_rec_clear(&f);
 	}
@@ -781,6 +786,7 @@ file_document(const struct file_rec *f)
 	    jset_int(d, "bytes_from_cache", (int64_t)f->bytes_from_cache) != 0 ||
 	    (f->bytes_rejected > 0 && jset_int(d, "bytes_rejected", (int64_t)f->bytes_rejected) != 0) ||
 	    jset_str(d, "cache_key", f->cache_key) != 0 || jset_str(d, "sha256", f->sha256) != 0 ||
+	    jset_str(d, "expected_sha256", f->expect_sha256) != 0 ||
 	    (f->fleet_role != NULL && jset(d, "fleet", fleet_json(f)) != 0) ||
 	    (f->has_cached && jset(d, "cached", json_boolean(f->cached)) != 0) ||
 	    (f->cache_note != NULL && jset_str(d, "cache_note", f->cache_note) != 0) ||

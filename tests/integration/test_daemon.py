@@ -20,6 +20,7 @@ events comes from the daemon log (one line per event, in order) and the access l
 
 import base64
 import contextlib
+import hashlib
 import os
 import random
 import re
@@ -1246,6 +1247,110 @@ def _(bg):
              repr(proxy.targets))
         t.eq("requests the TLS origin answered (the refused job sent none)",
              len(o.requests("/files/a.bin", server="tls")), 2)
+
+
+# ---- expected SHA-256 of job files (add --sha256, a list's sha256= column) --------------
+
+ERROR_CRC = "0x80070017"
+
+
+def expect_digest_error(t, doc, index, url, got, want):
+    """ERROR 0x80070017 for file INDEX, as `get --sha256` reports it: remote_file, the file's
+    URL, 'URL: content SHA-256 is GOT, expected WANT'."""
+    t.eq("state", field(doc, "state"), "ERROR")
+    t.eq("error.code", field(doc, "error", "code"), ERROR_CRC)
+    t.eq("error.symbol", field(doc, "error", "symbol"), "ERROR_CRC")
+    t.eq("error.context", field(doc, "error", "context"), "remote_file")
+    t.eq("error.file_index", field(doc, "error", "file_index"), index)
+    t.eq("error.url", field(doc, "error", "url"), url)
+    t.eq("error.message", field(doc, "error", "message"),
+         f"{url}: content SHA-256 is {got}, expected {want}")
+
+
+@case("job_sha256_right_completes_wrong_is_error_crc_leaving_nothing")
+def _(bg):
+    """add --sha256 with the right digest (upper-case): TRANSFERRED, the file right after
+    complete; with a wrong digest: ERROR 0x80070017 as get --sha256 gives it, no file and no
+    partial in its folder, the bytes not stored; resume fetches it again and ends the same way"""
+    with Origin(files={"a.bin": 300_000, "b.bin": 200_000}) as o:
+        o, agent, t = started(bg, o)
+        good_dir, bad_dir = o.path("out", "good"), o.path("out", "bad")
+        os.makedirs(good_dir)
+        os.makedirs(bad_dir)
+        good_out, bad_out = os.path.join(good_dir, "a.bin"), os.path.join(bad_dir, "b.bin")
+        url_b = o.url("/files/b.bin")
+        wrong = hashlib.sha256(b"not the content").hexdigest()
+        good, bad = new_job(t, agent, [], "--name", "good"), new_job(t, agent, [], "--name", "bad")
+        if good is None or bad is None:
+            return
+        cmd(t, agent, "add", good, o.url("/files/a.bin"), good_out, "--sha256", o.sha("a.bin").upper())
+        cmd(t, agent, "add", bad, url_b, bad_out, "--sha256", wrong)
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", good)
+            cmd(t, agent, "resume", bad)
+            dg, _ = poll_state(t, agent, good, ("TRANSFERRED", "ERROR"), 30, label="the good job")
+            db, seen = poll_state(t, agent, bad, ("ERROR", "TRANSFERRED"), 30, label="the bad job")
+            t.eq("good: state", field(dg, "state"), "TRANSFERRED")
+            t.eq("good: expected_sha256 (kept in lower case)", field(dg, "files", 0, "expected_sha256"),
+                 o.sha("a.bin"))
+            expect_digest_error(t, db, 0, url_b, o.sha("b.bin"), wrong)
+            t.ok(f"bad: never TRANSIENT_ERROR ({seen})", "TRANSIENT_ERROR" not in seen)
+            t.eq("bad: expected_sha256", field(db, "files", 0, "expected_sha256"), wrong)
+            t.eq("bad: files[0].done", field(db, "files", 0, "done"), False)
+            t.eq("bad: files[0].bytes_transferred", field(db, "files", 0, "bytes_transferred"), 0)
+            t.eq("bad: its folder (no file, no partial, no temp file)", listing(bad_dir), [])
+            s = t.ran(agent.run("cache", "show", url_b))
+            t.eq("bad: the refused bytes are not stored (cache show exit)", s.rc, 1)
+            cmd(t, agent, "resume", bad)
+            deadline = time.monotonic() + 30
+            while len(o.requests("/files/b.bin")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            db, _ = poll_state(t, agent, bad, "ERROR", 30, label="the bad job after resume")
+            expect_digest_error(t, db, 0, url_b, o.sha("b.bin"), wrong)
+            t.eq("bad: its folder after the second run", listing(bad_dir), [])
+        complete_and_check(t, agent, good, [(good_out, o.sha("a.bin"))])
+        cmd(t, agent, "complete", bad, rc=2)
+        t.eq("bad: its folder after complete was refused", listing(bad_dir), [])
+        t.eq("requests for b.bin (one per run)", [x["status"] for x in o.wait_requests("/files/b.bin", 2)],
+             [200, 200])
+
+
+@case("job_list_sha256_column_right_then_wrong")
+def _(bg):
+    """add --from a list whose lines carry sha256=HEX: the right one (a path with a space) is
+    transferred, the wrong one ends the job in ERROR 0x80070017 at that file with nothing at its
+    path and no partial; after complete is refused the first file's partial is still whole"""
+    with Origin(files={"a.bin": 300_000, "b.bin": 200_000}) as o:
+        o, agent, t = started(bg, o)
+        outdir = o.path("out")
+        out_a, out_b = os.path.join(outdir, "a copy.bin"), os.path.join(outdir, "b.bin")
+        url_b = o.url("/files/b.bin")
+        wrong = "0" * 64
+        with open(o.path("files.list"), "w") as f:
+            f.write(f"# digests\n{o.url('/files/a.bin')} {out_a} sha256={o.sha('a.bin').upper()}\n"
+                    f"{url_b}\t{out_b}\tsha256={wrong}\n")
+        job = new_job(t, agent, [])
+        if job is None:
+            return
+        cmd(t, agent, "add", job, "--from", o.path("files.list"))
+        d = info(t, agent, job)
+        t.eq("files (local_path, expected_sha256)",
+             [(x.get("local_path"), x.get("expected_sha256")) for x in (field(d, "files") or [])],
+             [(out_a, o.sha("a.bin")), (out_b, wrong)])
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", job)
+            d, _ = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 30)
+        expect_digest_error(t, d, 1, url_b, o.sha("b.bin"), wrong)
+        t.eq("files_transferred", field(d, "files_transferred"), 1)
+        t.eq("files[0].done", field(d, "files", 0, "done"), True)
+        t.eq("output folder: only the first file's partial",
+             listing(outdir), [f".a copy.bin.bgcopy-{job[:8]}.part"])
+        ps = partials(outdir, "a copy.bin")
+        if ps:
+            t.eq("SHA-256 of the first file's partial", sha256_file(ps[0]), o.sha("a.bin"))
+        cmd(t, agent, "complete", job, rc=2)
+        t.eq("output paths after complete was refused", [os.path.exists(out_a), os.path.exists(out_b)],
+             [False, False])
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ import types
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bgtest import (ABSENT, Bgcopy, case_registry, field, listing, main, origin_validators, Peerd,
-                    repr_digest, started)  # noqa: E402
+from bgtest import (ABSENT, Bgcopy, case_registry, Daemon, field, listing, main, origin_validators, Peerd,
+                    poll_state, repr_digest, started)  # noqa: E402
 from hostile import LoopbackServer  # noqa: E402
 from origin import Origin  # noqa: E402
 
@@ -458,6 +458,38 @@ def _(bg):
                    f"{field(r.doc, 'files', 0, 'bytes_from_peers')}, "
                    + ("the peer's OTHER bytes were taken and stored (known limitation of the "
                       "protocol)" if took else "the true file"))
+
+
+@case("hostile_peer_self_consistent_lie_refused_for_a_daemon_job_with_sha256")
+def _(bg):
+    """the lie of hostile_peer_self_consistent_lie_refused_with_sha256 against a daemon job
+    (peer caching client, the daemon's --peer) whose file was added with --sha256: the entry is
+    refused from its HEAD (stale), the fake never gets a GET, and the job is TRANSFERRED with
+    the origin's bytes, none from peers"""
+    with true_file(bg) as (o, t, e, agent):
+        other = os.urandom(A_SIZE)
+        out = o.path("out", "a.bin")
+        with FakePeer(e, lying(e, other, digest_of=other)) as f:
+            r = t.ran(agent.run("create"))
+            job = r.out.strip()
+            t.eq("create: exit status", r.rc, 0)
+            for args in (("add", job, e.key, out, "--sha256", e.sha), ("set-peer-caching", job, "client")):
+                t.eq(f"{args[0]}: exit status", t.ran(agent.run(*args)).rc, 0)
+            with Daemon(t, agent, o, "--peer", f.peer):
+                t.eq("resume: exit status", t.ran(agent.run("resume", job)).rc, 0)
+                doc, _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR"), GET_TIMEOUT)
+            t.eq("state", field(doc, "state"), "TRANSFERRED")
+            t.eq("bytes_from_peers", field(doc, "files", 0, "bytes_from_peers"), 0)
+            t.eq("sha256 of the file", field(doc, "files", 0, "sha256"), e.sha)
+            v = field(doc, "files", 0, "peer_lookups")
+            t.eq("peer lookups (peer, result)",
+                 [(x.get("peer"), x.get("result")) for x in v] if isinstance(v, list) else v,
+                 [(f.peer, "stale")])
+            t.eq("the fake got a HEAD only", f.methods(), ["HEAD"])
+            expect_fake_clean(t, f)
+        t.eq("complete: exit status", t.ran(agent.run("complete", job)).rc, 0)
+        t.eq("the output is the origin's file",
+             hashlib.sha256(open(out, "rb").read()).hexdigest() if os.path.exists(out) else ABSENT, e.sha)
 
 
 @case("hostile_peer_impersonator_refused_with_peer_key")

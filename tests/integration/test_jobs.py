@@ -444,5 +444,89 @@ def _(bg):
         expect_no_requests(t, o)
 
 
+# ---- expected SHA-256 of a file (add --sha256, a list's sha256= column) -----------------
+
+def digest_rows(doc):
+    """(local_path, expected_sha256) of every file of a job document."""
+    files = field(doc, "files")
+    if not isinstance(files, list):
+        return ABSENT
+    return [(f.get("local_path"), f.get("expected_sha256", ABSENT)) for f in files if isinstance(f, dict)]
+
+
+@case("add_sha256_kept_and_shown_bad_hex_exits_2_adds_nothing")
+def _(bg):
+    """add --sha256 HEX (upper-case) keeps the digest in lower case: info --json shows it as
+    files[].expected_sha256 (null for a file without one) and info prints it; a HEX that is
+    not 64 hex digits exits 2 with one line on stderr and leaves the job as it was"""
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        job = create(t, agent)
+        if job is None:
+            return
+        sha = o.sha("a.bin")
+        out1, out2 = o.path("out", "one.bin"), o.path("out", "two.bin")
+        t.eq("add --sha256: exit status",
+             t.ran(agent.run("add", job, o.url("/files/a.bin"), out1, "--sha256", sha.upper())).rc, 0)
+        t.eq("add: exit status", t.ran(agent.run("add", job, o.url("/files/a.bin"), out2)).rc, 0)
+        before = info(t, agent, job)
+        t.eq("files (local_path, expected_sha256)", digest_rows(before), [(out1, sha), (out2, None)])
+        r = t.ran(agent.run("info", job))
+        t.eq("info: exit status", r.rc, 0)
+        t.eq("info prints the expected digest once", r.out.count(f"expected sha256 {sha}"), 1)
+        for bad in ("abc", "g" * 64, sha[:63], sha + "0", "", "sha256=" + sha, sha[:32] + " " + sha[32:]):
+            print(f"  -- add --sha256 {bad!r}")
+            r = t.ran(agent.run("add", job, o.url("/files/a.bin"), o.path("out", "three.bin"), "--sha256", bad))
+            expect_usage_error(t, r, needles=(("64 hex digits",),))
+            t.eq("  stderr is one line", len(r.err.strip().splitlines()), 1)
+        after = info(t, agent, job)
+        for k in sorted(set(before or {}) | set(after or {})):
+            if k != "modified":
+                t.eq(f"job document field {k!r} unchanged", (after or {}).get(k), (before or {}).get(k))
+        expect_no_requests(t, o)
+
+
+@case("add_from_list_sha256_column_bad_one_adds_nothing")
+def _(bg):
+    """add --from LIST takes 'URL LOCALPATH sha256=HEX' (blanks or tabs before it, blanks after,
+    a path with a space, upper-case HEX) beside lines without one; a list whose line 3 ends with
+    a sha256= column that is not 64 hex digits exits 2 naming line 3, and adds none of its lines"""
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        job = create(t, agent)
+        if job is None:
+            return
+        sha, url = o.sha("a.bin"), o.url("/files/a.bin")
+        outs = [o.path("out", n) for n in ("one.bin", "two words.bin", "three.bin", "four.bin")]
+        lst = write_list(o, "good.list", [
+            f"{url} {outs[0]} sha256={sha.upper()}",
+            f"{url}\t{outs[1]}\t sha256={sha}  ",
+            f"{url} {outs[2]}",
+            f"  {url}  {outs[3]}  sha256={sha}",
+        ])
+        r = t.ran(agent.run("add", job, "--from", lst))
+        t.eq("add --from the good list: exit status", r.rc, 0)
+        want = [(outs[0], sha), (outs[1], sha), (outs[2], None), (outs[3], sha)]
+        t.eq("files (local_path, expected_sha256)", digest_rows(info(t, agent, job)), want)
+        for bad in ("sha256=abc", "sha256=" + "g" * 64, "sha256=", "sha256=" + sha + "0",
+                    "sha256=" + sha[:63]):
+            print(f"  -- a list whose line 3 ends with {bad!r}")
+            lst = write_list(o, "bad.list", [
+                "# line 1: a comment",
+                f"{url} {o.path('out', 'five.bin')} sha256={sha}",
+                f"{url} {o.path('out', 'six.bin')} {bad}",
+                f"{url} {o.path('out', 'seven.bin')}",
+            ])
+            r = t.ran(agent.run("add", job, "--from", lst))
+            t.eq("exit status", r.rc, 2)
+            t.eq("stdout", r.out, "")
+            t.ok("stderr names line 3 (':3:')", re.search(r":3:", r.err) is not None,
+                 f"stderr: {r.err.strip()[:300]!r}")
+            t.ok("stderr says a SHA-256 is 64 hex digits", "64 hex digits" in r.err,
+                 f"stderr: {r.err.strip()[:300]!r}")
+            t.eq("files of the job after the refused list", digest_rows(info(t, agent, job)), want)
+        expect_no_requests(t, o)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))
