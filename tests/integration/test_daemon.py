@@ -1248,5 +1248,126 @@ def _(bg):
              len(o.requests("/files/a.bin", server="tls")), 2)
 
 
+# ---- maximum download time (BITS IBackgroundCopyJob4::SetMaximumDownloadTime) -------------
+
+MAXDOWNLOAD_TIMEOUT = "0x80200054"
+
+
+def wait_bytes(t, agent, job, at_least, timeout, label):
+    """Polls the job document until bytes_transferred >= AT_LEAST; returns the document."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = doc_of(agent, job)
+        got = field(doc, "bytes_transferred")
+        if isinstance(got, int) and got >= at_least:
+            return doc
+        if time.monotonic() > deadline:
+            t.ok(f"{label}: {at_least} bytes transferred within {timeout} s", False, f"got {got}")
+            return doc
+        time.sleep(0.05)
+
+
+@case("max_download_time_slow_file_errors_keeps_partial_resume_completes")
+def _(bg):
+    size = 4 * MiB + MiB // 2
+    with Origin(files={"s.bin": size}, locations="location = /files/s.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: a job with a maximum download time of 3 s whose file (4.5 MiB) is served "
+              f"at 1 MiB/s is stopped in the middle of its transfer: ERROR {MAXDOWNLOAD_TIMEOUT} "
+              "(BG_E_MAXDOWNLOAD_TIMEOUT), the committed bytes kept (partial file, "
+              "bytes_transferred); resume starts the clock again from 0 and the rest (about "
+              "1.5 MiB, under 3 s) comes with a Range request from the bytes kept")
+        out = o.path("out", "s.bin")
+        job = new_job(t, agent, [(o.url("/files/s.bin"), out)], "--name", "mdt")
+        if job is None:
+            return
+        cmd(t, agent, "set-max-download-time", job, "3")
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", job)
+            doc, seen = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 30, label="job mdt")
+            t.eq("state", field(doc, "state"), "ERROR")
+            t.eq("error.code", field(doc, "error", "code"), MAXDOWNLOAD_TIMEOUT)
+            t.eq("error.symbol", field(doc, "error", "symbol"), "BG_E_MAXDOWNLOAD_TIMEOUT")
+            msg = field(doc, "error", "message") or ""
+            t.ok(f"error.message names the maximum download time ({msg!r})",
+                 "maximum download time" in msg)
+            used = field(doc, "download_time_used")
+            t.ok(f"download_time_used at the error is the limit ({used})", used in (3, 4))
+            kept = field(doc, "bytes_transferred")
+            t.ok(f"bytes_transferred kept: some, not all ({kept} of {size})",
+                 isinstance(kept, int) and 0 < kept < size)
+            t.ok(f"partial file kept, at least the committed bytes ({partial_size(o.path('out'), 's.bin')})",
+                 isinstance(kept, int) and partial_size(o.path("out"), "s.bin") >= kept > 0)
+            t.eq("output file before resume", os.path.exists(out), False)
+            first = o.requests("/files/s.bin")
+            t.eq("requests so far", len(first), 1)
+            t.ok("the transfer was cut short (body bytes sent < size)",
+                 len(first) == 1 and first[0]["body_bytes_sent"] < size,
+                 repr([r["body_bytes_sent"] for r in first]))
+
+            cmd(t, agent, "resume", job)
+            doc, _ = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 30, label="job mdt resumed")
+            t.eq("state after resume", field(doc, "state"), "TRANSFERRED")
+            t.eq("error after resume", field(doc, "error"), None)
+            reqs = o.requests("/files/s.bin")
+            t.eq("requests in all", len(reqs), 2)
+            if len(reqs) == 2 and isinstance(kept, int):
+                t.eq("the resumed request starts at the bytes kept", range_start(reqs[1]["range"]), kept)
+        complete_and_check(t, agent, job, [(out, o.sha("s.bin"))])
+
+
+@case("max_download_time_counts_only_while_running")
+def _(bg):
+    with Origin(files={"s.bin": 3 * MiB, "x.bin": 3 * MiB, "q.bin": 200_000},
+                locations="location = /files/s.bin { " + paced("1m") + " }\n"
+                          "location = /files/x.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: time while SUSPENDED does not count: a job (limit 4 s, 3 MiB at 1 MiB/s) "
+              "suspended after 1.5 MiB shows the same download_time_used (1 to 3 s) before and "
+              "after 5 s in SUSPENDED; resumed, it completes. Time while QUEUED does not count: "
+              "with --max-transfers 1, a job with a limit of 1 s waits behind a 3 s transfer, "
+              "then runs and completes (200 kB)")
+        s_out, x_out, q_out = o.path("out", "s.bin"), o.path("out", "x.bin"), o.path("out", "q.bin")
+        s = new_job(t, agent, [(o.url("/files/s.bin"), s_out)], "--name", "suspended")
+        x = new_job(t, agent, [(o.url("/files/x.bin"), x_out)], "--name", "blocker")
+        q = new_job(t, agent, [(o.url("/files/q.bin"), q_out)], "--name", "queued", "--priority", "low")
+        if None in (s, x, q):
+            return
+        cmd(t, agent, "set-max-download-time", s, "4")
+        cmd(t, agent, "set-max-download-time", q, "1")
+        with Daemon(t, agent, o, "--max-transfers", "1") as d:
+            cmd(t, agent, "resume", s)
+            wait_bytes(t, agent, s, 3 * MiB // 2, 20, "suspended")
+            cmd(t, agent, "suspend", s)
+            doc, _ = poll_state(t, agent, s, "SUSPENDED", 10, label="job suspended")
+            d.wait_event(s, r"^(QUEUED|SUSPENDED|stopped)", 5)
+            u1 = field(info(t, agent, s), "download_time_used")
+            t.ok(f"download_time_used when suspended: 1 to 3 s ({u1})", isinstance(u1, int) and 1 <= u1 <= 3)
+            time.sleep(5)  # the precondition: SUSPENDED for longer than the limit
+            u2 = field(info(t, agent, s), "download_time_used")
+            t.eq("download_time_used after 5 s in SUSPENDED", u2, u1)
+            cmd(t, agent, "resume", s)
+            doc, _ = poll_state(t, agent, s, ("ERROR", "TRANSFERRED"), 20, label="job suspended, resumed")
+            t.eq("suspended job after resume: state", field(doc, "state"), "TRANSFERRED")
+
+            cmd(t, agent, "resume", x)
+            if not t.ok("blocker job started", d.wait_event(x, r"^started", 15)):
+                return
+            cmd(t, agent, "resume", q)
+            t0 = time.monotonic()
+            doc, _ = poll_state(t, agent, q, ("ERROR", "TRANSFERRED"), 30, label="job queued")
+            waited = time.monotonic() - t0
+            t.eq("queued job: state", field(doc, "state"), "TRANSFERRED")
+            ev = d.events()
+            q_start, x_end = first_index(ev, q, r"^started"), first_index(ev, x, r"^TRANSFERRED")
+            t.ok(f"queued job ran only after the blocker (log lines #{q_start} > #{x_end}; "
+                 f"{waited:.1f} s from its resume to its end, more than its limit)",
+                 None not in (q_start, x_end) and q_start > x_end and waited > 1.5)
+            doc, _ = poll_state(t, agent, x, "TRANSFERRED", 30, label="blocker job")
+        complete_and_check(t, agent, s, [(s_out, o.sha("s.bin"))])
+        complete_and_check(t, agent, q, [(q_out, o.sha("q.bin"))])
+        complete_and_check(t, agent, x, [(x_out, o.sha("x.bin"))])
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))
