@@ -36,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bgtest import (ABSENT, case_registry, cmd, complete_and_check, Daemon, doc_of, field, info, listing,
                     main, new_job, partials, poll_state, started)  # noqa: E402
+from bgtest import interrupted_get  # noqa: E402
 from origin import free_port, MiB, Origin, OriginError, range_start, sha256_file  # noqa: E402
 
 STATES = ("QUEUED", "CONNECTING", "TRANSFERRING", "SUSPENDED", "ERROR", "TRANSIENT_ERROR",
@@ -1367,6 +1368,51 @@ def _(bg):
         complete_and_check(t, agent, s, [(s_out, o.sha("s.bin"))])
         complete_and_check(t, agent, q, [(q_out, o.sha("q.bin"))])
         complete_and_check(t, agent, x, [(x_out, o.sha("x.bin"))])
+
+
+@case("max_download_time_get_set_while_running_errors_then_same_get_resumes")
+def _(bg):
+    size = 5 * MiB
+    with Origin(files={"g.bin": size}, locations="location = /files/g.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: `get` obeys the maximum download time too, and a limit set while the job "
+              "runs applies at once: a get of 5 MiB at 1 MiB/s, its job given a limit of 3 s once "
+              f"3.5 MiB are in, exits 1 with {MAXDOWNLOAD_TIMEOUT} and keeps its partial file; the "
+              "same get again starts the clock from 0 (as resume does) and finishes the rest "
+              "(under 2 s) from the bytes kept")
+        url, out = o.url("/files/g.bin"), o.path("out", "g.bin")
+
+        def limit_it(p, _size):
+            r = t.ran(agent.run("list", "--json"))
+            ids = [field(d, "id") for d in (r.doc if isinstance(r.doc, list) else [])]
+            if not t.eq("jobs listed while the get runs", len(ids), 1):
+                return None
+            cmd(t, agent, "set-max-download-time", ids[0], "3")
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+            return ids[0]
+
+        res = interrupted_get(t, o, agent, url, out, 7 * MiB // 2, limit_it)
+        if res is None or res[1] is None:
+            return
+        r, job = res
+        t.eq("get: exit status", r.rc, 1)
+        t.ok(f"get: stderr names {MAXDOWNLOAD_TIMEOUT}", MAXDOWNLOAD_TIMEOUT in r.err, repr(r.err))
+        doc = info(t, agent, job)
+        t.eq("state", field(doc, "state"), "ERROR")
+        t.eq("error.code", field(doc, "error", "code"), MAXDOWNLOAD_TIMEOUT)
+        kept = field(doc, "bytes_transferred")
+        t.ok(f"bytes kept ({kept} of {size})", isinstance(kept, int) and 0 < kept < size)
+        t.ok("partial file kept", partial_size(o.path("out"), "g.bin") >= (kept or 1))
+        r = t.ran(agent.get(url, out, json_out=False))
+        t.eq("the same get again: exit status", r.rc, 0)
+        t.eq("SHA-256 of the output", sha256_file(out) if os.path.exists(out) else None, o.sha("g.bin"))
+        reqs = o.requests("/files/g.bin")
+        t.eq("requests in all", len(reqs), 2)
+        if len(reqs) == 2:
+            t.eq("the second get asked from the bytes kept", range_start(reqs[1]["range"]), kept)
 
 
 if __name__ == "__main__":
