@@ -1415,5 +1415,40 @@ def _(bg):
             t.eq("the second get asked from the bytes kept", range_start(reqs[1]["range"]), kept)
 
 
+@case("max_download_time_survives_kill9_of_the_daemon")
+def _(bg):
+    size = 8 * MiB
+    with Origin(files={"k.bin": size}, locations="location = /files/k.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: the time used is in the job record, written as the transfer goes: a job "
+              "(limit 4 s, 8 MiB at 1 MiB/s) whose daemon is killed with SIGKILL after 3 MiB "
+              "shows at least 2 s used (written at least once a second); a new daemon takes it over and it reaches ERROR "
+              f"{MAXDOWNLOAD_TIMEOUT} after the rest of its 4 s (less than 3 MiB more), not "
+              "after 4 s more")
+        job = new_job(t, agent, [(o.url("/files/k.bin"), o.path("out", "k.bin"))], "--name", "kill9")
+        if job is None:
+            return
+        cmd(t, agent, "set-max-download-time", job, "4")
+        with Daemon(t, agent, o) as d:
+            cmd(t, agent, "resume", job)
+            wait_bytes(t, agent, job, 3 * MiB, 20, "kill9")
+            d.kill9()
+            doc = info(t, agent, job)
+            u1, b1 = field(doc, "download_time_used"), field(doc, "bytes_transferred")
+            t.eq("state shown after the kill", field(doc, "state"), "QUEUED")
+            t.ok(f"download_time_used after the kill: 2 to 4 s ({u1})", isinstance(u1, int) and 2 <= u1 <= 4)
+            time.sleep(2)  # not running: does not count
+            t.eq("download_time_used 2 s later, no daemon", field(info(t, agent, job), "download_time_used"), u1)
+            d.start()
+            doc, _ = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 30, label="job kill9")
+            t.eq("state", field(doc, "state"), "ERROR")
+            t.eq("error.code", field(doc, "error", "code"), MAXDOWNLOAD_TIMEOUT)
+            b2 = field(doc, "bytes_transferred")
+            t.ok(f"bytes after the takeover: fewer than 3 MiB more ({b1} then {b2})",
+                 isinstance(b1, int) and isinstance(b2, int) and 0 <= b2 - b1 < 3 * MiB)
+            t.ok(f"download_time_used at the error: 4 or 5 s ({field(doc, 'download_time_used')})",
+                 field(doc, "download_time_used") in (4, 5))
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))
