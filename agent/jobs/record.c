@@ -471,10 +471,10 @@ put_job(json_t *o, const void *rec)
 		return err;
 	/* The maximum download time: absent while it is the default (and
 	 * none used), so that records stay as older builds wrote them. */
-	if ((r->max_download_time == JOB_MAX_DOWNLOAD_TIME && absent(o, "max_download_time")
-	         ? 0
-	         : (err = put_int(o, "max_download_time", r->max_download_time))) != 0 ||
-	    (err = opt_int(o, "download_time_used", r->download_time_used)) != 0)
+	if (!(r->max_download_time == JOB_MAX_DOWNLOAD_TIME && absent(o, "max_download_time")) &&
+	    (err = put_int(o, "max_download_time", r->max_download_time)) != 0)
+		return err;
+	if ((err = opt_int(o, "download_time_used", r->download_time_used)) != 0)
 		return err;
 	return 0;
 }

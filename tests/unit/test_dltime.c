@@ -1,7 +1,11 @@
-/* test_dltime.c - the clock of a job's maximum download time (dltime.h):
+/* test_dltime.c - the clock of a job's maximum download time (dltime.h)
+ * and its two fields in the job record:
  * it counts only while running, keeps what was used before, and its
  * deadline moves with pauses and a new limit. */
+#include <jansson.h>
+
 #include "dltime.h"
+#include "record.h"
 #include "check.h"
 
 static void
@@ -70,11 +74,43 @@ test_no_limit_and_new_limit(void)
 	CHECK_EQ_INT(c.limit_ms, JOB_MAX_DOWNLOAD_TIME_MAX * 1000);
 }
 
+/* The record's two fields: a record of an older build (neither field)
+ * reads as the default and none used; while they are so, encoding adds
+ * neither, so such records stay as older builds wrote them. */
+static void
+test_record_fields(void)
+{
+	json_t *o = json_pack("{s:s, s:s}", "id", "aaaaaaaa-0000-4000-8000-000000000001", "state",
+	                      "QUEUED");
+	struct job_rec r;
+
+	CHECK(o != NULL);
+	CHECK_EQ_INT(job_rec_decode(o, &r), 0);
+	CHECK_EQ_INT(r.max_download_time, JOB_MAX_DOWNLOAD_TIME);
+	CHECK_EQ_INT(r.download_time_used, 0);
+	CHECK_EQ_INT(job_rec_encode(&r, &o), 0);
+	CHECK(json_object_get(o, "max_download_time") == NULL);
+	CHECK(json_object_get(o, "download_time_used") == NULL);
+	/* Set: written, and read back. */
+	r.max_download_time = 0;
+	r.download_time_used = 42;
+	CHECK_EQ_INT(job_rec_encode(&r, &o), 0);
+	CHECK_EQ_INT(json_integer_value(json_object_get(o, "max_download_time")), 0);
+	CHECK_EQ_INT(json_integer_value(json_object_get(o, "download_time_used")), 42);
+	job_rec_clear(&r);
+	CHECK_EQ_INT(job_rec_decode(o, &r), 0);
+	CHECK_EQ_INT(r.max_download_time, 0);
+	CHECK_EQ_INT(r.download_time_used, 42);
+	job_rec_clear(&r);
+	json_decref(o);
+}
+
 int
 main(void)
 {
 	test_counts_only_while_running();
 	test_used_before_and_rounding();
 	test_no_limit_and_new_limit();
+	test_record_fields();
 	return check_done();
 }
