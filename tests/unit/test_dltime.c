@@ -1,7 +1,7 @@
-/* test_dltime.c - the clock of a job's maximum download time (dltime.h)
- * and its two fields in the job record:
+/* test_dltime.c - the clock of a job's maximum download time (dltime.h):
  * it counts only while running, keeps what was used before, and its
- * deadline moves with pauses and a new limit. */
+ * deadline moves with pauses and a new limit; and the two fields of the
+ * job record that keep the limit and the time used. */
 #include <jansson.h>
 
 #include "dltime.h"
