@@ -52,6 +52,7 @@ bool flags_valid(uint32_t flags);
 	XX(ERROR_CRC, 0x80070017u, false, "content does not match its expected SHA-256")     \
 	XX(ERROR_WRITE_FAULT, 0x8007001Du, false, "cannot write the file")                   \
 	XX(ERROR_DISK_FULL, 0x80070070u, false, "disk full")                                 \
+	XX(BG_E_MAXDOWNLOAD_TIMEOUT, 0x80200054u, false, "the job took longer than its maximum download time") \
 	XX(HTTP_STATUS_AMBIGUOUS, 0x8007012Cu, false, "redirect (300) refused by policy")    \
 	XX(HTTP_STATUS_MOVED, 0x8007012Du, false, "redirect (301) refused by policy")        \
 	XX(HTTP_STATUS_REDIRECT, 0x8007012Eu, false, "redirect (302) refused by policy")     \

@@ -73,6 +73,7 @@ cli_usage(FILE *f)
 	      "  set-security-flags JOB FLAGS | get-security-flags JOB\n"
 	      "  set-priority JOB P | set-notify-cmd JOB PROGRAM [ARG...]\n"
 	      "  set-min-retry-delay JOB SECONDS | set-no-progress-timeout JOB SECONDS\n"
+	      "  set-max-download-time JOB SECONDS   (0: no limit; resume restarts the clock)\n"
 	      "  set-headers JOB 'Name: value'... | set-credentials JOB USER [--password-file F]\n"
 	      "  set-proxy JOB URL|none | set-ca-file JOB FILE | set-peer-caching JOB MODE\n"
 	      "  replace-remote-prefix JOB OLD NEW\n"
@@ -411,6 +412,15 @@ print_info_text(json_t *doc)
 	else
 		printf("  bytes          %" JSON_INTEGER_FORMAT " of unknown\n",
 		       json_integer_value(json_object_get(doc, "bytes_transferred")));
+	/* The maximum download time and the time used against it. */
+	if (json_integer_value(json_object_get(doc, "max_download_time")) > 0)
+		printf("  download time  %" JSON_INTEGER_FORMAT " s used of %" JSON_INTEGER_FORMAT
+		       " s at most\n",
+		       json_integer_value(json_object_get(doc, "download_time_used")),
+		       json_integer_value(json_object_get(doc, "max_download_time")));
+	else
+		printf("  download time  %" JSON_INTEGER_FORMAT " s used (no limit)\n",
+		       json_integer_value(json_object_get(doc, "download_time_used")));
 	if (json_is_object(err = json_object_get(doc, "error")))
 		printf("  error          %s\n", cli_error_line(doc, line, sizeof(line)));
 	json_array_foreach(files, i, f) {
@@ -765,6 +775,17 @@ cmd_get(struct ctx *c, int argc, char **argv)
 	bytes = json_integer_value(json_object_get(doc, "bytes_transferred"));
 	end = job_get_end(state, bytes > 0 ? (uint64_t)bytes : 0,
 	                  ctx != NULL && strcmp(ctx, "local_file") == 0);
+	{
+		/* Out of download time: the bytes are good, and the same get
+		 * goes on from them with the clock started again. */
+		const char *code = json_string_value(
+			json_object_get(json_object_get(doc, "error"), "code"));
+		char mdt[16];
+
+		snprintf(mdt, sizeof(mdt), "0x%08X", (unsigned)HR_BG_E_MAXDOWNLOAD_TIMEOUT);
+		if (end == JOB_GET_GIVE_UP_DISCARD && bytes > 0 && code != NULL && strcmp(code, mdt) == 0)
+			end = JOB_GET_GIVE_UP_KEEP;
+	}
 	if (bar != NULL) {
 		cli_draw_document(bar, doc, true);
 		progress_end(bar);
@@ -1317,6 +1338,7 @@ static const struct command {
 	{"set-notify-cmd", cmd_set_notify_cmd},
 	{"set-min-retry-delay", cmd_set_min_retry_delay},
 	{"set-no-progress-timeout", cmd_set_no_progress_timeout},
+	{"set-max-download-time", cmd_set_max_download_time},
 	{"set-headers", cmd_set_headers},
 	{"set-credentials", cmd_set_credentials},
 	{"set-proxy", cmd_set_proxy},

@@ -241,6 +241,23 @@ cmd_set_no_progress_timeout(struct ctx *c, int argc, char **argv)
 	return seconds_command(c, argc, argv, JOB_SET_NO_PROGRESS_TIMEOUT);
 }
 
+/* BITS SetMaximumDownloadTime: seconds in CONNECTING or TRANSFERRING
+ * before the job is in ERROR (0: no limit), up to a ULONG as BITS takes. */
+int
+cmd_set_max_download_time(struct ctx *c, int argc, char **argv)
+{
+	struct job_settings s = {.set = JOB_SET_MAX_DOWNLOAD_TIME};
+	int64_t v;
+
+	if (argc != 3 || bg_parse_i64(argv[2], strlen(argv[2]), 0, JOB_MAX_DOWNLOAD_TIME_MAX, &v) != 0) {
+		cli_complain("usage: bgcopy set-max-download-time JOB SECONDS (0: no limit, at most %lld)",
+		             JOB_MAX_DOWNLOAD_TIME_MAX);
+		return EXIT_USAGE;
+	}
+	s.max_download_time = v;
+	return change(c, argv[1], &s);
+}
+
 int
 cmd_set_headers(struct ctx *c, int argc, char **argv)
 {

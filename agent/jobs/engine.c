@@ -27,6 +27,12 @@ set_local_error(struct run *r, int err, const char *what, const char *path)
 }
 
 bool
+run_out_of_time(const struct run *r)
+{
+	return dl_clock_expired(&r->dl, bg_mono_ms());
+}
+
+bool
 run_propagated(int err)
 {
 	return err == BG_ENOMEM || err == BG_ECORRUPT || err == BG_EAGAIN || err == BG_ECANCELED;
@@ -263,6 +269,7 @@ set_job_error(struct run *r, uint32_t index)
 		.generation = r->generation,
 		.failed = &r->out,
 		.memo = &r->memo,
+		.clock = &r->dl,
 	};
 	int err;
 
@@ -283,6 +290,7 @@ run_event(struct run *r, enum job_event ev)
 		.has_event = true,
 		.event = ev,
 		.memo = &r->memo,
+		.clock = &r->dl,
 	};
 
 	return job_commit(r->st, &c);
@@ -348,11 +356,29 @@ reload(struct run *r)
 	r->job = job;
 	r->generation = job.generation;
 	r->nfiles = job.nfiles;
+	/* A limit changed meanwhile applies at once; the time used is the
+	 * run's own count (the record has it as of the last commit). */
+	dl_clock_set_limit(&r->dl, job.max_download_time);
 	load_peers(r);
 	run_fetch_policy(r);
 	if (job.state != JOB_QUEUED && job.state != JOB_CONNECTING && job.state != JOB_TRANSFERRING)
 		return BG_EAGAIN;
 	return 0;
+}
+
+/* Ends the job in ERROR with BG_E_MAXDOWNLOAD_TIMEOUT: it spent its
+ * maximum download time connecting and transferring.  What was committed
+ * stays (partial file and store), as for any ERROR of a background job;
+ * `resume` starts the clock again from 0 and goes on from those bytes. */
+static int
+out_of_time(struct run *r, uint32_t index)
+{
+	dl_clock_pause(&r->dl, bg_mono_ms());
+	job_outcome_set(&r->out, HR_BG_E_MAXDOWNLOAD_TIMEOUT, false,
+	                "the job spent its maximum download time (%" PRId64
+	                " s) connecting and transferring",
+	                r->dl.limit_ms / 1000);
+	return set_job_error(r, index);
 }
 
 static void
@@ -377,6 +403,10 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 	}
 	r.generation = r.job.generation;
 	r.nfiles = r.job.nfiles;
+	/* The clock counts from the time used so far.  A job run again from
+	 * ERROR (a repeated get) starts it from 0, as resume does. */
+	dl_clock_init(&r.dl, r.job.state == JOB_ERROR ? 0 : r.job.download_time_used,
+	              r.job.max_download_time);
 	load_peers(&r);
 	run_fetch_policy(&r);
 	/* Records of downloads in progress that a crashed run of this job
@@ -394,6 +424,8 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 			goto out;
 		}
 	}
+	/* CONNECTING from here: the maximum download time counts. */
+	dl_clock_run(&r.dl, bg_mono_ms());
 	if ((err = run_event(&r, ro != NULL && ro->only_if_due ? JOB_EV_START : JOB_EV_RUN)) != 0)
 		goto out;
 	for (uint32_t i = 0; i < r.nfiles; i++) {
@@ -402,6 +434,10 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 		for (;;) {
 			bool progressed = false;
 
+			if (run_out_of_time(&r)) {
+				err = out_of_time(&r, i);
+				goto out;
+			}
 			err = run_file(&r, i, &progressed);
 			if (err == BG_EAGAIN) {
 				/* A user changed the job: carry on with the new settings
@@ -409,6 +445,14 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 				if ((err = reload(&r)) != 0)
 					goto out;
 				continue;
+			}
+			if ((err == BG_ECANCELED || (err == 0 && r.out.hr != HR_S_OK)) &&
+			    run_out_of_time(&r) &&
+			    !(ro != NULL && ro->stop != NULL && *ro->stop)) {
+				/* Stopped by the maximum download time, not from
+				 * outside: the job's error. */
+				err = out_of_time(&r, i);
+				goto out;
 			}
 			if (err == BG_ECANCELED || (err == 0 && r.out.hr != HR_S_OK && run_stopping(&r))) {
 				/* Stopped from outside: the job stays resumable. */
@@ -431,7 +475,11 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 			}
 			attempts++;
 			delay = job_retry_delay(delay);
+			/* Waiting to retry is not transferring (BITS would show
+			 * TRANSIENT_ERROR): the download time stops meanwhile. */
+			dl_clock_pause(&r.dl, bg_mono_ms());
 			sleep_unless_stopped(&r, delay);
+			dl_clock_run(&r.dl, bg_mono_ms());
 		}
 		r.bytes_before += r.file_bytes;
 	}

@@ -36,6 +36,9 @@ struct run {
 	/* What the job's bytes are fetched under (fleet.h), but crl: computed
 	 * once per run (it reads the CA file) and when the job changes. */
 	struct store_fetch_policy fetch;
+	/* Time spent connecting and transferring against the job's maximum
+	 * download time (dltime.h): counts while the run holds the job. */
+	struct dl_clock dl;
 };
 
 /* The file being fetched in one attempt (run_file), and the sink its
@@ -97,9 +100,12 @@ struct fsink {
 /* Errors that end the attempt without being the job's error: the store
  * failed, a user changed the job (BG_EAGAIN), or we were told to stop. */
 bool run_propagated(int err);
+/* Whether the job has used up its maximum download time (dltime.h). */
+bool run_out_of_time(const struct run *r);
 
 /* ---- The partial file and its commits (engine_sink.c) ---------------------- */
-/* Whether the run was told to stop (ro->stop). */
+/* Whether the run was told to stop (ro->stop), or reached the job's
+ * maximum download time (run_out_of_time). */
 bool run_stopping(const struct run *r);
 /* Reports the run's progress with the file's bytes so far. */
 void report_progress(struct fsink *s);

@@ -37,6 +37,7 @@ origin_request_for(struct run *r, struct fsink *s, const char *const *headers,
 	req->user = r->job.user;
 	req->password = r->job.password;
 	req->stop = r->ro != NULL ? r->ro->stop : NULL;
+	req->deadline_ms = dl_clock_deadline_ms(&r->dl);
 	/* A silent origin is a transient error after the job's no-progress
 	 * timeout at most: a job told to give up after 30 s without progress
 	 * does not wait a minute for the stall to count. */

@@ -25,7 +25,7 @@
 bool
 run_stopping(const struct run *r)
 {
-	return r->ro != NULL && r->ro->stop != NULL && *r->ro->stop;
+	return (r->ro != NULL && r->ro->stop != NULL && *r->ro->stop) || run_out_of_time(r);
 }
 
 void
@@ -144,6 +144,7 @@ commit_file(struct fsink *s, const void *chunk, size_t len, bool drop, bool with
 		.event = JOB_EV_RECEIVE,
 		.progress = chunk != NULL,
 		.memo = &s->r->memo,
+		.clock = &s->r->dl,
 	};
 	struct store_inflight f;
 	unsigned char prev[STORE_PIECE_LEN];
@@ -720,7 +721,8 @@ prepare_partial(struct fsink *s)
 		struct job_commit c = {.id = s->r->id, .index = s->index, .file = &s->rec,
 		                       .file_json = &s->rec_json,
 		                       .blob_in = s->blob, .drop_blob = committed == 0,
-		                       .generation = s->r->generation, .memo = &s->r->memo};
+		                       .generation = s->r->generation, .memo = &s->r->memo,
+		                       .clock = &s->r->dl};
 
 		/* Dropped bytes take a record of them with them (one a crash
 		 * left); a kept prefix keeps it: the chunks past it stay in the

@@ -255,6 +255,8 @@ apply_event(struct job_rec *job, enum job_event ev, const struct job_outcome *fa
 			job->last_progress = now;
 			job->transient_since = 0;
 			job->retry_at = 0;
+			/* BITS: Resume resets the elapsed download time too. */
+			job->download_time_used = 0;
 		}
 		break;
 	case JOB_EV_TRANSIENT:
@@ -305,6 +307,8 @@ patch_job(struct bg_txn *txn, struct job_commit *c)
 		job.last_progress = now;
 		job.transient_since = 0;
 	}
+	if (c->clock != NULL)
+		job.download_time_used = dl_clock_used_s(c->clock, bg_mono_ms());
 	job.modified = now;
 	if ((err = txn_job_store(txn, c->id, &job, &raw)) == 0)
 		memo_take(txn, c->id, c->memo, c->generation,
@@ -504,6 +508,7 @@ job_create(struct bg_store *st, const struct job_options *opt, const struct job_
 	job.created = job.last_progress = now;
 	job.min_retry_delay = JOB_MIN_RETRY_DELAY;
 	job.no_progress_timeout = JOB_NO_PROGRESS_TIMEOUT;
+	job.max_download_time = JOB_MAX_DOWNLOAD_TIME;
 	if ((err = rec_set_str(&job.name, opt->name != NULL ? opt->name : "")) != 0 ||
 	    (err = rec_set_str(&job.get_key, opt->get_key)) != 0 ||
 	    (err = apply_options(&job, opt)) != 0)
@@ -864,6 +869,11 @@ make_document(const struct job_rec *job, const struct file_rec *files, uint32_t 
 	fa = NULL;
 	if (jset(d, "error", job->has_error ? job_error_json(&job->error) : json_null()) != 0)
 		goto fail;
+	/* The maximum download time and the time used against it (seconds;
+	 * while a runner holds the job, as of its last commit). */
+	if (jset_int(d, "max_download_time", job->max_download_time) != 0 ||
+	    jset_int(d, "download_time_used", job->download_time_used) != 0)
+		goto fail;
 	return d;
 fail:
 	json_decref(fa);
@@ -1113,6 +1123,8 @@ settings_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 		job->no_progress_timeout = s->no_progress_timeout;
 	if (s->set & JOB_SET_PEER_CACHING)
 		job->peer_caching = s->peer_caching;
+	if (s->set & JOB_SET_MAX_DOWNLOAD_TIME)
+		job->max_download_time = s->max_download_time;
 	if (err == 0 && (s->set & JOB_SET_NOTIFY_CMD))
 		err = strv_set(&job->notify_cmd, s->notify_cmd);
 	if (err == 0 && (s->set & JOB_SET_HEADERS))

@@ -20,6 +20,8 @@
 #define JOB_PEERS_MAX 16                   /* peers asked for one file */
 #define JOB_MIN_RETRY_DELAY 600            /* seconds, BITS default */
 #define JOB_NO_PROGRESS_TIMEOUT (14 * 24 * 3600) /* seconds, BITS default */
+#define JOB_MAX_DOWNLOAD_TIME (90 * 24 * 3600)   /* seconds, BITS default; 0: no limit */
+#define JOB_MAX_DOWNLOAD_TIME_MAX 4294967295LL   /* seconds: BITS takes a ULONG */
 
 /* ---- Jobs -------------------------------------------------------------- */
 enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRIO_LOW };
@@ -102,6 +104,7 @@ enum job_setting {
 	JOB_SET_CA_FILE = 1u << 7,
 	JOB_SET_PEER_CACHING = 1u << 8,
 	JOB_SET_CREDENTIALS = 1u << 9,
+	JOB_SET_MAX_DOWNLOAD_TIME = 1u << 16,
 };
 struct job_settings {
 	unsigned set;                   /* JOB_SET_* */
@@ -115,6 +118,7 @@ struct job_settings {
 	const char *ca_file;            /* NULL: the system store */
 	enum peer_caching peer_caching;
 	const char *user, *password;    /* NULL clears */
+	int64_t max_download_time;      /* seconds in CONNECTING/TRANSFERRING, 0: no limit (dltime.h) */
 };
 /* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
  * job is ACKNOWLEDGED or CANCELLED. */

@@ -6,6 +6,7 @@
 #define BG_JOBS_INT_H
 
 #include "jobs.h"
+#include "dltime.h"
 
 
 
@@ -73,6 +74,9 @@ struct job_commit {
 	const char *failed_url; /* the file's remote URL, for the error */
 	bool progress;      /* bytes arrived: stamp last_progress */
 	struct job_memo *memo; /* the runner's, or NULL (used only with generation >= 0) */
+	/* The runner's download-time clock (dltime.h): the time it says is
+	 * used now is written into the job record.  NULL: left as stored. */
+	const struct dl_clock *clock;
 };
 int job_commit(struct bg_store *st, struct job_commit *c) BG_WUR;
 

@@ -209,6 +209,8 @@ job_rec_decode(const json_t *o, struct job_rec *out)
 	out->security_flags = (uint32_t)jint(o, "security_flags", 0);
 	out->cache_both = jbool(o, "cache_both");
 	out->no_cache = jbool(o, "no_cache");
+	out->max_download_time = jint(o, "max_download_time", JOB_MAX_DOWNLOAD_TIME);
+	out->download_time_used = jint(o, "download_time_used", 0);
 	out->has_error = json_is_object(e);
 	if ((out->has_error && (err = error_decode(e, &out->error)) != 0) ||
 	    (err = dstr(o, "name", &out->name)) != 0 || (err = dstr(o, "get_key", &out->get_key)) != 0 ||
@@ -466,6 +468,13 @@ put_job(json_t *o, const void *rec)
 	                                : opt_str(o, "notify_cmd", NULL))) != 0 ||
 	    (err = opt_str(o, "proxy", r->proxy)) != 0 || (err = opt_str(o, "user", r->user)) != 0 ||
 	    (err = opt_str(o, "password", r->password)) != 0)
+		return err;
+	/* The maximum download time: absent while it is the default (and
+	 * none used), so that records stay as older builds wrote them. */
+	if (!(r->max_download_time == JOB_MAX_DOWNLOAD_TIME && absent(o, "max_download_time")) &&
+	    (err = put_int(o, "max_download_time", r->max_download_time)) != 0)
+		return err;
+	if ((err = opt_int(o, "download_time_used", r->download_time_used)) != 0)
 		return err;
 	return 0;
 }

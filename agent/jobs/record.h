@@ -56,6 +56,10 @@ struct job_rec {
 	struct strv notify_cmd;      /* program and arguments (empty: none) */
 	char *proxy;                 /* URL, "none", or NULL (libcurl's default) */
 	char *user, *password;       /* basic auth, or NULL */
+	/* The maximum download time (dltime.h): absent from records of older
+	 * builds, which read as the default and none used. */
+	int64_t max_download_time;   /* seconds, 0: no limit */
+	int64_t download_time_used;  /* seconds spent CONNECTING or TRANSFERRING since the last resume */
 };
 
 /* What a peer said when a file was looked up there. */

@@ -105,6 +105,7 @@ struct origin_request {
 	                             * 0: ORIGIN_LOW_SPEED_TIME */
 	volatile const int *stop;   /* non-zero: abort now, even while the origin is silent;
 	                             * the result's local_err is then BG_ECANCELED (or NULL) */
+	int64_t deadline_ms;        /* bg_mono_ms() at which to abort as stop does; 0: none */
 };
 
 struct origin_result {

@@ -599,6 +599,14 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 	return n;
 }
 
+/* Whether the request's runner asked it to stop, or its deadline passed. */
+static bool
+origin_stopped(const struct origin_request *req)
+{
+	return (req->stop != NULL && *req->stop) ||
+	       (req->deadline_ms > 0 && bg_mono_ms() >= req->deadline_ms);
+}
+
 /* Stops a transfer the runner was asked to stop, also while the origin
  * sends nothing (libcurl calls this about once a second then). */
 static int
@@ -610,7 +618,7 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 	(void)dlnow;
 	(void)ultotal;
 	(void)ulnow;
-	return *h->req->stop ? 1 : 0;
+	return origin_stopped(h->req) ? 1 : 0;
 }
 
 static bool
@@ -813,7 +821,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	                            : ORIGIN_LOW_SPEED_TIME));
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->curl_error);
-	if (req->stop != NULL) {
+	if (req->stop != NULL || req->deadline_ms > 0) {
 		curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
 		curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
 		curl_easy_setopt(e, CURLOPT_XFERINFODATA, h);
@@ -846,8 +854,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	h->want_status = true;
 	h->easy = e;
 	rc = curl_easy_perform(e);
-	if (rc == CURLE_ABORTED_BY_CALLBACK && req->stop != NULL && *req->stop &&
-	    h->feed.err == 0) {
+	if (rc == CURLE_ABORTED_BY_CALLBACK && origin_stopped(req) && h->feed.err == 0) {
 		/* Stopped from outside (on_progress): like a sink that stops. */
 		h->feed.err = BG_ECANCELED;
 		hop_fail(h, HR_ERROR_WINHTTP_CONNECTION_ERROR, "%s: stopped", h->url);

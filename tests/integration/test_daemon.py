@@ -37,6 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bgtest import (ABSENT, case_registry, cmd, complete_and_check, Daemon, doc_of, field, info, listing,
                     main, new_job, partials, poll_state, started)  # noqa: E402
+from bgtest import interrupted_get  # noqa: E402
 from origin import free_port, MiB, Origin, OriginError, range_start, sha256_file  # noqa: E402
 
 STATES = ("QUEUED", "CONNECTING", "TRANSFERRING", "SUSPENDED", "ERROR", "TRANSIENT_ERROR",
@@ -1351,6 +1352,207 @@ def _(bg):
         cmd(t, agent, "complete", job, rc=2)
         t.eq("output paths after complete was refused", [os.path.exists(out_a), os.path.exists(out_b)],
              [False, False])
+
+
+# ---- maximum download time (BITS IBackgroundCopyJob4::SetMaximumDownloadTime) -------------
+
+MAXDOWNLOAD_TIMEOUT = "0x80200054"
+
+
+def wait_bytes(t, agent, job, at_least, timeout, label):
+    """Polls the job document until bytes_transferred >= AT_LEAST; returns the document."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = doc_of(agent, job)
+        got = field(doc, "bytes_transferred")
+        if isinstance(got, int) and got >= at_least:
+            return doc
+        if time.monotonic() > deadline:
+            t.ok(f"{label}: {at_least} bytes transferred within {timeout} s", False, f"got {got}")
+            return doc
+        time.sleep(0.05)
+
+
+@case("max_download_time_slow_file_errors_keeps_partial_resume_completes")
+def _(bg):
+    size = 4 * MiB + MiB // 2
+    with Origin(files={"s.bin": size}, locations="location = /files/s.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: a job with a maximum download time of 3 s whose file (4.5 MiB) is served "
+              f"at 1 MiB/s is stopped in the middle of its transfer: ERROR {MAXDOWNLOAD_TIMEOUT} "
+              "(BG_E_MAXDOWNLOAD_TIMEOUT), the committed bytes kept (partial file, "
+              "bytes_transferred); resume starts the clock again from 0 and the rest (about "
+              "1.5 MiB, under 3 s) comes with a Range request from the bytes kept")
+        out = o.path("out", "s.bin")
+        job = new_job(t, agent, [(o.url("/files/s.bin"), out)], "--name", "mdt")
+        if job is None:
+            return
+        cmd(t, agent, "set-max-download-time", job, "3")
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", job)
+            doc, seen = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 30, label="job mdt")
+            t.eq("state", field(doc, "state"), "ERROR")
+            t.eq("error.code", field(doc, "error", "code"), MAXDOWNLOAD_TIMEOUT)
+            t.eq("error.symbol", field(doc, "error", "symbol"), "BG_E_MAXDOWNLOAD_TIMEOUT")
+            msg = field(doc, "error", "message") or ""
+            t.ok(f"error.message names the maximum download time ({msg!r})",
+                 "maximum download time" in msg)
+            used = field(doc, "download_time_used")
+            t.ok(f"download_time_used at the error is the limit ({used})", used in (3, 4))
+            kept = field(doc, "bytes_transferred")
+            t.ok(f"bytes_transferred kept: some, not all ({kept} of {size})",
+                 isinstance(kept, int) and 0 < kept < size)
+            t.ok(f"partial file kept, at least the committed bytes ({partial_size(o.path('out'), 's.bin')})",
+                 isinstance(kept, int) and partial_size(o.path("out"), "s.bin") >= kept > 0)
+            t.eq("output file before resume", os.path.exists(out), False)
+            first = o.requests("/files/s.bin")
+            t.eq("requests so far", len(first), 1)
+            t.ok("the transfer was cut short (body bytes sent < size)",
+                 len(first) == 1 and first[0]["body_bytes_sent"] < size,
+                 repr([r["body_bytes_sent"] for r in first]))
+
+            cmd(t, agent, "resume", job)
+            doc, _ = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 30, label="job mdt resumed")
+            t.eq("state after resume", field(doc, "state"), "TRANSFERRED")
+            t.eq("error after resume", field(doc, "error"), None)
+            reqs = o.requests("/files/s.bin")
+            t.eq("requests in all", len(reqs), 2)
+            if len(reqs) == 2 and isinstance(kept, int):
+                t.eq("the resumed request starts at the bytes kept", range_start(reqs[1]["range"]), kept)
+        complete_and_check(t, agent, job, [(out, o.sha("s.bin"))])
+
+
+@case("max_download_time_counts_only_while_running")
+def _(bg):
+    with Origin(files={"s.bin": 3 * MiB, "x.bin": 3 * MiB, "q.bin": 200_000},
+                locations="location = /files/s.bin { " + paced("1m") + " }\n"
+                          "location = /files/x.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: time while SUSPENDED does not count: a job (limit 4 s, 3 MiB at 1 MiB/s) "
+              "suspended after 1.5 MiB shows the same download_time_used (1 to 3 s) before and "
+              "after 5 s in SUSPENDED; resumed, it completes. Time while QUEUED does not count: "
+              "with --max-transfers 1, a job with a limit of 1 s waits behind a 3 s transfer, "
+              "then runs and completes (200 kB)")
+        s_out, x_out, q_out = o.path("out", "s.bin"), o.path("out", "x.bin"), o.path("out", "q.bin")
+        s = new_job(t, agent, [(o.url("/files/s.bin"), s_out)], "--name", "suspended")
+        x = new_job(t, agent, [(o.url("/files/x.bin"), x_out)], "--name", "blocker")
+        q = new_job(t, agent, [(o.url("/files/q.bin"), q_out)], "--name", "queued", "--priority", "low")
+        if None in (s, x, q):
+            return
+        cmd(t, agent, "set-max-download-time", s, "4")
+        cmd(t, agent, "set-max-download-time", q, "1")
+        with Daemon(t, agent, o, "--max-transfers", "1") as d:
+            cmd(t, agent, "resume", s)
+            wait_bytes(t, agent, s, 3 * MiB // 2, 20, "suspended")
+            cmd(t, agent, "suspend", s)
+            doc, _ = poll_state(t, agent, s, "SUSPENDED", 10, label="job suspended")
+            d.wait_event(s, r"^(QUEUED|SUSPENDED|stopped)", 5)
+            u1 = field(info(t, agent, s), "download_time_used")
+            t.ok(f"download_time_used when suspended: 1 to 3 s ({u1})", isinstance(u1, int) and 1 <= u1 <= 3)
+            time.sleep(5)  # the precondition: SUSPENDED for longer than the limit
+            u2 = field(info(t, agent, s), "download_time_used")
+            t.eq("download_time_used after 5 s in SUSPENDED", u2, u1)
+            cmd(t, agent, "resume", s)
+            doc, _ = poll_state(t, agent, s, ("ERROR", "TRANSFERRED"), 20, label="job suspended, resumed")
+            t.eq("suspended job after resume: state", field(doc, "state"), "TRANSFERRED")
+
+            cmd(t, agent, "resume", x)
+            if not t.ok("blocker job started", d.wait_event(x, r"^started", 15)):
+                return
+            cmd(t, agent, "resume", q)
+            t0 = time.monotonic()
+            doc, _ = poll_state(t, agent, q, ("ERROR", "TRANSFERRED"), 30, label="job queued")
+            waited = time.monotonic() - t0
+            t.eq("queued job: state", field(doc, "state"), "TRANSFERRED")
+            ev = d.events()
+            q_start, x_end = first_index(ev, q, r"^started"), first_index(ev, x, r"^TRANSFERRED")
+            t.ok(f"queued job ran only after the blocker (log lines #{q_start} > #{x_end}; "
+                 f"{waited:.1f} s from its resume to its end, more than its limit)",
+                 None not in (q_start, x_end) and q_start > x_end and waited > 1.5)
+            doc, _ = poll_state(t, agent, x, "TRANSFERRED", 30, label="blocker job")
+        complete_and_check(t, agent, s, [(s_out, o.sha("s.bin"))])
+        complete_and_check(t, agent, q, [(q_out, o.sha("q.bin"))])
+        complete_and_check(t, agent, x, [(x_out, o.sha("x.bin"))])
+
+
+@case("max_download_time_get_set_while_running_errors_then_same_get_resumes")
+def _(bg):
+    size = 5 * MiB
+    with Origin(files={"g.bin": size}, locations="location = /files/g.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: `get` obeys the maximum download time too, and a limit set while the job "
+              "runs applies at once: a get of 5 MiB at 1 MiB/s, its job given a limit of 3 s once "
+              f"3.5 MiB are in, exits 1 with {MAXDOWNLOAD_TIMEOUT} and keeps its partial file; the "
+              "same get again starts the clock from 0 (as resume does) and finishes the rest "
+              "(under 2 s) from the bytes kept")
+        url, out = o.url("/files/g.bin"), o.path("out", "g.bin")
+
+        def limit_it(p, _size):
+            r = t.ran(agent.run("list", "--json"))
+            ids = [field(d, "id") for d in (r.doc if isinstance(r.doc, list) else [])]
+            if not t.eq("jobs listed while the get runs", len(ids), 1):
+                return None
+            cmd(t, agent, "set-max-download-time", ids[0], "3")
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+            return ids[0]
+
+        res = interrupted_get(t, o, agent, url, out, 7 * MiB // 2, limit_it)
+        if res is None or res[1] is None:
+            return
+        r, job = res
+        t.eq("get: exit status", r.rc, 1)
+        t.ok(f"get: stderr names {MAXDOWNLOAD_TIMEOUT}", MAXDOWNLOAD_TIMEOUT in r.err, repr(r.err))
+        doc = info(t, agent, job)
+        t.eq("state", field(doc, "state"), "ERROR")
+        t.eq("error.code", field(doc, "error", "code"), MAXDOWNLOAD_TIMEOUT)
+        kept = field(doc, "bytes_transferred")
+        t.ok(f"bytes kept ({kept} of {size})", isinstance(kept, int) and 0 < kept < size)
+        t.ok("partial file kept", partial_size(o.path("out"), "g.bin") >= (kept or 1))
+        r = t.ran(agent.get(url, out, json_out=False))
+        t.eq("the same get again: exit status", r.rc, 0)
+        t.eq("SHA-256 of the output", sha256_file(out) if os.path.exists(out) else None, o.sha("g.bin"))
+        reqs = o.requests("/files/g.bin")
+        t.eq("requests in all", len(reqs), 2)
+        if len(reqs) == 2:
+            t.eq("the second get asked from the bytes kept", range_start(reqs[1]["range"]), kept)
+
+
+@case("max_download_time_survives_kill9_of_the_daemon")
+def _(bg):
+    size = 8 * MiB
+    with Origin(files={"k.bin": size}, locations="location = /files/k.bin { " + paced("1m") + " }") as o:
+        o, agent, t = started(bg, o)
+        print("checks: the time used is in the job record, written as the transfer goes: a job "
+              "(limit 4 s, 8 MiB at 1 MiB/s) whose daemon is killed with SIGKILL after 3 MiB "
+              "shows at least 2 s used (written at least once a second); a new daemon takes it over and it reaches ERROR "
+              f"{MAXDOWNLOAD_TIMEOUT} after the rest of its 4 s (less than 3 MiB more), not "
+              "after 4 s more")
+        job = new_job(t, agent, [(o.url("/files/k.bin"), o.path("out", "k.bin"))], "--name", "kill9")
+        if job is None:
+            return
+        cmd(t, agent, "set-max-download-time", job, "4")
+        with Daemon(t, agent, o) as d:
+            cmd(t, agent, "resume", job)
+            wait_bytes(t, agent, job, 3 * MiB, 20, "kill9")
+            d.kill9()
+            doc = info(t, agent, job)
+            u1, b1 = field(doc, "download_time_used"), field(doc, "bytes_transferred")
+            t.eq("state shown after the kill", field(doc, "state"), "QUEUED")
+            t.ok(f"download_time_used after the kill: 2 to 4 s ({u1})", isinstance(u1, int) and 2 <= u1 <= 4)
+            time.sleep(2)  # not running: does not count
+            t.eq("download_time_used 2 s later, no daemon", field(info(t, agent, job), "download_time_used"), u1)
+            d.start()
+            doc, _ = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 30, label="job kill9")
+            t.eq("state", field(doc, "state"), "ERROR")
+            t.eq("error.code", field(doc, "error", "code"), MAXDOWNLOAD_TIMEOUT)
+            b2 = field(doc, "bytes_transferred")
+            t.ok(f"bytes after the takeover: fewer than 3 MiB more ({b1} then {b2})",
+                 isinstance(b1, int) and isinstance(b2, int) and 0 <= b2 - b1 < 3 * MiB)
+            t.ok(f"download_time_used at the error: 4 or 5 s ({field(doc, 'download_time_used')})",
+                 field(doc, "download_time_used") in (4, 5))
 
 
 if __name__ == "__main__":

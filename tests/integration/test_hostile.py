@@ -853,5 +853,27 @@ def _(bg):
         store(t, agent, {h.url("/f.bin"): data})
 
 
+@case("stall_after_headers_daemon_job_max_download_time_error")
+def _(bg):
+    """a daemon job with a maximum download time of 2 s (and the default no-progress timeout)
+    whose origin sends headers and then nothing: the silent transfer is stopped when the time
+    is used up, long before the 60 s stall limit, and the job is in ERROR
+    BG_E_MAXDOWNLOAD_TIMEOUT (0x80200054) after one request, never TRANSIENT_ERROR"""
+    with hostile(bg, {"/f.bin": lambda req: [response(200, [("Content-Length", SIZE), ("ETag", '"v1"')]), STALL]}) \
+            as (h, agent, t, url, out):
+        job = new_job(t, agent, [(url, out)])
+        if job is None:
+            return
+        for args in (("set-max-download-time", job, "2"), ("resume", job)):
+            s = ran(t, agent.run(*args))
+            t.eq(f"{args[0]}: exit", s.rc, 0)
+        with Daemon(t, agent, h):
+            doc, seen = poll_state(t, agent, job, ("ERROR", "TRANSIENT_ERROR"), 20)
+            t.eq("state", field(doc, "state"), "ERROR")
+            t.eq("error code", field(doc, "error", "code"), "0x80200054")
+            t.eq("the origin was asked once", len(h.requests()), 1)
+        t.eq("output file exists", os.path.exists(out), False)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))

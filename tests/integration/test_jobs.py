@@ -528,5 +528,42 @@ def _(bg):
         expect_no_requests(t, o)
 
 
+# ---- maximum download time (BITS IBackgroundCopyJob4::SetMaximumDownloadTime) -------------
+
+@case("max_download_time_default_set_and_shown")
+def _(bg):
+    """a new job shows max_download_time 7776000 (BITS's 90 days) and download_time_used 0 in
+    info --json, and both in info; set-max-download-time takes 0 (no limit) and 4294967295 and
+    refuses a negative, non-numeric, fractional or larger value, or a missing one, with one
+    line on stderr and exit 2, leaving the limit as it was"""
+    with Origin(files={"a.bin": A_SIZE}) as o:
+        o, agent, t = started(bg, o)
+        job = create(t, agent)
+        if job is None:
+            return
+        doc = info(t, agent, job)
+        t.eq("max_download_time of a new job", field(doc, "max_download_time"), 7776000)
+        t.eq("download_time_used of a new job", field(doc, "download_time_used"), 0)
+        r = t.ran(agent.run("info", job))
+        t.ok("info shows the time used and the limit",
+             re.search(r"^  download time +0 s used of 7776000 s at most$", r.out, re.M) is not None,
+             f"stdout: {r.out!r}")
+        for args in (("-1",), ("x",), ("1.5",), ("4294967296",), ("",), ("99999999999999999999",), ()):
+            r = t.ran(agent.run("set-max-download-time", job, *args))
+            t.eq(f"set-max-download-time JOB {' '.join(repr(a) for a in args)}: exit status", r.rc, 2)
+            t.eq("  one line on stderr", r.err.count("\n"), 1)
+        t.eq("limit after the refused values", field(info(t, agent, job), "max_download_time"), 7776000)
+        for v in ("4294967295", "0", "2"):
+            t.eq(f"set-max-download-time JOB {v}: exit status",
+                 t.ran(agent.run("set-max-download-time", job, v)).rc, 0)
+            t.eq(f"max_download_time after {v}", field(info(t, agent, job), "max_download_time"), int(v))
+            if v == "0":
+                r = t.ran(agent.run("info", job))
+                t.ok("info says no limit for 0",
+                     re.search(r"^  download time +0 s used \(no limit\)$", r.out, re.M) is not None,
+                     f"stdout: {r.out!r}")
+        expect_no_requests(t, o)
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv, CASES, __doc__))
