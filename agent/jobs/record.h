@@ -56,6 +56,7 @@ struct job_rec {
 	struct strv notify_cmd;      /* program and arguments (empty: none) */
 	char *proxy;                 /* URL, "none", or NULL (libcurl's default) */
 	char *user, *password;       /* basic auth, or NULL */
+	uint32_t cost_flags;         /* BITS cost flags (JOB_COST_FLAGS_*): the transfer policy */
 };
 
 /* What a peer said when a file was looked up there. */
