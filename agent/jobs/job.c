@@ -453,6 +453,8 @@ apply_options(struct job_rec *job, const struct job_options *opt)
 	job->security_flags = opt->security_flags;
 	job->cache_both = opt->cache_both;
 	job->no_cache = opt->no_cache;
+	if (opt->transfer_policy != NULL)
+		job->cost_flags = job_transfer_policy_flags(*opt->transfer_policy);
 	return 0;
 }
 
