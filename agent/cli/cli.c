@@ -66,6 +66,7 @@ cli_usage(FILE *f)
 	      "      --json                    print the job document\n"
 	      "      --peer HOST:PORT          ask this peer (repeatable; else the peer table)\n"
 	      "      --peer-key FILE           HMAC key shared with the peers\n"
+	      "      --transfer-policy always|unrestricted-only   on a metered network\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
 	      "  add JOB URL FILE [--sha256 HEX] | add JOB --from LIST\n"
 	      "                                 (LIST lines: URL LOCALPATH [sha256=HEX])\n"
@@ -76,6 +77,7 @@ cli_usage(FILE *f)
 	      "  set-max-download-time JOB SECONDS   (0: no limit; resume restarts the clock)\n"
 	      "  set-headers JOB 'Name: value'... | set-credentials JOB USER [--password-file F]\n"
 	      "  set-proxy JOB URL|none | set-ca-file JOB FILE | set-peer-caching JOB MODE\n"
+	      "  set-transfer-policy JOB always|unrestricted-only   (metered networks)\n"
 	      "  replace-remote-prefix JOB OLD NEW\n"
 	      "  info JOB [--json] | list [--all] [--json] | wait JOB [--timeout SECONDS]\n"
 	      "  daemon [--max-transfers N] [--slice SECONDS]   runs queued jobs until SIGTERM\n"
@@ -402,6 +404,12 @@ print_info_text(json_t *doc)
 		printf("  proxy          %s\n", json_string_value(json_object_get(doc, "proxy")));
 	else
 		printf("  proxy          from the environment (http_proxy, https_proxy, no_proxy)\n");
+	if (json_is_string(json_object_get(doc, "transfer_policy")))
+		printf("  transfer policy %s (BITS cost flags 0x%08X)\n",
+		       json_string_value(json_object_get(doc, "transfer_policy")),
+		       (unsigned)json_integer_value(json_object_get(doc, "cost_flags")));
+	if (json_is_string(json_object_get(doc, "waiting_reason")))
+		printf("  waiting        %s\n", json_string_value(json_object_get(doc, "waiting_reason")));
 	printf("  files          %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT " transferred\n",
 	       json_integer_value(json_object_get(doc, "files_transferred")),
 	       json_integer_value(json_object_get(doc, "files_total")));
@@ -467,6 +475,7 @@ struct get_opts {
 	char peer_key[PATH_MAX];
 	bool json;
 	bool sync;
+	enum job_transfer_policy policy;
 };
 
 static int
@@ -485,6 +494,7 @@ parse_get(int argc, char **argv, struct get_opts *o)
 		{"json", no_argument, NULL, 'j'},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
+		{"transfer-policy", required_argument, NULL, 'T'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch, rc;
@@ -561,6 +571,14 @@ parse_get(int argc, char **argv, struct get_opts *o)
 		case 'o':
 			o->out_arg = optarg;
 			break;
+		case 'T':
+			if (job_transfer_policy_parse(optarg, &o->policy) != 0) {
+				cli_complain("--transfer-policy takes always or unrestricted-only, not '%s'",
+				             optarg);
+				return EXIT_USAGE;
+			}
+			o->jo.transfer_policy = &o->policy;
+			break;
 		case 'h':
 			cli_usage(stdout);
 			return -1;
@@ -616,6 +634,33 @@ resumable(struct bg_store *st, const char *id)
 	          json_integer_value(json_object_get(doc, "files_total"));
 	json_decref(doc);
 	return yes;
+}
+
+/* A get honours its job's transfer policy as the daemon does, but does not
+ * wait for the network: an unrestricted-only job on a metered network is
+ * left as it is (its bytes kept) for the same get to run later.  Only such
+ * a job asks NetworkManager. */
+static int
+get_cost_check(struct ctx *c, const char *id)
+{
+	struct job_rec job;
+	int err = job_load(c->st, id, &job);
+	bool held;
+
+	if (err != 0) {
+		job_rec_clear(&job);
+		return cli_store_failed("get", err);
+	}
+	held = job_transfer_policy_of(job.cost_flags) == JOB_POLICY_UNRESTRICTED_ONLY &&
+	       netcost_read() == NET_COST_METERED;
+	job_rec_clear(&job);
+	if (held) {
+		cli_complain("job %s: the network is metered and its transfer policy is "
+		             "unrestricted-only; run the same command again on another network",
+		             id);
+		return EXIT_SYSTEM;
+	}
+	return EXIT_DONE;
 }
 
 static int
@@ -719,6 +764,8 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		rc = cli_store_failed("get", err);
 		goto out;
 	}
+	if ((rc = get_cost_check(c, id)) != EXIT_DONE)
+		goto out;
 	if ((err = origin_new(&origin)) != 0) {
 		rc = cli_store_failed("get", err);
 		goto out;
@@ -1344,6 +1391,7 @@ static const struct command {
 	{"set-proxy", cmd_set_proxy},
 	{"set-ca-file", cmd_set_ca_file},
 	{"set-peer-caching", cmd_set_peer_caching},
+	{"set-transfer-policy", cmd_set_transfer_policy},
 	{"replace-remote-prefix", cmd_replace_remote_prefix},
 	{"wait", cmd_wait},
 	{"daemon", cmd_daemon},

@@ -88,6 +88,7 @@ int cmd_set_credentials(struct ctx *c, int argc, char **argv);
 int cmd_set_proxy(struct ctx *c, int argc, char **argv);
 int cmd_set_ca_file(struct ctx *c, int argc, char **argv);
 int cmd_set_peer_caching(struct ctx *c, int argc, char **argv);
+int cmd_set_transfer_policy(struct ctx *c, int argc, char **argv);
 int cmd_replace_remote_prefix(struct ctx *c, int argc, char **argv);
 int cmd_wait(struct ctx *c, int argc, char **argv);
 int cmd_daemon(struct ctx *c, int argc, char **argv);

@@ -410,6 +410,17 @@ cmd_set_peer_caching(struct ctx *c, int argc, char **argv)
 }
 
 int
+cmd_set_transfer_policy(struct ctx *c, int argc, char **argv)
+{
+	struct job_settings s = {.set = JOB_SET_TRANSFER_POLICY};
+
+	if (argc == 3 && job_transfer_policy_parse(argv[2], &s.transfer_policy) == 0)
+		return change(c, argv[1], &s);
+	cli_complain("usage: bgcopy set-transfer-policy JOB always|unrestricted-only");
+	return EXIT_USAGE;
+}
+
+int
 cmd_replace_remote_prefix(struct ctx *c, int argc, char **argv)
 {
 	unsigned changed = 0;

@@ -54,6 +54,8 @@ struct worker {
 	struct job_lock *lock;
 	struct origin *origin;
 	int result;
+	enum job_transfer_policy policy; /* the job's, as the last scan saw it */
+	bool cost_stopped;               /* stopped because the network became metered */
 };
 
 struct daemon {
@@ -67,6 +69,8 @@ struct daemon {
 	bool fill;        /* piece lists may lack digests: fill while idle */
 	unsigned char fill_from[BG_SHA256_LEN];
 	json_t *cleaned;  /* cancelled jobs whose partial data was removed */
+	struct netcost *netcost; /* asked only while an unrestricted-only job waits or runs */
+	enum net_cost cost;      /* the last answer */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -164,7 +168,9 @@ after_run(struct daemon *d, struct worker *w)
 		note("job %s: stopped: %s", w->id, bg_strerror(w->result));
 	if (job_load(d->st, w->id, &job) == 0) {
 		note("job %s: %s%s", w->id, job_state_name(job.state),
-		     w->preempted ? " (its turn ended)" : "");
+		     w->cost_stopped ? " (" JOB_WAITING_UNRESTRICTED ")"
+		     : w->preempted  ? " (its turn ended)"
+		                     : "");
 		if (job.state == JOB_CANCELLED) {
 			/* Cancelled while it ran: its runner removes the partial data. */
 			if (job_discard_partials(d->st, w->id) == 0)
@@ -180,6 +186,7 @@ after_run(struct daemon *d, struct worker *w)
 	w->lock = NULL;
 	w->busy = false;
 	w->preempted = false;
+	w->cost_stopped = false;
 	/* A file finished from a copy whose list had a gap has one too. */
 	d->fill = true;
 	memset(d->fill_from, 0, sizeof(d->fill_from));
@@ -226,6 +233,7 @@ struct candidate {
 	enum job_priority prio;
 	int64_t last_run;
 	int64_t created;
+	enum job_transfer_policy policy;
 };
 
 struct scan {
@@ -246,6 +254,15 @@ running(struct daemon *d, const char *id)
 	return false;
 }
 
+/* A running job's transfer policy, which a user may change while it runs. */
+static void
+note_running_policy(struct daemon *d, const char *id, const struct job_rec *job)
+{
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++)
+		if (d->workers[i].busy && strcmp(d->workers[i].id, id) == 0)
+			d->workers[i].policy = job_transfer_policy_of(job->cost_flags);
+}
+
 static int
 scan_fn(const char *id, json_t *rec, void *arg)
 {
@@ -257,8 +274,12 @@ scan_fn(const char *id, json_t *rec, void *arg)
 	if (err != 0)
 		return err == BG_ECORRUPT ? 0 : err;
 	/* A get runs its own job in the foreground. */
-	if (job.get_key != NULL || running(s->d, id))
+	if (job.get_key != NULL)
 		goto out;
+	if (running(s->d, id)) {
+		note_running_policy(s->d, id, &job);
+		goto out;
+	}
 	if (job.state == JOB_CANCELLED) {
 		if (json_object_get(s->d->cleaned, id) == NULL)
 			json_array_append_new(s->cancelled, json_string(id));
@@ -286,6 +307,7 @@ scan_fn(const char *id, json_t *rec, void *arg)
 	c->prio = job.priority;
 	c->last_run = json_integer_value(json_object_get(s->d->last_run, id));
 	c->created = job.created;
+	c->policy = job_transfer_policy_of(job.cost_flags);
 out:
 	job_rec_clear(&job);
 	return err;
@@ -338,6 +360,8 @@ start(struct daemon *d, const struct candidate *c)
 	w->d = d;
 	snprintf(w->id, sizeof(w->id), "%s", c->id);
 	w->prio = c->prio;
+	w->policy = c->policy;
+	w->cost_stopped = false;
 	w->started = bg_now();
 	w->stop = 0;
 	w->preempted = false;
@@ -351,6 +375,51 @@ start(struct daemon *d, const struct candidate *c)
 	w->busy = true;
 	note("job %s: started (%s)", c->id, job_priority_name(c->prio));
 	return 0;
+}
+
+/* Transfer policies on costed networks, as BITS applies its cost flags: an
+ * unrestricted-only job does not start while the network is metered, and
+ * one running stops (back to QUEUED, its bytes kept) when it becomes so.
+ * NetworkManager is asked only while such a job waits or runs, every
+ * NETCOST_POLL_MS (netcost.c says why asking, not a subscription);
+ * returns whether it was asked.  Candidates held back get id "" (as those
+ * started), so that they neither start nor take another job's turn. */
+static bool
+apply_cost_policy(struct daemon *d, struct scan *s)
+{
+	bool needed = false;
+	enum netcost_source src;
+	enum net_cost cost;
+
+	for (size_t i = 0; i < s->n && !needed; i++)
+		needed = s->c[i].policy == JOB_POLICY_UNRESTRICTED_ONLY;
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS && !needed; i++)
+		needed = d->workers[i].busy && d->workers[i].policy == JOB_POLICY_UNRESTRICTED_ONLY;
+	if (!needed)
+		return false;
+	if (d->netcost == NULL && netcost_new(&d->netcost) != 0)
+		return false; /* out of memory: nothing is held back */
+	cost = netcost_query(d->netcost, &src);
+	if (cost != d->cost)
+		note("network %s%s", net_cost_name(cost),
+		     cost == NET_COST_METERED ? " (NetworkManager): unrestricted-only jobs wait"
+		     : src == NETCOST_SRC_NM  ? " (NetworkManager)"
+		                              : " (NetworkManager not reachable)");
+	d->cost = cost;
+	if (cost != NET_COST_METERED)
+		return true;
+	for (size_t i = 0; i < s->n; i++)
+		if (!job_policy_allows(s->c[i].policy, cost))
+			s->c[i].id[0] = '\0';
+	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++) {
+		struct worker *w = &d->workers[i];
+
+		if (w->busy && !w->stop && !job_policy_allows(w->policy, cost)) {
+			w->cost_stopped = true;
+			w->stop = 1;
+		}
+	}
+	return true;
 }
 
 static void
@@ -380,6 +449,7 @@ schedule(struct daemon *d)
 	unsigned running_bg = 0;
 	int64_t wake = 0;
 	size_t next = 0;
+	bool cost_asked = false;
 	int err, timeout_ms;
 
 	if (s.cancelled == NULL)
@@ -389,6 +459,7 @@ schedule(struct daemon *d)
 		goto out;
 	}
 	cleanup_cancelled(d, s.cancelled);
+	cost_asked = apply_cost_policy(d, &s);
 	if (s.n > 1)
 		qsort(s.c, s.n, sizeof(*s.c), by_turn);
 	for (size_t i = 0; i < DAEMON_MAX_WORKERS; i++)
@@ -396,7 +467,7 @@ schedule(struct daemon *d)
 			running_bg++;
 	/* Foreground jobs start at once, beside everything else. */
 	for (size_t i = 0; i < s.n; i++)
-		if (s.c[i].prio == JOB_PRIO_FOREGROUND && start(d, &s.c[i]) == 0)
+		if (s.c[i].id[0] != '\0' && s.c[i].prio == JOB_PRIO_FOREGROUND && start(d, &s.c[i]) == 0)
 			s.c[i].id[0] = '\0';
 	for (; next < s.n && running_bg < d->opt->max_transfers; next++) {
 		if (s.c[next].id[0] == '\0' || s.c[next].prio == JOB_PRIO_FOREGROUND)
@@ -446,6 +517,8 @@ out:
 
 		timeout_ms = ms < 0 ? 0 : ms < IDLE_WAKEUP_MS ? (int)ms : IDLE_WAKEUP_MS;
 	}
+	if (cost_asked && timeout_ms > NETCOST_POLL_MS)
+		timeout_ms = NETCOST_POLL_MS;
 	free(s.c);
 	json_decref(s.cancelled);
 	return timeout_ms;
@@ -540,6 +613,7 @@ out:
 		close(d->pipe[1]);
 	json_decref(d->last_run);
 	json_decref(d->cleaned);
+	netcost_free(d->netcost);
 	free(d);
 	return err;
 }

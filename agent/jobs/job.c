@@ -461,6 +461,8 @@ apply_options(struct job_rec *job, const struct job_options *opt)
 	job->security_flags = opt->security_flags;
 	job->cache_both = opt->cache_both;
 	job->no_cache = opt->no_cache;
+	if (opt->transfer_policy != NULL)
+		job->cost_flags = job_transfer_policy_flags(*opt->transfer_policy);
 	return 0;
 }
 
@@ -509,6 +511,8 @@ job_create(struct bg_store *st, const struct job_options *opt, const struct job_
 	job.min_retry_delay = JOB_MIN_RETRY_DELAY;
 	job.no_progress_timeout = JOB_NO_PROGRESS_TIMEOUT;
 	job.max_download_time = JOB_MAX_DOWNLOAD_TIME;
+	job.cost_flags = job_transfer_policy_flags(opt->transfer_policy != NULL ? *opt->transfer_policy
+	                                                                        : JOB_POLICY_ALWAYS);
 	if ((err = rec_set_str(&job.name, opt->name != NULL ? opt->name : "")) != 0 ||
 	    (err = rec_set_str(&job.get_key, opt->get_key)) != 0 ||
 	    (err = apply_options(&job, opt)) != 0)
@@ -881,6 +885,25 @@ fail:
 	return NULL;
 }
 
+/* The transfer policy of the job document, and why a job shown QUEUED
+ * waits when the network holds it back (live: the document of a home,
+ * whose readers see the network as it is now; NetworkManager is asked only
+ * for a QUEUED unrestricted-only job). */
+static int
+cost_fields(json_t *d, const struct job_rec *job, enum job_state shown, bool live)
+{
+	enum job_transfer_policy p = job_transfer_policy_of(job->cost_flags);
+	const char *reason = NULL;
+
+	if (live && shown == JOB_QUEUED && p == JOB_POLICY_UNRESTRICTED_ONLY)
+		reason = job_cost_waiting_reason(p, netcost_read());
+	if (jset_str(d, "transfer_policy", job_transfer_policy_name(p)) != 0 ||
+	    jset_int(d, "cost_flags", job->cost_flags) != 0 ||
+	    jset_str(d, "waiting_reason", reason) != 0)
+		return BG_ENOMEM;
+	return 0;
+}
+
 int
 job_document(struct bg_store *st, const char *home, const char *id, json_t **out)
 {
@@ -896,6 +919,10 @@ job_document(struct bg_store *st, const char *home, const char *id, json_t **out
 		shown = home != NULL ? job_state_shown(home, id, a.job.state) : a.job.state;
 		if ((*out = make_document(&a.job, a.files, a.nfiles, shown)) == NULL)
 			err = BG_ENOMEM;
+		else if ((err = cost_fields(*out, &a.job, shown, home != NULL)) != 0) {
+			json_decref(*out);
+			*out = NULL;
+		}
 	}
 	doc_clear(&a);
 	return err;
@@ -1125,6 +1152,8 @@ settings_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 		job->peer_caching = s->peer_caching;
 	if (s->set & JOB_SET_MAX_DOWNLOAD_TIME)
 		job->max_download_time = s->max_download_time;
+	if (s->set & JOB_SET_TRANSFER_POLICY)
+		job->cost_flags = job_transfer_policy_flags(s->transfer_policy);
 	if (err == 0 && (s->set & JOB_SET_NOTIFY_CMD))
 		err = strv_set(&job->notify_cmd, s->notify_cmd);
 	if (err == 0 && (s->set & JOB_SET_HEADERS))

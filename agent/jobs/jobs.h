@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "net.h"
+#include "netcost.h"
 
 /* ---- Limits ------------------------------------------------------------ */
 #define JOB_HEADERS_MAX 64                 /* custom request headers per job */
@@ -34,6 +35,31 @@ enum peer_caching { PEER_CACHING_OFF, PEER_CACHING_CLIENT, PEER_CACHING_SERVER, 
 const char *peer_caching_name(enum peer_caching m);
 int peer_caching_parse(const char *s, enum peer_caching *out) BG_WUR;
 
+/* Transfer policy on costed networks (BITS 5: SetProperty
+ * BITS_JOB_PROPERTY_ID_COST_FLAGS).  NetworkManager tells metered from not
+ * (netcost.h), so two of BITS's classes apply: ALWAYS transfers on any
+ * network (BITS_COST_STATE_TRANSFER_ALWAYS, the default: see cost.c);
+ * UNRESTRICTED_ONLY only where the network is not metered
+ * (BITS_COST_STATE_UNRESTRICTED).  The record keeps the BITS value. */
+#define JOB_COST_FLAGS_ALWAYS 0x800000ffu       /* BITS_COST_STATE_TRANSFER_ALWAYS */
+#define JOB_COST_FLAGS_UNRESTRICTED 0x00000001u /* BITS_COST_STATE_UNRESTRICTED */
+enum job_transfer_policy { JOB_POLICY_ALWAYS, JOB_POLICY_UNRESTRICTED_ONLY };
+/* "always", "unrestricted-only". */
+const char *job_transfer_policy_name(enum job_transfer_policy p);
+/* BG_EINVAL for another name. */
+int job_transfer_policy_parse(const char *s, enum job_transfer_policy *out) BG_WUR;
+uint32_t job_transfer_policy_flags(enum job_transfer_policy p);
+/* The policy stored BITS cost flags mean: a value without any metered cost
+ * state (BITS_COST_STATE_UNRESTRICTED alone, or with option bits) is
+ * UNRESTRICTED_ONLY; any other, ALWAYS. */
+enum job_transfer_policy job_transfer_policy_of(uint32_t cost_flags);
+/* Whether a job of policy p may transfer on a network of cost c. */
+bool job_policy_allows(enum job_transfer_policy p, enum net_cost c);
+/* What a waiting job of this policy waits for on a network of cost c, or
+ * NULL when the network does not hold it back. */
+const char *job_cost_waiting_reason(enum job_transfer_policy p, enum net_cost c);
+#define JOB_WAITING_UNRESTRICTED "waiting for an unrestricted network"
+
 struct job_options {
 	const char *name;
 	enum job_priority priority;
@@ -46,6 +72,7 @@ struct job_options {
 	bool no_cache;
 	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
 	const enum peer_caching *peer_caching; /* a new job's mode (bgcopy.conf), NULL: server */
+	const enum job_transfer_policy *transfer_policy; /* a new job's, NULL: always */
 };
 
 /* Adds a file.  url must be canonical (url_canonical); local_path absolute.
@@ -105,6 +132,7 @@ enum job_setting {
 	JOB_SET_PEER_CACHING = 1u << 8,
 	JOB_SET_CREDENTIALS = 1u << 9,
 	JOB_SET_MAX_DOWNLOAD_TIME = 1u << 16,
+	JOB_SET_TRANSFER_POLICY = 1u << 17,
 };
 struct job_settings {
 	unsigned set;                   /* JOB_SET_* */
@@ -119,6 +147,7 @@ struct job_settings {
 	enum peer_caching peer_caching;
 	const char *user, *password;    /* NULL clears */
 	int64_t max_download_time;      /* seconds in CONNECTING/TRANSFERRING, 0: no limit (dltime.h) */
+	enum job_transfer_policy transfer_policy;
 };
 /* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
  * job is ACKNOWLEDGED or CANCELLED. */

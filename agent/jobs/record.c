@@ -207,6 +207,8 @@ job_rec_decode(const json_t *o, struct job_rec *out)
 	out->transient_since = jint(o, "transient_since", 0);
 	out->retry_at = jint(o, "retry_at", 0);
 	out->security_flags = (uint32_t)jint(o, "security_flags", 0);
+	/* Absent in records of builds before transfer policies: always. */
+	out->cost_flags = (uint32_t)jint(o, "cost_flags", JOB_COST_FLAGS_ALWAYS);
 	out->cache_both = jbool(o, "cache_both");
 	out->no_cache = jbool(o, "no_cache");
 	out->max_download_time = jint(o, "max_download_time", JOB_MAX_DOWNLOAD_TIME);
@@ -475,6 +477,11 @@ put_job(json_t *o, const void *rec)
 	    (err = put_int(o, "max_download_time", r->max_download_time)) != 0)
 		return err;
 	if ((err = opt_int(o, "download_time_used", r->download_time_used)) != 0)
+		return err;
+	/* Only a job whose policy is not the default has the field, so that
+	 * other jobs' records stay as older builds write and read them. */
+	if ((r->cost_flags != JOB_COST_FLAGS_ALWAYS || !absent(o, "cost_flags")) &&
+	    (err = put_int(o, "cost_flags", r->cost_flags)) != 0)
 		return err;
 	return 0;
 }
