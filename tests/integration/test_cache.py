@@ -239,15 +239,20 @@ def three_by_digest(bg, names):
 def in_one_second(bg, o, t, uses):
     """Runs USES(agent, out dir) in a fresh home until it returns (True, last_used) -- the uses
     fell within one second -- or LRU_TRIES homes were tried; (False, note) notes a miss.
-    Returns (the last agent, the last last_used map)."""
+    Returns (the last agent, the last last_used map, whether the uses fell within one second).
+    A machine too loaded for a few gets to fit in one second (the sanitized build while other
+    tests run) still checks the order of the uses across seconds; the order within one second
+    is then unit_store's alone (its LRU cases set the nanoseconds themselves)."""
+    done = False
     for attempt in range(LRU_TRIES):
         agent = Bgcopy(bg.exe, o.path(f"home{attempt}"))
         os.makedirs(o.path(f"out{attempt}"), exist_ok=True)
         done, used, note = uses(agent, o.path(f"out{attempt}"))
         if done:
             break
-        t.note(note + ": again in a new home")
-    return agent, used
+        t.note(note + (": again in a new home" if attempt + 1 < LRU_TRIES else
+                       ": no more homes; the order across seconds is checked"))
+    return agent, used, done
 
 
 def expect_lru_keeps(t, agent, o, names, x, z):
@@ -266,7 +271,8 @@ def got_ok(t, agent, o, name, out, what=None):
 @case("cache_lru_uses_within_one_second_in_order")
 def _(bg):
     """X, Y, Z (X's digest sorts first) stored in that order and X fetched again, all within
-    one second (cache list shows one last_used for all); lowering max-size to two entries
+    one second where the machine is fast enough (cache list shows one last_used for all;
+    in_one_second tells what a loaded machine checks); lowering max-size to two entries
     evicts Y, the least recently used, not X; to one entry leaves X alone"""
     names = ["l0.bin", "l1.bin", "l2.bin"]
     # X sorts first by digest: were uses within a second tied, X would be evicted first.
@@ -279,9 +285,11 @@ def _(bg):
             used = last_used(t, agent)
             return (len(used) == 3 and len(set(used.values())) == 1, used,
                     f"the uses spanned seconds {sorted(set(used.values()))}")
-        agent, used = in_one_second(bg, o, t, uses)
-        t.eq("the four uses fell within one second (one last_used for the three keys)",
-             (len(used), len(set(used.values()))), (3, 1))
+        agent, used, within = in_one_second(bg, o, t, uses)
+        t.eq("the three keys are listed with a last_used", len(used), 3)
+        if within:
+            t.eq("the four uses fell within one second (one last_used for the three keys)",
+                 len(set(used.values())), 1)
         expect_lru_keeps(t, agent, o, names, x, z)
         r = t.ran(agent.run("cache", "verify"))
         t.eq("cache verify afterwards", r.rc, 0)
@@ -290,8 +298,8 @@ def _(bg):
 @case("cache_lru_peer_use_folded_late_keeps_its_place")
 def _(bg):
     """X, Y, Z (X's digest sorts first, Z's last) are stored; then within one second a peer
-    fetches Z from bgcopy-peerd and the agent uses X (get); peerd reports its use later, when
-    it stops.  Z's use, folded last, is still older than X's: max-size of two entries evicts
+    fetches Z from bgcopy-peerd and the agent uses X (get) (as in_one_second allows); peerd
+    reports its use later, when it stops.  Z's use, folded last, is still older than X's: max-size of two entries evicts
     Y, of one entry keeps X"""
     names = ["p0.bin", "p1.bin", "p2.bin"]
     # X sorts first by digest, Z last: were the two uses tied at one second, X would go.
@@ -308,9 +316,11 @@ def _(bg):
             used = last_used(t, agent)
             return (len(used) == 3 and used.get(o.url(f"/files/{x}")) == used.get(o.url(f"/files/{z}")),
                     used, f"the two uses spanned seconds ({used})")
-        agent, used = in_one_second(bg, o, t, uses)
-        t.eq("Z's peer use and X's local use fell within one second",
-             used.get(o.url(f"/files/{z}")), used.get(o.url(f"/files/{x}")))
+        agent, used, within = in_one_second(bg, o, t, uses)
+        t.eq("the three keys are listed with a last_used", len(used), 3)
+        if within:
+            t.eq("Z's peer use and X's local use fell within one second",
+                 used.get(o.url(f"/files/{z}")), used.get(o.url(f"/files/{x}")))
         expect_lru_keeps(t, agent, o, names, x, z)
 
 
