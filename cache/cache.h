@@ -243,6 +243,9 @@ uint64_t bg_rate_schedule_at(const struct bg_rate_schedule *s, uint64_t fallback
                              int *which);
 /* "mon-fri 08-17" (the days as one range or a list) into buf. */
 const char *bg_rate_window_name(const struct bg_rate_window *w, char *buf, size_t len);
+/* A rate limit as users write it: bytes/s as bg_parse_bytes reads them (at
+ * most BG_RATE_MAX), or "none" (as 0) for no limit.  BG_EINVAL otherwise. */
+int bg_parse_rate(const char *s, uint64_t *out) BG_WUR;
 /* A rate as users read it: "none", else bytes/s with the largest exact
  * unit of 1024 ("10M", "1536K", "1000"). */
 const char *bg_rate_name(uint64_t rate, char *buf, size_t len);

@@ -216,14 +216,20 @@ parse_hours(const char *tok, uint8_t *start, uint8_t *end, char *why, size_t why
 	return 0;
 }
 
-static int
-parse_rate(const char *tok, uint64_t *out, char *why, size_t whylen)
+int
+bg_parse_rate(const char *s, uint64_t *out)
 {
-	if (strcmp(tok, "none") == 0) {
+	if (s != NULL && strcmp(s, "none") == 0) {
 		*out = 0;
 		return 0;
 	}
-	if (bg_parse_bytes(tok, BG_RATE_MAX, out) != 0)
+	return bg_parse_bytes(s, BG_RATE_MAX, out) == 0 ? 0 : BG_EINVAL;
+}
+
+static int
+parse_rate(const char *tok, uint64_t *out, char *why, size_t whylen)
+{
+	if (bg_parse_rate(tok, out) != 0)
 		return fail(why, whylen,
 		            "'%s': expected a rate in bytes/s (K, M, G: powers of 1024) or none", tok);
 	return 0;
