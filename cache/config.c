@@ -36,7 +36,7 @@ static const char *const key_names[BG_CONF_KEYS] = {
 	[BG_CONF_FLEET] = "fleet", [BG_CONF_FLEET_OWNER] = "fleet_owner",
 	[BG_CONF_SERVE_CONNECTIONS_PER_PEER] = "serve_connections_per_peer",
 	[BG_CONF_FLEET_ORIGIN_MAX] = "fleet_origin_max",
-	[BG_CONF_FLEET_TAKEOVERS] = "fleet_takeovers", [BG_CONF_SERVE_RATE] = "serve_rate",
+	[BG_CONF_FLEET_TAKEOVERS] = "fleet_takeovers", [BG_CONF_SERVE_RATE] = "serve_max_rate",
 	[BG_CONF_MAX_RATE] = "max_rate", [BG_CONF_MAX_RATE_SCHEDULE] = "max_rate_schedule",
 };
 
@@ -49,6 +49,11 @@ bg_config_key_name(enum bg_conf_key k)
 int
 bg_config_key_parse(const char *name, enum bg_conf_key *out)
 {
+	/* serve_max_rate's older name. */
+	if (name != NULL && strcmp(name, "serve_rate") == 0) {
+		*out = BG_CONF_SERVE_RATE;
+		return 0;
+	}
 	for (unsigned k = 0; k < BG_CONF_KEYS; k++) {
 		if (strcmp(name, key_names[k]) == 0) {
 			*out = (enum bg_conf_key)k;
@@ -351,8 +356,9 @@ apply(struct bg_config *c, enum bg_conf_key k, const char *v, bool fresh_peers,
 			c->fleet_takeovers = (unsigned)port;
 		break;
 	case BG_CONF_SERVE_RATE:
-		if (bg_parse_bytes(v, BG_CONF_SERVE_RATE_MAX, &port) != 0)
-			p = "expected bytes per second (K, M, G suffixes: powers of 1024), 0: no limit";
+		if (bg_parse_rate(v, &port) != 0)
+			p = "expected bytes per second (K, M, G suffixes: powers of 1024), none or 0: "
+			    "no limit";
 		else
 			c->serve_rate = port;
 		break;
@@ -520,7 +526,7 @@ read_file(struct bg_config *c, const char *path, bool *read, char *why, size_t w
 			say(why, whylen,
 			    "%s:%u: %.60s: unknown key (known: discovery, discovery_subnets, peer, "
 			    "peer_dns, peer_key, peer_caching, listen, port, partial_wait_max, "
-			    "serve_connections_per_peer, serve_rate, fleet, fleet_owner, "
+			    "serve_connections_per_peer, serve_max_rate, fleet, fleet_owner, "
 			    "fleet_origin_max, fleet_takeovers, max_rate, max_rate_schedule)",
 			    path, lineno, key);
 			err = BG_EINVAL;

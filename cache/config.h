@@ -28,7 +28,8 @@
  *                                                   the same URL, or join the
  *                                                   election of who fetches it
  *   fleet_owner       on | off              (on)   this node may be elected
- *   serve_rate        RATE                  (0)    peerd's bodies together, bytes/s
+ *   serve_max_rate    RATE | none           (none) peerd's bodies together, bytes/s
+ *                                                   (serve_rate: its older name)
  *   max_rate          RATE | none           (none) the daemon's transfers together
  *                                                   (not foreground jobs)
  *   max_rate_schedule SCHEDULE | none       (none) the daemon's limit by day and
@@ -58,7 +59,7 @@
 #define BG_CONF_FLEET_ORIGIN_LIMIT 16        /* fleet_origin_max: 1 to this */
 #define BG_CONF_FLEET_TAKEOVERS_DEFAULT 3
 #define BG_CONF_FLEET_TAKEOVERS_MAX 16
-#define BG_CONF_SERVE_RATE_MAX ((uint64_t)1 << 40) /* bytes/s (1 TiB/s) */
+#define BG_CONF_SERVE_RATE_MAX BG_RATE_MAX /* bytes/s (1 TiB/s) */
 
 /* Where a setting's value came from. */
 enum bg_conf_source {
