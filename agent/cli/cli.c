@@ -419,12 +419,11 @@ print_info_text(json_t *doc)
 		       json_string_value(json_object_get(doc, "transfer_policy")),
 		       (unsigned)json_integer_value(json_object_get(doc, "cost_flags")));
 	if (json_integer_value(json_object_get(doc, "max_rate")) > 0) {
+		json_int_t mr = json_integer_value(json_object_get(doc, "max_rate"));
 		char rate[32];
 
-		printf("  max rate       %" JSON_INTEGER_FORMAT " B/s (%s)\n",
-		       json_integer_value(json_object_get(doc, "max_rate")),
-		       bg_rate_name((uint64_t)json_integer_value(json_object_get(doc, "max_rate")), rate,
-		                    sizeof(rate)));
+		printf("  max rate       %" JSON_INTEGER_FORMAT " B/s (%s)\n", mr,
+		       bg_rate_name((uint64_t)mr, rate, sizeof(rate)));
 	} else {
 		printf("  max rate       none of its own\n");
 	}
@@ -603,8 +602,8 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			break;
 		case 'R':
 			if (bg_parse_rate(optarg, &o->max_rate) != 0) {
-				cli_complain("--max-rate: expected bytes per second (K, M, G: powers of 1024), "
-				             "none or 0: no limit, not '%s'",
+				cli_complain("--max-rate: expected bytes per second (K, M, G: powers "
+				             "of 1024), none or 0: no limit, not '%s'",
 				             optarg);
 				return EXIT_USAGE;
 			}

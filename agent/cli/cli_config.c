@@ -103,7 +103,8 @@ setting_json(const struct bg_config *conf, enum bg_conf_key k)
 		v = conf->max_rate > 0 ? json_integer((json_int_t)conf->max_rate) : json_null();
 		break;
 	case BG_CONF_MAX_RATE_SCHEDULE:
-		v = conf->max_rate_schedule != NULL ? json_string(conf->max_rate_schedule) : json_null();
+		v = conf->max_rate_schedule != NULL ? json_string(conf->max_rate_schedule)
+		                                    : json_null();
 		break;
 	case BG_CONF_PEER_DNS:
 	case BG_CONF_PEER_KEY:

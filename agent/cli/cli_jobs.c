@@ -616,7 +616,8 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 		           i + 1 < argc) {
 			/* As bgcopy.conf's max_rate and max_rate_schedule, which
 			 * they override. */
-			const char *key = strcmp(argv[i], "--max-rate") == 0 ? "max_rate" : "max_rate_schedule";
+			const char *key =
+				strcmp(argv[i], "--max-rate") == 0 ? "max_rate" : "max_rate_schedule";
 			char why[512];
 
 			if (bg_config_set(&c->conf, key, argv[i + 1], why, sizeof(why)) != 0) {

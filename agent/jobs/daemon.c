@@ -539,9 +539,11 @@ rate_tick(struct daemon *d)
 {
 	const struct daemon_options *o = d->opt;
 	int which = -1;
-	uint64_t rate = o->schedule != NULL ? bg_rate_schedule_at(o->schedule, o->max_rate, bg_now(), &which)
-	                                    : o->max_rate;
+	uint64_t rate = o->max_rate;
 	char name[32], win[64], why[96];
+
+	if (o->schedule != NULL)
+		rate = bg_rate_schedule_at(o->schedule, o->max_rate, bg_now(), &which);
 
 	if (d->rate_chosen ? rate == bg_rate_get(&d->rate) && which == d->rate_window
 	                   : rate == 0 && o->schedule == NULL)
@@ -555,7 +557,8 @@ rate_tick(struct daemon *d)
 	else if (o->schedule != NULL && o->schedule->has_outside)
 		snprintf(why, sizeof(why), "schedule, outside its windows");
 	else
-		snprintf(why, sizeof(why), "max_rate%s", o->schedule != NULL ? ", outside the schedule's windows" : "");
+		snprintf(why, sizeof(why), "max_rate%s",
+		         o->schedule != NULL ? ", outside the schedule's windows" : "");
 	bg_rate_name(rate, name, sizeof(name));
 	if (rate == 0)
 		note("rate limit now none (%s)", why);
