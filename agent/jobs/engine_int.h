@@ -44,8 +44,10 @@ struct run {
 	 * from ro->shared_rate (sink_data). */
 	struct bg_rate rate;
 };
-/* The longest sleep for the rate before the run's stop is looked at. */
+/* The longest sleep for the rate before the run's stop is looked at, and
+ * how often a long wait looks for a user's change of the job. */
 #define RUN_RATE_SLICE_MS 100
+#define RUN_RATE_RECHECK_MS 1000
 
 /* The file being fetched in one attempt (run_file), and the sink its
  * sources feed. */
