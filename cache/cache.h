@@ -24,6 +24,7 @@
 #ifndef BG_CACHE_H
 #define BG_CACHE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -166,6 +167,88 @@ int64_t bg_now_ns(void);
 /* Milliseconds of CLOCK_MONOTONIC, for deadlines and durations only (no
  * offset: it never jumps). */
 int64_t bg_mono_ms(void);
+
+/* ---- Rates: the token bucket and the daily schedule (rate.c) ------------
+ * One token bucket for every byte-rate limit of the programs (a job's own,
+ * the daemon's, peerd's serving rate).  It holds at most one eighth of a
+ * second of its rate (BG_RATE_BURST_DIV), but at least burst_min bytes, so
+ * that no one-second window ever sees more than 1.125 times the rate plus
+ * burst_min.  Time comes from the caller (milliseconds of bg_mono_ms() or
+ * any clock that never goes back), so that a test drives it.  Thread-safe:
+ * every call takes the bucket's mutex. */
+
+#define BG_RATE_BURST_DIV 8
+#define BG_RATE_MAX ((uint64_t)1 << 40) /* bytes/s (1 TiB/s), = BG_CONF_SERVE_RATE_MAX */
+
+struct bg_rate {
+	pthread_mutex_t lock;
+	uint64_t rate;      /* bytes/s; 0: no limit (nothing below is used) */
+	uint64_t burst_min; /* bytes */
+	double burst;       /* bytes the bucket holds at most */
+	double tokens;      /* bytes that may pass now (below 0: owed) */
+	int64_t last_ms;    /* the last refill */
+};
+
+/* A full bucket of rate bytes/s (0: no limit).  BG_ENOMEM when the mutex
+ * cannot be made. */
+int bg_rate_init(struct bg_rate *b, uint64_t rate, uint64_t burst_min, int64_t now_ms) BG_WUR;
+void bg_rate_destroy(struct bg_rate *b);
+/* Changes the rate from now on (what was earned at the old rate is kept,
+ * up to the new burst). */
+void bg_rate_set(struct bg_rate *b, uint64_t rate, int64_t now_ms);
+uint64_t bg_rate_get(struct bg_rate *b);
+/* Takes at most want bytes when the bucket holds at least need of them
+ * (need <= want): returns how many were taken, 0 when fewer than need are
+ * there (nothing taken).  Without a limit: want. */
+size_t bg_rate_take(struct bg_rate *b, size_t want, size_t need, int64_t now_ms);
+/* Takes n bytes that passed already: the bucket may go below 0, and what
+ * is owed delays whoever takes next. */
+void bg_rate_charge(struct bg_rate *b, uint64_t n, int64_t now_ms);
+/* Milliseconds until the bucket holds need bytes (0: now).  need 0: until
+ * nothing is owed. */
+int64_t bg_rate_due_ms(struct bg_rate *b, size_t need, int64_t now_ms);
+
+/* A daily schedule of rates, as BITS's bandwidth policy has it: windows of
+ * days and hours with a rate each, and a rate outside them.  Text form
+ * (bg_rate_schedule_parse):
+ *     WINDOW [, WINDOW]... [; outside RATE]     or "outside RATE" alone
+ *     WINDOW = DAYS START-END RATE
+ *     DAYS   = DAY | DAY-DAY | DAYS,DAYS   (mon tue wed thu fri sat sun;
+ *              a range may wrap: fri-mon)
+ *     START-END: whole hours of the local day, 0 <= START < END <= 24
+ *     RATE   = bytes/s as bg_parse_bytes reads them, or none (0 is none)
+ * e.g. "mon-fri 8-17 2M, sat,sun 0-24 none; outside 10M".  Windows may not
+ * overlap.  Without "outside", the rate outside the windows is the caller's
+ * (the daemon's max_rate). */
+#define BG_RATE_WINDOWS_MAX 16
+struct bg_rate_window {
+	uint8_t days;        /* bit 0: Monday ... bit 6: Sunday */
+	uint8_t start, end;  /* hours, start < end <= 24 */
+	uint64_t rate;       /* bytes/s, 0: no limit */
+};
+struct bg_rate_schedule {
+	struct bg_rate_window w[BG_RATE_WINDOWS_MAX];
+	size_t n;
+	bool has_outside;
+	uint64_t outside;    /* bytes/s, 0: no limit (when has_outside) */
+};
+/* Parses s into *out.  BG_EINVAL with why (one line naming the problem)
+ * for a bad day, hour, rate, separator or overlap. */
+int bg_rate_schedule_parse(const char *s, struct bg_rate_schedule *out, char *why,
+                           size_t whylen) BG_WUR;
+/* The rate at unix time t (local time of the process's TZ): the window
+ * holding t, else outside, else fallback.  *which (when not NULL): the
+ * window's index, -1 outside the windows. */
+uint64_t bg_rate_schedule_at(const struct bg_rate_schedule *s, uint64_t fallback, int64_t t,
+                             int *which);
+/* "mon-fri 08-17" (the days as one range or a list) into buf. */
+const char *bg_rate_window_name(const struct bg_rate_window *w, char *buf, size_t len);
+/* A rate limit as users write it: bytes/s as bg_parse_bytes reads them (at
+ * most BG_RATE_MAX), or "none" (as 0) for no limit.  BG_EINVAL otherwise. */
+int bg_parse_rate(const char *s, uint64_t *out) BG_WUR;
+/* A rate as users read it: "none", else bytes/s with the largest exact
+ * unit of 1024 ("10M", "1536K", "1000"). */
+const char *bg_rate_name(uint64_t rate, char *buf, size_t len);
 
 /* ---- The programs (prog.c) -----------------------------------------------
  * Exit statuses of bgcopy and bgcopy-peerd: 0 done; 1 the job ended in

@@ -36,7 +36,8 @@ static const char *const key_names[BG_CONF_KEYS] = {
 	[BG_CONF_FLEET] = "fleet", [BG_CONF_FLEET_OWNER] = "fleet_owner",
 	[BG_CONF_SERVE_CONNECTIONS_PER_PEER] = "serve_connections_per_peer",
 	[BG_CONF_FLEET_ORIGIN_MAX] = "fleet_origin_max",
-	[BG_CONF_FLEET_TAKEOVERS] = "fleet_takeovers", [BG_CONF_SERVE_RATE] = "serve_rate",
+	[BG_CONF_FLEET_TAKEOVERS] = "fleet_takeovers", [BG_CONF_SERVE_RATE] = "serve_max_rate",
+	[BG_CONF_MAX_RATE] = "max_rate", [BG_CONF_MAX_RATE_SCHEDULE] = "max_rate_schedule",
 };
 
 const char *
@@ -48,6 +49,11 @@ bg_config_key_name(enum bg_conf_key k)
 int
 bg_config_key_parse(const char *name, enum bg_conf_key *out)
 {
+	/* serve_max_rate's older name. */
+	if (name != NULL && strcmp(name, "serve_rate") == 0) {
+		*out = BG_CONF_SERVE_RATE;
+		return 0;
+	}
 	for (unsigned k = 0; k < BG_CONF_KEYS; k++) {
 		if (strcmp(name, key_names[k]) == 0) {
 			*out = (enum bg_conf_key)k;
@@ -350,11 +356,37 @@ apply(struct bg_config *c, enum bg_conf_key k, const char *v, bool fresh_peers,
 			c->fleet_takeovers = (unsigned)port;
 		break;
 	case BG_CONF_SERVE_RATE:
-		if (bg_parse_bytes(v, BG_CONF_SERVE_RATE_MAX, &port) != 0)
-			p = "expected bytes per second (K, M, G suffixes: powers of 1024), 0: no limit";
+		if (bg_parse_rate(v, &port) != 0)
+			p = "expected bytes per second (K, M, G suffixes: powers of 1024), none or 0: "
+			    "no limit";
 		else
 			c->serve_rate = port;
 		break;
+	case BG_CONF_MAX_RATE:
+		if (bg_parse_rate(v, &port) != 0)
+			p = "expected bytes per second (K, M, G suffixes: powers of 1024), none or 0: "
+			    "no limit";
+		else
+			c->max_rate = port;
+		break;
+	case BG_CONF_MAX_RATE_SCHEDULE: {
+		static _Thread_local char prob[256];
+		struct bg_rate_schedule s;
+
+		if (v[0] == '\0' || strcmp(v, "none") == 0) {
+			c->has_schedule = false;
+			free(c->max_rate_schedule);
+			c->max_rate_schedule = NULL;
+		} else if (bg_rate_schedule_parse(v, &s, prob, sizeof(prob)) != 0) {
+			p = prob;
+		} else if (set_str(&c->max_rate_schedule, v) != 0) {
+			return BG_ENOMEM;
+		} else {
+			c->schedule = s;
+			c->has_schedule = true;
+		}
+		break;
+	}
 	default:
 		p = "unknown key";
 		break;
@@ -494,8 +526,8 @@ read_file(struct bg_config *c, const char *path, bool *read, char *why, size_t w
 			say(why, whylen,
 			    "%s:%u: %.60s: unknown key (known: discovery, discovery_subnets, peer, "
 			    "peer_dns, peer_key, peer_caching, listen, port, partial_wait_max, "
-			    "serve_connections_per_peer, serve_rate, fleet, fleet_owner, "
-			    "fleet_origin_max, fleet_takeovers)",
+			    "serve_connections_per_peer, serve_max_rate, fleet, fleet_owner, "
+			    "fleet_origin_max, fleet_takeovers, max_rate, max_rate_schedule)",
 			    path, lineno, key);
 			err = BG_EINVAL;
 			break;
@@ -694,6 +726,12 @@ bg_config_value(const struct bg_config *c, enum bg_conf_key k, char *buf, size_t
 	case BG_CONF_SERVE_RATE:
 		snprintf(buf, len, "%llu", (unsigned long long)c->serve_rate);
 		break;
+	case BG_CONF_MAX_RATE:
+		bg_rate_name(c->max_rate, buf, len);
+		break;
+	case BG_CONF_MAX_RATE_SCHEDULE:
+		snprintf(buf, len, "%s", c->max_rate_schedule != NULL ? c->max_rate_schedule : "none");
+		break;
 	default:
 		break;
 	}
@@ -708,6 +746,7 @@ bg_config_free(struct bg_config *c)
 	free(c->peer_key);
 	free(c->peer_caching);
 	free(c->listen);
+	free(c->max_rate_schedule);
 	for (size_t i = 0; i < 3; i++)
 		free(c->files[i]);
 	memset(c, 0, sizeof(*c));

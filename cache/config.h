@@ -28,6 +28,15 @@
  *                                                   the same URL, or join the
  *                                                   election of who fetches it
  *   fleet_owner       on | off              (on)   this node may be elected
+ *   serve_max_rate    RATE | none           (none) peerd's bodies together, bytes/s
+ *                                                   (serve_rate: its older name)
+ *   max_rate          RATE | none           (none) the daemon's transfers together
+ *                                                   (not foreground jobs)
+ *   max_rate_schedule SCHEDULE | none       (none) the daemon's limit by day and
+ *                                                   hour (cache.h's bg_rate_schedule);
+ *                                                   max_rate applies outside its
+ *                                                   windows unless it says "outside"
+ * RATE: bytes/s, K M G T for powers of 1024; 0 or none: no limit.
  * An empty value for peer, peer_dns or peer_key sets none (so a user's
  * file can drop what the system's file named).  discovery also takes
  * yes/no and true/false.
@@ -50,7 +59,7 @@
 #define BG_CONF_FLEET_ORIGIN_LIMIT 16        /* fleet_origin_max: 1 to this */
 #define BG_CONF_FLEET_TAKEOVERS_DEFAULT 3
 #define BG_CONF_FLEET_TAKEOVERS_MAX 16
-#define BG_CONF_SERVE_RATE_MAX ((uint64_t)1 << 40) /* bytes/s (1 TiB/s) */
+#define BG_CONF_SERVE_RATE_MAX BG_RATE_MAX /* bytes/s (1 TiB/s) */
 
 /* Where a setting's value came from. */
 enum bg_conf_source {
@@ -75,6 +84,8 @@ enum bg_conf_key {
 	BG_CONF_FLEET_ORIGIN_MAX,
 	BG_CONF_FLEET_TAKEOVERS,
 	BG_CONF_SERVE_RATE,
+	BG_CONF_MAX_RATE,
+	BG_CONF_MAX_RATE_SCHEDULE,
 	BG_CONF_KEYS
 };
 
@@ -101,6 +112,10 @@ struct bg_config {
 	unsigned fleet_origin_max;    /* origin fetches of one URL at once, 1-16 */
 	unsigned fleet_takeovers;     /* re-elections per file, 0-16 */
 	uint64_t serve_rate;          /* peerd's bodies, bytes/s, 0: no limit */
+	uint64_t max_rate;            /* the daemon's transfers together, bytes/s, 0: no limit */
+	char *max_rate_schedule;      /* as written, or NULL: none */
+	bool has_schedule;
+	struct bg_rate_schedule schedule; /* max_rate_schedule parsed (has_schedule) */
 	struct bg_conf_where where[BG_CONF_KEYS];
 	char *files[3];               /* the files read, in order (NULL after the last) */
 };

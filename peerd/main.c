@@ -97,7 +97,7 @@ usage(FILE *f)
 	        "usage: bgcopy-peerd [--home DIR] [--listen ADDR] [--port N] [--port-file F]\n"
 	        "                    [--threads N] [--max-connections N] [--timeout SECONDS]\n"
 	        "                    [--peer-key FILE] [--partial-wait-max SECONDS]\n"
-	        "                    [--connections-per-peer N] [--serve-rate RATE]\n"
+	        "                    [--connections-per-peer N] [--max-rate RATE]\n"
 	        "\n"
 	        "Serves the bgcopy content store (read-only) to LAN peers over HTTP:\n"
 	        "  GET|HEAD /v1/content?url=KEY   GET|HEAD /v1/partial?url=KEY\n"
@@ -121,15 +121,16 @@ usage(FILE *f)
 	        "  --connections-per-peer N  connections from one address, 0-%u, 0: no limit\n"
 	        "                        (default: serve_connections_per_peer in\n"
 	        "                        bgcopy.conf, else %u)\n"
-	        "  --serve-rate RATE     bytes/s of every body together, K, M, G or T for\n"
-	        "                        1024^1..4 (16M), 0: no limit (default: serve_rate in\n"
-	        "                        bgcopy.conf, else 0)\n"
+	        "  --max-rate RATE       upload limit: bytes/s of every body together, K, M, G\n"
+	        "                        or T for 1024^1..4 (16M), none or 0: no limit\n"
+	        "                        (default: serve_max_rate in bgcopy.conf, else none;\n"
+	        "                        --serve-rate and serve_rate: the older names)\n"
 	        "  --help, --version\n"
 	        "\n"
 	        "bgcopy.conf (as bgcopy reads it: /etc/bgcopy/bgcopy.conf, then\n"
 	        "${XDG_CONFIG_HOME:-$HOME/.config}/bgcopy/bgcopy.conf, or $BGCOPY_CONFIG alone)\n"
 	        "gives listen, port, peer_key, discovery, partial_wait_max,\n"
-	        "serve_connections_per_peer and serve_rate; the options above override it.\n"
+	        "serve_connections_per_peer and serve_max_rate; the options above override it.\n"
 	        "\n"
 	        "Runs until SIGTERM or SIGINT.  Exit status: 0 stopped by a signal, 2 usage\n"
 	        "error, 3 store or system error.\n",
@@ -194,7 +195,8 @@ main(int argc, char **argv)
 	    {"peer-key", required_argument, NULL, 'k'},
 	    {"partial-wait-max", required_argument, NULL, 'w'},
 	    {"connections-per-peer", required_argument, NULL, 'P'},
-	    {"serve-rate", required_argument, NULL, 'r'},
+	    {"max-rate", required_argument, NULL, 'r'},
+	    {"serve-rate", required_argument, NULL, 'r'}, /* --max-rate's older name */
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -212,14 +214,14 @@ main(int argc, char **argv)
 	unsigned salen;
 	sigset_t stop_set;
 	char why[1024];
-	int opt, err, sig, rc = EXIT_SYSTEM;
+	int opt, err, sig, li = 0, rc = EXIT_SYSTEM;
 	bool wrote_port_file = false, listen_given = false, port_given = false;
 	bool wait_given = false, per_peer_given = false, rate_given = false;
 	unsigned wait_s = 0;
 
 	peerd_config_init(&cfg);
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "hV", longopts, &li)) != -1) {
 		switch (opt) {
 		case 'H':
 			home_arg = optarg;
@@ -278,9 +280,10 @@ main(int argc, char **argv)
 			per_peer_given = true;
 			break;
 		case 'r':
-			if (bg_parse_bytes(optarg, BG_CONF_SERVE_RATE_MAX, &cfg.serve_rate) != 0) {
-				complain("--serve-rate: expected bytes per second (K, M, G, T: powers of "
-				         "1024) up to 1T, 0: no limit, got '%s'", optarg);
+			if (bg_parse_rate(optarg, &cfg.serve_rate) != 0) {
+				complain("--%s: expected bytes per second (K, M, G, T: powers of "
+				         "1024) up to 1T, none or 0: no limit, got '%s'",
+				         longopts[li].name, optarg);
 				return EXIT_USAGE;
 			}
 			rate_given = true;

@@ -120,12 +120,12 @@ struct peerd {
 	 * suspended for want of tokens, first in first served; the bucket
 	 * and the list under wait_lock.  Bodies answered from memory never
 	 * wait, but what they send is taken from the bucket all the same
-	 * (tokens may go below 0): the streamed bodies after them wait for it. */
+	 * (tokens may go below 0): the streamed bodies after them wait for it.
+	 * The bucket is the core's (bg_rate, its own mutex, taken under
+	 * wait_lock when both are held). */
 	uint64_t rate;                               /* bytes/s; 0: no limit, nothing below used */
-	double burst;                                /* bytes the bucket holds at most */
 	size_t quantum;                              /* the least tokens worth a resume */
-	double tokens;                               /* bytes that may be sent now */
-	int64_t tokens_ms;                           /* the last refill, bg_mono_ms() */
+	struct bg_rate bucket;                       /* bg_mono_ms() time */
 	struct throttle *throttled;
 	struct throttle **throttled_tail;
 	atomic_uint_fast64_t throttled_ms;           /* time suspended for the rate, in all */
@@ -322,20 +322,6 @@ header_safe(const char *v)
 
 /* ---- The serving rate (serve_rate) --------------------------------------- */
 
-/* Adds the tokens earned since the last refill (wait_lock held).  Time is
- * counted from the last refill, never rounded away: the rate holds over
- * any number of refills. */
-static void
-rate_refill_locked(struct peerd *pd, int64_t now)
-{
-	if (now <= pd->tokens_ms)
-		return;
-	pd->tokens += (double)(now - pd->tokens_ms) * (double)pd->rate / 1000.0;
-	if (pd->tokens > pd->burst)
-		pd->tokens = pd->burst;
-	pd->tokens_ms = now;
-}
-
 /* The tokens a body asking for want bytes waits for. */
 static size_t
 rate_need(const struct peerd *pd, size_t want)
@@ -367,11 +353,11 @@ static void
 rate_grant_locked(struct peerd *pd, int64_t now)
 {
 	struct throttle *th;
+	size_t got;
 
-	rate_refill_locked(pd, now);
-	while ((th = pd->throttled) != NULL && pd->tokens >= (double)rate_need(pd, th->want)) {
-		th->grant = pd->tokens >= (double)th->want ? th->want : (size_t)pd->tokens;
-		pd->tokens -= (double)th->grant;
+	while ((th = pd->throttled) != NULL &&
+	       (got = bg_rate_take(&pd->bucket, th->want, rate_need(pd, th->want), now)) > 0) {
+		th->grant = got;
 		throttle_release_locked(pd, now);
 	}
 }
@@ -381,14 +367,11 @@ rate_grant_locked(struct peerd *pd, int64_t now)
 static long
 rate_due_ms_locked(struct peerd *pd, int64_t now)
 {
-	double missing;
+	int64_t ms = bg_rate_due_ms(&pd->bucket, rate_need(pd, pd->throttled->want), now);
 
-	rate_refill_locked(pd, now);
-	missing = (double)rate_need(pd, pd->throttled->want) - pd->tokens;
-	if (missing <= 0)
+	if (ms <= 0)
 		return 1;
-	missing = missing * 1000.0 / (double)pd->rate + 1;
-	return missing >= PEERD_WAIT_POLL_MS ? PEERD_WAIT_POLL_MS : (long)missing;
+	return ms >= PEERD_WAIT_POLL_MS ? PEERD_WAIT_POLL_MS : (long)ms;
 }
 
 /* How many of want bytes the body of th may send now: what the watcher
@@ -403,6 +386,7 @@ static ssize_t
 rate_take(struct peerd *pd, struct throttle *th, size_t want)
 {
 	ssize_t n = (ssize_t)want;
+	size_t got;
 	int64_t now;
 
 	pthread_mutex_lock(&pd->wait_lock);
@@ -415,11 +399,9 @@ rate_take(struct peerd *pd, struct throttle *th, size_t want)
 	} else if (pd->wait_started) {
 		/* (Without a watcher nobody would resume it: no limit.) */
 		now = bg_mono_ms();
-		rate_refill_locked(pd, now);
-		if (pd->throttled == NULL && pd->tokens >= (double)rate_need(pd, want)) {
-			if ((double)want > pd->tokens)
-				n = (ssize_t)pd->tokens;
-			pd->tokens -= (double)n;
+		if (pd->throttled == NULL &&
+		    (got = bg_rate_take(&pd->bucket, want, rate_need(pd, want), now)) > 0) {
+			n = (ssize_t)got;
 		} else {
 			/* Suspended under wait_lock: the watcher, which resumes
 			 * under it, never resumes a connection not yet
@@ -442,12 +424,7 @@ rate_take(struct peerd *pd, struct throttle *th, size_t want)
 static void
 rate_charge(struct peerd *pd, uint64_t n)
 {
-	if (pd->rate == 0)
-		return;
-	pthread_mutex_lock(&pd->wait_lock);
-	rate_refill_locked(pd, bg_mono_ms());
-	pd->tokens -= (double)n;
-	pthread_mutex_unlock(&pd->wait_lock);
+	bg_rate_charge(&pd->bucket, n, bg_mono_ms());
 }
 
 /* Called as a body is freed: a body still listed (its connection was
@@ -2261,20 +2238,17 @@ peerd_start(const struct peerd_config *c, struct bg_store *st, struct peerd **ou
 	atomic_init(&pd->node_loaded, false);
 	pd->wait_max_ms = c->partial_wait_max_ms;
 	pd->rate = c->serve_rate;
-	pd->burst = c->serve_rate > PEERD_RATE_BURST_MIN ? (double)c->serve_rate
-	                                                 : PEERD_RATE_BURST_MIN;
 	pd->quantum = (size_t)(c->serve_rate / (1000 / PEERD_WAIT_POLL_MS));
 	if (pd->quantum < PEERD_RATE_GRANT_MIN)
 		pd->quantum = PEERD_RATE_GRANT_MIN;
-	/* A full bucket at start: the first second is the burst. */
-	pd->tokens = pd->burst;
-	pd->tokens_ms = bg_mono_ms();
 	pd->throttled_tail = &pd->throttled;
 	atomic_init(&pd->throttled_ms, 0);
 	/* Waiters hold connections: at most half of them may wait. */
 	pd->waiters_max = c->max_connections / 2 > 0 ? c->max_connections / 2 : 1;
+	/* A full bucket at start: an eighth of a second of the rate. */
 	if (pthread_mutex_init(&pd->wait_lock, NULL) != 0 ||
-	    pthread_cond_init(&pd->wait_cond, NULL) != 0) {
+	    pthread_cond_init(&pd->wait_cond, NULL) != 0 ||
+	    bg_rate_init(&pd->bucket, c->serve_rate, PEERD_RATE_BURST_MIN, bg_mono_ms()) != 0) {
 		/* Not worth unwinding precisely: both are plain on Linux. */
 		pthread_mutex_destroy(&pd->usage_lock);
 		pthread_mutex_destroy(&pd->store_lock);
@@ -2371,6 +2345,7 @@ peerd_stop(struct peerd *pd)
 	pthread_mutex_destroy(&pd->usage_lock);
 	pthread_mutex_destroy(&pd->store_lock);
 	pthread_mutex_destroy(&pd->wait_lock);
+	bg_rate_destroy(&pd->bucket);
 	pthread_cond_destroy(&pd->wait_cond);
 	peerd_replay_free(pd->replay);
 	OPENSSL_cleanse(pd->key, sizeof(pd->key));

@@ -66,8 +66,9 @@
 #define PEERD_PER_PEER_DEFAULT 8
 #define PEERD_PER_PEER_MAX 1000
 /* The serving rate (serve_rate): bytes/s of every body together, at most
- * config.h's BG_CONF_SERVE_RATE_MAX.  A token bucket holds one second of
- * the rate, and at least PEERD_RATE_BURST_MIN so that a slow rate still
+ * config.h's BG_CONF_SERVE_RATE_MAX.  The token bucket (the core's
+ * bg_rate) holds an eighth of a second of the rate, and at least
+ * PEERD_RATE_BURST_MIN so that a slow rate still
  * sends in blocks of some size.  A body out of tokens is suspended and
  * resumed once the bucket holds PEERD_WAIT_POLL_MS of the rate, at least
  * PEERD_RATE_GRANT_MIN bytes (or what the block still needs): fewer

@@ -67,6 +67,7 @@ cli_usage(FILE *f)
 	      "      --peer HOST:PORT          ask this peer (repeatable; else the peer table)\n"
 	      "      --peer-key FILE           HMAC key shared with the peers\n"
 	      "      --transfer-policy always|unrestricted-only   on a metered network\n"
+	      "      --max-rate RATE           at most RATE bytes/s (K, M, G: powers of 1024)\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
 	      "  add JOB URL FILE [--sha256 HEX] | add JOB --from LIST\n"
 	      "                                 (LIST lines: URL LOCALPATH [sha256=HEX])\n"
@@ -78,9 +79,18 @@ cli_usage(FILE *f)
 	      "  set-headers JOB 'Name: value'... | set-credentials JOB USER [--password-file F]\n"
 	      "  set-proxy JOB URL|none | set-ca-file JOB FILE | set-peer-caching JOB MODE\n"
 	      "  set-transfer-policy JOB always|unrestricted-only   (metered networks)\n"
+	      "  set-max-rate JOB RATE|none     the job's own limit, bytes/s (10M, 512K, 100000)\n"
 	      "  replace-remote-prefix JOB OLD NEW\n"
 	      "  info JOB [--json] | list [--all] [--json] | wait JOB [--timeout SECONDS]\n"
 	      "  daemon [--max-transfers N] [--slice SECONDS]   runs queued jobs until SIGTERM\n"
+	      "         [--max-rate RATE|none] [--max-rate-schedule SCHEDULE|none]\n"
+	      "                                 all transfers together but foreground jobs'\n"
+	      "                                 (bgcopy.conf max_rate, max_rate_schedule)\n"
+	      "      SCHEDULE: DAYS START-END RATE[, ...][; outside RATE]\n"
+	      "                e.g. 'mon-fri 8-17 2M, sat,sun 0-24 none; outside 10M'\n"
+	      "                DAYS mon..sun, ranges and lists; whole local hours 0-24;\n"
+	      "                windows may not overlap; max_rate applies outside them\n"
+	      "                unless 'outside' is given\n"
 	      "  cache list [--json] | show URL | rm URL | stats [--json] | gc | clear | verify [--json]\n"
 	      "  cache compact | cache config [--max-size BYTES|N%] [--max-age DAYS]\n"
 	      "  crl list [--json] | crl refresh | crl clear\n"
@@ -408,6 +418,15 @@ print_info_text(json_t *doc)
 		printf("  transfer policy %s (BITS cost flags 0x%08X)\n",
 		       json_string_value(json_object_get(doc, "transfer_policy")),
 		       (unsigned)json_integer_value(json_object_get(doc, "cost_flags")));
+	if (json_integer_value(json_object_get(doc, "max_rate")) > 0) {
+		json_int_t mr = json_integer_value(json_object_get(doc, "max_rate"));
+		char rate[32];
+
+		printf("  max rate       %" JSON_INTEGER_FORMAT " B/s (%s)\n", mr,
+		       bg_rate_name((uint64_t)mr, rate, sizeof(rate)));
+	} else {
+		printf("  max rate       none of its own\n");
+	}
 	if (json_is_string(json_object_get(doc, "waiting_reason")))
 		printf("  waiting        %s\n", json_string_value(json_object_get(doc, "waiting_reason")));
 	printf("  files          %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT " transferred\n",
@@ -476,6 +495,7 @@ struct get_opts {
 	bool json;
 	bool sync;
 	enum job_transfer_policy policy;
+	uint64_t max_rate;
 };
 
 static int
@@ -495,6 +515,7 @@ parse_get(int argc, char **argv, struct get_opts *o)
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{"transfer-policy", required_argument, NULL, 'T'},
+		{"max-rate", required_argument, NULL, 'R'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch, rc;
@@ -578,6 +599,15 @@ parse_get(int argc, char **argv, struct get_opts *o)
 				return EXIT_USAGE;
 			}
 			o->jo.transfer_policy = &o->policy;
+			break;
+		case 'R':
+			if (bg_parse_rate(optarg, &o->max_rate) != 0) {
+				cli_complain("--max-rate: expected bytes per second (K, M, G: powers "
+				             "of 1024), none or 0: no limit, not '%s'",
+				             optarg);
+				return EXIT_USAGE;
+			}
+			o->jo.max_rate = &o->max_rate;
 			break;
 		case 'h':
 			cli_usage(stdout);
@@ -1392,6 +1422,7 @@ static const struct command {
 	{"set-ca-file", cmd_set_ca_file},
 	{"set-peer-caching", cmd_set_peer_caching},
 	{"set-transfer-policy", cmd_set_transfer_policy},
+	{"set-max-rate", cmd_set_max_rate},
 	{"replace-remote-prefix", cmd_replace_remote_prefix},
 	{"wait", cmd_wait},
 	{"daemon", cmd_daemon},

@@ -99,6 +99,13 @@ setting_json(const struct bg_config *conf, enum bg_conf_key k)
 	case BG_CONF_SERVE_RATE:
 		v = json_integer((json_int_t)conf->serve_rate);
 		break;
+	case BG_CONF_MAX_RATE:
+		v = conf->max_rate > 0 ? json_integer((json_int_t)conf->max_rate) : json_null();
+		break;
+	case BG_CONF_MAX_RATE_SCHEDULE:
+		v = conf->max_rate_schedule != NULL ? json_string(conf->max_rate_schedule)
+		                                    : json_null();
+		break;
 	case BG_CONF_PEER_DNS:
 	case BG_CONF_PEER_KEY:
 		bg_config_value(conf, k, buf, sizeof(buf));

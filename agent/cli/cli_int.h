@@ -83,6 +83,7 @@ int cmd_set_notify_cmd(struct ctx *c, int argc, char **argv);
 int cmd_set_min_retry_delay(struct ctx *c, int argc, char **argv);
 int cmd_set_no_progress_timeout(struct ctx *c, int argc, char **argv);
 int cmd_set_max_download_time(struct ctx *c, int argc, char **argv);
+int cmd_set_max_rate(struct ctx *c, int argc, char **argv);
 int cmd_set_headers(struct ctx *c, int argc, char **argv);
 int cmd_set_credentials(struct ctx *c, int argc, char **argv);
 int cmd_set_proxy(struct ctx *c, int argc, char **argv);

@@ -258,6 +258,28 @@ cmd_set_max_download_time(struct ctx *c, int argc, char **argv)
 	return change(c, argv[1], &s);
 }
 
+/* BITS has no per-job rate (its limits are Group Policy's): the job's own
+ * limit, bytes/s, which applies besides the daemon's and to foreground
+ * jobs too. */
+int
+cmd_set_max_rate(struct ctx *c, int argc, char **argv)
+{
+	struct job_settings s = {.set = JOB_SET_MAX_RATE};
+
+	if (argc != 3) {
+		cli_complain("usage: bgcopy set-max-rate JOB RATE|none (bytes/s; K, M, G: powers of "
+		             "1024; none or 0: no limit)");
+		return EXIT_USAGE;
+	}
+	if (bg_parse_rate(argv[2], &s.max_rate) != 0) {
+		cli_complain("set-max-rate: expected bytes per second (K, M, G: powers of 1024), none "
+		             "or 0: no limit, not '%s'",
+		             argv[2]);
+		return EXIT_USAGE;
+	}
+	return change(c, argv[1], &s);
+}
+
 int
 cmd_set_headers(struct ctx *c, int argc, char **argv)
 {
@@ -589,13 +611,30 @@ cmd_daemon(struct ctx *c, int argc, char **argv)
 		           parse_seconds(argv[i + 1], &v) == 0 && v >= 1) {
 			opt.slice_seconds = (unsigned)v;
 			i++;
+		} else if ((strcmp(argv[i], "--max-rate") == 0 ||
+		            strcmp(argv[i], "--max-rate-schedule") == 0) &&
+		           i + 1 < argc) {
+			/* As bgcopy.conf's max_rate and max_rate_schedule, which
+			 * they override. */
+			const char *key =
+				strcmp(argv[i], "--max-rate") == 0 ? "max_rate" : "max_rate_schedule";
+			char why[512];
+
+			if (bg_config_set(&c->conf, key, argv[i + 1], why, sizeof(why)) != 0) {
+				cli_complain("%s", why);
+				return EXIT_USAGE;
+			}
+			i++;
 		} else {
 			cli_complain("usage: bgcopy daemon [--max-transfers N (1-%d)] [--slice SECONDS] "
-			             "[--peer HOST:PORT]... [--peer-key FILE]",
+			             "[--peer HOST:PORT]... [--peer-key FILE] [--max-rate RATE|none] "
+			             "[--max-rate-schedule SCHEDULE|none]",
 			             DAEMON_MAX_WORKERS);
 			return EXIT_USAGE;
 		}
 	}
+	opt.max_rate = c->conf.max_rate;
+	opt.schedule = c->conf.has_schedule ? &c->conf.schedule : NULL;
 	if (opt.peer_key == NULL && (rc = cli_config_peer_key(c, true, &opt.peer_key)) != EXIT_DONE)
 		return rc;
 	if ((rc = cli_open_store(c)) != EXIT_DONE)

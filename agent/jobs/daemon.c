@@ -71,6 +71,12 @@ struct daemon {
 	json_t *cleaned;  /* cancelled jobs whose partial data was removed */
 	struct netcost *netcost; /* asked only while an unrestricted-only job waits or runs */
 	enum net_cost cost;      /* the last answer */
+	/* The limit shared by the transfers (but foreground ones), as the
+	 * schedule chose it at the last tick. */
+	struct bg_rate rate;
+	bool rate_ready;         /* rate initialised */
+	bool rate_chosen;        /* a choice was logged */
+	int rate_window;         /* the schedule's window, -1: outside them */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -128,6 +134,7 @@ worker_main(void *arg)
 	ro.transient_retries = 0; /* the daemon retries after the job's delay */
 	ro.only_if_due = true;
 	ro.sync = w->d->opt->sync;
+	ro.shared_rate = &w->d->rate;
 	w->result = job_run(w->d->st, w->origin, w->id, &ro);
 	atomic_store(&w->finished, 1);
 	if (write(w->d->pipe[1], "w", 1) < 0) {
@@ -524,6 +531,41 @@ out:
 	return timeout_ms;
 }
 
+/* Chooses the shared limit for now: the schedule's window, else its
+ * "outside", else max_rate.  Logs each change (and the first choice when
+ * there is a limit or a schedule). */
+static void
+rate_tick(struct daemon *d)
+{
+	const struct daemon_options *o = d->opt;
+	int which = -1;
+	uint64_t rate = o->max_rate;
+	char name[32], win[64], why[96];
+
+	if (o->schedule != NULL)
+		rate = bg_rate_schedule_at(o->schedule, o->max_rate, bg_now(), &which);
+
+	if (d->rate_chosen ? rate == bg_rate_get(&d->rate) && which == d->rate_window
+	                   : rate == 0 && o->schedule == NULL)
+		return;
+	bg_rate_set(&d->rate, rate, bg_mono_ms());
+	d->rate_chosen = true;
+	d->rate_window = which;
+	if (which >= 0)
+		snprintf(why, sizeof(why), "schedule window %s",
+		         bg_rate_window_name(&o->schedule->w[which], win, sizeof(win)));
+	else if (o->schedule != NULL && o->schedule->has_outside)
+		snprintf(why, sizeof(why), "schedule, outside its windows");
+	else
+		snprintf(why, sizeof(why), "max_rate%s",
+		         o->schedule != NULL ? ", outside the schedule's windows" : "");
+	bg_rate_name(rate, name, sizeof(name));
+	if (rate == 0)
+		note("rate limit now none (%s)", why);
+	else
+		note("rate limit now %llu B/s (%s, %s)", (unsigned long long)rate, name, why);
+}
+
 static void
 drain(int fd)
 {
@@ -548,10 +590,12 @@ daemon_run(struct bg_store *st, const struct daemon_options *opt)
 	d->pipe[0] = d->pipe[1] = -1;
 	d->fill = true;
 	snprintf(d->crl_dir, sizeof(d->crl_dir), "%s/crl", opt->home);
-	if ((d->last_run = json_object()) == NULL || (d->cleaned = json_object()) == NULL) {
+	if ((d->last_run = json_object()) == NULL || (d->cleaned = json_object()) == NULL ||
+	    bg_rate_init(&d->rate, 0, JOB_RATE_BURST_MIN, bg_mono_ms()) != 0) {
 		err = BG_ENOMEM;
 		goto out;
 	}
+	d->rate_ready = true;
 	if (pipe2(d->pipe, O_CLOEXEC | O_NONBLOCK) != 0 ||
 	    (d->ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0 ||
 	    inotify_add_watch(d->ino, opt->home, IN_CLOSE_WRITE) < 0) {
@@ -574,9 +618,13 @@ daemon_run(struct bg_store *st, const struct daemon_options *opt)
 		int timeout;
 
 		reap(d);
+		rate_tick(d);
 		timeout = schedule(d);
 		if (stop_requested)
 			break;
+		/* The schedule is looked at every second. */
+		if (opt->schedule != NULL && timeout > 1000)
+			timeout = 1000;
 		if (d->fill && fill_step(d))
 			timeout = 0;
 		if (poll(pfd, 2, timeout) < 0 && errno != EINTR) {
@@ -614,6 +662,8 @@ out:
 	json_decref(d->last_run);
 	json_decref(d->cleaned);
 	netcost_free(d->netcost);
+	if (d->rate_ready)
+		bg_rate_destroy(&d->rate);
 	free(d);
 	return err;
 }

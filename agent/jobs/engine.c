@@ -359,6 +359,7 @@ reload(struct run *r)
 	/* A limit changed meanwhile applies at once; the time used is the
 	 * run's own count (the record has it as of the last commit). */
 	dl_clock_set_limit(&r->dl, job.max_download_time);
+	bg_rate_set(&r->rate, job.max_rate, bg_mono_ms());
 	load_peers(r);
 	run_fetch_policy(r);
 	if (job.state != JOB_QUEUED && job.state != JOB_CONNECTING && job.state != JOB_TRANSFERRING)
@@ -397,7 +398,8 @@ job_run(struct bg_store *st, struct origin *o, const char *id, const struct job_
 	struct run r = {.st = st, .o = o, .id = id, .ro = ro, .memo = {.stamped = -1}};
 	int err;
 
-	if ((err = job_load(st, id, &r.job)) != 0) {
+	if ((err = job_load(st, id, &r.job)) != 0 ||
+	    (err = bg_rate_init(&r.rate, r.job.max_rate, JOB_RATE_BURST_MIN, bg_mono_ms())) != 0) {
 		job_rec_clear(&r.job);
 		return err;
 	}
@@ -495,5 +497,6 @@ out:
 	job_memo_clear(&r.memo);
 	OPENSSL_cleanse(r.pc.key, sizeof(r.pc.key));
 	job_rec_clear(&r.job);
+	bg_rate_destroy(&r.rate);
 	return err;
 }

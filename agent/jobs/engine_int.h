@@ -39,7 +39,15 @@ struct run {
 	/* Time spent connecting and transferring against the job's maximum
 	 * download time (dltime.h): counts while the run holds the job. */
 	struct dl_clock dl;
+	/* The job's own rate limit (max_rate; no limit at 0), changed by a
+	 * reload.  Every byte a source hands the sink is taken from it and
+	 * from ro->shared_rate (sink_data). */
+	struct bg_rate rate;
 };
+/* The longest sleep for the rate before the run's stop is looked at, and
+ * how often a long wait looks for a user's change of the job. */
+#define RUN_RATE_SLICE_MS 100
+#define RUN_RATE_RECHECK_MS 1000
 
 /* The file being fetched in one attempt (run_file), and the sink its
  * sources feed. */

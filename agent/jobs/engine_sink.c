@@ -508,6 +508,62 @@ sink_start(void *arg, const struct origin_response *resp)
 	return 0;
 }
 
+static int
+changed_fn(struct bg_txn *txn, void *arg)
+{
+	struct run *r = arg;
+
+	return txn_job_check_generation(txn, r->id, r->generation, &r->memo);
+}
+
+/* Takes n bytes just received from the job's own bucket and, unless the
+ * job is foreground (BITS exempts foreground jobs from its bandwidth
+ * policy), from the daemon's; then waits until neither is owed anything.
+ * The transfer's thread sleeps meanwhile, in slices of RUN_RATE_SLICE_MS
+ * at most with the run's stop looked at between them: libcurl reads no
+ * more from the socket, and TCP slows the sender down.  A long wait (a
+ * low limit) also looks at the job record every RUN_RATE_RECHECK_MS: a
+ * user's change (a new limit, another priority, suspend) ends it with
+ * BG_EAGAIN, and the run reloads the job as after a commit. */
+static int
+throttle(struct run *r, size_t n)
+{
+	struct bg_rate *shared = r->ro != NULL && r->job.priority != JOB_PRIO_FOREGROUND
+	                                 ? r->ro->shared_rate
+	                                 : NULL;
+	int64_t now = bg_mono_ms(), recheck = now + RUN_RATE_RECHECK_MS;
+
+	bg_rate_charge(&r->rate, n, now);
+	if (shared != NULL)
+		bg_rate_charge(shared, n, now);
+	for (;;) {
+		int64_t due = bg_rate_due_ms(&r->rate, 0, now);
+		struct timespec ts;
+
+		if (shared != NULL) {
+			int64_t d2 = bg_rate_due_ms(shared, 0, now);
+
+			if (d2 > due)
+				due = d2;
+		}
+		if (due <= 0)
+			return 0;
+		if (run_stopping(r))
+			return BG_ECANCELED;
+		if (now >= recheck) {
+			if (store_view(r->st, changed_fn, r) == BG_EAGAIN)
+				return BG_EAGAIN;
+			recheck = now + RUN_RATE_RECHECK_MS;
+		}
+		if (due > RUN_RATE_SLICE_MS)
+			due = RUN_RATE_SLICE_MS;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)due * 1000000L;
+		nanosleep(&ts, NULL);
+		now = bg_mono_ms();
+	}
+}
+
 int
 sink_data(void *arg, const void *p, size_t len)
 {
@@ -518,6 +574,8 @@ sink_data(void *arg, const void *p, size_t len)
 
 	if (run_stopping(s->r))
 		return BG_ECANCELED;
+	if ((err = throttle(s->r, len)) != 0)
+		return err;
 	if (total >= 0 && s->committed + s->fill + len > (uint64_t)total)
 		return BG_EPROTO; /* more bytes than announced */
 	while (len > 0) {

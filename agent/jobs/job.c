@@ -463,6 +463,8 @@ apply_options(struct job_rec *job, const struct job_options *opt)
 	job->no_cache = opt->no_cache;
 	if (opt->transfer_policy != NULL)
 		job->cost_flags = job_transfer_policy_flags(*opt->transfer_policy);
+	if (opt->max_rate != NULL)
+		job->max_rate = *opt->max_rate;
 	return 0;
 }
 
@@ -878,6 +880,10 @@ make_document(const struct job_rec *job, const struct file_rec *files, uint32_t 
 	if (jset_int(d, "max_download_time", job->max_download_time) != 0 ||
 	    jset_int(d, "download_time_used", job->download_time_used) != 0)
 		goto fail;
+	/* The job's own rate limit (bytes/s), null when none. */
+	if (jset(d, "max_rate", job->max_rate > 0 ? json_integer((json_int_t)job->max_rate)
+	                                          : json_null()) != 0)
+		goto fail;
 	return d;
 fail:
 	json_decref(fa);
@@ -1152,6 +1158,8 @@ settings_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 		job->peer_caching = s->peer_caching;
 	if (s->set & JOB_SET_MAX_DOWNLOAD_TIME)
 		job->max_download_time = s->max_download_time;
+	if (s->set & JOB_SET_MAX_RATE)
+		job->max_rate = s->max_rate;
 	if (s->set & JOB_SET_TRANSFER_POLICY)
 		job->cost_flags = job_transfer_policy_flags(s->transfer_policy);
 	if (err == 0 && (s->set & JOB_SET_NOTIFY_CMD))

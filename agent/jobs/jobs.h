@@ -23,6 +23,8 @@
 #define JOB_NO_PROGRESS_TIMEOUT (14 * 24 * 3600) /* seconds, BITS default */
 #define JOB_MAX_DOWNLOAD_TIME (90 * 24 * 3600)   /* seconds, BITS default; 0: no limit */
 #define JOB_MAX_DOWNLOAD_TIME_MAX 4294967295LL   /* seconds: BITS takes a ULONG */
+#define JOB_RATE_BURST_MIN (16 * 1024)          /* bytes a rate bucket holds at least: one
+                                                 * libcurl write (the burst is 1/8 s of the rate) */
 
 /* ---- Jobs -------------------------------------------------------------- */
 enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRIO_LOW };
@@ -73,6 +75,7 @@ struct job_options {
 	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
 	const enum peer_caching *peer_caching; /* a new job's mode (bgcopy.conf), NULL: server */
 	const enum job_transfer_policy *transfer_policy; /* a new job's, NULL: always */
+	const uint64_t *max_rate;     /* bytes/s, 0: no limit (get --max-rate); NULL: unchanged */
 };
 
 /* Adds a file.  url must be canonical (url_canonical); local_path absolute.
@@ -133,6 +136,7 @@ enum job_setting {
 	JOB_SET_CREDENTIALS = 1u << 9,
 	JOB_SET_MAX_DOWNLOAD_TIME = 1u << 16,
 	JOB_SET_TRANSFER_POLICY = 1u << 17,
+	JOB_SET_MAX_RATE = 1u << 18,
 };
 struct job_settings {
 	unsigned set;                   /* JOB_SET_* */
@@ -148,6 +152,7 @@ struct job_settings {
 	const char *user, *password;    /* NULL clears */
 	int64_t max_download_time;      /* seconds in CONNECTING/TRANSFERRING, 0: no limit (dltime.h) */
 	enum job_transfer_policy transfer_policy;
+	uint64_t max_rate;              /* bytes/s, 0: no limit (at most BG_RATE_MAX) */
 };
 /* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
  * job is ACKNOWLEDGED or CANCELLED. */
@@ -225,6 +230,10 @@ struct job_run_options {
 	unsigned fleet_origin_max;  /* origin fetches of one URL at once (fleet_origin_max, 1-16) */
 	unsigned fleet_takeovers;   /* re-elections per file attempt (fleet_takeovers) */
 	bool sync;                  /* TRANSFERRED only once the store is on disk (power loss) */
+	/* The daemon's limit, shared by all its transfers but foreground
+	 * jobs' (BITS: the bandwidth policy does not apply to them), or NULL;
+	 * a job's own max_rate applies besides it. */
+	struct bg_rate *shared_rate;
 };
 
 /* Transfers every unfinished file of the job, in order.  Ends with the job
@@ -262,6 +271,13 @@ struct daemon_options {
 	bool sync;                /* fsync the store before a job is TRANSFERRED */
 	bool fleet, fleet_owner;  /* bgcopy.conf fleet, fleet_owner (job_run_options) */
 	unsigned fleet_origin_max, fleet_takeovers; /* the same */
+	/* The limit of all transfers together but foreground jobs' (bytes/s,
+	 * 0: none), and the schedule that chooses it by day and hour (NULL:
+	 * none; max_rate applies outside its windows unless it says
+	 * "outside").  Looked at every second; each change is logged as
+	 * "rate limit now N B/s (RATE, SOURCE)". */
+	uint64_t max_rate;
+	const struct bg_rate_schedule *schedule;
 };
 /* Runs queued jobs until SIGTERM or SIGINT (installed here), then stops
  * every transfer cleanly (jobs back to QUEUED) and returns 0.  Writes one

@@ -213,6 +213,12 @@ job_rec_decode(const json_t *o, struct job_rec *out)
 	out->no_cache = jbool(o, "no_cache");
 	out->max_download_time = jint(o, "max_download_time", JOB_MAX_DOWNLOAD_TIME);
 	out->download_time_used = jint(o, "download_time_used", 0);
+	/* Absent in records of builds before rate limits, and while none. */
+	{
+		int64_t mr = jint(o, "max_rate", 0);
+
+		out->max_rate = mr > 0 && (uint64_t)mr <= BG_RATE_MAX ? (uint64_t)mr : 0;
+	}
 	out->has_error = json_is_object(e);
 	if ((out->has_error && (err = error_decode(e, &out->error)) != 0) ||
 	    (err = dstr(o, "name", &out->name)) != 0 || (err = dstr(o, "get_key", &out->get_key)) != 0 ||
@@ -482,6 +488,9 @@ put_job(json_t *o, const void *rec)
 	 * other jobs' records stay as older builds write and read them. */
 	if ((r->cost_flags != JOB_COST_FLAGS_ALWAYS || !absent(o, "cost_flags")) &&
 	    (err = put_int(o, "cost_flags", r->cost_flags)) != 0)
+		return err;
+	/* The job's own rate limit: absent while none, as older builds. */
+	if ((err = opt_int(o, "max_rate", (int64_t)r->max_rate)) != 0)
 		return err;
 	return 0;
 }

@@ -61,6 +61,7 @@ struct job_rec {
 	int64_t max_download_time;   /* seconds, 0: no limit */
 	int64_t download_time_used;  /* seconds spent CONNECTING or TRANSFERRING since the last resume */
 	uint32_t cost_flags;         /* BITS cost flags (JOB_COST_FLAGS_*): the transfer policy */
+	uint64_t max_rate;           /* bytes/s, 0: no limit (absent from records then) */
 };
 
 /* What a peer said when a file was looked up there. */

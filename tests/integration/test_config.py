@@ -31,11 +31,12 @@ CASES, case = case_registry()
 
 KEYS = ["discovery", "discovery_subnets", "peer", "peer_dns", "peer_key", "peer_caching",
         "listen", "port", "partial_wait_max", "serve_connections_per_peer", "fleet", "fleet_owner",
-        "fleet_origin_max", "fleet_takeovers", "serve_rate"]
+        "fleet_origin_max", "fleet_takeovers", "serve_max_rate", "max_rate", "max_rate_schedule"]
 DEFAULTS = {"discovery": "on", "discovery_subnets": "same", "peer": [], "peer_dns": None,
             "peer_key": None, "peer_caching": "server", "listen": "127.0.0.1", "port": 7654,
             "partial_wait_max": 10, "serve_connections_per_peer": 8, "fleet": "on",
-            "fleet_owner": "on", "fleet_origin_max": 1, "fleet_takeovers": 3, "serve_rate": 0}
+            "fleet_owner": "on", "fleet_origin_max": 1, "fleet_takeovers": 3, "serve_max_rate": 0,
+            "max_rate": None, "max_rate_schedule": None}
 
 
 class TempDir:
@@ -211,8 +212,8 @@ def _(bg):
              "{f}:1: peer_caching: expected off, client, server or both, not 'sometimes'"),
             ("\n\n\ncolour = blue\n", "{f}:4: colour: unknown key (known: discovery, "
              "discovery_subnets, peer, peer_dns, peer_key, peer_caching, listen, port, "
-             "partial_wait_max, serve_connections_per_peer, serve_rate, fleet, fleet_owner, "
-             "fleet_origin_max, fleet_takeovers)"),
+             "partial_wait_max, serve_connections_per_peer, serve_max_rate, fleet, fleet_owner, "
+             "fleet_origin_max, fleet_takeovers, max_rate, max_rate_schedule)"),
             ("peer 10.0.0.1:7654\n", "{f}:1: peer 10.0.0.1:7654: expected KEY = VALUE"),
             ("peer = 10.0.0.1\n", "{f}:1: peer: expected HOST:PORT (the port is missing), not '10.0.0.1'"),
             ("listen = localhost\n",

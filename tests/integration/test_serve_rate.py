@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Integration cases for bgcopy-peerd's serving rate (--serve-rate, serve_rate in bgcopy.conf):
-one token bucket for every body peerd sends, holding one second of the rate (peerd/README.md).
+"""Integration cases for bgcopy-peerd's serving rate (--max-rate, serve_max_rate in bgcopy.conf;
+--serve-rate and serve_rate are their older names): one token bucket for every body peerd
+sends, the core's, holding an eighth of a second of the rate (peerd/README.md).
 
 Usage: test_serve_rate.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_serve_rate.py CASE)
        test_serve_rate.py --list                    prints the case names, one a line
@@ -12,7 +13,7 @@ INFLIGHT_WRITER (default: next to BGCOPY), BGCOPY_KEEP_TMP=1 keeps the temp dirs
 Content gets into a store the real way (`bgcopy get` from an nginx origin, origin.py); a
 download in progress is played by tests/tools/inflight_writer, as in test_partial.py. The
 bodies are fetched with curl, without a key. Times are only held against lower bounds: with
-RATE bytes/s and a bucket of one second of it, N bytes take at least (N - RATE) / RATE
+RATE bytes/s and a bucket of at most one second of it, N bytes take at least (N - RATE) / RATE
 seconds, and a slow machine only makes that longer."""
 
 import contextlib
@@ -258,6 +259,33 @@ def serve_rate_partial_body_limited(bg):
                 t.ok("exactly the committed bytes", f.read() == data[:n])
             ts = throttled(p)
             t.ok(f"throttled seconds grew: {ts}", ts >= 1)
+
+
+@case("serve_rate_max_rate_names_and_config_keys")
+def serve_rate_max_rate_names_and_config_keys(bg):
+    """bgcopy-peerd --max-rate is the upload limit (the gauge shows it), --serve-rate its
+    older name; bgcopy.conf serve_max_rate gives it, and serve_rate (the older key) still
+    does; none is no limit; a bad value is refused with exit 2 and one line naming the
+    option as written"""
+    with stored(bg, "s.bin", 100_000) as (o, agent, t, url, want):
+        conf = o.path("bgcopy.conf")
+        for args, text, gauge in ((("--max-rate", "3M"), "", 3 * MiB),
+                                  (("--serve-rate", "5K"), "", 5 * KiB),
+                                  ((), "serve_max_rate = 2M\n", 2 * MiB),
+                                  ((), "serve_rate = 1M\n", MiB),
+                                  (("--max-rate", "none"), "serve_max_rate = 2M\n", 0)):
+            with open(conf, "w") as f:
+                f.write(text)
+            with Peerd(bg, agent.home, *args, workdir=o.dir, env_extra={"BGCOPY_CONFIG": conf}) as p:
+                _, m = p.metrics()
+                t.eq(f"gauge with {' '.join(args) or text.strip()!r}", m.get("bgcopy_peerd_serve_rate_bytes"), gauge)
+        env = dict(os.environ, BGCOPY_CONFIG="")
+        for opt in ("--max-rate", "--serve-rate"):
+            r = subprocess.run([peerd_exe(bg), "--home", agent.home, opt, "5Q"], capture_output=True,
+                               text=True, env=env, timeout=30)
+            t.eq(f"{opt} 5Q: exit status", r.returncode, 2)
+            t.eq(f"{opt} 5Q: one line on stderr", r.stderr.count("\n"), 1)
+            t.ok(f"{opt} 5Q: names the option ({r.stderr.strip()!r})", f"{opt}: expected bytes per second" in r.stderr)
 
 
 if __name__ == "__main__":
