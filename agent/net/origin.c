@@ -122,6 +122,7 @@ struct hop {
 	const char *url;
 	uint64_t offset; /* Range start asked; 0 when no Range was sent */
 	const char *if_range;
+	const char *method; /* NULL: GET (or HEAD); else sent as CURLOPT_CUSTOMREQUEST */
 
 	long status;
 	char reason[ORIGIN_NOTE_MAX]; /* the status line's reason phrase */
@@ -718,6 +719,23 @@ curl_text(const struct hop *h, CURLcode rc)
 	return h->curl_error[0] != '\0' ? h->curl_error : curl_easy_strerror(rc);
 }
 
+/* libcurl's CURLAUTH_* mask of ORIGIN_AUTH_* schemes (none: basic). */
+static long
+curl_auth(unsigned schemes)
+{
+	unsigned long a = 0;
+
+	if (schemes == 0 || (schemes & ORIGIN_AUTH_BASIC))
+		a |= CURLAUTH_BASIC;
+	if (schemes & ORIGIN_AUTH_DIGEST)
+		a |= CURLAUTH_DIGEST;
+	if (schemes & ORIGIN_AUTH_NTLM)
+		a |= CURLAUTH_NTLM;
+	if (schemes & ORIGIN_AUTH_NEGOTIATE)
+		a |= CURLAUTH_NEGOTIATE;
+	return (long)a;
+}
+
 /* Runs one request of the chain. */
 static int
 run_hop(struct origin *o, struct hop *h, bool send_sensitive)
@@ -845,11 +863,26 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	 * turns libcurl's proxy use off). */
 	if (req->proxy != NULL)
 		curl_easy_setopt(e, CURLOPT_PROXY, strcmp(req->proxy, "none") == 0 ? "" : req->proxy);
-	if (req->user != NULL && send_sensitive) {
-		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-		curl_easy_setopt(e, CURLOPT_USERNAME, req->user);
-		curl_easy_setopt(e, CURLOPT_PASSWORD, req->password ? req->password : "");
+	/* RFC 9110 section 11: the server's credentials, only to the origin
+	 * they were set for (each hop is a new handle, and libcurl's
+	 * CURLOPT_UNRESTRICTED_AUTH stays off).  Section 11.7: the proxy's go
+	 * to the proxy alone, which consumes Proxy-Authorization. */
+	if (req->server_auth.user != NULL && send_sensitive) {
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, curl_auth(req->server_auth.schemes));
+		curl_easy_setopt(e, CURLOPT_USERNAME, req->server_auth.user);
+		curl_easy_setopt(e, CURLOPT_PASSWORD,
+		                 req->server_auth.password ? req->server_auth.password : "");
 	}
+	if (req->proxy_auth.user != NULL && !(req->proxy != NULL && strcmp(req->proxy, "none") == 0)) {
+		curl_easy_setopt(e, CURLOPT_PROXYAUTH, curl_auth(req->proxy_auth.schemes));
+		curl_easy_setopt(e, CURLOPT_PROXYUSERNAME, req->proxy_auth.user);
+		curl_easy_setopt(e, CURLOPT_PROXYPASSWORD,
+		                 req->proxy_auth.password ? req->proxy_auth.password : "");
+	}
+	/* Another method than GET (the job's, SetHttpMethod) is sent as it is
+	 * on every hop: see origin_fetch for the redirects that change it. */
+	if (h->method != NULL && !req->head)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, h->method);
 
 	h->want_status = true;
 	h->easy = e;
@@ -927,6 +960,22 @@ result_fail(struct origin_result *res, uint32_t hr, const char *fmt, ...)
 	printable(res->message);
 }
 
+/* The method of the request that follows a redirect, as user agents do
+ * (RFC 9110 section 15.4): 303 turns any method but HEAD into GET, 301
+ * and 302 turn POST into GET (15.4.2, 15.4.3 note it as common practice),
+ * 307 and 308 keep it (15.4.8, 15.4.9).  NULL is GET. */
+static const char *
+redirected_method(const char *method, long status)
+{
+	if (method == NULL)
+		return NULL;
+	if (status == 303 && strcmp(method, "HEAD") != 0)
+		return NULL;
+	if ((status == 301 || status == 302) && strcmp(method, "POST") == 0)
+		return NULL;
+	return method;
+}
+
 int
 origin_fetch(struct origin *o, const struct origin_request *req, const struct origin_sink *sink,
              struct origin_result *res)
@@ -939,6 +988,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 	uint32_t policy = req->security_flags & BG_HTTP_REDIRECT_POLICY_MASK;
 	unsigned restarts = 0;
 	bool crls_fetched = false;
+	const char *method = req->method != NULL && strcmp(req->method, "GET") != 0 ? req->method : NULL;
 	int err = 0;
 
 	memset(res, 0, sizeof(*res));
@@ -954,6 +1004,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 		h.url = url;
 		h.offset = offset;
 		h.if_range = offset > 0 ? if_range : NULL;
+		h.method = method;
 		h.content_length = -1;
 		err = run_hop(o, &h, req->headers_for == NULL || url_same_origin(url, req->headers_for));
 		res->status = h.status;
@@ -1080,6 +1131,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 		url = target;
 		target = NULL;
 		crls_fetched = false;
+		method = redirected_method(method, h.status);
 	}
 out:
 	for (size_t i = 0; i < nvisited; i++)
