@@ -22,6 +22,7 @@
 #define ORIGIN_CONNECT_TIMEOUT 30          /* seconds */
 #define ORIGIN_LOW_SPEED_TIME 60           /* seconds below 1 byte/s before a transfer is transient-failed */
 #define ORIGIN_MAX_RESTARTS 3              /* validator changes tolerated in one attempt */
+#define ORIGIN_AUTH_ROUNDS 4               /* 401/407 challenges answered per request */
 #define ORIGIN_NOTE_MAX 128                /* bytes of a reason phrase, Via or proxy marker kept for a message */
 
 /* ---- URLs (libcurl's URL API) ------------------------------------------ */

@@ -95,6 +95,8 @@ sink_feed_write(char *p, size_t size, size_t nmemb, void *arg)
 
 	/* Nothing of a body is taken before its headers were (a redirect's or
 	 * a refused answer's body): 0 stops the transfer. */
+	if (f->discard)
+		return n;
 	if (!f->started)
 		return 0;
 	if ((err = f->sink->on_data(f->sink->arg, p, n)) != 0) {
@@ -139,6 +141,8 @@ struct hop {
 	unsigned char repr_digest[BG_SHA256_LEN], content_digest[BG_SHA256_LEN];
 	char *via;        /* the first Via: a proxy relayed the response */
 	char *proxy_mark; /* "Name: value" that shows a proxy answered itself */
+	bool sent_auth, sent_proxy_auth; /* credentials were given to libcurl for this hop */
+	unsigned auth_rounds;            /* challenges left to libcurl (ORIGIN_AUTH_ROUNDS) */
 
 	CURL *easy; /* the transfer, for what libcurl knows of its connection */
 	enum verdict verdict;
@@ -539,6 +543,7 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		if ((status = http_status_line(buf, n)) >= 0) {
 			hop_reset_headers(h);
 			h->status = status;
+			h->feed.discard = false;
 			http_status_reason(buf, n, h->reason, sizeof(h->reason));
 			return n;
 		}
@@ -547,6 +552,16 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		h->want_status = true;
 		if (h->status >= 100 && h->status < 200)
 			return n; /* interim response: the real one follows */
+		/* A challenge (RFC 9110 sections 11.6.1, 11.7.1) to credentials we
+		 * gave: libcurl answers it with a new request on its own (Digest,
+		 * NTLM and Negotiate need one), or ends the transfer, when this
+		 * status is the answer (after the perform). */
+		if (((h->status == 401 && h->sent_auth) || (h->status == 407 && h->sent_proxy_auth)) &&
+		    h->auth_rounds < ORIGIN_AUTH_ROUNDS) {
+			h->auth_rounds++;
+			h->feed.discard = true;
+			return n;
+		}
 		decide(h);
 		return h->verdict == V_BODY || h->verdict == V_NOT_MODIFIED ? n : 0;
 	}
@@ -872,12 +887,14 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		curl_easy_setopt(e, CURLOPT_USERNAME, req->server_auth.user);
 		curl_easy_setopt(e, CURLOPT_PASSWORD,
 		                 req->server_auth.password ? req->server_auth.password : "");
+		h->sent_auth = true;
 	}
 	if (req->proxy_auth.user != NULL && !(req->proxy != NULL && strcmp(req->proxy, "none") == 0)) {
 		curl_easy_setopt(e, CURLOPT_PROXYAUTH, curl_auth(req->proxy_auth.schemes));
 		curl_easy_setopt(e, CURLOPT_PROXYUSERNAME, req->proxy_auth.user);
 		curl_easy_setopt(e, CURLOPT_PROXYPASSWORD,
 		                 req->proxy_auth.password ? req->proxy_auth.password : "");
+		h->sent_proxy_auth = true;
 	}
 	/* Another method than GET (the job's, SetHttpMethod) is sent as it is
 	 * on every hop: see origin_fetch for the redirects that change it. */
@@ -938,6 +955,10 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		         curl_text(h, rc));
 	} else if (h->verdict == V_NONE && rc != CURLE_OK) {
 		hop_fail(h, hr_from_curl(e, rc), "%s: %s", h->url, curl_text(h, rc));
+	} else if (h->verdict == V_NONE && h->feed.discard) {
+		/* The challenge was the answer: libcurl had nothing more to send. */
+		h->feed.discard = false;
+		fail_http_status(h);
 	} else if (h->verdict == V_NONE) {
 		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE, "%s: no usable response", h->url);
 	}
