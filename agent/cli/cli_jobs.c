@@ -490,9 +490,12 @@ cmd_set_http_method(struct ctx *c, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (!job_http_method_valid(argv[2])) {
+		/* The name is echoed only when it cannot break the line. */
+		bool plain = strpbrk(argv[2], "\r\n") == NULL && strlen(argv[2]) < 64;
+
 		cli_complain("'%s' is not a method that can download: a token of letters, digits "
 		             "and !#$%%&'*+-.^_`|~ (RFC 9110 section 9), not HEAD nor CONNECT",
-		             argv[2]);
+		             plain ? argv[2] : "(a name with line breaks or too long)");
 		return EXIT_USAGE;
 	}
 	s.http_method = argv[2];

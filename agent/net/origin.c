@@ -1010,6 +1010,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 	unsigned restarts = 0;
 	bool crls_fetched = false;
 	const char *method = req->method != NULL && strcmp(req->method, "GET") != 0 ? req->method : NULL;
+	long redirect_status = 0;
 	int err = 0;
 
 	memset(res, 0, sizeof(*res));
@@ -1099,7 +1100,8 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 			continue;
 		}
 
-		/* V_REDIRECT */
+		/* V_REDIRECT (its status is gone with the headers below) */
+		redirect_status = h.status;
 		err = url_resolve(url, h.location, &target);
 		if (policy == BG_HTTP_REDIRECT_POLICY_DISALLOW) {
 			result_fail(res, hr_from_redirect(h.status),
@@ -1152,7 +1154,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 		url = target;
 		target = NULL;
 		crls_fetched = false;
-		method = redirected_method(method, h.status);
+		method = redirected_method(method, redirect_status);
 	}
 out:
 	for (size_t i = 0; i < nvisited; i++)
