@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Integration cases for credentials by target and scheme (BITS IBackgroundCopyJob2::
 SetCredentials): server Basic against nginx (auth_basic), server Digest against a private
-Apache (mod_auth_digest), proxy Basic and Digest against squid in front of nginx, NTLM and
-Negotiate against a small Python server that logs the Authorization it gets, and what the
-job document shows (targets, schemes, user names; never a password).
+Apache (mod_auth_digest), Negotiate against a private Kerberos realm (krb5kdc) and Apache
+mod_auth_gssapi, proxy Basic and Digest against squid in front of nginx, NTLM (and
+Negotiate without a ticket) against a small Python server that logs the Authorization it
+gets, and what the job document shows (targets, schemes, user names; never a password).
 
 Usage: test_auth.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_auth.py CASE)
        test_auth.py --list                    prints the case names, one a line
        test_auth.py --all [PATH/TO/bgcopy]    runs every case, prints a summary
 
 Exit 0 when every check passed, 1 otherwise, 2 on bad usage, 77 (skipped) when a server
-(squid, apache2) is not installed. No check asserts a duration."""
+(squid, apache2, the Kerberos tools) is not installed. No check asserts a duration."""
 
 import hashlib
 import http.server
@@ -145,15 +146,8 @@ CustomLog {self.dir}/access.log bg
 <Directory {self.dir}/www>
   Require all granted
 </Directory>
-<Location /private/>
-  AuthType Digest
-  AuthName "{self.realm}"
-  AuthDigestProvider file
-  AuthUserFile {self.dir}/htdigest
-  Require valid-user
-</Location>
-""")
-        self.proc = subprocess.Popen([self.exe, "-X", "-f", self.path("apache2.conf")],
+{self.location()}""")
+        self.proc = subprocess.Popen([self.exe, "-X", "-f", self.path("apache2.conf")],  # noqa: SIM115
                                      stdout=open(self.path("stdout.log"), "wb"), stderr=subprocess.STDOUT,
                                      env={**os.environ, "APACHE_RUN_DIR": self.dir, "APACHE_LOCK_DIR": self.dir})
         deadline = time.monotonic() + 15
@@ -167,6 +161,16 @@ CustomLog {self.dir}/access.log bg
                 time.sleep(0.05)
         self.stop()
         raise ProxyError("apache2 did not listen: " + self.diag())
+
+    def location(self):
+        return f"""<Location /private/>
+  AuthType Digest
+  AuthName "{self.realm}"
+  AuthDigestProvider file
+  AuthUserFile {self.dir}/htdigest
+  Require valid-user
+</Location>
+"""
 
     def put(self, name, data):
         with open(self.path("www", "private", name), "wb") as f:
@@ -442,6 +446,201 @@ def _(bg):
                     t.ok(f"{scheme}: no Basic or NTLM credential was sent instead",
                          not any(a.startswith(("Basic", "NTLM")) for a in srv.seen), f"seen: {srv.seen}")
                 no_password_in(t, f"{scheme}: what the server saw", "\n".join(srv.seen))
+
+
+# ---- Negotiate (RFC 4559) with a private Kerberos realm ---------------------------------------
+
+class Kdc:
+    """A private MIT Kerberos realm on 127.0.0.1: kdb5_util creates its database in a temp
+    dir, kadmin.local adds a user and the service principal HTTP/localhost (keytab), and
+    krb5kdc runs in the foreground as our child. env() is what a client and Apache need."""
+
+    REALM = "BGCOPY.TEST"
+
+    def __init__(self, user, password):
+        self.user, self.password = user, password
+        for exe in ("krb5kdc", "kdb5_util", "kadmin.local", "kinit"):
+            if shutil.which(exe) is None and not os.access(f"/usr/sbin/{exe}", os.X_OK):
+                raise ProxyError(f"{exe} not found (Debian: krb5-kdc krb5-admin-server krb5-user)")
+        self.dir = self.proc = None
+
+    def path(self, *p):
+        return os.path.join(self.dir, *p)
+
+    def env(self):
+        return {"KRB5_CONFIG": self.path("krb5.conf"), "KRB5_KDC_PROFILE": self.path("kdc.conf"),
+                "KRB5CCNAME": f"FILE:{self.path('ccache')}"}
+
+    def _run(self, *argv, stdin=None):
+        p = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
+                           env={**os.environ, **self.env()}, timeout=60)
+        if p.returncode != 0:
+            raise ProxyError(f"{argv[0]} failed: {p.stderr.strip()[:500]}")
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix="bgcopy-kdc-")
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        with open(self.path("krb5.conf"), "w") as f:
+            f.write(f"""[libdefaults]
+  default_realm = {self.REALM}
+  dns_lookup_kdc = false
+  dns_lookup_realm = false
+  rdns = false
+  dns_canonicalize_hostname = false
+[realms]
+  {self.REALM} = {{
+    kdc = 127.0.0.1:{self.port}
+  }}
+[domain_realm]
+  localhost = {self.REALM}
+""")
+        with open(self.path("kdc.conf"), "w") as f:
+            f.write(f"""[kdcdefaults]
+  kdc_ports = {self.port}
+  kdc_tcp_ports = {self.port}
+[realms]
+  {self.REALM} = {{
+    database_name = {self.dir}/principal
+    key_stash_file = {self.dir}/stash
+    acl_file = {self.dir}/kadm5.acl
+  }}
+[logging]
+  kdc = FILE:{self.dir}/kdc.log
+""")
+        os.chmod(self.path("krb5.conf"), 0o644)
+        try:
+            self._run("kdb5_util", "create", "-s", "-r", self.REALM, "-P", "master-pw-for-tests")
+            self._run("kadmin.local", "-r", self.REALM, "-q", f"addprinc -pw {self.password} {self.user}")
+            self._run("kadmin.local", "-r", self.REALM, "-q", "addprinc -randkey HTTP/localhost")
+            self._run("kadmin.local", "-r", self.REALM, "-q", f"ktadd -k {self.dir}/http.keytab HTTP/localhost")
+            os.chmod(self.path("http.keytab"), 0o644)  # Apache's worker reads it (a test realm)
+            self.proc = subprocess.Popen(["krb5kdc", "-n", "-P", self.path("kdc.pid")],
+                                         stdout=open(self.path("kdc.out"), "wb"), stderr=subprocess.STDOUT,
+                                         env={**os.environ, **self.env()})
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise ProxyError("krb5kdc did not start: " + self.describe())
+                    time.sleep(0.05)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def kinit(self):
+        self._run("kinit", self.user, stdin=self.password + "\n")
+
+    def describe(self):
+        out = ""
+        for n in ("kdc.out", "kdc.log"):
+            try:
+                with open(self.path(n), errors="replace") as f:
+                    out += f.read()[-1500:]
+            except OSError:
+                pass
+        return "krb5kdc log:\n" + out
+
+    def __exit__(self, *exc):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if self.dir and os.environ.get("BGCOPY_KEEP_TMP") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+
+class GssApache(Apache):
+    """Apache with mod_auth_gssapi on /private/ (the service key from the Kdc's keytab)."""
+
+    MODULES = Apache.MODULES + ("auth_gssapi",)
+
+    def __init__(self, kdc):
+        super().__init__({})
+        self.kdc = kdc
+        if not os.path.exists(f"{self.moddir}/mod_auth_gssapi.so"):
+            raise ProxyError("mod_auth_gssapi not found (Debian: libapache2-mod-auth-gssapi)")
+
+    def url(self, path):
+        return f"http://localhost:{self.port}{path}"  # the service is HTTP/localhost
+
+    def __enter__(self):
+        saved = os.environ.copy()
+        os.environ.update(self.kdc.env())
+        try:
+            return super().__enter__()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def location(self):
+        return f"""<Location /private/>
+  AuthType GSSAPI
+  AuthName "bgcopy-negotiate"
+  GssapiCredStore keytab:{self.kdc.path("http.keytab")}
+  GssapiAllowedMech krb5
+  Require valid-user
+</Location>
+"""
+
+
+@case("auth_negotiate_kerberos_apache_gssapi")
+def _(bg):
+    """RFC 4559 (Negotiate) end to end against a private Kerberos realm (krb5kdc on
+    127.0.0.1) and Apache mod_auth_gssapi for HTTP/localhost: without a ticket the job ends
+    in BG_E_HTTP_ERROR_401; after kinit (KRB5CCNAME) `--auth-scheme negotiate` downloads and
+    Apache logs `Authorization: Negotiate` and the Kerberos user. libcurl takes the ticket
+    from the credential cache: the user and password given to bgcopy only turn the scheme
+    on (documented)."""
+    with Origin(files={}) as o:
+        o, agent, t = started(bg, o)
+        try:
+            kdc = Kdc("alice", PASSWORD)
+            kdc.__enter__()
+        except ProxyError as e:
+            print(f"  skip  {e}")
+            return SKIPPED
+        try:
+            t.results.append(kdc)
+            try:
+                ap = GssApache(kdc)
+                ap.__enter__()
+            except ProxyError as e:
+                print(f"  skip  {e}")
+                return SKIPPED
+            try:
+                t.results.append(ap)
+                data = os.urandom(30_000)
+                ap.put("n.bin", data)
+                url = ap.url("/private/n.bin")
+                pw = password_file(o, "pw", "unused")
+                krb = Bgcopy(agent.exe, agent.home, env_extra=kdc.env())
+                extra = ("--user", "alice", "--auth-scheme", "negotiate", "--password-file", pw)
+
+                out = o.path("out", "noticket.bin")
+                r = ran(t, krb.get(url, out, extra=extra))
+                expect_error(t, r, out, *HR_401)
+
+                kdc.kinit()
+                out = o.path("out", "n.bin")
+                r = ran(t, krb.get(url, out, extra=extra))
+                expect_transferred(t, r, out, sha256_bytes(data))
+                log = ap.log()
+                t.ok("apache logged a 200 with `Authorization: Negotiate`",
+                     any(" 200 [Negotiate " in x for x in log), f"log: {log}")
+            finally:
+                ap.__exit__(None, None, None)
+        finally:
+            kdc.__exit__(None, None, None)
 
 
 # ---- commands and the job document -----------------------------------------------------------
