@@ -514,22 +514,34 @@ cmd_set_http_method(struct ctx *c, int argc, char **argv)
 	return EXIT_DONE;
 }
 
-int
-cmd_get_http_method(struct ctx *c, int argc, char **argv)
+/* Loads the record of the job a "COMMAND JOB" command names into *job
+ * (job_rec_clear() it on EXIT_DONE); an exit status. */
+static int
+load_named_job(struct ctx *c, int argc, char **argv, struct job_rec *job)
 {
-	struct job_rec job;
 	int rc, err;
 
 	if (argc != 2) {
-		cli_complain("usage: bgcopy get-http-method JOB");
+		cli_complain("usage: bgcopy %s JOB", argv[0]);
 		return EXIT_USAGE;
 	}
 	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
 		return rc;
-	if ((err = job_load(c->st, argv[1], &job)) != 0) {
-		job_rec_clear(&job);
+	if ((err = job_load(c->st, argv[1], job)) != 0) {
+		job_rec_clear(job);
 		return cli_store_failed(argv[1], err);
 	}
+	return EXIT_DONE;
+}
+
+int
+cmd_get_http_method(struct ctx *c, int argc, char **argv)
+{
+	struct job_rec job;
+	int rc;
+
+	if ((rc = load_named_job(c, argc, argv, &job)) != EXIT_DONE)
+		return rc;
 	printf("%s\n", job.http_method != NULL ? job.http_method : "GET");
 	job_rec_clear(&job);
 	return EXIT_DONE;
@@ -539,18 +551,10 @@ int
 cmd_get_headers(struct ctx *c, int argc, char **argv)
 {
 	struct job_rec job;
-	int rc, err;
+	int rc;
 
-	if (argc != 2) {
-		cli_complain("usage: bgcopy get-headers JOB");
-		return EXIT_USAGE;
-	}
-	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+	if ((rc = load_named_job(c, argc, argv, &job)) != EXIT_DONE)
 		return rc;
-	if ((err = job_load(c->st, argv[1], &job)) != 0) {
-		job_rec_clear(&job);
-		return cli_store_failed(argv[1], err);
-	}
 	/* BITS: GetCustomHeaders fails with E_ACCESSDENIED once the headers
 	 * are write-only (MakeCustomHeadersWriteOnly). */
 	if (job.headers_write_only) {

@@ -41,22 +41,7 @@ static const char *const scheme_names[] = {
 	[JOB_AUTH_PASSPORT] = "passport",
 };
 
-const char *
-job_auth_target_name(enum job_auth_target t)
-{
-	return name_at(target_names, NAMES_COUNT(target_names), t, "?");
-}
-
-int
-job_auth_target_parse(const char *s, enum job_auth_target *out)
-{
-	int i = name_find(target_names, NAMES_COUNT(target_names), s, false);
-
-	if (i < 0)
-		return BG_EINVAL;
-	*out = (enum job_auth_target)i;
-	return 0;
-}
+NAME_TABLE_FUNCS(job_auth_target, target_names, "?", false)
 
 const char *
 job_auth_scheme_name(enum job_auth_scheme sc)
@@ -64,6 +49,7 @@ job_auth_scheme_name(enum job_auth_scheme sc)
 	return name_at(scheme_names, NAMES_COUNT(scheme_names), sc, "?");
 }
 
+/* As NAME_TABLE_FUNCS would, but a known scheme may still be refused. */
 int
 job_auth_scheme_parse(const char *s, enum job_auth_scheme *out)
 {

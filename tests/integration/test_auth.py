@@ -13,11 +13,11 @@ Usage: test_auth.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy test_aut
 Exit 0 when every check passed, 1 otherwise, 2 on bad usage, 77 (skipped) when a server
 (squid, apache2, the Kerberos tools) is not installed. No check asserts a duration."""
 
+import contextlib
 import hashlib
 import http.server
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +28,7 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bgtest import (ABSENT, Bgcopy, case_registry, cmd, Daemon, expect_error, expect_transferred, field,
+from bgtest import (Bgcopy, case_registry, cmd, Daemon, expect_error, expect_transferred, field,
                     info, main, new_job, poll_state, ran, SKIPPED, started)  # noqa: E402
 from origin import free_port, Origin, sha256_bytes  # noqa: E402
 from proxies import ProxyError, Squid  # noqa: E402
@@ -45,6 +45,30 @@ def password_file(o, name, text):
         f.write(text + "\n")
     os.chmod(path, 0o600)
     return path
+
+
+def entered(t, stack, make):
+    """The server MAKE() builds, entered on STACK (a contextlib.ExitStack, which stops it
+    whatever happens) and registered for the failure dump; None after printing why when it
+    cannot run here (the case is then skipped)."""
+    try:
+        srv = stack.enter_context(make())
+    except ProxyError as e:
+        print(f"  skip  {e}")
+        return None
+    t.results.append(srv)
+    return srv
+
+
+def stop_child(proc):
+    """SIGTERM, then SIGKILL after 10 s, of a server we started."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def no_password_in(t, what, text, password=PASSWORD):
@@ -198,13 +222,7 @@ CustomLog {self.dir}/access.log bg
         return "apache2 access log:\n  " + "\n  ".join(self.log()) + "\napache2 diag:\n" + self.diag()
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         self.proc = None
 
     def __exit__(self, *exc):
@@ -220,54 +238,47 @@ def _(bg):
     BG_E_HTTP_ERROR_401; `set-credentials --scheme digest` with the right one downloads
     and Apache logs `Authorization: Digest` (the password itself never travels); a basic
     credential alone is not accepted by a Digest-only server (401)."""
-    with Origin(files={}) as o:
+    with Origin(files={}) as o, contextlib.ExitStack() as stack:
         o, agent, t = started(bg, o)
-        try:
-            ap = Apache({"alice": PASSWORD})
-            ap.__enter__()
-        except ProxyError as e:
-            print(f"  skip  {e}")
+        ap = entered(t, stack, lambda: Apache({"alice": PASSWORD}))
+        if ap is None:
             return SKIPPED
-        try:
-            t.results.append(ap)
-            data = os.urandom(40_000)
-            ap.put("d.bin", data)
-            url = ap.url("/private/d.bin")
-            right = password_file(o, "right.pw", PASSWORD)
-            wrong = password_file(o, "wrong.pw", "nope")
+        data = os.urandom(40_000)
+        ap.put("d.bin", data)
+        url = ap.url("/private/d.bin")
+        right = password_file(o, "right.pw", PASSWORD)
+        wrong = password_file(o, "wrong.pw", "nope")
 
-            out = o.path("out", "wrong.bin")
-            r = ran(t, agent.get(url, out, extra=("--user", "alice", "--auth-scheme", "digest",
-                                                 "--password-file", wrong)))
-            expect_error(t, r, out, *HR_401)
+        out = o.path("out", "wrong.bin")
+        r = ran(t, agent.get(url, out, extra=("--user", "alice", "--auth-scheme", "digest",
+                                             "--password-file", wrong)))
+        expect_error(t, r, out, *HR_401)
 
-            out = o.path("out", "basic.bin")
-            r = ran(t, agent.get(url, out, extra=("--user", "alice", "--password-file", right)))
-            expect_error(t, r, out, *HR_401)
+        out = o.path("out", "basic.bin")
+        r = ran(t, agent.get(url, out, extra=("--user", "alice", "--password-file", right)))
+        expect_error(t, r, out, *HR_401)
 
-            out = o.path("out", "right.bin")
-            r = ran(t, agent.get(url, out, extra=("--user", "alice", "--auth-scheme", "digest",
-                                                 "--password-file", right)))
-            expect_transferred(t, r, out, sha256_bytes(data))
-            t.eq("credentials in the job document", field(r.doc, "credentials"),
-                 [{"target": "server", "scheme": "digest", "user": "alice"}])
-            no_password_in(t, "get --json and its stderr", r.out + r.err)
-            log = ap.log()
-            # Apache escapes the quotes of a logged header (\").
-            t.ok("apache logged a 200 with `Authorization: Digest username=\"alice\"`",
-                 any(" 200 [Digest username=" in x and "alice" in x for x in log), f"log: {log}")
-            no_password_in(t, "apache's access log", "\n".join(log))
+        out = o.path("out", "right.bin")
+        r = ran(t, agent.get(url, out, extra=("--user", "alice", "--auth-scheme", "digest",
+                                             "--password-file", right)))
+        expect_transferred(t, r, out, sha256_bytes(data))
+        t.eq("credentials in the job document", field(r.doc, "credentials"),
+             [{"target": "server", "scheme": "digest", "user": "alice"}])
+        no_password_in(t, "get --json and its stderr", r.out + r.err)
+        log = ap.log()
+        # Apache escapes the quotes of a logged header (\").
+        t.ok("apache logged a 200 with `Authorization: Digest username=\"alice\"`",
+             any(" 200 [Digest username=" in x and "alice" in x for x in log), f"log: {log}")
+        no_password_in(t, "apache's access log", "\n".join(log))
 
-            # The daemon path: set-credentials --scheme digest on a job.
-            out = o.path("out", "job.bin")
-            job = new_job(t, agent, [(url, out)], "--name", "digest")
-            cmd(t, agent, "set-credentials", job, "--scheme", "digest", "alice", "--password-file", right)
-            with Daemon(t, agent, o):
-                cmd(t, agent, "resume", job)
-                d, _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR", "TRANSIENT_ERROR"), 30)
-            t.eq("daemon job with a digest credential", field(d, "state"), "TRANSFERRED")
-        finally:
-            ap.__exit__(None, None, None)
+        # The daemon path: set-credentials --scheme digest on a job.
+        out = o.path("out", "job.bin")
+        job = new_job(t, agent, [(url, out)], "--name", "digest")
+        cmd(t, agent, "set-credentials", job, "--scheme", "digest", "alice", "--password-file", right)
+        with Daemon(t, agent, o):
+            cmd(t, agent, "resume", job)
+            d, _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR", "TRANSIENT_ERROR"), 30)
+        t.eq("daemon job with a digest credential", field(d, "state"), "TRANSFERRED")
 
 
 # ---- proxy Basic and Digest (RFC 9110 section 11.7) against squid ----------------------------
@@ -304,60 +315,53 @@ class DigestSquid(Squid):
 
 
 def proxy_case(bg, make_proxy, scheme):
-    with Origin(files={"a.bin": 60_000}) as o:
+    with Origin(files={"a.bin": 60_000}) as o, contextlib.ExitStack() as stack:
         o, agent, t = started(bg, o)
-        try:
-            p = make_proxy()
-            p.__enter__()
-        except ProxyError as e:
-            print(f"  skip  {e}")
+        p = entered(t, stack, make_proxy)
+        if p is None:
             return SKIPPED
-        try:
-            t.results.append(p)
-            url = o.url("/files/a.bin")
-            right = password_file(o, "right.pw", PASSWORD)
-            wrong = password_file(o, "wrong.pw", "nope")
-            outs = {k: o.path("out", f"{k}.bin") for k in ("none", "wrong", "right", "server")}
-            jobs = {k: new_job(t, agent, [(url, outs[k])], "--name", k) for k in outs}
-            if None in jobs.values():
-                return
-            for k, job in jobs.items():
-                cmd(t, agent, "set-proxy", job, p.url)
-            cmd(t, agent, "set-credentials", jobs["wrong"], "--target", "proxy", "--scheme", scheme,
-                "alice", "--password-file", wrong)
-            cmd(t, agent, "set-credentials", jobs["right"], "--target", "proxy", "--scheme", scheme,
-                "alice", "--password-file", right)
-            # Server credentials only: the proxy still refuses (they are the origin's).
-            cmd(t, agent, "set-credentials", jobs["server"], "--target", "server", "--scheme", scheme,
-                "alice", "--password-file", right)
-            docs = {}
-            with Daemon(t, agent, o) as dmn:
-                # The refused jobs first, the right one after them: squid 5 lets a wrong
-                # digest through while a right one for the same user is being checked
-                # (measured with two concurrent curl --proxy-digest runs).
-                for phase in (("none", "wrong", "server"), ("right",)):
-                    for k in phase:
-                        cmd(t, agent, "resume", jobs[k])
-                    for k in phase:
-                        docs[k], _ = poll_state(t, agent, jobs[k], ("TRANSFERRED", "ERROR", "TRANSIENT_ERROR"),
-                                                30, label=k)
-            for k in ("none", "wrong", "server"):
-                t.eq(f"{k}: state", field(docs[k], "state"), "ERROR")
-                t.eq(f"{k}: error.code (407 from the proxy)", field(docs[k], "error", "code"), HR_407[0])
-            t.eq("right proxy credentials: state", field(docs["right"], "state"), "TRANSFERRED")
-            t.eq("right: credentials in the document", field(docs["right"], "credentials"),
-                 [{"target": "proxy", "scheme": scheme, "user": "alice"}])
-            recs = o.requests(uri="/files/a.bin")
-            t.eq("the origin served the file once (the right job)", [x.get("status") for x in recs], [200])
-            t.eq("Proxy-Authorization the origin received", [x.get("proxy_authorization") or "" for x in recs], [""])
-            t.eq("Authorization the origin received (proxy credentials never reach it)",
-                 [x.get("authorization") or "" for x in recs], [""])
-            no_password_in(t, "the origin's access log", o.format_log())
-            no_password_in(t, "the daemon log", dmn.text())
-            for k, job in jobs.items():
-                no_password_in(t, f"info {k} --json", agent.run("info", job, "--json").out)
-        finally:
-            p.__exit__(None, None, None)
+        url = o.url("/files/a.bin")
+        right = password_file(o, "right.pw", PASSWORD)
+        wrong = password_file(o, "wrong.pw", "nope")
+        outs = {k: o.path("out", f"{k}.bin") for k in ("none", "wrong", "right", "server")}
+        jobs = {k: new_job(t, agent, [(url, outs[k])], "--name", k) for k in outs}
+        if None in jobs.values():
+            return
+        for k, job in jobs.items():
+            cmd(t, agent, "set-proxy", job, p.url)
+        cmd(t, agent, "set-credentials", jobs["wrong"], "--target", "proxy", "--scheme", scheme,
+            "alice", "--password-file", wrong)
+        cmd(t, agent, "set-credentials", jobs["right"], "--target", "proxy", "--scheme", scheme,
+            "alice", "--password-file", right)
+        # Server credentials only: the proxy still refuses (they are the origin's).
+        cmd(t, agent, "set-credentials", jobs["server"], "--target", "server", "--scheme", scheme,
+            "alice", "--password-file", right)
+        docs = {}
+        with Daemon(t, agent, o) as dmn:
+            # The refused jobs first, the right one after them: squid 5 lets a wrong
+            # digest through while a right one for the same user is being checked
+            # (measured with two concurrent curl --proxy-digest runs).
+            for phase in (("none", "wrong", "server"), ("right",)):
+                for k in phase:
+                    cmd(t, agent, "resume", jobs[k])
+                for k in phase:
+                    docs[k], _ = poll_state(t, agent, jobs[k], ("TRANSFERRED", "ERROR", "TRANSIENT_ERROR"),
+                                            30, label=k)
+        for k in ("none", "wrong", "server"):
+            t.eq(f"{k}: state", field(docs[k], "state"), "ERROR")
+            t.eq(f"{k}: error.code (407 from the proxy)", field(docs[k], "error", "code"), HR_407[0])
+        t.eq("right proxy credentials: state", field(docs["right"], "state"), "TRANSFERRED")
+        t.eq("right: credentials in the document", field(docs["right"], "credentials"),
+             [{"target": "proxy", "scheme": scheme, "user": "alice"}])
+        recs = o.requests(uri="/files/a.bin")
+        t.eq("the origin served the file once (the right job)", [x.get("status") for x in recs], [200])
+        t.eq("Proxy-Authorization the origin received", [x.get("proxy_authorization") or "" for x in recs], [""])
+        t.eq("Authorization the origin received (proxy credentials never reach it)",
+             [x.get("authorization") or "" for x in recs], [""])
+        no_password_in(t, "the origin's access log", o.format_log())
+        no_password_in(t, "the daemon log", dmn.text())
+        for k, job in jobs.items():
+            no_password_in(t, f"info {k} --json", agent.run("info", job, "--json").out)
 
 
 @case("auth_proxy_basic_squid_407_right_reaches_proxy_only")
@@ -546,13 +550,7 @@ class Kdc:
         return "krb5kdc log:\n" + out
 
     def __exit__(self, *exc):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_child(self.proc)
         self.proc = None
         if self.dir and os.environ.get("BGCOPY_KEEP_TMP") != "1":
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -601,46 +599,30 @@ def _(bg):
     Apache logs `Authorization: Negotiate` and the Kerberos user. libcurl takes the ticket
     from the credential cache: the user and password given to bgcopy only turn the scheme
     on (documented)."""
-    with Origin(files={}) as o:
+    with Origin(files={}) as o, contextlib.ExitStack() as stack:
         o, agent, t = started(bg, o)
-        try:
-            kdc = Kdc("alice", PASSWORD)
-            kdc.__enter__()
-        except ProxyError as e:
-            print(f"  skip  {e}")
+        kdc = entered(t, stack, lambda: Kdc("alice", PASSWORD))
+        ap = kdc and entered(t, stack, lambda: GssApache(kdc))
+        if ap is None:
             return SKIPPED
-        try:
-            t.results.append(kdc)
-            try:
-                ap = GssApache(kdc)
-                ap.__enter__()
-            except ProxyError as e:
-                print(f"  skip  {e}")
-                return SKIPPED
-            try:
-                t.results.append(ap)
-                data = os.urandom(30_000)
-                ap.put("n.bin", data)
-                url = ap.url("/private/n.bin")
-                pw = password_file(o, "pw", "unused")
-                krb = Bgcopy(agent.exe, agent.home, env_extra=kdc.env())
-                extra = ("--user", "alice", "--auth-scheme", "negotiate", "--password-file", pw)
+        data = os.urandom(30_000)
+        ap.put("n.bin", data)
+        url = ap.url("/private/n.bin")
+        pw = password_file(o, "pw", "unused")
+        krb = Bgcopy(agent.exe, agent.home, env_extra=kdc.env())
+        extra = ("--user", "alice", "--auth-scheme", "negotiate", "--password-file", pw)
 
-                out = o.path("out", "noticket.bin")
-                r = ran(t, krb.get(url, out, extra=extra))
-                expect_error(t, r, out, *HR_401)
+        out = o.path("out", "noticket.bin")
+        r = ran(t, krb.get(url, out, extra=extra))
+        expect_error(t, r, out, *HR_401)
 
-                kdc.kinit()
-                out = o.path("out", "n.bin")
-                r = ran(t, krb.get(url, out, extra=extra))
-                expect_transferred(t, r, out, sha256_bytes(data))
-                log = ap.log()
-                t.ok("apache logged a 200 with `Authorization: Negotiate`",
-                     any(" 200 [Negotiate " in x for x in log), f"log: {log}")
-            finally:
-                ap.__exit__(None, None, None)
-        finally:
-            kdc.__exit__(None, None, None)
+        kdc.kinit()
+        out = o.path("out", "n.bin")
+        r = ran(t, krb.get(url, out, extra=extra))
+        expect_transferred(t, r, out, sha256_bytes(data))
+        log = ap.log()
+        t.ok("apache logged a 200 with `Authorization: Negotiate`",
+             any(" 200 [Negotiate " in x for x in log), f"log: {log}")
 
 
 # ---- commands and the job document -----------------------------------------------------------

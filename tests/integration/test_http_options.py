@@ -19,7 +19,7 @@ import time
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bgtest import (case_registry, cmd, Daemon, doc_of, expect_transferred, field, info, main, new_job,
+from bgtest import (case_registry, cmd, Daemon, doc_of, field, info, main, new_job,
                     Peerd, poll_state, ran, started)  # noqa: E402
 from origin import Origin, sha256_bytes  # noqa: E402
 
