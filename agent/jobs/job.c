@@ -235,9 +235,11 @@ apply_event(struct job_rec *job, enum job_event ev, const struct job_outcome *fa
 	enum job_state to;
 	int err;
 
+	/* BITS: a job with another method than GET goes to ERROR on an error
+	 * that would otherwise be retried; resume starts it over. */
 	if (failed != NULL)
-		ev = job_failure_event(hr_transient(failed->hr), now, job->transient_since,
-		                       job->no_progress_timeout);
+		ev = job_failure_event(hr_transient(failed->hr) && job->http_method == NULL, now,
+		                       job->transient_since, job->no_progress_timeout);
 	*from = job->state;
 	if ((err = job_transition(job->state, ev, &to)) != 0)
 		return err;

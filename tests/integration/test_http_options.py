@@ -35,7 +35,8 @@ POST_FILES = """location /pfiles/ { alias @DIR@/www/files/; error_page 405 =200 
         location = /r/307 { return 307 @BASE@/m/echo; }
         location = /r/308 { return 308 @BASE@/m/echo; }
         location = /r/303 { return 303 @BASE@/files/a.bin; }
-        location = /r/302 { return 302 @BASE@/files/a.bin; }"""
+        location = /r/302 { return 302 @BASE@/files/a.bin; }
+        location = /m/busy { return 503; }"""
 
 
 def stderr_one_line(t, what, r, needle):
@@ -143,7 +144,8 @@ def _(bg):
     """Redirects of a non-GET job, as user agents do (RFC 9110 section 15.4): 307 and 308
     repeat the method (15.4.8, 15.4.9); 303 turns it into GET (15.4.4); 302 turns POST
     into GET (15.4.3's note on user agents), but not another method such as PUT. The job's
-    redirect policy applies as to any job (DISALLOW refuses)."""
+    redirect policy applies as to any job (DISALLOW refuses). As in BITS, an error that a
+    GET job retries (a 503: TRANSIENT_ERROR) puts a POST job in ERROR."""
     with Origin(files={"a.bin": 20_000}, locations=POST_FILES) as o:
         o, agent, t = started(bg, o)
         plan = {"307": ("/r/307", "POST"), "308": ("/r/308", "PUT"), "303": ("/r/303", "POST"),
@@ -162,6 +164,12 @@ def _(bg):
                 docs[k], _ = poll_state(t, agent, jobs[k], ENDS, 30, label=k)
             cmd(t, agent, "resume", deny)
             dd, _ = poll_state(t, agent, deny, ENDS, 30, label="deny")
+            busy = {}
+            for m in ("POST", "GET"):
+                busy[m] = new_job(t, agent, [(o.url("/m/busy"), o.path("out", f"busy-{m}"))], "--name", m)
+                cmd(t, agent, "set-http-method", busy[m], m)
+                cmd(t, agent, "resume", busy[m])
+                busy[m], _ = poll_state(t, agent, busy[m], ENDS, 30, label=f"{m} to a 503")
         got = [(x.get("method"), x.get("uri")) for x in o.requests()
                if x.get("uri", "").startswith(("/r/", "/m/", "/files/"))]
         t.eq("requests nginx saw, in order", got, [
@@ -170,13 +178,18 @@ def _(bg):
             ("POST", "/r/303"), ("GET", "/files/a.bin"),
             ("POST", "/r/302"), ("GET", "/files/a.bin"),
             ("PUT", "/r/302"), ("PUT", "/files/a.bin"),
-            ("POST", "/r/307")])
+            ("POST", "/r/307")] + [("POST", "/m/busy"), ("GET", "/m/busy")])
         for k in ("307", "308", "303", "302post"):
             t.eq(f"{k}: state", field(docs[k], "state"), "TRANSFERRED")
         # nginx answers PUT to a static file with 405: the job carried PUT to the target.
         t.eq("302put: error.code (405 for PUT at the target)", field(docs["302put"], "error", "code"),
              "0x80190195")
         t.eq("DISALLOW: state", field(dd, "state"), "ERROR")
+        # BITS: with another method than GET an error that is otherwise retried is ERROR.
+        t.eq("POST to a 503: state, error", (field(busy["POST"], "state"), field(busy["POST"], "error", "code")),
+             ("ERROR", "0x801901F7"))
+        t.eq("GET to a 503: state, error", (field(busy["GET"], "state"), field(busy["GET"], "error", "code")),
+             ("TRANSIENT_ERROR", "0x801901F7"))
         cmd(t, agent, "complete", jobs["307"])
         t.eq("307 body", open(o.path("out", "307"), "rb").read(), b"echo-body")
 
