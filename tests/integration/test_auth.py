@@ -281,6 +281,42 @@ def _(bg):
         t.eq("daemon job with a digest credential", field(d, "state"), "TRANSFERRED")
 
 
+@case("auth_server_credentials_dropped_on_cross_host_redirect")
+def _(bg):
+    """RFC 9110 section 11.6.2: server credentials belong to the original host. A job with
+    basic and digest credentials redirected (302) to another port that asks for Basic is
+    refused there (ERROR BG_E_HTTP_ERROR_401) and that server never sees an Authorization;
+    the same credentials sent to that URL directly download (they would have worked)."""
+    with Origin(files={"a.bin": 20_000},
+                locations="location = /x/a.bin { return 302 @BASE2@/private/a.bin; }",
+                locations2="location /private/ { auth_basic \"bgcopy\"; "
+                           "auth_basic_user_file @DIR@/htpasswd; alias @DIR@/www/files/; }") as o:
+        o, agent, t = started(bg, o)
+        hashed = subprocess.run(["openssl", "passwd", "-apr1", PASSWORD], check=True,
+                                capture_output=True, text=True).stdout.strip()
+        with open(o.path("htpasswd"), "w") as f:
+            f.write(f"alice:{hashed}\n")
+        os.chmod(o.path("htpasswd"), 0o644)
+        pw = password_file(o, "pw", PASSWORD)
+        jobs = {"redirected": o.url("/x/a.bin"), "direct": o.url2("/private/a.bin")}
+        docs = {}
+        with Daemon(t, agent, o):
+            for k, url in jobs.items():
+                job = new_job(t, agent, [(url, o.path("out", k))], "--name", k)
+                for scheme in ("basic", "digest"):
+                    cmd(t, agent, "set-credentials", job, "--scheme", scheme, "alice", "--password-file", pw)
+                cmd(t, agent, "resume", job)
+                docs[k], _ = poll_state(t, agent, job, ("TRANSFERRED", "ERROR", "TRANSIENT_ERROR"), 30, label=k)
+        t.eq("redirected: state, error", (field(docs["redirected"], "state"),
+                                          field(docs["redirected"], "error", "code")), ("ERROR", HR_401[0]))
+        t.eq("direct: state", field(docs["direct"], "state"), "TRANSFERRED")
+        recs = o.requests(uri="/private/a.bin", server="second")
+        # The redirected job's one request, then the direct job's two: offered two schemes,
+        # libcurl waits for the server's challenge before it answers with Basic.
+        t.eq("Authorization at the second server: none for the redirect, Basic for the direct job",
+             [(x.get("authorization") or "")[:6] for x in recs], ["", "", "Basic "])
+
+
 # ---- proxy Basic and Digest (RFC 9110 section 11.7) against squid ----------------------------
 
 class DigestSquid(Squid):
@@ -315,7 +351,7 @@ class DigestSquid(Squid):
 
 
 def proxy_case(bg, make_proxy, scheme):
-    with Origin(files={"a.bin": 60_000}) as o, contextlib.ExitStack() as stack:
+    with Origin(files={"a.bin": 60_000}, https=True) as o, contextlib.ExitStack() as stack:
         o, agent, t = started(bg, o)
         p = entered(t, stack, make_proxy)
         if p is None:
@@ -323,8 +359,9 @@ def proxy_case(bg, make_proxy, scheme):
         url = o.url("/files/a.bin")
         right = password_file(o, "right.pw", PASSWORD)
         wrong = password_file(o, "wrong.pw", "nope")
-        outs = {k: o.path("out", f"{k}.bin") for k in ("none", "wrong", "right", "server")}
-        jobs = {k: new_job(t, agent, [(url, outs[k])], "--name", k) for k in outs}
+        outs = {k: o.path("out", f"{k}.bin") for k in ("none", "wrong", "right", "server", "tls")}
+        jobs = {k: new_job(t, agent, [(o.tls_url("/files/a.bin") if k == "tls" else url, outs[k])], "--name", k)
+                for k in outs}
         if None in jobs.values():
             return
         for k, job in jobs.items():
@@ -333,6 +370,10 @@ def proxy_case(bg, make_proxy, scheme):
             "alice", "--password-file", wrong)
         cmd(t, agent, "set-credentials", jobs["right"], "--target", "proxy", "--scheme", scheme,
             "alice", "--password-file", right)
+        # https through the proxy: the credential goes in the CONNECT (RFC 9110 section 9.3.6).
+        cmd(t, agent, "set-credentials", jobs["tls"], "--target", "proxy", "--scheme", scheme,
+            "alice", "--password-file", right)
+        cmd(t, agent, "set-ca-file", jobs["tls"], o.ca_file)
         # Server credentials only: the proxy still refuses (they are the origin's).
         cmd(t, agent, "set-credentials", jobs["server"], "--target", "server", "--scheme", scheme,
             "alice", "--password-file", right)
@@ -341,7 +382,7 @@ def proxy_case(bg, make_proxy, scheme):
             # The refused jobs first, the right one after them: squid 5 lets a wrong
             # digest through while a right one for the same user is being checked
             # (measured with two concurrent curl --proxy-digest runs).
-            for phase in (("none", "wrong", "server"), ("right",)):
+            for phase in (("none", "wrong", "server"), ("right",), ("tls",)):
                 for k in phase:
                     cmd(t, agent, "resume", jobs[k])
                 for k in phase:
@@ -351,13 +392,22 @@ def proxy_case(bg, make_proxy, scheme):
             t.eq(f"{k}: state", field(docs[k], "state"), "ERROR")
             t.eq(f"{k}: error.code (407 from the proxy)", field(docs[k], "error", "code"), HR_407[0])
         t.eq("right proxy credentials: state", field(docs["right"], "state"), "TRANSFERRED")
+        t.eq("https through the proxy with its credentials (CONNECT): state", field(docs["tls"], "state"),
+             "TRANSFERRED")
+        # Digest needs a first CONNECT for the challenge (407), Basic does not; squid logs a
+        # tunnel when it closes.
+        connects = p.wait_requests(1, "CONNECT")
+        t.ok(f"squid logged CONNECTs to the TLS origin only ({connects})",
+             bool(connects) and set(connects) == {("CONNECT", f"127.0.0.1:{o.tls_port}")})
         t.eq("right: credentials in the document", field(docs["right"], "credentials"),
              [{"target": "proxy", "scheme": scheme, "user": "alice"}])
         recs = o.requests(uri="/files/a.bin")
-        t.eq("the origin served the file once (the right job)", [x.get("status") for x in recs], [200])
-        t.eq("Proxy-Authorization the origin received", [x.get("proxy_authorization") or "" for x in recs], [""])
+        t.eq("the origin served the file once by http, once by https (the right jobs)",
+             sorted((x.get("server"), x.get("status")) for x in recs), [("main", 200), ("tls", 200)])
+        t.eq("Proxy-Authorization the origin received", [x.get("proxy_authorization") or "" for x in recs],
+             ["", ""])
         t.eq("Authorization the origin received (proxy credentials never reach it)",
-             [x.get("authorization") or "" for x in recs], [""])
+             [x.get("authorization") or "" for x in recs], ["", ""])
         no_password_in(t, "the origin's access log", o.format_log())
         no_password_in(t, "the daemon log", dmn.text())
         for k, job in jobs.items():
@@ -368,8 +418,8 @@ def proxy_case(bg, make_proxy, scheme):
 def _(bg):
     """RFC 9110 section 11.7 with Basic (RFC 7617): squid wants proxy credentials. None,
     wrong ones, or credentials for the server target only: ERROR BG_E_HTTP_ERROR_407;
-    `--target proxy --scheme basic` downloads, and the nginx origin behind squid never sees
-    a Proxy-Authorization nor an Authorization."""
+    `--target proxy --scheme basic` downloads (http, and https through CONNECT), and the
+    nginx origin behind squid never sees a Proxy-Authorization nor an Authorization."""
     return proxy_case(bg, lambda: Squid(auth=("alice", PASSWORD)), "basic")
 
 
