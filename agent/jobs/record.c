@@ -308,6 +308,12 @@ job_rec_decode(const json_t *o, struct job_rec *out)
 		job_rec_clear(out);
 		return err;
 	}
+	/* The method goes into the request line as it is: a damaged one is
+	 * never sent. */
+	if (out->http_method != NULL && !job_http_method_valid(out->http_method)) {
+		job_rec_clear(out);
+		return BG_ECORRUPT;
+	}
 	return 0;
 }
 

@@ -66,6 +66,10 @@ test_new_fields_round_trip(void)
 	CHECK_EQ_INT(job_rec_encode(&r, &o), 0);
 	CHECK(json_object_get(o, "credentials") == NULL);
 	job_rec_clear(&r);
+	/* A damaged method is refused on read, never sent. */
+	CHECK_EQ_INT(json_object_set_new(o, "http_method", json_string("GET /x HTTP/1.1\r\nX: y")), 0);
+	CHECK_EQ_INT(job_rec_decode(o, &r), BG_ECORRUPT);
+	job_rec_clear(&r);
 	json_decref(o);
 }
 
