@@ -71,6 +71,16 @@ def stop_child(proc):
             proc.wait()
 
 
+def write_htpasswd(o, user, password):
+    """DIR/htpasswd for nginx's auth_basic (read at each request): an apr1 hash made by
+    `openssl passwd -apr1`."""
+    hashed = subprocess.run(["openssl", "passwd", "-apr1", password], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    with open(o.path("htpasswd"), "w") as f:
+        f.write(f"{user}:{hashed}\n")
+    os.chmod(o.path("htpasswd"), 0o644)
+
+
 def no_password_in(t, what, text, password=PASSWORD):
     t.ok(f"the password appears nowhere in {what}", password not in (text or ""),
          f"found in: {(text or '')[:300]!r}")
@@ -87,11 +97,7 @@ def _(bg):
                 locations="location /private/ { auth_basic \"bgcopy\"; "
                           "auth_basic_user_file @DIR@/htpasswd; alias @DIR@/www/files/; }") as o:
         o, agent, t = started(bg, o)
-        hashed = subprocess.run(["openssl", "passwd", "-apr1", PASSWORD], check=True,
-                                capture_output=True, text=True).stdout.strip()
-        with open(o.path("htpasswd"), "w") as f:
-            f.write(f"alice:{hashed}\n")
-        os.chmod(o.path("htpasswd"), 0o644)
+        write_htpasswd(o, "alice", PASSWORD)
         right = password_file(o, "right.pw", PASSWORD)
         wrong = password_file(o, "wrong.pw", "nope")
         url = o.url("/private/a.bin")
@@ -292,11 +298,7 @@ def _(bg):
                 locations2="location /private/ { auth_basic \"bgcopy\"; "
                            "auth_basic_user_file @DIR@/htpasswd; alias @DIR@/www/files/; }") as o:
         o, agent, t = started(bg, o)
-        hashed = subprocess.run(["openssl", "passwd", "-apr1", PASSWORD], check=True,
-                                capture_output=True, text=True).stdout.strip()
-        with open(o.path("htpasswd"), "w") as f:
-            f.write(f"alice:{hashed}\n")
-        os.chmod(o.path("htpasswd"), 0o644)
+        write_htpasswd(o, "alice", PASSWORD)
         pw = password_file(o, "pw", PASSWORD)
         jobs = {"redirected": o.url("/x/a.bin"), "direct": o.url2("/private/a.bin")}
         docs = {}
