@@ -403,13 +403,25 @@ def proxy_case(bg, make_proxy, scheme):
              bool(connects) and set(connects) == {("CONNECT", f"127.0.0.1:{o.tls_port}")})
         t.eq("right: credentials in the document", field(docs["right"], "credentials"),
              [{"target": "proxy", "scheme": scheme, "user": "alice"}])
+        # get with the proxy from http_proxy and --proxy-user.
+        via_env = Bgcopy(agent.exe, agent.home, env_extra={"http_proxy": p.url})
+        os.makedirs(o.path("getout"), exist_ok=True)
+        out = o.path("getout", "get.bin")
+        r = ran(t, via_env.get(url, out, extra=("--proxy-user", "alice", "--proxy-auth-scheme", scheme,
+                                                 "--proxy-password-file", right)))
+        expect_transferred(t, r, out, o.sha("a.bin"))
+        t.eq("get: credentials in the document", field(r.doc, "credentials"),
+             [{"target": "proxy", "scheme": scheme, "user": "alice"}])
+        no_password_in(t, "get --json and its stderr", r.out + r.err)
         recs = o.requests(uri="/files/a.bin")
-        t.eq("the origin served the file once by http, once by https (the right jobs)",
-             sorted((x.get("server"), x.get("status")) for x in recs), [("main", 200), ("tls", 200)])
+        # The get finds the right job's copy in the node's store and has the origin confirm
+        # it through the proxy (RFC 9110 section 13.1.2: 304).
+        t.eq("the origin's answers: http 200 (job), 304 (get), https 200 (job)",
+             sorted((x.get("server"), x.get("status")) for x in recs), [("main", 200), ("main", 304), ("tls", 200)])
         t.eq("Proxy-Authorization the origin received", [x.get("proxy_authorization") or "" for x in recs],
-             ["", ""])
+             ["", "", ""])
         t.eq("Authorization the origin received (proxy credentials never reach it)",
-             [x.get("authorization") or "" for x in recs], ["", ""])
+             [x.get("authorization") or "" for x in recs], ["", "", ""])
         no_password_in(t, "the origin's access log", o.format_log())
         no_password_in(t, "the daemon log", dmn.text())
         for k, job in jobs.items():
@@ -420,8 +432,9 @@ def proxy_case(bg, make_proxy, scheme):
 def _(bg):
     """RFC 9110 section 11.7 with Basic (RFC 7617): squid wants proxy credentials. None,
     wrong ones, or credentials for the server target only: ERROR BG_E_HTTP_ERROR_407;
-    `--target proxy --scheme basic` downloads (http, and https through CONNECT), and the
-    nginx origin behind squid never sees a Proxy-Authorization nor an Authorization."""
+    `--target proxy --scheme basic` downloads (http, and https through CONNECT), as does
+    `get --proxy-user` through http_proxy, and the nginx origin behind squid never sees a
+    Proxy-Authorization nor an Authorization."""
     return proxy_case(bg, lambda: Squid(auth=("alice", PASSWORD)), "basic")
 
 
