@@ -68,6 +68,10 @@ cli_usage(FILE *f)
 	      "      --peer-key FILE           HMAC key shared with the peers\n"
 	      "      --transfer-policy always|unrestricted-only   on a metered network\n"
 	      "      --max-rate RATE           at most RATE bytes/s (K, M, G: powers of 1024)\n"
+	      "      --user USER [--password-file F] [--auth-scheme basic|digest|ntlm|negotiate]\n"
+	      "                                server credentials (password asked when no file)\n"
+	      "      --proxy-user USER [--proxy-password-file F] [--proxy-auth-scheme S]\n"
+	      "                                proxy credentials (sent to the proxy only)\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
 	      "  add JOB URL FILE [--sha256 HEX] | add JOB --from LIST\n"
 	      "                                 (LIST lines: URL LOCALPATH [sha256=HEX])\n"
@@ -76,7 +80,13 @@ cli_usage(FILE *f)
 	      "  set-priority JOB P | set-notify-cmd JOB PROGRAM [ARG...]\n"
 	      "  set-min-retry-delay JOB SECONDS | set-no-progress-timeout JOB SECONDS\n"
 	      "  set-max-download-time JOB SECONDS   (0: no limit; resume restarts the clock)\n"
-	      "  set-headers JOB 'Name: value'... | set-credentials JOB USER [--password-file F]\n"
+	      "  set-headers JOB [--write-only] 'Name: value'... | get-headers JOB\n"
+	      "  make-headers-write-only JOB   (cannot be undone: get-headers is then refused)\n"
+	      "  set-credentials JOB [--target server|proxy] [--scheme basic|digest|ntlm|negotiate]\n"
+	      "                  USER [--password-file F]   (default: server, basic)\n"
+	      "  remove-credentials JOB --target server|proxy --scheme S\n"
+	      "  set-http-method JOB METHOD | get-http-method JOB   (not GET: whole files only,\n"
+	      "                                 no store, no peers, foreground)\n"
 	      "  set-proxy JOB URL|none | set-ca-file JOB FILE | set-peer-caching JOB MODE\n"
 	      "  set-transfer-policy JOB always|unrestricted-only   (metered networks)\n"
 	      "  set-max-rate JOB RATE|none     the job's own limit, bytes/s (10M, 512K, 100000)\n"
@@ -427,6 +437,25 @@ print_info_text(json_t *doc)
 	} else {
 		printf("  max rate       none of its own\n");
 	}
+	/* The HTTP options: user names, never a password nor a header value. */
+	{
+		json_t *creds = json_object_get(doc, "credentials"), *cr;
+		json_int_t nh = json_integer_value(json_object_get(doc, "custom_headers"));
+
+		json_array_foreach(creds, i, cr)
+			printf("  credentials    %s %s user '%s'\n",
+			       json_string_value(json_object_get(cr, "target")),
+			       json_string_value(json_object_get(cr, "scheme")),
+			       json_string_value(json_object_get(cr, "user")));
+		if (json_is_string(json_object_get(doc, "http_method")))
+			printf("  http method    %s\n",
+			       json_string_value(json_object_get(doc, "http_method")));
+		if (nh > 0)
+			printf("  custom headers %" JSON_INTEGER_FORMAT "%s\n", nh,
+			       json_is_true(json_object_get(doc, "headers_write_only"))
+			           ? " (write-only)"
+			           : "");
+	}
 	if (json_is_string(json_object_get(doc, "waiting_reason")))
 		printf("  waiting        %s\n", json_string_value(json_object_get(doc, "waiting_reason")));
 	printf("  files          %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT " transferred\n",
@@ -496,6 +525,8 @@ struct get_opts {
 	bool sync;
 	enum job_transfer_policy policy;
 	uint64_t max_rate;
+	const char *password_file, *proxy_password_file;
+	char password[1024], proxy_password[1024];
 };
 
 static int
@@ -516,6 +547,12 @@ parse_get(int argc, char **argv, struct get_opts *o)
 		{"help", no_argument, NULL, 'h'},
 		{"transfer-policy", required_argument, NULL, 'T'},
 		{"max-rate", required_argument, NULL, 'R'},
+		{"user", required_argument, NULL, 'u'},
+		{"password-file", required_argument, NULL, 'P'},
+		{"auth-scheme", required_argument, NULL, 'A'},
+		{"proxy-user", required_argument, NULL, 'U'},
+		{"proxy-password-file", required_argument, NULL, 'Q'},
+		{"proxy-auth-scheme", required_argument, NULL, 'B'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch, rc;
@@ -609,6 +646,26 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			}
 			o->jo.max_rate = &o->max_rate;
 			break;
+		case 'u':
+			o->jo.user = optarg;
+			break;
+		case 'P':
+			o->password_file = optarg;
+			break;
+		case 'A':
+			if ((rc = cli_parse_auth_scheme(optarg, &o->jo.auth_scheme)) != EXIT_DONE)
+				return rc;
+			break;
+		case 'U':
+			o->jo.proxy_user = optarg;
+			break;
+		case 'Q':
+			o->proxy_password_file = optarg;
+			break;
+		case 'B':
+			if ((rc = cli_parse_auth_scheme(optarg, &o->jo.proxy_auth_scheme)) != EXIT_DONE)
+				return rc;
+			break;
 		case 'h':
 			cli_usage(stdout);
 			return -1;
@@ -629,6 +686,17 @@ parse_get(int argc, char **argv, struct get_opts *o)
 	}
 	if (o->url_arg == NULL) {
 		cli_complain("get: no URL given");
+		return EXIT_USAGE;
+	}
+	/* A password never comes on the command line, where other users see
+	 * it (ps): from a file, or asked on the terminal. */
+	if ((o->jo.user != NULL && !cli_valid_auth_user(o->jo.user, o->jo.auth_scheme)) ||
+	    (o->jo.proxy_user != NULL &&
+	     !cli_valid_auth_user(o->jo.proxy_user, o->jo.proxy_auth_scheme)))
+		return EXIT_USAGE;
+	if ((o->password_file != NULL && o->jo.user == NULL) ||
+	    (o->proxy_password_file != NULL && o->jo.proxy_user == NULL)) {
+		cli_complain("get: a password file needs --user (--proxy-user for the proxy's)");
 		return EXIT_USAGE;
 	}
 	return EXIT_DONE;
@@ -748,6 +816,18 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		cli_complain("cannot read CA file %s: %s", o.jo.ca_file, strerror(errno));
 		rc = EXIT_USAGE;
 		goto out;
+	}
+	if (o.jo.user != NULL) {
+		if ((rc = cli_read_password(o.password_file, o.password, sizeof(o.password))) !=
+		    EXIT_DONE)
+			goto out;
+		o.jo.password = o.password;
+	}
+	if (o.jo.proxy_user != NULL) {
+		if ((rc = cli_read_password(o.proxy_password_file, o.proxy_password,
+		                            sizeof(o.proxy_password))) != EXIT_DONE)
+			goto out;
+		o.jo.proxy_password = o.proxy_password;
 	}
 	if ((rc = cli_open_store(c)) != EXIT_DONE)
 		goto out;
@@ -903,6 +983,8 @@ cmd_get(struct ctx *c, int argc, char **argv)
 		rc = EXIT_JOB_ERROR;
 	}
 out:
+	explicit_bzero(o.password, sizeof(o.password));
+	explicit_bzero(o.proxy_password, sizeof(o.proxy_password));
 	progress_end(bar);
 	json_decref(doc);
 	origin_free(origin);
@@ -1418,6 +1500,11 @@ static const struct command {
 	{"set-max-download-time", cmd_set_max_download_time},
 	{"set-headers", cmd_set_headers},
 	{"set-credentials", cmd_set_credentials},
+	{"remove-credentials", cmd_remove_credentials},
+	{"set-http-method", cmd_set_http_method},
+	{"get-http-method", cmd_get_http_method},
+	{"get-headers", cmd_get_headers},
+	{"make-headers-write-only", cmd_make_headers_write_only},
 	{"set-proxy", cmd_set_proxy},
 	{"set-ca-file", cmd_set_ca_file},
 	{"set-peer-caching", cmd_set_peer_caching},

@@ -86,6 +86,19 @@ int cmd_set_max_download_time(struct ctx *c, int argc, char **argv);
 int cmd_set_max_rate(struct ctx *c, int argc, char **argv);
 int cmd_set_headers(struct ctx *c, int argc, char **argv);
 int cmd_set_credentials(struct ctx *c, int argc, char **argv);
+int cmd_remove_credentials(struct ctx *c, int argc, char **argv);
+int cmd_set_http_method(struct ctx *c, int argc, char **argv);
+int cmd_get_http_method(struct ctx *c, int argc, char **argv);
+int cmd_get_headers(struct ctx *c, int argc, char **argv);
+int cmd_make_headers_write_only(struct ctx *c, int argc, char **argv);
+/* Reads a password (one line): from file, or from standard input (without
+ * echo on a terminal); an exit status. */
+int cli_read_password(const char *file, char *buf, size_t len);
+/* Parses an authentication scheme name; PASSPORT is refused with
+ * E_NOTIMPL.  An exit status (the complaint printed). */
+int cli_parse_auth_scheme(const char *s, enum job_auth_scheme *out);
+/* Whether user can be sent under scheme (complains if not). */
+bool cli_valid_auth_user(const char *user, enum job_auth_scheme sc);
 int cmd_set_proxy(struct ctx *c, int argc, char **argv);
 int cmd_set_ca_file(struct ctx *c, int argc, char **argv);
 int cmd_set_peer_caching(struct ctx *c, int argc, char **argv);

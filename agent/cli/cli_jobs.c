@@ -184,13 +184,26 @@ cmd_set_priority(struct ctx *c, int argc, char **argv)
 {
 	enum job_priority p;
 
+	int rc, err;
+
 	if (argc != 3 || job_priority_parse(argv[2], &p) != 0) {
 		cli_complain("usage: bgcopy set-priority JOB foreground|high|normal|low");
 		return EXIT_USAGE;
 	}
 	struct job_settings s = {.set = JOB_SET_PRIORITY, .priority = p};
 
-	return change(c, argv[1], &s);
+	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+		return rc;
+	if ((err = job_change(c->st, argv[1], &s)) == BG_EBUSY) {
+		cli_complain("job %s uses another HTTP method than GET: it stays foreground "
+		             "(set-http-method JOB GET first)",
+		             argv[1]);
+		return EXIT_USAGE;
+	}
+	if (err != 0)
+		return finished_job(argv[1], err);
+	cli_wake(c);
+	return EXIT_DONE;
 }
 
 int
@@ -286,8 +299,12 @@ cmd_set_headers(struct ctx *c, int argc, char **argv)
 	struct job_settings s = {.set = JOB_SET_HEADERS};
 	const char *list[JOB_HEADERS_MAX + 1];
 
+	/* --write-only: the headers and MakeCustomHeadersWriteOnly at once. */
+	if (cli_take_flag(&argc, argv, "--write-only"))
+		s.set |= JOB_SET_HEADERS_WRITE_ONLY;
 	if (argc < 2 || argc - 2 > JOB_HEADERS_MAX) {
-		cli_complain("usage: bgcopy set-headers JOB ['Name: value'...]   (none clears them)");
+		cli_complain("usage: bgcopy set-headers JOB [--write-only] ['Name: value'...]   "
+		             "(none clears them)");
 		return EXIT_USAGE;
 	}
 	for (int i = 2; i < argc; i++) {
@@ -300,10 +317,8 @@ cmd_set_headers(struct ctx *c, int argc, char **argv)
 	return change(c, argv[1], &s);
 }
 
-/* Reads one line: from a file, or from standard input (without echo on a
- * terminal). */
-static int
-read_password(const char *file, char *buf, size_t len)
+int
+cli_read_password(const char *file, char *buf, size_t len)
 {
 	FILE *f = file != NULL ? fopen(file, "r") : stdin;
 	struct termios old, quiet;
@@ -336,41 +351,256 @@ read_password(const char *file, char *buf, size_t len)
 	return EXIT_DONE;
 }
 
+/* Parses "--target T" and "--scheme S" at argv[*i] (one of them); an exit
+ * status, EXIT_DONE when argv[*i] is neither. */
+static int
+auth_option(int argc, char **argv, int *i, enum job_auth_target *t, enum job_auth_scheme *sc,
+            bool *taken)
+{
+	const char *opt = argv[*i];
+
+	*taken = false;
+	if (strcmp(opt, "--target") != 0 && strcmp(opt, "--scheme") != 0)
+		return EXIT_DONE;
+	if (*i + 1 >= argc) {
+		cli_complain("option %s needs a value", opt);
+		return EXIT_USAGE;
+	}
+	*taken = true;
+	(*i)++;
+	if (strcmp(opt, "--target") == 0) {
+		if (job_auth_target_parse(argv[*i], t) != 0) {
+			cli_complain("--target takes server or proxy, not '%s'", argv[*i]);
+			return EXIT_USAGE;
+		}
+		return EXIT_DONE;
+	}
+	return cli_parse_auth_scheme(argv[*i], sc);
+}
+
+int
+cli_parse_auth_scheme(const char *s, enum job_auth_scheme *out)
+{
+	int err = job_auth_scheme_parse(s, out);
+
+	if (err == BG_ENOTIMPL) {
+		cli_complain("E_NOTIMPL (0x%08X): authentication scheme '%s' not supported", HR_E_NOTIMPL,
+		             s);
+		return EXIT_USAGE;
+	}
+	if (err != 0) {
+		cli_complain("an authentication scheme is basic, digest, ntlm or negotiate, not '%s'", s);
+		return EXIT_USAGE;
+	}
+	return EXIT_DONE;
+}
+
+bool
+cli_valid_auth_user(const char *user, enum job_auth_scheme sc)
+{
+	/* RFC 7617 section 2: a basic user-id cannot hold a colon. */
+	if (sc == JOB_AUTH_BASIC && strchr(user, ':') != NULL) {
+		cli_complain("a user name for basic authentication cannot hold ':'");
+		return false;
+	}
+	if (strpbrk(user, "\r\n") != NULL) {
+		cli_complain("a user name cannot hold line breaks");
+		return false;
+	}
+	return true;
+}
+
+/* Applies one credential change; an exit status. */
+static int
+change_auth(struct ctx *c, const char *id, struct job_settings *a, const char *file)
+{
+	char password[PASSWORD_MAX];
+	int rc, err;
+
+	if ((rc = prepare(c, id)) != EXIT_DONE)
+		return rc;
+	a->password = NULL;
+	password[0] = '\0';
+	if (a->user != NULL) {
+		if ((rc = cli_read_password(file, password, sizeof(password))) != EXIT_DONE)
+			return rc;
+		a->password = password;
+	}
+	/* The store is readable by its owner only (home 0700, files 0600). */
+	err = job_change(c->st, id, a);
+	explicit_bzero(password, sizeof(password));
+	if (err != 0)
+		return finished_job(id, err);
+	cli_wake(c);
+	return EXIT_DONE;
+}
+
 int
 cmd_set_credentials(struct ctx *c, int argc, char **argv)
 {
-	const char *file = NULL;
-	char password[PASSWORD_MAX];
-	struct job_settings a = {.set = JOB_SET_CREDENTIALS};
+	const char *file = NULL, *user = NULL;
+	struct job_settings a = {.set = JOB_SET_AUTH,
+	                         .auth_target = JOB_AUTH_SERVER,
+	                         .auth_scheme = JOB_AUTH_BASIC};
+	bool taken;
+	int rc;
+
+	for (int i = 2; i < argc; i++) {
+		if ((rc = auth_option(argc, argv, &i, &a.auth_target, &a.auth_scheme, &taken)) !=
+		    EXIT_DONE)
+			return rc;
+		if (taken)
+			continue;
+		if (strcmp(argv[i], "--password-file") == 0 && i + 1 < argc)
+			file = argv[++i];
+		else if (user == NULL && (argv[i][0] != '-' || argv[i][1] == '\0'))
+			user = argv[i];
+		else
+			goto usage;
+	}
+	if (argc < 3 || user == NULL)
+		goto usage;
+	if (!cli_valid_auth_user(user, a.auth_scheme))
+		return EXIT_USAGE;
+	/* Without --target and --scheme: the server's basic credential, as
+	 * before schemes existed; USER '' clears it. */
+	a.user = user[0] != '\0' ? user : NULL;
+	return change_auth(c, argv[1], &a, file);
+usage:
+	cli_complain("usage: bgcopy set-credentials JOB [--target server|proxy] "
+	             "[--scheme basic|digest|ntlm|negotiate] USER [--password-file F]   "
+	             "(USER '' clears it)");
+	return EXIT_USAGE;
+}
+
+int
+cmd_remove_credentials(struct ctx *c, int argc, char **argv)
+{
+	struct job_settings a = {.set = JOB_SET_AUTH};
+	bool target = false, scheme = false, taken;
+	int rc;
+
+	for (int i = 2; i < argc; i++) {
+		bool is_target = strcmp(argv[i], "--target") == 0;
+
+		if ((rc = auth_option(argc, argv, &i, &a.auth_target, &a.auth_scheme, &taken)) !=
+		    EXIT_DONE)
+			return rc;
+		if (!taken)
+			goto usage;
+		*(is_target ? &target : &scheme) = true;
+	}
+	if (argc < 2 || !target || !scheme)
+		goto usage;
+	a.user = NULL;
+	return change_auth(c, argv[1], &a, NULL);
+usage:
+	cli_complain("usage: bgcopy remove-credentials JOB --target server|proxy "
+	             "--scheme basic|digest|ntlm|negotiate");
+	return EXIT_USAGE;
+}
+
+int
+cmd_set_http_method(struct ctx *c, int argc, char **argv)
+{
+	struct job_settings s = {.set = JOB_SET_HTTP_METHOD};
 	int rc, err;
 
-	if (argc == 5 && strcmp(argv[3], "--password-file") == 0)
-		file = argv[4];
-	else if (argc != 3) {
-		cli_complain("usage: bgcopy set-credentials JOB USER [--password-file F]   "
-		             "(USER '' clears them)");
+	if (argc != 3) {
+		cli_complain("usage: bgcopy set-http-method JOB METHOD   (GET, the default, or another "
+		             "method token such as POST)");
 		return EXIT_USAGE;
 	}
-	if (strchr(argv[2], ':') != NULL || strpbrk(argv[2], "\r\n") != NULL) {
-		cli_complain("a user name for basic authentication cannot hold ':' or line breaks");
+	if (!job_http_method_valid(argv[2])) {
+		/* The name is echoed only when it cannot break the line. */
+		bool plain = strpbrk(argv[2], "\r\n") == NULL && strlen(argv[2]) < 64;
+
+		cli_complain("'%s' is not a method that can download: a token of letters, digits "
+		             "and !#$%%&'*+-.^_`|~ (RFC 9110 section 9), not HEAD nor CONNECT",
+		             plain ? argv[2] : "(a name with line breaks or too long)");
 		return EXIT_USAGE;
 	}
+	s.http_method = argv[2];
 	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
 		return rc;
-	a.user = argv[2][0] != '\0' ? argv[2] : NULL;
-	a.password = NULL;
-	if (a.user != NULL) {
-		if ((rc = read_password(file, password, sizeof(password))) != EXIT_DONE)
-			return rc;
-		a.password = password;
+	err = job_change(c->st, argv[1], &s);
+	if (err == BG_EBUSY) {
+		cli_complain("job %s: the method can change only while the job is SUSPENDED or in "
+		             "ERROR",
+		             argv[1]);
+		return EXIT_USAGE;
 	}
-	/* The store is readable by its owner only (home 0700, files 0600). */
-	err = job_change(c->st, argv[1], &a);
-	explicit_bzero(password, sizeof(password));
 	if (err != 0)
 		return finished_job(argv[1], err);
 	cli_wake(c);
 	return EXIT_DONE;
+}
+
+/* Loads the record of the job a "COMMAND JOB" command names into *job
+ * (job_rec_clear() it on EXIT_DONE); an exit status. */
+static int
+load_named_job(struct ctx *c, int argc, char **argv, struct job_rec *job)
+{
+	int rc, err;
+
+	if (argc != 2) {
+		cli_complain("usage: bgcopy %s JOB", argv[0]);
+		return EXIT_USAGE;
+	}
+	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+		return rc;
+	if ((err = job_load(c->st, argv[1], job)) != 0) {
+		job_rec_clear(job);
+		return cli_store_failed(argv[1], err);
+	}
+	return EXIT_DONE;
+}
+
+int
+cmd_get_http_method(struct ctx *c, int argc, char **argv)
+{
+	struct job_rec job;
+	int rc;
+
+	if ((rc = load_named_job(c, argc, argv, &job)) != EXIT_DONE)
+		return rc;
+	printf("%s\n", job.http_method != NULL ? job.http_method : "GET");
+	job_rec_clear(&job);
+	return EXIT_DONE;
+}
+
+int
+cmd_get_headers(struct ctx *c, int argc, char **argv)
+{
+	struct job_rec job;
+	int rc;
+
+	if ((rc = load_named_job(c, argc, argv, &job)) != EXIT_DONE)
+		return rc;
+	/* BITS: GetCustomHeaders fails with E_ACCESSDENIED once the headers
+	 * are write-only (MakeCustomHeadersWriteOnly). */
+	if (job.headers_write_only) {
+		job_rec_clear(&job);
+		cli_complain("E_ACCESSDENIED (0x%08X): the custom headers of job %s are write-only",
+		             HR_E_ACCESSDENIED, argv[1]);
+		return EXIT_USAGE;
+	}
+	for (size_t i = 0; i < job.headers.n; i++)
+		printf("%s\n", job.headers.v[i]);
+	job_rec_clear(&job);
+	return EXIT_DONE;
+}
+
+int
+cmd_make_headers_write_only(struct ctx *c, int argc, char **argv)
+{
+	struct job_settings s = {.set = JOB_SET_HEADERS_WRITE_ONLY};
+
+	if (argc != 2) {
+		cli_complain("usage: bgcopy make-headers-write-only JOB   (cannot be undone)");
+		return EXIT_USAGE;
+	}
+	return change(c, argv[1], &s);
 }
 
 int

@@ -58,7 +58,10 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 		return err;
 	if (s.rec.done)
 		goto out;
-	s.cache = !r->job.no_cache;
+	/* A job with another method than GET neither reads nor writes the
+	 * store, and asks no peer: what a POST answers is not the resource
+	 * (RFC 9110 section 9.3.3), and no cache key describes it. */
+	s.cache = !r->job.no_cache && r->job.http_method == NULL;
 	if (s.cache && s.rec.not_stored) {
 		s.cache = false; /* its first part was never stored */
 		s.too_big = true;
@@ -129,7 +132,8 @@ run_file(struct run *r, uint32_t index, bool *progressed)
 			goto out;
 
 		err = s.cache ? try_store(r, &s, &done) : 0;
-		if (err == 0 && !done && peer_mode(&r->job, PEER_CACHING_CLIENT) &&
+		if (err == 0 && !done && r->job.http_method == NULL &&
+		    peer_mode(&r->job, PEER_CACHING_CLIENT) &&
 		    s.held.url == NULL && s.committed + s.fill == 0 && run_has_peers(r)) {
 			/* The lookups of this attempt only. */
 			for (size_t i = 0; i < s.rec.nlookups; i++)

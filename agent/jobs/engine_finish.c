@@ -312,7 +312,9 @@ file:
 bool
 job_is_private(const struct job_rec *job)
 {
-	if (job->user != NULL)
+	/* Content fetched with credentials, or with another method than GET
+	 * (its answer need not be the resource's representation). */
+	if (job_has_cred(job, JOB_AUTH_SERVER) || job->http_method != NULL)
 		return true;
 	for (size_t i = 0; i < job->headers.n; i++) {
 		const char *line = job->headers.v[i];

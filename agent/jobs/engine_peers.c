@@ -17,6 +17,39 @@
 
 #include "engine_int.h"
 
+/* A target's credentials for libcurl, which sends one user name per
+ * target: the strongest scheme set (negotiate, ntlm, digest, basic) gives
+ * it, and every scheme set with the same user and password is offered
+ * with it; libcurl then answers the strongest the server asks for. */
+static void
+auth_for(const struct job_rec *job, enum job_auth_target t, struct origin_auth *out)
+{
+	static const unsigned bits[JOB_AUTH_SCHEMES] = {
+		[JOB_AUTH_BASIC] = ORIGIN_AUTH_BASIC,
+		[JOB_AUTH_DIGEST] = ORIGIN_AUTH_DIGEST,
+		[JOB_AUTH_NTLM] = ORIGIN_AUTH_NTLM,
+		[JOB_AUTH_NEGOTIATE] = ORIGIN_AUTH_NEGOTIATE,
+	};
+	const struct job_cred *best = NULL;
+
+	memset(out, 0, sizeof(*out));
+	for (int sc = JOB_AUTH_SCHEMES - 1; sc >= 0 && best == NULL; sc--)
+		if (job->cred[t][sc].user != NULL)
+			best = &job->cred[t][sc];
+	if (best == NULL)
+		return;
+	out->user = best->user;
+	out->password = best->password;
+	for (int sc = 0; sc < JOB_AUTH_SCHEMES; sc++) {
+		const struct job_cred *c = &job->cred[t][sc];
+
+		if (c->user != NULL && strcmp(c->user, best->user) == 0 &&
+		    strcmp(c->password != NULL ? c->password : "",
+		           best->password != NULL ? best->password : "") == 0)
+			out->schemes |= bits[sc];
+	}
+}
+
 void
 origin_request_for(struct run *r, struct fsink *s, const char *const *headers,
                    struct origin_request *req)
@@ -34,8 +67,15 @@ origin_request_for(struct run *r, struct fsink *s, const char *const *headers,
 		req->if_range = resume_validator(&s->rec);
 	req->crl_dir = r->ro != NULL ? r->ro->crl_dir : NULL;
 	req->proxy = r->job.proxy;
-	req->user = r->job.user;
-	req->password = r->job.password;
+	auth_for(&r->job, JOB_AUTH_SERVER, &req->server_auth);
+	auth_for(&r->job, JOB_AUTH_PROXY, &req->proxy_auth);
+	/* Another method than GET (SetHttpMethod) fetches whole files only:
+	 * no Range, so an attempt after an interruption starts from byte 0. */
+	req->method = r->job.http_method;
+	if (req->method != NULL) {
+		req->offset = 0;
+		req->if_range = NULL;
+	}
 	req->stop = r->ro != NULL ? r->ro->stop : NULL;
 	req->deadline_ms = dl_clock_deadline_ms(&r->dl);
 	/* A silent origin is a transient error after the job's no-progress

@@ -235,9 +235,11 @@ apply_event(struct job_rec *job, enum job_event ev, const struct job_outcome *fa
 	enum job_state to;
 	int err;
 
+	/* BITS: a job with another method than GET goes to ERROR on an error
+	 * that would otherwise be retried; resume starts it over. */
 	if (failed != NULL)
-		ev = job_failure_event(hr_transient(failed->hr), now, job->transient_since,
-		                       job->no_progress_timeout);
+		ev = job_failure_event(hr_transient(failed->hr) && job->http_method == NULL, now,
+		                       job->transient_since, job->no_progress_timeout);
 	*from = job->state;
 	if ((err = job_transition(job->state, ev, &to)) != 0)
 		return err;
@@ -465,6 +467,18 @@ apply_options(struct job_rec *job, const struct job_options *opt)
 		job->cost_flags = job_transfer_policy_flags(*opt->transfer_policy);
 	if (opt->max_rate != NULL)
 		job->max_rate = *opt->max_rate;
+	/* A get's credentials are the ones it names, as its headers are. */
+	for (int t = 0; t < JOB_AUTH_TARGETS; t++)
+		for (int sc = 0; sc < JOB_AUTH_SCHEMES; sc++)
+			if ((err = job_cred_set(&job->cred[t][sc], NULL, NULL)) != 0)
+				return err;
+	if ((opt->user != NULL &&
+	     (err = job_cred_set(&job->cred[JOB_AUTH_SERVER][opt->auth_scheme], opt->user,
+	                         opt->password)) != 0) ||
+	    (opt->proxy_user != NULL &&
+	     (err = job_cred_set(&job->cred[JOB_AUTH_PROXY][opt->proxy_auth_scheme], opt->proxy_user,
+	                         opt->proxy_password)) != 0))
+		return err;
 	return 0;
 }
 
@@ -828,6 +842,30 @@ proxy_value(const struct job_rec *job)
 	return v;
 }
 
+/* The job's credentials for documents: target, scheme and user name. */
+static json_t *
+creds_value(const struct job_rec *job)
+{
+	json_t *arr = json_array();
+
+	for (int t = 0; arr != NULL && t < JOB_AUTH_TARGETS; t++) {
+		for (int sc = 0; sc < JOB_AUTH_SCHEMES; sc++) {
+			json_t *e;
+
+			if (job->cred[t][sc].user == NULL)
+				continue;
+			if ((e = json_object()) == NULL || json_array_append_new(arr, e) != 0 ||
+			    jset_str(e, "target", job_auth_target_name((enum job_auth_target)t)) != 0 ||
+			    jset_str(e, "scheme", job_auth_scheme_name((enum job_auth_scheme)sc)) != 0 ||
+			    jset_str(e, "user", job->cred[t][sc].user) != 0) {
+				json_decref(arr);
+				return NULL;
+			}
+		}
+	}
+	return arr;
+}
+
 /* The document of job in state (the state readers see). */
 static json_t *
 make_document(const struct job_rec *job, const struct file_rec *files, uint32_t nfiles,
@@ -883,6 +921,13 @@ make_document(const struct job_rec *job, const struct file_rec *files, uint32_t 
 	/* The job's own rate limit (bytes/s), null when none. */
 	if (jset(d, "max_rate", job->max_rate > 0 ? json_integer((json_int_t)job->max_rate)
 	                                          : json_null()) != 0)
+		goto fail;
+	/* The HTTP options: user names but never a password; of the custom
+	 * headers, how many there are, never their values. */
+	if (jset(d, "credentials", creds_value(job)) != 0 ||
+	    jset_str(d, "http_method", job->http_method != NULL ? job->http_method : "GET") != 0 ||
+	    jset_int(d, "custom_headers", (int64_t)job->headers.n) != 0 ||
+	    jset(d, "headers_write_only", json_boolean(job->headers_write_only)) != 0)
 		goto fail;
 	return d;
 fail:
@@ -1148,8 +1193,30 @@ settings_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 		return BG_EINVAL;
 	if (s->set & JOB_SET_NAME)
 		err = rec_set_str(&job->name, s->name);
-	if (s->set & JOB_SET_PRIORITY)
+	if (s->set & JOB_SET_HTTP_METHOD) {
+		/* Before the transfer starts or after it failed: a runner reads
+		 * the method once per attempt. */
+		if (job->state != JOB_SUSPENDED && job->state != JOB_ERROR)
+			return BG_EBUSY;
+		if (s->http_method != NULL && !job_http_method_valid(s->http_method))
+			return BG_EINVAL;
+		err = rec_set_str(&job->http_method, s->http_method == NULL ||
+		                                             strcmp(s->http_method, "GET") == 0
+		                                         ? NULL
+		                                         : s->http_method);
+		if (err != 0)
+			return err;
+		/* BITS makes a job with another method a foreground one. */
+		if (job->http_method != NULL)
+			job->priority = JOB_PRIO_FOREGROUND;
+	}
+	if (s->set & JOB_SET_PRIORITY) {
+		if (job->http_method != NULL && s->priority != JOB_PRIO_FOREGROUND)
+			return BG_EBUSY;
 		job->priority = s->priority;
+	}
+	if (s->set & JOB_SET_HEADERS_WRITE_ONLY)
+		job->headers_write_only = true;
 	if (s->set & JOB_SET_MIN_RETRY_DELAY)
 		job->min_retry_delay = s->min_retry_delay;
 	if (s->set & JOB_SET_NO_PROGRESS_TIMEOUT)
@@ -1170,9 +1237,15 @@ settings_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 		err = rec_set_str(&job->proxy, s->proxy);
 	if (err == 0 && (s->set & JOB_SET_CA_FILE))
 		err = rec_set_str(&job->ca_file, s->ca_file);
-	if (err == 0 && (s->set & JOB_SET_CREDENTIALS) &&
-	    (err = rec_set_str(&job->user, s->user)) == 0)
-		err = rec_set_str(&job->password, s->password);
+	if (err == 0 && (s->set & JOB_SET_CREDENTIALS))
+		err = job_cred_set(&job->cred[JOB_AUTH_SERVER][JOB_AUTH_BASIC], s->user, s->password);
+	if (err == 0 && (s->set & JOB_SET_AUTH)) {
+		if ((unsigned)s->auth_target >= JOB_AUTH_TARGETS)
+			return BG_EINVAL;
+		if ((unsigned)s->auth_scheme >= JOB_AUTH_SCHEMES)
+			return BG_ENOTIMPL;
+		err = job_cred_set(&job->cred[s->auth_target][s->auth_scheme], s->user, s->password);
+	}
 	return err;
 }
 

@@ -25,6 +25,7 @@
 #define JOB_MAX_DOWNLOAD_TIME_MAX 4294967295LL   /* seconds: BITS takes a ULONG */
 #define JOB_RATE_BURST_MIN (16 * 1024)          /* bytes a rate bucket holds at least: one
                                                  * libcurl write (the burst is 1/8 s of the rate) */
+#define JOB_HTTP_METHOD_MAX 32             /* bytes of an HTTP method name */
 
 /* ---- Jobs -------------------------------------------------------------- */
 enum job_priority { JOB_PRIO_FOREGROUND, JOB_PRIO_HIGH, JOB_PRIO_NORMAL, JOB_PRIO_LOW };
@@ -62,6 +63,29 @@ bool job_policy_allows(enum job_transfer_policy p, enum net_cost c);
 const char *job_cost_waiting_reason(enum job_transfer_policy p, enum net_cost c);
 #define JOB_WAITING_UNRESTRICTED "waiting for an unrestricted network"
 
+/* Credentials (BITS IBackgroundCopyJob2::SetCredentials): one per target
+ * and scheme.  BITS's PASSPORT scheme is parsed so that it can be refused
+ * with E_NOTIMPL; no record ever holds it. */
+enum job_auth_target { JOB_AUTH_SERVER, JOB_AUTH_PROXY, JOB_AUTH_TARGETS };
+enum job_auth_scheme {
+	JOB_AUTH_BASIC,
+	JOB_AUTH_DIGEST,
+	JOB_AUTH_NTLM,
+	JOB_AUTH_NEGOTIATE,
+	JOB_AUTH_SCHEMES,
+	JOB_AUTH_PASSPORT = JOB_AUTH_SCHEMES,
+};
+/* "server", "proxy"; "basic", "digest", "ntlm", "negotiate" ("passport"
+ * parses, BG_ENOTIMPL).  BG_EINVAL for another name. */
+const char *job_auth_target_name(enum job_auth_target t);
+int job_auth_target_parse(const char *s, enum job_auth_target *out) BG_WUR;
+const char *job_auth_scheme_name(enum job_auth_scheme s);
+int job_auth_scheme_parse(const char *s, enum job_auth_scheme *out) BG_WUR;
+/* Whether s is an HTTP method name (a token, RFC 9110 section 9.1 and
+ * 5.6.2) of at most JOB_HTTP_METHOD_MAX - 1 bytes that can fetch a body:
+ * not HEAD nor CONNECT.  Method names are case-sensitive. */
+bool job_http_method_valid(const char *s);
+
 struct job_options {
 	const char *name;
 	enum job_priority priority;
@@ -76,6 +100,11 @@ struct job_options {
 	const enum peer_caching *peer_caching; /* a new job's mode (bgcopy.conf), NULL: server */
 	const enum job_transfer_policy *transfer_policy; /* a new job's, NULL: always */
 	const uint64_t *max_rate;     /* bytes/s, 0: no limit (get --max-rate); NULL: unchanged */
+	/* Credentials of a get (--user, --proxy-user): NULL users set none. */
+	const char *user, *password;
+	enum job_auth_scheme auth_scheme;
+	const char *proxy_user, *proxy_password;
+	enum job_auth_scheme proxy_auth_scheme;
 };
 
 /* Adds a file.  url must be canonical (url_canonical); local_path absolute.
@@ -137,6 +166,9 @@ enum job_setting {
 	JOB_SET_MAX_DOWNLOAD_TIME = 1u << 16,
 	JOB_SET_TRANSFER_POLICY = 1u << 17,
 	JOB_SET_MAX_RATE = 1u << 18,
+	JOB_SET_AUTH = 1u << 21,              /* one credential: auth_target, auth_scheme */
+	JOB_SET_HTTP_METHOD = 1u << 22,
+	JOB_SET_HEADERS_WRITE_ONLY = 1u << 23, /* irreversible */
 };
 struct job_settings {
 	unsigned set;                   /* JOB_SET_* */
@@ -153,9 +185,19 @@ struct job_settings {
 	int64_t max_download_time;      /* seconds in CONNECTING/TRANSFERRING, 0: no limit (dltime.h) */
 	enum job_transfer_policy transfer_policy;
 	uint64_t max_rate;              /* bytes/s, 0: no limit (at most BG_RATE_MAX) */
+	/* JOB_SET_AUTH: user and password above set (NULL user: removes) the
+	 * credential of this target and scheme.  JOB_SET_CREDENTIALS is the
+	 * same for the server's basic credential. */
+	enum job_auth_target auth_target;
+	enum job_auth_scheme auth_scheme;
+	const char *http_method;        /* a token (job_http_method_valid); NULL or "GET": GET */
 };
 /* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
- * job is ACKNOWLEDGED or CANCELLED. */
+ * job is ACKNOWLEDGED or CANCELLED; BG_EBUSY for JOB_SET_HTTP_METHOD unless
+ * the job is SUSPENDED or in ERROR (nothing transfers it then), and for a
+ * priority other than foreground of a job whose method is not GET (BITS
+ * pins such a job to foreground).  Setting a method other than GET makes
+ * the job's priority foreground. */
 int job_change(struct bg_store *st, const char *id, const struct job_settings *s) BG_WUR;
 /* Replaces OLD by NEW at the start of the remote URL of every unfinished
  * file whose current remote URL starts with OLD; *changed gets how many.

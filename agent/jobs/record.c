@@ -30,6 +30,58 @@ static const char *const lookup_names[] = {
 
 NAME_TABLE_FUNCS(peer_caching, caching_names, "off", false)
 
+static const char *const target_names[] = {
+	[JOB_AUTH_SERVER] = "server",
+	[JOB_AUTH_PROXY] = "proxy",
+};
+
+static const char *const scheme_names[] = {
+	[JOB_AUTH_BASIC] = "basic",         [JOB_AUTH_DIGEST] = "digest",
+	[JOB_AUTH_NTLM] = "ntlm",           [JOB_AUTH_NEGOTIATE] = "negotiate",
+	[JOB_AUTH_PASSPORT] = "passport",
+};
+
+NAME_TABLE_FUNCS(job_auth_target, target_names, "?", false)
+
+const char *
+job_auth_scheme_name(enum job_auth_scheme sc)
+{
+	return name_at(scheme_names, NAMES_COUNT(scheme_names), sc, "?");
+}
+
+/* As NAME_TABLE_FUNCS would, but a known scheme may still be refused. */
+int
+job_auth_scheme_parse(const char *s, enum job_auth_scheme *out)
+{
+	int i = name_find(scheme_names, NAMES_COUNT(scheme_names), s, false);
+
+	if (i < 0)
+		return BG_EINVAL;
+	*out = (enum job_auth_scheme)i;
+	return i == JOB_AUTH_PASSPORT ? BG_ENOTIMPL : 0;
+}
+
+bool
+job_http_method_valid(const char *s)
+{
+	/* tchar of RFC 9110 section 5.6.2. */
+	static const char tchar_extra[] = "!#$%&'*+-.^_`|~";
+	size_t n = s != NULL ? strlen(s) : 0;
+
+	/* A download needs a body: HEAD never has one, CONNECT asks for a
+	 * tunnel (RFC 9110 sections 9.3.2, 9.3.6). */
+	if (n == 0 || n >= JOB_HTTP_METHOD_MAX || strcmp(s, "HEAD") == 0 || strcmp(s, "CONNECT") == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		      (ch != '\0' && strchr(tchar_extra, ch) != NULL)))
+			return false;
+	}
+	return true;
+}
+
 const char *
 peer_lookup_result_name(enum peer_lookup_result r)
 {
@@ -183,6 +235,34 @@ error_decode(const json_t *e, struct job_error *out)
 	return dstr(e, "url", &out->url);
 }
 
+/* The server's basic credential from "user" and "password" (where builds
+ * before schemes kept the only one), the others from "credentials". */
+static int
+creds_decode(const json_t *o, struct job_rec *out)
+{
+	const json_t *arr = json_object_get(o, "credentials");
+	struct job_cred *basic = &out->cred[JOB_AUTH_SERVER][JOB_AUTH_BASIC];
+	int err;
+
+	if (jstr(o, "user") != NULL &&
+	    (err = job_cred_set(basic, jstr(o, "user"), jstr(o, "password"))) != 0)
+		return err;
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const json_t *c = json_array_get(arr, i);
+		enum job_auth_target t;
+		enum job_auth_scheme sc;
+
+		/* A target or scheme of another version is left alone. */
+		if (job_auth_target_parse(jstr(c, "target"), &t) != 0 ||
+		    job_auth_scheme_parse(jstr(c, "scheme"), &sc) != 0 || jstr(c, "user") == NULL ||
+		    (t == JOB_AUTH_SERVER && sc == JOB_AUTH_BASIC))
+			continue;
+		if ((err = job_cred_set(&out->cred[t][sc], jstr(c, "user"), jstr(c, "password"))) != 0)
+			return err;
+	}
+	return 0;
+}
+
 int
 job_rec_decode(const json_t *o, struct job_rec *out)
 {
@@ -219,18 +299,26 @@ job_rec_decode(const json_t *o, struct job_rec *out)
 
 		out->max_rate = mr > 0 && (uint64_t)mr <= BG_RATE_MAX ? (uint64_t)mr : 0;
 	}
+	out->headers_write_only = jbool(o, "headers_write_only");
 	out->has_error = json_is_object(e);
 	if ((out->has_error && (err = error_decode(e, &out->error)) != 0) ||
 	    (err = dstr(o, "name", &out->name)) != 0 || (err = dstr(o, "get_key", &out->get_key)) != 0 ||
 	    (err = dstr(o, "peer_key", &out->peer_key)) != 0 ||
 	    (err = dstr(o, "ca_file", &out->ca_file)) != 0 ||
-	    (err = dstr(o, "proxy", &out->proxy)) != 0 || (err = dstr(o, "user", &out->user)) != 0 ||
-	    (err = dstr(o, "password", &out->password)) != 0 ||
+	    (err = dstr(o, "proxy", &out->proxy)) != 0 ||
+	    (err = dstr(o, "http_method", &out->http_method)) != 0 ||
+	    (err = creds_decode(o, out)) != 0 ||
 	    (err = strv_decode(json_object_get(o, "peers"), &out->peers)) != 0 ||
 	    (err = strv_decode(json_object_get(o, "headers"), &out->headers)) != 0 ||
 	    (err = strv_decode(json_object_get(o, "notify_cmd"), &out->notify_cmd)) != 0) {
 		job_rec_clear(out);
 		return err;
+	}
+	/* The method goes into the request line as it is: a damaged one is
+	 * never sent. */
+	if (out->http_method != NULL && !job_http_method_valid(out->http_method)) {
+		job_rec_clear(out);
+		return BG_ECORRUPT;
 	}
 	return 0;
 }
@@ -443,6 +531,44 @@ encode(json_t **io, int (*put)(json_t *o, const void *rec), const void *rec)
 	return 0;
 }
 
+/* The credentials other than the server's basic one, as "credentials":
+ * [{"target", "scheme", "user", "password"}...], or no member at all. */
+static int
+put_creds(json_t *o, const struct job_rec *r)
+{
+	json_t *arr = json_array();
+
+	if (arr == NULL)
+		return BG_ENOMEM;
+	for (int t = 0; t < JOB_AUTH_TARGETS; t++) {
+		for (int sc = 0; sc < JOB_AUTH_SCHEMES; sc++) {
+			const struct job_cred *c = &r->cred[t][sc];
+			json_t *e;
+
+			if (c->user == NULL || (t == JOB_AUTH_SERVER && sc == JOB_AUTH_BASIC))
+				continue;
+			if ((e = json_object()) == NULL || json_array_append_new(arr, e) != 0 ||
+			    jset_str(e, "target", job_auth_target_name((enum job_auth_target)t)) != 0 ||
+			    jset_str(e, "scheme", job_auth_scheme_name((enum job_auth_scheme)sc)) != 0 ||
+			    jset_str(e, "user", c->user) != 0 ||
+			    jset_str(e, "password", c->password != NULL ? c->password : "") != 0) {
+				json_decref(arr);
+				return BG_ENOMEM;
+			}
+		}
+	}
+	if (json_array_size(arr) == 0) {
+		json_decref(arr);
+		json_object_del(o, "credentials");
+		return 0;
+	}
+	if (json_equal(arr, json_object_get(o, "credentials"))) {
+		json_decref(arr);
+		return 0;
+	}
+	return jset(o, "credentials", arr);
+}
+
 static int
 put_job(json_t *o, const void *rec)
 {
@@ -474,8 +600,15 @@ put_job(json_t *o, const void *rec)
 	    (err = opt_int(o, "retry_at", r->retry_at)) != 0 ||
 	    (err = (r->notify_cmd.n > 0 ? put_strv(o, "notify_cmd", &r->notify_cmd)
 	                                : opt_str(o, "notify_cmd", NULL))) != 0 ||
-	    (err = opt_str(o, "proxy", r->proxy)) != 0 || (err = opt_str(o, "user", r->user)) != 0 ||
-	    (err = opt_str(o, "password", r->password)) != 0)
+	    (err = opt_str(o, "proxy", r->proxy)) != 0 ||
+	    (err = opt_str(o, "user", r->cred[JOB_AUTH_SERVER][JOB_AUTH_BASIC].user)) != 0 ||
+	    (err = opt_str(o, "password", r->cred[JOB_AUTH_SERVER][JOB_AUTH_BASIC].password)) != 0)
+		return err;
+	/* The fields of the HTTP options: each absent at its default, so that
+	 * records of jobs that set none stay as older builds wrote them. */
+	if ((err = put_creds(o, r)) != 0 || (err = opt_str(o, "http_method", r->http_method)) != 0 ||
+	    ((r->headers_write_only || !absent(o, "headers_write_only")) &&
+	     (err = put_bool(o, "headers_write_only", r->headers_write_only)) != 0))
 		return err;
 	/* The maximum download time: absent while it is the default (and
 	 * none used), so that records stay as older builds wrote them. */
@@ -613,6 +746,17 @@ file_rec_encode(const struct file_rec *f, json_t **io)
 
 /* ---- Lifetime ---------------------------------------------------------- */
 
+static void
+cred_wipe(struct job_cred *c)
+{
+	free(c->user);
+	if (c->password != NULL) {
+		explicit_bzero(c->password, strlen(c->password));
+		free(c->password);
+	}
+	c->user = c->password = NULL;
+}
+
 void
 job_rec_clear(struct job_rec *r)
 {
@@ -622,15 +766,40 @@ job_rec_clear(struct job_rec *r)
 	free(r->peer_key);
 	free(r->ca_file);
 	free(r->proxy);
-	free(r->user);
-	if (r->password != NULL) {
-		explicit_bzero(r->password, strlen(r->password));
-		free(r->password);
-	}
+	for (int t = 0; t < JOB_AUTH_TARGETS; t++)
+		for (int sc = 0; sc < JOB_AUTH_SCHEMES; sc++)
+			cred_wipe(&r->cred[t][sc]);
+	free(r->http_method);
 	strv_free(&r->peers);
 	strv_free(&r->headers);
 	strv_free(&r->notify_cmd);
 	memset(r, 0, sizeof(*r));
+}
+
+int
+job_cred_set(struct job_cred *c, const char *user, const char *password)
+{
+	char *u = NULL, *p = NULL;
+
+	if (user != NULL &&
+	    ((u = strdup(user)) == NULL || (p = strdup(password != NULL ? password : "")) == NULL)) {
+		free(u);
+		return BG_ENOMEM;
+	}
+	cred_wipe(c);
+	c->user = u;
+	c->password = p;
+	return 0;
+}
+
+bool
+job_has_cred(const struct job_rec *r, enum job_auth_target target)
+{
+	for (int t = 0; t < JOB_AUTH_TARGETS; t++)
+		for (int sc = 0; sc < JOB_AUTH_SCHEMES; sc++)
+			if ((target == JOB_AUTH_TARGETS || (int)target == t) && r->cred[t][sc].user != NULL)
+				return true;
+	return false;
 }
 
 void

@@ -29,6 +29,11 @@ struct job_error {
 	char *url;           /* that file's remote URL then, or NULL */
 };
 
+/* One credential of a job: user NULL when none is set. */
+struct job_cred {
+	char *user, *password;
+};
+
 struct job_rec {
 	char id[STORE_JOB_ID_LEN + 1];
 	char *name;
@@ -55,7 +60,12 @@ struct job_rec {
 	bool no_cache;
 	struct strv notify_cmd;      /* program and arguments (empty: none) */
 	char *proxy;                 /* URL, "none", or NULL (libcurl's default) */
-	char *user, *password;       /* basic auth, or NULL */
+	/* Credentials by target and scheme.  The server's basic one is the
+	 * record's "user" and "password", as builds before schemes kept it;
+	 * the others are in "credentials", absent while none is set. */
+	struct job_cred cred[JOB_AUTH_TARGETS][JOB_AUTH_SCHEMES];
+	char *http_method;           /* NULL: GET (absent from the record) */
+	bool headers_write_only;     /* get-headers refused (absent while false) */
 	/* The maximum download time (dltime.h): absent from records of older
 	 * builds, which read as the default and none used. */
 	int64_t max_download_time;   /* seconds, 0: no limit */
@@ -118,6 +128,11 @@ struct file_rec {
 };
 
 void job_rec_clear(struct job_rec *r);
+/* Whether the job has any credential (for target, or for any target when
+ * target is JOB_AUTH_TARGETS). */
+bool job_has_cred(const struct job_rec *r, enum job_auth_target target);
+/* Sets (user non-NULL) or removes one credential, wiping the old password. */
+int job_cred_set(struct job_cred *c, const char *user, const char *password) BG_WUR;
 void file_rec_clear(struct file_rec *f);
 void peer_lookup_clear(struct peer_lookup *l);
 int file_rec_copy(struct file_rec *dst, const struct file_rec *src) BG_WUR;

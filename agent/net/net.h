@@ -22,6 +22,7 @@
 #define ORIGIN_CONNECT_TIMEOUT 30          /* seconds */
 #define ORIGIN_LOW_SPEED_TIME 60           /* seconds below 1 byte/s before a transfer is transient-failed */
 #define ORIGIN_MAX_RESTARTS 3              /* validator changes tolerated in one attempt */
+#define ORIGIN_AUTH_ROUNDS 4               /* 401/407 challenges answered per request */
 #define ORIGIN_NOTE_MAX 128                /* bytes of a reason phrase, Via or proxy marker kept for a message */
 
 /* ---- URLs (libcurl's URL API) ------------------------------------------ */
@@ -84,6 +85,20 @@ struct origin_sink {
 	void *arg;
 };
 
+/* Authentication schemes offered to one target, ORed (libcurl picks the
+ * strongest the server or proxy asks for among them). */
+enum origin_auth_scheme {
+	ORIGIN_AUTH_BASIC = 1u << 0,     /* RFC 7617 */
+	ORIGIN_AUTH_DIGEST = 1u << 1,    /* RFC 7616 */
+	ORIGIN_AUTH_NTLM = 1u << 2,
+	ORIGIN_AUTH_NEGOTIATE = 1u << 3, /* RFC 4559 */
+};
+struct origin_auth {
+	const char *user;     /* NULL: no credentials for this target */
+	const char *password; /* NULL: empty */
+	unsigned schemes;     /* ORIGIN_AUTH_*, 0: basic */
+};
+
 struct origin_request {
 	const char *url;            /* where the chain starts (the file's remote URL) */
 	uint32_t security_flags;
@@ -99,8 +114,10 @@ struct origin_request {
 	const char *crl_dir;        /* where CRLs are kept (for 0x0001), or NULL */
 	const char *proxy;          /* proxy URL, "none", or NULL for libcurl's default */
 	bool head;                  /* HEAD: the sink's on_start only (validators, size) */
-	const char *user;           /* basic auth credentials, or NULL */
-	const char *password;
+	/* Credentials: the server's go only to the origin of headers_for (a
+	 * redirect elsewhere drops them), the proxy's only to the proxy. */
+	struct origin_auth server_auth, proxy_auth;
+	const char *method;         /* request method, NULL: GET (HEAD with head) */
 	unsigned stall_seconds;     /* without a byte before the transfer fails (transient);
 	                             * 0: ORIGIN_LOW_SPEED_TIME */
 	volatile const int *stop;   /* non-zero: abort now, even while the origin is silent;

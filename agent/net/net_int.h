@@ -78,6 +78,7 @@ int crl_lookup(const char *dir, const char *url, X509_CRL **out, int64_t *expire
 struct sink_feed {
 	const struct origin_sink *sink;
 	bool started;   /* on_start took the response: the body goes to on_data */
+	bool discard;   /* the body of a challenge libcurl answers: thrown away */
 	int err;        /* why the sink stopped the transfer, else 0 */
 	uint64_t bytes; /* body bytes on_data took */
 };

@@ -95,6 +95,8 @@ sink_feed_write(char *p, size_t size, size_t nmemb, void *arg)
 
 	/* Nothing of a body is taken before its headers were (a redirect's or
 	 * a refused answer's body): 0 stops the transfer. */
+	if (f->discard)
+		return n;
 	if (!f->started)
 		return 0;
 	if ((err = f->sink->on_data(f->sink->arg, p, n)) != 0) {
@@ -122,6 +124,7 @@ struct hop {
 	const char *url;
 	uint64_t offset; /* Range start asked; 0 when no Range was sent */
 	const char *if_range;
+	const char *method; /* NULL: GET (or HEAD); else sent as CURLOPT_CUSTOMREQUEST */
 
 	long status;
 	char reason[ORIGIN_NOTE_MAX]; /* the status line's reason phrase */
@@ -138,6 +141,8 @@ struct hop {
 	unsigned char repr_digest[BG_SHA256_LEN], content_digest[BG_SHA256_LEN];
 	char *via;        /* the first Via: a proxy relayed the response */
 	char *proxy_mark; /* "Name: value" that shows a proxy answered itself */
+	bool sent_auth, sent_proxy_auth; /* credentials were given to libcurl for this hop */
+	unsigned auth_rounds;            /* challenges left to libcurl (ORIGIN_AUTH_ROUNDS) */
 
 	CURL *easy; /* the transfer, for what libcurl knows of its connection */
 	enum verdict verdict;
@@ -538,6 +543,7 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		if ((status = http_status_line(buf, n)) >= 0) {
 			hop_reset_headers(h);
 			h->status = status;
+			h->feed.discard = false;
 			http_status_reason(buf, n, h->reason, sizeof(h->reason));
 			return n;
 		}
@@ -546,6 +552,16 @@ on_header(char *buf, size_t size, size_t nitems, void *arg)
 		h->want_status = true;
 		if (h->status >= 100 && h->status < 200)
 			return n; /* interim response: the real one follows */
+		/* A challenge (RFC 9110 sections 11.6.1, 11.7.1) to credentials we
+		 * gave: libcurl answers it with a new request on its own (Digest,
+		 * NTLM and Negotiate need one), or ends the transfer, when this
+		 * status is the answer (after the perform). */
+		if (((h->status == 401 && h->sent_auth) || (h->status == 407 && h->sent_proxy_auth)) &&
+		    h->auth_rounds < ORIGIN_AUTH_ROUNDS) {
+			h->auth_rounds++;
+			h->feed.discard = true;
+			return n;
+		}
 		decide(h);
 		return h->verdict == V_BODY || h->verdict == V_NOT_MODIFIED ? n : 0;
 	}
@@ -718,6 +734,23 @@ curl_text(const struct hop *h, CURLcode rc)
 	return h->curl_error[0] != '\0' ? h->curl_error : curl_easy_strerror(rc);
 }
 
+/* libcurl's CURLAUTH_* mask of ORIGIN_AUTH_* schemes (none: basic). */
+static long
+curl_auth(unsigned schemes)
+{
+	unsigned long a = 0;
+
+	if (schemes == 0 || (schemes & ORIGIN_AUTH_BASIC))
+		a |= CURLAUTH_BASIC;
+	if (schemes & ORIGIN_AUTH_DIGEST)
+		a |= CURLAUTH_DIGEST;
+	if (schemes & ORIGIN_AUTH_NTLM)
+		a |= CURLAUTH_NTLM;
+	if (schemes & ORIGIN_AUTH_NEGOTIATE)
+		a |= CURLAUTH_NEGOTIATE;
+	return (long)a;
+}
+
 /* Runs one request of the chain. */
 static int
 run_hop(struct origin *o, struct hop *h, bool send_sensitive)
@@ -845,11 +878,28 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	 * turns libcurl's proxy use off). */
 	if (req->proxy != NULL)
 		curl_easy_setopt(e, CURLOPT_PROXY, strcmp(req->proxy, "none") == 0 ? "" : req->proxy);
-	if (req->user != NULL && send_sensitive) {
-		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-		curl_easy_setopt(e, CURLOPT_USERNAME, req->user);
-		curl_easy_setopt(e, CURLOPT_PASSWORD, req->password ? req->password : "");
+	/* RFC 9110 section 11: the server's credentials, only to the origin
+	 * they were set for (each hop is a new handle, and libcurl's
+	 * CURLOPT_UNRESTRICTED_AUTH stays off).  Section 11.7: the proxy's go
+	 * to the proxy alone, which consumes Proxy-Authorization. */
+	if (req->server_auth.user != NULL && send_sensitive) {
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, curl_auth(req->server_auth.schemes));
+		curl_easy_setopt(e, CURLOPT_USERNAME, req->server_auth.user);
+		curl_easy_setopt(e, CURLOPT_PASSWORD,
+		                 req->server_auth.password ? req->server_auth.password : "");
+		h->sent_auth = true;
 	}
+	if (req->proxy_auth.user != NULL && !(req->proxy != NULL && strcmp(req->proxy, "none") == 0)) {
+		curl_easy_setopt(e, CURLOPT_PROXYAUTH, curl_auth(req->proxy_auth.schemes));
+		curl_easy_setopt(e, CURLOPT_PROXYUSERNAME, req->proxy_auth.user);
+		curl_easy_setopt(e, CURLOPT_PROXYPASSWORD,
+		                 req->proxy_auth.password ? req->proxy_auth.password : "");
+		h->sent_proxy_auth = true;
+	}
+	/* Another method than GET (the job's, SetHttpMethod) is sent as it is
+	 * on every hop: see origin_fetch for the redirects that change it. */
+	if (h->method != NULL && !req->head)
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, h->method);
 
 	h->want_status = true;
 	h->easy = e;
@@ -905,6 +955,10 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		         curl_text(h, rc));
 	} else if (h->verdict == V_NONE && rc != CURLE_OK) {
 		hop_fail(h, hr_from_curl(e, rc), "%s: %s", h->url, curl_text(h, rc));
+	} else if (h->verdict == V_NONE && h->feed.discard) {
+		/* The challenge was the answer: libcurl had nothing more to send. */
+		h->feed.discard = false;
+		fail_http_status(h);
 	} else if (h->verdict == V_NONE) {
 		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE, "%s: no usable response", h->url);
 	}
@@ -927,6 +981,22 @@ result_fail(struct origin_result *res, uint32_t hr, const char *fmt, ...)
 	printable(res->message);
 }
 
+/* The method of the request that follows a redirect, as user agents do
+ * (RFC 9110 section 15.4): 303 turns any method but HEAD into GET, 301
+ * and 302 turn POST into GET (15.4.2, 15.4.3 note it as common practice),
+ * 307 and 308 keep it (15.4.8, 15.4.9).  NULL is GET. */
+static const char *
+redirected_method(const char *method, long status)
+{
+	if (method == NULL)
+		return NULL;
+	if (status == 303 && strcmp(method, "HEAD") != 0)
+		return NULL;
+	if ((status == 301 || status == 302) && strcmp(method, "POST") == 0)
+		return NULL;
+	return method;
+}
+
 int
 origin_fetch(struct origin *o, const struct origin_request *req, const struct origin_sink *sink,
              struct origin_result *res)
@@ -939,6 +1009,8 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 	uint32_t policy = req->security_flags & BG_HTTP_REDIRECT_POLICY_MASK;
 	unsigned restarts = 0;
 	bool crls_fetched = false;
+	const char *method = req->method != NULL && strcmp(req->method, "GET") != 0 ? req->method : NULL;
+	long redirect_status = 0;
 	int err = 0;
 
 	memset(res, 0, sizeof(*res));
@@ -954,6 +1026,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 		h.url = url;
 		h.offset = offset;
 		h.if_range = offset > 0 ? if_range : NULL;
+		h.method = method;
 		h.content_length = -1;
 		err = run_hop(o, &h, req->headers_for == NULL || url_same_origin(url, req->headers_for));
 		res->status = h.status;
@@ -1027,7 +1100,8 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 			continue;
 		}
 
-		/* V_REDIRECT */
+		/* V_REDIRECT (its status is gone with the headers below) */
+		redirect_status = h.status;
 		err = url_resolve(url, h.location, &target);
 		if (policy == BG_HTTP_REDIRECT_POLICY_DISALLOW) {
 			result_fail(res, hr_from_redirect(h.status),
@@ -1080,6 +1154,7 @@ origin_fetch(struct origin *o, const struct origin_request *req, const struct or
 		url = target;
 		target = NULL;
 		crls_fetched = false;
+		method = redirected_method(method, redirect_status);
 	}
 out:
 	for (size_t i = 0; i < nvisited; i++)

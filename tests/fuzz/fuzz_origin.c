@@ -123,8 +123,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (opt & 0x80) {
 		req.headers = headers;
 		req.headers_for = "http://other.fuzz/";
-		req.user = "user";
-		req.password = "secret";
+		req.server_auth.user = "user";
+		req.server_auth.password = "secret";
 	}
 	err = origin_fetch(client, &req, &sink, &res);
 	if (err == 0 && res.hr == HR_S_OK) {

@@ -61,6 +61,8 @@ LOG_FIELDS = [
     ("want_repr_digest", "$http_want_repr_digest"),
     ("authorization", "$http_authorization"),
     ("cookie", "$http_cookie"),
+    ("proxy_authorization", "$http_proxy_authorization"),
+    ("x_api_token", "$http_x_api_token"),
     ("content_range", "$sent_http_content_range"),
     ("location", "$sent_http_location"),
     ("etag", "$sent_http_etag"),
