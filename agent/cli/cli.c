@@ -67,6 +67,8 @@ cli_usage(FILE *f)
 	      "      --peer HOST:PORT          ask this peer (repeatable; else the peer table)\n"
 	      "      --peer-key FILE           HMAC key shared with the peers\n"
 	      "      --transfer-policy always|unrestricted-only   on a metered network\n"
+	      "      --cert FILE [--key FILE]  client certificate (PEM; the key only its owner reads)\n"
+	      "      --pkcs11 URI              client certificate and key on a PKCS#11 token\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
 	      "  add JOB URL FILE [--sha256 HEX] | add JOB --from LIST\n"
 	      "                                 (LIST lines: URL LOCALPATH [sha256=HEX])\n"
@@ -78,6 +80,9 @@ cli_usage(FILE *f)
 	      "  set-headers JOB 'Name: value'... | set-credentials JOB USER [--password-file F]\n"
 	      "  set-proxy JOB URL|none | set-ca-file JOB FILE | set-peer-caching JOB MODE\n"
 	      "  set-transfer-policy JOB always|unrestricted-only   (metered networks)\n"
+	      "  set-client-cert JOB --cert FILE [--key FILE] | --pkcs11 URI | none\n"
+	      "  get-client-cert JOB [--json]   the client certificate presented to the job's hosts\n"
+	      "  set-cert-check-cmd JOB PROGRAM [ARG...] | none   must accept each new TLS session\n"
 	      "  replace-remote-prefix JOB OLD NEW\n"
 	      "  info JOB [--json] | list [--all] [--json] | wait JOB [--timeout SECONDS]\n"
 	      "  daemon [--max-transfers N] [--slice SECONDS]   runs queued jobs until SIGTERM\n"
@@ -476,6 +481,8 @@ struct get_opts {
 	bool json;
 	bool sync;
 	enum job_transfer_policy policy;
+	const char *cert_arg, *key_arg, *pkcs11_arg;
+	struct cli_cert cert;
 };
 
 static int
@@ -495,6 +502,9 @@ parse_get(int argc, char **argv, struct get_opts *o)
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{"transfer-policy", required_argument, NULL, 'T'},
+		{"cert", required_argument, NULL, 'C'},
+		{"key", required_argument, NULL, 'Y'},
+		{"pkcs11", required_argument, NULL, 'P'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch, rc;
@@ -579,6 +589,15 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			}
 			o->jo.transfer_policy = &o->policy;
 			break;
+		case 'C':
+			o->cert_arg = optarg;
+			break;
+		case 'Y':
+			o->key_arg = optarg;
+			break;
+		case 'P':
+			o->pkcs11_arg = optarg;
+			break;
 		case 'h':
 			cli_usage(stdout);
 			return -1;
@@ -600,6 +619,12 @@ parse_get(int argc, char **argv, struct get_opts *o)
 	if (o->url_arg == NULL) {
 		cli_complain("get: no URL given");
 		return EXIT_USAGE;
+	}
+	if (o->cert_arg != NULL || o->key_arg != NULL || o->pkcs11_arg != NULL) {
+		if ((rc = cli_client_cert(o->cert_arg, o->key_arg, o->pkcs11_arg, &o->cert)) != EXIT_DONE)
+			return rc;
+		o->jo.client_cert = o->cert.cert;
+		o->jo.client_key = o->cert.key;
 	}
 	return EXIT_DONE;
 }
@@ -1168,6 +1193,44 @@ cmd_get_flags(struct ctx *c, int argc, char **argv)
 	return EXIT_DONE;
 }
 
+int
+cli_client_cert(const char *cert, const char *key, const char *pkcs11, struct cli_cert *out)
+{
+	char why[512];
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	if (pkcs11 != NULL) {
+		if (cert != NULL || key != NULL) {
+			cli_complain("a client certificate is --cert FILE [--key FILE] or --pkcs11 URI, "
+			             "not both");
+			return EXIT_USAGE;
+		}
+		if (!client_cert_is_pkcs11(pkcs11) || strpbrk(pkcs11, " \t\r\n") != NULL) {
+			cli_complain("--pkcs11 takes a PKCS#11 URI (pkcs11:...), not '%s'", pkcs11);
+			return EXIT_USAGE;
+		}
+		out->cert = pkcs11;
+		return EXIT_DONE;
+	}
+	if (cert == NULL) {
+		cli_complain("--key needs --cert");
+		return EXIT_USAGE;
+	}
+	if (cli_absolute_path(cert, out->cert_path, sizeof(out->cert_path)) != 0 ||
+	    (key != NULL && cli_absolute_path(key, out->key_path, sizeof(out->key_path)) != 0)) {
+		cli_complain("path too long: %s", cert);
+		return EXIT_USAGE;
+	}
+	out->cert = out->cert_path;
+	out->key = key != NULL ? out->key_path : NULL;
+	if ((err = client_cert_check(out->cert, out->key, why, sizeof(why))) != 0) {
+		cli_complain("%s", why);
+		return EXIT_USAGE;
+	}
+	return EXIT_DONE;
+}
+
 bool
 cli_take_flag(int *argc, char **argv, const char *flag)
 {
@@ -1390,6 +1453,9 @@ static const struct command {
 	{"set-credentials", cmd_set_credentials},
 	{"set-proxy", cmd_set_proxy},
 	{"set-ca-file", cmd_set_ca_file},
+	{"set-client-cert", cmd_set_client_cert},
+	{"get-client-cert", cmd_get_client_cert},
+	{"set-cert-check-cmd", cmd_set_cert_check_cmd},
 	{"set-peer-caching", cmd_set_peer_caching},
 	{"set-transfer-policy", cmd_set_transfer_policy},
 	{"replace-remote-prefix", cmd_replace_remote_prefix},

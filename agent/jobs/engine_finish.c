@@ -312,7 +312,9 @@ file:
 bool
 job_is_private(const struct job_rec *job)
 {
-	if (job->user != NULL)
+	/* Content a client certificate opened is the certificate holder's, as
+	 * what credentials opened is. */
+	if (job->user != NULL || job->client_cert != NULL)
 		return true;
 	for (size_t i = 0; i < job->headers.n; i++) {
 		const char *line = job->headers.v[i];

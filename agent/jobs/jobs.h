@@ -73,6 +73,7 @@ struct job_options {
 	const char *get_key;          /* identifies the `get` that made the job (resume), or NULL */
 	const enum peer_caching *peer_caching; /* a new job's mode (bgcopy.conf), NULL: server */
 	const enum job_transfer_policy *transfer_policy; /* a new job's, NULL: always */
+	const char *client_cert, *client_key; /* as job_settings has them, NULL: none */
 };
 
 /* Adds a file.  url must be canonical (url_canonical); local_path absolute.
@@ -133,6 +134,8 @@ enum job_setting {
 	JOB_SET_CREDENTIALS = 1u << 9,
 	JOB_SET_MAX_DOWNLOAD_TIME = 1u << 16,
 	JOB_SET_TRANSFER_POLICY = 1u << 17,
+	JOB_SET_CLIENT_CERT = 1u << 19,
+	JOB_SET_CERT_CHECK_CMD = 1u << 20,
 };
 struct job_settings {
 	unsigned set;                   /* JOB_SET_* */
@@ -148,10 +151,19 @@ struct job_settings {
 	const char *user, *password;    /* NULL clears */
 	int64_t max_download_time;      /* seconds in CONNECTING/TRANSFERRING, 0: no limit (dltime.h) */
 	enum job_transfer_policy transfer_policy;
+	/* PEM file or "pkcs11:" URI, and the key file apart from it (or NULL);
+	 * client_cert NULL removes both.  The caller checked them. */
+	const char *client_cert, *client_key;
+	const char *const *cert_check_cmd; /* program and arguments, NULL-terminated; NULL clears */
 };
 /* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
  * job is ACKNOWLEDGED or CANCELLED. */
 int job_change(struct bg_store *st, const char *id, const struct job_settings *s) BG_WUR;
+/* The client certificate as documents show it: null, {"pkcs11": URI (a
+ * PIN shown as ***)} or {"cert_file", "key_file", "subject", "not_after"}
+ * ("problem" instead of the last two when the file cannot be read).  New
+ * reference; NULL when out of memory. */
+json_t *job_client_cert_json(const struct job_rec *job);
 /* Replaces OLD by NEW at the start of the remote URL of every unfinished
  * file whose current remote URL starts with OLD; *changed gets how many.
  * BG_EINVAL when a resulting URL is not a valid http(s) URL (nothing

@@ -110,7 +110,7 @@ strv_decode(const json_t *arr, struct strv *a)
 	return err;
 }
 
-static json_t *
+json_t *
 strv_json(const struct strv *a)
 {
 	json_t *arr = json_array();
@@ -222,7 +222,10 @@ job_rec_decode(const json_t *o, struct job_rec *out)
 	    (err = dstr(o, "password", &out->password)) != 0 ||
 	    (err = strv_decode(json_object_get(o, "peers"), &out->peers)) != 0 ||
 	    (err = strv_decode(json_object_get(o, "headers"), &out->headers)) != 0 ||
-	    (err = strv_decode(json_object_get(o, "notify_cmd"), &out->notify_cmd)) != 0) {
+	    (err = strv_decode(json_object_get(o, "notify_cmd"), &out->notify_cmd)) != 0 ||
+	    (err = dstr(o, "client_cert", &out->client_cert)) != 0 ||
+	    (err = dstr(o, "client_key", &out->client_key)) != 0 ||
+	    (err = strv_decode(json_object_get(o, "cert_check_cmd"), &out->cert_check_cmd)) != 0) {
 		job_rec_clear(out);
 		return err;
 	}
@@ -483,6 +486,13 @@ put_job(json_t *o, const void *rec)
 	if ((r->cost_flags != JOB_COST_FLAGS_ALWAYS || !absent(o, "cost_flags")) &&
 	    (err = put_int(o, "cost_flags", r->cost_flags)) != 0)
 		return err;
+	/* Client certificate and check command: absent while unset, as the
+	 * fields before them. */
+	if ((err = opt_str(o, "client_cert", r->client_cert)) != 0 ||
+	    (err = opt_str(o, "client_key", r->client_key)) != 0 ||
+	    (err = (r->cert_check_cmd.n > 0 ? put_strv(o, "cert_check_cmd", &r->cert_check_cmd)
+	                                    : opt_str(o, "cert_check_cmd", NULL))) != 0)
+		return err;
 	return 0;
 }
 
@@ -620,6 +630,9 @@ job_rec_clear(struct job_rec *r)
 	}
 	strv_free(&r->peers);
 	strv_free(&r->headers);
+	strv_free(&r->cert_check_cmd);
+	free(r->client_cert);
+	free(r->client_key);
 	strv_free(&r->notify_cmd);
 	memset(r, 0, sizeof(*r));
 }
