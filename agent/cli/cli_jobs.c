@@ -462,7 +462,7 @@ cmd_get_client_cert(struct ctx *c, int argc, char **argv)
 		                                   "not_after", "problem"};
 
 		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-			if (cli_jstr(o, keys[i]) != NULL)
+			if (json_is_string(json_object_get(o, keys[i])))
 				printf("%s %s\n", keys[i], cli_jstr(o, keys[i]));
 	}
 	json_decref(o);

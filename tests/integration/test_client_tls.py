@@ -6,9 +6,9 @@ Usage: test_client_tls.py CASE [PATH/TO/bgcopy]     (or BGCOPY=PATH/TO/bgcopy ..
        test_client_tls.py --all [PATH/TO/bgcopy]    runs every case, prints a summary
 
 The fixture: scripts/mkcerts' PKI (server leaf `good`, client CA `clientca`, client
-certificates `client` and `otherclient`), one nginx with two HTTPS servers on ports of their
-own: `mtls` (ssl_verify_client on, trusting only the client CA) and `open` (no client
-certificates). The access log records the client certificate's subject and the connection
+certificates `client` and `otherclient`), one nginx with three HTTPS servers on ports of
+their own: `mtls` (ssl_verify_client on, trusting only the client CA), `open` (asks for no
+client certificate) and `optional` (asks for one, takes any or none: optional_no_ca). The access log records the client certificate's subject and the connection
 number of every request.
 
 What is pinned:
@@ -51,7 +51,7 @@ def mkcerts_path():
 
 
 class ClientTlsOrigin(Origin):
-    SERVERS = ("mtls", "open")
+    SERVERS = ("mtls", "open", "optional")
 
     def __init__(self):
         super().__init__(files={"f.bin": F_SIZE, "g.bin": F_SIZE, "h.bin": F_SIZE},
@@ -80,6 +80,8 @@ class ClientTlsOrigin(Origin):
             if name == "mtls":
                 verify = (f"        ssl_verify_client on;\n"
                           f"        ssl_client_certificate {self.pki('clientca.pem')};\n")
+            elif name == "optional":
+                verify = "        ssl_verify_client optional_no_ca;\n"
             out.append(f"""    server {{
         listen 127.0.0.1:{self.extra_ports[i]} ssl;
         server_name {name};
@@ -313,6 +315,39 @@ def _(bg):
         t.ok("the setting stays", "subject CN=client.bgcopy.test" in r.out, f"stdout: {r.out!r}")
 
 
+@case("client_cert_connection_not_reused_across_certs")
+def _(bg):
+    """one origin client (tests' tls_reuse) fetches twice from a server that asks for a
+    certificate but does not require one (optional_no_ca) and logs it: with the certificate then without, without then with, with
+    two different certificates, and with the same certificate twice. Only the last pair shares a connection; nginx sees the
+    certificate exactly where it was set"""
+    exe = os.environ.get("TLS_REUSE") or os.path.join(os.path.dirname(bg.exe), "tls_reuse")
+    if not os.access(exe, os.X_OK):
+        print(f"tls_reuse not found ({exe}): set TLS_REUSE")
+        return 77
+    with ClientTlsOrigin() as o:
+        agent, t = setup(bg, o)
+        cert, key = o.pki("client.pem"), o.pki("client.key")
+        dn = "CN=client.bgcopy.test"
+        pairs = {"cert then none": ((cert, key), ("-", "-"), (dn, ""), False),
+                 "none then cert": (("-", "-"), (cert, key), ("", dn), False),
+                 "cert then another cert": ((cert, key), (o.pki("otherclient.pem"), o.pki("otherclient.key")),
+                                            (dn, "CN=otherclient.bgcopy.test"), False),
+                 "cert then cert": ((cert, key), (cert, key), (dn, dn), True)}
+        for i, (label, (a, b, dns, shared)) in enumerate(pairs.items()):
+            path = "/files/" + ("f.bin", "g.bin", "h.bin")[i % 3]
+            before = len(o.client_log("optional"))
+            r = subprocess.run([exe, o.pki("root.pem"), o.url_of("optional", path), "0", "0", *a, *b],
+                               capture_output=True, text=True, timeout=60)
+            lines = r.stdout.strip().splitlines()
+            t.ok(f"{label}: both transfers succeeded",
+                 r.returncode == 0 and len(lines) == 2 and all(x.startswith("hr=0x00000000") for x in lines),
+                 f"exit {r.returncode}, stdout {r.stdout!r}, stderr {r.stderr!r}")
+            recs = o.client_log("optional")[before:]
+            t.eq(f"{label}: client subjects nginx saw", tuple(x["client_dn"] for x in recs), dns)
+            t.eq(f"{label}: one connection for both", len({x["connection"] for x in recs}) == 1, shared)
+
+
 # ---- the certificate check command -------------------------------------------------------
 
 HOOK = r"""#!/bin/sh
@@ -356,6 +391,8 @@ def run_hook_job(t, agent, o, mode, names=("f.bin",)):
     with Daemon(t, agent, o):
         ran(t, agent.run("resume", job))
         d, _ = poll_state(t, agent, job, ("ERROR", "TRANSFERRED"), 60)
+    if field(d, "state") == "TRANSFERRED":
+        ran(t, agent.run("complete", job))
     return d, outs, log, time.monotonic() - t0
 
 
