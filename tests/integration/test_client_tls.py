@@ -348,6 +348,60 @@ def _(bg):
             t.eq(f"{label}: one connection for both", len({x["connection"] for x in recs}) == 1, shared)
 
 
+def softhsm_token(o):
+    """A SoftHSM token in the test's folder holding client.key and client.pem (label
+    `client`, id 01; user PIN 1234). Returns (env for bgcopy, URI) or None when the tools are
+    missing."""
+    module = "/usr/lib/softhsm/libsofthsm2.so"
+    engine = subprocess.run(["openssl", "engine", "pkcs11", "-t"], capture_output=True, text=True)
+    if not (shutil.which("softhsm2-util") and shutil.which("pkcs11-tool") and os.path.exists(module)
+            and engine.returncode == 0):
+        return None
+    d = o.path("hsm")
+    os.makedirs(os.path.join(d, "tokens"))
+    conf = os.path.join(d, "softhsm2.conf")
+    with open(conf, "w") as f:
+        f.write(f"directories.tokendir = {d}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = dict(os.environ, SOFTHSM2_CONF=conf)
+
+    def run(*argv):
+        r = subprocess.run(argv, capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise OriginError(f"{' '.join(argv)} failed: {r.stdout}{r.stderr}")
+    run("softhsm2-util", "--init-token", "--free", "--label", "bgtest", "--pin", "1234", "--so-pin", "5678")
+    run("openssl", "pkcs8", "-topk8", "-nocrypt", "-in", o.pki("client.key"), "-out", f"{d}/client.p8")
+    run("openssl", "x509", "-in", o.pki("client.pem"), "-outform", "DER", "-out", f"{d}/client.der")
+    for kind, src in (("privkey", "client.p8"), ("cert", "client.der")):
+        run("pkcs11-tool", "--module", module, "--login", "--pin", "1234", "--write-object",
+            f"{d}/{src}", "--type", kind, "--id", "01", "--label", "client")
+    return {"SOFTHSM2_CONF": conf}, "pkcs11:token=bgtest;object=client;pin-value=1234"
+
+
+@case("client_cert_pkcs11_softhsm_accepted")
+def _(bg):
+    """get --pkcs11 URI with the client key and certificate on a SoftHSM token (OpenSSL's
+    pkcs11 engine through p11-kit): transferred, nginx saw the subject; the document shows the
+    URI with its PIN hidden"""
+    with ClientTlsOrigin() as o:
+        bg.t.origins.append(o)
+        t = bg.t
+        tok = softhsm_token(o)
+        if tok is None:
+            print("softhsm2, opensc's pkcs11-tool or libengine-pkcs11-openssl missing")
+            return 77
+        env, uri = tok
+        agent = Bgcopy(bg.exe, o.path("home"), env_extra=env)
+        out = out_path(o, "f.bin")
+        r = ran(t, agent.get(o.url_of("mtls", "/files/f.bin"), out,
+                             extra=["--ca-file", o.pki("root.pem"), "--pkcs11", uri]))
+        expect_transferred(t, r, out, o.sha("f.bin"))
+        t.eq("nginx: client subject", [x["client_dn"] for x in o.client_log("mtls")],
+             ["CN=client.bgcopy.test"])
+        t.eq("document: client_certificate", field(r.doc, "client_certificate"),
+             {"pkcs11": "pkcs11:token=bgtest;object=client;pin-value=***"})
+        t.ok("the PIN is not in the document", "1234" not in r.out)
+
+
 # ---- the certificate check command -------------------------------------------------------
 
 HOOK = r"""#!/bin/sh
