@@ -935,10 +935,6 @@ make_document(const struct job_rec *job, const struct file_rec *files, uint32_t 
 	if (jset_int(d, "max_download_time", job->max_download_time) != 0 ||
 	    jset_int(d, "download_time_used", job->download_time_used) != 0)
 		goto fail;
-	if (jset(d, "client_certificate", job_client_cert_json(job)) != 0 ||
-	    jset(d, "cert_check_cmd",
-	         job->cert_check_cmd.n > 0 ? strv_json(&job->cert_check_cmd) : json_null()) != 0)
-		goto fail;
 	return d;
 fail:
 	json_decref(fa);
@@ -965,6 +961,18 @@ cost_fields(json_t *d, const struct job_rec *job, enum job_state shown, bool liv
 	return 0;
 }
 
+/* The job's client certificate and certificate check command, last in the
+ * document (key material never appears: job_client_cert_json). */
+static int
+tls_fields(json_t *d, const struct job_rec *job)
+{
+	if (jset(d, "client_certificate", job_client_cert_json(job)) != 0 ||
+	    jset(d, "cert_check_cmd",
+	         job->cert_check_cmd.n > 0 ? strv_json(&job->cert_check_cmd) : json_null()) != 0)
+		return BG_ENOMEM;
+	return 0;
+}
+
 int
 job_document(struct bg_store *st, const char *home, const char *id, json_t **out)
 {
@@ -980,7 +988,8 @@ job_document(struct bg_store *st, const char *home, const char *id, json_t **out
 		shown = home != NULL ? job_state_shown(home, id, a.job.state) : a.job.state;
 		if ((*out = make_document(&a.job, a.files, a.nfiles, shown)) == NULL)
 			err = BG_ENOMEM;
-		else if ((err = cost_fields(*out, &a.job, shown, home != NULL)) != 0) {
+		else if ((err = cost_fields(*out, &a.job, shown, home != NULL)) != 0 ||
+		         (err = tls_fields(*out, &a.job)) != 0) {
 			json_decref(*out);
 			*out = NULL;
 		}
