@@ -475,19 +475,31 @@ def _(bg):
         t.eq("the output is there", os.path.exists(outs[0]), True)
 
 
-@case("cert_check_cmd_reject_fails_file")
-def _(bg):
-    """a command that exits 3: ERROR 0x80072F8F ERROR_WINHTTP_SECURE_FAILURE naming the exit
-    status; no output, and no request reached the server"""
-    with ClientTlsOrigin() as o:
-        agent, t = setup(bg, o)
-        d, outs, log, _ = run_hook_job(t, agent, o, "reject")
-        t.eq("state", field(d, "state"), "ERROR")
-        t.eq("error.code", field(d, "error", "code"), SECURE_FAILURE[0])
-        t.ok("error.message names the exit status", "exit 3" in str(field(d, "error", "message")),
-             f"message: {field(d, 'error', 'message')!r}")
-        t.eq("no output file", os.path.exists(outs[0]), False)
-        t.eq("no request reached the server", o.client_log("open"), [])
+def expect_rejected(t, o, d, outs, says):
+    """The job is in ERROR 0x80072F8F, its message says SAYS, no output, and no request
+    reached the server (the handshake was refused before one was sent)."""
+    msg = str(field(d, "error", "message"))
+    t.eq("state", field(d, "state"), "ERROR")
+    t.eq("error.code", field(d, "error", "code"), SECURE_FAILURE[0])
+    t.ok(f"error.message says {says!r}", says in msg, f"message: {msg!r}")
+    t.eq("no output file", os.path.exists(outs[0]), False)
+    t.eq("no request reached the server", o.client_log("open"), [])
+
+
+def make_rejection_case(mode, says):
+    def run(bg):
+        with ClientTlsOrigin() as o:
+            agent, t = setup(bg, o)
+            d, outs, log, _ = run_hook_job(t, agent, o, mode)
+            expect_rejected(t, o, d, outs, says)
+    run.__doc__ = (f"a command that {'exits 3' if mode == 'reject' else 'dies of SIGSEGV'}: ERROR "
+                   f"0x80072F8F ERROR_WINHTTP_SECURE_FAILURE, the message says {says!r}; no output, "
+                   "no request reached the server")
+    return run
+
+
+case("cert_check_cmd_reject_fails_file")(make_rejection_case("reject", "exit 3"))
+case("cert_check_cmd_crash_is_rejection")(make_rejection_case("crash", "signal 11"))
 
 
 @case("cert_check_cmd_hang_killed_is_rejection")
@@ -497,28 +509,11 @@ def _(bg):
     with ClientTlsOrigin() as o:
         agent, t = setup(bg, o, {"BGCOPY_CERT_CHECK_TIMEOUT_MS": "1500"})
         d, outs, log, elapsed = run_hook_job(t, agent, o, "hang")
-        t.eq("state", field(d, "state"), "ERROR")
-        t.eq("error.code", field(d, "error", "code"), SECURE_FAILURE[0])
-        t.ok("error.message says it was killed", "killed" in str(field(d, "error", "message")),
-             f"message: {field(d, 'error', 'message')!r}")
-        t.eq("no output file", os.path.exists(outs[0]), False)
+        expect_rejected(t, o, d, outs, "killed")
         left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout.split()
         mine = [p for p in left if log in open(f"/proc/{p}/cmdline").read().replace("\0", " ")] if left else []
         t.eq("the command's sleeping child was killed with it", mine, [])
         t.note(f"job ended {elapsed:.1f}s after it started (bound 1.5 s, default 30 s)")
-
-
-@case("cert_check_cmd_crash_is_rejection")
-def _(bg):
-    """a command that dies of SIGSEGV: ERROR 0x80072F8F, the message names the signal"""
-    with ClientTlsOrigin() as o:
-        agent, t = setup(bg, o)
-        d, outs, log, _ = run_hook_job(t, agent, o, "crash")
-        t.eq("state", field(d, "state"), "ERROR")
-        t.eq("error.code", field(d, "error", "code"), SECURE_FAILURE[0])
-        t.ok("error.message names signal 11", "signal 11" in str(field(d, "error", "message")),
-             f"message: {field(d, 'error', 'message')!r}")
-        t.eq("no output file", os.path.exists(outs[0]), False)
 
 
 @case("cert_check_cmd_once_per_connection")
