@@ -42,7 +42,6 @@ struct tls_policy {
 	const char *const *check_cmd;
 	unsigned check_timeout_ms;
 	unsigned port;         /* the server's port, for the command's input */
-	unsigned check_runs;   /* times the command ran in the last transfer */
 	/* The server asked for a client certificate and none was set. */
 	bool cert_asked;
 };

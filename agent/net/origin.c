@@ -828,7 +828,8 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	if ((err = url_host(h->url, tp->host, sizeof(tp->host))) != 0 ||
 	    (err = url_authority(h->url, authority, sizeof(authority))) != 0)
 		goto out;
-	tp->port = strrchr(authority, ':') != NULL ? (unsigned)strtoul(strrchr(authority, ':') + 1, NULL, 10) : 0;
+	/* url_authority always names the port (the scheme's default if need be). */
+	tp->port = (unsigned)strtoul(strrchr(authority, ':') + 1, NULL, 10);
 
 	/* Everything is set anew for each hop, on a new handle; the pool's
 	 * share keeps the connections, TLS sessions and DNS answers. */

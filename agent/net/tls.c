@@ -65,7 +65,6 @@ tls_policy_reset(struct tls_policy *p)
 	p->faults = 0;
 	p->fatal = 0;
 	p->message[0] = '\0';
-	p->check_runs = 0;
 	p->cert_asked = false;
 	for (size_t i = 0; i < sizeof(p->fault_msg) / sizeof(p->fault_msg[0]); i++)
 		p->fault_msg[i][0] = '\0';
@@ -431,7 +430,6 @@ run_check_cmd(struct tls_policy *p, X509_STORE_CTX *ctx)
 		add_fault(p, TLS_FAULT_CHECKCMD, "out of memory for the certificate check command");
 		return false;
 	}
-	p->check_runs++;
 	rc = certcheck_run(p->check_cmd, input, len, p->check_timeout_ms, why, sizeof(why));
 	free(input);
 	if (rc != 0)
