@@ -1,7 +1,8 @@
 /*
  * test_certcheck.c - the pure parts of client certificates and of the
  * certificate check command (agent/net/certcheck.c): the key file's mode
- * check, the command's input, and how an exit, a signal or a hang count.
+ * check, the command's input, and how an exit, a signal or a hang count;
+ * the job record's fields and the document's view of them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,8 +16,12 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <jansson.h>
+
 #include "check.h"
+#include "jobs.h"
 #include "net_int.h"
+#include "record.h"
 
 static char dir[] = "/tmp/bgcopy-certcheck-XXXXXX";
 
@@ -185,6 +190,56 @@ test_timeout_env(void)
 	unsetenv("BGCOPY_CERT_CHECK_TIMEOUT_MS");
 }
 
+/* A record of an older build (no such fields) reads as none set, and
+ * encodes as it was; set fields are written and read back; the document
+ * shows paths and a PKCS#11 URI with its PIN hidden. */
+static void
+test_record_fields(void)
+{
+	json_t *o = json_pack("{s:s, s:s}", "id", "aaaaaaaa-0000-4000-8000-000000000001", "state",
+	                      "QUEUED");
+	const char *cmd[] = {"/usr/bin/check", "-v", NULL};
+	struct job_rec r;
+	json_t *d;
+
+	CHECK_EQ_INT(job_rec_decode(o, &r), 0);
+	CHECK(r.client_cert == NULL && r.client_key == NULL && r.cert_check_cmd.n == 0);
+	CHECK_EQ_INT(job_rec_encode(&r, &o), 0);
+	CHECK(json_object_get(o, "client_cert") == NULL);
+	CHECK(json_object_get(o, "client_key") == NULL);
+	CHECK(json_object_get(o, "cert_check_cmd") == NULL);
+	d = job_client_cert_json(&r);
+	CHECK(json_is_null(d));
+	json_decref(d);
+
+	r.client_cert = strdup("/k/c.pem");
+	r.client_key = strdup("/k/c.key");
+	CHECK_EQ_INT(strv_set(&r.cert_check_cmd, cmd), 0);
+	CHECK_EQ_INT(job_rec_encode(&r, &o), 0);
+	job_rec_clear(&r);
+	CHECK_EQ_INT(job_rec_decode(o, &r), 0);
+	CHECK_EQ_STR(r.client_cert, "/k/c.pem");
+	CHECK_EQ_STR(r.client_key, "/k/c.key");
+	CHECK_EQ_INT(r.cert_check_cmd.n, 2);
+	CHECK_EQ_STR(strv_list(&r.cert_check_cmd)[1], "-v");
+	d = job_client_cert_json(&r);
+	CHECK_EQ_STR(json_string_value(json_object_get(d, "cert_file")), "/k/c.pem");
+	CHECK_EQ_STR(json_string_value(json_object_get(d, "key_file")), "/k/c.key");
+	CHECK(json_is_string(json_object_get(d, "problem"))); /* no such file here */
+	json_decref(d);
+
+	free(r.client_cert);
+	free(r.client_key);
+	r.client_cert = strdup("pkcs11:token=t;pin-value=1234;object=o");
+	r.client_key = NULL;
+	d = job_client_cert_json(&r);
+	CHECK_EQ_STR(json_string_value(json_object_get(d, "pkcs11")),
+	             "pkcs11:token=t;pin-value=***;object=o");
+	json_decref(d);
+	job_rec_clear(&r);
+	json_decref(o);
+}
+
 int
 main(void)
 {
@@ -199,6 +254,7 @@ main(void)
 	test_input();
 	test_run();
 	test_timeout_env();
+	test_record_fields();
 	path_of(p, sizeof(p), "k.pem");
 	unlink(p);
 	rmdir(dir);
