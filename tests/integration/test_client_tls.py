@@ -78,8 +78,11 @@ class ClientTlsOrigin(Origin):
         for i, name in enumerate(self.SERVERS):
             verify = ""
             if name == "mtls":
+                # /redir/NAME sends the client to the `optional` server, another origin.
                 verify = (f"        ssl_verify_client on;\n"
-                          f"        ssl_client_certificate {self.pki('clientca.pem')};\n")
+                          f"        ssl_client_certificate {self.pki('clientca.pem')};\n"
+                          f"        location /redir/ {{ rewrite ^/redir/(.*)$ "
+                          f"{self.url_of('optional', '/files/$1')} redirect; }}\n")
             elif name == "optional":
                 verify = "        ssl_verify_client optional_no_ca;\n"
             out.append(f"""    server {{
@@ -377,6 +380,25 @@ def softhsm_token(o):
     return {"SOFTHSM2_CONF": conf}, "pkcs11:token=bgtest;object=client;pin-value=1234"
 
 
+@case("client_cert_not_sent_to_redirect_target_on_another_origin")
+def _(bg):
+    """a file whose URL (on the server that requires the certificate) redirects to another
+    origin (same host, another port, asking for an optional certificate): the certificate
+    went to the first, not to the second, as credentials do; the file is transferred"""
+    with ClientTlsOrigin() as o:
+        agent, t = setup(bg, o)
+        out = out_path(o, "f.bin")
+        r = ran(t, agent.get(o.url_of("mtls", "/redir/f.bin"), out,
+                             extra=["--ca-file", o.pki("root.pem"), *cert_args(o)]))
+        expect_transferred(t, r, out, o.sha("f.bin"))
+        t.eq("client subject at the first origin (302)",
+             [(x["uri"], x["status"], x["client_dn"]) for x in o.client_log("mtls")],
+             [("/redir/f.bin", "302", "CN=client.bgcopy.test")])
+        t.eq("client subject at the redirect's target",
+             [(x["uri"], x["status"], x["client_dn"]) for x in o.client_log("optional")],
+             [("/files/f.bin", "200", "")])
+
+
 @case("client_cert_pkcs11_softhsm_accepted")
 def _(bg):
     """get --pkcs11 URI with the client key and certificate on a SoftHSM token (OpenSSL's
@@ -400,6 +422,11 @@ def _(bg):
         t.eq("document: client_certificate", field(r.doc, "client_certificate"),
              {"pkcs11": "pkcs11:token=bgtest;object=client;pin-value=***"})
         t.ok("the PIN is not in the document", "1234" not in r.out)
+        job = new_job(t, agent, [(o.url_of("mtls", "/files/g.bin"), out_path(o, "g.bin"))])
+        r = ran(t, agent.run("set-client-cert", job, "--pkcs11", uri))
+        t.eq("set-client-cert --pkcs11: exit status", r.rc, 0)
+        r = ran(t, agent.run("get-client-cert", job))
+        t.eq("get-client-cert", r.out, "pkcs11 pkcs11:token=bgtest;object=client;pin-value=***\n")
 
 
 # ---- the certificate check command -------------------------------------------------------
