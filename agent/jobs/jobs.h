@@ -260,6 +260,7 @@ int job_cancel(struct bg_store *st, const char *id) BG_WUR;
 /* ---- The daemon (daemon.c) -------------------------------------------- */
 #define DAEMON_MAX_TRANSFERS 4 /* background jobs transferring at once, by default */
 #define DAEMON_MAX_WORKERS 64  /* jobs transferring at once, foreground ones included */
+#define DAEMON_NOTIFY_MAX 256  /* notification commands reaped while running at once */
 #define DAEMON_SLICE 30        /* seconds a background job runs while others of its level wait */
 
 struct daemon_options {

@@ -275,8 +275,15 @@ certcheck_run(const char *const *argv, const char *input, size_t len, unsigned t
 	close(sv[0]);
 	for (;;) {
 		w = waitpid(pid, &status, WNOHANG);
-		if (w == pid || (w < 0 && errno != EINTR))
+		if (w == pid)
 			break;
+		if (w < 0 && errno != EINTR) {
+			/* Reaped by someone else (ECHILD): its verdict is unknown,
+			 * which is never an acceptance. */
+			snprintf(why, whylen, "certificate check command %s: its exit status was lost (%s)",
+			         argv[0], strerror(errno));
+			return 1;
+		}
 		if (now_ms() >= deadline) {
 			kill(-pid, SIGKILL);
 			killed = true;

@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +175,12 @@ test_run(void)
 	memset(big, 'A', sizeof(big));
 	CHECK_EQ_INT(certcheck_run(deaf, big, sizeof(big), 5000, why, sizeof(why)), 0);
 	unlink(out);
+	/* A status reaped by someone else (here the kernel, SIGCHLD ignored;
+	 * in a daemon, a waitpid(-1)) is lost: never taken for an acceptance. */
+	signal(SIGCHLD, SIG_IGN);
+	CHECK_EQ_INT(certcheck_run(yes, "x\n", 2, 5000, why, sizeof(why)), 1);
+	CHECK(strstr(why, "lost") != NULL);
+	signal(SIGCHLD, SIG_DFL);
 }
 
 static void
