@@ -136,6 +136,14 @@ def cert_args(o, name="client"):
     return ["--cert", o.pki(f"{name}.pem"), "--key", o.pki(f"{name}.key")]
 
 
+def get_mtls(t, agent, o, path, *extra):
+    """`get --json --ca-file root.pem EXTRA` of PATH on the `mtls` server into out/f.bin:
+    (Result, output path)."""
+    out = out_path(o, "f.bin")
+    r = ran(t, agent.get(o.url_of("mtls", path), out, extra=["--ca-file", o.pki("root.pem"), *extra]))
+    return r, out
+
+
 # ---- client certificates -----------------------------------------------------------------
 
 @case("client_cert_get_accepted_with_right_cert")
@@ -144,9 +152,7 @@ def _(bg):
     transferred, and nginx saw the client certificate's subject"""
     with ClientTlsOrigin() as o:
         agent, t = setup(bg, o)
-        out = out_path(o, "f.bin")
-        r = ran(t, agent.get(o.url_of("mtls", "/files/f.bin"), out,
-                             extra=["--ca-file", o.pki("root.pem"), *cert_args(o)]))
+        r, out = get_mtls(t, agent, o, "/files/f.bin", *cert_args(o))
         expect_transferred(t, r, out, o.sha("f.bin"))
         recs = o.client_log("mtls")
         t.eq("nginx: requests and client subject",
@@ -166,9 +172,7 @@ def _(bg):
     """--cert naming one file that holds the certificate and the key (mode 0600): transferred"""
     with ClientTlsOrigin() as o:
         agent, t = setup(bg, o)
-        out = out_path(o, "f.bin")
-        r = ran(t, agent.get(o.url_of("mtls", "/files/f.bin"), out,
-                             extra=["--ca-file", o.pki("root.pem"), "--cert", o.pki("client-bundle.pem")]))
+        r, out = get_mtls(t, agent, o, "/files/f.bin", "--cert", o.pki("client-bundle.pem"))
         expect_transferred(t, r, out, o.sha("f.bin"))
         t.eq("document: key_file is the bundle", field(r.doc, "client_certificate", "key_file"),
              o.pki("client-bundle.pem"))
@@ -193,9 +197,7 @@ def _(bg):
     HTTP 400) fails the file; no output"""
     with ClientTlsOrigin() as o:
         agent, t = setup(bg, o)
-        out = out_path(o, "f.bin")
-        r = ran(t, agent.get(o.url_of("mtls", "/files/f.bin"), out,
-                             extra=["--ca-file", o.pki("root.pem"), *cert_args(o, "otherclient")]))
+        r, out = get_mtls(t, agent, o, "/files/f.bin", *cert_args(o, "otherclient"))
         expect_error(t, r, out, *HTTP_400)
         recs = o.client_log("mtls")
         t.ok("nginx saw the other CA's certificate and refused it",
@@ -387,9 +389,7 @@ def _(bg):
     went to the first, not to the second, as credentials do; the file is transferred"""
     with ClientTlsOrigin() as o:
         agent, t = setup(bg, o)
-        out = out_path(o, "f.bin")
-        r = ran(t, agent.get(o.url_of("mtls", "/redir/f.bin"), out,
-                             extra=["--ca-file", o.pki("root.pem"), *cert_args(o)]))
+        r, out = get_mtls(t, agent, o, "/redir/f.bin", *cert_args(o))
         expect_transferred(t, r, out, o.sha("f.bin"))
         t.eq("client subject at the first origin (302)",
              [(x["uri"], x["status"], x["client_dn"]) for x in o.client_log("mtls")],
@@ -413,9 +413,7 @@ def _(bg):
             return 77
         env, uri = tok
         agent = Bgcopy(bg.exe, o.path("home"), env_extra=env)
-        out = out_path(o, "f.bin")
-        r = ran(t, agent.get(o.url_of("mtls", "/files/f.bin"), out,
-                             extra=["--ca-file", o.pki("root.pem"), "--pkcs11", uri]))
+        r, out = get_mtls(t, agent, o, "/files/f.bin", "--pkcs11", uri)
         expect_transferred(t, r, out, o.sha("f.bin"))
         t.eq("nginx: client subject", [x["client_dn"] for x in o.client_log("mtls")],
              ["CN=client.bgcopy.test"])
