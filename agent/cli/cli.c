@@ -394,7 +394,7 @@ cli_error_line(json_t *doc, char *buf, size_t len)
 static void
 print_info_text(json_t *doc)
 {
-	json_t *files = json_object_get(doc, "files"), *f, *err;
+	json_t *files = json_object_get(doc, "files"), *f, *err, *cc;
 	char flags[160], line[1024];
 	size_t i;
 
@@ -434,6 +434,19 @@ print_info_text(json_t *doc)
 	else
 		printf("  download time  %" JSON_INTEGER_FORMAT " s used (no limit)\n",
 		       json_integer_value(json_object_get(doc, "download_time_used")));
+	/* The client certificate as its document shows it (never the key). */
+	if (json_is_object(cc = json_object_get(doc, "client_certificate"))) {
+		if (json_is_string(json_object_get(cc, "pkcs11")))
+			printf("  client cert    %s\n", cli_jstr(cc, "pkcs11"));
+		else
+			printf("  client cert    %s (%s)\n",
+			       json_is_string(json_object_get(cc, "subject")) ? cli_jstr(cc, "subject")
+			                                                      : cli_jstr(cc, "problem"),
+			       cli_jstr(cc, "cert_file"));
+	}
+	json_array_foreach(json_object_get(doc, "cert_check_cmd"), i, f)
+		printf("%s%s%s", i == 0 ? "  cert check     " : " ", json_string_value(f),
+		       i + 1 == json_array_size(json_object_get(doc, "cert_check_cmd")) ? "\n" : "");
 	if (json_is_object(err = json_object_get(doc, "error")))
 		printf("  error          %s\n", cli_error_line(doc, line, sizeof(line)));
 	json_array_foreach(files, i, f) {

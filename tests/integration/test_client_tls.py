@@ -279,6 +279,9 @@ def _(bg):
         t.eq("info: client_certificate.subject", field(r.doc, "client_certificate", "subject"),
              "CN=client.bgcopy.test")
         t.ok("info: no key material", "PRIVATE KEY" not in r.out and "BEGIN" not in r.out)
+        r = ran(t, agent.run("info", job))
+        t.ok("info (text) names the subject and the file",
+             f"client cert    CN=client.bgcopy.test ({o.pki('client.pem')})" in r.out, f"stdout: {r.out!r}")
         ran(t, agent.run("set-ca-file", job, o.pki("root.pem")))
         with Daemon(t, agent, o):
             ran(t, agent.run("resume", job))
@@ -571,6 +574,8 @@ def _(bg):
         t.eq("set: exit status", r.rc, 0)
         r = ran(t, agent.run("info", job, "--json"))
         t.eq("document: cert_check_cmd", field(r.doc, "cert_check_cmd"), [hook, "accept"])
+        r = ran(t, agent.run("info", job))
+        t.ok("info (text) shows the command", f"cert check     {hook} accept\n" in r.out, f"stdout: {r.out!r}")
         r = ran(t, agent.run("set-cert-check-cmd", job, "none"))
         t.eq("none: exit status", r.rc, 0)
         r = ran(t, agent.run("info", job, "--json"))
