@@ -65,13 +65,15 @@ bool flags_valid(uint32_t flags);
 	XX(ERROR_WINHTTP_CONNECTION_ERROR, 0x80072EFEu, true, "the connection was reset or closed") \
 	XX(ERROR_WINHTTP_SECURE_CERT_DATE_INVALID, 0x80072F05u, false, "certificate expired or not yet valid") \
 	XX(ERROR_WINHTTP_SECURE_CERT_CN_INVALID, 0x80072F06u, false, "certificate host name mismatch") \
+	XX(ERROR_WINHTTP_CLIENT_AUTH_CERT_NEEDED, 0x80072F0Cu, false, "the server requires a client certificate") \
 	XX(ERROR_WINHTTP_SECURE_INVALID_CA, 0x80072F0Du, false, "unknown or untrusted certificate authority") \
 	XX(ERROR_WINHTTP_SECURE_CERT_REV_FAILED, 0x80072F19u, false, "revocation check failed") \
 	XX(ERROR_WINHTTP_INVALID_SERVER_RESPONSE, 0x80072F78u, false, "invalid server response") \
 	XX(ERROR_WINHTTP_REDIRECT_FAILED, 0x80072F7Cu, false, "redirect refused")             \
 	XX(ERROR_WINHTTP_SECURE_CERT_REVOKED, 0x80072F8Au, false, "certificate revoked")      \
 	XX(ERROR_WINHTTP_SECURE_FAILURE, 0x80072F8Fu, false, "TLS failure")                   \
-	XX(ERROR_WINHTTP_SECURE_CERT_WRONG_USAGE, 0x80072F93u, false, "certificate not valid for server use")
+	XX(ERROR_WINHTTP_SECURE_CERT_WRONG_USAGE, 0x80072F93u, false, "certificate not valid for server use") \
+	XX(ERROR_WINHTTP_CLIENT_CERT_NO_PRIVATE_KEY, 0x80072F99u, false, "the client certificate's private key cannot be used")
 
 enum hr_code {
 #define XX(sym, code, transient, msg) HR_##sym = code,

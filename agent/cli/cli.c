@@ -72,6 +72,8 @@ cli_usage(FILE *f)
 	      "                                server credentials (password asked when no file)\n"
 	      "      --proxy-user USER [--proxy-password-file F] [--proxy-auth-scheme S]\n"
 	      "                                proxy credentials (sent to the proxy only)\n"
+	      "      --cert FILE [--key FILE]  client certificate (PEM; the key only its owner reads)\n"
+	      "      --pkcs11 URI              client certificate and key on a PKCS#11 token\n"
 	      "  create [--name N] [--priority foreground|high|normal|low]   prints the job id\n"
 	      "  add JOB URL FILE [--sha256 HEX] | add JOB --from LIST\n"
 	      "                                 (LIST lines: URL LOCALPATH [sha256=HEX])\n"
@@ -90,6 +92,9 @@ cli_usage(FILE *f)
 	      "  set-proxy JOB URL|none | set-ca-file JOB FILE | set-peer-caching JOB MODE\n"
 	      "  set-transfer-policy JOB always|unrestricted-only   (metered networks)\n"
 	      "  set-max-rate JOB RATE|none     the job's own limit, bytes/s (10M, 512K, 100000)\n"
+	      "  set-client-cert JOB --cert FILE [--key FILE] | --pkcs11 URI | none\n"
+	      "  get-client-cert JOB [--json]   the client certificate presented to the job's hosts\n"
+	      "  set-cert-check-cmd JOB PROGRAM [ARG...] | none   must accept each new TLS session\n"
 	      "  replace-remote-prefix JOB OLD NEW\n"
 	      "  info JOB [--json] | list [--all] [--json] | wait JOB [--timeout SECONDS]\n"
 	      "  daemon [--max-transfers N] [--slice SECONDS]   runs queued jobs until SIGTERM\n"
@@ -409,7 +414,7 @@ cli_error_line(json_t *doc, char *buf, size_t len)
 static void
 print_info_text(json_t *doc)
 {
-	json_t *files = json_object_get(doc, "files"), *f, *err;
+	json_t *files = json_object_get(doc, "files"), *f, *err, *cc;
 	char flags[160], line[1024];
 	size_t i;
 
@@ -477,6 +482,19 @@ print_info_text(json_t *doc)
 	else
 		printf("  download time  %" JSON_INTEGER_FORMAT " s used (no limit)\n",
 		       json_integer_value(json_object_get(doc, "download_time_used")));
+	/* The client certificate as its document shows it (never the key). */
+	if (json_is_object(cc = json_object_get(doc, "client_certificate"))) {
+		if (json_is_string(json_object_get(cc, "pkcs11")))
+			printf("  client cert    %s\n", cli_jstr(cc, "pkcs11"));
+		else
+			printf("  client cert    %s (%s)\n",
+			       json_is_string(json_object_get(cc, "subject")) ? cli_jstr(cc, "subject")
+			                                                      : cli_jstr(cc, "problem"),
+			       cli_jstr(cc, "cert_file"));
+	}
+	json_array_foreach(json_object_get(doc, "cert_check_cmd"), i, f)
+		printf("%s%s%s", i == 0 ? "  cert check     " : " ", json_string_value(f),
+		       i + 1 == json_array_size(json_object_get(doc, "cert_check_cmd")) ? "\n" : "");
 	if (json_is_object(err = json_object_get(doc, "error")))
 		printf("  error          %s\n", cli_error_line(doc, line, sizeof(line)));
 	json_array_foreach(files, i, f) {
@@ -527,6 +545,8 @@ struct get_opts {
 	uint64_t max_rate;
 	const char *password_file, *proxy_password_file;
 	char password[1024], proxy_password[1024];
+	const char *cert_arg, *key_arg, *pkcs11_arg;
+	struct cli_cert cert;
 };
 
 static int
@@ -553,6 +573,9 @@ parse_get(int argc, char **argv, struct get_opts *o)
 		{"proxy-user", required_argument, NULL, 'U'},
 		{"proxy-password-file", required_argument, NULL, 'Q'},
 		{"proxy-auth-scheme", required_argument, NULL, 'B'},
+		{"cert", required_argument, NULL, 'C'},
+		{"key", required_argument, NULL, 'Y'},
+		{"pkcs11", required_argument, NULL, 'E'},
 		{NULL, 0, NULL, 0},
 	};
 	int ch, rc;
@@ -666,6 +689,15 @@ parse_get(int argc, char **argv, struct get_opts *o)
 			if ((rc = cli_parse_auth_scheme(optarg, &o->jo.proxy_auth_scheme)) != EXIT_DONE)
 				return rc;
 			break;
+		case 'C':
+			o->cert_arg = optarg;
+			break;
+		case 'Y':
+			o->key_arg = optarg;
+			break;
+		case 'E':
+			o->pkcs11_arg = optarg;
+			break;
 		case 'h':
 			cli_usage(stdout);
 			return -1;
@@ -698,6 +730,12 @@ parse_get(int argc, char **argv, struct get_opts *o)
 	    (o->proxy_password_file != NULL && o->jo.proxy_user == NULL)) {
 		cli_complain("get: a password file needs --user (--proxy-user for the proxy's)");
 		return EXIT_USAGE;
+	}
+	if (o->cert_arg != NULL || o->key_arg != NULL || o->pkcs11_arg != NULL) {
+		if ((rc = cli_client_cert(o->cert_arg, o->key_arg, o->pkcs11_arg, &o->cert)) != EXIT_DONE)
+			return rc;
+		o->jo.client_cert = o->cert.cert;
+		o->jo.client_key = o->cert.key;
 	}
 	return EXIT_DONE;
 }
@@ -1280,6 +1318,44 @@ cmd_get_flags(struct ctx *c, int argc, char **argv)
 	return EXIT_DONE;
 }
 
+int
+cli_client_cert(const char *cert, const char *key, const char *pkcs11, struct cli_cert *out)
+{
+	char why[512];
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	if (pkcs11 != NULL) {
+		if (cert != NULL || key != NULL) {
+			cli_complain("a client certificate is --cert FILE [--key FILE] or --pkcs11 URI, "
+			             "not both");
+			return EXIT_USAGE;
+		}
+		if (!client_cert_is_pkcs11(pkcs11) || strpbrk(pkcs11, " \t\r\n") != NULL) {
+			cli_complain("--pkcs11 takes a PKCS#11 URI (pkcs11:...), not '%s'", pkcs11);
+			return EXIT_USAGE;
+		}
+		out->cert = pkcs11;
+		return EXIT_DONE;
+	}
+	if (cert == NULL) {
+		cli_complain("--key needs --cert");
+		return EXIT_USAGE;
+	}
+	if (cli_absolute_path(cert, out->cert_path, sizeof(out->cert_path)) != 0 ||
+	    (key != NULL && cli_absolute_path(key, out->key_path, sizeof(out->key_path)) != 0)) {
+		cli_complain("path too long: %s", cert);
+		return EXIT_USAGE;
+	}
+	out->cert = out->cert_path;
+	out->key = key != NULL ? out->key_path : NULL;
+	if ((err = client_cert_check(out->cert, out->key, why, sizeof(why))) != 0) {
+		cli_complain("%s", why);
+		return EXIT_USAGE;
+	}
+	return EXIT_DONE;
+}
+
 bool
 cli_take_flag(int *argc, char **argv, const char *flag)
 {
@@ -1507,6 +1583,9 @@ static const struct command {
 	{"make-headers-write-only", cmd_make_headers_write_only},
 	{"set-proxy", cmd_set_proxy},
 	{"set-ca-file", cmd_set_ca_file},
+	{"set-client-cert", cmd_set_client_cert},
+	{"get-client-cert", cmd_get_client_cert},
+	{"set-cert-check-cmd", cmd_set_cert_check_cmd},
 	{"set-peer-caching", cmd_set_peer_caching},
 	{"set-transfer-policy", cmd_set_transfer_policy},
 	{"set-max-rate", cmd_set_max_rate},

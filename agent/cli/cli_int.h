@@ -48,6 +48,18 @@ bool valid_peer(const char *s);
 bool cli_take_flag(int *argc, char **argv, const char *flag);
 /* Whether BGCOPY_SYNC asks for power-loss durability (fsync at the end). */
 bool cli_sync_wanted(void);
+/* A client certificate given on the command line, checked and made
+ * absolute: cert is the PEM file or the "pkcs11:" URI, key the PEM key file
+ * or NULL (then in cert).  Both point into the struct or at the arguments. */
+struct cli_cert {
+	const char *cert, *key;
+	char cert_path[PATH_MAX], key_path[PATH_MAX];
+};
+/* Checks --cert FILE [--key FILE] (pkcs11 NULL) or --pkcs11 URI (cert and
+ * key NULL) into out.  Complains in one line and returns EXIT_USAGE for a
+ * key others may read, an unreadable, encrypted or mismatched pair, or a
+ * malformed URI; EXIT_DONE otherwise. */
+int cli_client_cert(const char *cert, const char *key, const char *pkcs11, struct cli_cert *out);
 /* Tells a running daemon that jobs changed (HOME/wake). */
 void cli_wake(struct ctx *c);
 
@@ -101,6 +113,9 @@ int cli_parse_auth_scheme(const char *s, enum job_auth_scheme *out);
 bool cli_valid_auth_user(const char *user, enum job_auth_scheme sc);
 int cmd_set_proxy(struct ctx *c, int argc, char **argv);
 int cmd_set_ca_file(struct ctx *c, int argc, char **argv);
+int cmd_set_client_cert(struct ctx *c, int argc, char **argv);
+int cmd_get_client_cert(struct ctx *c, int argc, char **argv);
+int cmd_set_cert_check_cmd(struct ctx *c, int argc, char **argv);
 int cmd_set_peer_caching(struct ctx *c, int argc, char **argv);
 int cmd_set_transfer_policy(struct ctx *c, int argc, char **argv);
 int cmd_replace_remote_prefix(struct ctx *c, int argc, char **argv);

@@ -650,6 +650,107 @@ cmd_set_ca_file(struct ctx *c, int argc, char **argv)
 	return change(c, argv[1], &s);
 }
 
+/* BITS SetClientCertificateByID/ByName and RemoveClientCertificate: the
+ * certificate is presented to the job's own hosts (README.md). */
+int
+cmd_set_client_cert(struct ctx *c, int argc, char **argv)
+{
+	struct job_settings s = {.set = JOB_SET_CLIENT_CERT};
+	const char *cert = NULL, *key = NULL, *pkcs11 = NULL;
+	struct cli_cert cc;
+	int rc;
+
+	if (argc == 3 && strcmp(argv[2], "none") == 0)
+		return change(c, argv[1], &s);
+	for (int i = 2; i + 1 < argc && argc >= 4; i += 2) {
+		const char **slot = strcmp(argv[i], "--cert") == 0     ? &cert
+		                    : strcmp(argv[i], "--key") == 0    ? &key
+		                    : strcmp(argv[i], "--pkcs11") == 0 ? &pkcs11
+		                                                       : NULL;
+
+		if (slot == NULL || *slot != NULL)
+			goto usage;
+		*slot = argv[i + 1];
+	}
+	if (argc < 4 || argc % 2 != 0)
+		goto usage;
+	if ((rc = cli_client_cert(cert, key, pkcs11, &cc)) != EXIT_DONE)
+		return rc;
+	s.client_cert = cc.cert;
+	s.client_key = cc.key;
+	return change(c, argv[1], &s);
+usage:
+	cli_complain("usage: bgcopy set-client-cert JOB --cert FILE [--key FILE] | --pkcs11 URI | none");
+	return EXIT_USAGE;
+}
+
+/* BITS GetClientCertificate: what is set, never the key's bytes. */
+int
+cmd_get_client_cert(struct ctx *c, int argc, char **argv)
+{
+	bool json = cli_take_flag(&argc, argv, "--json");
+	struct job_rec job;
+	json_t *o = NULL;
+	int rc, err;
+
+	if (argc != 2) {
+		cli_complain("usage: bgcopy get-client-cert JOB [--json]");
+		return EXIT_USAGE;
+	}
+	if ((rc = prepare(c, argv[1])) != EXIT_DONE)
+		return rc;
+	if ((err = job_load(c->st, argv[1], &job)) != 0)
+		return cli_store_failed(argv[1], err);
+	if ((o = job_client_cert_json(&job)) == NULL) {
+		job_rec_clear(&job);
+		return cli_store_failed("get-client-cert", BG_ENOMEM);
+	}
+	if (json) {
+		cli_print_json(o);
+	} else if (json_is_null(o)) {
+		printf("none\n");
+	} else {
+		static const char *const keys[] = {"pkcs11", "cert_file", "key_file", "subject",
+		                                   "not_after", "problem"};
+
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			if (json_is_string(json_object_get(o, keys[i])))
+				printf("%s %s\n", keys[i], cli_jstr(o, keys[i]));
+	}
+	json_decref(o);
+	job_rec_clear(&job);
+	return EXIT_DONE;
+}
+
+/* BITS SetServerCertificateValidationInterface, as a program: run with the
+ * host and the server's chain on its standard input (net_int.h) once per
+ * new TLS session, after the security flags' checks passed; 0 accepts. */
+int
+cmd_set_cert_check_cmd(struct ctx *c, int argc, char **argv)
+{
+	struct job_settings s = {.set = JOB_SET_CERT_CHECK_CMD};
+	const char *list[NOTIFY_ARGS_MAX + 1];
+	char path[PATH_MAX];
+
+	if (argc < 3 || argc - 2 > NOTIFY_ARGS_MAX || argv[2][0] == '\0') {
+		cli_complain("usage: bgcopy set-cert-check-cmd JOB PROGRAM [ARG...] | none");
+		return EXIT_USAGE;
+	}
+	if (argc == 3 && strcmp(argv[2], "none") == 0)
+		return change(c, argv[1], &s);
+	/* A program named by a path is taken as an absolute path (the daemon
+	 * runs elsewhere); a bare name is searched in the runner's PATH. */
+	if (strchr(argv[2], '/') != NULL) {
+		if (cli_absolute_path(argv[2], path, sizeof(path)) != 0 || access(path, X_OK) != 0) {
+			cli_complain("set-cert-check-cmd: %s is not an executable program", argv[2]);
+			return EXIT_USAGE;
+		}
+		argv[2] = path;
+	}
+	s.cert_check_cmd = arg_list(argc, argv, 2, list);
+	return change(c, argv[1], &s);
+}
+
 int
 cmd_set_peer_caching(struct ctx *c, int argc, char **argv)
 {

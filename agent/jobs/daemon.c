@@ -77,6 +77,11 @@ struct daemon {
 	bool rate_ready;         /* rate initialised */
 	bool rate_chosen;        /* a choice was logged */
 	int rate_window;         /* the schedule's window, -1: outside them */
+	/* Notification commands still running.  Only these are reaped: a
+	 * worker waits for its own children (a job's certificate check
+	 * command), whose status a waitpid(-1) here would steal. */
+	pid_t notified[DAEMON_NOTIFY_MAX];
+	size_t nnotified;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -146,7 +151,7 @@ worker_main(void *arg)
 /* Runs the job's notification command, without a shell, with the job id
  * as its last argument. */
 static void
-notify(const char *id, const struct strv *cmd)
+notify(struct daemon *d, const char *id, const struct strv *cmd)
 {
 	size_t n = cmd->n;
 	char **argv;
@@ -162,6 +167,10 @@ notify(const char *id, const struct strv *cmd)
 		err = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
 		if (err != 0)
 			note("job %s: cannot run notify command %s: %s", id, argv[0], strerror(err));
+		else if (d->nnotified < DAEMON_NOTIFY_MAX)
+			d->notified[d->nnotified++] = pid;
+		/* else: more commands still running than are kept; this one is
+		 * reaped when the daemon exits. */
 	}
 	free(argv);
 }
@@ -185,7 +194,7 @@ after_run(struct daemon *d, struct worker *w)
 		} else if (w->result == 0 &&
 		           (job.state == JOB_TRANSFERRED || job.state == JOB_ERROR)) {
 			/* Only a run that got there notifies (once per arrival). */
-			notify(w->id, &job.notify_cmd);
+			notify(d, w->id, &job.notify_cmd);
 		}
 	}
 	job_rec_clear(&job);
@@ -231,8 +240,13 @@ reap(struct daemon *d)
 			after_run(d, w);
 		}
 	}
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		; /* notification commands that ended */
+	/* Notification commands that ended. */
+	for (size_t i = 0; i < d->nnotified;) {
+		if (waitpid(d->notified[i], NULL, WNOHANG) != 0)
+			d->notified[i] = d->notified[--d->nnotified];
+		else
+			i++;
+	}
 }
 
 struct candidate {

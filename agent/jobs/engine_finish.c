@@ -312,9 +312,11 @@ file:
 bool
 job_is_private(const struct job_rec *job)
 {
-	/* Content fetched with credentials, or with another method than GET
-	 * (its answer need not be the resource's representation). */
-	if (job_has_cred(job, JOB_AUTH_SERVER) || job->http_method != NULL)
+	/* Content fetched with credentials or a client certificate (the
+	 * holder's), or with another method than GET (its answer need not be
+	 * the resource's representation). */
+	if (job_has_cred(job, JOB_AUTH_SERVER) || job->http_method != NULL ||
+	    job->client_cert != NULL)
 		return true;
 	for (size_t i = 0; i < job->headers.n; i++) {
 		const char *line = job->headers.v[i];

@@ -76,6 +76,9 @@ origin_request_for(struct run *r, struct fsink *s, const char *const *headers,
 		req->offset = 0;
 		req->if_range = NULL;
 	}
+	req->client_cert = r->job.client_cert;
+	req->client_key = r->job.client_key;
+	req->cert_check_cmd = r->job.cert_check_cmd.n > 0 ? strv_list(&r->job.cert_check_cmd) : NULL;
 	req->stop = r->ro != NULL ? r->ro->stop : NULL;
 	req->deadline_ms = dl_clock_deadline_ms(&r->dl);
 	/* A silent origin is a transient error after the job's no-progress

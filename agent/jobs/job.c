@@ -458,6 +458,8 @@ apply_options(struct job_rec *job, const struct job_options *opt)
 	}
 	if ((err = rec_set_str(&job->peer_key, opt->peer_key)) != 0 ||
 	    (err = rec_set_str(&job->ca_file, opt->ca_file)) != 0 ||
+	    (err = rec_set_str(&job->client_cert, opt->client_cert)) != 0 ||
+	    (err = rec_set_str(&job->client_key, opt->client_cert != NULL ? opt->client_key : NULL)) != 0 ||
 	    (err = strv_set(&job->headers, opt->headers)) != 0)
 		return err;
 	job->security_flags = opt->security_flags;
@@ -866,6 +868,61 @@ creds_value(const struct job_rec *job)
 	return arr;
 }
 
+/* A PKCS#11 URI as users may see it: a "pin-value" attribute (RFC 7512)
+ * shown as "***". */
+static char *
+pkcs11_uri_shown(const char *uri)
+{
+	const char *pin = strstr(uri, "pin-value=");
+	char *out;
+
+	if (pin == NULL)
+		return strdup(uri);
+	if (asprintf(&out, "%.*spin-value=***%s", (int)(pin - uri), uri,
+	             pin + strcspn(pin, ";?&")) < 0)
+		return NULL;
+	return out;
+}
+
+json_t *
+job_client_cert_json(const struct job_rec *job)
+{
+	char subject[256], not_after[64], why[384];
+	json_t *o;
+	char *shown;
+
+	if (job->client_cert == NULL)
+		return json_null();
+	if ((o = json_object()) == NULL)
+		return NULL;
+	if (client_cert_is_pkcs11(job->client_cert)) {
+		if ((shown = pkcs11_uri_shown(job->client_cert)) == NULL ||
+		    jset_str(o, "pkcs11", shown) != 0) {
+			free(shown);
+			json_decref(o);
+			return NULL;
+		}
+		free(shown);
+		return o;
+	}
+	/* Where the files are and whose certificate it is: the key's bytes
+	 * never leave its file. */
+	if (jset_str(o, "cert_file", job->client_cert) != 0 ||
+	    jset_str(o, "key_file", job->client_key != NULL ? job->client_key : job->client_cert) != 0)
+		goto fail;
+	if (client_cert_load(job->client_cert, subject, sizeof(subject), not_after,
+	                     sizeof(not_after), why, sizeof(why)) == 0) {
+		if (jset_str(o, "subject", subject) != 0 || jset_str(o, "not_after", not_after) != 0)
+			goto fail;
+	} else if (jset_str(o, "problem", why) != 0) {
+		goto fail;
+	}
+	return o;
+fail:
+	json_decref(o);
+	return NULL;
+}
+
 /* The document of job in state (the state readers see). */
 static json_t *
 make_document(const struct job_rec *job, const struct file_rec *files, uint32_t nfiles,
@@ -955,6 +1012,18 @@ cost_fields(json_t *d, const struct job_rec *job, enum job_state shown, bool liv
 	return 0;
 }
 
+/* The job's client certificate and certificate check command, last in the
+ * document (key material never appears: job_client_cert_json). */
+static int
+tls_fields(json_t *d, const struct job_rec *job)
+{
+	if (jset(d, "client_certificate", job_client_cert_json(job)) != 0 ||
+	    jset(d, "cert_check_cmd",
+	         job->cert_check_cmd.n > 0 ? strv_json(&job->cert_check_cmd) : json_null()) != 0)
+		return BG_ENOMEM;
+	return 0;
+}
+
 int
 job_document(struct bg_store *st, const char *home, const char *id, json_t **out)
 {
@@ -970,7 +1039,8 @@ job_document(struct bg_store *st, const char *home, const char *id, json_t **out
 		shown = home != NULL ? job_state_shown(home, id, a.job.state) : a.job.state;
 		if ((*out = make_document(&a.job, a.files, a.nfiles, shown)) == NULL)
 			err = BG_ENOMEM;
-		else if ((err = cost_fields(*out, &a.job, shown, home != NULL)) != 0) {
+		else if ((err = cost_fields(*out, &a.job, shown, home != NULL)) != 0 ||
+		         (err = tls_fields(*out, &a.job)) != 0) {
 			json_decref(*out);
 			*out = NULL;
 		}
@@ -1246,6 +1316,11 @@ settings_fn(struct job_rec *job, struct bg_txn *txn, void *arg)
 			return BG_ENOTIMPL;
 		err = job_cred_set(&job->cred[s->auth_target][s->auth_scheme], s->user, s->password);
 	}
+	if (err == 0 && (s->set & JOB_SET_CLIENT_CERT) &&
+	    (err = rec_set_str(&job->client_cert, s->client_cert)) == 0)
+		err = rec_set_str(&job->client_key, s->client_cert != NULL ? s->client_key : NULL);
+	if (err == 0 && (s->set & JOB_SET_CERT_CHECK_CMD))
+		err = strv_set(&job->cert_check_cmd, s->cert_check_cmd);
 	return err;
 }
 

@@ -105,6 +105,7 @@ struct job_options {
 	enum job_auth_scheme auth_scheme;
 	const char *proxy_user, *proxy_password;
 	enum job_auth_scheme proxy_auth_scheme;
+	const char *client_cert, *client_key; /* as job_settings has them, NULL: none */
 };
 
 /* Adds a file.  url must be canonical (url_canonical); local_path absolute.
@@ -169,6 +170,8 @@ enum job_setting {
 	JOB_SET_AUTH = 1u << 21,              /* one credential: auth_target, auth_scheme */
 	JOB_SET_HTTP_METHOD = 1u << 22,
 	JOB_SET_HEADERS_WRITE_ONLY = 1u << 23, /* irreversible */
+	JOB_SET_CLIENT_CERT = 1u << 19,
+	JOB_SET_CERT_CHECK_CMD = 1u << 20,
 };
 struct job_settings {
 	unsigned set;                   /* JOB_SET_* */
@@ -191,6 +194,10 @@ struct job_settings {
 	enum job_auth_target auth_target;
 	enum job_auth_scheme auth_scheme;
 	const char *http_method;        /* a token (job_http_method_valid); NULL or "GET": GET */
+	/* PEM file or "pkcs11:" URI, and the key file apart from it (or NULL);
+	 * client_cert NULL removes both.  The caller checked them. */
+	const char *client_cert, *client_key;
+	const char *const *cert_check_cmd; /* program and arguments, NULL-terminated; NULL clears */
 };
 /* Applies s atomically (a user change: see job_modify).  BG_EINVAL once the
  * job is ACKNOWLEDGED or CANCELLED; BG_EBUSY for JOB_SET_HTTP_METHOD unless
@@ -199,6 +206,11 @@ struct job_settings {
  * pins such a job to foreground).  Setting a method other than GET makes
  * the job's priority foreground. */
 int job_change(struct bg_store *st, const char *id, const struct job_settings *s) BG_WUR;
+/* The client certificate as documents show it: null, {"pkcs11": URI (a
+ * PIN shown as ***)} or {"cert_file", "key_file", "subject", "not_after"}
+ * ("problem" instead of the last two when the file cannot be read).  New
+ * reference; NULL when out of memory. */
+json_t *job_client_cert_json(const struct job_rec *job);
 /* Replaces OLD by NEW at the start of the remote URL of every unfinished
  * file whose current remote URL starts with OLD; *changed gets how many.
  * BG_EINVAL when a resulting URL is not a valid http(s) URL (nothing
@@ -299,6 +311,7 @@ int job_cancel(struct bg_store *st, const char *id) BG_WUR;
 /* ---- The daemon (daemon.c) -------------------------------------------- */
 #define DAEMON_MAX_TRANSFERS 4 /* background jobs transferring at once, by default */
 #define DAEMON_MAX_WORKERS 64  /* jobs transferring at once, foreground ones included */
+#define DAEMON_NOTIFY_MAX 256  /* notification commands reaped while running at once */
 #define DAEMON_SLICE 30        /* seconds a background job runs while others of its level wait */
 
 struct daemon_options {

@@ -162,7 +162,7 @@ strv_decode(const json_t *arr, struct strv *a)
 	return err;
 }
 
-static json_t *
+json_t *
 strv_json(const struct strv *a)
 {
 	json_t *arr = json_array();
@@ -310,7 +310,10 @@ job_rec_decode(const json_t *o, struct job_rec *out)
 	    (err = creds_decode(o, out)) != 0 ||
 	    (err = strv_decode(json_object_get(o, "peers"), &out->peers)) != 0 ||
 	    (err = strv_decode(json_object_get(o, "headers"), &out->headers)) != 0 ||
-	    (err = strv_decode(json_object_get(o, "notify_cmd"), &out->notify_cmd)) != 0) {
+	    (err = strv_decode(json_object_get(o, "notify_cmd"), &out->notify_cmd)) != 0 ||
+	    (err = dstr(o, "client_cert", &out->client_cert)) != 0 ||
+	    (err = dstr(o, "client_key", &out->client_key)) != 0 ||
+	    (err = strv_decode(json_object_get(o, "cert_check_cmd"), &out->cert_check_cmd)) != 0) {
 		job_rec_clear(out);
 		return err;
 	}
@@ -625,6 +628,13 @@ put_job(json_t *o, const void *rec)
 	/* The job's own rate limit: absent while none, as older builds. */
 	if ((err = opt_int(o, "max_rate", (int64_t)r->max_rate)) != 0)
 		return err;
+	/* Client certificate and check command: absent while unset, as the
+	 * fields before them. */
+	if ((err = opt_str(o, "client_cert", r->client_cert)) != 0 ||
+	    (err = opt_str(o, "client_key", r->client_key)) != 0 ||
+	    (err = (r->cert_check_cmd.n > 0 ? put_strv(o, "cert_check_cmd", &r->cert_check_cmd)
+	                                    : opt_str(o, "cert_check_cmd", NULL))) != 0)
+		return err;
 	return 0;
 }
 
@@ -772,6 +782,9 @@ job_rec_clear(struct job_rec *r)
 	free(r->http_method);
 	strv_free(&r->peers);
 	strv_free(&r->headers);
+	strv_free(&r->cert_check_cmd);
+	free(r->client_cert);
+	free(r->client_key);
 	strv_free(&r->notify_cmd);
 	memset(r, 0, sizeof(*r));
 }

@@ -21,6 +21,8 @@ void strv_free(struct strv *a);
 int strv_set(struct strv *a, const char *const *list) BG_WUR;
 /* The list as a NULL-terminated array (never NULL). */
 const char *const *strv_list(const struct strv *a);
+/* The list as a JSON array of strings (new reference; NULL: no memory). */
+json_t *strv_json(const struct strv *a);
 
 /* The error that stopped a job. */
 struct job_error {
@@ -72,6 +74,11 @@ struct job_rec {
 	int64_t download_time_used;  /* seconds spent CONNECTING or TRANSFERRING since the last resume */
 	uint32_t cost_flags;         /* BITS cost flags (JOB_COST_FLAGS_*): the transfer policy */
 	uint64_t max_rate;           /* bytes/s, 0: no limit (absent from records then) */
+	/* The client certificate (BITS SetClientCertificate): a PEM file or a
+	 * "pkcs11:" URI, and the PEM key file when apart; NULL: none.  Paths
+	 * only: key material is never in the record. */
+	char *client_cert, *client_key;
+	struct strv cert_check_cmd;  /* program and arguments (empty: none) */
 };
 
 /* What a peer said when a file was looked up there. */

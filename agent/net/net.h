@@ -123,6 +123,14 @@ struct origin_request {
 	volatile const int *stop;   /* non-zero: abort now, even while the origin is silent;
 	                             * the result's local_err is then BG_ECANCELED (or NULL) */
 	int64_t deadline_ms;        /* bg_mono_ms() at which to abort as stop does; 0: none */
+	/* The job's client certificate: a PEM file (with the key unless
+	 * client_key names one) or a "pkcs11:" URI; NULL: none.  Presented to
+	 * the scheme, host and port of headers_for only, never to a proxy. */
+	const char *client_cert;
+	const char *client_key;     /* PEM private key file, or NULL */
+	/* Program and arguments (NULL-terminated) that must accept each new
+	 * TLS session's server certificate (net_int.h), or NULL. */
+	const char *const *cert_check_cmd;
 };
 
 struct origin_result {
@@ -150,6 +158,25 @@ void origin_free(struct origin *o);
 int origin_fetch(struct origin *o, const struct origin_request *req,
                  const struct origin_sink *sink, struct origin_result *res) BG_WUR;
 void origin_result_clear(struct origin_result *res);
+
+/* ---- Client certificates (certcheck.c) --------------------------------- */
+/* Whether a client certificate setting is a PKCS#11 URI ("pkcs11:..."). */
+bool client_cert_is_pkcs11(const char *cert);
+/* Checks a PEM private key file before use: a regular file that only its
+ * owner may access (as ssh demands) and that can be read.  0, or BG_EUNSAFE
+ * (group or others have any access), BG_EINVAL (not a regular file) or an
+ * errno-based error, with one line in why. */
+int client_key_check(const char *path, char *why, size_t len) BG_WUR;
+/* Reads the first certificate of a PEM file: its subject (RFC 2253) and
+ * notAfter as tls_cert_describe writes them.  0, or an error with one line
+ * in why. */
+int client_cert_load(const char *path, char *subject, size_t slen, char *not_after, size_t alen,
+                     char *why, size_t len) BG_WUR;
+/* Checks a PEM certificate file and its key (key NULL: in the same file)
+ * before they are set: client_key_check, a certificate, an unencrypted
+ * private key, and that the two belong together.  0, or an error (BG_EUNSAFE
+ * for a key others may read, BG_EINVAL for the rest) with one line in why. */
+int client_cert_check(const char *cert, const char *key, char *why, size_t len) BG_WUR;
 
 
 /* ---- CRL cache (crl.c) ------------------------------------------------ */

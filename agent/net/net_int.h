@@ -23,6 +23,7 @@ enum tls_fault {
 	TLS_FAULT_REVFAILED = 0x20,
 	TLS_FAULT_OTHER = 0x40,
 	TLS_FAULT_NEEDCRL = 0x80, /* a CRL must be downloaded before deciding */
+	TLS_FAULT_CHECKCMD = 0x100, /* the job's certificate check command said no */
 };
 #define TLS_MAX_CRL_URLS 8 /* CRLs one handshake may ask to download */
 
@@ -33,9 +34,16 @@ struct tls_policy {
 	unsigned faults;       /* TLS_FAULT_* seen in the last handshake */
 	unsigned fatal;        /* faults the flags do not ignore */
 	char message[512];     /* the reason for the most important fatal fault */
-	char fault_msg[8][384]; /* first message per fault class (index: bit number) */
+	char fault_msg[9][384]; /* first message per fault class (index: bit number) */
 	char *need_crl[TLS_MAX_CRL_URLS]; /* CRL URLs to download (owned) */
 	size_t nneed;
+	/* The job's certificate check command (program and arguments), run
+	 * once per full handshake after the flags' checks passed, or NULL. */
+	const char *const *check_cmd;
+	unsigned check_timeout_ms;
+	unsigned port;         /* the server's port, for the command's input */
+	/* The server asked for a client certificate and none was set. */
+	bool cert_asked;
 };
 
 /* The http and https URIs of a certificate's CRL distribution points (at
@@ -47,6 +55,26 @@ void tls_cdp_uris_free(STACK_OF(OPENSSL_STRING) *uris);
 void tls_cert_describe(X509 *cert, char *subject, size_t slen, char *not_after, size_t alen);
 /* Installs the policy on an SSL_CTX (a CURLOPT_SSL_CTX_FUNCTION). */
 CURLcode tls_ssl_ctx_cb(CURL *curl, void *ssl_ctx, void *policy);
+/* ---- Certificate check command (certcheck.c) ----------------------------
+ * The command reads, on its standard input, one line "host HOST PORT" and
+ * then the server's chain in PEM, leaf first (the chain as verified, up to
+ * the trust anchor when there is one).  Exit status 0 accepts; any other
+ * status, a signal, or no answer within the bound rejects. */
+#define CERTCHECK_TIMEOUT_MS 30000 /* a command still running then is killed */
+/* The bound: CERTCHECK_TIMEOUT_MS, or less from BGCOPY_CERT_CHECK_TIMEOUT_MS
+ * (milliseconds; for tests). */
+unsigned certcheck_timeout_ms(void);
+/* The command's input, as a new NUL-terminated string (*out, caller frees)
+ * of *outlen bytes.  BG_ENOMEM. */
+int certcheck_input(const char *host, unsigned port, STACK_OF(X509) *chain, char **out,
+                    size_t *outlen) BG_WUR;
+/* Runs argv (no shell, PATH searched) in a process group of its own with
+ * input on its standard input and its standard output to /dev/null; after
+ * timeout_ms the group gets SIGKILL.  0: accepted; 1: rejected, why says
+ * how. */
+int certcheck_run(const char *const *argv, const char *input, size_t len, unsigned timeout_ms,
+                  char *why, size_t whylen) BG_WUR;
+
 /* Clears the verdict before a handshake. */
 void tls_policy_reset(struct tls_policy *p);
 /* The HRESULT for the policy's fatal faults (HR_S_OK when none). */

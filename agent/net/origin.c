@@ -16,17 +16,21 @@
 #include "net.h"
 #include "net_int.h"
 
-#define ORIGIN_POOLS 4 /* connection pools kept, one per security flag set and CA file */
+#define ORIGIN_POOLS 4 /* connection pools kept, one per TLS identity (pool_ident) */
 
 /* Connections and TLS sessions verified under one set of flags are never
  * used for a transfer under another: libcurl's connection cache and session
  * cache know nothing of our verification callback, so each flag set (and CA
- * file) gets a share of its own, which keeps those caches.  Every request
- * gets a fresh easy handle on its pool's share (origin_easy_on). */
+ * file, client certificate and certificate check command) gets a share of
+ * its own, which keeps those caches.  A connection made with one client
+ * certificate thus never carries a request with another or with none, and a
+ * session the check command accepted is only resumed under that command.
+ * Every request gets a fresh easy handle on its pool's share
+ * (origin_easy_on). */
 struct pool {
 	CURLSH *share;      /* connections and TLS sessions of this flag set */
 	uint32_t tls_flags; /* the certificate-related bits of the flags */
-	char *ca_file;
+	char *ident;        /* CA file, client certificate, key, check command */
 	uint64_t last_used;
 	struct tls_policy policy; /* stays put: SSL_CTXs of live connections point at it */
 };
@@ -168,7 +172,7 @@ static void
 pool_clear(struct pool *p)
 {
 	curl_share_cleanup(p->share);
-	free(p->ca_file);
+	free(p->ident);
 	tls_policy_reset(&p->policy);
 	memset(p, 0, sizeof(*p));
 }
@@ -184,16 +188,46 @@ origin_free(struct origin *o)
 	free(o);
 }
 
-static bool
-same_ca(const char *a, const char *b)
+static int
+ident_add(char **s, const char *v)
 {
-	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+	char *n;
+
+	/* Unit separators keep "a" + "bc" apart from "ab" + "c"; "-" is unset. */
+	if (asprintf(&n, "%s%s%s\x1f", *s != NULL ? *s : "", v != NULL ? "+" : "-",
+	             v != NULL ? v : "") < 0)
+		return BG_ENOMEM;
+	free(*s);
+	*s = n;
+	return 0;
 }
 
-/* The pool for a flag set and CA file; the least recently used one makes
- * room when all are taken. */
+/* What, beside the flags, tells apart the pools a hop may use: the CA file,
+ * the client certificate and key the hop presents, the check command. */
 static int
-pool_for(struct origin *o, uint32_t flags, const char *ca_file, struct pool **out)
+pool_ident(const struct origin_request *req, bool with_cert, char **out)
+{
+	char *s = NULL;
+	int err;
+
+	if ((err = ident_add(&s, req->ca_file)) != 0 ||
+	    (err = ident_add(&s, with_cert ? req->client_cert : NULL)) != 0 ||
+	    (err = ident_add(&s, with_cert ? req->client_key : NULL)) != 0)
+		goto out;
+	for (const char *const *a = req->cert_check_cmd; a != NULL && *a != NULL; a++)
+		if ((err = ident_add(&s, *a)) != 0)
+			goto out;
+	*out = s;
+	s = NULL; /* transferred */
+out:
+	free(s);
+	return err;
+}
+
+/* The pool for a flag set and identity (pool_ident, taken over); the least
+ * recently used one makes room when all are taken. */
+static int
+pool_for(struct origin *o, uint32_t flags, char *ident, struct pool **out)
 {
 	uint32_t tls = flags & (BG_SSL_ENABLE_CRL_CHECK | BG_SSL_IGNORE_CERT_CN_INVALID |
 	                        BG_SSL_IGNORE_CERT_DATE_INVALID | BG_SSL_IGNORE_UNKNOWN_CA |
@@ -203,23 +237,24 @@ pool_for(struct origin *o, uint32_t flags, const char *ca_file, struct pool **ou
 	for (size_t i = 0; i < ORIGIN_POOLS; i++) {
 		struct pool *c = &o->pools[i];
 
-		if (c->share != NULL && c->tls_flags == tls && same_ca(c->ca_file, ca_file)) {
+		if (c->share != NULL && c->tls_flags == tls && strcmp(c->ident, ident) == 0) {
 			p = c;
 			break;
 		}
 		if (p == NULL || c->share == NULL || (p->share != NULL && c->last_used < p->last_used))
 			p = c;
 	}
-	if (p->share == NULL || p->tls_flags != tls || !same_ca(p->ca_file, ca_file)) {
+	if (p->share == NULL || p->tls_flags != tls || strcmp(p->ident, ident) != 0) {
 		pool_clear(p);
-		if ((p->share = origin_share_new()) == NULL)
-			return BG_ENOMEM;
-		if (ca_file != NULL && (p->ca_file = strdup(ca_file)) == NULL) {
-			pool_clear(p);
+		if ((p->share = origin_share_new()) == NULL) {
+			free(ident);
 			return BG_ENOMEM;
 		}
+		p->ident = ident;
+		ident = NULL; /* transferred */
 		p->tls_flags = tls;
 	}
+	free(ident);
 	p->last_used = ++o->tick;
 	*out = p;
 	return 0;
@@ -751,6 +786,38 @@ curl_auth(unsigned schemes)
 	return (long)a;
 }
 
+/* A server that asked for a client certificate and got none refuses the
+ * handshake (TLS alert) or answers 400 or 403 (nginx says 400 "No required
+ * SSL certificate was sent"): that is ERROR_WINHTTP_CLIENT_AUTH_CERT_NEEDED,
+ * as WinHTTP reports it to BITS.  A certificate the server then refuses is
+ * its answer as it stands (an HTTP error, or a TLS failure). */
+static void
+cert_needed(struct hop *h, const struct tls_policy *tp, bool with_cert, CURLcode rc)
+{
+	char was[sizeof(h->message)];
+
+	if (!tp->cert_asked || with_cert || tp->fatal != 0 || h->verdict != V_ERROR ||
+	    h->feed.err != 0)
+		return;
+	if (!(h->status == 400 || h->status == 403 || (h->status == 0 && rc != CURLE_OK)))
+		return;
+	memcpy(was, h->message, sizeof(was));
+	hop_fail(h, HR_ERROR_WINHTTP_CLIENT_AUTH_CERT_NEEDED,
+	         "the server asked for a client certificate and the job has none (%s)", was);
+}
+
+/* A "pkcs11:" URI as the certificate or key: OpenSSL's pkcs11 engine
+ * (libengine-pkcs11-openssl) loads it from the token. */
+static void
+set_pkcs11(CURL *e, const char *cert, const char *key)
+{
+	curl_easy_setopt(e, CURLOPT_SSLENGINE, "pkcs11");
+	if (client_cert_is_pkcs11(cert))
+		curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "ENG");
+	if (client_cert_is_pkcs11(key))
+		curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "ENG");
+}
+
 /* Runs one request of the chain. */
 static int
 run_hop(struct origin *o, struct hop *h, bool send_sensitive)
@@ -763,9 +830,25 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	CURLcode rc;
 	CURL *e;
 	bool want_digest = true;
+	/* The client certificate goes where credentials go: to the file's own
+	 * scheme, host and port (see README.md). */
+	bool with_cert = send_sensitive && req->client_cert != NULL;
+	const char *key = req->client_key != NULL ? req->client_key : req->client_cert;
+	char *ident = NULL, authority[300];
 	int err;
 
-	if ((err = pool_for(o, req->security_flags, req->ca_file, &pool)) != 0)
+	if (with_cert && !client_cert_is_pkcs11(key)) {
+		char why[384];
+
+		/* Checked again at each use: the mode may have changed since
+		 * set-client-cert. */
+		if (client_key_check(key, why, sizeof(why)) != 0) {
+			hop_fail(h, HR_ERROR_WINHTTP_CLIENT_CERT_NO_PRIVATE_KEY, "%s: %s", h->url, why);
+			return 0;
+		}
+	}
+	if ((err = pool_ident(req, with_cert, &ident)) != 0 ||
+	    (err = pool_for(o, req->security_flags, ident, &pool)) != 0)
 		return err;
 	if ((e = origin_easy_on(pool->share)) == NULL)
 		return BG_ENOMEM;
@@ -773,8 +856,13 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	tls_policy_reset(tp);
 	tp->flags = req->security_flags;
 	tp->crl_dir = req->crl_dir;
-	if ((err = url_host(h->url, tp->host, sizeof(tp->host))) != 0)
+	tp->check_cmd = req->cert_check_cmd;
+	tp->check_timeout_ms = certcheck_timeout_ms();
+	if ((err = url_host(h->url, tp->host, sizeof(tp->host))) != 0 ||
+	    (err = url_authority(h->url, authority, sizeof(authority))) != 0)
 		goto out;
+	/* url_authority always names the port (the scheme's default if need be). */
+	tp->port = (unsigned)strtoul(strrchr(authority, ':') + 1, NULL, 10);
 
 	/* Everything is set anew for each hop, on a new handle; the pool's
 	 * share keeps the connections, TLS sessions and DNS answers. */
@@ -874,6 +962,14 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	}
 	if (req->ca_file != NULL)
 		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+	/* The origin's TLS only: a proxy's own TLS (CURLOPT_PROXY_SSLCERT)
+	 * never gets it. */
+	if (with_cert) {
+		curl_easy_setopt(e, CURLOPT_SSLCERT, req->client_cert);
+		curl_easy_setopt(e, CURLOPT_SSLKEY, key);
+		if (client_cert_is_pkcs11(req->client_cert) || client_cert_is_pkcs11(key))
+			set_pkcs11(e, req->client_cert, key);
+	}
 	/* "none": no proxy, whatever the environment says (an empty string
 	 * turns libcurl's proxy use off). */
 	if (req->proxy != NULL)
@@ -953,6 +1049,10 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 		proxy_name(h, proxy, sizeof(proxy));
 		hop_fail(h, hr_from_curl(e, rc), "proxy %s unreachable for %s: %s", proxy, h->url,
 		         curl_text(h, rc));
+	} else if (h->verdict == V_NONE && rc == CURLE_SSL_CERTPROBLEM && with_cert) {
+		hop_fail(h, HR_ERROR_WINHTTP_CLIENT_CERT_NO_PRIVATE_KEY,
+		         "%s: the client certificate or its key cannot be used: %s", h->url,
+		         curl_text(h, rc));
 	} else if (h->verdict == V_NONE && rc != CURLE_OK) {
 		hop_fail(h, hr_from_curl(e, rc), "%s: %s", h->url, curl_text(h, rc));
 	} else if (h->verdict == V_NONE && h->feed.discard) {
@@ -962,6 +1062,7 @@ run_hop(struct origin *o, struct hop *h, bool send_sensitive)
 	} else if (h->verdict == V_NONE) {
 		hop_fail(h, HR_ERROR_WINHTTP_INVALID_SERVER_RESPONSE, "%s: no usable response", h->url);
 	}
+	cert_needed(h, tp, with_cert, rc);
 out:
 	curl_easy_cleanup(e);
 	h->easy = NULL;

@@ -38,10 +38,13 @@
 static int ex_index = -1;
 static pthread_once_t ex_once = PTHREAD_ONCE_INIT;
 
+static int ctx_index = -1;
+
 static void
 ex_init(void)
 {
 	ex_index = X509_STORE_CTX_get_ex_new_index(0, "bgcopy tls policy", NULL, NULL, NULL);
+	ctx_index = SSL_CTX_get_ex_new_index(0, "bgcopy tls policy", NULL, NULL, NULL);
 }
 
 static int
@@ -62,6 +65,7 @@ tls_policy_reset(struct tls_policy *p)
 	p->faults = 0;
 	p->fatal = 0;
 	p->message[0] = '\0';
+	p->cert_asked = false;
 	for (size_t i = 0; i < sizeof(p->fault_msg) / sizeof(p->fault_msg[0]); i++)
 		p->fault_msg[i][0] = '\0';
 	for (size_t i = 0; i < p->nneed; i++)
@@ -82,6 +86,7 @@ static const struct {
 	{TLS_FAULT_USAGE, HR_ERROR_WINHTTP_SECURE_CERT_WRONG_USAGE},
 	{TLS_FAULT_CN, HR_ERROR_WINHTTP_SECURE_CERT_CN_INVALID},
 	{TLS_FAULT_OTHER, HR_ERROR_WINHTTP_SECURE_FAILURE},
+	{TLS_FAULT_CHECKCMD, HR_ERROR_WINHTTP_SECURE_FAILURE},
 };
 
 uint32_t
@@ -409,6 +414,29 @@ check_revocation(struct tls_policy *p, X509_STORE_CTX *ctx)
 	}
 }
 
+/* Runs the job's check command on the verified chain; true: accepted. */
+static bool
+run_check_cmd(struct tls_policy *p, X509_STORE_CTX *ctx)
+{
+	STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(ctx);
+	char why[384];
+	char *input = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (sk_X509_num(chain) <= 0)
+		chain = X509_STORE_CTX_get0_untrusted(ctx);
+	if (certcheck_input(p->host, p->port, chain, &input, &len) != 0) {
+		add_fault(p, TLS_FAULT_CHECKCMD, "out of memory for the certificate check command");
+		return false;
+	}
+	rc = certcheck_run(p->check_cmd, input, len, p->check_timeout_ms, why, sizeof(why));
+	free(input);
+	if (rc != 0)
+		add_fault(p, TLS_FAULT_CHECKCMD, "%s: %s", p->host, why);
+	return rc == 0;
+}
+
 static int
 cert_verify_cb(X509_STORE_CTX *ctx, void *arg)
 {
@@ -454,9 +482,33 @@ cert_verify_cb(X509_STORE_CTX *ctx, void *arg)
 		X509_STORE_CTX_set_error(ctx, X509_V_ERR_CERT_REJECTED);
 		return 0;
 	}
+	/* BITS calls the job's validation callback only once the system's
+	 * checks passed; so does the check command. */
+	if (p->check_cmd != NULL && !run_check_cmd(p, ctx)) {
+		p->fatal |= TLS_FAULT_CHECKCMD;
+		snprintf(p->message, sizeof(p->message), "%s",
+		         p->fault_msg[fault_bit(TLS_FAULT_CHECKCMD)]);
+		X509_STORE_CTX_set_error(ctx, X509_V_ERR_CERT_REJECTED);
+		return 0;
+	}
 	/* libcurl reads the result back after the handshake. */
 	X509_STORE_CTX_set_error(ctx, X509_V_OK);
 	return 1;
+}
+
+/* Called by OpenSSL when the server asks for a client certificate and
+ * none is set: noted, so that the server's refusal can be told for what it
+ * is (ERROR_WINHTTP_CLIENT_AUTH_CERT_NEEDED). */
+static int
+client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey)
+{
+	struct tls_policy *p = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index);
+
+	(void)x509;
+	(void)pkey;
+	if (p != NULL)
+		p->cert_asked = true;
+	return 0; /* no certificate: the handshake goes on without one */
 }
 
 CURLcode
@@ -464,5 +516,8 @@ tls_ssl_ctx_cb(CURL *curl, void *ssl_ctx, void *policy)
 {
 	(void)curl;
 	SSL_CTX_set_cert_verify_callback(ssl_ctx, cert_verify_cb, policy);
+	pthread_once(&ex_once, ex_init);
+	if (ctx_index >= 0 && SSL_CTX_set_ex_data(ssl_ctx, ctx_index, policy) == 1)
+		SSL_CTX_set_client_cert_cb(ssl_ctx, client_cert_cb);
 	return CURLE_OK;
 }

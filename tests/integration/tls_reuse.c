@@ -5,10 +5,15 @@
  * flags must fail even though a lenient one just succeeded on the same
  * client (no connection or TLS session reused across flag sets).
  *
- * usage: tls_reuse CAFILE URL FLAGS1 FLAGS2
+ * With CERT1 KEY1 CERT2 KEY2 ("-": none) each transfer presents that
+ * client certificate: a connection made with one certificate must not carry
+ * a request with another or with none (test_client_tls.py).
+ *
+ * usage: tls_reuse CAFILE URL FLAGS1 FLAGS2 [CERT1 KEY1 CERT2 KEY2]
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <curl/curl.h>
 
@@ -36,8 +41,8 @@ main(int argc, char **argv)
 	struct origin *o = NULL;
 	int rc = 0;
 
-	if (argc != 5) {
-		fprintf(stderr, "usage: tls_reuse CAFILE URL FLAGS1 FLAGS2\n");
+	if (argc != 5 && argc != 9) {
+		fprintf(stderr, "usage: tls_reuse CAFILE URL FLAGS1 FLAGS2 [CERT1 KEY1 CERT2 KEY2]\n");
 		return 2;
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -58,6 +63,13 @@ main(int argc, char **argv)
 		req.url = argv[2];
 		req.ca_file = argv[1];
 		req.security_flags = flags;
+		if (argc == 9) {
+			const char *cert = argv[5 + 2 * (i - 3)], *key = argv[6 + 2 * (i - 3)];
+
+			req.headers_for = argv[2];
+			req.client_cert = strcmp(cert, "-") != 0 ? cert : NULL;
+			req.client_key = strcmp(key, "-") != 0 ? key : NULL;
+		}
 		if (origin_fetch(o, &req, &sink, &res) != 0) {
 			rc = 3;
 			break;
