@@ -7,7 +7,8 @@ What the code accepts is read from the source tree (found from this file's own p
   function they are in and attributed to every command whose function (the command table
   of cli.c) reaches that function by direct calls; agent/cli/main.c's main() gives the
   global options;
-- bgcopy's command names: cli.c's command table;
+- bgcopy's command names: cli.c's command table; the subcommands of cache and crl: the
+  names their functions compare `sub` with;
 - bgcopy-peerd's long options: the `struct option` table of peerd/main.c;
 - the bgcopy.conf keys: cache/config.c's key-name table (and the older names
   bg_config_key_parse accepts);
@@ -89,9 +90,9 @@ def options_in(body):
     return set(TABLE_OPT_RE.findall(body)) | set(LITERAL_OPT_RE.findall(body))
 
 
-def cli_source():
-    """(commands, per_command, global_opts): the command table's names in order, {command:
-    set of long options}, and main()'s global options."""
+def _cli_table():
+    """({function: body} of agent/cli/*.c but main.c, [(command, function)] of cli.c's
+    command table)."""
     funcs = {}
     for name in sorted(os.listdir(os.path.join(SRC, "agent", "cli"))):
         if name.endswith(".c") and name != "main.c":
@@ -102,6 +103,13 @@ def cli_source():
     assert table, "the command table of agent/cli/cli.c was not found"
     entries = re.findall(r'\{\s*"([a-z][a-z0-9-]*)"\s*,\s*(\w+)\s*\}', table.group(1))
     assert entries, "the command table of agent/cli/cli.c is empty?"
+    return funcs, entries
+
+
+def cli_source():
+    """(commands, per_command, global_opts): the command table's names in order, {command:
+    set of long options}, and main()'s global options."""
+    funcs, entries = _cli_table()
     calls = {fn: {c for c in re.findall(r"\b([A-Za-z_]\w*)\s*\(", body) if c in funcs and c != fn}
              for fn, body in funcs.items()}
 
@@ -123,6 +131,18 @@ def cli_source():
         per[name] = opts
     glob = options_in(c_functions(_read("agent", "cli", "main.c"))["main"])
     return [n for n, _ in entries], per, glob
+
+
+def cli_subcommands():
+    """{command: set of subcommands} for the commands whose function compares a `sub`
+    argument with names (cache, crl)."""
+    funcs, entries = _cli_table()
+    out = {}
+    for name, fn in entries:
+        subs = set(re.findall(r'strcmp\(sub,\s*"([a-z][a-z0-9-]*)"\)', funcs.get(fn, "")))
+        if subs:
+            out[name] = subs
+    return out
 
 
 def peerd_source():
@@ -281,6 +301,18 @@ def bgcopy_page(bg):
          "undocumented: " + " ".join(undocumented))
     t.ok("every option tag of COMMANDS is accepted by its command(s)", not set(stale),
          "stale in bgcopy(1): " + " ".join(sorted(set(stale))))
+    subs = cli_subcommands()
+    t.ok("the code has subcommands (cache, crl)", {"cache", "crl"} <= set(subs), str(subs))
+    for name, want in sorted(subs.items()):
+        got = set()
+        for sh, ss, tag in tags:
+            m = re.match(r"(?:\.\w+\s+)?" + re.escape(name) + r"\s+([a-z][a-z0-9-]*)",
+                         tag.replace('"', ""))
+            if sh == "COMMANDS" and ss == name and m:
+                got.add(m.group(1))
+        t.ok(f"the {name} subsection has a tag per {name} subcommand, and no other", got == want,
+             " ".join(filter(None, [_missing("undocumented", want - got),
+                                    _missing("stale", got - want)])))
     documented = set().union(*(tag_options(tag) for sh, _, tag in tags if sh == "OPTIONS"))
     t.ok("the global options are the OPTIONS tags", documented == glob,
          " ".join(filter(None, [_missing("undocumented", glob - documented),
@@ -315,6 +347,15 @@ def bgcopy_help(bg):
          not missing, "missing from bgcopy --help: " + " ".join(missing))
     t.ok("--help names no option the code lacks", not shown_all - code and not stale,
          _missing("stale options in bgcopy --help", shown_all - code) + " " + " ".join(stale))
+    for name, want in sorted(cli_subcommands().items()):
+        got = set()
+        for line in text.split("\n"):
+            if line.startswith(f"  {name} "):
+                got |= set(re.findall(r"(?<![\w-])" + re.escape(name) + r"\s+([a-z][a-z0-9-]*)", line))
+                got |= set(re.findall(r"\|\s+([a-z][a-z0-9-]*)", line))
+        got.discard(name)
+        t.ok(f"--help names every {name} subcommand, and no other", got == want,
+             " ".join(filter(None, [_missing("missing", want - got), _missing("stale", got - want)])))
     left = {(n, o) for n, o in HELP_LEFT_OUT if o in blocks.get(n, set())}
     t.ok("the left-out options are really left out of their commands' lines", not left,
          "on the lines after all (drop them from HELP_LEFT_OUT): "
