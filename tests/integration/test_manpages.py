@@ -12,11 +12,13 @@ What the code accepts is read from the source tree (found from this file's own p
 - bgcopy-peerd's long options: the `struct option` table of peerd/main.c;
 - the bgcopy.conf keys: cache/config.c's key-name table (and the older names
   bg_config_key_parse accepts);
-- the security flags (agent/bits/flags.c, bits.h) and the HRESULTs (agent/bits/bits.h).
+- the security flags (agent/bits/flags.c, bits.h) and the HRESULTs (agent/bits/bits.h);
+- the environment variables: every getenv() of agent/, cache/ and peerd/.
 
 What is documented is read from the pages: a COMMANDS subsection (.SS) per command (or
 group of commands) in bgcopy(1), its options as .TP tags; the OPTIONS tags of bgcopy(1) and
-bgcopy-peerd(8); the KEYS tags of bgcopy.conf(5). What --help prints is read from running
+bgcopy-peerd(8); the KEYS tags of bgcopy.conf(5); the SECURITY FLAGS, HRESULTS and
+ENVIRONMENT tags of bgcopy(1). What --help prints is read from running
 $BGCOPY --help and $BGCOPY_PEERD --help.
 
 Every case fails with the names that are missing or stale. Python 3.11 standard library.
@@ -175,6 +177,37 @@ def hresults_source():
     return {(int(code, 16), sym) for sym, code in
             re.findall(r"XX\((\w+),\s*(0x[0-9A-Fa-f]+)u", _read("agent", "bits", "bits.h"))
             if sym != "S_OK"}
+
+
+# Variables bgcopy(1) documents that no getenv() of the tree reads: the libraries read them.
+ENV_READ_BY_LIBRARIES = {
+    "http_proxy": "libcurl's proxy for http URLs",
+    "https_proxy": "libcurl's proxy for https URLs",
+    "KRB5CCNAME": "the Kerberos credential cache GSS-API uses for negotiate",
+    "DBUS_SYSTEM_BUS_ADDRESS": "libdbus/sd-bus: the system bus of NetworkManager and avahi",
+    "TZ": "the C library's local time, which max_rate_schedule uses",
+}
+
+
+def env_source():
+    """Every environment variable a getenv() of agent/, cache/ or peerd/ reads (through a
+    macro too, as BG_CLOCK_OFFSET_ENV)."""
+    names, macros, calls = set(), {}, []
+    for top in ("agent", "cache", "peerd"):
+        for root, _, files in os.walk(os.path.join(SRC, top)):
+            for f in files:
+                if f.endswith((".c", ".h")):
+                    with open(os.path.join(root, f), encoding="utf-8") as fh:
+                        text = _strip_comments(fh.read())
+                    macros.update(re.findall(r'#define (\w+_ENV) "(\w+)"', text))
+                    calls += re.findall(r"\bgetenv\(\s*(\"\w+\"|\w+)\s*\)", text)
+    for c in calls:
+        if c.startswith('"'):
+            names.add(c.strip('"'))
+        else:
+            assert c in macros, f"getenv({c}): the macro's value was not found"
+            names.add(macros[c])
+    return names
 
 
 # ---- the pages ---------------------------------------------------------------------------
@@ -443,6 +476,25 @@ def flags_and_codes(bg):
          "missing: " + show(codes - documented))
     t.ok("every documented HRESULT is in bits.h", documented <= codes,
          "stale: " + show(documented - codes))
+
+
+@case("manpage_bgcopy_documents_every_environment_variable")
+def environment(bg):
+    """bgcopy(1)'s ENVIRONMENT tags name every variable a getenv() of the tree reads, and
+    nothing else but the few ENV_READ_BY_LIBRARIES, each with its reader."""
+    t = bg.t
+    code = env_source()
+    t.ok("the tree reads environment variables", {"BGCOPY_HOME", "BGCOPY_CONFIG"} <= code, str(code))
+    documented = set()
+    for sh, _, tag in page_structure("bgcopy.1"):
+        if sh == "ENVIRONMENT":
+            documented |= set(re.findall(r"\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b|\b[A-Z]{2,}\b", tag))
+    documented -= {"BR", "B"}
+    t.ok("every variable read is an ENVIRONMENT tag of bgcopy(1)", not code - documented,
+         _missing("undocumented", code - documented))
+    stale = documented - code - set(ENV_READ_BY_LIBRARIES)
+    t.ok("every ENVIRONMENT tag is read by the tree or a library it uses", not stale,
+         _missing("stale", stale))
 
 
 @case("manpage_pages_format_cleanly")
