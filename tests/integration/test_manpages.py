@@ -239,6 +239,18 @@ def page_structure(name):
     return out
 
 
+def section_text(name, section):
+    """The plain text of one .SH section of a page."""
+    with open(os.path.join(MAN, name), encoding="utf-8") as f:
+        out, sh = [], ""
+        for line in map(_plain, f.read().split("\n")):
+            if line.startswith(".SH"):
+                sh = line[3:].strip().strip('"')
+            elif sh == section:
+                out.append(line)
+    return "\n".join(out)
+
+
 OPT_RE = re.compile(r"(?<![\w-])--([a-z0-9][a-z0-9-]*)")
 
 
@@ -401,7 +413,7 @@ def bgcopy_help(bg):
 @case("manpage_peerd_documents_every_option")
 def peerd_page(bg):
     """bgcopy-peerd(8)'s OPTIONS tags and `bgcopy-peerd --help` against peerd/main.c's
-    option table, both ways."""
+    option table, both ways; the bgcopy.conf keys both say peerd reads are the same."""
     t = bg.t
     code = peerd_source()
     t.ok("peerd/main.c has an option table", len(code) > 5)
@@ -419,6 +431,15 @@ def peerd_page(bg):
          _missing("options missing from bgcopy-peerd --help", missing))
     t.ok("peerd's --help names no option it lacks", not shown - code,
          _missing("stale options in bgcopy-peerd --help", shown - code))
+    keys, aliases, _ = config_source()
+    names = set(keys) | aliases
+    words = r"(?<![\w-])([a-z_]+)(?![\w-])"  # whole words: no "peer" out of "--connections-per-peer"
+    in_help = names & set(re.findall(words, text))
+    in_page = names & set(re.findall(words, section_text("bgcopy-peerd.8", "CONFIGURATION")))
+    t.ok("the bgcopy.conf keys peerd's --help names are the ones its page's CONFIGURATION names",
+         in_help == in_page and len(in_help) > 3,
+         " ".join(filter(None, [_missing("only in --help", in_help - in_page),
+                                _missing("only in bgcopy-peerd(8)", in_page - in_help)])))
 
 
 @case("manpage_conf_documents_every_key")
