@@ -52,6 +52,7 @@ void
 cli_usage(FILE *f)
 {
 	fputs("usage: bgcopy [--home DIR] [--ca-file FILE] COMMAND [ARGS]\n"
+	      "       bgcopy --help | --version\n"
 	      "\n"
 	      "Background downloads with BITS security flags, kept in a content store.\n"
 	      "\n"
@@ -98,6 +99,7 @@ cli_usage(FILE *f)
 	      "  replace-remote-prefix JOB OLD NEW\n"
 	      "  info JOB [--json] | list [--all] [--json] | wait JOB [--timeout SECONDS]\n"
 	      "  daemon [--max-transfers N] [--slice SECONDS]   runs queued jobs until SIGTERM\n"
+	      "         [--peer HOST:PORT]... [--peer-key FILE]   for peer-caching client jobs\n"
 	      "         [--max-rate RATE|none] [--max-rate-schedule SCHEDULE|none]\n"
 	      "                                 all transfers together but foreground jobs'\n"
 	      "                                 (bgcopy.conf max_rate, max_rate_schedule)\n"
