@@ -334,7 +334,11 @@ def malformed_requests(port, key_port, big_url, small_url, rnd):
     ]
 
 
-def malformed_loop(reqs, stop, st, rnd):
+def malformed_loop(reqs, stop, st, rnd, share):
+    """Sends SHARE (this thread's part of REQS) once whatever the time, so that every kind
+    is sent however slowly a loaded machine answers; then random ones until STOP."""
+    for kind, port, payload, opts in share:
+        exchange(port, payload, st, kind, **opts)
     while not stop.is_set():
         kind, port, payload, opts = rnd.choice(reqs)
         exchange(port, payload, st, kind, **opts)
@@ -481,7 +485,7 @@ def _(bg):
                 pk.port, entries, stop, st, random.Random(200), key)))
             for i in range(MALFORMED_THREADS):
                 helpers.append(threading.Thread(target=malformed_loop, daemon=True, args=(
-                    reqs, stop, st, random.Random(300 + i))))
+                    reqs, stop, st, random.Random(300 + i), reqs[i::MALFORMED_THREADS])))
             helpers.append(threading.Thread(target=slowloris, daemon=True, args=(
                 p.port, small_url, stop, st, SLOWLORIS)))
             argv = [wrk, f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s",
@@ -500,7 +504,7 @@ def _(bg):
             finally:
                 stop.set()
                 for th in helpers[1:]:
-                    th.join(timeout=30)
+                    th.join(timeout=90)
             took = time.monotonic() - t0
             print("  wrk output:\n    " + wout.strip().replace("\n", "\n    "), flush=True)
             if werr.strip():
@@ -548,6 +552,8 @@ def _(bg):
             sent = st.get("malformed_sent")
             answers = dict(st.items("answer:"))
             t.ok(f"malformed requests sent: {sent} (at least {len(reqs)})", sent >= len(reqs))
+            t.eq("malformed kinds never sent", sorted({r[0] for r in reqs} -
+                                                     {k for k, _ in st.items("malformed:")}), [])
             t.eq("malformed requests answered 500 (store failure)", answers.get("500", 0), 0)
             unexpected = {}
             for k, v in st.items("answer-of:"):
